@@ -1,0 +1,1111 @@
+//! From TOML text to a validated [`Config`]: deserialize with spans, then check and resolve
+//! everything, collecting every error with its location.
+
+use crate::error::{ConfigErrors, Diagnostics, ErrorKind};
+use crate::model::*;
+use crate::template::{self, Expr, JsonTemplate, RawSegment, Segment, Source, StrTemplate};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: Option<Spanned<RawServer>>,
+    #[serde(default)]
+    upstreams: BTreeMap<Spanned<String>, Spanned<RawUpstream>>,
+    #[serde(default)]
+    routes: BTreeMap<Spanned<String>, Spanned<RawRoute>>,
+    cache: Option<Spanned<toml::Value>>,
+    queue: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<Spanned<String>>,
+    admin: Option<Spanned<String>>,
+    max_body_bytes: Option<Spanned<u64>>,
+    max_response_bytes: Option<Spanned<u64>>,
+    header_read_timeout: Option<Spanned<String>>,
+    drain_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    endpoints: Spanned<Vec<Spanned<String>>>,
+    timeout: Option<Spanned<String>>,
+    connect_timeout: Option<Spanned<String>>,
+    http2: Option<bool>,
+    retry: Option<Spanned<toml::Value>>,
+    hedge: Option<Spanned<toml::Value>>,
+    circuit_breaker: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    method: Option<Spanned<String>>,
+    path: Spanned<String>,
+    deadline: Option<Spanned<String>>,
+    calls: Option<Spanned<Vec<Spanned<RawCall>>>>,
+    response: Option<Spanned<RawResponse>>,
+    proxy: Option<Spanned<String>>,
+    cache: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCall {
+    name: Spanned<String>,
+    upstream: Spanned<String>,
+    method: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    query: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    headers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    body: Option<Spanned<toml::Value>>,
+    after: Option<Spanned<Vec<Spanned<String>>>>,
+    optional: Option<bool>,
+    mode: Option<Spanned<String>>,
+    expect: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    cache: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResponse {
+    status: Option<Spanned<u16>>,
+    headers: Option<BTreeMap<String, Spanned<String>>>,
+    body: Option<Spanned<toml::Value>>,
+}
+
+/// Names a template cannot use for a call: they are the request's own sources.
+const RESERVED: [&str; 4] = ["path", "query", "header", "request"];
+
+/// Parse and validate `source` (the text of `file`).
+pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
+    let mut diag = Diagnostics::new(file, source);
+    let raw: RawConfig = match toml::from_str(source) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            diag.push(ErrorKind::Syntax, span, e.message().trim().to_owned());
+            return Err(diag.finish());
+        }
+    };
+
+    let server = compile_server(raw.server.as_ref(), &mut diag);
+    for (section, value) in [("cache", &raw.cache), ("queue", &raw.queue)] {
+        if let Some(v) = value {
+            diag.push(
+                ErrorKind::Unsupported,
+                v.span(),
+                format!("[{section}] is not supported yet in this build: remove the section"),
+            );
+        }
+    }
+
+    let mut upstreams = Vec::new();
+    for (name, up) in &raw.upstreams {
+        if let Some(u) = compile_upstream(name, up, &mut diag) {
+            upstreams.push(u);
+        }
+    }
+    let upstream_index: HashMap<&str, usize> = upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.name.as_str(), i))
+        .collect();
+    // Names of upstreams that exist but failed to compile: don't report them again as unknown.
+    let declared: Vec<&str> = raw.upstreams.keys().map(|k| k.get_ref().as_str()).collect();
+
+    // Routes in file order, so errors and `check` output follow the file.
+    let mut raw_routes: Vec<_> = raw.routes.iter().collect();
+    raw_routes.sort_by_key(|(k, _)| k.span().start);
+    let mut routes = Vec::new();
+    for (name, route) in raw_routes {
+        let ctx = RouteCtx {
+            upstreams: &upstreams,
+            upstream_index: &upstream_index,
+            declared: &declared,
+        };
+        if let Some(r) = compile_route(name, route, &ctx, &mut diag) {
+            routes.push((r, route.get_ref().path.span()));
+        }
+    }
+    check_route_conflicts(&routes, &mut diag);
+
+    if !diag.is_empty() {
+        return Err(diag.finish());
+    }
+    Ok(Config {
+        source: file.to_path_buf(),
+        server,
+        upstreams,
+        routes: routes.into_iter().map(|(r, _)| r).collect(),
+    })
+}
+
+fn duration(s: &Spanned<String>, what: &str, diag: &mut Diagnostics<'_>) -> Option<Duration> {
+    match humantime::parse_duration(s.get_ref().trim()) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            diag.push(
+                ErrorKind::Value,
+                s.span(),
+                format!(
+                    "`{what}`: {:?} is not a duration ({e}); write e.g. \"250ms\" or \"2s\"",
+                    s.get_ref()
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn compile_server(raw: Option<&Spanned<RawServer>>, diag: &mut Diagnostics<'_>) -> ServerSettings {
+    let mut s = ServerSettings::default();
+    let Some(raw) = raw else { return s };
+    let raw = raw.get_ref();
+    for (field, value, slot) in [
+        ("listen", &raw.listen, &mut s.listen),
+        ("admin", &raw.admin, &mut s.admin),
+    ] {
+        if let Some(v) = value {
+            match v.get_ref().parse() {
+                Ok(addr) => *slot = addr,
+                Err(_) => diag.push(
+                    ErrorKind::Value,
+                    v.span(),
+                    format!(
+                        "`server.{field}`: {:?} is not an address; write IP:PORT, e.g. \"127.0.0.1:8080\"",
+                        v.get_ref()
+                    ),
+                ),
+            }
+        }
+    }
+    for (field, value, slot) in [
+        ("max_body_bytes", &raw.max_body_bytes, &mut s.max_body_bytes),
+        (
+            "max_response_bytes",
+            &raw.max_response_bytes,
+            &mut s.max_response_bytes,
+        ),
+    ] {
+        if let Some(v) = value {
+            if *v.get_ref() == 0 {
+                diag.push(
+                    ErrorKind::Value,
+                    v.span(),
+                    format!("`server.{field}` must be more than 0"),
+                );
+            } else {
+                *slot = *v.get_ref();
+            }
+        }
+    }
+    for (field, value, slot) in [
+        (
+            "header_read_timeout",
+            &raw.header_read_timeout,
+            &mut s.header_read_timeout,
+        ),
+        ("drain_timeout", &raw.drain_timeout, &mut s.drain_timeout),
+    ] {
+        if let Some(v) = value {
+            if let Some(d) = duration(v, &format!("server.{field}"), diag) {
+                *slot = d;
+            }
+        }
+    }
+    s
+}
+
+fn compile_upstream(
+    name: &Spanned<String>,
+    raw: &Spanned<RawUpstream>,
+    diag: &mut Diagnostics<'_>,
+) -> Option<Upstream> {
+    let n = name.get_ref();
+    let up = raw.get_ref();
+    let before = diag_len(diag);
+    if up.endpoints.get_ref().is_empty() {
+        diag.push(
+            ErrorKind::Value,
+            up.endpoints.span(),
+            format!("upstream `{n}` has no endpoints"),
+        );
+    }
+    let mut endpoints = Vec::new();
+    for ep in up.endpoints.get_ref() {
+        match parse_endpoint(ep.get_ref()) {
+            Ok(e) => endpoints.push(e),
+            Err(msg) => diag.push(
+                ErrorKind::Value,
+                ep.span(),
+                format!("upstream `{n}`: endpoint {:?} {msg}", ep.get_ref()),
+            ),
+        }
+    }
+    let timeout = up
+        .timeout
+        .as_ref()
+        .and_then(|t| duration(t, &format!("upstreams.{n}.timeout"), diag))
+        .unwrap_or(Duration::from_secs(30));
+    let connect_timeout = up
+        .connect_timeout
+        .as_ref()
+        .and_then(|t| duration(t, &format!("upstreams.{n}.connect_timeout"), diag))
+        .unwrap_or(Duration::from_secs(2));
+    for (key, value) in [
+        ("retry", &up.retry),
+        ("hedge", &up.hedge),
+        ("circuit_breaker", &up.circuit_breaker),
+    ] {
+        if let Some(v) = value {
+            diag.push(
+                ErrorKind::Unsupported,
+                v.span(),
+                format!("upstream `{n}`: `{key}` is not supported yet in this build; remove it"),
+            );
+        }
+    }
+    if diag_len(diag) > before {
+        return None;
+    }
+    Some(Upstream {
+        name: n.clone(),
+        endpoints,
+        timeout,
+        connect_timeout,
+        http2: up.http2.unwrap_or(false),
+    })
+}
+
+fn diag_len(diag: &Diagnostics<'_>) -> usize {
+    diag.len()
+}
+
+/// Parse `http://host:port[/base]`.
+fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("is not a URL ({e}); write e.g. \"http://127.0.0.1:7001\""))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err("uses https, which is not supported yet".into()),
+        Some(other) => return Err(format!("has scheme `{other}`; only http is supported")),
+        None => return Err("has no scheme; write e.g. \"http://127.0.0.1:7001\"".into()),
+    }
+    let Some(authority) = uri.authority() else {
+        return Err("has no host".into());
+    };
+    if authority.as_str().contains('@') {
+        return Err("must not carry credentials".into());
+    }
+    if uri.query().is_some() {
+        return Err("must not have a query string".into());
+    }
+    let base_path = uri.path().trim_end_matches('/').to_owned();
+    Ok(Endpoint {
+        url: url.to_owned(),
+        scheme: "http".into(),
+        authority: authority.as_str().to_owned(),
+        base_path,
+    })
+}
+
+struct RouteCtx<'a> {
+    upstreams: &'a [Upstream],
+    upstream_index: &'a HashMap<&'a str, usize>,
+    declared: &'a [&'a str],
+}
+
+impl RouteCtx<'_> {
+    fn resolve_upstream(
+        &self,
+        name: &Spanned<String>,
+        owner: &str,
+        diag: &mut Diagnostics<'_>,
+    ) -> Option<usize> {
+        match self.upstream_index.get(name.get_ref().as_str()) {
+            Some(&i) => Some(i),
+            None => {
+                if !self.declared.contains(&name.get_ref().as_str()) {
+                    let known: Vec<&str> = self.upstreams.iter().map(|u| u.name.as_str()).collect();
+                    diag.push(
+                        ErrorKind::UnknownName,
+                        name.span(),
+                        format!(
+                            "{owner}: unknown upstream `{}` (declared: {})",
+                            name.get_ref(),
+                            list_or_none(&known)
+                        ),
+                    );
+                }
+                None
+            }
+        }
+    }
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Parse a route pattern: `/a/{id}/b`, with an optional final `{*rest}`.
+fn route_params(path: &str) -> Result<Vec<String>, String> {
+    if !path.starts_with('/') {
+        return Err("must start with `/`".into());
+    }
+    let mut params: Vec<String> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    for (i, seg) in segments.iter().enumerate() {
+        if seg.contains('{') || seg.contains('}') {
+            let inner = seg
+                .strip_prefix('{')
+                .and_then(|s| s.strip_suffix('}'))
+                .ok_or_else(|| {
+                    format!("segment `{seg}`: a parameter must be a whole segment, like `{{id}}`")
+                })?;
+            let (name, catch_all) = match inner.strip_prefix('*') {
+                Some(n) => (n, true),
+                None => (inner, false),
+            };
+            if catch_all && i + 1 != segments.len() {
+                return Err(format!("`{{*{name}}}` must be the last segment"));
+            }
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(format!(
+                    "parameter name `{name}` must be letters, digits, `_` or `-`"
+                ));
+            }
+            if params.iter().any(|p| p == name) {
+                return Err(format!("parameter `{name}` appears twice"));
+            }
+            params.push(name.to_owned());
+        }
+    }
+    Ok(params)
+}
+
+fn method(
+    raw: Option<&Spanned<String>>,
+    default: http::Method,
+    owner: &str,
+    diag: &mut Diagnostics<'_>,
+) -> http::Method {
+    let Some(m) = raw else { return default };
+    let upper = m.get_ref().trim().to_ascii_uppercase();
+    match http::Method::from_bytes(upper.as_bytes()) {
+        Ok(m) if !upper.is_empty() => m,
+        _ => {
+            diag.push(
+                ErrorKind::Value,
+                m.span(),
+                format!("{owner}: {:?} is not an HTTP method", m.get_ref()),
+            );
+            default
+        }
+    }
+}
+
+/// Resolves references in one route: request sources and call names.
+struct Resolver<'a> {
+    route: &'a str,
+    params: &'a [String],
+    calls: &'a HashMap<String, usize>,
+    /// Calls referenced by the template being compiled.
+    refs: Vec<usize>,
+    reads_body: bool,
+}
+
+impl Resolver<'_> {
+    fn resolve(&mut self, r: &template::RawRef) -> Result<Expr, String> {
+        let root = r.parts[0].as_str();
+        let rest = &r.parts[1..];
+        let single = |kind: &str| -> Result<String, String> {
+            match rest {
+                [name] => Ok(name.clone()),
+                [] => Err(format!(
+                    "`{{{}}}` needs a name, like `{{{kind}.NAME}}`",
+                    r.text
+                )),
+                _ => Err(format!(
+                    "`{{{}}}`: {kind} values are text and have no fields",
+                    r.text
+                )),
+            }
+        };
+        let source = match root {
+            "path" => {
+                let name = single("path")?;
+                let index = self.params.iter().position(|p| *p == name).ok_or_else(|| {
+                    format!(
+                        "`{{{}}}`: the route's path has no parameter `{name}` (it has: {})",
+                        r.text,
+                        list_or_none(&self.params.iter().map(String::as_str).collect::<Vec<_>>())
+                    )
+                })?;
+                return Ok(Expr {
+                    source: Source::Path { index, name },
+                    steps: Vec::new(),
+                });
+            }
+            "query" => {
+                let name = single("query")?;
+                return Ok(Expr {
+                    source: Source::Query { name },
+                    steps: Vec::new(),
+                });
+            }
+            "header" => {
+                let name = single("header")?.to_ascii_lowercase();
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return Err(format!("`{{{}}}`: `{name}` is not a header name", r.text));
+                }
+                return Ok(Expr {
+                    source: Source::Header { name },
+                    steps: Vec::new(),
+                });
+            }
+            "request" => {
+                if rest.first().map(String::as_str) != Some("body") {
+                    return Err(format!(
+                        "`{{{}}}`: the request's sources are `request.body`, `path.NAME`, `query.NAME` and `header.NAME`",
+                        r.text
+                    ));
+                }
+                self.reads_body = true;
+                return Ok(Expr {
+                    source: Source::RequestBody,
+                    steps: template::steps(&rest[1..]),
+                });
+            }
+            call => call,
+        };
+        match self.calls.get(source) {
+            Some(&index) => {
+                self.refs.push(index);
+                Ok(Expr {
+                    source: Source::Call {
+                        index,
+                        name: source.to_owned(),
+                    },
+                    steps: template::steps(rest),
+                })
+            }
+            None => {
+                let mut names: Vec<&str> = self.calls.keys().map(String::as_str).collect();
+                names.sort_unstable();
+                Err(format!(
+                    "route `{}`: `{{{}}}` refers to an unknown call `{source}` (calls: {}; request sources: path, query, header, request.body)",
+                    self.route,
+                    r.text,
+                    list_or_none(&names)
+                ))
+            }
+        }
+    }
+
+    fn str_template(&mut self, text: &str) -> Result<StrTemplate, String> {
+        let raw = template::parse(text).map_err(|e| e.message)?;
+        let mut segments = Vec::with_capacity(raw.len());
+        for seg in raw {
+            segments.push(match seg {
+                RawSegment::Lit(l) => Segment::Lit(l),
+                RawSegment::Ref(r) => Segment::Expr(self.resolve(&r)?),
+            });
+        }
+        Ok(StrTemplate { segments })
+    }
+
+    fn json_template(&mut self, value: &toml::Value) -> Result<JsonTemplate, String> {
+        Ok(match value {
+            toml::Value::String(s) => {
+                let t = self.str_template(s)?;
+                if let Some(e) = t.as_single_expr() {
+                    JsonTemplate::Value(e.clone())
+                } else if let Some(lit) = t.as_literal() {
+                    JsonTemplate::Literal(serde_json::Value::String(lit))
+                } else {
+                    JsonTemplate::Text(t)
+                }
+            }
+            toml::Value::Integer(i) => JsonTemplate::Literal((*i).into()),
+            toml::Value::Float(f) => JsonTemplate::Literal(
+                serde_json::Number::from_f64(*f)
+                    .map(serde_json::Value::Number)
+                    .ok_or_else(|| format!("{f} is not a JSON number"))?,
+            ),
+            toml::Value::Boolean(b) => JsonTemplate::Literal((*b).into()),
+            toml::Value::Datetime(d) => JsonTemplate::Literal(d.to_string().into()),
+            toml::Value::Array(items) => {
+                let items = items
+                    .iter()
+                    .map(|i| self.json_template(i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if items.iter().all(|i| matches!(i, JsonTemplate::Literal(_))) {
+                    JsonTemplate::Literal(serde_json::Value::Array(
+                        items
+                            .into_iter()
+                            .filter_map(|i| match i {
+                                JsonTemplate::Literal(v) => Some(v),
+                                _ => None,
+                            })
+                            .collect(),
+                    ))
+                } else {
+                    JsonTemplate::Array(items)
+                }
+            }
+            toml::Value::Table(t) => {
+                let fields = t
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), self.json_template(v)?)))
+                    .collect::<Result<Vec<_>, String>>()?;
+                JsonTemplate::Object(fields)
+            }
+        })
+    }
+}
+
+fn compile_route(
+    name: &Spanned<String>,
+    raw: &Spanned<RawRoute>,
+    ctx: &RouteCtx<'_>,
+    diag: &mut Diagnostics<'_>,
+) -> Option<Route> {
+    let rname = name.get_ref().clone();
+    let r = raw.get_ref();
+    let before = diag_len(diag);
+    let owner = format!("route `{rname}`");
+    let method = method(r.method.as_ref(), http::Method::GET, &owner, diag);
+    let params = match route_params(r.path.get_ref()) {
+        Ok(p) => p,
+        Err(msg) => {
+            diag.push(
+                ErrorKind::Value,
+                r.path.span(),
+                format!("{owner}: path {:?} {msg}", r.path.get_ref()),
+            );
+            Vec::new()
+        }
+    };
+    let deadline = r
+        .deadline
+        .as_ref()
+        .and_then(|d| duration(d, &format!("routes.{rname}.deadline"), diag));
+    if let Some(c) = &r.cache {
+        diag.push(
+            ErrorKind::Unsupported,
+            c.span(),
+            format!("{owner}: route caching is not supported yet in this build; remove `cache`"),
+        );
+    }
+
+    let kind = match (&r.proxy, &r.calls) {
+        (Some(p), Some(_)) => {
+            diag.push(
+                ErrorKind::Value,
+                p.span(),
+                format!(
+                    "{owner}: a route either proxies (`proxy`) or composes (`calls`), not both"
+                ),
+            );
+            None
+        }
+        (Some(p), None) => {
+            if let Some(resp) = &r.response {
+                diag.push(
+                    ErrorKind::Value,
+                    resp.span(),
+                    format!("{owner}: a proxy route forwards the upstream's response; remove `response`"),
+                );
+            }
+            ctx.resolve_upstream(p, &owner, diag)
+                .map(|upstream| RouteKind::Proxy {
+                    upstream,
+                    upstream_name: p.get_ref().clone(),
+                })
+        }
+        (None, Some(calls)) => compile_plan(&rname, &params, calls, r.response.as_ref(), ctx, diag)
+            .map(RouteKind::Compose),
+        (None, None) => {
+            diag.push(
+                ErrorKind::Value,
+                name.span(),
+                format!("{owner} has neither `calls` nor `proxy`: say what it should do"),
+            );
+            None
+        }
+    };
+    if diag_len(diag) > before {
+        return None;
+    }
+    Some(Route {
+        name: rname,
+        method,
+        path: r.path.get_ref().clone(),
+        params,
+        deadline,
+        kind: kind?,
+    })
+}
+
+fn compile_plan(
+    route: &str,
+    params: &[String],
+    raw_calls: &Spanned<Vec<Spanned<RawCall>>>,
+    raw_response: Option<&Spanned<RawResponse>>,
+    ctx: &RouteCtx<'_>,
+    diag: &mut Diagnostics<'_>,
+) -> Option<Plan> {
+    let before = diag_len(diag);
+    if raw_calls.get_ref().is_empty() {
+        diag.push(
+            ErrorKind::Value,
+            raw_calls.span(),
+            format!("route `{route}` has an empty `calls` list"),
+        );
+        return None;
+    }
+    // Names first: templates may refer to calls declared later.
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (i, c) in raw_calls.get_ref().iter().enumerate() {
+        let name = c.get_ref().name.get_ref();
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
+        if !valid {
+            diag.push(
+                ErrorKind::Value,
+                c.get_ref().name.span(),
+                format!("route `{route}`: call name {name:?} must be letters, digits, `_` or `-`"),
+            );
+        } else if RESERVED.contains(&name.as_str()) {
+            diag.push(
+                ErrorKind::Value,
+                c.get_ref().name.span(),
+                format!(
+                    "route `{route}`: `{name}` is reserved for the request's own values; name the call otherwise"
+                ),
+            );
+        } else if index.insert(name.clone(), i).is_some() {
+            diag.push(
+                ErrorKind::Duplicate,
+                c.get_ref().name.span(),
+                format!("route `{route}`: two calls are named `{name}`"),
+            );
+        }
+    }
+
+    let mut calls = Vec::new();
+    let mut deps: Vec<Vec<usize>> = Vec::new();
+    let mut reads_body = false;
+    for c in raw_calls.get_ref() {
+        let c = c.get_ref();
+        let cname = c.name.get_ref().clone();
+        let owner = format!("route `{route}`, call `{cname}`");
+        let upstream = ctx.resolve_upstream(&c.upstream, &owner, diag);
+        let method = method(c.method.as_ref(), http::Method::GET, &owner, diag);
+        let mut res = Resolver {
+            route,
+            params,
+            calls: &index,
+            refs: Vec::new(),
+            reads_body: false,
+        };
+        let tpl = |res: &mut Resolver<'_>,
+                   diag: &mut Diagnostics<'_>,
+                   text: &str,
+                   span: Range<usize>,
+                   what: &str| match res.str_template(text) {
+            Ok(t) => Some(t),
+            Err(msg) => {
+                diag.push(
+                    ErrorKind::UnknownName,
+                    span,
+                    format!("{owner}, {what}: {msg}"),
+                );
+                None
+            }
+        };
+        let path = match &c.path {
+            Some(p) if !p.get_ref().starts_with('/') => {
+                diag.push(
+                    ErrorKind::Value,
+                    p.span(),
+                    format!("{owner}: path {:?} must start with `/`", p.get_ref()),
+                );
+                None
+            }
+            Some(p) => tpl(&mut res, diag, p.get_ref(), p.span(), "path"),
+            None => Some(StrTemplate::literal("/")),
+        };
+        let mut query = Vec::new();
+        if let Some(q) = &c.query {
+            for (k, v) in q.get_ref() {
+                if let Some(t) = tpl(
+                    &mut res,
+                    diag,
+                    v.get_ref(),
+                    v.span(),
+                    &format!("query `{k}`"),
+                ) {
+                    query.push((k.clone(), t));
+                }
+            }
+        }
+        let mut headers = Vec::new();
+        if let Some(h) = &c.headers {
+            for (k, v) in h.get_ref() {
+                let lower = k.to_ascii_lowercase();
+                if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+                    diag.push(
+                        ErrorKind::Value,
+                        v.span(),
+                        format!("{owner}: `{k}` is not a header name"),
+                    );
+                    continue;
+                }
+                if let Some(t) = tpl(
+                    &mut res,
+                    diag,
+                    v.get_ref(),
+                    v.span(),
+                    &format!("header `{k}`"),
+                ) {
+                    headers.push((lower, t));
+                }
+            }
+        }
+        let body = match &c.body {
+            Some(b) => match res.json_template(b.get_ref()) {
+                Ok(t) => Some(t),
+                Err(msg) => {
+                    diag.push(
+                        ErrorKind::UnknownName,
+                        b.span(),
+                        format!("{owner}, body: {msg}"),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut my_deps = std::mem::take(&mut res.refs);
+        reads_body |= res.reads_body;
+        if let Some(after) = &c.after {
+            for a in after.get_ref() {
+                match index.get(a.get_ref()) {
+                    Some(&i) => my_deps.push(i),
+                    None => diag.push(
+                        ErrorKind::UnknownName,
+                        a.span(),
+                        format!(
+                            "{owner}: `after` names `{}`, which is not a call of this route",
+                            a.get_ref()
+                        ),
+                    ),
+                }
+            }
+        }
+        my_deps.sort_unstable();
+        my_deps.dedup();
+        let mode = match c.mode.as_ref().map(|m| (m, m.get_ref().as_str())) {
+            None | Some((_, "sync")) => Mode::Sync,
+            Some((m, "async")) => {
+                diag.push(
+                    ErrorKind::Unsupported,
+                    m.span(),
+                    format!("{owner}: mode = \"async\" (durable offload) is not supported yet in this build; the call would not run as declared, so the route is refused"),
+                );
+                Mode::Async
+            }
+            Some((m, other)) => {
+                diag.push(
+                    ErrorKind::Value,
+                    m.span(),
+                    format!("{owner}: mode {other:?} is not one of \"sync\", \"async\""),
+                );
+                Mode::Sync
+            }
+        };
+        if let Some(cache) = &c.cache {
+            diag.push(
+                ErrorKind::Unsupported,
+                cache.span(),
+                format!("{owner}: `cache` is not supported yet in this build; remove it"),
+            );
+        }
+        let expect = c
+            .expect
+            .as_ref()
+            .and_then(|e| duration(e, &format!("{owner}: expect"), diag));
+        let timeout = c
+            .timeout
+            .as_ref()
+            .and_then(|e| duration(e, &format!("{owner}: timeout"), diag));
+        deps.push(my_deps);
+        calls.push(Call {
+            name: cname,
+            upstream: upstream.unwrap_or(usize::MAX),
+            upstream_name: c.upstream.get_ref().clone(),
+            method,
+            path: path.unwrap_or_default(),
+            query,
+            headers,
+            body,
+            optional: c.optional.unwrap_or(false),
+            mode,
+            expect,
+            timeout,
+        });
+    }
+
+    // Response.
+    let mut res = Resolver {
+        route,
+        params,
+        calls: &index,
+        refs: Vec::new(),
+        reads_body: false,
+    };
+    let mut response = ResponsePlan {
+        status: 200,
+        headers: Vec::new(),
+        body: JsonTemplate::Object(
+            calls
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.mode == Mode::Sync)
+                .map(|(i, c)| {
+                    (
+                        c.name.clone(),
+                        JsonTemplate::Value(Expr {
+                            source: Source::Call {
+                                index: i,
+                                name: c.name.clone(),
+                            },
+                            steps: Vec::new(),
+                        }),
+                    )
+                })
+                .collect(),
+        ),
+    };
+    if let Some(raw) = raw_response {
+        let raw = raw.get_ref();
+        if let Some(s) = &raw.status {
+            if !(100..=599).contains(s.get_ref()) {
+                diag.push(
+                    ErrorKind::Value,
+                    s.span(),
+                    format!(
+                        "route `{route}`: response status {} is not an HTTP status",
+                        s.get_ref()
+                    ),
+                );
+            } else {
+                response.status = *s.get_ref();
+            }
+        }
+        if let Some(h) = &raw.headers {
+            for (k, v) in h {
+                let lower = k.to_ascii_lowercase();
+                if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+                    diag.push(
+                        ErrorKind::Value,
+                        v.span(),
+                        format!("route `{route}`: `{k}` is not a header name"),
+                    );
+                    continue;
+                }
+                match res.str_template(v.get_ref()) {
+                    Ok(t) => response.headers.push((lower, t)),
+                    Err(msg) => diag.push(
+                        ErrorKind::UnknownName,
+                        v.span(),
+                        format!("route `{route}`, response header `{k}`: {msg}"),
+                    ),
+                }
+            }
+        }
+        if let Some(b) = &raw.body {
+            match res.json_template(b.get_ref()) {
+                Ok(t) => response.body = t,
+                Err(msg) => diag.push(
+                    ErrorKind::UnknownName,
+                    b.span(),
+                    format!("route `{route}`, response body: {msg}"),
+                ),
+            }
+        }
+    }
+    reads_body |= res.reads_body;
+
+    if diag_len(diag) > before {
+        return None;
+    }
+
+    // Cycles: Kahn's algorithm; whatever cannot be ordered is on or behind a cycle.
+    let n = calls.len();
+    let mut dependents = vec![Vec::new(); n];
+    for (i, ds) in deps.iter().enumerate() {
+        for &d in ds {
+            dependents[d].push(i);
+        }
+    }
+    let mut indeg: Vec<usize> = deps.iter().map(Vec::len).collect();
+    let mut level_of = vec![0usize; n];
+    let mut queue: Vec<usize> = (0..n).filter(|&i| indeg[i] == 0).collect();
+    let roots = queue.clone();
+    let mut ordered = 0;
+    while let Some(i) = queue.pop() {
+        ordered += 1;
+        for &j in &dependents[i] {
+            level_of[j] = level_of[j].max(level_of[i] + 1);
+            indeg[j] -= 1;
+            if indeg[j] == 0 {
+                queue.push(j);
+            }
+        }
+    }
+    if ordered < n {
+        let cycle = find_cycle(&deps, &indeg);
+        let names: Vec<&str> = cycle.iter().map(|&i| calls[i].name.as_str()).collect();
+        let first = cycle.first().copied().unwrap_or(0);
+        diag.push(
+            ErrorKind::Cycle,
+            raw_calls.get_ref()[first].get_ref().name.span(),
+            format!(
+                "route `{route}`: calls depend on each other in a cycle: {} → {}",
+                names.join(" → "),
+                names.first().copied().unwrap_or("?")
+            ),
+        );
+        return None;
+    }
+    let depth = level_of.iter().copied().max().unwrap_or(0) + 1;
+    let mut levels = vec![Vec::new(); depth];
+    for (i, &l) in level_of.iter().enumerate() {
+        levels[l].push(i);
+    }
+    Some(Plan {
+        calls,
+        deps,
+        dependents,
+        roots,
+        levels,
+        response,
+        reads_request_body: reads_body,
+    })
+}
+
+/// Find one cycle among the calls Kahn's algorithm could not order (`indeg > 0`).
+fn find_cycle(deps: &[Vec<usize>], indeg: &[usize]) -> Vec<usize> {
+    let Some(start) = (0..deps.len()).find(|&i| indeg[i] > 0) else {
+        return Vec::new();
+    };
+    // Walk backwards along unresolved dependencies until a node repeats.
+    let mut seen: Vec<Option<usize>> = vec![None; deps.len()];
+    let mut path = Vec::new();
+    let mut cur = start;
+    loop {
+        if let Some(pos) = seen[cur] {
+            let mut cycle: Vec<usize> = path[pos..].to_vec();
+            // `path` follows dependencies backwards; present it in execution order.
+            cycle.reverse();
+            return cycle;
+        }
+        seen[cur] = Some(path.len());
+        path.push(cur);
+        match deps[cur].iter().find(|&&d| indeg[d] > 0) {
+            Some(&next) => cur = next,
+            None => return path,
+        }
+    }
+}
+
+fn check_route_conflicts(routes: &[(Route, Range<usize>)], diag: &mut Diagnostics<'_>) {
+    let mut router: matchit::Router<usize> = matchit::Router::new();
+    let mut by_pattern: HashMap<String, usize> = HashMap::new();
+    for (i, (route, span)) in routes.iter().enumerate() {
+        let key = normalize_pattern(&route.path);
+        if let Some(&first) = by_pattern.get(&key) {
+            // Same shape: fine when the methods differ.
+            if routes
+                .iter()
+                .enumerate()
+                .filter(|(j, (r, _))| *j < i && normalize_pattern(&r.path) == key)
+                .any(|(_, (r, _))| r.method == route.method)
+            {
+                diag.push(
+                    ErrorKind::RouteConflict,
+                    span.clone(),
+                    format!(
+                        "routes `{}` and `{}` both match {} {}",
+                        routes[first].0.name, route.name, route.method, route.path
+                    ),
+                );
+            }
+            continue;
+        }
+        if let Err(e) = router.insert(route.path.as_str(), i) {
+            let other = match &e {
+                matchit::InsertError::Conflict { with } => routes
+                    .iter()
+                    .find(|(r, _)| r.path == *with)
+                    .map(|(r, _)| format!("route `{}` ({with})", r.name))
+                    .unwrap_or_else(|| with.clone()),
+                other => other.to_string(),
+            };
+            diag.push(
+                ErrorKind::RouteConflict,
+                span.clone(),
+                format!(
+                    "route `{}`: path {} conflicts with {other}: both would match the same requests",
+                    route.name, route.path
+                ),
+            );
+            continue;
+        }
+        by_pattern.insert(key, i);
+    }
+}
+
+/// A pattern with parameter names erased: `/a/{x}` and `/a/{y}` are the same shape.
+pub(crate) fn normalize_pattern(path: &str) -> String {
+    path.split('/')
+        .map(|s| {
+            if s.starts_with("{*") {
+                "{*}"
+            } else if s.starts_with('{') {
+                "{}"
+            } else {
+                s
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}

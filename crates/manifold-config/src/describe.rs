@@ -1,0 +1,158 @@
+//! A human-readable account of a compiled config: what `manifold check` prints.
+
+use crate::model::{Config, Mode, RouteKind};
+use std::fmt::Write;
+
+/// Describe each route: its calls, their dependency edges, the levels, and (where calls carry
+/// `expect` hints) the critical path and how it compares with running the calls one by one.
+pub fn describe(config: &Config) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}: {} upstream(s), {} route(s); listen {}, admin {}",
+        config.source.display(),
+        config.upstreams.len(),
+        config.routes.len(),
+        config.server.listen,
+        config.server.admin
+    );
+    for route in &config.routes {
+        let _ = writeln!(out);
+        let deadline = route
+            .deadline
+            .map(|d| format!(" (deadline {})", humantime::format_duration(d)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "route {}: {} {}{deadline}",
+            route.name, route.method, route.path
+        );
+        let plan = match &route.kind {
+            RouteKind::Proxy { upstream_name, .. } => {
+                let _ = writeln!(out, "  proxy → upstream {upstream_name}");
+                continue;
+            }
+            RouteKind::Compose(plan) => plan,
+        };
+        let _ = writeln!(out, "  calls:");
+        for (i, call) in plan.calls.iter().enumerate() {
+            let mut flags = Vec::new();
+            if call.optional {
+                flags.push("optional".to_owned());
+            }
+            if call.mode == Mode::Async {
+                flags.push("async".to_owned());
+            }
+            if let Some(e) = call.expect {
+                flags.push(format!("expect {}", humantime::format_duration(e)));
+            }
+            let deps = if plan.deps[i].is_empty() {
+                "starts at once".to_owned()
+            } else {
+                format!(
+                    "after {}",
+                    plan.deps[i]
+                        .iter()
+                        .map(|&d| plan.calls[d].name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let flags = if flags.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", flags.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "    {} = {} {} {}  ({deps}){flags}",
+                call.name,
+                call.method,
+                call.upstream_name,
+                path_display(&call.path)
+            );
+        }
+        let edges: Vec<String> = plan
+            .deps
+            .iter()
+            .enumerate()
+            .flat_map(|(i, ds)| ds.iter().map(move |&d| (d, i)).collect::<Vec<_>>())
+            .map(|(d, i)| format!("{} → {}", plan.calls[d].name, plan.calls[i].name))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  edges: {}",
+            if edges.is_empty() {
+                "none (all calls run at once)".to_owned()
+            } else {
+                edges.join(", ")
+            }
+        );
+        for (l, level) in plan.levels.iter().enumerate() {
+            let names: Vec<&str> = level.iter().map(|&i| plan.calls[i].name.as_str()).collect();
+            let _ = writeln!(out, "  level {l}: {}", names.join(", "));
+        }
+        if let Some((path, total)) = plan.critical_path() {
+            let names: Vec<&str> = path.iter().map(|&i| plan.calls[i].name.as_str()).collect();
+            let sequential: std::time::Duration = plan
+                .calls
+                .iter()
+                .filter(|c| c.mode == Mode::Sync)
+                .filter_map(|c| c.expect)
+                .sum();
+            let _ = writeln!(
+                out,
+                "  critical path: {} = {} (one after another: {})",
+                names.join(" → "),
+                humantime::format_duration(total),
+                humantime::format_duration(sequential)
+            );
+            let missing: Vec<&str> = plan
+                .calls
+                .iter()
+                .filter(|c| c.expect.is_none())
+                .map(|c| c.name.as_str())
+                .collect();
+            if !missing.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  (no `expect` hint, counted as 0: {})",
+                    missing.join(", ")
+                );
+            }
+        }
+    }
+    out
+}
+
+fn path_display(t: &crate::template::StrTemplate) -> String {
+    use crate::template::{Segment, Source};
+    let mut s = String::new();
+    for seg in &t.segments {
+        match seg {
+            Segment::Lit(l) => s.push_str(l),
+            Segment::Expr(e) => {
+                s.push('{');
+                match &e.source {
+                    Source::Path { name, .. } => {
+                        let _ = write!(s, "path.{name}");
+                    }
+                    Source::Query { name } => {
+                        let _ = write!(s, "query.{name}");
+                    }
+                    Source::Header { name } => {
+                        let _ = write!(s, "header.{name}");
+                    }
+                    Source::RequestBody => s.push_str("request.body"),
+                    Source::Call { name, .. } => s.push_str(name),
+                }
+                for step in &e.steps {
+                    s.push('.');
+                    s.push_str(&step.key);
+                }
+                s.push('}');
+            }
+        }
+    }
+    s
+}

@@ -1,0 +1,266 @@
+//! The compiled configuration: what the gateway runs. Everything here is validated and resolved
+//! (names to indexes, durations to `Duration`s, templates to segments), so the request path does
+//! no parsing and no name lookups.
+
+use crate::template::{JsonTemplate, StrTemplate};
+use serde::{Serialize, Serializer};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+fn ser_opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ser_duration(d, s),
+        None => s.serialize_none(),
+    }
+}
+
+fn ser_method<S: Serializer>(m: &http::Method, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(m.as_str())
+}
+
+/// A whole, validated config file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// The file it came from.
+    pub source: PathBuf,
+    /// Listener settings and limits.
+    pub server: ServerSettings,
+    /// Upstream services, indexed by calls.
+    pub upstreams: Vec<Upstream>,
+    /// Routes, in the order they were declared.
+    pub routes: Vec<Route>,
+}
+
+impl Config {
+    /// The upstream with this name.
+    pub fn upstream(&self, name: &str) -> Option<&Upstream> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+
+    /// The route with this name.
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+}
+
+/// `[server]`: where to listen and the limits that protect the gateway.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerSettings {
+    /// The client-facing listener.
+    pub listen: SocketAddr,
+    /// The admin listener (`/healthz`, `/readyz`, `/config`); loopback by default.
+    pub admin: SocketAddr,
+    /// Largest request body accepted; larger ones get 413 without being read.
+    pub max_body_bytes: u64,
+    /// Largest upstream response body read for composition.
+    pub max_response_bytes: u64,
+    /// How long a client may take to send its request headers.
+    #[serde(serialize_with = "ser_duration")]
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    #[serde(serialize_with = "ser_duration")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            max_body_bytes: 1024 * 1024,
+            max_response_bytes: 16 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One endpoint of an upstream: scheme and authority, plus an optional base path.
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoint {
+    /// The endpoint as written.
+    pub url: String,
+    /// `http` (TLS upstreams are not supported yet).
+    pub scheme: String,
+    /// `host:port`.
+    pub authority: String,
+    /// A path prefix every call's path is appended to, without a trailing slash ("" for none).
+    pub base_path: String,
+}
+
+/// `[upstreams.NAME]`: a service Manifold calls.
+#[derive(Debug, Clone, Serialize)]
+pub struct Upstream {
+    /// The name calls refer to.
+    pub name: String,
+    /// One or more endpoints; requests go round robin across them.
+    pub endpoints: Vec<Endpoint>,
+    /// Upper bound on one call to this upstream (the route's deadline can cut it shorter).
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    /// Upper bound on establishing a connection.
+    #[serde(serialize_with = "ser_duration")]
+    pub connect_timeout: Duration,
+    /// Speak HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1.
+    pub http2: bool,
+}
+
+/// `[routes.NAME]`: what a request to a method and path pattern does.
+#[derive(Debug, Clone, Serialize)]
+pub struct Route {
+    /// The route's name.
+    pub name: String,
+    /// The HTTP method it answers.
+    #[serde(serialize_with = "ser_method")]
+    pub method: http::Method,
+    /// The path pattern, e.g. `/user-profile/{id}`.
+    pub path: String,
+    /// The names of the pattern's `{…}` parameters, in order.
+    pub params: Vec<String>,
+    /// End-to-end budget for the whole request; outstanding calls are cancelled when it passes.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub deadline: Option<Duration>,
+    /// Compose calls, or proxy to one upstream.
+    #[serde(flatten)]
+    pub kind: RouteKind,
+}
+
+/// What a route does.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteKind {
+    /// Run a plan of calls and compose their results.
+    Compose(Plan),
+    /// Forward the request as it is to an upstream.
+    Proxy {
+        /// Index into [`Config::upstreams`].
+        upstream: usize,
+        /// The upstream's name.
+        upstream_name: String,
+    },
+}
+
+/// Whether the client waits for a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// The response waits for the call.
+    Sync,
+    /// The call is queued durably and delivered in the background.
+    Async,
+}
+
+/// One downstream call of a route, compiled.
+#[derive(Debug, Clone, Serialize)]
+pub struct Call {
+    /// The call's name (how templates refer to its result).
+    pub name: String,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    /// The upstream's name.
+    pub upstream_name: String,
+    /// HTTP method.
+    #[serde(serialize_with = "ser_method")]
+    pub method: http::Method,
+    /// Path template (values percent-encoded when rendered).
+    pub path: StrTemplate,
+    /// Query parameters (name, value template).
+    pub query: Vec<(String, StrTemplate)>,
+    /// Headers to send (lower-case name, value template).
+    pub headers: Vec<(String, StrTemplate)>,
+    /// JSON body template, if the call sends a body.
+    pub body: Option<JsonTemplate>,
+    /// On failure, the result is `null` and the response is marked partial instead of failing.
+    pub optional: bool,
+    /// Sync or async.
+    pub mode: Mode,
+    /// Expected latency, a hint for `manifold check`'s critical path.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub expect: Option<Duration>,
+    /// Per-call timeout overriding the upstream's.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub timeout: Option<Duration>,
+}
+
+/// A route's calls as a DAG, with the counters the executor schedules by.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// The calls, numbered 0..n in declaration order.
+    pub calls: Vec<Call>,
+    /// For each call, the calls it waits for (sorted, no duplicates).
+    pub deps: Vec<Vec<usize>>,
+    /// For each call, the calls waiting for it.
+    pub dependents: Vec<Vec<usize>>,
+    /// Calls with no dependencies: they start when the request arrives.
+    pub roots: Vec<usize>,
+    /// Calls grouped by depth (for display; the executor never waits for a whole level).
+    pub levels: Vec<Vec<usize>>,
+    /// The response to compose.
+    pub response: ResponsePlan,
+    /// Whether any template reads `{request.body…}` (so the body must be parsed as JSON).
+    pub reads_request_body: bool,
+}
+
+impl Plan {
+    /// The number of dependencies of each call: the executor's starting counters.
+    pub fn indegrees(&self) -> Vec<u32> {
+        self.deps.iter().map(|d| d.len() as u32).collect()
+    }
+
+    /// The longest path through the DAG weighted by the calls' `expect` hints (missing hints
+    /// count as zero), with its total. `None` when no call has a hint.
+    pub fn critical_path(&self) -> Option<(Vec<usize>, Duration)> {
+        if self.calls.iter().all(|c| c.expect.is_none()) {
+            return None;
+        }
+        // Topological order is the level order.
+        let n = self.calls.len();
+        let mut finish = vec![Duration::ZERO; n];
+        let mut via: Vec<Option<usize>> = vec![None; n];
+        for level in &self.levels {
+            for &i in level {
+                let (start, from) = self.deps[i]
+                    .iter()
+                    .filter(|&&d| self.calls[d].mode == Mode::Sync)
+                    .map(|&d| (finish[d], Some(d)))
+                    .max_by_key(|(f, _)| *f)
+                    .unwrap_or((Duration::ZERO, None));
+                let own = match self.calls[i].mode {
+                    Mode::Sync => self.calls[i].expect.unwrap_or_default(),
+                    // An async call costs the client one durable enqueue, not the call.
+                    Mode::Async => Duration::ZERO,
+                };
+                finish[i] = start + own;
+                via[i] = from;
+            }
+        }
+        let (mut last, total) = finish
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, f)| **f)
+            .map(|(i, f)| (i, *f))?;
+        let mut path = vec![last];
+        while let Some(prev) = via[last] {
+            path.push(prev);
+            last = prev;
+        }
+        path.reverse();
+        Some((path, total))
+    }
+}
+
+/// `[routes.NAME.response]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResponsePlan {
+    /// Status code on success.
+    pub status: u16,
+    /// Extra response headers (lower-case name, value template).
+    pub headers: Vec<(String, StrTemplate)>,
+    /// The JSON body template.
+    pub body: JsonTemplate,
+}

@@ -1,0 +1,144 @@
+//! Manifold's gateway: the listener, router, eager DAG executor, response composer, upstream
+//! client and admin endpoints.
+//!
+//! This is where waiting is removed. A request to a composed route runs its [`Plan`]
+//! (`manifold_config`) with every call starting the instant its inputs are ready, so it costs the
+//! DAG's critical path; the results are merged into one JSON response. Pass-through routes
+//! forward requests unchanged. Policies (caching, offload, resilience, telemetry) attach here, in
+//! one place per concern.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = manifold_config::load("manifold.toml".as_ref())?;
+//! let gateway = manifold_gateway::Gateway::bind(config).await?;
+//! println!("listening on {}", gateway.local_addr());
+//! gateway.run(tokio_util::sync::CancellationToken::new()).await;
+//! # Ok(()) }
+//! ```
+//!
+//! [`Plan`]: manifold_config::Plan
+
+mod admin;
+mod client;
+mod error;
+mod exec;
+mod handler;
+mod proxy;
+mod render;
+mod server;
+
+pub use client::Body;
+pub use error::{BoxError, CallError, CallErrorKind, GatewayError};
+pub use exec::DEADLINE_HEADER;
+pub use handler::PARTIAL_HEADER;
+
+use manifold_config::Config;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A gateway with its listeners bound, ready to [`run`](Gateway::run).
+#[derive(Debug)]
+pub struct Gateway {
+    shared: Arc<handler::Shared>,
+    listener: TcpListener,
+    admin: TcpListener,
+    addr: SocketAddr,
+    admin_addr: SocketAddr,
+}
+
+impl Gateway {
+    /// Bind the client and admin listeners from `config.server` (port 0 picks a free port).
+    pub async fn bind(config: Config) -> Result<Gateway, GatewayError> {
+        let listen = config.server.listen;
+        let admin = config.server.admin;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| GatewayError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let admin = TcpListener::bind(admin)
+            .await
+            .map_err(|source| GatewayError::Bind {
+                addr: admin,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| GatewayError::Bind {
+            addr: listen,
+            source,
+        })?;
+        let admin_addr = admin.local_addr().map_err(|source| GatewayError::Bind {
+            addr: config.server.admin,
+            source,
+        })?;
+        let clients = config
+            .upstreams
+            .iter()
+            .map(|u| Arc::new(client::UpstreamClient::new(u)))
+            .collect();
+        let router = handler::Router::new(&config);
+        Ok(Gateway {
+            shared: Arc::new(handler::Shared {
+                config,
+                router,
+                clients,
+            }),
+            listener,
+            admin,
+            addr,
+            admin_addr,
+        })
+    }
+
+    /// The client-facing address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The admin address actually bound.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Serve until `stop` is cancelled, then stop accepting, mark the gateway not ready, and
+    /// let in-flight requests finish for up to `server.drain_timeout`.
+    pub async fn run(self, stop: CancellationToken) {
+        let server = &self.shared.config.server;
+        let (header_timeout, drain) = (server.header_read_timeout, server.drain_timeout);
+        let admin_state = Arc::new(admin::AdminState {
+            shared: Arc::clone(&self.shared),
+            ready: true.into(),
+        });
+        let admin_stop = CancellationToken::new();
+        let admin_task = {
+            let state = Arc::clone(&admin_state);
+            let stop = admin_stop.clone();
+            tokio::spawn(server::serve(
+                self.admin,
+                move |req| admin::handle(Arc::clone(&state), req),
+                header_timeout,
+                stop,
+                std::time::Duration::from_secs(1),
+            ))
+        };
+        let shared = Arc::clone(&self.shared);
+        let main_stop = CancellationToken::new();
+        let main = tokio::spawn(server::serve(
+            self.listener,
+            move |req| handler::handle(Arc::clone(&shared), req),
+            header_timeout,
+            main_stop.clone(),
+            drain,
+        ));
+        stop.cancelled().await;
+        tracing::info!("shutting down: no new connections; draining in-flight requests");
+        admin_state.ready.store(false, Ordering::Relaxed);
+        main_stop.cancel();
+        let _ = main.await;
+        admin_stop.cancel();
+        let _ = admin_task.await;
+    }
+}

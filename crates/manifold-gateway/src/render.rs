@@ -1,0 +1,243 @@
+//! Rendering compiled templates against one request: its path parameters, query, headers and
+//! JSON body, and the results of the calls finished so far.
+//!
+//! JSON templates are serialized straight from the template and the borrowed values they
+//! reference (see [`Rendered`]): a call result used whole in a body or the response is never
+//! cloned into an intermediate tree.
+
+use http::HeaderMap;
+use manifold_config::template::{
+    encode_path_value, value_text, Expr, JsonTemplate, Segment, Source, StrTemplate,
+};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+
+/// What one request offers templates to read.
+#[derive(Debug, Default)]
+pub(crate) struct RequestCtx {
+    /// Decoded path parameters, in pattern order.
+    pub(crate) params: Vec<String>,
+    /// Decoded query pairs, in order.
+    pub(crate) query: Vec<(String, String)>,
+    /// The client's headers.
+    pub(crate) headers: HeaderMap,
+    /// The parsed JSON body (null when the route does not read it or it was empty).
+    pub(crate) body: Value,
+}
+
+/// A value looked up for a reference.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Val<'a> {
+    Json(&'a Value),
+    Str(&'a str),
+    Missing,
+}
+
+/// Everything a template can read at one moment of a request.
+#[derive(Clone, Copy)]
+pub(crate) struct Scope<'a> {
+    pub(crate) req: &'a RequestCtx,
+    pub(crate) results: &'a [Option<Value>],
+}
+
+impl<'a> Scope<'a> {
+    pub(crate) fn lookup(&self, expr: &Expr) -> Val<'a> {
+        match &expr.source {
+            Source::Path { index, .. } => self
+                .req
+                .params
+                .get(*index)
+                .map(|s| Val::Str(s.as_str()))
+                .unwrap_or(Val::Missing),
+            Source::Query { name } => self
+                .req
+                .query
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| Val::Str(v.as_str()))
+                .unwrap_or(Val::Missing),
+            Source::Header { name } => self
+                .req
+                .headers
+                .get(name.as_str())
+                .and_then(|v| v.to_str().ok())
+                .map(Val::Str)
+                .unwrap_or(Val::Missing),
+            Source::RequestBody => expr
+                .walk(&self.req.body)
+                .map(Val::Json)
+                .unwrap_or(Val::Missing),
+            Source::Call { index, .. } => self
+                .results
+                .get(*index)
+                .and_then(Option::as_ref)
+                .and_then(|v| expr.walk(v))
+                .map(Val::Json)
+                .unwrap_or(Val::Missing),
+        }
+    }
+
+    fn text(&self, expr: &Expr, out: &mut String) {
+        match self.lookup(expr) {
+            Val::Json(v) => value_text(Some(v), out),
+            Val::Str(s) => out.push_str(s),
+            Val::Missing => {}
+        }
+    }
+
+    /// Render a string template as plain text.
+    pub(crate) fn render_text(&self, t: &StrTemplate, out: &mut String) {
+        for seg in &t.segments {
+            match seg {
+                Segment::Lit(l) => out.push_str(l),
+                Segment::Expr(e) => self.text(e, out),
+            }
+        }
+    }
+
+    /// Render a string template for a URL path or query: literal parts as written, values
+    /// percent-encoded so they cannot change the URL's shape.
+    pub(crate) fn render_url_part(&self, t: &StrTemplate, out: &mut String) {
+        let mut buf = String::new();
+        for seg in &t.segments {
+            match seg {
+                Segment::Lit(l) => out.push_str(l),
+                Segment::Expr(e) => {
+                    buf.clear();
+                    self.text(e, &mut buf);
+                    encode_path_value(&buf, out);
+                }
+            }
+        }
+    }
+
+    /// A serializable view of `t` rendered in this scope.
+    pub(crate) fn json<'t>(&'t self, t: &'t JsonTemplate) -> Rendered<'t, 'a> {
+        Rendered {
+            tpl: t,
+            scope: self,
+        }
+    }
+}
+
+/// A JSON template bound to a scope; serializing it renders the template.
+pub(crate) struct Rendered<'t, 'a> {
+    tpl: &'t JsonTemplate,
+    scope: &'t Scope<'a>,
+}
+
+impl Serialize for Rendered<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.tpl {
+            JsonTemplate::Literal(v) => v.serialize(s),
+            JsonTemplate::Value(e) => match self.scope.lookup(e) {
+                Val::Json(v) => v.serialize(s),
+                Val::Str(t) => s.serialize_str(t),
+                Val::Missing => s.serialize_unit(),
+            },
+            JsonTemplate::Text(t) => {
+                let mut out = String::new();
+                self.scope.render_text(t, &mut out);
+                s.serialize_str(&out)
+            }
+            JsonTemplate::Array(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for i in items {
+                    seq.serialize_element(&self.scope.json(i))?;
+                }
+                seq.end()
+            }
+            JsonTemplate::Object(fields) => {
+                let mut map = s.serialize_map(Some(fields.len()))?;
+                for (k, v) in fields {
+                    map.serialize_entry(k, &self.scope.json(v))?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use manifold_config::template::steps;
+
+    fn call_expr(index: usize, path: &[&str]) -> Expr {
+        Expr {
+            source: Source::Call {
+                index,
+                name: format!("c{index}"),
+            },
+            steps: steps(&path.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+        }
+    }
+
+    #[test]
+    fn whole_values_keep_their_json_type() {
+        let req = RequestCtx::default();
+        let results = vec![Some(
+            serde_json::json!({"id": 7, "tags": ["a", "b"], "ok": true}),
+        )];
+        let scope = Scope {
+            req: &req,
+            results: &results,
+        };
+        let tpl = JsonTemplate::Object(vec![
+            ("id".into(), JsonTemplate::Value(call_expr(0, &["id"]))),
+            ("tags".into(), JsonTemplate::Value(call_expr(0, &["tags"]))),
+            (
+                "second".into(),
+                JsonTemplate::Value(call_expr(0, &["tags", "1"])),
+            ),
+            (
+                "missing".into(),
+                JsonTemplate::Value(call_expr(0, &["nope"])),
+            ),
+            (
+                "text".into(),
+                JsonTemplate::Text(StrTemplate {
+                    segments: vec![
+                        Segment::Lit("order-".into()),
+                        Segment::Expr(call_expr(0, &["id"])),
+                    ],
+                }),
+            ),
+        ]);
+        let out = serde_json::to_value(scope.json(&tpl)).unwrap();
+        assert_eq!(
+            out,
+            serde_json::json!({"id": 7, "tags": ["a", "b"], "second": "b", "missing": null, "text": "order-7"})
+        );
+    }
+
+    #[test]
+    fn url_parts_encode_values_but_not_literals() {
+        let req = RequestCtx {
+            params: vec!["../x?y#z".into()],
+            ..Default::default()
+        };
+        let results = vec![];
+        let scope = Scope {
+            req: &req,
+            results: &results,
+        };
+        let t = StrTemplate {
+            segments: vec![
+                Segment::Lit("/users/".into()),
+                Segment::Expr(Expr {
+                    source: Source::Path {
+                        index: 0,
+                        name: "id".into(),
+                    },
+                    steps: vec![],
+                }),
+                Segment::Lit("/orders".into()),
+            ],
+        };
+        let mut out = String::new();
+        scope.render_url_part(&t, &mut out);
+        assert_eq!(out, "/users/..%2Fx%3Fy%23z/orders");
+    }
+}

@@ -1,0 +1,198 @@
+//! The HTTP surface: 400 / 404 / 405 / 413, pass-through proxying, HTTP/2, admin, shutdown.
+
+use crate::support::*;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::json;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn echo_gateway() -> (Upstream, TestGateway) {
+    let up = Upstream::start(vec![
+        ("*", "/slow", Reply::json(300, json!({"slow": true}))),
+        ("*", "/", Reply::json(0, json!({"ok": true}))),
+    ])
+    .await;
+    let gw = TestGateway::start(&format!(
+        r#"
+[upstreams.u]
+endpoints = ["{0}"]
+[upstreams.u2]
+endpoints = ["{0}/base"]
+
+[routes.echo]
+method = "POST"
+path = "/echo"
+  [[routes.echo.calls]]
+  name = "e"
+  upstream = "u"
+  method = "POST"
+  path = "/e"
+  body = {{ got = "{{request.body.x}}" }}
+
+[routes.slow]
+path = "/slow"
+  [[routes.slow.calls]]
+  name = "s"
+  upstream = "u"
+  path = "/slow"
+
+[routes.api]
+method = "POST"
+path = "/api/{{*rest}}"
+proxy = "u2"
+
+[routes.api_get]
+method = "GET"
+path = "/api/{{*rest}}"
+proxy = "u2"
+"#,
+        up.url()
+    ))
+    .await;
+    (up, gw)
+}
+
+#[tokio::test]
+async fn client_errors_get_clear_answers() {
+    let (_up, gw) = echo_gateway().await;
+    let (s, _, b) = send("POST", &gw.url("/echo"), Some("{not json")).await;
+    assert_eq!(s, 400);
+    assert_eq!(json(&b)["error"]["kind"], "bad_json");
+
+    let (s, _, b) = send("GET", &gw.url("/nowhere"), None).await;
+    assert_eq!(s, 404);
+    assert_eq!(json(&b)["error"]["kind"], "no_route");
+
+    let (s, h, _) = send("GET", &gw.url("/echo"), None).await;
+    assert_eq!(s, 405);
+    assert_eq!(h["allow"], "POST");
+
+    let (s, _, b) = send(
+        "POST",
+        &gw.url("/echo"),
+        Some(&format!("{{\"x\": \"{}\"}}", "a".repeat(5000))),
+    )
+    .await;
+    assert_eq!(s, 413, "{}", String::from_utf8_lossy(&b));
+
+    let (s, _, b) = send("POST", &gw.url("/echo"), Some(r#"{"x": [1, 2]}"#)).await;
+    assert_eq!(s, 200);
+    assert_eq!(json(&b), json!({"e": {"ok": true}}));
+}
+
+#[tokio::test]
+async fn oversized_body_is_refused_before_it_is_read() {
+    let (_up, gw) = echo_gateway().await;
+    let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    // Announce 100 MB, send 10 bytes, then wait: the answer must come without the rest.
+    conn.write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100000000\r\n\r\n{\"x\": 1, ")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+        .await
+        .expect("no answer while the body was still unsent")
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+}
+
+#[tokio::test]
+async fn proxy_forwards_method_path_query_headers_and_body() {
+    let (up, gw) = echo_gateway().await;
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(gw.url("/api/things/1?a=b&c=%2F"))
+        .header("x-custom", "kept")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "dropped")
+        .body(Full::new(Bytes::from_static(b"raw body, not json")))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(json(&body), json!({"ok": true}));
+    let seen = up.find("/base/api");
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.path_and_query, "/base/api/things/1?a=b&c=%2F");
+    assert_eq!(seen.body, Bytes::from_static(b"raw body, not json"));
+    assert_eq!(seen.headers["x-custom"], "kept");
+    assert!(
+        !seen.headers.contains_key("x-hop"),
+        "a header named by Connection was forwarded"
+    );
+    assert!(seen.headers["x-forwarded-host"]
+        .to_str()
+        .unwrap()
+        .starts_with("127.0.0.1"));
+}
+
+#[tokio::test]
+async fn http2_both_ways() {
+    let up = Upstream::start_with(
+        vec![("GET", "/", Reply::json(0, json!({"h2": true})))],
+        true,
+    )
+    .await;
+    let gw = TestGateway::start(&format!(
+        "[upstreams.u]\nendpoints = [\"{}\"]\nhttp2 = true\n[routes.r]\npath = \"/r\"\n  [[routes.r.calls]]\n  name = \"x\"\n  upstream = \"u\"\n  path = \"/x\"\n",
+        up.url()
+    ))
+    .await;
+    // The client speaks h2c with prior knowledge to the gateway.
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let resp = h2
+        .request(
+            http::Request::get(gw.url("/r"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(json(&body), json!({"x": {"h2": true}}));
+    assert_eq!(up.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn admin_endpoints_and_graceful_shutdown() {
+    let (up, gw) = echo_gateway().await;
+    let admin = format!("http://{}", gw.admin);
+    let (s, _, b) = send("GET", &format!("{admin}/healthz"), None).await;
+    assert_eq!((s.as_u16(), &b[..]), (200, &b"ok\n"[..]));
+    let (s, _, _) = send("GET", &format!("{admin}/readyz"), None).await;
+    assert_eq!(s, 200);
+    let (s, _, b) = send("GET", &format!("{admin}/config"), None).await;
+    assert_eq!(s, 200);
+    let cfg = json(&b);
+    assert_eq!(cfg["routes"][0]["name"], "echo");
+    assert_eq!(
+        cfg["routes"][0]["compose"]["calls"][0]["upstream_name"],
+        "u"
+    );
+
+    // A request in flight when shutdown begins still gets its answer.
+    let url = gw.url("/slow");
+    let inflight = tokio::spawn(async move { send("GET", &url, None).await });
+    for _ in 0..200 {
+        if !up.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    gw.stop.cancel();
+    let (s, _, b) = inflight.await.unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(json(&b), json!({"s": {"slow": true}}));
+    tokio::time::timeout(Duration::from_secs(10), gw.task)
+        .await
+        .expect("the gateway did not stop")
+        .unwrap();
+    // And then it no longer accepts.
+    assert!(tokio::net::TcpStream::connect(gw.addr).await.is_err());
+}

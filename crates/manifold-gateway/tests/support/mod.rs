@@ -1,0 +1,265 @@
+//! A scriptable upstream on 127.0.0.1:0 that records every request it sees — method, path,
+//! headers, body, when it started and ended, and whether its connection was dropped before it
+//! answered — plus helpers to start a gateway from TOML text.
+
+#![allow(dead_code, unreachable_pub)]
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// What the upstream does for a request path prefix.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub delay: Duration,
+    pub status: u16,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(delay_ms: u64, body: serde_json::Value) -> Self {
+        Reply {
+            delay: Duration::from_millis(delay_ms),
+            status: 200,
+            body: body.to_string(),
+        }
+    }
+    pub fn raw(delay_ms: u64, status: u16, body: &str) -> Self {
+        Reply {
+            delay: Duration::from_millis(delay_ms),
+            status,
+            body: body.to_owned(),
+        }
+    }
+}
+
+/// One request as the upstream saw it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub start: Instant,
+    pub end: Option<Instant>,
+    /// The request's future was dropped before it answered: the gateway cancelled it.
+    pub cancelled: bool,
+}
+
+impl Seen {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct Upstream {
+    pub addr: Option<SocketAddr>,
+    routes: Arc<Mutex<Vec<(String, String, Reply)>>>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+struct DropGuard {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    index: usize,
+    done: bool,
+}
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Ok(mut s) = self.seen.lock() {
+                s[self.index].cancelled = true;
+            }
+        }
+    }
+}
+
+impl Upstream {
+    /// Start an upstream; `routes` are (method, path prefix, reply), first match wins.
+    pub async fn start(routes: Vec<(&str, &str, Reply)>) -> Upstream {
+        Self::start_with(routes, false).await
+    }
+
+    pub async fn start_with(routes: Vec<(&str, &str, Reply)>, http2_only: bool) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut up = Upstream {
+            addr: Some(listener.local_addr().unwrap()),
+            routes: Arc::new(Mutex::new(
+                routes
+                    .into_iter()
+                    .map(|(m, p, r)| (m.to_owned(), p.to_owned(), r))
+                    .collect(),
+            )),
+            seen: Arc::default(),
+        };
+        let me = up.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let me = me.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| me.clone().handle(req));
+                    let io = TokioIo::new(stream);
+                    if http2_only {
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, svc)
+                            .await;
+                    } else {
+                        let _ = auto::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, svc)
+                            .await;
+                    }
+                });
+            }
+        });
+        up.addr = up.addr.take();
+        up
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr.unwrap())
+    }
+
+    async fn handle(self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+        let start = Instant::now();
+        let method = req.method().to_string();
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default();
+        let headers = req.headers().clone();
+        let path = req.uri().path().to_owned();
+        let body = req.into_body().collect().await?.to_bytes();
+        let index = {
+            let mut s = self.seen.lock().unwrap();
+            s.push(Seen {
+                method: method.clone(),
+                path_and_query: pq,
+                headers,
+                body,
+                start,
+                end: None,
+                cancelled: false,
+            });
+            s.len() - 1
+        };
+        let mut guard = DropGuard {
+            seen: self.seen.clone(),
+            index,
+            done: false,
+        };
+        let reply = self
+            .routes
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(m, p, _)| (m == "*" || *m == method) && path.starts_with(p.as_str()))
+            .map(|(_, _, r)| r.clone())
+            .unwrap_or(Reply::raw(0, 404, "{\"error\":\"no such test route\"}"));
+        tokio::time::sleep(reply.delay).await;
+        guard.done = true;
+        self.seen.lock().unwrap()[index].end = Some(Instant::now());
+        let mut resp = Response::new(Full::new(Bytes::from(reply.body)));
+        *resp.status_mut() = StatusCode::from_u16(reply.status).unwrap();
+        resp.headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        Ok(resp)
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn find(&self, path_prefix: &str) -> Seen {
+        self.requests()
+            .into_iter()
+            .find(|s| s.path_and_query.starts_with(path_prefix))
+            .unwrap_or_else(|| {
+                panic!(
+                    "upstream saw no request to {path_prefix}: {:?}",
+                    self.requests()
+                )
+            })
+    }
+}
+
+/// A running gateway for a test.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub stop: CancellationToken,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl TestGateway {
+    /// Compile `toml` (with `{UP}`-style placeholders already replaced) and start the gateway on
+    /// free ports.
+    pub async fn start(toml: &str) -> TestGateway {
+        let toml = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ndrain_timeout = \"5s\"\nmax_body_bytes = 4096\n{toml}"
+        );
+        let config = manifold_config::compile("test.toml".as_ref(), &toml)
+            .unwrap_or_else(|e| panic!("{e}\n---\n{toml}"));
+        let gw = manifold_gateway::Gateway::bind(config).await.unwrap();
+        let (addr, admin) = (gw.local_addr(), gw.admin_addr());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(gw.run(stop.clone()));
+        TestGateway {
+            addr,
+            admin,
+            stop,
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+/// A plain HTTP/1.1 client for tests.
+pub fn client() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+> {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Send a request; return status, headers and the body as bytes.
+pub async fn send(
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+) -> (StatusCode, http::HeaderMap, Bytes) {
+    let mut b = Request::builder().method(method).uri(url);
+    if body.is_some() {
+        b = b.header("content-type", "application/json");
+    }
+    let req = b
+        .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, body)
+}
+
+pub fn json(b: &Bytes) -> serde_json::Value {
+    serde_json::from_slice(b)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(b)))
+}

@@ -1,0 +1,81 @@
+//! `manifold serve`: run the gateway until SIGTERM or Ctrl-C.
+
+use anyhow::Context;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+/// Run the gateway.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  manifold sim --shop &            # simulated upstreams on 127.0.0.1:7001-7006\n  \
+manifold serve -c examples/shop.toml\n  \
+curl -s -X POST localhost:8080/checkout -d '{\"total\": 42, \"items\": [1], \"address\": \"x\"}'\n\n\
+On SIGTERM or Ctrl-C the gateway stops accepting, answers /readyz with 503, and lets in-flight\n\
+requests finish for up to server.drain_timeout."
+)]
+pub(crate) struct Args {
+    /// The config file.
+    #[arg(short, long, value_name = "FILE", default_value = "manifold.toml")]
+    config: PathBuf,
+    /// Override `server.listen` (e.g. 127.0.0.1:0 for a free port).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// Override `server.admin`.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<std::net::SocketAddr>,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut config = match manifold_config::load(&args.config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if let Some(l) = args.listen {
+        config.server.listen = l;
+    }
+    if let Some(a) = args.admin {
+        config.server.admin = a;
+    }
+    let routes = config.routes.len();
+    let gateway = manifold_gateway::Gateway::bind(config)
+        .await
+        .context("starting the gateway")?;
+    // One machine-readable line so scripts and tests can find the ports.
+    println!(
+        "manifold listening on {} (admin {}), {routes} route(s)",
+        gateway.local_addr(),
+        gateway.admin_addr()
+    );
+    let stop = CancellationToken::new();
+    tokio::spawn(shutdown_signal(stop.clone()));
+    gateway.run(stop).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal(stop: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    stop.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    stop.cancel();
+}

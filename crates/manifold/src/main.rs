@@ -1,0 +1,42 @@
+//! The `manifold` command line: a thin shell that parses arguments and hands each subcommand to
+//! the library crate that does the work. Nothing here should be worth unit-testing on its own.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+/// Manifold: a latency-optimizing service-composition gateway.
+///
+/// Manifold sits in front of your services and removes the waiting: it runs each route's
+/// downstream calls as a dependency graph (every call starts the instant its inputs are ready),
+/// and shows where the time goes.
+#[derive(Debug, Parser)]
+#[command(name = "manifold", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve(cmd::serve::Args),
+    /// Validate a config; print each route's DAG and its critical path.
+    Check(cmd::check::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    cmd::init_logging();
+    let result = match cli.command {
+        Command::Serve(args) => cmd::runtime().and_then(|rt| rt.block_on(cmd::serve::run(args))),
+        Command::Check(args) => cmd::check::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

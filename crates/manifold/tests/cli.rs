@@ -1,0 +1,113 @@
+//! `manifold check` and `manifold serve` as a user runs them.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+fn manifold() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_manifold"))
+}
+
+fn repo(path: &str) -> String {
+    format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn check_prints_the_dags_and_critical_paths_of_the_shop() {
+    let out = manifold()
+        .args(["check", "-c", &repo("examples/shop.toml")])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("route checkout: POST /checkout"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "critical path: order → shipping → confirm = 450ms (one after another: 750ms)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("critical path: orders = 200ms (one after another: 300ms)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("level 1: payment, inventory, shipping"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_reports_every_error_with_its_location() {
+    let dir = std::env::temp_dir().join(format!("manifold-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(
+        &file,
+        "[upstreams.a]\nendpoints = [\"http://127.0.0.1:1\"]\ntimeout = \"soon\"\n\n[routes.r]\npath = \"/r\"\n  [[routes.r.calls]]\n  name = \"x\"\n  upstream = \"b\"\n",
+    )
+    .unwrap();
+    let out = manifold()
+        .args(["check", "-c", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.toml:3:11:"), "{stderr}");
+    assert!(
+        stderr.contains("bad.toml:9:14:") && stderr.contains("unknown upstream `b`"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn serve_starts_answers_and_stops_on_sigterm() {
+    let mut child = manifold()
+        .args([
+            "serve",
+            "-c",
+            &repo("examples/shop.toml"),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // "manifold listening on 127.0.0.1:PORT (admin 127.0.0.1:PORT), 2 route(s)"
+    let admin = line
+        .split("(admin ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .to_owned();
+    let mut conn = std::net::TcpStream::connect(&admin).unwrap();
+    use std::io::{Read, Write};
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -1,0 +1,3 @@
+//! End-to-end tests: each module starts real processes on loopback.
+
+mod cli;
