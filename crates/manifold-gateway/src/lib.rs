@@ -24,7 +24,7 @@ mod error;
 mod exec;
 mod handler;
 mod proxy;
-mod render;
+pub mod render;
 mod server;
 
 pub use client::Body;

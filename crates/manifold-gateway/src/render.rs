@@ -15,34 +15,40 @@ use serde_json::Value;
 
 /// What one request offers templates to read.
 #[derive(Debug, Default)]
-pub(crate) struct RequestCtx {
+pub struct RequestCtx {
     /// Decoded path parameters, in pattern order.
-    pub(crate) params: Vec<String>,
+    pub params: Vec<String>,
     /// Decoded query pairs, in order.
-    pub(crate) query: Vec<(String, String)>,
+    pub query: Vec<(String, String)>,
     /// The client's headers.
-    pub(crate) headers: HeaderMap,
+    pub headers: HeaderMap,
     /// The parsed JSON body (null when the route does not read it or it was empty).
-    pub(crate) body: Value,
+    pub body: Value,
 }
 
 /// A value looked up for a reference.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Val<'a> {
+pub enum Val<'a> {
+    /// A JSON value (from a body or a call result).
     Json(&'a Value),
+    /// Text (a path parameter, query value or header).
     Str(&'a str),
+    /// Nothing there: renders as null.
     Missing,
 }
 
 /// Everything a template can read at one moment of a request.
 #[derive(Clone, Copy)]
-pub(crate) struct Scope<'a> {
-    pub(crate) req: &'a RequestCtx,
-    pub(crate) results: &'a [Option<Value>],
+pub struct Scope<'a> {
+    /// The request.
+    pub req: &'a RequestCtx,
+    /// The results of the calls finished so far, by call index.
+    pub results: &'a [Option<Value>],
 }
 
 impl<'a> Scope<'a> {
-    pub(crate) fn lookup(&self, expr: &Expr) -> Val<'a> {
+    /// The value a reference reads.
+    pub fn lookup(&self, expr: &Expr) -> Val<'a> {
         match &expr.source {
             Source::Path { index, .. } => self
                 .req
@@ -87,7 +93,7 @@ impl<'a> Scope<'a> {
     }
 
     /// Render a string template as plain text.
-    pub(crate) fn render_text(&self, t: &StrTemplate, out: &mut String) {
+    pub fn render_text(&self, t: &StrTemplate, out: &mut String) {
         for seg in &t.segments {
             match seg {
                 Segment::Lit(l) => out.push_str(l),
@@ -98,7 +104,7 @@ impl<'a> Scope<'a> {
 
     /// Render a string template for a URL path or query: literal parts as written, values
     /// percent-encoded so they cannot change the URL's shape.
-    pub(crate) fn render_url_part(&self, t: &StrTemplate, out: &mut String) {
+    pub fn render_url_part(&self, t: &StrTemplate, out: &mut String) {
         let mut buf = String::new();
         for seg in &t.segments {
             match seg {
@@ -113,7 +119,7 @@ impl<'a> Scope<'a> {
     }
 
     /// A serializable view of `t` rendered in this scope.
-    pub(crate) fn json<'t>(&'t self, t: &'t JsonTemplate) -> Rendered<'t, 'a> {
+    pub fn json<'t>(&'t self, t: &'t JsonTemplate) -> Rendered<'t, 'a> {
         Rendered {
             tpl: t,
             scope: self,
@@ -122,7 +128,7 @@ impl<'a> Scope<'a> {
 }
 
 /// A JSON template bound to a scope; serializing it renders the template.
-pub(crate) struct Rendered<'t, 'a> {
+pub struct Rendered<'t, 'a> {
     tpl: &'t JsonTemplate,
     scope: &'t Scope<'a>,
 }

@@ -23,6 +23,12 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Validate a config; print each route's DAG and its critical path.
     Check(cmd::check::Args),
+    /// Benchmark Manifold beside its baselines, in one run (see docs/benchmarks.md).
+    Bench(cmd::bench::Args),
+    /// Run simulated upstream services (latency distributions, faults) on loopback.
+    Sim(cmd::sim::Args),
+    /// Open-loop load: requests on a fixed schedule, latency from the scheduled send time.
+    Load(cmd::load::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -31,6 +37,9 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => cmd::runtime().and_then(|rt| rt.block_on(cmd::serve::run(args))),
         Command::Check(args) => cmd::check::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
+        Command::Sim(args) => cmd::sim::run(args),
+        Command::Load(args) => cmd::load::run(args),
     };
     match result {
         Ok(code) => code,

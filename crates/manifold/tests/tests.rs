@@ -1,3 +1,4 @@
 //! End-to-end tests: each module starts real processes on loopback.
-
 mod cli;
+mod load;
+mod sim;

@@ -1,7 +1,10 @@
 //! One module per subcommand. Each exposes `Args` (clap) and `run`, returning the process exit code.
 
+pub(crate) mod bench;
 pub(crate) mod check;
+pub(crate) mod load;
 pub(crate) mod serve;
+pub(crate) mod sim;
 
 /// Build the multi-threaded tokio runtime the async subcommands run on.
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

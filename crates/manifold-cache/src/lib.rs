@@ -1,0 +1,24 @@
+//! Manifold's call-result cache: data fetched again and again should come from memory, and a
+//! burst of requests for one key should cost the upstream one call.
+//!
+#![doc = include_str!("../README.md")]
+
+pub mod bench;
+mod cache;
+mod entry;
+mod error;
+mod key;
+mod l2;
+mod policy;
+pub mod sim;
+mod stats;
+
+pub use cache::{
+    Cache, CacheSettings, Outcome, RedisSettings, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRY_BYTES,
+    DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_RETRY_AFTER, DEFAULT_REDIS_TIMEOUT, REFRESH_RETRY_AFTER,
+};
+pub use entry::{CachedResponse, KEPT_HEADERS};
+pub use error::CacheError;
+pub use key::{default_key, MAX_READABLE_PATH};
+pub use policy::{CacheControl, CachePolicy, Lifetimes};
+pub use stats::{CacheStats, CallStats, L1Stats, L2Stats};

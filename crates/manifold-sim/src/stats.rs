@@ -1,0 +1,241 @@
+//! Call counting and call records: what `GET /__stats` and [`crate::RunningSim::stats`] report.
+//!
+//! Counters are atomics on the request path; the per-endpoint call log is a bounded ring (the
+//! last [`RECENT_CAP`] calls) so a long run cannot grow memory without limit.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+/// How many recent calls each endpoint of each replica remembers.
+pub const RECENT_CAP: usize = 10_000;
+
+/// Fault names in the order of [`EndpointCounters::faults`].
+pub(crate) const FAULT_NAMES: [&str; 4] = ["status", "reset", "hang", "slow_body"];
+
+/// Live counters of one endpoint on one replica.
+#[derive(Debug, Default)]
+pub(crate) struct EndpointCounters {
+    calls: AtomicU64,
+    ok: AtomicU64,
+    faults: [AtomicU64; 4],
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+    recent: Mutex<VecDeque<Recorded>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Recorded {
+    seq: u64,
+    start: Instant,
+    end: Instant,
+    outcome: &'static str,
+    status: Option<u16>,
+}
+
+/// One finished (or abandoned) call, times in milliseconds since the sim started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallRecord {
+    /// The endpoint's call number on this replica (the `{seq}` placeholder), from 1.
+    pub seq: u64,
+    /// When the request head arrived.
+    pub start_ms: f64,
+    /// When the response head was handed to the connection, or when the call was abandoned.
+    pub end_ms: f64,
+    /// `ok`, `status`, `reset`, `hang`, `slow_body`, or `cancelled` (the client left or the sim
+    /// stopped before the answer).
+    pub outcome: String,
+    /// The status sent, if a response was sent.
+    pub status: Option<u16>,
+}
+
+/// Counters of one endpoint (on one replica, or summed over a service's replicas).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EndpointStats {
+    /// Requests that reached this endpoint.
+    pub calls: u64,
+    /// Requests answered without an injected fault.
+    pub ok: u64,
+    /// Injected faults by kind (`status`, `reset`, `hang`, `slow_body`).
+    pub faults: BTreeMap<String, u64>,
+    /// Requests being served now.
+    pub in_flight: u64,
+    /// The most requests served at once since the last reset (for a service: the largest of its
+    /// replicas').
+    pub max_in_flight: u64,
+    /// The last calls, oldest first (only with `?calls=1` or [`crate::RunningSim::stats_with_calls`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent: Option<Vec<CallRecord>>,
+}
+
+/// One replica's listener and counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaStats {
+    /// Where it listens.
+    pub addr: String,
+    /// Its latency multiplier.
+    pub latency_scale: f64,
+    /// Requests to its endpoints.
+    pub calls: u64,
+    /// Requests that matched no endpoint (404/405).
+    pub not_found: u64,
+    /// Per endpoint, keyed `"METHOD /path/{pattern}"`.
+    pub endpoints: BTreeMap<String, EndpointStats>,
+}
+
+/// One service: totals over its replicas, then each replica.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStats {
+    /// Requests to all its endpoints on all replicas.
+    pub calls: u64,
+    /// Per endpoint over all replicas, keyed `"METHOD /path/{pattern}"`.
+    pub endpoints: BTreeMap<String, EndpointStats>,
+    /// Each replica.
+    pub replicas: Vec<ReplicaStats>,
+}
+
+/// A snapshot of the whole sim: the JSON of `GET /__stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimStats {
+    /// Milliseconds since the sim started (the origin of every `start_ms`/`end_ms`).
+    pub uptime_ms: f64,
+    /// Services by name.
+    pub services: BTreeMap<String, ServiceStats>,
+}
+
+impl SimStats {
+    /// Calls to one endpoint of a service over all replicas (0 if unknown). `endpoint` is
+    /// `"METHOD /pattern"`, e.g. `"POST /orders/{id}/confirm"`.
+    pub fn calls(&self, service: &str, endpoint: &str) -> u64 {
+        self.services
+            .get(service)
+            .and_then(|s| s.endpoints.get(endpoint))
+            .map_or(0, |e| e.calls)
+    }
+
+    /// Calls to all endpoints of a service (0 if unknown).
+    pub fn service_calls(&self, service: &str) -> u64 {
+        self.services.get(service).map_or(0, |s| s.calls)
+    }
+}
+
+/// Marks a call in flight; records it when finished or dropped.
+pub(crate) struct CallGuard<'a> {
+    counters: &'a EndpointCounters,
+    seq: u64,
+    start: Instant,
+    done: bool,
+}
+
+impl EndpointCounters {
+    pub(crate) fn begin(&self, seq: u64) -> CallGuard<'_> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::Relaxed);
+        CallGuard {
+            counters: self,
+            seq,
+            start: Instant::now(),
+            done: false,
+        }
+    }
+
+    pub(crate) fn count_fault(&self, name: &str) {
+        if let Some(i) = FAULT_NAMES.iter().position(|n| *n == name) {
+            self.faults[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn reset(&self) {
+        self.calls.store(0, Ordering::Relaxed);
+        self.ok.store(0, Ordering::Relaxed);
+        for f in &self.faults {
+            f.store(0, Ordering::Relaxed);
+        }
+        self.max_in_flight
+            .store(self.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
+        lock(&self.recent).clear();
+    }
+
+    pub(crate) fn snapshot(&self, origin: Instant, with_calls: bool) -> EndpointStats {
+        let ms = |t: Instant| t.saturating_duration_since(origin).as_secs_f64() * 1000.0;
+        EndpointStats {
+            calls: self.calls.load(Ordering::Relaxed),
+            ok: self.ok.load(Ordering::Relaxed),
+            faults: FAULT_NAMES
+                .iter()
+                .zip(&self.faults)
+                .map(|(n, c)| ((*n).to_owned(), c.load(Ordering::Relaxed)))
+                .collect(),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            max_in_flight: self.max_in_flight.load(Ordering::Relaxed),
+            recent: with_calls.then(|| {
+                lock(&self.recent)
+                    .iter()
+                    .map(|r| CallRecord {
+                        seq: r.seq,
+                        start_ms: ms(r.start),
+                        end_ms: ms(r.end),
+                        outcome: r.outcome.to_owned(),
+                        status: r.status,
+                    })
+                    .collect()
+            }),
+        }
+    }
+}
+
+impl CallGuard<'_> {
+    /// The call is answered (or faulted) with `outcome`.
+    pub(crate) fn finish(mut self, outcome: &'static str, status: Option<u16>) {
+        self.record(outcome, status);
+    }
+
+    fn record(&mut self, outcome: &'static str, status: Option<u16>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let c = self.counters;
+        c.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if outcome == "ok" {
+            c.ok.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut recent = lock(&c.recent);
+        if recent.len() == RECENT_CAP {
+            recent.pop_front();
+        }
+        recent.push_back(Recorded {
+            seq: self.seq,
+            start: self.start,
+            end: Instant::now(),
+            outcome,
+            status,
+        });
+    }
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        self.record("cancelled", None);
+    }
+}
+
+/// Merge per-replica endpoint stats into service totals.
+pub(crate) fn merge(into: &mut EndpointStats, from: &EndpointStats) {
+    into.calls += from.calls;
+    into.ok += from.ok;
+    for (k, v) in &from.faults {
+        *into.faults.entry(k.clone()).or_default() += v;
+    }
+    into.in_flight += from.in_flight;
+    into.max_in_flight = into.max_in_flight.max(from.max_in_flight);
+}
+
+/// Lock a mutex, recovering from poisoning (a panic while recording must not stop the counting).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
