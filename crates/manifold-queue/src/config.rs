@@ -1,0 +1,298 @@
+//! The `[queue]` section: which backend, its bounds, and the dispatcher's retry policy.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::QueueError;
+
+/// Which store holds accepted tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// On-disk redb file at `path` (default).
+    #[default]
+    Embedded,
+    /// A NATS JetStream work-queue stream at `url`, named `stream`.
+    Nats,
+    /// A durable RabbitMQ queue at `url`, named `queue`.
+    Rabbitmq,
+}
+
+impl Backend {
+    /// The name used in config and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Embedded => "embedded",
+            Backend::Nats => "nats",
+            Backend::Rabbitmq => "rabbitmq",
+        }
+    }
+}
+
+/// `[queue]`: every key optional; see `docs/offload.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// `embedded` (default), `nats` or `rabbitmq`.
+    pub backend: Backend,
+    /// Embedded: the queue's directory (the redb file is `queue.redb` inside it).
+    pub path: PathBuf,
+    /// NATS / RabbitMQ: server URL. Defaults to the local server of the chosen backend.
+    pub url: Option<String>,
+    /// NATS: stream name (letters, digits, `-`, `_`). Dead letters go to `<stream>_dead`.
+    pub stream: String,
+    /// NATS: durable consumer shared by all gateway replicas.
+    pub consumer: String,
+    /// RabbitMQ: queue name. Dead letters go to `<queue>.dead`, delayed retries to
+    /// `<queue>.delay.<ms>`.
+    pub queue: String,
+    /// Upper bound on stored bytes (pending + dead letters); enqueue beyond it fails with
+    /// "queue full" (HTTP 503 + Retry-After).
+    pub max_bytes: u64,
+    /// Upper bound on stored tasks (pending + dead letters).
+    pub max_tasks: u64,
+    /// Largest accepted encoded task.
+    pub max_task_bytes: usize,
+    /// `Retry-After` suggested to clients when the queue is full.
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+    /// How long a leased task may stay unacknowledged before it is delivered again. Must exceed
+    /// the upstream timeout.
+    #[serde(with = "humantime_serde")]
+    pub lease_timeout: Duration,
+    /// Delivery attempts before a task is dead-lettered.
+    pub max_attempts: u32,
+    /// Age after which a failing task is dead-lettered instead of retried.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// First retry delay ceiling; doubles per attempt (full jitter: the delay is uniform in
+    /// `0..=ceiling`).
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    /// Largest retry delay ceiling.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Concurrent deliveries per upstream unless `upstream_concurrency` names it.
+    pub concurrency: usize,
+    /// Per-upstream concurrent deliveries, e.g. `{ shipping = 4 }`.
+    pub upstream_concurrency: BTreeMap<String, usize>,
+    /// Leased tasks held by one dispatcher at once, across all upstreams.
+    pub max_in_flight: usize,
+    /// On shutdown, how long in-flight deliveries may take to finish; the rest are released
+    /// and delivered after the next start.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            backend: Backend::Embedded,
+            path: PathBuf::from("./manifold-data/queue"),
+            url: None,
+            stream: "manifold".into(),
+            consumer: "manifold-dispatcher".into(),
+            queue: "manifold".into(),
+            max_bytes: 1 << 30,
+            max_tasks: 1_000_000,
+            max_task_bytes: 512 * 1024,
+            retry_after: Duration::from_secs(1),
+            lease_timeout: Duration::from_secs(30),
+            max_attempts: 10,
+            max_age: Duration::from_secs(24 * 3600),
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(300),
+            concurrency: 16,
+            upstream_concurrency: BTreeMap::new(),
+            max_in_flight: 256,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl QueueConfig {
+    /// Checks bounds and names; the message names the key at fault.
+    pub fn validate(&self) -> Result<(), QueueError> {
+        let bad = |msg: String| Err(QueueError::Config(format!("[queue] {msg}")));
+        if self.max_tasks == 0 || self.max_bytes == 0 {
+            return bad("max_tasks and max_bytes must be at least 1".into());
+        }
+        if self.max_task_bytes < 256 {
+            return bad(format!(
+                "max_task_bytes = {} is too small (at least 256)",
+                self.max_task_bytes
+            ));
+        }
+        if self.max_attempts == 0 {
+            return bad("max_attempts must be at least 1".into());
+        }
+        if self.concurrency == 0 || self.max_in_flight == 0 {
+            return bad("concurrency and max_in_flight must be at least 1".into());
+        }
+        if let Some((name, _)) = self.upstream_concurrency.iter().find(|(_, n)| **n == 0) {
+            return bad(format!("upstream_concurrency.{name} must be at least 1"));
+        }
+        if self.lease_timeout < Duration::from_secs(1) {
+            return bad("lease_timeout must be at least 1s".into());
+        }
+        if self.backoff_base.is_zero() || self.backoff_max < self.backoff_base {
+            return bad("backoff_base must be > 0 and <= backoff_max".into());
+        }
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        match self.backend {
+            Backend::Embedded => {
+                if self.path.as_os_str().is_empty() {
+                    return bad("path must not be empty".into());
+                }
+            }
+            Backend::Nats => {
+                if !name_ok(&self.stream) || !name_ok(&self.consumer) {
+                    return bad(format!(
+                        "stream {:?} and consumer {:?} must be letters, digits, '-' or '_'",
+                        self.stream, self.consumer
+                    ));
+                }
+            }
+            Backend::Rabbitmq => {
+                if self.queue.is_empty() || self.queue.len() > 200 {
+                    return bad("queue must be 1..=200 bytes".into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The URL to connect to: `url`, or the local server of the backend.
+    pub fn url_or_default(&self) -> String {
+        match (&self.url, self.backend) {
+            (Some(url), _) => url.clone(),
+            (None, Backend::Rabbitmq) => "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            (None, _) => "nats://127.0.0.1:4222".into(),
+        }
+    }
+
+    /// Concurrent deliveries allowed for `upstream`.
+    pub fn concurrency_for(&self, upstream: &str) -> usize {
+        self.upstream_concurrency
+            .get(upstream)
+            .copied()
+            .unwrap_or(self.concurrency)
+    }
+}
+
+/// `scheme://user:pass@host` → `scheme://user:***@host`, for logs and error messages.
+#[cfg_attr(not(any(feature = "nats", feature = "rabbitmq")), allow(dead_code))]
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// `"250ms"`, `"2s"`, `"1h 30m"` ↔ [`Duration`], as the rest of the config writes durations.
+pub mod humantime_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes a duration as a humantime string.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    /// Reads a humantime string such as `"250ms"`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("bad duration {text:?}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_embedded() {
+        let cfg = QueueConfig::default();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.backend, Backend::Embedded);
+        assert_eq!(cfg.path, PathBuf::from("./manifold-data/queue"));
+    }
+
+    #[test]
+    fn parses_durations_and_per_upstream_concurrency() {
+        let cfg: QueueConfig = serde_json::from_value(serde_json::json!({
+            "backend": "nats",
+            "url": "nats://127.0.0.1:4222",
+            "stream": "orders",
+            "max_age": "2h",
+            "backoff_base": "250ms",
+            "upstream_concurrency": { "shipping": 4 }
+        }))
+        .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.backend, Backend::Nats);
+        assert_eq!(cfg.max_age, Duration::from_secs(7200));
+        assert_eq!(cfg.backoff_base, Duration::from_millis(250));
+        assert_eq!(cfg.concurrency_for("shipping"), 4);
+        assert_eq!(cfg.concurrency_for("other"), 16);
+        let back = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(back["max_age"], "2h");
+    }
+
+    /// The `[queue]` example in docs/offload.md is what users copy: it must parse and validate.
+    #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("../../../docs/offload.md");
+        let start = doc
+            .find("```toml\n[queue]")
+            .expect("a [queue] example in the docs")
+            + 8;
+        let end = start + doc[start..].find("```").expect("closed code block");
+        let table: toml::Table = toml::from_str(&doc[start..end]).unwrap();
+        let cfg: QueueConfig = table["queue"].clone().try_into().unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.max_age, Duration::from_secs(6 * 3600));
+        assert_eq!(cfg.concurrency_for("shipping"), 4);
+    }
+
+    #[test]
+    fn urls_are_redacted_in_errors() {
+        assert_eq!(
+            redact("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+    }
+
+    #[test]
+    fn rejects_unknown_keys_bad_durations_and_bounds() {
+        let unknown = serde_json::from_value::<QueueConfig>(serde_json::json!({"bakend": "x"}));
+        assert!(unknown.is_err());
+        let bad = serde_json::from_value::<QueueConfig>(serde_json::json!({"max_age": "soon"}));
+        assert!(bad.unwrap_err().to_string().contains("bad duration"));
+        let cfg = QueueConfig {
+            max_tasks: 0,
+            ..QueueConfig::default()
+        };
+        assert!(matches!(cfg.validate(), Err(QueueError::Config(_))));
+        let cfg = QueueConfig {
+            backend: Backend::Nats,
+            stream: "a.b".into(),
+            ..QueueConfig::default()
+        };
+        assert!(cfg.validate().is_err());
+    }
+}

@@ -1,0 +1,335 @@
+//! The redb file and its single writer thread, which turns many concurrent writes into one
+//! `Durability::Immediate` commit (group commit).
+//!
+//! Every write goes through the writer's channel. The writer takes the first waiting op, then
+//! everything else that arrived meanwhile (up to [`MAX_BATCH`]), applies them in one transaction
+//! and commits once: N concurrent enqueues cost one fsync, and no op waits for a timer.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::QueueError;
+
+/// Tasks not yet delivered: sequence number → encoded task.
+pub(super) const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("pending");
+/// Dead letters: (task id, sequence number) → encoded task with its last error.
+pub(super) const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead");
+
+/// Most ops in one commit: bounds one transaction's memory and latency.
+const MAX_BATCH: usize = 8192;
+
+/// One write, answered after the commit that contains it.
+pub(super) enum Op {
+    /// Insert or overwrite a pending task.
+    Put { seq: u64, bytes: Vec<u8> },
+    /// Remove a pending task (delivered). Answers whether it existed.
+    Delete { seq: u64 },
+    /// Move a pending task to the dead letters with new bytes (its last error). Answers whether
+    /// the pending task existed (if not, nothing is written).
+    Bury {
+        seq: u64,
+        id: String,
+        bytes: Vec<u8>,
+    },
+    /// Move a dead letter back to pending under a new sequence number. Answers whether the dead
+    /// letter still existed.
+    Resurrect {
+        id: String,
+        dead_seq: u64,
+        seq: u64,
+        bytes: Vec<u8>,
+    },
+    /// Delete one dead letter. Answers whether it existed.
+    Purge { id: String, dead_seq: u64 },
+}
+
+/// What an op reports after its commit: did the row it acted on exist.
+pub(super) type Reply = oneshot::Sender<Result<bool, String>>;
+
+/// The open database plus the writer thread's inbox.
+pub(super) struct Store {
+    pub(super) db: Arc<Database>,
+    commits: Arc<AtomicU64>,
+    tx: Option<mpsc::UnboundedSender<(Op, Reply)>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+/// Rows found at open, to rebuild the in-memory index.
+pub(super) struct Loaded {
+    pub(super) pending: Vec<(u64, Vec<u8>)>,
+    pub(super) dead: Vec<(String, u64, usize)>,
+}
+
+impl Store {
+    /// Opens (or creates) `dir/queue.redb` and starts the writer thread.
+    pub(super) fn open(dir: &Path) -> Result<(Self, Loaded), QueueError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| QueueError::storage("create queue directory", e))?;
+        let db = Database::create(dir.join("queue.redb"))
+            .map_err(|e| QueueError::storage("open queue.redb", e))?;
+        let loaded = load(&db)?;
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer_db = Arc::clone(&db);
+        let commits = Arc::new(AtomicU64::new(0));
+        let writer_commits = Arc::clone(&commits);
+        let writer = std::thread::Builder::new()
+            .name("manifold-queue-writer".into())
+            .spawn(move || writer_loop(&writer_db, rx, &writer_commits))
+            .map_err(|e| QueueError::storage("start writer thread", e))?;
+        Ok((
+            Store {
+                db,
+                commits,
+                tx: Some(tx),
+                writer: Some(writer),
+            },
+            loaded,
+        ))
+    }
+
+    /// Durable commits made so far (each holds one or more ops).
+    pub(super) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Queues `op` for the next commit and waits until it is durable.
+    pub(super) async fn write(&self, op: Op) -> Result<bool, QueueError> {
+        let (reply, rx) = oneshot::channel();
+        let tx = self.tx.as_ref().ok_or(QueueError::Closed)?;
+        tx.send((op, reply)).map_err(|_| QueueError::Closed)?;
+        match rx.await {
+            Ok(Ok(existed)) => Ok(existed),
+            Ok(Err(message)) => Err(QueueError::storage("commit", StoreFailure(message))),
+            Err(_) => Err(QueueError::Closed),
+        }
+    }
+
+    /// Reads pending tasks by sequence number (a missing one yields `None`).
+    pub(super) fn read_pending(&self, seqs: &[u64]) -> Result<Vec<Option<Vec<u8>>>, QueueError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| QueueError::storage("begin read", e))?;
+        let table = txn
+            .open_table(PENDING)
+            .map_err(|e| QueueError::storage("open pending table", e))?;
+        seqs.iter()
+            .map(|seq| {
+                table
+                    .get(*seq)
+                    .map(|g| g.map(|v| v.value().to_vec()))
+                    .map_err(|e| QueueError::storage("read pending task", e))
+            })
+            .collect()
+    }
+
+    /// Dead letters in key order (id, then sequence), up to `limit`, optionally for one id.
+    pub(super) fn read_dead(
+        &self,
+        id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, u64, Vec<u8>)>, QueueError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| QueueError::storage("begin read", e))?;
+        let table = txn
+            .open_table(DEAD)
+            .map_err(|e| QueueError::storage("open dead table", e))?;
+        let rows = match id {
+            Some(id) => table.range((id, 0)..=(id, u64::MAX)),
+            None => table.iter(),
+        }
+        .map_err(|e| QueueError::storage("scan dead letters", e))?;
+        let mut out = Vec::new();
+        for row in rows.take(limit) {
+            let (k, v) = row.map_err(|e| QueueError::storage("scan dead letters", e))?;
+            let (id, seq) = k.value();
+            out.push((id.to_owned(), seq, v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The `limit` oldest dead letters (lowest sequence numbers first).
+    pub(super) fn read_dead_oldest(&self, limit: usize) -> Result<Vec<Vec<u8>>, QueueError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| QueueError::storage("begin read", e))?;
+        let table = txn
+            .open_table(DEAD)
+            .map_err(|e| QueueError::storage("open dead table", e))?;
+        let mut keys = Vec::new();
+        for row in table
+            .iter()
+            .map_err(|e| QueueError::storage("scan dead letters", e))?
+        {
+            let (k, _) = row.map_err(|e| QueueError::storage("scan dead letters", e))?;
+            let (id, seq) = k.value();
+            keys.push((seq, id.to_owned()));
+        }
+        keys.sort_unstable();
+        let mut out = Vec::new();
+        for (seq, id) in keys.into_iter().take(limit) {
+            if let Some(v) = table
+                .get((id.as_str(), seq))
+                .map_err(|e| QueueError::storage("read dead letter", e))?
+            {
+                out.push(v.value().to_vec());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stops the writer after it has committed everything already sent, and waits for it.
+    pub(super) fn shutdown(&mut self) {
+        self.tx = None;
+        if let Some(writer) = self.writer.take() {
+            if writer.join().is_err() {
+                tracing::error!("queue writer thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A commit failure, shared as text with every op of the failed batch.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct StoreFailure(String);
+
+fn load(db: &Database) -> Result<Loaded, QueueError> {
+    // Create both tables so readers never meet a missing table.
+    let txn = db
+        .begin_write()
+        .map_err(|e| QueueError::storage("begin write", e))?;
+    {
+        txn.open_table(PENDING)
+            .map_err(|e| QueueError::storage("create pending table", e))?;
+        txn.open_table(DEAD)
+            .map_err(|e| QueueError::storage("create dead table", e))?;
+    }
+    txn.commit()
+        .map_err(|e| QueueError::storage("create tables", e))?;
+
+    let txn = db
+        .begin_read()
+        .map_err(|e| QueueError::storage("begin read", e))?;
+    let pending_table = txn
+        .open_table(PENDING)
+        .map_err(|e| QueueError::storage("open pending table", e))?;
+    let mut pending = Vec::new();
+    for row in pending_table
+        .iter()
+        .map_err(|e| QueueError::storage("scan pending", e))?
+    {
+        let (k, v) = row.map_err(|e| QueueError::storage("scan pending", e))?;
+        pending.push((k.value(), v.value().to_vec()));
+    }
+    let dead_table = txn
+        .open_table(DEAD)
+        .map_err(|e| QueueError::storage("open dead table", e))?;
+    let mut dead = Vec::new();
+    for row in dead_table
+        .iter()
+        .map_err(|e| QueueError::storage("scan dead letters", e))?
+    {
+        let (k, v) = row.map_err(|e| QueueError::storage("scan dead letters", e))?;
+        let (id, seq) = k.value();
+        dead.push((id.to_owned(), seq, v.value().len()));
+    }
+    Ok(Loaded { pending, dead })
+}
+
+fn writer_loop(db: &Database, mut rx: mpsc::UnboundedReceiver<(Op, Reply)>, commits: &AtomicU64) {
+    let mut batch: Vec<(Op, Reply)> = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        match apply(db, &batch) {
+            Ok(results) => {
+                commits.fetch_add(1, Ordering::Relaxed);
+                for ((_, reply), existed) in batch.drain(..).zip(results) {
+                    let _ = reply.send(Ok(existed));
+                }
+            }
+            Err(message) => {
+                tracing::error!(error = %message, ops = batch.len(), "queue commit failed");
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(message.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Applies a batch in one transaction and commits it durably.
+fn apply(db: &Database, batch: &[(Op, Reply)]) -> Result<Vec<bool>, String> {
+    let mut txn = db.begin_write().map_err(|e| e.to_string())?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| e.to_string())?;
+    let mut results = Vec::with_capacity(batch.len());
+    {
+        let mut pending = txn.open_table(PENDING).map_err(|e| e.to_string())?;
+        let mut dead = txn.open_table(DEAD).map_err(|e| e.to_string())?;
+        for (op, _) in batch {
+            let existed = match op {
+                Op::Put { seq, bytes } => {
+                    pending
+                        .insert(*seq, bytes.as_slice())
+                        .map_err(|e| e.to_string())?;
+                    true
+                }
+                Op::Delete { seq } => pending.remove(*seq).map_err(|e| e.to_string())?.is_some(),
+                Op::Bury { seq, id, bytes } => {
+                    let existed = pending.remove(*seq).map_err(|e| e.to_string())?.is_some();
+                    if existed {
+                        dead.insert((id.as_str(), *seq), bytes.as_slice())
+                            .map_err(|e| e.to_string())?;
+                    }
+                    existed
+                }
+                Op::Resurrect {
+                    id,
+                    dead_seq,
+                    seq,
+                    bytes,
+                } => {
+                    let existed = dead
+                        .remove((id.as_str(), *dead_seq))
+                        .map_err(|e| e.to_string())?
+                        .is_some();
+                    if existed {
+                        pending
+                            .insert(*seq, bytes.as_slice())
+                            .map_err(|e| e.to_string())?;
+                    }
+                    existed
+                }
+                Op::Purge { id, dead_seq } => dead
+                    .remove((id.as_str(), *dead_seq))
+                    .map_err(|e| e.to_string())?
+                    .is_some(),
+            };
+            results.push(existed);
+        }
+    }
+    txn.commit().map_err(|e| e.to_string())?;
+    Ok(results)
+}

@@ -1,0 +1,117 @@
+//! Durable offload for Manifold: accept a call now, deliver it later, lose nothing.
+//!
+//! A route's `mode = "async"` call is rendered into a [`Task`] and written to a [`Queue`] before
+//! the client gets its answer; a [`Dispatcher`] then delivers it to its upstream with retries,
+//! backoff and dead letters. Three backends share the [`Queue`] contract (durable before
+//! `enqueue` returns, at-least-once delivery, bounded, leases redelivered after a crash):
+//! [`EmbeddedQueue`] (redb on local disk with group commit, the default), `NatsQueue`
+//! (JetStream work-queue stream) and `RabbitQueue` (durable queue with publisher confirms).
+//!
+//! # Wiring it into a gateway
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use manifold_queue::{
+//!     Deliver, DeliveryError, DispatchPolicy, Dispatcher, QueueConfig, Task,
+//! };
+//! use tokio_util::sync::CancellationToken;
+//!
+//! /// The gateway's side: send one task through its upstream client.
+//! struct Upstreams;
+//!
+//! impl Deliver for Upstreams {
+//!     async fn deliver(&self, task: &Task) -> Result<(), DeliveryError> {
+//!         // Build `task.method task.path_and_query` to `task.upstream` with
+//!         // `task.delivery_headers()` (includes Idempotency-Key) and `task.body`.
+//!         let status: u16 = 503; // ... the upstream's answer
+//!         if (200..300).contains(&status) {
+//!             Ok(())
+//!         } else {
+//!             Err(DeliveryError::from_status(status))
+//!         }
+//!     }
+//! }
+//!
+//! # async fn demo() -> Result<(), manifold_queue::QueueError> {
+//! let cfg = QueueConfig::default(); // from the `[queue]` section
+//! let queue = manifold_queue::open(&cfg).await?;
+//!
+//! // Request path: render the call, store it, then answer (`{shipping.task_id}` = task.id).
+//! let task = Task::new("req-42.shipping", "shipping", "POST", "/shipping/labels", vec![], b"{}".to_vec());
+//! match queue.enqueue(task).await {
+//!     Ok(()) => { /* answer the route's status, e.g. 202 */ }
+//!     Err(e) if e.is_full() => { /* 503 with Retry-After: e.retry_after() */ }
+//!     Err(_) => { /* 500 (413 for QueueError::TooLarge) */ }
+//! }
+//!
+//! // Background: deliver until shutdown, then drain.
+//! let shutdown = CancellationToken::new();
+//! let dispatcher = Dispatcher::new(queue.clone(), Arc::new(Upstreams), DispatchPolicy::from_config(&cfg));
+//! let metrics = dispatcher.metrics(); // for /metrics
+//! let running = tokio::spawn(dispatcher.run(shutdown.clone()));
+//! // ... on SIGTERM:
+//! shutdown.cancel();
+//! let report = running.await.ok();
+//! queue.close().await?;
+//! # let _ = (metrics, report);
+//! # Ok(())
+//! # }
+//! ```
+#![doc = include_str!("../../../docs/offload.md")]
+
+pub mod bench;
+mod clock;
+mod config;
+pub mod dispatch;
+pub mod embedded;
+mod error;
+#[cfg(feature = "nats")]
+pub mod nats;
+mod queue;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
+mod rng;
+mod task;
+#[cfg(test)]
+mod testutil;
+
+pub use clock::Clock;
+pub use config::{humantime_serde, Backend, QueueConfig};
+pub use dispatch::{
+    Backoff, Deliver, DeliveryError, DispatchMetrics, DispatchPolicy, DispatchSnapshot, Dispatcher,
+    DrainReport,
+};
+pub use embedded::{EmbeddedOptions, EmbeddedQueue};
+pub use error::{ErrorKind, QueueError};
+#[cfg(feature = "nats")]
+pub use nats::{NatsOptions, NatsQueue};
+pub use queue::{Lease, Queue, QueueStats, Selection};
+#[cfg(feature = "rabbitmq")]
+pub use rabbitmq::{RabbitOptions, RabbitQueue};
+pub use task::{Task, IDEMPOTENCY_KEY_HEADER, MAX_ID_LEN};
+
+/// Opens the backend `cfg` names: the embedded file, or a connection to NATS / RabbitMQ (creating
+/// the stream, consumer or queues if missing). The result is what the gateway's request path
+/// enqueues to and what the [`Dispatcher`] leases from.
+pub async fn open(cfg: &QueueConfig) -> Result<std::sync::Arc<dyn Queue>, QueueError> {
+    cfg.validate()?;
+    match cfg.backend {
+        Backend::Embedded => Ok(std::sync::Arc::new(
+            EmbeddedQueue::open(EmbeddedOptions::from_config(cfg)).await?,
+        )),
+        #[cfg(feature = "nats")]
+        Backend::Nats => Ok(std::sync::Arc::new(
+            NatsQueue::connect(NatsOptions::from_config(cfg)).await?,
+        )),
+        #[cfg(feature = "rabbitmq")]
+        Backend::Rabbitmq => Ok(std::sync::Arc::new(
+            RabbitQueue::connect(RabbitOptions::from_config(cfg)).await?,
+        )),
+        #[allow(unreachable_patterns)]
+        other => Err(QueueError::Config(format!(
+            "backend {:?} is not compiled in (cargo feature {:?})",
+            other.as_str(),
+            other.as_str()
+        ))),
+    }
+}

@@ -1,0 +1,542 @@
+//! NATS JetStream backend: tasks in a work-queue stream, delivered through one durable pull
+//! consumer shared by every gateway replica.
+//!
+//! - `enqueue` publishes to `<stream>.tasks` and waits for the stream's ack (the message is
+//!   stored, and fsynced per the server's `sync_interval`), with `Nats-Msg-Id` = task id so a
+//!   re-sent publish is stored once.
+//! - Work-queue retention deletes a message once acked; `DiscardPolicy::New` with `max_bytes`
+//!   / `max_messages` makes a full stream refuse new tasks ([`QueueError::Full`]).
+//! - The consumer (`ack_wait` = lease timeout, unlimited redeliveries) hands each message to one
+//!   replica; an unacked message is redelivered after `ack_wait` (crash, lost lease).
+//! - A nack is a `NAK` with delay: the server redelivers after it. `attempts` is then the
+//!   server's delivery count.
+//! - Dead letters live in a second stream, `<stream>_dead`, subject `<stream>.dead.<task id>`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    consumer::{pull, AckPolicy, PullConsumer},
+    message::AckKind,
+    stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
+};
+use futures::future::BoxFuture;
+use futures::StreamExt;
+
+use crate::clock::Clock;
+use crate::config::{redact, Backend, QueueConfig};
+use crate::error::QueueError;
+use crate::queue::{Lease, LeaseToken, Queue, QueueStats, Selection};
+use crate::task::{check_id, Task};
+
+const BACKEND: &str = "nats";
+
+/// Settings of the NATS backend.
+#[derive(Debug, Clone)]
+pub struct NatsOptions {
+    /// Server URL, e.g. `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// Stream name; dead letters go to `<stream>_dead`.
+    pub stream: String,
+    /// Durable consumer name, shared by all replicas.
+    pub consumer: String,
+    /// Stream byte limit (new tasks refused beyond it).
+    pub max_bytes: u64,
+    /// Stream message limit.
+    pub max_tasks: u64,
+    /// Largest encoded task (also capped by the server's `max_payload`).
+    pub max_task_bytes: usize,
+    /// `Retry-After` hint when full.
+    pub retry_after: Duration,
+    /// The consumer's `ack_wait`: an unacked lease is redelivered after it.
+    pub lease_timeout: Duration,
+}
+
+impl NatsOptions {
+    /// The NATS settings of a `[queue]` section.
+    pub fn from_config(cfg: &QueueConfig) -> Self {
+        NatsOptions {
+            url: cfg.url_or_default(),
+            stream: cfg.stream.clone(),
+            consumer: cfg.consumer.clone(),
+            max_bytes: cfg.max_bytes,
+            max_tasks: cfg.max_tasks,
+            max_task_bytes: cfg.max_task_bytes,
+            retry_after: cfg.retry_after,
+            lease_timeout: cfg.lease_timeout,
+        }
+    }
+}
+
+/// The JetStream-backed queue.
+pub struct NatsQueue {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    consumer: PullConsumer,
+    subject: String,
+    dead_stream: String,
+    dead_prefix: String,
+    max_task_bytes: usize,
+    opts: NatsOptions,
+    clock: Clock,
+    closed: AtomicBool,
+}
+
+fn broker(
+    what: impl Into<String>,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> QueueError {
+    QueueError::broker(BACKEND, what, e)
+}
+
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl NatsQueue {
+    /// Connects, creates the streams and the durable consumer if missing (existing ones are
+    /// used as they are), and returns the queue.
+    pub async fn connect(opts: NatsOptions) -> Result<Self, QueueError> {
+        check_id("stream name", &opts.stream)?;
+        check_id("consumer name", &opts.consumer)?;
+        let client = async_nats::connect(opts.url.as_str())
+            .await
+            .map_err(|e| broker(format!("connect to {}", redact(&opts.url)), e))?;
+        let js = jetstream::new(client.clone());
+        let subject = format!("{}.tasks", opts.stream);
+        let dead_stream = format!("{}_dead", opts.stream);
+        let dead_prefix = format!("{}.dead", opts.stream);
+        let server_max = client.server_info().max_payload;
+        let max_task_bytes = if server_max > 0 {
+            opts.max_task_bytes.min(server_max.saturating_sub(512))
+        } else {
+            opts.max_task_bytes
+        };
+        let work = js
+            .get_or_create_stream(stream::Config {
+                name: opts.stream.clone(),
+                subjects: vec![subject.clone()],
+                retention: RetentionPolicy::WorkQueue,
+                storage: StorageType::File,
+                discard: DiscardPolicy::New,
+                max_bytes: clamp_i64(opts.max_bytes),
+                max_messages: clamp_i64(opts.max_tasks),
+                duplicate_window: Duration::from_secs(120),
+                description: Some("manifold offloaded calls".into()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| broker(format!("create stream {}", opts.stream), e))?;
+        js.get_or_create_stream(stream::Config {
+            name: dead_stream.clone(),
+            subjects: vec![format!("{dead_prefix}.*")],
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            discard: DiscardPolicy::New,
+            max_bytes: clamp_i64(opts.max_bytes),
+            max_messages: clamp_i64(opts.max_tasks),
+            description: Some("manifold dead-lettered calls".into()),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| broker(format!("create stream {dead_stream}"), e))?;
+        let consumer: PullConsumer = work
+            .get_or_create_consumer(
+                &opts.consumer,
+                pull::Config {
+                    durable_name: Some(opts.consumer.clone()),
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: opts.lease_timeout,
+                    max_deliver: -1,
+                    filter_subject: subject.clone(),
+                    max_ack_pending: 100_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| broker(format!("create consumer {}", opts.consumer), e))?;
+        Ok(NatsQueue {
+            client,
+            js,
+            consumer,
+            subject,
+            dead_stream,
+            dead_prefix,
+            max_task_bytes,
+            opts,
+            clock: Clock::system(),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Deletes both streams and with them every task and dead letter (tests, decommissioning).
+    pub async fn destroy(&self) -> Result<(), QueueError> {
+        for name in [self.opts.stream.as_str(), self.dead_stream.as_str()] {
+            self.js
+                .delete_stream(name)
+                .await
+                .map_err(|e| broker(format!("delete stream {name}"), e))?;
+        }
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<(), QueueError> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(QueueError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn publish(
+        &self,
+        subject: String,
+        msg_id: Option<&str>,
+        bytes: Vec<u8>,
+    ) -> Result<(), QueueError> {
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(id) = msg_id {
+            headers.insert("Nats-Msg-Id", id);
+        }
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, bytes.into())
+            .await
+            .map_err(|e| self.publish_error(e))?;
+        ack.await.map_err(|e| self.publish_error(e))?;
+        Ok(())
+    }
+
+    fn publish_error(&self, e: jetstream::context::PublishError) -> QueueError {
+        use jetstream::context::PublishErrorKind as K;
+        match e.kind() {
+            K::MaxPayloadExceeded => QueueError::TooLarge {
+                size: self.max_task_bytes + 1,
+                limit: self.max_task_bytes,
+            },
+            K::TimedOut => QueueError::Timeout("nats: no publish ack from JetStream".into()),
+            _ => {
+                let text = error_chain(&e);
+                if text.contains("maximum messages")
+                    || text.contains("maximum bytes")
+                    || text.contains("insufficient resources")
+                {
+                    QueueError::Full {
+                        reason: format!("stream {}: {text}", self.opts.stream),
+                        retry_after: self.opts.retry_after,
+                    }
+                } else {
+                    broker("publish", e)
+                }
+            }
+        }
+    }
+
+    async fn enqueue_inner(&self, mut task: Task) -> Result<(), QueueError> {
+        self.check_open()?;
+        if task.enqueued_at == 0 {
+            task.enqueued_at = self.clock.now_ms();
+        }
+        let bytes = task.validate(self.max_task_bytes)?;
+        let msg_id = task.id.clone();
+        self.publish(self.subject.clone(), Some(&msg_id), bytes)
+            .await
+    }
+
+    async fn lease_inner(&self, max: usize, wait: Duration) -> Result<Vec<Lease>, QueueError> {
+        self.check_open()?;
+        let max = max.clamp(1, 10_000);
+        // What is there now, without waiting; else wait for the first and take what followed.
+        let mut out = self.fetch(max, None).await?;
+        if out.is_empty() && wait >= Duration::from_millis(10) {
+            out = self.fetch(1, Some(wait)).await?;
+            if !out.is_empty() && max > 1 {
+                out.extend(self.fetch(max - 1, None).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn fetch(&self, max: usize, wait: Option<Duration>) -> Result<Vec<Lease>, QueueError> {
+        let mut messages = match wait {
+            None => self
+                .consumer
+                .fetch()
+                .max_messages(max)
+                .messages()
+                .await
+                .map_err(|e| broker("fetch", e))?,
+            Some(wait) => self
+                .consumer
+                .batch()
+                .max_messages(max)
+                .expires(wait)
+                .messages()
+                .await
+                .map_err(|e| broker("fetch", e))?,
+        };
+        let mut out = Vec::new();
+        while let Some(msg) = messages.next().await {
+            let msg = match msg {
+                Ok(msg) => msg,
+                Err(e) => {
+                    // Leases already taken stay valid; report the error only if nothing came.
+                    if out.is_empty() {
+                        return Err(broker("fetch", e));
+                    }
+                    tracing::warn!(error = %e, "nats: fetch ended early");
+                    break;
+                }
+            };
+            let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+            match Task::decode(&msg.payload) {
+                Ok(mut task) => {
+                    let earlier = u32::try_from(delivered.saturating_sub(1)).unwrap_or(u32::MAX);
+                    task.attempts = task.attempts.max(earlier);
+                    out.push(Lease {
+                        task,
+                        token: LeaseToken::Nats(Box::new(msg)),
+                    });
+                }
+                Err(e) => {
+                    // Not ours or corrupt: it can never be delivered, so stop redelivering it.
+                    tracing::error!(error = %e, subject = %msg.subject, "nats: undecodable task; terminating it");
+                    if let Err(e) = msg.ack_with(AckKind::Term).await {
+                        tracing::warn!(error = %e, "nats: term failed");
+                    }
+                }
+            }
+            if out.len() >= max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn message(lease: &Lease) -> Result<&jetstream::Message, QueueError> {
+        match &lease.token {
+            LeaseToken::Nats(msg) => Ok(msg),
+            #[allow(unreachable_patterns)]
+            _ => Err(QueueError::Invalid(
+                "lease belongs to another queue backend".into(),
+            )),
+        }
+    }
+
+    async fn settle(&self, lease: &Lease, kind: AckKind, what: &str) -> Result<(), QueueError> {
+        Self::message(lease)?
+            .double_ack_with(kind)
+            .await
+            .map_err(|e| broker(what, e))
+    }
+
+    async fn dead_letter_inner(&self, lease: Lease) -> Result<(), QueueError> {
+        let bytes = lease.task.encode()?;
+        let subject = format!("{}.{}", self.dead_prefix, lease.task.id);
+        // Store first, then ack: a crash in between leaves a duplicate, never a loss.
+        self.publish(subject, None, bytes).await?;
+        self.settle(&lease, AckKind::Ack, "ack dead-lettered task")
+            .await
+    }
+
+    async fn dead_stream(&self) -> Result<jetstream::stream::Stream, QueueError> {
+        self.js
+            .get_stream(&self.dead_stream)
+            .await
+            .map_err(|e| broker(format!("get stream {}", self.dead_stream), e))
+    }
+
+    async fn stats_inner(&self) -> Result<QueueStats, QueueError> {
+        let work = self
+            .js
+            .get_stream(&self.opts.stream)
+            .await
+            .map_err(|e| broker("stream info", e))?;
+        let state = work.cached_info().state.clone();
+        let consumer_info = self
+            .consumer
+            .get_info()
+            .await
+            .map_err(|e| broker("consumer info", e))?;
+        let dead = self.dead_stream().await?.cached_info().state.messages;
+        let oldest_age_ms = if state.messages == 0 {
+            None
+        } else {
+            match work.get_raw_message(state.first_sequence).await {
+                Ok(m) => Task::decode(&m.payload)
+                    .ok()
+                    .map(|t| t.age_ms(self.clock.now_ms())),
+                // Acked between the two calls: the next oldest is younger; report unknown.
+                Err(_) => None,
+            }
+        };
+        Ok(QueueStats {
+            backend: Backend::Nats.as_str().into(),
+            depth: state.messages,
+            oldest_age_ms,
+            in_flight: consumer_info.num_ack_pending as u64,
+            dead,
+            bytes: Some(state.bytes),
+        })
+    }
+
+    /// Dead letters in stream order: `(sequence, task)`, up to `limit`.
+    async fn dead_rows(&self, limit: usize) -> Result<Vec<(u64, Task)>, QueueError> {
+        let dead = self.dead_stream().await?;
+        let state = &dead.cached_info().state;
+        let mut out = Vec::new();
+        if state.messages == 0 {
+            return Ok(out);
+        }
+        let mut seq = state.first_sequence;
+        while seq <= state.last_sequence && out.len() < limit {
+            match dead.get_raw_message(seq).await {
+                Ok(m) => out.push((seq, Task::decode(&m.payload)?)),
+                Err(e) if matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound) => {}
+                Err(e) => return Err(broker("read dead letter", e)),
+            }
+            seq += 1;
+        }
+        Ok(out)
+    }
+
+    async fn dead_get(&self, id: &str) -> Result<Option<(u64, Task)>, QueueError> {
+        check_id("task id", id)?;
+        let dead = self.dead_stream().await?;
+        match dead
+            .get_last_raw_message_by_subject(&format!("{}.{id}", self.dead_prefix))
+            .await
+        {
+            Ok(m) => Ok(Some((m.sequence, Task::decode(&m.payload)?))),
+            Err(e) if matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound) => {
+                Ok(None)
+            }
+            Err(e) => Err(broker("read dead letter", e)),
+        }
+    }
+
+    async fn replay_inner(&self, which: &Selection) -> Result<u64, QueueError> {
+        self.check_open()?;
+        let rows = match which {
+            Selection::Id(id) => self.dead_get(id).await?.into_iter().collect(),
+            Selection::All => self.dead_rows(usize::MAX).await?,
+        };
+        let dead = self.dead_stream().await?;
+        let mut moved = 0;
+        let mut seen = std::collections::HashSet::new();
+        for (seq, mut task) in rows {
+            // A crash between storing a dead letter and acking can leave two copies.
+            if !seen.insert(task.id.clone()) {
+                continue;
+            }
+            let now = self.clock.now_ms();
+            task.attempts = 0;
+            task.enqueued_at = now;
+            task.not_before = 0;
+            task.validate(usize::MAX)?;
+            // No Nats-Msg-Id: the original id may still be in the duplicate window.
+            self.publish(self.subject.clone(), None, task.encode()?)
+                .await?;
+            let subject = format!("{}.{}", self.dead_prefix, task.id);
+            let purge = dead.purge().filter(subject);
+            if let Err(e) = purge.await {
+                tracing::warn!(error = %e, seq, "nats: replayed dead letter not removed");
+            }
+            moved += 1;
+        }
+        Ok(moved)
+    }
+
+    async fn purge_inner(&self, which: &Selection) -> Result<u64, QueueError> {
+        let dead = self.dead_stream().await?;
+        let response = match which {
+            Selection::All => dead.purge().await,
+            Selection::Id(id) => {
+                check_id("task id", id)?;
+                dead.purge()
+                    .filter(format!("{}.{id}", self.dead_prefix))
+                    .await
+            }
+        }
+        .map_err(|e| broker("purge dead letters", e))?;
+        Ok(response.purged)
+    }
+}
+
+/// The error and its sources as one line, to recognise server error texts.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+impl Queue for NatsQueue {
+    fn backend(&self) -> Backend {
+        Backend::Nats
+    }
+
+    fn enqueue(&self, task: Task) -> BoxFuture<'_, Result<(), QueueError>> {
+        Box::pin(self.enqueue_inner(task))
+    }
+
+    fn lease(&self, max: usize, wait: Duration) -> BoxFuture<'_, Result<Vec<Lease>, QueueError>> {
+        Box::pin(self.lease_inner(max, wait))
+    }
+
+    fn ack(&self, lease: Lease) -> BoxFuture<'_, Result<(), QueueError>> {
+        Box::pin(async move { self.settle(&lease, AckKind::Ack, "ack").await })
+    }
+
+    fn nack(&self, lease: Lease, delay: Duration) -> BoxFuture<'_, Result<(), QueueError>> {
+        Box::pin(async move { self.settle(&lease, AckKind::Nak(Some(delay)), "nak").await })
+    }
+
+    fn release(&self, lease: Lease) -> BoxFuture<'_, Result<(), QueueError>> {
+        Box::pin(async move { self.settle(&lease, AckKind::Nak(None), "nak").await })
+    }
+
+    fn dead_letter(&self, lease: Lease) -> BoxFuture<'_, Result<(), QueueError>> {
+        Box::pin(self.dead_letter_inner(lease))
+    }
+
+    fn stats(&self) -> BoxFuture<'_, Result<QueueStats, QueueError>> {
+        Box::pin(self.stats_inner())
+    }
+
+    fn dead_letters(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Task>, QueueError>> {
+        Box::pin(async move {
+            Ok(self
+                .dead_rows(limit)
+                .await?
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect())
+        })
+    }
+
+    fn dead_letter_get<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Task>, QueueError>> {
+        Box::pin(async move { Ok(self.dead_get(id).await?.map(|(_, t)| t)) })
+    }
+
+    fn replay<'a>(&'a self, which: &'a Selection) -> BoxFuture<'a, Result<u64, QueueError>> {
+        Box::pin(self.replay_inner(which))
+    }
+
+    fn purge<'a>(&'a self, which: &'a Selection) -> BoxFuture<'a, Result<u64, QueueError>> {
+        Box::pin(self.purge_inner(which))
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), QueueError>> {
+        self.closed.store(true, Ordering::Release);
+        Box::pin(async move { self.client.flush().await.map_err(|e| broker("flush", e)) })
+    }
+}

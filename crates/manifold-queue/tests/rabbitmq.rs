@@ -1,0 +1,230 @@
+//! Against the real RabbitMQ on 127.0.0.1:5672 (guest/guest), with queues unique to the run.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use manifold_queue::{
+    Backend, Backoff, DispatchPolicy, Dispatcher, Queue, QueueConfig, RabbitOptions, RabbitQueue,
+    Selection,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{task, unique, wait_until, Flaky};
+
+const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+fn options(queue: &str) -> RabbitOptions {
+    RabbitOptions {
+        url: URL.into(),
+        queue: queue.into(),
+        max_tasks: 10_000,
+        max_task_bytes: 64 * 1024,
+        retry_after: Duration::from_secs(1),
+    }
+}
+
+/// Deletes the run's queues even if the test panics.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let queue = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use lapin::options::QueueDeleteOptions;
+                let Ok(conn) =
+                    lapin::Connection::connect(URL, lapin::ConnectionProperties::default()).await
+                else {
+                    return;
+                };
+                if let Ok(ch) = conn.create_channel().await {
+                    for name in [queue.clone(), format!("{queue}.dead")] {
+                        let _ = ch
+                            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                            .await;
+                    }
+                }
+                let _ = conn.close(200, "cleanup".into()).await;
+            });
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn rabbitmq_enqueue_lease_nack_dead_letter_replay() {
+    let name = unique("rmq_basic");
+    let _cleanup = Cleanup(name.clone());
+    let q = RabbitQueue::connect(options(&name)).await.unwrap();
+    let (a, b, c) = (task(1), task(2), task(3));
+    for t in [&a, &b, &c] {
+        q.enqueue(t.clone()).await.unwrap();
+    }
+    let leases = q.lease(10, Duration::from_secs(5)).await.unwrap();
+    let mut leases = {
+        let mut all = leases;
+        while all.len() < 3 {
+            let more = q.lease(10, Duration::from_secs(5)).await.unwrap();
+            assert!(!more.is_empty(), "tasks missing");
+            all.extend(more);
+        }
+        all
+    };
+    assert_eq!(leases.len(), 3);
+    assert_eq!(q.stats().await.unwrap().in_flight, 3);
+    leases.sort_by(|x, y| {
+        x.task
+            .enqueued_at
+            .cmp(&y.task.enqueued_at)
+            .then(x.task.id.cmp(&y.task.id))
+    });
+    let ids: HashSet<String> = leases.iter().map(|l| l.task.id.clone()).collect();
+    assert_eq!(ids, [&a, &b, &c].iter().map(|t| t.id.clone()).collect());
+    let mut it = leases.into_iter();
+    let (la, mut lb, mut lc) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+
+    q.ack(la).await.unwrap();
+    lb.task.attempts += 1;
+    lb.task.last_error = Some("upstream: status 503".into());
+    let nacked = lb.task.id.clone();
+    q.nack(lb, Duration::from_secs(2)).await.unwrap();
+    // Held until due: not leasable right now.
+    assert!(q.lease(10, Duration::ZERO).await.unwrap().is_empty());
+    let again = q.lease(1, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].task.id, nacked);
+    assert_eq!(again[0].task.attempts, 1);
+    assert_eq!(
+        again[0].task.last_error.as_deref(),
+        Some("upstream: status 503")
+    );
+    q.ack(again.into_iter().next().unwrap()).await.unwrap();
+
+    lc.task.last_error = Some("upstream: status 400".into());
+    let dead_id = lc.task.id.clone();
+    q.dead_letter(lc).await.unwrap();
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.depth, stats.in_flight, stats.dead), (0, 0, 1));
+    let listed = q.dead_letters(10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0].last_error.as_deref(),
+        Some("upstream: status 400")
+    );
+    // Listing does not consume.
+    assert_eq!(q.stats().await.unwrap().dead, 1);
+    assert_eq!(
+        q.dead_letter_get(&dead_id).await.unwrap().unwrap().id,
+        dead_id
+    );
+    assert!(q.dead_letter_get("nope").await.unwrap().is_none());
+
+    assert_eq!(q.replay(&Selection::Id(dead_id.clone())).await.unwrap(), 1);
+    let replayed = q.lease(1, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(replayed[0].task.id, dead_id);
+    assert_eq!(replayed[0].task.attempts, 0);
+    q.dead_letter(replayed.into_iter().next().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(q.purge(&Selection::Id(dead_id)).await.unwrap(), 1);
+    assert_eq!(q.stats().await.unwrap().dead, 0);
+    q.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn rabbitmq_unacked_lease_returns_when_the_holder_dies() {
+    let name = unique("rmq_crash");
+    let _cleanup = Cleanup(name.clone());
+    let t = task(9);
+    {
+        let q = RabbitQueue::connect(options(&name)).await.unwrap();
+        q.enqueue(t.clone()).await.unwrap();
+        assert_eq!(q.lease(1, Duration::from_secs(5)).await.unwrap().len(), 1);
+        // Dropped holding the lease: the connection closes and the broker requeues it.
+    }
+    let q = RabbitQueue::connect(options(&name)).await.unwrap();
+    let again = q.lease(1, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].task.id, t.id);
+    assert_eq!(again[0].task.idempotency_key, t.idempotency_key);
+    q.ack(again.into_iter().next().unwrap()).await.unwrap();
+    q.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn rabbitmq_full_queue_refuses_with_queue_full() {
+    let name = unique("rmq_full");
+    let _cleanup = Cleanup(name.clone());
+    // A producer never starts a consumer, so the tasks stay ready in the broker.
+    let q = RabbitQueue::connect(RabbitOptions {
+        max_tasks: 2,
+        ..options(&name)
+    })
+    .await
+    .unwrap();
+    q.enqueue(task(1)).await.unwrap();
+    q.enqueue(task(2)).await.unwrap();
+    // The bound reads the broker's ready count, cached for 250 ms.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let err = q.enqueue(task(3)).await.unwrap_err();
+    assert!(err.is_full(), "{err}");
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(1)));
+    assert_eq!(q.stats().await.unwrap().depth, 2);
+    q.destroy().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_dispatcher_retries_with_a_stable_idempotency_key() {
+    let name = unique("rmq_dispatch");
+    let _cleanup = Cleanup(name.clone());
+    let q = Arc::new(RabbitQueue::connect(options(&name)).await.unwrap());
+    let mut keys = std::collections::HashMap::new();
+    for n in 0..6 {
+        let t = task(n);
+        keys.insert(t.id.clone(), t.idempotency_key.clone());
+        q.enqueue(t).await.unwrap();
+    }
+    let upstream = Arc::new(Flaky::new(2));
+    let policy = DispatchPolicy {
+        backoff: Backoff {
+            base: Duration::from_millis(20),
+            max: Duration::from_millis(100),
+        },
+        lease_wait: Duration::from_millis(200),
+        ..DispatchPolicy::default()
+    };
+    let dispatcher = Dispatcher::new(q.clone(), Arc::clone(&upstream), policy);
+    let metrics = dispatcher.metrics();
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(dispatcher.run(stop.clone()));
+    wait_until(|| metrics.snapshot().delivered == 6).await;
+    stop.cancel();
+    assert!(run.await.unwrap().drained);
+    for (id, seen) in upstream.seen() {
+        assert_eq!(seen.len(), 3, "two 503s then success for {id}");
+        assert!(seen.iter().all(|k| *k == keys[&id]));
+    }
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.depth, stats.dead), (0, 0));
+    q.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn rabbitmq_backend_opens_from_queue_config() {
+    let name = unique("rmq_config");
+    let _cleanup = Cleanup(name.clone());
+    let cfg: QueueConfig = serde_json::from_str(&format!(
+        r#"{{"backend": "rabbitmq", "url": "{URL}", "queue": "{name}"}}"#
+    ))
+    .unwrap();
+    let q = manifold_queue::open(&cfg).await.unwrap();
+    assert_eq!(q.backend(), Backend::Rabbitmq);
+    q.enqueue(task(1)).await.unwrap();
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.backend.as_str(), stats.depth), ("rabbitmq", 1));
+}
