@@ -25,6 +25,8 @@ enum Command {
     Check(cmd::check::Args),
     /// Benchmark Manifold beside its baselines, in one run (see docs/benchmarks.md).
     Bench(cmd::bench::Args),
+    /// Where the time went in traces (Jaeger, Zipkin, OTLP), and what would fix it.
+    Analyze(cmd::analyze::Args),
     /// Run simulated upstream services (latency distributions, faults) on loopback.
     Sim(cmd::sim::Args),
     /// Open-loop load: requests on a fixed schedule, latency from the scheduled send time.
@@ -38,6 +40,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => cmd::runtime().and_then(|rt| rt.block_on(cmd::serve::run(args))),
         Command::Check(args) => cmd::check::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Analyze(args) => cmd::analyze::run(args),
         Command::Sim(args) => cmd::sim::run(args),
         Command::Load(args) => cmd::load::run(args),
     };

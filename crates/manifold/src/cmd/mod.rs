@@ -1,5 +1,6 @@
 //! One module per subcommand. Each exposes `Args` (clap) and `run`, returning the process exit code.
 
+pub(crate) mod analyze;
 pub(crate) mod bench;
 pub(crate) mod check;
 pub(crate) mod load;
