@@ -1,13 +1,21 @@
 //! `manifold bench compose`: the checkout DAG (order → payment ∥ inventory ∥ shipping → confirm)
-//! on simulated upstreams with small fixed delays, through Manifold and through the hand-written
-//! `tokio::join!` aggregator, in one process and one run.
+//! on simulated upstreams with small fixed delays, through Manifold, through the hand-written
+//! `tokio::join!` aggregator, and through the peers a user would otherwise write (the seed
+//! document's Flask aggregators under gunicorn, sequential and `ThreadPoolExecutor`; a Node
+//! `Promise.all` aggregator on express), all against the same simulator in one run.
 //!
-//! Latency: open-loop at fixed rates (from `manifold-load`), the two targets interleaved round
-//! by round (A B, then B A), medians and spread over rounds, beside the ideal (the critical path
-//! of the configured service times). Throughput: closed loop, the same DAG with instant
-//! upstreams, so the aggregators' own CPU is what limits it.
+//! Latency: open-loop at fixed rates (from `manifold-load`), the targets interleaved round by
+//! round (the order rotates each round), medians and spread over rounds, beside the ideal (the
+//! critical path of the configured service times). A peer that cannot keep up with a rate
+//! (more than 1% errors, or a backlog that makes the run overrun its schedule by half, at least
+//! a second) is marked saturated there and not
+//! driven at higher rates; after each peer run the benchmark waits until the peer has drained
+//! its backlog, so it cannot steal CPU from the next target. Throughput: closed loop, the same
+//! DAG with instant upstreams, so the aggregators' own CPU is what limits it. Peers that are not
+//! installed are reported as skipped.
 
 use crate::aggregator::{self, CheckoutUpstreams};
+use crate::peers::{self, RunningPeer, Skipped};
 use crate::{BenchError, Measured, Spread};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -16,6 +24,7 @@ use hyper_util::rt::TokioExecutor;
 use manifold_load::LoadSpec;
 use manifold_sim::{RunningSim, Sim, SimConfig};
 use serde::Serialize;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +50,9 @@ pub struct ComposeSpec {
     pub throughput_clients: usize,
     /// Length of one closed-loop measurement (0 skips throughput).
     pub throughput_duration: Duration,
+    /// Where the peers live (`bench/peers`: their code and installs). `None`: Manifold and the
+    /// hand-written aggregator only.
+    pub peers_dir: Option<PathBuf>,
 }
 
 impl Default for ComposeSpec {
@@ -52,6 +64,7 @@ impl Default for ComposeSpec {
             rounds: 3,
             throughput_clients: 64,
             throughput_duration: Duration::from_secs(3),
+            peers_dir: Some(peers::default_dir()),
         }
     }
 }
@@ -93,6 +106,37 @@ pub struct RateResult {
     pub added_p50_over_hand_written_ms: f64,
     /// Manifold's median p99 minus the hand-written one's, in ms.
     pub added_p99_over_hand_written_ms: f64,
+    /// The peers that ran (Flask, Node), in the same rounds.
+    pub peers: Vec<PeerLatency>,
+}
+
+/// One peer's latency at one rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerLatency {
+    /// "flask-sequential", "flask-threadpool", "node".
+    pub target: String,
+    /// The figures, when it was driven at this rate.
+    pub latency: Option<Measured>,
+    /// It could not keep up with this rate (over 1% errors, or its backlog made the run last
+    /// 50% and at least 1 s past its schedule), or with a lower one.
+    pub saturated: bool,
+    /// Why there is no figure, when there is none.
+    pub note: Option<String>,
+    /// Its median p50 over Manifold's.
+    pub p50_over_manifold: Option<f64>,
+    /// Its median p99 over Manifold's.
+    pub p99_over_manifold: Option<f64>,
+}
+
+/// One peer's closed-loop throughput.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerThroughput {
+    /// "flask-sequential", "flask-threadpool", "node".
+    pub target: String,
+    /// Requests per second over rounds.
+    pub rps: Spread,
+    /// Manifold's median over this peer's.
+    pub manifold_over_peer: f64,
 }
 
 /// Closed-loop throughput, requests per second, over rounds.
@@ -106,6 +150,8 @@ pub struct Throughput {
     pub hand_written_rps: Spread,
     /// Manifold's median over the hand-written median.
     pub ratio: f64,
+    /// The peers that ran.
+    pub peers: Vec<PeerThroughput>,
 }
 
 /// The whole result.
@@ -125,6 +171,8 @@ pub struct ComposeReport {
     pub rates: Vec<RateResult>,
     /// Closed-loop throughput, when measured.
     pub throughput: Option<Throughput>,
+    /// Peers that could not run, and why (not installed, failed to start).
+    pub skipped: Vec<Skipped>,
 }
 
 fn sim_config(delays: [u64; 5]) -> Result<SimConfig, BenchError> {
@@ -234,15 +282,26 @@ deadline = "5s"
         .map_err(|e| BenchError::Setup(format!("gateway config: {e}")))
 }
 
-/// Both targets running against one simulator.
+/// A peer's URL, and where to ask whether it has drained its backlog.
+struct PeerTarget {
+    name: String,
+    url: String,
+    drain: String,
+}
+
+/// Every target running against one simulator.
 struct Targets {
     sim: RunningSim,
     manifold: String,
     hand_written: String,
+    peers: Vec<PeerTarget>,
+    /// Kept alive for the run; dropping them stops the processes.
+    running: Vec<RunningPeer>,
+    skipped: Vec<Skipped>,
     stop: CancellationToken,
 }
 
-async fn start_targets(delays: [u64; 5]) -> Result<Targets, BenchError> {
+async fn start_targets(delays: [u64; 5], peers_dir: Option<&Path>) -> Result<Targets, BenchError> {
     let sim = Sim::start(sim_config(delays)?)
         .await
         .map_err(|e| BenchError::Setup(format!("simulator: {e}")))?;
@@ -253,28 +312,68 @@ async fn start_targets(delays: [u64; 5]) -> Result<Targets, BenchError> {
     let manifold = format!("http://{}/checkout", gw.local_addr());
     tokio::spawn(gw.run(stop.clone()));
     let up = |s: &str| sim.url(s).unwrap_or_default();
-    let agg = aggregator::start(
-        CheckoutUpstreams {
-            order: up("order"),
-            payment: up("payment"),
-            inventory: up("inventory"),
-            shipping: up("shipping"),
-        },
-        stop.clone(),
-    )
-    .await
-    .map_err(|e| BenchError::Setup(format!("hand-written aggregator: {e}")))?;
-    Ok(Targets {
+    let upstreams = CheckoutUpstreams {
+        order: up("order"),
+        payment: up("payment"),
+        inventory: up("inventory"),
+        shipping: up("shipping"),
+    };
+    let agg = aggregator::start(upstreams.clone(), stop.clone())
+        .await
+        .map_err(|e| BenchError::Setup(format!("hand-written aggregator: {e}")))?;
+    let mut targets = Targets {
         sim,
         manifold,
         hand_written: format!("http://{agg}/checkout"),
+        peers: Vec::new(),
+        running: Vec::new(),
+        skipped: Vec::new(),
         stop,
-    })
+    };
+    if let Some(dir) = peers_dir {
+        let flask = match peers::flask(dir, &upstreams) {
+            Ok(cmd) => peers::start(cmd).await,
+            Err(s) => Err(s),
+        };
+        match flask {
+            Ok(p) => {
+                for (name, path) in [
+                    ("flask-sequential", "/checkout"),
+                    ("flask-threadpool", "/checkout-threadpool"),
+                ] {
+                    targets.peers.push(PeerTarget {
+                        name: name.into(),
+                        url: p.url(path),
+                        drain: p.url("/healthz"),
+                    });
+                }
+                targets.running.push(p);
+            }
+            Err(s) => targets.skipped.push(s),
+        }
+        let node = match peers::node(dir, &upstreams) {
+            Ok(cmd) => peers::start(cmd).await,
+            Err(s) => Err(s),
+        };
+        match node {
+            Ok(p) => {
+                targets.peers.push(PeerTarget {
+                    name: "node".into(),
+                    url: p.url("/checkout"),
+                    drain: p.url("/healthz"),
+                });
+                targets.running.push(p);
+            }
+            Err(s) => targets.skipped.push(s),
+        }
+    }
+    Ok(targets)
 }
 
 impl Targets {
     async fn shutdown(self) {
         self.stop.cancel();
+        drop(self.running);
         self.sim.shutdown().await;
     }
 }
@@ -294,8 +393,41 @@ async fn measure(
     Ok(manifold_load::run(spec).await?)
 }
 
+/// The target could not keep up: more than 1% errors, or its backlog made the run last well
+/// past its schedule (half the scheduled time again, and at least a second more).
+fn saturated(r: &manifold_load::LoadReport, scheduled: Duration) -> bool {
+    let d = scheduled.as_secs_f64();
+    r.errors * 100 > r.sent || r.duration_s > d + (d * 0.5).max(1.0)
+}
+
+/// Wait (up to a minute) until a peer answers a probe: everything queued before the probe has
+/// then been taken off its accept queue, so its backlog cannot load the next measurement.
+async fn drain(url: &str) {
+    let client: Client<_, http_body_util::Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let until = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < until {
+        let Ok(req) = http::Request::get(url).body(http_body_util::Empty::new()) else {
+            return;
+        };
+        if let Ok(Ok(resp)) =
+            tokio::time::timeout(Duration::from_secs(60), client.request(req)).await
+        {
+            let _ = resp.into_body().collect().await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Closed loop: `clients` tasks each send the next request as soon as the last one answered.
-async fn closed_loop(url: &str, clients: usize, duration: Duration) -> f64 {
+/// `body`: `POST` it as JSON; `None`: `GET`. Returns (successful requests, elapsed seconds).
+pub(crate) async fn closed_loop_count(
+    url: &str,
+    clients: usize,
+    duration: Duration,
+    body: Option<&'static str>,
+) -> (u64, f64) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -305,10 +437,13 @@ async fn closed_loop(url: &str, clients: usize, duration: Duration) -> f64 {
         let (client, done, url) = (client.clone(), Arc::clone(&done), url.to_owned());
         tasks.push(tokio::spawn(async move {
             while Instant::now() < until {
-                let Ok(req) = http::Request::post(url.as_str())
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from_static(CHECKOUT_BODY.as_bytes())))
-                else {
+                let req = match body {
+                    Some(b) => http::Request::post(url.as_str())
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from_static(b.as_bytes()))),
+                    None => http::Request::get(url.as_str()).body(Full::new(Bytes::new())),
+                };
+                let Ok(req) = req else {
                     return;
                 };
                 let Ok(Ok(resp)) =
@@ -326,10 +461,16 @@ async fn closed_loop(url: &str, clients: usize, duration: Duration) -> f64 {
     for t in tasks {
         let _ = t.await;
     }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    (done.load(Ordering::Relaxed), start.elapsed().as_secs_f64())
 }
 
-fn measured(target: &str, rate: f64, reports: &[manifold_load::LoadReport]) -> Measured {
+/// Closed-loop checkout throughput, requests per second.
+async fn closed_loop(url: &str, clients: usize, duration: Duration) -> f64 {
+    let (done, secs) = closed_loop_count(url, clients, duration, Some(CHECKOUT_BODY)).await;
+    done as f64 / secs
+}
+
+pub(crate) fn measured(target: &str, rate: f64, reports: &[manifold_load::LoadReport]) -> Measured {
     let pick = |f: fn(&manifold_load::LoadReport) -> f64| {
         Spread::of(&reports.iter().map(f).collect::<Vec<_>>())
     };
@@ -344,31 +485,66 @@ fn measured(target: &str, rate: f64, reports: &[manifold_load::LoadReport]) -> M
     }
 }
 
+/// `items` rotated left by `by`: round `r` starts with a different target each time, so none
+/// always runs on a machine warmed (or loaded) by the same neighbour.
+pub(crate) fn rotated<T: Clone>(items: &[T], by: usize) -> Vec<T> {
+    if items.is_empty() {
+        return Vec::new();
+    }
+    let by = by % items.len();
+    items[by..].iter().chain(&items[..by]).cloned().collect()
+}
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0 && a.is_finite()).then(|| a / b)
+}
+
+/// Which target a slot of a round measures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Slot {
+    Manifold,
+    HandWritten,
+    Peer(usize),
+}
+
 /// Run the compose benchmark. `progress` is told what is being measured.
 pub async fn run(
     spec: &ComposeSpec,
     mut progress: impl FnMut(&str),
 ) -> Result<ComposeReport, BenchError> {
-    let targets = start_targets(spec.delays_ms).await?;
-    // Warm both: connection pools, allocator, caches.
+    progress("starting the simulator, Manifold, the hand-written aggregator and the peers");
+    let targets = start_targets(spec.delays_ms, spec.peers_dir.as_deref()).await?;
+    let skipped = targets.skipped.clone();
+    for s in &skipped {
+        progress(&s.to_string());
+    }
+    // Warm every target: connection pools, allocator, caches, interpreters.
     let _ = measure(&targets.manifold, 200.0, Duration::from_millis(500)).await?;
     let _ = measure(&targets.hand_written, 200.0, Duration::from_millis(500)).await?;
+    for p in &targets.peers {
+        let _ = measure(&p.url, 50.0, Duration::from_millis(500)).await?;
+        drain(&p.drain).await;
+    }
 
+    let mut slots = vec![Slot::Manifold, Slot::HandWritten];
+    slots.extend((0..targets.peers.len()).map(Slot::Peer));
+    // A peer saturated at some rate: (that rate) — it is not driven at higher ones.
+    let mut saturated_at: Vec<Option<f64>> = vec![None; targets.peers.len()];
     let mut rates = Vec::new();
     for &rate in &spec.rates {
         let (mut m, mut h) = (Vec::new(), Vec::new());
+        let mut p: Vec<Vec<manifold_load::LoadReport>> = vec![Vec::new(); targets.peers.len()];
         for round in 0..spec.rounds {
-            // A B, then B A: neither target always runs on a machine warmed by the other.
-            let order: [bool; 2] = if round % 2 == 0 {
-                [true, false]
-            } else {
-                [false, true]
-            };
-            for is_manifold in order {
-                let (name, url) = if is_manifold {
-                    ("manifold", &targets.manifold)
-                } else {
-                    ("hand-written", &targets.hand_written)
+            for slot in rotated(&slots, round) {
+                let (name, url) = match slot {
+                    Slot::Manifold => ("manifold", &targets.manifold),
+                    Slot::HandWritten => ("hand-written", &targets.hand_written),
+                    Slot::Peer(i) => {
+                        if saturated_at[i].is_some() {
+                            continue;
+                        }
+                        (targets.peers[i].name.as_str(), &targets.peers[i].url)
+                    }
                 };
                 progress(&format!(
                     "{rate} req/s, round {}/{}: {name}",
@@ -376,15 +552,52 @@ pub async fn run(
                     spec.rounds
                 ));
                 let r = measure(url, rate, spec.duration).await?;
-                if is_manifold {
-                    m.push(r)
-                } else {
-                    h.push(r)
+                match slot {
+                    Slot::Manifold => m.push(r),
+                    Slot::HandWritten => h.push(r),
+                    Slot::Peer(i) => {
+                        if saturated(&r, spec.duration) {
+                            saturated_at[i] = Some(rate);
+                        }
+                        p[i].push(r);
+                        drain(&targets.peers[i].drain).await;
+                    }
                 }
             }
         }
         let manifold = measured("manifold", rate, &m);
         let hand_written = measured("hand-written", rate, &h);
+        let peers = targets
+            .peers
+            .iter()
+            .zip(&p)
+            .zip(&saturated_at)
+            .map(|((t, reports), sat)| {
+                if reports.is_empty() {
+                    return PeerLatency {
+                        target: t.name.clone(),
+                        latency: None,
+                        saturated: true,
+                        note: sat.map(|r| format!("not driven: saturated at {r} req/s")),
+                        p50_over_manifold: None,
+                        p99_over_manifold: None,
+                    };
+                }
+                let l = measured(&t.name, rate, reports);
+                PeerLatency {
+                    target: t.name.clone(),
+                    p50_over_manifold: ratio(l.p50_ms.median, manifold.p50_ms.median),
+                    p99_over_manifold: ratio(l.p99_ms.median, manifold.p99_ms.median),
+                    latency: Some(l),
+                    saturated: *sat == Some(rate),
+                    note: (*sat == Some(rate)).then(|| {
+                        "saturated: over 1% errors or the run overran its schedule by 50%; \
+                         remaining rounds skipped"
+                            .to_owned()
+                    }),
+                }
+            })
+            .collect();
         rates.push(RateResult {
             rate,
             added_p50_over_ideal_ms: manifold.p50_ms.median - spec.ideal_ms(),
@@ -393,6 +606,7 @@ pub async fn run(
             added_p99_over_hand_written_ms: manifold.p99_ms.median - hand_written.p99_ms.median,
             manifold,
             hand_written,
+            peers,
         });
     }
     targets.shutdown().await;
@@ -400,44 +614,55 @@ pub async fn run(
     let throughput = if spec.throughput_duration.is_zero() {
         None
     } else {
-        let targets = start_targets([0; 5]).await?;
+        let targets = start_targets([0; 5], spec.peers_dir.as_deref()).await?;
+        let mut slots = vec![Slot::Manifold, Slot::HandWritten];
+        slots.extend((0..targets.peers.len()).map(Slot::Peer));
         let (mut m, mut h) = (Vec::new(), Vec::new());
+        let mut p: Vec<Vec<f64>> = vec![Vec::new(); targets.peers.len()];
         for round in 0..spec.rounds {
             progress(&format!(
                 "closed-loop throughput, round {}/{}",
                 round + 1,
                 spec.rounds
             ));
-            let order: [bool; 2] = if round % 2 == 0 {
-                [true, false]
-            } else {
-                [false, true]
-            };
-            for is_manifold in order {
-                let url = if is_manifold {
-                    &targets.manifold
-                } else {
-                    &targets.hand_written
+            for slot in rotated(&slots, round) {
+                let url = match slot {
+                    Slot::Manifold => &targets.manifold,
+                    Slot::HandWritten => &targets.hand_written,
+                    Slot::Peer(i) => &targets.peers[i].url,
                 };
                 let rps = closed_loop(url, spec.throughput_clients, spec.throughput_duration).await;
-                if is_manifold {
-                    m.push(rps)
-                } else {
-                    h.push(rps)
+                match slot {
+                    Slot::Manifold => m.push(rps),
+                    Slot::HandWritten => h.push(rps),
+                    Slot::Peer(i) => {
+                        p[i].push(rps);
+                        drain(&targets.peers[i].drain).await;
+                    }
                 }
             }
         }
+        let peer_names: Vec<String> = targets.peers.iter().map(|t| t.name.clone()).collect();
         targets.shutdown().await;
         let (manifold_rps, hand_written_rps) = (Spread::of(&m), Spread::of(&h));
+        let peers = peer_names
+            .into_iter()
+            .zip(&p)
+            .map(|(target, v)| {
+                let rps = Spread::of(v);
+                PeerThroughput {
+                    target,
+                    manifold_over_peer: ratio(manifold_rps.median, rps.median).unwrap_or(0.0),
+                    rps,
+                }
+            })
+            .collect();
         Some(Throughput {
             clients: spec.throughput_clients,
-            ratio: if hand_written_rps.median > 0.0 {
-                manifold_rps.median / hand_written_rps.median
-            } else {
-                0.0
-            },
+            ratio: ratio(manifold_rps.median, hand_written_rps.median).unwrap_or(0.0),
             manifold_rps,
             hand_written_rps,
+            peers,
         })
     };
 
@@ -449,6 +674,7 @@ pub async fn run(
         rounds: spec.rounds,
         rates,
         throughput,
+        skipped,
     })
 }
 
@@ -466,17 +692,31 @@ impl ComposeReport {
         let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|");
         let cell = |x: &Spread| format!("{:.2} [{:.2}–{:.2}]", x.median, x.min, x.max);
         for r in &self.rates {
-            for m in [&r.manifold, &r.hand_written] {
+            for m in [&r.manifold, &r.hand_written]
+                .into_iter()
+                .chain(r.peers.iter().filter_map(|p| p.latency.as_ref()))
+            {
+                let sat = r.peers.iter().any(|p| p.target == m.target && p.saturated);
                 let _ = writeln!(
                     s,
-                    "| {:.0}/s | {} | {} | {} | {} | {}/{} |",
+                    "| {:.0}/s | {}{} | {} | {} | {} | {}/{} |",
                     r.rate,
                     m.target,
+                    if sat { " (saturated)" } else { "" },
                     cell(&m.p50_ms),
                     cell(&m.p99_ms),
                     cell(&m.p999_ms),
                     m.errors,
                     m.sent
+                );
+            }
+            for p in r.peers.iter().filter(|p| p.latency.is_none()) {
+                let _ = writeln!(
+                    s,
+                    "| {:.0}/s | {} | {} | | | |",
+                    r.rate,
+                    p.target,
+                    p.note.as_deref().unwrap_or("not measured")
                 );
             }
         }
@@ -509,6 +749,38 @@ impl ComposeReport {
                 t.hand_written_rps.max,
                 t.ratio
             );
+            for p in &t.peers {
+                let _ = writeln!(
+                    s,
+                    "- {}: {:.0} req/s [{:.0}–{:.0}]; Manifold / {} = {:.2}",
+                    p.target, p.rps.median, p.rps.min, p.rps.max, p.target, p.manifold_over_peer
+                );
+            }
+        }
+        let peer_ratios: Vec<String> = self
+            .rates
+            .iter()
+            .flat_map(|r| {
+                r.peers.iter().filter_map(move |p| {
+                    Some(format!(
+                        "| {:.0}/s | {} | {:.2}× | {:.2}× |",
+                        r.rate, p.target, p.p50_over_manifold?, p.p99_over_manifold?
+                    ))
+                })
+            })
+            .collect();
+        if !peer_ratios.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n| rate | peer | its p50 / Manifold's | its p99 / Manifold's |"
+            );
+            let _ = writeln!(s, "|---:|---|---:|---:|");
+            for l in peer_ratios {
+                let _ = writeln!(s, "{l}");
+            }
+        }
+        for k in &self.skipped {
+            let _ = writeln!(s, "\n{k}");
         }
         s
     }
@@ -526,6 +798,7 @@ mod tests {
             rounds: 2,
             throughput_clients: 4,
             throughput_duration: Duration::from_millis(300),
+            peers_dir: None,
             ..Default::default()
         };
         let mut steps = Vec::new();
@@ -540,11 +813,85 @@ mod tests {
         }
         let t = report.throughput.as_ref().unwrap();
         assert!(t.manifold_rps.median > 0.0 && t.hand_written_rps.median > 0.0);
-        assert_eq!(steps.len(), 2 * 2 + 2);
+        // One for the start-up, two targets × two rounds, two throughput rounds.
+        assert_eq!(steps.len(), 1 + 2 * 2 + 2);
+        assert!(report.skipped.is_empty() && r.peers.is_empty());
         let md = report.to_markdown();
         assert!(
             md.contains("| 100/s | manifold |") && md.contains("| 100/s | hand-written |"),
             "{md}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn peers_that_are_not_installed_are_reported_as_skipped_never_measured() {
+        let spec = ComposeSpec {
+            rates: vec![50.0],
+            duration: Duration::from_millis(200),
+            rounds: 1,
+            throughput_duration: Duration::ZERO,
+            peers_dir: Some(PathBuf::from("/nonexistent/manifold-bench-peers")),
+            ..Default::default()
+        };
+        let report = run(&spec, |_| {}).await.unwrap();
+        let names: Vec<&str> = report.skipped.iter().map(|s| s.peer.as_str()).collect();
+        assert_eq!(names, ["flask", "node"], "{:?}", report.skipped);
+        for s in &report.skipped {
+            // Either the program itself or the peer's files under the missing directory.
+            assert!(
+                s.reason.contains("not found") || s.reason.contains("is missing"),
+                "{s}"
+            );
+            assert!(s.reason.contains("install.sh"), "{s}");
+        }
+        // No figure for a peer that did not run; Manifold and the baseline still measured.
+        assert!(report.rates[0].peers.is_empty());
+        assert_eq!(report.rates[0].manifold.errors, 0);
+        let md = report.to_markdown();
+        assert!(
+            md.contains("flask: skipped: ") && md.contains("node: skipped: "),
+            "{md}"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["skipped"][0]["peer"], "flask");
+    }
+
+    #[test]
+    fn rotation_starts_each_round_with_another_target() {
+        assert_eq!(rotated(&[1, 2, 3], 0), [1, 2, 3]);
+        assert_eq!(rotated(&[1, 2, 3], 1), [2, 3, 1]);
+        assert_eq!(rotated(&[1, 2, 3], 5), [3, 1, 2]);
+        assert!(rotated::<u8>(&[], 3).is_empty());
+    }
+
+    /// Where the peers are installed (CI may not have them), each must answer every checkout;
+    /// where they are not, each must be skipped: nothing in between.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_peer_either_answers_every_checkout_or_is_skipped() {
+        let spec = ComposeSpec {
+            rates: vec![20.0],
+            duration: Duration::from_millis(500),
+            rounds: 1,
+            throughput_duration: Duration::ZERO,
+            peers_dir: Some(peers::default_dir()),
+            ..Default::default()
+        };
+        let report = run(&spec, |_| {}).await.unwrap();
+        let r = &report.rates[0];
+        let ran: Vec<&str> = r.peers.iter().map(|p| p.target.as_str()).collect();
+        let skipped: Vec<&str> = report.skipped.iter().map(|s| s.peer.as_str()).collect();
+        let flask = ran.contains(&"flask-sequential") && ran.contains(&"flask-threadpool");
+        assert!(flask != skipped.contains(&"flask"), "{ran:?} {skipped:?}");
+        assert!(
+            ran.contains(&"node") != skipped.contains(&"node"),
+            "{ran:?} {skipped:?}"
+        );
+        for p in &r.peers {
+            let l = p.latency.as_ref().unwrap();
+            assert_eq!((l.errors, l.sent), (0, 10), "{p:?}");
+            // A peer cannot beat the critical path either.
+            assert!(l.p50_ms.median >= report.ideal_ms, "{p:?}");
+            assert!(!p.saturated && p.p50_over_manifold.is_some(), "{p:?}");
+        }
     }
 }

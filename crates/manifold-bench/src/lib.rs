@@ -6,7 +6,10 @@
 //! noisy, so absolute numbers from separate runs are not comparable: ratios within one run are.
 
 pub mod aggregator;
+pub mod cache;
 pub mod compose;
+pub mod peers;
+pub mod proxy;
 mod stats;
 
 pub use stats::{Measured, Spread};

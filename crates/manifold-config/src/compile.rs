@@ -19,8 +19,33 @@ struct RawConfig {
     upstreams: BTreeMap<Spanned<String>, Spanned<RawUpstream>>,
     #[serde(default)]
     routes: BTreeMap<Spanned<String>, Spanned<RawRoute>>,
-    cache: Option<Spanned<toml::Value>>,
+    cache: Option<Spanned<RawCacheSection>>,
     queue: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCacheSection {
+    max_bytes: Option<Spanned<u64>>,
+    max_entry_bytes: Option<Spanned<u64>>,
+    redis: Option<Spanned<String>>,
+    prefix: Option<Spanned<String>>,
+    redis_timeout: Option<Spanned<String>>,
+    redis_retry_after: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCachePolicy {
+    ttl: Spanned<String>,
+    stale: Option<Spanned<String>>,
+    errors: Option<Spanned<String>>,
+    respect_cache_control: Option<bool>,
+    key: Option<Spanned<String>>,
+    vary: Option<Spanned<Vec<Spanned<String>>>>,
+    methods: Option<Spanned<Vec<Spanned<String>>>>,
+    early_refresh: Option<Spanned<f64>>,
+    lock: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,7 +80,7 @@ struct RawRoute {
     calls: Option<Spanned<Vec<Spanned<RawCall>>>>,
     response: Option<Spanned<RawResponse>>,
     proxy: Option<Spanned<String>>,
-    cache: Option<Spanned<toml::Value>>,
+    cache: Option<Spanned<RawCachePolicy>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,7 +98,7 @@ struct RawCall {
     mode: Option<Spanned<String>>,
     expect: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
-    cache: Option<Spanned<toml::Value>>,
+    cache: Option<Spanned<RawCachePolicy>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,15 +125,23 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
     };
 
     let server = compile_server(raw.server.as_ref(), &mut diag);
-    for (section, value) in [("cache", &raw.cache), ("queue", &raw.queue)] {
-        if let Some(v) = value {
-            diag.push(
-                ErrorKind::Unsupported,
-                v.span(),
-                format!("[{section}] is not supported yet in this build: remove the section"),
-            );
-        }
-    }
+    let cache = compile_cache_section(raw.cache.as_ref(), &mut diag);
+    let queue = match &raw.queue {
+        None => manifold_queue::QueueConfig::default(),
+        Some(v) => match v
+            .get_ref()
+            .clone()
+            .try_into::<manifold_queue::QueueConfig>()
+            .map_err(|e| e.message().trim().to_owned())
+            .and_then(|q| q.validate().map(|()| q).map_err(|e| e.to_string()))
+        {
+            Ok(q) => q,
+            Err(msg) => {
+                diag.push(ErrorKind::Value, v.span(), format!("[queue]: {msg}"));
+                manifold_queue::QueueConfig::default()
+            }
+        },
+    };
 
     let mut upstreams = Vec::new();
     for (name, up) in &raw.upstreams {
@@ -133,6 +166,7 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
             upstreams: &upstreams,
             upstream_index: &upstream_index,
             declared: &declared,
+            redis: cache.redis.is_some(),
         };
         if let Some(r) = compile_route(name, route, &ctx, &mut diag) {
             routes.push((r, route.get_ref().path.span()));
@@ -148,6 +182,283 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
         server,
         upstreams,
         routes: routes.into_iter().map(|(r, _)| r).collect(),
+        cache,
+        queue,
+    })
+}
+
+fn compile_cache_section(
+    raw: Option<&Spanned<RawCacheSection>>,
+    diag: &mut Diagnostics<'_>,
+) -> CacheSettings {
+    let mut s = CacheSettings::default();
+    let Some(raw) = raw else { return s };
+    let raw = raw.get_ref();
+    for (field, value, slot) in [
+        ("max_bytes", &raw.max_bytes, &mut s.max_bytes),
+        (
+            "max_entry_bytes",
+            &raw.max_entry_bytes,
+            &mut s.max_entry_bytes,
+        ),
+    ] {
+        if let Some(v) = value {
+            if *v.get_ref() == 0 {
+                diag.push(
+                    ErrorKind::Value,
+                    v.span(),
+                    format!("`cache.{field}` must be more than 0"),
+                );
+            } else {
+                *slot = *v.get_ref();
+            }
+        }
+    }
+    if let Some(url) = &raw.redis {
+        match check_redis_url(url.get_ref()) {
+            Ok(()) => s.redis = Some(url.get_ref().trim().to_owned()),
+            Err(msg) => diag.push(
+                ErrorKind::Value,
+                url.span(),
+                format!(
+                    "`cache.redis`: {:?} {msg}; write e.g. \"redis://127.0.0.1:6379\"",
+                    crate::model::redact_url(url.get_ref())
+                ),
+            ),
+        }
+    }
+    if let Some(p) = &raw.prefix {
+        if p.get_ref().is_empty()
+            || p.get_ref()
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            diag.push(
+                ErrorKind::Value,
+                p.span(),
+                format!(
+                    "`cache.prefix` {:?} must be non-empty, without spaces (a purge only touches keys under it)",
+                    p.get_ref()
+                ),
+            );
+        } else {
+            s.prefix = p.get_ref().clone();
+        }
+    }
+    for (field, value, slot) in [
+        ("redis_timeout", &raw.redis_timeout, &mut s.redis_timeout),
+        (
+            "redis_retry_after",
+            &raw.redis_retry_after,
+            &mut s.redis_retry_after,
+        ),
+    ] {
+        if let Some(v) = value {
+            match duration(v, &format!("cache.{field}"), diag) {
+                Some(d) if d.is_zero() => diag.push(
+                    ErrorKind::Value,
+                    v.span(),
+                    format!("`cache.{field}` must be more than 0"),
+                ),
+                Some(d) => *slot = d,
+                None => {}
+            }
+        }
+    }
+    for (field, value) in [
+        ("redis_timeout", &raw.redis_timeout),
+        ("prefix", &raw.prefix),
+    ] {
+        if let (Some(v), None) = (value, &raw.redis) {
+            diag.push(
+                ErrorKind::Value,
+                v.span(),
+                format!("`cache.{field}` only applies to the Redis tier; set `cache.redis` too or remove it"),
+            );
+        }
+    }
+    s
+}
+
+fn check_redis_url(url: &str) -> Result<(), String> {
+    let url = url.trim();
+    let rest = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))
+        .ok_or_else(|| "is not a redis:// or rediss:// URL".to_owned())?;
+    let host = rest.rsplit('@').next().unwrap_or("");
+    let host = host.split('/').next().unwrap_or("");
+    if host.is_empty() || host.starts_with(':') {
+        return Err("has no host".into());
+    }
+    Ok(())
+}
+
+/// What a cache policy is attached to, for its checks.
+struct CacheOwner<'a> {
+    owner: &'a str,
+    /// The method of the call or route.
+    method: &'a http::Method,
+    /// For a call: the (lower-case) headers it sends, which `vary` must name. For a route:
+    /// `None` (`vary` names the client's request headers).
+    sent_headers: Option<&'a [String]>,
+    redis: bool,
+}
+
+fn compile_cache_policy(
+    raw: &Spanned<RawCachePolicy>,
+    at: &CacheOwner<'_>,
+    res: &mut Resolver<'_>,
+    diag: &mut Diagnostics<'_>,
+) -> Option<CachePolicySpec> {
+    let before = diag_len(diag);
+    let owner = at.owner;
+    let c = raw.get_ref();
+    let ttl = duration(&c.ttl, &format!("{owner}: cache.ttl"), diag);
+    let stale = c
+        .stale
+        .as_ref()
+        .and_then(|d| duration(d, &format!("{owner}: cache.stale"), diag))
+        .unwrap_or_default();
+    let errors = c
+        .errors
+        .as_ref()
+        .and_then(|d| duration(d, &format!("{owner}: cache.errors"), diag));
+    let lock = match &c.lock {
+        Some(l) => {
+            let d = duration(l, &format!("{owner}: cache.lock"), diag);
+            if !at.redis {
+                diag.push(
+                    ErrorKind::Value,
+                    l.span(),
+                    format!("{owner}: cache.lock coordinates replicas through Redis; set `[cache] redis` or remove `lock`"),
+                );
+            } else if d.is_some_and(|d| d.is_zero()) {
+                diag.push(
+                    ErrorKind::Value,
+                    l.span(),
+                    format!(
+                        "{owner}: cache.lock must be more than 0 (about the upstream's timeout)"
+                    ),
+                );
+            }
+            d
+        }
+        None => None,
+    };
+    let early_refresh = match &c.early_refresh {
+        Some(b) => {
+            let beta = *b.get_ref();
+            if !(beta.is_finite() && beta > 0.0 && beta <= 100.0) {
+                diag.push(
+                    ErrorKind::Value,
+                    b.span(),
+                    format!("{owner}: cache.early_refresh is XFetch's beta, a number in (0, 100] (1.0 is usual); got {beta}"),
+                );
+            }
+            Some(beta)
+        }
+        None => None,
+    };
+    let mut methods = vec![http::Method::GET];
+    if let Some(ms) = &c.methods {
+        methods.clear();
+        for m in ms.get_ref() {
+            let upper = m.get_ref().trim().to_ascii_uppercase();
+            match http::Method::from_bytes(upper.as_bytes()) {
+                Ok(parsed) if !upper.is_empty() => methods.push(parsed),
+                _ => diag.push(
+                    ErrorKind::Value,
+                    m.span(),
+                    format!(
+                        "{owner}: cache.methods: {:?} is not an HTTP method",
+                        m.get_ref()
+                    ),
+                ),
+            }
+        }
+    }
+    if !methods.contains(at.method) && diag_len(diag) == before {
+        let span = c.methods.as_ref().map(|m| m.span()).unwrap_or(raw.span());
+        diag.push(
+            ErrorKind::Value,
+            span,
+            format!(
+                "{owner}: {} answers are only cached when listed in the policy's `methods` (it is {}); add methods = [\"{}\"] if repeating this call is safe",
+                at.method,
+                if c.methods.is_some() { "a different list" } else { "GET only by default" },
+                at.method
+            ),
+        );
+    }
+    let mut vary = Vec::new();
+    if let Some(v) = &c.vary {
+        for name in v.get_ref() {
+            let lower = name.get_ref().trim().to_ascii_lowercase();
+            if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+                diag.push(
+                    ErrorKind::Value,
+                    name.span(),
+                    format!(
+                        "{owner}: cache.vary: `{}` is not a header name",
+                        name.get_ref()
+                    ),
+                );
+                continue;
+            }
+            if let Some(sent) = at.sent_headers {
+                if !sent.contains(&lower) {
+                    diag.push(
+                        ErrorKind::UnknownName,
+                        name.span(),
+                        format!(
+                            "{owner}: cache.vary names `{lower}`, which the call does not send (it sends: {}); vary lists headers of the call's own request",
+                            list_or_none(&sent.iter().map(String::as_str).collect::<Vec<_>>())
+                        ),
+                    );
+                    continue;
+                }
+            }
+            if !vary.contains(&lower) {
+                vary.push(lower);
+            }
+        }
+    }
+    let key = match &c.key {
+        Some(k) if k.get_ref().trim().is_empty() => {
+            diag.push(
+                ErrorKind::Value,
+                k.span(),
+                format!("{owner}: cache.key is empty; remove it to use the default key"),
+            );
+            None
+        }
+        Some(k) => match res.str_template(k.get_ref()) {
+            Ok(t) => Some(t),
+            Err(msg) => {
+                diag.push(
+                    ErrorKind::UnknownName,
+                    k.span(),
+                    format!("{owner}, cache.key: {msg}"),
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    if diag_len(diag) > before {
+        return None;
+    }
+    Some(CachePolicySpec {
+        ttl: ttl?,
+        stale,
+        errors,
+        respect_cache_control: c.respect_cache_control.unwrap_or(false),
+        key,
+        vary,
+        methods,
+        early_refresh,
+        lock,
     })
 }
 
@@ -325,6 +636,8 @@ struct RouteCtx<'a> {
     upstreams: &'a [Upstream],
     upstream_index: &'a HashMap<&'a str, usize>,
     declared: &'a [&'a str],
+    /// Whether `[cache] redis` is set (a policy's `lock` needs it).
+    redis: bool,
 }
 
 impl RouteCtx<'_> {
@@ -614,13 +927,32 @@ fn compile_route(
         .deadline
         .as_ref()
         .and_then(|d| duration(d, &format!("routes.{rname}.deadline"), diag));
-    if let Some(c) = &r.cache {
-        diag.push(
-            ErrorKind::Unsupported,
-            c.span(),
-            format!("{owner}: route caching is not supported yet in this build; remove `cache`"),
-        );
-    }
+    let cache = r.cache.as_ref().and_then(|c| {
+        // A route's key is rendered before any call runs: it reads the request only.
+        let no_calls = HashMap::new();
+        let mut res = Resolver {
+            route: &rname,
+            params: &params,
+            calls: &no_calls,
+            refs: Vec::new(),
+            reads_body: false,
+        };
+        let at = CacheOwner {
+            owner: &owner,
+            method: &method,
+            sent_headers: None,
+            redis: ctx.redis,
+        };
+        let spec = compile_cache_policy(c, &at, &mut res, diag);
+        if res.reads_body {
+            diag.push(
+                ErrorKind::Value,
+                c.span(),
+                format!("{owner}: cache.key cannot read the request body"),
+            );
+        }
+        spec
+    });
 
     let kind = match (&r.proxy, &r.calls) {
         (Some(p), Some(_)) => {
@@ -667,6 +999,7 @@ fn compile_route(
         path: r.path.get_ref().clone(),
         params,
         deadline,
+        cache,
         kind: kind?,
     })
 }
@@ -721,6 +1054,8 @@ fn compile_plan(
 
     let mut calls = Vec::new();
     let mut deps: Vec<Vec<usize>> = Vec::new();
+    // The calls whose results each call's templates read (not `after`), with where it is named.
+    let mut read_deps: Vec<(Vec<usize>, Range<usize>)> = Vec::new();
     let mut reads_body = false;
     for c in raw_calls.get_ref() {
         let c = c.get_ref();
@@ -813,7 +1148,18 @@ fn compile_plan(
             },
             None => None,
         };
+        let cache = c.cache.as_ref().and_then(|spec| {
+            let sent: Vec<String> = headers.iter().map(|(n, _)| n.clone()).collect();
+            let at = CacheOwner {
+                owner: &owner,
+                method: &method,
+                sent_headers: Some(&sent),
+                redis: ctx.redis,
+            };
+            compile_cache_policy(spec, &at, &mut res, diag)
+        });
         let mut my_deps = std::mem::take(&mut res.refs);
+        read_deps.push((my_deps.clone(), c.name.span()));
         reads_body |= res.reads_body;
         if let Some(after) = &c.after {
             for a in after.get_ref() {
@@ -834,14 +1180,7 @@ fn compile_plan(
         my_deps.dedup();
         let mode = match c.mode.as_ref().map(|m| (m, m.get_ref().as_str())) {
             None | Some((_, "sync")) => Mode::Sync,
-            Some((m, "async")) => {
-                diag.push(
-                    ErrorKind::Unsupported,
-                    m.span(),
-                    format!("{owner}: mode = \"async\" (durable offload) is not supported yet in this build; the call would not run as declared, so the route is refused"),
-                );
-                Mode::Async
-            }
+            Some((_, "async")) => Mode::Async,
             Some((m, other)) => {
                 diag.push(
                     ErrorKind::Value,
@@ -851,13 +1190,6 @@ fn compile_plan(
                 Mode::Sync
             }
         };
-        if let Some(cache) = &c.cache {
-            diag.push(
-                ErrorKind::Unsupported,
-                cache.span(),
-                format!("{owner}: `cache` is not supported yet in this build; remove it"),
-            );
-        }
         let expect = c
             .expect
             .as_ref()
@@ -880,7 +1212,25 @@ fn compile_plan(
             mode,
             expect,
             timeout,
+            cache,
         });
+    }
+
+    // An async call's result is a receipt (`task_id`), not the upstream's answer: no other call
+    // may read it (the response may, to hand the client `{CALL.task_id}`).
+    for (i, (reads, span)) in read_deps.iter().enumerate() {
+        for &r in reads {
+            if calls[r].mode == Mode::Async {
+                diag.push(
+                    ErrorKind::Value,
+                    span.clone(),
+                    format!(
+                        "route `{route}`: call `{}` reads the result of `{}`, which is async (queued and delivered later); only the response may read it (`{{{}.task_id}}`); use `after` for ordering",
+                        calls[i].name, calls[r].name, calls[r].name
+                    ),
+                );
+            }
+        }
     }
 
     // Response.

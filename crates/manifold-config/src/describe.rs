@@ -22,9 +22,14 @@ pub fn describe(config: &Config) -> String {
             .deadline
             .map(|d| format!(" (deadline {})", humantime::format_duration(d)))
             .unwrap_or_default();
+        let cached = route
+            .cache
+            .as_ref()
+            .map(|c| format!(" [{}]", cache_flag(c)))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "route {}: {} {}{deadline}",
+            "route {}: {} {}{deadline}{cached}",
             route.name, route.method, route.path
         );
         let plan = match &route.kind {
@@ -45,6 +50,9 @@ pub fn describe(config: &Config) -> String {
             }
             if let Some(e) = call.expect {
                 flags.push(format!("expect {}", humantime::format_duration(e)));
+            }
+            if let Some(c) = &call.cache {
+                flags.push(cache_flag(c));
             }
             let deps = if plan.deps[i].is_empty() {
                 "starts at once".to_owned()
@@ -123,6 +131,14 @@ pub fn describe(config: &Config) -> String {
         }
     }
     out
+}
+
+fn cache_flag(c: &crate::model::CachePolicySpec) -> String {
+    let mut s = format!("cached {}", humantime::format_duration(c.ttl));
+    if !c.stale.is_zero() {
+        let _ = write!(s, " + stale {}", humantime::format_duration(c.stale));
+    }
+    s
 }
 
 fn path_display(t: &crate::template::StrTemplate) -> String {

@@ -34,6 +34,10 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// Routes, in the order they were declared.
     pub routes: Vec<Route>,
+    /// `[cache]`: the cache tiers (defaults when the section is absent).
+    pub cache: CacheSettings,
+    /// `[queue]`: where `mode = "async"` calls are written durably (default: embedded, on disk).
+    pub queue: manifold_queue::QueueConfig,
 }
 
 impl Config {
@@ -125,6 +129,8 @@ pub struct Route {
     /// End-to-end budget for the whole request; outstanding calls are cancelled when it passes.
     #[serde(serialize_with = "ser_opt_duration")]
     pub deadline: Option<Duration>,
+    /// `cache = { … }`: the whole (GET) route's answer is cached.
+    pub cache: Option<CachePolicySpec>,
     /// Compose calls, or proxy to one upstream.
     #[serde(flatten)]
     pub kind: RouteKind,
@@ -185,6 +191,9 @@ pub struct Call {
     /// Per-call timeout overriding the upstream's.
     #[serde(serialize_with = "ser_opt_duration")]
     pub timeout: Option<Duration>,
+    /// `cache = { … }`: the call's result is cached (only when its method is in the policy's
+    /// `methods`, which the compiler checks).
+    pub cache: Option<CachePolicySpec>,
 }
 
 /// A route's calls as a DAG, with the counters the executor schedules by.
@@ -263,4 +272,102 @@ pub struct ResponsePlan {
     pub headers: Vec<(String, StrTemplate)>,
     /// The JSON body template.
     pub body: JsonTemplate,
+}
+
+/// Default bound of the in-process cache tier (64 MiB).
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Default bound of one cached answer (4 MiB).
+pub const DEFAULT_CACHE_MAX_ENTRY_BYTES: u64 = 4 * 1024 * 1024;
+/// Default Redis key prefix.
+pub const DEFAULT_CACHE_PREFIX: &str = "manifold:";
+
+/// `[cache]`: the tiers every cache policy shares.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheSettings {
+    /// Bound of the in-process tier in bytes.
+    pub max_bytes: u64,
+    /// Answers heavier than this pass through uncached.
+    pub max_entry_bytes: u64,
+    /// `redis://…` of the shared tier, if any. Serialized without its password.
+    #[serde(serialize_with = "ser_redacted_url")]
+    pub redis: Option<String>,
+    /// Prepended to every Redis key (one per deployment sharing a Redis).
+    pub prefix: String,
+    /// Bound on each Redis command on the request path.
+    #[serde(serialize_with = "ser_duration")]
+    pub redis_timeout: Duration,
+    /// After a Redis error, requests skip Redis this long.
+    #[serde(serialize_with = "ser_duration")]
+    pub redis_retry_after: Duration,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            max_bytes: DEFAULT_CACHE_MAX_BYTES,
+            max_entry_bytes: DEFAULT_CACHE_MAX_ENTRY_BYTES,
+            redis: None,
+            prefix: DEFAULT_CACHE_PREFIX.to_owned(),
+            redis_timeout: Duration::from_millis(50),
+            redis_retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `/config` is served on the admin listener: never show a Redis password there.
+fn ser_redacted_url<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(u) => s.serialize_str(&redact_url(u)),
+        None => s.serialize_none(),
+    }
+}
+
+/// `redis://user:secret@host` → `redis://user:***@host`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            if creds.contains(':') {
+                format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+            } else {
+                url.to_owned()
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// A call's or route's `cache = { … }`, validated.
+#[derive(Debug, Clone, Serialize)]
+pub struct CachePolicySpec {
+    /// A 2xx answer is fresh this long.
+    #[serde(serialize_with = "ser_duration")]
+    pub ttl: Duration,
+    /// Then, this long: answered at once while one refresh runs; also what a failed refresh
+    /// falls back to.
+    #[serde(serialize_with = "ser_duration")]
+    pub stale: Duration,
+    /// Negative caching: non-2xx answers are kept this long.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub errors: Option<Duration>,
+    /// The upstream's `Cache-Control` wins over `ttl`/`stale`.
+    pub respect_cache_control: bool,
+    /// A key template replacing the default key (upstream, method, path and query, `vary`).
+    pub key: Option<StrTemplate>,
+    /// Header names (lower case) whose values are part of the default key: for a call, headers
+    /// the call sends; for a route, the client's request headers.
+    pub vary: Vec<String>,
+    /// Methods that may be cached (default `GET` only).
+    #[serde(serialize_with = "ser_methods")]
+    pub methods: Vec<http::Method>,
+    /// XFetch `beta` for probabilistic early refresh.
+    pub early_refresh: Option<f64>,
+    /// With Redis: the lease of the cross-replica fetch lock.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub lock: Option<Duration>,
+}
+
+fn ser_methods<S: Serializer>(m: &[http::Method], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(m.iter().map(http::Method::as_str))
 }

@@ -1,10 +1,11 @@
-//! The admin listener: health, readiness and the running plans. It listens on its own address,
+//! The admin listener: health, readiness, the running plans and the cache (`GET /cache` for its
+//! counters, `DELETE /cache?prefix=…` to purge both tiers). It listens on its own address,
 //! loopback by default, so operational data never shares the public port.
 
 use crate::client::Body;
 use crate::handler::{full, json_response, Shared};
 use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,12 +36,67 @@ pub(crate) async fn handle(
             Ok(v) => json_response(StatusCode::OK, &v),
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
         },
-        "/" => text(StatusCode::OK, "manifold admin: /healthz /readyz /config\n"),
+        "/cache" => cache(&state, &req).await,
+        p if p == "/queue" || p.starts_with("/queue/") => match &state.shared.queue {
+            Some(q) => crate::offload::admin(q, &req).await,
+            None => text(
+                StatusCode::NOT_FOUND,
+                "no route has async calls, so no queue is open\n",
+            ),
+        },
+        "/" => text(
+            StatusCode::OK,
+            "manifold admin: /healthz /readyz /config /cache (GET; DELETE ?prefix=…)\n",
+        ),
         other => text(
             StatusCode::NOT_FOUND,
             &format!("no admin endpoint {other}\n"),
         ),
     })
+}
+
+async fn cache(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
+    let cache = &state.shared.caching.cache;
+    match *req.method() {
+        Method::GET => match serde_json::to_value(cache.stats()) {
+            Ok(v) => json_response(StatusCode::OK, &v),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+        },
+        Method::DELETE => {
+            // The prefix must be given, even empty (`?prefix=` empties the cache): a bare
+            // DELETE is more likely a mistake than a wish to drop everything.
+            let prefix = req.uri().query().and_then(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == "prefix")
+                    .map(|(_, v)| v.into_owned())
+            });
+            let Some(prefix) = prefix else {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({"error": {"kind": "input", "message": "give the keys to remove: DELETE /cache?prefix=PREFIX (an empty prefix empties the cache)"}}),
+                );
+            };
+            match cache.purge_prefix(&prefix).await {
+                Ok(removed) => json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({"prefix": prefix, "removed": removed}),
+                ),
+                Err(e) => json_response(
+                    StatusCode::BAD_GATEWAY,
+                    &serde_json::json!({"error": {"kind": "redis", "message": format!("this gateway's memory tier was purged; the Redis purge failed: {e}")}}),
+                ),
+            }
+        }
+        _ => {
+            let mut r = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "/cache answers GET (counters) and DELETE ?prefix=… (purge)\n",
+            );
+            r.headers_mut()
+                .insert(http::header::ALLOW, HeaderValue::from_static("GET, DELETE"));
+            r
+        }
+    }
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {

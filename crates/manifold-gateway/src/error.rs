@@ -24,6 +24,10 @@ pub enum CallErrorKind {
     TooLarge,
     /// The connection broke while sending or receiving.
     Io,
+    /// The offload queue is full: try again after this long.
+    QueueFull(std::time::Duration),
+    /// The offload queue could not take the task durably.
+    Queue,
     /// The request could not be built from the client's input (e.g. a value that is not a valid
     /// header value).
     Input,
@@ -41,6 +45,8 @@ impl CallErrorKind {
             CallErrorKind::TooLarge => "too_large",
             CallErrorKind::Io => "io",
             CallErrorKind::Input => "bad_input",
+            CallErrorKind::QueueFull(_) => "queue_full",
+            CallErrorKind::Queue => "queue",
         }
     }
 
@@ -49,6 +55,7 @@ impl CallErrorKind {
         match self {
             CallErrorKind::Timeout | CallErrorKind::Deadline => StatusCode::GATEWAY_TIMEOUT,
             CallErrorKind::Input => StatusCode::BAD_REQUEST,
+            CallErrorKind::QueueFull(_) | CallErrorKind::Queue => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -99,6 +106,12 @@ pub enum GatewayError {
         #[source]
         source: std::io::Error,
     },
+    /// The cache could not be built from `[cache]` (a config error).
+    #[error("config: cache: {0}")]
+    Cache(#[source] manifold_cache::CacheError),
+    /// The offload queue could not be opened (`[queue]`).
+    #[error("queue: {0}")]
+    Queue(#[source] manifold_queue::QueueError),
     /// Accepting connections failed.
     #[error("accept failed: {0}")]
     Accept(#[source] std::io::Error),

@@ -7,14 +7,16 @@
 //! future (client gone, deadline passed, a required call failed) drops every call in flight,
 //! which closes their upstream connections: the upstreams see the cancellation.
 
+use crate::cache::CacheOutcome;
 use crate::client::{Body, UpstreamClient};
 use crate::error::{CallError, CallErrorKind};
 use crate::render::{RequestCtx, Scope};
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
-use http::{Request, Uri};
+use http::{HeaderMap, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
+use manifold_cache::{Cache, CachePolicy, CachedResponse};
 use manifold_config::{Call, Plan};
 use serde_json::Value;
 use std::future::Future;
@@ -33,6 +35,24 @@ pub(crate) struct Outcome {
     pub(crate) results: Vec<Option<Value>>,
     /// The names of optional calls that failed.
     pub(crate) partial: Vec<String>,
+    /// Each cached call's outcome, by call index (`None` for uncached calls and cached calls
+    /// that failed or never ran).
+    pub(crate) cache: Vec<Option<CacheOutcome>>,
+}
+
+/// What the executor runs calls with, shared by every request.
+#[derive(Clone, Copy)]
+pub(crate) struct Env<'a> {
+    /// One client per upstream.
+    pub(crate) clients: &'a [Arc<UpstreamClient>],
+    /// `server.max_response_bytes`.
+    pub(crate) max_response_bytes: u64,
+    /// The gateway's cache.
+    pub(crate) cache: &'a Cache,
+    /// This plan's calls' cache policies, by call index (empty when none is cached).
+    pub(crate) policies: &'a [Option<Arc<CachePolicy>>],
+    /// The durable queue, when some route has `mode = "async"` calls.
+    pub(crate) queue: Option<&'a Arc<dyn manifold_queue::Queue>>,
 }
 
 /// A required call failed, or the deadline passed: what the client is told.
@@ -44,20 +64,21 @@ pub(crate) struct Failure {
     pub(crate) error: CallError,
 }
 
-type CallFuture = Pin<Box<dyn Future<Output = (usize, Result<Value, CallError>)> + Send>>;
+type CallOutput = (usize, Result<Value, CallError>, Option<CacheOutcome>);
+type CallFuture = Pin<Box<dyn Future<Output = CallOutput> + Send>>;
 
 /// Run `plan` for one request.
 pub(crate) async fn execute(
     plan: &Plan,
-    clients: &[Arc<UpstreamClient>],
+    env: Env<'_>,
     req: &RequestCtx,
     deadline: Option<Instant>,
-    max_response_bytes: u64,
 ) -> Result<Outcome, Failure> {
     let n = plan.calls.len();
     let mut remaining = plan.indegrees();
     let mut results: Vec<Option<Value>> = vec![None; n];
     let mut partial = Vec::new();
+    let mut cache_outcomes: Vec<Option<CacheOutcome>> = Vec::new();
     let mut running: Vec<bool> = vec![false; n];
     let mut inflight: FuturesUnordered<CallFuture> = FuturesUnordered::new();
 
@@ -67,14 +88,7 @@ pub(crate) async fn execute(
             req,
             results: &results,
         };
-        inflight.push(start_call(
-            i,
-            &plan.calls[i],
-            clients,
-            scope,
-            deadline,
-            max_response_bytes,
-        ));
+        inflight.push(start_call(i, &plan.calls[i], env, scope, deadline));
     }
 
     loop {
@@ -97,7 +111,15 @@ pub(crate) async fn execute(
             },
             None => inflight.next().await,
         };
-        let Some((i, result)) = next else { break };
+        let Some((i, result, cached)) = next else {
+            break;
+        };
+        if let Some(o) = cached {
+            if cache_outcomes.is_empty() {
+                cache_outcomes = vec![None; n];
+            }
+            cache_outcomes[i] = Some(o);
+        }
         match result {
             Ok(v) => results[i] = Some(v),
             Err(e) if plan.calls[i].optional => {
@@ -120,55 +142,206 @@ pub(crate) async fn execute(
                     req,
                     results: &results,
                 };
-                inflight.push(start_call(
-                    d,
-                    &plan.calls[d],
-                    clients,
-                    scope,
-                    deadline,
-                    max_response_bytes,
-                ));
+                inflight.push(start_call(d, &plan.calls[d], env, scope, deadline));
             }
         }
     }
-    Ok(Outcome { results, partial })
+    Ok(Outcome {
+        results,
+        partial,
+        cache: cache_outcomes,
+    })
 }
 
 /// Render call `i`'s request now (its inputs are ready) and return the future that sends it.
 fn start_call(
     i: usize,
     call: &Call,
-    clients: &[Arc<UpstreamClient>],
+    env: Env<'_>,
     scope: Scope<'_>,
     deadline: Option<Instant>,
-    max_response_bytes: u64,
 ) -> CallFuture {
-    let client = Arc::clone(&clients[call.upstream]);
+    let client = Arc::clone(&env.clients[call.upstream]);
+    if call.mode == manifold_config::Mode::Async {
+        return start_async_call(i, call, &client, env, scope);
+    }
     let now = Instant::now();
-    let own = now + call.timeout.unwrap_or(client.timeout);
+    let call_timeout = call.timeout.unwrap_or(client.timeout);
+    let own = now + call_timeout;
     let (until, kind) = match deadline {
         Some(d) if d < own => (d, CallErrorKind::Deadline),
         _ => (own, CallErrorKind::Timeout),
     };
-    let request = build_request(call, &client, scope, until.saturating_duration_since(now));
+    if let Some(policy) = env.policies.get(i).and_then(Option::as_ref) {
+        return start_cached_call(
+            i,
+            call,
+            client,
+            policy,
+            env,
+            scope,
+            call_timeout,
+            until,
+            kind,
+        );
+    }
+    let request =
+        build_request(call, &client, scope, until.saturating_duration_since(now)).map(|(r, _)| r);
+    let max_response_bytes = env.max_response_bytes;
     Box::pin(async move {
         let request = match request {
             Ok(r) => r,
-            Err(e) => return (i, Err(e)),
+            Err(e) => return (i, Err(e), None),
         };
         let fut = send_and_read(&client, request, max_response_bytes);
         let result = match tokio::time::timeout_at(until, fut).await {
             Ok(r) => r,
-            Err(_) => Err(CallError::new(
-                kind.clone(),
-                format!(
-                    "no answer from upstream `{}` within {}",
-                    client.name,
-                    humantime::format_duration(until.saturating_duration_since(now))
-                ),
+            Err(_) => Err(no_answer(
+                &client.name,
+                kind,
+                until.saturating_duration_since(now),
             )),
         };
-        (i, result)
+        (i, result, None)
+    })
+}
+
+/// An async call: render it now, write it durably to the queue, and answer with its receipt.
+/// The client waits for the enqueue (one durable write), never for the upstream.
+fn start_async_call(
+    i: usize,
+    call: &Call,
+    client: &UpstreamClient,
+    env: Env<'_>,
+    scope: Scope<'_>,
+) -> CallFuture {
+    let Some(queue) = env.queue.map(Arc::clone) else {
+        let e = CallError::new(
+            CallErrorKind::Queue,
+            "no queue is configured for async calls",
+        );
+        return Box::pin(async move { (i, Err(e), None) });
+    };
+    let client_key = scope
+        .req
+        .headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 96)
+        .map(str::to_owned);
+    let built = build_request(call, client, scope, std::time::Duration::ZERO);
+    let (name, upstream) = (call.name.clone(), client.name.clone());
+    Box::pin(async move {
+        let (request, base_len) = match built {
+            Ok(b) => b,
+            Err(e) => return (i, Err(e), None),
+        };
+        let task = match crate::offload::task_from_request(
+            request,
+            base_len,
+            &upstream,
+            &name,
+            client_key.as_deref(),
+        )
+        .await
+        {
+            Ok(t) => t,
+            Err(e) => return (i, Err(e), None),
+        };
+        (i, crate::offload::enqueue(queue.as_ref(), task).await, None)
+    })
+}
+
+fn no_answer(upstream: &str, kind: CallErrorKind, within: std::time::Duration) -> CallError {
+    CallError::new(
+        kind,
+        format!(
+            "no answer from upstream `{upstream}` within {}",
+            humantime::format_duration(within)
+        ),
+    )
+}
+
+/// A cached call: render its key, then let the cache answer or run one shared fetch.
+///
+/// The fetch may serve other requests (coalesced waiters, a background refresh) and outlive
+/// this one, so it owns everything it needs, is bounded by the call's own timeout (not this
+/// request's deadline), and tells the upstream that budget. This request waits for the cache
+/// only until its own deadline; giving up never cancels the shared fetch.
+#[allow(clippy::too_many_arguments)]
+fn start_cached_call(
+    i: usize,
+    call: &Call,
+    client: Arc<UpstreamClient>,
+    policy: &Arc<CachePolicy>,
+    env: Env<'_>,
+    scope: Scope<'_>,
+    call_timeout: std::time::Duration,
+    until: Instant,
+    kind: CallErrorKind,
+) -> CallFuture {
+    let (request, base_len) = match build_request(call, &client, scope, call_timeout) {
+        Ok(r) => r,
+        Err(e) => return Box::pin(std::future::ready((i, Err(e), None))),
+    };
+    let key = match call.cache.as_ref() {
+        Some(spec) => match &spec.key {
+            Some(tpl) => {
+                let mut k = String::with_capacity(32);
+                scope.render_text(tpl, &mut k);
+                k
+            }
+            None => {
+                let pq = request
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/");
+                let pq = pq.get(base_len..).filter(|p| !p.is_empty()).unwrap_or(pq);
+                let vary = crate::cache::vary_pairs(&spec.vary, request.headers());
+                manifold_cache::default_key(&client.name, call.method.as_str(), pq, &vary)
+            }
+        },
+        None => String::new(),
+    };
+    let cache = env.cache.clone();
+    let policy = Arc::clone(policy);
+    let max_response_bytes = env.max_response_bytes;
+    let started = Instant::now();
+    Box::pin(async move {
+        let upstream = Arc::clone(&client);
+        let fetch = move || async move {
+            let fut = send_and_collect(&upstream, request, max_response_bytes);
+            match tokio::time::timeout(call_timeout, fut).await {
+                Ok(Ok((status, headers, body))) => {
+                    Ok(CachedResponse::from_parts(status, &headers, body))
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(no_answer(
+                    &upstream.name,
+                    CallErrorKind::Timeout,
+                    call_timeout,
+                )),
+            }
+        };
+        let answer = tokio::time::timeout_at(until, cache.get_or_fetch(key, &policy, fetch)).await;
+        match answer {
+            Ok(Ok((response, outcome))) => (
+                i,
+                parse_answer(&client.name, response.status, &response.body),
+                Some(outcome),
+            ),
+            Ok(Err(e)) => (i, Err(e), None),
+            Err(_) => (
+                i,
+                Err(no_answer(
+                    &client.name,
+                    kind,
+                    until.saturating_duration_since(started),
+                )),
+                None,
+            ),
+        }
     })
 }
 
@@ -177,12 +350,13 @@ fn build_request(
     client: &UpstreamClient,
     scope: Scope<'_>,
     budget: std::time::Duration,
-) -> Result<Request<Body>, CallError> {
+) -> Result<(Request<Body>, usize), CallError> {
     let ep = client.endpoint();
     let mut uri = String::with_capacity(64);
     uri.push_str("http://");
     uri.push_str(&ep.authority);
     uri.push_str(&ep.base_path);
+    let base_len = ep.base_path.len();
     scope.render_url_part(&call.path, &mut uri);
     for (n, (k, v)) in call.query.iter().enumerate() {
         uri.push(if n == 0 && !uri.contains('?') {
@@ -241,6 +415,7 @@ fn build_request(
     };
     builder
         .body(body)
+        .map(|r| (r, base_len))
         .map_err(|e| CallError::new(CallErrorKind::Input, format!("invalid request: {e}")))
 }
 
@@ -249,9 +424,19 @@ async fn send_and_read(
     request: Request<Body>,
     max_response_bytes: u64,
 ) -> Result<Value, CallError> {
+    let (status, _, bytes) = send_and_collect(client, request, max_response_bytes).await?;
+    parse_answer(&client.name, status, &bytes)
+}
+
+/// Send and read the whole answer, whatever its status: only transport failures are errors.
+async fn send_and_collect(
+    client: &UpstreamClient,
+    request: Request<Body>,
+    max_response_bytes: u64,
+) -> Result<(StatusCode, HeaderMap, Bytes), CallError> {
     let response = client.send(request).await?;
-    let status = response.status();
-    let limited = Limited::new(response.into_body(), max_response_bytes as usize);
+    let (parts, body) = response.into_parts();
+    let limited = Limited::new(body, max_response_bytes as usize);
     let bytes = match limited.collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
@@ -274,22 +459,24 @@ async fn send_and_read(
             ))
         }
     };
+    Ok((parts.status, parts.headers, bytes))
+}
+
+/// A call's result from its answer: a non-2xx status is the call's failure; the body is JSON.
+fn parse_answer(upstream: &str, status: StatusCode, bytes: &[u8]) -> Result<Value, CallError> {
     if !status.is_success() {
         return Err(CallError::new(
             CallErrorKind::Status(status.as_u16()),
-            format!("upstream `{}` answered {status}", client.name),
+            format!("upstream `{upstream}` answered {status}"),
         ));
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
+    serde_json::from_slice(bytes).map_err(|e| {
         CallError::new(
             CallErrorKind::InvalidJson,
-            format!(
-                "upstream `{}` answered a body that is not JSON: {e}",
-                client.name
-            ),
+            format!("upstream `{upstream}` answered a body that is not JSON: {e}"),
         )
     })
 }

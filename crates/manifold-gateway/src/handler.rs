@@ -1,5 +1,6 @@
 //! One client request: route it, then compose (run the plan and render the response) or proxy.
 
+use crate::cache::{CacheOutcome, Caching, HeldResponse, CACHE_HEADER};
 use crate::client::{Body, UpstreamClient};
 use crate::error::{BoxError, CallError, CallErrorKind};
 use crate::exec::{self, DEADLINE_HEADER};
@@ -10,6 +11,7 @@ use http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE}
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use manifold_cache::{CachePolicy, CachedResponse};
 use manifold_config::{Config, Route, RouteKind};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +52,9 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) router: Router,
     pub(crate) clients: Vec<Arc<UpstreamClient>>,
+    pub(crate) caching: Caching,
+    /// The durable queue for async calls (none when no route offloads).
+    pub(crate) queue: Option<crate::offload::QueueRef>,
 }
 
 /// Build a small JSON response.
@@ -80,10 +85,11 @@ pub(crate) async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
-    Ok(route(&shared, req).await)
+    Ok(route(shared, req).await)
 }
 
-async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+async fn route(shared_arc: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let shared = &*shared_arc;
     let path = req.uri().path().to_owned();
     let matched = match shared.router.paths.at(&path) {
         Ok(m) => m,
@@ -157,12 +163,223 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         }
     }
 
+    if let Some(policy) = &shared.caching.routes[ri] {
+        let policy = Arc::clone(policy);
+        return cached_route(shared_arc, ri, policy, params, req, deadline).await;
+    }
     match &route.kind {
         RouteKind::Proxy { upstream, .. } => {
             proxy::forward(&shared.clients[*upstream], req, deadline, max_body).await
         }
-        RouteKind::Compose(plan) => compose(shared, route, plan, params, req, deadline).await,
+        RouteKind::Compose(plan) => compose(shared, ri, plan, params, req, deadline).await,
     }
+}
+
+/// A route with `cache = { … }`: the whole answer comes from the cache, or from one shared run
+/// of the route (compose or proxy) that any concurrent requests for the same key wait for.
+async fn cached_route(
+    shared: Arc<Shared>,
+    ri: usize,
+    policy: Arc<CachePolicy>,
+    params: Vec<String>,
+    req: Request<Incoming>,
+    deadline: Option<Instant>,
+) -> Response<Body> {
+    let route = &shared.config.routes[ri];
+    let Some(spec) = route.cache.as_ref() else {
+        return error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "route cache policy missing",
+        );
+    };
+    let key = match &spec.key {
+        Some(tpl) => {
+            let ctx = RequestCtx {
+                params: params.clone(),
+                query: parse_query(req.uri().query()),
+                headers: req.headers().clone(),
+                body: serde_json::Value::Null,
+            };
+            let scope = Scope {
+                req: &ctx,
+                results: &[],
+            };
+            let mut k = String::new();
+            scope.render_text(tpl, &mut k);
+            k
+        }
+        None => {
+            let pq = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            let vary = crate::cache::vary_pairs(&spec.vary, req.headers());
+            manifold_cache::default_key(
+                &format!("route:{}", route.name),
+                req.method().as_str(),
+                pq,
+                &vary,
+            )
+        }
+    };
+    let runner = Arc::clone(&shared);
+    // Shared by every request waiting for this key, so bounded by the route's own deadline and
+    // the upstream timeouts, never by one client's.
+    let fetch = move || -> RouteFetch {
+        Box::pin(async move {
+            let route = &runner.config.routes[ri];
+            let own_deadline = route.deadline.map(|d| Instant::now() + d);
+            let max_response = runner.config.server.max_response_bytes;
+            let (response, bound) = match &route.kind {
+                RouteKind::Proxy { upstream, .. } => {
+                    let client = &runner.clients[*upstream];
+                    let r = proxy::forward(
+                        client,
+                        req,
+                        own_deadline,
+                        runner.config.server.max_body_bytes,
+                    )
+                    .await;
+                    (r, own_deadline.unwrap_or(Instant::now() + client.timeout))
+                }
+                RouteKind::Compose(plan) => {
+                    let r = compose(&runner, ri, plan, params, req, own_deadline).await;
+                    (
+                        r,
+                        own_deadline.unwrap_or(Instant::now() + Duration::from_secs(30)),
+                    )
+                }
+            };
+            hold(response, max_response, bound).await
+        })
+    };
+    let answer = match deadline {
+        Some(d) => {
+            tokio::time::timeout_at(d, shared.caching.cache.get_or_fetch(key, &policy, fetch))
+                .await
+                .ok()
+        }
+        None => Some(shared.caching.cache.get_or_fetch(key, &policy, fetch).await),
+    };
+    match answer {
+        Some(Ok((cached, outcome))) => {
+            let mut resp = cached_response(&cached);
+            if let Some(v) = crate::cache::header_value([(route.name.as_str(), outcome)]) {
+                resp.headers_mut()
+                    .insert(HeaderName::from_static(CACHE_HEADER), v);
+            }
+            resp
+        }
+        Some(Err(held)) => {
+            let mut resp = Response::new(full(held.body));
+            *resp.status_mut() = held.status;
+            *resp.headers_mut() = held.headers;
+            resp
+        }
+        None => failure_response(
+            &route.name,
+            Vec::new(),
+            CallError::new(
+                CallErrorKind::Deadline,
+                "the route's deadline passed before its cached answer was ready",
+            ),
+        ),
+    }
+}
+
+type RouteFetch = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<CachedResponse, HeldResponse>> + Send>,
+>;
+
+/// Read a route's answer into memory for the cache. An answer that must not be stored (a
+/// partial composition, a body over the limit) comes back as `Err`, answered to the waiting
+/// requests as it is and never stored.
+async fn hold(
+    response: Response<Body>,
+    max_response_bytes: u64,
+    until: Instant,
+) -> Result<CachedResponse, HeldResponse> {
+    let (parts, body) = response.into_parts();
+    let body = match tokio::time::timeout_at(until, read_limited(body, max_response_bytes)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return Err(held_error(e)),
+        Err(_) => {
+            return Err(held_error(CallError::new(
+                CallErrorKind::Timeout,
+                "the route's answer did not finish in time",
+            )))
+        }
+    };
+    if parts.headers.contains_key(PARTIAL_HEADER) {
+        return Err(HeldResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        });
+    }
+    Ok(CachedResponse::from_parts(
+        parts.status,
+        &parts.headers,
+        body,
+    ))
+}
+
+/// Read a body up to `max` bytes. (Written out rather than `Limited`, whose boxed-error bound
+/// trips a higher-ranked `Send` inference bug when the future is shared by the cache.)
+async fn read_limited(mut body: Body, max: u64) -> Result<Bytes, CallError> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            CallError::new(
+                CallErrorKind::Io,
+                format!(
+                    "reading the route's answer: {}",
+                    crate::client::error_chain(&*e)
+                ),
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if (buf.len() + data.len()) as u64 > max {
+                return Err(CallError::new(
+                    CallErrorKind::TooLarge,
+                    format!("the route's answer is larger than {max} bytes"),
+                ));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+fn held_error(error: CallError) -> HeldResponse {
+    let (parts, _) = call_error_response(error.clone()).into_parts();
+    let body = serde_json::to_vec(
+        &serde_json::json!({"error": {"kind": error.kind.as_str(), "message": error.message}}),
+    )
+    .unwrap_or_default();
+    HeldResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body: Bytes::from(body),
+    }
+}
+
+fn cached_response(cached: &CachedResponse) -> Response<Body> {
+    let mut resp = Response::new(full(cached.body.clone()));
+    *resp.status_mut() = cached.status;
+    let headers = resp.headers_mut();
+    for (name, value) in &cached.headers {
+        headers.append(name.clone(), value.clone());
+    }
+    resp
+}
+
+fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
 }
 
 /// The route's deadline, tightened by a deadline the caller sent us (another gateway upstream).
@@ -182,18 +399,15 @@ fn effective_deadline(route: &Route, headers: &http::HeaderMap) -> Option<Instan
 
 async fn compose(
     shared: &Shared,
-    route: &Route,
+    ri: usize,
     plan: &manifold_config::Plan,
     params: Vec<String>,
     req: Request<Incoming>,
     deadline: Option<Instant>,
 ) -> Response<Body> {
+    let route = &shared.config.routes[ri];
     let (parts, body) = req.into_parts();
-    let query = parts
-        .uri
-        .query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
+    let query = parse_query(parts.uri.query());
     let mut ctx = RequestCtx {
         params,
         query,
@@ -238,15 +452,14 @@ async fn compose(
         drop(body);
     }
 
-    let outcome = match exec::execute(
-        plan,
-        &shared.clients,
-        &ctx,
-        deadline,
-        shared.config.server.max_response_bytes,
-    )
-    .await
-    {
+    let env = exec::Env {
+        clients: &shared.clients,
+        max_response_bytes: shared.config.server.max_response_bytes,
+        cache: &shared.caching.cache,
+        policies: &shared.caching.calls[ri],
+        queue: shared.queue.as_ref().map(|q| &q.0),
+    };
+    let outcome = match exec::execute(plan, env, &ctx, deadline).await {
         Ok(o) => o,
         Err(f) => return failure_response(&route.name, f.calls, f.error),
     };
@@ -285,6 +498,14 @@ async fn compose(
             headers.insert(HeaderName::from_static(PARTIAL_HEADER), v);
         }
     }
+    let cached = outcome
+        .cache
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| o.map(|o: CacheOutcome| (plan.calls[i].name.as_str(), o)));
+    if let Some(v) = crate::cache::header_value(cached) {
+        headers.insert(HeaderName::from_static(CACHE_HEADER), v);
+    }
     resp
 }
 
@@ -303,7 +524,13 @@ fn failure_response(route: &str, calls: Vec<String>, error: CallError) -> Respon
     if let CallErrorKind::Status(s) = error.kind {
         body["error"]["upstream_status"] = s.into();
     }
-    json_response(status, &body)
+    let mut resp = json_response(status, &body);
+    if let CallErrorKind::QueueFull(after) = error.kind {
+        let secs = after.as_secs().max(1);
+        resp.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
 }
 
 /// Map an error from forwarding into an HTTP answer (used by the proxy).

@@ -19,14 +19,17 @@
 //! [`Plan`]: manifold_config::Plan
 
 mod admin;
+mod cache;
 mod client;
 mod error;
 mod exec;
 mod handler;
+mod offload;
 mod proxy;
 pub mod render;
 mod server;
 
+pub use cache::CACHE_HEADER;
 pub use client::Body;
 pub use error::{BoxError, CallError, CallErrorKind, GatewayError};
 pub use exec::DEADLINE_HEADER;
@@ -47,6 +50,7 @@ pub struct Gateway {
     admin: TcpListener,
     addr: SocketAddr,
     admin_addr: SocketAddr,
+    offload: Option<offload::Offload>,
 }
 
 impl Gateway {
@@ -74,22 +78,54 @@ impl Gateway {
             addr: config.server.admin,
             source,
         })?;
-        let clients = config
+        let clients: Vec<Arc<client::UpstreamClient>> = config
             .upstreams
             .iter()
             .map(|u| Arc::new(client::UpstreamClient::new(u)))
             .collect();
         let router = handler::Router::new(&config);
+        let caching = cache::Caching::new(&config).map_err(GatewayError::Cache)?;
+        // The queue is opened only when some route offloads: a gateway without async calls
+        // writes nothing to disk and needs no broker.
+        let offloads = config.routes.iter().any(|r| match &r.kind {
+            manifold_config::RouteKind::Compose(p) => p
+                .calls
+                .iter()
+                .any(|c| c.mode == manifold_config::Mode::Async),
+            _ => false,
+        });
+        let offload = if offloads {
+            Some(
+                offload::Offload::start(&config.queue, &clients)
+                    .await
+                    .map_err(GatewayError::Queue)?,
+            )
+        } else {
+            None
+        };
+        let queue = offload
+            .as_ref()
+            .map(|o| offload::QueueRef(Arc::clone(&o.queue), Arc::clone(&o.metrics)));
+        if let Some(url) = &config.cache.redis {
+            tracing::info!(
+                redis = %manifold_config::redact_url(url),
+                prefix = %config.cache.prefix,
+                "cache: in-process tier plus Redis"
+            );
+        }
         Ok(Gateway {
             shared: Arc::new(handler::Shared {
                 config,
                 router,
                 clients,
+                caching,
+                queue,
             }),
             listener,
             admin,
             addr,
             admin_addr,
+            offload,
         })
     }
 
@@ -138,6 +174,11 @@ impl Gateway {
         admin_state.ready.store(false, Ordering::Relaxed);
         main_stop.cancel();
         let _ = main.await;
+        // Requests are drained: every accepted task is in the queue. Stop delivering (what is
+        // left is delivered after the next start).
+        if let Some(offload) = self.offload {
+            offload.shutdown().await;
+        }
         admin_stop.cancel();
         let _ = admin_task.await;
     }

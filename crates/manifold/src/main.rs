@@ -25,12 +25,18 @@ enum Command {
     Check(cmd::check::Args),
     /// Benchmark Manifold beside its baselines, in one run (see docs/benchmarks.md).
     Bench(cmd::bench::Args),
-    /// Where the time went in traces (Jaeger, Zipkin, OTLP), and what would fix it.
-    Analyze(cmd::analyze::Args),
+    /// Manage the call-result cache of a running gateway (purge by key prefix).
+    Cache(cmd::cache::Args),
+    /// Operate the offload queue of a running gateway: stats, dead letters, replay, purge.
+    Queue(cmd::queue::Args),
     /// Run simulated upstream services (latency distributions, faults) on loopback.
     Sim(cmd::sim::Args),
     /// Open-loop load: requests on a fixed schedule, latency from the scheduled send time.
     Load(cmd::load::Args),
+    /// Where the time went in traces (Jaeger, Zipkin, OTLP), and what would fix it.
+    Analyze(cmd::analyze::Args),
+    /// The seed shop's scenarios under each strategy, measured side by side (see docs/demo.md).
+    Demo(cmd::demo::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,9 +46,12 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => cmd::runtime().and_then(|rt| rt.block_on(cmd::serve::run(args))),
         Command::Check(args) => cmd::check::run(args),
         Command::Bench(args) => cmd::bench::run(args),
-        Command::Analyze(args) => cmd::analyze::run(args),
+        Command::Cache(args) => cmd::cache::run(args),
+        Command::Queue(args) => cmd::queue::run(args),
         Command::Sim(args) => cmd::sim::run(args),
         Command::Load(args) => cmd::load::run(args),
+        Command::Analyze(args) => cmd::analyze::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
     };
     match result {
         Ok(code) => code,

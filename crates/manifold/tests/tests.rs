@@ -1,5 +1,7 @@
 //! End-to-end tests: each module starts real processes on loopback.
 mod analyze;
 mod cli;
+mod demo;
 mod load;
+mod offload;
 mod sim;

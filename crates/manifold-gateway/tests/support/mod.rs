@@ -93,6 +93,19 @@ impl Upstream {
 
     pub async fn start_with(routes: Vec<(&str, &str, Reply)>, http2_only: bool) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve_with(listener, routes, http2_only)
+    }
+
+    /// Serve on a listener bound by the caller (e.g. on an address chosen earlier).
+    pub fn serve(listener: TcpListener, routes: Vec<(&str, &str, Reply)>) -> Upstream {
+        Self::serve_with(listener, routes, false)
+    }
+
+    fn serve_with(
+        listener: TcpListener,
+        routes: Vec<(&str, &str, Reply)>,
+        http2_only: bool,
+    ) -> Upstream {
         let mut up = Upstream {
             addr: Some(listener.local_addr().unwrap()),
             routes: Arc::new(Mutex::new(

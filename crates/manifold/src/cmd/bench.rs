@@ -8,13 +8,22 @@ use std::time::Duration;
 pub(crate) enum Scenario {
     /// The checkout DAG through Manifold vs a hand-written tokio::join! aggregator vs the ideal.
     Compose,
+    /// Cache hit ratio (moka vs LRU vs Bélády on Zipf(0.99)), L1 hit through the gateway vs a
+    /// direct upstream round trip, L2 hit vs a raw Redis GET (docs/cache.md).
+    Cache,
+    /// Plain reverse proxying: direct (the limit) vs a Manifold `proxy` route (as a
+    /// `manifold serve` child, CPU from /proc) vs nginx with upstream keep-alive.
+    Proxy,
 }
 
 /// Side-by-side benchmarks: ratios against baselines measured in the same run.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  manifold bench compose\n  manifold bench compose --quick --json\n  \
-manifold bench compose --rates 1000,2000,4000 --duration 10s --rounds 5\n\n\
+manifold bench compose --rates 1000,2000,4000 --duration 10s --rounds 5\n  \
+manifold bench proxy --rates 1000,2000,5000\n\n\
+Peers (Flask + gunicorn, Node + express, nginx) are installed by bench/peers/install.sh; a peer\n\
+that is not installed is reported as skipped.\n\
 Latency is measured open loop (from each request's scheduled send time), the targets interleaved\n\
 round by round; figures are medians over rounds with [min–max]. See docs/benchmarks.md."
 )]
@@ -37,16 +46,40 @@ pub(crate) struct Args {
     /// Rounds per rate.
     #[arg(long)]
     rounds: Option<usize>,
+    /// Where the peers live (default: bench/peers of this repository).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_peers")]
+    peers: Option<std::path::PathBuf>,
+    /// Measure Manifold and the built-in baselines only.
+    #[arg(long)]
+    no_peers: bool,
+}
+
+impl Args {
+    fn peers_dir(&self) -> Option<std::path::PathBuf> {
+        if self.no_peers {
+            return None;
+        }
+        Some(
+            self.peers
+                .clone()
+                .unwrap_or_else(manifold_bench::peers::default_dir),
+        )
+    }
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let Scenario::Compose = args.scenario;
+    if let Scenario::Cache = args.scenario {
+        return run_cache(&args);
+    }
+    if let Scenario::Proxy = args.scenario {
+        return run_proxy(&args);
+    }
     let mut spec = if args.quick {
         manifold_bench::compose::ComposeSpec::quick()
     } else {
         manifold_bench::compose::ComposeSpec::default()
     };
-    if let Some(r) = args.rates {
+    if let Some(r) = args.rates.clone() {
         anyhow::ensure!(
             r.iter().all(|x| x.is_finite() && *x > 0.0),
             "--rates must be positive numbers"
@@ -60,8 +93,68 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::ensure!(n > 0, "--rounds must be at least 1");
         spec.rounds = n;
     }
+    spec.peers_dir = args.peers_dir();
     let quiet = args.json;
     let report = super::runtime()?.block_on(manifold_bench::compose::run(&spec, |step| {
+        if !quiet {
+            eprintln!("  measuring {step}");
+        }
+    }))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", report.to_markdown());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `manifold bench cache`: every figure beside its limit, from one run.
+fn run_cache(args: &Args) -> anyhow::Result<ExitCode> {
+    let spec = if args.quick {
+        manifold_bench::cache::CacheSpec::quick()
+    } else {
+        manifold_bench::cache::CacheSpec::default()
+    };
+    let quiet = args.json;
+    let report = super::runtime()?.block_on(manifold_bench::cache::run(&spec, |step| {
+        if !quiet {
+            eprintln!("  measuring {step}");
+        }
+    }))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", report.to_markdown());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `manifold bench proxy`: direct vs Manifold (a `manifold serve` child of this binary) vs nginx.
+fn run_proxy(args: &Args) -> anyhow::Result<ExitCode> {
+    let mut spec = if args.quick {
+        manifold_bench::proxy::ProxySpec::quick()
+    } else {
+        manifold_bench::proxy::ProxySpec::default()
+    };
+    if let Some(r) = args.rates.clone() {
+        anyhow::ensure!(
+            r.iter().all(|x| x.is_finite() && *x > 0.0),
+            "--rates must be positive numbers"
+        );
+        spec.rates = r;
+    }
+    if let Some(d) = args.duration {
+        spec.duration = d;
+    }
+    if let Some(n) = args.rounds {
+        anyhow::ensure!(n > 0, "--rounds must be at least 1");
+        spec.rounds = n;
+    }
+    spec.peers_dir = args.peers_dir();
+    // Run the gateway as a child `manifold serve` so its CPU can be read from /proc.
+    spec.manifold_exe = std::env::current_exe().ok();
+    let quiet = args.json;
+    let report = super::runtime()?.block_on(manifold_bench::proxy::run(&spec, |step| {
         if !quiet {
             eprintln!("  measuring {step}");
         }

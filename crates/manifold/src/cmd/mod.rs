@@ -1,9 +1,13 @@
 //! One module per subcommand. Each exposes `Args` (clap) and `run`, returning the process exit code.
 
+pub(crate) mod admin;
 pub(crate) mod analyze;
 pub(crate) mod bench;
+pub(crate) mod cache;
 pub(crate) mod check;
+pub(crate) mod demo;
 pub(crate) mod load;
+pub(crate) mod queue;
 pub(crate) mod serve;
 pub(crate) mod sim;
 

@@ -1,0 +1,597 @@
+//! `manifold bench proxy`: plain reverse proxying, the case where a gateway can only add cost.
+//!
+//! One upstream (the simulator, answering `GET /item` after a small fixed delay, 0 ms by
+//! default) is measured three ways in one run, interleaved round by round:
+//! - `direct`: the client hits the upstream itself — the physical limit, the upstream's time plus
+//!   one loopback round trip;
+//! - `manifold`: through a `proxy = "u"` route of a `manifold serve` child process (so its CPU
+//!   can be read from `/proc`; when no binary is given, an in-process gateway whose CPU is not
+//!   measured);
+//! - `nginx`: nginx reverse-proxying to the same upstream with an `upstream { keepalive … }`
+//!   block (skipped, with the reason, when nginx is not installed).
+//!
+//! Latency is open loop at fixed rates; throughput is closed loop; CPU per request is the
+//! proxy process tree's user + system time over the requests it answered.
+
+use crate::compose::{closed_loop_count, measured, rotated};
+use crate::peers::{self, RunningPeer, Skipped};
+use crate::{BenchError, Measured, Spread};
+use manifold_load::LoadSpec;
+use manifold_sim::{RunningSim, Sim, SimConfig};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ProxySpec {
+    /// The upstream's fixed service time, ms (0: it answers at once).
+    pub upstream_delay_ms: u64,
+    /// Open-loop rates, requests per second.
+    pub rates: Vec<f64>,
+    /// Length of one open-loop measurement.
+    pub duration: Duration,
+    /// Rounds per rate (each round measures every target once).
+    pub rounds: usize,
+    /// Closed-loop throughput: concurrent clients.
+    pub throughput_clients: usize,
+    /// Length of one closed-loop measurement (0 skips throughput).
+    pub throughput_duration: Duration,
+    /// The `manifold` binary, run as `manifold serve` in a child process so its CPU can be
+    /// measured. `None`: the gateway runs inside this process and its CPU is not measured.
+    pub manifold_exe: Option<PathBuf>,
+    /// Where the peers live (for `nginx.conf.template`). `None`: no nginx.
+    pub peers_dir: Option<PathBuf>,
+}
+
+impl Default for ProxySpec {
+    fn default() -> Self {
+        ProxySpec {
+            upstream_delay_ms: 0,
+            rates: vec![1000.0, 2000.0, 5000.0],
+            duration: Duration::from_secs(5),
+            rounds: 3,
+            throughput_clients: 50,
+            throughput_duration: Duration::from_secs(3),
+            manifold_exe: None,
+            peers_dir: Some(peers::default_dir()),
+        }
+    }
+}
+
+impl ProxySpec {
+    /// A short run for smoke tests and `--quick`.
+    pub fn quick() -> Self {
+        ProxySpec {
+            rates: vec![1000.0, 2000.0],
+            duration: Duration::from_secs(2),
+            rounds: 2,
+            throughput_duration: Duration::from_secs(1),
+            ..Default::default()
+        }
+    }
+}
+
+/// One target at one rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyMeasured {
+    /// Latency over rounds ("direct", "manifold", "nginx").
+    pub latency: Measured,
+    /// Its median p50 minus the direct one's, ms (0 for direct).
+    pub added_p50_over_direct_ms: f64,
+    /// Its median p99 minus the direct one's, ms.
+    pub added_p99_over_direct_ms: f64,
+    /// CPU of the proxy process (and its workers) per answered request, µs, over rounds; `None`
+    /// where it is not measured (direct; an in-process gateway).
+    pub cpu_us_per_request: Option<Spread>,
+}
+
+/// One rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyRate {
+    /// Scheduled requests per second.
+    pub rate: f64,
+    /// direct, manifold, then nginx when it ran.
+    pub targets: Vec<ProxyMeasured>,
+}
+
+/// One target's closed-loop throughput.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyThroughput {
+    /// "direct", "manifold", "nginx".
+    pub target: String,
+    /// Requests per second over rounds.
+    pub rps: Spread,
+    /// Its median over the direct median.
+    pub over_direct: f64,
+    /// Proxy CPU per request, µs, over rounds (where measured).
+    pub cpu_us_per_request: Option<Spread>,
+    /// Peak resident memory of the proxy process tree, KiB (where measured).
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// The whole result.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyReport {
+    /// Always "proxy".
+    pub scenario: &'static str,
+    /// The upstream's fixed service time, ms.
+    pub upstream_delay_ms: u64,
+    /// Seconds per open-loop measurement.
+    pub duration_s: f64,
+    /// Rounds per rate.
+    pub rounds: usize,
+    /// How Manifold ran, and so what its CPU figure means.
+    pub manifold_process: String,
+    /// Per-rate latency.
+    pub rates: Vec<ProxyRate>,
+    /// Closed-loop concurrent clients.
+    pub throughput_clients: usize,
+    /// Closed-loop throughput per target (empty when not measured).
+    pub throughput: Vec<ProxyThroughput>,
+    /// Peers that could not run, and why.
+    pub skipped: Vec<Skipped>,
+}
+
+fn sim_config(delay_ms: u64) -> Result<SimConfig, BenchError> {
+    let latency = if delay_ms > 0 {
+        format!("latency = \"{delay_ms}ms\"")
+    } else {
+        String::new()
+    };
+    let toml = format!(
+        r#"
+seed = 7
+host = "127.0.0.1"
+[services.item]
+  [[services.item.endpoints]]
+  method = "GET"
+  path = "/item"
+  {latency}
+  response = {{ body = {{ id = "{{seq}}", name = "widget", price = 9.5 }} }}
+"#
+    );
+    SimConfig::from_toml(&toml).map_err(|e| BenchError::Setup(format!("simulator config: {e}")))
+}
+
+/// The gateway config: one pass-through route to the upstream.
+pub fn gateway_toml(upstream_url: &str) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+
+[upstreams.u]
+endpoints = ["{upstream_url}"]
+
+[routes.item]
+method = "GET"
+path = "/item"
+proxy = "u"
+"#
+    )
+}
+
+/// A target and, when it is a separate process, the process (for its CPU).
+struct Target {
+    name: String,
+    url: String,
+    process: Option<RunningPeer>,
+}
+
+struct Targets {
+    sim: RunningSim,
+    list: Vec<Target>,
+    manifold_process: String,
+    skipped: Vec<Skipped>,
+    stop: CancellationToken,
+}
+
+impl Targets {
+    async fn shutdown(self) {
+        self.stop.cancel();
+        drop(self.list);
+        self.sim.shutdown().await;
+    }
+}
+
+async fn start_targets(spec: &ProxySpec) -> Result<Targets, BenchError> {
+    let sim = Sim::start(sim_config(spec.upstream_delay_ms)?)
+        .await
+        .map_err(|e| BenchError::Setup(format!("simulator: {e}")))?;
+    let upstream = sim
+        .url("item")
+        .ok_or_else(|| BenchError::Setup("simulator has no service item".into()))?;
+    let upstream_addr = sim
+        .addr("item")
+        .ok_or_else(|| BenchError::Setup("simulator has no service item".into()))?;
+    let stop = CancellationToken::new();
+    let mut list = vec![Target {
+        name: "direct".into(),
+        url: format!("{upstream}/item"),
+        process: None,
+    }];
+    let toml = gateway_toml(&upstream);
+    let manifold_process = match &spec.manifold_exe {
+        Some(exe) => {
+            let dir = peers::scratch_dir("manifold")
+                .map_err(|e| BenchError::Setup(format!("scratch dir: {e}")))?;
+            let conf = dir.join("proxy.toml");
+            std::fs::write(&conf, &toml)
+                .map_err(|e| BenchError::Setup(format!("writing {}: {e}", conf.display())))?;
+            let port = peers::free_port().map_err(|e| BenchError::Setup(format!("port: {e}")))?;
+            let admin = peers::free_port().map_err(|e| BenchError::Setup(format!("port: {e}")))?;
+            let cmd = peers::PeerCommand {
+                name: "manifold".into(),
+                program: exe.clone(),
+                args: vec![
+                    "serve".into(),
+                    "-c".into(),
+                    conf.display().to_string(),
+                    "--listen".into(),
+                    format!("127.0.0.1:{port}"),
+                    "--admin".into(),
+                    format!("127.0.0.1:{admin}"),
+                ],
+                env: vec![("RUST_LOG".into(), "warn".into())],
+                cwd: None,
+                requires: Vec::new(),
+                port,
+                probe_path: "/item".into(),
+                ready_timeout: Duration::from_secs(20),
+                scratch: Some(dir),
+            };
+            let p = peers::start(cmd)
+                .await
+                .map_err(|s| BenchError::Setup(format!("manifold serve: {}", s.reason)))?;
+            list.push(Target {
+                name: "manifold".into(),
+                url: p.url("/item"),
+                process: Some(p),
+            });
+            format!(
+                "`{} serve` child process; CPU from /proc of that process",
+                exe.display()
+            )
+        }
+        None => {
+            let config = manifold_config::compile("bench-proxy.toml".as_ref(), &toml)
+                .map_err(|e| BenchError::Setup(format!("gateway config: {e}")))?;
+            let gw = manifold_gateway::Gateway::bind(config)
+                .await
+                .map_err(|e| BenchError::Setup(format!("gateway: {e}")))?;
+            list.push(Target {
+                name: "manifold".into(),
+                url: format!("http://{}/item", gw.local_addr()),
+                process: None,
+            });
+            tokio::spawn(gw.run(stop.clone()));
+            "in-process gateway (shares the benchmark's process: CPU not measured)".into()
+        }
+    };
+    let mut skipped = Vec::new();
+    if let Some(dir) = &spec.peers_dir {
+        let nginx = match peers::nginx(dir, &upstream_addr.to_string(), "/item") {
+            Ok(cmd) => peers::start(cmd).await,
+            Err(s) => Err(s),
+        };
+        match nginx {
+            Ok(p) => list.push(Target {
+                name: "nginx".into(),
+                url: p.url("/item"),
+                process: Some(p),
+            }),
+            Err(s) => skipped.push(s),
+        }
+    }
+    Ok(Targets {
+        sim,
+        list,
+        manifold_process,
+        skipped,
+        stop,
+    })
+}
+
+async fn measure(
+    url: &str,
+    rate: f64,
+    duration: Duration,
+) -> Result<manifold_load::LoadReport, BenchError> {
+    let mut spec = LoadSpec::new(url, rate);
+    spec.duration = Some(duration);
+    spec.timeout = Duration::from_secs(5);
+    Ok(manifold_load::run(spec).await?)
+}
+
+fn cpu(t: &Target) -> Option<f64> {
+    t.process.as_ref().and_then(|p| p.cpu_seconds())
+}
+
+fn per_request_us(before: Option<f64>, after: Option<f64>, requests: u64) -> Option<f64> {
+    match (before, after) {
+        (Some(b), Some(a)) if requests > 0 => Some((a - b) / requests as f64 * 1e6),
+        _ => None,
+    }
+}
+
+fn spread_if_any(v: &[Option<f64>]) -> Option<Spread> {
+    let got: Vec<f64> = v.iter().flatten().copied().collect();
+    (!got.is_empty() && got.len() == v.len()).then(|| Spread::of(&got))
+}
+
+/// Run the proxy benchmark. `progress` is told what is being measured.
+pub async fn run(
+    spec: &ProxySpec,
+    mut progress: impl FnMut(&str),
+) -> Result<ProxyReport, BenchError> {
+    progress("starting the upstream, Manifold and nginx");
+    let targets = start_targets(spec).await?;
+    for s in &targets.skipped {
+        progress(&s.to_string());
+    }
+    for t in &targets.list {
+        let _ = measure(&t.url, 500.0, Duration::from_millis(500)).await?;
+    }
+    let n = targets.list.len();
+    let idx: Vec<usize> = (0..n).collect();
+    let mut rates = Vec::new();
+    for &rate in &spec.rates {
+        let mut reports: Vec<Vec<manifold_load::LoadReport>> = vec![Vec::new(); n];
+        let mut cpus: Vec<Vec<Option<f64>>> = vec![Vec::new(); n];
+        for round in 0..spec.rounds {
+            for i in rotated(&idx, round) {
+                let t = &targets.list[i];
+                progress(&format!(
+                    "{rate} req/s, round {}/{}: {}",
+                    round + 1,
+                    spec.rounds,
+                    t.name
+                ));
+                let before = cpu(t);
+                let r = measure(&t.url, rate, spec.duration).await?;
+                cpus[i].push(per_request_us(before, cpu(t), r.ok));
+                reports[i].push(r);
+            }
+        }
+        let lat: Vec<Measured> = targets
+            .list
+            .iter()
+            .zip(&reports)
+            .map(|(t, r)| measured(&t.name, rate, r))
+            .collect();
+        let (d50, d99) = (lat[0].p50_ms.median, lat[0].p99_ms.median);
+        rates.push(ProxyRate {
+            rate,
+            targets: lat
+                .into_iter()
+                .zip(&cpus)
+                .map(|(latency, c)| ProxyMeasured {
+                    added_p50_over_direct_ms: latency.p50_ms.median - d50,
+                    added_p99_over_direct_ms: latency.p99_ms.median - d99,
+                    cpu_us_per_request: spread_if_any(c),
+                    latency,
+                })
+                .collect(),
+        });
+    }
+
+    let mut throughput = Vec::new();
+    if !spec.throughput_duration.is_zero() {
+        let mut rps: Vec<Vec<f64>> = vec![Vec::new(); n];
+        let mut cpus: Vec<Vec<Option<f64>>> = vec![Vec::new(); n];
+        for round in 0..spec.rounds {
+            progress(&format!(
+                "closed-loop throughput, round {}/{}",
+                round + 1,
+                spec.rounds
+            ));
+            for i in rotated(&idx, round) {
+                let t = &targets.list[i];
+                let before = cpu(t);
+                let (done, secs) = closed_loop_count(
+                    &t.url,
+                    spec.throughput_clients,
+                    spec.throughput_duration,
+                    None,
+                )
+                .await;
+                cpus[i].push(per_request_us(before, cpu(t), done));
+                rps[i].push(done as f64 / secs);
+            }
+        }
+        let direct = Spread::of(&rps[0]).median;
+        for (i, t) in targets.list.iter().enumerate() {
+            let r = Spread::of(&rps[i]);
+            throughput.push(ProxyThroughput {
+                target: t.name.clone(),
+                over_direct: if direct > 0.0 { r.median / direct } else { 0.0 },
+                rps: r,
+                cpu_us_per_request: spread_if_any(&cpus[i]),
+                peak_rss_kib: t.process.as_ref().and_then(|p| p.peak_rss_kib()),
+            });
+        }
+    }
+    let manifold_process = targets.manifold_process.clone();
+    let skipped = targets.skipped.clone();
+    targets.shutdown().await;
+    Ok(ProxyReport {
+        scenario: "proxy",
+        upstream_delay_ms: spec.upstream_delay_ms,
+        duration_s: spec.duration.as_secs_f64(),
+        rounds: spec.rounds,
+        manifold_process,
+        rates,
+        throughput_clients: spec.throughput_clients,
+        throughput,
+        skipped,
+    })
+}
+
+impl ProxyReport {
+    /// A markdown table, as `docs/benchmarks.md` quotes it.
+    pub fn to_markdown(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "one upstream answering `GET /item` after {} ms; direct = the physical limit (client → upstream); Manifold: {}; {} rounds of {:.0} s per rate, medians [min–max]\n",
+            self.upstream_delay_ms, self.manifold_process, self.rounds, self.duration_s
+        );
+        let cell = |x: &Spread| format!("{:.3} [{:.3}–{:.3}]", x.median, x.min, x.max);
+        let cpu = |x: &Option<Spread>| match x {
+            Some(c) => format!("{:.1} [{:.1}–{:.1}]", c.median, c.min, c.max),
+            None => "not measured".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| rate | target | p50 ms | p99 ms | p99.9 ms | added p50 / p99 ms over direct | proxy CPU µs/req | errors |"
+        );
+        let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|");
+        for r in &self.rates {
+            for t in &r.targets {
+                let m = &t.latency;
+                let added = if m.target == "direct" {
+                    "—".to_owned()
+                } else {
+                    format!(
+                        "{:+.3} / {:+.3}",
+                        t.added_p50_over_direct_ms, t.added_p99_over_direct_ms
+                    )
+                };
+                let _ = writeln!(
+                    s,
+                    "| {:.0}/s | {} | {} | {} | {} | {} | {} | {}/{} |",
+                    r.rate,
+                    m.target,
+                    cell(&m.p50_ms),
+                    cell(&m.p99_ms),
+                    cell(&m.p999_ms),
+                    added,
+                    if m.target == "direct" {
+                        "—".to_owned()
+                    } else {
+                        cpu(&t.cpu_us_per_request)
+                    },
+                    m.errors,
+                    m.sent
+                );
+            }
+        }
+        if !self.throughput.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nclosed-loop throughput, {} clients:\n\n| target | req/s | of direct | proxy CPU µs/req | peak RSS MiB |\n|---|---:|---:|---:|---:|",
+                self.throughput_clients
+            );
+            for t in &self.throughput {
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.0} [{:.0}–{:.0}] | {:.2} | {} | {} |",
+                    t.target,
+                    t.rps.median,
+                    t.rps.min,
+                    t.rps.max,
+                    t.over_direct,
+                    if t.target == "direct" {
+                        "—".to_owned()
+                    } else {
+                        cpu(&t.cpu_us_per_request)
+                    },
+                    t.peak_rss_kib
+                        .map(|k| format!("{:.1}", k as f64 / 1024.0))
+                        .unwrap_or_else(|| "—".into())
+                );
+            }
+        }
+        for k in &self.skipped {
+            let _ = writeln!(s, "\n{k}");
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn direct_and_in_process_manifold_answer_and_a_missing_nginx_is_skipped() {
+        let spec = ProxySpec {
+            rates: vec![200.0],
+            duration: Duration::from_millis(300),
+            rounds: 1,
+            throughput_clients: 4,
+            throughput_duration: Duration::from_millis(200),
+            manifold_exe: None,
+            peers_dir: Some(PathBuf::from("/nonexistent/manifold-bench-peers")),
+            ..Default::default()
+        };
+        let report = run(&spec, |_| {}).await.unwrap();
+        let names: Vec<&str> = report.rates[0]
+            .targets
+            .iter()
+            .map(|t| t.latency.target.as_str())
+            .collect();
+        assert_eq!(names, ["direct", "manifold"]);
+        for t in &report.rates[0].targets {
+            assert_eq!(t.latency.errors, 0, "{t:?}");
+            assert_eq!(t.latency.sent, 60, "{t:?}");
+            // In-process: no CPU figure rather than a wrong one.
+            assert!(t.cpu_us_per_request.is_none());
+        }
+        assert_eq!(report.skipped.len(), 1);
+        assert_eq!(report.skipped[0].peer, "nginx");
+        assert!(
+            report.skipped[0].reason.contains("nginx.conf.template"),
+            "{:?}",
+            report.skipped
+        );
+        assert!(report.manifold_process.contains("in-process"));
+        assert_eq!(report.throughput.len(), 2);
+        assert!(report.throughput.iter().all(|t| t.rps.median > 0.0));
+        let md = report.to_markdown();
+        assert!(
+            md.contains("| 200/s | manifold |") && md.contains("nginx: skipped: "),
+            "{md}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_manifold_binary_that_does_not_exist_is_a_setup_error() {
+        let spec = ProxySpec {
+            manifold_exe: Some(PathBuf::from("/nonexistent/manifold")),
+            peers_dir: None,
+            ..ProxySpec::quick()
+        };
+        let err = run(&spec, |_| {}).await.unwrap_err();
+        assert!(err.to_string().contains("manifold serve"), "{err}");
+    }
+
+    /// Where nginx is installed it must proxy every request (and its CPU is read from /proc);
+    /// where it is not, it must be skipped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nginx_either_proxies_every_request_or_is_skipped() {
+        let spec = ProxySpec {
+            rates: vec![100.0],
+            duration: Duration::from_millis(300),
+            rounds: 1,
+            throughput_duration: Duration::ZERO,
+            manifold_exe: None,
+            peers_dir: Some(peers::default_dir()),
+            ..Default::default()
+        };
+        let report = run(&spec, |_| {}).await.unwrap();
+        let nginx = report.rates[0]
+            .targets
+            .iter()
+            .find(|t| t.latency.target == "nginx");
+        let skipped = report.skipped.iter().any(|s| s.peer == "nginx");
+        assert!(nginx.is_some() != skipped, "{report:?}");
+        if let Some(n) = nginx {
+            assert_eq!((n.latency.errors, n.latency.sent), (0, 30), "{n:?}");
+            assert!(n.cpu_us_per_request.is_some(), "{n:?}");
+        }
+    }
+}

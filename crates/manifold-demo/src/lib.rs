@@ -1,0 +1,167 @@
+//! `manifold demo`: proof, on one machine with nothing to set up, that Manifold's latency levers
+//! work.
+//!
+//! The seed documents make a claim with figures: the shop's checkout costs 750 ms when its calls
+//! run one after another and 450 ms when they run as their dependency graph allows; the profile
+//! page 300 ms against 200 ms. This crate measures that claim instead of quoting it. In one
+//! process it starts the simulated shop ([`manifold_sim::SimConfig::shop`]) on ephemeral loopback
+//! ports, one real gateway per [`Strategy`] (each strategy is a config file from `examples/`, run
+//! as written, with only its upstream addresses pointed at the sim), and sends every
+//! [`Scenario`] through every strategy with the same open-loop load ([`manifold_load`]: latency
+//! from each request's scheduled send time). The result is a table (p50, p99, the plan's ideal,
+//! the gain over the baseline), a JSON document, and a self-contained HTML report with a latency
+//! chart per scenario and a waterfall of one request per strategy, drawn from the sim's own call
+//! records.
+//!
+//! Strategies and scenarios are lists: a later capability (a cached or offloaded or hedged plan)
+//! adds a [`Strategy`] with its config file, and every scenario gains a row.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), manifold_demo::DemoError> {
+//! let report = manifold_demo::run(&manifold_demo::DemoSpec::quick(), |step| eprintln!("{step}")).await?;
+//! print!("{}", report.table());
+//! println!("{}", report.to_json());
+//! # Ok(()) }
+//! ```
+
+mod html;
+mod measure;
+mod report;
+
+use std::time::Duration;
+
+pub use measure::run;
+pub use report::{CdfPoint, DemoReport, ScenarioResult, StrategyResult, Waterfall, WaterfallCall};
+
+/// A way of composing the shop's calls: one config file, run as written by its own gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Strategy {
+    /// Short name shown in the table and the JSON (`sequential`, `concurrent`, …).
+    pub name: &'static str,
+    /// One line saying what the strategy does.
+    pub summary: &'static str,
+    /// Where the config lives in the repository, for the reader (`examples/shop.toml`).
+    pub file: &'static str,
+    /// The config's TOML, compiled into the binary so the demo runs from any directory.
+    pub source: &'static str,
+}
+
+/// Calls one after another: the seed documents' baseline (`examples/shop-sequential.toml`).
+pub const SEQUENTIAL: Strategy = Strategy {
+    name: "sequential",
+    summary: "each call waits for the previous one",
+    file: "examples/shop-sequential.toml",
+    source: include_str!("../../../examples/shop-sequential.toml"),
+};
+
+/// The dependency graph: every call starts when its inputs are ready (`examples/shop.toml`).
+pub const CONCURRENT: Strategy = Strategy {
+    name: "concurrent",
+    summary: "every call starts when its inputs are ready (the dependency graph)",
+    file: "examples/shop.toml",
+    source: include_str!("../../../examples/shop.toml"),
+};
+
+/// Every strategy the demo knows, the baseline first (gains are measured against it).
+pub const STRATEGIES: &[Strategy] = &[SEQUENTIAL, CONCURRENT];
+
+/// One user-facing request of the shop, sent to every strategy's gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scenario {
+    /// Short name (`checkout`, `profile`); also the route's name in every strategy's config.
+    pub name: &'static str,
+    /// One line saying what the request does.
+    pub summary: &'static str,
+    /// HTTP method.
+    pub method: &'static str,
+    /// Path sent to the gateway; `{seq}` becomes the request's number.
+    pub path: &'static str,
+    /// JSON request body, if any.
+    pub body: Option<&'static str>,
+}
+
+/// The checkout: order → payment ∥ inventory ∥ shipping → confirm.
+pub const CHECKOUT: Scenario = Scenario {
+    name: "checkout",
+    summary: "order → payment, inventory, shipping → confirm",
+    method: "POST",
+    path: "/checkout",
+    body: Some(r#"{"total": 42.5, "items": [{"sku": "a-1", "qty": 2}], "address": "1 Main St"}"#),
+};
+
+/// The profile page: the user and their orders.
+pub const PROFILE: Scenario = Scenario {
+    name: "profile",
+    summary: "user + orders",
+    method: "GET",
+    path: "/user-profile/{seq}",
+    body: None,
+};
+
+/// Every scenario the demo runs.
+pub const SCENARIOS: &[Scenario] = &[CHECKOUT, PROFILE];
+
+/// What to run and how hard.
+#[derive(Debug, Clone)]
+pub struct DemoSpec {
+    /// The strategies, the baseline first.
+    pub strategies: Vec<Strategy>,
+    /// The scenarios.
+    pub scenarios: Vec<Scenario>,
+    /// Scheduled requests per second, the same for every measurement.
+    pub rate: f64,
+    /// Length of each measurement (one per scenario and strategy).
+    pub duration: Duration,
+    /// Requests sent to each target before it is measured (connections, first-use costs).
+    pub warmup_requests: u64,
+    /// Give up on a request this long after its scheduled time.
+    pub timeout: Duration,
+    /// Also record one request alone per scenario and strategy, for the waterfall.
+    pub waterfall: bool,
+}
+
+impl DemoSpec {
+    /// The full demo: 20 requests per second for 10 s per measurement (about a minute for the
+    /// two scenarios and two strategies).
+    pub fn full() -> Self {
+        DemoSpec {
+            strategies: STRATEGIES.to_vec(),
+            scenarios: SCENARIOS.to_vec(),
+            rate: 20.0,
+            duration: Duration::from_secs(10),
+            warmup_requests: 5,
+            timeout: Duration::from_secs(5),
+            waterfall: true,
+        }
+    }
+
+    /// The same load for 3 s per measurement: about 20 s in all.
+    pub fn quick() -> Self {
+        DemoSpec {
+            duration: Duration::from_secs(3),
+            ..Self::full()
+        }
+    }
+}
+
+/// Why the demo could not run. (Failed requests are not errors of the run: they are counted in
+/// each [`StrategyResult`].)
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// A strategy's config does not compile, lacks a scenario's route, or names an upstream the
+    /// sim does not simulate.
+    #[error("config error: {0}")]
+    Config(String),
+    /// The simulated shop could not start.
+    #[error("sim error: {0}")]
+    Sim(#[from] manifold_sim::SimError),
+    /// A gateway could not start.
+    #[error("gateway error: {0}")]
+    Gateway(#[from] manifold_gateway::GatewayError),
+    /// The load generator refused a measurement (bad rate or bounds).
+    #[error("load error: {0}")]
+    Load(#[from] manifold_load::LoadError),
+    /// The spec is unusable (no strategies, no scenarios).
+    #[error("input error: {0}")]
+    Input(String),
+}

@@ -1,0 +1,272 @@
+//! What the demo measured, and its three renderings: the terminal table, the JSON document and
+//! (in `html.rs`) the HTML page.
+
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// The whole run. Serializes (`--json`) to
+/// `{"scenarios":[{"name","ideal_ms",…,"strategies":[{"name","p50_ms","p99_ms",…}]}]}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoReport {
+    /// One entry per scenario, in the spec's order.
+    pub scenarios: Vec<ScenarioResult>,
+}
+
+/// One scenario under every strategy.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioResult {
+    /// The scenario's name (`checkout`, `profile`).
+    pub name: String,
+    /// The best plan's critical path in ms: the smallest `plan_ms` of the strategies, i.e. what
+    /// the calls' own service times allow at best (`null` if no plan has `expect` hints).
+    pub ideal_ms: Option<f64>,
+    /// The method and path sent.
+    pub request: String,
+    /// Scheduled requests per second of every measurement.
+    pub rate: f64,
+    /// Seconds of load per measurement.
+    pub duration_s: f64,
+    /// One entry per strategy, the baseline first.
+    pub strategies: Vec<StrategyResult>,
+}
+
+/// One scenario under one strategy.
+#[derive(Debug, Clone, Serialize)]
+pub struct StrategyResult {
+    /// The strategy's name.
+    pub name: String,
+    /// Median latency in ms, from each request's scheduled send time.
+    pub p50_ms: f64,
+    /// 99th-percentile latency in ms.
+    pub p99_ms: f64,
+    /// This strategy's plan's critical path in ms (from the calls' `expect` hints).
+    pub plan_ms: Option<f64>,
+    /// The baseline's p50 over this p50 (1.0 for the baseline itself).
+    pub gain: f64,
+    /// Requests sent in the measurement.
+    pub sent: u64,
+    /// Requests that failed (error status, timeout, connection failure).
+    pub errors: u64,
+    /// The config file the strategy runs.
+    pub config: String,
+    /// The latency distribution, for the chart (not in the JSON).
+    #[serde(skip)]
+    pub cdf: Vec<CdfPoint>,
+    /// One request alone, for the waterfall (not in the JSON).
+    #[serde(skip)]
+    pub waterfall: Option<Waterfall>,
+}
+
+/// A point of a cumulative latency distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CdfPoint {
+    /// Latency in ms.
+    pub ms: f64,
+    /// Fraction of requests at or below it (0..=1).
+    pub fraction: f64,
+}
+
+/// One request sent alone, and the upstream calls the sim saw for it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Waterfall {
+    /// The request's latency as the client saw it, ms.
+    pub total_ms: f64,
+    /// The upstream calls, by start time; times in ms since the request was sent.
+    pub calls: Vec<WaterfallCall>,
+}
+
+/// One upstream call in a [`Waterfall`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WaterfallCall {
+    /// `service · METHOD /pattern`, e.g. `order · POST /orders`.
+    pub label: String,
+    /// When the sim received it, ms after the request was sent.
+    pub start_ms: f64,
+    /// When the sim answered it, ms after the request was sent.
+    pub end_ms: f64,
+}
+
+impl DemoReport {
+    /// The stable `--json` form, one line.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    /// Whether every request of every measurement succeeded.
+    pub fn all_ok(&self) -> bool {
+        self.scenarios
+            .iter()
+            .flat_map(|s| &s.strategies)
+            .all(|s| s.errors == 0)
+    }
+
+    /// The terminal table: scenario, strategy, p50, p99, the plan's ideal, the gain over the
+    /// baseline (and an errors column when any request failed).
+    pub fn table(&self) -> String {
+        let baseline = self
+            .scenarios
+            .first()
+            .and_then(|s| s.strategies.first())
+            .map_or("baseline", |s| s.name.as_str());
+        let with_errors = !self.all_ok();
+        let gain_head = format!("gain over {baseline}");
+        let mut rows = vec![vec![
+            "scenario".to_owned(),
+            "strategy".to_owned(),
+            "p50".to_owned(),
+            "p99".to_owned(),
+            "ideal".to_owned(),
+            gain_head,
+        ]];
+        if with_errors {
+            rows[0].push("errors".to_owned());
+        }
+        for s in &self.scenarios {
+            let base_p50 = s.strategies.first().map_or(0.0, |b| b.p50_ms);
+            for (i, r) in s.strategies.iter().enumerate() {
+                let gain = if i == 0 {
+                    "—".to_owned()
+                } else {
+                    format!("{:.2}× ({:+.0} ms)", r.gain, r.p50_ms - base_p50)
+                };
+                let mut row = vec![
+                    s.name.clone(),
+                    r.name.clone(),
+                    format!("{:.0} ms", r.p50_ms),
+                    format!("{:.0} ms", r.p99_ms),
+                    r.plan_ms.map_or("—".to_owned(), |p| format!("{p:.0} ms")),
+                    gain,
+                ];
+                if with_errors {
+                    row.push(format!("{}/{}", r.errors, r.sent));
+                }
+                rows.push(row);
+            }
+        }
+        let cols = rows[0].len();
+        let width = |c: usize| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..cols).map(width).collect();
+        let mut out = String::new();
+        for row in &rows {
+            let mut line = String::new();
+            for (c, cell) in row.iter().enumerate() {
+                let pad = widths[c] - cell.chars().count();
+                // Text columns left-aligned, figures right-aligned.
+                if c < 2 || c == 5 {
+                    line.push_str(cell);
+                    line.extend(std::iter::repeat_n(' ', pad));
+                } else {
+                    line.extend(std::iter::repeat_n(' ', pad));
+                    line.push_str(cell);
+                }
+                line.push_str("  ");
+            }
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
+        out
+    }
+
+    /// The self-contained HTML report: a latency chart per scenario and a waterfall of one
+    /// request per strategy, as inline SVG (no scripts, no network).
+    pub fn to_html(&self) -> String {
+        crate::html::render(self)
+    }
+}
+
+/// A small report for the renderers' tests.
+#[cfg(test)]
+pub(crate) fn sample() -> DemoReport {
+    let strat = |name: &str, p50: f64, plan: f64, gain: f64| StrategyResult {
+        name: name.to_owned(),
+        p50_ms: p50,
+        p99_ms: p50 + 5.0,
+        plan_ms: Some(plan),
+        gain,
+        sent: 60,
+        errors: 0,
+        config: format!("examples/{name}.toml"),
+        cdf: vec![
+            CdfPoint {
+                ms: p50 - 1.0,
+                fraction: 0.1,
+            },
+            CdfPoint {
+                ms: p50,
+                fraction: 0.5,
+            },
+            CdfPoint {
+                ms: p50 + 5.0,
+                fraction: 1.0,
+            },
+        ],
+        waterfall: Some(Waterfall {
+            total_ms: p50,
+            calls: vec![WaterfallCall {
+                label: "order · POST /orders".to_owned(),
+                start_ms: 0.5,
+                end_ms: 150.7,
+            }],
+        }),
+    };
+    DemoReport {
+        scenarios: vec![ScenarioResult {
+            name: "checkout".to_owned(),
+            ideal_ms: Some(450.0),
+            request: "POST /checkout".to_owned(),
+            rate: 20.0,
+            duration_s: 3.0,
+            strategies: vec![
+                strat("sequential", 752.0, 750.0, 1.0),
+                strat("concurrent", 451.0, 450.0, 752.0 / 451.0),
+            ],
+        }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_the_documented_shape() {
+        let v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        let obj = v.as_object().unwrap();
+        assert_eq!(obj.keys().collect::<Vec<_>>(), ["scenarios"]);
+        let s = &v["scenarios"][0];
+        assert_eq!(s["name"], "checkout");
+        assert_eq!(s["ideal_ms"], 450.0);
+        let c = &s["strategies"][1];
+        assert_eq!(c["name"], "concurrent");
+        assert_eq!(c["p50_ms"], 451.0);
+        assert_eq!(c["p99_ms"], 456.0);
+        // Chart data stays out of the JSON.
+        assert!(c.get("cdf").is_none() && c.get("waterfall").is_none());
+    }
+
+    #[test]
+    fn table_has_a_row_per_strategy_and_the_gain_over_the_baseline() {
+        let t = sample().table();
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3, "{t}");
+        assert!(lines[0].contains("gain over sequential"), "{t}");
+        assert!(
+            lines[1].contains("sequential") && lines[1].contains("752 ms"),
+            "{t}"
+        );
+        assert!(
+            lines[2].contains("concurrent") && lines[2].contains("1.67× (-301 ms)"),
+            "{t}"
+        );
+        assert!(!lines[0].contains("errors"), "{t}");
+    }
+
+    #[test]
+    fn failed_requests_add_an_errors_column() {
+        let mut r = sample();
+        r.scenarios[0].strategies[1].errors = 3;
+        assert!(!r.all_ok());
+        let t = r.table();
+        assert!(t.lines().next().unwrap().contains("errors"), "{t}");
+        assert!(t.contains("3/60"), "{t}");
+    }
+}

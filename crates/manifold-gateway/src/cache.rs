@@ -1,0 +1,155 @@
+//! The cache policy, applied in one place: the gateway owns one [`Cache`] (in-process tier,
+//! plus Redis when `[cache] redis` is set) and one [`CachePolicy`] per cached call or route,
+//! built when the gateway starts so the request path only renders a key and looks it up.
+//!
+//! The executor wraps each cached call in [`Cache::get_or_fetch`]; the handler does the same for
+//! a cached route. Every HTTP answer (4xx and 5xx included) is handed to the cache as an answer,
+//! so negative caching and stale-if-error work; only transport failures are errors.
+
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::{HeaderMap, StatusCode};
+use manifold_cache::{Cache, CacheError, CachePolicy, CacheSettings, RedisSettings};
+use manifold_config::{CachePolicySpec, Config};
+use std::sync::Arc;
+
+pub(crate) use manifold_cache::Outcome as CacheOutcome;
+
+/// The response header naming each cached call's outcome: `user=hit, orders=miss`.
+pub const CACHE_HEADER: &str = "manifold-cache";
+
+/// The gateway's cache and the policies compiled from the config.
+#[derive(Debug)]
+pub(crate) struct Caching {
+    pub(crate) cache: Cache,
+    /// Per route (config order): the whole route's policy.
+    pub(crate) routes: Vec<Option<Arc<CachePolicy>>>,
+    /// Per route, per call (plan order): the call's policy.
+    pub(crate) calls: Vec<Vec<Option<Arc<CachePolicy>>>>,
+}
+
+impl Caching {
+    /// Build the tiers and policies. Inside a Tokio runtime; Redis is not contacted yet (the
+    /// gateway starts while Redis is down).
+    pub(crate) fn new(config: &Config) -> Result<Self, CacheError> {
+        let c = &config.cache;
+        let cache = Cache::new(CacheSettings {
+            max_bytes: c.max_bytes,
+            max_entry_bytes: c.max_entry_bytes,
+            redis: c.redis.as_ref().map(|url| RedisSettings {
+                url: url.clone(),
+                prefix: c.prefix.clone(),
+                timeout: c.redis_timeout,
+                retry_after: c.redis_retry_after,
+            }),
+        })?;
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| r.cache.as_ref().map(|s| Arc::new(policy(&r.name, s))))
+            .collect();
+        let calls = config
+            .routes
+            .iter()
+            .map(|r| match &r.kind {
+                manifold_config::RouteKind::Compose(plan) => plan
+                    .calls
+                    .iter()
+                    .map(|call| {
+                        call.cache
+                            .as_ref()
+                            .map(|s| Arc::new(policy(&format!("{}.{}", r.name, call.name), s)))
+                    })
+                    .collect(),
+                manifold_config::RouteKind::Proxy { .. } => Vec::new(),
+            })
+            .collect();
+        Ok(Caching {
+            cache,
+            routes,
+            calls,
+        })
+    }
+}
+
+/// A config policy as the cache library's. `name` is what its counters are filed under on
+/// `GET /cache`: `route.call` for a call, `route` for a whole route.
+fn policy(name: &str, spec: &CachePolicySpec) -> CachePolicy {
+    let mut p = CachePolicy::new(name, spec.ttl)
+        .with_stale(spec.stale)
+        .with_respect_cache_control(spec.respect_cache_control);
+    if let Some(e) = spec.errors {
+        p = p.with_errors(e);
+    }
+    if let Some(beta) = spec.early_refresh {
+        p = p.with_early_refresh(beta);
+    }
+    if let Some(lease) = spec.lock {
+        p = p.with_lock(lease);
+    }
+    p
+}
+
+/// The default key's `vary` part: the values of the listed headers present in `headers`.
+pub(crate) fn vary_pairs<'a>(
+    names: &'a [String],
+    headers: &'a HeaderMap,
+) -> Vec<(&'a str, &'a str)> {
+    names
+        .iter()
+        .filter_map(|n| {
+            headers
+                .get(n.as_str())
+                .and_then(|v| v.to_str().ok())
+                .map(|v| (n.as_str(), v))
+        })
+        .collect()
+}
+
+/// `user=hit, orders=miss`, or `None` when no cached call ran.
+pub(crate) fn header_value<'a>(
+    outcomes: impl IntoIterator<Item = (&'a str, CacheOutcome)>,
+) -> Option<HeaderValue> {
+    let mut text = String::new();
+    for (name, outcome) in outcomes {
+        if !text.is_empty() {
+            text.push_str(", ");
+        }
+        text.push_str(name);
+        text.push('=');
+        text.push_str(outcome.as_str());
+    }
+    if text.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&text).ok()
+}
+
+/// An answer held in memory: what a cached fetch hands the cache, and what a cached route
+/// answers the client with when its answer must not be stored (a partial composition).
+#[derive(Debug, Clone)]
+pub(crate) struct HeldResponse {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_lists_outcomes_in_order() {
+        let v = header_value([("user", CacheOutcome::Hit), ("orders", CacheOutcome::Miss)]);
+        assert_eq!(v.unwrap(), "user=hit, orders=miss");
+        assert!(header_value(std::iter::empty()).is_none());
+    }
+
+    #[test]
+    fn vary_takes_only_present_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("accept-language", HeaderValue::from_static("fr"));
+        let names = vec!["accept-language".to_owned(), "x-tenant".to_owned()];
+        assert_eq!(vary_pairs(&names, &h), vec![("accept-language", "fr")]);
+    }
+}

@@ -1,0 +1,327 @@
+//! Durable offload: an `async` call is rendered when its inputs are ready, written to the queue
+//! (durably: the enqueue returns only once the task is safe) before the response goes out, and
+//! delivered later by the dispatcher through the same pooled upstream clients as sync calls.
+//!
+//! Each task carries an idempotency key stable per request and call: the client's own
+//! `Idempotency-Key` header when it sent one (so a client retry maps to the same key), a fresh
+//! random id otherwise, joined with the call's name. The upstream sees it on every attempt, which
+//! turns at-least-once delivery into exactly-once processing where the upstream honours it.
+
+use crate::client::{error_chain, Body, UpstreamClient};
+use crate::error::{CallError, CallErrorKind};
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use http::{Request, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use manifold_queue::{
+    Deliver, DeliveryError, DispatchMetrics, DispatchPolicy, Dispatcher, Queue, QueueConfig,
+    QueueError, Task,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The most of an upstream's answer to a delivery that is read (only its status matters).
+const MAX_DELIVERY_RESPONSE: usize = 64 * 1024;
+
+/// A shared handle on the queue (the trait object has no `Debug`).
+#[derive(Clone)]
+pub(crate) struct QueueRef(pub(crate) Arc<dyn Queue>, pub(crate) Arc<DispatchMetrics>);
+
+impl std::fmt::Debug for QueueRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Queue({})", self.0.backend().as_str())
+    }
+}
+
+impl QueueRef {
+    /// Depth, oldest age, in-flight and dead letters, with the dispatcher's counters: what the
+    /// admin `/queue` endpoint shows.
+    pub(crate) async fn status(&self) -> serde_json::Value {
+        let stats = match self.0.stats().await {
+            Ok(s) => serde_json::to_value(s).unwrap_or_default(),
+            Err(e) => serde_json::json!({"error": e.to_string()}),
+        };
+        serde_json::json!({"queue": stats, "dispatch": serde_json::to_value(self.1.snapshot()).unwrap_or_default()})
+    }
+}
+
+/// The queue and its dispatcher, owned by the gateway.
+pub(crate) struct Offload {
+    pub(crate) queue: Arc<dyn Queue>,
+    pub(crate) metrics: Arc<DispatchMetrics>,
+    stop: CancellationToken,
+    dispatcher: JoinHandle<manifold_queue::DrainReport>,
+}
+
+impl std::fmt::Debug for Offload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Offload")
+            .field("backend", &self.queue.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Offload {
+    /// Open the queue and start delivering.
+    pub(crate) async fn start(
+        config: &QueueConfig,
+        clients: &[Arc<UpstreamClient>],
+    ) -> Result<Offload, QueueError> {
+        let queue = manifold_queue::open(config).await?;
+        let deliver = Arc::new(UpstreamDeliver {
+            clients: clients
+                .iter()
+                .map(|c| (c.name.clone(), Arc::clone(c)))
+                .collect(),
+        });
+        let dispatcher = Dispatcher::new(
+            Arc::clone(&queue),
+            deliver,
+            DispatchPolicy::from_config(config),
+        );
+        let metrics = dispatcher.metrics();
+        let stop = CancellationToken::new();
+        let dispatcher = tokio::spawn(dispatcher.run(stop.clone()));
+        Ok(Offload {
+            queue,
+            metrics,
+            stop,
+            dispatcher,
+        })
+    }
+
+    /// Stop delivering (in-flight deliveries finish up to the queue's drain timeout; the rest
+    /// stay queued for the next start) and close the queue.
+    pub(crate) async fn shutdown(self) {
+        self.stop.cancel();
+        match self.dispatcher.await {
+            Ok(report) => tracing::info!(?report, "dispatcher stopped"),
+            Err(e) => tracing::warn!(error = %e, "dispatcher task failed"),
+        }
+        if let Err(e) = self.queue.close().await {
+            tracing::warn!(error = %e, "closing the queue");
+        }
+    }
+}
+
+/// Accept a rendered call: write it durably, then answer `{"task_id", "status": "queued"}` as the
+/// call's result (so the response can carry `{CALL.task_id}`).
+pub(crate) async fn enqueue(queue: &dyn Queue, task: Task) -> Result<serde_json::Value, CallError> {
+    let id = task.id.clone();
+    let key = task.idempotency_key.clone();
+    match queue.enqueue(task).await {
+        Ok(()) => {
+            Ok(serde_json::json!({"task_id": id, "idempotency_key": key, "status": "queued"}))
+        }
+        Err(e) if e.is_full() => Err(CallError::new(
+            CallErrorKind::QueueFull(e.retry_after().unwrap_or(Duration::from_secs(1))),
+            format!("the offload queue is full: {e}"),
+        )),
+        Err(e) => Err(CallError::new(
+            CallErrorKind::Queue,
+            format!("could not queue the call durably: {e}"),
+        )),
+    }
+}
+
+/// Turn a rendered request into a task: path and query after the endpoint's base path (the
+/// dispatcher picks an endpoint at delivery time), the call's headers, the body bytes.
+pub(crate) async fn task_from_request(
+    request: Request<Body>,
+    base_len: usize,
+    upstream: &str,
+    call: &str,
+    client_key: Option<&str>,
+) -> Result<Task, CallError> {
+    let (parts, body) = request.into_parts();
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/");
+    let pq = pq
+        .get(base_len..)
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or(pq);
+    let headers = parts
+        .headers
+        .iter()
+        .filter(|(n, _)| n.as_str() != crate::exec::DEADLINE_HEADER)
+        .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| CallError::new(CallErrorKind::Input, format!("cannot render the body: {e}")))?
+        .to_bytes();
+    let mut task = Task::new(
+        "pending",
+        upstream,
+        parts.method.as_str(),
+        pq,
+        headers,
+        body.to_vec(),
+    );
+    task.idempotency_key = match client_key {
+        // A client retry of the same request carries the same key: so does the task.
+        Some(k) => format!("{k}:{call}"),
+        None => format!("{}:{call}", task.id),
+    };
+    Ok(task)
+}
+
+/// Delivers tasks through the gateway's upstream clients.
+struct UpstreamDeliver {
+    clients: HashMap<String, Arc<UpstreamClient>>,
+}
+
+impl Deliver for UpstreamDeliver {
+    async fn deliver(&self, task: &Task) -> Result<(), DeliveryError> {
+        let Some(client) = self.clients.get(&task.upstream) else {
+            return Err(DeliveryError::permanent(format!(
+                "upstream `{}` is not configured",
+                task.upstream
+            )));
+        };
+        let request = build(client, task).map_err(DeliveryError::permanent)?;
+        let sent = tokio::time::timeout(client.timeout, async {
+            let response = client.send(request).await?;
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            // Read (a bounded part of) the body so the connection can be reused.
+            let _ = Limited::new(response.into_body(), MAX_DELIVERY_RESPONSE)
+                .collect()
+                .await;
+            Ok::<_, CallError>((status, retry_after))
+        })
+        .await;
+        match sent {
+            Err(_) => Err(DeliveryError::retryable(format!(
+                "no answer from upstream `{}` within {}",
+                task.upstream,
+                humantime::format_duration(client.timeout)
+            ))),
+            Ok(Err(e)) => Err(DeliveryError::retryable(e.to_string())),
+            Ok(Ok((status, _))) if status.is_success() => Ok(()),
+            Ok(Ok((status, retry_after))) => {
+                let e = DeliveryError::from_status(status.as_u16());
+                Err(match retry_after {
+                    Some(d) => e.with_retry_after(d),
+                    None => e,
+                })
+            }
+        }
+    }
+}
+
+fn build(client: &UpstreamClient, task: &Task) -> Result<Request<Body>, String> {
+    let ep = client.endpoint();
+    let uri: Uri = format!(
+        "http://{}{}{}",
+        ep.authority, ep.base_path, task.path_and_query
+    )
+    .parse()
+    .map_err(|e| format!("bad URL in task: {e}"))?;
+    let method = http::Method::from_bytes(task.method.as_bytes())
+        .map_err(|e| format!("bad method in task: {e}"))?;
+    let mut builder = Request::builder().method(method).uri(uri);
+    for (name, value) in task.delivery_headers() {
+        let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) else {
+            return Err(format!("bad header `{name}` in task"));
+        };
+        builder = builder.header(n, v);
+    }
+    builder
+        .body(
+            Full::new(Bytes::from(task.body.clone()))
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .map_err(|e| format!("cannot build the delivery: {}", error_chain(&e)))
+}
+
+/// The admin endpoints of the queue:
+/// `GET /queue` (stats), `GET /queue/dead[?limit=N]`, `GET /queue/dead/{id}`,
+/// `POST /queue/replay?id=ID|all=1`, `DELETE /queue/dead?id=ID|all=1`.
+pub(crate) async fn admin(
+    q: &QueueRef,
+    req: &http::Request<hyper::body::Incoming>,
+) -> http::Response<Body> {
+    use crate::handler::json_response;
+    use http::{Method, StatusCode};
+    let param = |name: &str| {
+        req.uri().query().and_then(|qs| {
+            form_urlencoded::parse(qs.as_bytes())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        })
+    };
+    let selection = || match (param("id"), param("all")) {
+        (Some(id), None) if !id.is_empty() => Some(manifold_queue::Selection::Id(id)),
+        (None, Some(_)) => Some(manifold_queue::Selection::All),
+        _ => None,
+    };
+    let bad = |m: &str| {
+        json_response(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({"error": {"kind": "input", "message": m}}),
+        )
+    };
+    let failed = |e: QueueError| {
+        json_response(
+            StatusCode::BAD_GATEWAY,
+            &serde_json::json!({"error": {"kind": "queue", "message": e.to_string()}}),
+        )
+    };
+    let path = req.uri().path();
+    match (req.method(), path) {
+        (&Method::GET, "/queue") => json_response(StatusCode::OK, &q.status().await),
+        (&Method::GET, "/queue/dead") => {
+            let limit = param("limit").and_then(|l| l.parse().ok()).unwrap_or(100);
+            match q.0.dead_letters(limit).await {
+                Ok(tasks) => json_response(StatusCode::OK, &serde_json::json!({"dead": tasks})),
+                Err(e) => failed(e),
+            }
+        }
+        (&Method::GET, p) if p.starts_with("/queue/dead/") => {
+            let id = &p["/queue/dead/".len()..];
+            match q.0.dead_letter_get(id).await {
+                Ok(Some(task)) => json_response(StatusCode::OK, &serde_json::json!(task)),
+                Ok(None) => json_response(
+                    StatusCode::NOT_FOUND,
+                    &serde_json::json!({"error": {"kind": "not_found", "message": format!("no dead letter {id}")}}),
+                ),
+                Err(e) => failed(e),
+            }
+        }
+        (&Method::POST, "/queue/replay") => match selection() {
+            Some(sel) => match q.0.replay(&sel).await {
+                Ok(n) => json_response(StatusCode::OK, &serde_json::json!({"replayed": n})),
+                Err(e) => failed(e),
+            },
+            None => bad("say which dead letters: ?id=TASK_ID or ?all=1"),
+        },
+        (&Method::DELETE, "/queue/dead") => match selection() {
+            Some(sel) => match q.0.purge(&sel).await {
+                Ok(n) => json_response(StatusCode::OK, &serde_json::json!({"purged": n})),
+                Err(e) => failed(e),
+            },
+            None => bad("say which dead letters: ?id=TASK_ID or ?all=1"),
+        },
+        _ => json_response(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": {"kind": "no_route", "message": "queue admin: GET /queue, GET /queue/dead[/ID], POST /queue/replay?id=|all=1, DELETE /queue/dead?id=|all=1"}}),
+        ),
+    }
+}

@@ -1,0 +1,108 @@
+//! Durable offload through the gateway: the client gets the receipt at once; the upstream gets
+//! the call later, with an idempotency key, even when it was down at accept time.
+
+use crate::support::*;
+use serde_json::json;
+use std::time::Duration;
+
+fn config(order: &str, shipping: &str, dir: &std::path::Path) -> String {
+    format!(
+        r#"
+[queue]
+backend = "embedded"
+path = "{}"
+backoff_base = "50ms"
+backoff_max = "200ms"
+
+[upstreams.order]
+endpoints = ["{order}"]
+[upstreams.shipping]
+endpoints = ["{shipping}"]
+timeout = "1s"
+
+[routes.checkout]
+method = "POST"
+path = "/checkout"
+  [[routes.checkout.calls]]
+  name = "order"
+  upstream = "order"
+  method = "POST"
+  path = "/orders"
+  [[routes.checkout.calls]]
+  name = "shipping"
+  upstream = "shipping"
+  method = "POST"
+  path = "/shipping/labels"
+  body = {{ order_id = "{{order.id}}", address = "{{request.body.address}}" }}
+  mode = "async"
+  [routes.checkout.response]
+  status = 202
+  body = {{ order = "{{order.id}}", shipping = "{{shipping.task_id}}" }}
+"#,
+        dir.display()
+    )
+}
+
+#[tokio::test]
+async fn async_calls_answer_with_a_receipt_and_are_delivered_later() {
+    let dir = std::env::temp_dir().join(format!("manifold-offload-{}", std::process::id()));
+    let order = Upstream::start(vec![("POST", "/orders", Reply::json(0, json!({"id": 7})))]).await;
+    // The shipping service is down when the request is accepted: nothing listens there yet.
+    let spare = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let shipping_addr = spare.local_addr().unwrap();
+    drop(spare);
+    let gw = TestGateway::start(&config(
+        &order.url(),
+        &format!("http://{shipping_addr}"),
+        &dir,
+    ))
+    .await;
+
+    let req = http::Request::post(gw.url("/checkout"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", "client-key-1")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            br#"{"address": "1 Main St"}"#,
+        )))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let body = json(&body);
+    assert_eq!(body["order"], 7);
+    let task_id = body["shipping"].as_str().expect("a task id").to_owned();
+    assert!(!task_id.is_empty());
+
+    // Now the shipping service comes up on that address; the dispatcher's retries reach it.
+    let listener = tokio::net::TcpListener::bind(shipping_addr).await.unwrap();
+    let shipping = Upstream::serve(
+        listener,
+        vec![("POST", "/shipping", Reply::json(0, json!({"label": "L"})))],
+    );
+    let mut delivered = None;
+    for _ in 0..200 {
+        if let Some(seen) = shipping.requests().into_iter().next() {
+            delivered = Some(seen);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let seen = delivered.expect("the queued call was never delivered");
+    assert_eq!(seen.path_and_query, "/shipping/labels");
+    assert_eq!(seen.json(), json!({"order_id": 7, "address": "1 Main St"}));
+    assert_eq!(seen.headers["idempotency-key"], "client-key-1:shipping");
+
+    let (s, _, b) = send("GET", &format!("http://{}/queue", gw.admin), None).await;
+    assert_eq!(s, 200);
+    assert!(
+        json(&b)["dispatch"].is_object(),
+        "{}",
+        String::from_utf8_lossy(&b)
+    );
+    gw.stop.cancel();
+    let _ = gw.task.await;
+    std::fs::remove_dir_all(&dir).ok();
+}

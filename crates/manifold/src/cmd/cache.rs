@@ -1,0 +1,70 @@
+//! `manifold cache purge --prefix P -c FILE`: remove cached entries from a running gateway.
+//!
+//! It asks the gateway's admin listener (`DELETE /cache?prefix=…`, address from the config's
+//! `server.admin` or `--admin`), so the gateway's own memory tier is emptied along with Redis;
+//! talking to Redis directly would leave that gateway answering from memory.
+
+use anyhow::{bail, Context};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Manage the call-result cache of a running gateway.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  manifold cache purge --prefix \"users \" -c manifold.toml\n  \
+manifold cache purge --prefix \"users GET /users/42\" --admin 127.0.0.1:9901\n  \
+manifold cache purge --prefix \"\" -c manifold.toml      # everything\n\n\
+Default keys read `{upstream} {METHOD} {path?query}`; a whole route's `route:{name} …`.\n\
+The purge goes through the gateway's admin listener: its memory and the shared Redis tier\n\
+(other replicas keep their in-memory copies until ttl + stale). See docs/cache.md."
+)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Remove every entry whose key starts with PREFIX, from memory and Redis.
+    Purge {
+        /// The key prefix ("" removes everything).
+        #[arg(long)]
+        prefix: String,
+        /// The gateway's config file (its `server.admin` is the address asked).
+        #[arg(
+            short = 'c',
+            long = "config",
+            value_name = "FILE",
+            default_value = "manifold.toml"
+        )]
+        config: PathBuf,
+        /// The admin address to ask instead of the config's.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<SocketAddr>,
+    },
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let Action::Purge {
+        prefix,
+        config,
+        admin,
+    } = args.action;
+    let admin = super::admin::address(admin, &config)?;
+    let (status, body) = super::runtime()?.block_on(super::admin::request(
+        admin,
+        "DELETE",
+        &format!("/cache?prefix={}", super::admin::encode(&prefix)),
+    ))?;
+    if !(200..300).contains(&status) {
+        bail!("the gateway at {admin} answered {status}: {}", body.trim());
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&body).with_context(|| format!("unexpected answer: {body}"))?;
+    println!(
+        "removed {} entries under {:?} (memory and Redis of the gateway at {admin})",
+        v["removed"], prefix
+    );
+    Ok(ExitCode::SUCCESS)
+}
