@@ -14,6 +14,9 @@ pub(crate) enum Scenario {
     /// Plain reverse proxying: direct (the limit) vs a Manifold `proxy` route (as a
     /// `manifold serve` child, CPU from /proc) vs nginx with upstream keep-alive.
     Proxy,
+    /// Durable enqueue per backend (embedded, NATS, RabbitMQ): open-loop p50/p99 and sustained
+    /// tasks/s beside the raw durable write measured in the same run (docs/offload.md).
+    Offload,
 }
 
 /// Side-by-side benchmarks: ratios against baselines measured in the same run.
@@ -70,6 +73,9 @@ impl Args {
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Scenario::Cache = args.scenario {
         return run_cache(&args);
+    }
+    if let Scenario::Offload = args.scenario {
+        return run_offload(&args);
     }
     if let Scenario::Proxy = args.scenario {
         return run_proxy(&args);
@@ -163,6 +169,67 @@ fn run_proxy(args: &Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("{}", report.to_markdown());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `manifold bench offload`: each backend's enqueue beside its raw durable write.
+fn run_offload(args: &Args) -> anyhow::Result<ExitCode> {
+    let mut opts = manifold_queue::bench::BenchOptions::default();
+    if args.quick {
+        opts.rate = 200;
+        opts.duration = Duration::from_secs(1);
+        opts.max_tasks = 5_000;
+        opts.max_duration = Duration::from_secs(3);
+        opts.raw_samples = 50;
+    }
+    if let Some(rate) = args.rates.as_ref().and_then(|r| r.first()) {
+        anyhow::ensure!(
+            rate.is_finite() && *rate >= 1.0 && *rate <= 1_000_000.0,
+            "--rates must be between 1 and 1000000 tasks/s"
+        );
+        opts.rate = *rate as u32;
+    }
+    if let Some(d) = args.duration {
+        opts.duration = d;
+    }
+    if !args.json {
+        eprintln!(
+            "  measuring enqueue at {} tasks/s for {:?}, then sustained throughput, per backend",
+            opts.rate, opts.duration
+        );
+    }
+    let report = super::runtime()?.block_on(manifold_queue::bench::run(&opts));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("| backend | enqueue p50 / p99 µs | raw p50 / p99 µs (what) | p99 ratio | enqueues/s | raw/s |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for b in &report.backends {
+        if let Some(why) = &b.skipped {
+            println!("| {} | skipped: {why} | | | | |", b.backend);
+            continue;
+        }
+        let lat = |o: &Option<manifold_queue::bench::OpenLoop>| {
+            o.as_ref().map_or("—".to_owned(), |o| {
+                format!("{} / {}", o.latency.p50_us, o.latency.p99_us)
+            })
+        };
+        let tput = |t: &Option<manifold_queue::bench::Throughput>| {
+            t.as_ref()
+                .map_or("—".to_owned(), |t| format!("{:.0}", t.per_second))
+        };
+        println!(
+            "| {} | {} | {} ({}) | {} | {} | {} |",
+            b.backend,
+            lat(&b.enqueue_open_loop),
+            lat(&b.raw_open_loop),
+            b.raw_what,
+            b.p99_ratio.map_or("—".to_owned(), |r| format!("{r:.2}")),
+            tput(&b.enqueue_throughput),
+            tput(&b.raw_throughput),
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
