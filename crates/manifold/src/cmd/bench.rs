@@ -57,7 +57,36 @@ pub(crate) struct Args {
     no_peers: bool,
 }
 
+/// `--rates`, `--duration`, `--rounds` as given (each `None` keeps the scenario's default).
+type Overrides = (Option<Vec<f64>>, Option<Duration>, Option<usize>);
+
+/// Print a report: JSON with `--json`, markdown otherwise.
+fn emit<R: serde::Serialize>(
+    json: bool,
+    report: &R,
+    markdown: impl FnOnce() -> String,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        println!("{}", markdown());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 impl Args {
+    /// `--rates`, `--duration` and `--rounds`, checked.
+    fn overrides(&self) -> anyhow::Result<Overrides> {
+        if let Some(r) = &self.rates {
+            anyhow::ensure!(
+                r.iter().all(|x| x.is_finite() && *x > 0.0),
+                "--rates must be positive numbers"
+            );
+        }
+        anyhow::ensure!(self.rounds != Some(0), "--rounds must be at least 1");
+        Ok((self.rates.clone(), self.duration, self.rounds))
+    }
+
     fn peers_dir(&self) -> Option<std::path::PathBuf> {
         if self.no_peers {
             return None;
@@ -85,20 +114,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         manifold_bench::compose::ComposeSpec::default()
     };
-    if let Some(r) = args.rates.clone() {
-        anyhow::ensure!(
-            r.iter().all(|x| x.is_finite() && *x > 0.0),
-            "--rates must be positive numbers"
-        );
-        spec.rates = r;
-    }
-    if let Some(d) = args.duration {
-        spec.duration = d;
-    }
-    if let Some(n) = args.rounds {
-        anyhow::ensure!(n > 0, "--rounds must be at least 1");
-        spec.rounds = n;
-    }
+    let (rates, duration, rounds) = args.overrides()?;
+    spec.rates = rates.unwrap_or(spec.rates);
+    spec.duration = duration.unwrap_or(spec.duration);
+    spec.rounds = rounds.unwrap_or(spec.rounds);
     spec.peers_dir = args.peers_dir();
     let quiet = args.json;
     let report = super::runtime()?.block_on(manifold_bench::compose::run(&spec, |step| {
@@ -106,12 +125,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("  measuring {step}");
         }
     }))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!("{}", report.to_markdown());
-    }
-    Ok(ExitCode::SUCCESS)
+    emit(args.json, &report, || report.to_markdown())
 }
 
 /// `manifold bench cache`: every figure beside its limit, from one run.
@@ -127,12 +141,7 @@ fn run_cache(args: &Args) -> anyhow::Result<ExitCode> {
             eprintln!("  measuring {step}");
         }
     }))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!("{}", report.to_markdown());
-    }
-    Ok(ExitCode::SUCCESS)
+    emit(args.json, &report, || report.to_markdown())
 }
 
 /// `manifold bench proxy`: direct vs Manifold (a `manifold serve` child of this binary) vs nginx.
@@ -142,20 +151,10 @@ fn run_proxy(args: &Args) -> anyhow::Result<ExitCode> {
     } else {
         manifold_bench::proxy::ProxySpec::default()
     };
-    if let Some(r) = args.rates.clone() {
-        anyhow::ensure!(
-            r.iter().all(|x| x.is_finite() && *x > 0.0),
-            "--rates must be positive numbers"
-        );
-        spec.rates = r;
-    }
-    if let Some(d) = args.duration {
-        spec.duration = d;
-    }
-    if let Some(n) = args.rounds {
-        anyhow::ensure!(n > 0, "--rounds must be at least 1");
-        spec.rounds = n;
-    }
+    let (rates, duration, rounds) = args.overrides()?;
+    spec.rates = rates.unwrap_or(spec.rates);
+    spec.duration = duration.unwrap_or(spec.duration);
+    spec.rounds = rounds.unwrap_or(spec.rounds);
     spec.peers_dir = args.peers_dir();
     // Run the gateway as a child `manifold serve` so its CPU can be read from /proc.
     spec.manifold_exe = std::env::current_exe().ok();
@@ -165,12 +164,7 @@ fn run_proxy(args: &Args) -> anyhow::Result<ExitCode> {
             eprintln!("  measuring {step}");
         }
     }))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!("{}", report.to_markdown());
-    }
-    Ok(ExitCode::SUCCESS)
+    emit(args.json, &report, || report.to_markdown())
 }
 
 /// `manifold bench offload`: each backend's enqueue beside its raw durable write.
