@@ -114,14 +114,15 @@ fn scenario(h: &mut String, s: &ScenarioResult) {
     let _ = writeln!(
         h,
         "<table>\n<tr><th>strategy</th><th>p50</th><th>p99</th><th>ideal</th>\
-         <th>gain over {}</th><th>errors</th><th>config</th></tr>",
+         <th>gain over {}</th><th>errors</th><th>config</th><th></th></tr>",
         esc(s.strategies.first().map_or("baseline", |b| b.name.as_str()))
     );
     for (i, r) in s.strategies.iter().enumerate() {
         let _ = writeln!(
             h,
             "<tr><td><span class=\"swatch\" style=\"background:{}\"></span>{}</td><td>{:.1} ms</td>\
-             <td>{:.1} ms</td><td>{}</td><td>{}</td><td>{}/{}</td><td><code>{}</code></td></tr>",
+             <td>{:.1} ms</td><td>{}</td><td>{}</td><td>{}/{}</td><td><code>{}</code></td>\
+             <td class=\"note\">{}</td></tr>",
             colour(i),
             esc(&r.name),
             r.p50_ms,
@@ -134,7 +135,8 @@ fn scenario(h: &mut String, s: &ScenarioResult) {
             },
             r.errors,
             r.sent,
-            esc(&r.config)
+            esc(&r.config),
+            esc(&r.note().unwrap_or_default())
         );
     }
     h.push_str(

@@ -7,12 +7,12 @@
 //! nothing but two loopback listeners each.
 
 use crate::report::{
-    CdfPoint, DemoReport, ScenarioResult, StrategyResult, Waterfall, WaterfallCall,
+    CdfPoint, DemoReport, OffloadResult, ScenarioResult, StrategyResult, Waterfall, WaterfallCall,
 };
 use crate::{DemoError, DemoSpec, Scenario, Strategy};
-use manifold_config::{Config, Endpoint, RouteKind};
+use manifold_config::{Config, Endpoint, Mode, RouteKind};
 use manifold_load::{LoadReport, LoadSpec};
-use manifold_sim::{RunningSim, Sim, SimConfig};
+use manifold_sim::{RunningSim, Sim, SimConfig, SimStats};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -50,7 +50,22 @@ pub async fn run(spec: &DemoSpec, mut progress: impl FnMut(&str)) -> Result<Demo
     let result = measure_all(spec, configs, &sim, &stop, &mut progress).await;
     stop.cancel();
     sim.shutdown().await;
+    // The offload queues' files: the gateways have stopped writing (their tasks all delivered,
+    // or the demo failed and says so).
+    for s in &spec.strategies {
+        let _ = std::fs::remove_dir_all(queue_dir(s));
+    }
     result
+}
+
+/// Where a strategy's gateway keeps its offload queue: a directory of its own per process, so
+/// two demos at once never share one, and nothing is left in the working directory.
+fn queue_dir(strategy: &Strategy) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "manifold-demo-{}-{}",
+        std::process::id(),
+        strategy.name
+    ))
 }
 
 async fn measure_all(
@@ -81,42 +96,20 @@ async fn measure_all(
     let mut scenarios = Vec::new();
     for scenario in &spec.scenarios {
         let mut results: Vec<StrategyResult> = Vec::new();
-        for target in &targets {
-            let name = format!("{} · {}", scenario.name, target.strategy.name);
-            if spec.warmup_requests > 0 {
-                progress(&format!("{name}: warming up"));
-                let mut warm = load_spec(spec, scenario, target.addr);
-                warm.duration = None;
-                warm.requests = Some(spec.warmup_requests);
-                manifold_load::run(warm).await?;
-            }
-            progress(&format!(
-                "{name}: {} req/s for {:.0?}",
-                spec.rate, spec.duration
-            ));
-            let load = manifold_load::run(load_spec(spec, scenario, target.addr)).await?;
-            let waterfall = if spec.waterfall {
-                progress(&format!("{name}: one request alone, for the waterfall"));
-                Some(waterfall(spec, scenario, target.addr, sim).await?)
-            } else {
-                None
-            };
-            let base_p50 = results.first().map_or(load.latency_ms.p50, |b| b.p50_ms);
+        // A strategy runs the scenarios whose route its file declares.
+        for target in targets
+            .iter()
+            .filter(|t| t.config.route(scenario.name).is_some())
+        {
+            let result = measure_one(spec, scenario, target, sim, progress).await?;
+            let base_p50 = results.first().map_or(result.p50_ms, |b| b.p50_ms);
             results.push(StrategyResult {
-                name: target.strategy.name.to_owned(),
-                p50_ms: load.latency_ms.p50,
-                p99_ms: load.latency_ms.p99,
-                plan_ms: plan_ms(&target.config, scenario.name),
-                gain: if load.latency_ms.p50 > 0.0 {
-                    base_p50 / load.latency_ms.p50
+                gain: if result.p50_ms > 0.0 {
+                    base_p50 / result.p50_ms
                 } else {
                     0.0
                 },
-                sent: load.sent,
-                errors: load.errors,
-                config: target.strategy.file.to_owned(),
-                cdf: cdf(&load),
-                waterfall,
+                ..result
             });
         }
         let ideal_ms = results
@@ -135,26 +128,175 @@ async fn measure_all(
     Ok(DemoReport { scenarios })
 }
 
-/// Compile a strategy's config and check it has a composed route for every scenario.
+/// One scenario under one strategy: warm up, measure under open-loop load, count what the sim
+/// saw (cache answers, offloaded work done after the answer), record one request alone.
+async fn measure_one(
+    spec: &DemoSpec,
+    scenario: &Scenario,
+    target: &Target,
+    sim: &RunningSim,
+    progress: &mut impl FnMut(&str),
+) -> Result<StrategyResult, DemoError> {
+    let name = format!("{} · {}", scenario.name, target.strategy.name);
+    let shape = Shape::of(&target.config, scenario.name);
+    if spec.warmup_requests > 0 {
+        progress(&format!("{name}: warming up"));
+        sim.reset_stats();
+        let mut warm = load_spec(spec, scenario, target.addr);
+        warm.duration = None;
+        warm.requests = Some(spec.warmup_requests);
+        // A different seed: the measurement's keys are not all pre-warmed.
+        warm.seed = warm.seed.wrapping_add(1);
+        let w = manifold_load::run(warm).await?;
+        // Let the warm-up's offloaded work finish, so it is not counted as the measurement's.
+        shape
+            .wait_offloaded(sim, (w.sent - w.errors) * shape.offloaded.len() as u64)
+            .await;
+    }
+    progress(&format!(
+        "{name}: {} req/s for {:.0?}",
+        spec.rate, spec.duration
+    ));
+    sim.reset_stats();
+    let load = manifold_load::run(load_spec(spec, scenario, target.addr)).await?;
+    let answered = tokio::time::Instant::now();
+    let cache_hit_ratio = shape.cache_hit_ratio(&sim.stats(), load.sent);
+    let offloaded = if shape.offloaded.is_empty() {
+        None
+    } else {
+        progress(&format!("{name}: waiting for the offloaded calls"));
+        let accepted = (load.sent - load.errors) * shape.offloaded.len() as u64;
+        let delivered = shape.wait_offloaded(sim, accepted).await;
+        Some(OffloadResult {
+            calls: shape.offloaded.iter().map(|(c, _)| c.clone()).collect(),
+            accepted,
+            delivered,
+            drained_after_ms: answered.elapsed().as_secs_f64() * 1000.0,
+        })
+    };
+    let waterfall = if spec.waterfall {
+        progress(&format!("{name}: one request alone, for the waterfall"));
+        Some(waterfall(spec, scenario, target.addr, sim, &shape).await?)
+    } else {
+        None
+    };
+    Ok(StrategyResult {
+        name: target.strategy.name.to_owned(),
+        p50_ms: load.latency_ms.p50,
+        p99_ms: load.latency_ms.p99,
+        plan_ms: plan_ms(&target.config, scenario.name),
+        gain: 1.0,
+        sent: load.sent,
+        errors: load.errors,
+        config: target.strategy.file.to_owned(),
+        cache_hit_ratio,
+        offloaded,
+        cdf: cdf(&load),
+        waterfall,
+    })
+}
+
+/// Longest the demo waits for offloaded calls to be delivered after the load ends.
+const OFFLOAD_WAIT: Duration = Duration::from_secs(60);
+
+/// What of a route's plan the sim can confirm beyond latency.
+struct Shape {
+    /// Cached calls' upstream services, and how many cached calls each receives per request.
+    cached: Vec<(String, u64)>,
+    /// Offloaded calls: (call name, upstream service).
+    offloaded: Vec<(String, String)>,
+}
+
+impl Shape {
+    fn of(config: &Config, route: &str) -> Shape {
+        let mut shape = Shape {
+            cached: Vec::new(),
+            offloaded: Vec::new(),
+        };
+        if let Some(RouteKind::Compose(plan)) = config.route(route).map(|r| &r.kind) {
+            for call in &plan.calls {
+                if call.mode == Mode::Async {
+                    shape
+                        .offloaded
+                        .push((call.name.clone(), call.upstream_name.clone()));
+                } else if call.cache.is_some() {
+                    match shape
+                        .cached
+                        .iter_mut()
+                        .find(|(u, _)| *u == call.upstream_name)
+                    {
+                        Some((_, n)) => *n += 1,
+                        None => shape.cached.push((call.upstream_name.clone(), 1)),
+                    }
+                }
+            }
+        }
+        shape
+    }
+
+    /// The share of cached calls that did not reach their upstream during a measurement of
+    /// `sent` requests (`None` when the plan caches nothing).
+    fn cache_hit_ratio(&self, stats: &SimStats, sent: u64) -> Option<f64> {
+        let expected: u64 = self.cached.iter().map(|(_, n)| n * sent).sum();
+        if expected == 0 {
+            return None;
+        }
+        let reached: u64 = self
+            .cached
+            .iter()
+            .map(|(service, _)| stats.service_calls(service))
+            .sum();
+        Some((1.0 - reached as f64 / expected as f64).clamp(0.0, 1.0))
+    }
+
+    /// Distinct idempotency keys the offloaded calls' services answered since the last reset.
+    fn delivered(&self, stats: &SimStats) -> u64 {
+        self.offloaded
+            .iter()
+            .filter_map(|(_, service)| stats.services.get(service))
+            .flat_map(|s| s.endpoints.values())
+            .map(|e| e.idempotency_keys)
+            .sum()
+    }
+
+    /// Wait (at most [`OFFLOAD_WAIT`]) until `want` offloaded calls were delivered; returns how
+    /// many were.
+    async fn wait_offloaded(&self, sim: &RunningSim, want: u64) -> u64 {
+        let until = tokio::time::Instant::now() + OFFLOAD_WAIT;
+        loop {
+            let done = self.delivered(&sim.stats());
+            if done >= want || tokio::time::Instant::now() >= until {
+                return done;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Compile a strategy's config and check that it declares at least one scenario's route, as a
+/// composed route.
 fn compile(strategy: &Strategy, scenarios: &[Scenario]) -> Result<Config, DemoError> {
     let config = manifold_config::compile(strategy.file.as_ref(), strategy.source)
         .map_err(|e| DemoError::Config(format!("strategy {}: {e}", strategy.name)))?;
+    let mut any = false;
     for s in scenarios {
         match config.route(s.name) {
-            Some(r) if matches!(r.kind, RouteKind::Compose(_)) => {}
+            Some(r) if matches!(r.kind, RouteKind::Compose(_)) => any = true,
             Some(_) => {
                 return Err(DemoError::Config(format!(
                     "strategy {} ({}): route {:?} is not a composed route",
                     strategy.name, strategy.file, s.name
                 )))
             }
-            None => {
-                return Err(DemoError::Config(format!(
-                    "strategy {} ({}) has no route {:?}",
-                    strategy.name, strategy.file, s.name
-                )))
-            }
+            None => {}
         }
+    }
+    if !any {
+        let names: Vec<&str> = scenarios.iter().map(|s| s.name).collect();
+        return Err(DemoError::Config(format!(
+            "strategy {} ({}) has none of the routes {names:?}",
+            strategy.name, strategy.file
+        )));
     }
     Ok(config)
 }
@@ -169,6 +311,7 @@ fn point_at_sim(
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     config.server.listen = loopback;
     config.server.admin = loopback;
+    config.queue.path = queue_dir(strategy);
     for upstream in &mut config.upstreams {
         let addr = sim.addr(&upstream.name).ok_or_else(|| {
             DemoError::Config(format!(
@@ -206,6 +349,9 @@ fn load_spec(spec: &DemoSpec, scenario: &Scenario, addr: SocketAddr) -> LoadSpec
     }
     load.duration = Some(spec.duration);
     load.timeout = spec.timeout;
+    if let Some(keys) = scenario.keys {
+        load.keys = keys;
+    }
     load
 }
 
@@ -216,6 +362,7 @@ async fn waterfall(
     scenario: &Scenario,
     addr: SocketAddr,
     sim: &RunningSim,
+    shape: &Shape,
 ) -> Result<Waterfall, DemoError> {
     // The measurement has finished (the load generator waits for every answer), but the gateway
     // may still be closing upstream calls of timed-out requests: give it a moment.
@@ -226,6 +373,13 @@ async fn waterfall(
     one.requests = Some(1);
     let t0 = sim.now_ms();
     let report = manifold_load::run(one).await?;
+    // Offloaded calls run after the answer: draw them too.
+    shape
+        .wait_offloaded(
+            sim,
+            (report.sent - report.errors) * shape.offloaded.len() as u64,
+        )
+        .await;
     let stats = sim.stats_with_calls();
     let mut calls = Vec::new();
     for (service, s) in &stats.services {
@@ -282,13 +436,31 @@ fn cdf(load: &LoadReport) -> Vec<CdfPoint> {
 mod tests {
     use super::*;
 
+    fn calls_of(s: &Strategy, route: &str) -> Vec<(String, String, Option<Duration>)> {
+        let config = compile(s, crate::SCENARIOS).unwrap();
+        match &config.route(route).unwrap().kind {
+            RouteKind::Compose(p) => p
+                .calls
+                .iter()
+                .map(|c| (c.name.clone(), c.upstream_name.clone(), c.expect))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     #[test]
-    fn every_strategy_compiles_with_a_route_per_scenario_and_the_seed_critical_paths() {
+    fn every_strategy_compiles_with_the_seed_critical_paths() {
         let want = [
-            ("sequential", "checkout", 750.0),
-            ("sequential", "profile", 300.0),
-            ("concurrent", "checkout", 450.0),
-            ("concurrent", "profile", 200.0),
+            ("sequential", "checkout", Some(750.0)),
+            ("sequential", "profile", Some(300.0)),
+            ("concurrent", "checkout", Some(450.0)),
+            ("concurrent", "profile", Some(200.0)),
+            // A miss costs what the concurrent plan costs; a hit no upstream call at all.
+            ("cached", "profile", Some(200.0)),
+            ("cached", "checkout", None),
+            // The label leaves the critical path: order → payment → confirm.
+            ("offloaded", "checkout", Some(400.0)),
+            ("offloaded", "profile", None),
         ];
         for (strategy, route, ms) in want {
             let s = crate::STRATEGIES
@@ -296,32 +468,47 @@ mod tests {
                 .find(|s| s.name == strategy)
                 .unwrap();
             let config = compile(s, crate::SCENARIOS).unwrap();
-            assert_eq!(plan_ms(&config, route), Some(ms), "{strategy} {route}");
+            assert_eq!(plan_ms(&config, route), ms, "{strategy} {route}");
         }
     }
 
     #[test]
-    fn both_strategies_make_the_same_calls() {
-        let calls = |s: &Strategy| {
-            let config = compile(s, crate::SCENARIOS).unwrap();
-            config
-                .routes
-                .iter()
-                .map(|r| match &r.kind {
-                    RouteKind::Compose(p) => p
-                        .calls
-                        .iter()
-                        .map(|c| (c.name.clone(), c.upstream_name.clone(), c.expect))
-                        .collect::<Vec<_>>(),
-                    _ => Vec::new(),
-                })
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(calls(&crate::SEQUENTIAL), calls(&crate::CONCURRENT));
+    fn every_strategy_makes_the_same_calls_as_the_baseline() {
+        for s in crate::STRATEGIES {
+            for route in ["checkout", "profile"] {
+                let config = compile(s, crate::SCENARIOS).unwrap();
+                if config.route(route).is_some() {
+                    assert_eq!(
+                        calls_of(s, route),
+                        calls_of(&crate::SEQUENTIAL, route),
+                        "{} {route}",
+                        s.name
+                    );
+                }
+            }
+        }
     }
 
     #[test]
-    fn a_missing_route_is_a_config_error() {
+    fn the_cached_and_offloaded_files_change_what_their_names_say() {
+        let cached = compile(&crate::CACHED, crate::SCENARIOS).unwrap();
+        let shape = Shape::of(&cached, "profile");
+        assert_eq!(
+            shape.cached,
+            [("users".to_owned(), 1), ("orders".to_owned(), 1)]
+        );
+        assert!(shape.offloaded.is_empty());
+        let offloaded = compile(&crate::OFFLOADED, crate::SCENARIOS).unwrap();
+        let shape = Shape::of(&offloaded, "checkout");
+        assert_eq!(
+            shape.offloaded,
+            [("shipping".to_owned(), "shipping".to_owned())]
+        );
+        assert!(shape.cached.is_empty());
+    }
+
+    #[test]
+    fn a_strategy_with_none_of_the_routes_is_a_config_error() {
         let err = compile(
             &crate::CONCURRENT,
             &[Scenario {
@@ -331,7 +518,10 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, DemoError::Config(_)), "{err}");
-        assert!(err.to_string().contains("no route \"nope\""), "{err}");
+        assert!(
+            err.to_string().contains("none of the routes [\"nope\"]"),
+            "{err}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,7 +537,13 @@ mod tests {
         assert!(report.all_ok(), "{}", report.table());
         assert_eq!(report.scenarios.len(), 2);
         let checkout = &report.scenarios[0];
-        assert_eq!(checkout.ideal_ms, Some(450.0));
+        let names: Vec<&str> = checkout
+            .strategies
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(names, ["sequential", "concurrent", "offloaded"]);
+        assert_eq!(checkout.ideal_ms, Some(400.0));
         for r in &checkout.strategies {
             assert_eq!(r.sent, 5);
             // Nothing beats the sum of the service times on the critical path.
@@ -355,7 +551,8 @@ mod tests {
             assert!(!r.cdf.is_empty());
             assert_eq!(r.cdf.last().unwrap().fraction, 1.0);
             let w = r.waterfall.as_ref().unwrap();
-            // order, payment, inventory, shipping, confirm: five upstream calls, one each.
+            // order, payment, inventory, shipping, confirm: five upstream calls, one each (the
+            // offloaded label too, after the answer).
             assert_eq!(w.calls.len(), 5, "{w:?}");
         }
         // Sequential: no two calls overlap. Concurrent: payment, inventory and shipping do.
@@ -369,6 +566,30 @@ mod tests {
         let conc = checkout.strategies[1].waterfall.as_ref().unwrap();
         assert_eq!(overlaps(seq), 0, "{seq:?}");
         assert!(overlaps(conc) >= 2, "{conc:?}");
-        assert!(steps.iter().any(|s| s.contains("checkout · concurrent")));
+        // Offloaded: every accepted label was created, once per idempotency key, from the queue
+        // (so after the order it reads, like any call).
+        let off = &checkout.strategies[2];
+        let o = off.offloaded.as_ref().unwrap();
+        assert_eq!((o.accepted, o.delivered), (5, 5), "{o:?}");
+        let w = off.waterfall.as_ref().unwrap();
+        let call = |p: &str| w.calls.iter().find(|c| c.label.starts_with(p)).unwrap();
+        assert!(
+            call("shipping").start_ms >= call("order · POST /orders").end_ms,
+            "{w:?}"
+        );
+        assert!(checkout.strategies[..2]
+            .iter()
+            .all(|r| r.offloaded.is_none()));
+
+        let profile = &report.scenarios[1];
+        let names: Vec<&str> = profile.strategies.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["sequential", "concurrent", "cached"]);
+        let cached = &profile.strategies[2];
+        let h = cached.cache_hit_ratio.unwrap();
+        assert!((0.0..=1.0).contains(&h), "{h}");
+        assert!(profile.strategies[..2]
+            .iter()
+            .all(|r| r.cache_hit_ratio.is_none()));
+        assert!(steps.iter().any(|s| s.contains("checkout · offloaded")));
     }
 }

@@ -49,12 +49,34 @@ pub struct StrategyResult {
     pub errors: u64,
     /// The config file the strategy runs.
     pub config: String,
+    /// For a plan with cached calls: the share of those calls answered without reaching the
+    /// upstream (hits, stale answers, coalesced misses), from the calls the sim received during
+    /// the measurement: `1 - upstream calls / (requests × cached calls)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_hit_ratio: Option<f64>,
+    /// For a plan with offloaded (`mode = "async"`) calls: were they all still done?
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offloaded: Option<OffloadResult>,
     /// The latency distribution, for the chart (not in the JSON).
     #[serde(skip)]
     pub cdf: Vec<CdfPoint>,
     /// One request alone, for the waterfall (not in the JSON).
     #[serde(skip)]
     pub waterfall: Option<Waterfall>,
+}
+
+/// The offloaded calls of one measurement, counted by the sim after the answers went out.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OffloadResult {
+    /// The offloaded calls, by name (`shipping`).
+    pub calls: Vec<String>,
+    /// Offloaded calls accepted: successful requests × offloaded calls per request.
+    pub accepted: u64,
+    /// Distinct `Idempotency-Key`s the sim answered `ok` for those calls: work done once each,
+    /// however often at-least-once delivery repeated it.
+    pub delivered: u64,
+    /// How long after the last answer the last of them was delivered, ms.
+    pub drained_after_ms: f64,
 }
 
 /// A point of a cumulative latency distribution.
@@ -92,12 +114,15 @@ impl DemoReport {
         serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
     }
 
-    /// Whether every request of every measurement succeeded.
+    /// Whether every request of every measurement succeeded and every offloaded call was
+    /// delivered.
     pub fn all_ok(&self) -> bool {
-        self.scenarios
-            .iter()
-            .flat_map(|s| &s.strategies)
-            .all(|s| s.errors == 0)
+        self.scenarios.iter().flat_map(|s| &s.strategies).all(|s| {
+            s.errors == 0
+                && s.offloaded
+                    .as_ref()
+                    .is_none_or(|o| o.delivered >= o.accepted)
+        })
     }
 
     /// The terminal table: scenario, strategy, p50, p99, the plan's ideal, the gain over the
@@ -121,6 +146,7 @@ impl DemoReport {
         if with_errors {
             rows[0].push("errors".to_owned());
         }
+        rows[0].push(String::new());
         for s in &self.scenarios {
             let base_p50 = s.strategies.first().map_or(0.0, |b| b.p50_ms);
             for (i, r) in s.strategies.iter().enumerate() {
@@ -140,6 +166,7 @@ impl DemoReport {
                 if with_errors {
                     row.push(format!("{}/{}", r.errors, r.sent));
                 }
+                row.push(r.note().unwrap_or_default());
                 rows.push(row);
             }
         }
@@ -152,7 +179,7 @@ impl DemoReport {
             for (c, cell) in row.iter().enumerate() {
                 let pad = widths[c] - cell.chars().count();
                 // Text columns left-aligned, figures right-aligned.
-                if c < 2 || c == 5 {
+                if c < 2 || c == 5 || c == cols - 1 {
                     line.push_str(cell);
                     line.extend(std::iter::repeat_n(' ', pad));
                 } else {
@@ -173,6 +200,27 @@ impl DemoReport {
     }
 }
 
+impl StrategyResult {
+    /// What the row proves beyond latency, in words: the cache's share, or that the offloaded
+    /// work was still done.
+    pub fn note(&self) -> Option<String> {
+        let mut notes = Vec::new();
+        if let Some(h) = self.cache_hit_ratio {
+            notes.push(format!("cache answered {:.0}% of cached calls", h * 100.0));
+        }
+        if let Some(o) = &self.offloaded {
+            notes.push(format!(
+                "{}: {}/{} done in the background; the last {:.1} s after the last answer",
+                o.calls.join(", "),
+                o.delivered,
+                o.accepted,
+                o.drained_after_ms / 1000.0
+            ));
+        }
+        (!notes.is_empty()).then(|| notes.join("; "))
+    }
+}
+
 /// A small report for the renderers' tests.
 #[cfg(test)]
 pub(crate) fn sample() -> DemoReport {
@@ -185,6 +233,8 @@ pub(crate) fn sample() -> DemoReport {
         sent: 60,
         errors: 0,
         config: format!("examples/{name}.toml"),
+        cache_hit_ratio: None,
+        offloaded: None,
         cdf: vec![
             CdfPoint {
                 ms: p50 - 1.0,
@@ -258,6 +308,37 @@ mod tests {
             "{t}"
         );
         assert!(!lines[0].contains("errors"), "{t}");
+    }
+
+    #[test]
+    fn notes_say_what_the_cache_answered_and_that_offloaded_work_was_done() {
+        let mut r = sample();
+        r.scenarios[0].strategies[1].cache_hit_ratio = Some(0.704);
+        r.scenarios[0].strategies[1].offloaded = Some(OffloadResult {
+            calls: vec!["shipping".to_owned()],
+            accepted: 60,
+            delivered: 60,
+            drained_after_ms: 310.0,
+        });
+        assert!(r.all_ok());
+        let t = r.table();
+        assert!(
+            t.contains("cache answered 70% of cached calls; shipping: 60/60 done in the background; the last 0.3 s after the last answer"),
+            "{t}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        let c = &v["scenarios"][0]["strategies"][1];
+        assert_eq!(c["cache_hit_ratio"], 0.704);
+        assert_eq!(c["offloaded"]["delivered"], 60);
+        // Absent where they do not apply.
+        assert!(v["scenarios"][0]["strategies"][0]
+            .get("offloaded")
+            .is_none());
+        // An offloaded call that was never delivered fails the demo.
+        if let Some(o) = r.scenarios[0].strategies[1].offloaded.as_mut() {
+            o.delivered = 59;
+        }
+        assert!(!r.all_ok());
     }
 
     #[test]

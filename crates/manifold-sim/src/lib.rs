@@ -34,7 +34,10 @@ pub use config::{
 };
 pub use latency::{Latency, MAX_LATENCY};
 pub use server::{RunningSim, Sim, MAX_BODY_BYTES, MAX_STALL};
-pub use stats::{CallRecord, EndpointStats, ReplicaStats, ServiceStats, SimStats, RECENT_CAP};
+pub use stats::{
+    CallRecord, EndpointStats, ReplicaStats, ServiceStats, SimStats, IDEMPOTENCY_KEYS_CAP,
+    RECENT_CAP,
+};
 
 /// Why the sim could not start.
 #[derive(Debug, thiserror::Error)]

@@ -483,11 +483,15 @@ impl Handler {
         };
         let method = req.method().clone();
         let query = parse_query(req.uri().query());
+        let idempotency_key = req
+            .headers()
+            .get("idempotency-key")
+            .map(|v| v.as_bytes().to_vec());
         let shared = self.shared.clone();
         let replica = &shared.services[self.svc].replicas[self.rep];
         let es = &replica.endpoints[ei];
         let seq = es.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let guard = es.counters.begin(seq);
+        let guard = es.counters.begin(seq, idempotency_key.as_deref());
 
         let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
             .collect()

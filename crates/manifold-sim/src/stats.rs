@@ -3,7 +3,7 @@
 //! Counters are atomics on the request path; the per-endpoint call log is a bounded ring (the
 //! last [`RECENT_CAP`] calls) so a long run cannot grow memory without limit.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -12,6 +12,11 @@ use tokio::time::Instant;
 
 /// How many recent calls each endpoint of each replica remembers.
 pub const RECENT_CAP: usize = 10_000;
+
+/// How many distinct `Idempotency-Key` values each endpoint of each replica remembers; beyond it
+/// [`EndpointStats::idempotency_keys`] stops growing (a long run cannot grow memory without
+/// limit), and [`EndpointStats::idempotency_keys_capped`] says so.
+pub const IDEMPOTENCY_KEYS_CAP: usize = 1_000_000;
 
 /// Fault names in the order of [`EndpointCounters::faults`].
 pub(crate) const FAULT_NAMES: [&str; 4] = ["status", "reset", "hang", "slow_body"];
@@ -25,6 +30,9 @@ pub(crate) struct EndpointCounters {
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
     recent: Mutex<VecDeque<Recorded>>,
+    /// Hashes of the `Idempotency-Key`s of calls answered `ok`: how many distinct pieces of work
+    /// were done, however often each was delivered (at-least-once delivery repeats some).
+    keys: Mutex<HashSet<u64>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +74,14 @@ pub struct EndpointStats {
     /// The most requests served at once since the last reset (for a service: the largest of its
     /// replicas').
     pub max_in_flight: u64,
+    /// Distinct `Idempotency-Key` header values among the calls answered `ok` since the last
+    /// reset: the work actually done when a client (Manifold's offload dispatcher) may deliver
+    /// the same task more than once. Summed over replicas for a service.
+    #[serde(default)]
+    pub idempotency_keys: u64,
+    /// Whether [`IDEMPOTENCY_KEYS_CAP`] was reached (the count is then a lower bound).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub idempotency_keys_capped: bool,
     /// The last calls, oldest first (only with `?calls=1` or [`crate::RunningSim::stats_with_calls`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recent: Option<Vec<CallRecord>>,
@@ -128,10 +144,13 @@ pub(crate) struct CallGuard<'a> {
     seq: u64,
     start: Instant,
     done: bool,
+    /// Hash of the request's `Idempotency-Key`, counted if the call is answered `ok`.
+    key: Option<u64>,
 }
 
 impl EndpointCounters {
-    pub(crate) fn begin(&self, seq: u64) -> CallGuard<'_> {
+    /// A call arrived; `idempotency_key` is its `Idempotency-Key` header, if any.
+    pub(crate) fn begin(&self, seq: u64, idempotency_key: Option<&[u8]>) -> CallGuard<'_> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.max_in_flight.fetch_max(now, Ordering::Relaxed);
@@ -140,6 +159,11 @@ impl EndpointCounters {
             seq,
             start: Instant::now(),
             done: false,
+            key: idempotency_key.map(|k| {
+                use std::hash::{BuildHasher, BuildHasherDefault};
+                BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                    .hash_one(k)
+            }),
         }
     }
 
@@ -158,10 +182,14 @@ impl EndpointCounters {
         self.max_in_flight
             .store(self.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
         lock(&self.recent).clear();
+        lock(&self.keys).clear();
     }
 
     pub(crate) fn snapshot(&self, origin: Instant, with_calls: bool) -> EndpointStats {
         let ms = |t: Instant| t.saturating_duration_since(origin).as_secs_f64() * 1000.0;
+        // One lock, taken and released here: a guard living in the struct literal below would
+        // be held to the end of the statement.
+        let keys = lock(&self.keys).len();
         EndpointStats {
             calls: self.calls.load(Ordering::Relaxed),
             ok: self.ok.load(Ordering::Relaxed),
@@ -172,6 +200,8 @@ impl EndpointCounters {
                 .collect(),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             max_in_flight: self.max_in_flight.load(Ordering::Relaxed),
+            idempotency_keys: keys as u64,
+            idempotency_keys_capped: keys >= IDEMPOTENCY_KEYS_CAP,
             recent: with_calls.then(|| {
                 lock(&self.recent)
                     .iter()
@@ -203,6 +233,12 @@ impl CallGuard<'_> {
         c.in_flight.fetch_sub(1, Ordering::Relaxed);
         if outcome == "ok" {
             c.ok.fetch_add(1, Ordering::Relaxed);
+            if let Some(key) = self.key {
+                let mut keys = lock(&c.keys);
+                if keys.len() < IDEMPOTENCY_KEYS_CAP {
+                    keys.insert(key);
+                }
+            }
         }
         let mut recent = lock(&c.recent);
         if recent.len() == RECENT_CAP {
@@ -233,6 +269,8 @@ pub(crate) fn merge(into: &mut EndpointStats, from: &EndpointStats) {
     }
     into.in_flight += from.in_flight;
     into.max_in_flight = into.max_in_flight.max(from.max_in_flight);
+    into.idempotency_keys += from.idempotency_keys;
+    into.idempotency_keys_capped |= from.idempotency_keys_capped;
 }
 
 /// Lock a mutex, recovering from poisoning (a panic while recording must not stop the counting).

@@ -165,6 +165,31 @@ async fn concurrent_calls_overlap_in_the_call_log() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn distinct_idempotency_keys_count_the_work_done_once() {
+    let sim = Sim::start(SimConfig::shop()).await.unwrap();
+    let shipping = sim.addr("shipping").unwrap();
+    // One task delivered twice (at-least-once), another once, and a call with no key.
+    for key in [Some("t1:ship"), Some("t1:ship"), Some("t2:ship"), None] {
+        let headers: Vec<(&str, &str)> = key.map(|k| ("idempotency-key", k)).into_iter().collect();
+        let (st, _) = crate::send_with(shipping, "POST", "/shipping/labels", "{}", &headers)
+            .await
+            .unwrap();
+        assert_eq!(st, 201);
+    }
+    let ep = "POST /shipping/labels";
+    let s = sim.stats();
+    let e = &s.services["shipping"].endpoints[ep];
+    assert_eq!((e.calls, e.ok, e.idempotency_keys), (4, 4, 2), "{e:?}");
+    assert!(!e.idempotency_keys_capped);
+    sim.reset_stats();
+    assert_eq!(
+        sim.stats().services["shipping"].endpoints[ep].idempotency_keys,
+        0
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn unknown_paths_and_methods() {
     let sim = Sim::start(SimConfig::shop()).await.unwrap();
     let users = sim.addr("users").unwrap();

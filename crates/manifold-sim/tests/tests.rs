@@ -37,14 +37,29 @@ pub(crate) async fn send_raw(
     path: &str,
     body: &str,
 ) -> Result<(u16, Bytes), hyper::Error> {
+    send_with(addr, method, path, body, &[]).await
+}
+
+/// Like [`send_raw`], with extra request headers.
+pub(crate) async fn send_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, Bytes), hyper::Error> {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let req = http::Request::builder()
+    let mut req = http::Request::builder()
         .method(method)
         .uri(path)
         .header("host", addr.to_string())
-        .header("content-type", "application/json")
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req
         .body(Full::new(Bytes::from(body.to_owned())))
         .expect("request");
     let resp = tx.send_request(req).await?;

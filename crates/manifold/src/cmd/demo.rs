@@ -10,20 +10,23 @@ use tracing::instrument::WithSubscriber as _;
 /// See the latency levers work: starts the simulated shop and a gateway per strategy in this
 /// process, sends each scenario through each strategy with the same open-loop load, and prints
 /// p50, p99, the plan's ideal (its critical path) and the gain over running the calls one after
-/// another.
+/// another, with what the cache answered and proof that offloaded work was still done.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
-  manifold demo                          # about a minute: 20 req/s for 10 s per measurement
-  manifold demo --quick                  # about 20 s
-  manifold demo --quick --json           # one JSON line: scenarios, ideal_ms, p50_ms, p99_ms
+  manifold demo                          # about 1.5 minutes: 20 req/s for 10 s per measurement
+  manifold demo --quick                  # about 30 s
+  manifold demo --quick --json           # one JSON line: scenarios, ideal_ms, p50_ms, p99_ms, …
   manifold demo --report demo.html       # also a self-contained HTML report
 
-Strategies are the config files examples/shop-sequential.toml (sequential) and
-examples/shop.toml (concurrent), compiled into the binary; scenarios are checkout
-(order → payment, inventory, shipping → confirm) and profile (user + orders). See docs/demo.md.")]
+Strategies are config files compiled into the binary: examples/shop-sequential.toml
+(sequential), examples/shop.toml (concurrent), examples/shop-cached.toml (cached: the profile's
+calls) and examples/shop-offloaded.toml (offloaded: the checkout's shipping label). Scenarios are
+checkout (order → payment, inventory, shipping → confirm) and profile (user + orders, user ids
+drawn Zipf(0.99) over 100 users); each strategy runs the scenarios its file has a route for.
+See docs/demo.md.")]
 pub(crate) struct Args {
-    /// Shorter measurements (3 s each): the whole run takes about 20 s.
+    /// Shorter measurements (3 s each): the whole run takes about 30 s.
     #[arg(long)]
     quick: bool,
     /// Print the results as one JSON line instead of the table.
