@@ -21,6 +21,7 @@ struct RawConfig {
     routes: BTreeMap<Spanned<String>, Spanned<RawRoute>>,
     cache: Option<Spanned<RawCacheSection>>,
     queue: Option<Spanned<toml::Value>>,
+    events: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,7 +88,8 @@ struct RawRoute {
 #[serde(deny_unknown_fields)]
 struct RawCall {
     name: Spanned<String>,
-    upstream: Spanned<String>,
+    upstream: Option<Spanned<String>>,
+    subject: Option<Spanned<String>>,
     method: Option<Spanned<String>>,
     path: Option<Spanned<String>>,
     query: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
@@ -143,6 +145,24 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
         },
     };
 
+    let events = raw.events.as_ref().and_then(|v| {
+        match v
+            .get_ref()
+            .clone()
+            .try_into::<manifold_queue::EventsConfig>()
+            .map_err(|e| e.message().trim().to_owned())
+            .and_then(|ev| ev.validate().map(|()| ev).map_err(|e| e.to_string()))
+        {
+            Ok(ev) => Some(ev),
+            Err(msg) => {
+                let msg = msg.strip_prefix("config: ").unwrap_or(&msg);
+                let msg = msg.strip_prefix("[events] ").unwrap_or(msg);
+                diag.push(ErrorKind::Value, v.span(), format!("[events]: {msg}"));
+                None
+            }
+        }
+    });
+
     let mut upstreams = Vec::new();
     for (name, up) in &raw.upstreams {
         if let Some(u) = compile_upstream(name, up, &mut diag) {
@@ -167,6 +187,7 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
             upstream_index: &upstream_index,
             declared: &declared,
             redis: cache.redis.is_some(),
+            events: raw.events.is_some(),
         };
         if let Some(r) = compile_route(name, route, &ctx, &mut diag) {
             routes.push((r, route.get_ref().path.span()));
@@ -184,6 +205,7 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
         routes: routes.into_iter().map(|(r, _)| r).collect(),
         cache,
         queue,
+        events,
     })
 }
 
@@ -638,6 +660,8 @@ struct RouteCtx<'a> {
     declared: &'a [&'a str],
     /// Whether `[cache] redis` is set (a policy's `lock` needs it).
     redis: bool,
+    /// Whether there is an `[events]` section (publish calls need it).
+    events: bool,
 }
 
 impl RouteCtx<'_> {
@@ -1061,7 +1085,42 @@ fn compile_plan(
         let c = c.get_ref();
         let cname = c.name.get_ref().clone();
         let owner = format!("route `{route}`, call `{cname}`");
-        let upstream = ctx.resolve_upstream(&c.upstream, &owner, diag);
+        let mode = match c.mode.as_ref().map(|m| (m, m.get_ref().as_str())) {
+            None | Some((_, "sync")) => Mode::Sync,
+            Some((_, "async")) => Mode::Async,
+            Some((_, "publish")) => Mode::Publish,
+            Some((m, other)) => {
+                diag.push(
+                    ErrorKind::Value,
+                    m.span(),
+                    format!(
+                        "{owner}: mode {other:?} is not one of \"sync\", \"async\", \"publish\""
+                    ),
+                );
+                Mode::Sync
+            }
+        };
+        let subject = compile_subject(c, mode, &owner, ctx, diag);
+        let upstream = match (&c.upstream, mode) {
+            (Some(u), Mode::Publish) => {
+                diag.push(
+                    ErrorKind::Value,
+                    u.span(),
+                    format!("{owner}: a publish call sends its body to `[events]` under its `subject`, not to an upstream; remove `upstream`"),
+                );
+                None
+            }
+            (None, Mode::Publish) => None,
+            (Some(u), _) => ctx.resolve_upstream(u, &owner, diag),
+            (None, _) => {
+                diag.push(
+                    ErrorKind::Value,
+                    c.name.span(),
+                    format!("{owner} has no `upstream`: name the `[upstreams.NAME]` it calls (or write mode = \"publish\" with a `subject` to publish an event)"),
+                );
+                None
+            }
+        };
         let method = method(c.method.as_ref(), http::Method::GET, &owner, diag);
         let mut res = Resolver {
             route,
@@ -1178,18 +1237,6 @@ fn compile_plan(
         }
         my_deps.sort_unstable();
         my_deps.dedup();
-        let mode = match c.mode.as_ref().map(|m| (m, m.get_ref().as_str())) {
-            None | Some((_, "sync")) => Mode::Sync,
-            Some((_, "async")) => Mode::Async,
-            Some((m, other)) => {
-                diag.push(
-                    ErrorKind::Value,
-                    m.span(),
-                    format!("{owner}: mode {other:?} is not one of \"sync\", \"async\""),
-                );
-                Mode::Sync
-            }
-        };
         let expect = c
             .expect
             .as_ref()
@@ -1202,7 +1249,12 @@ fn compile_plan(
         calls.push(Call {
             name: cname,
             upstream: upstream.unwrap_or(usize::MAX),
-            upstream_name: c.upstream.get_ref().clone(),
+            upstream_name: c
+                .upstream
+                .as_ref()
+                .map(|u| u.get_ref().clone())
+                .unwrap_or_default(),
+            subject,
             method,
             path: path.unwrap_or_default(),
             query,
@@ -1216,20 +1268,23 @@ fn compile_plan(
         });
     }
 
-    // An async call's result is a receipt (`task_id`), not the upstream's answer: no other call
+    // An async or publish call's result is a receipt (`task_id`), not an answer: no other call
     // may read it (the response may, to hand the client `{CALL.task_id}`).
     for (i, (reads, span)) in read_deps.iter().enumerate() {
         for &r in reads {
-            if calls[r].mode == Mode::Async {
-                diag.push(
-                    ErrorKind::Value,
-                    span.clone(),
-                    format!(
-                        "route `{route}`: call `{}` reads the result of `{}`, which is async (queued and delivered later); only the response may read it (`{{{}.task_id}}`); use `after` for ordering",
-                        calls[i].name, calls[r].name, calls[r].name
-                    ),
-                );
-            }
+            let what = match calls[r].mode {
+                Mode::Sync => continue,
+                Mode::Async => "which is async (queued and delivered later)",
+                Mode::Publish => "which publishes an event (queued and published later)",
+            };
+            diag.push(
+                ErrorKind::Value,
+                span.clone(),
+                format!(
+                    "route `{route}`: call `{}` reads the result of `{}`, {what}; only the response may read it (`{{{}.task_id}}`); use `after` for ordering",
+                    calls[i].name, calls[r].name, calls[r].name
+                ),
+            );
         }
     }
 
@@ -1393,6 +1448,75 @@ fn find_cycle(deps: &[Vec<usize>], indeg: &[usize]) -> Vec<usize> {
         match deps[cur].iter().find(|&&d| indeg[d] > 0) {
             Some(&next) => cur = next,
             None => return path,
+        }
+    }
+}
+
+/// A call's `subject`: required (and checked) for `mode = "publish"`, refused otherwise; a
+/// publish call must also have a `body` and an `[events]` section to publish to, and none of
+/// the HTTP-only keys (which it would silently ignore).
+fn compile_subject(
+    c: &RawCall,
+    mode: Mode,
+    owner: &str,
+    ctx: &RouteCtx<'_>,
+    diag: &mut Diagnostics<'_>,
+) -> Option<String> {
+    if mode != Mode::Publish {
+        if let Some(s) = &c.subject {
+            diag.push(
+                ErrorKind::Value,
+                s.span(),
+                format!("{owner}: `subject` only applies to mode = \"publish\" (events); remove it or set the mode"),
+            );
+        }
+        return None;
+    }
+    // `mode` is set when it is "publish".
+    let at = c.mode.as_ref().map(|m| m.span()).unwrap_or(c.name.span());
+    if !ctx.events {
+        diag.push(
+            ErrorKind::Value,
+            at.clone(),
+            format!("{owner} publishes an event but there is no `[events]` section saying where to; add e.g. [events] backend = \"nats\" (or \"rabbitmq\")"),
+        );
+    }
+    if c.body.is_none() {
+        diag.push(
+            ErrorKind::Value,
+            at.clone(),
+            format!("{owner}: a publish call needs a `body`: the event it publishes, e.g. body = \"{{request.body}}\""),
+        );
+    }
+    let ignored: [(&str, Option<Range<usize>>); 5] = [
+        ("method", c.method.as_ref().map(|v| v.span())),
+        ("path", c.path.as_ref().map(|v| v.span())),
+        ("query", c.query.as_ref().map(|v| v.span())),
+        ("timeout", c.timeout.as_ref().map(|v| v.span())),
+        ("cache", c.cache.as_ref().map(|v| v.span())),
+    ];
+    for (key, span) in ignored {
+        if let Some(span) = span {
+            diag.push(
+                ErrorKind::Value,
+                span,
+                format!("{owner}: `{key}` does not apply to a publish call (it publishes its `body` to `[events]`); remove it"),
+            );
+        }
+    }
+    let Some(s) = &c.subject else {
+        diag.push(
+            ErrorKind::Value,
+            at,
+            format!("{owner}: a publish call needs a `subject`: the NATS subject / RabbitMQ routing key, e.g. subject = \"orders.created\""),
+        );
+        return None;
+    };
+    match manifold_queue::check_subject(s.get_ref()) {
+        Ok(()) => Some(s.get_ref().clone()),
+        Err(msg) => {
+            diag.push(ErrorKind::Value, s.span(), format!("{owner}: {msg}"));
+            None
         }
     }
 }

@@ -71,14 +71,25 @@ pub fn describe(config: &Config) -> String {
             } else {
                 format!(" [{}]", flags.join(", "))
             };
-            let _ = writeln!(
-                out,
-                "    {} = {} {} {}  ({deps}){flags}",
-                call.name,
-                call.method,
-                call.upstream_name,
-                path_display(&call.path)
-            );
+            match (&call.subject, call.mode) {
+                (Some(subject), Mode::Publish) => {
+                    let _ = writeln!(
+                        out,
+                        "    {} ⇢ publish {subject}  ({deps}){flags}",
+                        call.name
+                    );
+                }
+                _ => {
+                    let _ = writeln!(
+                        out,
+                        "    {} = {} {} {}  ({deps}){flags}",
+                        call.name,
+                        call.method,
+                        call.upstream_name,
+                        path_display(&call.path)
+                    );
+                }
+            }
         }
         let edges: Vec<String> = plan
             .deps
@@ -118,7 +129,8 @@ pub fn describe(config: &Config) -> String {
             let missing: Vec<&str> = plan
                 .calls
                 .iter()
-                .filter(|c| c.expect.is_none())
+                // Async and publish calls cost the client an enqueue, not a hint.
+                .filter(|c| c.mode == Mode::Sync && c.expect.is_none())
                 .map(|c| c.name.as_str())
                 .collect();
             if !missing.is_empty() {

@@ -36,8 +36,12 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// `[cache]`: the cache tiers (defaults when the section is absent).
     pub cache: CacheSettings,
-    /// `[queue]`: where `mode = "async"` calls are written durably (default: embedded, on disk).
+    /// `[queue]`: where `mode = "async"` and `mode = "publish"` calls are written durably
+    /// (default: embedded, on disk).
     pub queue: manifold_queue::QueueConfig,
+    /// `[events]`: the broker `mode = "publish"` calls publish to (required by them; `None`
+    /// when the section is absent).
+    pub events: Option<manifold_queue::EventsConfig>,
 }
 
 impl Config {
@@ -159,6 +163,9 @@ pub enum Mode {
     Sync,
     /// The call is queued durably and delivered in the background.
     Async,
+    /// The call's body is queued durably and published in the background as an event (NATS
+    /// subject / RabbitMQ routing key = the call's `subject`) to `[events]`.
+    Publish,
 }
 
 /// One downstream call of a route, compiled.
@@ -166,10 +173,13 @@ pub enum Mode {
 pub struct Call {
     /// The call's name (how templates refer to its result).
     pub name: String,
-    /// Index into [`Config::upstreams`].
+    /// Index into [`Config::upstreams`] (`usize::MAX` for a publish call, which has none).
     pub upstream: usize,
-    /// The upstream's name.
+    /// The upstream's name ("" for a publish call).
     pub upstream_name: String,
+    /// `mode = "publish"`: the subject / routing key the body is published under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
     /// HTTP method.
     #[serde(serialize_with = "ser_method")]
     pub method: http::Method,
@@ -241,8 +251,8 @@ impl Plan {
                     .unwrap_or((Duration::ZERO, None));
                 let own = match self.calls[i].mode {
                     Mode::Sync => self.calls[i].expect.unwrap_or_default(),
-                    // An async call costs the client one durable enqueue, not the call.
-                    Mode::Async => Duration::ZERO,
+                    // An async or publish call costs the client one durable enqueue, not the call.
+                    Mode::Async | Mode::Publish => Duration::ZERO,
                 };
                 finish[i] = start + own;
                 via[i] = from;

@@ -112,6 +112,10 @@ pub enum GatewayError {
     /// The offload queue could not be opened (`[queue]`).
     #[error("queue: {0}")]
     Queue(#[source] manifold_queue::QueueError),
+    /// The `[events]` broker could not be reached at start (wrong URL or credentials, or an
+    /// existing RabbitMQ exchange of another type).
+    #[error("events: {0}")]
+    Events(#[source] manifold_queue::QueueError),
     /// Accepting connections failed.
     #[error("accept failed: {0}")]
     Accept(#[source] std::io::Error),

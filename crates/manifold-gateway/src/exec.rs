@@ -161,6 +161,9 @@ fn start_call(
     scope: Scope<'_>,
     deadline: Option<Instant>,
 ) -> CallFuture {
+    if call.mode == manifold_config::Mode::Publish {
+        return start_publish_call(i, call, env, scope);
+    }
     let client = Arc::clone(&env.clients[call.upstream]);
     if call.mode == manifold_config::Mode::Async {
         return start_async_call(i, call, &client, env, scope);
@@ -222,13 +225,7 @@ fn start_async_call(
         );
         return Box::pin(async move { (i, Err(e), None) });
     };
-    let client_key = scope
-        .req
-        .headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 96)
-        .map(str::to_owned);
+    let client_key = client_idempotency_key(scope);
     let built = build_request(call, client, scope, std::time::Duration::ZERO);
     let (name, upstream) = (call.name.clone(), client.name.clone());
     Box::pin(async move {
@@ -250,6 +247,70 @@ fn start_async_call(
         };
         (i, crate::offload::enqueue(queue.as_ref(), task).await, None)
     })
+}
+
+/// The client's own `Idempotency-Key`, when usable: a client retry of the same request then
+/// maps to the same task key.
+fn client_idempotency_key(scope: Scope<'_>) -> Option<String> {
+    scope
+        .req
+        .headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 96)
+        .map(str::to_owned)
+}
+
+/// A publish call: render its body (and headers) now, write the event durably to the outbox,
+/// and answer with its receipt. The dispatcher publishes it to `[events]` later, like an async
+/// call's delivery: the client never waits for the broker.
+fn start_publish_call(i: usize, call: &Call, env: Env<'_>, scope: Scope<'_>) -> CallFuture {
+    let Some(queue) = env.queue.map(Arc::clone) else {
+        let e = CallError::new(
+            CallErrorKind::Queue,
+            "no queue is configured for publish calls",
+        );
+        return Box::pin(async move { (i, Err(e), None) });
+    };
+    let rendered = render_event(call, scope).map(|(headers, body)| {
+        let subject = call.subject.clone().unwrap_or_default();
+        let task = manifold_queue::Task::event("pending", subject, headers, body);
+        crate::offload::with_key(task, client_idempotency_key(scope).as_deref(), &call.name)
+    });
+    Box::pin(async move {
+        match rendered {
+            Ok(task) => (i, crate::offload::enqueue(queue.as_ref(), task).await, None),
+            Err(e) => (i, Err(e), None),
+        }
+    })
+}
+
+/// An event's message headers (name, value) and its JSON body.
+type EventParts = (Vec<(String, String)>, Vec<u8>);
+
+/// An event's message headers (rendered like a call's, with the same validity rules) and its
+/// JSON body.
+fn render_event(call: &Call, scope: Scope<'_>) -> Result<EventParts, CallError> {
+    let mut headers = Vec::with_capacity(call.headers.len());
+    for (name, tpl) in &call.headers {
+        let mut text = String::new();
+        scope.render_text(tpl, &mut text);
+        if HeaderValue::from_str(&text).is_err() {
+            return Err(CallError::new(
+                CallErrorKind::Input,
+                format!("header `{name}` rendered to a value that is not a valid header value"),
+            ));
+        }
+        headers.push((name.clone(), text));
+    }
+    let body = match &call.body {
+        Some(tpl) => serde_json::to_vec(&scope.json(tpl)).map_err(|e| {
+            CallError::new(CallErrorKind::Input, format!("cannot render the body: {e}"))
+        })?,
+        // The compiler requires a body on publish calls.
+        None => b"null".to_vec(),
+    };
+    Ok((headers, body))
 }
 
 fn no_answer(upstream: &str, kind: CallErrorKind, within: std::time::Duration) -> CallError {

@@ -85,21 +85,20 @@ impl Gateway {
             .collect();
         let router = handler::Router::new(&config);
         let caching = cache::Caching::new(&config).map_err(GatewayError::Cache)?;
-        // The queue is opened only when some route offloads: a gateway without async calls
-        // writes nothing to disk and needs no broker.
+        // The queue is opened only when some route offloads (async or publish calls): a gateway
+        // without them writes nothing to disk and needs no broker. The `[events]` publisher
+        // comes with it (the compiler makes publish calls require `[events]`; an `[events]`
+        // section beside async calls only is connected too, so events left in the queue by an
+        // earlier config still go out).
         let offloads = config.routes.iter().any(|r| match &r.kind {
             manifold_config::RouteKind::Compose(p) => p
                 .calls
                 .iter()
-                .any(|c| c.mode == manifold_config::Mode::Async),
+                .any(|c| c.mode != manifold_config::Mode::Sync),
             _ => false,
         });
         let offload = if offloads {
-            Some(
-                offload::Offload::start(&config.queue, &clients)
-                    .await
-                    .map_err(GatewayError::Queue)?,
-            )
+            Some(offload::Offload::start(&config.queue, config.events.as_ref(), &clients).await?)
         } else {
             None
         };

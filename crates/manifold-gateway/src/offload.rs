@@ -6,6 +6,10 @@
 //! `Idempotency-Key` header when it sent one (so a client retry maps to the same key), a fresh
 //! random id otherwise, joined with the call's name. The upstream sees it on every attempt, which
 //! turns at-least-once delivery into exactly-once processing where the upstream honours it.
+//!
+//! A `publish` call takes the same road with a different last step: its task carries a subject
+//! (`Task::publish`), and the dispatcher hands it to the `[events]` publisher instead of an
+//! upstream client, acking it only once the broker confirmed.
 
 use crate::client::{error_chain, Body, UpstreamClient};
 use crate::error::{CallError, CallErrorKind};
@@ -14,8 +18,8 @@ use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use manifold_queue::{
-    Deliver, DeliveryError, DispatchMetrics, DispatchPolicy, Dispatcher, Queue, QueueConfig,
-    QueueError, Task,
+    Deliver, DeliveryError, DispatchMetrics, DispatchPolicy, Dispatcher, EventsConfig, Publisher,
+    Queue, QueueConfig, QueueError, Task,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -54,6 +58,7 @@ pub(crate) struct Offload {
     pub(crate) metrics: Arc<DispatchMetrics>,
     stop: CancellationToken,
     dispatcher: JoinHandle<manifold_queue::DrainReport>,
+    events: Option<Arc<Publisher>>,
 }
 
 impl std::fmt::Debug for Offload {
@@ -65,17 +70,33 @@ impl std::fmt::Debug for Offload {
 }
 
 impl Offload {
-    /// Open the queue and start delivering.
+    /// Connect to the `[events]` broker (when there is one), open the queue and start
+    /// delivering. The broker is connected first and at start, so a wrong URL fails the start
+    /// loudly; once running, an unreachable broker only delays events (they wait in the queue).
     pub(crate) async fn start(
         config: &QueueConfig,
+        events: Option<&EventsConfig>,
         clients: &[Arc<UpstreamClient>],
-    ) -> Result<Offload, QueueError> {
-        let queue = manifold_queue::open(config).await?;
+    ) -> Result<Offload, crate::GatewayError> {
+        let events = match events {
+            Some(cfg) => {
+                let publisher = Publisher::connect(cfg)
+                    .await
+                    .map_err(crate::GatewayError::Events)?;
+                tracing::info!(backend = publisher.backend().as_str(), "events: connected");
+                Some(Arc::new(publisher))
+            }
+            None => None,
+        };
+        let queue = manifold_queue::open(config)
+            .await
+            .map_err(crate::GatewayError::Queue)?;
         let deliver = Arc::new(UpstreamDeliver {
             clients: clients
                 .iter()
                 .map(|c| (c.name.clone(), Arc::clone(c)))
                 .collect(),
+            events: events.clone(),
         });
         let dispatcher = Dispatcher::new(
             Arc::clone(&queue),
@@ -90,6 +111,7 @@ impl Offload {
             metrics,
             stop,
             dispatcher,
+            events,
         })
     }
 
@@ -103,6 +125,9 @@ impl Offload {
         }
         if let Err(e) = self.queue.close().await {
             tracing::warn!(error = %e, "closing the queue");
+        }
+        if let Some(events) = &self.events {
+            events.close().await;
         }
     }
 }
@@ -157,7 +182,7 @@ pub(crate) async fn task_from_request(
         .await
         .map_err(|e| CallError::new(CallErrorKind::Input, format!("cannot render the body: {e}")))?
         .to_bytes();
-    let mut task = Task::new(
+    let task = Task::new(
         "pending",
         upstream,
         parts.method.as_str(),
@@ -165,21 +190,38 @@ pub(crate) async fn task_from_request(
         headers,
         body.to_vec(),
     );
+    Ok(with_key(task, client_key, call))
+}
+
+/// Gives `task` its idempotency key: `<client key>:<call>` when the client sent one (a client
+/// retry of the same request carries the same key, so does the task), else `<task id>:<call>`.
+pub(crate) fn with_key(mut task: Task, client_key: Option<&str>, call: &str) -> Task {
     task.idempotency_key = match client_key {
-        // A client retry of the same request carries the same key: so does the task.
         Some(k) => format!("{k}:{call}"),
         None => format!("{}:{call}", task.id),
     };
-    Ok(task)
+    task
 }
 
-/// Delivers tasks through the gateway's upstream clients.
+/// Delivers tasks through the gateway's upstream clients, and events through the `[events]`
+/// publisher.
 struct UpstreamDeliver {
     clients: HashMap<String, Arc<UpstreamClient>>,
+    events: Option<Arc<Publisher>>,
 }
 
 impl Deliver for UpstreamDeliver {
     async fn deliver(&self, task: &Task) -> Result<(), DeliveryError> {
+        if let Some(subject) = &task.publish {
+            return match &self.events {
+                Some(publisher) => publisher.publish(task).await,
+                // Accepted under a config that had `[events]`: keep it as a dead letter (with
+                // this reason) to replay once `[events]` is back, rather than drop it.
+                None => Err(DeliveryError::permanent(format!(
+                    "event for {subject}: no `[events]` section is configured to publish it to"
+                ))),
+            };
+        }
         let Some(client) = self.clients.get(&task.upstream) else {
             return Err(DeliveryError::permanent(format!(
                 "upstream `{}` is not configured",

@@ -4,4 +4,5 @@ mod cache;
 mod compose;
 mod http;
 mod offload;
+mod publish;
 mod support;

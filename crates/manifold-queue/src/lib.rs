@@ -6,6 +6,8 @@
 //! `enqueue` returns, at-least-once delivery, bounded, leases redelivered after a crash):
 //! [`EmbeddedQueue`] (redb on local disk with group commit, the default), `NatsQueue`
 //! (JetStream work-queue stream) and `RabbitQueue` (durable queue with publisher confirms).
+//! A `mode = "publish"` call is a [`Task`] too ([`Task::event`]); the dispatcher hands it to an
+//! [`events`] `Publisher`, which sends it to NATS or RabbitMQ and waits for the broker's confirm.
 //!
 //! # Wiring it into a gateway
 //!
@@ -65,6 +67,7 @@ mod config;
 pub mod dispatch;
 pub mod embedded;
 mod error;
+pub mod events;
 #[cfg(feature = "nats")]
 pub mod nats;
 mod queue;
@@ -83,12 +86,15 @@ pub use dispatch::{
 };
 pub use embedded::{EmbeddedOptions, EmbeddedQueue};
 pub use error::{ErrorKind, QueueError};
+#[cfg(any(feature = "nats", feature = "rabbitmq"))]
+pub use events::Publisher;
+pub use events::{check_subject, EventsBackend, EventsConfig};
 #[cfg(feature = "nats")]
 pub use nats::{NatsOptions, NatsQueue};
 pub use queue::{Lease, Queue, QueueStats, Selection};
 #[cfg(feature = "rabbitmq")]
 pub use rabbitmq::{RabbitOptions, RabbitQueue};
-pub use task::{Task, IDEMPOTENCY_KEY_HEADER, MAX_ID_LEN};
+pub use task::{Task, EVENTS_UPSTREAM, IDEMPOTENCY_KEY_HEADER, MAX_ID_LEN};
 
 /// Opens the backend `cfg` names: the embedded file, or a connection to NATS / RabbitMQ (creating
 /// the stream, consumer or queues if missing). The result is what the gateway's request path

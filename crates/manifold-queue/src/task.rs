@@ -10,6 +10,10 @@ use crate::error::QueueError;
 /// The header that carries [`Task::idempotency_key`] on every delivery attempt.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
 
+/// The `upstream` of event tasks ([`Task::event`]): the dispatcher's concurrency key for
+/// publishes, and what dead-letter listings show.
+pub const EVENTS_UPSTREAM: &str = "events";
+
 /// Longest accepted task id or idempotency key, in bytes.
 pub const MAX_ID_LEN: usize = 128;
 
@@ -46,6 +50,13 @@ pub struct Task {
     pub not_before: u64,
     /// Why the last attempt failed, if one did.
     pub last_error: Option<String>,
+    /// `Some(subject)` for an event (`mode = "publish"`): the dispatcher publishes `body` to the
+    /// `[events]` broker under this NATS subject / RabbitMQ routing key instead of calling an
+    /// upstream. Absent from the encoding of ordinary tasks, so tasks stored before events
+    /// existed decode unchanged (and a gateway that predates events ignores the field and
+    /// dead-letters the task as addressed to an unknown upstream rather than losing it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<String>,
 }
 
 impl fmt::Debug for Task {
@@ -63,6 +74,7 @@ impl fmt::Debug for Task {
             .field("enqueued_at", &self.enqueued_at)
             .field("not_before", &self.not_before)
             .field("last_error", &self.last_error)
+            .field("publish", &self.publish)
             .finish()
     }
 }
@@ -92,7 +104,31 @@ impl Task {
             enqueued_at: now,
             not_before: 0,
             last_error: None,
+            publish: None,
         }
+    }
+
+    /// A fresh event for `[events]`: `body` (JSON) published under `subject` with `headers` as
+    /// message headers. It shares the outbox, retries and dead letters with upstream calls; its
+    /// `upstream` is [`EVENTS_UPSTREAM`] (the dispatcher's concurrency key, so
+    /// `upstream_concurrency = { events = N }` bounds concurrent publishes), and its method and
+    /// path are placeholders that keep the task valid for every backend.
+    pub fn event(
+        idempotency_key: impl Into<String>,
+        subject: impl Into<String>,
+        headers: Vec<(String, String)>,
+        body: impl Into<Vec<u8>>,
+    ) -> Self {
+        let mut task = Task::new(
+            idempotency_key,
+            EVENTS_UPSTREAM,
+            "PUBLISH",
+            "/",
+            headers,
+            body,
+        );
+        task.publish = Some(subject.into());
+        task
     }
 
     /// The task encoded as stored and sent to brokers (JSON, body in base64).
@@ -131,6 +167,9 @@ impl Task {
                 "path must start with '/': {:?}",
                 self.path_and_query
             )));
+        }
+        if let Some(subject) = &self.publish {
+            crate::events::check_subject(subject).map_err(QueueError::Invalid)?;
         }
         let bytes = self.encode()?;
         if bytes.len() > max_bytes {
@@ -267,6 +306,25 @@ mod tests {
             .collect();
         assert_eq!(keys, ["req-1.shipping"]);
         assert!(headers.contains(&("content-type", "application/json")));
+    }
+
+    #[test]
+    fn events_round_trip_and_old_tasks_decode_without_the_field() {
+        let event = Task::event("k:ship", "orders.created", vec![], br#"{"id":1}"#.to_vec());
+        assert!(event.validate(1 << 20).is_ok());
+        let bytes = event.encode().unwrap();
+        assert_eq!(Task::decode(&bytes).unwrap(), event);
+        // An ordinary task's encoding has no `publish` key, and one stored before the field
+        // existed decodes as an upstream call.
+        let plain = sample().encode().unwrap();
+        assert!(!String::from_utf8_lossy(&plain).contains("publish"));
+        let mut old: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+        old.as_object_mut().unwrap().remove("publish");
+        let old = Task::decode(&serde_json::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(old.publish, None);
+        let mut bad = event.clone();
+        bad.publish = Some("orders.*".into());
+        assert!(matches!(bad.validate(1 << 20), Err(QueueError::Invalid(_))));
     }
 
     #[test]

@@ -5,6 +5,8 @@ mod bench;
 mod common;
 mod crash;
 mod embedded;
+#[cfg(all(feature = "nats", feature = "rabbitmq"))]
+mod events;
 #[cfg(feature = "nats")]
 mod nats;
 #[cfg(feature = "rabbitmq")]

@@ -1,0 +1,473 @@
+//! Publish events through the gateway against the real brokers: the client gets the receipt at
+//! once; a subscriber (core NATS on the subject, or a RabbitMQ queue bound to the exchange)
+//! gets the rendered body with its idempotency key; and an event accepted while the broker is
+//! unreachable stays in the outbox and goes out once the broker is back.
+
+use crate::support::*;
+use futures::StreamExt;
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+const NATS: &str = "127.0.0.1:4222";
+const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// Deletes a RabbitMQ queue and exchange even if the test panics.
+struct DropRabbit {
+    queue: String,
+    exchange: String,
+}
+
+impl Drop for DropRabbit {
+    fn drop(&mut self) {
+        let (queue, exchange) = (self.queue.clone(), self.exchange.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+                let Ok(conn) =
+                    lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default()).await
+                else {
+                    return;
+                };
+                if let Ok(ch) = conn.create_channel().await {
+                    let _ = ch
+                        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                        .await;
+                    let _ = ch
+                        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A name unique to this run and call.
+fn unique(tag: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("gwtest_{tag}_{}_{nanos}", std::process::id())
+}
+
+/// A directory removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let path = std::env::temp_dir().join(unique(tag));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `order` answers `{"id": 7}`; `shipped` publishes `{order_id, address}` under `subject`.
+fn config(order: &str, events: &str, subject: &str, dir: &TempDir) -> String {
+    format!(
+        r#"
+[queue]
+backend = "embedded"
+path = "{}"
+backoff_base = "50ms"
+backoff_max = "200ms"
+
+{events}
+
+[upstreams.order]
+endpoints = ["{order}"]
+
+[routes.checkout]
+method = "POST"
+path = "/checkout"
+  [[routes.checkout.calls]]
+  name = "order"
+  upstream = "order"
+  method = "POST"
+  path = "/orders"
+  [[routes.checkout.calls]]
+  name = "shipped"
+  mode = "publish"
+  subject = "{subject}"
+  headers = {{ x-tenant = "acme" }}
+  body = {{ order_id = "{{order.id}}", address = "{{request.body.address}}" }}
+  [routes.checkout.response]
+  status = 202
+  body = {{ order = "{{order.id}}", event = "{{shipped.task_id}}", key = "{{shipped.idempotency_key}}" }}
+"#,
+        dir.0.display()
+    )
+}
+
+/// POST /checkout with a client idempotency key; returns the JSON answer.
+async fn checkout(gw: &TestGateway) -> serde_json::Value {
+    let req = http::Request::post(gw.url("/checkout"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", "client-key-1")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            br#"{"address": "1 Main St"}"#,
+        )))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    let status = resp.status();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
+    let body = json(&body);
+    assert_eq!(body["order"], 7);
+    assert!(!body["event"].as_str().expect("a task id").is_empty());
+    assert_eq!(body["key"], "client-key-1:shipped");
+    body
+}
+
+async fn queue_status(gw: &TestGateway) -> serde_json::Value {
+    let (s, _, b) = send("GET", &format!("http://{}/queue", gw.admin), None).await;
+    assert_eq!(s, 200);
+    json(&b)
+}
+
+async fn stop(gw: TestGateway) {
+    gw.stop.cancel();
+    let _ = gw.task.await;
+}
+
+#[tokio::test]
+async fn publish_calls_reach_nats_subscribers() {
+    let dir = TempDir::new("publish_nats");
+    let subject = format!("{}.orders.created", unique("ev"));
+    let order = Upstream::start(vec![("POST", "/orders", Reply::json(0, json!({"id": 7})))]).await;
+    let nc = async_nats::connect(NATS).await.unwrap();
+    let mut sub = nc.subscribe(subject.clone()).await.unwrap();
+    nc.flush().await.unwrap();
+    let events = format!("[events]\nbackend = \"nats\"\nurl = \"nats://{NATS}\"");
+    let gw = TestGateway::start(&config(&order.url(), &events, &subject, &dir)).await;
+
+    checkout(&gw).await;
+    let msg = tokio::time::timeout(Duration::from_secs(30), sub.next())
+        .await
+        .expect("the event was never published")
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(body, json!({"order_id": 7, "address": "1 Main St"}));
+    let headers = msg.headers.expect("headers");
+    let get = |n: &str| headers.get(n).map(|v| v.as_str().to_owned());
+    assert_eq!(
+        get("Idempotency-Key").as_deref(),
+        Some("client-key-1:shipped")
+    );
+    assert_eq!(get("Nats-Msg-Id").as_deref(), Some("client-key-1:shipped"));
+    assert_eq!(get("Content-Type").as_deref(), Some("application/json"));
+    assert_eq!(get("x-tenant").as_deref(), Some("acme"));
+    stop(gw).await;
+}
+
+#[tokio::test]
+async fn publish_calls_reach_rabbitmq_queues_bound_to_the_exchange() {
+    use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+
+    let dir = TempDir::new("publish_rabbit");
+    let exchange = unique("ev_x");
+    let queue = unique("ev_q");
+    let _cleanup = DropRabbit {
+        queue: queue.clone(),
+        exchange: exchange.clone(),
+    };
+    let order = Upstream::start(vec![("POST", "/orders", Reply::json(0, json!({"id": 7})))]).await;
+    let events =
+        format!("[events]\nbackend = \"rabbitmq\"\nurl = \"{AMQP}\"\nexchange = \"{exchange}\"");
+    // The gateway declares the exchange at start; the subscriber binds its queue to it.
+    let gw = TestGateway::start(&config(&order.url(), &events, "orders.created", &dir)).await;
+    let conn = lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        queue.as_str().into(),
+        exchange.as_str().into(),
+        "orders.*".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+
+    checkout(&gw).await;
+    let mut got = None;
+    for _ in 0..600 {
+        if let Some(m) = ch
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            got = Some(m.delivery);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let delivery = got.expect("the event never reached the bound queue");
+    let body: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap();
+    assert_eq!(body, json!({"order_id": 7, "address": "1 Main St"}));
+    assert_eq!(delivery.routing_key.as_str(), "orders.created");
+    let props = &delivery.properties;
+    assert_eq!(
+        props.message_id().as_ref().map(|s| s.as_str()),
+        Some("client-key-1:shipped")
+    );
+    assert_eq!(*props.delivery_mode(), Some(2));
+    let headers = props.headers().as_ref().expect("headers").inner();
+    match headers.get("Idempotency-Key") {
+        Some(AMQPValue::LongString(s)) => assert_eq!(s.to_string(), "client-key-1:shipped"),
+        other => panic!("Idempotency-Key header: {other:?}"),
+    }
+
+    stop(gw).await;
+}
+
+/// A TCP relay to a broker that can be cut (open connections dropped, new ones closed at once)
+/// and restored: the broker "goes away" for the gateway only.
+struct Relay {
+    addr: std::net::SocketAddr,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(target: &'static str) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let accept = {
+            let (up, conns) = (Arc::clone(&up), Arc::clone(&conns));
+            tokio::spawn(async move {
+                loop {
+                    let Ok((mut inbound, _)) = listener.accept().await else {
+                        return;
+                    };
+                    if !up.load(Ordering::SeqCst) {
+                        drop(inbound);
+                        continue;
+                    }
+                    let relay = tokio::spawn(async move {
+                        if let Ok(mut outbound) = TcpStream::connect(target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    conns.lock().unwrap().push(relay);
+                }
+            })
+        };
+        Relay {
+            addr,
+            up,
+            conns,
+            accept,
+        }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+#[tokio::test]
+async fn events_accepted_while_the_broker_is_unreachable_wait_in_the_outbox() {
+    let dir = TempDir::new("publish_outage");
+    let subject = format!("{}.orders.created", unique("ev"));
+    let order = Upstream::start(vec![("POST", "/orders", Reply::json(0, json!({"id": 7})))]).await;
+    let nc = async_nats::connect(NATS).await.unwrap();
+    let mut sub = nc.subscribe(subject.clone()).await.unwrap();
+    nc.flush().await.unwrap();
+    // The gateway reaches NATS only through the relay; it connects at start, then NATS goes
+    // away for it before the request.
+    let relay = Relay::start(NATS).await;
+    let events = format!(
+        "[events]\nbackend = \"nats\"\nurl = \"nats://{}\"\ntimeout = \"500ms\"",
+        relay.addr
+    );
+    let gw = TestGateway::start(&config(&order.url(), &events, &subject, &dir)).await;
+    relay.cut();
+
+    // Accepted: the event is in the outbox, whatever the broker's state.
+    checkout(&gw).await;
+    // Publishing fails and is retried; the task stays queued.
+    let mut status = json!(null);
+    for _ in 0..600 {
+        status = queue_status(&gw).await;
+        if status["dispatch"]["failed_attempts"].as_u64().unwrap_or(0) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        status["dispatch"]["failed_attempts"].as_u64().unwrap_or(0) >= 2,
+        "no failed publish attempts: {status}"
+    );
+    assert_eq!(status["queue"]["depth"], 1, "{status}");
+    assert_eq!(status["queue"]["dead"], 0, "{status}");
+    assert_eq!(status["dispatch"]["delivered"], 0, "{status}");
+
+    // NATS is back for the gateway: a retry publishes the event.
+    relay.restore();
+    let msg = tokio::time::timeout(Duration::from_secs(60), sub.next())
+        .await
+        .expect("the event was never published after the broker came back")
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(body, json!({"order_id": 7, "address": "1 Main St"}));
+    let key = msg.headers.as_ref().and_then(|h| h.get("Idempotency-Key"));
+    assert_eq!(key.map(|v| v.as_str()), Some("client-key-1:shipped"));
+    // Acked only after the broker confirmed: the outbox empties.
+    for _ in 0..600 {
+        status = queue_status(&gw).await;
+        if status["queue"]["depth"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status["queue"]["depth"], 0, "{status}");
+    assert!(status["dispatch"]["delivered"].as_u64().unwrap_or(0) >= 1);
+    stop(gw).await;
+}
+
+#[tokio::test]
+async fn rabbitmq_events_accepted_during_an_outage_go_out_after_it() {
+    use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+
+    let dir = TempDir::new("publish_rabbit_outage");
+    let exchange = unique("ev_x");
+    let queue = unique("ev_q");
+    let _cleanup = DropRabbit {
+        queue: queue.clone(),
+        exchange: exchange.clone(),
+    };
+    let order = Upstream::start(vec![("POST", "/orders", Reply::json(0, json!({"id": 7})))]).await;
+    let relay = Relay::start("127.0.0.1:5672").await;
+    let events = format!(
+        "[events]\nbackend = \"rabbitmq\"\nurl = \"amqp://guest:guest@{}/%2f\"\nexchange = \"{exchange}\"\ntimeout = \"1s\"",
+        relay.addr
+    );
+    let gw = TestGateway::start(&config(&order.url(), &events, "orders.created", &dir)).await;
+    let conn = lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        queue.as_str().into(),
+        exchange.as_str().into(),
+        "orders.#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    relay.cut();
+
+    checkout(&gw).await;
+    let mut status = json!(null);
+    for _ in 0..600 {
+        status = queue_status(&gw).await;
+        if status["dispatch"]["failed_attempts"].as_u64().unwrap_or(0) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        status["dispatch"]["failed_attempts"].as_u64().unwrap_or(0) >= 2,
+        "no failed publish attempts: {status}"
+    );
+    assert_eq!(status["queue"]["depth"], 1, "{status}");
+
+    relay.restore();
+    let mut got = None;
+    for _ in 0..1200 {
+        if let Some(m) = ch
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            got = Some(m.delivery);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let delivery = got.expect("the event never reached the bound queue after the outage");
+    let body: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap();
+    assert_eq!(body, json!({"order_id": 7, "address": "1 Main St"}));
+    for _ in 0..600 {
+        status = queue_status(&gw).await;
+        if status["queue"]["depth"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status["queue"]["depth"], 0, "{status}");
+
+    stop(gw).await;
+}
+
+#[tokio::test]
+async fn a_wrong_events_url_fails_the_start_loudly() {
+    let dir = TempDir::new("publish_bad_url");
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let events =
+        format!("[events]\nbackend = \"nats\"\nurl = \"nats://{closed}\"\ntimeout = \"1s\"");
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{}",
+        config("http://127.0.0.1:9", &events, "orders.created", &dir)
+    );
+    let cfg = manifold_config::compile("t.toml".as_ref(), &toml).unwrap();
+    let err = manifold_gateway::Gateway::bind(cfg).await.unwrap_err();
+    assert!(err.to_string().starts_with("events: "), "{err}");
+}
