@@ -77,8 +77,9 @@ pub struct CacheReport {
     pub spec: CacheSpec,
     /// Hit ratios on one Zipf stream.
     pub hit_ratio: HitRatioReport,
-    /// `optimum - moka`, in percentage points (goal: ≤ 5).
-    pub moka_points_below_optimum: f64,
+    /// `optimum - gateway_l1`, in percentage points (goal: ≤ 5): the memory tier as the
+    /// gateway builds it, not moka's best configuration.
+    pub l1_points_below_optimum: f64,
     /// The library's own hit latencies, with the raw Redis GET beside L2.
     pub library: LatencyReport,
     /// L1 hit through the gateway, beside a direct upstream round trip.
@@ -87,7 +88,7 @@ pub struct CacheReport {
 
 /// Run every part. `progress` is told what is being measured.
 pub async fn run(spec: &CacheSpec, progress: impl Fn(&str)) -> Result<CacheReport, BenchError> {
-    progress("hit ratio: moka vs LRU vs Bélády on a Zipf stream");
+    progress("hit ratio: the gateway's memory tier vs LRU, online LFU and Bélády on a Zipf stream");
     let params = spec.hit_ratio.clone();
     let hit_ratio =
         tokio::task::spawn_blocking(move || manifold_cache::sim::simulate_hit_ratios(&params))
@@ -106,7 +107,7 @@ pub async fn run(spec: &CacheSpec, progress: impl Fn(&str)) -> Result<CacheRepor
     let gateway = gateway_e2e(spec.samples).await?;
     Ok(CacheReport {
         spec: spec.clone(),
-        moka_points_below_optimum: (hit_ratio.optimum - hit_ratio.moka) * 100.0,
+        l1_points_below_optimum: (hit_ratio.optimum - hit_ratio.gateway_l1) * 100.0,
         hit_ratio,
         library,
         gateway,
@@ -251,16 +252,19 @@ impl CacheReport {
         let h = &self.hit_ratio;
         let pct = |x: f64| format!("{:.1}%", x * 100.0);
         let mut s = format!(
-            "## Hit ratio: Zipf({}) over {} keys, cache of {}, {} requests\n\n| policy | hit ratio |\n|---|---|\n| LRU (baseline) | {} |\n| moka (memory tier) | {} |\n| quick_cache | {} |\n| Bélády's optimum | {} |\n\nmoka is {:.1} points below the optimum (goal: ≤ 5).\n\n",
+            "## Hit ratio: Zipf({}) over {} keys, cache of {}, {} requests\n\n| policy | hit ratio |\n|---|---|\n| LRU (baseline) | {} |\n| the gateway's memory tier (moka, bounded by bytes) | {} |\n| moka bounded by entries | {} |\n| quick_cache | {} |\n| perfect online LFU (exact counts) | {} |\n| static LFU (the most requested keys, known in advance) | {} |\n| Bélády's optimum | {} |\n\nThe memory tier is {:.1} points below the optimum (goal: ≤ 5).\n\n",
             h.params.exponent,
             h.params.keys,
             h.params.capacity,
             h.params.requests,
             pct(h.lru),
+            pct(h.gateway_l1),
             pct(h.moka),
             pct(h.quick_cache),
+            pct(h.lfu_online),
+            pct(h.lfu_static),
             pct(h.optimum),
-            self.moka_points_below_optimum
+            self.l1_points_below_optimum
         );
         let row = |name: &str, l: &LatencySummary| {
             format!(
@@ -321,7 +325,7 @@ mod tests {
         };
         let r = run(&spec, |_| {}).await.unwrap();
         assert!(r.hit_ratio.lru <= r.hit_ratio.optimum);
-        assert!(r.hit_ratio.moka <= r.hit_ratio.optimum);
+        assert!(r.hit_ratio.gateway_l1 <= r.hit_ratio.optimum);
         assert_eq!(r.gateway.gateway_l1_hit.samples, 50);
         assert_eq!(r.gateway.direct_upstream.samples, 50);
         assert!(r.library.l2_hit.is_some(), "{:?}", r.library.redis_skipped);
