@@ -62,6 +62,9 @@ pub(crate) struct Failure {
     pub(crate) calls: Vec<String>,
     /// Why.
     pub(crate) error: CallError,
+    /// The cached calls' outcomes so far, as in [`Outcome::cache`]: a failed request still
+    /// says which of its calls the cache answered (`Manifold-Cache`).
+    pub(crate) cache: Vec<Option<CacheOutcome>>,
 }
 
 type CallOutput = (usize, Result<Value, CallError>, Option<CacheOutcome>);
@@ -106,6 +109,7 @@ pub(crate) async fn execute(
                             CallErrorKind::Deadline,
                             "the route's deadline passed before these calls finished",
                         ),
+                        cache: cache_outcomes,
                     });
                 }
             },
@@ -131,6 +135,7 @@ pub(crate) async fn execute(
                 return Err(Failure {
                     calls: vec![plan.calls[i].name.clone()],
                     error,
+                    cache: cache_outcomes,
                 })
             }
         }

@@ -461,7 +461,11 @@ async fn compose(
     };
     let outcome = match exec::execute(plan, env, &ctx, deadline).await {
         Ok(o) => o,
-        Err(f) => return failure_response(&route.name, f.calls, f.error),
+        Err(f) => {
+            let mut resp = failure_response(&route.name, f.calls, f.error);
+            insert_cache_header(resp.headers_mut(), plan, &f.cache);
+            return resp;
+        }
     };
 
     let scope = Scope {
@@ -498,15 +502,24 @@ async fn compose(
             headers.insert(HeaderName::from_static(PARTIAL_HEADER), v);
         }
     }
-    let cached = outcome
-        .cache
+    insert_cache_header(headers, plan, &outcome.cache);
+    resp
+}
+
+/// `Manifold-Cache: user=hit, orders=miss` from the cached calls' outcomes, on success and
+/// failure alike (a 502 whose cached calls were hits tells where the failure was not).
+fn insert_cache_header(
+    headers: &mut http::HeaderMap,
+    plan: &manifold_config::Plan,
+    outcomes: &[Option<CacheOutcome>],
+) {
+    let cached = outcomes
         .iter()
         .enumerate()
         .filter_map(|(i, o)| o.map(|o: CacheOutcome| (plan.calls[i].name.as_str(), o)));
     if let Some(v) = crate::cache::header_value(cached) {
         headers.insert(HeaderName::from_static(CACHE_HEADER), v);
     }
-    resp
 }
 
 fn failure_response(route: &str, calls: Vec<String>, error: CallError) -> Response<Body> {

@@ -220,6 +220,25 @@ async fn errors_are_not_cached_unless_the_policy_says_so() {
 }
 
 #[tokio::test]
+async fn a_failed_request_still_names_its_cached_calls_outcomes() {
+    let up = Upstream::start(vec![
+        ("GET", "/users/", Reply::json(0, json!({"id": 7}))),
+        ("GET", "/orders", Reply::raw(0, 500, "{\"error\":\"boom\"}")),
+    ])
+    .await;
+    let gw = TestGateway::start(&profile_config(&up, "", r#"{ ttl = "60s" }"#)).await;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let (s, h, b) = send("GET", &gw.url("/profile/7"), None).await;
+        assert_eq!(s, 502, "{}", String::from_utf8_lossy(&b));
+        assert_eq!(json(&b)["error"]["call"], "orders");
+        seen.push(cache_header(&h));
+    }
+    // The uncached call failed; the cached one was fetched, then answered from memory.
+    assert_eq!(seen, ["user=miss", "user=hit"]);
+}
+
+#[tokio::test]
 async fn a_burst_of_50_concurrent_misses_makes_one_upstream_call() {
     let up = Upstream::start(vec![
         ("GET", "/users/", Reply::json(300, json!({"id": 1}))),

@@ -8,7 +8,7 @@ use std::time::Duration;
 pub(crate) enum Scenario {
     /// The checkout DAG through Manifold vs a hand-written tokio::join! aggregator vs the ideal.
     Compose,
-    /// Cache hit ratio (moka vs LRU vs Bélády on Zipf(0.99)), L1 hit through the gateway vs a
+    /// Cache hit ratio (the memory tier vs LRU, LFU bounds and Bélády on Zipf(0.99)), L1 hit through the gateway vs a
     /// direct upstream round trip, L2 hit vs a raw Redis GET (docs/cache.md).
     Cache,
     /// Plain reverse proxying: direct (the limit) vs a Manifold `proxy` route (as a
