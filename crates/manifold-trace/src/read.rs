@@ -6,6 +6,12 @@
 //! unit, not the file. Units that are whole traces (Jaeger trace objects, Zipkin arrays of one
 //! trace) are finished at once; spans that arrive loose (OTLP, Zipkin or Jaeger span streams) are
 //! grouped by trace id until the end of the file, as a trace may be spread across it.
+//!
+//! Jaeger trace objects in an array (`{"data":[…]}`, the common export) skip the scan: they are
+//! parsed straight from the buffer in one pass — by a hand-written reader for the plain shape,
+//! else by a serde reader of the same shape (`format::jaeger::fast`) — reading more input while
+//! the object is incomplete. Whatever those two do not take (another shape, escapes, a syntax
+//! error) goes the general way above, so every warning and error is what it was.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -177,6 +183,17 @@ pub fn read_stream(
     warnings: &mut Warnings,
     on_trace: &mut dyn FnMut(RawTrace, &mut Interner, &mut Warnings),
 ) -> Result<FileStats, ReadError> {
+    read_stream_with(r, path, interner, warnings, on_trace, FastPaths::All)
+}
+
+fn read_stream_with(
+    r: Box<dyn Read>,
+    path: &Path,
+    interner: &mut Interner,
+    warnings: &mut Warnings,
+    on_trace: &mut dyn FnMut(RawTrace, &mut Interner, &mut Warnings),
+    fast: FastPaths,
+) -> Result<FileStats, ReadError> {
     let mut d = Driver {
         sc: Scanner::new(r),
         path,
@@ -188,6 +205,8 @@ pub fn read_stream(
         pending_order: VecDeque::new(),
         units: 0,
         failed_first: None,
+        fast,
+        last_spans: 0,
     };
     d.run()?;
     d.flush_pending();
@@ -307,6 +326,23 @@ struct Driver<'a> {
     pending_order: VecDeque<String>,
     units: u64,
     failed_first: Option<String>,
+    /// Which fast readers may take Jaeger trace objects (tests compare them with none).
+    fast: FastPaths,
+    /// Spans in the last trace object read fast: room to make for the next one.
+    last_spans: usize,
+}
+
+/// The readers tried, in order, on a Jaeger trace object before the general one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FastPaths {
+    /// The general parser only.
+    #[cfg_attr(not(test), allow(dead_code))]
+    None,
+    /// The serde fast path, then the general parser.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Serde,
+    /// The hand-written reader, the serde fast path, then the general parser.
+    All,
 }
 
 impl Driver<'_> {
@@ -456,12 +492,19 @@ impl Driver<'_> {
                 _ => {}
             }
             self.sc.compact();
+            let is_first = first;
+            if kind == Some(UnitKind::JaegerWhole)
+                && self.fast != FastPaths::None
+                && self.jaeger_fast()?
+            {
+                first = false;
+                continue;
+            }
             let range = self
                 .sc
                 .value(true)
                 .map_err(|e| self.io(e))?
                 .ok_or_else(|| self.syntax("array element"))?;
-            let is_first = first;
             first = false;
             let bytes_ref = &self.sc.buf[range.clone()];
             let k = match kind {
@@ -485,6 +528,71 @@ impl Driver<'_> {
             let res = self.unit(&buf[range], k, is_first);
             self.sc.buf = buf;
             res?;
+        }
+    }
+
+    /// The fast path for one Jaeger trace object at the scanner's position: parsed in one pass
+    /// straight from the buffer (no scan for its end first), reading more input while it is
+    /// incomplete. `false` (nothing consumed, nothing counted) for anything else, which the
+    /// general path then handles with its own warnings and errors.
+    fn jaeger_fast(&mut self) -> Result<bool, ReadError> {
+        use format::jaeger::fast;
+        enum Step {
+            Done(Vec<RawTrace>, usize),
+            More,
+            General,
+        }
+        loop {
+            let avail = self.sc.buf.len() - self.sc.pos;
+            let buf = std::mem::take(&mut self.sc.buf);
+            let unit = &buf[self.sc.pos..];
+            let mut out = Vec::new();
+            // the hand-written reader first, then the serde one for what it leaves
+            let lexed = match self.fast {
+                FastPaths::All => fast::lex::trace(unit, self.last_spans.min(1 << 16)),
+                _ => Err(fast::lex::Stop::Bail),
+            };
+            let step = match lexed {
+                Ok((t, used)) => {
+                    fast::convert(t, self.interner, self.warnings, &mut out);
+                    Step::Done(out, used)
+                }
+                Err(fast::lex::Stop::Eof) if !self.sc.eof => Step::More,
+                Err(_) => {
+                    let mut it =
+                        serde_json::Deserializer::from_slice(unit).into_iter::<fast::FTrace<'_>>();
+                    match it.next() {
+                        Some(Ok(t)) => {
+                            fast::convert(t, self.interner, self.warnings, &mut out);
+                            Step::Done(out, it.byte_offset())
+                        }
+                        Some(Err(e)) if e.is_eof() && !self.sc.eof => Step::More,
+                        _ => Step::General,
+                    }
+                }
+            };
+            self.sc.buf = buf;
+            match step {
+                Step::Done(out, used) => {
+                    self.sc.pos += used;
+                    self.last_spans = out.iter().map(|t| t.spans.len()).sum();
+                    for t in out {
+                        self.emit(t, Format::Jaeger);
+                    }
+                    return Ok(true);
+                }
+                Step::General => return Ok(false),
+                Step::More => {
+                    // incomplete: at least double what is buffered, so a large trace is
+                    // re-parsed a bounded number of times
+                    let want = self.sc.buf.len() + avail.max(CHUNK);
+                    while self.sc.buf.len() < want {
+                        if !self.sc.fill().map_err(|e| self.io(e))? {
+                            break;
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -597,23 +705,18 @@ impl Scanner {
         if self.eof {
             return Ok(false);
         }
+        // `read_to_end` on a bounded reader appends without zeroing the new space first
         let len = self.buf.len();
-        self.buf.resize(len + CHUNK, 0);
-        loop {
-            match self.r.read(&mut self.buf[len..]) {
-                Ok(n) => {
-                    self.buf.truncate(len + n);
-                    if n == 0 {
-                        self.eof = true;
-                        return Ok(false);
-                    }
-                    return Ok(true);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.buf.truncate(len);
-                    return Err(e);
-                }
+        self.buf.reserve(CHUNK);
+        match (&mut self.r).take(CHUNK as u64).read_to_end(&mut self.buf) {
+            Ok(0) => {
+                self.eof = true;
+                Ok(false)
+            }
+            Ok(_) => Ok(true),
+            Err(e) => {
+                self.buf.truncate(len);
+                Err(e)
             }
         }
     }
@@ -790,6 +893,192 @@ mod tests {
         assert_eq!(t[0].spans.len(), 4);
         let v3 = format!(r#"{{"result":{{"resourceSpans":[{rs}]}}}}"#);
         assert_eq!(read(&v3).expect("api_v3").len(), 1);
+    }
+
+    /// Everything a reader produced, with symbols resolved (interners may number names in a
+    /// different order), for comparing readers.
+    fn outcome(bytes: &[u8], fast: FastPaths, chunk_reads: bool) -> String {
+        let mut i = Interner::new();
+        let mut w = Warnings::default();
+        let mut traces = Vec::new();
+        let r: Box<dyn Read> = if chunk_reads {
+            // a reader that hands out a few bytes at a time: units straddle every refill
+            Box::new(Dribble(io::Cursor::new(bytes.to_vec())))
+        } else {
+            Box::new(io::Cursor::new(bytes.to_vec()))
+        };
+        let res = read_stream_with(
+            r,
+            Path::new("<memory>"),
+            &mut i,
+            &mut w,
+            &mut |t, _, _| traces.push(t),
+            fast,
+        );
+        let mut out = format!("{:?}\n", res.map_err(|e| e.to_string()));
+        for t in &traces {
+            out.push_str(&format!("trace {}\n", t.trace_id));
+            for s in &t.spans {
+                out.push_str(&format!(
+                    "  {} <- {:?} {:?} {}/{} {}+{} {:?} {} h={} m={} p={}\n",
+                    s.id.render(&i),
+                    s.parent_id.map(|p| p.render(&i)),
+                    s.link,
+                    i.name(s.service),
+                    i.name(s.operation),
+                    s.start,
+                    s.duration,
+                    s.kind,
+                    s.flags,
+                    i.name(s.host),
+                    i.name(s.http_method),
+                    i.name(s.http_path),
+                ));
+            }
+        }
+        out.push_str(&format!("{:?}", w.nonzero()));
+        out
+    }
+
+    struct Dribble(io::Cursor<Vec<u8>>);
+
+    impl Read for Dribble {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(7);
+            self.0.read(&mut buf[..n])
+        }
+    }
+
+    fn same_with_and_without_fast_paths(doc: &[u8]) {
+        let general = outcome(doc, FastPaths::None, false);
+        assert_eq!(
+            outcome(doc, FastPaths::Serde, false),
+            general,
+            "serde fast path"
+        );
+        assert_eq!(
+            outcome(doc, FastPaths::All, false),
+            general,
+            "all fast paths"
+        );
+        assert_eq!(
+            outcome(doc, FastPaths::All, true),
+            general,
+            "all, small reads"
+        );
+    }
+
+    fn jaeger_samples() -> Vec<Vec<u8>> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/traces");
+        let mut docs = vec![crate::synth::checkout_file(3, 9).into_bytes()];
+        for name in [
+            "jaeger-ui__TraceStatistics-testTrace__jaeger-json.json",
+            "jaeger__uimodel-fixture-ui_01__jaeger-ui-json.json",
+        ] {
+            if let Ok(b) = std::fs::read(dir.join(name)) {
+                // the hand-written reader takes these real traces itself (not only its fallbacks)
+                assert!(
+                    format::jaeger::fast::lex::trace(&b, 0).is_ok(),
+                    "{name} is read fast"
+                );
+                docs.push(b);
+                let mut env = b"{\"data\":[".to_vec();
+                env.extend_from_slice(docs.last().map_or(&[][..], |d| &d[..]));
+                env.extend_from_slice(b"]}");
+                docs.push(env);
+            }
+        }
+        docs
+    }
+
+    #[test]
+    fn fast_paths_read_exactly_what_the_general_parser_reads() {
+        for doc in jaeger_samples() {
+            same_with_and_without_fast_paths(&doc);
+        }
+        let trace = |extra: &str, tag: &str| {
+            format!(
+                r#"{{"data":[{{"traceID":"00ff","spans":[{{"traceID":"ff","spanID":"a","operationName":"GET /x","references":[{{"refType":"FOLLOWS_FROM","traceID":"ff","spanID":"c"}},{{"refType":"CHILD_OF","traceID":"ee","spanID":"d"}}],"startTime":1,"duration":2,"tags":[{{"key":"http.method","type":"string","value":"post"}},{{"key":"http.url","value":"http://h/p?q=1"}},{{"key":"error","value":true}},{{"key":"n","value":[1,{{"a":null}}]}}{tag}],"logs":[{{"timestamp":3,"fields":[{{"key":"event","value":"error"}}]}}],"processID":"p"{extra}}}],"processes":{{"p":{{"serviceName":"s","tags":[{{"key":"hostname","value":"h1"}}]}},"p":{{"serviceName":"t"}}}},"warnings":null}}]}}"#
+            )
+        };
+        for extra in [
+            "",
+            r#","flags":1.5e3"#,
+            r#","startTime":3"#,
+            r#","x":"a"b""#,
+            r#","operationName":null,"y":-0"#,
+            r#","process":{"serviceName":"inline"}"#,
+            r#","z":{"deep":[[[[[]]]]]}"#,
+        ] {
+            same_with_and_without_fast_paths(trace(extra, "").as_bytes());
+        }
+        for tag in [
+            r#",{"key":"http.status_code","value":500.0}"#,
+            r#",{"key":"error","value":-0}"#,
+            r#",{"key":"error","value":0.0}"#,
+            r#",{"key":"http.status_code","value":1e400}"#,
+            r#",{"key":"http.status_code","value":18446744073709551616}"#,
+            r#",{"key":"http.status_code","value":-9223372036854775808}"#,
+            r#",{"key":"x","value":1E+2,"type":"float64"}"#,
+            r#",{"key":"http.url","value":"http://h/é"}"#,
+            r#",{"key":"http.url","value":"http://h/é"}"#,
+            r#",{"value":"GET","key":"http.method"}"#,
+            r#",{"key":"db.statement","value":"insert into \"t\" values ('\u00e9')"}"#,
+            r#",{"key":"http.route","value":"/\ud83d\ude00"}"#,
+            r#",{"key":"http.route","value":"/\ud800"}"#,
+            r#",{"key":"http.route","value":"/\x"}"#,
+            r#",{"key":"http.route","type":"a\"b\\","value":"/"}"#,
+            r#",{"key":"http.route","type":"\ud800","value":"/"}"#,
+        ] {
+            same_with_and_without_fast_paths(trace("", tag).as_bytes());
+            let dur = tag.replace("\"key\"", "\"k\"").replace("value", "v");
+            same_with_and_without_fast_paths(
+                trace(&format!(",\"q\":[{}]", &dur[1..]), "").as_bytes(),
+            );
+        }
+        for time in [
+            "1.5",
+            "-0",
+            "1e400",
+            "1e3",
+            "\"1.5\"",
+            "\"2017-01-26T16:46:31Z\"",
+            "true",
+            "[]",
+        ] {
+            let doc = trace("", "").replace("\"startTime\":1,", &format!("\"startTime\":{time},"));
+            same_with_and_without_fast_paths(doc.as_bytes());
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+        #[test]
+        fn fast_paths_agree_on_damaged_input(
+            which in 0usize..8,
+            at in 0usize..100_000,
+            how in 0u8..4,
+            byte in proptest::sample::select(vec![
+                b'\\', b'"', b',', b'}', b']', b'{', b'[', b'0', b'9', b'.', b'-', b'e', b' ',
+                b'n', b't', b':', 0x01, 0xC3, 0xFF, b'a',
+            ]),
+        ) {
+            let docs = jaeger_samples();
+            let mut doc = docs[which % docs.len()].clone();
+            let k = at % doc.len();
+            match how {
+                0 => doc.truncate(k),
+                1 => doc[k] = byte,
+                2 => doc.insert(k, byte),
+                _ => {
+                    doc.remove(k);
+                }
+            }
+            let general = outcome(&doc, FastPaths::None, false);
+            proptest::prop_assert_eq!(outcome(&doc, FastPaths::Serde, false), general.clone());
+            proptest::prop_assert_eq!(outcome(&doc, FastPaths::All, false), general.clone());
+            proptest::prop_assert_eq!(outcome(&doc, FastPaths::All, true), general);
+        }
     }
 
     #[test]

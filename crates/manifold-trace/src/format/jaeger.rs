@@ -10,10 +10,12 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{
-    parse_duration, parse_rfc3339, push_span, service_sym, span_id, text_or_empty, trace_id, Attrs,
-    BStr, FormatError, NumOrText, RawTrace, TidCache, Value,
+    parse_duration, parse_rfc3339, push_span_sized, service_sym, span_id, text_or_empty, trace_id,
+    Attrs, BStr, FormatError, NumOrText, RawTrace, TidCache, Value,
 };
 use crate::model::{flags, Interner, Link, Span, WarningKind, Warnings};
+
+pub(crate) mod fast;
 
 #[derive(Deserialize, Default)]
 struct JTag<'a> {
@@ -312,7 +314,8 @@ fn convert_obj(
 
 #[derive(Default)]
 struct Processes {
-    map: HashMap<String, (u32, Option<String>)>,
+    /// Service and host symbols by process id (interned once per process, not per span).
+    map: crate::model::FxHashMap<String, (u32, Option<u32>)>,
 }
 
 impl Processes {
@@ -322,7 +325,8 @@ impl Processes {
         for t in p.tags.iter().flatten() {
             a.add(text_or_empty(&t.key), &t.value());
         }
-        self.map.insert(id, (svc, a.host));
+        let host = a.host.map(|h| interner.intern(&h));
+        self.map.insert(id, (svc, host));
     }
 }
 
@@ -358,36 +362,134 @@ fn convert_span(
     cache: &mut TidCache,
     out: &mut Vec<RawTrace>,
 ) {
-    let Some(sid_text) = s.span_id.as_deref() else {
+    let refs = s.references.iter().flatten().map(|r| RefIn {
+        ref_type: r.ref_type.as_deref(),
+        trace_id: r.trace_id.as_deref(),
+        span_id: r.span_id.as_deref(),
+    });
+    let input = SpanIn {
+        trace_id: s.trace_id.as_deref(),
+        span_id: s.span_id.as_deref(),
+        parent_span_id: s.parent_span_id.as_deref(),
+        operation: s.operation_name.as_deref(),
+        start: s.start_time.as_ref(),
+        duration: s.duration.as_ref(),
+        process: s.process.as_ref(),
+        process_id: s.process_id.as_deref(),
+    };
+    let attrs = s.tags.map(|t| t.0).unwrap_or_default();
+    let log_error = s.logs.is_some_and(|l| l.0.error);
+    convert_span_in(
+        input,
+        refs,
+        attrs,
+        log_error,
+        (default_tid, procs, cache, 1, None),
+        interner,
+        warnings,
+        out,
+    );
+}
+
+/// Operation symbols of the last few names, by address. Only for input that is never copied
+/// (the fast readers borrow every string from the unit's bytes, which stay put while it is
+/// converted), where the same address and length always mean the same text; a repeated name
+/// then costs no hashing.
+#[derive(Default)]
+pub(crate) struct OpCache {
+    last: [(usize, usize, u32); 4],
+    next: usize,
+}
+
+impl OpCache {
+    fn intern(&mut self, name: &str, interner: &mut Interner) -> u32 {
+        let key = (name.as_ptr() as usize, name.len());
+        for &(p, l, sym) in &self.last {
+            if (p, l) == key {
+                return sym;
+            }
+        }
+        let sym = interner.intern(name);
+        self.last[self.next % 4] = (key.0, key.1, sym);
+        self.next += 1;
+        sym
+    }
+}
+
+/// One reference of a span, as written.
+#[derive(Clone, Copy)]
+struct RefIn<'s> {
+    ref_type: Option<&'s str>,
+    trace_id: Option<&'s str>,
+    span_id: Option<&'s str>,
+}
+
+/// The fields of a span that the conversion reads, whichever parser found them.
+struct SpanIn<'s> {
+    trace_id: Option<&'s str>,
+    span_id: Option<&'s str>,
+    parent_span_id: Option<&'s str>,
+    operation: Option<&'s str>,
+    start: Option<&'s NumOrText<'s>>,
+    duration: Option<&'s NumOrText<'s>>,
+    process: Option<&'s JProcess<'s>>,
+    process_id: Option<&'s str>,
+}
+
+/// Turn one parsed span into a [`Span`]: the single place that applies Jaeger's rules, shared by
+/// the general parser ([`parse`]) and the fast trace parser ([`fast`]).
+#[allow(clippy::too_many_arguments)]
+fn convert_span_in<'s>(
+    s: SpanIn<'s>,
+    refs: impl Iterator<Item = RefIn<'s>>,
+    mut a: Attrs,
+    log_error: bool,
+    (default_tid, procs, cache, expect, ops): (
+        &str,
+        &Processes,
+        &mut TidCache,
+        usize,
+        Option<&mut OpCache>,
+    ),
+    interner: &mut Interner,
+    warnings: &mut Warnings,
+    out: &mut Vec<RawTrace>,
+) {
+    let Some(sid_text) = s.span_id else {
         warnings.add_with(WarningKind::MalformedSpan, || {
             "a Jaeger span without spanID".into()
         });
         return;
     };
-    let raw_tid = s.trace_id.as_deref().unwrap_or("");
+    let raw_tid = s.trace_id.unwrap_or("");
     let tid: &str = if raw_tid.is_empty() {
         default_tid
     } else {
         cache.get(raw_tid)
     };
     let id = span_id(sid_text, interner);
-    let (mut service, mut host) = (0u32, None);
-    if let Some(p) = &s.process {
+    // the process's host, interned with the process table (not per span)
+    let (mut service, mut host, mut proc_host) = (0u32, None, None);
+    if let Some(p) = s.process {
         service = service_sym(p.service_name.as_deref(), interner);
         let mut a = Attrs::default();
         for t in p.tags.iter().flatten() {
             a.add(text_or_empty(&t.key), &t.value());
         }
         host = a.host;
-    } else if let Some(pid) = s.process_id.as_deref() {
+    } else if let Some(pid) = s.process_id {
         if let Some((svc, h)) = procs.map.get(pid) {
             service = *svc;
-            host = h.clone();
+            proc_host = *h;
         }
     }
-    let operation = interner.intern(text_or_empty(&s.operation_name));
-    let start = s.start_time.as_ref().and_then(time_us_or_rfc3339);
-    let duration = s.duration.as_ref().and_then(duration_us_or_text);
+    let op_name = s.operation.unwrap_or("");
+    let operation = match ops {
+        Some(c) => c.intern(op_name, interner),
+        None => interner.intern(op_name),
+    };
+    let start = s.start.and_then(time_us_or_rfc3339);
+    let duration = s.duration.and_then(duration_us_or_text);
     let mut span = Span::new(
         id,
         service,
@@ -403,11 +505,11 @@ fn convert_span(
     }
     // parent: the first reference into this trace (CHILD_OF before FOLLOWS_FROM)
     let mut parent: Option<(Link, &str)> = None;
-    for r in s.references.iter().flatten() {
-        let Some(rs) = r.span_id.as_deref() else {
+    for r in refs {
+        let Some(rs) = r.span_id else {
             continue;
         };
-        if let Some(rt) = r.trace_id.as_deref() {
+        if let Some(rt) = r.trace_id {
             if !rt.is_empty() && !tid.is_empty() && rt != raw_tid && trace_id(rt) != tid {
                 warnings.add_with(WarningKind::ForeignReference, || {
                     format!("trace {tid}: span {sid_text} refers to trace {rt}")
@@ -415,7 +517,7 @@ fn convert_span(
                 continue;
             }
         }
-        let link = match r.ref_type.as_deref() {
+        let link = match r.ref_type {
             Some(t) if t.eq_ignore_ascii_case("FOLLOWS_FROM") => Link::FollowsFrom,
             _ => Link::ChildOf,
         };
@@ -426,7 +528,7 @@ fn convert_span(
         }
     }
     if parent.is_none() {
-        if let Some(p) = s.parent_span_id.as_deref() {
+        if let Some(p) = s.parent_span_id {
             if !p.is_empty() && !p.trim_start_matches('0').is_empty() {
                 parent = Some((Link::ChildOf, p));
             }
@@ -436,15 +538,20 @@ fn convert_span(
         span.link = link;
         span.parent_id = Some(span_id(p, interner));
     }
-    let mut a = s.tags.map(|t| t.0).unwrap_or_default();
-    if s.logs.is_some_and(|l| l.0.error) {
+    if log_error {
         a.error = true;
     }
     if a.host.is_none() {
         a.host = host;
     }
+    let own_host = a.host.is_some();
     a.apply(&mut span, interner);
-    push_span(out, tid, span);
+    if !own_host {
+        if let Some(h) = proc_host {
+            span.host = h;
+        }
+    }
+    push_span_sized(out, tid, span, expect);
 }
 
 #[cfg(test)]

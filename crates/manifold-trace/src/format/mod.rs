@@ -41,12 +41,20 @@ pub enum FormatError {
 
 /// Add a span to the trace it belongs to (allocating a trace id only for a new trace).
 pub(crate) fn push_span(out: &mut Vec<RawTrace>, tid: &str, span: Span) {
+    push_span_sized(out, tid, span, 1);
+}
+
+/// [`push_span`], sizing a new trace's list for `expect` spans (a whole trace object says how
+/// many it holds, which saves growing the list span by span).
+pub(crate) fn push_span_sized(out: &mut Vec<RawTrace>, tid: &str, span: Span, expect: usize) {
     if let Some(t) = out.iter_mut().rev().find(|t| t.trace_id == tid) {
         t.spans.push(span);
     } else {
+        let mut spans = Vec::with_capacity(expect.max(1));
+        spans.push(span);
         out.push(RawTrace {
             trace_id: tid.to_string(),
-            spans: vec![span],
+            spans,
         });
     }
 }
@@ -95,8 +103,38 @@ pub fn id_text(s: &str) -> Cow<'_, str> {
     }
 }
 
+/// Hex digit values by byte; `0xFF` for anything else.
+static HEX: [u8; 256] = {
+    let mut t = [0xFFu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
 /// A span id from its text form.
 pub fn span_id(s: &str, interner: &mut Interner) -> SpanId {
+    // the common case, 1 to 16 hex digits, in one branch-free pass (what the general rules
+    // below make of it)
+    if !s.is_empty() && s.len() <= 16 {
+        let (mut v, mut bad) = (0u64, 0u8);
+        for b in s.bytes() {
+            let d = HEX[usize::from(b)];
+            bad |= d;
+            v = (v << 4) | u64::from(d & 0x0F);
+        }
+        if bad & 0xF0 == 0 {
+            return SpanId::Hex(v);
+        }
+    }
     let t = id_text(s);
     // 128-bit span ids do not exist; a 32-digit hex value with a zero high half is a 64-bit id
     let t: &str = if t.len() == 32 && t.starts_with("0000000000000000") {
@@ -456,7 +494,7 @@ pub struct Attrs {
     /// An error was reported.
     pub error: bool,
     /// HTTP method.
-    pub method: Option<String>,
+    pub method: Option<Cow<'static, str>>,
     /// Route, path or RPC method.
     pub path: Option<String>,
     /// Fingerprint of the identifying argument text (URL with query, statement, destination).
@@ -470,6 +508,7 @@ pub struct Attrs {
 }
 
 const WRITE_METHODS: [&str; 4] = ["POST", "PUT", "PATCH", "DELETE"];
+const KNOWN_METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
 impl Attrs {
     /// Feed one attribute.
@@ -489,8 +528,13 @@ impl Attrs {
                 }
             }
             "http.method" | "http.request.method" => {
-                let m = v.text().to_ascii_uppercase();
-                if WRITE_METHODS.contains(&m.as_str()) {
+                // the usual methods without an allocation per span
+                let t = v.text();
+                let m = match KNOWN_METHODS.iter().find(|k| k.eq_ignore_ascii_case(&t)) {
+                    Some(k) => Cow::Borrowed(*k),
+                    None => Cow::Owned(t.to_ascii_uppercase()),
+                };
+                if WRITE_METHODS.contains(&m.as_ref()) {
                     self.write = true;
                 }
                 self.method = Some(m);

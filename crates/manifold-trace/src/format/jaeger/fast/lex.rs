@@ -1,0 +1,828 @@
+//! A hand-written reader for the plainest Jaeger trace object, ahead of the serde one.
+//!
+//! Why: going through serde's visitors costs about three times a bare parse of the same bytes
+//! (every key decoded and checked as text, a call per token). This reader walks the bytes once and
+//! builds the same [`FTrace`] as the serde fast path, but it only accepts what it can judge
+//! exactly like serde_json would: strings without escapes, integers that fit an `i64`, no unusual
+//! shapes. For anything else it stops with [`Stop::Bail`] and the serde readers take the unit; it
+//! never reports an error of its own. [`Stop::Eof`] means the unit runs past the bytes given.
+
+use std::borrow::Cow;
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+
+use super::{FRef, FSpan, FTrace};
+use crate::format::jaeger::{JProcess, JTag};
+use crate::format::{Attrs, BStr, Num, NumOrText, Value};
+
+/// Why the reader stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The bytes end inside the unit: read more and try again.
+    Eof,
+    /// Something this reader does not judge itself (escapes, floats, other shapes, errors).
+    Bail,
+}
+
+type R<T> = Result<T, Stop>;
+
+/// Nesting allowed inside skipped values (serde_json's own limit is 128; deeper ones bail).
+const MAX_SKIP_DEPTH: u32 = 64;
+
+/// Parse one trace object at the start of `b` (after optional whitespace); on success, the
+/// trace and the number of bytes it used.
+/// `expect` is how many spans to make room for (the previous trace's count is a good guess).
+pub(crate) fn trace(b: &[u8], expect: usize) -> R<(FTrace<'_>, usize)> {
+    let mut p = P {
+        b,
+        i: 0,
+        seen: [""; SEEN],
+        block: "",
+        block_at: 0,
+    };
+    let t = p.trace(expect)?;
+    Ok((t, p.i))
+}
+
+struct P<'de> {
+    b: &'de [u8],
+    i: usize,
+    /// Strings decoded recently, by length and last byte (see [`P::opt_str_seen`]).
+    seen: [&'de str; SEEN],
+    /// Input checked as UTF-8, starting at `block_at` (see [`P::text`]).
+    block: &'de str,
+    block_at: usize,
+}
+
+/// How much input [`P::text`] checks at once: a few strings' worth, so that little is checked
+/// past the end of the trace object.
+const BLOCK: usize = 2048;
+
+const SEEN: usize = 16;
+
+impl<'de> P<'de> {
+    /// The next byte after whitespace, not consumed.
+    #[inline]
+    fn peek(&mut self) -> R<u8> {
+        while let Some(&c) = self.b.get(self.i) {
+            if matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+                self.i += 1;
+            } else {
+                return Ok(c);
+            }
+        }
+        Err(Stop::Eof)
+    }
+
+    #[inline]
+    fn eat(&mut self, c: u8) -> R<()> {
+        if self.peek()? == c {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(Stop::Bail)
+        }
+    }
+
+    /// The raw bytes of a string whose opening quote is next; escapes and control characters
+    /// bail.
+    #[inline]
+    fn raw_str(&mut self) -> R<&'de [u8]> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let b = self.b;
+        let mut i = start;
+        // eight bytes at a time: stop at a quote, a backslash or a control character
+        const ONES: u64 = u64::MAX / 255;
+        while let Some(chunk) = b.get(i..i + 8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            let x = u64::from_le_bytes(w);
+            let ctrl = x.wrapping_sub(ONES * 0x20) & !x;
+            let q = x ^ (ONES * u64::from(b'"'));
+            let q = q.wrapping_sub(ONES) & !q;
+            let bs = x ^ (ONES * u64::from(b'\\'));
+            let bs = bs.wrapping_sub(ONES) & !bs;
+            let m = (ctrl | q | bs) & (ONES << 7);
+            if m != 0 {
+                i += m.trailing_zeros() as usize / 8;
+                break;
+            }
+            i += 8;
+        }
+        loop {
+            match b.get(i) {
+                None => return Err(Stop::Eof),
+                Some(b'"') => {
+                    self.i = i + 1;
+                    return Ok(&b[start..i]);
+                }
+                Some(&c) if c == b'\\' || c < 0x20 => return Err(Stop::Bail),
+                Some(_) => i += 1,
+            }
+        }
+    }
+
+    /// A string as text (serde_json checks UTF-8 for every string it decodes).
+    #[inline]
+    fn str(&mut self) -> R<&'de str> {
+        let r = self.raw_str()?;
+        self.text(r)
+    }
+
+    /// The bytes of a string just read (`r`, ending right before the byte at `self.i - 1`) as
+    /// text. Rather than one UTF-8 check per string — a large share of the time for short
+    /// strings — the input is checked a block at a time, each block starting at a string, and a
+    /// string inside the checked block is cut out of it (string ends are quotes, so always
+    /// character boundaries). Where a block holds invalid UTF-8 it stops there, and a string past
+    /// that point is refused just as a check of its own would refuse it.
+    #[inline]
+    fn text(&mut self, r: &'de [u8]) -> R<&'de str> {
+        let end = self.i - 1;
+        let start = end - r.len();
+        let from = self.block_at;
+        if start >= from && end <= from + self.block.len() {
+            return self.block.get(start - from..end - from).ok_or(Stop::Bail);
+        }
+        let stop = (start + BLOCK).max(end).min(self.b.len());
+        let bytes = &self.b[start..stop];
+        self.block = match std::str::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or(""),
+        };
+        self.block_at = start;
+        self.block.get(..r.len()).ok_or(Stop::Bail)
+    }
+
+    /// A string value that may hold escapes: without any it is borrowed as is; with some, its end
+    /// is found here and its bytes are handed to serde_json with the serde readers' own type, so
+    /// escapes (surrogate pairs, invalid ones) mean exactly what they make of them.
+    fn text_or_escaped<T: Deserialize<'de> + FromText<'de>>(&mut self) -> R<T> {
+        let at = self.i;
+        match self.str() {
+            Ok(t) => return Ok(T::from_text(t)),
+            Err(Stop::Eof) => return Err(Stop::Eof),
+            Err(Stop::Bail) => self.i = at,
+        }
+        self.escaped()
+    }
+
+    /// The string at the position, escapes and all, read by serde_json as `T`.
+    fn escaped<T: Deserialize<'de>>(&mut self) -> R<T> {
+        self.peek()?;
+        let start = self.i;
+        let b = self.b;
+        let mut i = start + 1;
+        loop {
+            match b.get(i) {
+                None => return Err(Stop::Eof),
+                Some(b'"') => break,
+                Some(b'\\') => i += 2,
+                Some(_) => i += 1,
+            }
+        }
+        let v = serde_json::from_slice::<T>(&b[start..=i]).map_err(|_| Stop::Bail)?;
+        self.i = i + 1;
+        Ok(v)
+    }
+
+    /// A key (raw) and its colon.
+    #[inline]
+    fn key(&mut self) -> R<&'de [u8]> {
+        let k = self.raw_str()?;
+        self.eat(b':')?;
+        Ok(k)
+    }
+
+    /// After a member or element: `true` if another follows (`,` consumed), `false` at the
+    /// closing byte (consumed).
+    #[inline]
+    fn more(&mut self, close: u8) -> R<bool> {
+        let c = self.peek()?;
+        self.i += 1;
+        if c == b',' {
+            // serde_json refuses a trailing comma; so does the caller, which expects a value
+            Ok(true)
+        } else if c == close {
+            Ok(false)
+        } else {
+            Err(Stop::Bail)
+        }
+    }
+
+    /// Open an object or array: `false` if it is empty (closed at once).
+    #[inline]
+    fn open(&mut self, open: u8, close: u8) -> R<bool> {
+        self.eat(open)?;
+        if self.peek()? == close {
+            self.i += 1;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// `null` if it is next (consumed).
+    #[inline]
+    fn null(&mut self) -> R<bool> {
+        if self.peek()? != b'n' {
+            return Ok(false);
+        }
+        self.lit(b"null")?;
+        Ok(true)
+    }
+
+    fn lit(&mut self, word: &[u8]) -> R<()> {
+        let end = self.i + word.len();
+        match self.b.get(self.i..end) {
+            Some(w) if w == word => {
+                self.i = end;
+                Ok(())
+            }
+            Some(_) => Err(Stop::Bail),
+            None => {
+                if word.starts_with(&self.b[self.i..]) {
+                    Err(Stop::Eof)
+                } else {
+                    Err(Stop::Bail)
+                }
+            }
+        }
+    }
+
+    /// [`Self::opt_str`] for text that repeats (trace ids, operation and tag names): a string
+    /// equal to one decoded recently is taken from the small cache instead of being checked as
+    /// UTF-8 again.
+    #[inline]
+    fn opt_str_seen(&mut self) -> R<Option<&'de str>> {
+        if self.null()? {
+            return Ok(None);
+        }
+        let r = self.raw_str()?;
+        let slot = (r.len() ^ usize::from(r.last().copied().unwrap_or(0))) & (SEEN - 1);
+        let hit = self.seen[slot];
+        if hit.len() == r.len() && hit.as_bytes() == r {
+            return Ok(Some(hit));
+        }
+        let t = self.text(r)?;
+        self.seen[slot] = t;
+        Ok(Some(t))
+    }
+
+    /// An optional string (`null` is none); any other type bails.
+    #[inline]
+    fn opt_str(&mut self) -> R<Option<&'de str>> {
+        if self.null()? {
+            return Ok(None);
+        }
+        self.str().map(Some)
+    }
+
+    /// A JSON integer that fits an `i64`; fractions, exponents, `-0` and anything larger bail.
+    fn int(&mut self) -> R<i64> {
+        self.peek()?;
+        let b = self.b;
+        let mut i = self.i;
+        let neg = b.get(i) == Some(&b'-');
+        if neg {
+            i += 1;
+        }
+        let first = *b.get(i).ok_or(Stop::Eof)?;
+        if !first.is_ascii_digit() {
+            return Err(Stop::Bail);
+        }
+        let mut v: u64 = 0;
+        let start = i;
+        while let Some(&c) = b.get(i) {
+            if !c.is_ascii_digit() {
+                break;
+            }
+            v = v
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(u64::from(c - b'0')))
+                .ok_or(Stop::Bail)?;
+            i += 1;
+        }
+        match b.get(i) {
+            None => return Err(Stop::Eof),
+            Some(b'.' | b'e' | b'E') => return Err(Stop::Bail),
+            Some(_) => {}
+        }
+        if (first == b'0' && i - start > 1) || (neg && v == 0) {
+            return Err(Stop::Bail);
+        }
+        let v = i64::try_from(v).map_err(|_| Stop::Bail)?;
+        self.i = i;
+        Ok(if neg { -v } else { v })
+    }
+
+    /// Skip any value, checking it as serde_json's `IgnoredAny` does (strings are not checked
+    /// as UTF-8 there either).
+    fn skip(&mut self, depth: u32) -> R<()> {
+        if depth > MAX_SKIP_DEPTH {
+            return Err(Stop::Bail);
+        }
+        match self.peek()? {
+            b'"' => {
+                // as `IgnoredAny` does: no UTF-8 check, escapes checked
+                let at = self.i;
+                match self.raw_str() {
+                    Ok(_) => Ok(()),
+                    Err(Stop::Eof) => Err(Stop::Eof),
+                    Err(Stop::Bail) => {
+                        self.i = at;
+                        self.escaped::<IgnoredAny>().map(|_| ())
+                    }
+                }
+            }
+            b'{' => {
+                if self.open(b'{', b'}')? {
+                    loop {
+                        self.key()?;
+                        self.skip(depth + 1)?;
+                        if !self.more(b'}')? {
+                            break;
+                        }
+                    }
+                }
+                Ok(())
+            }
+            b'[' => {
+                if self.open(b'[', b']')? {
+                    loop {
+                        self.skip(depth + 1)?;
+                        if !self.more(b']')? {
+                            break;
+                        }
+                    }
+                }
+                Ok(())
+            }
+            b't' => self.lit(b"true"),
+            b'f' => self.lit(b"false"),
+            b'n' => self.lit(b"null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => Err(Stop::Bail),
+        }
+    }
+
+    /// Skip a number of any form, checking the grammar.
+    fn number(&mut self) -> R<()> {
+        let b = self.b;
+        let mut i = self.i;
+        let digits = |i: &mut usize| -> R<usize> {
+            let s = *i;
+            while let Some(c) = b.get(*i) {
+                if !c.is_ascii_digit() {
+                    return Ok(*i - s);
+                }
+                *i += 1;
+            }
+            Err(Stop::Eof)
+        };
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        let first = *b.get(i).ok_or(Stop::Eof)?;
+        let n = digits(&mut i)?;
+        if n == 0 || (first == b'0' && n > 1) {
+            return Err(Stop::Bail);
+        }
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            if digits(&mut i)? == 0 {
+                return Err(Stop::Bail);
+            }
+        }
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(b.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            if digits(&mut i)? == 0 {
+                return Err(Stop::Bail);
+            }
+        }
+        self.i = i;
+        Ok(())
+    }
+
+    /// A number or text (`startTime`, `duration`), `null` for none.
+    fn num_or_text(&mut self) -> R<Option<NumOrText<'de>>> {
+        match self.peek()? {
+            b'n' => self.lit(b"null").map(|_| None),
+            b'"' => self.text_or_escaped::<NumOrText<'de>>().map(Some),
+            _ => match self.int() {
+                Ok(v) => Ok(Some(NumOrText::Num(Num::Int(v)))),
+                Err(Stop::Bail) => self.other_number().map(Some),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// A number that is not a plain `i64` (a fraction, an exponent, `-0`, a huge integer): its
+    /// bytes are handed to serde_json with the serde readers' own type, so it means exactly what
+    /// they make of it (rounding, range errors and all).
+    fn other_number<T: serde::Deserialize<'de>>(&mut self) -> R<T> {
+        let start = self.i;
+        self.number()?;
+        serde_json::from_slice::<T>(&self.b[start..self.i]).map_err(|_| Stop::Bail)
+    }
+
+    /// A tag value as [`Value`] reads it, `null` for none.
+    fn value(&mut self) -> R<Option<Value<'de>>> {
+        Ok(Some(match self.peek()? {
+            b'n' => return self.lit(b"null").map(|_| None),
+            b'"' => self.text_or_escaped::<Value<'de>>()?,
+            b't' => self.lit(b"true").map(|_| Value::Bool(true))?,
+            b'f' => self.lit(b"false").map(|_| Value::Bool(false))?,
+            b'[' | b'{' => {
+                self.skip(0)?;
+                Value::Other
+            }
+            _ => match self.int() {
+                Ok(v) => Value::Int(v),
+                Err(Stop::Bail) => self.other_number()?,
+                Err(e) => return Err(e),
+            },
+        }))
+    }
+
+    fn trace(&mut self, expect: usize) -> R<FTrace<'de>> {
+        let mut t = FTrace {
+            trace_id: None,
+            spans: Vec::with_capacity(expect),
+            refs: Vec::with_capacity(expect),
+            processes: Vec::new(),
+        };
+        let (mut seen, mut has_spans) = (0u32, false);
+        if self.open(b'{', b'}')? {
+            loop {
+                match self.key()? {
+                    b"traceID" | b"traceId" => {
+                        once(&mut seen, 1)?;
+                        t.trace_id = self.opt_str_seen()?;
+                    }
+                    b"spans" => {
+                        once(&mut seen, 2)?;
+                        if !self.null()? {
+                            has_spans = true;
+                            if self.open(b'[', b']')? {
+                                loop {
+                                    self.span(&mut t.spans, &mut t.refs)?;
+                                    if !self.more(b']')? {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    b"processes" => {
+                        once(&mut seen, 4)?;
+                        if !self.null()? && self.open(b'{', b'}')? {
+                            loop {
+                                let id =
+                                    std::str::from_utf8(self.key()?).map_err(|_| Stop::Bail)?;
+                                let p = self.process()?;
+                                t.processes.push((id, p));
+                                if !self.more(b'}')? {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    k => self.other_key(k)?,
+                }
+                if !self.more(b'}')? {
+                    break;
+                }
+            }
+        }
+        if !has_spans {
+            return Err(Stop::Bail);
+        }
+        Ok(t)
+    }
+
+    /// A key no reader here knows: fields of other Jaeger shapes bail (the general parser reads
+    /// them); anything else is skipped, as the derived parsers skip unknown fields (after
+    /// decoding the key as text).
+    fn other_key(&mut self, k: &[u8]) -> R<()> {
+        if matches!(
+            k,
+            b"data"
+                | b"result"
+                | b"processMap"
+                | b"spanID"
+                | b"spanId"
+                | b"parentSpanID"
+                | b"parentSpanId"
+                | b"operationName"
+                | b"references"
+                | b"startTime"
+                | b"duration"
+                | b"tags"
+                | b"logs"
+                | b"processID"
+                | b"processId"
+                | b"process"
+        ) {
+            return Err(Stop::Bail);
+        }
+        self.unknown(k)
+    }
+
+    fn unknown(&mut self, k: &[u8]) -> R<()> {
+        if !k.is_ascii() {
+            std::str::from_utf8(k).map_err(|_| Stop::Bail)?;
+        }
+        self.skip(0)
+    }
+
+    /// One span, built in place at the end of `spans` (a span is large: moving it costs).
+    fn span(&mut self, spans: &mut Vec<FSpan<'de>>, refs: &mut Vec<FRef<'de>>) -> R<()> {
+        let first = u32::try_from(refs.len()).map_err(|_| Stop::Bail)?;
+        spans.push(FSpan {
+            trace_id: None,
+            span_id: None,
+            parent_span_id: None,
+            operation: None,
+            refs: (first, first),
+            start: None,
+            duration: None,
+            attrs: Attrs::default(),
+            log_error: false,
+            process_id: None,
+            process: None,
+        });
+        let s = spans.last_mut().ok_or(Stop::Bail)?;
+        let mut seen = 0u32;
+        if self.open(b'{', b'}')? {
+            loop {
+                match self.key()? {
+                    b"traceID" | b"traceId" => {
+                        once(&mut seen, 1)?;
+                        s.trace_id = self.opt_str_seen()?;
+                    }
+                    b"spanID" | b"spanId" => {
+                        once(&mut seen, 2)?;
+                        s.span_id = self.opt_str()?;
+                    }
+                    b"parentSpanID" | b"parentSpanId" => {
+                        once(&mut seen, 4)?;
+                        s.parent_span_id = self.opt_str()?;
+                    }
+                    b"operationName" => {
+                        once(&mut seen, 8)?;
+                        s.operation = self.opt_str_seen()?;
+                    }
+                    b"references" => {
+                        once(&mut seen, 16)?;
+                        if !self.null()? && self.open(b'[', b']')? {
+                            loop {
+                                refs.push(self.reference()?);
+                                if !self.more(b']')? {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    b"startTime" => {
+                        once(&mut seen, 32)?;
+                        s.start = self.num_or_text()?;
+                    }
+                    b"duration" => {
+                        once(&mut seen, 64)?;
+                        s.duration = self.num_or_text()?;
+                    }
+                    b"tags" => {
+                        once(&mut seen, 128)?;
+                        if !self.null()? && self.open(b'[', b']')? {
+                            loop {
+                                let t = self.tag()?;
+                                s.attrs.add(t.key.as_deref().unwrap_or(""), &t.value());
+                                if !self.more(b']')? {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    b"logs" => {
+                        once(&mut seen, 256)?;
+                        s.log_error = self.logs()?;
+                    }
+                    b"processID" | b"processId" => {
+                        once(&mut seen, 512)?;
+                        s.process_id = self.opt_str_seen()?;
+                    }
+                    b"process" => return Err(Stop::Bail),
+                    k => self.unknown(k)?,
+                }
+                if !self.more(b'}')? {
+                    break;
+                }
+            }
+        }
+        s.refs.1 = u32::try_from(refs.len()).map_err(|_| Stop::Bail)?;
+        Ok(())
+    }
+
+    fn reference(&mut self) -> R<FRef<'de>> {
+        let mut r = FRef {
+            ref_type: None,
+            trace_id: None,
+            span_id: None,
+        };
+        let mut seen = 0u32;
+        if self.open(b'{', b'}')? {
+            loop {
+                match self.key()? {
+                    b"refType" | b"ref_type" => {
+                        once(&mut seen, 1)?;
+                        r.ref_type = self.opt_str_seen()?;
+                    }
+                    b"traceID" | b"traceId" => {
+                        once(&mut seen, 2)?;
+                        r.trace_id = self.opt_str_seen()?;
+                    }
+                    b"spanID" | b"spanId" => {
+                        once(&mut seen, 4)?;
+                        r.span_id = self.opt_str()?;
+                    }
+                    k => self.unknown(k)?,
+                }
+                if !self.more(b'}')? {
+                    break;
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    /// One tag object (the api_v2 `vStr`/`vInt64`/… spellings bail).
+    fn tag(&mut self) -> R<JTag<'de>> {
+        let mut t = JTag::default();
+        let mut seen = 0u32;
+        if self.open(b'{', b'}')? {
+            loop {
+                match self.key()? {
+                    b"key" => {
+                        once(&mut seen, 1)?;
+                        t.key = self.opt_str_seen()?.map(|k| BStr(Cow::Borrowed(k)));
+                    }
+                    b"value" => {
+                        once(&mut seen, 2)?;
+                        t.value = self.value()?;
+                    }
+                    b"vStr" | b"vInt64" | b"vBool" | b"vFloat64" => return Err(Stop::Bail),
+                    k => self.unknown(k)?,
+                }
+                if !self.more(b'}')? {
+                    break;
+                }
+            }
+        }
+        Ok(t)
+    }
+
+    /// A span's logs folded into "reports an error".
+    fn logs(&mut self) -> R<bool> {
+        let mut a = Attrs::default();
+        if !self.null()? && self.open(b'[', b']')? {
+            loop {
+                let mut seen = 0u32;
+                if self.open(b'{', b'}')? {
+                    loop {
+                        match self.key()? {
+                            b"fields" => {
+                                once(&mut seen, 1)?;
+                                if !self.null()? && self.open(b'[', b']')? {
+                                    loop {
+                                        let t = self.tag()?;
+                                        a.add_log_field(t.key.as_deref().unwrap_or(""), &t.value());
+                                        if !self.more(b']')? {
+                                            break;
+                                        }
+                                    }
+                                }
+                            }
+                            k => self.unknown(k)?,
+                        }
+                        if !self.more(b'}')? {
+                            break;
+                        }
+                    }
+                }
+                if !self.more(b']')? {
+                    break;
+                }
+            }
+        }
+        Ok(a.error)
+    }
+
+    /// One entry of `processes`.
+    fn process(&mut self) -> R<JProcess<'de>> {
+        let mut p = JProcess::default();
+        let mut seen = 0u32;
+        if self.open(b'{', b'}')? {
+            loop {
+                match self.key()? {
+                    b"serviceName" => {
+                        once(&mut seen, 1)?;
+                        p.service_name = self.opt_str()?.map(|s| BStr(Cow::Borrowed(s)));
+                    }
+                    b"tags" => {
+                        once(&mut seen, 2)?;
+                        if !self.null()? {
+                            let mut tags = Vec::new();
+                            if self.open(b'[', b']')? {
+                                loop {
+                                    tags.push(self.tag()?);
+                                    if !self.more(b']')? {
+                                        break;
+                                    }
+                                }
+                            }
+                            p.tags = Some(tags);
+                        }
+                    }
+                    k => self.unknown(k)?,
+                }
+                if !self.more(b'}')? {
+                    break;
+                }
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// What a string without escapes is, for each type [`P::text_or_escaped`] reads (the same as
+/// its `Deserialize` makes of a borrowed string).
+trait FromText<'de> {
+    fn from_text(t: &'de str) -> Self;
+}
+
+impl<'de> FromText<'de> for NumOrText<'de> {
+    fn from_text(t: &'de str) -> NumOrText<'de> {
+        NumOrText::Text(Cow::Borrowed(t))
+    }
+}
+
+impl<'de> FromText<'de> for Value<'de> {
+    fn from_text(t: &'de str) -> Value<'de> {
+        Value::Str(Cow::Borrowed(t))
+    }
+}
+
+/// Marks a field as seen; a repeated field bails (the derived parsers refuse it).
+#[inline]
+fn once(seen: &mut u32, bit: u32) -> R<()> {
+    if *seen & bit != 0 {
+        return Err(Stop::Bail);
+    }
+    *seen |= bit;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(s: &str) -> R<usize> {
+        trace(s.as_bytes(), 4).map(|(t, n)| {
+            assert!(!t.spans.is_empty() || s.contains("[]"));
+            n
+        })
+    }
+
+    #[test]
+    fn plain_trace_and_its_length() {
+        let doc = r#" {"traceID":"1","spans":[{"spanID":"a","startTime":1,"duration":2,"tags":[{"key":"k","type":"string","value":"v"}],"logs":[],"references":[{"refType":"CHILD_OF","spanID":"b"}],"processID":"p"}],"processes":{"p":{"serviceName":"s","tags":[]}},"warnings":null},"#;
+        assert_eq!(run(doc), Ok(doc.len() - 1));
+    }
+
+    #[test]
+    fn incomplete_is_eof_and_unusual_bails() {
+        let doc = r#"{"traceID":"1","spans":[{"spanID":"a","startTime":12"#;
+        for n in 0..doc.len() {
+            assert_eq!(run(&doc[..n]).err(), Some(Stop::Eof), "{}", &doc[..n]);
+        }
+        for bad in [
+            r#"{"traceID":"1","spans":[{"spanID":"a\n"}]}"#,
+            r#"{"traceID":"1","spans":[{"spanID":"a","startTime":01}]}"#,
+            r#"{"traceID":"1","spans":[{"spanID":"a","startTime":1e999}]}"#,
+            r#"{"traceID":"1","spans":[{"spanID":"a","startTime":1.}]}"#,
+            r#"{"traceID":"1","spans":[{"spanID":"a",}]}"#,
+            r#"{"traceID":"1","spans":[{"spanID":"a","spanID":"b"}]}"#,
+            r#"{"traceID":"1"}"#,
+            r#"{"data":[]}"#,
+            r#"{"traceID":"1","spans":[{"spanID":"a","x":[1,]}]}"#,
+            r#"{"traceID":"1","spans":[{"spanID":"a","x":tru}]}"#,
+            "{\"traceID\":\"1\",\"spans\":[{\"spanID\":\"a\u{1}\"}]}",
+        ] {
+            assert_eq!(run(bad).err(), Some(Stop::Bail), "{bad}");
+        }
+    }
+}
