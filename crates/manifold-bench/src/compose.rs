@@ -6,7 +6,13 @@
 //!
 //! Latency: open-loop at fixed rates (from `manifold-load`), the targets interleaved round by
 //! round (the order rotates each round), medians and spread over rounds, beside the ideal (the
-//! critical path of the configured service times). A peer that cannot keep up with a rate
+//! critical path of the configured service times) and the measured floor: a server that makes no
+//! upstream call but waits the critical path exactly as the simulator waits (tokio sleeps on the
+//! same runtime: order, then the longest of payment, inventory and shipping, then confirm),
+//! driven by the same load in the same rounds. The ideal cannot be reached on a machine whose
+//! timer rounds every sleep up to the next millisecond and whose load generator shares the
+//! cores; the floor is what the same waits cost here, so "over the floor" is the aggregator's
+//! own cost plus its three sequential upstream hops. A peer that cannot keep up with a rate
 //! (more than 1% errors, or a backlog that makes the run overrun its schedule by half, at least
 //! a second) is marked saturated there and not
 //! driven at higher rates; after each peer run the benchmark waits until the peer has drained
@@ -18,18 +24,35 @@ use crate::aggregator::{self, CheckoutUpstreams};
 use crate::peers::{self, RunningPeer, Skipped};
 use crate::{BenchError, Measured, Spread};
 use bytes::Bytes;
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::conn::auto;
 use manifold_load::LoadSpec;
 use manifold_sim::{RunningSim, Sim, SimConfig};
 use serde::Serialize;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// The goal at 2,000 req/s: at most this much added at p50, ms.
+pub const GOAL_P50_MS: f64 = 0.2;
+/// The goal at 2,000 req/s: at most this much added at p99, ms.
+pub const GOAL_P99_MS: f64 = 1.0;
+/// The goal: closed-loop throughput at least this fraction of the hand-written one's.
+pub const GOAL_THROUGHPUT_RATIO: f64 = 0.9;
+/// The rate the goal is stated at, requests per second.
+pub const GOAL_RATE: f64 = 2000.0;
 
 /// The request body every checkout sends.
 pub const CHECKOUT_BODY: &str =
@@ -94,6 +117,8 @@ impl ComposeSpec {
 pub struct RateResult {
     /// Scheduled requests per second.
     pub rate: f64,
+    /// The measured floor: a server that only waits the critical path as the simulator does.
+    pub floor: Measured,
     /// Manifold's latency.
     pub manifold: Measured,
     /// The hand-written aggregator's latency.
@@ -102,6 +127,19 @@ pub struct RateResult {
     pub added_p50_over_ideal_ms: f64,
     /// Manifold's median p99 minus the ideal, in ms.
     pub added_p99_over_ideal_ms: f64,
+    /// Manifold's median p50 minus the floor's, in ms.
+    pub added_p50_over_floor_ms: f64,
+    /// Manifold's median p99 minus the floor's, in ms.
+    pub added_p99_over_floor_ms: f64,
+    /// The hand-written aggregator's median p50 minus the floor's, in ms.
+    pub hand_written_p50_over_floor_ms: f64,
+    /// The hand-written aggregator's median p99 minus the floor's, in ms.
+    pub hand_written_p99_over_floor_ms: f64,
+    /// The floor's median p50 minus the ideal, in ms: what this machine adds to the same waits
+    /// with no aggregator at all (timer rounding, the load generator's lag, one HTTP hop).
+    pub floor_p50_over_ideal_ms: f64,
+    /// The floor's median p99 minus the ideal, in ms.
+    pub floor_p99_over_ideal_ms: f64,
     /// Manifold's median p50 minus the hand-written one's, in ms.
     pub added_p50_over_hand_written_ms: f64,
     /// Manifold's median p99 minus the hand-written one's, in ms.
@@ -154,6 +192,29 @@ pub struct Throughput {
     pub peers: Vec<PeerThroughput>,
 }
 
+/// The goal, checked against both references at one rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct GoalCheck {
+    /// The rate checked: 2,000 req/s when measured, else the highest rate measured.
+    pub rate: f64,
+    /// Manifold's median p50 minus the ideal, ms (goal ≤ [`GOAL_P50_MS`]).
+    pub p50_over_ideal_ms: f64,
+    /// Manifold's median p99 minus the ideal, ms (goal ≤ [`GOAL_P99_MS`]).
+    pub p99_over_ideal_ms: f64,
+    /// Manifold's median p50 minus the measured floor's, ms.
+    pub p50_over_floor_ms: f64,
+    /// Manifold's median p99 minus the measured floor's, ms.
+    pub p99_over_floor_ms: f64,
+    /// Both latency goals hold over the ideal.
+    pub met_over_ideal: bool,
+    /// Both latency goals hold over the measured floor.
+    pub met_over_floor: bool,
+    /// Closed-loop throughput, Manifold over the hand-written aggregator, when measured.
+    pub throughput_ratio: Option<f64>,
+    /// The throughput goal holds, when measured.
+    pub throughput_met: Option<bool>,
+}
+
 /// The whole result.
 #[derive(Debug, Clone, Serialize)]
 pub struct ComposeReport {
@@ -171,6 +232,8 @@ pub struct ComposeReport {
     pub rates: Vec<RateResult>,
     /// Closed-loop throughput, when measured.
     pub throughput: Option<Throughput>,
+    /// The goal against the ideal and against the measured floor (`None`: no rate).
+    pub goal: Option<GoalCheck>,
     /// Peers that could not run, and why (not installed, failed to start).
     pub skipped: Vec<Skipped>,
 }
@@ -282,6 +345,92 @@ deadline = "5s"
         .map_err(|e| BenchError::Setup(format!("gateway config: {e}")))
 }
 
+/// The floor's answer to one checkout: the shape and about the size of the aggregators' answer
+/// (`{order: {id, status}, payment, shipping: {label}}`), so writing it costs what theirs does.
+fn floor_answer(seq: u64) -> Value {
+    json!({
+        "order": {"id": format!("00000000-0000-4000-8000-{seq:012x}"), "status": "confirmed"},
+        "payment": "paid",
+        "shipping": {"label": format!("L-{seq}")},
+    })
+}
+
+/// One checkout on the floor: read and parse the body as the simulator does, then wait the
+/// critical path the way the simulator's services wait, with no HTTP in between: three
+/// sequential waits (order; payment ∥ inventory ∥ shipping, joined, so the longest decides;
+/// confirm). Each wait is a `tokio::time::sleep` on this process's runtime, as in
+/// `manifold-sim`'s handler, so the timer's rounding up to the next millisecond tick is paid
+/// once per wait, as the aggregators pay it once per upstream call.
+async fn floor_checkout(
+    delays: [Duration; 5],
+    seq: Arc<AtomicU64>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let bytes = req.into_body().collect().await?.to_bytes();
+    let _parsed: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let [order, payment, inventory, shipping, confirm] = delays;
+    tokio::time::sleep(order).await;
+    tokio::join!(
+        tokio::time::sleep(payment),
+        tokio::time::sleep(inventory),
+        tokio::time::sleep(shipping),
+    );
+    tokio::time::sleep(confirm).await;
+    let n = seq.fetch_add(1, Ordering::Relaxed) + 1;
+    let mut resp = Response::new(Full::new(Bytes::from(floor_answer(n).to_string())));
+    *resp.status_mut() = StatusCode::CREATED;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
+/// Serve the measured floor for service times `delays_ms` (order, payment, inventory, shipping,
+/// confirm) on `127.0.0.1:0` until `stop`, on the caller's runtime (the simulator's); returns the
+/// bound address. Connections are served as the simulator serves them (hyper's auto builder,
+/// `TCP_NODELAY`).
+pub async fn start_floor(
+    delays_ms: [u64; 5],
+    stop: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let delays = delays_ms.map(Duration::from_millis);
+    let seq = Arc::new(AtomicU64::new(0));
+    tokio::spawn(async move {
+        let builder = auto::Builder::new(TokioExecutor::new());
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let seq = Arc::clone(&seq);
+                    let conn = builder
+                        .serve_connection(
+                            TokioIo::new(stream),
+                            service_fn(move |req| floor_checkout(delays, Arc::clone(&seq), req)),
+                        )
+                        .into_owned();
+                    let stop = stop.clone();
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = conn => {}
+                            _ = stop.cancelled() => {}
+                        }
+                    });
+                }
+                _ = stop.cancelled() => break,
+            }
+        }
+    });
+    Ok(addr)
+}
+
 /// A peer's URL, and where to ask whether it has drained its backlog.
 struct PeerTarget {
     name: String,
@@ -292,6 +441,7 @@ struct PeerTarget {
 /// Every target running against one simulator.
 struct Targets {
     sim: RunningSim,
+    floor: String,
     manifold: String,
     hand_written: String,
     peers: Vec<PeerTarget>,
@@ -321,8 +471,12 @@ async fn start_targets(delays: [u64; 5], peers_dir: Option<&Path>) -> Result<Tar
     let agg = aggregator::start(upstreams.clone(), stop.clone())
         .await
         .map_err(|e| BenchError::Setup(format!("hand-written aggregator: {e}")))?;
+    let floor = start_floor(delays, stop.clone())
+        .await
+        .map_err(|e| BenchError::Setup(format!("floor: {e}")))?;
     let mut targets = Targets {
         sim,
+        floor: format!("http://{floor}/checkout"),
         manifold,
         hand_written: format!("http://{agg}/checkout"),
         peers: Vec::new(),
@@ -502,6 +656,7 @@ fn ratio(a: f64, b: f64) -> Option<f64> {
 /// Which target a slot of a round measures.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Slot {
+    Floor,
     Manifold,
     HandWritten,
     Peer(usize),
@@ -512,13 +667,16 @@ pub async fn run(
     spec: &ComposeSpec,
     mut progress: impl FnMut(&str),
 ) -> Result<ComposeReport, BenchError> {
-    progress("starting the simulator, Manifold, the hand-written aggregator and the peers");
+    progress(
+        "starting the simulator, the floor, Manifold, the hand-written aggregator and the peers",
+    );
     let targets = start_targets(spec.delays_ms, spec.peers_dir.as_deref()).await?;
     let skipped = targets.skipped.clone();
     for s in &skipped {
         progress(&s.to_string());
     }
     // Warm every target: connection pools, allocator, caches, interpreters.
+    let _ = measure(&targets.floor, 200.0, Duration::from_millis(500)).await?;
     let _ = measure(&targets.manifold, 200.0, Duration::from_millis(500)).await?;
     let _ = measure(&targets.hand_written, 200.0, Duration::from_millis(500)).await?;
     for p in &targets.peers {
@@ -526,17 +684,18 @@ pub async fn run(
         drain(&p.drain).await;
     }
 
-    let mut slots = vec![Slot::Manifold, Slot::HandWritten];
+    let mut slots = vec![Slot::Floor, Slot::Manifold, Slot::HandWritten];
     slots.extend((0..targets.peers.len()).map(Slot::Peer));
     // A peer saturated at some rate: (that rate) — it is not driven at higher ones.
     let mut saturated_at: Vec<Option<f64>> = vec![None; targets.peers.len()];
     let mut rates = Vec::new();
     for &rate in &spec.rates {
-        let (mut m, mut h) = (Vec::new(), Vec::new());
+        let (mut f, mut m, mut h) = (Vec::new(), Vec::new(), Vec::new());
         let mut p: Vec<Vec<manifold_load::LoadReport>> = vec![Vec::new(); targets.peers.len()];
         for round in 0..spec.rounds {
             for slot in rotated(&slots, round) {
                 let (name, url) = match slot {
+                    Slot::Floor => ("floor", &targets.floor),
                     Slot::Manifold => ("manifold", &targets.manifold),
                     Slot::HandWritten => ("hand-written", &targets.hand_written),
                     Slot::Peer(i) => {
@@ -553,6 +712,7 @@ pub async fn run(
                 ));
                 let r = measure(url, rate, spec.duration).await?;
                 match slot {
+                    Slot::Floor => f.push(r),
                     Slot::Manifold => m.push(r),
                     Slot::HandWritten => h.push(r),
                     Slot::Peer(i) => {
@@ -565,6 +725,7 @@ pub async fn run(
                 }
             }
         }
+        let floor = measured("floor", rate, &f);
         let manifold = measured("manifold", rate, &m);
         let hand_written = measured("hand-written", rate, &h);
         let peers = targets
@@ -602,6 +763,13 @@ pub async fn run(
             rate,
             added_p50_over_ideal_ms: manifold.p50_ms.median - spec.ideal_ms(),
             added_p99_over_ideal_ms: manifold.p99_ms.median - spec.ideal_ms(),
+            added_p50_over_floor_ms: manifold.p50_ms.median - floor.p50_ms.median,
+            added_p99_over_floor_ms: manifold.p99_ms.median - floor.p99_ms.median,
+            hand_written_p50_over_floor_ms: hand_written.p50_ms.median - floor.p50_ms.median,
+            hand_written_p99_over_floor_ms: hand_written.p99_ms.median - floor.p99_ms.median,
+            floor_p50_over_ideal_ms: floor.p50_ms.median - spec.ideal_ms(),
+            floor_p99_over_ideal_ms: floor.p99_ms.median - spec.ideal_ms(),
+            floor,
             added_p50_over_hand_written_ms: manifold.p50_ms.median - hand_written.p50_ms.median,
             added_p99_over_hand_written_ms: manifold.p99_ms.median - hand_written.p99_ms.median,
             manifold,
@@ -627,12 +795,16 @@ pub async fn run(
             ));
             for slot in rotated(&slots, round) {
                 let url = match slot {
+                    // Not in the throughput rotation: with instant upstreams it would only
+                    // measure an empty server.
+                    Slot::Floor => continue,
                     Slot::Manifold => &targets.manifold,
                     Slot::HandWritten => &targets.hand_written,
                     Slot::Peer(i) => &targets.peers[i].url,
                 };
                 let rps = closed_loop(url, spec.throughput_clients, spec.throughput_duration).await;
                 match slot {
+                    Slot::Floor => {}
                     Slot::Manifold => m.push(rps),
                     Slot::HandWritten => h.push(rps),
                     Slot::Peer(i) => {
@@ -666,6 +838,7 @@ pub async fn run(
         })
     };
 
+    let goal = goal_check(&rates, throughput.as_ref());
     Ok(ComposeReport {
         scenario: "compose",
         delays_ms: spec.delays_ms,
@@ -674,7 +847,28 @@ pub async fn run(
         rounds: spec.rounds,
         rates,
         throughput,
+        goal,
         skipped,
+    })
+}
+
+/// The goal at [`GOAL_RATE`] when it was measured, else at the highest rate measured.
+fn goal_check(rates: &[RateResult], throughput: Option<&Throughput>) -> Option<GoalCheck> {
+    let r = rates
+        .iter()
+        .find(|r| r.rate == GOAL_RATE)
+        .or_else(|| rates.iter().max_by(|a, b| a.rate.total_cmp(&b.rate)))?;
+    let met = |p50: f64, p99: f64| p50 <= GOAL_P50_MS && p99 <= GOAL_P99_MS;
+    Some(GoalCheck {
+        rate: r.rate,
+        p50_over_ideal_ms: r.added_p50_over_ideal_ms,
+        p99_over_ideal_ms: r.added_p99_over_ideal_ms,
+        p50_over_floor_ms: r.added_p50_over_floor_ms,
+        p99_over_floor_ms: r.added_p99_over_floor_ms,
+        met_over_ideal: met(r.added_p50_over_ideal_ms, r.added_p99_over_ideal_ms),
+        met_over_floor: met(r.added_p50_over_floor_ms, r.added_p99_over_floor_ms),
+        throughput_ratio: throughput.map(|t| t.ratio),
+        throughput_met: throughput.map(|t| t.ratio >= GOAL_THROUGHPUT_RATIO),
     })
 }
 
@@ -685,14 +879,14 @@ impl ComposeReport {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "checkout DAG, service times {:?} ms (order, payment, inventory, shipping, confirm); ideal (critical path) {:.1} ms; {} rounds of {:.0} s per rate, medians [min–max]\n",
+            "checkout DAG, service times {:?} ms (order, payment, inventory, shipping, confirm); ideal (critical path) {:.1} ms; floor = measured in the same rounds: one server that makes no upstream call and waits the critical path as the simulator does (tokio sleeps: order, then the longest of payment/inventory/shipping, then confirm); {} rounds of {:.0} s per rate, medians [min–max]\n",
             self.delays_ms, self.ideal_ms, self.rounds, self.duration_s
         );
         let _ = writeln!(s, "| rate | target | p50 ms | p99 ms | p99.9 ms | errors |");
         let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|");
         let cell = |x: &Spread| format!("{:.2} [{:.2}–{:.2}]", x.median, x.min, x.max);
         for r in &self.rates {
-            for m in [&r.manifold, &r.hand_written]
+            for m in [&r.floor, &r.manifold, &r.hand_written]
                 .into_iter()
                 .chain(r.peers.iter().filter_map(|p| p.latency.as_ref()))
             {
@@ -722,18 +916,24 @@ impl ComposeReport {
         }
         let _ = writeln!(
             s,
-            "\n| rate | Manifold added over ideal, p50 / p99 ms | over hand-written, p50 / p99 ms |"
+            "\n| rate | Manifold over floor, p50 / p99 ms | hand-written over floor, p50 / p99 ms | Manifold over hand-written, p50 / p99 ms | Manifold over ideal, p50 / p99 ms | floor over ideal, p50 / p99 ms |"
         );
-        let _ = writeln!(s, "|---:|---:|---:|");
+        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|");
         for r in &self.rates {
             let _ = writeln!(
                 s,
-                "| {:.0}/s | {:+.2} / {:+.2} | {:+.2} / {:+.2} |",
+                "| {:.0}/s | {:+.2} / {:+.2} | {:+.2} / {:+.2} | {:+.2} / {:+.2} | {:+.2} / {:+.2} | {:+.2} / {:+.2} |",
                 r.rate,
+                r.added_p50_over_floor_ms,
+                r.added_p99_over_floor_ms,
+                r.hand_written_p50_over_floor_ms,
+                r.hand_written_p99_over_floor_ms,
+                r.added_p50_over_hand_written_ms,
+                r.added_p99_over_hand_written_ms,
                 r.added_p50_over_ideal_ms,
                 r.added_p99_over_ideal_ms,
-                r.added_p50_over_hand_written_ms,
-                r.added_p99_over_hand_written_ms
+                r.floor_p50_over_ideal_ms,
+                r.floor_p99_over_ideal_ms,
             );
         }
         if let Some(t) = &self.throughput {
@@ -779,10 +979,45 @@ impl ComposeReport {
                 let _ = writeln!(s, "{l}");
             }
         }
+        if let Some(g) = &self.goal {
+            let _ = writeln!(s, "\n{}", g.line());
+        }
         for k in &self.skipped {
             let _ = writeln!(s, "\n{k}");
         }
         s
+    }
+}
+
+impl GoalCheck {
+    /// One line: the goal against the ideal and against the measured floor, each with its
+    /// verdict, and the throughput ratio.
+    pub fn line(&self) -> String {
+        let verdict = |met: bool| if met { "met" } else { "not met" };
+        let at = if self.rate == GOAL_RATE {
+            format!("{:.0} req/s", self.rate)
+        } else {
+            format!(
+                "{:.0} req/s (the highest rate measured; the goal is stated at {GOAL_RATE:.0})",
+                self.rate
+            )
+        };
+        let throughput = match (self.throughput_ratio, self.throughput_met) {
+            (Some(r), Some(m)) => format!(
+                "; closed-loop throughput {r:.2} of the hand-written aggregator's (goal ≥ {GOAL_THROUGHPUT_RATIO:.2}): {}",
+                verdict(m)
+            ),
+            _ => "; throughput not measured".to_owned(),
+        };
+        format!(
+            "Goal at {at} (≤ {GOAL_P50_MS} ms added at p50, ≤ {GOAL_P99_MS} ms at p99): over the ideal {:+.2} ms p50 / {:+.2} ms p99: {}; over the measured floor {:+.2} ms p50 / {:+.2} ms p99: {}{throughput}.",
+            self.p50_over_ideal_ms,
+            self.p99_over_ideal_ms,
+            verdict(self.met_over_ideal),
+            self.p50_over_floor_ms,
+            self.p99_over_floor_ms,
+            verdict(self.met_over_floor),
+        )
     }
 }
 
@@ -791,7 +1026,7 @@ mod tests {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn both_targets_answer_every_request_and_the_report_is_complete() {
+    async fn every_target_answers_every_request_and_the_report_is_complete() {
         let spec = ComposeSpec {
             rates: vec![100.0],
             duration: Duration::from_millis(400),
@@ -805,22 +1040,151 @@ mod tests {
         let report = run(&spec, |s| steps.push(s.to_owned())).await.unwrap();
         assert_eq!(report.ideal_ms, 8.0);
         let r = &report.rates[0];
-        for m in [&r.manifold, &r.hand_written] {
+        assert_eq!(r.floor.target, "floor");
+        for m in [&r.floor, &r.manifold, &r.hand_written] {
             assert_eq!(m.errors, 0, "{m:?}");
             assert_eq!(m.sent, 80, "{m:?}");
-            // Nothing can beat the critical path of the service times.
+            // Nothing can beat the critical path of the service times, the floor included.
             assert!(m.p50_ms.median >= report.ideal_ms, "{m:?}");
         }
+        assert_eq!(
+            r.added_p50_over_floor_ms,
+            r.manifold.p50_ms.median - r.floor.p50_ms.median
+        );
+        assert_eq!(
+            r.hand_written_p99_over_floor_ms,
+            r.hand_written.p99_ms.median - r.floor.p99_ms.median
+        );
         let t = report.throughput.as_ref().unwrap();
         assert!(t.manifold_rps.median > 0.0 && t.hand_written_rps.median > 0.0);
-        // One for the start-up, two targets × two rounds, two throughput rounds.
-        assert_eq!(steps.len(), 1 + 2 * 2 + 2);
+        // One for the start-up, three targets (floor, Manifold, hand-written) × two rounds, two
+        // throughput rounds.
+        assert_eq!(steps.len(), 1 + 3 * 2 + 2, "{steps:?}");
+        assert_eq!(steps.iter().filter(|s| s.ends_with(": floor")).count(), 2);
         assert!(report.skipped.is_empty() && r.peers.is_empty());
+        let goal = report.goal.as_ref().unwrap();
+        assert_eq!(goal.rate, 100.0);
+        assert_eq!(goal.p50_over_floor_ms, r.added_p50_over_floor_ms);
+        assert_eq!(goal.throughput_ratio, Some(t.ratio));
         let md = report.to_markdown();
+        for want in [
+            "| 100/s | floor |",
+            "| 100/s | manifold |",
+            "| 100/s | hand-written |",
+            "Manifold over floor, p50 / p99 ms",
+            "over the ideal ",
+            "over the measured floor ",
+        ] {
+            assert!(md.contains(want), "{want:?} missing from\n{md}");
+        }
+        let json = serde_json::to_value(&report).unwrap();
+        let j = &json["rates"][0];
+        assert_eq!(j["floor"]["target"], "floor");
+        for key in [
+            "added_p50_over_floor_ms",
+            "added_p99_over_floor_ms",
+            "hand_written_p50_over_floor_ms",
+            "hand_written_p99_over_floor_ms",
+            "floor_p50_over_ideal_ms",
+            "added_p50_over_ideal_ms",
+        ] {
+            assert!(j[key].is_number(), "{key} missing from {j}");
+        }
+        assert!(json["goal"]["p50_over_floor_ms"].is_number(), "{json}");
+    }
+
+    /// The floor waits the critical path, not the sum: order, then the three in parallel, then
+    /// confirm. Paused time: the waits are exact.
+    #[tokio::test(start_paused = true)]
+    async fn the_floor_waits_the_critical_path_and_answers_json() {
+        let stop = CancellationToken::new();
+        let addr = start_floor([2, 4, 3, 5, 1], stop.clone()).await.unwrap();
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let req = http::Request::post(format!("http://{addr}/checkout"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(CHECKOUT_BODY.as_bytes())))
+            .unwrap();
+        let start = Instant::now();
+        let resp = client.request(req).await.unwrap();
+        let waited = start.elapsed();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["order"]["status"], "confirmed");
+        assert_eq!(v["shipping"]["label"], "L-1");
+        // 2 + max(4, 3, 5) + 1 = 8 ms; the sum of all five (15 ms) would mean no parallelism.
+        assert!(waited >= Duration::from_millis(8), "{waited:?}");
+        assert!(waited < Duration::from_millis(15), "{waited:?}");
+        stop.cancel();
+    }
+
+    fn figures(target: &str, rate: f64, p50: f64, p99: f64) -> Measured {
+        let one = |x| Spread {
+            median: x,
+            min: x,
+            max: x,
+        };
+        Measured {
+            target: target.into(),
+            rate,
+            p50_ms: one(p50),
+            p99_ms: one(p99),
+            p999_ms: one(p99),
+            errors: 0,
+            sent: 1,
+        }
+    }
+
+    fn rate_result(rate: f64, floor: (f64, f64), manifold: (f64, f64)) -> RateResult {
+        let ideal = 8.0;
+        RateResult {
+            rate,
+            floor: figures("floor", rate, floor.0, floor.1),
+            manifold: figures("manifold", rate, manifold.0, manifold.1),
+            hand_written: figures("hand-written", rate, manifold.0, manifold.1),
+            added_p50_over_ideal_ms: manifold.0 - ideal,
+            added_p99_over_ideal_ms: manifold.1 - ideal,
+            added_p50_over_floor_ms: manifold.0 - floor.0,
+            added_p99_over_floor_ms: manifold.1 - floor.1,
+            hand_written_p50_over_floor_ms: manifold.0 - floor.0,
+            hand_written_p99_over_floor_ms: manifold.1 - floor.1,
+            floor_p50_over_ideal_ms: floor.0 - ideal,
+            floor_p99_over_ideal_ms: floor.1 - ideal,
+            added_p50_over_hand_written_ms: 0.0,
+            added_p99_over_hand_written_ms: 0.0,
+            peers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_goal_is_checked_at_2000_per_second_against_both_references() {
+        let rates = [
+            rate_result(500.0, (9.0, 10.0), (20.0, 30.0)),
+            rate_result(2000.0, (13.4, 19.5), (13.5, 20.0)),
+            rate_result(4000.0, (9.0, 10.0), (20.0, 30.0)),
+        ];
+        let g = goal_check(&rates, None).unwrap();
+        assert_eq!(g.rate, 2000.0);
+        assert!(!g.met_over_ideal && g.met_over_floor, "{g:?}");
+        assert_eq!(g.throughput_met, None);
+        let line = g.line();
         assert!(
-            md.contains("| 100/s | manifold |") && md.contains("| 100/s | hand-written |"),
-            "{md}"
+            line.contains("over the ideal +5.50 ms p50 / +12.00 ms p99: not met"),
+            "{line}"
         );
+        assert!(
+            line.contains("over the measured floor +0.10 ms p50 / +0.50 ms p99: met"),
+            "{line}"
+        );
+        // Without 2,000 req/s, the highest rate stands in, and says so.
+        let g = goal_check(&rates[..1], None).unwrap();
+        assert_eq!(g.rate, 500.0);
+        assert!(
+            g.line().contains("the highest rate measured"),
+            "{}",
+            g.line()
+        );
+        assert!(goal_check(&[], None).is_none());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
