@@ -606,6 +606,7 @@ async fn bench_rabbitmq(opts: &BenchOptions) -> Result<BackendBench, QueueError>
             url: opts.rabbitmq_url.clone(),
             queue: name.clone(),
             max_tasks: 10_000_000,
+            max_bytes: 1 << 40,
             max_task_bytes: 512 * 1024,
             retry_after: Duration::from_secs(1),
         })

@@ -46,8 +46,7 @@ pub struct QueueConfig {
     pub stream: String,
     /// NATS: durable consumer shared by all gateway replicas.
     pub consumer: String,
-    /// RabbitMQ: queue name. Dead letters go to `<queue>.dead`, delayed retries to
-    /// `<queue>.delay.<ms>`.
+    /// RabbitMQ: queue name. Dead letters go to `<queue>.dead`.
     pub queue: String,
     /// Upper bound on stored bytes (pending + dead letters); enqueue beyond it fails with
     /// "queue full" (HTTP 503 + Retry-After).

@@ -10,7 +10,10 @@ use manifold_queue::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{task, unique, wait_until, Flaky};
+use crate::common::{
+    dispatcher_survives_a_broker_outage, survives_a_broker_outage, task, unique, wait_until, Flaky,
+    Relay,
+};
 
 const URL: &str = "nats://127.0.0.1:4222";
 
@@ -255,4 +258,39 @@ async fn nats_backend_opens_from_queue_config() {
 
 fn config_from_json(json: &str) -> QueueConfig {
     serde_json::from_str(json).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_recovers_after_the_server_connection_is_cut() {
+    let stream = unique("nats_outage");
+    let _cleanup = Cleanup(stream.clone());
+    let relay = Relay::start("127.0.0.1:4222").await;
+    let q = NatsQueue::connect(NatsOptions {
+        url: format!("nats://{}", relay.addr),
+        // A lease whose ack is lost in the outage comes back after this.
+        lease_timeout: Duration::from_secs(5),
+        ..options(&stream)
+    })
+    .await
+    .unwrap();
+    survives_a_broker_outage(&q, &relay, "nats").await;
+    let _ = q.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_dispatcher_keeps_delivering_after_the_server_connection_is_cut() {
+    let stream = unique("nats_outage_dispatch");
+    let _cleanup = Cleanup(stream.clone());
+    let relay = Relay::start("127.0.0.1:4222").await;
+    let q = Arc::new(
+        NatsQueue::connect(NatsOptions {
+            url: format!("nats://{}", relay.addr),
+            lease_timeout: Duration::from_secs(5),
+            ..options(&stream)
+        })
+        .await
+        .unwrap(),
+    );
+    dispatcher_survives_a_broker_outage(q.clone(), &relay, "nats").await;
+    let _ = q.close().await;
 }

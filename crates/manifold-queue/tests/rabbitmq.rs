@@ -10,7 +10,10 @@ use manifold_queue::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{task, unique, wait_until, Flaky};
+use crate::common::{
+    dispatcher_survives_a_broker_outage, survives_a_broker_outage, task, unique, wait_until, Flaky,
+    Relay,
+};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -19,6 +22,7 @@ fn options(queue: &str) -> RabbitOptions {
         url: URL.into(),
         queue: queue.into(),
         max_tasks: 10_000,
+        max_bytes: 64 << 20,
         max_task_bytes: 64 * 1024,
         retry_after: Duration::from_secs(1),
     }
@@ -162,20 +166,84 @@ async fn rabbitmq_full_queue_refuses_with_queue_full() {
     let _cleanup = Cleanup(name.clone());
     // A producer never starts a consumer, so the tasks stay ready in the broker.
     let q = RabbitQueue::connect(RabbitOptions {
-        max_tasks: 2,
+        max_tasks: 3,
         ..options(&name)
     })
     .await
     .unwrap();
-    q.enqueue(task(1)).await.unwrap();
-    q.enqueue(task(2)).await.unwrap();
-    // The bound reads the broker's ready count, cached for 250 ms.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let err = q.enqueue(task(3)).await.unwrap_err();
+    for n in 1..=3 {
+        q.enqueue(task(n)).await.unwrap();
+    }
+    // The broker's x-max-length refuses the 4th, exactly, with no caching involved.
+    let err = q.enqueue(task(4)).await.unwrap_err();
     assert!(err.is_full(), "{err}");
+    assert!(err.to_string().contains("x-max-length = 3"), "{err}");
     assert_eq!(err.retry_after(), Some(Duration::from_secs(1)));
+    assert_eq!(q.stats().await.unwrap().depth, 3);
+    q.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn rabbitmq_max_bytes_refuses_with_queue_full() {
+    let name = unique("rmq_bytes");
+    let _cleanup = Cleanup(name.clone());
+    // The bound is exactly the bodies of the first two tasks.
+    let (a, b, c) = (task(1), task(2), task(3));
+    let size = |t: &manifold_queue::Task| t.encode().unwrap().len() as u64;
+    let q = RabbitQueue::connect(RabbitOptions {
+        max_bytes: size(&a) + size(&b),
+        ..options(&name)
+    })
+    .await
+    .unwrap();
+    q.enqueue(a).await.unwrap();
+    q.enqueue(b).await.unwrap();
+    let err = q.enqueue(c).await.unwrap_err();
+    assert!(err.is_full(), "{err}");
+    assert!(err.to_string().contains("x-max-length-bytes"), "{err}");
     assert_eq!(q.stats().await.unwrap().depth, 2);
     q.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn rabbitmq_existing_queue_with_other_bounds_is_a_clear_config_error() {
+    let name = unique("rmq_args");
+    let _cleanup = Cleanup(name.clone());
+    // Declared by an older version, without arguments.
+    let conn = lapin::Connection::connect(URL, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        name.as_str().into(),
+        lapin::options::QueueDeclareOptions::durable(),
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let _ = conn.close(200, "declared".into()).await;
+    let err = RabbitQueue::connect(options(&name)).await.err().unwrap();
+    let text = err.to_string();
+    eprintln!("{text}");
+    assert_eq!(err.kind(), manifold_queue::ErrorKind::Config, "{text}");
+    assert!(text.contains("x-max-length"), "{text}");
+    assert!(text.contains("delete_queue"), "{text}");
+
+    // Declared by us with other bounds.
+    let other = unique("rmq_args2");
+    let _cleanup2 = Cleanup(other.clone());
+    RabbitQueue::connect(options(&other)).await.unwrap();
+    let err = RabbitQueue::connect(RabbitOptions {
+        max_tasks: 5,
+        ..options(&other)
+    })
+    .await
+    .err()
+    .unwrap();
+    let text = err.to_string();
+    eprintln!("{text}");
+    assert_eq!(err.kind(), manifold_queue::ErrorKind::Config, "{text}");
+    assert!(text.contains("x-max-length"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,4 +295,36 @@ async fn rabbitmq_backend_opens_from_queue_config() {
     q.enqueue(task(1)).await.unwrap();
     let stats = q.stats().await.unwrap();
     assert_eq!((stats.backend.as_str(), stats.depth), ("rabbitmq", 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_recovers_after_the_broker_connection_is_cut() {
+    let name = unique("rmq_outage");
+    let _cleanup = Cleanup(name.clone());
+    let relay = Relay::start("127.0.0.1:5672").await;
+    let q = RabbitQueue::connect(RabbitOptions {
+        url: format!("amqp://guest:guest@{}/%2f", relay.addr),
+        ..options(&name)
+    })
+    .await
+    .unwrap();
+    survives_a_broker_outage(&q, &relay, "rabbitmq").await;
+    let _ = q.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_dispatcher_keeps_delivering_after_the_broker_connection_is_cut() {
+    let name = unique("rmq_outage_dispatch");
+    let _cleanup = Cleanup(name.clone());
+    let relay = Relay::start("127.0.0.1:5672").await;
+    let q = Arc::new(
+        RabbitQueue::connect(RabbitOptions {
+            url: format!("amqp://guest:guest@{}/%2f", relay.addr),
+            ..options(&name)
+        })
+        .await
+        .unwrap(),
+    );
+    dispatcher_survives_a_broker_outage(q.clone(), &relay, "rabbitmq").await;
+    let _ = q.close().await;
 }

@@ -31,6 +31,8 @@ use crate::queue::{Lease, LeaseToken, Queue, QueueStats, Selection};
 use crate::task::{check_id, Task};
 
 const BACKEND: &str = "nats";
+/// How long a fetch may take beyond the wait it asked the server for before it counts as lost.
+const FETCH_GRACE: Duration = Duration::from_secs(5);
 
 /// Settings of the NATS backend.
 #[derive(Debug, Clone)]
@@ -259,25 +261,47 @@ impl NatsQueue {
     }
 
     async fn fetch(&self, max: usize, wait: Option<Duration>) -> Result<Vec<Lease>, QueueError> {
-        let mut messages = match wait {
-            None => self
-                .consumer
-                .fetch()
-                .max_messages(max)
-                .messages()
-                .await
-                .map_err(|e| broker("fetch", e))?,
-            Some(wait) => self
-                .consumer
-                .batch()
-                .max_messages(max)
-                .expires(wait)
-                .messages()
-                .await
-                .map_err(|e| broker("fetch", e))?,
+        // While the server is unreachable the pull request goes nowhere and the stream would
+        // wait forever (observed: a lease during a cut connection never returned), so bound it
+        // by the request's own wait plus a grace for the round trip.
+        let deadline = tokio::time::Instant::now() + wait.unwrap_or_default() + FETCH_GRACE;
+        let lost = || {
+            QueueError::Timeout(format!(
+                "nats: no answer to a fetch from consumer {} within {}",
+                self.opts.consumer,
+                humantime::format_duration(wait.unwrap_or_default() + FETCH_GRACE)
+            ))
         };
+        let request = async {
+            match wait {
+                None => self
+                    .consumer
+                    .fetch()
+                    .max_messages(max)
+                    .messages()
+                    .await
+                    .map_err(|e| broker("fetch", e)),
+                Some(wait) => self
+                    .consumer
+                    .batch()
+                    .max_messages(max)
+                    .expires(wait)
+                    .messages()
+                    .await
+                    .map_err(|e| broker("fetch", e)),
+            }
+        };
+        let mut messages = tokio::time::timeout_at(deadline, request)
+            .await
+            .map_err(|_| lost())??;
         let mut out = Vec::new();
-        while let Some(msg) = messages.next().await {
+        loop {
+            let msg = match tokio::time::timeout_at(deadline, messages.next()).await {
+                Ok(Some(msg)) => msg,
+                Ok(None) => break,
+                Err(_) if out.is_empty() => return Err(lost()),
+                Err(_) => break,
+            };
             let msg = match msg {
                 Ok(msg) => msg,
                 Err(e) => {

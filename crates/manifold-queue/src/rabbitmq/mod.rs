@@ -10,8 +10,18 @@
 //!   the task owned by the broker (requeued if this process dies), where TTL delay queues would
 //!   dead-letter it back without confirms.
 //! - Dead letters go to the durable queue `<queue>.dead`, with a confirm before the ack.
-//! - `max_tasks` is checked against the queue's ready count (refreshed at most every 250 ms), so
-//!   the bound is approximate; `max_bytes` is not enforced here.
+//! - Bounds are the broker's: `<queue>` is declared with `x-max-length` = `max_tasks`,
+//!   `x-max-length-bytes` = `max_bytes` and `x-overflow` = `reject-publish`, so a publish beyond
+//!   them is nacked and `enqueue` fails with [`QueueError::Full`]. RabbitMQ counts *ready*
+//!   messages (bytes = message bodies) only: leased and held tasks (up to the prefetch) come on
+//!   top. An existing queue declared with other arguments is refused at connect with an error
+//!   naming the argument. `<queue>.dead` is not bounded.
+//! - Connection loss: the connection and channels are replaced on the next operation (lapin's
+//!   automatic recovery was not used: after a cut connection it never came back, and every
+//!   later enqueue waited on it forever). Attempts are spaced by a backoff (100 ms doubling to
+//!   5 s) and each is bounded, so while the broker is away `enqueue` and `lease` fail fast with
+//!   a broker error. Leases taken on a lost channel cannot be settled any more; the broker has
+//!   already put those tasks back, so they are delivered again (at least once).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -25,7 +35,7 @@ use lapin::options::{
     BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
     QueuePurgeOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -41,6 +51,13 @@ const BACKEND: &str = "rabbitmq";
 const PREFETCH: u16 = 2000;
 /// Longest scan of the dead-letter queue for list / inspect / replay / purge by id.
 const DEAD_SCAN_LIMIT: usize = 100_000;
+/// Longest wait for a connection (TCP, AMQP handshake, channels, declarations).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a publish and its confirm; past it the connection is presumed dead.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed connection attempt before the next one; doubles up to the maximum.
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// Settings of the RabbitMQ backend.
 #[derive(Debug, Clone)]
@@ -49,8 +66,10 @@ pub struct RabbitOptions {
     pub url: String,
     /// Queue name; dead letters go to `<queue>.dead`.
     pub queue: String,
-    /// Approximate bound on ready tasks.
+    /// Bound on ready tasks: the queue's `x-max-length`.
     pub max_tasks: u64,
+    /// Bound on the ready tasks' bytes: the queue's `x-max-length-bytes`.
+    pub max_bytes: u64,
     /// Largest encoded task.
     pub max_task_bytes: usize,
     /// `Retry-After` hint when full.
@@ -64,6 +83,7 @@ impl RabbitOptions {
             url: cfg.url_or_default(),
             queue: cfg.queue.clone(),
             max_tasks: cfg.max_tasks,
+            max_bytes: cfg.max_bytes,
             max_task_bytes: cfg.max_task_bytes,
             retry_after: cfg.retry_after,
         }
@@ -96,24 +116,43 @@ impl Ord for Held {
 }
 
 struct ConsumerState {
+    /// The consumer's own channel: when it dies, its unacked deliveries are back in the queue.
+    channel: Channel,
     consumer: Consumer,
     held: BinaryHeap<Reverse<Held>>,
     next_seq: u64,
 }
 
-/// The RabbitMQ-backed queue.
-pub struct RabbitQueue {
+/// The live connection with its confirm-mode publishing channel.
+struct Link {
     conn: Connection,
     publish: Channel,
-    consume: Channel,
+    /// Which connection this is, so a failure seen on an old one does not close a newer one.
+    generation: u64,
+}
+
+/// The connection slot: the live link, or when the next attempt may be made after a failure.
+struct Links {
+    link: Option<Link>,
+    generations: u64,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+    last_error: String,
+}
+
+/// The RabbitMQ-backed queue.
+pub struct RabbitQueue {
+    links: Mutex<Links>,
     /// Started by the first `lease`, so producers and `manifold queue` never take deliveries.
     state: Mutex<Option<ConsumerState>>,
+    /// Nacked tasks the broker would not take back (queue full): held here with their original
+    /// delivery until due, then leased again.
+    returned: std::sync::Mutex<Vec<(Task, lapin::Acker)>>,
     dead_queue: String,
     opts: RabbitOptions,
     clock: Clock,
     in_flight: AtomicU64,
     closed: AtomicBool,
-    depth_cache: std::sync::Mutex<Option<(Instant, u64)>>,
 }
 
 fn broker(
@@ -129,67 +168,218 @@ fn persistent() -> BasicProperties {
         .with_content_type("application/json".into())
 }
 
+/// The arguments `<queue>` is declared with: the bounds, enforced by the broker.
+fn bound_arguments(opts: &RabbitOptions) -> FieldTable {
+    let mut args = FieldTable::default();
+    let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    args.insert(
+        ShortString::from("x-max-length"),
+        AMQPValue::LongLongInt(clamp(opts.max_tasks)),
+    );
+    args.insert(
+        ShortString::from("x-max-length-bytes"),
+        AMQPValue::LongLongInt(clamp(opts.max_bytes)),
+    );
+    args.insert(
+        ShortString::from("x-overflow"),
+        AMQPValue::LongString(LongString::from("reject-publish")),
+    );
+    args
+}
+
+/// Connects, enables confirms and declares `<queue>` (bounded) and `<queue>.dead`.
+async fn open_link(
+    opts: &RabbitOptions,
+    dead_queue: &str,
+    generation: u64,
+) -> Result<Link, QueueError> {
+    let conn = Connection::connect(
+        &opts.url,
+        ConnectionProperties::default().with_connection_name("manifold-queue".into()),
+    )
+    .await
+    .map_err(|e| broker(format!("connect to {}", redact(&opts.url)), e))?;
+    let publish = conn
+        .create_channel()
+        .await
+        .map_err(|e| broker("open channel", e))?;
+    publish
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| broker("enable publisher confirms", e))?;
+    publish
+        .queue_declare(
+            opts.queue.as_str().into(),
+            QueueDeclareOptions::durable(),
+            bound_arguments(opts),
+        )
+        .await
+        .map_err(|e| declare_error(opts, e))?;
+    publish
+        .queue_declare(
+            dead_queue.into(),
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| broker(format!("declare queue {dead_queue}"), e))?;
+    Ok(Link {
+        conn,
+        publish,
+        generation,
+    })
+}
+
+/// A declaration refused because the queue exists with other arguments (PRECONDITION_FAILED)
+/// becomes a configuration error that says which and what to do; others stay broker errors.
+fn declare_error(opts: &RabbitOptions, e: lapin::Error) -> QueueError {
+    let text = e.to_string();
+    if text.contains("PRECONDITION_FAILED") || text.contains("inequivalent arg") {
+        QueueError::Config(format!(
+            "rabbitmq: queue {:?} already exists with other arguments than this configuration \
+             asks for (x-max-length = {} from max_tasks, x-max-length-bytes = {} from max_bytes, \
+             x-overflow = reject-publish); the broker says: {text}. Delete the queue once it is \
+             drained (rabbitmqctl delete_queue {}) or set another [queue] queue name",
+            opts.queue, opts.max_tasks, opts.max_bytes, opts.queue
+        ))
+    } else {
+        broker(format!("declare queue {}", opts.queue), e)
+    }
+}
+
 impl RabbitQueue {
-    /// Connects (with automatic reconnection), declares `<queue>` and `<queue>.dead` durable,
-    /// and starts consuming with manual acks.
+    /// Connects, declares `<queue>` (with its bounds) and `<queue>.dead` durable. Fails if the
+    /// broker cannot be reached now or the queue exists with other arguments; a connection lost
+    /// later is replaced on a later operation.
     pub async fn connect(opts: RabbitOptions) -> Result<Self, QueueError> {
         if opts.queue.is_empty() || opts.queue.len() > 200 {
             return Err(QueueError::Config(
                 "rabbitmq queue name must be 1..=200 bytes".into(),
             ));
         }
-        let conn = Connection::connect(
-            &opts.url,
-            ConnectionProperties::default()
-                .with_connection_name("manifold-queue".into())
-                .enable_auto_recover(),
-        )
-        .await
-        .map_err(|e| broker(format!("connect to {}", redact(&opts.url)), e))?;
-        let publish = conn
-            .create_channel()
-            .await
-            .map_err(|e| broker("open channel", e))?;
-        publish
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| broker("enable publisher confirms", e))?;
         let dead_queue = format!("{}.dead", opts.queue);
-        for name in [opts.queue.as_str(), dead_queue.as_str()] {
-            publish
-                .queue_declare(
-                    name.into(),
-                    QueueDeclareOptions::durable(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| broker(format!("declare queue {name}"), e))?;
-        }
-        let consume = conn
-            .create_channel()
+        let link = tokio::time::timeout(CONNECT_TIMEOUT, open_link(&opts, &dead_queue, 0))
             .await
-            .map_err(|e| broker("open channel", e))?;
-        consume
-            .basic_qos(PREFETCH, BasicQosOptions::default())
-            .await
-            .map_err(|e| broker("set prefetch", e))?;
+            .map_err(|_| {
+                QueueError::Timeout(format!("rabbitmq: connect to {}", redact(&opts.url)))
+            })??;
         Ok(RabbitQueue {
-            conn,
-            publish,
-            consume,
+            links: Mutex::new(Links {
+                link: Some(link),
+                generations: 1,
+                backoff: RECONNECT_MIN,
+                retry_at: None,
+                last_error: String::new(),
+            }),
             state: Mutex::new(None),
+            returned: std::sync::Mutex::new(Vec::new()),
             dead_queue,
             opts,
             clock: Clock::system(),
             in_flight: AtomicU64::new(0),
             closed: AtomicBool::new(false),
-            depth_cache: std::sync::Mutex::new(None),
         })
     }
 
+    /// The live link, reconnecting if the last one died — at most one attempt per backoff
+    /// period, so an unreachable broker costs callers a quick error, not a wait each.
+    async fn live<'a>(&self, links: &'a mut Links) -> Result<&'a Link, QueueError> {
+        let alive = links
+            .link
+            .as_ref()
+            .is_some_and(|l| l.conn.status().connected() && l.publish.status().connected());
+        if !alive {
+            // After `close`, nothing reconnects.
+            self.check_open()?;
+            if let Some(old) = links.link.take() {
+                let _ = old.conn.close(200, "reconnecting".into()).await;
+            }
+            if let Some(at) = links.retry_at {
+                if Instant::now() < at {
+                    let wait = at.saturating_duration_since(Instant::now());
+                    let wait = Duration::from_millis(wait.as_millis() as u64);
+                    return Err(broker(
+                        format!(
+                            "connection lost; next attempt in {} (last: {})",
+                            humantime::format_duration(wait),
+                            links.last_error
+                        ),
+                        BrokerUnreachable,
+                    ));
+                }
+            }
+            let generation = links.generations;
+            links.generations += 1;
+            let attempt = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                open_link(&self.opts, &self.dead_queue, generation),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(QueueError::Timeout(format!(
+                    "rabbitmq: connect to {}",
+                    redact(&self.opts.url)
+                )))
+            });
+            match attempt {
+                Ok(link) => {
+                    tracing::info!(queue = %self.opts.queue, "rabbitmq: reconnected");
+                    links.link = Some(link);
+                    links.backoff = RECONNECT_MIN;
+                    links.retry_at = None;
+                }
+                Err(e) => {
+                    links.last_error = e.to_string();
+                    links.retry_at = Some(Instant::now() + links.backoff);
+                    links.backoff = (links.backoff * 2).min(RECONNECT_MAX);
+                    return Err(e);
+                }
+            }
+        }
+        links
+            .link
+            .as_ref()
+            .ok_or_else(|| broker("reconnect", "no connection"))
+    }
+
+    /// The publishing channel and its link's generation.
+    async fn publish_channel(&self) -> Result<(Channel, u64), QueueError> {
+        let mut links = self.links.lock().await;
+        let link = self.live(&mut links).await?;
+        Ok((link.publish.clone(), link.generation))
+    }
+
+    /// A new channel on the live connection.
+    async fn new_channel(&self) -> Result<Channel, QueueError> {
+        let mut links = self.links.lock().await;
+        let link = self.live(&mut links).await?;
+        link.conn
+            .create_channel()
+            .await
+            .map_err(|e| broker("open channel", e))
+    }
+
+    /// Forgets link `generation` after a failure on it: the next operation reconnects.
+    async fn reset(&self, generation: u64) {
+        let mut links = self.links.lock().await;
+        if links
+            .link
+            .as_ref()
+            .is_some_and(|l| l.generation == generation)
+        {
+            if let Some(old) = links.link.take() {
+                let _ = old.conn.close(200, "operation failed".into()).await;
+            }
+        }
+    }
+
     async fn start_consumer(&self) -> Result<ConsumerState, QueueError> {
-        let consumer = self
-            .consume
+        let channel = self.new_channel().await?;
+        channel
+            .basic_qos(PREFETCH, BasicQosOptions::default())
+            .await
+            .map_err(|e| broker("set prefetch", e))?;
+        let consumer = channel
             .basic_consume(
                 self.opts.queue.as_str().into(),
                 "".into(),
@@ -199,6 +389,7 @@ impl RabbitQueue {
             .await
             .map_err(|e| broker("start consumer", e))?;
         Ok(ConsumerState {
+            channel,
             consumer,
             held: BinaryHeap::new(),
             next_seq: 0,
@@ -207,9 +398,12 @@ impl RabbitQueue {
 
     /// Deletes `<queue>` and `<queue>.dead` with their messages (tests, decommissioning).
     pub async fn destroy(&self) -> Result<(), QueueError> {
-        let _ = self.consume.close(200, "destroy".into()).await;
+        if let Some(st) = self.state.lock().await.take() {
+            let _ = st.channel.close(200, "destroy".into()).await;
+        }
+        let (channel, _) = self.publish_channel().await?;
         for name in [self.opts.queue.as_str(), self.dead_queue.as_str()] {
-            self.publish
+            channel
                 .queue_delete(name.into(), QueueDeleteOptions::default())
                 .await
                 .map_err(|e| broker(format!("delete queue {name}"), e))?;
@@ -225,13 +419,15 @@ impl RabbitQueue {
         }
     }
 
-    /// Publishes a persistent message to `queue` and waits for the broker's confirm; retries
-    /// once after a connection recovery.
+    /// Publishes a persistent message to `queue` and waits for the broker's confirm. A failure
+    /// on the connection drops it and is retried once on a fresh one (a publish that failed
+    /// after reaching the broker may then be stored twice: at least once).
     async fn publish_confirmed(&self, queue: &str, bytes: &[u8]) -> Result<(), QueueError> {
-        let mut recovered = false;
+        let mut retried = false;
         loop {
-            let attempt = async {
-                self.publish
+            let (channel, generation) = self.publish_channel().await?;
+            let attempt = tokio::time::timeout(PUBLISH_TIMEOUT, async {
+                channel
                     .basic_publish(
                         "".into(),
                         queue.into(),
@@ -241,30 +437,48 @@ impl RabbitQueue {
                     )
                     .await?
                     .await
-            };
-            match attempt.await {
-                Ok(confirm) if confirm.is_ack() => return Ok(()),
-                Ok(_) => {
+            })
+            .await;
+            match attempt {
+                Ok(Ok(confirm)) if confirm.is_ack() => return Ok(()),
+                Ok(Ok(_)) if queue == self.opts.queue => {
                     return Err(QueueError::Full {
-                        reason: format!("rabbitmq refused the message for {queue} (nack)"),
+                        reason: format!(
+                            "rabbitmq refused the task: queue {queue} is at x-max-length = {} \
+                             tasks or x-max-length-bytes = {} bytes",
+                            self.opts.max_tasks, self.opts.max_bytes
+                        ),
                         retry_after: self.opts.retry_after,
                     })
                 }
-                Err(e) if !recovered => {
-                    recovered = true;
-                    tracing::warn!(error = %e, "rabbitmq publish failed; waiting for recovery");
-                    if let Err(e) = self.publish.wait_for_recovery(e).await {
+                Ok(Ok(_)) => {
+                    return Err(broker(
+                        format!("publish to {queue}"),
+                        "the broker refused the message (nack)",
+                    ))
+                }
+                Ok(Err(e)) => {
+                    self.reset(generation).await;
+                    if retried {
                         return Err(broker(format!("publish to {queue}"), e));
                     }
+                    tracing::warn!(error = %e, "rabbitmq publish failed; reconnecting");
+                    retried = true;
                 }
-                Err(e) => return Err(broker(format!("publish to {queue}"), e)),
+                Err(_) => {
+                    self.reset(generation).await;
+                    return Err(QueueError::Timeout(format!(
+                        "rabbitmq: no confirm for a publish to {queue} within {}",
+                        humantime::format_duration(PUBLISH_TIMEOUT)
+                    )));
+                }
             }
         }
     }
 
     async fn ready_count(&self, queue: &str) -> Result<u64, QueueError> {
-        let q = self
-            .publish
+        let (channel, generation) = self.publish_channel().await?;
+        let declared = channel
             .queue_declare(
                 queue.into(),
                 QueueDeclareOptions {
@@ -273,32 +487,15 @@ impl RabbitQueue {
                 },
                 FieldTable::default(),
             )
-            .await
-            .map_err(|e| broker(format!("inspect queue {queue}"), e))?;
-        Ok(u64::from(q.message_count()))
-    }
-
-    async fn check_bound(&self) -> Result<(), QueueError> {
-        let cached = *self.depth_cache.lock().unwrap_or_else(|p| p.into_inner());
-        let depth = match cached {
-            Some((at, depth)) if at.elapsed() < Duration::from_millis(250) => depth,
-            _ => {
-                let depth = self.ready_count(&self.opts.queue).await?;
-                *self.depth_cache.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some((Instant::now(), depth));
-                depth
+            .await;
+        match declared {
+            Ok(q) => Ok(u64::from(q.message_count())),
+            Err(e) => {
+                // A refused passive declare closes the channel: start afresh next time.
+                self.reset(generation).await;
+                Err(broker(format!("inspect queue {queue}"), e))
             }
-        };
-        if depth >= self.opts.max_tasks {
-            return Err(QueueError::Full {
-                reason: format!(
-                    "queue {} holds {depth} tasks (max_tasks = {})",
-                    self.opts.queue, self.opts.max_tasks
-                ),
-                retry_after: self.opts.retry_after,
-            });
         }
-        Ok(())
     }
 
     async fn enqueue_inner(&self, mut task: Task) -> Result<(), QueueError> {
@@ -307,7 +504,6 @@ impl RabbitQueue {
             task.enqueued_at = self.clock.now_ms();
         }
         let bytes = task.validate(self.opts.max_task_bytes)?;
-        self.check_bound().await?;
         self.publish_confirmed(&self.opts.queue, &bytes).await
     }
 
@@ -316,12 +512,64 @@ impl RabbitQueue {
         let max = max.max(1);
         let deadline = Instant::now() + wait;
         let mut guard = self.state.lock().await;
+        if guard
+            .as_ref()
+            .is_some_and(|st| !st.channel.status().connected())
+        {
+            // The channel died with the connection: the broker has put its unacked deliveries
+            // (held ones included) back in the queue, so forget them and consume afresh.
+            *guard = None;
+            self.returned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
         let st = match &mut *guard {
             Some(st) => st,
             slot @ None => slot.insert(self.start_consumer().await?),
         };
         let mut out = Vec::new();
+        match self.lease_from(st, max, deadline, &mut out).await {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                tracing::warn!(error = %e, "rabbitmq consumer failed; it is restarted on the next lease");
+                if let Some(st) = guard.take() {
+                    let _ = st.channel.close(200, "consumer failed".into()).await;
+                }
+                // Leases already taken stay valid as long as the channel does.
+                if out.is_empty() {
+                    Err(e)
+                } else {
+                    Ok(out)
+                }
+            }
+        }
+    }
+
+    async fn lease_from(
+        &self,
+        st: &mut ConsumerState,
+        max: usize,
+        deadline: Instant,
+        out: &mut Vec<Lease>,
+    ) -> Result<(), QueueError> {
         loop {
+            // Nacked tasks the queue had no room for wait with the held ones.
+            for (task, acker) in self
+                .returned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain(..)
+            {
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                st.held.push(Reverse(Held {
+                    due_ms: task.not_before,
+                    seq,
+                    task,
+                    acker,
+                }));
+            }
             // Due held tasks first.
             let now = self.clock.now_ms();
             while out.len() < max {
@@ -346,17 +594,19 @@ impl RabbitQueue {
                 }
             }
             if !out.is_empty() {
-                return Ok(out);
+                return Ok(());
             }
             let now = Instant::now();
             if now >= deadline {
-                return Ok(out);
+                return Ok(());
             }
             let mut until = deadline;
             if let Some(Reverse(h)) = st.held.peek() {
                 let in_ms = h.due_ms.saturating_sub(self.clock.now_ms());
                 until = until.min(now + Duration::from_millis(in_ms));
             }
+            // Wake up now and then for tasks nacked into `returned` meanwhile.
+            until = until.min(now + Duration::from_millis(500));
             let next = tokio::select! {
                 next = st.consumer.next() => next,
                 _ = tokio::time::sleep_until(until) => continue,
@@ -378,17 +628,7 @@ impl RabbitQueue {
         st: &mut ConsumerState,
         delivery: lapin::Result<lapin::message::Delivery>,
     ) -> Result<Option<Lease>, QueueError> {
-        let delivery = match delivery {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(error = %e, "rabbitmq consumer error; waiting for recovery");
-                self.consume
-                    .wait_for_recovery(e)
-                    .await
-                    .map_err(|e| broker("consume", e))?;
-                return Ok(None);
-            }
-        };
+        let delivery = delivery.map_err(|e| broker("consume", e))?;
         let task = match Task::decode(&delivery.data) {
             Ok(task) => task,
             Err(e) => {
@@ -453,8 +693,23 @@ impl RabbitQueue {
         };
         // Store the updated task first, then drop the old copy: a crash between leaves a
         // duplicate (same idempotency key), never a loss.
-        self.publish_confirmed(&self.opts.queue, &task.encode()?)
-            .await?;
+        match self
+            .publish_confirmed(&self.opts.queue, &task.encode()?)
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if e.is_full() => {
+                // The queue is at its bound, which counts ready tasks only: keep the original
+                // delivery (owned by the broker, back in the queue if we die) and hold the
+                // updated task here until due, rather than failing the retry.
+                self.returned
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((task, acker));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
         acker
             .ack(BasicAckOptions::default())
             .await
@@ -507,11 +762,7 @@ impl RabbitQueue {
     /// Walks the dead-letter queue on a private channel: `visit` sees each dead letter and
     /// returns what to do with it. Messages left alone go back in order when the channel closes.
     async fn scan_dead(&self, mut visit: impl FnMut(&Task) -> Visit) -> Result<u64, QueueError> {
-        let channel = self
-            .conn
-            .create_channel()
-            .await
-            .map_err(|e| broker("open channel", e))?;
+        let channel = self.new_channel().await?;
         let result = async {
             let mut acted = 0;
             for _ in 0..DEAD_SCAN_LIMIT {
@@ -578,6 +829,10 @@ enum Visit {
 #[derive(Debug, thiserror::Error)]
 #[error("the consumer was cancelled by the broker")]
 struct ConsumerEnded;
+
+#[derive(Debug, thiserror::Error)]
+#[error("the broker is unreachable")]
+struct BrokerUnreachable;
 
 impl Queue for RabbitQueue {
     fn backend(&self) -> Backend {
@@ -662,15 +917,22 @@ impl Queue for RabbitQueue {
     fn purge<'a>(&'a self, which: &'a Selection) -> BoxFuture<'a, Result<u64, QueueError>> {
         Box::pin(async move {
             match which {
-                Selection::All => self
-                    .publish
-                    .queue_purge(
-                        self.dead_queue.as_str().into(),
-                        QueuePurgeOptions::default(),
-                    )
-                    .await
-                    .map(u64::from)
-                    .map_err(|e| broker("purge dead letters", e)),
+                Selection::All => {
+                    let (channel, generation) = self.publish_channel().await?;
+                    let purged = channel
+                        .queue_purge(
+                            self.dead_queue.as_str().into(),
+                            QueuePurgeOptions::default(),
+                        )
+                        .await;
+                    match purged {
+                        Ok(n) => Ok(u64::from(n)),
+                        Err(e) => {
+                            self.reset(generation).await;
+                            Err(broker("purge dead letters", e))
+                        }
+                    }
+                }
                 Selection::Id(id) => {
                     check_id("task id", id)?;
                     self.scan_dead(|t| {
@@ -690,7 +952,12 @@ impl Queue for RabbitQueue {
         self.closed.store(true, Ordering::Release);
         Box::pin(async move {
             // Unacked deliveries (leased or held) return to the queue when the channel closes.
-            let _ = self.consume.close(200, "closing".into()).await;
+            if let Some(st) = self.state.lock().await.take() {
+                let _ = st.channel.close(200, "closing".into()).await;
+            }
+            if let Some(link) = self.links.lock().await.link.take() {
+                let _ = link.conn.close(200, "closing".into()).await;
+            }
             Ok(())
         })
     }
