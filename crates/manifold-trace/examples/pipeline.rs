@@ -1,6 +1,7 @@
 //! One pass of one stage over a file, for profilers (`perf record`, `valgrind --tool=callgrind`):
 //! `pipeline parse|read|critical PATH` runs the parse-only pass, the streaming read into spans,
-//! or the read + assembly + critical path, once, and prints the span count.
+//! or the read + assembly + critical path, once, and prints the span count;
+//! `pipeline gen PATH [TRACES]` writes the synthetic file that the `speed` example measures.
 
 use manifold_trace::assemble::assemble;
 use manifold_trace::read::read_file;
@@ -15,6 +16,11 @@ fn main() {
     let mut n = 0u64;
     let mut sum = 0i64;
     match mode {
+        "gen" => {
+            // `pipeline gen PATH [TRACES]`: the synthetic file that `speed` measures (seed 11)
+            let traces = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(500);
+            std::fs::write(&path, manifold_trace::synth::checkout_file(traces, 11)).expect("write");
+        }
         "parse" => {
             let data = std::fs::read(&path).expect("read");
             serde_json::from_slice::<serde::de::IgnoredAny>(&data).expect("json");

@@ -138,22 +138,30 @@ pub fn assemble(
         }
     }
     // 4. Keep the usable spans, re-indexed.
-    let mut remap = vec![u32::MAX; n];
-    let mut kept: Vec<Span> = Vec::with_capacity(n);
-    for (i, s) in spans.into_iter().enumerate() {
-        if !dropped[i] {
-            remap[i] = kept.len() as u32;
-            kept.push(s);
+    // (the usual case, nothing dropped, keeps the list and its indices as they are)
+    let mut kept: Vec<Span> = if dropped.contains(&true) {
+        let mut remap = vec![u32::MAX; n];
+        let mut kept = Vec::with_capacity(n);
+        for (i, s) in spans.into_iter().enumerate() {
+            if !dropped[i] {
+                remap[i] = kept.len() as u32;
+                kept.push(s);
+            }
         }
-    }
+        for s in &mut kept {
+            s.parent = s.parent.and_then(|p| {
+                let r = remap[p as usize];
+                (r != u32::MAX).then_some(r)
+            });
+        }
+        kept
+    } else {
+        spans
+    };
     if kept.is_empty() {
         return None;
     }
     for s in &mut kept {
-        s.parent = s.parent.and_then(|p| {
-            let r = remap[p as usize];
-            (r != u32::MAX).then_some(r)
-        });
         if s.duration < 0 {
             warnings.add(WarningKind::NegativeDuration);
             s.duration = 0;

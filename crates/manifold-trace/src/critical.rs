@@ -20,7 +20,7 @@
 //!   of the span's sections; with an overlap allowance it charges the small overlaps to the
 //!   children and takes them from the parent, exactly as CRISP does.
 
-use crate::model::{Link, SpanKind, Trace, WarningKind, Warnings};
+use crate::model::{Children, Link, SpanKind, Trace, WarningKind, Warnings};
 
 /// Start, end and blocking children of every node, plus the root: all the critical path needs.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -33,7 +33,7 @@ pub struct CpGraph {
     pub end: Vec<i64>,
     /// Blocking children of each node, ordered by (start, index). Nodes not reachable from the
     /// root through these lists are not on any path.
-    pub children: Vec<Vec<u32>>,
+    pub children: Children,
 }
 
 impl CpGraph {
@@ -56,7 +56,7 @@ impl CpGraph {
             root,
             start,
             end,
-            children,
+            children: Children::from_lists(children),
         }
     }
 
@@ -66,8 +66,11 @@ impl CpGraph {
         let mut start: Vec<i64> = trace.spans.iter().map(|s| s.start).collect();
         let mut end: Vec<i64> = trace.spans.iter().map(|s| s.end().max(s.start)).collect();
         let all_children = trace.children();
-        let mut children: Vec<Vec<u32>> = vec![Vec::new(); n];
-        let mut stack = vec![trace.root];
+        // which children block their parent (each node has one parent, so a flag per node)
+        let mut blocking = vec![false; n];
+        let mut count = vec![0u32; n + 1];
+        let mut stack = Vec::with_capacity(n);
+        stack.push(trace.root);
         while let Some(p) = stack.pop() {
             let pu = p as usize;
             let (ps, pe) = (start[pu], end[pu]);
@@ -98,12 +101,21 @@ impl CpGraph {
                     start[cu] = ps;
                     end[cu] = e.min(pe);
                 }
-                children[pu].push(c);
+                blocking[cu] = true;
+                count[pu + 1] += 1;
                 stack.push(c);
             }
-            let st = &start;
-            children[pu].sort_by_key(|&c| (st[c as usize], c));
         }
+        let mut children = Children::with_counts(count);
+        for (p, kids) in all_children.iter().enumerate() {
+            for &c in kids {
+                if blocking[c as usize] {
+                    children.place(p, c);
+                }
+            }
+        }
+        let st = &start;
+        children.sort_each(|c| (st[c as usize], c));
         CpGraph {
             root: trace.root,
             start,
@@ -136,7 +148,7 @@ impl CpGraph {
                 continue;
             }
             out.push(i);
-            stack.extend(self.children[i as usize].iter().copied());
+            stack.extend(self.children.get(i as usize).unwrap_or(&[]).iter().copied());
         }
         out
     }
@@ -204,7 +216,10 @@ struct Frame {
     node: u32,
     lo: i64,
     cursor: i64,
-    chain: Vec<u32>,
+    /// This node's chain is `chains[chain_at..chain_end]`; the chains of the frames above it
+    /// follow it in the same list (frames are a stack, so one list serves them all).
+    chain_at: usize,
+    chain_end: usize,
     k: usize,
 }
 
@@ -215,23 +230,29 @@ pub fn critical_path(g: &CpGraph, sem: Semantics) -> CriticalPath {
         return out;
     }
     let root = g.root;
-    let mut stack: Vec<Frame> = Vec::new();
-    let chain = select_chain(g, root, sem);
+    // at most every node once, and a section before, between and after each node's children
+    out.nodes.reserve(g.len());
+    out.sections.reserve(2 * g.len() + 1);
+    let mut stack: Vec<Frame> = Vec::with_capacity(16);
+    let mut chains: Vec<u32> = Vec::with_capacity(g.len());
+    let mut scratch = Scratch::default();
+    select_chain(g, root, sem, &mut chains, &mut scratch);
     out.nodes.push(PathNode {
         node: root,
         parent: None,
-        exclusive: exclusive_of(g, root, &chain),
+        exclusive: exclusive_of(g, root, &chains),
     });
     stack.push(Frame {
         node: root,
         lo: g.start[root as usize],
         cursor: g.end[root as usize],
-        chain,
+        chain_at: 0,
+        chain_end: chains.len(),
         k: 0,
     });
     while let Some(top) = stack.last_mut() {
-        if top.k < top.chain.len() {
-            let c = top.chain[top.k];
+        if top.chain_at + top.k < top.chain_end {
+            let c = chains[top.chain_at + top.k];
             top.k += 1;
             let cu = c as usize;
             let c_hi = g.end[cu].min(top.cursor);
@@ -246,17 +267,20 @@ pub fn critical_path(g: &CpGraph, sem: Semantics) -> CriticalPath {
             let child_cursor = c_hi.max(lo);
             top.cursor = top.cursor.min(lo).max(top.lo);
             let parent = top.node;
-            let chain = select_chain(g, c, sem);
+            let chain_at = top.chain_end;
+            chains.truncate(chain_at);
+            select_chain(g, c, sem, &mut chains, &mut scratch);
             out.nodes.push(PathNode {
                 node: c,
                 parent: Some(parent),
-                exclusive: exclusive_of(g, c, &chain),
+                exclusive: exclusive_of(g, c, &chains[chain_at..]),
             });
             stack.push(Frame {
                 node: c,
                 lo,
                 cursor: child_cursor,
-                chain,
+                chain_at,
+                chain_end: chains.len(),
                 k: 0,
             });
         } else {
@@ -281,28 +305,42 @@ fn exclusive_of(g: &CpGraph, node: u32, chain: &[u32]) -> i64 {
     (own - kids).max(0)
 }
 
-/// The children of `node` on the critical path, latest-finishing first.
-fn select_chain(g: &CpGraph, node: u32, sem: Semantics) -> Vec<u32> {
+/// Lists [`select_chain`] reuses from node to node.
+#[derive(Default)]
+struct Scratch {
+    sorted: Vec<u32>,
+    starts: Vec<i64>,
+    ends: Vec<i64>,
+}
+
+/// Append to `chain` the children of `node` on the critical path, latest-finishing first.
+fn select_chain(g: &CpGraph, node: u32, sem: Semantics, chain: &mut Vec<u32>, s: &mut Scratch) {
     let kids = &g.children[node as usize];
-    if kids.is_empty() {
-        return Vec::new();
+    match kids {
+        [] => return,
+        [only] => {
+            chain.push(*only);
+            return;
+        }
+        _ => {}
     }
-    let mut sorted: Vec<u32> = kids.clone();
+    let sorted = &mut s.sorted;
+    sorted.clear();
+    sorted.extend_from_slice(kids);
     // stable: among equal ends the first in (start, index) order wins, as in Jaeger
     sorted.sort_by(|a, b| g.end[*b as usize].cmp(&g.end[*a as usize]));
-    let mut chain = Vec::with_capacity(4);
     let mut last = sorted[0];
     chain.push(last);
     let tolerant = sem.overlap_allowance > 0.0;
-    let (starts, ends) = if tolerant {
-        let mut s: Vec<i64> = kids.iter().map(|&c| g.start[c as usize]).collect();
-        let mut e: Vec<i64> = kids.iter().map(|&c| g.end[c as usize]).collect();
-        s.sort_unstable();
-        e.sort_unstable();
-        (s, e)
-    } else {
-        (Vec::new(), Vec::new())
-    };
+    let (starts, ends) = (&mut s.starts, &mut s.ends);
+    starts.clear();
+    ends.clear();
+    if tolerant {
+        starts.extend(kids.iter().map(|&c| g.start[c as usize]));
+        ends.extend(kids.iter().map(|&c| g.end[c as usize]));
+        starts.sort_unstable();
+        ends.sort_unstable();
+    }
     let parent_dur = g.duration(node);
     for &cn in &sorted[1..] {
         let (bs, be) = (g.start[cn as usize], g.end[cn as usize]);
@@ -312,7 +350,7 @@ fn select_chain(g: &CpGraph, node: u32, sem: Semantics) -> Vec<u32> {
         } else if tolerant && be < le && bs < ls && parent_dur > 0 {
             let overlap = (be - ls) as f64 / parent_dur as f64;
             overlap < sem.overlap_allowance
-                && events_in(&starts, ls, be) + events_in(&ends, ls, be) == 2
+                && events_in(starts, ls, be) + events_in(ends, ls, be) == 2
         } else {
             false
         };
@@ -321,7 +359,6 @@ fn select_chain(g: &CpGraph, node: u32, sem: Semantics) -> Vec<u32> {
             last = cn;
         }
     }
-    chain
 }
 
 /// How many sorted values fall in `[lo, hi]`.

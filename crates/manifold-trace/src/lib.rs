@@ -28,4 +28,4 @@ pub mod skew;
 pub mod synth;
 
 pub use critical::{critical_path, CpGraph, CriticalPath, PathNode, Section, Semantics};
-pub use model::{Interner, Span, SpanId, SpanKind, Trace, WarningKind, Warnings};
+pub use model::{Children, Interner, Span, SpanId, SpanKind, Trace, WarningKind, Warnings};

@@ -199,12 +199,15 @@ pub fn normalize_trace_id(s: &str) -> String {
     if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return s.to_string();
     }
-    let t = s.trim_start_matches('0').to_ascii_lowercase();
-    if t.len() <= 16 {
-        format!("{t:0>16}")
-    } else {
-        format!("{t:0>32}")
-    }
+    // zero-padded to 16 or 32 digits (by hand: `format!` padding cost more than the rest of
+    // a trace's id handling)
+    let t = s.trim_start_matches('0');
+    let width = if t.len() <= 16 { 16 } else { 32 };
+    let mut out = String::with_capacity(width);
+    out.push_str(&"00000000000000000000000000000000"[..width - t.len()]);
+    out.push_str(t);
+    out.make_ascii_lowercase();
+    out
 }
 
 /// The role a span plays in a remote call, from OpenTelemetry / Zipkin / `span.kind` tags.
@@ -367,19 +370,132 @@ impl Trace {
     }
 
     /// Children of every span, in order of (start, input order): `children[i]` lists span `i`'s.
-    pub fn children(&self) -> Vec<Vec<u32>> {
-        let mut out: Vec<Vec<u32>> = vec![Vec::new(); self.spans.len()];
-        for (i, s) in self.spans.iter().enumerate() {
+    pub fn children(&self) -> Children {
+        let n = self.spans.len();
+        let mut count = vec![0u32; n + 1];
+        for s in &self.spans {
             if let Some(p) = s.parent {
-                if let Some(list) = out.get_mut(p as usize) {
-                    list.push(i as u32);
+                if let Some(c) = count.get_mut(p as usize + 1) {
+                    *c += 1;
                 }
             }
         }
-        for list in &mut out {
-            list.sort_by_key(|&c| (self.spans[c as usize].start, c));
+        let mut out = Children::with_counts(count);
+        for (i, s) in self.spans.iter().enumerate() {
+            if let Some(p) = s.parent {
+                out.place(p as usize, i as u32);
+            }
         }
+        out.sort_each(|c| (self.spans[c as usize].start, c));
         out
+    }
+}
+
+/// The children of every node in one allocation (offsets into one list) rather than a `Vec` per
+/// node: building and dropping a list per node was a large share of assembly and critical-path
+/// time. `children[i]` is node `i`'s list, as a slice; indexing past the end panics, as a `Vec`
+/// of lists would.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Children {
+    /// `items[offsets[i]..offsets[i + 1]]` are node `i`'s children; `offsets.len()` is nodes + 1.
+    offsets: Vec<u32>,
+    items: Vec<u32>,
+}
+
+impl Children {
+    /// Nodes without children.
+    pub fn empty(nodes: usize) -> Children {
+        Children {
+            offsets: vec![0; nodes + 1],
+            items: Vec::new(),
+        }
+    }
+
+    /// From one list per node.
+    pub fn from_lists(lists: Vec<Vec<u32>>) -> Children {
+        let mut offsets = Vec::with_capacity(lists.len() + 1);
+        let mut items = Vec::with_capacity(lists.iter().map(Vec::len).sum());
+        offsets.push(0);
+        for l in lists {
+            items.extend_from_slice(&l);
+            offsets.push(items.len() as u32);
+        }
+        Children { offsets, items }
+    }
+
+    /// Room for `count[i + 1]` children of node `i` (`count[0]` is ignored), to be filled by
+    /// [`Self::place`] in the order the lists should have.
+    pub(crate) fn with_counts(mut count: Vec<u32>) -> Children {
+        if let Some(c) = count.first_mut() {
+            *c = 0;
+        }
+        let mut total = 0u32;
+        for c in count.iter_mut() {
+            total += *c;
+            *c = total;
+        }
+        // `offsets[i]` is the next free place of node `i` while filling; see `place`
+        let mut offsets: Vec<u32> = Vec::with_capacity(count.len());
+        offsets.push(0);
+        offsets.extend_from_slice(&count[..count.len().saturating_sub(1)]);
+        Children {
+            offsets,
+            items: vec![0; total as usize],
+        }
+    }
+
+    /// Append `child` to node `p`'s list (counted in [`Self::with_counts`]); once every child is
+    /// placed, the offsets are the lists' bounds.
+    pub(crate) fn place(&mut self, p: usize, child: u32) {
+        if let Some(at) = self.offsets.get_mut(p + 1) {
+            if let Some(slot) = self.items.get_mut(*at as usize) {
+                *slot = child;
+                *at += 1;
+            }
+        }
+    }
+
+    /// Sort every node's list by `key`.
+    pub(crate) fn sort_each<K: Ord>(&mut self, mut key: impl FnMut(u32) -> K) {
+        for w in 0..self.offsets.len().saturating_sub(1) {
+            let (a, b) = (self.offsets[w] as usize, self.offsets[w + 1] as usize);
+            if b - a > 1 {
+                self.items[a..b].sort_by_key(|&c| key(c));
+            }
+        }
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    /// True when there are no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Node `i`'s children, `None` past the last node.
+    pub fn get(&self, i: usize) -> Option<&[u32]> {
+        let (a, b) = (*self.offsets.get(i)?, *self.offsets.get(i + 1)?);
+        self.items.get(a as usize..b as usize)
+    }
+
+    /// Every node's list, in node order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u32]> + '_ {
+        self.offsets
+            .windows(2)
+            .map(|w| &self.items[w[0] as usize..w[1] as usize])
+    }
+}
+
+impl std::ops::Index<usize> for Children {
+    type Output = [u32];
+    fn index(&self, i: usize) -> &[u32] {
+        match self.get(i) {
+            Some(l) => l,
+            None => panic!("node {i} out of range ({} nodes)", self.len()),
+        }
     }
 }
 
@@ -526,6 +642,59 @@ impl Warnings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn children_in_one_list_are_the_lists_per_node() {
+        let mut i = Interner::new();
+        let (svc, op) = (i.intern("s"), i.intern("o"));
+        // parents out of order, equal starts, a parent out of range (ignored), no children
+        let parents = [
+            None,
+            Some(0),
+            Some(0),
+            Some(1),
+            Some(9),
+            Some(0),
+            Some(3),
+            None,
+        ];
+        let starts = [0, 5, 3, 6, 1, 3, 7, 2];
+        let spans: Vec<Span> = parents
+            .iter()
+            .zip(starts)
+            .enumerate()
+            .map(|(k, (p, st))| {
+                let mut s = Span::new(SpanId::Hex(k as u64), svc, op, st, 1);
+                s.parent = *p;
+                s
+            })
+            .collect();
+        let t = Trace {
+            trace_id: "t".into(),
+            spans,
+            root: 0,
+        };
+        let mut lists: Vec<Vec<u32>> = vec![Vec::new(); t.spans.len()];
+        for (k, s) in t.spans.iter().enumerate() {
+            if let Some(l) = s.parent.and_then(|p| lists.get_mut(p as usize)) {
+                l.push(k as u32);
+            }
+        }
+        for l in &mut lists {
+            l.sort_by_key(|&c| (t.spans[c as usize].start, c));
+        }
+        let c = t.children();
+        assert_eq!(c, Children::from_lists(lists.clone()));
+        assert_eq!(c.len(), lists.len());
+        assert_eq!(c.iter().map(<[u32]>::to_vec).collect::<Vec<_>>(), lists);
+        for (k, l) in lists.iter().enumerate() {
+            assert_eq!(&c[k], &l[..]);
+        }
+        assert_eq!(&c[0], &[2, 5, 1]);
+        assert_eq!(c.get(lists.len()), None);
+        assert!(Children::empty(3).iter().all(<[u32]>::is_empty));
+        assert!(Children::default().is_empty());
+    }
 
     #[test]
     fn ids_normalize() {

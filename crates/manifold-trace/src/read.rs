@@ -1036,6 +1036,36 @@ mod tests {
                 trace(&format!(",\"q\":[{}]", &dur[1..]), "").as_bytes(),
             );
         }
+        // keys out of the usual order, other spellings, repeats under another spelling (the
+        // hand-written reader guesses the next key; a wrong guess must change nothing)
+        for (from, to) in [
+            (
+                r#""refType":"FOLLOWS_FROM","traceID":"ff","spanID":"c""#,
+                r#""spanId":"c","ref_type":"FOLLOWS_FROM","traceId":"ff""#,
+            ),
+            (
+                r#""refType":"FOLLOWS_FROM","traceID":"ff","spanID":"c""#,
+                r#""refType":"FOLLOWS_FROM","traceID":"ff","spanID":"c","traceId":"ff""#,
+            ),
+            (
+                r#""traceID":"ff","spanID":"a","operationName":"GET /x""#,
+                r#""operationName":"GET /x","spanId":"a","flags":1,"traceId":"ff""#,
+            ),
+            (
+                r#""traceID":"ff","spanID":"a","operationName":"GET /x""#,
+                r#""traceID":"ff","spanID":"a","spanId":"b","operationName":"GET /x""#,
+            ),
+            (
+                r#""key":"http.method","type":"string""#,
+                r#""type":"string","key":"http.method","type":1"#,
+            ),
+            (r#""processID":"p""#, r#""processID" : "p""#),
+            (r#""traceID":"00ff""#, r#""traceID":"ff","traceID":"ff""#),
+        ] {
+            let doc = trace("", "").replace(from, to);
+            assert_ne!(doc, trace("", ""), "{to}");
+            same_with_and_without_fast_paths(doc.as_bytes());
+        }
         for time in [
             "1.5",
             "-0",

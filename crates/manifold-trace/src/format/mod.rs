@@ -124,6 +124,13 @@ static HEX: [u8; 256] = {
 pub fn span_id(s: &str, interner: &mut Interner) -> SpanId {
     // the common case, 1 to 16 hex digits, in one branch-free pass (what the general rules
     // below make of it)
+    if s.len() == 16 {
+        // the usual width: two words of eight digits at once
+        let b = s.as_bytes();
+        if let (Some(hi), Some(lo)) = (hex8(&b[..8]), hex8(&b[8..])) {
+            return SpanId::Hex(u64::from(hi) << 32 | u64::from(lo));
+        }
+    }
     if !s.is_empty() && s.len() <= 16 {
         let (mut v, mut bad) = (0u64, 0u8);
         for b in s.bytes() {
@@ -143,6 +150,36 @@ pub fn span_id(s: &str, interner: &mut Interner) -> SpanId {
         &t
     };
     SpanId::parse(t, interner)
+}
+
+/// Eight hex digits (either case) as a number, `None` if any byte is not one: the same as
+/// the table in [`span_id`], a word at a time (the per-byte loop was most of the cost of
+/// reading a span id).
+fn hex8(b: &[u8]) -> Option<u32> {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES * 0x80;
+    let mut w = [0u8; 8];
+    w.copy_from_slice(b.get(..8)?);
+    // the first digit in the top byte
+    let x = u64::from_be_bytes(w);
+    if x & HIGH != 0 {
+        return None; // not ASCII; byte-wise sums below stay within their byte from here on
+    }
+    // a byte with its top bit set after adding `0x80 - lo` is `>= lo`
+    let at_least = |v: u64, lo: u8| v.wrapping_add(ONES * u64::from(0x80 - lo)) & HIGH;
+    let digit = at_least(x, b'0') & !at_least(x, b'9' + 1);
+    let l = x | (ONES * 0x20);
+    let alpha = at_least(l, b'a') & !at_least(l, b'f' + 1);
+    if (digit | alpha) != HIGH {
+        return None;
+    }
+    // a digit's value is its low nibble; a letter's is its low nibble + 9
+    let v = (x & (ONES * 0x0F)) + (alpha >> 7) * 9;
+    // pack the eight nibbles (one per byte) into 32 bits
+    let v = (v | v >> 4) & 0x00FF_00FF_00FF_00FF;
+    let v = (v | v >> 8) & 0x0000_FFFF_0000_FFFF;
+    let v = (v | v >> 16) & 0x0000_0000_FFFF_FFFF;
+    u32::try_from(v).ok()
 }
 
 /// A trace id from its text form.
@@ -640,13 +677,16 @@ impl Attrs {
 
 /// The path part of a URL (`http://h:1/a/b?x` → `/a/b`).
 pub fn path_of_url(url: &str) -> &str {
-    let rest = match url.find("://") {
+    // byte searches (what `str::find` with these patterns finds, without setting up a
+    // substring search per span); every byte looked for is ASCII, so cuts fall on characters
+    let b = url.as_bytes();
+    let rest = match memchr::memchr_iter(b':', b).find(|&i| b.get(i + 1..i + 3) == Some(b"//")) {
         Some(i) => &url[i + 3..],
         None => url,
     };
-    let start = rest.find('/').unwrap_or(rest.len());
+    let start = memchr::memchr(b'/', rest.as_bytes()).unwrap_or(rest.len());
     let p = &rest[start..];
-    let end = p.find(['?', '#']).unwrap_or(p.len());
+    let end = memchr::memchr2(b'?', b'#', p.as_bytes()).unwrap_or(p.len());
     &p[..end]
 }
 
@@ -670,6 +710,46 @@ pub(crate) fn service_sym(name: Option<&str>, interner: &mut Interner) -> Sym {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex8_is_the_table_a_word_at_a_time() {
+        let table = |b: &[u8]| -> Option<u32> {
+            let mut v = 0u32;
+            for &c in b {
+                let d = HEX[usize::from(c)];
+                if d > 15 {
+                    return None;
+                }
+                v = v << 4 | u32::from(d);
+            }
+            Some(v)
+        };
+        // every byte value in every position, among valid digits of both cases
+        let base = *b"09afAF5c";
+        for pos in 0..8 {
+            for c in 0..=255u8 {
+                let mut w = base;
+                w[pos] = c;
+                assert_eq!(hex8(&w), table(&w), "{w:?}");
+            }
+        }
+        let mut r = crate::synth::Rng::new(7);
+        let alphabet = b"0123456789abcdefABCDEFgG/:@`\x7f\x80\xff ";
+        for _ in 0..20_000 {
+            let mut w = [0u8; 8];
+            for c in &mut w {
+                *c = alphabet[r.range(0, alphabet.len() as i64) as usize];
+            }
+            assert_eq!(hex8(&w), table(&w), "{w:?}");
+        }
+        let mut i = Interner::new();
+        assert_eq!(span_id("00000000000000FF", &mut i), SpanId::Hex(255));
+        assert_eq!(span_id("ffffffffffffffff", &mut i), SpanId::Hex(u64::MAX));
+        assert_eq!(
+            span_id("123456789abcdef0", &mut i),
+            SpanId::Hex(0x1234_5678_9abc_def0)
+        );
+    }
 
     #[test]
     fn times_and_durations() {
@@ -703,5 +783,28 @@ mod tests {
     fn url_paths() {
         assert_eq!(path_of_url("http://h:1/a/b?x=1"), "/a/b");
         assert_eq!(path_of_url("/a?b"), "/a");
+        for url in [
+            "",
+            ":",
+            "://",
+            "a:/b://c/d#e?f",
+            "h:1/x",
+            "http://h",
+            "http://é/ü?x",
+            "x://y://z/w",
+            "/p#f",
+            "http:/h/p",
+        ] {
+            let rest = match url.find("://") {
+                Some(i) => &url[i + 3..],
+                None => url,
+            };
+            let p = &rest[rest.find('/').unwrap_or(rest.len())..];
+            assert_eq!(
+                path_of_url(url),
+                &p[..p.find(['?', '#']).unwrap_or(p.len())],
+                "{url}"
+            );
+        }
     }
 }

@@ -38,6 +38,7 @@ pub(crate) fn trace(b: &[u8], expect: usize) -> R<(FTrace<'_>, usize)> {
         b,
         i: 0,
         seen: [""; SEEN],
+        same: [""; SAME],
         block: "",
         block_at: 0,
     };
@@ -50,6 +51,8 @@ struct P<'de> {
     i: usize,
     /// Strings decoded recently, by length and last byte (see [`P::opt_str_seen`]).
     seen: [&'de str; SEEN],
+    /// The last value of a few fields that usually repeat it (see [`P::opt_str_same`]).
+    same: [&'de str; SAME],
     /// Input checked as UTF-8, starting at `block_at` (see [`P::text`]).
     block: &'de str,
     block_at: usize,
@@ -61,10 +64,70 @@ const BLOCK: usize = 2048;
 
 const SEEN: usize = 16;
 
+/// Fields whose last value [`P::opt_str_same`] keeps: trace ids (of spans and references alike),
+/// reference types.
+const SAME: usize = 2;
+const SAME_TRACE_ID: usize = 0;
+const SAME_REF_TYPE: usize = 1;
+
+/// A key of an object the reader knows, as an id, found by [`P::known_key`].
+type KeyId = u8;
+/// Not in the object's table: checked and skipped as an unknown key.
+const UNKNOWN: KeyId = u8::MAX;
+
+/// The keys of a span: first in the order Jaeger writes them (the order [`P::known_key`]
+/// guesses), then other spellings.
+const SPAN_KEYS: &[(&[u8], KeyId)] = &[
+    (b"traceID", 0),
+    (b"spanID", 1),
+    (b"operationName", 3),
+    (b"references", 4),
+    (b"startTime", 5),
+    (b"duration", 6),
+    (b"tags", 7),
+    (b"logs", 8),
+    (b"processID", 9),
+    (b"traceId", 0),
+    (b"spanId", 1),
+    (b"parentSpanID", 2),
+    (b"parentSpanId", 2),
+    (b"processId", 9),
+    (b"process", 10),
+];
+const SPAN_ORDER: usize = 9;
+
+const REF_KEYS: &[(&[u8], KeyId)] = &[
+    (b"refType", 0),
+    (b"traceID", 1),
+    (b"spanID", 2),
+    (b"ref_type", 0),
+    (b"traceId", 1),
+    (b"spanId", 2),
+];
+const REF_ORDER: usize = 3;
+
+/// `type` is not read, but it is known to be text: skipped without the unknown key's check.
+const TAG_KEYS: &[(&[u8], KeyId)] = &[
+    (b"key", 0),
+    (b"type", 3),
+    (b"value", 1),
+    (b"vStr", 2),
+    (b"vInt64", 2),
+    (b"vBool", 2),
+    (b"vFloat64", 2),
+];
+const TAG_ORDER: usize = 3;
+
 impl<'de> P<'de> {
     /// The next byte after whitespace, not consumed.
     #[inline]
     fn peek(&mut self) -> R<u8> {
+        // no whitespace between tokens is the usual case: one test
+        if let Some(&c) = self.b.get(self.i) {
+            if c > b' ' {
+                return Ok(c);
+            }
+        }
         while let Some(&c) = self.b.get(self.i) {
             if matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
                 self.i += 1;
@@ -87,7 +150,7 @@ impl<'de> P<'de> {
 
     /// The raw bytes of a string whose opening quote is next; escapes and control characters
     /// bail.
-    #[inline]
+    #[inline(always)]
     fn raw_str(&mut self) -> R<&'de [u8]> {
         self.eat(b'"')?;
         let start = self.i;
@@ -137,7 +200,7 @@ impl<'de> P<'de> {
     /// string inside the checked block is cut out of it (string ends are quotes, so always
     /// character boundaries). Where a block holds invalid UTF-8 it stops there, and a string past
     /// that point is refused just as a check of its own would refuse it.
-    #[inline]
+    #[inline(always)]
     fn text(&mut self, r: &'de [u8]) -> R<&'de str> {
         let end = self.i - 1;
         let start = end - r.len();
@@ -184,6 +247,68 @@ impl<'de> P<'de> {
         }
         let v = serde_json::from_slice::<T>(&b[start..=i]).map_err(|_| Stop::Bail)?;
         self.i = i + 1;
+        Ok(v)
+    }
+
+    /// The next key, with its colon, as its id in `keys` (the raw key too, for an unknown one).
+    /// Keys come in a fixed order nearly always, so `keys[*next]` (while `*next < order`) is
+    /// tried first by comparing the bytes in place, which costs less than finding the string's
+    /// end and matching it against every key; otherwise the key is read and looked up, and the
+    /// guess moves on past it. A key equal to a table entry byte for byte has no escapes, so it
+    /// is that key whichever way it was found.
+    #[inline(always)]
+    fn known_key(
+        &mut self,
+        keys: &[(&'static [u8], KeyId)],
+        order: usize,
+        next: &mut usize,
+    ) -> R<(KeyId, &'de [u8])> {
+        if self.peek()? == b'"' && *next < order {
+            let (k, id) = keys[*next];
+            let at = self.i + 1;
+            let end = at + k.len();
+            if self.b.get(end) == Some(&b'"') && same_bytes(&self.b[at..end], k) {
+                if self.b.get(end + 1) == Some(&b':') {
+                    self.i = end + 2;
+                } else {
+                    self.i = end + 1;
+                    self.eat(b':')?;
+                }
+                *next += 1;
+                return Ok((id, k));
+            }
+        }
+        let raw = self.key()?;
+        match keys.iter().position(|(k, _)| same_bytes(k, raw)) {
+            Some(pos) => {
+                if pos < order {
+                    *next = pos + 1;
+                }
+                Ok((keys[pos].1, raw))
+            }
+            None => Ok((UNKNOWN, raw)),
+        }
+    }
+
+    /// [`Self::opt_str_seen`] for a field that usually repeats its last value exactly (`slot`
+    /// names the field): that value is compared in place first, closing quote and all, which
+    /// skips finding the string's end. Equal bytes ending in a quote are the same string, with
+    /// no escape in it, already checked as text.
+    #[inline]
+    fn opt_str_same(&mut self, slot: usize) -> R<Option<&'de str>> {
+        if self.peek()? == b'"' {
+            let last = self.same[slot];
+            let at = self.i + 1;
+            let end = at + last.len();
+            if self.b.get(end) == Some(&b'"') && same_bytes(&self.b[at..end], last.as_bytes()) {
+                self.i = end + 1;
+                return Ok(Some(last));
+            }
+        }
+        let v = self.opt_str_seen()?;
+        if let Some(t) = v {
+            self.same[slot] = t;
+        }
         Ok(v)
     }
 
@@ -261,7 +386,7 @@ impl<'de> P<'de> {
         let r = self.raw_str()?;
         let slot = (r.len() ^ usize::from(r.last().copied().unwrap_or(0))) & (SEEN - 1);
         let hit = self.seen[slot];
-        if hit.len() == r.len() && hit.as_bytes() == r {
+        if same_bytes(hit.as_bytes(), r) {
             return Ok(Some(hit));
         }
         let t = self.text(r)?;
@@ -449,10 +574,13 @@ impl<'de> P<'de> {
     }
 
     fn trace(&mut self, expect: usize) -> R<FTrace<'de>> {
+        // room for a trace half again as large as expected: growing a list of spans (large
+        // records) copies all of them, and traces of one file vary in size
+        let room = (expect + expect / 2).min(1 << 16);
         let mut t = FTrace {
             trace_id: None,
-            spans: Vec::with_capacity(expect),
-            refs: Vec::with_capacity(expect),
+            spans: Vec::with_capacity(room),
+            refs: Vec::with_capacity(room),
             processes: Vec::new(),
         };
         let (mut seen, mut has_spans) = (0u32, false);
@@ -461,7 +589,7 @@ impl<'de> P<'de> {
                 match self.key()? {
                     b"traceID" | b"traceId" => {
                         once(&mut seen, 1)?;
-                        t.trace_id = self.opt_str_seen()?;
+                        t.trace_id = self.opt_str_same(SAME_TRACE_ID)?;
                     }
                     b"spans" => {
                         once(&mut seen, 2)?;
@@ -557,26 +685,27 @@ impl<'de> P<'de> {
         });
         let s = spans.last_mut().ok_or(Stop::Bail)?;
         let mut seen = 0u32;
+        let mut next = 0usize;
         if self.open(b'{', b'}')? {
             loop {
-                match self.key()? {
-                    b"traceID" | b"traceId" => {
+                match self.known_key(SPAN_KEYS, SPAN_ORDER, &mut next)? {
+                    (0, _) => {
                         once(&mut seen, 1)?;
-                        s.trace_id = self.opt_str_seen()?;
+                        s.trace_id = self.opt_str_same(SAME_TRACE_ID)?;
                     }
-                    b"spanID" | b"spanId" => {
+                    (1, _) => {
                         once(&mut seen, 2)?;
                         s.span_id = self.opt_str()?;
                     }
-                    b"parentSpanID" | b"parentSpanId" => {
+                    (2, _) => {
                         once(&mut seen, 4)?;
                         s.parent_span_id = self.opt_str()?;
                     }
-                    b"operationName" => {
+                    (3, _) => {
                         once(&mut seen, 8)?;
                         s.operation = self.opt_str_seen()?;
                     }
-                    b"references" => {
+                    (4, _) => {
                         once(&mut seen, 16)?;
                         if !self.null()? && self.open(b'[', b']')? {
                             loop {
@@ -587,15 +716,15 @@ impl<'de> P<'de> {
                             }
                         }
                     }
-                    b"startTime" => {
+                    (5, _) => {
                         once(&mut seen, 32)?;
                         s.start = self.num_or_text()?;
                     }
-                    b"duration" => {
+                    (6, _) => {
                         once(&mut seen, 64)?;
                         s.duration = self.num_or_text()?;
                     }
-                    b"tags" => {
+                    (7, _) => {
                         once(&mut seen, 128)?;
                         if !self.null()? && self.open(b'[', b']')? {
                             loop {
@@ -607,16 +736,16 @@ impl<'de> P<'de> {
                             }
                         }
                     }
-                    b"logs" => {
+                    (8, _) => {
                         once(&mut seen, 256)?;
                         s.log_error = self.logs()?;
                     }
-                    b"processID" | b"processId" => {
+                    (9, _) => {
                         once(&mut seen, 512)?;
                         s.process_id = self.opt_str_seen()?;
                     }
-                    b"process" => return Err(Stop::Bail),
-                    k => self.unknown(k)?,
+                    (UNKNOWN, k) => self.unknown(k)?,
+                    _ => return Err(Stop::Bail), // `process`: the serde reader's
                 }
                 if !self.more(b'}')? {
                     break;
@@ -633,23 +762,23 @@ impl<'de> P<'de> {
             trace_id: None,
             span_id: None,
         };
-        let mut seen = 0u32;
+        let (mut seen, mut next) = (0u32, 0usize);
         if self.open(b'{', b'}')? {
             loop {
-                match self.key()? {
-                    b"refType" | b"ref_type" => {
+                match self.known_key(REF_KEYS, REF_ORDER, &mut next)? {
+                    (0, _) => {
                         once(&mut seen, 1)?;
-                        r.ref_type = self.opt_str_seen()?;
+                        r.ref_type = self.opt_str_same(SAME_REF_TYPE)?;
                     }
-                    b"traceID" | b"traceId" => {
+                    (1, _) => {
                         once(&mut seen, 2)?;
-                        r.trace_id = self.opt_str_seen()?;
+                        r.trace_id = self.opt_str_same(SAME_TRACE_ID)?;
                     }
-                    b"spanID" | b"spanId" => {
+                    (2, _) => {
                         once(&mut seen, 4)?;
                         r.span_id = self.opt_str()?;
                     }
-                    k => self.unknown(k)?,
+                    (_, k) => self.unknown(k)?,
                 }
                 if !self.more(b'}')? {
                     break;
@@ -662,20 +791,21 @@ impl<'de> P<'de> {
     /// One tag object (the api_v2 `vStr`/`vInt64`/… spellings bail).
     fn tag(&mut self) -> R<JTag<'de>> {
         let mut t = JTag::default();
-        let mut seen = 0u32;
+        let (mut seen, mut next) = (0u32, 0usize);
         if self.open(b'{', b'}')? {
             loop {
-                match self.key()? {
-                    b"key" => {
+                match self.known_key(TAG_KEYS, TAG_ORDER, &mut next)? {
+                    (0, _) => {
                         once(&mut seen, 1)?;
                         t.key = self.opt_str_seen()?.map(|k| BStr(Cow::Borrowed(k)));
                     }
-                    b"value" => {
+                    (1, _) => {
                         once(&mut seen, 2)?;
                         t.value = self.value()?;
                     }
-                    b"vStr" | b"vInt64" | b"vBool" | b"vFloat64" => return Err(Stop::Bail),
-                    k => self.unknown(k)?,
+                    (2, _) => return Err(Stop::Bail),
+                    (3, _) => self.skip(0)?,
+                    (_, k) => self.unknown(k)?,
                 }
                 if !self.more(b'}')? {
                     break;
@@ -776,6 +906,40 @@ impl<'de> FromText<'de> for Value<'de> {
     }
 }
 
+/// `a == b` for the short strings of keys and ids, without a call to `memcmp` (which cost more
+/// than the comparison itself here): eight bytes at a time, the last word overlapping.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n < 8 {
+        if n >= 4 {
+            let word = |s: &[u8], i: usize| {
+                let mut w = [0u8; 4];
+                w.copy_from_slice(&s[i..i + 4]);
+                u32::from_le_bytes(w)
+            };
+            return word(a, 0) == word(b, 0) && word(a, n - 4) == word(b, n - 4);
+        }
+        return a.iter().zip(b).all(|(x, y)| x == y);
+    }
+    let word = |s: &[u8], i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[i..i + 8]);
+        u64::from_le_bytes(w)
+    };
+    let mut i = 0;
+    while i + 8 < n {
+        if word(a, i) != word(b, i) {
+            return false;
+        }
+        i += 8;
+    }
+    word(a, n - 8) == word(b, n - 8)
+}
+
 /// Marks a field as seen; a repeated field bails (the derived parsers refuse it).
 #[inline]
 fn once(seen: &mut u32, bit: u32) -> R<()> {
@@ -795,6 +959,28 @@ mod tests {
             assert!(!t.spans.is_empty() || s.contains("[]"));
             n
         })
+    }
+
+    #[test]
+    fn same_bytes_is_equality() {
+        let words = [
+            "", "a", "ab", "key", "type", "spanID", "traceID", "refType", "CHILD_OF",
+        ];
+        let long = [
+            "0123456789abcdef",
+            "0123456789abcdeF",
+            "0000000000c0ffee0000000000000001",
+        ];
+        for a in words.iter().chain(&long) {
+            for b in words.iter().chain(&long) {
+                assert_eq!(same_bytes(a.as_bytes(), b.as_bytes()), a == b, "{a} {b}");
+            }
+            for i in 0..a.len() {
+                let mut c = a.as_bytes().to_vec();
+                c[i] ^= 1;
+                assert!(!same_bytes(a.as_bytes(), &c));
+            }
+        }
     }
 
     #[test]
