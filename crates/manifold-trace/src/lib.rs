@@ -6,10 +6,11 @@
 //! critical-path code for its own requests:
 //!
 //! * [`model`] — the span model every reader produces;
-//! * [`format`] — parsers for Jaeger (UI JSON and api_v2/v3 protobuf-JSON), Zipkin v2 and
+//! * [`format`](mod@format) — parsers for Jaeger (UI JSON and api_v2/v3 protobuf-JSON), Zipkin v2 and
 //!   OTLP/JSON units; [`assemble`] turns spans into a [`Trace`], counting every defect as a
 //!   warning; [`skew`] corrects clock skew between client and server;
 //! * [`critical`] — the critical path (Jaeger's semantics, CRISP's overlap allowance);
+//! * [`errors`] — failures on the critical path and the time they cost (CRISP's error metrics);
 //! * [`sim`] — re-simulating a trace under a change;
 //! * [`analysis`] — aggregation, hotspots, recommendations, what-if and route plans;
 //! * [`report`] — the terminal report, the `--json` contract and the HTML page;
@@ -19,6 +20,7 @@
 pub mod analysis;
 pub mod assemble;
 pub mod critical;
+pub mod errors;
 pub mod format;
 pub mod model;
 pub mod read;
