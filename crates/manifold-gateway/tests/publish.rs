@@ -5,50 +5,12 @@
 
 use crate::support::*;
 use futures::StreamExt;
+use manifold_queue::test_support::{DropRabbit, Relay};
 use serde_json::json;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 
 const NATS: &str = "127.0.0.1:4222";
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-
-/// Deletes a RabbitMQ queue and exchange even if the test panics.
-struct DropRabbit {
-    queue: String,
-    exchange: String,
-}
-
-impl Drop for DropRabbit {
-    fn drop(&mut self) {
-        let (queue, exchange) = (self.queue.clone(), self.exchange.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-                let Ok(conn) =
-                    lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default()).await
-                else {
-                    return;
-                };
-                if let Ok(ch) = conn.create_channel().await {
-                    let _ = ch
-                        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                        .await;
-                    let _ = ch
-                        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
 
 /// A name unique to this run and call.
 fn unique(tag: &str) -> String {
@@ -142,6 +104,108 @@ async fn queue_status(gw: &TestGateway) -> serde_json::Value {
     json(&b)
 }
 
+/// The admin `/queue` status once `done` holds for it, or the last one after 600 polls 50 ms
+/// apart (the caller's assertions then say what was missing).
+async fn poll_status(
+    gw: &TestGateway,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut status = json!(null);
+    for _ in 0..600 {
+        status = queue_status(gw).await;
+        if done(&status) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    status
+}
+
+/// Waits until publishing has failed at least twice, checks the event is still queued, and
+/// returns the status: what an accepted event looks like while the broker is unreachable.
+async fn wait_for_failed_publishes(gw: &TestGateway) -> serde_json::Value {
+    let failed = |s: &serde_json::Value| s["dispatch"]["failed_attempts"].as_u64().unwrap_or(0);
+    let status = poll_status(gw, |s| failed(s) >= 2).await;
+    assert!(failed(&status) >= 2, "no failed publish attempts: {status}");
+    assert_eq!(status["queue"]["depth"], 1, "{status}");
+    status
+}
+
+/// A RabbitMQ test's exchange and subscriber queue: unique to the run, deleted afterwards.
+struct RabbitNames {
+    exchange: String,
+    queue: String,
+    _cleanup: DropRabbit,
+}
+
+impl RabbitNames {
+    fn new() -> Self {
+        let (exchange, queue) = (unique("ev_x"), unique("ev_q"));
+        let _cleanup = DropRabbit {
+            url: AMQP,
+            queues: vec![queue.clone()],
+            exchanges: vec![exchange.clone()],
+        };
+        RabbitNames {
+            exchange,
+            queue,
+            _cleanup,
+        }
+    }
+}
+
+/// Declares `queue` and binds it to `exchange` with `pattern`: the subscriber's side. The
+/// connection is returned so it outlives the channel.
+async fn bind_queue(
+    queue: &str,
+    exchange: &str,
+    pattern: &str,
+) -> (lapin::Connection, lapin::Channel) {
+    use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let conn = lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        queue.into(),
+        exchange.into(),
+        pattern.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    (conn, ch)
+}
+
+/// The first message on `queue` (auto-acked), polling up to `tries` times 50 ms apart.
+async fn get_one(
+    ch: &lapin::Channel,
+    queue: &str,
+    tries: usize,
+) -> Option<lapin::message::Delivery> {
+    use lapin::options::BasicGetOptions;
+    for _ in 0..tries {
+        if let Some(m) = ch
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            return Some(m.delivery);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
 async fn stop(gw: TestGateway) {
     gw.stop.cancel();
     let _ = gw.task.await;
@@ -179,55 +243,20 @@ async fn publish_calls_reach_nats_subscribers() {
 
 #[tokio::test]
 async fn publish_calls_reach_rabbitmq_queues_bound_to_the_exchange() {
-    use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
-    use lapin::types::{AMQPValue, FieldTable};
+    use lapin::types::AMQPValue;
 
     let dir = TempDir::new("publish_rabbit");
-    let exchange = unique("ev_x");
-    let queue = unique("ev_q");
-    let _cleanup = DropRabbit {
-        queue: queue.clone(),
-        exchange: exchange.clone(),
-    };
+    let rabbit = RabbitNames::new();
+    let (exchange, queue) = (&rabbit.exchange, &rabbit.queue);
     let order = Upstream::start(vec![("POST", "/orders", Reply::json(0, json!({"id": 7})))]).await;
     let events =
         format!("[events]\nbackend = \"rabbitmq\"\nurl = \"{AMQP}\"\nexchange = \"{exchange}\"");
     // The gateway declares the exchange at start; the subscriber binds its queue to it.
     let gw = TestGateway::start(&config(&order.url(), &events, "orders.created", &dir)).await;
-    let conn = lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.queue_declare(
-        queue.as_str().into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_bind(
-        queue.as_str().into(),
-        exchange.as_str().into(),
-        "orders.*".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    let (_conn, ch) = bind_queue(queue, exchange, "orders.*").await;
 
     checkout(&gw).await;
-    let mut got = None;
-    for _ in 0..600 {
-        if let Some(m) = ch
-            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-        {
-            got = Some(m.delivery);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let got = get_one(&ch, queue, 600).await;
     let delivery = got.expect("the event never reached the bound queue");
     let body: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap();
     assert_eq!(body, json!({"order_id": 7, "address": "1 Main St"}));
@@ -247,69 +276,6 @@ async fn publish_calls_reach_rabbitmq_queues_bound_to_the_exchange() {
     stop(gw).await;
 }
 
-/// A TCP relay to a broker that can be cut (open connections dropped, new ones closed at once)
-/// and restored: the broker "goes away" for the gateway only.
-struct Relay {
-    addr: std::net::SocketAddr,
-    up: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    accept: JoinHandle<()>,
-}
-
-impl Relay {
-    async fn start(target: &'static str) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
-        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let accept = {
-            let (up, conns) = (Arc::clone(&up), Arc::clone(&conns));
-            tokio::spawn(async move {
-                loop {
-                    let Ok((mut inbound, _)) = listener.accept().await else {
-                        return;
-                    };
-                    if !up.load(Ordering::SeqCst) {
-                        drop(inbound);
-                        continue;
-                    }
-                    let relay = tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(target).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
-                    conns.lock().unwrap().push(relay);
-                }
-            })
-        };
-        Relay {
-            addr,
-            up,
-            conns,
-            accept,
-        }
-    }
-
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.cut();
-        self.accept.abort();
-    }
-}
-
 #[tokio::test]
 async fn events_accepted_while_the_broker_is_unreachable_wait_in_the_outbox() {
     let dir = TempDir::new("publish_outage");
@@ -320,7 +286,7 @@ async fn events_accepted_while_the_broker_is_unreachable_wait_in_the_outbox() {
     nc.flush().await.unwrap();
     // The gateway reaches NATS only through the relay; it connects at start, then NATS goes
     // away for it before the request.
-    let relay = Relay::start(NATS).await;
+    let relay = Relay::start(NATS).await.unwrap();
     let events = format!(
         "[events]\nbackend = \"nats\"\nurl = \"nats://{}\"\ntimeout = \"500ms\"",
         relay.addr
@@ -331,19 +297,7 @@ async fn events_accepted_while_the_broker_is_unreachable_wait_in_the_outbox() {
     // Accepted: the event is in the outbox, whatever the broker's state.
     checkout(&gw).await;
     // Publishing fails and is retried; the task stays queued.
-    let mut status = json!(null);
-    for _ in 0..600 {
-        status = queue_status(&gw).await;
-        if status["dispatch"]["failed_attempts"].as_u64().unwrap_or(0) >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        status["dispatch"]["failed_attempts"].as_u64().unwrap_or(0) >= 2,
-        "no failed publish attempts: {status}"
-    );
-    assert_eq!(status["queue"]["depth"], 1, "{status}");
+    let status = wait_for_failed_publishes(&gw).await;
     assert_eq!(status["queue"]["dead"], 0, "{status}");
     assert_eq!(status["dispatch"]["delivered"], 0, "{status}");
 
@@ -358,13 +312,7 @@ async fn events_accepted_while_the_broker_is_unreachable_wait_in_the_outbox() {
     let key = msg.headers.as_ref().and_then(|h| h.get("Idempotency-Key"));
     assert_eq!(key.map(|v| v.as_str()), Some("client-key-1:shipped"));
     // Acked only after the broker confirmed: the outbox empties.
-    for _ in 0..600 {
-        status = queue_status(&gw).await;
-        if status["queue"]["depth"] == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let status = poll_status(&gw, |s| s["queue"]["depth"] == 0).await;
     assert_eq!(status["queue"]["depth"], 0, "{status}");
     assert!(status["dispatch"]["delivered"].as_u64().unwrap_or(0) >= 1);
     stop(gw).await;
@@ -372,83 +320,28 @@ async fn events_accepted_while_the_broker_is_unreachable_wait_in_the_outbox() {
 
 #[tokio::test]
 async fn rabbitmq_events_accepted_during_an_outage_go_out_after_it() {
-    use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
-    use lapin::types::FieldTable;
-
     let dir = TempDir::new("publish_rabbit_outage");
-    let exchange = unique("ev_x");
-    let queue = unique("ev_q");
-    let _cleanup = DropRabbit {
-        queue: queue.clone(),
-        exchange: exchange.clone(),
-    };
+    let rabbit = RabbitNames::new();
+    let (exchange, queue) = (&rabbit.exchange, &rabbit.queue);
     let order = Upstream::start(vec![("POST", "/orders", Reply::json(0, json!({"id": 7})))]).await;
-    let relay = Relay::start("127.0.0.1:5672").await;
+    let relay = Relay::start("127.0.0.1:5672").await.unwrap();
     let events = format!(
         "[events]\nbackend = \"rabbitmq\"\nurl = \"amqp://guest:guest@{}/%2f\"\nexchange = \"{exchange}\"\ntimeout = \"1s\"",
         relay.addr
     );
     let gw = TestGateway::start(&config(&order.url(), &events, "orders.created", &dir)).await;
-    let conn = lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.queue_declare(
-        queue.as_str().into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_bind(
-        queue.as_str().into(),
-        exchange.as_str().into(),
-        "orders.#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    let (_conn, ch) = bind_queue(queue, exchange, "orders.#").await;
     relay.cut();
 
     checkout(&gw).await;
-    let mut status = json!(null);
-    for _ in 0..600 {
-        status = queue_status(&gw).await;
-        if status["dispatch"]["failed_attempts"].as_u64().unwrap_or(0) >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        status["dispatch"]["failed_attempts"].as_u64().unwrap_or(0) >= 2,
-        "no failed publish attempts: {status}"
-    );
-    assert_eq!(status["queue"]["depth"], 1, "{status}");
+    wait_for_failed_publishes(&gw).await;
 
     relay.restore();
-    let mut got = None;
-    for _ in 0..1200 {
-        if let Some(m) = ch
-            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-        {
-            got = Some(m.delivery);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let got = get_one(&ch, queue, 1200).await;
     let delivery = got.expect("the event never reached the bound queue after the outage");
     let body: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap();
     assert_eq!(body, json!({"order_id": 7, "address": "1 Main St"}));
-    for _ in 0..600 {
-        status = queue_status(&gw).await;
-        if status["queue"]["depth"] == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let status = poll_status(&gw, |s| s["queue"]["depth"] == 0).await;
     assert_eq!(status["queue"]["depth"], 0, "{status}");
 
     stop(gw).await;

@@ -75,6 +75,8 @@ mod queue;
 pub mod rabbitmq;
 mod rng;
 mod task;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 #[cfg(test)]
 mod testutil;
 

@@ -102,72 +102,7 @@ pub(crate) async fn wait_until(mut done: impl FnMut() -> bool) {
     panic!("condition not reached within 60 s");
 }
 
-/// A TCP relay to a broker that can be cut (open connections dropped, new ones closed at once)
-/// and restored: the broker "goes away" for the queue only, as when it restarts or the network
-/// drops, without touching the shared broker other tests use.
-pub(crate) struct Relay {
-    pub(crate) addr: std::net::SocketAddr,
-    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    conns: std::sync::Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl Relay {
-    pub(crate) async fn start(target: &'static str) -> Relay {
-        use std::sync::atomic::Ordering;
-        use std::sync::Arc;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
-        let accept = {
-            let (up, conns) = (Arc::clone(&up), Arc::clone(&conns));
-            tokio::spawn(async move {
-                loop {
-                    let Ok((mut inbound, _)) = listener.accept().await else {
-                        return;
-                    };
-                    if !up.load(Ordering::SeqCst) {
-                        drop(inbound);
-                        continue;
-                    }
-                    let relay = tokio::spawn(async move {
-                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
-                    conns.lock().unwrap().push(relay);
-                }
-            })
-        };
-        Relay {
-            addr,
-            up,
-            conns,
-            accept,
-        }
-    }
-
-    /// Drops every relayed connection and refuses new ones until [`Relay::restore`].
-    pub(crate) fn cut(&self) {
-        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-
-    pub(crate) fn restore(&self) {
-        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.cut();
-        self.accept.abort();
-    }
-}
+pub(crate) use manifold_queue::test_support::Relay;
 
 /// The broker goes away under an open queue (`relay` cut) and comes back: an enqueue during the
 /// outage fails with an error within `outage_bound` (no hang), and once the relay is restored,

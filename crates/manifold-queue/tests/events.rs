@@ -5,47 +5,13 @@
 
 use std::time::Duration;
 
+use manifold_queue::test_support::{DropRabbit, DropStreams};
 use manifold_queue::{EventsBackend, EventsConfig, Publisher, Task};
 
 use crate::common::unique;
 
 const NATS: &str = "nats://127.0.0.1:4222";
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-
-/// Deletes a RabbitMQ queue and exchange even if the test panics.
-struct DropRabbit {
-    queue: String,
-    exchange: String,
-}
-
-impl Drop for DropRabbit {
-    fn drop(&mut self) {
-        let (queue, exchange) = (self.queue.clone(), self.exchange.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-                let Ok(conn) =
-                    lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default()).await
-                else {
-                    return;
-                };
-                if let Ok(ch) = conn.create_channel().await {
-                    let _ = ch
-                        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                        .await;
-                    let _ = ch
-                        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
 
 fn event(subject: &str) -> Task {
     Task::event(
@@ -54,29 +20,6 @@ fn event(subject: &str) -> Task {
         vec![("x-tenant".into(), "acme".into())],
         br#"{"order_id":7}"#.to_vec(),
     )
-}
-
-/// Deletes a JetStream stream even if the test panics.
-struct DropStream(String);
-
-impl Drop for DropStream {
-    fn drop(&mut self) {
-        let stream = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(client) = async_nats::connect(NATS).await {
-                    let _ = async_nats::jetstream::new(client)
-                        .delete_stream(&stream)
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
 }
 
 #[cfg(feature = "nats")]
@@ -116,7 +59,10 @@ async fn nats_core_subscribers_receive_the_event_with_its_key() {
 #[tokio::test]
 async fn nats_streams_capturing_the_subject_ack_and_deduplicate() {
     let name = unique("events_stream");
-    let _cleanup = DropStream(name.clone());
+    let _cleanup = DropStreams {
+        url: NATS,
+        streams: vec![name.clone()],
+    };
     let subject = format!("{name}.orders.created");
     let client = async_nats::connect(NATS).await.unwrap();
     let js = async_nats::jetstream::new(client);
@@ -153,8 +99,9 @@ async fn rabbitmq_queues_bound_to_the_exchange_receive_the_event() {
     let exchange = unique("events_x");
     let queue = unique("events_q");
     let _cleanup = DropRabbit {
-        queue: queue.clone(),
-        exchange: exchange.clone(),
+        url: AMQP,
+        queues: vec![queue.clone()],
+        exchanges: vec![exchange.clone()],
     };
     let cfg = EventsConfig {
         url: Some(AMQP.into()),

@@ -10,6 +10,8 @@ use manifold_queue::{
 };
 use tokio_util::sync::CancellationToken;
 
+use manifold_queue::test_support::DropStreams;
+
 use crate::common::{
     dispatcher_survives_a_broker_outage, survives_a_broker_outage, task, unique, wait_until, Flaky,
     Relay,
@@ -30,33 +32,18 @@ fn options(stream: &str) -> NatsOptions {
     }
 }
 
-/// Deletes the run's streams even if the test panics.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let stream = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(client) = async_nats::connect(URL).await {
-                    let js = async_nats::jetstream::new(client);
-                    let _ = js.delete_stream(&stream).await;
-                    let _ = js.delete_stream(format!("{stream}_dead")).await;
-                }
-            });
-        })
-        .join();
+/// Deletes the run's streams (and the dead-letter stream) even if the test panics.
+fn cleanup(stream: String) -> DropStreams {
+    DropStreams {
+        url: URL,
+        streams: vec![stream.clone(), format!("{stream}_dead")],
     }
 }
 
 #[tokio::test]
 async fn nats_enqueue_lease_nack_dead_letter_replay() {
     let stream = unique("nats_basic");
-    let _cleanup = Cleanup(stream.clone());
+    let _cleanup = cleanup(stream.clone());
     let q = NatsQueue::connect(options(&stream)).await.unwrap();
     let (a, b, c) = (task(1), task(2), task(3));
     for t in [&a, &b, &c] {
@@ -129,7 +116,7 @@ async fn nats_enqueue_lease_nack_dead_letter_replay() {
 #[tokio::test]
 async fn nats_unacked_lease_is_redelivered_after_a_crash() {
     let stream = unique("nats_crash");
-    let _cleanup = Cleanup(stream.clone());
+    let _cleanup = cleanup(stream.clone());
     let opts = NatsOptions {
         lease_timeout: Duration::from_secs(1),
         ..options(&stream)
@@ -156,7 +143,7 @@ async fn nats_unacked_lease_is_redelivered_after_a_crash() {
 #[tokio::test]
 async fn nats_replicas_share_one_stream_and_each_task_goes_to_one() {
     let stream = unique("nats_share");
-    let _cleanup = Cleanup(stream.clone());
+    let _cleanup = cleanup(stream.clone());
     let r1 = NatsQueue::connect(options(&stream)).await.unwrap();
     let r2 = NatsQueue::connect(options(&stream)).await.unwrap();
     let mut all = HashSet::new();
@@ -192,7 +179,7 @@ async fn nats_replicas_share_one_stream_and_each_task_goes_to_one() {
 #[tokio::test]
 async fn nats_full_stream_refuses_with_queue_full() {
     let stream = unique("nats_full");
-    let _cleanup = Cleanup(stream.clone());
+    let _cleanup = cleanup(stream.clone());
     let q = NatsQueue::connect(NatsOptions {
         max_tasks: 2,
         ..options(&stream)
@@ -210,7 +197,7 @@ async fn nats_full_stream_refuses_with_queue_full() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_dispatcher_retries_with_a_stable_idempotency_key() {
     let stream = unique("nats_dispatch");
-    let _cleanup = Cleanup(stream.clone());
+    let _cleanup = cleanup(stream.clone());
     let q = Arc::new(NatsQueue::connect(options(&stream)).await.unwrap());
     let mut keys = std::collections::HashMap::new();
     for n in 0..6 {
@@ -245,7 +232,7 @@ async fn nats_dispatcher_retries_with_a_stable_idempotency_key() {
 #[tokio::test]
 async fn nats_backend_opens_from_queue_config() {
     let stream = unique("nats_config");
-    let _cleanup = Cleanup(stream.clone());
+    let _cleanup = cleanup(stream.clone());
     let cfg: QueueConfig = config_from_json(&format!(
         r#"{{"backend": "nats", "url": "{URL}", "stream": "{stream}", "consumer": "{stream}_c"}}"#
     ));
@@ -263,8 +250,8 @@ fn config_from_json(json: &str) -> QueueConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_recovers_after_the_server_connection_is_cut() {
     let stream = unique("nats_outage");
-    let _cleanup = Cleanup(stream.clone());
-    let relay = Relay::start("127.0.0.1:4222").await;
+    let _cleanup = cleanup(stream.clone());
+    let relay = Relay::start("127.0.0.1:4222").await.unwrap();
     let q = NatsQueue::connect(NatsOptions {
         url: format!("nats://{}", relay.addr),
         // A lease whose ack is lost in the outage comes back after this.
@@ -280,8 +267,8 @@ async fn nats_recovers_after_the_server_connection_is_cut() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_dispatcher_keeps_delivering_after_the_server_connection_is_cut() {
     let stream = unique("nats_outage_dispatch");
-    let _cleanup = Cleanup(stream.clone());
-    let relay = Relay::start("127.0.0.1:4222").await;
+    let _cleanup = cleanup(stream.clone());
+    let relay = Relay::start("127.0.0.1:4222").await.unwrap();
     let q = Arc::new(
         NatsQueue::connect(NatsOptions {
             url: format!("nats://{}", relay.addr),

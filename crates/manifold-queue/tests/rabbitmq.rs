@@ -10,6 +10,8 @@ use manifold_queue::{
 };
 use tokio_util::sync::CancellationToken;
 
+use manifold_queue::test_support::DropRabbit;
+
 use crate::common::{
     dispatcher_survives_a_broker_outage, survives_a_broker_outage, task, unique, wait_until, Flaky,
     Relay,
@@ -28,42 +30,19 @@ fn options(queue: &str) -> RabbitOptions {
     }
 }
 
-/// Deletes the run's queues even if the test panics.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let queue = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                use lapin::options::QueueDeleteOptions;
-                let Ok(conn) =
-                    lapin::Connection::connect(URL, lapin::ConnectionProperties::default()).await
-                else {
-                    return;
-                };
-                if let Ok(ch) = conn.create_channel().await {
-                    for name in [queue.clone(), format!("{queue}.dead")] {
-                        let _ = ch
-                            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                            .await;
-                    }
-                }
-                let _ = conn.close(200, "cleanup".into()).await;
-            });
-        })
-        .join();
+/// Deletes the run's queue (and its dead-letter queue) even if the test panics.
+fn cleanup(queue: String) -> DropRabbit {
+    DropRabbit {
+        url: URL,
+        queues: vec![queue.clone(), format!("{queue}.dead")],
+        exchanges: Vec::new(),
     }
 }
 
 #[tokio::test]
 async fn rabbitmq_enqueue_lease_nack_dead_letter_replay() {
     let name = unique("rmq_basic");
-    let _cleanup = Cleanup(name.clone());
+    let _cleanup = cleanup(name.clone());
     let q = RabbitQueue::connect(options(&name)).await.unwrap();
     let (a, b, c) = (task(1), task(2), task(3));
     for t in [&a, &b, &c] {
@@ -143,7 +122,7 @@ async fn rabbitmq_enqueue_lease_nack_dead_letter_replay() {
 #[tokio::test]
 async fn rabbitmq_unacked_lease_returns_when_the_holder_dies() {
     let name = unique("rmq_crash");
-    let _cleanup = Cleanup(name.clone());
+    let _cleanup = cleanup(name.clone());
     let t = task(9);
     {
         let q = RabbitQueue::connect(options(&name)).await.unwrap();
@@ -163,7 +142,7 @@ async fn rabbitmq_unacked_lease_returns_when_the_holder_dies() {
 #[tokio::test]
 async fn rabbitmq_full_queue_refuses_with_queue_full() {
     let name = unique("rmq_full");
-    let _cleanup = Cleanup(name.clone());
+    let _cleanup = cleanup(name.clone());
     // A producer never starts a consumer, so the tasks stay ready in the broker.
     let q = RabbitQueue::connect(RabbitOptions {
         max_tasks: 3,
@@ -186,7 +165,7 @@ async fn rabbitmq_full_queue_refuses_with_queue_full() {
 #[tokio::test]
 async fn rabbitmq_max_bytes_refuses_with_queue_full() {
     let name = unique("rmq_bytes");
-    let _cleanup = Cleanup(name.clone());
+    let _cleanup = cleanup(name.clone());
     // The bound is exactly the bodies of the first two tasks.
     let (a, b, c) = (task(1), task(2), task(3));
     let size = |t: &manifold_queue::Task| t.encode().unwrap().len() as u64;
@@ -208,7 +187,7 @@ async fn rabbitmq_max_bytes_refuses_with_queue_full() {
 #[tokio::test]
 async fn rabbitmq_existing_queue_with_other_bounds_is_a_clear_config_error() {
     let name = unique("rmq_args");
-    let _cleanup = Cleanup(name.clone());
+    let _cleanup = cleanup(name.clone());
     // Declared by an older version, without arguments.
     let conn = lapin::Connection::connect(URL, lapin::ConnectionProperties::default())
         .await
@@ -231,7 +210,7 @@ async fn rabbitmq_existing_queue_with_other_bounds_is_a_clear_config_error() {
 
     // Declared by us with other bounds.
     let other = unique("rmq_args2");
-    let _cleanup2 = Cleanup(other.clone());
+    let _cleanup2 = cleanup(other.clone());
     RabbitQueue::connect(options(&other)).await.unwrap();
     let err = RabbitQueue::connect(RabbitOptions {
         max_tasks: 5,
@@ -249,7 +228,7 @@ async fn rabbitmq_existing_queue_with_other_bounds_is_a_clear_config_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_dispatcher_retries_with_a_stable_idempotency_key() {
     let name = unique("rmq_dispatch");
-    let _cleanup = Cleanup(name.clone());
+    let _cleanup = cleanup(name.clone());
     let q = Arc::new(RabbitQueue::connect(options(&name)).await.unwrap());
     let mut keys = std::collections::HashMap::new();
     for n in 0..6 {
@@ -285,7 +264,7 @@ async fn rabbitmq_dispatcher_retries_with_a_stable_idempotency_key() {
 #[tokio::test]
 async fn rabbitmq_backend_opens_from_queue_config() {
     let name = unique("rmq_config");
-    let _cleanup = Cleanup(name.clone());
+    let _cleanup = cleanup(name.clone());
     let cfg: QueueConfig = serde_json::from_str(&format!(
         r#"{{"backend": "rabbitmq", "url": "{URL}", "queue": "{name}"}}"#
     ))
@@ -300,8 +279,8 @@ async fn rabbitmq_backend_opens_from_queue_config() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_recovers_after_the_broker_connection_is_cut() {
     let name = unique("rmq_outage");
-    let _cleanup = Cleanup(name.clone());
-    let relay = Relay::start("127.0.0.1:5672").await;
+    let _cleanup = cleanup(name.clone());
+    let relay = Relay::start("127.0.0.1:5672").await.unwrap();
     let q = RabbitQueue::connect(RabbitOptions {
         url: format!("amqp://guest:guest@{}/%2f", relay.addr),
         ..options(&name)
@@ -315,8 +294,8 @@ async fn rabbitmq_recovers_after_the_broker_connection_is_cut() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_dispatcher_keeps_delivering_after_the_broker_connection_is_cut() {
     let name = unique("rmq_outage_dispatch");
-    let _cleanup = Cleanup(name.clone());
-    let relay = Relay::start("127.0.0.1:5672").await;
+    let _cleanup = cleanup(name.clone());
+    let relay = Relay::start("127.0.0.1:5672").await.unwrap();
     let q = Arc::new(
         RabbitQueue::connect(RabbitOptions {
             url: format!("amqp://guest:guest@{}/%2f", relay.addr),
