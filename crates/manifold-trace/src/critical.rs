@@ -369,10 +369,12 @@ fn events_in(sorted: &[i64], lo: i64, hi: i64) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn graph(spans: &[(i64, i64, Option<u32>)]) -> CpGraph {
+    /// A graph from `(start, duration, parent)` per span, span 0 the root: the unit tests of
+    /// every module that walks critical paths build theirs with it.
+    pub(crate) fn graph(spans: &[(i64, i64, Option<u32>)]) -> CpGraph {
         let start: Vec<i64> = spans.iter().map(|s| s.0).collect();
         let end: Vec<i64> = spans.iter().map(|s| s.0 + s.1).collect();
         let mut children = vec![Vec::new(); spans.len()];

@@ -412,19 +412,7 @@ impl<'a> Saver<'a> {
 mod tests {
     use super::*;
     use crate::critical::critical_path;
-
-    /// (start, duration, parent)
-    fn graph(spans: &[(i64, i64, Option<u32>)]) -> CpGraph {
-        let start: Vec<i64> = spans.iter().map(|s| s.0).collect();
-        let end: Vec<i64> = spans.iter().map(|s| s.0 + s.1).collect();
-        let mut children = vec![Vec::new(); spans.len()];
-        for (i, s) in spans.iter().enumerate() {
-            if let Some(p) = s.2 {
-                children[p as usize].push(i as u32);
-            }
-        }
-        CpGraph::new(0, start, end, children)
-    }
+    use crate::critical::tests::graph;
 
     #[test]
     fn stopped_and_self_errors() {

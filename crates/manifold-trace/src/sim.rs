@@ -239,18 +239,7 @@ fn union_len(g: &CpGraph, kids: &[u32]) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn graph(spans: &[(i64, i64, Option<u32>)]) -> CpGraph {
-        let start: Vec<i64> = spans.iter().map(|s| s.0).collect();
-        let end: Vec<i64> = spans.iter().map(|s| s.0 + s.1).collect();
-        let mut children = vec![Vec::new(); spans.len()];
-        for (i, s) in spans.iter().enumerate() {
-            if let Some(p) = s.2 {
-                children[p as usize].push(i as u32);
-            }
-        }
-        CpGraph::new(0, start, end, children)
-    }
+    use crate::critical::tests::graph;
 
     // checkout: 750 ms sequential (order 100, payment 300, inventory 200, confirm 100, 50 own)
     fn checkout() -> CpGraph {

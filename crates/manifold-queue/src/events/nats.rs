@@ -116,12 +116,6 @@ impl NatsPublisher {
 }
 
 fn is_no_jetstream(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
+    let text = crate::nats::error_chain(e);
     text.contains("no responders") || text.contains("does not exist")
 }

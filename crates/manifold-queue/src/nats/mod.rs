@@ -489,7 +489,7 @@ impl NatsQueue {
 }
 
 /// The error and its sources as one line, to recognise server error texts.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
