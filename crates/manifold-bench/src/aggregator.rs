@@ -37,9 +37,15 @@ struct State {
 
 type Failure = String;
 
-async fn post(state: &State, url: String, body: &Value) -> Result<Value, Failure> {
-    let req = Request::post(url)
-        .header("content-type", "application/json")
+/// `rid` is the checkout's `?rid=` (the benchmark's request number), passed on as
+/// `X-Request-Id` as the gateway's benchmark config does, so the simulator's call records tie
+/// each request's calls together.
+async fn post(state: &State, url: String, body: &Value, rid: &str) -> Result<Value, Failure> {
+    let mut req = Request::post(url).header("content-type", "application/json");
+    if !rid.is_empty() {
+        req = req.header("x-request-id", rid);
+    }
+    let req = req
         .body(Full::new(Bytes::from(body.to_string())))
         .map_err(|e| e.to_string())?;
     let resp = state.client.request(req).await.map_err(|e| e.to_string())?;
@@ -55,23 +61,30 @@ async fn post(state: &State, url: String, body: &Value) -> Result<Value, Failure
     serde_json::from_slice(&bytes).map_err(|e| e.to_string())
 }
 
-async fn checkout(state: &State, body: Value) -> Result<Value, Failure> {
-    let order = post(state, format!("{}/orders", state.up.order), &body).await?;
+async fn checkout(state: &State, body: Value, rid: &str) -> Result<Value, Failure> {
+    let order = post(state, format!("{}/orders", state.up.order), &body, rid).await?;
     let id = order.get("id").cloned().unwrap_or(Value::Null);
     let pay_body = json!({"order_id": id, "amount": body.get("total")});
     let inv_body = json!({"order_id": id, "items": body.get("items")});
     let ship_body = json!({"order_id": id, "address": body.get("address")});
     let (payment, inventory, shipping) = tokio::join!(
-        post(state, format!("{}/payments", state.up.payment), &pay_body),
+        post(
+            state,
+            format!("{}/payments", state.up.payment),
+            &pay_body,
+            rid
+        ),
         post(
             state,
             format!("{}/inventory/reserve", state.up.inventory),
             &inv_body,
+            rid,
         ),
         post(
             state,
             format!("{}/shipping/labels", state.up.shipping),
             &ship_body,
+            rid,
         ),
     );
     let (payment, _inventory, shipping) = (payment?, inventory?, shipping?);
@@ -83,6 +96,7 @@ async fn checkout(state: &State, body: Value) -> Result<Value, Failure> {
         state,
         format!("{}/orders/{id_text}/confirm", state.up.order),
         &Value::Null,
+        rid,
     )
     .await?;
     Ok(json!({"order": confirm, "payment": payment.get("status"), "shipping": shipping}))
@@ -92,9 +106,15 @@ async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let rid = req
+        .uri()
+        .query()
+        .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "rid"))
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
     let bytes = req.into_body().collect().await?.to_bytes();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let (status, out) = match checkout(&state, body).await {
+    let (status, out) = match checkout(&state, body, &rid).await {
         Ok(v) => (StatusCode::CREATED, v),
         Err(e) => (StatusCode::BAD_GATEWAY, json!({"error": e})),
     };

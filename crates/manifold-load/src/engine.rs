@@ -26,6 +26,7 @@ pub(crate) struct Plan {
     pub(crate) connections: Option<usize>,
     pub(crate) keys: KeySampler,
     pub(crate) progress: bool,
+    pub(crate) timer: manifold_timer::Timer,
 }
 
 struct Done {
@@ -53,7 +54,7 @@ where
             let due = start + Duration::from_secs_f64(i as f64 * interval);
             let now = Instant::now();
             if due > now {
-                tokio::time::sleep_until(due).await;
+                plan.timer.sleep_until(due).await;
             } else {
                 max_lag = max_lag.max(now - due);
                 // Behind schedule the loop never sleeps: let the requests (and, on a
@@ -211,6 +212,7 @@ mod tests {
             connections: None,
             keys: KeyDist::Uniform { n: 10 }.sampler(1).unwrap(),
             progress: false,
+            timer: manifold_timer::Timer::default(),
         }
     }
 

@@ -74,6 +74,11 @@ pub struct LoadSpec {
     pub seed: u64,
     /// Draw a progress bar on stderr (only if stderr is a terminal).
     pub progress: bool,
+    /// How the scheduler waits for each send time. tokio's timer (the default, which follows
+    /// paused time in tests) sends up to a millisecond late, in bursts on its 1 ms ticks, and
+    /// that lag counts into every latency (it is measured from the scheduled time);
+    /// [`manifold_timer::Timer::precise`] sends within tens of microseconds of schedule.
+    pub timer: manifold_timer::Timer,
 }
 
 impl LoadSpec {
@@ -94,6 +99,7 @@ impl LoadSpec {
             keys: KeyDist::Uniform { n: 1000 },
             seed: 1,
             progress: false,
+            timer: manifold_timer::Timer::default(),
         }
     }
 
@@ -155,6 +161,7 @@ pub async fn run(spec: LoadSpec) -> Result<LoadReport, LoadError> {
         connections: spec.connections,
         keys: spec.keys.sampler(spec.seed)?,
         progress: spec.progress,
+        timer: spec.timer.clone(),
     };
     Ok(engine::drive(plan, move |seq, key| {
         let sender = sender.clone();

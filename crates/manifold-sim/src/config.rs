@@ -40,6 +40,12 @@ pub struct SimConfig {
     pub host: IpAddr,
     /// Services by name (ordered by name).
     pub services: BTreeMap<String, ServiceConfig>,
+    /// How service times are waited out: tokio's millisecond timer (the default, which follows
+    /// paused time in tests) or [`manifold_timer::Timer::precise`], which ends each wait within
+    /// tens of microseconds instead of rounding it up to the next millisecond. Not read from
+    /// TOML: the command line chooses (`manifold sim --timer`).
+    #[serde(skip)]
+    pub timer: manifold_timer::Timer,
 }
 
 /// One simulated service: a set of endpoints served by one or more replicas.
@@ -330,6 +336,7 @@ impl SimConfig {
             seed: DEFAULT_SEED,
             host: default_host(),
             services,
+            timer: manifold_timer::Timer::default(),
         }
     }
 

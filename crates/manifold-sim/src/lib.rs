@@ -36,7 +36,7 @@ pub use latency::{Latency, MAX_LATENCY};
 pub use server::{RunningSim, Sim, MAX_BODY_BYTES, MAX_STALL};
 pub use stats::{
     CallRecord, EndpointStats, ReplicaStats, ServiceStats, SimStats, IDEMPOTENCY_KEYS_CAP,
-    RECENT_CAP,
+    RECENT_CAP, REQUEST_ID_CAP,
 };
 
 /// Why the sim could not start.

@@ -67,6 +67,7 @@ pub(crate) struct ServiceState {
 
 pub(crate) struct Shared {
     origin: Instant,
+    timer: manifold_timer::Timer,
     stall_until: Mutex<Option<Instant>>,
     pub(crate) services: Vec<ServiceState>,
 }
@@ -149,6 +150,7 @@ impl Sim {
         }
         let shared = Arc::new(Shared {
             origin: Instant::now(),
+            timer: config.timer.clone(),
             stall_until: Mutex::new(None),
             services,
         });
@@ -487,11 +489,18 @@ impl Handler {
             .headers()
             .get("idempotency-key")
             .map(|v| v.as_bytes().to_vec());
+        let request_id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let shared = self.shared.clone();
         let replica = &shared.services[self.svc].replicas[self.rep];
         let es = &replica.endpoints[ei];
         let seq = es.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let guard = es.counters.begin(seq, idempotency_key.as_deref());
+        let guard = es
+            .counters
+            .begin(seq, idempotency_key.as_deref(), request_id.as_deref());
 
         let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
             .collect()
@@ -530,7 +539,7 @@ impl Handler {
             let never = std::future::pending::<Infallible>().await;
             match never {}
         }
-        tokio::time::sleep(latency).await;
+        shared.timer.sleep(latency).await;
         shared.wait_out_stall().await;
 
         match fault {

@@ -13,6 +13,9 @@ use tokio::time::Instant;
 /// How many recent calls each endpoint of each replica remembers.
 pub const RECENT_CAP: usize = 10_000;
 
+/// The longest `X-Request-Id` a call record keeps (longer ones are cut at a character boundary).
+pub const REQUEST_ID_CAP: usize = 128;
+
 /// How many distinct `Idempotency-Key` values each endpoint of each replica remembers; beyond it
 /// [`EndpointStats::idempotency_keys`] stops growing (a long run cannot grow memory without
 /// limit), and [`EndpointStats::idempotency_keys_capped`] says so.
@@ -35,9 +38,10 @@ pub(crate) struct EndpointCounters {
     keys: Mutex<HashSet<u64>>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Recorded {
     seq: u64,
+    request_id: Option<Box<str>>,
     start: Instant,
     end: Instant,
     outcome: &'static str,
@@ -49,6 +53,11 @@ struct Recorded {
 pub struct CallRecord {
     /// The endpoint's call number on this replica (the `{seq}` placeholder), from 1.
     pub seq: u64,
+    /// The request's `X-Request-Id` header, if it had one (at most [`REQUEST_ID_CAP`] bytes): how
+    /// a caller ties the calls one of its requests made together, e.g. to compute each request's
+    /// critical path from the service times recorded here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     /// When the request head arrived.
     pub start_ms: f64,
     /// When the response head was handed to the connection, or when the call was abandoned.
@@ -142,6 +151,7 @@ impl SimStats {
 pub(crate) struct CallGuard<'a> {
     counters: &'a EndpointCounters,
     seq: u64,
+    request_id: Option<Box<str>>,
     start: Instant,
     done: bool,
     /// Hash of the request's `Idempotency-Key`, counted if the call is answered `ok`.
@@ -149,14 +159,27 @@ pub(crate) struct CallGuard<'a> {
 }
 
 impl EndpointCounters {
-    /// A call arrived; `idempotency_key` is its `Idempotency-Key` header, if any.
-    pub(crate) fn begin(&self, seq: u64, idempotency_key: Option<&[u8]>) -> CallGuard<'_> {
+    /// A call arrived; `idempotency_key` is its `Idempotency-Key` header and `request_id` its
+    /// `X-Request-Id`, if any.
+    pub(crate) fn begin(
+        &self,
+        seq: u64,
+        idempotency_key: Option<&[u8]>,
+        request_id: Option<&str>,
+    ) -> CallGuard<'_> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.max_in_flight.fetch_max(now, Ordering::Relaxed);
         CallGuard {
             counters: self,
             seq,
+            request_id: request_id.map(|id| {
+                let mut end = id.len().min(REQUEST_ID_CAP);
+                while !id.is_char_boundary(end) {
+                    end -= 1;
+                }
+                id[..end].into()
+            }),
             start: Instant::now(),
             done: false,
             key: idempotency_key.map(|k| {
@@ -207,6 +230,7 @@ impl EndpointCounters {
                     .iter()
                     .map(|r| CallRecord {
                         seq: r.seq,
+                        request_id: r.request_id.as_deref().map(str::to_owned),
                         start_ms: ms(r.start),
                         end_ms: ms(r.end),
                         outcome: r.outcome.to_owned(),
@@ -246,6 +270,7 @@ impl CallGuard<'_> {
         }
         recent.push_back(Recorded {
             seq: self.seq,
+            request_id: self.request_id.take(),
             start: self.start,
             end: Instant::now(),
             outcome,

@@ -290,3 +290,48 @@ async fn the_example_config_runs() {
     assert_eq!((st, v["query"].as_str()), (200, Some("shoes")));
     sim.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_call_record_keeps_the_request_id_that_ties_a_callers_calls_together() {
+    let sim = Sim::start(SimConfig::shop()).await.unwrap();
+    let users = sim.addr("users").unwrap();
+    let long = "r".repeat(manifold_sim::REQUEST_ID_CAP + 40);
+    for id in [Some("checkout-41"), None, Some(long.as_str())] {
+        let headers: Vec<(&str, &str)> = id.map(|i| ("x-request-id", i)).into_iter().collect();
+        let (st, _) = crate::send_with(users, "GET", "/users/7", "", &headers)
+            .await
+            .unwrap();
+        assert_eq!(st, 200);
+    }
+    let recent = sim.stats_with_calls().services["users"].replicas[0].endpoints["GET /users/{id}"]
+        .recent
+        .clone()
+        .unwrap();
+    let ids: Vec<Option<&str>> = recent.iter().map(|r| r.request_id.as_deref()).collect();
+    let capped = "r".repeat(manifold_sim::REQUEST_ID_CAP);
+    assert_eq!(ids, [Some("checkout-41"), None, Some(capped.as_str())]);
+    // Over HTTP: present when the call had one, absent otherwise.
+    let (_, v) = send(users, "GET", "/__stats?calls=1", "").await.unwrap();
+    let rec = &v["services"]["users"]["replicas"][0]["endpoints"]["GET /users/{id}"]["recent"];
+    assert_eq!(rec[0]["request_id"], "checkout-41");
+    assert!(rec[1].get("request_id").is_none());
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_precise_timer_a_service_time_is_waited_out_in_full() {
+    let mut config = SimConfig::shop();
+    config.timer = manifold_timer::Timer::precise();
+    let sim = Sim::start(config).await.unwrap();
+    let (st, _) = send(sim.addr("users").unwrap(), "GET", "/users/7", "")
+        .await
+        .unwrap();
+    assert_eq!(st, 200);
+    let r = &sim.stats_with_calls().services["users"].replicas[0].endpoints["GET /users/{id}"]
+        .recent
+        .clone()
+        .unwrap()[0];
+    // Never shorter than the configured 100 ms (speed is the benchmark's business, not a test's).
+    assert!(r.end_ms - r.start_ms >= 100.0, "{r:?}");
+    sim.shutdown().await;
+}

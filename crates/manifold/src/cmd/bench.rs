@@ -55,6 +55,13 @@ pub(crate) struct Args {
     /// Measure Manifold and the built-in baselines only.
     #[arg(long)]
     no_peers: bool,
+    /// `compose`: how the simulated upstreams, the floor and the load generator wait: `precise`
+    /// (default) or `tokio` (every wait rounded up to the next 1 ms tick).
+    #[arg(long, value_enum)]
+    timer: Option<super::TimerArg>,
+    /// `cache`: length of the Zipf key stream the hit ratios are measured on.
+    #[arg(long, value_name = "N")]
+    requests: Option<u64>,
 }
 
 /// `--rates`, `--duration`, `--rounds` as given (each `None` keeps the scenario's default).
@@ -119,6 +126,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     spec.duration = duration.unwrap_or(spec.duration);
     spec.rounds = rounds.unwrap_or(spec.rounds);
     spec.peers_dir = args.peers_dir();
+    if let Some(t) = args.timer {
+        spec.timer = t.timer();
+    }
     let quiet = args.json;
     let report = super::runtime()?.block_on(manifold_bench::compose::run(&spec, |step| {
         if !quiet {
@@ -130,11 +140,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// `manifold bench cache`: every figure beside its limit, from one run.
 fn run_cache(args: &Args) -> anyhow::Result<ExitCode> {
-    let spec = if args.quick {
+    let mut spec = if args.quick {
         manifold_bench::cache::CacheSpec::quick()
     } else {
         manifold_bench::cache::CacheSpec::default()
     };
+    if let Some(n) = args.requests {
+        anyhow::ensure!(n > 0, "--requests must be at least 1");
+        spec.hit_ratio.requests = n;
+    }
     let quiet = args.json;
     let report = super::runtime()?.block_on(manifold_bench::cache::run(&spec, |step| {
         if !quiet {

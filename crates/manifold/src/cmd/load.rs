@@ -65,6 +65,11 @@ pub(crate) struct Args {
     /// Print the report as one JSON line (stable; see docs/load.md).
     #[arg(long)]
     json: bool,
+    /// How the scheduler waits for each send time: `precise` sends within tens of
+    /// microseconds of schedule; `tokio` up to a millisecond late, in bursts on 1 ms ticks (the
+    /// lag counts into latency, which is measured from the scheduled time).
+    #[arg(long, value_enum, default_value_t = super::TimerArg::Precise)]
+    timer: super::TimerArg,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -91,6 +96,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     spec.connections = args.connections;
     spec.timeout = args.timeout;
     spec.seed = args.seed;
+    spec.timer = args.timer.timer();
     spec.keys = match args.zipf {
         Some(s) => KeyDist::Zipf { n: args.keys, s },
         None => KeyDist::Uniform { n: args.keys },

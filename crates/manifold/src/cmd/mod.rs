@@ -11,6 +11,26 @@ pub(crate) mod queue;
 pub(crate) mod serve;
 pub(crate) mod sim;
 
+/// `--timer`: how `manifold sim` waits out service times and `manifold load` waits for send
+/// times.
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub(crate) enum TimerArg {
+    /// A dedicated timer thread: each wait ends within tens of microseconds of its deadline.
+    #[default]
+    Precise,
+    /// tokio's timer: every wait rounded up to the next millisecond tick.
+    Tokio,
+}
+
+impl TimerArg {
+    pub(crate) fn timer(self) -> manifold_timer::Timer {
+        match self {
+            TimerArg::Precise => manifold_timer::Timer::precise(),
+            TimerArg::Tokio => manifold_timer::Timer::Tokio,
+        }
+    }
+}
+
 /// Build the multi-threaded tokio runtime the async subcommands run on.
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()

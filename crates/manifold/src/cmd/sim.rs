@@ -42,6 +42,10 @@ pub(crate) struct Args {
     /// Stop after this long (e.g. 30s, 5m); default: run until Ctrl-C.
     #[arg(long = "for", value_name = "DURATION", value_parser = manifold_load::parse_duration)]
     run_for: Option<Duration>,
+    /// How service times are waited out: `precise` ends each within tens of microseconds;
+    /// `tokio` rounds each up to the next millisecond tick, as a plain tokio service would.
+    #[arg(long, value_enum, default_value_t = super::TimerArg::Precise)]
+    timer: super::TimerArg,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -53,6 +57,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(seed) = args.seed {
         config.seed = seed;
     }
+    config.timer = args.timer.timer();
     super::runtime()?.block_on(serve(config, args.json, args.run_for))
 }
 
