@@ -77,8 +77,8 @@ pub struct CacheReport {
     pub spec: CacheSpec,
     /// Hit ratios on one Zipf stream.
     pub hit_ratio: HitRatioReport,
-    /// `optimum - gateway_l1`, in percentage points (goal: ≤ 5): the memory tier as the
-    /// gateway builds it, not moka's best configuration.
+    /// `optimum - gateway_l1`, in percentage points (goal: ≤ 5): the memory tier exactly as
+    /// the gateway builds it (bounded by bytes, its frequency sketch sized by `build_l1`).
     pub l1_points_below_optimum: f64,
     /// The library's own hit latencies, with the raw Redis GET beside L2.
     pub library: LatencyReport,
@@ -252,7 +252,7 @@ impl CacheReport {
         let h = &self.hit_ratio;
         let pct = |x: f64| format!("{:.1}%", x * 100.0);
         let mut s = format!(
-            "## Hit ratio: Zipf({}) over {} keys, cache of {}, {} requests\n\n| policy | hit ratio |\n|---|---|\n| LRU (baseline) | {} |\n| the gateway's memory tier (moka, bounded by bytes) | {} |\n| moka bounded by entries | {} |\n| quick_cache | {} |\n| perfect online LFU (exact counts) | {} |\n| static LFU (the most requested keys, known in advance) | {} |\n| Bélády's optimum | {} |\n\nThe memory tier is {:.1} points below the optimum (goal: ≤ 5).\n\n",
+            "## Hit ratio: Zipf({}) over {} keys, cache of {}, {} requests\n\n| policy | hit ratio |\n|---|---|\n| LRU (baseline) | {} |\n| the gateway's memory tier (moka bounded by bytes, sketch sized by Manifold) | {} |\n| moka bounded by entries | {} |\n| quick_cache | {} |\n| perfect online LFU (exact counts) | {} |\n| static LFU (the most requested keys, known in advance) | {} |\n| Bélády's optimum | {} |\n\nThe memory tier is {:.1} points below the optimum (goal: ≤ 5).\n\n",
             h.params.exponent,
             h.params.keys,
             h.params.capacity,
