@@ -19,6 +19,12 @@
 //! its backlog, so it cannot steal CPU from the next target. Throughput: closed loop, the same
 //! DAG with instant upstreams, so the aggregators' own CPU is what limits it. Peers that are not
 //! installed are reported as skipped.
+//!
+//! Manifold and the hand-written aggregator each run on a tokio runtime of their own (two worker
+//! threads, as each would have in its own process on this 2-core machine); the load generator,
+//! the simulator and the floor share the caller's. With everything on one runtime a backlog in
+//! one component queued the others' tasks behind its own, which made the tail a property of the
+//! harness more than of the aggregator measured.
 
 use crate::aggregator::{self, CheckoutUpstreams};
 use crate::peers::{self, RunningPeer, Skipped};
@@ -561,6 +567,46 @@ struct PeerTarget {
 }
 
 /// Every target running against one simulator.
+/// A tokio runtime of one aggregator's own, as it would have in its own process: its worker
+/// threads are not the ones the load generator, the simulator and the other aggregator run on,
+/// so a burst in one component cannot queue another's tasks behind its own. Shut down without
+/// waiting when dropped (a runtime must not be dropped the blocking way inside another).
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl OwnRuntime {
+    fn new(name: &str) -> Result<Self, BenchError> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .map(|rt| OwnRuntime(Some(rt)))
+            .map_err(|e| BenchError::Setup(format!("{name} runtime: {e}")))
+    }
+
+    /// Run `start` on this runtime (it binds and spawns there) and hand back its result.
+    async fn start<T: Send + 'static>(
+        &self,
+        start: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Result<T, BenchError> {
+        let rt = self
+            .0
+            .as_ref()
+            .ok_or_else(|| BenchError::Setup("runtime already shut down".into()))?;
+        rt.spawn(start)
+            .await
+            .map_err(|e| BenchError::Setup(format!("starting a target: {e}")))
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 struct Targets {
     sim: RunningSim,
     floor: String,
@@ -571,6 +617,8 @@ struct Targets {
     running: Vec<RunningPeer>,
     skipped: Vec<Skipped>,
     stop: CancellationToken,
+    /// Manifold's and the hand-written aggregator's runtimes.
+    runtimes: Vec<OwnRuntime>,
 }
 
 async fn start_targets(
@@ -584,11 +632,19 @@ async fn start_targets(
         .await
         .map_err(|e| BenchError::Setup(format!("simulator: {e}")))?;
     let stop = CancellationToken::new();
-    let gw = manifold_gateway::Gateway::bind(gateway_config(&sim)?)
-        .await
+    let gateway_rt = OwnRuntime::new("bench-manifold")?;
+    let config = gateway_config(&sim)?;
+    let gw_stop = stop.clone();
+    let gw_addr = gateway_rt
+        .start(async move {
+            let gw = manifold_gateway::Gateway::bind(config).await?;
+            let addr = gw.local_addr();
+            tokio::spawn(gw.run(gw_stop));
+            Ok::<_, manifold_gateway::GatewayError>(addr)
+        })
+        .await?
         .map_err(|e| BenchError::Setup(format!("gateway: {e}")))?;
-    let manifold = format!("http://{}/checkout", gw.local_addr());
-    tokio::spawn(gw.run(stop.clone()));
+    let manifold = format!("http://{gw_addr}/checkout");
     let up = |s: &str| sim.url(s).unwrap_or_default();
     let upstreams = CheckoutUpstreams {
         order: up("order"),
@@ -596,8 +652,10 @@ async fn start_targets(
         inventory: up("inventory"),
         shipping: up("shipping"),
     };
-    let agg = aggregator::start(upstreams.clone(), stop.clone())
-        .await
+    let aggregator_rt = OwnRuntime::new("bench-hand-written")?;
+    let agg = aggregator_rt
+        .start(aggregator::start(upstreams.clone(), stop.clone()))
+        .await?
         .map_err(|e| BenchError::Setup(format!("hand-written aggregator: {e}")))?;
     let floor = start_floor(delays, timer.clone(), stop.clone())
         .await
@@ -611,6 +669,7 @@ async fn start_targets(
         running: Vec::new(),
         skipped: Vec::new(),
         stop,
+        runtimes: vec![gateway_rt, aggregator_rt],
     };
     if let Some(dir) = peers_dir {
         let flask = match peers::flask(dir, &upstreams) {
@@ -656,6 +715,7 @@ impl Targets {
     async fn shutdown(self) {
         self.stop.cancel();
         drop(self.running);
+        drop(self.runtimes);
         self.sim.shutdown().await;
     }
 }
