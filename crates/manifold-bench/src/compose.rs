@@ -868,29 +868,12 @@ pub async fn run(
         progress(&s.to_string());
     }
     // Warm every target: connection pools, allocator, caches, interpreters.
-    let _ = measure(
-        &targets.floor,
-        200.0,
-        Duration::from_millis(500),
-        &spec.timer,
-    )
-    .await?;
-    let _ = measure(
-        &targets.manifold,
-        200.0,
-        Duration::from_millis(500),
-        &spec.timer,
-    )
-    .await?;
-    let _ = measure(
-        &targets.hand_written,
-        200.0,
-        Duration::from_millis(500),
-        &spec.timer,
-    )
-    .await?;
+    let warm = Duration::from_millis(500);
+    for url in [&targets.floor, &targets.manifold, &targets.hand_written] {
+        let _ = measure(url, 200.0, warm, &spec.timer).await?;
+    }
     for p in &targets.peers {
-        let _ = measure(&p.url, 50.0, Duration::from_millis(500), &spec.timer).await?;
+        let _ = measure(&p.url, 50.0, warm, &spec.timer).await?;
         drain(&p.drain).await;
     }
 
