@@ -94,26 +94,38 @@ pub(crate) async fn execute(
         inflight.push(start_call(i, &plan.calls[i], env, scope, deadline));
     }
 
+    // One timer for the route's deadline, armed once: a `timeout_at` per loop turn would
+    // register and cancel a timer every time a call finishes.
+    let expiry = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut expiry = std::pin::pin!(expiry);
     loop {
-        let next = match deadline {
-            Some(d) => match tokio::time::timeout_at(d, inflight.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    let outstanding = (0..n)
-                        .filter(|&i| running[i] && results[i].is_none())
-                        .map(|i| plan.calls[i].name.clone())
-                        .collect();
-                    return Err(Failure {
-                        calls: outstanding,
-                        error: CallError::new(
-                            CallErrorKind::Deadline,
-                            "the route's deadline passed before these calls finished",
-                        ),
-                        cache: cache_outcomes,
-                    });
-                }
-            },
-            None => inflight.next().await,
+        let next = tokio::select! {
+            // Prefer a finished call over the deadline when both are ready.
+            biased;
+            next = inflight.next() => Ok(next),
+            () = &mut expiry => Err(()),
+        };
+        let next = match next {
+            Ok(next) => next,
+            Err(()) => {
+                let outstanding = (0..n)
+                    .filter(|&i| running[i] && results[i].is_none())
+                    .map(|i| plan.calls[i].name.clone())
+                    .collect();
+                return Err(Failure {
+                    calls: outstanding,
+                    error: CallError::new(
+                        CallErrorKind::Deadline,
+                        "the route's deadline passed before these calls finished",
+                    ),
+                    cache: cache_outcomes,
+                });
+            }
         };
         let Some((i, result, cached)) = next else {
             break;
