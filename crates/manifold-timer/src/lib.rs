@@ -47,15 +47,6 @@ impl Timer {
         Timer::Precise(PreciseTimer::global())
     }
 
-    /// `precise` or `tokio`, as a command line or a config names it.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "precise" => Some(Self::precise()),
-            "tokio" => Some(Timer::Tokio),
-            _ => None,
-        }
-    }
-
     /// `precise` or `tokio`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -120,8 +111,7 @@ impl PreciseTimer {
         GLOBAL.get_or_init(PreciseTimer::spawn).clone()
     }
 
-    /// Start a timer thread of its own (the thread ends when every handle is gone and nothing
-    /// is pending). If the thread cannot be started, waits fall back to tokio's timer.
+    /// Start the timer thread. If it cannot be started, waits fall back to tokio's timer.
     fn spawn() -> Self {
         let (tx, rx) = mpsc::channel();
         let started = std::thread::Builder::new()
@@ -160,7 +150,6 @@ impl PreciseTimer {
 fn run(rx: mpsc::Receiver<(std::time::Instant, oneshot::Sender<()>)>) {
     let mut heap: BinaryHeap<Reverse<Pending>> = BinaryHeap::new();
     let mut seq = 0u64;
-    let mut open = true;
     loop {
         let now = std::time::Instant::now();
         while heap.peek().is_some_and(|p| p.0.deadline <= now) {
@@ -170,18 +159,8 @@ fn run(rx: mpsc::Receiver<(std::time::Instant, oneshot::Sender<()>)>) {
             }
         }
         let next = match heap.peek() {
-            Some(p) => {
-                let wait = p.0.deadline.saturating_duration_since(now);
-                if open {
-                    rx.recv_timeout(wait)
-                        .map_err(|e| e == mpsc::RecvTimeoutError::Disconnected)
-                } else {
-                    std::thread::sleep(wait);
-                    continue;
-                }
-            }
-            None if open => rx.recv().map_err(|_| true),
-            None => return,
+            Some(p) => rx.recv_timeout(p.0.deadline.saturating_duration_since(now)),
+            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
         };
         match next {
             Ok((deadline, wake)) => {
@@ -192,7 +171,10 @@ fn run(rx: mpsc::Receiver<(std::time::Instant, oneshot::Sender<()>)>) {
                     wake,
                 }));
             }
-            Err(disconnected) => open = open && !disconnected,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // Every handle is gone (only if the process-wide one were dropped): dropping the heap
+            // wakes whoever still waits with an error, and they finish on tokio's timer.
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
     }
 }
@@ -229,14 +211,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_past_deadline_returns_at_once_and_names_round_trip() {
+    async fn a_past_deadline_returns_at_once() {
         let timer = Timer::precise();
         timer
             .sleep_until(Instant::now() - Duration::from_millis(5))
             .await;
         assert_eq!(timer.name(), "precise");
-        assert_eq!(Timer::from_name("tokio").map(|t| t.name()), Some("tokio"));
-        assert!(Timer::from_name("fast").is_none());
+        assert_eq!(Timer::default().name(), "tokio");
     }
 
     #[tokio::test(start_paused = true)]
