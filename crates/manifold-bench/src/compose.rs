@@ -27,7 +27,8 @@
 //! harness more than of the aggregator measured.
 
 use crate::aggregator::{self, CheckoutUpstreams};
-use crate::peers::{self, RunningPeer, Skipped};
+use crate::peers::{self, RunningPeer, Skipped, ThreadsCpu};
+use crate::stats::spread_if_any;
 use crate::{BenchError, Measured, Spread};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -163,6 +164,11 @@ pub struct RateResult {
     pub manifold_over_recorded: Option<OverRecorded>,
     /// The hand-written aggregator over the ideal recorded in its own runs.
     pub hand_written_over_recorded: Option<OverRecorded>,
+    /// CPU of Manifold's runtime threads per answered request, µs, over rounds (`None` where
+    /// `/proc` could not be read).
+    pub manifold_cpu_us_per_request: Option<Spread>,
+    /// The same for the hand-written aggregator's runtime.
+    pub hand_written_cpu_us_per_request: Option<Spread>,
     /// The peers that ran (Flask, Node), in the same rounds.
     pub peers: Vec<PeerLatency>,
 }
@@ -227,6 +233,10 @@ pub struct Throughput {
     pub hand_written_rps: Spread,
     /// Manifold's median over the hand-written median.
     pub ratio: f64,
+    /// CPU of Manifold's runtime threads per answered request, µs, over rounds.
+    pub manifold_cpu_us_per_request: Option<Spread>,
+    /// The same for the hand-written aggregator's runtime.
+    pub hand_written_cpu_us_per_request: Option<Spread>,
     /// The peers that ran.
     pub peers: Vec<PeerThroughput>,
 }
@@ -619,6 +629,27 @@ struct Targets {
     stop: CancellationToken,
     /// Manifold's and the hand-written aggregator's runtimes.
     runtimes: Vec<OwnRuntime>,
+    /// Their thread names, in that order.
+    threads: [String; 2],
+}
+
+impl Targets {
+    /// The CPU so far of a slot's own runtime threads: Manifold's and the hand-written
+    /// aggregator's (the floor shares the simulator's runtime and the peers are processes of
+    /// their own: not measured here).
+    fn cpu(&self, slot: Slot) -> Option<ThreadsCpu> {
+        match slot {
+            Slot::Manifold => ThreadsCpu::read(&self.threads[0]),
+            Slot::HandWritten => ThreadsCpu::read(&self.threads[1]),
+            Slot::Floor | Slot::Peer(_) => None,
+        }
+    }
+}
+
+/// CPU per request, µs, between two readings of the same threads.
+fn cpu_us(before: Option<ThreadsCpu>, after: Option<ThreadsCpu>, requests: u64) -> Option<f64> {
+    let (before, after) = (before?, after?);
+    (requests > 0).then(|| after.seconds_since(&before) / requests as f64 * 1e6)
 }
 
 async fn start_targets(
@@ -632,7 +663,12 @@ async fn start_targets(
         .await
         .map_err(|e| BenchError::Setup(format!("simulator: {e}")))?;
     let stop = CancellationToken::new();
-    let gateway_rt = OwnRuntime::new("bench-manifold")?;
+    // Thread names unique in this process (each within the kernel's 15 bytes), so each
+    // runtime's CPU is read from its own threads even when several runs share the process.
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let run = RUNS.fetch_add(1, Ordering::Relaxed);
+    let threads = [format!("bench-mf-{run}"), format!("bench-hw-{run}")];
+    let gateway_rt = OwnRuntime::new(&threads[0])?;
     let config = gateway_config(&sim)?;
     let gw_stop = stop.clone();
     let gw_addr = gateway_rt
@@ -652,7 +688,7 @@ async fn start_targets(
         inventory: up("inventory"),
         shipping: up("shipping"),
     };
-    let aggregator_rt = OwnRuntime::new("bench-hand-written")?;
+    let aggregator_rt = OwnRuntime::new(&threads[1])?;
     let agg = aggregator_rt
         .start(aggregator::start(upstreams.clone(), stop.clone()))
         .await?
@@ -670,6 +706,7 @@ async fn start_targets(
         skipped: Vec::new(),
         stop,
         runtimes: vec![gateway_rt, aggregator_rt],
+        threads,
     };
     if let Some(dir) = peers_dir {
         let flask = match peers::flask(dir, &upstreams) {
@@ -810,12 +847,6 @@ pub(crate) async fn closed_loop_count(
     (done.load(Ordering::Relaxed), start.elapsed().as_secs_f64())
 }
 
-/// Closed-loop checkout throughput, requests per second.
-async fn closed_loop(url: &str, clients: usize, duration: Duration) -> f64 {
-    let (done, secs) = closed_loop_count(url, clients, duration, Some(CHECKOUT_BODY)).await;
-    done as f64 / secs
-}
-
 pub(crate) fn measured(target: &str, rate: f64, reports: &[manifold_load::LoadReport]) -> Measured {
     let pick = |f: fn(&manifold_load::LoadReport) -> f64| {
         Spread::of(&reports.iter().map(f).collect::<Vec<_>>())
@@ -885,6 +916,7 @@ pub async fn run(
     for &rate in &spec.rates {
         let (mut f, mut m, mut h) = (Vec::new(), Vec::new(), Vec::new());
         let (mut m_rec, mut h_rec) = (Vec::new(), Vec::new());
+        let (mut m_cpu, mut h_cpu) = (Vec::new(), Vec::new());
         let mut p: Vec<Vec<manifold_load::LoadReport>> = vec![Vec::new(); targets.peers.len()];
         for round in 0..spec.rounds {
             for slot in rotated(&slots, round) {
@@ -905,15 +937,19 @@ pub async fn run(
                     spec.rounds
                 ));
                 targets.sim.reset_stats();
+                let before = targets.cpu(slot);
                 let r = measure(url, rate, spec.duration, &spec.timer).await?;
+                let cpu = cpu_us(before, targets.cpu(slot), r.ok);
                 match slot {
                     Slot::Floor => f.push(r),
                     Slot::Manifold => {
                         m_rec.extend(recorded_run(&targets.sim, &r));
+                        m_cpu.push(cpu);
                         m.push(r);
                     }
                     Slot::HandWritten => {
                         h_rec.extend(recorded_run(&targets.sim, &r));
+                        h_cpu.push(cpu);
                         h.push(r);
                     }
                     Slot::Peer(i) => {
@@ -977,6 +1013,8 @@ pub async fn run(
             hand_written,
             manifold_over_recorded: over_recorded(&m_rec),
             hand_written_over_recorded: over_recorded(&h_rec),
+            manifold_cpu_us_per_request: spread_if_any(&m_cpu),
+            hand_written_cpu_us_per_request: spread_if_any(&h_cpu),
             peers,
         });
     }
@@ -989,6 +1027,7 @@ pub async fn run(
         let mut slots = vec![Slot::Manifold, Slot::HandWritten];
         slots.extend((0..targets.peers.len()).map(Slot::Peer));
         let (mut m, mut h) = (Vec::new(), Vec::new());
+        let (mut m_cpu, mut h_cpu) = (Vec::new(), Vec::new());
         let mut p: Vec<Vec<f64>> = vec![Vec::new(); targets.peers.len()];
         for round in 0..spec.rounds {
             progress(&format!(
@@ -1005,11 +1044,26 @@ pub async fn run(
                     Slot::HandWritten => &targets.hand_written,
                     Slot::Peer(i) => &targets.peers[i].url,
                 };
-                let rps = closed_loop(url, spec.throughput_clients, spec.throughput_duration).await;
+                let before = targets.cpu(slot);
+                let (done, secs) = closed_loop_count(
+                    url,
+                    spec.throughput_clients,
+                    spec.throughput_duration,
+                    Some(CHECKOUT_BODY),
+                )
+                .await;
+                let cpu = cpu_us(before, targets.cpu(slot), done);
+                let rps = done as f64 / secs;
                 match slot {
                     Slot::Floor => {}
-                    Slot::Manifold => m.push(rps),
-                    Slot::HandWritten => h.push(rps),
+                    Slot::Manifold => {
+                        m.push(rps);
+                        m_cpu.push(cpu);
+                    }
+                    Slot::HandWritten => {
+                        h.push(rps);
+                        h_cpu.push(cpu);
+                    }
                     Slot::Peer(i) => {
                         p[i].push(rps);
                         drain(&targets.peers[i].drain).await;
@@ -1037,6 +1091,8 @@ pub async fn run(
             ratio: ratio(manifold_rps.median, hand_written_rps.median).unwrap_or(0.0),
             manifold_rps,
             hand_written_rps,
+            manifold_cpu_us_per_request: spread_if_any(&m_cpu),
+            hand_written_cpu_us_per_request: spread_if_any(&h_cpu),
             peers,
         })
     };
@@ -1185,7 +1241,30 @@ impl ComposeReport {
                 }
             }
         }
+        let cpu = |x: &Option<Spread>| match x {
+            Some(x) => format!("{:.1} [{:.1}–{:.1}]", x.median, x.min, x.max),
+            None => "not measured".to_owned(),
+        };
+        let _ = writeln!(
+            s,
+            "\nCPU per answered request of each aggregator's own runtime threads (from /proc/self/task), µs:\n\n| rate | Manifold | hand-written |\n|---:|---:|---:|"
+        );
+        for r in &self.rates {
+            let _ = writeln!(
+                s,
+                "| {:.0}/s | {} | {} |",
+                r.rate,
+                cpu(&r.manifold_cpu_us_per_request),
+                cpu(&r.hand_written_cpu_us_per_request)
+            );
+        }
         if let Some(t) = &self.throughput {
+            let _ = writeln!(
+                s,
+                "| closed loop | {} | {} |",
+                cpu(&t.manifold_cpu_us_per_request),
+                cpu(&t.hand_written_cpu_us_per_request)
+            );
             let _ = writeln!(
                 s,
                 "\nclosed-loop throughput, instant upstreams, {} clients: Manifold {:.0} req/s [{:.0}–{:.0}], hand-written {:.0} req/s [{:.0}–{:.0}]: ratio {:.2}",
@@ -1359,6 +1438,18 @@ mod tests {
             assert!(o.ideal_p50_ms.min >= report.ideal_ms, "{o:?}");
         }
         assert!(md.contains("recorded ideal p50 / p99 ms"), "{md}");
+        // Each aggregator's runtime threads were found and did work for every answered request
+        // (reading, parsing, five upstream calls, answering: never zero).
+        for c in [
+            &r.manifold_cpu_us_per_request,
+            &r.hand_written_cpu_us_per_request,
+            &t.manifold_cpu_us_per_request,
+            &t.hand_written_cpu_us_per_request,
+        ] {
+            let c = c.as_ref().expect("CPU per request measured");
+            assert!(c.min > 0.0, "{c:?}");
+        }
+        assert!(md.contains("| closed loop | "), "{md}");
         assert!(
             json["goal"]["p50_over_recorded_ideal_ms"].is_number(),
             "{json}"
@@ -1437,6 +1528,8 @@ mod tests {
             added_p99_over_hand_written_ms: 0.0,
             manifold_over_recorded: None,
             hand_written_over_recorded: None,
+            manifold_cpu_us_per_request: None,
+            hand_written_cpu_us_per_request: None,
             peers: Vec::new(),
         }
     }

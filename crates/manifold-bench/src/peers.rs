@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -323,6 +324,57 @@ pub fn proc_tree_cpu_seconds(pid: u32) -> Option<f64> {
     Some((me.ticks + children) as f64 / USER_HZ)
 }
 
+/// The on-CPU time of this process's threads of one name, by thread: one component's CPU when
+/// it runs on a tokio runtime of its own inside this process (its workers and blocking threads
+/// all carry the runtime's thread name).
+#[derive(Debug, Clone, Default)]
+pub struct ThreadsCpu(HashMap<u32, f64>);
+
+impl ThreadsCpu {
+    /// Read every thread of this process named `name` now. The kernel keeps 15 bytes of a
+    /// thread's name, so `name` is compared at that length. Nanoseconds from
+    /// `/proc/self/task/*/schedstat` where the kernel has it, else `stat`'s 10 ms ticks. `None`
+    /// when no such thread is running (or `/proc` cannot be read).
+    pub fn read(name: &str) -> Option<ThreadsCpu> {
+        let want = name.as_bytes().get(..15).unwrap_or(name.as_bytes());
+        let mut by_thread = HashMap::new();
+        for e in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+            let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let dir = e.path();
+            let Ok(comm) = std::fs::read(dir.join("comm")) else {
+                continue;
+            };
+            if comm.strip_suffix(b"\n").unwrap_or(&comm) != want {
+                continue;
+            }
+            let from_schedstat = std::fs::read_to_string(dir.join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .map(|ns| ns as f64 / 1e9);
+            let secs = from_schedstat.or_else(|| {
+                let text = std::fs::read_to_string(dir.join("stat")).ok()?;
+                Some(parse_stat(&text)?.ticks as f64 / USER_HZ)
+            });
+            if let Some(s) = secs {
+                by_thread.insert(tid, s);
+            }
+        }
+        (!by_thread.is_empty()).then_some(ThreadsCpu(by_thread))
+    }
+
+    /// CPU seconds spent since `earlier` by the threads running now. A thread that exited in
+    /// between takes its share with it (a tokio blocking thread idle for 10 s, say): the figure
+    /// can only be short by that, never negative.
+    pub fn seconds_since(&self, earlier: &ThreadsCpu) -> f64 {
+        self.0
+            .iter()
+            .map(|(tid, now)| (now - earlier.0.get(tid).copied().unwrap_or(0.0)).max(0.0))
+            .sum()
+    }
+}
+
 /// Where the peers' code and installs live: `--peers DIR`, else `bench/peers` under the current
 /// directory, else the one beside this crate's source (a build from the repository).
 pub fn default_dir() -> PathBuf {
@@ -481,6 +533,51 @@ mod tests {
             ready_timeout: Duration::from_secs(5),
             scratch: None,
         }
+    }
+
+    #[test]
+    fn thread_cpu_is_read_by_thread_name_and_grows_with_work() {
+        // A name over the kernel's 15 bytes: found by its truncated form.
+        let name = "cpu-probe-thread-long-name";
+        assert!(ThreadsCpu::read(name).is_none(), "no such thread yet");
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (ready, started) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                ready.send(()).unwrap();
+                // Burn CPU until told to stop (bounded: at most a few seconds).
+                let mut x = 0u64;
+                for _ in 0..50_000 {
+                    for i in 0..10_000u64 {
+                        x = x.wrapping_mul(31).wrapping_add(i);
+                    }
+                    std::hint::black_box(x);
+                    if stopped.try_recv().is_ok() {
+                        break;
+                    }
+                }
+            })
+            .unwrap();
+        started.recv().unwrap();
+        let first = ThreadsCpu::read(name).expect("the probe thread is found");
+        assert_eq!(first.0.len(), 1, "{first:?}");
+        let mut spent = 0.0;
+        for _ in 0..200 {
+            std::thread::sleep(Duration::from_millis(10));
+            if let Some(now) = ThreadsCpu::read(name) {
+                spent = now.seconds_since(&first);
+            }
+            if spent > 0.0 {
+                break;
+            }
+        }
+        stop.send(()).unwrap();
+        t.join().unwrap();
+        assert!(spent > 0.0, "{first:?} then {spent}");
+        // Once the thread is gone it is not found, and an exited thread never counts negative.
+        assert!(ThreadsCpu::read(name).is_none());
+        assert_eq!(ThreadsCpu::default().seconds_since(&first), 0.0);
     }
 
     #[tokio::test]

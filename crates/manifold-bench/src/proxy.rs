@@ -15,6 +15,7 @@
 
 use crate::compose::{closed_loop_count, measured, rotated};
 use crate::peers::{self, RunningPeer, Skipped};
+use crate::stats::{per_request_us, spread_if_any};
 use crate::{BenchError, Measured, Spread};
 use manifold_load::LoadSpec;
 use manifold_sim::{RunningSim, Sim, SimConfig};
@@ -307,18 +308,6 @@ async fn measure(
 
 fn cpu(t: &Target) -> Option<f64> {
     t.process.as_ref().and_then(|p| p.cpu_seconds())
-}
-
-fn per_request_us(before: Option<f64>, after: Option<f64>, requests: u64) -> Option<f64> {
-    match (before, after) {
-        (Some(b), Some(a)) if requests > 0 => Some((a - b) / requests as f64 * 1e6),
-        _ => None,
-    }
-}
-
-fn spread_if_any(v: &[Option<f64>]) -> Option<Spread> {
-    let got: Vec<f64> = v.iter().flatten().copied().collect();
-    (!got.is_empty() && got.len() == v.len()).then(|| Spread::of(&got))
 }
 
 /// Run the proxy benchmark. `progress` is told what is being measured.

@@ -58,6 +58,25 @@ pub struct Measured {
     pub sent: u64,
 }
 
+/// CPU per request, µs, from CPU seconds read before and after `requests` answered requests.
+pub(crate) fn per_request_us(
+    before: Option<f64>,
+    after: Option<f64>,
+    requests: u64,
+) -> Option<f64> {
+    match (before, after) {
+        (Some(b), Some(a)) if requests > 0 => Some((a - b) / requests as f64 * 1e6),
+        _ => None,
+    }
+}
+
+/// The spread of a per-round figure, only when every round measured it (a figure missing
+/// from some rounds would be a median of a different set).
+pub(crate) fn spread_if_any(v: &[Option<f64>]) -> Option<Spread> {
+    let got: Vec<f64> = v.iter().flatten().copied().collect();
+    (!got.is_empty() && got.len() == v.len()).then(|| Spread::of(&got))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
