@@ -57,7 +57,9 @@ struct RawServer {
     max_body_bytes: Option<Spanned<u64>>,
     max_response_bytes: Option<Spanned<u64>>,
     header_read_timeout: Option<Spanned<String>>,
+    body_read_timeout: Option<Spanned<String>>,
     drain_timeout: Option<Spanned<String>>,
+    max_connections: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -530,6 +532,7 @@ fn compile_server(raw: Option<&Spanned<RawServer>>, diag: &mut Diagnostics<'_>) 
             &raw.max_response_bytes,
             &mut s.max_response_bytes,
         ),
+        ("max_connections", &raw.max_connections, &mut s.max_connections),
     ] {
         if let Some(v) = value {
             if *v.get_ref() == 0 {
@@ -549,11 +552,25 @@ fn compile_server(raw: Option<&Spanned<RawServer>>, diag: &mut Diagnostics<'_>) 
             &raw.header_read_timeout,
             &mut s.header_read_timeout,
         ),
+        (
+            "body_read_timeout",
+            &raw.body_read_timeout,
+            &mut s.body_read_timeout,
+        ),
         ("drain_timeout", &raw.drain_timeout, &mut s.drain_timeout),
     ] {
         if let Some(v) = value {
             if let Some(d) = duration(v, &format!("server.{field}"), diag) {
-                *slot = d;
+                // No drain is a choice; a zero read timeout would refuse every request.
+                if d.is_zero() && field != "drain_timeout" {
+                    diag.push(
+                        ErrorKind::Value,
+                        v.span(),
+                        format!("`server.{field}` must be more than 0"),
+                    );
+                } else {
+                    *slot = d;
+                }
             }
         }
     }

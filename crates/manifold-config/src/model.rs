@@ -70,9 +70,16 @@ pub struct ServerSettings {
     /// How long a client may take to send its request headers.
     #[serde(serialize_with = "ser_duration")]
     pub header_read_timeout: Duration,
+    /// How long a client may take to send a request body the route reads (composition): a
+    /// client trickling its body must not hold a connection and a task forever.
+    #[serde(serialize_with = "ser_duration")]
+    pub body_read_timeout: Duration,
     /// How long in-flight requests may take to finish after a shutdown signal.
     #[serde(serialize_with = "ser_duration")]
     pub drain_timeout: Duration,
+    /// Most client connections open at once; beyond it, new ones wait in the listen backlog
+    /// until one closes, so a flood cannot exhaust file descriptors or memory.
+    pub max_connections: u64,
 }
 
 impl Default for ServerSettings {
@@ -83,7 +90,9 @@ impl Default for ServerSettings {
             max_body_bytes: 1024 * 1024,
             max_response_bytes: 16 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
         }
     }
 }

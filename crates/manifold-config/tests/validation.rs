@@ -203,6 +203,44 @@ fn bad_durations_urls_methods_and_addresses() {
 }
 
 #[test]
+fn server_limits_compile_and_bad_ones_name_the_line() {
+    let ok = format!(
+        "[server]\nbody_read_timeout = \"5s\"\nmax_connections = 64\ndrain_timeout = \"0s\"\n{UPSTREAMS}[routes.r]\npath = \"/r\"\nproxy = \"a\"\n"
+    );
+    let config = compile("t.toml".as_ref(), &ok).expect("valid");
+    assert_eq!(config.server.body_read_timeout, Duration::from_secs(5));
+    assert_eq!(config.server.max_connections, 64);
+    assert_eq!(config.server.drain_timeout, Duration::ZERO);
+    // Defaults where unset.
+    let plain = format!("{UPSTREAMS}[routes.r]\npath = \"/r\"\nproxy = \"a\"\n");
+    let config = compile("t.toml".as_ref(), &plain).expect("valid");
+    assert_eq!(config.server.body_read_timeout, Duration::from_secs(30));
+    assert_eq!(config.server.max_connections, 10_000);
+
+    let bad = format!(
+        "[server]\nheader_read_timeout = \"0s\"\nbody_read_timeout = \"soon\"\nmax_connections = 0\n{UPSTREAMS}[routes.r]\npath = \"/r\"\nproxy = \"a\"\n"
+    );
+    one(
+        &bad,
+        ErrorKind::Value,
+        "header_read_timeout",
+        "`server.header_read_timeout` must be more than 0",
+    );
+    one(
+        &bad,
+        ErrorKind::Value,
+        "body_read_timeout",
+        "`server.body_read_timeout`: \"soon\" is not a duration",
+    );
+    one(
+        &bad,
+        ErrorKind::Value,
+        "max_connections",
+        "`server.max_connections` must be more than 0",
+    );
+}
+
+#[test]
 fn conflicting_routes() {
     let src = format!(
         "{UPSTREAMS}[routes.one]\npath = \"/u/{{id}}\"\nproxy = \"a\"\n[routes.two]\npath = \"/u/{{name}}\" # clash\nproxy = \"b\"\n[routes.three]\nmethod = \"POST\"\npath = \"/u/{{x}}\"\nproxy = \"b\"\n"

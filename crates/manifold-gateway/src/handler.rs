@@ -416,7 +416,43 @@ async fn compose(
     };
     if plan.reads_request_body {
         let max = shared.config.server.max_body_bytes;
-        let bytes = match Limited::new(body, max as usize).collect().await {
+        // A client trickling its body must not hold the connection and this task forever:
+        // the body has `body_read_timeout`, and never more than the route's deadline.
+        let read_timeout = shared.config.server.body_read_timeout;
+        let read_until = Instant::now() + read_timeout;
+        let (until, deadline_bound) = match deadline {
+            Some(d) if d < read_until => (d, true),
+            _ => (read_until, false),
+        };
+        let read = tokio::time::timeout_at(until, Limited::new(body, max as usize).collect());
+        let read = match read.await {
+            Ok(read) => read,
+            Err(_) if deadline_bound => {
+                return failure_response(
+                    &route.name,
+                    Vec::new(),
+                    CallError::new(
+                        CallErrorKind::Deadline,
+                        "the route's deadline passed while the request body was still arriving",
+                    ),
+                )
+            }
+            Err(_) => {
+                let mut resp = error_response(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                        "the request body did not arrive within {} (server.body_read_timeout)",
+                        humantime::format_duration(read_timeout)
+                    ),
+                );
+                // The rest of the body is still on the way: this connection cannot be reused.
+                resp.headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                return resp;
+            }
+        };
+        let bytes = match read {
             Ok(c) => c.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 return error_response(

@@ -42,6 +42,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// Most connections the admin listener serves at once (health probes, `/config`).
+const ADMIN_MAX_CONNECTIONS: usize = 256;
+
 /// A gateway with its listeners bound, ready to [`run`](Gateway::run).
 #[derive(Debug)]
 pub struct Gateway {
@@ -142,7 +145,18 @@ impl Gateway {
     /// let in-flight requests finish for up to `server.drain_timeout`.
     pub async fn run(self, stop: CancellationToken) {
         let server = &self.shared.config.server;
-        let (header_timeout, drain) = (server.header_read_timeout, server.drain_timeout);
+        let limits = server::Limits {
+            header_read_timeout: server.header_read_timeout,
+            max_connections: usize::try_from(server.max_connections).unwrap_or(usize::MAX),
+            drain: server.drain_timeout,
+        };
+        // The admin listener is for probes and operators: a small limit of its own, so a flood
+        // on the client port never starves `/readyz`, and the reverse.
+        let admin_limits = server::Limits {
+            max_connections: ADMIN_MAX_CONNECTIONS,
+            drain: std::time::Duration::from_secs(1),
+            ..limits
+        };
         let admin_state = Arc::new(admin::AdminState {
             shared: Arc::clone(&self.shared),
             ready: true.into(),
@@ -154,9 +168,8 @@ impl Gateway {
             tokio::spawn(server::serve(
                 self.admin,
                 move |req| admin::handle(Arc::clone(&state), req),
-                header_timeout,
+                admin_limits,
                 stop,
-                std::time::Duration::from_secs(1),
             ))
         };
         let shared = Arc::clone(&self.shared);
@@ -164,9 +177,8 @@ impl Gateway {
         let main = tokio::spawn(server::serve(
             self.listener,
             move |req| handler::handle(Arc::clone(&shared), req),
-            header_timeout,
+            limits,
             main_stop.clone(),
-            drain,
         ));
         stop.cancelled().await;
         tracing::info!("shutting down: no new connections; draining in-flight requests");

@@ -3,12 +3,16 @@
 //! Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and the headers it names, `Keep-Alive`,
 //! `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`) belong to one connection and are
 //! dropped in both directions; `Host` becomes the upstream's, with the client's in
-//! `X-Forwarded-Host`.
+//! `X-Forwarded-Host`. The client's address is appended to `X-Forwarded-For` (as nginx's
+//! `$proxy_add_x_forwarded_for` and Envoy do: an upstream trusts only the entries added by
+//! proxies it trusts, the last one being the address Manifold saw), and `X-Forwarded-Proto`
+//! says `http` unless a proxy in front (one terminating TLS, say) already said otherwise.
 
 use crate::client::{Body, UpstreamClient};
 use crate::error::{CallError, CallErrorKind};
 use crate::exec::DEADLINE_HEADER;
 use crate::handler::{box_err, call_error_response};
+use crate::server::ClientAddr;
 use http::header::{HeaderName, HeaderValue, CONNECTION, HOST};
 use http::{HeaderMap, Request, Response, Uri};
 use http_body_util::{BodyExt, Limited};
@@ -74,6 +78,13 @@ pub(crate) async fn forward(
             .headers
             .insert(HeaderName::from_static("x-forwarded-host"), host);
     }
+    if let Some(ClientAddr(peer)) = parts.extensions.get::<ClientAddr>().copied() {
+        add_forwarded_for(&mut parts.headers, peer.ip());
+    }
+    parts
+        .headers
+        .entry(HeaderName::from_static("x-forwarded-proto"))
+        .or_insert(HeaderValue::from_static("http"));
     let now = Instant::now();
     let own = now + client.timeout;
     let (until, kind) = match deadline {
@@ -105,9 +116,44 @@ pub(crate) async fn forward(
     Response::from_parts(parts, body.map_err(box_err).boxed())
 }
 
+/// Append `ip` to `X-Forwarded-For`, folding the client's own entries (one header or several)
+/// into one list in order.
+fn add_forwarded_for(headers: &mut HeaderMap, ip: std::net::IpAddr) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let mut list: Vec<&str> = headers
+        .get_all(&xff)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let ip = ip.to_string();
+    list.push(&ip);
+    if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
+        headers.insert(xff, v);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_for_appends_the_client_address() {
+        let ip: std::net::IpAddr = "127.0.0.7".parse().unwrap();
+        let mut h = HeaderMap::new();
+        add_forwarded_for(&mut h, ip);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "127.0.0.7");
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("10.0.0.2, 10.0.0.3"),
+        );
+        add_forwarded_for(&mut h, "::1".parse().unwrap());
+        let all: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(all, ["10.0.0.1, 10.0.0.2, 10.0.0.3, ::1"]);
+    }
 
     #[test]
     fn strips_hop_by_hop_and_connection_named_headers() {

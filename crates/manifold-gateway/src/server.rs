@@ -1,5 +1,9 @@
 //! Listeners: accept connections, serve HTTP/1.1 and HTTP/2 (h2c) on one port, and shut down
 //! gracefully — stop accepting, let in-flight requests finish up to the drain timeout.
+//!
+//! At most `max_connections` connections are served at once: beyond it the listener stops
+//! accepting and new connections wait in the kernel's listen backlog, so a flood costs the
+//! gateway neither file descriptors nor memory past the limit.
 
 use crate::client::Body;
 use http::{Request, Response};
@@ -10,17 +14,37 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-/// Serve `listener` with `handler` until `stop` is cancelled, then drain for up to `drain`.
+/// The client's address, in each request's extensions (the proxy passes it on in
+/// `X-Forwarded-For`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddr(pub(crate) SocketAddr);
+
+/// What bounds one listener's connections.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// How long a client may take to send a request head (also how long an idle keep-alive
+    /// connection is kept).
+    pub(crate) header_read_timeout: Duration,
+    /// Most connections served at once.
+    pub(crate) max_connections: usize,
+    /// How long in-flight requests get after `stop`.
+    pub(crate) drain: Duration,
+}
+
+/// Serve `listener` with `handler` until `stop` is cancelled, then drain for up to
+/// `limits.drain`.
 pub(crate) async fn serve<H, F>(
     listener: TcpListener,
     handler: H,
-    header_read_timeout: Duration,
+    limits: Limits,
     stop: CancellationToken,
-    drain: Duration,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
@@ -29,14 +53,41 @@ pub(crate) async fn serve<H, F>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
+        .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(
+        limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
+    let mut at_limit = false;
     loop {
+        // A connection slot first: at the limit, stop accepting until a connection closes.
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => {
+                at_limit = false;
+                slot
+            }
+            Err(_) => {
+                if !at_limit {
+                    at_limit = true;
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "connection limit reached; new connections wait in the listen backlog"
+                    );
+                }
+                tokio::select! {
+                    slot = Arc::clone(&slots).acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                    _ = stop.cancelled() => break,
+                }
+            }
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -52,10 +103,14 @@ pub(crate) async fn serve<H, F>(
                 let handler = handler.clone();
                 let conn = builder.serve_connection(
                     TokioIo::new(stream),
-                    service_fn(handler),
+                    service_fn(move |mut req: Request<Incoming>| {
+                        req.extensions_mut().insert(ClientAddr(peer));
+                        handler(req)
+                    }),
                 );
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
+                    let _slot = slot;
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
@@ -65,6 +120,7 @@ pub(crate) async fn serve<H, F>(
         }
     }
     drop(listener);
+    let drain = limits.drain;
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()

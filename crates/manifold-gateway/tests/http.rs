@@ -107,6 +107,7 @@ async fn proxy_forwards_method_path_query_headers_and_body() {
         .header("x-custom", "kept")
         .header("connection", "keep-alive, x-hop")
         .header("x-hop", "dropped")
+        .header("x-forwarded-for", "10.0.0.1")
         .body(Full::new(Bytes::from_static(b"raw body, not json")))
         .unwrap();
     let resp = client().request(req).await.unwrap();
@@ -126,6 +127,127 @@ async fn proxy_forwards_method_path_query_headers_and_body() {
         .to_str()
         .unwrap()
         .starts_with("127.0.0.1"));
+    // The client's address is appended to what earlier proxies said.
+    assert_eq!(seen.headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+}
+
+/// Send a request head announcing a 50-byte body, then only 10 bytes of it, and wait for the
+/// gateway's answer (at most 10 s): it must come while the rest is still unsent.
+async fn answer_to_a_trickled_body(gw: &TestGateway) -> (String, tokio::net::TcpStream) {
+    let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    conn.write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 50\r\n\r\n{\"x\": 1, ")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 2048];
+    let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+        .await
+        .expect("no answer while the body was still unsent")
+        .unwrap();
+    (String::from_utf8_lossy(&buf[..n]).into_owned(), conn)
+}
+
+const ECHO_ROUTE: &str = r#"
+[routes.echo]
+method = "POST"
+path = "/echo"
+DEADLINE
+  [[routes.echo.calls]]
+  name = "e"
+  upstream = "u"
+  method = "POST"
+  path = "/e"
+  body = { got = "{request.body.x}" }
+"#;
+
+#[tokio::test]
+async fn a_trickled_body_gets_408_and_the_connection_is_closed() {
+    let up = Upstream::start(vec![("*", "/", Reply::json(0, json!({"ok": true})))]).await;
+    let gw = TestGateway::start_with_server(
+        "body_read_timeout = \"300ms\"",
+        &format!(
+            "[upstreams.u]\nendpoints = [\"{}\"]\n{}",
+            up.url(),
+            ECHO_ROUTE.replace("DEADLINE", "")
+        ),
+    )
+    .await;
+    let (head, mut conn) = answer_to_a_trickled_body(&gw).await;
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert!(head.contains("\"body_timeout\""), "{head}");
+    // The gateway hangs up rather than wait for the rest.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut rest))
+        .await
+        .expect("the connection was kept open")
+        .unwrap();
+    assert!(up.requests().is_empty(), "the upstream was called");
+}
+
+#[tokio::test]
+async fn a_body_still_arriving_at_the_route_deadline_gets_504() {
+    let up = Upstream::start(vec![("*", "/", Reply::json(0, json!({"ok": true})))]).await;
+    let gw = TestGateway::start(&format!(
+        "[upstreams.u]\nendpoints = [\"{}\"]\n{}",
+        up.url(),
+        ECHO_ROUTE.replace("DEADLINE", "deadline = \"300ms\"")
+    ))
+    .await;
+    let (head, _conn) = answer_to_a_trickled_body(&gw).await;
+    assert!(head.starts_with("HTTP/1.1 504"), "{head}");
+    assert!(head.contains("\"deadline\""), "{head}");
+    assert!(up.requests().is_empty(), "the upstream was called");
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_wait_until_one_closes() {
+    let up = Upstream::start(vec![("*", "/", Reply::json(0, json!({"ok": true})))]).await;
+    let gw = TestGateway::start_with_server(
+        "max_connections = 2",
+        &format!(
+            "[upstreams.u]\nendpoints = [\"{}\"]\n[routes.p]\npath = \"/p\"\nproxy = \"u\"\n",
+            up.url()
+        ),
+    )
+    .await;
+    let request = b"GET /p HTTP/1.1\r\nhost: x\r\n\r\n";
+    let mut buf = vec![0u8; 2048];
+    // Two connections take both slots (each answered once, then kept alive).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        c.write_all(request).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+            .await
+            .expect("a connection within the limit was not served")
+            .unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        held.push(c);
+    }
+    // A third is not served while both are open...
+    let mut third = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    third.write_all(request).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), third.read(&mut buf))
+            .await
+            .is_err(),
+        "a connection over the limit was served"
+    );
+    // ...and is as soon as one closes.
+    drop(held.pop());
+    let n = tokio::time::timeout(Duration::from_secs(10), third.read(&mut buf))
+        .await
+        .expect("the waiting connection was not served after a slot freed")
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
 }
 
 #[tokio::test]

@@ -222,8 +222,14 @@ impl TestGateway {
     /// Compile `toml` (with `{UP}`-style placeholders already replaced) and start the gateway on
     /// free ports.
     pub async fn start(toml: &str) -> TestGateway {
+        Self::start_with_server("", toml).await
+    }
+
+    /// As [`start`](Self::start), with `server` (lines of `[server]` keys) added to the
+    /// server section.
+    pub async fn start_with_server(server: &str, toml: &str) -> TestGateway {
         let toml = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ndrain_timeout = \"5s\"\nmax_body_bytes = 4096\n{toml}"
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ndrain_timeout = \"5s\"\nmax_body_bytes = 4096\n{server}\n{toml}"
         );
         let config = manifold_config::compile("test.toml".as_ref(), &toml)
             .unwrap_or_else(|e| panic!("{e}\n---\n{toml}"));
