@@ -91,6 +91,9 @@ pub struct ComposeSpec {
     /// every wait due in the same tick ends in one burst, which puts the floor itself ~4 ms over
     /// the ideal (docs/benchmarks.md).
     pub timer: Timer,
+    /// The p99 service-level objective the report finds each target's highest rate within
+    /// (BENCHMARKS.md); `None`: twice the configured ideal.
+    pub slo_p99: Option<Duration>,
 }
 
 impl Default for ComposeSpec {
@@ -104,6 +107,7 @@ impl Default for ComposeSpec {
             throughput_duration: Duration::from_secs(3),
             peers_dir: Some(peers::default_dir()),
             timer: Timer::precise(),
+            slo_p99: None,
         }
     }
 }
@@ -125,6 +129,13 @@ impl ComposeSpec {
     pub fn ideal_ms(&self) -> f64 {
         let [o, p, i, s, c] = self.delays_ms;
         (o + p.max(i).max(s) + c) as f64
+    }
+
+    /// The p99 SLO in ms: `slo_p99`, else twice the configured ideal.
+    pub fn slo_p99_ms(&self) -> f64 {
+        self.slo_p99
+            .map(|d| d.as_secs_f64() * 1e3)
+            .unwrap_or(2.0 * self.ideal_ms())
     }
 }
 
@@ -290,10 +301,73 @@ pub struct ComposeReport {
     pub rates: Vec<RateResult>,
     /// Closed-loop throughput, when measured.
     pub throughput: Option<Throughput>,
+    /// The p99 SLO each target's highest rate within is found for, ms.
+    pub slo_p99_ms: f64,
+    /// Each target's highest rate within the SLO.
+    pub within_slo: Vec<WithinSlo>,
     /// The issue's goal against the ideal and against the measured floor (`None`: no rate).
     pub goal: Option<GoalCheck>,
     /// Peers that could not run, and why (not installed, failed to start).
     pub skipped: Vec<Skipped>,
+}
+
+/// How far one target's rate can go with its p99 inside the SLO (BENCHMARKS.md: "the highest
+/// rate whose p99 stays within the SLO").
+#[derive(Debug, Clone, Serialize)]
+pub struct WithinSlo {
+    /// "floor", "manifold", "hand-written", or a peer.
+    pub target: String,
+    /// The highest rate measured at which the target's median p99 was within the SLO, as it
+    /// was at every lower rate measured; `None`: not even at the lowest.
+    pub highest_rate: Option<f64>,
+    /// The lowest rate measured at which it was not (or the target was not driven, saturated
+    /// at a lower rate); `None`: within at every rate measured, so the limit is higher.
+    pub first_over: Option<f64>,
+}
+
+/// Each target's [`WithinSlo`], from the rates in ascending order.
+fn within_slo(rates: &[RateResult], slo_ms: f64) -> Vec<WithinSlo> {
+    let mut sorted: Vec<&RateResult> = rates.iter().collect();
+    sorted.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+    let mut names: Vec<String> = vec!["floor".into(), "manifold".into(), "hand-written".into()];
+    for r in &sorted {
+        for p in &r.peers {
+            if !names.contains(&p.target) {
+                names.push(p.target.clone());
+            }
+        }
+    }
+    names
+        .into_iter()
+        .map(|target| {
+            let mut out = WithinSlo {
+                target: target.clone(),
+                highest_rate: None,
+                first_over: None,
+            };
+            for r in &sorted {
+                let p99 = match target.as_str() {
+                    "floor" => Some(r.floor.p99_ms.median),
+                    "manifold" => Some(r.manifold.p99_ms.median),
+                    "hand-written" => Some(r.hand_written.p99_ms.median),
+                    peer => r
+                        .peers
+                        .iter()
+                        .find(|p| p.target == peer && !p.saturated)
+                        .and_then(|p| p.latency.as_ref())
+                        .map(|l| l.p99_ms.median),
+                };
+                match p99 {
+                    Some(p99) if p99 <= slo_ms => out.highest_rate = Some(r.rate),
+                    _ => {
+                        out.first_over = Some(r.rate);
+                        break;
+                    }
+                }
+            }
+            out
+        })
+        .collect()
 }
 
 fn sim_config(delays: [u64; 5]) -> Result<SimConfig, BenchError> {
@@ -857,6 +931,7 @@ pub(crate) fn measured(target: &str, rate: f64, reports: &[manifold_load::LoadRe
         p50_ms: pick(|r| r.latency_ms.p50),
         p99_ms: pick(|r| r.latency_ms.p99),
         p999_ms: pick(|r| r.latency_ms.p999),
+        max_ms: pick(|r| r.latency_ms.max),
         errors: reports.iter().map(|r| r.errors).sum(),
         sent: reports.iter().map(|r| r.sent).sum(),
     }
@@ -1098,7 +1173,10 @@ pub async fn run(
     };
 
     let goal = goal_check(&rates, throughput.as_ref());
+    let slo_p99_ms = spec.slo_p99_ms();
     Ok(ComposeReport {
+        slo_p99_ms,
+        within_slo: within_slo(&rates, slo_p99_ms),
         scenario: "compose",
         delays_ms: spec.delays_ms,
         ideal_ms: spec.ideal_ms(),
@@ -1154,8 +1232,11 @@ impl ComposeReport {
             "checkout DAG, service times {:?} ms (order, payment, inventory, shipping, confirm); configured ideal (critical path) {:.1} ms; floor = measured in the same rounds: one server that makes no upstream call and waits the critical path as the simulator does (order, then the longest of payment/inventory/shipping, then confirm); waits timed by the {} timer; {} rounds of {:.1} s per rate, medians [min–max]\n",
             self.delays_ms, self.ideal_ms, self.timer, self.rounds, self.duration_s
         );
-        let _ = writeln!(s, "| rate | target | p50 ms | p99 ms | p99.9 ms | errors |");
-        let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|");
+        let _ = writeln!(
+            s,
+            "| rate | target | p50 ms | p99 ms | p99.9 ms | max ms | errors |"
+        );
+        let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|");
         let cell = |x: &Spread| format!("{:.2} [{:.2}–{:.2}]", x.median, x.min, x.max);
         for r in &self.rates {
             for m in [&r.floor, &r.manifold, &r.hand_written]
@@ -1165,13 +1246,14 @@ impl ComposeReport {
                 let sat = r.peers.iter().any(|p| p.target == m.target && p.saturated);
                 let _ = writeln!(
                     s,
-                    "| {:.0}/s | {}{} | {} | {} | {} | {}/{} |",
+                    "| {:.0}/s | {}{} | {} | {} | {} | {} | {}/{} |",
                     r.rate,
                     m.target,
                     if sat { " (saturated)" } else { "" },
                     cell(&m.p50_ms),
                     cell(&m.p99_ms),
                     cell(&m.p999_ms),
+                    cell(&m.max_ms),
                     m.errors,
                     m.sent
                 );
@@ -1179,12 +1261,34 @@ impl ComposeReport {
             for p in r.peers.iter().filter(|p| p.latency.is_none()) {
                 let _ = writeln!(
                     s,
-                    "| {:.0}/s | {} | {} | | | |",
+                    "| {:.0}/s | {} | {} | | | | |",
                     r.rate,
                     p.target,
                     p.note.as_deref().unwrap_or("not measured")
                 );
             }
+        }
+        if !self.within_slo.is_empty() {
+            let each: Vec<String> = self
+                .within_slo
+                .iter()
+                .map(|w| {
+                    let highest = match w.highest_rate {
+                        Some(r) => format!("{r:.0}/s"),
+                        None => "none".to_owned(),
+                    };
+                    match w.first_over {
+                        Some(r) => format!("{} {highest} (over at {r:.0}/s)", w.target),
+                        None => format!("{} {highest} (within at every rate measured)", w.target),
+                    }
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "\nhighest rate with p99 within the {:.1} ms SLO (`--slo-p99`; default twice the configured ideal): {}",
+                self.slo_p99_ms,
+                each.join("; ")
+            );
         }
         let _ = writeln!(
             s,
@@ -1450,6 +1554,14 @@ mod tests {
             assert!(c.min > 0.0, "{c:?}");
         }
         assert!(md.contains("| closed loop | "), "{md}");
+        assert!(md.contains("| max ms |"), "{md}");
+        // The SLO defaults to twice the ideal, and every built-in target is placed against it.
+        assert_eq!(report.slo_p99_ms, 16.0);
+        assert_eq!(report.within_slo.len(), 3, "{:?}", report.within_slo);
+        assert!(
+            md.contains("highest rate with p99 within the 16.0 ms SLO"),
+            "{md}"
+        );
         assert!(
             json["goal"]["p50_over_recorded_ideal_ms"].is_number(),
             "{json}"
@@ -1504,6 +1616,7 @@ mod tests {
             p50_ms: one(p50),
             p99_ms: one(p99),
             p999_ms: one(p99),
+            max_ms: one(p99),
             errors: 0,
             sent: 1,
         }
@@ -1532,6 +1645,47 @@ mod tests {
             hand_written_cpu_us_per_request: None,
             peers: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_highest_rate_within_the_slo_stops_at_the_first_rate_over_it() {
+        let mut low = rate_result(500.0, (9.0, 10.0), (9.5, 12.0));
+        low.peers.push(PeerLatency {
+            target: "node".into(),
+            latency: Some(figures("node", 500.0, 10.0, 14.0)),
+            saturated: false,
+            note: None,
+            p50_over_manifold: None,
+            p99_over_manifold: None,
+        });
+        let mut mid = rate_result(1000.0, (9.0, 11.0), (9.5, 13.0));
+        mid.peers.push(PeerLatency {
+            target: "node".into(),
+            latency: None,
+            saturated: true,
+            note: Some("not driven: saturated at 500 req/s".into()),
+            p50_over_manifold: None,
+            p99_over_manifold: None,
+        });
+        let high = rate_result(2000.0, (9.0, 15.0), (9.5, 40.0));
+        // Given out of order: the rates are taken ascending. A lower p99 at a higher rate after
+        // one over the SLO does not count: the rate must *stay* within.
+        let rates = [high, low, mid];
+        let w = within_slo(&rates, 16.0);
+        let by = |t: &str| w.iter().find(|x| x.target == t).unwrap().clone();
+        let floor = by("floor");
+        assert_eq!((floor.highest_rate, floor.first_over), (Some(2000.0), None));
+        let m = by("manifold");
+        assert_eq!((m.highest_rate, m.first_over), (Some(1000.0), Some(2000.0)));
+        let node = by("node");
+        assert_eq!(
+            (node.highest_rate, node.first_over),
+            (Some(500.0), Some(1000.0))
+        );
+        let none = within_slo(&rates, 5.0);
+        assert!(none
+            .iter()
+            .all(|x| x.highest_rate.is_none() && x.first_over == Some(500.0)));
     }
 
     #[test]

@@ -435,9 +435,9 @@ impl ProxyReport {
         };
         let _ = writeln!(
             s,
-            "| rate | target | p50 ms | p99 ms | p99.9 ms | added p50 / p99 ms over direct | proxy CPU µs/req | errors |"
+            "| rate | target | p50 ms | p99 ms | p99.9 ms | max ms | added p50 / p99 ms over direct | proxy CPU µs/req | errors |"
         );
-        let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|---:|");
         for r in &self.rates {
             for t in &r.targets {
                 let m = &t.latency;
@@ -451,12 +451,13 @@ impl ProxyReport {
                 };
                 let _ = writeln!(
                     s,
-                    "| {:.0}/s | {} | {} | {} | {} | {} | {} | {}/{} |",
+                    "| {:.0}/s | {} | {} | {} | {} | {} | {} | {} | {}/{} |",
                     r.rate,
                     m.target,
                     cell(&m.p50_ms),
                     cell(&m.p99_ms),
                     cell(&m.p999_ms),
+                    cell(&m.max_ms),
                     added,
                     if m.target == "direct" {
                         "—".to_owned()

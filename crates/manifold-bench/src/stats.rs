@@ -52,6 +52,8 @@ pub struct Measured {
     pub p99_ms: Spread,
     /// p99.9 in milliseconds.
     pub p999_ms: Spread,
+    /// The slowest request, milliseconds.
+    pub max_ms: Spread,
     /// Requests that failed, summed over rounds.
     pub errors: u64,
     /// Requests sent, summed over rounds.

@@ -532,7 +532,11 @@ fn compile_server(raw: Option<&Spanned<RawServer>>, diag: &mut Diagnostics<'_>) 
             &raw.max_response_bytes,
             &mut s.max_response_bytes,
         ),
-        ("max_connections", &raw.max_connections, &mut s.max_connections),
+        (
+            "max_connections",
+            &raw.max_connections,
+            &mut s.max_connections,
+        ),
     ] {
         if let Some(v) = value {
             if *v.get_ref() == 0 {

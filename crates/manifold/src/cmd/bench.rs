@@ -59,6 +59,10 @@ pub(crate) struct Args {
     /// (default) or `tokio` (every wait rounded up to the next 1 ms tick).
     #[arg(long, value_enum)]
     timer: Option<super::TimerArg>,
+    /// `compose`: the p99 objective the report finds each target's highest rate within (e.g.
+    /// 15ms; default twice the configured ideal).
+    #[arg(long, value_parser = manifold_load::parse_duration, value_name = "DURATION")]
+    slo_p99: Option<Duration>,
     /// `cache`: length of the Zipf key stream the hit ratios are measured on.
     #[arg(long, value_name = "N")]
     requests: Option<u64>,
@@ -128,6 +132,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     spec.peers_dir = args.peers_dir();
     if let Some(t) = args.timer {
         spec.timer = t.timer();
+    }
+    if let Some(slo) = args.slo_p99 {
+        anyhow::ensure!(!slo.is_zero(), "--slo-p99 must be more than 0");
+        spec.slo_p99 = Some(slo);
     }
     let quiet = args.json;
     let report = super::runtime()?.block_on(manifold_bench::compose::run(&spec, |step| {
