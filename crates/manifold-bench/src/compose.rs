@@ -146,6 +146,10 @@ pub struct RateResult {
     pub rate: f64,
     /// The measured floor: a server that only waits the critical path as the simulator does.
     pub floor: Measured,
+    /// One loopback HTTP round trip: the load generator to a simulated endpoint with no service
+    /// time, at the same rate. Each aggregator makes four of these in sequence (the client's,
+    /// then order, the fan-out, confirm), so they bound from below what any aggregator adds.
+    pub hop: Measured,
     /// Manifold's latency.
     pub manifold: Measured,
     /// The hand-written aggregator's latency.
@@ -280,6 +284,9 @@ pub struct GoalCheck {
     pub throughput_ratio: Option<f64>,
     /// The throughput goal holds, when measured.
     pub throughput_met: Option<bool>,
+    /// One loopback round trip at this rate (the load generator to a simulated endpoint with
+    /// no service time), median p50 in ms: an aggregator makes four in sequence.
+    pub one_hop_p50_ms: f64,
 }
 
 /// The whole result.
@@ -405,6 +412,12 @@ host = "127.0.0.1"
   path = "/shipping/labels"
   latency = "{s}ms"
   response = {{ body = {{ label = "L-{{seq}}" }} }}
+[services.hop]
+  [[services.hop.endpoints]]
+  method = "POST"
+  path = "/hop"
+  latency = "0ms"
+  response = {{ body = {{ ok = true }} }}
 "#
     );
     SimConfig::from_toml(&toml).map_err(|e| BenchError::Setup(format!("simulator config: {e}")))
@@ -694,6 +707,8 @@ impl Drop for OwnRuntime {
 struct Targets {
     sim: RunningSim,
     floor: String,
+    /// The simulator's no-service-time endpoint: one loopback round trip.
+    hop: String,
     manifold: String,
     hand_written: String,
     peers: Vec<PeerTarget>,
@@ -715,7 +730,7 @@ impl Targets {
         match slot {
             Slot::Manifold => ThreadsCpu::read(&self.threads[0]),
             Slot::HandWritten => ThreadsCpu::read(&self.threads[1]),
-            Slot::Floor | Slot::Peer(_) => None,
+            Slot::Floor | Slot::Hop | Slot::Peer(_) => None,
         }
     }
 }
@@ -770,9 +785,11 @@ async fn start_targets(
     let floor = start_floor(delays, timer.clone(), stop.clone())
         .await
         .map_err(|e| BenchError::Setup(format!("floor: {e}")))?;
+    let hop = format!("{}/hop", up("hop"));
     let mut targets = Targets {
         sim,
         floor: format!("http://{floor}/checkout"),
+        hop,
         manifold,
         hand_written: format!("http://{agg}/checkout"),
         peers: Vec::new(),
@@ -955,6 +972,7 @@ fn ratio(a: f64, b: f64) -> Option<f64> {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Slot {
     Floor,
+    Hop,
     Manifold,
     HandWritten,
     Peer(usize),
@@ -975,7 +993,12 @@ pub async fn run(
     }
     // Warm every target: connection pools, allocator, caches, interpreters.
     let warm = Duration::from_millis(500);
-    for url in [&targets.floor, &targets.manifold, &targets.hand_written] {
+    for url in [
+        &targets.floor,
+        &targets.hop,
+        &targets.manifold,
+        &targets.hand_written,
+    ] {
         let _ = measure(url, 200.0, warm, &spec.timer).await?;
     }
     for p in &targets.peers {
@@ -983,7 +1006,7 @@ pub async fn run(
         drain(&p.drain).await;
     }
 
-    let mut slots = vec![Slot::Floor, Slot::Manifold, Slot::HandWritten];
+    let mut slots = vec![Slot::Floor, Slot::Hop, Slot::Manifold, Slot::HandWritten];
     slots.extend((0..targets.peers.len()).map(Slot::Peer));
     // A peer saturated at some rate: (that rate) — it is not driven at higher ones.
     let mut saturated_at: Vec<Option<f64>> = vec![None; targets.peers.len()];
@@ -992,11 +1015,13 @@ pub async fn run(
         let (mut f, mut m, mut h) = (Vec::new(), Vec::new(), Vec::new());
         let (mut m_rec, mut h_rec) = (Vec::new(), Vec::new());
         let (mut m_cpu, mut h_cpu) = (Vec::new(), Vec::new());
+        let mut hops = Vec::new();
         let mut p: Vec<Vec<manifold_load::LoadReport>> = vec![Vec::new(); targets.peers.len()];
         for round in 0..spec.rounds {
             for slot in rotated(&slots, round) {
                 let (name, url) = match slot {
                     Slot::Floor => ("floor", &targets.floor),
+                    Slot::Hop => ("one hop", &targets.hop),
                     Slot::Manifold => ("manifold", &targets.manifold),
                     Slot::HandWritten => ("hand-written", &targets.hand_written),
                     Slot::Peer(i) => {
@@ -1017,6 +1042,7 @@ pub async fn run(
                 let cpu = cpu_us(before, targets.cpu(slot), r.ok);
                 match slot {
                     Slot::Floor => f.push(r),
+                    Slot::Hop => hops.push(r),
                     Slot::Manifold => {
                         m_rec.extend(recorded_run(&targets.sim, &r));
                         m_cpu.push(cpu);
@@ -1038,6 +1064,7 @@ pub async fn run(
             }
         }
         let floor = measured("floor", rate, &f);
+        let hop = measured("one hop", rate, &hops);
         let manifold = measured("manifold", rate, &m);
         let hand_written = measured("hand-written", rate, &h);
         let peers = targets
@@ -1082,6 +1109,7 @@ pub async fn run(
             floor_p50_over_ideal_ms: floor.p50_ms.median - spec.ideal_ms(),
             floor_p99_over_ideal_ms: floor.p99_ms.median - spec.ideal_ms(),
             floor,
+            hop,
             added_p50_over_hand_written_ms: manifold.p50_ms.median - hand_written.p50_ms.median,
             added_p99_over_hand_written_ms: manifold.p99_ms.median - hand_written.p99_ms.median,
             manifold,
@@ -1114,7 +1142,7 @@ pub async fn run(
                 let url = match slot {
                     // Not in the throughput rotation: with instant upstreams it would only
                     // measure an empty server.
-                    Slot::Floor => continue,
+                    Slot::Floor | Slot::Hop => continue,
                     Slot::Manifold => &targets.manifold,
                     Slot::HandWritten => &targets.hand_written,
                     Slot::Peer(i) => &targets.peers[i].url,
@@ -1130,7 +1158,7 @@ pub async fn run(
                 let cpu = cpu_us(before, targets.cpu(slot), done);
                 let rps = done as f64 / secs;
                 match slot {
-                    Slot::Floor => {}
+                    Slot::Floor | Slot::Hop => {}
                     Slot::Manifold => {
                         m.push(rps);
                         m_cpu.push(cpu);
@@ -1219,6 +1247,7 @@ fn goal_check(rates: &[RateResult], throughput: Option<&Throughput>) -> Option<G
         met_over_floor: met(r.added_p50_over_floor_ms, r.added_p99_over_floor_ms),
         throughput_ratio: throughput.map(|t| t.ratio),
         throughput_met: throughput.map(|t| t.ratio >= GOAL_THROUGHPUT_RATIO),
+        one_hop_p50_ms: r.hop.p50_ms.median,
     })
 }
 
@@ -1239,7 +1268,7 @@ impl ComposeReport {
         let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|");
         let cell = |x: &Spread| format!("{:.2} [{:.2}–{:.2}]", x.median, x.min, x.max);
         for r in &self.rates {
-            for m in [&r.floor, &r.manifold, &r.hand_written]
+            for m in [&r.floor, &r.hop, &r.manifold, &r.hand_written]
                 .into_iter()
                 .chain(r.peers.iter().filter_map(|p| p.latency.as_ref()))
             {
@@ -1453,13 +1482,14 @@ impl GoalCheck {
             _ => String::new(),
         };
         format!(
-            "Goal at {at} (≤ {GOAL_P50_MS} ms added at p50, ≤ {GOAL_P99_MS} ms at p99): {recorded}over the configured ideal {:+.2} ms p50 / {:+.2} ms p99: {}; over the measured floor {:+.2} ms p50 / {:+.2} ms p99: {}{throughput}.",
+            "Goal at {at} (≤ {GOAL_P50_MS} ms added at p50, ≤ {GOAL_P99_MS} ms at p99): {recorded}over the configured ideal {:+.2} ms p50 / {:+.2} ms p99: {}; over the measured floor {:+.2} ms p50 / {:+.2} ms p99: {}{throughput}. One loopback round trip costs {:.2} ms at p50 here, and an aggregator makes four in sequence (the client's, order, the fan-out, confirm).",
             self.p50_over_ideal_ms,
             self.p99_over_ideal_ms,
             verdict(self.met_over_ideal),
             self.p50_over_floor_ms,
             self.p99_over_floor_ms,
             verdict(self.met_over_floor),
+            self.one_hop_p50_ms,
         )
     }
 }
@@ -1484,12 +1514,17 @@ mod tests {
         assert_eq!(report.ideal_ms, 8.0);
         let r = &report.rates[0];
         assert_eq!(r.floor.target, "floor");
-        for m in [&r.floor, &r.manifold, &r.hand_written] {
+        for m in [&r.floor, &r.hop, &r.manifold, &r.hand_written] {
             assert_eq!(m.errors, 0, "{m:?}");
             assert_eq!(m.sent, 80, "{m:?}");
+        }
+        for m in [&r.floor, &r.manifold, &r.hand_written] {
             // Nothing can beat the critical path of the service times, the floor included.
             assert!(m.p50_ms.median >= report.ideal_ms, "{m:?}");
         }
+        // One round trip with no service time is quicker than any checkout.
+        assert_eq!(r.hop.target, "one hop");
+        assert!(r.hop.p50_ms.median < report.ideal_ms, "{:?}", r.hop);
         assert_eq!(
             r.added_p50_over_floor_ms,
             r.manifold.p50_ms.median - r.floor.p50_ms.median
@@ -1500,9 +1535,9 @@ mod tests {
         );
         let t = report.throughput.as_ref().unwrap();
         assert!(t.manifold_rps.median > 0.0 && t.hand_written_rps.median > 0.0);
-        // One for the start-up, three targets (floor, Manifold, hand-written) × two rounds, two
-        // throughput rounds.
-        assert_eq!(steps.len(), 1 + 3 * 2 + 2, "{steps:?}");
+        // One for the start-up, four targets (floor, one hop, Manifold, hand-written) × two
+        // rounds, two throughput rounds.
+        assert_eq!(steps.len(), 1 + 4 * 2 + 2, "{steps:?}");
         assert_eq!(steps.iter().filter(|s| s.ends_with(": floor")).count(), 2);
         assert!(report.skipped.is_empty() && r.peers.is_empty());
         let goal = report.goal.as_ref().unwrap();
@@ -1512,6 +1547,8 @@ mod tests {
         let md = report.to_markdown();
         for want in [
             "| 100/s | floor |",
+            "| 100/s | one hop |",
+            "One loopback round trip costs ",
             "| 100/s | manifold |",
             "| 100/s | hand-written |",
             "Manifold over floor, p50 / p99 ms",
@@ -1627,6 +1664,7 @@ mod tests {
         RateResult {
             rate,
             floor: figures("floor", rate, floor.0, floor.1),
+            hop: figures("one hop", rate, 0.1, 0.3),
             manifold: figures("manifold", rate, manifold.0, manifold.1),
             hand_written: figures("hand-written", rate, manifold.0, manifold.1),
             added_p50_over_ideal_ms: manifold.0 - ideal,
