@@ -92,7 +92,7 @@ impl Default for ServerSettings {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
-            max_connections: 10_000,
+            max_connections: 8192,
         }
     }
 }

@@ -215,7 +215,7 @@ fn server_limits_compile_and_bad_ones_name_the_line() {
     let plain = format!("{UPSTREAMS}[routes.r]\npath = \"/r\"\nproxy = \"a\"\n");
     let config = compile("t.toml".as_ref(), &plain).expect("valid");
     assert_eq!(config.server.body_read_timeout, Duration::from_secs(30));
-    assert_eq!(config.server.max_connections, 10_000);
+    assert_eq!(config.server.max_connections, 8192);
 
     let bad = format!(
         "[server]\nheader_read_timeout = \"0s\"\nbody_read_timeout = \"soon\"\nmax_connections = 0\n{UPSTREAMS}[routes.r]\npath = \"/r\"\nproxy = \"a\"\n"

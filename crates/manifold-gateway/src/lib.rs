@@ -45,6 +45,29 @@ use tokio_util::sync::CancellationToken;
 /// Most connections the admin listener serves at once (health probes, `/config`).
 const ADMIN_MAX_CONNECTIONS: usize = 256;
 
+/// Descriptors kept aside beyond the connections: listeners, the queue's files, logs.
+const SPARE_FILES: u64 = 64;
+
+/// A warning when the process's open-file limit cannot hold `server.max_connections` client
+/// connections plus an upstream connection for each (the least a proxied or composed request
+/// needs) and the admin listener's: past the limit the gateway cannot accept or connect, and
+/// requests fail with "too many open files" long before `max_connections` is reached.
+pub fn open_files_warning(server: &manifold_config::ServerSettings, limit: u64) -> Option<String> {
+    let needed = server
+        .max_connections
+        .saturating_mul(2)
+        .saturating_add(ADMIN_MAX_CONNECTIONS as u64)
+        .saturating_add(SPARE_FILES);
+    (limit < needed).then(|| {
+        format!(
+            "the open-file limit is {limit}, and server.max_connections = {} needs about {needed} \
+             (a client and an upstream connection each, plus the admin listener's): raise the \
+             limit (`ulimit -n`, LimitNOFILE= for systemd) or lower server.max_connections",
+            server.max_connections
+        )
+    })
+}
+
 /// A gateway with its listeners bound, ready to [`run`](Gateway::run).
 #[derive(Debug)]
 pub struct Gateway {
@@ -192,5 +215,24 @@ impl Gateway {
         }
         admin_stop.cancel();
         let _ = admin_task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_open_file_limit_is_checked_against_max_connections() {
+        let mut server = manifold_config::ServerSettings::default();
+        // The default 8,192 connections need about 16,704 descriptors.
+        assert!(open_files_warning(&server, 1_048_576).is_none());
+        let w = open_files_warning(&server, 1024).expect("a warning");
+        assert!(w.contains("the open-file limit is 1024"), "{w}");
+        assert!(w.contains("server.max_connections = 8192"), "{w}");
+        server.max_connections = 300;
+        assert!(open_files_warning(&server, 1024).is_none());
+        server.max_connections = u64::MAX;
+        assert!(open_files_warning(&server, u64::MAX - 1).is_some());
     }
 }

@@ -42,8 +42,11 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     cmd::init_logging();
+    let open_files = cmd::raise_open_file_limit();
     let result = match cli.command {
-        Command::Serve(args) => cmd::runtime().and_then(|rt| rt.block_on(cmd::serve::run(args))),
+        Command::Serve(args) => {
+            cmd::runtime().and_then(|rt| rt.block_on(cmd::serve::run(args, open_files)))
+        }
         Command::Check(args) => cmd::check::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Cache(args) => cmd::cache::run(args),

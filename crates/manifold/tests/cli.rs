@@ -111,3 +111,53 @@ fn serve_starts_answers_and_stops_on_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn serve_raises_its_open_file_limit_and_warns_when_it_is_still_short() {
+    // Start with a soft limit of 256 under a hard limit of 1,024 (a shell may lower both).
+    let mut child = Command::new("bash")
+        .args([
+            "-c",
+            "ulimit -Sn 256 && ulimit -Hn 1024 && exec \"$0\" \"$@\"",
+            env!("CARGO_BIN_EXE_manifold"),
+            "serve",
+            "-c",
+            &repo("examples/shop.toml"),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("manifold listening on"), "{line}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_else(|| panic!("{limits}"));
+    let fields: Vec<&str> = open_files.split_whitespace().collect();
+    // "Max open files  SOFT  HARD  files": the soft limit was raised to the hard one.
+    assert_eq!(fields[3], "1024", "{open_files}");
+    assert_eq!(fields[4], "1024", "{open_files}");
+
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the open-file limit is 1024")
+            && stderr.contains("server.max_connections = 8192"),
+        "{stderr}"
+    );
+}

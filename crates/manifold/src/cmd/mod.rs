@@ -31,6 +31,25 @@ impl TimerArg {
     }
 }
 
+/// Raise this process's soft limit on open files to its hard limit, and return the limit now in
+/// force (`None` where it cannot be read). Every socket is a file: a gateway, a simulator or a
+/// load generator held to a distribution's default soft limit (often 1,024) fails to accept or
+/// connect long before the machine is busy. Go's runtime does the same at start-up.
+pub(crate) fn raise_open_file_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            tracing::debug!(limit, "open-file limit");
+            Some(limit)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot raise the open-file limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .ok()
+                .map(|(soft, _)| soft)
+        }
+    }
+}
+
 /// Build the multi-threaded tokio runtime the async subcommands run on.
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()

@@ -26,7 +26,8 @@ pub(crate) struct Args {
     admin: Option<std::net::SocketAddr>,
 }
 
-pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+/// `open_files`: the process's open-file limit, checked against `server.max_connections`.
+pub(crate) async fn run(args: Args, open_files: Option<u64>) -> anyhow::Result<ExitCode> {
     let mut config = match manifold_config::load(&args.config) {
         Ok(c) => c,
         Err(errors) => {
@@ -39,6 +40,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(a) = args.admin {
         config.server.admin = a;
+    }
+    if let Some(warning) =
+        open_files.and_then(|l| manifold_gateway::open_files_warning(&config.server, l))
+    {
+        tracing::warn!("{warning}");
     }
     let routes = config.routes.len();
     let gateway = manifold_gateway::Gateway::bind(config)
