@@ -84,17 +84,8 @@ async fn client_errors_get_clear_answers() {
 #[tokio::test]
 async fn oversized_body_is_refused_before_it_is_read() {
     let (_up, gw) = echo_gateway().await;
-    let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     // Announce 100 MB, send 10 bytes, then wait: the answer must come without the rest.
-    conn.write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100000000\r\n\r\n{\"x\": 1, ")
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
-        .await
-        .expect("no answer while the body was still unsent")
-        .unwrap();
-    let head = String::from_utf8_lossy(&buf[..n]);
+    let (head, _conn) = answer_before_the_body_ends(&gw, 100_000_000).await;
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
 }
 
@@ -132,13 +123,17 @@ async fn proxy_forwards_method_path_query_headers_and_body() {
     assert_eq!(seen.headers["x-forwarded-proto"], "http");
 }
 
-/// Send a request head announcing a 50-byte body, then only 10 bytes of it, and wait for the
-/// gateway's answer (at most 10 s): it must come while the rest is still unsent.
-async fn answer_to_a_trickled_body(gw: &TestGateway) -> (String, tokio::net::TcpStream) {
+/// Send `POST /echo` announcing a body of `announced` bytes, then only 10 bytes of it, and wait
+/// for the gateway's answer (at most 10 s): it must come while the rest is still unsent.
+async fn answer_before_the_body_ends(
+    gw: &TestGateway,
+    announced: u64,
+) -> (String, tokio::net::TcpStream) {
     let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    conn.write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 50\r\n\r\n{\"x\": 1, ")
-        .await
-        .unwrap();
+    let head = format!(
+        "POST /echo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {announced}\r\n\r\n{{\"x\": 1, "
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
     let mut buf = vec![0u8; 2048];
     let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
         .await
@@ -172,7 +167,7 @@ async fn a_trickled_body_gets_408_and_the_connection_is_closed() {
         ),
     )
     .await;
-    let (head, mut conn) = answer_to_a_trickled_body(&gw).await;
+    let (head, mut conn) = answer_before_the_body_ends(&gw, 50).await;
     assert!(head.starts_with("HTTP/1.1 408"), "{head}");
     assert!(
         head.to_ascii_lowercase().contains("connection: close"),
@@ -197,7 +192,7 @@ async fn a_body_still_arriving_at_the_route_deadline_gets_504() {
         ECHO_ROUTE.replace("DEADLINE", "deadline = \"300ms\"")
     ))
     .await;
-    let (head, _conn) = answer_to_a_trickled_body(&gw).await;
+    let (head, _conn) = answer_before_the_body_ends(&gw, 50).await;
     assert!(head.starts_with("HTTP/1.1 504"), "{head}");
     assert!(head.contains("\"deadline\""), "{head}");
     assert!(up.requests().is_empty(), "the upstream was called");

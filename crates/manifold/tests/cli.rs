@@ -67,26 +67,39 @@ fn check_reports_every_error_with_its_location() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-#[test]
-fn serve_starts_answers_and_stops_on_sigterm() {
-    let mut child = manifold()
-        .args([
-            "serve",
-            "-c",
-            &repo("examples/shop.toml"),
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-        ])
+/// The arguments that serve the shop on free ports.
+fn serve_shop_args() -> Vec<String> {
+    let config = repo("examples/shop.toml");
+    [
+        "serve",
+        "-c",
+        &config,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// Start `command` (a `manifold serve`) and read its first line ("manifold listening on …").
+fn start_serving(command: &mut Command, stderr: Stdio) -> (std::process::Child, String) {
+    let mut child = command
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    (child, line)
+}
+
+#[test]
+fn serve_starts_answers_and_stops_on_sigterm() {
+    let (mut child, line) = start_serving(manifold().args(serve_shop_args()), Stdio::null());
     // "manifold listening on 127.0.0.1:PORT (admin 127.0.0.1:PORT), 2 route(s)"
     let admin = line
         .split("(admin ")
@@ -114,28 +127,17 @@ fn serve_starts_answers_and_stops_on_sigterm() {
 
 #[test]
 fn serve_raises_its_open_file_limit_and_warns_when_it_is_still_short() {
-    // Start with a soft limit of 256 under a hard limit of 1,024 (a shell may lower both).
-    let mut child = Command::new("bash")
+    // Start with a soft limit of 256 under a hard limit of 1,024 (a shell may lower both, the
+    // soft one first).
+    let mut shell = Command::new("bash");
+    shell
         .args([
             "-c",
             "ulimit -Sn 256 && ulimit -Hn 1024 && exec \"$0\" \"$@\"",
             env!("CARGO_BIN_EXE_manifold"),
-            "serve",
-            "-c",
-            &repo("examples/shop.toml"),
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
         ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+        .args(serve_shop_args());
+    let (child, line) = start_serving(&mut shell, Stdio::piped());
     assert!(line.starts_with("manifold listening on"), "{line}");
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
     let open_files = limits
