@@ -101,16 +101,30 @@ async fn route(shared_arc: Arc<Shared>, req: Request<Incoming>) -> Response<Body
             )
         }
     };
-    let Some(&ri) = matched
-        .value
-        .iter()
-        .find(|&&i| shared.config.routes[i].method == req.method())
-    else {
-        let allow: Vec<&str> = matched
+    let route_for = |m: &http::Method| {
+        matched
+            .value
+            .iter()
+            .copied()
+            .find(|&i| shared.config.routes[i].method == *m)
+    };
+    // HEAD is served by the GET route where there is no HEAD route of its own (RFC 9110 §9.3.2):
+    // the route runs as for GET (a proxy route forwards HEAD as it is) and hyper sends the
+    // headers without the body.
+    let found = route_for(req.method()).or_else(|| {
+        (req.method() == http::Method::HEAD)
+            .then(|| route_for(&http::Method::GET))
+            .flatten()
+    });
+    let Some(ri) = found else {
+        let mut allow: Vec<&str> = matched
             .value
             .iter()
             .map(|&i| shared.config.routes[i].method.as_str())
             .collect();
+        if allow.contains(&"GET") && !allow.contains(&"HEAD") {
+            allow.push("HEAD");
+        }
         let mut resp = error_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",

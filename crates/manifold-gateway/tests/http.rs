@@ -82,6 +82,30 @@ async fn client_errors_get_clear_answers() {
 }
 
 #[tokio::test]
+async fn head_is_served_by_the_get_route() {
+    let (up, gw) = echo_gateway().await;
+    // A composed GET route: the plan runs, the answer comes without its body.
+    let (s, h, b) = send("HEAD", &gw.url("/slow"), None).await;
+    assert_eq!(s, 200);
+    assert!(b.is_empty(), "{b:?}");
+    let (_, get_h, get_b) = send("GET", &gw.url("/slow"), None).await;
+    assert_eq!(h["content-length"], get_b.len().to_string().as_str());
+    assert_eq!(h["content-type"], get_h["content-type"]);
+    // A proxied GET route forwards HEAD as HEAD.
+    let (s, _, b) = send("HEAD", &gw.url("/api/things"), None).await;
+    assert_eq!(s, 200);
+    assert!(b.is_empty());
+    assert_eq!(up.find("/base/api/things").method, "HEAD");
+    // A route with no GET still refuses HEAD, and GET routes list HEAD as allowed.
+    let (s, h, _) = send("HEAD", &gw.url("/echo"), None).await;
+    assert_eq!(s, 405);
+    assert_eq!(h["allow"], "POST");
+    let (s, h, _) = send("PUT", &gw.url("/slow"), None).await;
+    assert_eq!(s, 405);
+    assert_eq!(h["allow"], "GET, HEAD");
+}
+
+#[tokio::test]
 async fn oversized_body_is_refused_before_it_is_read() {
     let (_up, gw) = echo_gateway().await;
     // Announce 100 MB, send 10 bytes, then wait: the answer must come without the rest.
