@@ -7,17 +7,29 @@
 //! `$proxy_add_x_forwarded_for` and Envoy do: an upstream trusts only the entries added by
 //! proxies it trusts, the last one being the address Manifold saw), and `X-Forwarded-Proto`
 //! says `http` unless a proxy in front (one terminating TLS, say) already said otherwise.
+//!
+//! The answer's body is streamed, and it must keep moving: each wait for more of it is bounded by
+//! the upstream's `timeout` (as nginx's `proxy_read_timeout` bounds each read), and the whole
+//! answer by the route's deadline. Past either, the stream is cut (the client sees the connection
+//! or stream end early: the status line has already gone out), so a stalled upstream cannot hold
+//! a client connection forever.
 
 use crate::client::{Body, UpstreamClient};
-use crate::error::{CallError, CallErrorKind};
+use crate::error::{BoxError, CallError, CallErrorKind};
 use crate::exec::DEADLINE_HEADER;
 use crate::handler::{box_err, call_error_response};
 use crate::server::ClientAddr;
+use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONNECTION, HOST};
 use http::{HeaderMap, Request, Response, Uri};
+use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use tokio::time::Instant;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
 
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -113,7 +125,111 @@ pub(crate) async fn forward(
     };
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, body.map_err(box_err).boxed())
+    let body = Watched::new(
+        body.map_err(box_err).boxed(),
+        client.timeout,
+        deadline,
+        &client.name,
+    );
+    Response::from_parts(parts, BodyExt::boxed(body))
+}
+
+/// A streamed answer that must keep moving: an error once `idle` passes with no new frame, or
+/// once `deadline` passes. The idle timer is armed once and moved on only when it fires early
+/// (the time of the last frame is kept instead), so a fast body costs no timer work per frame.
+struct Watched {
+    inner: Body,
+    idle: Duration,
+    last_frame: Instant,
+    idle_timer: Pin<Box<Sleep>>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    upstream: String,
+    done: bool,
+}
+
+impl Watched {
+    fn new(inner: Body, idle: Duration, deadline: Option<Instant>, upstream: &str) -> Self {
+        let now = Instant::now();
+        Watched {
+            inner,
+            idle,
+            last_frame: now,
+            idle_timer: Box::pin(tokio::time::sleep_until(now + idle)),
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            upstream: upstream.to_owned(),
+            done: false,
+        }
+    }
+
+    fn cut(
+        &mut self,
+        kind: CallErrorKind,
+        why: String,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.done = true;
+        tracing::warn!(upstream = %self.upstream, kind = kind.as_str(), "{why}; the answer was cut short");
+        Poll::Ready(Some(Err(Box::new(CallError::new(kind, why)))))
+    }
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        // The deadline first: an upstream streaming without pause must not outlast it either.
+        if let Some(d) = this.deadline.as_mut() {
+            if d.as_mut().poll(cx).is_ready() {
+                let why = format!(
+                    "the route's deadline passed while upstream `{}` was still sending its answer",
+                    this.upstream
+                );
+                return this.cut(CallErrorKind::Deadline, why);
+            }
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(frame)) => {
+                this.last_frame = Instant::now();
+                return Poll::Ready(Some(frame));
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                return Poll::Ready(None);
+            }
+            Poll::Pending => {}
+        }
+        loop {
+            if this.idle_timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let due = this.last_frame + this.idle;
+            if due <= Instant::now() {
+                let why = format!(
+                    "upstream `{}` sent nothing more of its answer for {}",
+                    this.upstream,
+                    humantime::format_duration(this.idle)
+                );
+                return this.cut(CallErrorKind::Timeout, why);
+            }
+            // Frames came since the timer was armed: move it on and wait again.
+            this.idle_timer.as_mut().reset(due);
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Append `ip` to `X-Forwarded-For`, folding the client's own entries (one header or several)

@@ -105,6 +105,92 @@ async fn head_is_served_by_the_get_route() {
     assert_eq!(h["allow"], "GET, HEAD");
 }
 
+/// An upstream that answers each request with a head promising 100 bytes and sends `hello`,
+/// then one more byte every `every` (bounded: at most 200), or nothing more at all; it keeps the
+/// connection open either way (for at most 30 s).
+async fn stalling_upstream(every: Option<Duration>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 100\r\n\r\nhello";
+                if conn.write_all(head).await.is_err() {
+                    return;
+                }
+                if let Some(every) = every {
+                    for _ in 0..200 {
+                        tokio::time::sleep(every).await;
+                        if conn.write_all(b"x").await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    addr
+}
+
+/// GET `url` and read the body until it ends or breaks (at most 10 s): the bytes that came, and
+/// whether it broke.
+async fn read_until_cut(url: &str) -> (Vec<u8>, bool) {
+    let req = http::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => got.extend_from_slice(f.data_ref().map(|d| &d[..]).unwrap_or(&[])),
+                Err(_) => return true,
+            }
+        }
+        false
+    };
+    let broke = tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("the stalled answer was never cut");
+    (got, broke)
+}
+
+#[tokio::test]
+async fn a_proxied_answer_that_stalls_is_cut_after_the_upstream_timeout() {
+    let up = stalling_upstream(None).await;
+    let gw = TestGateway::start(&format!(
+        "[upstreams.u]\nendpoints = [\"http://{up}\"]\ntimeout = \"300ms\"\n[routes.p]\npath = \"/p\"\nproxy = \"u\"\n"
+    ))
+    .await;
+    let (got, broke) = read_until_cut(&gw.url("/p")).await;
+    assert!(broke, "the body ended cleanly with {got:?}");
+    assert_eq!(got, b"hello");
+}
+
+#[tokio::test]
+async fn a_proxied_answer_still_streaming_at_the_route_deadline_is_cut() {
+    // A byte every 50 ms never trips the 10 s per-read timeout: only the deadline ends it.
+    let up = stalling_upstream(Some(Duration::from_millis(50))).await;
+    let gw = TestGateway::start(&format!(
+        "[upstreams.u]\nendpoints = [\"http://{up}\"]\ntimeout = \"10s\"\n[routes.p]\npath = \"/p\"\ndeadline = \"500ms\"\nproxy = \"u\"\n"
+    ))
+    .await;
+    let (got, broke) = read_until_cut(&gw.url("/p")).await;
+    assert!(broke, "the body ended cleanly with {} bytes", got.len());
+    assert!(got.starts_with(b"hello") && got.len() < 100, "{got:?}");
+}
+
 #[tokio::test]
 async fn oversized_body_is_refused_before_it_is_read() {
     let (_up, gw) = echo_gateway().await;
