@@ -656,11 +656,13 @@ pub async fn start_floor(
     Ok(addr)
 }
 
-/// A peer's URL, and where to ask whether it has drained its backlog.
+/// A peer's URL, where to ask whether it has drained its backlog, and its process.
 struct PeerTarget {
     name: String,
     url: String,
     drain: String,
+    /// Index of its process in [`Targets::running`] (Flask's two aggregators share one).
+    process: usize,
 }
 
 /// Every target running against one simulator.
@@ -723,6 +725,20 @@ struct Targets {
 }
 
 impl Targets {
+    /// Let peer `i` finish what it has taken on before the next target is measured: its accept
+    /// queue drained (a probe answers), then its processes idle. A saturated peer keeps working
+    /// through requests it had already accepted, on connections the probe does not share, and
+    /// that work would load whatever is measured next.
+    async fn drain_peer(&self, i: usize) {
+        let Some(peer) = self.peers.get(i) else {
+            return;
+        };
+        drain(&peer.drain).await;
+        if let Some(process) = self.running.get(peer.process) {
+            settle(process).await;
+        }
+    }
+
     /// The CPU so far of a slot's own runtime threads: Manifold's and the hand-written
     /// aggregator's (the floor shares the simulator's runtime and the peers are processes of
     /// their own: not measured here).
@@ -814,6 +830,7 @@ async fn start_targets(
                         name: name.into(),
                         url: p.url(path),
                         drain: p.url("/healthz"),
+                        process: targets.running.len(),
                     });
                 }
                 targets.running.push(p);
@@ -830,6 +847,7 @@ async fn start_targets(
                     name: "node".into(),
                     url: p.url("/checkout"),
                     drain: p.url("/healthz"),
+                    process: targets.running.len(),
                 });
                 targets.running.push(p);
             }
@@ -872,6 +890,27 @@ async fn measure(
 fn saturated(r: &manifold_load::LoadReport, scheduled: Duration) -> bool {
     let d = scheduled.as_secs_f64();
     r.errors * 100 > r.sent || r.duration_s > d + (d * 0.5).max(1.0)
+}
+
+/// Wait (up to a minute) until `peer`'s processes use less than about 7% of a core over
+/// 200 ms (`/proc` counts CPU in 10 ms ticks: at most one tick in a window).
+async fn settle(peer: &RunningPeer) {
+    const WINDOW: Duration = Duration::from_millis(200);
+    const IDLE_CPU_SECONDS: f64 = 0.015;
+    let until = Instant::now() + Duration::from_secs(60);
+    let Some(mut last) = peer.cpu_seconds() else {
+        return;
+    };
+    while Instant::now() < until {
+        tokio::time::sleep(WINDOW).await;
+        let Some(now) = peer.cpu_seconds() else {
+            return;
+        };
+        if now - last < IDLE_CPU_SECONDS {
+            return;
+        }
+        last = now;
+    }
 }
 
 /// Wait (up to a minute) until a peer answers a probe: everything queued before the probe has
@@ -1001,9 +1040,9 @@ pub async fn run(
     ] {
         let _ = measure(url, 200.0, warm, &spec.timer).await?;
     }
-    for p in &targets.peers {
+    for (i, p) in targets.peers.iter().enumerate() {
         let _ = measure(&p.url, 50.0, warm, &spec.timer).await?;
-        drain(&p.drain).await;
+        targets.drain_peer(i).await;
     }
 
     let mut slots = vec![Slot::Floor, Slot::Hop, Slot::Manifold, Slot::HandWritten];
@@ -1058,7 +1097,7 @@ pub async fn run(
                             saturated_at[i] = Some(rate);
                         }
                         p[i].push(r);
-                        drain(&targets.peers[i].drain).await;
+                        targets.drain_peer(i).await;
                     }
                 }
             }
@@ -1169,7 +1208,7 @@ pub async fn run(
                     }
                     Slot::Peer(i) => {
                         p[i].push(rps);
-                        drain(&targets.peers[i].drain).await;
+                        targets.drain_peer(i).await;
                     }
                 }
             }
