@@ -149,6 +149,11 @@ pub struct DemoSpec {
     pub timeout: Duration,
     /// Also record one request alone per scenario and strategy, for the waterfall.
     pub waterfall: bool,
+    /// How the simulated shop waits out its service times and the load generator its send
+    /// times. The library default is tokio's timer (it follows paused time in tests); `manifold
+    /// demo` uses [`Timer::precise`](manifold_timer::Timer::precise), since tokio's rounds each
+    /// wait up to its next millisecond tick and would be counted as the gateway's time.
+    pub timer: manifold_timer::Timer,
 }
 
 impl DemoSpec {
@@ -163,6 +168,7 @@ impl DemoSpec {
             warmup_requests: 5,
             timeout: Duration::from_secs(5),
             waterfall: true,
+            timer: manifold_timer::Timer::Tokio,
         }
     }
 

@@ -45,7 +45,9 @@ pub async fn run(spec: &DemoSpec, mut progress: impl FnMut(&str)) -> Result<Demo
         .collect::<Result<Vec<_>, _>>()?;
 
     progress("starting the simulated shop");
-    let sim = Sim::start(SimConfig::shop()).await?;
+    let mut shop = SimConfig::shop();
+    shop.timer = spec.timer.clone();
+    let sim = Sim::start(shop).await?;
     let stop = CancellationToken::new();
     let result = measure_all(spec, configs, &sim, &stop, &mut progress).await;
     stop.cancel();
@@ -342,6 +344,7 @@ fn plan_ms(config: &Config, route: &str) -> Option<f64> {
 
 fn load_spec(spec: &DemoSpec, scenario: &Scenario, addr: SocketAddr) -> LoadSpec {
     let mut load = LoadSpec::new(format!("http://{addr}{}", scenario.path), spec.rate);
+    load.timer = spec.timer.clone();
     load.method = http::Method::from_bytes(scenario.method.as_bytes()).unwrap_or_default();
     if let Some(body) = scenario.body {
         load.headers = vec![("content-type".into(), "application/json".into())];

@@ -41,6 +41,10 @@ pub(crate) struct Args {
     /// Length of each measurement, e.g. 10s (default 10s, or 3s with --quick).
     #[arg(long, value_parser = manifold_load::parse_duration)]
     duration: Option<std::time::Duration>,
+    /// How the simulated shop waits out its service times and the load generator its send
+    /// times: `precise` (default) or `tokio` (every wait rounded up to the next 1 ms tick).
+    #[arg(long, value_enum, default_value_t)]
+    timer: super::TimerArg,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -49,6 +53,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         manifold_demo::DemoSpec::full()
     };
+    spec.timer = args.timer.timer();
     if let Some(rate) = args.rate {
         spec.rate = rate;
     }
