@@ -2,6 +2,8 @@
 //! deadlines and cancellation, optional and required failures, injection through values.
 
 use crate::support::*;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
 use serde_json::json;
 use std::time::Duration;
 
@@ -332,6 +334,44 @@ async fn deadline_answers_504_and_cancels_outstanding_calls() {
         budget <= 200,
         "deadline header {budget} exceeds the route's deadline"
     );
+}
+
+/// GET `url` with one extra header.
+async fn get_with(url: &str, name: &str, value: &str) -> (http::StatusCode, Bytes) {
+    let req = http::Request::get(url)
+        .header(name, value)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    let status = resp.status();
+    (status, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+#[tokio::test]
+async fn a_callers_deadline_header_tightens_the_route_deadline_and_bad_ones_are_ignored() {
+    let users = Upstream::start(vec![("GET", "/users", Reply::json(5, json!({"n": 1})))]).await;
+    let slow = Upstream::start(vec![("GET", "/users", Reply::json(10_000, json!([])))]).await;
+    let gw = TestGateway::start(&profile_config(&users, &slow, false, "10s")).await;
+    // Another gateway upstream of this one has 150 ms left: that, not the route's 10 s, bounds
+    // the request and travels on.
+    let (status, body) = get_with(&gw.url("/user-profile/7"), "manifold-deadline-ms", "150").await;
+    assert_eq!(status, 504);
+    assert_eq!(json(&body)["error"]["kind"], "deadline");
+    let budget: u64 = slow.find("/users").headers["manifold-deadline-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(budget <= 150, "{budget}");
+
+    // Values that are no deadline (too large to matter, not a number) leave the route's own.
+    let fast = Upstream::start(vec![("GET", "/users", Reply::json(5, json!([])))]).await;
+    let gw = TestGateway::start(&profile_config(&users, &fast, false, "10s")).await;
+    for value in ["18446744073709551615", "abc", "-5", "1e9", ""] {
+        let (status, body) =
+            get_with(&gw.url("/user-profile/7"), "manifold-deadline-ms", value).await;
+        assert_eq!(status, 200, "{value:?}: {}", String::from_utf8_lossy(&body));
+    }
 }
 
 #[tokio::test]
