@@ -50,38 +50,41 @@ pub(crate) async fn run(args: Args, open_files: Option<u64>) -> anyhow::Result<E
     let gateway = manifold_gateway::Gateway::bind(config)
         .await
         .context("starting the gateway")?;
+    // Signals are caught from here on, before the line that says the gateway is up: a
+    // supervisor that sends SIGTERM as soon as it reads that line must get a graceful drain,
+    // never the default action (the process killed mid-request).
+    let stop = CancellationToken::new();
+    stop_on_signal(stop.clone())?;
     // One machine-readable line so scripts and tests can find the ports.
     println!(
         "manifold listening on {} (admin {}), {routes} route(s)",
         gateway.local_addr(),
         gateway.admin_addr()
     );
-    let stop = CancellationToken::new();
-    tokio::spawn(shutdown_signal(stop.clone()));
     gateway.run(stop).await;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal(stop: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Cancel `stop` on SIGTERM or Ctrl-C. The handlers are installed before this returns (a
+/// `ctrl_c()` future would only install its handler when first polled).
+fn stop_on_signal(stop: CancellationToken) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                    let _ = ctrl_c.await;
-                    stop.cancel();
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            stop.cancel();
+        });
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    stop.cancel();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+    });
+    Ok(())
 }
