@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use manifold_cache::{CachePolicy, CachedResponse};
 use manifold_config::{Config, Route, RouteKind};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -81,14 +82,20 @@ fn error_response(status: StatusCode, kind: &str, message: impl Into<String>) ->
 }
 
 /// Handle one request. Never fails: every problem becomes an HTTP answer.
+/// `peer`: the client's address.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
+    peer: SocketAddr,
 ) -> Result<Response<Body>, std::convert::Infallible> {
-    Ok(route(shared, req).await)
+    Ok(route(shared, req, peer).await)
 }
 
-async fn route(shared_arc: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+async fn route(
+    shared_arc: Arc<Shared>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
     let shared = &*shared_arc;
     let path = req.uri().path().to_owned();
     let matched = match shared.router.paths.at(&path) {
@@ -179,11 +186,11 @@ async fn route(shared_arc: Arc<Shared>, req: Request<Incoming>) -> Response<Body
 
     if let Some(policy) = &shared.caching.routes[ri] {
         let policy = Arc::clone(policy);
-        return cached_route(shared_arc, ri, policy, params, req, deadline).await;
+        return cached_route(shared_arc, ri, policy, params, req, peer, deadline).await;
     }
     match &route.kind {
         RouteKind::Proxy { upstream, .. } => {
-            proxy::forward(&shared.clients[*upstream], req, deadline, max_body).await
+            proxy::forward(&shared.clients[*upstream], req, peer, deadline, max_body).await
         }
         RouteKind::Compose(plan) => compose(shared, ri, plan, params, req, deadline).await,
     }
@@ -197,6 +204,7 @@ async fn cached_route(
     policy: Arc<CachePolicy>,
     params: Vec<String>,
     req: Request<Incoming>,
+    peer: SocketAddr,
     deadline: Option<Instant>,
 ) -> Response<Body> {
     let route = &shared.config.routes[ri];
@@ -252,6 +260,7 @@ async fn cached_route(
                     let r = proxy::forward(
                         client,
                         req,
+                        peer,
                         own_deadline,
                         runner.config.server.max_body_bytes,
                     )

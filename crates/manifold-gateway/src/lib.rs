@@ -190,7 +190,7 @@ impl Gateway {
             let stop = admin_stop.clone();
             tokio::spawn(server::serve(
                 self.admin,
-                move |req| admin::handle(Arc::clone(&state), req),
+                move |req, _peer| admin::handle(Arc::clone(&state), req),
                 admin_limits,
                 stop,
             ))
@@ -199,7 +199,7 @@ impl Gateway {
         let main_stop = CancellationToken::new();
         let main = tokio::spawn(server::serve(
             self.listener,
-            move |req| handler::handle(Arc::clone(&shared), req),
+            move |req, peer| handler::handle(Arc::clone(&shared), req, peer),
             limits,
             main_stop.clone(),
         ));

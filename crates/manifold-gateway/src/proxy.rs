@@ -18,7 +18,6 @@ use crate::client::{Body, UpstreamClient};
 use crate::error::{BoxError, CallError, CallErrorKind};
 use crate::exec::DEADLINE_HEADER;
 use crate::handler::{box_err, call_error_response};
-use crate::server::ClientAddr;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONNECTION, HOST};
 use http::{HeaderMap, Request, Response, Uri};
@@ -26,7 +25,9 @@ use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
@@ -60,9 +61,11 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(http::header::UPGRADE);
 }
 
+/// Forward `req` from the client at `peer` to `client`'s upstream.
 pub(crate) async fn forward(
-    client: &UpstreamClient,
+    client: &Arc<UpstreamClient>,
     req: Request<Incoming>,
+    peer: SocketAddr,
     deadline: Option<Instant>,
     max_body: u64,
 ) -> Response<Body> {
@@ -90,9 +93,7 @@ pub(crate) async fn forward(
             .headers
             .insert(HeaderName::from_static("x-forwarded-host"), host);
     }
-    if let Some(ClientAddr(peer)) = parts.extensions.get::<ClientAddr>().copied() {
-        add_forwarded_for(&mut parts.headers, peer.ip());
-    }
+    add_forwarded_for(&mut parts.headers, peer.ip());
     parts
         .headers
         .entry(HeaderName::from_static("x-forwarded-proto"))
@@ -125,12 +126,7 @@ pub(crate) async fn forward(
     };
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let body = Watched::new(
-        body.map_err(box_err).boxed(),
-        client.timeout,
-        deadline,
-        &client.name,
-    );
+    let body = Watched::new(body.map_err(box_err).boxed(), client, deadline);
     Response::from_parts(parts, BodyExt::boxed(body))
 }
 
@@ -143,20 +139,22 @@ struct Watched {
     last_frame: Instant,
     idle_timer: Pin<Box<Sleep>>,
     deadline: Option<Pin<Box<Sleep>>>,
-    upstream: String,
+    /// For the error's message only: shared, not copied for every answer.
+    upstream: Arc<UpstreamClient>,
     done: bool,
 }
 
 impl Watched {
-    fn new(inner: Body, idle: Duration, deadline: Option<Instant>, upstream: &str) -> Self {
+    fn new(inner: Body, upstream: &Arc<UpstreamClient>, deadline: Option<Instant>) -> Self {
         let now = Instant::now();
+        let idle = upstream.timeout;
         Watched {
             inner,
             idle,
             last_frame: now,
             idle_timer: Box::pin(tokio::time::sleep_until(now + idle)),
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
-            upstream: upstream.to_owned(),
+            upstream: Arc::clone(upstream),
             done: false,
         }
     }
@@ -167,7 +165,7 @@ impl Watched {
         why: String,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.done = true;
-        tracing::warn!(upstream = %self.upstream, kind = kind.as_str(), "{why}; the answer was cut short");
+        tracing::warn!(upstream = %self.upstream.name, kind = kind.as_str(), "{why}; the answer was cut short");
         Poll::Ready(Some(Err(Box::new(CallError::new(kind, why)))))
     }
 }
@@ -189,7 +187,7 @@ impl http_body::Body for Watched {
             if d.as_mut().poll(cx).is_ready() {
                 let why = format!(
                     "the route's deadline passed while upstream `{}` was still sending its answer",
-                    this.upstream
+                    this.upstream.name
                 );
                 return this.cut(CallErrorKind::Deadline, why);
             }
@@ -213,7 +211,7 @@ impl http_body::Body for Watched {
             if due <= Instant::now() {
                 let why = format!(
                     "upstream `{}` sent nothing more of its answer for {}",
-                    this.upstream,
+                    this.upstream.name,
                     humantime::format_duration(this.idle)
                 );
                 return this.cut(CallErrorKind::Timeout, why);

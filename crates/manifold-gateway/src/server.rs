@@ -21,11 +21,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-/// The client's address, in each request's extensions (the proxy passes it on in
-/// `X-Forwarded-For`).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ClientAddr(pub(crate) SocketAddr);
-
 /// What bounds one listener's connections.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -39,14 +34,16 @@ pub(crate) struct Limits {
 }
 
 /// Serve `listener` with `handler` until `stop` is cancelled, then drain for up to
-/// `limits.drain`.
+/// `limits.drain`. The handler is given each request and its client's address (the proxy
+/// passes that on in `X-Forwarded-For`; it is not put in the request's extensions, which would
+/// allocate for every request).
 pub(crate) async fn serve<H, F>(
     listener: TcpListener,
     handler: H,
     limits: Limits,
     stop: CancellationToken,
 ) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -103,10 +100,7 @@ pub(crate) async fn serve<H, F>(
                 let handler = handler.clone();
                 let conn = builder.serve_connection(
                     TokioIo::new(stream),
-                    service_fn(move |mut req: Request<Incoming>| {
-                        req.extensions_mut().insert(ClientAddr(peer));
-                        handler(req)
-                    }),
+                    service_fn(move |req: Request<Incoming>| handler(req, peer)),
                 );
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
