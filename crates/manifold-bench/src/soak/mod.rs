@@ -112,6 +112,12 @@ impl SoakSpec {
         if self.timeout <= setup::GATEWAY_TIMEOUT {
             return bad("the load generator's timeout must exceed the gateway's 1s".into());
         }
+        // The load generator's own bounds (total requests), checked before anything starts.
+        let mut per_route = LoadSpec::new("http://127.0.0.1/", self.rate / ROUTES.len() as f64);
+        per_route.duration = Some(d);
+        if let Err(e) = per_route.total_requests() {
+            return bad(format!("soak load: {e}"));
+        }
         let fault_every = self
             .fault_every
             .unwrap_or((d / 4).min(Duration::from_secs(30)));
@@ -270,16 +276,28 @@ async fn sample_periodically(
     }
 }
 
-/// Open the planned fault windows on the upstreams, in turn.
+/// Sleep until `until`; false if `stop` came first.
+async fn sleep_or_stop(until: Instant, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => false,
+        _ = tokio::time::sleep_until(until) => true,
+    }
+}
+
+/// Open the planned fault windows on the upstreams, in turn, until the plan ends or `stop` (the
+/// load is over). A window cut short by `stop` is recorded as long as it lasted.
 async fn drive_faults(
     ups: &mut [Upstream],
     windows: &[Window],
     t0: Instant,
     state: watch::Sender<Option<String>>,
+    stop: CancellationToken,
 ) -> Vec<FaultRecord> {
     let mut out = Vec::new();
     for w in windows {
-        tokio::time::sleep_until(t0 + w.start).await;
+        if !sleep_or_stop(t0 + w.start, &stop).await {
+            break;
+        }
         let up = &mut ups[w.upstream];
         let kind = match w.kind {
             FaultKind::Stall => "stall",
@@ -288,19 +306,21 @@ async fn drive_faults(
         state.send_replace(Some(format!("{kind} {}", up.name)));
         let at_s = t0.elapsed().as_secs_f64();
         let mut error = None;
-        match w.kind {
+        let end = t0 + w.start + w.length;
+        let finished = match w.kind {
             FaultKind::Stall => {
                 if let Some(sim) = &up.sim {
                     sim.stall(w.length);
                 }
-                tokio::time::sleep_until(t0 + w.start + w.length).await;
+                sleep_or_stop(end, &stop).await
             }
             FaultKind::Down => {
                 up.stop().await;
-                tokio::time::sleep_until(t0 + w.start + w.length).await;
+                let finished = sleep_or_stop(end, &stop).await;
                 error = up.restart().await.err();
+                finished
             }
-        }
+        };
         state.send_replace(None);
         out.push(FaultRecord {
             at_s,
@@ -309,6 +329,9 @@ async fn drive_faults(
             for_s: t0.elapsed().as_secs_f64() - at_s,
             error,
         });
+        if !finished {
+            break;
+        }
     }
     out
 }
@@ -370,8 +393,13 @@ pub async fn run(spec: &SoakSpec, progress: impl Fn(&str)) -> Result<SoakReport,
         fault_rx,
         stop.clone(),
     ));
-    let loads = drive_loads(specs);
-    let faults = drive_faults(&mut ups, &plan.windows, t0, fault_tx);
+    let loads_done = CancellationToken::new();
+    let loads = async {
+        let r = drive_loads(specs).await;
+        loads_done.cancel();
+        r
+    };
+    let faults = drive_faults(&mut ups, &plan.windows, t0, fault_tx, loads_done.clone());
     let (loads, faults) = tokio::join!(loads, faults);
     stop.cancel();
     let periodic = sampler
@@ -510,6 +538,12 @@ mod tests {
             s.rate = rate;
             assert!(s.plan().is_err(), "{rate}");
         }
+        // Within the rate and duration bounds, but above the load generator's request count.
+        s.duration = MAX_DURATION;
+        s.rate = MAX_RATE;
+        let err = s.plan().unwrap_err().to_string();
+        assert!(err.contains("above the"), "{err}");
+        s.duration = Duration::from_secs(10);
         s.rate = 10.0;
         s.fault_every = Some(Duration::from_secs(2));
         s.fault_for = Some(Duration::from_secs(2));
