@@ -16,6 +16,7 @@
 //! closes them, and what stays open is a leak); every request answered, with 2xx or the right
 //! error (502, 503, 504), none timed out or dropped.
 
+mod faults;
 mod report;
 mod setup;
 
@@ -24,8 +25,11 @@ pub use report::{
     RSS_DRIFT_GOAL_PCT,
 };
 
+pub use faults::{FaultKind, Window};
+
 use crate::peers;
 use crate::BenchError;
+use faults::{drive_faults, windows};
 use manifold_load::{KeyDist, LoadSpec};
 use setup::{Upstream, ROUTES, UPSTREAMS};
 use std::path::PathBuf;
@@ -172,57 +176,6 @@ pub struct Plan {
     pub windows: Vec<Window>,
 }
 
-/// How a fault window breaks its upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultKind {
-    /// The upstream accepts requests but answers none until the window ends.
-    Stall,
-    /// The upstream is stopped (its connections dropped, new ones refused), then restarted.
-    Down,
-}
-
-/// One planned fault window.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Window {
-    /// From the start of the load.
-    pub start: Duration,
-    /// Its length.
-    pub length: Duration,
-    /// Which upstream ([`UPSTREAMS`] order: users, orders, catalog, items).
-    pub upstream: usize,
-    /// What happens to it.
-    pub kind: FaultKind,
-}
-
-/// Windows at every multiple of `every`, each followed by at least its own length of load (so the
-/// recovery is seen too). Window `k` hits upstream `k mod 4`; the kind alternates so that short
-/// runs see both kinds and every eight windows cover every upstream with both.
-fn windows(duration: Duration, every: Duration, length: Duration) -> Vec<Window> {
-    let mut out = Vec::new();
-    if every.is_zero() {
-        return out;
-    }
-    let n = UPSTREAMS.len();
-    let mut k = 0usize;
-    loop {
-        let start = every * (k as u32 + 1);
-        if start + length * 2 > duration {
-            return out;
-        }
-        out.push(Window {
-            start,
-            length,
-            upstream: k % n,
-            kind: if (k + k / n).is_multiple_of(2) {
-                FaultKind::Stall
-            } else {
-                FaultKind::Down
-            },
-        });
-        k += 1;
-    }
-}
-
 /// Read `/proc/PID/status` and `/proc/PID/fd`: (RSS KiB, threads, fds).
 fn read_proc(pid: u32) -> Option<(u64, u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -274,66 +227,6 @@ async fn sample_periodically(
         };
         out.push(sample(pid, t0, phase, fault.borrow().clone())?);
     }
-}
-
-/// Sleep until `until`; false if `stop` came first.
-async fn sleep_or_stop(until: Instant, stop: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = stop.cancelled() => false,
-        _ = tokio::time::sleep_until(until) => true,
-    }
-}
-
-/// Open the planned fault windows on the upstreams, in turn, until the plan ends or `stop` (the
-/// load is over). A window cut short by `stop` is recorded as long as it lasted.
-async fn drive_faults(
-    ups: &mut [Upstream],
-    windows: &[Window],
-    t0: Instant,
-    state: watch::Sender<Option<String>>,
-    stop: CancellationToken,
-) -> Vec<FaultRecord> {
-    let mut out = Vec::new();
-    for w in windows {
-        if !sleep_or_stop(t0 + w.start, &stop).await {
-            break;
-        }
-        let up = &mut ups[w.upstream];
-        let kind = match w.kind {
-            FaultKind::Stall => "stall",
-            FaultKind::Down => "down",
-        };
-        state.send_replace(Some(format!("{kind} {}", up.name)));
-        let at_s = t0.elapsed().as_secs_f64();
-        let mut error = None;
-        let end = t0 + w.start + w.length;
-        let finished = match w.kind {
-            FaultKind::Stall => {
-                if let Some(sim) = &up.sim {
-                    sim.stall(w.length);
-                }
-                sleep_or_stop(end, &stop).await
-            }
-            FaultKind::Down => {
-                up.stop().await;
-                let finished = sleep_or_stop(end, &stop).await;
-                error = up.restart().await.err();
-                finished
-            }
-        };
-        state.send_replace(None);
-        out.push(FaultRecord {
-            at_s,
-            upstream: up.name.into(),
-            kind: kind.into(),
-            for_s: t0.elapsed().as_secs_f64() - at_s,
-            error,
-        });
-        if !finished {
-            break;
-        }
-    }
-    out
 }
 
 /// Run the soak. `progress` is told what is happening.
