@@ -10,6 +10,7 @@ pub mod cache;
 pub mod compose;
 pub mod peers;
 pub mod proxy;
+pub mod soak;
 mod stats;
 
 pub use stats::{Measured, Spread};
@@ -20,6 +21,9 @@ pub enum BenchError {
     /// A component (simulator, gateway, aggregator) failed to start.
     #[error("setup failed: {0}")]
     Setup(String),
+    /// The benchmark's own spec is out of bounds (the message names the value).
+    #[error("invalid spec: {0}")]
+    Spec(String),
     /// The load generator refused the spec.
     #[error("load generator: {0}")]
     Load(#[from] manifold_load::LoadError),

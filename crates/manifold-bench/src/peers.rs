@@ -108,6 +108,41 @@ pub fn first_program(candidates: &[&Path]) -> Option<PathBuf> {
     candidates.iter().find_map(|c| resolve_program(c))
 }
 
+/// Manifold itself as a `manifold serve` child of `exe`, so its CPU, memory and file descriptors
+/// are its own (read from `/proc/PID`): `toml` is written to a scratch directory (removed when the
+/// peer stops), the listener and admin listener get free loopback ports, and it logs at `warn`.
+pub fn manifold_serve(exe: &Path, toml: &str, probe_path: &str) -> Result<PeerCommand, Skipped> {
+    let skip = |reason: String| Skipped {
+        peer: "manifold".into(),
+        reason,
+    };
+    let dir = scratch_dir("manifold").map_err(|e| skip(format!("scratch dir: {e}")))?;
+    let conf = dir.join("manifold.toml");
+    std::fs::write(&conf, toml).map_err(|e| skip(format!("writing {}: {e}", conf.display())))?;
+    let port = port_or_skip("manifold")?;
+    let admin = port_or_skip("manifold")?;
+    Ok(PeerCommand {
+        name: "manifold".into(),
+        program: exe.to_path_buf(),
+        args: vec![
+            "serve".into(),
+            "-c".into(),
+            conf.display().to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--admin".into(),
+            format!("127.0.0.1:{admin}"),
+        ],
+        env: vec![("RUST_LOG".into(), "warn".into())],
+        cwd: None,
+        requires: Vec::new(),
+        port,
+        probe_path: probe_path.into(),
+        ready_timeout: Duration::from_secs(20),
+        scratch: Some(dir),
+    })
+}
+
 /// Start a peer and wait until it answers. Anything that stops it from answering is a
 /// [`Skipped`] with the reason (and the tail of its output, when it printed one).
 pub async fn start(cmd: PeerCommand) -> Result<RunningPeer, Skipped> {

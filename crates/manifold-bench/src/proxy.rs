@@ -216,33 +216,8 @@ async fn start_targets(spec: &ProxySpec) -> Result<Targets, BenchError> {
     let toml = gateway_toml(&upstream);
     let manifold_process = match &spec.manifold_exe {
         Some(exe) => {
-            let dir = peers::scratch_dir("manifold")
-                .map_err(|e| BenchError::Setup(format!("scratch dir: {e}")))?;
-            let conf = dir.join("proxy.toml");
-            std::fs::write(&conf, &toml)
-                .map_err(|e| BenchError::Setup(format!("writing {}: {e}", conf.display())))?;
-            let port = peers::free_port().map_err(|e| BenchError::Setup(format!("port: {e}")))?;
-            let admin = peers::free_port().map_err(|e| BenchError::Setup(format!("port: {e}")))?;
-            let cmd = peers::PeerCommand {
-                name: "manifold".into(),
-                program: exe.clone(),
-                args: vec![
-                    "serve".into(),
-                    "-c".into(),
-                    conf.display().to_string(),
-                    "--listen".into(),
-                    format!("127.0.0.1:{port}"),
-                    "--admin".into(),
-                    format!("127.0.0.1:{admin}"),
-                ],
-                env: vec![("RUST_LOG".into(), "warn".into())],
-                cwd: None,
-                requires: Vec::new(),
-                port,
-                probe_path: "/item".into(),
-                ready_timeout: Duration::from_secs(20),
-                scratch: Some(dir),
-            };
+            let cmd = peers::manifold_serve(exe, &toml, "/item")
+                .map_err(|s| BenchError::Setup(format!("manifold serve: {}", s.reason)))?;
             let p = peers::start(cmd)
                 .await
                 .map_err(|s| BenchError::Setup(format!("manifold serve: {}", s.reason)))?;

@@ -5,3 +5,4 @@ mod demo;
 mod load;
 mod offload;
 mod sim;
+mod soak;

@@ -17,6 +17,10 @@ pub(crate) enum Scenario {
     /// Durable enqueue per backend (embedded, NATS, RabbitMQ): open-loop p50/p99 and sustained
     /// tasks/s beside the raw durable write measured in the same run (docs/offload.md).
     Offload,
+    /// Minutes of open-loop load over composed, cached and proxy routes with periodic upstream
+    /// faults: the `manifold serve` child's RSS and open file descriptors over time, and whether
+    /// every request was answered (default 10 min at 2,000 req/s; --quick: 30 s at 500).
+    Soak,
 }
 
 /// Side-by-side benchmarks: ratios against baselines measured in the same run.
@@ -24,7 +28,8 @@ pub(crate) enum Scenario {
 #[command(
     after_help = "Examples:\n  manifold bench compose\n  manifold bench compose --quick --json\n  \
 manifold bench compose --rates 1000,2000,4000 --duration 10s --rounds 5\n  \
-manifold bench proxy --rates 1000,2000,5000\n\n\
+manifold bench proxy --rates 1000,2000,5000\n  \
+manifold bench soak --duration 30s --rate 500\n\n\
 Peers (Flask + gunicorn, Node + express, nginx) are installed by bench/peers/install.sh; a peer\n\
 that is not installed is reported as skipped.\n\
 Latency is measured open loop (from each request's scheduled send time), the targets interleaved\n\
@@ -66,6 +71,16 @@ pub(crate) struct Args {
     /// `cache`: length of the Zipf key stream the hit ratios are measured on.
     #[arg(long, value_name = "N")]
     requests: Option<u64>,
+    /// `soak`: requests per second over all routes together (default 2000).
+    #[arg(long, value_name = "R")]
+    rate: Option<f64>,
+    /// `soak`: time between upstream fault windows (default 30s, at most a quarter of the run;
+    /// 0s: no faults).
+    #[arg(long, value_parser = manifold_load::parse_duration, value_name = "DURATION")]
+    fault_every: Option<Duration>,
+    /// `soak`: how long before RSS is compared (default 10% of the run, at most 60s).
+    #[arg(long, value_parser = manifold_load::parse_duration, value_name = "DURATION")]
+    warmup: Option<Duration>,
 }
 
 /// `--rates`, `--duration`, `--rounds` as given (each `None` keeps the scenario's default).
@@ -111,6 +126,13 @@ impl Args {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Scenario::Soak = args.scenario {
+        return run_soak(&args);
+    }
+    anyhow::ensure!(
+        args.rate.is_none() && args.fault_every.is_none() && args.warmup.is_none(),
+        "--rate, --fault-every and --warmup are for `bench soak` (other scenarios take --rates)"
+    );
     if let Scenario::Cache = args.scenario {
         return run_cache(&args);
     }
@@ -184,6 +206,33 @@ fn run_proxy(args: &Args) -> anyhow::Result<ExitCode> {
     let report = super::runtime()?.block_on(manifold_bench::proxy::run(&spec, |step| {
         if !quiet {
             eprintln!("  measuring {step}");
+        }
+    }))?;
+    emit(args.json, &report, || report.to_markdown())
+}
+
+/// `manifold bench soak`: the gateway (a `manifold serve` child of this binary) under minutes of
+/// faulty load, its RSS and file descriptors sampled from /proc.
+fn run_soak(args: &Args) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.rates.is_none() && args.rounds.is_none(),
+        "`bench soak` takes --rate (one rate) and no --rounds"
+    );
+    let exe = std::env::current_exe()
+        .map_err(|e| anyhow::anyhow!("cannot find this binary to run `manifold serve`: {e}"))?;
+    let mut spec = if args.quick {
+        manifold_bench::soak::SoakSpec::quick(exe)
+    } else {
+        manifold_bench::soak::SoakSpec::new(exe)
+    };
+    spec.duration = args.duration.unwrap_or(spec.duration);
+    spec.rate = args.rate.unwrap_or(spec.rate);
+    spec.fault_every = args.fault_every;
+    spec.warmup = args.warmup;
+    let quiet = args.json;
+    let report = super::runtime()?.block_on(manifold_bench::soak::run(&spec, |step| {
+        if !quiet {
+            eprintln!("  {step}");
         }
     }))?;
     emit(args.json, &report, || report.to_markdown())
