@@ -120,6 +120,7 @@ pub(crate) async fn answer<H, F>(
     req: Request<Incoming>,
     peer: SocketAddr,
     handler: H,
+    passthrough: bool,
 ) -> Result<Response<Body>, Infallible>
 where
     H: Fn(Request<Incoming>, SocketAddr) -> F,
@@ -132,10 +133,11 @@ where
     }
     let id = respond::client_request_id(req.headers());
     let method = req.method().clone();
-    // Only paths of failed answers are kept (one allocation, on the error path only).
-    let path = req.uri().clone();
+    // For the log line of a failed answer (the handler takes the request). A `Uri` clone
+    // shares the parsed bytes: no copy.
+    let uri = req.uri().clone();
     let Ok(mut resp) = handler(req, peer).await;
-    respond::log_answer(&mut resp, id, &method, path.path());
+    respond::log_answer(&mut resp, id, &method, uri.path(), passthrough);
     Ok(resp)
 }
 
@@ -251,6 +253,7 @@ mod tests {
             h2_idle_timeout: Duration::from_secs(60),
             max_connections: 1,
             drain: Duration::from_secs(1),
+            passthrough: true,
         }
     }
 

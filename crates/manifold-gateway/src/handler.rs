@@ -195,7 +195,14 @@ async fn route(
 
     if let Some(policy) = &shared.caching.routes[ri] {
         let policy = Arc::clone(policy);
-        return cached_route(shared_arc, ri, policy, params, req, peer, deadline).await;
+        let composed = matches!(route.kind, RouteKind::Compose(_));
+        let keep = Arc::clone(&shared_arc);
+        let mut resp = cached_route(shared_arc, ri, policy, params, req, peer, deadline).await;
+        if composed {
+            // A cached answer loses its cause; a composed route's 5xx is always the gateway's.
+            crate::respond::ErrorCause::or_default(&mut resp, &keep.config.routes[ri].name);
+        }
+        return resp;
     }
     match &route.kind {
         RouteKind::Proxy { upstream, .. } => {

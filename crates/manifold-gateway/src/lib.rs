@@ -183,12 +183,14 @@ impl Gateway {
             h2_idle_timeout: server.h2_idle_timeout,
             max_connections: usize::try_from(server.max_connections).unwrap_or(usize::MAX),
             drain: server.drain_timeout,
+            passthrough: true,
         };
         // The admin listener is for probes and operators: a small limit of its own, so a flood
         // on the client port never starves `/readyz`, and the reverse.
         let admin_limits = server::Limits {
             max_connections: ADMIN_MAX_CONNECTIONS,
             drain: std::time::Duration::from_secs(1),
+            passthrough: false,
             ..limits
         };
         let admin_state = Arc::new(admin::AdminState {

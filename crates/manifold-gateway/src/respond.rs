@@ -36,6 +36,18 @@ impl ErrorCause {
     pub(crate) fn attach(resp: &mut Response<Body>, kind: &'static str, message: String) {
         resp.extensions_mut().insert(ErrorCause { kind, message });
     }
+
+    /// A 5xx of a composed route that comes back without its cause (answers shared through the
+    /// cache are stored without extensions) is still the gateway's: say so, naming the route.
+    pub(crate) fn or_default(resp: &mut Response<Body>, route: &str) {
+        if resp.status().is_server_error() && resp.extensions().get::<ErrorCause>().is_none() {
+            let message = format!(
+                "route `{route}`: a failed composition, answered through the route's cache (its \
+                 cause is not kept with answers shared through the cache)"
+            );
+            Self::attach(resp, "cached_failure", message);
+        }
+    }
 }
 
 /// Counters of faults that do not fail a request but that an operator must be able to see.
@@ -130,41 +142,62 @@ pub(crate) fn bad_host(message: &'static str, version: Version) -> Response<Body
     resp
 }
 
-/// Log the answer once if it is a 5xx: at warn with its cause when the gateway made it up (and
-/// give it the request id, so a client can quote it), at debug when it is an upstream's answer
-/// passed through.
+/// Log the answer once if it is an error: a 5xx the gateway made up at warn, with its cause
+/// (and the request id, also given to the client so it can quote it); an upstream's 5xx passed
+/// through at debug; a 4xx the gateway made up at debug (the client's fault, not the
+/// operator's). `passthrough`: whether this listener can pass upstream answers on (the client
+/// listener); on the admin listener every 5xx is the gateway's, cause recorded or not.
 pub(crate) fn log_answer(
     resp: &mut Response<Body>,
     id: Option<HeaderValue>,
     method: &http::Method,
     path: &str,
+    passthrough: bool,
 ) {
-    if !resp.status().is_server_error() {
+    let status = resp.status().as_u16();
+    if status < 400 {
         return;
     }
-    let status = resp.status().as_u16();
-    match resp.extensions().get::<ErrorCause>() {
-        Some(cause) => {
-            let id = id.unwrap_or_else(new_request_id);
-            tracing::warn!(
-                request_id = %String::from_utf8_lossy(id.as_bytes()),
+    let cause = resp.extensions().get::<ErrorCause>();
+    if status < 500 {
+        if let Some(cause) = cause {
+            tracing::debug!(
+                request_id = id.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
                 status,
                 %method,
                 path,
                 kind = cause.kind,
                 cause = %cause.message,
-                "gateway error"
+                "request refused"
             );
-            resp.headers_mut().insert(REQUEST_ID, id);
         }
-        None => tracing::debug!(
-            request_id = id.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
-            status,
-            %method,
-            path,
-            "upstream 5xx passed through"
-        ),
+        return;
     }
+    let (kind, message) = match cause {
+        Some(c) => (c.kind, c.message.as_str()),
+        None if passthrough => {
+            tracing::debug!(
+                request_id = id.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+                status,
+                %method,
+                path,
+                "upstream 5xx passed through"
+            );
+            return;
+        }
+        None => ("internal", "an admin endpoint failed (see its answer)"),
+    };
+    let id = id.unwrap_or_else(new_request_id);
+    tracing::warn!(
+        request_id = %String::from_utf8_lossy(id.as_bytes()),
+        status,
+        %method,
+        path,
+        kind,
+        cause = %message,
+        "gateway error"
+    );
+    resp.headers_mut().insert(REQUEST_ID, id);
 }
 
 #[cfg(test)]

@@ -43,6 +43,9 @@ pub(crate) struct Limits {
     pub(crate) max_connections: usize,
     /// How long in-flight requests get after `stop`; then their connections are aborted.
     pub(crate) drain: Duration,
+    /// Whether a 5xx without a recorded cause may be an upstream's answer passed on (the client
+    /// listener's proxy routes); on the admin listener every 5xx is the gateway's own.
+    pub(crate) passthrough: bool,
 }
 
 /// Serve `listener` with `handler` until `stop` is cancelled, then drain for up to
@@ -123,7 +126,13 @@ pub(crate) async fn serve<H, F>(
                     .serve_connection(
                         TokioIo::new(stream),
                         service_fn(move |req: Request<Incoming>| {
-                            conn::answer(Arc::clone(&in_conn), req, peer, handler.clone())
+                            conn::answer(
+                                Arc::clone(&in_conn),
+                                req,
+                                peer,
+                                handler.clone(),
+                                limits.passthrough,
+                            )
                         }),
                     )
                     .into_owned();

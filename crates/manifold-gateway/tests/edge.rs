@@ -340,6 +340,14 @@ path = "/composed"
   upstream = "u"
   path = "/fail"
 
+[routes.cached]
+path = "/cached"
+cache = {{ ttl = "60s" }}
+  [[routes.cached.calls]]
+  name = "f"
+  upstream = "u"
+  path = "/fail"
+
 [routes.gone]
 path = "/gone"
 proxy = "dead"
@@ -367,6 +375,9 @@ path = "/echo"
     assert_eq!(h["x-request-id"], "req-composed-1");
     let (s, _) = send_with_id(&gw.url("/gone"), Some("req-gone-2")).await;
     assert_eq!(s, 502);
+    // A composed route's failure shared through its cache is still the gateway's.
+    let (s, _) = send_with_id(&gw.url("/cached"), Some("req-cached-4")).await;
+    assert_eq!(s, 502);
     // An upstream's own 503 passed through: not the gateway's error.
     let (s, h) = send_with_id(&gw.url("/unavailable"), Some("req-passed-3")).await;
     assert_eq!(s, 503);
@@ -387,10 +398,13 @@ path = "/echo"
     assert_eq!(line.len(), 1, "{:#?}", logs.lines());
     assert!(line[0].contains("connect"), "{}", line[0]);
     assert!(logs.with("req-passed-3").is_empty(), "{:#?}", logs.lines());
+    let line = logs.with("req-cached-4");
+    assert_eq!(line.len(), 1, "{:#?}", logs.lines());
+    assert!(line[0].contains("route `cached`"), "{}", line[0]);
     assert_eq!(logs.with(&made_up).len(), 1, "{:#?}", logs.lines());
     assert!(logs.with("forged").is_empty(), "{:#?}", logs.lines());
     // One line per 5xx, nothing else at warn about them.
-    assert_eq!(logs.with("WARN").len(), 3, "{:#?}", logs.lines());
+    assert_eq!(logs.with("WARN").len(), 4, "{:#?}", logs.lines());
 
     // A response header whose value cannot be a header value is dropped, logged with its
     // name (not its value) and counted.
