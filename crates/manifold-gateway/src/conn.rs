@@ -156,6 +156,9 @@ pub(crate) async fn run<C, E>(
 {
     tokio::pin!(conn);
     let mut closing = false;
+    // When an idle connection was asked to close: one that has not closed a
+    // `header_read_timeout` later (a peer that never acknowledges the GOAWAY) is dropped.
+    let mut idle_since: Option<Instant> = None;
     loop {
         let wake = match activity.verdict(Instant::now(), &limits) {
             Verdict::Wait(at) => at,
@@ -171,10 +174,19 @@ pub(crate) async fn run<C, E>(
                 tracing::debug!(%peer, idle = ?limits.h2_idle_timeout, "idle connection closed");
                 conn.as_mut().shut_down();
                 closing = true;
+                idle_since = Some(Instant::now());
                 continue;
             }
-            // Already closing: the drain timeout bounds the rest.
-            Verdict::Idle => Instant::now() + limits.h2_idle_timeout,
+            // Already closing: because of the drain (its timeout bounds the rest), or because
+            // it was idle (bounded here).
+            Verdict::Idle => match idle_since {
+                Some(since) if Instant::now() >= since + limits.header_read_timeout => {
+                    tracing::debug!(%peer, "idle connection did not close; dropped");
+                    return;
+                }
+                Some(since) => since + limits.header_read_timeout,
+                None => Instant::now() + limits.h2_idle_timeout,
+            },
         };
         tokio::select! {
             ended = conn.as_mut() => {
