@@ -60,6 +60,8 @@ struct RawServer {
     body_read_timeout: Option<Spanned<String>>,
     drain_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<u64>>,
+    drain_delay: Option<Spanned<String>>,
+    h2_idle_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -562,11 +564,18 @@ fn compile_server(raw: Option<&Spanned<RawServer>>, diag: &mut Diagnostics<'_>) 
             &mut s.body_read_timeout,
         ),
         ("drain_timeout", &raw.drain_timeout, &mut s.drain_timeout),
+        ("drain_delay", &raw.drain_delay, &mut s.drain_delay),
+        (
+            "h2_idle_timeout",
+            &raw.h2_idle_timeout,
+            &mut s.h2_idle_timeout,
+        ),
     ] {
         if let Some(v) = value {
             if let Some(d) = duration(v, &format!("server.{field}"), diag) {
-                // No drain is a choice; a zero read timeout would refuse every request.
-                if d.is_zero() && field != "drain_timeout" {
+                // No drain (or no drain delay) is a choice; a zero read or idle timeout would
+                // refuse every request.
+                if d.is_zero() && !field.starts_with("drain_") {
                     diag.push(
                         ErrorKind::Value,
                         v.span(),

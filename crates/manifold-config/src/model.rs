@@ -80,6 +80,14 @@ pub struct ServerSettings {
     /// Most client connections open at once; beyond it, new ones wait in the listen backlog
     /// until one closes, so a flood cannot exhaust file descriptors or memory.
     pub max_connections: u64,
+    /// On shutdown, how long `/readyz` answers 503 while the listener still accepts, so load
+    /// balancers deregister the gateway before connections are refused ("0s" closes at once).
+    #[serde(serialize_with = "ser_duration")]
+    pub drain_delay: Duration,
+    /// An HTTP/2 connection with no request in flight this long is closed (GOAWAY): idle
+    /// multiplexed connections must not hold connection slots forever.
+    #[serde(serialize_with = "ser_duration")]
+    pub h2_idle_timeout: Duration,
 }
 
 impl Default for ServerSettings {
@@ -93,6 +101,8 @@ impl Default for ServerSettings {
             body_read_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
             max_connections: 8192,
+            drain_delay: Duration::from_secs(5),
+            h2_idle_timeout: Duration::from_secs(5 * 60),
         }
     }
 }

@@ -241,6 +241,35 @@ fn server_limits_compile_and_bad_ones_name_the_line() {
 }
 
 #[test]
+fn drain_delay_and_h2_idle_timeout_have_defaults_and_are_checked() {
+    let plain = format!("{UPSTREAMS}[routes.r]\npath = \"/r\"\nproxy = \"a\"\n");
+    let config = compile("t.toml".as_ref(), &plain).expect("valid");
+    assert_eq!(config.server.drain_delay, Duration::from_secs(5));
+    assert_eq!(config.server.h2_idle_timeout, Duration::from_secs(300));
+    let ok = format!(
+        "[server]\ndrain_delay = \"0s\"\nh2_idle_timeout = \"250ms\"\n{UPSTREAMS}[routes.r]\npath = \"/r\"\nproxy = \"a\"\n"
+    );
+    let config = compile("t.toml".as_ref(), &ok).expect("valid");
+    assert_eq!(config.server.drain_delay, Duration::ZERO);
+    assert_eq!(config.server.h2_idle_timeout, Duration::from_millis(250));
+    let bad = format!(
+        "[server]\ndrain_delay = \"later\"\nh2_idle_timeout = \"0s\"\n{UPSTREAMS}[routes.r]\npath = \"/r\"\nproxy = \"a\"\n"
+    );
+    one(
+        &bad,
+        ErrorKind::Value,
+        "drain_delay",
+        "`server.drain_delay`: \"later\" is not a duration",
+    );
+    one(
+        &bad,
+        ErrorKind::Value,
+        "h2_idle_timeout",
+        "`server.h2_idle_timeout` must be more than 0",
+    );
+}
+
+#[test]
 fn conflicting_routes() {
     let src = format!(
         "{UPSTREAMS}[routes.one]\npath = \"/u/{{id}}\"\nproxy = \"a\"\n[routes.two]\npath = \"/u/{{name}}\" # clash\nproxy = \"b\"\n[routes.three]\nmethod = \"POST\"\npath = \"/u/{{x}}\"\nproxy = \"b\"\n"

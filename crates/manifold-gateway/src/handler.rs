@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) caching: Caching,
     /// The durable queue for async calls (none when no route offloads).
     pub(crate) queue: Option<crate::offload::QueueRef>,
+    /// Counters of faults that fail no request (read by `Gateway::stats`).
+    pub(crate) stats: Arc<crate::respond::Stats>,
 }
 
 /// Build a small JSON response.
@@ -74,11 +76,18 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
-fn error_response(status: StatusCode, kind: &str, message: impl Into<String>) -> Response<Body> {
-    json_response(
+fn error_response(
+    status: StatusCode,
+    kind: &'static str,
+    message: impl Into<String>,
+) -> Response<Body> {
+    let message = message.into();
+    let mut resp = json_response(
         status,
-        &serde_json::json!({"error": {"kind": kind, "message": message.into()}}),
-    )
+        &serde_json::json!({"error": {"kind": kind, "message": &message}}),
+    );
+    crate::respond::ErrorCause::attach(&mut resp, kind, message);
+    resp
 }
 
 /// Handle one request. Never fails: every problem becomes an HTTP answer.
@@ -186,7 +195,14 @@ async fn route(
 
     if let Some(policy) = &shared.caching.routes[ri] {
         let policy = Arc::clone(policy);
-        return cached_route(shared_arc, ri, policy, params, req, peer, deadline).await;
+        let composed = matches!(route.kind, RouteKind::Compose(_));
+        let keep = Arc::clone(&shared_arc);
+        let mut resp = cached_route(shared_arc, ri, policy, params, req, peer, deadline).await;
+        if composed {
+            // A cached answer loses its cause; a composed route's 5xx is always the gateway's.
+            crate::respond::ErrorCause::or_default(&mut resp, &keep.config.routes[ri].name);
+        }
+        return resp;
     }
     match &route.kind {
         RouteKind::Proxy { upstream, .. } => {
@@ -549,11 +565,14 @@ async fn compose(
     for (name, tpl) in &plan.response.headers {
         text.clear();
         scope.render_text(tpl, &mut text);
-        if let (Ok(n), Ok(v)) = (
+        match (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(&text),
         ) {
-            headers.insert(n, v);
+            (Ok(n), Ok(v)) => {
+                headers.insert(n, v);
+            }
+            _ => shared.stats.header_render_failed(&route.name, name),
         }
     }
     if !outcome.partial.is_empty() {
@@ -583,7 +602,8 @@ fn insert_cache_header(
 
 fn failure_response(route: &str, calls: Vec<String>, error: CallError) -> Response<Body> {
     let status = error.kind.client_status();
-    tracing::warn!(route, calls = ?calls, kind = error.kind.as_str(), error = %error.message, "request failed");
+    // Logged once, with the request id, where the answer leaves (`respond::log_answer`).
+    let cause = format!("route `{route}`, calls {calls:?}: {}", error.message);
     let mut body = serde_json::json!({
         "error": {
             "kind": error.kind.as_str(),
@@ -597,6 +617,7 @@ fn failure_response(route: &str, calls: Vec<String>, error: CallError) -> Respon
         body["error"]["upstream_status"] = s.into();
     }
     let mut resp = json_response(status, &body);
+    crate::respond::ErrorCause::attach(&mut resp, error.kind.as_str(), cause);
     if let CallErrorKind::QueueFull(after) = error.kind {
         let secs = after.as_secs().max(1);
         resp.headers_mut()
@@ -607,10 +628,12 @@ fn failure_response(route: &str, calls: Vec<String>, error: CallError) -> Respon
 
 /// Map an error from forwarding into an HTTP answer (used by the proxy).
 pub(crate) fn call_error_response(error: CallError) -> Response<Body> {
-    json_response(
+    let mut resp = json_response(
         error.kind.client_status(),
-        &serde_json::json!({"error": {"kind": error.kind.as_str(), "message": error.message}}),
-    )
+        &serde_json::json!({"error": {"kind": error.kind.as_str(), "message": &error.message}}),
+    );
+    crate::respond::ErrorCause::attach(&mut resp, error.kind.as_str(), error.message);
+    resp
 }
 
 /// An error converted for a boxed body.

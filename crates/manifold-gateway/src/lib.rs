@@ -21,12 +21,14 @@
 mod admin;
 mod cache;
 mod client;
+mod conn;
 mod error;
 mod exec;
 mod handler;
 mod offload;
 mod proxy;
 pub mod render;
+mod respond;
 mod server;
 
 pub use cache::CACHE_HEADER;
@@ -34,6 +36,7 @@ pub use client::Body;
 pub use error::{BoxError, CallError, CallErrorKind, GatewayError};
 pub use exec::DEADLINE_HEADER;
 pub use handler::PARTIAL_HEADER;
+pub use respond::Stats;
 
 use manifold_config::Config;
 use std::net::SocketAddr;
@@ -145,6 +148,7 @@ impl Gateway {
                 clients,
                 caching,
                 queue,
+                stats: Arc::default(),
             }),
             listener,
             admin,
@@ -164,20 +168,29 @@ impl Gateway {
         self.admin_addr
     }
 
-    /// Serve until `stop` is cancelled, then stop accepting, mark the gateway not ready, and
-    /// let in-flight requests finish for up to `server.drain_timeout`.
+    /// The gateway's counters (shared: they keep counting while it runs).
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.shared.stats)
+    }
+
+    /// Serve until `stop` is cancelled; then mark the gateway not ready (`/readyz` 503) and keep
+    /// serving for `server.drain_delay` so load balancers stop sending, then stop accepting and
+    /// let in-flight requests finish for up to `server.drain_timeout`, aborting what is left.
     pub async fn run(self, stop: CancellationToken) {
         let server = &self.shared.config.server;
         let limits = server::Limits {
             header_read_timeout: server.header_read_timeout,
+            h2_idle_timeout: server.h2_idle_timeout,
             max_connections: usize::try_from(server.max_connections).unwrap_or(usize::MAX),
             drain: server.drain_timeout,
+            passthrough: true,
         };
         // The admin listener is for probes and operators: a small limit of its own, so a flood
         // on the client port never starves `/readyz`, and the reverse.
         let admin_limits = server::Limits {
             max_connections: ADMIN_MAX_CONNECTIONS,
             drain: std::time::Duration::from_secs(1),
+            passthrough: false,
             ..limits
         };
         let admin_state = Arc::new(admin::AdminState {
@@ -204,8 +217,16 @@ impl Gateway {
             main_stop.clone(),
         ));
         stop.cancelled().await;
-        tracing::info!("shutting down: no new connections; draining in-flight requests");
         admin_state.ready.store(false, Ordering::Relaxed);
+        let delay = self.shared.config.server.drain_delay;
+        if !delay.is_zero() {
+            tracing::info!(
+                drain_delay = %humantime::format_duration(delay),
+                "shutting down: /readyz answers 503; still accepting until the drain delay passes"
+            );
+            tokio::time::sleep(delay).await;
+        }
+        tracing::info!("shutting down: no new connections; draining in-flight requests");
         main_stop.cancel();
         let _ = main.await;
         // Requests are drained: every accepted task is in the queue. Stop delivering (what is

@@ -1,17 +1,20 @@
 //! Listeners: accept connections, serve HTTP/1.1 and HTTP/2 (h2c) on one port, and shut down
-//! gracefully — stop accepting, let in-flight requests finish up to the drain timeout.
+//! gracefully — stop accepting, let in-flight requests finish up to the drain timeout, then
+//! abort what is left.
 //!
 //! At most `max_connections` connections are served at once: beyond it the listener stops
 //! accepting and new connections wait in the kernel's listen backlog, so a flood costs the
-//! gateway neither file descriptors nor memory past the limit.
+//! gateway neither file descriptors nor memory past the limit. Because a slot is that scarce,
+//! no connection may keep one without using it: what bounds each connection's life is in
+//! [`conn`](crate::conn).
 
 use crate::client::Body;
+use crate::conn::{self, Activity, Exec};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,22 +24,34 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+/// How often an HTTP/2 connection is PINGed, and how long the answer may take before the
+/// connection is closed: a peer that vanished without a FIN is found within a minute, whether or
+/// not a request is in flight.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// What bounds one listener's connections.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
-    /// How long a client may take to send a request head (also how long an idle keep-alive
-    /// connection is kept).
+    /// How long a client may take to send a request head, counted from the accept for the
+    /// first one (whatever it sent: nothing, part of a line, part of the HTTP/2 preface), and
+    /// from the end of the previous answer on an idle HTTP/1 keep-alive connection.
     pub(crate) header_read_timeout: Duration,
+    /// An HTTP/2 connection with no request in flight this long is closed.
+    pub(crate) h2_idle_timeout: Duration,
     /// Most connections served at once.
     pub(crate) max_connections: usize,
-    /// How long in-flight requests get after `stop`.
+    /// How long in-flight requests get after `stop`; then their connections are aborted.
     pub(crate) drain: Duration,
+    /// Whether a 5xx without a recorded cause may be an upstream's answer passed on (the client
+    /// listener's proxy routes); on the admin listener every 5xx is the gateway's own.
+    pub(crate) passthrough: bool,
 }
 
 /// Serve `listener` with `handler` until `stop` is cancelled, then drain for up to
-/// `limits.drain`. The handler is given each request and its client's address (the proxy
-/// passes that on in `X-Forwarded-For`; it is not put in the request's extensions, which would
-/// allocate for every request).
+/// `limits.drain` and abort the connections still open. The handler is given each request and
+/// its client's address (the proxy passes that on in `X-Forwarded-For`; it is not put in the
+/// request's extensions, which would allocate for every request).
 pub(crate) async fn serve<H, F>(
     listener: TcpListener,
     handler: H,
@@ -46,7 +61,11 @@ pub(crate) async fn serve<H, F>(
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // `drain` asks every connection to finish; `kill` ends them (and the HTTP/2 stream tasks
+    // the executor spawned) when the drain timeout passes.
+    let drain = CancellationToken::new();
+    let kill = CancellationToken::new();
+    let mut builder = auto::Builder::new(Exec::new(kill.clone()));
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -55,11 +74,14 @@ pub(crate) async fn serve<H, F>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(
-        limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
-    ));
+        .keep_alive_interval(Some(H2_PING_INTERVAL))
+        .keep_alive_timeout(H2_PING_TIMEOUT);
+    // Every connection task holds a slot until it ends, so "all slots free" is "all connections
+    // closed" (acquire_many counts in u32).
+    let total = limits
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    let slots = Arc::new(Semaphore::new(total));
     let mut at_limit = false;
     loop {
         // A connection slot first: at the limit, stop accepting until a connection closes.
@@ -97,31 +119,49 @@ pub(crate) async fn serve<H, F>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let activity = Arc::new(Activity::new());
                 let handler = handler.clone();
-                let conn = builder.serve_connection(
-                    TokioIo::new(stream),
-                    service_fn(move |req: Request<Incoming>| handler(req, peer)),
-                );
-                let conn = graceful.watch(conn.into_owned());
+                let in_conn = Arc::clone(&activity);
+                let conn = builder
+                    .serve_connection(
+                        TokioIo::new(stream),
+                        service_fn(move |req: Request<Incoming>| {
+                            conn::answer(
+                                Arc::clone(&in_conn),
+                                req,
+                                peer,
+                                handler.clone(),
+                                limits.passthrough,
+                            )
+                        }),
+                    )
+                    .into_owned();
+                let (drain, kill) = (drain.clone(), kill.clone());
                 tokio::spawn(async move {
                     let _slot = slot;
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
+                    conn::run(conn, activity, peer, limits, drain, kill).await;
                 });
             }
             _ = stop.cancelled() => break,
         }
     }
+    // New connections are refused from here on.
     drop(listener);
-    let drain = limits.drain;
-    if tokio::time::timeout(drain, graceful.shutdown())
+    drain.cancel();
+    let all = u32::try_from(total).unwrap_or(u32::MAX);
+    let limit = limits.drain;
+    if tokio::time::timeout(limit, slots.acquire_many(all))
         .await
         .is_err()
     {
         tracing::warn!(
-            ?drain,
-            "drain timeout passed with requests still in flight; closing them"
+            drain = ?limit,
+            open = total - slots.available_permits(),
+            "drain timeout passed with connections still open; aborting them"
         );
+        kill.cancel();
+        // The aborted tasks let go of their slots at their next poll; wait for that briefly so
+        // the connections are closed when this returns.
+        let _ = tokio::time::timeout(Duration::from_secs(1), slots.acquire_many(all)).await;
     }
 }

@@ -2,6 +2,7 @@
 
 mod cache;
 mod compose;
+mod edge;
 mod http;
 mod offload;
 mod publish;

@@ -216,6 +216,7 @@ pub struct TestGateway {
     pub admin: SocketAddr,
     pub stop: CancellationToken,
     pub task: tokio::task::JoinHandle<()>,
+    pub stats: Arc<manifold_gateway::Stats>,
 }
 
 impl TestGateway {
@@ -227,14 +228,21 @@ impl TestGateway {
 
     /// As [`start`](Self::start), with `server` (lines of `[server]` keys) added to the
     /// server section.
+    /// Shutdown has no `drain_delay` and a 5 s `drain_timeout` unless `server` sets them.
     pub async fn start_with_server(server: &str, toml: &str) -> TestGateway {
+        let mut defaults = String::new();
+        for (key, value) in [("drain_delay", "\"0s\""), ("drain_timeout", "\"5s\"")] {
+            if !server.contains(key) {
+                defaults.push_str(&format!("{key} = {value}\n"));
+            }
+        }
         let toml = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ndrain_timeout = \"5s\"\nmax_body_bytes = 4096\n{server}\n{toml}"
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nmax_body_bytes = 4096\n{defaults}{server}\n{toml}"
         );
         let config = manifold_config::compile("test.toml".as_ref(), &toml)
             .unwrap_or_else(|e| panic!("{e}\n---\n{toml}"));
         let gw = manifold_gateway::Gateway::bind(config).await.unwrap();
-        let (addr, admin) = (gw.local_addr(), gw.admin_addr());
+        let (addr, admin, stats) = (gw.local_addr(), gw.admin_addr(), gw.stats());
         let stop = CancellationToken::new();
         let task = tokio::spawn(gw.run(stop.clone()));
         TestGateway {
@@ -242,6 +250,7 @@ impl TestGateway {
             admin,
             stop,
             task,
+            stats,
         }
     }
 

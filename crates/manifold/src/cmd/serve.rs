@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
     after_help = "Example:\n  manifold sim --shop &            # simulated upstreams on 127.0.0.1:7001-7006\n  \
 manifold serve -c examples/shop.toml\n  \
 curl -s -X POST localhost:8080/checkout -d '{\"total\": 42, \"items\": [1], \"address\": \"x\"}'\n\n\
-On SIGTERM or Ctrl-C the gateway stops accepting, answers /readyz with 503, and lets in-flight\n\
-requests finish for up to server.drain_timeout."
+On SIGTERM or Ctrl-C the gateway answers /readyz with 503 at once and keeps serving for\n\
+server.drain_delay (so load balancers stop sending), then stops accepting and lets in-flight\n\
+requests finish for up to server.drain_timeout; connections still open then are closed."
 )]
 pub(crate) struct Args {
     /// The config file.

@@ -1,0 +1,294 @@
+//! One client connection's life: what may keep it open, and what closes it.
+//!
+//! hyper's `header_read_timeout` only starts once hyper-util's auto builder has read enough
+//! bytes to tell HTTP/1 from HTTP/2, so a client that sends nothing, or part of the HTTP/2
+//! preface, would hold its connection slot forever; with `max_connections` such sockets nobody
+//! else is served. So the connection task keeps its own clock ([`run`]):
+//!
+//! * until the first request head is complete (hyper hands the request to the service), the
+//!   connection lives at most `header_read_timeout` from the accept, whatever it sent;
+//! * after that, a connection with no request in flight for `h2_idle_timeout` is shut down
+//!   gracefully (HTTP/2 GOAWAY). HTTP/1 keep-alive connections are closed sooner by hyper's own
+//!   `header_read_timeout`, which runs while a keep-alive connection waits for its next head;
+//!   HTTP/2 PINGs that go unanswered close a dead peer's connection sooner too;
+//! * on shutdown it is asked to finish (`drain`), and dropped when the drain timeout passes
+//!   (`kill`), with the HTTP/2 stream tasks it spawned ([`Exec`]).
+
+use crate::client::Body;
+use crate::respond;
+use crate::server::Limits;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// What a connection is doing, as its requests report it.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    /// When the connection was accepted (the origin of `last_ms`).
+    since: Instant,
+    /// Requests handed to the service so far (0 until the first head is complete).
+    requests: AtomicU64,
+    /// Requests whose answer head is not sent yet.
+    in_flight: AtomicUsize,
+    /// When a request last started or ended, in ms since `since`.
+    last_ms: AtomicU64,
+    /// Rung when the last request in flight ends: the connection's clock must be reset from
+    /// "first head due" or "busy" to "idle since now".
+    quiet: Notify,
+}
+
+/// What the connection's clock says when it rings.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// No request head was completed within `header_read_timeout` of the accept.
+    NoHead,
+    /// No request in flight for `h2_idle_timeout`.
+    Idle,
+    /// Look again then.
+    Wait(Instant),
+}
+
+impl Activity {
+    pub(crate) fn new() -> Self {
+        Activity {
+            since: Instant::now(),
+            requests: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+            quiet: Notify::new(),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+        InFlight(Arc::clone(self))
+    }
+
+    fn verdict(&self, now: Instant, limits: &Limits) -> Verdict {
+        if self.requests.load(Ordering::Relaxed) == 0 {
+            let deadline = self.since + limits.header_read_timeout;
+            return if now >= deadline {
+                Verdict::NoHead
+            } else {
+                Verdict::Wait(deadline)
+            };
+        }
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Verdict::Wait(now + limits.h2_idle_timeout);
+        }
+        let last = self.since + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        let idle_at = last + limits.h2_idle_timeout;
+        if now >= idle_at {
+            Verdict::Idle
+        } else {
+            Verdict::Wait(idle_at)
+        }
+    }
+}
+
+/// One request in flight; its end counts as activity.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.quiet.notify_one();
+        }
+    }
+}
+
+/// Answer one request: the `Host` rule first, then the handler; every 5xx the gateway made up
+/// is logged here, once, with the request id ([`respond::log_answer`]).
+pub(crate) async fn answer<H, F>(
+    activity: Arc<Activity>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    handler: H,
+    passthrough: bool,
+) -> Result<Response<Body>, Infallible>
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F,
+    F: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    let _in_flight = activity.begin();
+    if let Some(fault) = respond::host_fault(&req) {
+        tracing::debug!(%peer, fault, "request refused");
+        return Ok(respond::bad_host(fault, req.version()));
+    }
+    let id = respond::client_request_id(req.headers());
+    let method = req.method().clone();
+    // For the log line of a failed answer (the handler takes the request). A `Uri` clone
+    // shares the parsed bytes: no copy.
+    let uri = req.uri().clone();
+    let Ok(mut resp) = handler(req, peer).await;
+    respond::log_answer(&mut resp, id, &method, uri.path(), passthrough);
+    Ok(resp)
+}
+
+/// Drive one connection until it ends, is idle too long, never sends a request head, or is
+/// aborted at the drain timeout.
+pub(crate) async fn run<C, E>(
+    conn: C,
+    activity: Arc<Activity>,
+    peer: SocketAddr,
+    limits: Limits,
+    drain: CancellationToken,
+    kill: CancellationToken,
+) where
+    C: GracefulConnection + Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(conn);
+    let mut closing = false;
+    // When an idle connection was asked to close: one that has not closed a
+    // `header_read_timeout` later (a peer that never acknowledges the GOAWAY) is dropped.
+    let mut idle_since: Option<Instant> = None;
+    loop {
+        let wake = match activity.verdict(Instant::now(), &limits) {
+            Verdict::Wait(at) => at,
+            Verdict::NoHead => {
+                tracing::debug!(
+                    %peer,
+                    timeout = ?limits.header_read_timeout,
+                    "no request head within header_read_timeout; connection closed"
+                );
+                return;
+            }
+            Verdict::Idle if !closing => {
+                tracing::debug!(%peer, idle = ?limits.h2_idle_timeout, "idle connection closed");
+                conn.as_mut().shut_down();
+                closing = true;
+                idle_since = Some(Instant::now());
+                continue;
+            }
+            // Already closing: because of the drain (its timeout bounds the rest), or because
+            // it was idle (bounded here).
+            Verdict::Idle => match idle_since {
+                Some(since) if Instant::now() >= since + limits.header_read_timeout => {
+                    tracing::debug!(%peer, "idle connection did not close; dropped");
+                    return;
+                }
+                Some(since) => since + limits.header_read_timeout,
+                None => Instant::now() + limits.h2_idle_timeout,
+            },
+        };
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = activity.quiet.notified() => {}
+            _ = drain.cancelled(), if !closing => {
+                conn.as_mut().shut_down();
+                closing = true;
+            }
+            _ = kill.cancelled() => {
+                tracing::debug!(%peer, "connection aborted at the drain timeout");
+                return;
+            }
+        }
+    }
+}
+
+/// A connection future that can be asked to finish gracefully (hyper-util's auto connection).
+pub(crate) trait GracefulConnection {
+    /// Stop taking requests; finish those in flight (HTTP/2: GOAWAY).
+    fn shut_down(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, B> GracefulConnection for hyper_util::server::conn::auto::Connection<'static, I, S, Exec>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    Exec: hyper_util::server::conn::auto::HttpServerConnExec<S::Future, B>,
+{
+    fn shut_down(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// The executor of a listener's HTTP/2 stream tasks: tokio's, except that the tasks end when
+/// the listener's drain timeout passes (dropping the connection alone would leave them running).
+#[derive(Debug, Clone)]
+pub(crate) struct Exec {
+    kill: CancellationToken,
+}
+
+impl Exec {
+    pub(crate) fn new(kill: CancellationToken) -> Self {
+        Exec { kill }
+    }
+}
+
+impl<F> hyper::rt::Executor<F> for Exec
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        let kill = self.kill.clone();
+        tokio::spawn(async move {
+            let _ = kill.run_until_cancelled_owned(fut).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            header_read_timeout: Duration::from_secs(10),
+            h2_idle_timeout: Duration::from_secs(60),
+            max_connections: 1,
+            drain: Duration::from_secs(1),
+            passthrough: true,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_clock_of_a_connection() {
+        let a = Arc::new(Activity::new());
+        let l = limits();
+        let t0 = Instant::now();
+        // No head yet: the deadline counts from the accept.
+        assert_eq!(a.verdict(t0, &l), Verdict::Wait(t0 + l.header_read_timeout));
+        assert_eq!(a.verdict(t0 + l.header_read_timeout, &l), Verdict::NoHead);
+        // A request in flight holds the connection whatever the time.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let r = a.begin();
+        assert!(matches!(
+            a.verdict(Instant::now() + Duration::from_secs(3600), &l),
+            Verdict::Wait(_)
+        ));
+        // Idle counts from the end of the last request.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        drop(r);
+        let end = Instant::now();
+        assert_eq!(a.verdict(end, &l), Verdict::Wait(end + l.h2_idle_timeout));
+        assert_eq!(a.verdict(end + l.h2_idle_timeout, &l), Verdict::Idle);
+    }
+}

@@ -1,0 +1,243 @@
+//! The one place where the gateway's own error answers are accounted for: every answer the
+//! gateway makes up (as opposed to one an upstream sent) carries an [`ErrorCause`], and the
+//! connection's service wrapper logs each such 5xx exactly once, with the request's id and its
+//! cause. Upstream 5xx passed through on a proxy route carry no cause and are not the gateway's
+//! fault, so they are only logged at debug level.
+//!
+//! Also here: the `Host` rule of RFC 9112 §3.2 (checked before any route runs) and the counters
+//! of faults that do not fail a request ([`Stats`]).
+
+use crate::client::Body;
+use http::header::{HeaderName, HeaderValue, HOST};
+use http::{Request, Response, StatusCode, Version};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// The request id header: taken from the client when it is a plain token, otherwise made up.
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest client-sent request id that is trusted (a longer one is replaced).
+const MAX_REQUEST_ID: usize = 128;
+
+/// Why the gateway made up an error answer: a response extension set where the answer is built
+/// (`handler::error_response`, `failure_response`, `call_error_response`), read where it is
+/// logged. It never reaches the client.
+#[derive(Debug, Clone)]
+pub(crate) struct ErrorCause {
+    /// The stable kind, as in the error body (`upstream_status`, `deadline`, `connect`, …).
+    pub(crate) kind: &'static str,
+    /// What went wrong, with the route and calls where known.
+    pub(crate) message: String,
+}
+
+impl ErrorCause {
+    /// Attach a cause to an answer the gateway made up.
+    pub(crate) fn attach(resp: &mut Response<Body>, kind: &'static str, message: String) {
+        resp.extensions_mut().insert(ErrorCause { kind, message });
+    }
+
+    /// A 5xx of a composed route that comes back without its cause (answers shared through the
+    /// cache are stored without extensions) is still the gateway's: say so, naming the route.
+    pub(crate) fn or_default(resp: &mut Response<Body>, route: &str) {
+        if resp.status().is_server_error() && resp.extensions().get::<ErrorCause>().is_none() {
+            let message = format!(
+                "route `{route}`: a failed composition, answered through the route's cache (its \
+                 cause is not kept with answers shared through the cache)"
+            );
+            Self::attach(resp, "cached_failure", message);
+        }
+    }
+}
+
+/// Counters of faults that do not fail a request but that an operator must be able to see.
+/// Read them with [`crate::Gateway::stats`].
+#[derive(Debug, Default)]
+pub struct Stats {
+    response_header_render_failures: AtomicU64,
+}
+
+impl Stats {
+    /// Response headers of composed routes dropped because their rendered value is not a valid
+    /// header value (e.g. a control character from a request value).
+    pub fn response_header_render_failures(&self) -> u64 {
+        self.response_header_render_failures.load(Ordering::Relaxed)
+    }
+
+    /// Count and log one response header that could not be rendered. The value is not logged:
+    /// it comes from request or upstream data and may hold a secret.
+    pub(crate) fn header_render_failed(&self, route: &str, header: &str) {
+        self.response_header_render_failures
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            route,
+            header,
+            "response header dropped: its rendered value is not a valid header value"
+        );
+    }
+}
+
+/// The request's id: the client's `X-Request-Id` when it is a short token of letters, digits
+/// and `-_.:`; `None` otherwise (one is made up when it is needed). Anything else is refused
+/// because the id is written to logs as it is: spaces or `=` could forge log fields.
+pub(crate) fn client_request_id(headers: &http::HeaderMap) -> Option<HeaderValue> {
+    let v = headers.get(REQUEST_ID)?;
+    let b = v.as_bytes();
+    let plain = !b.is_empty()
+        && b.len() <= MAX_REQUEST_ID
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'));
+    plain.then(|| v.clone())
+}
+
+/// A request id unique in this process and unlikely to repeat across processes: a random
+/// per-process prefix and a counter. Made only when an error is logged without a client id, so
+/// the happy path pays nothing.
+pub(crate) fn new_request_id() -> HeaderValue {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    HeaderValue::from_str(&format!("{prefix:016x}-{n:x}")).unwrap_or(HeaderValue::from_static("-"))
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or any request with more than one, or one
+/// whose `Host` is not a valid `host[:port]`, gets 400. HTTP/1.0 may omit it; HTTP/2 carries
+/// `:authority` instead. The message names the fault.
+pub(crate) fn host_fault<B>(req: &Request<B>) -> Option<&'static str> {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if req.version() == Version::HTTP_11 => {
+            Some("an HTTP/1.1 request must carry a Host header")
+        }
+        (None, _) => None,
+        (Some(_), Some(_)) => Some("a request must carry one Host header, not several"),
+        (Some(h), None) => {
+            let valid = h
+                .to_str()
+                .ok()
+                .filter(|h| !h.contains('@'))
+                .is_some_and(|h| h.parse::<http::uri::Authority>().is_ok());
+            (!valid).then_some("the Host header is not a valid host[:port]")
+        }
+    }
+}
+
+/// The 400 answer to a request that breaks the `Host` rule. An HTTP/1 connection is closed
+/// after it: a client that gets framing this wrong is not one to keep talking to (HTTP/2 has no
+/// `Connection` header; its other streams are unaffected).
+pub(crate) fn bad_host(message: &'static str, version: Version) -> Response<Body> {
+    let mut resp = crate::handler::json_response(
+        StatusCode::BAD_REQUEST,
+        &serde_json::json!({"error": {"kind": "bad_host", "message": message}}),
+    );
+    if version < Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// Log the answer once if it is an error: a 5xx the gateway made up at warn, with its cause
+/// (and the request id, also given to the client so it can quote it); an upstream's 5xx passed
+/// through at debug; a 4xx the gateway made up at debug (the client's fault, not the
+/// operator's). `passthrough`: whether this listener can pass upstream answers on (the client
+/// listener); on the admin listener every 5xx is the gateway's, cause recorded or not.
+pub(crate) fn log_answer(
+    resp: &mut Response<Body>,
+    id: Option<HeaderValue>,
+    method: &http::Method,
+    path: &str,
+    passthrough: bool,
+) {
+    let status = resp.status().as_u16();
+    if status < 400 {
+        return;
+    }
+    let cause = resp.extensions().get::<ErrorCause>();
+    if status < 500 {
+        if let Some(cause) = cause {
+            tracing::debug!(
+                request_id = id.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+                status,
+                %method,
+                path,
+                kind = cause.kind,
+                cause = %cause.message,
+                "request refused"
+            );
+        }
+        return;
+    }
+    let (kind, message) = match cause {
+        Some(c) => (c.kind, c.message.as_str()),
+        None if passthrough => {
+            tracing::debug!(
+                request_id = id.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+                status,
+                %method,
+                path,
+                "upstream 5xx passed through"
+            );
+            return;
+        }
+        None => ("internal", "an admin endpoint failed (see its answer)"),
+    };
+    let id = id.unwrap_or_else(new_request_id);
+    tracing::warn!(
+        request_id = %String::from_utf8_lossy(id.as_bytes()),
+        status,
+        %method,
+        path,
+        kind,
+        cause = %message,
+        "gateway error"
+    );
+    resp.headers_mut().insert(REQUEST_ID, id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(version: Version, hosts: &[&str]) -> Request<()> {
+        let mut b = Request::get("/").version(version);
+        for h in hosts {
+            b = b.header(HOST, *h);
+        }
+        b.body(()).expect("a request")
+    }
+
+    #[test]
+    fn the_host_rule() {
+        assert!(host_fault(&req(Version::HTTP_11, &[])).is_some());
+        assert!(host_fault(&req(Version::HTTP_11, &["a", "b"])).is_some());
+        assert!(host_fault(&req(Version::HTTP_10, &["a", "a"])).is_some());
+        assert!(host_fault(&req(Version::HTTP_11, &["user@evil"])).is_some());
+        assert!(host_fault(&req(Version::HTTP_11, &["a b"])).is_some());
+        assert!(host_fault(&req(Version::HTTP_10, &[])).is_none());
+        assert!(host_fault(&req(Version::HTTP_2, &[])).is_none());
+        assert!(host_fault(&req(Version::HTTP_11, &["example.com:8080"])).is_none());
+        assert!(host_fault(&req(Version::HTTP_11, &["[::1]:80"])).is_none());
+    }
+
+    #[test]
+    fn client_request_ids_are_plain_tokens_or_nothing() {
+        let mut h = http::HeaderMap::new();
+        assert!(client_request_id(&h).is_none());
+        h.insert(REQUEST_ID, HeaderValue::from_static("abc-123_x.y:z"));
+        assert!(client_request_id(&h).is_some());
+        h.insert(REQUEST_ID, HeaderValue::from_static("abc cause=forged"));
+        assert!(client_request_id(&h).is_none());
+        h.insert(
+            REQUEST_ID,
+            HeaderValue::from_str(&"a".repeat(129)).expect("ascii"),
+        );
+        assert!(client_request_id(&h).is_none());
+        assert_ne!(new_request_id(), new_request_id());
+    }
+}

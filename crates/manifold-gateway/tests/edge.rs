@@ -1,0 +1,423 @@
+//! The connection edge, tried as an attacker would: sockets that send nothing or half a
+//! preface, idle HTTP/2 connections, requests without a proper `Host`, the shutdown sequence,
+//! and the log line every gateway-made 5xx must leave.
+
+use crate::support::*;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Upper bound on every wait here: the configured timeouts are far shorter.
+const BOUND: Duration = Duration::from_secs(10);
+
+async fn ok_upstream() -> Upstream {
+    Upstream::start(vec![("*", "/", Reply::json(0, json!({"ok": true})))]).await
+}
+
+fn proxy_route(up: &Upstream) -> String {
+    format!(
+        "[upstreams.u]\nendpoints = [\"{}\"]\n[routes.p]\npath = \"/p\"\nproxy = \"u\"\n",
+        up.url()
+    )
+}
+
+/// Open a socket to `addr` and send `bytes` (maybe nothing), then leave it idle.
+async fn idle_socket(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    if !bytes.is_empty() {
+        s.write_all(bytes).await.expect("write");
+    }
+    s
+}
+
+/// The gateway closed this socket: a read ends (EOF, or a reset) within the bound.
+async fn assert_closed(mut s: TcpStream, what: &str) {
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout(BOUND, s.read(&mut buf)).await {
+            Err(_) => panic!("{what}: the gateway kept the socket open"),
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            // An answer (e.g. a 408 or an HTTP/2 GOAWAY) may come before the close.
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// One raw HTTP/1.1 exchange on a fresh connection: the answer's head and what followed it.
+async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(BOUND, s.read(&mut buf))
+        .await
+        .expect("no answer")
+        .expect("read");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn sockets_that_send_no_request_head_do_not_lock_out_the_listener() {
+    let up = ok_upstream().await;
+    let gw = TestGateway::start_with_server(
+        "max_connections = 4\nheader_read_timeout = \"200ms\"",
+        &proxy_route(&up),
+    )
+    .await;
+    // Every slot taken by a socket stuck before hyper-util knows the protocol version.
+    let stuck = vec![
+        idle_socket(gw.addr, b"").await,
+        idle_socket(gw.addr, b"").await,
+        idle_socket(gw.addr, b"PRI * HTTP/2.0\r\n").await,
+        idle_socket(gw.addr, b"PRI * HTTP/2.0\r\n\r\nSM").await,
+    ];
+    // Anyone else is still served...
+    let answer = raw(gw.addr, b"GET /p HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // ...because the stuck sockets were closed, and so is a half-sent request line.
+    for (i, s) in stuck.into_iter().enumerate() {
+        assert_closed(s, &format!("stuck socket {i}")).await;
+    }
+    assert_closed(
+        idle_socket(gw.addr, b"GET /p HT").await,
+        "half a request line",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_admin_listener_closes_sockets_that_send_no_request_head() {
+    let up = ok_upstream().await;
+    let gw =
+        TestGateway::start_with_server("header_read_timeout = \"200ms\"", &proxy_route(&up)).await;
+    // The admin listener's own limit is 256 connections: fill it.
+    let mut stuck = Vec::new();
+    for i in 0..256 {
+        let bytes: &[u8] = if i % 2 == 0 {
+            b""
+        } else {
+            b"PRI * HTTP/2.0\r\n"
+        };
+        stuck.push(idle_socket(gw.admin, bytes).await);
+    }
+    let answer = raw(gw.admin, b"GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    for (i, s) in stuck.into_iter().enumerate() {
+        assert_closed(s, &format!("admin socket {i}")).await;
+    }
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_h2_idle_timeout() {
+    let up = ok_upstream().await;
+    let gw = TestGateway::start_with_server("h2_idle_timeout = \"300ms\"", &proxy_route(&up)).await;
+    let tcp = TcpStream::connect(gw.addr).await.expect("connect");
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(gw.url("/p"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = send.send_request(req).await.expect("an answer");
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(json(&body), json!({"ok": true}));
+    // Nothing more is sent: the gateway ends the connection (GOAWAY, then close), although the
+    // client would answer every keep-alive PING.
+    tokio::time::timeout(BOUND, conn)
+        .await
+        .expect("the idle HTTP/2 connection was kept open")
+        .expect("the connection task")
+        .expect("a clean close");
+    assert!(send.is_closed());
+}
+
+#[tokio::test]
+async fn http11_requests_need_exactly_one_valid_host() {
+    let up = ok_upstream().await;
+    let gw = TestGateway::start(&proxy_route(&up)).await;
+    for (request, what) in [
+        (&b"GET /p HTTP/1.1\r\n\r\n"[..], "no Host"),
+        (
+            b"GET /p HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n",
+            "two Hosts",
+        ),
+        (
+            b"GET /p HTTP/1.1\r\nhost: a\r\nHost: a\r\n\r\n",
+            "the same Host twice",
+        ),
+        (
+            b"GET /p HTTP/1.0\r\nhost: a\r\nhost: b\r\n\r\n",
+            "two Hosts in HTTP/1.0",
+        ),
+        (
+            b"GET /p HTTP/1.1\r\nhost: user@evil\r\n\r\n",
+            "userinfo in Host",
+        ),
+    ] {
+        let answer = raw(gw.addr, request).await;
+        let status = answer.lines().next().unwrap_or_default();
+        assert!(status.ends_with(" 400 Bad Request"), "{what}: {answer}");
+        assert!(answer.contains("bad_host"), "{what}: {answer}");
+    }
+    assert!(up.requests().is_empty(), "a bad request was forwarded");
+    // HTTP/1.0 may omit Host.
+    let answer = raw(gw.addr, b"GET /p HTTP/1.0\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    let answer = raw(gw.addr, b"GET /p HTTP/1.1\r\nhost: example.com:80\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn shutdown_flips_readyz_then_closes_the_listener_after_drain_delay_and_aborts_at_drain_timeout(
+) {
+    let up = Upstream::start(vec![
+        ("*", "/hang", Reply::json(60_000, json!({"late": true}))),
+        ("*", "/", Reply::json(0, json!({"ok": true}))),
+    ])
+    .await;
+    let gw = TestGateway::start_with_server(
+        "drain_delay = \"1500ms\"\ndrain_timeout = \"500ms\"",
+        &format!(
+            "[upstreams.u]\nendpoints = [\"{}\"]\ntimeout = \"60s\"\n[routes.p]\npath = \"/{{*rest}}\"\nproxy = \"u\"\n",
+            up.url()
+        ),
+    )
+    .await;
+    // A request that will still be running at the drain timeout.
+    let mut hung = TcpStream::connect(gw.addr).await.expect("connect");
+    hung.write_all(b"GET /hang HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    for _ in 0..400 {
+        if !up.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        up.requests().len(),
+        1,
+        "the hung request never reached the upstream"
+    );
+
+    gw.stop.cancel();
+    tokio::task::yield_now().await;
+    // Not ready at once, while the client listener still serves new connections.
+    let (s, _, b) = send("GET", &format!("http://{}/readyz", gw.admin), None).await;
+    assert_eq!((s.as_u16(), &b[..]), (503, &b"draining\n"[..]));
+    let (s, _, b) = send("GET", &gw.url("/ok"), None).await;
+    assert_eq!(s, 200, "a new connection during drain_delay was not served");
+    assert_eq!(json(&b), json!({"ok": true}));
+
+    // Then the listener closes.
+    let refused = async {
+        while TcpStream::connect(gw.addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(BOUND, refused)
+        .await
+        .expect("the listener never closed");
+    // And the hung request's connection is aborted at the drain timeout, long before the
+    // upstream's 60 s.
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(BOUND, hung.read_to_end(&mut buf))
+        .await
+        .expect("the hung connection was not aborted");
+    assert!(
+        read.is_err() || !String::from_utf8_lossy(&buf).contains("late"),
+        "{buf:?}"
+    );
+    tokio::time::timeout(BOUND, gw.task)
+        .await
+        .expect("the gateway did not stop")
+        .expect("the gateway task");
+    // The upstream call went with it.
+    let dropped = async {
+        while !up.find("/hang").cancelled {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(BOUND, dropped)
+        .await
+        .expect("the upstream call was not dropped");
+}
+
+/// Log lines written while a test runs on this thread.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+impl Captured {
+    fn lines(&self) -> Vec<String> {
+        let bytes = self.0.lock().expect("log buffer").clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+    fn with(&self, needle: &str) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|l| l.contains(needle))
+            .collect()
+    }
+}
+
+async fn send_with_id(url: &str, id: Option<&str>) -> (u16, http::HeaderMap) {
+    let mut b = http::Request::get(url);
+    if let Some(id) = id {
+        b = b.header("x-request-id", id);
+    }
+    let resp = client()
+        .request(b.body(Full::new(Bytes::new())).expect("request"))
+        .await
+        .expect("an answer");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let _ = resp.into_body().collect().await;
+    (status, headers)
+}
+
+// The default current-thread runtime: every task of the gateway logs to this thread's
+// subscriber.
+#[tokio::test]
+async fn every_gateway_5xx_is_logged_once_with_its_request_id_and_render_failures_are_counted() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let up = Upstream::start(vec![
+        ("*", "/fail", Reply::raw(0, 500, "{\"oops\": 1}")),
+        ("*", "/unavailable", Reply::raw(0, 503, "{\"busy\": 1}")),
+        ("*", "/", Reply::json(0, json!({"ok": true}))),
+    ])
+    .await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let gw = TestGateway::start(&format!(
+        r#"
+[upstreams.u]
+endpoints = ["{up}"]
+[upstreams.dead]
+endpoints = ["http://{dead}"]
+
+[routes.composed]
+path = "/composed"
+  [[routes.composed.calls]]
+  name = "f"
+  upstream = "u"
+  path = "/fail"
+
+[routes.cached]
+path = "/cached"
+cache = {{ ttl = "60s" }}
+  [[routes.cached.calls]]
+  name = "f"
+  upstream = "u"
+  path = "/fail"
+
+[routes.gone]
+path = "/gone"
+proxy = "dead"
+
+[routes.passed]
+path = "/unavailable"
+proxy = "u"
+
+[routes.echo]
+path = "/echo"
+  [[routes.echo.calls]]
+  name = "o"
+  upstream = "u"
+  path = "/ok"
+  [routes.echo.response]
+  headers = {{ x-echo = "{{query.v}}" }}
+  body = {{ ok = "{{o.ok}}" }}
+"#,
+        up = up.url()
+    ))
+    .await;
+
+    let (s, h) = send_with_id(&gw.url("/composed"), Some("req-composed-1")).await;
+    assert_eq!(s, 502);
+    assert_eq!(h["x-request-id"], "req-composed-1");
+    let (s, _) = send_with_id(&gw.url("/gone"), Some("req-gone-2")).await;
+    assert_eq!(s, 502);
+    // A composed route's failure shared through its cache is still the gateway's.
+    let (s, _) = send_with_id(&gw.url("/cached"), Some("req-cached-4")).await;
+    assert_eq!(s, 502);
+    // An upstream's own 503 passed through: not the gateway's error.
+    let (s, h) = send_with_id(&gw.url("/unavailable"), Some("req-passed-3")).await;
+    assert_eq!(s, 503);
+    assert!(!h.contains_key("x-request-id"));
+    // No id from the client (or one that could forge log fields): one is made up, and the
+    // client is told which.
+    let (s, h) = send_with_id(&gw.url("/composed"), Some("x cause=forged")).await;
+    assert_eq!(s, 502);
+    let made_up = h["x-request-id"].to_str().expect("ascii").to_owned();
+    assert!(!made_up.contains(' '), "{made_up}");
+
+    let line = logs.with("req-composed-1");
+    assert_eq!(line.len(), 1, "{:#?}", logs.lines());
+    assert!(line[0].contains("WARN"), "{}", line[0]);
+    assert!(line[0].contains("upstream_status"), "{}", line[0]);
+    assert!(line[0].contains("route `composed`"), "{}", line[0]);
+    let line = logs.with("req-gone-2");
+    assert_eq!(line.len(), 1, "{:#?}", logs.lines());
+    assert!(line[0].contains("connect"), "{}", line[0]);
+    assert!(logs.with("req-passed-3").is_empty(), "{:#?}", logs.lines());
+    let line = logs.with("req-cached-4");
+    assert_eq!(line.len(), 1, "{:#?}", logs.lines());
+    assert!(line[0].contains("route `cached`"), "{}", line[0]);
+    assert_eq!(logs.with(&made_up).len(), 1, "{:#?}", logs.lines());
+    assert!(logs.with("forged").is_empty(), "{:#?}", logs.lines());
+    // One line per 5xx, nothing else at warn about them.
+    assert_eq!(logs.with("WARN").len(), 4, "{:#?}", logs.lines());
+
+    // A response header whose value cannot be a header value is dropped, logged with its
+    // name (not its value) and counted.
+    assert_eq!(gw.stats.response_header_render_failures(), 0);
+    let (s, h) = send_with_id(&gw.url("/echo?v=a%0D%0Aset-cookie:%20x"), None).await;
+    assert_eq!(s, 200);
+    assert!(!h.contains_key("x-echo") && !h.contains_key("set-cookie"));
+    assert_eq!(gw.stats.response_header_render_failures(), 1);
+    let line = logs.with("response header dropped");
+    assert_eq!(line.len(), 1, "{:#?}", logs.lines());
+    assert!(line[0].contains("x-echo"), "{}", line[0]);
+    assert!(!line[0].contains("set-cookie"), "{}", line[0]);
+    let (_, h) = send_with_id(&gw.url("/echo?v=fine"), None).await;
+    assert_eq!(h["x-echo"], "fine");
+    assert_eq!(gw.stats.response_header_render_failures(), 1);
+}
