@@ -84,6 +84,7 @@ struct RawRoute {
     response: Option<Spanned<RawResponse>>,
     proxy: Option<Spanned<String>>,
     cache: Option<Spanned<RawCachePolicy>>,
+    enqueue: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,6 +201,7 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
     if !diag.is_empty() {
         return Err(diag.finish());
     }
+    let warnings = diag.take_warnings();
     Ok(Config {
         source: file.to_path_buf(),
         server,
@@ -208,6 +210,7 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
         cache,
         queue,
         events,
+        warnings,
     })
 }
 
@@ -1035,6 +1038,7 @@ fn compile_route(
             None
         }
     };
+    let kind = crate::dataflow::with_enqueue(kind, r.enqueue.as_ref(), &owner, diag);
     if diag_len(diag) > before {
         return None;
     }
@@ -1240,6 +1244,9 @@ fn compile_plan(
         });
         let mut my_deps = std::mem::take(&mut res.refs);
         read_deps.push((my_deps.clone(), c.name.span()));
+        let mut reads = my_deps.clone();
+        reads.sort_unstable();
+        reads.dedup();
         reads_body |= res.reads_body;
         if let Some(after) = &c.after {
             for a in after.get_ref() {
@@ -1286,6 +1293,7 @@ fn compile_plan(
             expect,
             timeout,
             cache,
+            reads,
         });
     }
 
@@ -1308,6 +1316,8 @@ fn compile_plan(
             );
         }
     }
+
+    crate::dataflow::warn_required_reads_optional(route, &calls, &read_deps, diag);
 
     // Response.
     let mut res = Resolver {
@@ -1445,6 +1455,7 @@ fn compile_plan(
         levels,
         response,
         reads_request_body: reads_body,
+        enqueue: Enqueue::default(),
     })
 }
 

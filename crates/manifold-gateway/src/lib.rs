@@ -26,6 +26,7 @@ mod exec;
 mod handler;
 mod offload;
 mod proxy;
+mod queued;
 pub mod render;
 mod server;
 

@@ -2,6 +2,8 @@
 
 mod cache;
 mod compose;
+mod dataflow;
+mod enqueue;
 mod http;
 mod offload;
 mod publish;
