@@ -88,8 +88,9 @@ pub(crate) async fn execute(
     let n = plan.calls.len();
     let mut remaining = plan.indegrees();
     let mut results: Vec<Option<Value>> = vec![None; n];
-    // Why each failed optional call failed: what its readers are told.
-    let mut errors: Vec<Option<CallError>> = vec![None; n];
+    // Why each failed optional call failed: what its readers are told. Allocated at the first
+    // failure, like `cache_outcomes`: most requests have none.
+    let mut errors: Vec<Option<CallError>> = Vec::new();
     let mut partial = Vec::new();
     let mut cache_outcomes: Vec<Option<CacheOutcome>> = Vec::new();
     let mut running: Vec<bool> = vec![false; n];
@@ -173,6 +174,9 @@ pub(crate) async fn execute(
             Err(e) if plan.calls[i].optional => {
                 tracing::debug!(call = %plan.calls[i].name, error = %e, "optional call failed");
                 results[i] = Some(Value::Null);
+                if errors.is_empty() {
+                    errors = vec![None; n];
+                }
                 errors[i] = Some(e);
                 partial.push(plan.calls[i].name.clone());
             }
@@ -257,25 +261,19 @@ fn launch(
     held: &mut Vec<(usize, manifold_queue::Task)>,
 ) -> CallFuture {
     let call = &plan.calls[i];
-    let failed: Vec<usize> = failed_reads(plan, i, ready.errors).collect();
+    let failed: Vec<(usize, &CallError)> = failed_reads(plan, i, ready.errors)
+        .filter_map(|r| Some((r, ready.errors.get(r)?.as_ref()?)))
+        .collect();
     if !failed.is_empty() {
         let causes: Vec<String> = failed
             .iter()
-            .map(|&r| {
-                let why = ready.errors[r]
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_default();
-                format!("`{}` ({why})", plan.calls[r].name)
-            })
+            .map(|&(r, why)| format!("`{}` ({why})", plan.calls[r].name))
             .collect();
         // An input cut off by the route's deadline (its own timer can fire just before the
         // route's) makes this call late too: 504 as if the route's timer had fired first.
-        let late = failed.iter().any(|&r| {
-            ready.errors[r]
-                .as_ref()
-                .is_some_and(|e| e.kind == CallErrorKind::Deadline)
-        });
+        let late = failed
+            .iter()
+            .any(|(_, e)| e.kind == CallErrorKind::Deadline);
         let kind = if late {
             CallErrorKind::Deadline
         } else {
