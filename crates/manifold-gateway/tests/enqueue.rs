@@ -10,7 +10,7 @@ use std::time::Duration;
 /// `confirm` that comes after the shipping call (so under `eager` the task is durable before
 /// `confirm` even starts) and succeeds or fails. `/fail-eager` is `/fail` with `enqueue = "eager"`.
 fn config(order: &Upstream, shipping: &str, dir: &std::path::Path, queue_extra: &str) -> String {
-    let route = |name: &str, confirm: &str, enqueue: &str| {
+    let route = |name: &str, confirm: &str, enqueue: &str, optional: bool| {
         format!(
             r#"
 [routes.{name}]
@@ -29,6 +29,7 @@ path = "/{name}"
   path = "/shipping/labels"
   body = {{ order_id = "{{order.id}}", route = "{name}" }}
   mode = "async"
+  optional = {optional}
   [[routes.{name}.calls]]
   name = "confirm"
   upstream = "order"
@@ -56,12 +57,13 @@ endpoints = ["{}"]
 endpoints = ["{shipping}"]
 timeout = "1s"
 connect_timeout = "200ms"
-{}{}{}"#,
+{}{}{}{}"#,
         dir.display(),
         order.url(),
-        route("ok", "confirm", ""),
-        route("fail", "reject", ""),
-        route("fail-eager", "reject", "enqueue = \"eager\""),
+        route("ok", "confirm", "", false),
+        route("fail", "reject", "", false),
+        route("fail-eager", "reject", "enqueue = \"eager\"", false),
+        route("soft", "confirm", "", true),
     )
 }
 
@@ -202,6 +204,12 @@ async fn a_task_that_cannot_be_written_fails_the_request_after_its_calls_succeed
         .filter(|s| s.path_and_query.starts_with("/confirm"))
         .count();
     assert_eq!(confirms, 2);
+
+    // An optional call's task that cannot be written: the answer stands, without it.
+    let (status, headers, body) = send("POST", &gw.url("/soft"), Some("{}")).await;
+    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["shipping"], serde_json::Value::Null);
+    assert_eq!(headers["manifold-partial"], "shipping");
 
     gw.stop.cancel();
     let _ = gw.task.await;
