@@ -86,6 +86,7 @@ struct RawRoute {
     response: Option<Spanned<RawResponse>>,
     proxy: Option<Spanned<String>>,
     cache: Option<Spanned<RawCachePolicy>>,
+    enqueue: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,6 +203,7 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
     if !diag.is_empty() {
         return Err(diag.finish());
     }
+    let warnings = diag.take_warnings();
     Ok(Config {
         source: file.to_path_buf(),
         server,
@@ -210,6 +212,7 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
         cache,
         queue,
         events,
+        warnings,
     })
 }
 
@@ -1044,6 +1047,7 @@ fn compile_route(
             None
         }
     };
+    let kind = crate::dataflow::with_enqueue(kind, r.enqueue.as_ref(), &owner, diag);
     if diag_len(diag) > before {
         return None;
     }
@@ -1249,6 +1253,9 @@ fn compile_plan(
         });
         let mut my_deps = std::mem::take(&mut res.refs);
         read_deps.push((my_deps.clone(), c.name.span()));
+        let mut reads = my_deps.clone();
+        reads.sort_unstable();
+        reads.dedup();
         reads_body |= res.reads_body;
         if let Some(after) = &c.after {
             for a in after.get_ref() {
@@ -1295,6 +1302,7 @@ fn compile_plan(
             expect,
             timeout,
             cache,
+            reads,
         });
     }
 
@@ -1317,6 +1325,8 @@ fn compile_plan(
             );
         }
     }
+
+    crate::dataflow::warn_required_reads_optional(route, &calls, &read_deps, diag);
 
     // Response.
     let mut res = Resolver {
@@ -1454,6 +1464,7 @@ fn compile_plan(
         levels,
         response,
         reads_request_body: reads_body,
+        enqueue: Enqueue::default(),
     })
 }
 

@@ -39,6 +39,17 @@ pub fn describe(config: &Config) -> String {
             }
             RouteKind::Compose(plan) => plan,
         };
+        if plan.calls.iter().any(|c| c.mode != Mode::Sync) {
+            let _ = writeln!(
+                out,
+                "  enqueue: {}",
+                match plan.enqueue {
+                    crate::model::Enqueue::OnSuccess =>
+                        "on_success (tasks written once every required call succeeded)",
+                    crate::model::Enqueue::Eager => "eager (tasks written as soon as rendered)",
+                }
+            );
+        }
         let _ = writeln!(out, "  calls:");
         for (i, call) in plan.calls.iter().enumerate() {
             let mut flags = Vec::new();
@@ -47,6 +58,15 @@ pub fn describe(config: &Config) -> String {
             }
             if call.mode == Mode::Async {
                 flags.push("async".to_owned());
+            }
+            // `after` only orders; what a call reads is its data, unavailable if that failed.
+            let ordering_only: Vec<&str> = plan.deps[i]
+                .iter()
+                .filter(|d| !call.reads.contains(d))
+                .map(|&d| plan.calls[d].name.as_str())
+                .collect();
+            if !ordering_only.is_empty() {
+                flags.push(format!("ordered after {}", ordering_only.join(", ")));
             }
             if let Some(e) = call.expect {
                 flags.push(format!("expect {}", humantime::format_duration(e)));

@@ -57,6 +57,33 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// Something valid but probably not meant, with its location: `manifold check` prints it and
+/// still succeeds (a warning never stops a config from loading).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// The file it is in.
+    pub file: PathBuf,
+    /// 1-based line, 0 when unknown.
+    pub line: usize,
+    /// 1-based column, 0 when unknown.
+    pub column: usize,
+    /// What looks wrong, and what to do about it.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: warning: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
 /// Every problem found in one config file. Validation keeps going after the first error where it
 /// can, so a user fixes several at once.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,6 +113,7 @@ pub(crate) struct Diagnostics<'a> {
     file: &'a Path,
     source: &'a str,
     pending: Vec<(ErrorKind, Range<usize>, String)>,
+    warnings: Vec<(Range<usize>, String)>,
 }
 
 impl<'a> Diagnostics<'a> {
@@ -94,7 +122,32 @@ impl<'a> Diagnostics<'a> {
             file,
             source,
             pending: Vec::new(),
+            warnings: Vec::new(),
         }
+    }
+
+    /// Note something valid but probably not meant (it does not fail the compile).
+    pub(crate) fn warn(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.warnings.push((span, message.into()));
+    }
+
+    /// The warnings so far, resolved to lines, in file order.
+    pub(crate) fn take_warnings(&mut self) -> Vec<ConfigWarning> {
+        let mut out: Vec<ConfigWarning> = std::mem::take(&mut self.warnings)
+            .into_iter()
+            .map(|(span, message)| {
+                let (line, column) = line_col(self.source, span.start);
+                ConfigWarning {
+                    file: self.file.to_path_buf(),
+                    line,
+                    column,
+                    message,
+                }
+            })
+            .collect();
+        out.sort_by_key(|w| (w.line, w.column));
+        out.dedup();
+        out
     }
 
     pub(crate) fn push(&mut self, kind: ErrorKind, span: Range<usize>, message: impl Into<String>) {

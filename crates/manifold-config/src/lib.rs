@@ -8,6 +8,7 @@
 //! check`, the docs' tests and any tool can validate a config without starting a server.
 
 mod compile;
+mod dataflow;
 mod describe;
 mod error;
 mod model;
@@ -15,7 +16,7 @@ pub mod template;
 
 pub use compile::compile;
 pub use describe::describe;
-pub use error::{ConfigError, ConfigErrors, ErrorKind};
+pub use error::{ConfigError, ConfigErrors, ConfigWarning, ErrorKind};
 pub use model::*;
 
 use std::path::Path;

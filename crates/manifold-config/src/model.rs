@@ -42,6 +42,9 @@ pub struct Config {
     /// `[events]`: the broker `mode = "publish"` calls publish to (required by them; `None`
     /// when the section is absent).
     pub events: Option<manifold_queue::EventsConfig>,
+    /// What is valid but probably not meant (`manifold check` prints them, `serve` logs them).
+    #[serde(skip)]
+    pub warnings: Vec<crate::ConfigWarning>,
 }
 
 impl Config {
@@ -223,6 +226,10 @@ pub struct Call {
     /// `cache = { … }`: the call's result is cached (only when its method is in the policy's
     /// `methods`, which the compiler checks).
     pub cache: Option<CachePolicySpec>,
+    /// The calls whose results its templates read (sorted): the part of its dependencies that
+    /// is data; the rest is `after`, ordering only. When one of these failed, the call is not
+    /// sent: its input is unavailable.
+    pub reads: Vec<usize>,
 }
 
 /// A route's calls as a DAG, with the counters the executor schedules by.
@@ -242,6 +249,21 @@ pub struct Plan {
     pub response: ResponsePlan,
     /// Whether any template reads `{request.body…}` (so the body must be parsed as JSON).
     pub reads_request_body: bool,
+    /// The route's `enqueue`: when its async and publish tasks are written to the queue.
+    pub enqueue: Enqueue,
+}
+
+/// `enqueue`: when a route's async and publish calls are written to the queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Enqueue {
+    /// Rendered when their inputs are ready, held, and written (all of them) only once every
+    /// required call has succeeded, before the answer: a failed request leaves no task behind.
+    #[default]
+    OnSuccess,
+    /// Written as soon as their inputs are ready, while other calls still run: a required call
+    /// failing later does not take them back.
+    Eager,
 }
 
 impl Plan {

@@ -31,6 +31,10 @@ pub enum CallErrorKind {
     /// The request could not be built from the client's input (e.g. a value that is not a valid
     /// header value).
     Input,
+    /// The call was not sent: a call whose result it reads failed (an optional one, else the
+    /// request would have failed already), so it has no input to render. 502: the cause is
+    /// upstream.
+    InputUnavailable,
 }
 
 impl CallErrorKind {
@@ -47,6 +51,7 @@ impl CallErrorKind {
             CallErrorKind::Input => "bad_input",
             CallErrorKind::QueueFull(_) => "queue_full",
             CallErrorKind::Queue => "queue",
+            CallErrorKind::InputUnavailable => "input_unavailable",
         }
     }
 

@@ -68,9 +68,17 @@ pub(crate) struct Failure {
 }
 
 type CallOutput = (usize, Result<Value, CallError>, Option<CacheOutcome>);
-type CallFuture = Pin<Box<dyn Future<Output = CallOutput> + Send>>;
+pub(crate) type CallFuture = Pin<Box<dyn Future<Output = CallOutput> + Send>>;
 
 /// Run `plan` for one request.
+///
+/// A call whose template reads a call that failed (an optional one: a required failure ends the
+/// request) is not sent; it fails as "input unavailable", which fails the request or, for an
+/// optional call, makes its result `null` too. `after` is ordering only: a call that merely
+/// comes after a failed optional call still runs. At the deadline, if only optional calls are
+/// unfinished, they are cut off and the answer is partial; otherwise 504. With
+/// `enqueue = "on_success"`, async and publish calls are rendered and held, and written
+/// ([`crate::queued::commit`]) only once nothing required is left to fail.
 pub(crate) async fn execute(
     plan: &Plan,
     env: Env<'_>,
@@ -80,18 +88,22 @@ pub(crate) async fn execute(
     let n = plan.calls.len();
     let mut remaining = plan.indegrees();
     let mut results: Vec<Option<Value>> = vec![None; n];
+    // Why each failed optional call failed: what its readers are told. Allocated at the first
+    // failure, like `cache_outcomes`: most requests have none.
+    let mut errors: Vec<Option<CallError>> = Vec::new();
     let mut partial = Vec::new();
     let mut cache_outcomes: Vec<Option<CacheOutcome>> = Vec::new();
     let mut running: Vec<bool> = vec![false; n];
+    let mut held: Vec<(usize, manifold_queue::Task)> = Vec::new();
     let mut inflight: FuturesUnordered<CallFuture> = FuturesUnordered::new();
 
     for &i in &plan.roots {
         running[i] = true;
-        let scope = Scope {
-            req,
+        let ready = Ready {
             results: &results,
+            errors: &errors,
         };
-        inflight.push(start_call(i, &plan.calls[i], env, scope, deadline));
+        inflight.push(launch(i, plan, env, req, ready, deadline, &mut held));
     }
 
     // One timer for the route's deadline, armed once: a `timeout_at` per loop turn would
@@ -113,18 +125,39 @@ pub(crate) async fn execute(
         let next = match next {
             Ok(next) => next,
             Err(()) => {
-                let outstanding = (0..n)
-                    .filter(|&i| running[i] && results[i].is_none())
-                    .map(|i| plan.calls[i].name.clone())
-                    .collect();
-                return Err(Failure {
-                    calls: outstanding,
-                    error: CallError::new(
-                        CallErrorKind::Deadline,
-                        "the route's deadline passed before these calls finished",
-                    ),
-                    cache: cache_outcomes,
-                });
+                let unfinished: Vec<usize> = (0..n).filter(|&i| results[i].is_none()).collect();
+                if unfinished.iter().any(|&i| !plan.calls[i].optional) {
+                    // The calls cut off while running, then the required ones still waiting.
+                    let outstanding = unfinished
+                        .iter()
+                        .filter(|&&i| running[i])
+                        .chain(
+                            unfinished
+                                .iter()
+                                .filter(|&&i| !running[i] && !plan.calls[i].optional),
+                        )
+                        .map(|&i| plan.calls[i].name.clone())
+                        .collect();
+                    return Err(Failure {
+                        calls: outstanding,
+                        error: CallError::new(
+                            CallErrorKind::Deadline,
+                            "the route's deadline passed before these calls finished",
+                        ),
+                        cache: cache_outcomes,
+                    });
+                }
+                // Only optional calls are left: cut them off (their upstreams see the
+                // connection close) and answer without them.
+                inflight.clear();
+                // A task is written only for a call that finished (was rendered).
+                held.retain(|(i, _)| results[*i].is_some());
+                for i in unfinished {
+                    tracing::debug!(call = %plan.calls[i].name, "optional call cut off by the deadline");
+                    results[i] = Some(Value::Null);
+                    partial.push(plan.calls[i].name.clone());
+                }
+                break;
             }
         };
         let Some((i, result, cached)) = next else {
@@ -141,25 +174,51 @@ pub(crate) async fn execute(
             Err(e) if plan.calls[i].optional => {
                 tracing::debug!(call = %plan.calls[i].name, error = %e, "optional call failed");
                 results[i] = Some(Value::Null);
+                if errors.is_empty() {
+                    errors = vec![None; n];
+                }
+                errors[i] = Some(e);
                 partial.push(plan.calls[i].name.clone());
             }
             Err(error) => {
+                // A call not sent for want of an input names that input too.
+                let mut calls = vec![plan.calls[i].name.clone()];
+                calls.extend(failed_reads(plan, i, &errors).map(|r| plan.calls[r].name.clone()));
                 return Err(Failure {
-                    calls: vec![plan.calls[i].name.clone()],
+                    calls,
                     error,
                     cache: cache_outcomes,
-                })
+                });
             }
         }
         for &d in &plan.dependents[i] {
             remaining[d] -= 1;
             if remaining[d] == 0 {
                 running[d] = true;
-                let scope = Scope {
-                    req,
+                let ready = Ready {
                     results: &results,
+                    errors: &errors,
                 };
-                inflight.push(start_call(d, &plan.calls[d], env, scope, deadline));
+                inflight.push(launch(d, plan, env, req, ready, deadline, &mut held));
+            }
+        }
+    }
+    drop(inflight);
+    if !held.is_empty() {
+        match crate::queued::commit(env.queue, plan, held).await {
+            Ok(failed) => {
+                for (i, e) in failed {
+                    tracing::debug!(call = %plan.calls[i].name, error = %e, "optional task not written");
+                    results[i] = Some(Value::Null);
+                    partial.push(plan.calls[i].name.clone());
+                }
+            }
+            Err((i, error)) => {
+                return Err(Failure {
+                    calls: vec![plan.calls[i].name.clone()],
+                    error,
+                    cache: cache_outcomes,
+                })
             }
         }
     }
@@ -170,6 +229,83 @@ pub(crate) async fn execute(
     })
 }
 
+/// What the calls finished so far left: results, and the errors of failed optional calls.
+#[derive(Clone, Copy)]
+struct Ready<'a> {
+    results: &'a [Option<Value>],
+    errors: &'a [Option<CallError>],
+}
+
+/// The calls that call `i` reads and that failed (`after` does not count: ordering only).
+fn failed_reads<'a>(
+    plan: &'a Plan,
+    i: usize,
+    errors: &'a [Option<CallError>],
+) -> impl Iterator<Item = usize> + 'a {
+    plan.calls[i]
+        .reads
+        .iter()
+        .copied()
+        .filter(|&r| errors.get(r).is_some_and(Option::is_some))
+}
+
+/// Start call `i`, whose dependencies are all done: not at all when an input it reads failed;
+/// rendered and held when its route writes tasks on success; otherwise sent (or written) now.
+fn launch(
+    i: usize,
+    plan: &Plan,
+    env: Env<'_>,
+    req: &RequestCtx,
+    ready: Ready<'_>,
+    deadline: Option<Instant>,
+    held: &mut Vec<(usize, manifold_queue::Task)>,
+) -> CallFuture {
+    let call = &plan.calls[i];
+    let failed: Vec<(usize, &CallError)> = failed_reads(plan, i, ready.errors)
+        .filter_map(|r| Some((r, ready.errors.get(r)?.as_ref()?)))
+        .collect();
+    if !failed.is_empty() {
+        let causes: Vec<String> = failed
+            .iter()
+            .map(|&(r, why)| format!("`{}` ({why})", plan.calls[r].name))
+            .collect();
+        // An input cut off by the route's deadline (its own timer can fire just before the
+        // route's) makes this call late too: 504 as if the route's timer had fired first.
+        let late = failed
+            .iter()
+            .any(|(_, e)| e.kind == CallErrorKind::Deadline);
+        let kind = if late {
+            CallErrorKind::Deadline
+        } else {
+            CallErrorKind::InputUnavailable
+        };
+        let e = CallError::new(
+            kind,
+            format!(
+                "call `{}` was not sent: input {} unavailable",
+                call.name,
+                causes.join(", ")
+            ),
+        );
+        return Box::pin(std::future::ready((i, Err(e), None)));
+    }
+    let scope = Scope {
+        req,
+        results: ready.results,
+    };
+    if call.mode != manifold_config::Mode::Sync
+        && plan.enqueue == manifold_config::Enqueue::OnSuccess
+    {
+        let result = crate::queued::stage(call, env, scope).map(|task| {
+            let receipt = crate::offload::receipt(&task);
+            held.push((i, task));
+            receipt
+        });
+        return Box::pin(std::future::ready((i, result, None)));
+    }
+    start_call(i, call, env, scope, deadline)
+}
+
 /// Render call `i`'s request now (its inputs are ready) and return the future that sends it.
 fn start_call(
     i: usize,
@@ -178,13 +314,10 @@ fn start_call(
     scope: Scope<'_>,
     deadline: Option<Instant>,
 ) -> CallFuture {
-    if call.mode == manifold_config::Mode::Publish {
-        return start_publish_call(i, call, env, scope);
+    if call.mode != manifold_config::Mode::Sync {
+        return crate::queued::start_eager(i, call, env, scope);
     }
     let client = Arc::clone(&env.clients[call.upstream]);
-    if call.mode == manifold_config::Mode::Async {
-        return start_async_call(i, call, &client, env, scope);
-    }
     let now = Instant::now();
     let call_timeout = call.timeout.unwrap_or(client.timeout);
     let own = now + call_timeout;
@@ -224,110 +357,6 @@ fn start_call(
         };
         (i, result, None)
     })
-}
-
-/// An async call: render it now, write it durably to the queue, and answer with its receipt.
-/// The client waits for the enqueue (one durable write), never for the upstream.
-fn start_async_call(
-    i: usize,
-    call: &Call,
-    client: &UpstreamClient,
-    env: Env<'_>,
-    scope: Scope<'_>,
-) -> CallFuture {
-    let Some(queue) = env.queue.map(Arc::clone) else {
-        let e = CallError::new(
-            CallErrorKind::Queue,
-            "no queue is configured for async calls",
-        );
-        return Box::pin(async move { (i, Err(e), None) });
-    };
-    let client_key = client_idempotency_key(scope);
-    let built = build_request(call, client, scope, std::time::Duration::ZERO);
-    let (name, upstream) = (call.name.clone(), client.name.clone());
-    Box::pin(async move {
-        let (request, base_len) = match built {
-            Ok(b) => b,
-            Err(e) => return (i, Err(e), None),
-        };
-        let task = match crate::offload::task_from_request(
-            request,
-            base_len,
-            &upstream,
-            &name,
-            client_key.as_deref(),
-        )
-        .await
-        {
-            Ok(t) => t,
-            Err(e) => return (i, Err(e), None),
-        };
-        (i, crate::offload::enqueue(queue.as_ref(), task).await, None)
-    })
-}
-
-/// The client's own `Idempotency-Key`, when usable: a client retry of the same request then
-/// maps to the same task key.
-fn client_idempotency_key(scope: Scope<'_>) -> Option<String> {
-    scope
-        .req
-        .headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 96)
-        .map(str::to_owned)
-}
-
-/// A publish call: render its body (and headers) now, write the event durably to the outbox,
-/// and answer with its receipt. The dispatcher publishes it to `[events]` later, like an async
-/// call's delivery: the client never waits for the broker.
-fn start_publish_call(i: usize, call: &Call, env: Env<'_>, scope: Scope<'_>) -> CallFuture {
-    let Some(queue) = env.queue.map(Arc::clone) else {
-        let e = CallError::new(
-            CallErrorKind::Queue,
-            "no queue is configured for publish calls",
-        );
-        return Box::pin(async move { (i, Err(e), None) });
-    };
-    let rendered = render_event(call, scope).map(|(headers, body)| {
-        let subject = call.subject.clone().unwrap_or_default();
-        let task = manifold_queue::Task::event("pending", subject, headers, body);
-        crate::offload::with_key(task, client_idempotency_key(scope).as_deref(), &call.name)
-    });
-    Box::pin(async move {
-        match rendered {
-            Ok(task) => (i, crate::offload::enqueue(queue.as_ref(), task).await, None),
-            Err(e) => (i, Err(e), None),
-        }
-    })
-}
-
-/// An event's message headers (name, value) and its JSON body.
-type EventParts = (Vec<(String, String)>, Vec<u8>);
-
-/// An event's message headers (rendered like a call's, with the same validity rules) and its
-/// JSON body.
-fn render_event(call: &Call, scope: Scope<'_>) -> Result<EventParts, CallError> {
-    let mut headers = Vec::with_capacity(call.headers.len());
-    for (name, tpl) in &call.headers {
-        let mut text = String::new();
-        scope.render_text(tpl, &mut text);
-        if HeaderValue::from_str(&text).is_err() {
-            return Err(CallError::new(
-                CallErrorKind::Input,
-                format!("header `{name}` rendered to a value that is not a valid header value"),
-            ));
-        }
-        headers.push((name.clone(), text));
-    }
-    let body = match &call.body {
-        Some(tpl) => serde_json::to_vec(&scope.json(tpl)).map_err(|e| {
-            CallError::new(CallErrorKind::Input, format!("cannot render the body: {e}"))
-        })?,
-        // The compiler requires a body on publish calls.
-        None => b"null".to_vec(),
-    };
-    Ok((headers, body))
 }
 
 fn no_answer(upstream: &str, kind: CallErrorKind, within: std::time::Duration) -> CallError {
@@ -423,7 +452,7 @@ fn start_cached_call(
     })
 }
 
-fn build_request(
+pub(crate) fn build_request(
     call: &Call,
     client: &UpstreamClient,
     scope: Scope<'_>,

@@ -27,6 +27,7 @@ mod exec;
 mod handler;
 mod offload;
 mod proxy;
+mod queued;
 pub mod render;
 mod respond;
 mod server;

@@ -132,15 +132,24 @@ impl Offload {
     }
 }
 
-/// Accept a rendered call: write it durably, then answer `{"task_id", "status": "queued"}` as the
-/// call's result (so the response can carry `{CALL.task_id}`).
+/// Accept a rendered call: write it durably, then answer its [`receipt`] as the call's result
+/// (so the response can carry `{CALL.task_id}`).
 pub(crate) async fn enqueue(queue: &dyn Queue, task: Task) -> Result<serde_json::Value, CallError> {
-    let id = task.id.clone();
-    let key = task.idempotency_key.clone();
+    let receipt = receipt(&task);
+    write(queue, task).await.map(|()| receipt)
+}
+
+/// An async or publish call's result: `{"task_id", "idempotency_key", "status": "queued"}`.
+/// The id is given when the task is rendered, so a held task's receipt is known before it is
+/// written (and the answer carrying it goes out only after it was).
+pub(crate) fn receipt(task: &Task) -> serde_json::Value {
+    serde_json::json!({"task_id": task.id, "idempotency_key": task.idempotency_key, "status": "queued"})
+}
+
+/// Write `task` durably: `Ok` only once the queue has it.
+pub(crate) async fn write(queue: &dyn Queue, task: Task) -> Result<(), CallError> {
     match queue.enqueue(task).await {
-        Ok(()) => {
-            Ok(serde_json::json!({"task_id": id, "idempotency_key": key, "status": "queued"}))
-        }
+        Ok(()) => Ok(()),
         Err(e) if e.is_full() => Err(CallError::new(
             CallErrorKind::QueueFull(e.retry_after().unwrap_or(Duration::from_secs(1))),
             format!("the offload queue is full: {e}"),

@@ -2,7 +2,9 @@
 
 mod cache;
 mod compose;
+mod dataflow;
 mod edge;
+mod enqueue;
 mod http;
 mod offload;
 mod publish;

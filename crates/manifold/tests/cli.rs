@@ -68,6 +68,31 @@ fn check_reports_every_error_with_its_location() {
 }
 
 /// The arguments that serve the shop on free ports.
+#[test]
+fn check_warns_when_a_required_call_reads_an_optional_one_and_still_succeeds() {
+    let dir = std::env::temp_dir().join(format!("manifold-check-warn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("warn.toml");
+    std::fs::write(
+        &file,
+        "[upstreams.a]\nendpoints = [\"http://127.0.0.1:1\"]\n\n[routes.r]\npath = \"/r\"\n  [[routes.r.calls]]\n  name = \"recs\"\n  upstream = \"a\"\n  optional = true\n  [[routes.r.calls]]\n  name = \"top\"\n  upstream = \"a\"\n  path = \"/t/{recs.id}\"\n",
+    )
+    .unwrap();
+    let out = manifold()
+        .args(["check", "-c", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warn.toml:11:10: warning: route `r`: call `top` is required and reads `recs`"
+        ),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 fn serve_shop_args() -> Vec<String> {
     let config = repo("examples/shop.toml");
     [

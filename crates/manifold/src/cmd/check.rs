@@ -7,6 +7,7 @@ use std::process::ExitCode;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:\n  manifold check -c examples/shop.toml\n\n\
 Every problem is reported with file:line:column; the exit code is 1 when there is any.\n\
+Warnings (valid, probably not meant) are printed the same way and do not fail the check.\n\
 Give calls latency hints (expect = \"120ms\") to see the critical path.")]
 pub(crate) struct Args {
     /// The config file.
@@ -20,6 +21,10 @@ pub(crate) struct Args {
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     match manifold_config::load(&args.config) {
         Ok(config) => {
+            // Warnings do not fail the check: the config is valid, probably not as meant.
+            for w in &config.warnings {
+                eprintln!("{w}");
+            }
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&config)?);
             } else {

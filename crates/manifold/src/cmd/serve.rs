@@ -42,6 +42,9 @@ pub(crate) async fn run(args: Args, open_files: Option<u64>) -> anyhow::Result<E
     if let Some(a) = args.admin {
         config.server.admin = a;
     }
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
     if let Some(warning) =
         open_files.and_then(|l| manifold_gateway::open_files_warning(&config.server, l))
     {

@@ -1,0 +1,178 @@
+//! Async and publish calls: rendered into tasks the moment their inputs are ready, then written to
+//! the queue either at once (`enqueue = "eager"`) or, by default (`enqueue = "on_success"`),
+//! held and written together once every required call has succeeded, before the answer.
+//!
+//! Why hold them: a task written while other calls still run is delivered even when a required
+//! call fails afterwards. The client gets an error, retries, and the side effect happens twice
+//! (with a fresh idempotency key when the client sent none). Holding costs nothing on the
+//! critical path: the write happens at the end instead of in the middle, and concurrent writes
+//! share one group commit.
+
+use crate::error::{CallError, CallErrorKind};
+use crate::exec::{build_request, CallFuture, Env};
+use crate::render::Scope;
+use futures::FutureExt;
+use http::header::HeaderValue;
+use manifold_config::{Call, Mode, Plan};
+use manifold_queue::{Queue, Task};
+use std::sync::Arc;
+
+/// Render `call` (async or publish) into its task now. The task's id, and so the receipt the
+/// response may carry, exists from here on.
+pub(crate) fn stage(call: &Call, env: Env<'_>, scope: Scope<'_>) -> Result<Task, CallError> {
+    let what = if call.mode == Mode::Publish {
+        "publish"
+    } else {
+        "async"
+    };
+    if env.queue.is_none() {
+        return Err(CallError::new(
+            CallErrorKind::Queue,
+            format!("no queue is configured for {what} calls"),
+        ));
+    }
+    let client_key = client_idempotency_key(scope);
+    if call.mode == Mode::Publish {
+        let (headers, body) = render_event(call, scope)?;
+        let subject = call.subject.clone().unwrap_or_default();
+        let task = Task::event("pending", subject, headers, body);
+        return Ok(crate::offload::with_key(
+            task,
+            client_key.as_deref(),
+            &call.name,
+        ));
+    }
+    let client = &env.clients[call.upstream];
+    let (request, base_len) = build_request(call, client, scope, std::time::Duration::ZERO)?;
+    // The body was rendered into memory (`Full`), so reading it completes at the first poll.
+    crate::offload::task_from_request(
+        request,
+        base_len,
+        &client.name,
+        &call.name,
+        client_key.as_deref(),
+    )
+    .now_or_never()
+    .unwrap_or_else(|| {
+        Err(CallError::new(
+            CallErrorKind::Input,
+            "the rendered body was not in memory",
+        ))
+    })
+}
+
+/// `enqueue = "eager"`: render the call and write it now; its result is the receipt once the
+/// task is durable. The client waits for the write (one durable write), never for the upstream.
+pub(crate) fn start_eager(i: usize, call: &Call, env: Env<'_>, scope: Scope<'_>) -> CallFuture {
+    let staged = stage(call, env, scope);
+    let queue = env.queue.map(Arc::clone);
+    Box::pin(async move {
+        match (staged, queue) {
+            (Ok(task), Some(queue)) => {
+                (i, crate::offload::enqueue(queue.as_ref(), task).await, None)
+            }
+            (Err(e), _) => (i, Err(e), None),
+            (Ok(_), None) => (
+                i,
+                Err(CallError::new(
+                    CallErrorKind::Queue,
+                    "no queue is configured",
+                )),
+                None,
+            ),
+        }
+    })
+}
+
+/// Write the held tasks of a request whose required calls all succeeded. Required calls' tasks
+/// go first, together; optional ones only once those are stored, so a refused required task
+/// leaves no optional task behind. Writes are never cut short (not even by the deadline): a write
+/// abandoned midway may still be committed, which is exactly the unknown outcome holding avoids.
+///
+/// `Ok` lists the optional calls whose tasks could not be written (their results become `null`);
+/// `Err` is the first required call whose task could not be written: the request fails.
+pub(crate) async fn commit(
+    queue: Option<&Arc<dyn Queue>>,
+    plan: &Plan,
+    held: Vec<(usize, Task)>,
+) -> Result<Vec<(usize, CallError)>, (usize, CallError)> {
+    let Some(queue) = queue else {
+        // `stage` refuses every call when there is no queue, so nothing is held.
+        return Ok(Vec::new());
+    };
+    let (required, optional): (Vec<_>, Vec<_>) = held
+        .into_iter()
+        .partition(|(i, _)| !plan.calls[*i].optional);
+    let written = write_all(queue.as_ref(), required).await;
+    let stored: Vec<&str> = written
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(i, _)| plan.calls[*i].name.as_str())
+        .collect();
+    if let Some((i, Err(e))) = written.iter().find(|(_, r)| r.is_err()) {
+        if !stored.is_empty() {
+            // No transaction spans several writes: these are durable and will be delivered,
+            // though the client is told the request failed.
+            tracing::warn!(calls = ?stored, refused = %plan.calls[*i].name, "tasks of a failed request were written");
+        }
+        return Err((*i, e.clone()));
+    }
+    let failed = write_all(queue.as_ref(), optional)
+        .await
+        .into_iter()
+        .filter_map(|(i, r)| r.err().map(|e| (i, e)))
+        .collect();
+    Ok(failed)
+}
+
+async fn write_all(
+    queue: &dyn Queue,
+    tasks: Vec<(usize, Task)>,
+) -> Vec<(usize, Result<(), CallError>)> {
+    futures::future::join_all(
+        tasks
+            .into_iter()
+            .map(|(i, task)| async move { (i, crate::offload::write(queue, task).await) }),
+    )
+    .await
+}
+
+/// The client's own `Idempotency-Key`, when usable: a client retry of the same request then
+/// maps to the same task key.
+fn client_idempotency_key(scope: Scope<'_>) -> Option<String> {
+    scope
+        .req
+        .headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 96)
+        .map(str::to_owned)
+}
+
+/// An event's message headers (name, value) and its JSON body.
+type EventParts = (Vec<(String, String)>, Vec<u8>);
+
+/// An event's message headers (rendered like a call's, with the same validity rules) and its
+/// JSON body.
+fn render_event(call: &Call, scope: Scope<'_>) -> Result<EventParts, CallError> {
+    let mut headers = Vec::with_capacity(call.headers.len());
+    for (name, tpl) in &call.headers {
+        let mut text = String::new();
+        scope.render_text(tpl, &mut text);
+        if HeaderValue::from_str(&text).is_err() {
+            return Err(CallError::new(
+                CallErrorKind::Input,
+                format!("header `{name}` rendered to a value that is not a valid header value"),
+            ));
+        }
+        headers.push((name.clone(), text));
+    }
+    let body = match &call.body {
+        Some(tpl) => serde_json::to_vec(&scope.json(tpl)).map_err(|e| {
+            CallError::new(CallErrorKind::Input, format!("cannot render the body: {e}"))
+        })?,
+        // The compiler requires a body on publish calls.
+        None => b"null".to_vec(),
+    };
+    Ok((headers, body))
+}
