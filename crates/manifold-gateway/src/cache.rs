@@ -90,22 +90,6 @@ fn policy(name: &str, spec: &CachePolicySpec) -> CachePolicy {
     p
 }
 
-/// The default key's `vary` part: the values of the listed headers present in `headers`.
-pub(crate) fn vary_pairs<'a>(
-    names: &'a [String],
-    headers: &'a HeaderMap,
-) -> Vec<(&'a str, &'a str)> {
-    names
-        .iter()
-        .filter_map(|n| {
-            headers
-                .get(n.as_str())
-                .and_then(|v| v.to_str().ok())
-                .map(|v| (n.as_str(), v))
-        })
-        .collect()
-}
-
 /// `user=hit, orders=miss`, or `None` when no cached call ran.
 pub(crate) fn header_value<'a>(
     outcomes: impl IntoIterator<Item = (&'a str, CacheOutcome)>,
@@ -134,6 +118,38 @@ pub(crate) struct HeldResponse {
     pub(crate) body: Bytes,
 }
 
+/// A proxy route's request that must skip the route's cache (it carries credentials the key
+/// does not cover, see [`crate::cache_key::route_bypass`]): forwarded as if the route were not
+/// cached, answered with `Manifold-Cache: ROUTE=bypass`, and nothing is stored.
+pub(crate) async fn bypassed(
+    shared: &crate::handler::Shared,
+    ri: usize,
+    req: http::Request<hyper::body::Incoming>,
+    peer: std::net::SocketAddr,
+    deadline: Option<tokio::time::Instant>,
+) -> http::Response<crate::client::Body> {
+    let route = &shared.config.routes[ri];
+    let manifold_config::RouteKind::Proxy { upstream, .. } = &route.kind else {
+        return crate::handler::json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &serde_json::json!({"error": {"kind": "internal", "message": "only a proxy route's cache is bypassed"}}),
+        );
+    };
+    let mut resp = crate::proxy::forward(
+        &shared.clients[*upstream],
+        req,
+        peer,
+        deadline,
+        shared.config.server.max_body_bytes,
+    )
+    .await;
+    if let Some(v) = header_value([(route.name.as_str(), CacheOutcome::Bypass)]) {
+        resp.headers_mut()
+            .insert(http::header::HeaderName::from_static(CACHE_HEADER), v);
+    }
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,13 +159,5 @@ mod tests {
         let v = header_value([("user", CacheOutcome::Hit), ("orders", CacheOutcome::Miss)]);
         assert_eq!(v.unwrap(), "user=hit, orders=miss");
         assert!(header_value(std::iter::empty()).is_none());
-    }
-
-    #[test]
-    fn vary_takes_only_present_headers() {
-        let mut h = HeaderMap::new();
-        h.insert("accept-language", HeaderValue::from_static("fr"));
-        let names = vec!["accept-language".to_owned(), "x-tenant".to_owned()];
-        assert_eq!(vary_pairs(&names, &h), vec![("accept-language", "fr")]);
     }
 }

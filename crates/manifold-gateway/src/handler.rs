@@ -215,36 +215,18 @@ async fn cached_route(
             "route cache policy missing",
         );
     };
-    let key = match &spec.key {
-        Some(tpl) => {
-            let ctx = RequestCtx {
-                params: params.clone(),
-                query: parse_query(req.uri().query()),
-                headers: req.headers().clone(),
-                body: serde_json::Value::Null,
-            };
-            let scope = Scope {
-                req: &ctx,
-                results: &[],
-            };
-            let mut k = String::new();
-            scope.render_text(tpl, &mut k);
-            k
-        }
-        None => {
-            let pq = req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/");
-            let vary = crate::cache::vary_pairs(&spec.vary, req.headers());
-            manifold_cache::default_key(
-                &format!("route:{}", route.name),
-                req.method().as_str(),
-                pq,
-                &vary,
-            )
-        }
+    if crate::cache_key::route_bypass(route, spec, req.headers()) {
+        return crate::cache::bypassed(&shared, ri, req, peer, deadline).await;
+    }
+    let key = {
+        let ctx = RequestCtx {
+            params: params.clone(),
+            query: parse_query(req.uri().query()),
+            headers: req.headers().clone(),
+            body: serde_json::Value::Null,
+        };
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        crate::cache_key::route_key(route, spec, req.method().as_str(), pq, &ctx)
     };
     let runner = Arc::clone(&shared);
     // Shared by every request waiting for this key, so bounded by the route's own deadline and

@@ -20,6 +20,7 @@
 
 mod admin;
 mod cache;
+mod cache_key;
 mod client;
 mod error;
 mod exec;
