@@ -336,3 +336,82 @@ cache = {{ ttl = "60s" }}
     let (_, c) = get(&gw.url("/raw/plain"), &[]).await;
     assert_eq!(c, "raw=hit");
 }
+
+#[tokio::test]
+async fn replicas_sharing_redis_keep_users_apart_and_never_store_their_credentials() {
+    let (up, _) = identity_upstream().await;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let prefix = format!("manifold-gw-test:{}:{nanos}:keys:", std::process::id());
+    let config = format!(
+        r#"
+[cache]
+redis = "redis://127.0.0.1:6379"
+prefix = "{prefix}"
+
+[upstreams.u]
+endpoints = ["{up}"]
+
+[routes.me]
+path = "/me"
+  [[routes.me.calls]]
+  name = "me"
+  upstream = "u"
+  path = "/me"
+  headers = {{ authorization = "{{header.authorization}}" }}
+  cache = {{ ttl = "60s" }}
+"#
+    );
+    let one = TestGateway::start(&config).await;
+    let two = TestGateway::start(&config).await;
+    let (a, c) = get(&one.url("/me"), &[ALICE]).await;
+    assert_eq!(
+        (a["me"]["auth"].as_str(), c.as_str()),
+        (Some("Bearer alice"), "me=miss")
+    );
+    // The entry reaches Redis in the background: wait until the other replica reads it.
+    let mut seen = String::new();
+    for _ in 0..500 {
+        let (_, c) = get(&two.url("/me"), &[ALICE]).await;
+        seen = c;
+        if seen == "me=hit-l2" || seen == "me=hit" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        seen.starts_with("me=hit"),
+        "alice's entry never reached the other replica: {seen}"
+    );
+    let (b, c) = get(&two.url("/me"), &[BOB]).await;
+    assert_eq!(
+        b["me"]["auth"], "Bearer bob",
+        "bob got alice's answer from Redis ({c})"
+    );
+
+    let mut conn = redis::Client::open("redis://127.0.0.1:6379")
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    assert!(
+        keys.iter()
+            .all(|k| !k.contains("alice") && !k.contains("bob")),
+        "{keys:?}"
+    );
+    let (s, _, _) = crate::support::send(
+        "DELETE",
+        &format!("http://{}/cache?prefix=", one.admin),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+}
