@@ -277,12 +277,7 @@ async fn cached_route(
             }
             resp
         }
-        Some(Err(held)) => {
-            let mut resp = Response::new(full(held.body));
-            *resp.status_mut() = held.status;
-            *resp.headers_mut() = held.headers;
-            resp
-        }
+        Some(Err(held)) => held.into_response(),
         None => failure_response(
             &route.name,
             Vec::new(),
@@ -317,12 +312,10 @@ async fn hold(
             )))
         }
     };
-    if parts.headers.contains_key(PARTIAL_HEADER) {
-        return Err(HeldResponse {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        });
+    if parts.headers.contains_key(PARTIAL_HEADER)
+        || parts.headers.contains_key(http::header::SET_COOKIE)
+    {
+        return Err(HeldResponse::new(parts.status, parts.headers, body));
     }
     Ok(CachedResponse::from_parts(
         parts.status,
@@ -364,11 +357,7 @@ fn held_error(error: CallError) -> HeldResponse {
         &serde_json::json!({"error": {"kind": error.kind.as_str(), "message": error.message}}),
     )
     .unwrap_or_default();
-    HeldResponse {
-        status: parts.status,
-        headers: parts.headers,
-        body: Bytes::from(body),
-    }
+    HeldResponse::new(parts.status, parts.headers, Bytes::from(body))
 }
 
 fn cached_response(cached: &CachedResponse) -> Response<Body> {
