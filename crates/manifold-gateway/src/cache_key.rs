@@ -63,22 +63,51 @@ pub(crate) fn call_key<B>(
             .as_ref()
             .map(|tpl| Cow::Owned(serde_json::to_vec(&scope.json(tpl)).unwrap_or_default())),
     );
-    push_inputs(&mut parts, &spec.key_inputs, scope.req);
+    let req = scope.req;
+    let view = View {
+        params: &req.params,
+        query: &req.query,
+        headers: &req.headers,
+        body: &req.body,
+    };
+    push_inputs(&mut parts, &spec.key_inputs, &view);
     finish(&mut key, &parts);
     key
 }
 
-/// The key of a cached route for a request with this context, method and path and query.
+/// The key of a cached route for a request: its method, path and query as the client sent
+/// them, its path parameters, query string and headers. (The query is parsed and the headers
+/// copied only when the key reads them.)
 pub(crate) fn route_key(
     route: &Route,
     spec: &CachePolicySpec,
     method: &str,
     pq: &str,
-    req: &RequestCtx,
+    params: &[String],
+    query: Option<&str>,
+    headers: &HeaderMap,
 ) -> String {
+    let reads_query = spec.key.is_some()
+        || spec
+            .key_inputs
+            .iter()
+            .any(|i| matches!(i, KeyInput::Query { .. }));
+    let query: Vec<(String, String)> = match query {
+        Some(q) if reads_query => form_urlencoded::parse(q.as_bytes()).into_owned().collect(),
+        _ => Vec::new(),
+    };
     let mut key = match &spec.key {
         Some(tpl) => {
-            let scope = Scope { req, results: &[] };
+            let req = RequestCtx {
+                params: params.to_vec(),
+                query: query.clone(),
+                headers: headers.clone(),
+                body: serde_json::Value::Null,
+            };
+            let scope = Scope {
+                req: &req,
+                results: &[],
+            };
             let mut k = String::new();
             scope.render_text(tpl, &mut k);
             k
@@ -96,9 +125,15 @@ pub(crate) fn route_key(
     parts.push(Some(Cow::Borrowed(method.as_bytes())));
     parts.push(Some(Cow::Borrowed(pq.as_bytes())));
     for name in &spec.vary {
-        parts.push(all_values(&req.headers, name));
+        parts.push(all_values(headers, name));
     }
-    push_inputs(&mut parts, &spec.key_inputs, req);
+    let view = View {
+        params,
+        query: &query,
+        headers,
+        body: &serde_json::Value::Null,
+    };
+    push_inputs(&mut parts, &spec.key_inputs, &view);
     finish(&mut key, &parts);
     key
 }
@@ -139,11 +174,15 @@ fn all_values<'a>(headers: &'a HeaderMap, name: &str) -> Option<Cow<'a, [u8]>> {
     Some(Cow::Owned(out))
 }
 
-fn push_inputs<'a>(
-    parts: &mut Vec<Option<Cow<'a, [u8]>>>,
-    inputs: &[KeyInput],
-    req: &'a RequestCtx,
-) {
+/// The request values a key may read.
+struct View<'a> {
+    params: &'a [String],
+    query: &'a [(String, String)],
+    headers: &'a HeaderMap,
+    body: &'a serde_json::Value,
+}
+
+fn push_inputs<'a>(parts: &mut Vec<Option<Cow<'a, [u8]>>>, inputs: &[KeyInput], req: &View<'a>) {
     for input in inputs {
         parts.push(match input {
             KeyInput::Path { index, .. } => {
@@ -159,9 +198,10 @@ fn push_inputs<'a>(
                 }
                 any.then_some(Cow::Owned(out))
             }
-            KeyInput::Header { name } => all_values(&req.headers, name),
-            KeyInput::Body { steps } => walk(&req.body, steps)
-                .map(|v| Cow::Owned(serde_json::to_vec(v).unwrap_or_default())),
+            KeyInput::Header { name } => all_values(req.headers, name),
+            KeyInput::Body { steps } => {
+                walk(req.body, steps).map(|v| Cow::Owned(serde_json::to_vec(v).unwrap_or_default()))
+            }
         });
     }
 }

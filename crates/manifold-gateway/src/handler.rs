@@ -218,16 +218,9 @@ async fn cached_route(
     if crate::cache_key::route_bypass(route, spec, req.headers()) {
         return crate::cache::bypassed(&shared, ri, req, peer, deadline).await;
     }
-    let key = {
-        let ctx = RequestCtx {
-            params: params.clone(),
-            query: parse_query(req.uri().query()),
-            headers: req.headers().clone(),
-            body: serde_json::Value::Null,
-        };
-        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        crate::cache_key::route_key(route, spec, req.method().as_str(), pq, &ctx)
-    };
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let (method, query) = (req.method().as_str(), req.uri().query());
+    let key = crate::cache_key::route_key(route, spec, method, pq, &params, query, req.headers());
     let runner = Arc::clone(&shared);
     // Shared by every request waiting for this key, so bounded by the route's own deadline and
     // the upstream timeouts, never by one client's.
