@@ -375,40 +375,46 @@ async fn non_2xx_answers_pass_through_unless_negative_caching_is_on() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn upstream_no_store_is_respected_when_asked() {
+async fn upstream_no_cache_is_respected_when_asked_and_no_store_always() {
     let cache = cache();
     let calls = Arc::new(AtomicUsize::new(0));
-    let fetch = |calls: Arc<AtomicUsize>| {
+    let fetch = |calls: Arc<AtomicUsize>, cc: &'static str| {
         move || async move {
             calls.fetch_add(1, SeqCst);
             Ok::<_, UpstreamDown>(
                 CachedResponse::new(StatusCode::OK, Bytes::from_static(b"x")).with_header(
                     http::header::CACHE_CONTROL,
-                    http::HeaderValue::from_static("no-store"),
+                    http::HeaderValue::from_static(cc),
                 ),
             )
         }
     };
     let respect = CachePolicy::new("r", secs(30)).with_respect_cache_control(true);
     let ignore = CachePolicy::new("i", secs(30));
+    let never = CachePolicy::new("n", secs(30));
     for _ in 0..3 {
         cache
-            .get_or_fetch("r".into(), &respect, fetch(calls.clone()))
+            .get_or_fetch("r".into(), &respect, fetch(calls.clone(), "no-cache"))
             .await
             .unwrap();
         cache
-            .get_or_fetch("i".into(), &ignore, fetch(calls.clone()))
+            .get_or_fetch("i".into(), &ignore, fetch(calls.clone(), "no-cache"))
+            .await
+            .unwrap();
+        cache
+            .get_or_fetch("n".into(), &never, fetch(calls.clone(), "no-store"))
             .await
             .unwrap();
     }
     assert_eq!(
         calls.load(SeqCst),
-        4,
-        "3 for the respecting call, 1 for the other"
+        7,
+        "3 for the respecting call, 1 for the other, 3 for the no-store answers"
     );
     let stats = cache.stats();
     assert_eq!(stats.calls["r"].not_stored, 3);
     assert_eq!(stats.calls["i"].hit, 2);
+    assert_eq!(stats.calls["n"].not_stored, 3);
 }
 
 #[tokio::test(start_paused = true)]

@@ -35,6 +35,9 @@ pub struct CachedResponse {
     /// an answer straight from the fetcher that was not stored. A reply's `Age` is
     /// `now - stored_at`.
     pub stored_at: Option<SystemTime>,
+    /// The upstream answer set a cookie (`Set-Cookie`, itself never kept): it was meant for one
+    /// client, so it is never stored (see [`CachePolicy::lifetimes`](crate::CachePolicy::lifetimes)).
+    pub sets_cookie: bool,
 }
 
 impl CachedResponse {
@@ -45,6 +48,7 @@ impl CachedResponse {
             headers: Vec::new(),
             body,
             stored_at: None,
+            sets_cookie: false,
         }
     }
 
@@ -60,6 +64,7 @@ impl CachedResponse {
             headers: kept,
             body,
             stored_at: None,
+            sets_cookie: headers.contains_key(header::SET_COOKIE),
         }
     }
 
@@ -215,6 +220,7 @@ impl Entry {
                 headers,
                 body,
                 stored_at,
+                sets_cookie: false,
             },
             fresh_until,
             stale_until,

@@ -62,6 +62,36 @@ pub fn default_key(
     key
 }
 
+/// One part of what a key covers: `None` when the value is absent, so an absent value and an
+/// empty one never hash alike.
+pub type KeyPart<'a> = Option<&'a [u8]>;
+
+/// Appends ` {label}=` and a SHA-256 (first 128 bits, hex) of `parts` to `key`: the values
+/// decide the key but never appear in it (nor in Redis).
+///
+/// The encoding is unambiguous: each part is a tag byte (`0` absent, `1` present) and, when
+/// present, its length (u64, big endian) and bytes. The parts' count and order are the
+/// caller's fixed layout (from the compiled config), so two requests share a key exactly when
+/// every part is equal, presence included.
+pub fn append_hash(key: &mut String, label: &str, parts: &[KeyPart<'_>]) {
+    let mut h = Sha256::new();
+    h.update((parts.len() as u64).to_be_bytes());
+    for part in parts {
+        match part {
+            None => h.update([0u8]),
+            Some(bytes) => {
+                h.update([1u8]);
+                h.update((bytes.len() as u64).to_be_bytes());
+                h.update(bytes);
+            }
+        }
+    }
+    key.push(' ');
+    key.push_str(label);
+    key.push('=');
+    key.push_str(&hex128(h.finalize().as_slice()));
+}
+
 fn hex128(digest: &[u8]) -> String {
     use std::fmt::Write;
     let mut s = String::with_capacity(32);
@@ -115,6 +145,26 @@ mod tests {
             default_key("u", "GET", "/", &[("a", "bc")]),
             default_key("u", "GET", "/", &[("ab", "c")])
         );
+    }
+
+    #[test]
+    fn hashed_parts_tell_absent_from_empty_and_never_shift() {
+        let key = |parts: &[KeyPart<'_>]| {
+            let mut k = "u GET /".to_owned();
+            append_hash(&mut k, "req", parts);
+            k
+        };
+        assert_ne!(key(&[None]), key(&[Some(b"")]));
+        assert_ne!(key(&[Some(b"a"), Some(b"")]), key(&[Some(b""), Some(b"a")]));
+        assert_ne!(
+            key(&[Some(b"ab"), Some(b"c")]),
+            key(&[Some(b"a"), Some(b"bc")])
+        );
+        assert_ne!(key(&[]), key(&[None]));
+        let alice = key(&[Some(b"Bearer alice")]);
+        assert_ne!(alice, key(&[Some(b"Bearer bob")]));
+        assert!(alice.starts_with("u GET / req=") && !alice.contains("alice"));
+        assert_eq!(alice, key(&[Some(b"Bearer alice")]));
     }
 
     #[test]

@@ -19,6 +19,6 @@ pub use cache::{
 };
 pub use entry::{CachedResponse, KEPT_HEADERS};
 pub use error::CacheError;
-pub use key::{default_key, MAX_READABLE_PATH};
+pub use key::{append_hash, default_key, KeyPart, MAX_READABLE_PATH};
 pub use policy::{CacheControl, CachePolicy, Lifetimes};
 pub use stats::{CacheStats, CallStats, L1Stats, L2Stats};

@@ -92,14 +92,24 @@ impl CachePolicy {
     /// How long `response` may be kept, or `None` when it must not be stored.
     ///
     /// Rules, in order:
+    /// 0. Always, whatever `respect_cache_control` says: an answer with `Cache-Control:
+    ///    private` or `no-store`, or one that sets a cookie, is for one client: not stored (a
+    ///    shared cache keeping it would hand one user's answer to the next).
     /// 1. 2xx: `ttl` and `stale`. Other statuses: `errors` (and no stale window) when negative
     ///    caching is on, else not stored.
-    /// 2. With `respect_cache_control`: `no-store`, `no-cache` or `private` → not stored (a shared
-    ///    cache that does not revalidate must not keep them); `s-maxage`, else `max-age`, replaces
+    /// 2. With `respect_cache_control`: `no-cache` → not stored (a shared cache that does not
+    ///    revalidate must not keep it); `s-maxage`, else `max-age`, replaces
     ///    the fresh time, minus the upstream's `Age`; `stale-while-revalidate` replaces the stale
     ///    window of a 2xx answer.
     /// 3. A zero fresh time and a zero stale window → not stored.
     pub fn lifetimes(&self, response: &CachedResponse) -> Option<Lifetimes> {
+        if response.sets_cookie {
+            return None;
+        }
+        let cc = response.cache_control();
+        if cc.private || cc.no_store {
+            return None;
+        }
         let success = response.status.is_success();
         let (mut ttl, mut stale) = if success {
             (self.ttl, self.stale)
@@ -107,8 +117,7 @@ impl CachePolicy {
             (self.errors?, Duration::ZERO)
         };
         if self.respect_cache_control {
-            let cc = response.cache_control();
-            if cc.no_store || cc.no_cache || cc.private {
+            if cc.no_cache {
                 return None;
             }
             if let Some(max_age) = cc.s_maxage.or(cc.max_age) {
@@ -299,8 +308,21 @@ mod tests {
                 stale: Duration::ZERO
             })
         );
-        // Cache-Control is ignored unless asked for.
-        assert!(p.lifetimes(&resp(200, Some("no-store"))).is_some());
+        // Cache-Control's lifetimes are ignored unless asked for...
+        assert!(p
+            .lifetimes(&resp(200, Some("no-cache, max-age=0")))
+            .is_some());
+        // ...but answers meant for one client are never stored.
+        assert_eq!(p.lifetimes(&resp(200, Some("no-store"))), None);
+        assert_eq!(p.lifetimes(&resp(200, Some("Private, max-age=60"))), None);
+        let mut cookie = http::HeaderMap::new();
+        cookie.insert(
+            http::header::SET_COOKIE,
+            http::HeaderValue::from_static("sid=1"),
+        );
+        let r = CachedResponse::from_parts(StatusCode::OK, &cookie, Bytes::from("{}"));
+        assert!(r.header(&http::header::SET_COOKIE).is_none());
+        assert_eq!(p.lifetimes(&r), None);
     }
 
     #[test]

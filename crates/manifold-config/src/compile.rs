@@ -47,6 +47,7 @@ struct RawCachePolicy {
     methods: Option<Spanned<Vec<Spanned<String>>>>,
     early_refresh: Option<Spanned<f64>>,
     lock: Option<Spanned<String>>,
+    shared: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,11 +205,13 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
         return Err(diag.finish());
     }
     let warnings = diag.take_warnings();
+    let mut routes: Vec<Route> = routes.into_iter().map(|(r, _)| r).collect();
+    crate::cache_key::infer(&mut routes);
     Ok(Config {
         source: file.to_path_buf(),
         server,
         upstreams,
-        routes: routes.into_iter().map(|(r, _)| r).collect(),
+        routes,
         cache,
         queue,
         events,
@@ -475,6 +478,13 @@ fn compile_cache_policy(
         },
         None => None,
     };
+    if let (Some(sh), Some(_)) = (&c.shared, at.sent_headers) {
+        diag.push(
+            ErrorKind::Value,
+            sh.span(),
+            format!("{owner}: cache.shared applies to a proxy route's cache; a call's key already covers every request value it sends"),
+        );
+    }
     if diag_len(diag) > before {
         return None;
     }
@@ -488,6 +498,9 @@ fn compile_cache_policy(
         methods,
         early_refresh,
         lock,
+        shared: c.shared.as_ref().is_some_and(|s| *s.get_ref()),
+        key_inputs: Vec::new(),
+        key_calls: Vec::new(),
     })
 }
 
@@ -1048,6 +1061,15 @@ fn compile_route(
         }
     };
     let kind = crate::dataflow::with_enqueue(kind, r.enqueue.as_ref(), &owner, diag);
+    if let (Some(raw), Some(kind)) = (&r.cache, &kind) {
+        crate::cache_key::check_route(
+            raw.get_ref().shared.as_ref(),
+            raw.span(),
+            kind,
+            &owner,
+            diag,
+        );
+    }
     if diag_len(diag) > before {
         return None;
     }

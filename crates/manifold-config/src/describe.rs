@@ -32,6 +32,13 @@ pub fn describe(config: &Config) -> String {
             "route {}: {} {}{deadline}{cached}",
             route.name, route.method, route.path
         );
+        if let Some(c) = &route.cache {
+            let _ = writeln!(
+                out,
+                "  cache key: {}",
+                crate::cache_key::describe_route_key(route, c)
+            );
+        }
         let plan = match &route.kind {
             RouteKind::Proxy { upstream_name, .. } => {
                 let _ = writeln!(out, "  proxy → upstream {upstream_name}");
@@ -109,6 +116,13 @@ pub fn describe(config: &Config) -> String {
                         path_display(&call.path)
                     );
                 }
+            }
+            if let Some(c) = &call.cache {
+                let _ = writeln!(
+                    out,
+                    "      cache key: {}",
+                    crate::cache_key::describe_call_key(call, c, &path_display(&call.path))
+                );
             }
         }
         let edges: Vec<String> = plan

@@ -7,6 +7,7 @@
 //! parsing, no name lookups on the request path. It lives apart from the gateway so that `manifold
 //! check`, the docs' tests and any tool can validate a config without starting a server.
 
+pub mod cache_key;
 mod compile;
 mod dataflow;
 mod describe;

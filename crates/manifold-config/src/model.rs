@@ -417,6 +417,14 @@ pub struct CachePolicySpec {
     /// With Redis: the lease of the cross-replica fetch lock.
     #[serde(serialize_with = "ser_opt_duration")]
     pub lock: Option<Duration>,
+    /// A proxy route's `shared = true`: requests carrying `Authorization` or `Cookie` are
+    /// cached and answered like any other (the operator says the answers are the same for all).
+    pub shared: bool,
+    /// The request values the key covers, inferred from the templates at load (see
+    /// [`crate::cache_key`]); each is hashed with its presence.
+    pub key_inputs: Vec<crate::cache_key::KeyInput>,
+    /// Calls whose results the call's request reads (covered through the rendered request).
+    pub key_calls: Vec<String>,
 }
 
 fn ser_methods<S: Serializer>(m: &[http::Method], s: S) -> Result<S::Ok, S::Error> {

@@ -90,22 +90,6 @@ fn policy(name: &str, spec: &CachePolicySpec) -> CachePolicy {
     p
 }
 
-/// The default key's `vary` part: the values of the listed headers present in `headers`.
-pub(crate) fn vary_pairs<'a>(
-    names: &'a [String],
-    headers: &'a HeaderMap,
-) -> Vec<(&'a str, &'a str)> {
-    names
-        .iter()
-        .filter_map(|n| {
-            headers
-                .get(n.as_str())
-                .and_then(|v| v.to_str().ok())
-                .map(|v| (n.as_str(), v))
-        })
-        .collect()
-}
-
 /// `user=hit, orders=miss`, or `None` when no cached call ran.
 pub(crate) fn header_value<'a>(
     outcomes: impl IntoIterator<Item = (&'a str, CacheOutcome)>,
@@ -126,12 +110,80 @@ pub(crate) fn header_value<'a>(
 }
 
 /// An answer held in memory: what a cached fetch hands the cache, and what a cached route
-/// answers the client with when its answer must not be stored (a partial composition).
+/// answers the client with when its answer must not be stored (a partial composition, an
+/// answer setting a cookie).
 #[derive(Debug, Clone)]
 pub(crate) struct HeldResponse {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
+    /// The answer's `Set-Cookie` values, for one client only: every request waiting for the
+    /// same fetch gets a clone of this answer, and a cookie handed to several clients would
+    /// share one session between them. The first to take the answer gets them.
+    for_one: Option<Arc<std::sync::Mutex<Option<Vec<HeaderValue>>>>>,
+}
+
+impl HeldResponse {
+    pub(crate) fn new(status: StatusCode, mut headers: HeaderMap, body: Bytes) -> Self {
+        let cookies: Vec<HeaderValue> = headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .cloned()
+            .collect();
+        headers.remove(http::header::SET_COOKIE);
+        HeldResponse {
+            status,
+            headers,
+            body,
+            for_one: (!cookies.is_empty()).then(|| Arc::new(std::sync::Mutex::new(Some(cookies)))),
+        }
+    }
+
+    /// The answer for one waiting request: with the cookies if no other request took them.
+    pub(crate) fn into_response(self) -> http::Response<crate::client::Body> {
+        let mut resp = http::Response::new(crate::handler::full(self.body));
+        *resp.status_mut() = self.status;
+        *resp.headers_mut() = self.headers;
+        let cookies = self
+            .for_one
+            .and_then(|c| c.lock().ok().and_then(|mut taken| taken.take()));
+        for cookie in cookies.into_iter().flatten() {
+            resp.headers_mut().append(http::header::SET_COOKIE, cookie);
+        }
+        resp
+    }
+}
+
+/// A proxy route's request that must skip the route's cache (it carries credentials the key
+/// does not cover, see [`crate::cache_key::route_bypass`]): forwarded as if the route were not
+/// cached, answered with `Manifold-Cache: ROUTE=bypass`, and nothing is stored.
+pub(crate) async fn bypassed(
+    shared: &crate::handler::Shared,
+    ri: usize,
+    req: http::Request<hyper::body::Incoming>,
+    peer: std::net::SocketAddr,
+    deadline: Option<tokio::time::Instant>,
+) -> http::Response<crate::client::Body> {
+    let route = &shared.config.routes[ri];
+    let manifold_config::RouteKind::Proxy { upstream, .. } = &route.kind else {
+        return crate::handler::json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &serde_json::json!({"error": {"kind": "internal", "message": "only a proxy route's cache is bypassed"}}),
+        );
+    };
+    let mut resp = crate::proxy::forward(
+        &shared.clients[*upstream],
+        req,
+        peer,
+        deadline,
+        shared.config.server.max_body_bytes,
+    )
+    .await;
+    if let Some(v) = header_value([(route.name.as_str(), CacheOutcome::Bypass)]) {
+        resp.headers_mut()
+            .insert(http::header::HeaderName::from_static(CACHE_HEADER), v);
+    }
+    resp
 }
 
 #[cfg(test)]
@@ -139,17 +191,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_held_answers_cookies_go_to_one_client_only() {
+        let mut h = HeaderMap::new();
+        h.append(http::header::SET_COOKIE, HeaderValue::from_static("a=1"));
+        h.append(http::header::SET_COOKIE, HeaderValue::from_static("b=2"));
+        h.insert("x-other", HeaderValue::from_static("kept"));
+        let held = HeldResponse::new(StatusCode::OK, h, Bytes::from_static(b"{}"));
+        let (first, second) = (held.clone().into_response(), held.into_response());
+        let cookies: Vec<_> = first.headers().get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert!(second.headers().get("set-cookie").is_none());
+        assert_eq!(second.headers()["x-other"], "kept");
+    }
+
+    #[test]
     fn header_lists_outcomes_in_order() {
         let v = header_value([("user", CacheOutcome::Hit), ("orders", CacheOutcome::Miss)]);
         assert_eq!(v.unwrap(), "user=hit, orders=miss");
         assert!(header_value(std::iter::empty()).is_none());
-    }
-
-    #[test]
-    fn vary_takes_only_present_headers() {
-        let mut h = HeaderMap::new();
-        h.insert("accept-language", HeaderValue::from_static("fr"));
-        let names = vec!["accept-language".to_owned(), "x-tenant".to_owned()];
-        assert_eq!(vary_pairs(&names, &h), vec![("accept-language", "fr")]);
     }
 }

@@ -392,23 +392,15 @@ fn start_cached_call(
         Err(e) => return Box::pin(std::future::ready((i, Err(e), None))),
     };
     let key = match call.cache.as_ref() {
-        Some(spec) => match &spec.key {
-            Some(tpl) => {
-                let mut k = String::with_capacity(32);
-                scope.render_text(tpl, &mut k);
-                k
-            }
-            None => {
-                let pq = request
-                    .uri()
-                    .path_and_query()
-                    .map(|p| p.as_str())
-                    .unwrap_or("/");
-                let pq = pq.get(base_len..).filter(|p| !p.is_empty()).unwrap_or(pq);
-                let vary = crate::cache::vary_pairs(&spec.vary, request.headers());
-                manifold_cache::default_key(&client.name, call.method.as_str(), pq, &vary)
-            }
-        },
+        Some(spec) => {
+            let pq = request
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            let pq = pq.get(base_len..).filter(|p| !p.is_empty()).unwrap_or(pq);
+            crate::cache_key::call_key(call, spec, &client.name, &request, pq, scope)
+        }
         None => String::new(),
     };
     let cache = env.cache.clone();

@@ -231,37 +231,12 @@ async fn cached_route(
             "route cache policy missing",
         );
     };
-    let key = match &spec.key {
-        Some(tpl) => {
-            let ctx = RequestCtx {
-                params: params.clone(),
-                query: parse_query(req.uri().query()),
-                headers: req.headers().clone(),
-                body: serde_json::Value::Null,
-            };
-            let scope = Scope {
-                req: &ctx,
-                results: &[],
-            };
-            let mut k = String::new();
-            scope.render_text(tpl, &mut k);
-            k
-        }
-        None => {
-            let pq = req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/");
-            let vary = crate::cache::vary_pairs(&spec.vary, req.headers());
-            manifold_cache::default_key(
-                &format!("route:{}", route.name),
-                req.method().as_str(),
-                pq,
-                &vary,
-            )
-        }
-    };
+    if crate::cache_key::route_bypass(route, spec, req.headers()) {
+        return crate::cache::bypassed(&shared, ri, req, peer, deadline).await;
+    }
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let (method, query) = (req.method().as_str(), req.uri().query());
+    let key = crate::cache_key::route_key(route, spec, method, pq, &params, query, req.headers());
     let runner = Arc::clone(&shared);
     // Shared by every request waiting for this key, so bounded by the route's own deadline and
     // the upstream timeouts, never by one client's.
@@ -311,12 +286,7 @@ async fn cached_route(
             }
             resp
         }
-        Some(Err(held)) => {
-            let mut resp = Response::new(full(held.body));
-            *resp.status_mut() = held.status;
-            *resp.headers_mut() = held.headers;
-            resp
-        }
+        Some(Err(held)) => held.into_response(),
         None => failure_response(
             &route.name,
             Vec::new(),
@@ -351,12 +321,10 @@ async fn hold(
             )))
         }
     };
-    if parts.headers.contains_key(PARTIAL_HEADER) {
-        return Err(HeldResponse {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        });
+    if parts.headers.contains_key(PARTIAL_HEADER)
+        || parts.headers.contains_key(http::header::SET_COOKIE)
+    {
+        return Err(HeldResponse::new(parts.status, parts.headers, body));
     }
     Ok(CachedResponse::from_parts(
         parts.status,
@@ -398,11 +366,7 @@ fn held_error(error: CallError) -> HeldResponse {
         &serde_json::json!({"error": {"kind": error.kind.as_str(), "message": error.message}}),
     )
     .unwrap_or_default();
-    HeldResponse {
-        status: parts.status,
-        headers: parts.headers,
-        body: Bytes::from(body),
-    }
+    HeldResponse::new(parts.status, parts.headers, Bytes::from(body))
 }
 
 fn cached_response(cached: &CachedResponse) -> Response<Body> {

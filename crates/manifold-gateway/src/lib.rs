@@ -20,6 +20,7 @@
 
 mod admin;
 mod cache;
+mod cache_key;
 mod client;
 mod conn;
 mod error;

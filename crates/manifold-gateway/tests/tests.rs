@@ -1,6 +1,7 @@
 //! The gateway end to end: real upstream servers and the real gateway on loopback.
 
 mod cache;
+mod cache_keys;
 mod compose;
 mod dataflow;
 mod edge;

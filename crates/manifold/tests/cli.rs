@@ -67,6 +67,70 @@ fn check_reports_every_error_with_its_location() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+#[test]
+fn check_says_what_each_cache_key_is_made_of() {
+    let dir = std::env::temp_dir().join(format!("manifold-check-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("keys.toml");
+    std::fs::write(
+        &file,
+        r#"[upstreams.users]
+endpoints = ["http://127.0.0.1:1"]
+
+[routes.me]
+path = "/me/{id}"
+  [[routes.me.calls]]
+  name = "user"
+  upstream = "users"
+  path = "/users/{path.id}"
+  headers = { authorization = "{header.authorization}" }
+  cache = { ttl = "30s" }
+
+[routes.raw]
+path = "/raw/{*rest}"
+proxy = "users"
+cache = { ttl = "30s" }
+"#,
+    )
+    .unwrap();
+    let out = manifold()
+        .args(["check", "-c", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "cache key: upstream users, GET /users/{path.id}, sent headers authorization, path id, header authorization"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "cache key: route raw, GET path and query; requests carrying authorization or cookie are not cached"
+        ),
+        "{stdout}"
+    );
+    let out = manifold()
+        .args(["check", "--json", "-c", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["routes"][0]["compose"]["calls"][0]["cache"]["key_inputs"],
+        serde_json::json!([
+            {"source": "path", "index": 0, "name": "id"},
+            {"source": "header", "name": "authorization"}
+        ]),
+        "{json}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// The arguments that serve the shop on free ports.
 #[test]
 fn check_warns_when_a_required_call_reads_an_optional_one_and_still_succeeds() {
