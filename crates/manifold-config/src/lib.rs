@@ -11,6 +11,7 @@ mod compile;
 mod describe;
 mod error;
 mod model;
+mod proxy;
 pub mod template;
 
 pub use compile::compile;

@@ -2,4 +2,5 @@
 //! properties that keep values from changing their type or the URL's shape.
 
 mod properties;
+mod proxy;
 mod validation;
