@@ -23,9 +23,12 @@ mod cache;
 mod client;
 mod error;
 mod exec;
+mod forwarded;
 mod handler;
 mod offload;
+mod path;
 mod proxy;
+mod proxy_body;
 pub mod render;
 mod server;
 

@@ -4,5 +4,6 @@ mod cache;
 mod compose;
 mod http;
 mod offload;
+mod proxy;
 mod publish;
 mod support;
