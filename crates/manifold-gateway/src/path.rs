@@ -79,9 +79,9 @@ pub(crate) fn normalize(
     escaped: EscapedSlashes,
 ) -> Result<String, PathError> {
     let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
+    // `/seg/seg…`: kept segments never hold a raw `/` (a kept `%2F` stays escaped), so the last
+    // one starts at the last `/`, and `..` needs no stack of its own.
     let mut out = String::with_capacity(raw.len());
-    // Where each kept segment starts in `out` (its `/`), so `..` can drop the last one.
-    let mut starts: Vec<usize> = Vec::new();
     let mut trailing = false;
     for seg in rest.split('/') {
         let start = out.len();
@@ -93,7 +93,7 @@ pub(crate) fn normalize(
             let up = s == "..";
             out.truncate(start);
             if up {
-                let prev = starts.pop().ok_or(PathError::AboveRoot)?;
+                let prev = out.rfind('/').ok_or(PathError::AboveRoot)?;
                 out.truncate(prev);
             }
             continue;
@@ -101,7 +101,6 @@ pub(crate) fn normalize(
         if is_dot_with_params(s) {
             return Err(PathError::DotSegmentWithParams);
         }
-        starts.push(start);
     }
     if trailing || out.is_empty() {
         out.push('/');
