@@ -63,6 +63,8 @@ struct RawServer {
     max_connections: Option<Spanned<u64>>,
     drain_delay: Option<Spanned<String>>,
     h2_idle_timeout: Option<Spanned<String>>,
+    escaped_slashes: Option<Spanned<String>>,
+    trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +90,7 @@ struct RawRoute {
     proxy: Option<Spanned<String>>,
     cache: Option<Spanned<RawCachePolicy>>,
     enqueue: Option<Spanned<String>>,
+    escaped_slashes: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,6 +197,7 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
             declared: &declared,
             redis: cache.redis.is_some(),
             events: raw.events.is_some(),
+            escaped_slashes: server.escaped_slashes,
         };
         if let Some(r) = compile_route(name, route, &ctx, &mut diag) {
             routes.push((r, route.get_ref().path.span()));
@@ -603,6 +607,14 @@ fn compile_server(raw: Option<&Spanned<RawServer>>, diag: &mut Diagnostics<'_>) 
             }
         }
     }
+    if let Some(v) = &raw.escaped_slashes {
+        if let Some(e) = crate::proxy::escaped_slashes(v, "server.escaped_slashes", diag) {
+            s.escaped_slashes = e;
+        }
+    }
+    if let Some(v) = &raw.trusted_proxies {
+        s.trusted_proxies = crate::proxy::trusted_proxies(v, diag);
+    }
     s
 }
 
@@ -708,6 +720,8 @@ struct RouteCtx<'a> {
     redis: bool,
     /// Whether there is an `[events]` section (publish calls need it).
     events: bool,
+    /// `server.escaped_slashes`: proxy routes' default.
+    escaped_slashes: EscapedSlashes,
 }
 
 impl RouteCtx<'_> {
@@ -1024,6 +1038,13 @@ fn compile_route(
         spec
     });
 
+    if let (Some(v), None) = (&r.escaped_slashes, &r.proxy) {
+        diag.push(
+            ErrorKind::Value,
+            v.span(),
+            format!("{owner}: `escaped_slashes` applies to proxy routes only (a composing route encodes every value it puts in a path)"),
+        );
+    }
     let kind = match (&r.proxy, &r.calls) {
         (Some(p), Some(_)) => {
             diag.push(
@@ -1043,10 +1064,29 @@ fn compile_route(
                     format!("{owner}: a proxy route forwards the upstream's response; remove `response`"),
                 );
             }
+            if let Err(msg) = crate::proxy::check_proxy_pattern(r.path.get_ref()) {
+                diag.push(
+                    ErrorKind::Value,
+                    r.path.span(),
+                    format!("{owner}: path {:?} {msg}", r.path.get_ref()),
+                );
+            }
+            let escaped_slashes = r
+                .escaped_slashes
+                .as_ref()
+                .and_then(|v| {
+                    crate::proxy::escaped_slashes(
+                        v,
+                        &format!("routes.{rname}.escaped_slashes"),
+                        diag,
+                    )
+                })
+                .unwrap_or(ctx.escaped_slashes);
             ctx.resolve_upstream(p, &owner, diag)
                 .map(|upstream| RouteKind::Proxy {
                     upstream,
                     upstream_name: p.get_ref().clone(),
+                    escaped_slashes,
                 })
         }
         (None, Some(calls)) => compile_plan(&rname, &params, calls, r.response.as_ref(), ctx, diag)

@@ -13,6 +13,7 @@ mod dataflow;
 mod describe;
 mod error;
 mod model;
+mod proxy;
 pub mod template;
 
 pub use compile::compile;

@@ -91,6 +91,28 @@ pub struct ServerSettings {
     /// multiplexed connections must not hold connection slots forever.
     #[serde(serialize_with = "ser_duration")]
     pub h2_idle_timeout: Duration,
+    /// Proxy routes' default for an escaped slash or backslash in a path (`%2F`, `%5C`).
+    pub escaped_slashes: EscapedSlashes,
+    /// Peers whose `X-Forwarded-*` headers are believed (CIDRs); from any other peer they are
+    /// replaced, since a client can write whatever it likes there.
+    #[serde(serialize_with = "ser_nets")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+fn ser_nets<S: Serializer>(nets: &[ipnet::IpNet], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(nets.iter().map(ToString::to_string))
+}
+
+/// `escaped_slashes`: what a proxy route does with `%2F` or `%5C` in a request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    /// Answer 400 (the default): an upstream that decodes them before normalizing would see a
+    /// path the route never exposed.
+    #[default]
+    Reject,
+    /// Forward them as they are, not as separators (for upstreams whose names contain `/`).
+    Keep,
 }
 
 impl Default for ServerSettings {
@@ -106,6 +128,8 @@ impl Default for ServerSettings {
             max_connections: 8192,
             drain_delay: Duration::from_secs(5),
             h2_idle_timeout: Duration::from_secs(5 * 60),
+            escaped_slashes: EscapedSlashes::Reject,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -174,6 +198,8 @@ pub enum RouteKind {
         upstream: usize,
         /// The upstream's name.
         upstream_name: String,
+        /// `%2F` / `%5C` in the path: the route's `escaped_slashes`, else the server's.
+        escaped_slashes: EscapedSlashes,
     },
 }
 

@@ -4,4 +4,5 @@
 mod cache_keys;
 mod dataflow;
 mod properties;
+mod proxy;
 mod validation;

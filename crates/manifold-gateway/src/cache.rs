@@ -173,10 +173,11 @@ pub(crate) async fn bypassed(
     };
     let mut resp = crate::proxy::forward(
         &shared.clients[*upstream],
+        route,
+        &shared.config.server,
         req,
         peer,
         deadline,
-        shared.config.server.max_body_bytes,
     )
     .await;
     if let Some(v) = header_value([(route.name.as_str(), CacheOutcome::Bypass)]) {

@@ -456,7 +456,16 @@ pub(crate) fn build_request(
     uri.push_str(&ep.authority);
     uri.push_str(&ep.base_path);
     let base_len = ep.base_path.len();
+    let path_start = uri.len();
     scope.render_url_part(&call.path, &mut uri);
+    // A value of only dots is sent as `%2E%2E`, which RFC 3986 makes equal to `..`: an upstream
+    // that normalizes paths would resolve it and serve another path. No encoding survives that.
+    if crate::path::has_dot_segment(&uri[path_start..]) {
+        return Err(CallError::new(
+            CallErrorKind::Input,
+            "a path value is `.` or `..`, which would change the upstream path",
+        ));
+    }
     for (n, (k, v)) in call.query.iter().enumerate() {
         uri.push(if n == 0 && !uri.contains('?') {
             '?'

@@ -206,7 +206,8 @@ async fn route(
     }
     match &route.kind {
         RouteKind::Proxy { upstream, .. } => {
-            proxy::forward(&shared.clients[*upstream], req, peer, deadline, max_body).await
+            let (client, server) = (&shared.clients[*upstream], &shared.config.server);
+            proxy::forward(client, route, server, req, peer, deadline).await
         }
         RouteKind::Compose(plan) => compose(shared, ri, plan, params, req, deadline).await,
     }
@@ -248,14 +249,8 @@ async fn cached_route(
             let (response, bound) = match &route.kind {
                 RouteKind::Proxy { upstream, .. } => {
                     let client = &runner.clients[*upstream];
-                    let r = proxy::forward(
-                        client,
-                        req,
-                        peer,
-                        own_deadline,
-                        runner.config.server.max_body_bytes,
-                    )
-                    .await;
+                    let server = &runner.config.server;
+                    let r = proxy::forward(client, route, server, req, peer, own_deadline).await;
                     (r, own_deadline.unwrap_or(Instant::now() + client.timeout))
                 }
                 RouteKind::Compose(plan) => {

@@ -1,12 +1,12 @@
 //! Pass-through routes: forward the request as it is and stream both bodies.
 //!
-//! Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and the headers it names, `Keep-Alive`,
-//! `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`) belong to one connection and are
-//! dropped in both directions; `Host` becomes the upstream's, with the client's in
-//! `X-Forwarded-Host`. The client's address is appended to `X-Forwarded-For` (as nginx's
-//! `$proxy_add_x_forwarded_for` and Envoy do: an upstream trusts only the entries added by
-//! proxies it trusts, the last one being the address Manifold saw), and `X-Forwarded-Proto`
-//! says `http` unless a proxy in front (one terminating TLS, say) already said otherwise.
+//! The path forwarded is the routed path normalized, and refused (400) when it would leave the
+//! route (see [`path`](crate::path)). Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and the
+//! headers it names, `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`)
+//! belong to one connection and are dropped in both directions, and so is `Expect`, which hyper
+//! answers itself; `Host` becomes the upstream's and the `X-Forwarded-*` headers are set as
+//! [`forwarded`](crate::forwarded) explains. The client's body is capped as it streams (see
+//! [`proxy_body`](crate::proxy_body)).
 //!
 //! The answer's body is streamed, and it must keep moving: each wait for more of it is bounded by
 //! the upstream's `timeout` (as nginx's `proxy_read_timeout` bounds each read), and the whole
@@ -17,13 +17,16 @@
 use crate::client::{Body, UpstreamClient};
 use crate::error::{BoxError, CallError, CallErrorKind};
 use crate::exec::DEADLINE_HEADER;
-use crate::handler::{box_err, call_error_response};
+use crate::handler::{box_err, call_error_response, json_response};
+use crate::path;
+use crate::proxy_body::{BodyFault, Capped};
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONNECTION, HOST};
-use http::{HeaderMap, Request, Response, Uri};
+use http::header::{HeaderName, HeaderValue, CONNECTION, EXPECT};
+use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body::{Frame, SizeHint};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use manifold_config::{EscapedSlashes, Route, RouteKind, ServerSettings};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -61,22 +64,42 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(http::header::UPGRADE);
 }
 
-/// Forward `req` from the client at `peer` to `client`'s upstream.
+/// Forward `req` from the client at `peer`, routed to `route`, to `client`'s upstream.
 pub(crate) async fn forward(
     client: &Arc<UpstreamClient>,
+    route: &Route,
+    server: &ServerSettings,
     req: Request<Incoming>,
     peer: SocketAddr,
     deadline: Option<Instant>,
-    max_body: u64,
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
-    let ep = client.endpoint();
-    let pq = parts
+    let escaped = match &route.kind {
+        RouteKind::Proxy {
+            escaped_slashes: EscapedSlashes::Keep,
+            ..
+        } => path::EscapedSlashes::Keep,
+        _ => path::EscapedSlashes::Reject,
+    };
+    // The path that was routed is the path forwarded, resolved: never one that leaves the
+    // route (see `path`). The query goes as it is.
+    let path = match path::normalize(parts.uri.path(), &route.path, escaped) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::info!(route = %route.name, %peer, path = %parts.uri.path(), reason = %e, "proxy path refused");
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({"error": {"kind": "bad_path", "message": e.to_string()}}),
+            );
+        }
+    };
+    let query = parts
         .uri
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
-    let uri: Uri = match format!("http://{}{}{}", ep.authority, ep.base_path, pq).parse() {
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let ep = client.endpoint();
+    let uri: Uri = match format!("http://{}{}{path}{query}", ep.authority, ep.base_path).parse() {
         Ok(u) => u,
         Err(e) => {
             return call_error_response(CallError::new(
@@ -85,19 +108,18 @@ pub(crate) async fn forward(
             ))
         }
     };
+    strip_hop_by_hop(&mut parts.headers);
+    // hyper answers `Expect: 100-continue` itself when the body is first read; forwarded too,
+    // the upstream would answer it a second time (RFC 9110 §10.1.1: a proxy either).
+    parts.headers.remove(EXPECT);
+    crate::forwarded::apply(
+        &mut parts.headers,
+        peer.ip(),
+        parts.uri.authority(),
+        &server.trusted_proxies,
+    );
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
-    strip_hop_by_hop(&mut parts.headers);
-    if let Some(host) = parts.headers.remove(HOST) {
-        parts
-            .headers
-            .insert(HeaderName::from_static("x-forwarded-host"), host);
-    }
-    add_forwarded_for(&mut parts.headers, peer.ip());
-    parts
-        .headers
-        .entry(HeaderName::from_static("x-forwarded-proto"))
-        .or_insert(HeaderValue::from_static("http"));
     let now = Instant::now();
     let own = now + client.timeout;
     let (until, kind) = match deadline {
@@ -110,13 +132,16 @@ pub(crate) async fn forward(
             HeaderValue::from(until.saturating_duration_since(now).as_millis() as u64),
         );
     }
-    let body: Body = Limited::new(body, max_body as usize)
-        .map_err(box_err)
-        .boxed();
-    let request = Request::from_parts(parts, body);
+    let (body, fault) = Capped::new(body, server.max_body_bytes);
+    let request = Request::from_parts(parts, BodyExt::boxed(body));
     let response = match tokio::time::timeout_at(until, client.send(request)).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => return call_error_response(e),
+        Ok(Err(e)) => {
+            return match fault.get() {
+                Some(f) => body_fault_response(f, route, peer),
+                None => call_error_response(e),
+            }
+        }
         Err(_) => {
             return call_error_response(CallError::new(
                 kind,
@@ -128,6 +153,34 @@ pub(crate) async fn forward(
     strip_hop_by_hop(&mut parts.headers);
     let body = Watched::new(body.map_err(box_err).boxed(), client, deadline);
     Response::from_parts(parts, BodyExt::boxed(body))
+}
+
+/// The client's answer when its own body stopped the forwarding (the upstream request was
+/// abandoned). The rest of the body is unread, so the connection cannot be reused.
+fn body_fault_response(fault: &BodyFault, route: &Route, peer: SocketAddr) -> Response<Body> {
+    let (status, kind, message) = match fault {
+        BodyFault::TooLarge(limit) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than the limit of {limit} bytes"),
+        ),
+        BodyFault::Client(detail) => {
+            // hyper's wording is for us, not for the client.
+            tracing::info!(route = %route.name, %peer, error = %detail, "the request body could not be read; upstream request abandoned");
+            (
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "the request body could not be read (malformed chunked encoding?)".to_owned(),
+            )
+        }
+    };
+    let mut resp = json_response(
+        status,
+        &serde_json::json!({"error": {"kind": kind, "message": message}}),
+    );
+    resp.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 /// A streamed answer that must keep moving: an error once `idle` passes with no new frame, or
@@ -230,44 +283,9 @@ impl http_body::Body for Watched {
     }
 }
 
-/// Append `ip` to `X-Forwarded-For`, folding the client's own entries (one header or several)
-/// into one list in order.
-fn add_forwarded_for(headers: &mut HeaderMap, ip: std::net::IpAddr) {
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let mut list: Vec<&str> = headers
-        .get_all(&xff)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .collect();
-    let ip = ip.to_string();
-    list.push(&ip);
-    if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
-        headers.insert(xff, v);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn forwarded_for_appends_the_client_address() {
-        let ip: std::net::IpAddr = "127.0.0.7".parse().unwrap();
-        let mut h = HeaderMap::new();
-        add_forwarded_for(&mut h, ip);
-        assert_eq!(h.get("x-forwarded-for").unwrap(), "127.0.0.7");
-        let mut h = HeaderMap::new();
-        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        h.append(
-            "x-forwarded-for",
-            HeaderValue::from_static("10.0.0.2, 10.0.0.3"),
-        );
-        add_forwarded_for(&mut h, "::1".parse().unwrap());
-        let all: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
-        assert_eq!(all, ["10.0.0.1, 10.0.0.2, 10.0.0.3, ::1"]);
-    }
 
     #[test]
     fn strips_hop_by_hop_and_connection_named_headers() {

@@ -8,5 +8,6 @@ mod edge;
 mod enqueue;
 mod http;
 mod offload;
+mod proxy;
 mod publish;
 mod support;

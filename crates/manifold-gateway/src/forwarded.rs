@@ -1,0 +1,128 @@
+//! `X-Forwarded-For`, `-Proto` and `-Host` on a proxied request.
+//!
+//! These headers are only as true as whoever wrote them. An upstream that reads the client's
+//! address from `X-Forwarded-For` (rate limits, audit logs, allow-lists) must get the address
+//! Manifold saw, not one the client typed. So, as nginx's `set_real_ip_from` and Envoy's
+//! `xff_num_trusted_hops` do, the headers a peer sent are believed only when that peer is in
+//! `server.trusted_proxies` (a load balancer in front, say): then its list is extended with its
+//! own address and its `-Proto` / `-Host` kept. From any other peer they are replaced: the list is
+//! the peer's address alone, `-Proto` is `http` (the listener speaks plain HTTP), `-Host` the
+//! request's `Host` (HTTP/1.1) or `:authority` (HTTP/2). `Forwarded` (RFC 7239) and
+//! `X-Real-IP`, which upstreams read the same way, are dropped from untrusted peers.
+
+use http::header::{HeaderName, HeaderValue, FORWARDED, HOST};
+use http::uri::Authority;
+use http::HeaderMap;
+use std::net::IpAddr;
+
+const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Rewrite `headers` (the client's, `Host` still among them) for the upstream: `Host` is removed
+/// (the upstream client sets the upstream's), the forwarding headers set as described above.
+/// `authority` is the request URI's (HTTP/2's `:authority`).
+pub(crate) fn apply(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    authority: Option<&Authority>,
+    trusted: &[ipnet::IpNet],
+) {
+    // An IPv4 client on a dual-stack listener shows up as `::ffff:a.b.c.d`.
+    let peer = peer.to_canonical();
+    let host = headers
+        .remove(HOST)
+        .or_else(|| authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    if trusted.iter().any(|net| net.contains(&peer)) {
+        append_forwarded_for(headers, peer);
+        if !headers.contains_key(&XFP) {
+            headers.insert(XFP, HeaderValue::from_static("http"));
+        }
+        if let (false, Some(host)) = (headers.contains_key(&XFH), host) {
+            headers.insert(XFH, host);
+        }
+    } else {
+        for name in [&XFF, &XFP, &XFH, &FORWARDED, &X_REAL_IP] {
+            headers.remove(name);
+        }
+        append_forwarded_for(headers, peer);
+        headers.insert(XFP, HeaderValue::from_static("http"));
+        if let Some(host) = host {
+            headers.insert(XFH, host);
+        }
+    }
+}
+
+/// Append `ip` to `X-Forwarded-For`, folding the entries already there (one header or several)
+/// into one list in order.
+fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
+    let ip = ip.to_string();
+    let mut list: Vec<&str> = headers
+        .get_all(&XFF)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    list.push(&ip);
+    if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
+        headers.insert(XFF, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(HOST, HeaderValue::from_static("shop.example"));
+        h.append(XFF, HeaderValue::from_static("10.0.0.1"));
+        h.append(XFF, HeaderValue::from_static("10.0.0.2, 10.0.0.3"));
+        h.insert(XFP, HeaderValue::from_static("https"));
+        h.insert(XFH, HeaderValue::from_static("evil.example"));
+        h.insert(FORWARDED, HeaderValue::from_static("for=1.2.3.4"));
+        h.insert(X_REAL_IP, HeaderValue::from_static("1.2.3.4"));
+        h
+    }
+
+    #[test]
+    fn a_trusted_peer_extends_the_list_and_keeps_its_headers() {
+        let nets = ["10.9.0.0/16".parse().unwrap()];
+        let mut h = client_headers();
+        apply(&mut h, "::ffff:10.9.1.2".parse().unwrap(), None, &nets);
+        let all: Vec<_> = h.get_all(XFF).iter().collect();
+        assert_eq!(all, ["10.0.0.1, 10.0.0.2, 10.0.0.3, 10.9.1.2"]);
+        assert_eq!(h[XFP], "https");
+        assert_eq!(h[XFH], "evil.example");
+        assert!(!h.contains_key(HOST));
+        assert!(h.contains_key(FORWARDED));
+    }
+
+    #[test]
+    fn an_untrusted_peer_gets_its_headers_replaced() {
+        let nets = ["10.9.0.0/16".parse().unwrap()];
+        let mut h = client_headers();
+        apply(&mut h, "192.0.2.7".parse().unwrap(), None, &nets);
+        assert_eq!(h[XFF], "192.0.2.7");
+        assert_eq!(h.get_all(XFF).iter().count(), 1);
+        assert_eq!(h[XFP], "http");
+        assert_eq!(h[XFH], "shop.example");
+        assert!(!h.contains_key(FORWARDED) && !h.contains_key(X_REAL_IP));
+    }
+
+    #[test]
+    fn without_host_the_authority_names_the_host() {
+        let mut h = client_headers();
+        h.remove(HOST);
+        let auth: Authority = "h2.example:8080".parse().unwrap();
+        apply(&mut h, "192.0.2.7".parse().unwrap(), Some(&auth), &[]);
+        assert_eq!(h[XFH], "h2.example:8080");
+        // No host at all: the client's own `X-Forwarded-Host` is not left behind.
+        let mut h = client_headers();
+        h.remove(HOST);
+        apply(&mut h, "192.0.2.7".parse().unwrap(), None, &[]);
+        assert!(!h.contains_key(XFH));
+    }
+}
