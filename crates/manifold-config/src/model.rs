@@ -77,6 +77,9 @@ pub struct ServerSettings {
     /// How long in-flight requests may take to finish after a shutdown signal.
     #[serde(serialize_with = "ser_duration")]
     pub drain_timeout: Duration,
+    /// `admin_token` / `admin_token_file`: the bearer token the admin listener requires for
+    /// mutating endpoints and dead-letter listings. Required when `admin` is not loopback.
+    pub admin_token: Option<crate::Secret>,
     /// Most client connections open at once; beyond it, new ones wait in the listen backlog
     /// until one closes, so a flood cannot exhaust file descriptors or memory.
     pub max_connections: u64,
@@ -93,6 +96,7 @@ impl Default for ServerSettings {
             body_read_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
             max_connections: 8192,
+            admin_token: None,
         }
     }
 }
@@ -100,7 +104,8 @@ impl Default for ServerSettings {
 /// One endpoint of an upstream: scheme and authority, plus an optional base path.
 #[derive(Debug, Clone, Serialize)]
 pub struct Endpoint {
-    /// The endpoint as written.
+    /// The endpoint as written (shown without a password).
+    #[serde(serialize_with = "crate::secret::ser_url")]
     pub url: String,
     /// `http` (TLS upstreams are not supported yet).
     pub scheme: String,
@@ -196,7 +201,8 @@ pub struct Call {
     pub path: StrTemplate,
     /// Query parameters (name, value template).
     pub query: Vec<(String, StrTemplate)>,
-    /// Headers to send (lower-case name, value template).
+    /// Headers to send (lower-case name, value template). Credential values show as `***`.
+    #[serde(serialize_with = "crate::secret::ser_headers")]
     pub headers: Vec<(String, StrTemplate)>,
     /// JSON body template, if the call sends a body.
     pub body: Option<JsonTemplate>,
@@ -287,7 +293,9 @@ impl Plan {
 pub struct ResponsePlan {
     /// Status code on success.
     pub status: u16,
-    /// Extra response headers (lower-case name, value template).
+    /// Extra response headers (lower-case name, value template). Credential values show as
+    /// `***`.
+    #[serde(serialize_with = "crate::secret::ser_headers")]
     pub headers: Vec<(String, StrTemplate)>,
     /// The JSON body template.
     pub body: JsonTemplate,
@@ -341,20 +349,10 @@ fn ser_redacted_url<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, 
     }
 }
 
-/// `redis://user:secret@host` → `redis://user:***@host`.
+/// `redis://user:secret@host` → `redis://user:***@host`: [`manifold_queue::redact::url`], the
+/// one rule for every URL shown.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let creds = &url[scheme_end + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            if creds.contains(':') {
-                format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
-            } else {
-                url.to_owned()
-            }
-        }
-        _ => url.to_owned(),
-    }
+    manifold_queue::redact::url(url)
 }
 
 /// A call's or route's `cache = { … }`, validated.
