@@ -216,3 +216,24 @@ path = "/r"
     let _ = gw.task.await;
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Fault 5: a route the router cannot register stops the start (it was logged as "route
+/// skipped" and the gateway served without it). The compiler rejects such configs, so this one
+/// is altered after compiling.
+#[tokio::test]
+async fn a_route_the_router_cannot_register_stops_the_start() {
+    let mut config = manifold_config::compile(
+        "t.toml".as_ref(),
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n[upstreams.a]\nendpoints = [\"http://127.0.0.1:1\"]\n[routes.one]\npath = \"/a/{x}\"\nproxy = \"a\"\n[routes.two]\npath = \"/b/{*rest}\"\nproxy = \"a\"\n",
+    )
+    .unwrap();
+    config.routes[1].path = "/a/{*rest}".into();
+    let e = manifold_gateway::Gateway::bind(config)
+        .await
+        .expect_err("a route left out must stop the start");
+    assert!(
+        e.to_string()
+            .contains("route `two` (/a/{*rest}) cannot be served"),
+        "{e}"
+    );
+}
