@@ -65,6 +65,8 @@ struct RawServer {
     h2_idle_timeout: Option<Spanned<String>>,
     escaped_slashes: Option<Spanned<String>>,
     trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
+    admin_token: Option<Spanned<String>>,
+    admin_token_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,7 +137,19 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
         }
     };
 
-    let server = compile_server(raw.server.as_ref(), &mut diag);
+    let mut server = compile_server(raw.server.as_ref(), &mut diag);
+    if let Some(rs) = &raw.server {
+        let r = rs.get_ref();
+        let (token, token_file) = (r.admin_token.as_ref(), r.admin_token_file.as_ref());
+        server.admin_token = crate::secret::admin_token(token, token_file, file, &mut diag);
+        // A token that failed its checks was reported already; the exposure rule then waits.
+        if token.is_none() && token_file.is_none() {
+            if let Err(msg) = crate::check_admin_exposure(&server) {
+                let span = r.admin.as_ref().map_or(rs.span(), |a| a.span());
+                diag.push(ErrorKind::Value, span, format!("`server.admin`: {msg}"));
+            }
+        }
+    }
     let cache = compile_cache_section(raw.cache.as_ref(), &mut diag);
     let queue = match &raw.queue {
         None => manifold_queue::QueueConfig::default(),
@@ -640,7 +654,10 @@ fn compile_upstream(
             Err(msg) => diag.push(
                 ErrorKind::Value,
                 ep.span(),
-                format!("upstream `{n}`: endpoint {:?} {msg}", ep.get_ref()),
+                format!(
+                    "upstream `{n}`: endpoint {:?} {msg}",
+                    crate::model::redact_url(ep.get_ref())
+                ),
             ),
         }
     }
@@ -1628,13 +1645,13 @@ fn check_route_conflicts(routes: &[(Route, Range<usize>)], diag: &mut Diagnostic
     let mut router: matchit::Router<usize> = matchit::Router::new();
     let mut by_pattern: HashMap<String, usize> = HashMap::new();
     for (i, (route, span)) in routes.iter().enumerate() {
-        let key = normalize_pattern(&route.path);
+        let key = crate::route_shape(&route.path);
         if let Some(&first) = by_pattern.get(&key) {
             // Same shape: fine when the methods differ.
             if routes
                 .iter()
                 .enumerate()
-                .filter(|(j, (r, _))| *j < i && normalize_pattern(&r.path) == key)
+                .filter(|(j, (r, _))| *j < i && crate::route_shape(&r.path) == key)
                 .any(|(_, (r, _))| r.method == route.method)
             {
                 diag.push(
@@ -1669,20 +1686,4 @@ fn check_route_conflicts(routes: &[(Route, Range<usize>)], diag: &mut Diagnostic
         }
         by_pattern.insert(key, i);
     }
-}
-
-/// A pattern with parameter names erased: `/a/{x}` and `/a/{y}` are the same shape.
-pub(crate) fn normalize_pattern(path: &str) -> String {
-    path.split('/')
-        .map(|s| {
-            if s.starts_with("{*") {
-                "{*}"
-            } else if s.starts_with('{') {
-                "{}"
-            } else {
-                s
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
 }

@@ -14,12 +14,16 @@ mod describe;
 mod error;
 mod model;
 mod proxy;
+mod routing;
+mod secret;
 pub mod template;
 
 pub use compile::compile;
 pub use describe::describe;
 pub use error::{ConfigError, ConfigErrors, ConfigWarning, ErrorKind};
 pub use model::*;
+pub use routing::route_shape;
+pub use secret::{check_admin_exposure, Secret, MIN_ADMIN_TOKEN_LEN};
 
 use std::path::Path;
 

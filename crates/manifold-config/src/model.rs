@@ -80,6 +80,9 @@ pub struct ServerSettings {
     /// How long in-flight requests may take to finish after a shutdown signal.
     #[serde(serialize_with = "ser_duration")]
     pub drain_timeout: Duration,
+    /// `admin_token` / `admin_token_file`: the bearer token the admin listener requires for
+    /// mutating endpoints and dead-letter listings. Required when `admin` is not loopback.
+    pub admin_token: Option<crate::Secret>,
     /// Most client connections open at once; beyond it, new ones wait in the listen backlog
     /// until one closes, so a flood cannot exhaust file descriptors or memory.
     pub max_connections: u64,
@@ -130,6 +133,7 @@ impl Default for ServerSettings {
             h2_idle_timeout: Duration::from_secs(5 * 60),
             escaped_slashes: EscapedSlashes::Reject,
             trusted_proxies: Vec::new(),
+            admin_token: None,
         }
     }
 }
@@ -137,7 +141,8 @@ impl Default for ServerSettings {
 /// One endpoint of an upstream: scheme and authority, plus an optional base path.
 #[derive(Debug, Clone, Serialize)]
 pub struct Endpoint {
-    /// The endpoint as written.
+    /// The endpoint as written (shown without a password).
+    #[serde(serialize_with = "crate::secret::ser_url")]
     pub url: String,
     /// `http` (TLS upstreams are not supported yet).
     pub scheme: String,
@@ -235,7 +240,8 @@ pub struct Call {
     pub path: StrTemplate,
     /// Query parameters (name, value template).
     pub query: Vec<(String, StrTemplate)>,
-    /// Headers to send (lower-case name, value template).
+    /// Headers to send (lower-case name, value template). Credential values show as `***`.
+    #[serde(serialize_with = "crate::secret::ser_headers")]
     pub headers: Vec<(String, StrTemplate)>,
     /// JSON body template, if the call sends a body.
     pub body: Option<JsonTemplate>,
@@ -345,7 +351,9 @@ impl Plan {
 pub struct ResponsePlan {
     /// Status code on success.
     pub status: u16,
-    /// Extra response headers (lower-case name, value template).
+    /// Extra response headers (lower-case name, value template). Credential values show as
+    /// `***`.
+    #[serde(serialize_with = "crate::secret::ser_headers")]
     pub headers: Vec<(String, StrTemplate)>,
     /// The JSON body template.
     pub body: JsonTemplate,
@@ -399,20 +407,10 @@ fn ser_redacted_url<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, 
     }
 }
 
-/// `redis://user:secret@host` → `redis://user:***@host`.
+/// `redis://user:secret@host` → `redis://user:***@host`: [`manifold_queue::redact::url`], the
+/// one rule for every URL shown.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let creds = &url[scheme_end + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            if creds.contains(':') {
-                format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
-            } else {
-                url.to_owned()
-            }
-        }
-        _ => url.to_owned(),
-    }
+    manifold_queue::redact::url(url)
 }
 
 /// A call's or route's `cache = { … }`, validated.

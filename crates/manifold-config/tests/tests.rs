@@ -1,6 +1,7 @@
 //! Config validation: each rule's error names what is wrong and where; and the template
 //! properties that keep values from changing their type or the URL's shape.
 
+mod admin;
 mod cache_keys;
 mod dataflow;
 mod properties;

@@ -1,6 +1,7 @@
 //! The admin listener: health, readiness, the running plans and the cache (`GET /cache` for its
 //! counters, `DELETE /cache?prefix=…` to purge both tiers). It listens on its own address,
-//! loopback by default, so operational data never shares the public port.
+//! loopback by default, so operational data never shares the public port. Who may use which
+//! endpoint: [`crate::admin_auth`].
 
 use crate::client::Body;
 use crate::handler::{full, json_response, Shared};
@@ -23,6 +24,11 @@ pub(crate) async fn handle(
     state: Arc<AdminState>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    if let Some(denied) =
+        crate::admin_auth::refusal(state.shared.config.server.admin_token.as_ref(), &req)
+    {
+        return Ok(denied);
+    }
     Ok(match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {

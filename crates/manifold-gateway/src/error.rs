@@ -124,4 +124,18 @@ pub enum GatewayError {
     /// Accepting connections failed.
     #[error("accept failed: {0}")]
     Accept(#[source] std::io::Error),
+    /// A route could not be registered with the router. `manifold check` applies the same rule
+    /// ([`manifold_config::route_shape`]), so this means a config that bypassed the compiler.
+    #[error("route `{route}` ({path}) cannot be served: {reason}")]
+    Route {
+        /// The route's name.
+        route: String,
+        /// Its path pattern.
+        path: String,
+        /// Why the router refused it.
+        reason: String,
+    },
+    /// The admin listener would be reachable beyond this host without a token.
+    #[error("{0}")]
+    AdminExposed(String),
 }

@@ -21,37 +21,11 @@ use tokio::time::Instant;
 /// The header naming optional calls that failed (their results are `null`).
 pub const PARTIAL_HEADER: &str = "manifold-partial";
 
-/// Routes compiled for matching: path pattern → the routes (one per method) sharing it.
-#[derive(Debug)]
-pub(crate) struct Router {
-    paths: matchit::Router<Vec<usize>>,
-}
-
-impl Router {
-    pub(crate) fn new(config: &Config) -> Self {
-        let mut paths = matchit::Router::new();
-        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
-        for (i, r) in config.routes.iter().enumerate() {
-            match groups.iter_mut().find(|(p, _)| *p == r.path) {
-                Some((_, v)) => v.push(i),
-                None => groups.push((r.path.clone(), vec![i])),
-            }
-        }
-        for (path, idx) in groups {
-            // Conflicts were rejected when the config was compiled.
-            if let Err(e) = paths.insert(path.clone(), idx) {
-                tracing::error!(%path, error = %e, "route skipped");
-            }
-        }
-        Router { paths }
-    }
-}
-
 /// Everything a request needs, shared by all connections.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: Config,
-    pub(crate) router: Router,
+    pub(crate) router: crate::router::Router,
     pub(crate) clients: Vec<Arc<UpstreamClient>>,
     pub(crate) caching: Caching,
     /// The durable queue for async calls (none when no route offloads).
@@ -107,9 +81,9 @@ async fn route(
 ) -> Response<Body> {
     let shared = &*shared_arc;
     let path = req.uri().path().to_owned();
-    let matched = match shared.router.paths.at(&path) {
-        Ok(m) => m,
-        Err(_) => {
+    let matched = match shared.router.at(&path) {
+        Some(m) => m,
+        None => {
             return error_response(
                 StatusCode::NOT_FOUND,
                 "no_route",
@@ -156,21 +130,7 @@ async fn route(
         return resp;
     };
     let route = &shared.config.routes[ri];
-    let params: Vec<String> = route
-        .params
-        .iter()
-        .map(|name| {
-            matched
-                .params
-                .get(name)
-                .map(|raw| {
-                    percent_encoding::percent_decode_str(raw)
-                        .decode_utf8_lossy()
-                        .into_owned()
-                })
-                .unwrap_or_default()
-        })
-        .collect();
+    let params = crate::router::params(&matched.params);
     let deadline = effective_deadline(route, req.headers());
 
     // Refuse an oversized body before reading any of it.

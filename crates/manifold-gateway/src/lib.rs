@@ -19,6 +19,7 @@
 //! [`Plan`]: manifold_config::Plan
 
 mod admin;
+mod admin_auth;
 mod cache;
 mod cache_key;
 mod client;
@@ -30,10 +31,11 @@ mod handler;
 mod offload;
 mod path;
 mod proxy;
-mod queued;
 mod proxy_body;
+mod queued;
 pub mod render;
 mod respond;
+mod router;
 mod server;
 
 pub use cache::CACHE_HEADER;
@@ -90,6 +92,10 @@ pub struct Gateway {
 impl Gateway {
     /// Bind the client and admin listeners from `config.server` (port 0 picks a free port).
     pub async fn bind(config: Config) -> Result<Gateway, GatewayError> {
+        // Fail closed before binding anything: also sees `manifold serve --admin`.
+        manifold_config::check_admin_exposure(&config.server)
+            .map_err(GatewayError::AdminExposed)?;
+        let router = router::Router::new(&config)?;
         let listen = config.server.listen;
         let admin = config.server.admin;
         let listener = TcpListener::bind(listen)
@@ -117,7 +123,6 @@ impl Gateway {
             .iter()
             .map(|u| Arc::new(client::UpstreamClient::new(u)))
             .collect();
-        let router = handler::Router::new(&config);
         let caching = cache::Caching::new(&config).map_err(GatewayError::Cache)?;
         // The queue is opened only when some route offloads (async or publish calls): a gateway
         // without them writes nothing to disk and needs no broker. The `[events]` publisher

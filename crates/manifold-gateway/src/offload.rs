@@ -341,14 +341,21 @@ pub(crate) async fn admin(
         (&Method::GET, "/queue/dead") => {
             let limit = param("limit").and_then(|l| l.parse().ok()).unwrap_or(100);
             match q.0.dead_letters(limit).await {
-                Ok(tasks) => json_response(StatusCode::OK, &serde_json::json!({"dead": tasks})),
+                Ok(tasks) => {
+                    // Listings show what was sent, never the credentials it was sent with.
+                    let tasks: Vec<_> = tasks.iter().map(manifold_queue::redact::task).collect();
+                    json_response(StatusCode::OK, &serde_json::json!({"dead": tasks}))
+                }
                 Err(e) => failed(e),
             }
         }
         (&Method::GET, p) if p.starts_with("/queue/dead/") => {
             let id = &p["/queue/dead/".len()..];
             match q.0.dead_letter_get(id).await {
-                Ok(Some(task)) => json_response(StatusCode::OK, &serde_json::json!(task)),
+                Ok(Some(task)) => json_response(
+                    StatusCode::OK,
+                    &serde_json::json!(manifold_queue::redact::task(&task)),
+                ),
                 Ok(None) => json_response(
                     StatusCode::NOT_FOUND,
                     &serde_json::json!({"error": {"kind": "not_found", "message": format!("no dead letter {id}")}}),

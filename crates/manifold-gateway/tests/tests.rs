@@ -1,5 +1,6 @@
 //! The gateway end to end: real upstream servers and the real gateway on loopback.
 
+mod admin;
 mod cache;
 mod cache_keys;
 mod compose;

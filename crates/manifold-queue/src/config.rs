@@ -40,7 +40,9 @@ pub struct QueueConfig {
     pub backend: Backend,
     /// Embedded: the queue's directory (the redb file is `queue.redb` inside it).
     pub path: PathBuf,
-    /// NATS / RabbitMQ: server URL. Defaults to the local server of the chosen backend.
+    /// NATS / RabbitMQ: server URL. Defaults to the local server of the chosen backend. Shown
+    /// (`/config`) without its password.
+    #[serde(serialize_with = "crate::redact::ser_opt_url")]
     pub url: Option<String>,
     /// NATS: stream name (letters, digits, `-`, `_`). Dead letters go to `<stream>_dead`.
     pub stream: String,
@@ -186,19 +188,6 @@ impl QueueConfig {
     }
 }
 
-/// `scheme://user:pass@host` → `scheme://user:***@host`, for logs and error messages.
-#[cfg_attr(not(any(feature = "nats", feature = "rabbitmq")), allow(dead_code))]
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 /// `"250ms"`, `"2s"`, `"1h 30m"` ↔ [`Duration`], as the rest of the config writes durations.
 pub mod humantime_serde {
     use std::time::Duration;
@@ -251,6 +240,22 @@ mod tests {
         assert_eq!(back["max_age"], "2h");
     }
 
+    /// `/config` serializes the queue section: its broker password must not show.
+    #[test]
+    fn the_url_is_serialized_without_its_password() {
+        let cfg = QueueConfig {
+            backend: Backend::Rabbitmq,
+            url: Some("amqp://guest:hunter2@127.0.0.1:5672/%2f".into()),
+            ..QueueConfig::default()
+        };
+        let shown = serde_json::to_string(&cfg).unwrap();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("amqp://guest:***@127.0.0.1:5672/%2f"),
+            "{shown}"
+        );
+    }
+
     /// The `[queue]` example in docs/offload.md is what users copy: it must parse and validate.
     #[test]
     fn the_documented_example_parses() {
@@ -265,15 +270,6 @@ mod tests {
         cfg.validate().unwrap();
         assert_eq!(cfg.max_age, Duration::from_secs(6 * 3600));
         assert_eq!(cfg.concurrency_for("shipping"), 4);
-    }
-
-    #[test]
-    fn urls_are_redacted_in_errors() {
-        assert_eq!(
-            redact("amqp://guest:secret@127.0.0.1:5672/%2f"),
-            "amqp://guest:***@127.0.0.1:5672/%2f"
-        );
-        assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
     }
 
     #[test]

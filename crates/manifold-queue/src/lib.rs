@@ -73,6 +73,7 @@ pub mod nats;
 mod queue;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
+pub mod redact;
 mod rng;
 mod task;
 #[cfg(feature = "test-support")]

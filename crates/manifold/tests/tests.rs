@@ -1,4 +1,5 @@
 //! End-to-end tests: each module starts real processes on loopback.
+mod admin;
 mod analyze;
 mod cli;
 mod demo;

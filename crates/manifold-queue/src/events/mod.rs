@@ -27,7 +27,7 @@ mod rabbitmq;
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::error::QueueError;
 
@@ -68,7 +68,7 @@ pub struct EventsConfig {
     /// `nats` or `rabbitmq` (required: there is no broker to assume).
     pub backend: EventsBackend,
     /// Server URL; defaults to the local server of the backend. Shown without its password.
-    #[serde(default, serialize_with = "ser_redacted")]
+    #[serde(default, serialize_with = "crate::redact::ser_opt_url")]
     pub url: Option<String>,
     /// RabbitMQ: the topic exchange, declared durable at start (default `manifold.events`).
     #[serde(default)]
@@ -77,13 +77,6 @@ pub struct EventsConfig {
     /// retried later.
     #[serde(default = "default_timeout", with = "crate::config::humantime_serde")]
     pub timeout: Duration,
-}
-
-fn ser_redacted<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
-    match url {
-        Some(u) => s.serialize_str(&crate::config::redact(u)),
-        None => s.serialize_none(),
-    }
 }
 
 impl EventsConfig {
@@ -108,7 +101,7 @@ impl EventsConfig {
             if !schemes.iter().any(|s| url.starts_with(s)) {
                 return bad(format!(
                     "url {:?} does not suit backend {:?}; write e.g. {:?}",
-                    crate::config::redact(url),
+                    crate::redact::url(url),
                     self.backend.as_str(),
                     EventsConfig::new(self.backend).url_or_default()
                 ));

@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use super::publisher::Event;
 use super::EventsConfig;
-use crate::config::redact;
 use crate::error::QueueError;
+use crate::redact::url as redact;
 
 /// How long a subject's "captured by a stream or not" answer is reused: streams are created and
 /// edited rarely, and asking JetStream on every publish would double its round trips.

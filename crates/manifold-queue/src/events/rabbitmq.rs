@@ -8,8 +8,8 @@ use tokio::sync::Mutex;
 
 use super::publisher::Event;
 use super::EventsConfig;
-use crate::config::redact;
 use crate::error::QueueError;
+use crate::redact::url as redact;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

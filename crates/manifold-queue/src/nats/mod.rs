@@ -25,9 +25,10 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 
 use crate::clock::Clock;
-use crate::config::{redact, Backend, QueueConfig};
+use crate::config::{Backend, QueueConfig};
 use crate::error::QueueError;
 use crate::queue::{Lease, LeaseToken, Queue, QueueStats, Selection};
+use crate::redact::url as redact;
 use crate::task::{check_id, Task};
 
 const BACKEND: &str = "nats";

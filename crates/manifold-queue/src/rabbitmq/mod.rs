@@ -41,9 +41,10 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::clock::Clock;
-use crate::config::{redact, Backend, QueueConfig};
+use crate::config::{Backend, QueueConfig};
 use crate::error::QueueError;
 use crate::queue::{Lease, LeaseToken, Queue, QueueStats, Selection};
+use crate::redact::url as redact;
 use crate::task::{check_id, Task};
 
 const BACKEND: &str = "rabbitmq";

@@ -6,15 +6,56 @@ use std::net::SocketAddr;
 use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The admin address: `--admin` if given, else the config file's `server.admin`.
-pub(crate) fn address(admin: Option<SocketAddr>, config: &Path) -> anyhow::Result<SocketAddr> {
-    match admin {
-        Some(a) => Ok(a),
-        None => Ok(manifold_config::load(config)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .server
-            .admin),
+/// The environment variable holding the admin token for `manifold cache` / `manifold queue`.
+pub(crate) const TOKEN_ENV: &str = "MANIFOLD_ADMIN_TOKEN";
+
+/// Which admin listener to ask, and with what token.
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub(crate) addr: SocketAddr,
+    token: Option<String>,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
     }
+}
+
+/// The admin address: `--admin` if given, else the config file's `server.admin`. The token:
+/// `--token-file` (contents trimmed), else `$MANIFOLD_ADMIN_TOKEN`, else the config's own
+/// `server.admin_token[_file]` when the config is read for the address. Never a command-line
+/// value: arguments are visible to every user of the host in the process list.
+pub(crate) fn target(
+    admin: Option<SocketAddr>,
+    config: &Path,
+    token_file: Option<&Path>,
+) -> anyhow::Result<Target> {
+    let mut token = match token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read the admin token file {}", p.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => std::env::var(TOKEN_ENV)
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty()),
+    };
+    let addr = match admin {
+        Some(a) => a,
+        None => {
+            let server = manifold_config::load(config)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .server;
+            if token.is_none() {
+                token = server.admin_token.map(|t| t.expose().to_owned());
+            }
+            server.admin
+        }
+    };
+    Ok(Target { addr, token })
 }
 
 /// Percent-encode a query value.
@@ -33,10 +74,21 @@ pub(crate) fn encode(s: &str) -> String {
 /// One HTTP/1.1 exchange with the admin listener (loopback, tiny JSON answers: a client
 /// library would add nothing here).
 pub(crate) async fn request(
-    admin: SocketAddr,
+    target: &Target,
     method: &str,
     path_and_query: &str,
 ) -> anyhow::Result<(u16, String)> {
+    let admin = target.addr;
+    // A token with a CR or LF would end the header early: refuse it rather than send it.
+    let auth = match &target.token {
+        Some(t) if t.bytes().all(|b| b.is_ascii_graphic()) => {
+            format!("Authorization: Bearer {t}\r\n")
+        }
+        Some(_) => {
+            anyhow::bail!("the admin token must be visible ASCII (no spaces or line breaks)")
+        }
+        None => String::new(),
+    };
     let io = async {
         let mut stream = tokio::net::TcpStream::connect(admin)
             .await
@@ -44,7 +96,7 @@ pub(crate) async fn request(
                 format!("cannot reach the gateway's admin listener at {admin}: is it running?")
             })?;
         let req = format!(
-            "{method} {path_and_query} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            "{method} {path_and_query} HTTP/1.1\r\nHost: {admin}\r\n{auth}Connection: close\r\nContent-Length: 0\r\n\r\n"
         );
         stream.write_all(req.as_bytes()).await?;
         let mut raw = Vec::new();

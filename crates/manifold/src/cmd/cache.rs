@@ -42,6 +42,10 @@ enum Action {
         /// The admin address to ask instead of the config's.
         #[arg(long, value_name = "ADDR")]
         admin: Option<SocketAddr>,
+        /// A file holding the admin token (`server.admin_token`); else
+        /// `$MANIFOLD_ADMIN_TOKEN`, else the config's.
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<PathBuf>,
     },
 }
 
@@ -50,10 +54,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         prefix,
         config,
         admin,
+        token_file,
     } = args.action;
-    let admin = super::admin::address(admin, &config)?;
+    let admin = super::admin::target(admin, &config, token_file.as_deref())?;
     let (status, body) = super::runtime()?.block_on(super::admin::request(
-        admin,
+        &admin,
         "DELETE",
         &format!("/cache?prefix={}", super::admin::encode(&prefix)),
     ))?;

@@ -15,7 +15,8 @@ manifold queue dead --admin 127.0.0.1:9901            # the dead letters, oldest
 manifold queue dead --id 0190c2…                       # one, with its last error\n  \
 manifold queue replay --all                            # back into the queue, due now\n  \
 manifold queue purge --id 0190c2…                      # gone for good\n\n\
-Output is JSON. See docs/offload.md.")]
+Output is JSON, credentials shown as ***. With server.admin_token set, the token comes from\n\
+--token-file, $MANIFOLD_ADMIN_TOKEN or the config. See docs/offload.md.")]
 pub(crate) struct Args {
     #[command(subcommand)]
     action: Action,
@@ -31,6 +32,10 @@ pub(crate) struct Args {
     /// The admin address to ask instead of the config's.
     #[arg(long, value_name = "ADDR", global = true)]
     admin: Option<SocketAddr>,
+    /// A file holding the admin token (`server.admin_token`); else `$MANIFOLD_ADMIN_TOKEN`,
+    /// else the config's.
+    #[arg(long, value_name = "PATH", global = true)]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -73,7 +78,7 @@ impl Which {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let admin = super::admin::address(args.admin, &args.config)?;
+    let admin = super::admin::target(args.admin, &args.config, args.token_file.as_deref())?;
     let (method, path) = match &args.action {
         Action::Stats => ("GET", "/queue".to_owned()),
         Action::Dead { id: Some(id), .. } => {
@@ -83,12 +88,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         Action::Replay(w) => ("POST", format!("/queue/replay?{}", w.query())),
         Action::Purge(w) => ("DELETE", format!("/queue/dead?{}", w.query())),
     };
-    let (status, body) = super::runtime()?.block_on(super::admin::request(admin, method, &path))?;
+    let (status, body) =
+        super::runtime()?.block_on(super::admin::request(&admin, method, &path))?;
     if !(200..300).contains(&status) {
         bail!("the gateway at {admin} answered {status}: {}", body.trim());
     }
     match serde_json::from_str::<serde_json::Value>(&body) {
-        Ok(v) => println!("{}", serde_json::to_string_pretty(&v)?),
+        Ok(mut v) => {
+            // The gateway redacts dead letters' credentials; an older one did not.
+            manifold_queue::redact::json_headers(&mut v);
+            println!("{}", serde_json::to_string_pretty(&v)?)
+        }
         Err(_) => println!("{}", body.trim()),
     }
     Ok(ExitCode::SUCCESS)
