@@ -431,7 +431,12 @@ async fn values_cannot_reshape_the_upstream_request() {
     let gw = TestGateway::start(&profile_config(&users, &orders, true, "2s")).await;
     let cases = [
         ("..%2Fadmin", "/users/..%2Fadmin"),
-        ("..", "/users/%2E%2E"),
+        // Dots encoded once (`%2E%2E`) are still `..` to a normalizing upstream: twice.
+        ("..", "/users/%252E%252E"),
+        (".", "/users/%252E"),
+        // The router decodes the path parameter first: the same `..`.
+        ("%2e%2E", "/users/%252E%252E"),
+        ("...", "/users/%2E%2E%2E"),
         ("a%3Fx%3D1", "/users/a%3Fx%3D1"),
         ("a%23frag", "/users/a%23frag"),
         ("a%0D%0AX-Injected:%201", "/users/a%0D%0AX-Injected%3A%201"),
