@@ -9,12 +9,19 @@
 //! The order of due tasks, leases and the bounds live in memory (rebuilt from the file at open);
 //! a lease is memory only, so a task leased when the process died is simply due again after the
 //! restart. Task bodies stay on disk and are read when leased.
+//!
+//! Cancel safety: the gateway drops an in-flight enqueue at the route deadline, on a required
+//! failure or when the client goes away, and that may happen while it waits for the writer. So
+//! no op updates memory after an await: each hands the writer an effect that the writer applies
+//! right after the commit (see `store`). A committed task is always due, counted and delivered,
+//! and a refused or failed one always gives its reserved capacity back, whatever became of the
+//! caller.
 
 mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -70,11 +77,25 @@ impl EmbeddedOptions {
 /// the file).
 pub struct EmbeddedQueue {
     store: Store,
+    /// Shared with the writer thread, which applies each commit's effect to it.
+    shared: Arc<Shared>,
+    clock: Clock,
+    opts: EmbeddedOptions,
+}
+
+/// The in-memory index and its wake-up, owned jointly by the queue and the writer's effects.
+struct Shared {
     state: Mutex<State>,
     /// Woken when a task becomes due now (enqueue, nack with no delay, release).
     ready: Notify,
-    clock: Clock,
-    opts: EmbeddedOptions,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves plain data behind, still consistent enough to
+        // serve: recover rather than poison every later call.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -192,8 +213,10 @@ impl EmbeddedQueue {
         );
         Ok(EmbeddedQueue {
             store,
-            state: Mutex::new(state),
-            ready: Notify::new(),
+            shared: Arc::new(Shared {
+                state: Mutex::new(state),
+                ready: Notify::new(),
+            }),
             clock: Clock::system(),
             opts,
         })
@@ -206,9 +229,7 @@ impl EmbeddedQueue {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // A panic while holding this lock leaves plain data behind, still consistent enough to
-        // serve: recover rather than poison every later call.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.state()
     }
 
     async fn enqueue_inner(&self, mut task: Task) -> Result<(), QueueError> {
@@ -235,28 +256,30 @@ impl EmbeddedQueue {
             st.next_seq += 1;
             seq
         };
-        match self.store.write(Op::Put { seq, bytes }).await {
-            Ok(_) => {
-                let mut st = self.state();
-                st.pending.insert(
-                    seq,
-                    Meta {
-                        enqueued_at: task.enqueued_at,
-                        not_before: task.not_before,
-                        size,
-                        lease: None,
-                    },
-                );
-                st.ready.insert((task.not_before, seq));
+        // From here the reservation belongs to the writer: it either makes the task due or
+        // gives the reservation back, even if this future is dropped meanwhile.
+        let meta = Meta {
+            enqueued_at: task.enqueued_at,
+            not_before: task.not_before,
+            size,
+            lease: None,
+        };
+        let shared = Arc::clone(&self.shared);
+        let committed = self.store.write(Op::Put { seq, bytes }, move |outcome| {
+            let mut st = shared.state();
+            if outcome.is_ok() {
+                st.pending.insert(seq, meta);
+                st.ready.insert((meta.not_before, seq));
                 drop(st);
-                self.ready.notify_waiters();
-                Ok(())
-            }
-            Err(e) => {
-                let mut st = self.state();
+                shared.ready.notify_waiters();
+            } else {
                 st.stored_tasks = st.stored_tasks.saturating_sub(1);
                 st.stored_bytes = st.stored_bytes.saturating_sub(size);
-                drop(st);
+            }
+        });
+        match committed.await {
+            Ok(_) => Ok(()),
+            Err(e) => {
                 // A full disk is a full queue to the client: 503 + Retry-After, not a 500.
                 if disk_full(&e) {
                     return Err(self.full(format!("disk full at {}", self.opts.path.display())));
@@ -310,7 +333,7 @@ impl EmbeddedQueue {
         let max = max.max(1);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let notified = self.ready.notified();
+            let notified = self.shared.ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if self.state().closed {
@@ -385,8 +408,14 @@ impl EmbeddedQueue {
     async fn ack_inner(&self, lease: Lease) -> Result<(), QueueError> {
         let (seq, _) = Self::token(&lease)?;
         // Delivered, whoever holds the current lease: remove it durably, then forget it.
-        self.store.write(Op::Delete { seq }).await?;
-        self.state().forget(seq);
+        let shared = Arc::clone(&self.shared);
+        self.store
+            .write(Op::Delete { seq }, move |outcome| {
+                if outcome.is_ok() {
+                    shared.state().forget(seq);
+                }
+            })
+            .await?;
         Ok(())
     }
 
@@ -404,20 +433,29 @@ impl EmbeddedQueue {
         };
         let bytes = task.encode()?;
         let size = bytes.len() as u64;
-        self.store.write(Op::Put { seq, bytes }).await?;
-        let mut st = self.state();
-        if st.unlease(seq, lease_id).is_some() {
-            if let Some(meta) = st.pending.get_mut(&seq) {
-                let old = meta.size;
-                meta.size = size;
-                st.stored_bytes = st.stored_bytes.saturating_sub(old) + size;
-            }
-            st.make_due(seq, task.not_before);
-        }
-        drop(st);
-        if delay.is_zero() {
-            self.ready.notify_waiters();
-        }
+        let not_before = task.not_before;
+        let shared = Arc::clone(&self.shared);
+        self.store
+            .write(Op::Replace { seq, bytes }, move |outcome| {
+                if outcome != Ok(true) {
+                    return;
+                }
+                let mut st = shared.state();
+                // The row now holds the new bytes, whoever holds the lease.
+                if let Some(meta) = st.pending.get_mut(&seq) {
+                    let old = meta.size;
+                    meta.size = size;
+                    st.stored_bytes = st.stored_bytes.saturating_sub(old) + size;
+                }
+                if st.unlease(seq, lease_id).is_some() {
+                    st.make_due(seq, not_before);
+                }
+                drop(st);
+                if not_before == 0 {
+                    shared.ready.notify_waiters();
+                }
+            })
+            .await?;
         Ok(())
     }
 
@@ -433,7 +471,7 @@ impl EmbeddedQueue {
             st.make_due(seq, meta.not_before);
         }
         drop(st);
-        self.ready.notify_waiters();
+        self.shared.ready.notify_waiters();
         Ok(())
     }
 
@@ -441,21 +479,26 @@ impl EmbeddedQueue {
         let (seq, _) = Self::token(&lease)?;
         let bytes = lease.task.encode()?;
         let size = bytes.len() as u64;
-        let existed = self
-            .store
-            .write(Op::Bury {
-                seq,
-                id: lease.task.id.clone(),
-                bytes,
+        let shared = Arc::clone(&self.shared);
+        let op = Op::Bury {
+            seq,
+            id: lease.task.id.clone(),
+            bytes,
+        };
+        self.store
+            .write(op, move |outcome| {
+                if outcome != Ok(true) {
+                    return;
+                }
+                // The pending row became a dead letter: count it as one, whatever memory knew.
+                let mut st = shared.state();
+                st.forget(seq);
+                st.dead += 1;
+                st.dead_bytes += size;
+                st.stored_tasks += 1;
+                st.stored_bytes += size;
             })
             .await?;
-        let mut st = self.state();
-        if existed && st.forget(seq).is_some() {
-            st.dead += 1;
-            st.dead_bytes += size;
-            st.stored_tasks += 1;
-            st.stored_bytes += size;
-        }
         Ok(())
     }
 
@@ -515,31 +558,37 @@ impl EmbeddedQueue {
                     seq,
                     bytes: new_bytes,
                 };
-                writes.push(async move { (seq, old, new, self.store.write(op).await) });
+                let shared = Arc::clone(&self.shared);
+                writes.push(self.store.write(op, move |outcome| {
+                    if outcome != Ok(true) {
+                        return;
+                    }
+                    let mut st = shared.state();
+                    st.dead = st.dead.saturating_sub(1);
+                    st.dead_bytes = st.dead_bytes.saturating_sub(old);
+                    st.stored_bytes = st.stored_bytes.saturating_sub(old) + new;
+                    st.pending.insert(
+                        seq,
+                        Meta {
+                            enqueued_at: now,
+                            not_before: 0,
+                            size: new,
+                            lease: None,
+                        },
+                    );
+                    st.ready.insert((0, seq));
+                    drop(st);
+                    shared.ready.notify_waiters();
+                }));
             }
             let mut progressed = false;
-            for (seq, old, new, result) in futures::future::join_all(writes).await {
+            for result in futures::future::join_all(writes).await {
                 if !result? {
                     continue;
                 }
                 progressed = true;
-                let mut st = self.state();
-                st.dead = st.dead.saturating_sub(1);
-                st.dead_bytes = st.dead_bytes.saturating_sub(old);
-                st.stored_bytes = st.stored_bytes.saturating_sub(old) + new;
-                st.pending.insert(
-                    seq,
-                    Meta {
-                        enqueued_at: now,
-                        not_before: 0,
-                        size: new,
-                        lease: None,
-                    },
-                );
-                st.ready.insert((0, seq));
                 moved += 1;
             }
-            self.ready.notify_waiters();
             if !progressed {
                 break;
             }
@@ -555,21 +604,30 @@ impl EmbeddedQueue {
             if rows.is_empty() {
                 break;
             }
-            let writes = rows.into_iter().map(|(id, dead_seq, bytes)| async move {
-                let size = bytes.len() as u64;
-                (size, self.store.write(Op::Purge { id, dead_seq }).await)
-            });
+            let writes: Vec<_> = rows
+                .into_iter()
+                .map(|(id, dead_seq, bytes)| {
+                    let size = bytes.len() as u64;
+                    let shared = Arc::clone(&self.shared);
+                    self.store
+                        .write(Op::Purge { id, dead_seq }, move |outcome| {
+                            if outcome != Ok(true) {
+                                return;
+                            }
+                            let mut st = shared.state();
+                            st.dead = st.dead.saturating_sub(1);
+                            st.dead_bytes = st.dead_bytes.saturating_sub(size);
+                            st.stored_tasks = st.stored_tasks.saturating_sub(1);
+                            st.stored_bytes = st.stored_bytes.saturating_sub(size);
+                        })
+                })
+                .collect();
             let mut progressed = false;
-            for (size, result) in futures::future::join_all(writes).await {
+            for result in futures::future::join_all(writes).await {
                 if !result? {
                     continue;
                 }
                 progressed = true;
-                let mut st = self.state();
-                st.dead = st.dead.saturating_sub(1);
-                st.dead_bytes = st.dead_bytes.saturating_sub(size);
-                st.stored_tasks = st.stored_tasks.saturating_sub(1);
-                st.stored_bytes = st.stored_bytes.saturating_sub(size);
                 purged += 1;
             }
             if !progressed {
@@ -664,10 +722,13 @@ impl Queue for EmbeddedQueue {
 
     fn close(&self) -> BoxFuture<'_, Result<(), QueueError>> {
         self.state().closed = true;
-        self.ready.notify_waiters();
+        self.shared.ready.notify_waiters();
         Box::pin(async { Ok(()) })
     }
 }
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cancel_tests;

@@ -4,6 +4,11 @@
 //! Every write goes through the writer's channel. The writer takes the first waiting op, then
 //! everything else that arrived meanwhile (up to [`MAX_BATCH`]), applies them in one transaction
 //! and commits once: N concurrent enqueues cost one fsync, and no op waits for a timer.
+//!
+//! Each op carries its [`Effect`]: the in-memory bookkeeping that follows from its outcome, run
+//! by the writer thread right after the commit. A caller's future may be dropped at any await
+//! (the gateway cancels calls at the deadline or when the client goes away); because the op is
+//! handed over together with what must follow it, a committed op is always accounted for.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,8 +30,11 @@ const MAX_BATCH: usize = 8192;
 
 /// One write, answered after the commit that contains it.
 pub(super) enum Op {
-    /// Insert or overwrite a pending task.
+    /// Insert a new pending task.
     Put { seq: u64, bytes: Vec<u8> },
+    /// Overwrite a pending task if it is still there (a nack racing an ack after its lease
+    /// expired must not bring a delivered task back). Answers whether it existed.
+    Replace { seq: u64, bytes: Vec<u8> },
     /// Remove a pending task (delivered). Answers whether it existed.
     Delete { seq: u64 },
     /// Move a pending task to the dead letters with new bytes (its last error). Answers whether
@@ -51,11 +59,23 @@ pub(super) enum Op {
 /// What an op reports after its commit: did the row it acted on exist.
 pub(super) type Reply = oneshot::Sender<Result<bool, String>>;
 
+/// What follows from an op's outcome in memory: `Ok(existed)` after its commit, `Err(reason)`
+/// if it was not committed. Runs exactly once, on the writer thread (or on the caller's thread
+/// when the writer is gone), before the caller hears the outcome, whether or not it still waits.
+pub(super) type Effect = Box<dyn FnOnce(Result<bool, &str>) + Send>;
+
+/// One queued write: the op, its effect and the caller's answer.
+struct Write {
+    op: Op,
+    effect: Effect,
+    reply: Reply,
+}
+
 /// The open database plus the writer thread's inbox.
 pub(super) struct Store {
     pub(super) db: Arc<Database>,
     commits: Arc<AtomicU64>,
-    tx: Option<mpsc::UnboundedSender<(Op, Reply)>>,
+    tx: Option<mpsc::UnboundedSender<Write>>,
     writer: Option<JoinHandle<()>>,
 }
 
@@ -98,15 +118,37 @@ impl Store {
         self.commits.load(Ordering::Relaxed)
     }
 
-    /// Queues `op` for the next commit and waits until it is durable.
-    pub(super) async fn write(&self, op: Op) -> Result<bool, QueueError> {
+    /// Queues `op` for the next commit, with the `effect` its outcome has in memory, and returns
+    /// a future that waits until it is durable.
+    ///
+    /// Not an `async fn` on purpose: the op is handed to the writer now, when this is called, so
+    /// dropping the returned future (cancelling the caller) never separates a commit from its
+    /// effect. Dropping it only loses the answer.
+    pub(super) fn write(
+        &self,
+        op: Op,
+        effect: impl FnOnce(Result<bool, &str>) + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<bool, QueueError>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
-        let tx = self.tx.as_ref().ok_or(QueueError::Closed)?;
-        tx.send((op, reply)).map_err(|_| QueueError::Closed)?;
-        match rx.await {
-            Ok(Ok(existed)) => Ok(existed),
-            Ok(Err(message)) => Err(QueueError::storage("commit", StoreFailure(message))),
-            Err(_) => Err(QueueError::Closed),
+        let write = Write {
+            op,
+            effect: Box::new(effect),
+            reply,
+        };
+        let refused = match self.tx.as_ref() {
+            Some(tx) => tx.send(write).err().map(|e| e.0),
+            None => Some(write),
+        };
+        if let Some(write) = refused {
+            // The writer is gone: nothing was committed, and the effect says so.
+            (write.effect)(Err("queue writer stopped"));
+        }
+        async move {
+            match rx.await {
+                Ok(Ok(existed)) => Ok(existed),
+                Ok(Err(message)) => Err(QueueError::storage("commit", StoreFailure(message))),
+                Err(_) => Err(QueueError::Closed),
+            }
         }
     }
 
@@ -252,8 +294,8 @@ fn load(db: &Database) -> Result<Loaded, QueueError> {
     Ok(Loaded { pending, dead })
 }
 
-fn writer_loop(db: &Database, mut rx: mpsc::UnboundedReceiver<(Op, Reply)>, commits: &AtomicU64) {
-    let mut batch: Vec<(Op, Reply)> = Vec::new();
+fn writer_loop(db: &Database, mut rx: mpsc::UnboundedReceiver<Write>, commits: &AtomicU64) {
+    let mut batch: Vec<Write> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -265,14 +307,16 @@ fn writer_loop(db: &Database, mut rx: mpsc::UnboundedReceiver<(Op, Reply)>, comm
         match apply(db, &batch) {
             Ok(results) => {
                 commits.fetch_add(1, Ordering::Relaxed);
-                for ((_, reply), existed) in batch.drain(..).zip(results) {
-                    let _ = reply.send(Ok(existed));
+                for (write, existed) in batch.drain(..).zip(results) {
+                    (write.effect)(Ok(existed));
+                    let _ = write.reply.send(Ok(existed));
                 }
             }
             Err(message) => {
                 tracing::error!(error = %message, ops = batch.len(), "queue commit failed");
-                for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(message.clone()));
+                for write in batch.drain(..) {
+                    (write.effect)(Err(message.as_str()));
+                    let _ = write.reply.send(Err(message.clone()));
                 }
             }
         }
@@ -280,7 +324,7 @@ fn writer_loop(db: &Database, mut rx: mpsc::UnboundedReceiver<(Op, Reply)>, comm
 }
 
 /// Applies a batch in one transaction and commits it durably.
-fn apply(db: &Database, batch: &[(Op, Reply)]) -> Result<Vec<bool>, String> {
+fn apply(db: &Database, batch: &[Write]) -> Result<Vec<bool>, String> {
     let mut txn = db.begin_write().map_err(|e| e.to_string())?;
     txn.set_durability(Durability::Immediate)
         .map_err(|e| e.to_string())?;
@@ -288,13 +332,22 @@ fn apply(db: &Database, batch: &[(Op, Reply)]) -> Result<Vec<bool>, String> {
     {
         let mut pending = txn.open_table(PENDING).map_err(|e| e.to_string())?;
         let mut dead = txn.open_table(DEAD).map_err(|e| e.to_string())?;
-        for (op, _) in batch {
+        for Write { op, .. } in batch {
             let existed = match op {
                 Op::Put { seq, bytes } => {
                     pending
                         .insert(*seq, bytes.as_slice())
                         .map_err(|e| e.to_string())?;
                     true
+                }
+                Op::Replace { seq, bytes } => {
+                    let existed = pending.get(*seq).map_err(|e| e.to_string())?.is_some();
+                    if existed {
+                        pending
+                            .insert(*seq, bytes.as_slice())
+                            .map_err(|e| e.to_string())?;
+                    }
+                    existed
                 }
                 Op::Delete { seq } => pending.remove(*seq).map_err(|e| e.to_string())?.is_some(),
                 Op::Bury { seq, id, bytes } => {
