@@ -113,7 +113,7 @@ pub fn describe(config: &Config) -> String {
                         call.name,
                         call.method,
                         call.upstream_name,
-                        path_display(&call.path)
+                        crate::cache_key::template_display(&call.path)
                     );
                 }
             }
@@ -121,7 +121,7 @@ pub fn describe(config: &Config) -> String {
                 let _ = writeln!(
                     out,
                     "      cache key: {}",
-                    crate::cache_key::describe_call_key(call, c, &path_display(&call.path))
+                    crate::cache_key::describe_call_key(call, c, &crate::cache_key::template_display(&call.path))
                 );
             }
         }
@@ -183,38 +183,6 @@ fn cache_flag(c: &crate::model::CachePolicySpec) -> String {
     let mut s = format!("cached {}", humantime::format_duration(c.ttl));
     if !c.stale.is_zero() {
         let _ = write!(s, " + stale {}", humantime::format_duration(c.stale));
-    }
-    s
-}
-
-fn path_display(t: &crate::template::StrTemplate) -> String {
-    use crate::template::{Segment, Source};
-    let mut s = String::new();
-    for seg in &t.segments {
-        match seg {
-            Segment::Lit(l) => s.push_str(l),
-            Segment::Expr(e) => {
-                s.push('{');
-                match &e.source {
-                    Source::Path { name, .. } => {
-                        let _ = write!(s, "path.{name}");
-                    }
-                    Source::Query { name } => {
-                        let _ = write!(s, "query.{name}");
-                    }
-                    Source::Header { name } => {
-                        let _ = write!(s, "header.{name}");
-                    }
-                    Source::RequestBody => s.push_str("request.body"),
-                    Source::Call { name, .. } => s.push_str(name),
-                }
-                for step in &e.steps {
-                    s.push('.');
-                    s.push_str(&step.key);
-                }
-                s.push('}');
-            }
-        }
     }
     s
 }
