@@ -121,7 +121,11 @@ pub fn describe(config: &Config) -> String {
                 let _ = writeln!(
                     out,
                     "      cache key: {}",
-                    crate::cache_key::describe_call_key(call, c, &crate::cache_key::template_display(&call.path))
+                    crate::cache_key::describe_call_key(
+                        call,
+                        c,
+                        &crate::cache_key::template_display(&call.path)
+                    )
                 );
             }
         }

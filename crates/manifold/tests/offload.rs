@@ -283,7 +283,28 @@ struct Upstream {
 }
 
 /// A free loopback address for an upstream that is not listening yet.
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`, 32768+ by default): a port
+/// from `bind(:0)` comes from that range, and between freeing it here and binding it again in
+/// [`Upstream::start`] an outgoing connection of another test could take it as its local port
+/// (AddrInUse). Ports below the range are only ever taken by an explicit bind.
 fn reserve_addr() -> SocketAddr {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let base = 10_000u16.min(low / 2);
+    let span = u32::from(low.saturating_sub(base).max(1));
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    for i in 0..span {
+        let port = base + u16::try_from((seed.wrapping_add(i.wrapping_mul(7919))) % span).unwrap();
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().unwrap();
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
