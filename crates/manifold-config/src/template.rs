@@ -304,9 +304,8 @@ const PATH_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUME
 
 /// Percent-encode a value for use inside a path or a query component.
 ///
-/// A value made only of dots (`.` or `..`) has its dots encoded too. That alone does not stop a
-/// dot segment in a path (URL parsers read `%2e` as `.`): the gateway's path rendering also
-/// rewrites whole segments that values make `.` or `..` (`render::defuse_dot_segments`).
+/// A value made only of dots (`.` or `..`) has its dots encoded too: otherwise it would be a dot
+/// segment that servers collapse, reshaping the path.
 pub fn encode_path_value(value: &str, out: &mut String) {
     if !value.is_empty() && value.bytes().all(|b| b == b'.') {
         for _ in 0..value.len() {

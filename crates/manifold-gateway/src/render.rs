@@ -104,14 +104,7 @@ impl<'a> Scope<'a> {
 
     /// Render a string template for a URL path or query: literal parts as written, values
     /// percent-encoded so they cannot change the URL's shape.
-    ///
-    /// In a path (while `out` holds no `?` or `#` yet), a value that would make a segment a dot
-    /// segment is defused too (see [`defuse_dot_segments`]).
     pub fn render_url_part(&self, t: &StrTemplate, out: &mut String) {
-        let in_path = !out.contains(['?', '#']);
-        // The segment the first piece continues (e.g. the endpoint's base path).
-        let first_segment = out.rfind('/').map_or(0, |i| i + 1);
-        let mut values = Vec::new();
         let mut buf = String::new();
         for seg in &t.segments {
             match seg {
@@ -119,16 +112,9 @@ impl<'a> Scope<'a> {
                 Segment::Expr(e) => {
                     buf.clear();
                     self.text(e, &mut buf);
-                    let from = out.len();
                     encode_path_value(&buf, out);
-                    if in_path && out.len() > from {
-                        values.push(from..out.len());
-                    }
                 }
             }
-        }
-        if !values.is_empty() {
-            defuse_dot_segments(out, first_segment, &values);
         }
     }
 
@@ -139,59 +125,6 @@ impl<'a> Scope<'a> {
             scope: self,
         }
     }
-}
-
-/// Rewrites every path segment of `out[from..]` (up to a `?` or `#` a literal wrote) that is a
-/// dot segment and holds part of a value (`values`: byte ranges of rendered values).
-///
-/// Why: WHATWG URL parsers and path-normalizing servers (nginx, Envoy's `normalize_path`) read
-/// `%2e` as `.`, so encoding a value's dots once does not stop `..` — or `{a}.{b}` with `a = "."`
-/// and an empty `b` — from stepping up a level at the upstream and reaching what the template
-/// never named. The dots of such a segment are encoded twice (`%252E`): the upstream sees a
-/// segment named `%2E%2E`, never a step up. Dot segments the template itself writes are left as
-/// written.
-fn defuse_dot_segments(out: &mut String, from: usize, values: &[std::ops::Range<usize>]) {
-    let end = out[from..].find(['?', '#']).map_or(out.len(), |i| from + i);
-    let mut rewritten = String::new();
-    let mut copied = from;
-    let mut start = from;
-    while start <= end {
-        let stop = out[start..end].find('/').map_or(end, |i| start + i);
-        let seg = &out[start..stop];
-        let holds_value = values.iter().any(|v| v.start < stop && v.end > start);
-        if holds_value {
-            if let Some(dots) = dot_segment(seg) {
-                rewritten.push_str(&out[copied..start]);
-                for _ in 0..dots {
-                    rewritten.push_str("%252E");
-                }
-                copied = stop;
-            }
-        }
-        start = stop + 1;
-    }
-    if copied != from {
-        rewritten.push_str(&out[copied..]);
-        out.truncate(from);
-        out.push_str(&rewritten);
-    }
-}
-
-/// How many dots a dot segment has: `.` / `..`, each dot possibly spelled `%2e` (any case).
-fn dot_segment(seg: &str) -> Option<usize> {
-    let mut rest = seg.as_bytes();
-    let mut dots = 0;
-    while !rest.is_empty() {
-        if rest[0] == b'.' {
-            rest = &rest[1..];
-        } else if rest.len() >= 3 && rest[0] == b'%' && rest[1] == b'2' && rest[2] | 0x20 == b'e' {
-            rest = &rest[3..];
-        } else {
-            return None;
-        }
-        dots += 1;
-    }
-    (1..=2).contains(&dots).then_some(dots)
 }
 
 /// A JSON template bound to a scope; serializing it renders the template.
@@ -312,68 +245,5 @@ mod tests {
         let mut out = String::new();
         scope.render_url_part(&t, &mut out);
         assert_eq!(out, "/users/..%2Fx%3Fy%23z/orders");
-    }
-
-    fn path_expr(index: usize) -> Segment {
-        Segment::Expr(Expr {
-            source: Source::Path {
-                index,
-                name: format!("p{index}"),
-            },
-            steps: vec![],
-        })
-    }
-
-    /// Found by the `template` fuzz target: `..` rendered as `%2E%2E`, or a value's `.` beside
-    /// a literal one, is still a dot segment to a WHATWG parser or a normalizing upstream.
-    #[test]
-    fn values_cannot_make_dot_segments() {
-        let render = |params: &[&str], segments: Vec<Segment>| {
-            let req = RequestCtx {
-                params: params.iter().map(|p| p.to_string()).collect(),
-                ..Default::default()
-            };
-            let scope = Scope {
-                req: &req,
-                results: &[],
-            };
-            let mut out = String::from("http://up/base");
-            scope.render_url_part(&StrTemplate { segments }, &mut out);
-            out
-        };
-        let lit = |s: &str| Segment::Lit(s.into());
-        let one = |p: &str| render(&[p], vec![lit("/users/"), path_expr(0), lit("/orders")]);
-        assert_eq!(one(".."), "http://up/base/users/%252E%252E/orders");
-        assert_eq!(one("."), "http://up/base/users/%252E/orders");
-        assert_eq!(one("..."), "http://up/base/users/%2E%2E%2E/orders");
-        assert_eq!(one("%2e"), "http://up/base/users/%252e/orders");
-        assert_eq!(one("a.b"), "http://up/base/users/a.b/orders");
-        // Split over two values and a literal dot.
-        let two = |a: &str, b: &str| {
-            render(
-                &[a, b],
-                vec![lit("/f/"), path_expr(0), lit("."), path_expr(1), lit("/x")],
-            )
-        };
-        assert_eq!(two(".", ""), "http://up/base/f/%252E%252E/x");
-        assert_eq!(two("", "."), "http://up/base/f/%252E%252E/x");
-        assert_eq!(
-            two("", ""),
-            "http://up/base/f/./x",
-            "the template's own dot stays"
-        );
-        assert_eq!(two("a", "b"), "http://up/base/f/a.b/x");
-        // A value continuing the base path's segment, and a query the path template writes.
-        assert_eq!(
-            render(&[".."], vec![path_expr(0), lit("?q=..")]),
-            "http://up/base%2E%2E?q=.."
-        );
-        assert_eq!(
-            render(
-                &[".."],
-                vec![lit("/"), path_expr(0), lit("?q="), path_expr(0)]
-            ),
-            "http://up/base/%252E%252E?q=%2E%2E"
-        );
     }
 }
