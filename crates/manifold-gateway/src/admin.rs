@@ -3,8 +3,8 @@
 //! loopback by default, so operational data never shares the public port. Who may use which
 //! endpoint: [`crate::admin_auth`].
 
-use crate::client::Body;
 use crate::handler::{full, json_response, Shared};
+use crate::upstream::Body;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;

@@ -5,8 +5,8 @@
 //! the counters stay open for probes. Without a token the listener is loopback only (the
 //! gateway refuses to bind it elsewhere), and trusts this host.
 
-use crate::client::Body;
 use crate::handler::json_response;
+use crate::upstream::Body;
 use http::header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode};
 use manifold_config::Secret;

@@ -140,7 +140,7 @@ impl HeldResponse {
     }
 
     /// The answer for one waiting request: with the cookies if no other request took them.
-    pub(crate) fn into_response(self) -> http::Response<crate::client::Body> {
+    pub(crate) fn into_response(self) -> http::Response<crate::upstream::Body> {
         let mut resp = http::Response::new(crate::handler::full(self.body));
         *resp.status_mut() = self.status;
         *resp.headers_mut() = self.headers;
@@ -163,7 +163,7 @@ pub(crate) async fn bypassed(
     req: http::Request<hyper::body::Incoming>,
     peer: std::net::SocketAddr,
     deadline: Option<tokio::time::Instant>,
-) -> http::Response<crate::client::Body> {
+) -> http::Response<crate::upstream::Body> {
     let route = &shared.config.routes[ri];
     let manifold_config::RouteKind::Proxy { upstream, .. } = &route.kind else {
         return crate::handler::json_response(

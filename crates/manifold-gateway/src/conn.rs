@@ -14,9 +14,9 @@
 //! * on shutdown it is asked to finish (`drain`), and dropped when the drain timeout passes
 //!   (`kill`), with the HTTP/2 stream tasks it spawned ([`Exec`]).
 
-use crate::client::Body;
 use crate::respond;
 use crate::server::Limits;
+use crate::upstream::Body;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use std::convert::Infallible;

@@ -1,103 +1,10 @@
-//! Errors that can be asked questions: what kind, and so which HTTP status the client gets.
-//! Retry, breaker and metrics code will read the same [`CallErrorKind`].
+//! The gateway's errors. A call's failure and its classification live with the upstream stack
+//! ([`crate::upstream::error`]), the one place transport errors are mapped; re-exported here.
 
-use http::StatusCode;
-use std::fmt;
+pub use crate::upstream::error::{CallError, CallErrorKind, Fault};
 
 /// Boxed error for bodies and connections.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Why one downstream call failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallErrorKind {
-    /// The call's own timeout passed.
-    Timeout,
-    /// The route's end-to-end deadline passed.
-    Deadline,
-    /// No connection could be made.
-    Connect,
-    /// The upstream answered with a status outside 2xx.
-    Status(u16),
-    /// The upstream's body was not JSON.
-    InvalidJson,
-    /// The upstream's body was larger than `server.max_response_bytes`.
-    TooLarge,
-    /// The connection broke while sending or receiving.
-    Io,
-    /// The offload queue is full: try again after this long.
-    QueueFull(std::time::Duration),
-    /// The offload queue could not take the task durably.
-    Queue,
-    /// The request could not be built from the client's input (e.g. a value that is not a valid
-    /// header value).
-    Input,
-    /// The call was not sent: a call whose result it reads failed (an optional one, else the
-    /// request would have failed already), so it has no input to render. 502: the cause is
-    /// upstream.
-    InputUnavailable,
-}
-
-impl CallErrorKind {
-    /// A short stable name, used in error bodies and logs.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            CallErrorKind::Timeout => "timeout",
-            CallErrorKind::Deadline => "deadline",
-            CallErrorKind::Connect => "connect",
-            CallErrorKind::Status(_) => "upstream_status",
-            CallErrorKind::InvalidJson => "invalid_json",
-            CallErrorKind::TooLarge => "too_large",
-            CallErrorKind::Io => "io",
-            CallErrorKind::Input => "bad_input",
-            CallErrorKind::QueueFull(_) => "queue_full",
-            CallErrorKind::Queue => "queue",
-            CallErrorKind::InputUnavailable => "input_unavailable",
-        }
-    }
-
-    /// The status the client gets when a required call fails this way.
-    pub fn client_status(&self) -> StatusCode {
-        match self {
-            CallErrorKind::Timeout | CallErrorKind::Deadline => StatusCode::GATEWAY_TIMEOUT,
-            CallErrorKind::Input => StatusCode::BAD_REQUEST,
-            CallErrorKind::QueueFull(_) | CallErrorKind::Queue => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::BAD_GATEWAY,
-        }
-    }
-
-    /// Whether trying again might succeed (for the retry work to come).
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            CallErrorKind::Timeout | CallErrorKind::Connect | CallErrorKind::Io => true,
-            CallErrorKind::Status(s) => *s >= 500,
-            _ => false,
-        }
-    }
-}
-
-/// One downstream call's failure, with enough context to answer the client and log it.
-#[derive(Debug, Clone, thiserror::Error)]
-pub struct CallError {
-    /// What went wrong.
-    pub kind: CallErrorKind,
-    /// Human-readable detail.
-    pub message: String,
-}
-
-impl CallError {
-    pub(crate) fn new(kind: CallErrorKind, message: impl Into<String>) -> Self {
-        CallError {
-            kind,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for CallError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind.as_str(), self.message)
-    }
-}
 
 /// Errors starting or running the gateway.
 #[derive(Debug, thiserror::Error)]

@@ -8,14 +8,14 @@
 //! which closes their upstream connections: the upstreams see the cancellation.
 
 use crate::cache::CacheOutcome;
-use crate::client::{Body, UpstreamClient};
 use crate::error::{CallError, CallErrorKind};
 use crate::render::{RequestCtx, Scope};
+use crate::upstream::{Budget, Read, Upstream};
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
-use http::{HeaderMap, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http::uri::PathAndQuery;
+use http::{Request, StatusCode, Uri};
 use manifold_cache::{Cache, CachePolicy, CachedResponse};
 use manifold_config::{Call, Plan};
 use serde_json::Value;
@@ -24,8 +24,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use tokio::time::Instant;
 
-/// The header carrying the remaining end-to-end budget, in milliseconds, to each upstream.
-pub const DEADLINE_HEADER: &str = "manifold-deadline-ms";
+pub(crate) use crate::upstream::DEADLINE_HEADER;
 
 /// What the executor hands back to the composer.
 #[derive(Debug)]
@@ -43,8 +42,8 @@ pub(crate) struct Outcome {
 /// What the executor runs calls with, shared by every request.
 #[derive(Clone, Copy)]
 pub(crate) struct Env<'a> {
-    /// One client per upstream.
-    pub(crate) clients: &'a [Arc<UpstreamClient>],
+    /// One stack per upstream, by index.
+    pub(crate) clients: &'a [Arc<Upstream>],
     /// `server.max_response_bytes`.
     pub(crate) max_response_bytes: u64,
     /// The gateway's cache.
@@ -317,56 +316,29 @@ fn start_call(
     if call.mode != manifold_config::Mode::Sync {
         return crate::queued::start_eager(i, call, env, scope);
     }
-    let client = Arc::clone(&env.clients[call.upstream]);
-    let now = Instant::now();
-    let call_timeout = call.timeout.unwrap_or(client.timeout);
-    let own = now + call_timeout;
-    let (until, kind) = match deadline {
-        Some(d) if d < own => (d, CallErrorKind::Deadline),
-        _ => (own, CallErrorKind::Timeout),
+    let upstream = Arc::clone(&env.clients[call.upstream]);
+    let budget = Budget {
+        deadline,
+        timeout: call.timeout,
+        announce: true,
     };
     if let Some(policy) = env.policies.get(i).and_then(Option::as_ref) {
-        return start_cached_call(
-            i,
-            call,
-            client,
-            policy,
-            env,
-            scope,
-            call_timeout,
-            until,
-            kind,
-        );
+        return start_cached_call(i, call, upstream, policy, env, scope, budget);
     }
-    let request =
-        build_request(call, &client, scope, until.saturating_duration_since(now)).map(|(r, _)| r);
-    let max_response_bytes = env.max_response_bytes;
+    let request = build_request(call, scope);
+    let read = Read::All {
+        max: env.max_response_bytes,
+    };
     Box::pin(async move {
-        let request = match request {
-            Ok(r) => r,
-            Err(e) => return (i, Err(e), None),
-        };
-        let fut = send_and_read(&client, request, max_response_bytes);
-        let result = match tokio::time::timeout_at(until, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(no_answer(
-                &client.name,
-                kind,
-                until.saturating_duration_since(now),
-            )),
+        let result = match request {
+            Ok(r) => upstream
+                .fetch(r, budget, read)
+                .await
+                .and_then(|a| parse_answer(&upstream.name, a.status, &a.body)),
+            Err(e) => Err(e),
         };
         (i, result, None)
     })
-}
-
-fn no_answer(upstream: &str, kind: CallErrorKind, within: std::time::Duration) -> CallError {
-    CallError::new(
-        kind,
-        format!(
-            "no answer from upstream `{upstream}` within {}",
-            humantime::format_duration(within)
-        ),
-    )
 }
 
 /// A cached call: render its key, then let the cache answer or run one shared fetch.
@@ -375,19 +347,23 @@ fn no_answer(upstream: &str, kind: CallErrorKind, within: std::time::Duration) -
 /// this one, so it owns everything it needs, is bounded by the call's own timeout (not this
 /// request's deadline), and tells the upstream that budget. This request waits for the cache
 /// only until its own deadline; giving up never cancels the shared fetch.
-#[allow(clippy::too_many_arguments)]
 fn start_cached_call(
     i: usize,
     call: &Call,
-    client: Arc<UpstreamClient>,
+    upstream: Arc<Upstream>,
     policy: &Arc<CachePolicy>,
     env: Env<'_>,
     scope: Scope<'_>,
-    call_timeout: std::time::Duration,
-    until: Instant,
-    kind: CallErrorKind,
+    budget: Budget,
 ) -> CallFuture {
-    let (request, base_len) = match build_request(call, &client, scope, call_timeout) {
+    let started = Instant::now();
+    // This request waits until its own bound; the shared fetch has the call's timeout only.
+    let wait = upstream.bound(started, &budget);
+    let fetch_budget = Budget {
+        deadline: None,
+        ..budget
+    };
+    let request = match build_request(call, scope) {
         Ok(r) => r,
         Err(e) => return Box::pin(std::future::ready((i, Err(e), None))),
     };
@@ -396,47 +372,37 @@ fn start_cached_call(
             let pq = request
                 .uri()
                 .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/");
-            let pq = pq.get(base_len..).filter(|p| !p.is_empty()).unwrap_or(pq);
-            crate::cache_key::call_key(call, spec, &client.name, &request, pq, scope)
+                .map_or("/", PathAndQuery::as_str);
+            crate::cache_key::call_key(call, spec, &upstream.name, &request, pq, scope)
         }
         None => String::new(),
     };
     let cache = env.cache.clone();
     let policy = Arc::clone(policy);
-    let max_response_bytes = env.max_response_bytes;
-    let started = Instant::now();
+    let read = Read::All {
+        max: env.max_response_bytes,
+    };
     Box::pin(async move {
-        let upstream = Arc::clone(&client);
+        let shared = Arc::clone(&upstream);
         let fetch = move || async move {
-            let fut = send_and_collect(&upstream, request, max_response_bytes);
-            match tokio::time::timeout(call_timeout, fut).await {
-                Ok(Ok((status, headers, body))) => {
-                    Ok(CachedResponse::from_parts(status, &headers, body))
-                }
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(no_answer(
-                    &upstream.name,
-                    CallErrorKind::Timeout,
-                    call_timeout,
-                )),
-            }
+            let a = shared.fetch(request, fetch_budget, read).await?;
+            Ok::<_, CallError>(CachedResponse::from_parts(a.status, &a.headers, a.body))
         };
-        let answer = tokio::time::timeout_at(until, cache.get_or_fetch(key, &policy, fetch)).await;
+        let answer =
+            tokio::time::timeout_at(wait.until, cache.get_or_fetch(key, &policy, fetch)).await;
         match answer {
             Ok(Ok((response, outcome))) => (
                 i,
-                parse_answer(&client.name, response.status, &response.body),
+                parse_answer(&upstream.name, response.status, &response.body),
                 Some(outcome),
             ),
             Ok(Err(e)) => (i, Err(e), None),
             Err(_) => (
                 i,
-                Err(no_answer(
-                    &client.name,
-                    kind,
-                    until.saturating_duration_since(started),
+                Err(crate::upstream::error::no_answer(
+                    &upstream.name,
+                    wait.by_deadline,
+                    wait.within,
                 )),
                 None,
             ),
@@ -444,23 +410,14 @@ fn start_cached_call(
     })
 }
 
-pub(crate) fn build_request(
-    call: &Call,
-    client: &UpstreamClient,
-    scope: Scope<'_>,
-    budget: std::time::Duration,
-) -> Result<(Request<Body>, usize), CallError> {
-    let ep = client.endpoint();
+/// Render `call` into an origin-form request (path and query, headers, JSON body): the upstream
+/// stack picks the endpoint and adds `Manifold-Deadline-Ms`.
+pub(crate) fn build_request(call: &Call, scope: Scope<'_>) -> Result<Request<Bytes>, CallError> {
     let mut uri = String::with_capacity(64);
-    uri.push_str("http://");
-    uri.push_str(&ep.authority);
-    uri.push_str(&ep.base_path);
-    let base_len = ep.base_path.len();
-    let path_start = uri.len();
     scope.render_url_part(&call.path, &mut uri);
     // A value of only dots is sent as `%2E%2E`, which RFC 3986 makes equal to `..`: an upstream
     // that normalizes paths would resolve it and serve another path. No encoding survives that.
-    if crate::path::has_dot_segment(&uri[path_start..]) {
+    if crate::path::has_dot_segment(&uri) {
         return Err(CallError::new(
             CallErrorKind::Input,
             "a path value is `.` or `..`, which would change the upstream path",
@@ -476,7 +433,7 @@ pub(crate) fn build_request(
         uri.push('=');
         scope.render_url_part(v, &mut uri);
     }
-    let uri: Uri = uri.parse().map_err(|e| {
+    let uri = PathAndQuery::try_from(uri).map(Uri::from).map_err(|e| {
         CallError::new(
             CallErrorKind::Input,
             format!("the rendered URL is not valid: {e}"),
@@ -501,11 +458,7 @@ pub(crate) fn build_request(
             headers.insert(name, value);
         }
     }
-    headers.insert(
-        HeaderName::from_static(DEADLINE_HEADER),
-        HeaderValue::from(budget.as_millis().min(u64::MAX as u128) as u64),
-    );
-    let body: Body = match &call.body {
+    let body = match &call.body {
         Some(tpl) => {
             let bytes = serde_json::to_vec(&scope.json(tpl)).map_err(|e| {
                 CallError::new(CallErrorKind::Input, format!("cannot render the body: {e}"))
@@ -513,70 +466,19 @@ pub(crate) fn build_request(
             headers
                 .entry(CONTENT_TYPE)
                 .or_insert(HeaderValue::from_static("application/json"));
-            Full::new(Bytes::from(bytes))
-                .map_err(|never| match never {})
-                .boxed()
+            Bytes::from(bytes)
         }
-        None => http_body_util::Empty::new()
-            .map_err(|never| match never {})
-            .boxed(),
+        None => Bytes::new(),
     };
     builder
         .body(body)
-        .map(|r| (r, base_len))
         .map_err(|e| CallError::new(CallErrorKind::Input, format!("invalid request: {e}")))
-}
-
-async fn send_and_read(
-    client: &UpstreamClient,
-    request: Request<Body>,
-    max_response_bytes: u64,
-) -> Result<Value, CallError> {
-    let (status, _, bytes) = send_and_collect(client, request, max_response_bytes).await?;
-    parse_answer(&client.name, status, &bytes)
-}
-
-/// Send and read the whole answer, whatever its status: only transport failures are errors.
-async fn send_and_collect(
-    client: &UpstreamClient,
-    request: Request<Body>,
-    max_response_bytes: u64,
-) -> Result<(StatusCode, HeaderMap, Bytes), CallError> {
-    let response = client.send(request).await?;
-    let (parts, body) = response.into_parts();
-    let limited = Limited::new(body, max_response_bytes as usize);
-    let bytes = match limited.collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(CallError::new(
-                CallErrorKind::TooLarge,
-                format!(
-                    "upstream `{}` answered more than {max_response_bytes} bytes",
-                    client.name
-                ),
-            ))
-        }
-        Err(e) => {
-            return Err(CallError::new(
-                CallErrorKind::Io,
-                format!(
-                    "reading the body from upstream `{}`: {}",
-                    client.name,
-                    crate::client::error_chain(&*e)
-                ),
-            ))
-        }
-    };
-    Ok((parts.status, parts.headers, bytes))
 }
 
 /// A call's result from its answer: a non-2xx status is the call's failure; the body is JSON.
 fn parse_answer(upstream: &str, status: StatusCode, bytes: &[u8]) -> Result<Value, CallError> {
     if !status.is_success() {
-        return Err(CallError::new(
-            CallErrorKind::Status(status.as_u16()),
-            format!("upstream `{upstream}` answered {status}"),
-        ));
+        return Err(crate::upstream::error::status(upstream, status));
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);

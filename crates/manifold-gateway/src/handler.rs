@@ -1,11 +1,11 @@
 //! One client request: route it, then compose (run the plan and render the response) or proxy.
 
 use crate::cache::{CacheOutcome, Caching, HeldResponse, CACHE_HEADER};
-use crate::client::{Body, UpstreamClient};
 use crate::error::{BoxError, CallError, CallErrorKind};
 use crate::exec::{self, DEADLINE_HEADER};
 use crate::proxy;
 use crate::render::{RequestCtx, Scope};
+use crate::upstream::{Body, Upstream};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
@@ -26,7 +26,7 @@ pub const PARTIAL_HEADER: &str = "manifold-partial";
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) router: crate::router::Router,
-    pub(crate) clients: Vec<Arc<UpstreamClient>>,
+    pub(crate) clients: Vec<Arc<Upstream>>,
     pub(crate) caching: Caching,
     /// The durable queue for async calls (none when no route offloads).
     pub(crate) queue: Option<crate::offload::QueueRef>,
@@ -298,7 +298,7 @@ async fn read_limited(mut body: Body, max: u64) -> Result<Bytes, CallError> {
                 CallErrorKind::Io,
                 format!(
                     "reading the route's answer: {}",
-                    crate::client::error_chain(&*e)
+                    crate::upstream::error_chain(&*e)
                 ),
             )
         })?;

@@ -22,7 +22,6 @@ mod admin;
 mod admin_auth;
 mod cache;
 mod cache_key;
-mod client;
 mod conn;
 mod error;
 mod exec;
@@ -37,13 +36,14 @@ pub mod render;
 mod respond;
 mod router;
 mod server;
+mod upstream;
 
 pub use cache::CACHE_HEADER;
-pub use client::Body;
-pub use error::{BoxError, CallError, CallErrorKind, GatewayError};
-pub use exec::DEADLINE_HEADER;
+pub use error::{BoxError, CallError, CallErrorKind, Fault, GatewayError};
 pub use handler::PARTIAL_HEADER;
 pub use respond::Stats;
+pub use upstream::Body;
+pub use upstream::DEADLINE_HEADER;
 
 use manifold_config::Config;
 use std::net::SocketAddr;
@@ -118,10 +118,11 @@ impl Gateway {
             addr: config.server.admin,
             source,
         })?;
-        let clients: Vec<Arc<client::UpstreamClient>> = config
+        // One stack per `[upstreams.NAME]`, by index: every outbound request goes through it.
+        let clients: Vec<Arc<upstream::Upstream>> = config
             .upstreams
             .iter()
-            .map(|u| Arc::new(client::UpstreamClient::new(u)))
+            .map(|u| Arc::new(upstream::Upstream::new(u)))
             .collect();
         let caching = cache::Caching::new(&config).map_err(GatewayError::Cache)?;
         // The queue is opened only when some route offloads (async or publish calls): a gateway

@@ -1,6 +1,6 @@
 //! Durable offload: an `async` call is rendered when its inputs are ready, written to the queue
 //! (durably: the enqueue returns only once the task is safe) before the response goes out, and
-//! delivered later by the dispatcher through the same pooled upstream clients as sync calls.
+//! delivered later by the dispatcher through the same upstream stacks as sync calls.
 //!
 //! Each task carries an idempotency key stable per request and call: the client's own
 //! `Idempotency-Key` header when it sent one (so a client retry maps to the same key), a fresh
@@ -11,12 +11,12 @@
 //! (`Task::publish`), and the dispatcher hands it to the `[events]` publisher instead of an
 //! upstream client, acking it only once the broker confirmed.
 
-use crate::client::{error_chain, Body, UpstreamClient};
 use crate::error::{CallError, CallErrorKind};
+use crate::upstream::{Body, Budget, Read, Upstream};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use http::uri::PathAndQuery;
 use http::{Request, Uri};
-use http_body_util::{BodyExt, Full, Limited};
 use manifold_queue::{
     Deliver, DeliveryError, DispatchMetrics, DispatchPolicy, Dispatcher, EventsConfig, Publisher,
     Queue, QueueConfig, QueueError, Task,
@@ -76,7 +76,7 @@ impl Offload {
     pub(crate) async fn start(
         config: &QueueConfig,
         events: Option<&EventsConfig>,
-        clients: &[Arc<UpstreamClient>],
+        clients: &[Arc<Upstream>],
     ) -> Result<Offload, crate::GatewayError> {
         let events = match events {
             Some(cfg) => {
@@ -161,36 +161,22 @@ pub(crate) async fn write(queue: &dyn Queue, task: Task) -> Result<(), CallError
     }
 }
 
-/// Turn a rendered request into a task: path and query after the endpoint's base path (the
-/// dispatcher picks an endpoint at delivery time), the call's headers, the body bytes.
-pub(crate) async fn task_from_request(
-    request: Request<Body>,
-    base_len: usize,
+/// Turn a rendered origin-form request into a task: its path and query (the dispatcher's
+/// stack picks an endpoint at delivery time), the call's headers, the body bytes.
+pub(crate) fn task_from_request(
+    request: Request<Bytes>,
     upstream: &str,
     call: &str,
     client_key: Option<&str>,
-) -> Result<Task, CallError> {
+) -> Task {
     let (parts, body) = request.into_parts();
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
-    let pq = pq
-        .get(base_len..)
-        .filter(|p| p.starts_with('/'))
-        .unwrap_or(pq);
+    let pq = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
     let headers = parts
         .headers
         .iter()
-        .filter(|(n, _)| n.as_str() != crate::exec::DEADLINE_HEADER)
+        .filter(|(n, _)| n.as_str() != crate::upstream::DEADLINE_HEADER)
         .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
         .collect();
-    let body = body
-        .collect()
-        .await
-        .map_err(|e| CallError::new(CallErrorKind::Input, format!("cannot render the body: {e}")))?
-        .to_bytes();
     let task = Task::new(
         "pending",
         upstream,
@@ -199,7 +185,7 @@ pub(crate) async fn task_from_request(
         headers,
         body.to_vec(),
     );
-    Ok(with_key(task, client_key, call))
+    with_key(task, client_key, call)
 }
 
 /// Gives `task` its idempotency key: `<client key>:<call>` when the client sent one (a client
@@ -212,10 +198,10 @@ pub(crate) fn with_key(mut task: Task, client_key: Option<&str>, call: &str) -> 
     task
 }
 
-/// Delivers tasks through the gateway's upstream clients, and events through the `[events]`
+/// Delivers tasks through the gateway's upstream stacks, and events through the `[events]`
 /// publisher.
 struct UpstreamDeliver {
-    clients: HashMap<String, Arc<UpstreamClient>>,
+    clients: HashMap<String, Arc<Upstream>>,
     events: Option<Arc<Publisher>>,
 }
 
@@ -237,33 +223,28 @@ impl Deliver for UpstreamDeliver {
                 task.upstream
             )));
         };
-        let request = build(client, task).map_err(DeliveryError::permanent)?;
-        let sent = tokio::time::timeout(client.timeout, async {
-            let response = client.send(request).await?;
-            let status = response.status();
-            let retry_after = response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            // Read (a bounded part of) the body so the connection can be reused.
-            let _ = Limited::new(response.into_body(), MAX_DELIVERY_RESPONSE)
-                .collect()
-                .await;
-            Ok::<_, CallError>((status, retry_after))
-        })
-        .await;
-        match sent {
-            Err(_) => Err(DeliveryError::retryable(format!(
-                "no answer from upstream `{}` within {}",
-                task.upstream,
-                humantime::format_duration(client.timeout)
-            ))),
-            Ok(Err(e)) => Err(DeliveryError::retryable(e.to_string())),
-            Ok(Ok((status, _))) if status.is_success() => Ok(()),
-            Ok(Ok((status, retry_after))) => {
-                let e = DeliveryError::from_status(status.as_u16());
+        let request = build(task).map_err(DeliveryError::permanent)?;
+        // No client waits for a delivery: the upstream's timeout alone bounds it, and no
+        // `Manifold-Deadline-Ms` is announced.
+        let budget = Budget {
+            deadline: None,
+            timeout: None,
+            announce: false,
+        };
+        let read = Read::Discard {
+            max: MAX_DELIVERY_RESPONSE,
+        };
+        match client.fetch(request, budget, read).await {
+            Err(e) => Err(DeliveryError::retryable(e.to_string())),
+            Ok(answer) if answer.status.is_success() => Ok(()),
+            Ok(answer) => {
+                let e = DeliveryError::from_status(answer.status.as_u16());
+                let retry_after = answer
+                    .headers
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
                 Err(match retry_after {
                     Some(d) => e.with_retry_after(d),
                     None => e,
@@ -273,14 +254,11 @@ impl Deliver for UpstreamDeliver {
     }
 }
 
-fn build(client: &UpstreamClient, task: &Task) -> Result<Request<Body>, String> {
-    let ep = client.endpoint();
-    let uri: Uri = format!(
-        "http://{}{}{}",
-        ep.authority, ep.base_path, task.path_and_query
-    )
-    .parse()
-    .map_err(|e| format!("bad URL in task: {e}"))?;
+/// A task as an origin-form request; the stack adds the endpoint.
+fn build(task: &Task) -> Result<Request<Bytes>, String> {
+    let uri = PathAndQuery::try_from(task.path_and_query.as_str())
+        .map(Uri::from)
+        .map_err(|e| format!("bad URL in task: {e}"))?;
     let method = http::Method::from_bytes(task.method.as_bytes())
         .map_err(|e| format!("bad method in task: {e}"))?;
     let mut builder = Request::builder().method(method).uri(uri);
@@ -293,13 +271,12 @@ fn build(client: &UpstreamClient, task: &Task) -> Result<Request<Body>, String> 
         };
         builder = builder.header(n, v);
     }
-    builder
-        .body(
-            Full::new(Bytes::from(task.body.clone()))
-                .map_err(|never| match never {})
-                .boxed(),
+    builder.body(Bytes::from(task.body.clone())).map_err(|e| {
+        format!(
+            "cannot build the delivery: {}",
+            crate::upstream::error_chain(&e)
         )
-        .map_err(|e| format!("cannot build the delivery: {}", error_chain(&e)))
+    })
 }
 
 /// The admin endpoints of the queue:

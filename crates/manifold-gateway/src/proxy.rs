@@ -14,14 +14,14 @@
 //! or stream end early: the status line has already gone out), so a stalled upstream cannot hold
 //! a client connection forever.
 
-use crate::client::{Body, UpstreamClient};
 use crate::error::{BoxError, CallError, CallErrorKind};
-use crate::exec::DEADLINE_HEADER;
 use crate::handler::{box_err, call_error_response, json_response};
 use crate::path;
 use crate::proxy_body::{BodyFault, Capped};
+use crate::upstream::{Body, Budget, Upstream};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONNECTION, EXPECT};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -64,9 +64,10 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(http::header::UPGRADE);
 }
 
-/// Forward `req` from the client at `peer`, routed to `route`, to `client`'s upstream.
+/// Forward `req` from the client at `peer`, routed to `route`, through `client`'s upstream
+/// stack.
 pub(crate) async fn forward(
-    client: &Arc<UpstreamClient>,
+    client: &Arc<Upstream>,
     route: &Route,
     server: &ServerSettings,
     req: Request<Incoming>,
@@ -83,7 +84,7 @@ pub(crate) async fn forward(
     };
     // The path that was routed is the path forwarded, resolved: never one that leaves the
     // route (see `path`). The query goes as it is.
-    let path = match path::normalize(parts.uri.path(), &route.path, escaped) {
+    let mut path = match path::normalize(parts.uri.path(), &route.path, escaped) {
         Ok(p) => p,
         Err(e) => {
             tracing::info!(route = %route.name, %peer, path = %parts.uri.path(), reason = %e, "proxy path refused");
@@ -93,14 +94,13 @@ pub(crate) async fn forward(
             );
         }
     };
-    let query = parts
-        .uri
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
-    let ep = client.endpoint();
-    let uri: Uri = match format!("http://{}{}{path}{query}", ep.authority, ep.base_path).parse() {
-        Ok(u) => u,
+    if let Some(q) = parts.uri.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    // Origin form: the upstream stack picks the endpoint and makes it absolute.
+    let uri = match PathAndQuery::try_from(path) {
+        Ok(pq) => Uri::from(pq),
         Err(e) => {
             return call_error_response(CallError::new(
                 CallErrorKind::Input,
@@ -120,33 +120,21 @@ pub(crate) async fn forward(
     );
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
-    let now = Instant::now();
-    let own = now + client.timeout;
-    let (until, kind) = match deadline {
-        Some(d) if d < own => (d, CallErrorKind::Deadline),
-        _ => (own, CallErrorKind::Timeout),
+    // The upstream is told its budget only when the route (or the caller) set a deadline.
+    let budget = Budget {
+        deadline,
+        timeout: None,
+        announce: deadline.is_some(),
     };
-    if deadline.is_some() {
-        parts.headers.insert(
-            HeaderName::from_static(DEADLINE_HEADER),
-            HeaderValue::from(until.saturating_duration_since(now).as_millis() as u64),
-        );
-    }
     let (body, fault) = Capped::new(body, server.max_body_bytes);
     let request = Request::from_parts(parts, BodyExt::boxed(body));
-    let response = match tokio::time::timeout_at(until, client.send(request)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
+    let response = match client.send(request, budget).await {
+        Ok(r) => r,
+        Err(e) => {
             return match fault.get() {
                 Some(f) => body_fault_response(f, route, peer),
                 None => call_error_response(e),
             }
-        }
-        Err(_) => {
-            return call_error_response(CallError::new(
-                kind,
-                format!("no answer from upstream `{}` in time", client.name),
-            ))
         }
     };
     let (mut parts, body) = response.into_parts();
@@ -193,12 +181,12 @@ struct Watched {
     idle_timer: Pin<Box<Sleep>>,
     deadline: Option<Pin<Box<Sleep>>>,
     /// For the error's message only: shared, not copied for every answer.
-    upstream: Arc<UpstreamClient>,
+    upstream: Arc<Upstream>,
     done: bool,
 }
 
 impl Watched {
-    fn new(inner: Body, upstream: &Arc<UpstreamClient>, deadline: Option<Instant>) -> Self {
+    fn new(inner: Body, upstream: &Arc<Upstream>, deadline: Option<Instant>) -> Self {
         let now = Instant::now();
         let idle = upstream.timeout;
         Watched {

@@ -92,7 +92,7 @@ impl http_body::Body for Capped {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                this.fail(BodyFault::Client(crate::client::error_chain(&e)))
+                this.fail(BodyFault::Client(crate::upstream::error_chain(&e)))
             }
         }
     }

@@ -11,7 +11,6 @@
 use crate::error::{CallError, CallErrorKind};
 use crate::exec::{build_request, CallFuture, Env};
 use crate::render::Scope;
-use futures::FutureExt;
 use http::header::HeaderValue;
 use manifold_config::{Call, Mode, Plan};
 use manifold_queue::{Queue, Task};
@@ -42,23 +41,14 @@ pub(crate) fn stage(call: &Call, env: Env<'_>, scope: Scope<'_>) -> Result<Task,
             &call.name,
         ));
     }
-    let client = &env.clients[call.upstream];
-    let (request, base_len) = build_request(call, client, scope, std::time::Duration::ZERO)?;
-    // The body was rendered into memory (`Full`), so reading it completes at the first poll.
-    crate::offload::task_from_request(
+    let upstream = &env.clients[call.upstream];
+    let request = build_request(call, scope)?;
+    Ok(crate::offload::task_from_request(
         request,
-        base_len,
-        &client.name,
+        &upstream.name,
         &call.name,
         client_key.as_deref(),
-    )
-    .now_or_never()
-    .unwrap_or_else(|| {
-        Err(CallError::new(
-            CallErrorKind::Input,
-            "the rendered body was not in memory",
-        ))
-    })
+    ))
 }
 
 /// `enqueue = "eager"`: render the call and write it now; its result is the receipt once the

@@ -7,7 +7,7 @@
 //! Also here: the `Host` rule of RFC 9112 §3.2 (checked before any route runs) and the counters
 //! of faults that do not fail a request ([`Stats`]).
 
-use crate::client::Body;
+use crate::upstream::Body;
 use http::header::{HeaderName, HeaderValue, HOST};
 use http::{Request, Response, StatusCode, Version};
 use std::hash::{BuildHasher, Hasher};

@@ -8,8 +8,8 @@
 //! no connection may keep one without using it: what bounds each connection's life is in
 //! [`conn`](crate::conn).
 
-use crate::client::Body;
 use crate::conn::{self, Activity, Exec};
+use crate::upstream::Body;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
