@@ -36,7 +36,38 @@ fn run_bounded(args: &[&str], limit: Duration) -> (bool, String, String) {
 }
 
 #[test]
+fn gateway_exe_must_exist() {
+    let (ok, _, stderr) = run_bounded(
+        &["bench", "soak", "--gateway-exe", "/nonexistent/manifold"],
+        Duration::from_secs(20),
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("--gateway-exe /nonexistent/manifold: no such file"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_short_soak_samples_the_gateway_over_time_and_answers_every_request() {
+    // The gateway through `--gateway-exe`: a script that `exec`s this binary, as one that runs it
+    // under a heap profiler would, so the sampled process is still the gateway.
+    let dir = std::env::temp_dir().join(format!("manifold-soak-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wrapper = dir.join("gateway.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec '{}' \"$@\"\n",
+            env!("CARGO_BIN_EXE_manifold")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let (ok, stdout, stderr) = run_bounded(
         &[
             "bench",
@@ -46,18 +77,20 @@ fn a_short_soak_samples_the_gateway_over_time_and_answers_every_request() {
             "--rate",
             "150",
             "--json",
+            "--gateway-exe",
+            wrapper.to_str().unwrap(),
         ],
         Duration::from_secs(60),
     );
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(ok, "stdout: {stdout}\nstderr: {stderr}");
     let r: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     assert_eq!(r["scenario"], "soak");
     assert_eq!(r["duration_s"], 4.0);
     assert_eq!(r["rate"], 150.0);
-    assert!(r["gateway"]
-        .as_str()
-        .unwrap()
-        .contains("serve` child process"));
+    let gateway = r["gateway"].as_str().unwrap();
+    assert!(gateway.contains("serve` child process"), "{gateway}");
+    assert!(gateway.contains("gateway.sh"), "{gateway}");
 
     // Every route got its third of the load, and every request an answer.
     let routes = r["routes"].as_array().unwrap();

@@ -81,6 +81,11 @@ pub(crate) struct Args {
     /// `soak`: how long before RSS is compared (default 10% of the run, at most 60s).
     #[arg(long, value_parser = manifold_load::parse_duration, value_name = "DURATION")]
     warmup: Option<Duration>,
+    /// `soak`: the program run as the gateway, with `serve -c …` after it (default: this
+    /// binary). Soak another build, or a script that `exec`s this binary under a heap profiler,
+    /// so the sampled process is the gateway itself.
+    #[arg(long, value_name = "PATH")]
+    gateway_exe: Option<std::path::PathBuf>,
 }
 
 /// `--rates`, `--duration`, `--rounds` as given (each `None` keeps the scenario's default).
@@ -130,8 +135,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         return run_soak(&args);
     }
     anyhow::ensure!(
-        args.rate.is_none() && args.fault_every.is_none() && args.warmup.is_none(),
-        "--rate, --fault-every and --warmup are for `bench soak` (other scenarios take --rates)"
+        args.rate.is_none()
+            && args.fault_every.is_none()
+            && args.warmup.is_none()
+            && args.gateway_exe.is_none(),
+        "--rate, --fault-every, --warmup and --gateway-exe are for `bench soak` (other scenarios \
+         take --rates)"
     );
     if let Scenario::Cache = args.scenario {
         return run_cache(&args);
@@ -218,8 +227,18 @@ fn run_soak(args: &Args) -> anyhow::Result<ExitCode> {
         args.rates.is_none() && args.rounds.is_none(),
         "`bench soak` takes --rate (one rate) and no --rounds"
     );
-    let exe = std::env::current_exe()
-        .map_err(|e| anyhow::anyhow!("cannot find this binary to run `manifold serve`: {e}"))?;
+    let exe = match &args.gateway_exe {
+        Some(path) => {
+            anyhow::ensure!(
+                path.is_file(),
+                "--gateway-exe {}: no such file",
+                path.display()
+            );
+            path.clone()
+        }
+        None => std::env::current_exe()
+            .map_err(|e| anyhow::anyhow!("cannot find this binary to run `manifold serve`: {e}"))?,
+    };
     let mut spec = if args.quick {
         manifold_bench::soak::SoakSpec::quick(exe)
     } else {
