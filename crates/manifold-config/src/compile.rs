@@ -693,6 +693,7 @@ fn compile_upstream(
         timeout,
         connect_timeout,
         http2: up.http2.unwrap_or(false),
+        policies: crate::policy::UpstreamPolicies::default(),
     })
 }
 
@@ -1377,6 +1378,7 @@ fn compile_plan(
             headers,
             body,
             optional: c.optional.unwrap_or(false),
+            idempotent: false,
             mode,
             expect,
             timeout,

@@ -13,6 +13,7 @@ mod dataflow;
 mod describe;
 mod error;
 mod model;
+pub mod policy;
 mod proxy;
 mod routing;
 mod secret;

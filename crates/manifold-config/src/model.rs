@@ -100,6 +100,8 @@ pub struct ServerSettings {
     /// replaced, since a client can write whatever it likes there.
     #[serde(serialize_with = "ser_nets")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How many requests the main listener works on at once; past it, 503 + `Retry-After`.
+    pub concurrency: crate::policy::Concurrency,
 }
 
 fn ser_nets<S: Serializer>(nets: &[ipnet::IpNet], s: S) -> Result<S::Ok, S::Error> {
@@ -134,6 +136,7 @@ impl Default for ServerSettings {
             escaped_slashes: EscapedSlashes::Reject,
             trusted_proxies: Vec::new(),
             admin_token: None,
+            concurrency: crate::policy::Concurrency::Adaptive,
         }
     }
 }
@@ -167,6 +170,8 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     /// Speak HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1.
     pub http2: bool,
+    /// Balancing, retries, hedging and circuit breaking (defaults filled in).
+    pub policies: crate::policy::UpstreamPolicies,
 }
 
 /// `[routes.NAME]`: what a request to a method and path pattern does.
@@ -247,6 +252,9 @@ pub struct Call {
     pub body: Option<JsonTemplate>,
     /// On failure, the result is `null` and the response is marked partial instead of failing.
     pub optional: bool,
+    /// `idempotent = true`: the call may be retried and hedged whatever its method (GET, HEAD,
+    /// OPTIONS, PUT and DELETE are idempotent without it).
+    pub idempotent: bool,
     /// Sync or async.
     pub mode: Mode,
     /// Expected latency, a hint for `manifold check`'s critical path.

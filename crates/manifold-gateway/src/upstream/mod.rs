@@ -16,17 +16,17 @@
 
 mod balance;
 mod client;
+mod endpoints;
 pub(crate) mod error;
 
 pub use client::Body;
 pub(crate) use error::error_chain;
 
 use crate::error::{CallError, CallErrorKind};
-use balance::Balancer;
 use bytes::Bytes;
+use endpoints::{Endpoints, Lease, Outcome};
 use http::header::{HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use std::time::Duration;
@@ -93,46 +93,6 @@ pub(crate) struct Answer {
     pub(crate) body: Bytes,
 }
 
-/// One endpoint, parsed once at load: the hot path only clones refcounted parts.
-#[derive(Debug)]
-struct Target {
-    /// `None` when the configured authority does not parse (the compiler should have refused it).
-    authority: Option<Authority>,
-    /// A path prefix every request's path is appended to ("" for none).
-    base_path: String,
-}
-
-impl Target {
-    /// `origin` (path and query) made absolute against this endpoint.
-    fn absolute(&self, origin: Uri, upstream: &str) -> Result<Uri, CallError> {
-        let bad = |e: &dyn std::fmt::Display| {
-            CallError::new(
-                CallErrorKind::Input,
-                format!("cannot build the URL for upstream `{upstream}`: {e}"),
-            )
-        };
-        let authority = self
-            .authority
-            .clone()
-            .ok_or_else(|| bad(&"its endpoint's host is not valid"))?;
-        let origin = origin.into_parts().path_and_query;
-        let path_and_query = if self.base_path.is_empty() {
-            origin.unwrap_or_else(|| PathAndQuery::from_static("/"))
-        } else {
-            let tail = origin.as_ref().map_or("/", PathAndQuery::as_str);
-            let mut joined = String::with_capacity(self.base_path.len() + tail.len());
-            joined.push_str(&self.base_path);
-            joined.push_str(tail);
-            PathAndQuery::try_from(joined).map_err(|e| bad(&e))?
-        };
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(authority);
-        parts.path_and_query = Some(path_and_query);
-        Uri::from_parts(parts).map_err(|e| bad(&e))
-    }
-}
-
 /// The stack of one `[upstreams.NAME]`: its endpoints, balancer and pooled client.
 #[derive(Debug)]
 pub(crate) struct Upstream {
@@ -140,26 +100,16 @@ pub(crate) struct Upstream {
     /// Per attempt, never past the request's deadline; also the proxy's idle bound on a
     /// streamed answer.
     pub(crate) timeout: Duration,
-    targets: Vec<Target>,
-    balancer: Balancer,
+    endpoints: Endpoints,
     pool: client::Pool,
 }
 
 impl Upstream {
     pub(crate) fn new(up: &manifold_config::Upstream) -> Self {
-        let targets = up
-            .endpoints
-            .iter()
-            .map(|ep| Target {
-                authority: Authority::try_from(ep.authority.as_str()).ok(),
-                base_path: ep.base_path.clone(),
-            })
-            .collect::<Vec<_>>();
         Upstream {
             name: up.name.clone(),
             timeout: up.timeout,
-            balancer: Balancer::new(targets.len()),
-            targets,
+            endpoints: Endpoints::new(up),
             pool: client::Pool::new(up),
         }
     }
@@ -176,16 +126,22 @@ impl Upstream {
         req: Request<Body>,
         budget: Budget,
     ) -> Result<Response<Incoming>, CallError> {
-        let bound = self.bound(Instant::now(), &budget);
-        let req = self.prepare(req, &bound, budget.announce)?;
-        match tokio::time::timeout_at(bound.until, self.pool.request(req)).await {
+        let lease = self.endpoints.pick(None)?;
+        let bound = self.bound(lease.started(), &budget);
+        let req = self.prepare(req, &lease, &bound, budget.announce)?;
+        let result = match tokio::time::timeout_at(bound.until, self.pool.request(req)).await {
             Ok(r) => r.map_err(|e| error::transport(&self.name, &e)),
             Err(_) => Err(error::no_answer(
                 &self.name,
                 bound.by_deadline,
                 bound.within,
             )),
+        };
+        match &result {
+            Ok(response) => lease.finish(Outcome::Answered(response.status())),
+            Err(e) => lease.finish(Outcome::Failed(&e.kind)),
         }
+        result
     }
 
     /// Send a request with a replayable body and read the answer as `read` says, all inside
@@ -196,8 +152,9 @@ impl Upstream {
         budget: Budget,
         read: Read,
     ) -> Result<Answer, CallError> {
-        let bound = self.bound(Instant::now(), &budget);
-        let req = self.prepare(req, &bound, budget.announce)?;
+        let lease = self.endpoints.pick(None)?;
+        let bound = self.bound(lease.started(), &budget);
+        let req = self.prepare(req, &lease, &bound, budget.announce)?;
         let req = req.map(|b| Full::new(b).map_err(|never| match never {}).boxed());
         let attempt = async {
             let response = self
@@ -219,14 +176,19 @@ impl Upstream {
                 body,
             })
         };
-        match tokio::time::timeout_at(bound.until, attempt).await {
+        let result = match tokio::time::timeout_at(bound.until, attempt).await {
             Ok(r) => r,
             Err(_) => Err(error::no_answer(
                 &self.name,
                 bound.by_deadline,
                 bound.within,
             )),
+        };
+        match &result {
+            Ok(answer) => lease.finish(Outcome::Answered(answer.status)),
+            Err(e) => lease.finish(Outcome::Failed(&e.kind)),
         }
+        result
     }
 
     async fn read_all(&self, body: Incoming, max: u64) -> Result<Bytes, CallError> {
@@ -248,25 +210,18 @@ impl Upstream {
         }
     }
 
-    /// Pick the endpoint, make the URI absolute, and announce the budget.
+    /// Make the URI absolute against the leased endpoint, and announce the budget.
     fn prepare<B>(
         &self,
         req: Request<B>,
+        lease: &Lease,
         bound: &Bound,
         announce: bool,
     ) -> Result<Request<B>, CallError> {
-        let target = self
-            .balancer
-            .pick()
-            .and_then(|i| self.targets.get(i))
-            .ok_or_else(|| {
-                CallError::new(
-                    CallErrorKind::Connect,
-                    format!("upstream `{}` has no endpoints", self.name),
-                )
-            })?;
         let (mut parts, body) = req.into_parts();
-        parts.uri = target.absolute(std::mem::take(&mut parts.uri), &self.name)?;
+        parts.uri = lease
+            .target()
+            .absolute(std::mem::take(&mut parts.uri), &self.name)?;
         if announce {
             let ms = u64::try_from(bound.within.as_millis()).unwrap_or(u64::MAX);
             parts.headers.insert(
