@@ -17,6 +17,7 @@ use serde::Serialize;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::instrument::WithSubscriber as _;
 
 /// The simulated service every scenario calls, and its one endpoint.
 pub(crate) const SERVICE: &str = "item";
@@ -265,7 +266,8 @@ async fn start_gateways(
             .await
             .map_err(|e| BenchError::Setup(format!("gateway of variant `{}`: {e}", v.name)))?;
         let addr = gw.local_addr();
-        tokio::spawn(gw.run(stop.child_token()));
+        // The gateway logs through whatever the caller set up (the CLI: warnings only).
+        tokio::spawn(gw.run(stop.child_token()).with_current_subscriber());
         running.push(Running {
             variant: v.clone(),
             addr,
