@@ -4,6 +4,8 @@
 mod admin;
 mod cache_keys;
 mod dataflow;
+mod idempotence;
 mod properties;
 mod proxy;
+mod upstream_policies;
 mod validation;
