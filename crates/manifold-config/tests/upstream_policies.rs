@@ -514,3 +514,29 @@ fn the_policies_show_in_the_compiled_plans_json() {
     assert_eq!(p["hedge"]["after"], serde_json::json!({ "fixed": "20ms" }));
     assert_eq!(p["balance"], "p2c");
 }
+
+#[test]
+fn check_prints_each_upstreams_policies_in_two_lines() {
+    let cfg = ok(&with_keys(
+        "balance = \"round_robin\"\ntimeout = \"400ms\"\nretry = { budget = 0.125, on = [\"connect\", \"503\"] }\nhedge = { after = \"p99.9\" }\ncircuit_breaker = { open_for = \"1s\" }",
+    ));
+    let out = manifold_config::describe(&cfg);
+    let lines: Vec<&str> = out.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("upstream u:"))
+        .unwrap_or_else(|| panic!("no upstream line in:\n{out}"));
+    assert_eq!(
+        lines[at],
+        "upstream u: 2 endpoints, round_robin, timeout 400ms (connect 2s), resolve every 30s"
+    );
+    assert_eq!(
+        lines[at + 1],
+        "  retry 3 attempts on connect, 503 (budget 12.5% + 10/s, backoff 25ms); hedge after p99.9, max 1 (budget 5%); breaker at 50% failures of ≥ 20 in 10s, open 1s (up to 5m), eject ≤ 50%"
+    );
+    let plain = manifold_config::describe(&ok(&with_keys("retry = { attempts = 1 }")));
+    assert!(
+        plain.contains("\n  retry off; hedge off; breaker off\n"),
+        "{plain}"
+    );
+}
