@@ -160,7 +160,7 @@ pub struct Endpoint {
 pub struct Upstream {
     /// The name calls refer to.
     pub name: String,
-    /// One or more endpoints; requests go round robin across them.
+    /// One or more endpoints; `policies.balance` picks each attempt's.
     pub endpoints: Vec<Endpoint>,
     /// Upper bound on one call to this upstream (the route's deadline can cut it shorter).
     #[serde(serialize_with = "ser_duration")]

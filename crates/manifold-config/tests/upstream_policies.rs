@@ -540,3 +540,34 @@ fn check_prints_each_upstreams_policies_in_two_lines() {
         "{plain}"
     );
 }
+
+/// docs/configuration.md's upstream example compiles, and what the doc says `check` prints for
+/// it is what `check` prints.
+#[test]
+fn the_documented_upstream_example_compiles_and_prints_as_documented() {
+    let doc = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/configuration.md"
+    ));
+    let blocks: Vec<&str> = doc
+        .split("```")
+        .skip(1)
+        .step_by(2)
+        .filter_map(|b| b.strip_prefix("toml\n"))
+        .filter(|b| b.starts_with("[upstreams."))
+        .collect();
+    assert_eq!(blocks.len(), 1, "one upstream example in the doc");
+    let cfg = ok(blocks[0]);
+    let up = &cfg.upstreams[0];
+    assert_eq!(up.policies.retry.on.len(), 4);
+    assert!(up.policies.hedge.is_some() && up.policies.circuit_breaker.is_some());
+    let printed = doc
+        .split("in two lines:\n\n```\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the doc shows check's upstream lines");
+    let out = manifold_config::describe(&cfg);
+    for line in printed.lines() {
+        assert!(out.lines().any(|l| l == line), "{line:?} not in:\n{out}");
+    }
+}
