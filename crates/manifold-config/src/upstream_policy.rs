@@ -384,12 +384,11 @@ fn dur_in(
     if range.contains(&d) {
         return Some(d);
     }
-    let fmt = |d: &Duration| {
-        if d.is_zero() {
-            "0s".to_owned()
-        } else {
-            humantime::format_duration(*d).to_string()
-        }
+    let fmt = |d: &Duration| match d.as_secs() {
+        _ if d.is_zero() => "0s".to_owned(),
+        // humantime says "1day" for 24h, which is not how anyone writes it here.
+        s if d.subsec_nanos() == 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        _ => humantime::format_duration(*d).to_string(),
     };
     diag.push(
         ErrorKind::Value,

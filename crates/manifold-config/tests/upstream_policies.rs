@@ -97,7 +97,7 @@ fn resolve_every_is_a_duration_of_at_least_a_second() {
             &format!("resolve_every = {v}"),
             v,
             ErrorKind::Value,
-            &["upstreams.u.resolve_every", "1s"],
+            &["upstreams.u.resolve_every", "from 1s to 24h"],
         );
     }
     bad(
