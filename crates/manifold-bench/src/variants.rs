@@ -502,7 +502,6 @@ pub(crate) mod tests {
 
     /// Every scenario's gateway configs compile (they use `balance`, `retry` and `hedge`).
     #[test]
-    #[ignore = "until fix/config lands: today's compiler refuses balance, retry and hedge"]
     fn every_scenarios_configs_compile() {
         let eps: Vec<String> = (1..=3).map(|p| format!("http://127.0.0.1:{p}")).collect();
         let all = crate::hedge::HedgeSpec::variants()

@@ -723,7 +723,6 @@ mod tests {
     /// The contrast files compile, declare their scenario's route and make the same calls as
     /// the concurrent plan; each changes only the keys its name says.
     #[test]
-    #[ignore = "until fix/config lands: today's compiler refuses hedge and balance"]
     fn the_contrast_files_make_the_concurrent_calls_with_their_policy() {
         use manifold_config::policy::Balance;
         for c in crate::CONTRASTS {
