@@ -60,7 +60,23 @@ pub async fn run(spec: &DemoSpec, mut progress: impl FnMut(&str)) -> Result<Demo
         })
         .collect::<Result<Vec<ContrastConfigs>, DemoError>>()?;
 
-    let mut result = if !shop_rows {
+    // The contrasts run first, though their rows come last: the seed shop's gateways (one of
+    // them offloading) then stop as the demo ends, instead of draining their queue in background
+    // tasks, which log where the caller's subscriber does not reach, while contrasts run.
+    let mut contrast_rows = Vec::new();
+    let mut failed = None;
+    for c in contrasts {
+        match measure_contrast(spec, c, &mut progress).await {
+            Ok(s) => contrast_rows.push(s),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let mut result = if let Some(e) = failed {
+        Err(e)
+    } else if !shop_rows {
         Ok(DemoReport {
             scenarios: Vec::new(),
         })
@@ -75,12 +91,8 @@ pub async fn run(spec: &DemoSpec, mut progress: impl FnMut(&str)) -> Result<Demo
         sim.shutdown().await;
         result
     };
-    for c in contrasts {
-        let Ok(report) = &mut result else { break };
-        match measure_contrast(spec, c, &mut progress).await {
-            Ok(s) => report.scenarios.push(s),
-            Err(e) => result = Err(e),
-        }
+    if let Ok(report) = &mut result {
+        report.scenarios.extend(contrast_rows);
     }
     // The offload queues' files: the gateways have stopped writing (their tasks all delivered,
     // or the demo failed and says so).
