@@ -8,6 +8,10 @@
 //! budget window, no reserve): an upstream that is slow everywhere gets at most that much more
 //! load, not twice as much.
 //!
+//! The latencies learnt are those of good answers, each from its own attempt's start, a hedge
+//! that won included: the slow attempts it beat are not learnt, so with many calls hedged the
+//! estimate leans fast (hedging earlier). The budget caps what that can cost.
+//!
 //! A failed attempt does not end the group while another is running: the other may still
 //! answer. When every attempt failed, the last failure goes up to the retry service, with the
 //! earlier ones in its record.
@@ -139,7 +143,10 @@ where
     R: Replay,
     T: Answered,
 {
-    h.budget.deposit();
+    // A call counts once: the retry service's later attempts come with an endpoint to avoid.
+    if attempt.avoid.is_none() {
+        h.budget.deposit();
+    }
     let delay = h.delay();
     let picked = Arc::new(AtomicUsize::new(NONE_PICKED));
     let mut running = FuturesUnordered::new();
