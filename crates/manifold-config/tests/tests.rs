@@ -4,6 +4,9 @@
 mod admin;
 mod cache_keys;
 mod dataflow;
+mod idempotence;
+mod policy_properties;
 mod properties;
 mod proxy;
+mod upstream_policies;
 mod validation;
