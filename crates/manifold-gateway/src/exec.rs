@@ -324,7 +324,7 @@ fn start_call(
         deadline,
         timeout: call.timeout,
         announce: true,
-        idempotent: call.idempotent,
+        idempotent: Some(call.idempotent),
         connect_only: false,
     };
     if let Some(policy) = env.policies.get(i).and_then(Option::as_ref) {

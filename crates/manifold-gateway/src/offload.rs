@@ -232,7 +232,7 @@ impl Deliver for UpstreamDeliver {
             deadline: None,
             timeout: None,
             announce: false,
-            idempotent: false,
+            idempotent: None,
             connect_only: true,
         };
         let read = Read::Discard {

@@ -125,7 +125,7 @@ pub(crate) async fn forward(
         deadline,
         timeout: None,
         announce: deadline.is_some(),
-        idempotent: false,
+        idempotent: None,
         connect_only: false,
     };
     let (body, fault) = Capped::new(body, server.max_body_bytes);

@@ -65,3 +65,86 @@ path = "/composed"
         "the body arrived whole"
     );
 }
+
+/// One endpoint answering 503, one answering 200, in turn; calls retried on 503 when they may be.
+#[tokio::test]
+async fn a_503_is_retried_on_the_other_endpoint_only_for_calls_that_may_be_repeated() {
+    let busy = Upstream::start(vec![("*", "/", Reply::raw(1, 503, "{}"))]).await;
+    let live = Upstream::start(vec![("*", "/", Reply::json(1, json!({"ok": true})))]).await;
+    let gw = TestGateway::start(&format!(
+        r#"
+[upstreams.u]
+endpoints = ["{busy}", "{live}"]
+balance = "round_robin"
+retry = {{ attempts = 2, on = ["503"], backoff = "1ms" }}
+[routes.get]
+path = "/get"
+  [[routes.get.calls]]
+  name = "read"
+  upstream = "u"
+  path = "/r"
+[routes.safe_post]
+path = "/safe"
+  [[routes.safe_post.calls]]
+  name = "charge"
+  upstream = "u"
+  method = "POST"
+  path = "/c"
+  idempotent = true
+[routes.once_get]
+path = "/once-get"
+  [[routes.once_get.calls]]
+  name = "peek"
+  upstream = "u"
+  path = "/p"
+  idempotent = false
+[routes.once_post]
+path = "/once"
+  [[routes.once_post.calls]]
+  name = "charge"
+  upstream = "u"
+  method = "POST"
+  path = "/c"
+  idempotent = false
+"#,
+        busy = busy.url(),
+        live = live.url()
+    ))
+    .await;
+    for n in 0..4 {
+        let (status, _, body) = send("GET", &gw.url("/get"), None).await;
+        assert_eq!(status, 200, "GET {n}: {}", String::from_utf8_lossy(&body));
+        let (status, _, body) = send("GET", &gw.url("/safe"), None).await;
+        assert_eq!(
+            status,
+            200,
+            "idempotent POST {n}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    // Sent once: every other one lands on the busy endpoint and its 503 is the answer (a GET
+    // too, when its call says `idempotent = false`).
+    let sent = || busy.requests().len() + live.requests().len();
+    let before = sent();
+    let mut failed = 0;
+    for path in ["/once", "/once", "/once-get", "/once-get"] {
+        let (status, _, body) = send("GET", &gw.url(path), None).await;
+        if status == 502 {
+            failed += 1;
+            let b = json(&body);
+            assert_eq!(b["error"]["upstream_status"], 503);
+            assert_eq!(b["error"]["attempts"], 1);
+            assert_eq!(b["error"]["retry_stopped"], "not_idempotent");
+            assert_eq!(
+                b["error"]["endpoint"],
+                busy.addr.expect("listening").to_string()
+            );
+        }
+    }
+    assert_eq!(failed, 2);
+    assert_eq!(
+        sent() - before,
+        4,
+        "each call that may not be repeated was sent once"
+    );
+}

@@ -148,18 +148,20 @@ pub(crate) trait Replay: Clone + Send + 'static {
     }
 }
 
-/// Whether a request may be sent twice with the effect of once (RFC 9110 §9.2.2), or says so.
+/// Whether a request may be sent twice with the effect of once (RFC 9110 §9.2.2, or an
+/// `Idempotency-Key`), unless its call's config decided, or its caller allows connects only.
 pub(crate) fn is_idempotent(method: &http::Method, headers: &HeaderMap, budget: &Budget) -> bool {
     use http::Method;
     if budget.connect_only {
         return false;
     }
-    budget.idempotent
-        || matches!(
-            *method,
-            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-        )
-        || headers.contains_key("idempotency-key")
+    if let Some(decided) = budget.idempotent {
+        return decided;
+    }
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    ) || headers.contains_key("idempotency-key")
 }
 
 /// A composed, offloaded or cache-filling call: a `Bytes` body, replayable at will.

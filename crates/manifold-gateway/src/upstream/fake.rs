@@ -28,7 +28,7 @@ impl Req {
                 deadline,
                 timeout: None,
                 announce: true,
-                idempotent: false,
+                idempotent: None,
                 connect_only: false,
             },
             idempotent,

@@ -64,8 +64,10 @@ pub(crate) struct Budget {
     /// are; a proxied request only when its route has a deadline; a queued delivery never (it
     /// has no client waiting).
     pub(crate) announce: bool,
-    /// The call is marked `idempotent = true`: retried and hedged whatever its method.
-    pub(crate) idempotent: bool,
+    /// Whether the call may be sent more than once (retried past a failed connect, hedged), as
+    /// its config decided (`Call::idempotent`: written, or from its method and headers);
+    /// `None` for a request without a call (proxied): decided from its method and headers.
+    pub(crate) idempotent: Option<bool>,
     /// Retried only when nothing was sent (`connect`), whatever the method and the policy: a
     /// queued delivery, which the queue retries on its own schedule.
     pub(crate) connect_only: bool,

@@ -81,7 +81,7 @@ fn budget(deadline: Option<Instant>) -> Budget {
         deadline,
         timeout: None,
         announce: true,
-        idempotent: false,
+        idempotent: None,
         connect_only: false,
     }
 }
