@@ -148,3 +148,61 @@ path = "/once"
         "each call that may not be repeated was sent once"
     );
 }
+
+/// A straggling replica: the hedge answers from the other, and the straggler's request is
+/// cancelled (its connection closed).
+#[tokio::test]
+async fn a_straggler_is_hedged_and_cancelled() {
+    let slow = Upstream::start(vec![(
+        "*",
+        "/",
+        Reply::json(10_000, json!({"from": "slow"})),
+    )])
+    .await;
+    let fast = Upstream::start(vec![("*", "/", Reply::json(1, json!({"from": "fast"})))]).await;
+    let gw = TestGateway::start(&format!(
+        r#"
+[upstreams.u]
+endpoints = ["{slow}", "{fast}"]
+balance = "round_robin"
+timeout = "20s"
+hedge = {{ after = "20ms", max = 1, budget = 1.0 }}
+[routes.get]
+path = "/get"
+response.body = "{{read}}"
+  [[routes.get.calls]]
+  name = "read"
+  upstream = "u"
+  path = "/r"
+"#,
+        slow = slow.url(),
+        fast = fast.url()
+    ))
+    .await;
+    let start = std::time::Instant::now();
+    for n in 0..4 {
+        let (status, _, body) = send("GET", &gw.url("/get"), None).await;
+        assert_eq!(status, 200, "GET {n}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(json(&body), json!({"from": "fast"}));
+    }
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(5),
+        "no call waited for the straggler"
+    );
+    // The straggler saw its requests cancelled (allow its server a moment to notice).
+    let mut cancelled = 0;
+    for _ in 0..100 {
+        let seen = slow.requests();
+        cancelled = seen.iter().filter(|s| s.cancelled).count();
+        if !seen.is_empty() && cancelled == seen.len() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let seen = slow.requests().len();
+    assert!(
+        seen >= 1,
+        "round robin sent some calls to the straggler first"
+    );
+    assert_eq!(cancelled, seen, "every straggling request was cancelled");
+}
