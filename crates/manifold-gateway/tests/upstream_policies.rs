@@ -179,7 +179,7 @@ response.body = "{{read}}"
         fast = fast.url()
     ))
     .await;
-    let start = std::time::Instant::now();
+    let start = tokio::time::Instant::now();
     for n in 0..4 {
         let (status, _, body) = send("GET", &gw.url("/get"), None).await;
         assert_eq!(status, 200, "GET {n}: {}", String::from_utf8_lossy(&body));
