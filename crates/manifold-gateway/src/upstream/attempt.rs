@@ -276,8 +276,9 @@ impl Core {
         }
     }
 
-    /// Pick, send `make(bound)` within the bound, finish the lease: the shape every attempt
-    /// shares. `send` gets the prepared request and returns the answer.
+    /// Pick an endpoint, send within the bound, finish the lease, record: the shape every
+    /// attempt shares. `send` gets the prepared (absolute, announced) request and returns the
+    /// answer; `req` is an error when the request could not even be built.
     fn run<B, T, F, Fut>(
         self: Arc<Self>,
         attempt: Attempt<()>,
