@@ -12,3 +12,4 @@ mod offload;
 mod proxy;
 mod publish;
 mod support;
+mod upstream_policies;
