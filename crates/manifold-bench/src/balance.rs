@@ -39,6 +39,7 @@ impl Default for BalanceSpec {
                 rounds: 3,
                 warmup: Duration::from_secs(2),
                 timer: manifold_timer::Timer::precise(),
+                gateway_exe: None,
             },
         }
     }

@@ -45,6 +45,7 @@ impl Default for HedgeSpec {
                 rounds: 3,
                 warmup: Duration::from_secs(2),
                 timer: manifold_timer::Timer::precise(),
+                gateway_exe: None,
             },
         }
     }

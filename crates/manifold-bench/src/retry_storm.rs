@@ -54,6 +54,7 @@ impl Default for RetryStormSpec {
                 rounds: 3,
                 warmup: Duration::from_secs(2),
                 timer: manifold_timer::Timer::precise(),
+                gateway_exe: None,
             },
         }
     }

@@ -14,7 +14,6 @@ use crate::{BenchError, Measured, Spread};
 use manifold_load::{LoadReport, LoadSpec};
 use manifold_sim::{RunningSim, Sim, SimConfig};
 use serde::Serialize;
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::instrument::WithSubscriber as _;
@@ -37,6 +36,11 @@ pub struct Load {
     pub warmup: Duration,
     /// How the sim and the load generator wait (precise by default; tests may use tokio's).
     pub timer: manifold_timer::Timer,
+    /// The `manifold` binary: each variant's gateway runs as a `manifold serve` child, as in
+    /// production, apart from the sim and the load generator. `None`: in-process gateways
+    /// sharing this process's runtime with them (tests; the tail figures then carry the
+    /// sharing, measured here at 3× the hedged p99 of separate processes).
+    pub gateway_exe: Option<std::path::PathBuf>,
 }
 
 impl Load {
@@ -87,6 +91,7 @@ pub(crate) fn gateway_toml(endpoints: &[String], variant: &Variant) -> String {
         r#"[server]
 listen = "127.0.0.1:0"
 admin = "127.0.0.1:0"
+drain_delay = "0s"
 
 [upstreams.u]
 endpoints = [{list}]
@@ -259,10 +264,12 @@ impl VariantsReport {
     }
 }
 
-/// A running variant: its gateway's address.
+/// A running variant: its gateway's address (and process, when it is a child).
 struct Running {
     variant: Variant,
-    addr: SocketAddr,
+    /// `http://ADDR` of its listener.
+    base: String,
+    _process: Option<crate::peers::RunningPeer>,
 }
 
 /// Start the sim, one gateway per variant, measure them side by side, stop everything. The
@@ -301,6 +308,7 @@ pub(crate) async fn run(
 async fn start_gateways(
     sim: &RunningSim,
     variants: &[Variant],
+    gateway_exe: Option<&std::path::Path>,
     stop: &CancellationToken,
 ) -> Result<Vec<Running>, BenchError> {
     let endpoints = sim.urls(SERVICE);
@@ -311,6 +319,19 @@ async fn start_gateways(
         let config = manifold_config::compile(file.as_ref(), &toml).map_err(|e| {
             BenchError::Setup(format!("gateway config of variant `{}`: {e}", v.name))
         })?;
+        if let Some(exe) = gateway_exe {
+            let setup = |s: crate::peers::Skipped| {
+                BenchError::Setup(format!("gateway of variant `{}`: {}", v.name, s.reason))
+            };
+            let cmd = crate::peers::manifold_serve(exe, &toml, PATH).map_err(setup)?;
+            let peer = crate::peers::start(cmd).await.map_err(setup)?;
+            running.push(Running {
+                variant: v.clone(),
+                base: peer.url(""),
+                _process: Some(peer),
+            });
+            continue;
+        }
         let gw = manifold_gateway::Gateway::bind(config)
             .await
             .map_err(|e| BenchError::Setup(format!("gateway of variant `{}`: {e}", v.name)))?;
@@ -319,14 +340,15 @@ async fn start_gateways(
         tokio::spawn(gw.run(stop.child_token()).with_current_subscriber());
         running.push(Running {
             variant: v.clone(),
-            addr,
+            base: format!("http://{addr}"),
+            _process: None,
         });
     }
     Ok(running)
 }
 
-fn load_spec(load: &Load, addr: SocketAddr, duration: Duration) -> LoadSpec {
-    let mut spec = LoadSpec::new(format!("http://{addr}{PATH}"), load.rate);
+fn load_spec(load: &Load, base: &str, duration: Duration) -> LoadSpec {
+    let mut spec = LoadSpec::new(format!("{base}{PATH}"), load.rate);
     spec.duration = Some(duration);
     spec.timeout = Duration::from_secs(5);
     spec.timer = load.timer.clone();
@@ -346,12 +368,12 @@ async fn measure(
     stop: &CancellationToken,
     progress: &mut impl FnMut(&str),
 ) -> Result<Vec<VariantResult>, BenchError> {
-    let running = start_gateways(sim, variants, stop).await?;
+    let running = start_gateways(sim, variants, load.gateway_exe.as_deref(), stop).await?;
     let n = running.len();
     if !load.warmup.is_zero() {
         for r in &running {
             progress(&format!("warming up: {}", r.variant.name));
-            manifold_load::run(load_spec(load, r.addr, load.warmup)).await?;
+            manifold_load::run(load_spec(load, &r.base, load.warmup)).await?;
         }
     }
     let idx: Vec<usize> = (0..n).collect();
@@ -369,7 +391,7 @@ async fn measure(
             // before the counters are zeroed.
             tokio::time::sleep(Duration::from_millis(100)).await;
             sim.reset_stats();
-            let report = manifold_load::run(load_spec(load, r.addr, load.duration)).await?;
+            let report = manifold_load::run(load_spec(load, &r.base, load.duration)).await?;
             // Hedges and retries reach the sim before their request's answer; this covers a
             // hedge sent in the same instant as the winning answer.
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -512,6 +534,7 @@ pub(crate) mod tests {
             rounds: 2,
             warmup: Duration::from_millis(100),
             timer: manifold_timer::Timer::Tokio,
+            gateway_exe: None,
         };
         let mut steps = Vec::new();
         let report = run(
@@ -563,6 +586,45 @@ pub(crate) mod tests {
         assert!(md.contains("goal: 2 variants — met"), "{md}");
     }
 
+    #[tokio::test]
+    async fn a_gateway_binary_that_does_not_exist_is_a_setup_error() {
+        let sim = SimConfig::from_toml(
+            "[services.item]\nreplicas = [{}]\nendpoints = [{ path = \"/item\" }]\n",
+        )
+        .expect("sim config");
+        let load = Load {
+            rate: 10.0,
+            duration: Duration::from_millis(100),
+            rounds: 1,
+            warmup: Duration::ZERO,
+            timer: manifold_timer::Timer::Tokio,
+            gateway_exe: Some("/nonexistent/manifold".into()),
+        };
+        let variants = vec![Variant {
+            name: "a".into(),
+            policy: String::new(),
+        }];
+        let goal = |_: &[VariantResult]| Goal {
+            what: String::new(),
+            met: false,
+        };
+        let err = run(
+            "t",
+            String::new(),
+            sim,
+            variants,
+            &load,
+            goal,
+            &mut |_: &str| {},
+        )
+        .await
+        .expect_err("no such binary");
+        assert!(
+            matches!(&err, BenchError::Setup(m) if m.contains("gateway of variant `a`")),
+            "{err}"
+        );
+    }
+
     /// Every scenario's gateway configs compile (they use `balance`, `retry` and `hedge`).
     #[test]
     fn every_scenarios_configs_compile() {
@@ -587,6 +649,7 @@ pub(crate) mod tests {
             rounds: 1,
             warmup: Duration::ZERO,
             timer: manifold_timer::Timer::Tokio,
+            gateway_exe: None,
         };
         assert!(ok.check().is_ok());
         for bad in [

@@ -254,6 +254,8 @@ fn run_variants(args: &Args) -> anyhow::Result<ExitCode> {
         if let Some(t) = args.timer {
             load.timer = t.timer();
         }
+        // Each variant's gateway a `manifold serve` child of this binary, as in production.
+        load.gateway_exe = std::env::current_exe().ok();
     };
     let quiet = args.json;
     let progress = |step: &str| {
