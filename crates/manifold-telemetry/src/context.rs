@@ -212,7 +212,10 @@ where
     let mut out = String::new();
     let mut members = 0usize;
     for value in values {
-        if value.iter().any(|b| !(0x20..=0x7e).contains(b) && *b != b'\t') {
+        if value
+            .iter()
+            .any(|b| !(0x20..=0x7e).contains(b) && *b != b'\t')
+        {
             return None;
         }
         for member in value.split(|b| *b == b',') {
@@ -418,7 +421,9 @@ mod tests {
         let joined = many.join(",");
         let kept = sanitize_tracestate([joined.as_bytes()]).expect("kept");
         assert_eq!(kept.split(',').count(), TRACESTATE_MAX_MEMBERS);
-        let long: Vec<String> = (0..20).map(|i| format!("k{i}={}", "x".repeat(40))).collect();
+        let long: Vec<String> = (0..20)
+            .map(|i| format!("k{i}={}", "x".repeat(40)))
+            .collect();
         let joined = long.join(",");
         let kept = sanitize_tracestate([joined.as_bytes()]).expect("kept");
         assert!(kept.len() <= TRACESTATE_MAX);

@@ -79,13 +79,18 @@ mod tests {
         let none = Sampler::new(0.0).expect("valid");
         let max = TraceId([0xff; 16]);
         assert!(all.head(None, &max));
-        assert!(!none.head(None, &TraceId([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])));
+        assert!(!none.head(
+            None,
+            &TraceId([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+        ));
     }
 
     #[test]
     fn a_ratio_keeps_about_that_share() {
         let s = Sampler::new(0.25).expect("valid");
-        let kept = (0..20_000).filter(|_| s.head(None, &new_trace_id())).count();
+        let kept = (0..20_000)
+            .filter(|_| s.head(None, &new_trace_id()))
+            .count();
         // 5,000 expected; 6 standard deviations is ±367.
         assert!((4_600..=5_400).contains(&kept), "{kept}");
     }

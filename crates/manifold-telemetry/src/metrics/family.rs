@@ -255,7 +255,10 @@ impl<M: Default, const N: usize> Family<M, N> {
         {
             return Arc::clone(m);
         }
-        let mut w = self.children.write().unwrap_or_else(PoisonError::into_inner);
+        let mut w = self
+            .children
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         Arc::clone(w.entry(key).or_default())
     }
 

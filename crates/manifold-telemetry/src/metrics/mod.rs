@@ -270,11 +270,7 @@ impl RouteMetrics {
         let class = status_class(status);
         let idx = usize::from(status / 100).saturating_sub(1).min(5);
         let idx = if class == "other" { 5 } else { idx };
-        self.by_class[idx].get_or_init(|| {
-            self.registry
-                .request_duration
-                .get([&self.route, class])
-        })
+        self.by_class[idx].get_or_init(|| self.registry.request_duration.get([&self.route, class]))
     }
 }
 

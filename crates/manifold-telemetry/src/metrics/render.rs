@@ -7,8 +7,8 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use super::family::{Counter, Exemplar, Family, Gauge, GaugeF64, Histogram, StateGauge};
 use super::family::BreakerState;
+use super::family::{Counter, Exemplar, Family, Gauge, GaugeF64, Histogram, StateGauge};
 
 /// Which exposition format to write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

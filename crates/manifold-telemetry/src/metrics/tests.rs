@@ -104,9 +104,11 @@ fn under_concurrent_load_counters_grow_and_buckets_are_cumulative() {
                 let call = m.call("a", "c", "u");
                 let mut i = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 2_000_000 {
-                    route
-                        .start()
-                        .finish(200 + (i % 4) as u16 * 100, Duration::from_micros(i % 50_000), None);
+                    route.start().finish(
+                        200 + (i % 4) as u16 * 100,
+                        Duration::from_micros(i % 50_000),
+                        None,
+                    );
                     call.observe(Duration::from_micros(i % 7_000), None);
                     call.outcome(CallResult::Ok);
                     i += 1;
@@ -129,7 +131,11 @@ fn under_concurrent_load_counters_grow_and_buckets_are_cumulative() {
                 }
                 prev = Some((base.to_owned(), *v));
             }
-            if k.ends_with("_total") || k.contains("_total{") || k.contains("_bucket{") || k.contains("_count{") {
+            if k.ends_with("_total")
+                || k.contains("_total{")
+                || k.contains("_bucket{")
+                || k.contains("_count{")
+            {
                 if let Some(old) = last.get(k) {
                     assert!(v >= old, "{k} went from {old} to {v}");
                 }

@@ -176,7 +176,13 @@ pub fn spawn(
         options: options.clone(),
     };
     let task = tokio::spawn(batcher.run());
-    Ok((ExportHandle { tx }, ExporterTask { stop: stop_tx, task }))
+    Ok((
+        ExportHandle { tx },
+        ExporterTask {
+            stop: stop_tx,
+            task,
+        },
+    ))
 }
 
 struct Batcher {

@@ -5,4 +5,6 @@ pub mod encode;
 pub mod export;
 
 pub use encode::{encode_batch, ResourceInfo};
-pub use export::{spawn, traces_uri, ExportHandle, ExporterTask, OtlpOptions, CONTENT_TYPE_PROTOBUF};
+pub use export::{
+    spawn, traces_uri, ExportHandle, ExporterTask, OtlpOptions, CONTENT_TYPE_PROTOBUF,
+};
