@@ -29,7 +29,9 @@ fn scrape_under_load(format: Format) -> String {
                 let ep = m.endpoint("payment", "http://127.0.0.1:7002");
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) && i < 1_000_000 {
-                    let ex = i.is_multiple_of(3).then_some((TraceId([w as u8 + 1; 16]), SpanId([1; 8])));
+                    let ex = i
+                        .is_multiple_of(3)
+                        .then_some((TraceId([w as u8 + 1; 16]), SpanId([1; 8])));
                     route.start().finish(
                         [200, 404, 503, 302][(i % 4) as usize],
                         Duration::from_micros(i % 3_000_000),
