@@ -12,13 +12,17 @@ use libfuzzer_sys::fuzz_target;
 #[path = "../../crates/manifold-telemetry/src/context.rs"]
 mod context;
 
-use context::{format_traceparent, sanitize_tracestate, TraceParent, TRACESTATE_MAX};
+use context::{
+    format_traceparent, sanitize_tracestate, traceparent_bytes, TraceParent, TRACESTATE_MAX,
+};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(p) = TraceParent::parse(data) {
         assert!(!p.trace_id.is_zero() && !p.parent_id.is_zero());
         assert_ne!(p.version, 0xff);
         let ours = format_traceparent(&p.trace_id, &p.parent_id, p.sampled());
+        let header = traceparent_bytes(&p.trace_id, &p.parent_id, p.sampled());
+        assert_eq!(&header[..], ours.as_bytes(), "both writers agree");
         let trimmed = data
             .iter()
             .position(|b| *b != b' ' && *b != b'\t')

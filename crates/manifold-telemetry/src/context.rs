@@ -182,6 +182,28 @@ pub fn format_traceparent(trace_id: &TraceId, span_id: &SpanId, sampled: bool) -
     out
 }
 
+/// [`format_traceparent`] into a fixed buffer (no allocation: the header value is built from it).
+pub fn traceparent_bytes(
+    trace_id: &TraceId,
+    span_id: &SpanId,
+    sampled: bool,
+) -> [u8; TRACEPARENT_LEN] {
+    let mut out = [0u8; TRACEPARENT_LEN];
+    out[..3].copy_from_slice(b"00-");
+    hex_into(&mut out[3..35], &trace_id.0);
+    out[35] = b'-';
+    hex_into(&mut out[36..52], &span_id.0);
+    out[52..].copy_from_slice(if sampled { b"-01" } else { b"-00" });
+    out
+}
+
+fn hex_into(dst: &mut [u8], bytes: &[u8]) {
+    for (pair, b) in dst.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0x0f)];
+    }
+}
+
 /// [`format_traceparent`] into a buffer the caller owns (no allocation when it has room).
 pub fn write_traceparent(out: &mut String, trace_id: &TraceId, span_id: &SpanId, sampled: bool) {
     out.push_str("00-");
@@ -328,6 +350,10 @@ mod tests {
         assert_eq!(
             format_traceparent(&tp.trace_id, &tp.parent_id, tp.sampled()),
             VALID
+        );
+        assert_eq!(
+            &traceparent_bytes(&tp.trace_id, &tp.parent_id, tp.sampled())[..],
+            VALID.as_bytes()
         );
     }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::{HeaderValue, Method};
 use tokio::time::Instant;
 
-use crate::context::{format_traceparent, SpanId, TraceId};
+use crate::context::{traceparent_bytes, SpanId, TraceId};
 use crate::propagate::{new_span_id, new_trace_id, Incoming};
 use crate::stats::DropReason;
 use crate::tracer::Tracer;
@@ -397,8 +397,8 @@ impl CallSpan {
 
     /// The `traceparent` for the upstream request: this span as the parent.
     pub fn traceparent(&self) -> HeaderValue {
-        let value = format_traceparent(&self.trace_id, &self.span_id, self.sampled);
-        HeaderValue::from_str(&value).expect("hex digits and dashes are a valid header value")
+        let value = traceparent_bytes(&self.trace_id, &self.span_id, self.sampled);
+        HeaderValue::from_bytes(&value).expect("hex digits and dashes are a valid header value")
     }
 
     /// Record the first response byte (headers received), now.

@@ -42,3 +42,184 @@ proptest! {
         prop_assert!(TraceParent::parse(s.as_bytes()).is_err(), "{:?}", s);
     }
 }
+
+mod wire {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use http::Method;
+    use manifold_telemetry::otlp::{encode_batch, encode_request, ResourceInfo};
+    use manifold_telemetry::{
+        AttemptKind, CacheOutcome, CallInfo, CallOutcome, CallRecord, Endpoint, FinishedTrace,
+        RootInfo, RootKind, ServerOutcome, SpanId, TraceId,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use proptest::prelude::*;
+    use prost::Message;
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z/{}]{0,12}",
+            any::<String>(),
+            Just(String::new()),
+            "x{200,300}",
+        ]
+    }
+
+    fn call() -> impl Strategy<Value = CallRecord> {
+        (
+            (any::<[u8; 8]>(), text(), text(), text()),
+            (
+                proptest::option::of((text(), any::<u16>(), any::<bool>())),
+                0u32..5,
+                0usize..3,
+                any::<bool>(),
+            ),
+            (
+                0u64..10_000_000_000,
+                0u64..5_000_000_000,
+                proptest::option::of(0u64..5_000_000_000),
+            ),
+            (
+                proptest::option::of(0u16..700),
+                proptest::option::of(text()),
+                proptest::option::of(0usize..5),
+                proptest::option::of(any::<u64>()),
+                any::<bool>(),
+            ),
+        )
+            .prop_map(
+                |(
+                    (id, name, upstream, path),
+                    (endpoint, attempt, kind, enqueue),
+                    (start, len, fb),
+                    (status, error_type, cache, bytes, cancelled),
+                )| {
+                    let tiers = [
+                        CacheOutcome::L1,
+                        CacheOutcome::L2,
+                        CacheOutcome::Miss,
+                        CacheOutcome::Coalesced,
+                        CacheOutcome::Stale,
+                    ];
+                    CallRecord {
+                        span_id: SpanId(id),
+                        info: CallInfo {
+                            call: Arc::from(name),
+                            upstream: Arc::from(upstream),
+                            method: Method::PATCH,
+                            path,
+                            endpoint: endpoint.map(|(address, port, https)| Endpoint {
+                                address: Arc::from(address),
+                                port,
+                                https,
+                            }),
+                            attempt,
+                            attempt_kind: [
+                                AttemptKind::First,
+                                AttemptKind::Retry,
+                                AttemptKind::Hedge,
+                            ][kind],
+                            enqueue,
+                        },
+                        start: Duration::from_nanos(start),
+                        first_byte: fb.map(|f| Duration::from_nanos(start + f)),
+                        end: Duration::from_nanos(start + len),
+                        outcome: CallOutcome {
+                            status,
+                            error_type: error_type.map(Into::into),
+                            cache: cache.map(|c| tiers[c]),
+                            response_bytes: bytes,
+                            cancelled,
+                        },
+                    }
+                },
+            )
+    }
+
+    fn trace() -> impl Strategy<Value = FinishedTrace> {
+        (
+            (
+                any::<[u8; 16]>(),
+                any::<[u8; 8]>(),
+                proptest::option::of(any::<[u8; 8]>()),
+            ),
+            (
+                any::<bool>(),
+                proptest::option::of("[a-z]{1,8}=[a-z0-9]{1,8}"),
+                text(),
+            ),
+            (
+                any::<u64>(),
+                0u64..100_000_000_000,
+                any::<bool>(),
+                text(),
+                text(),
+            ),
+            (
+                any::<u16>(),
+                any::<u64>(),
+                proptest::collection::vec(text(), 0..3),
+                proptest::option::of(text()),
+            ),
+            proptest::collection::vec(call(), 0..6),
+        )
+            .prop_map(
+                |(
+                    (t, s, parent),
+                    (sampled, tracestate, request_id),
+                    (epoch, dur, consumer, route, path),
+                    (status, bytes, partial, error_type),
+                    calls,
+                )| {
+                    FinishedTrace {
+                        trace_id: TraceId(t),
+                        span_id: SpanId(s),
+                        parent: parent.map(SpanId),
+                        sampled,
+                        kept: true,
+                        tracestate,
+                        request_id,
+                        epoch_ns: epoch,
+                        duration: Duration::from_nanos(dur),
+                        root: RootInfo {
+                            kind: if consumer {
+                                RootKind::Consumer
+                            } else {
+                                RootKind::Server
+                            },
+                            method: Method::GET,
+                            route: Arc::from(route),
+                            path,
+                        },
+                        outcome: ServerOutcome {
+                            status,
+                            response_bytes: bytes,
+                            partial: partial.into_iter().map(Arc::from).collect(),
+                            error_type: error_type.map(Into::into),
+                        },
+                        calls,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// The direct writer's bytes decode (with the prost types) to exactly what the
+        /// prost-typed reference encoder builds.
+        #[test]
+        fn the_direct_encoder_matches_the_prost_reference(
+            traces in proptest::collection::vec(trace(), 0..4),
+            service in text(),
+        ) {
+            let resource = ResourceInfo { service_name: service };
+            let bytes = encode_request(&resource, traces.iter());
+            let decoded = ExportTraceServiceRequest::decode(&bytes[..]).expect("valid protobuf");
+            let reference = encode_batch(&resource, traces.iter());
+            prop_assert_eq!(&decoded, &reference);
+            prop_assert_eq!(bytes.len(), reference.encoded_len());
+        }
+    }
+}

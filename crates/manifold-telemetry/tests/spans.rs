@@ -222,3 +222,66 @@ fn absurd_tracing_options_are_refused() {
     };
     assert!(Tracer::new(&o, None, Arc::new(SpanStats::default())).is_err());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_offloaded_task_is_delivered_in_the_requests_trace() {
+    use manifold_telemetry::otlp::{encode_batch, ResourceInfo};
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+
+    let t = tracer(1.0, None);
+    let request = t.start(Incoming::default(), root("/checkout"));
+    let mut enqueue = call("confirm-email", None);
+    enqueue.enqueue = true;
+    let producer = request.start_call(enqueue);
+    // What the queue stores with the task.
+    let stored = producer.traceparent().to_str().expect("ascii").to_owned();
+    let producer_id = producer.span_id();
+    producer.end(CallOutcome::default());
+    let request = request.end(ServerOutcome {
+        status: 202,
+        ..ServerOutcome::default()
+    });
+
+    // Later, the dispatcher.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let delivery = t.start(
+        Incoming {
+            parent: TraceParent::parse(stored.as_bytes()).ok(),
+            ..Incoming::default()
+        },
+        RootInfo {
+            kind: RootKind::Consumer,
+            method: Method::POST,
+            route: Arc::from("outbox"),
+            path: "/emails".to_owned(),
+        },
+    );
+    let delivery = delivery.end(ServerOutcome {
+        status: 200,
+        ..ServerOutcome::default()
+    });
+    assert_eq!(delivery.trace_id, request.trace_id, "one trace");
+    assert_eq!(
+        delivery.parent,
+        Some(producer_id),
+        "the CONSUMER is the PRODUCER's child"
+    );
+    assert!(delivery.sampled, "the request's decision carries over");
+
+    let resource = ResourceInfo {
+        service_name: "m".to_owned(),
+    };
+    let req = encode_batch(&resource, [&*request, &*delivery]);
+    let spans = &req.resource_spans[0].scope_spans[0].spans;
+    let kinds: Vec<i32> = spans.iter().map(|s| s.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            SpanKind::Server as i32,
+            SpanKind::Producer as i32,
+            SpanKind::Consumer as i32
+        ]
+    );
+    assert_eq!(spans[2].name, "process outbox");
+    assert_eq!(spans[2].parent_span_id, spans[1].span_id);
+}

@@ -64,7 +64,7 @@ pub struct ResourceInfo {
     pub service_name: String,
 }
 
-const SCOPE_NAME: &str = "manifold-telemetry";
+pub(crate) const SCOPE_NAME: &str = "manifold-telemetry";
 const FLAG_HAS_IS_REMOTE: u32 = 0x100;
 const FLAG_IS_REMOTE: u32 = 0x200;
 

@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::encode::{encode_batch, ResourceInfo};
+use super::encode::ResourceInfo;
+use super::wire::encode_request;
 use crate::error::TelemetryError;
 use crate::span::FinishedTrace;
 use crate::stats::{DropReason, SpanStats};
@@ -256,7 +257,7 @@ impl Batcher {
             return;
         }
         let spans: u64 = batch.iter().map(|t| t.span_count() as u64).sum();
-        let body = encode_batch(&self.resource, batch.iter().map(|t| &**t)).encode_to_vec();
+        let body = encode_request(&self.resource, batch.iter().map(|t| &**t));
         batch.clear();
         match tokio::time::timeout(self.options.timeout, self.post(body)).await {
             Ok(Ok(rejected)) => {
