@@ -285,3 +285,19 @@ async fn an_offloaded_task_is_delivered_in_the_requests_trace() {
     assert_eq!(spans[2].name, "process outbox");
     assert_eq!(spans[2].parent_span_id, spans[1].span_id);
 }
+
+/// The gateway holds these across `.await`s in multi-threaded futures and shares them.
+#[test]
+fn handles_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Tracer>();
+    check::<manifold_telemetry::RequestTrace>();
+    check::<manifold_telemetry::CallSpan>();
+    check::<manifold_telemetry::otlp::ExportHandle>();
+    check::<manifold_telemetry::metrics::Metrics>();
+    check::<manifold_telemetry::metrics::RouteMetrics>();
+    check::<manifold_telemetry::metrics::ActiveRequest<'static>>();
+    check::<manifold_telemetry::metrics::CallMetrics>();
+    check::<manifold_telemetry::metrics::QueueMetrics>();
+    check::<manifold_telemetry::metrics::EndpointMetrics>();
+}
