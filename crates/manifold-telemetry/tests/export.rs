@@ -318,23 +318,26 @@ async fn a_down_collector_costs_no_request_and_counts_its_drops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_collector_fills_the_queue_and_times_out_without_blocking() {
-    let (addr, _seen) = receiver(Answer::After(Duration::from_secs(30))).await;
+    let (addr, mut seen) = receiver(Answer::After(Duration::from_secs(30))).await;
     let stats = Arc::new(SpanStats::default());
     let mut o = options(addr);
     o.queue_capacity = 4;
-    o.timeout = Duration::from_millis(200);
+    o.timeout = Duration::from_secs(1);
     let resource = ResourceInfo {
         service_name: "m".to_owned(),
     };
     let (sink, task) = otlp::spawn(&o, resource, Arc::clone(&stats)).expect("spawn");
     let tracer =
         Tracer::new(&TracingOptions::default(), Some(sink), Arc::clone(&stats)).expect("tracer");
-    // Let the first batch go out and hang.
+    // The first batch goes out and hangs (the collector has it and does not answer).
     traces(&tracer, 1);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::timeout(Duration::from_secs(10), seen.recv())
+        .await
+        .expect("the first export arrives")
+        .expect("a request");
     traces(&tracer, 100);
     assert!(stats.dropped_total(DropReason::QueueFull) >= 2 * (100 - 4) as u64);
-    task.shutdown(Duration::from_secs(5)).await;
+    task.shutdown(Duration::from_secs(10)).await;
     assert!(
         stats.dropped_total(DropReason::ExportFailed) >= 2,
         "the hung batch timed out"
