@@ -37,6 +37,9 @@ pub enum CallErrorKind {
     /// request would have failed already), so it has no input to render. 502: the cause is
     /// upstream.
     InputUnavailable,
+    /// Every endpoint of the upstream is ejected by its circuit breaker: the call fails at once
+    /// rather than wait on a dead dependency (503: try again once one half-opens).
+    BreakerOpen,
 }
 
 /// Whose fault a failure is: what the log level, the metrics and the breaker go by (only an
@@ -66,6 +69,7 @@ impl CallErrorKind {
             CallErrorKind::QueueFull(_) => "queue_full",
             CallErrorKind::Queue => "queue",
             CallErrorKind::InputUnavailable => "input_unavailable",
+            CallErrorKind::BreakerOpen => "breaker_open",
         }
     }
 
@@ -74,7 +78,9 @@ impl CallErrorKind {
         match self {
             CallErrorKind::Timeout | CallErrorKind::Deadline => StatusCode::GATEWAY_TIMEOUT,
             CallErrorKind::Input => StatusCode::BAD_REQUEST,
-            CallErrorKind::QueueFull(_) | CallErrorKind::Queue => StatusCode::SERVICE_UNAVAILABLE,
+            CallErrorKind::QueueFull(_) | CallErrorKind::Queue | CallErrorKind::BreakerOpen => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -187,6 +193,7 @@ mod tests {
             (CallErrorKind::TooLarge, Fault::Upstream, false),
             (CallErrorKind::Input, Fault::Client, false),
             (CallErrorKind::Queue, Fault::Gateway, false),
+            (CallErrorKind::BreakerOpen, Fault::Upstream, false),
         ];
         for (kind, fault, retry) in cases {
             assert_eq!(kind.fault(), fault, "{kind:?}");

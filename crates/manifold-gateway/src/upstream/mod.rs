@@ -15,9 +15,11 @@
 //! streamed answer itself).
 
 mod balance;
+mod breaker;
 mod client;
 mod endpoints;
 pub(crate) mod error;
+mod resolve;
 
 pub use client::Body;
 pub(crate) use error::error_chain;
@@ -222,6 +224,7 @@ impl Upstream {
         parts.uri = lease
             .target()
             .absolute(std::mem::take(&mut parts.uri), &self.name)?;
+        lease.target().host(&mut parts.headers);
         if announce {
             let ms = u64::try_from(bound.within.as_millis()).unwrap_or(u64::MAX);
             parts.headers.insert(

@@ -8,7 +8,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-/// The stack of upstream `u` with these endpoints and `timeout`.
+/// The stack of upstream `u` with these endpoints and `timeout`, balanced round robin (so that
+/// which endpoint a request reaches is known).
 fn stack(endpoints: &[String], timeout: &str) -> Upstream {
     let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
     let src = format!(
@@ -16,8 +17,9 @@ fn stack(endpoints: &[String], timeout: &str) -> Upstream {
          [routes.p]\npath = \"/p\"\nproxy = \"u\"\n",
         list.join(", ")
     );
-    let config = manifold_config::compile(std::path::Path::new("test.toml"), &src)
+    let mut config = manifold_config::compile(std::path::Path::new("test.toml"), &src)
         .expect("the test config compiles");
+    config.upstreams[0].policies.balance = manifold_config::policy::Balance::RoundRobin;
     Upstream::new(&config.upstreams[0])
 }
 
