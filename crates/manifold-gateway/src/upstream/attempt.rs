@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -38,7 +38,7 @@ pub(crate) struct Attempt<R> {
     pub(crate) avoid: Option<EndpointId>,
     /// Where the attempt writes the endpoint it picked, for a hedge that must avoid it while
     /// this attempt is still running.
-    pub(crate) picked: Option<Arc<AtomicUsize>>,
+    pub(crate) picked: Option<Arc<AtomicU64>>,
 }
 
 impl<R> Attempt<R> {
@@ -53,7 +53,7 @@ impl<R> Attempt<R> {
 }
 
 /// "No endpoint picked yet" in [`Attempt::picked`].
-pub(crate) const NONE_PICKED: usize = usize::MAX;
+pub(crate) const NONE_PICKED: u64 = u64::MAX;
 
 /// How one attempt ended.
 #[derive(Debug)]
@@ -220,6 +220,12 @@ struct Core {
 }
 
 impl Attempts {
+    /// The endpoint set (tests look at what the resolver made of it).
+    #[cfg(test)]
+    pub(super) fn endpoints(&self) -> &Endpoints {
+        &self.core.endpoints
+    }
+
     pub(crate) fn new(up: &manifold_config::Upstream) -> Self {
         Attempts {
             core: Arc::new(Core {
@@ -247,6 +253,7 @@ impl Core {
     ) -> Result<Request<B>, CallError> {
         let (mut parts, body) = req.into_parts();
         parts.uri = target.absolute(std::mem::take(&mut parts.uri), &self.name)?;
+        target.host(&mut parts.headers);
         if announce {
             let ms = u64::try_from(bound.within.as_millis()).unwrap_or(u64::MAX);
             parts.headers.insert(
@@ -297,7 +304,7 @@ impl Core {
             Err(e) => return Box::pin(std::future::ready(Ok(Tried::unsent(e)))),
         };
         if let Some(cell) = &attempt.picked {
-            cell.store(lease.id(), Ordering::Relaxed);
+            cell.store(lease.id().to_raw(), Ordering::Relaxed);
         }
         Box::pin(async move {
             let started = lease.started();

@@ -31,9 +31,6 @@ pub enum CallErrorKind {
     QueueFull(std::time::Duration),
     /// The offload queue could not take the task durably.
     Queue,
-    /// Every endpoint of the upstream is ejected (circuit open): the call fails at once rather
-    /// than wait on a dead dependency. 503: the gateway refuses, the client may come back.
-    BreakerOpen,
     /// The request could not be built from the client's input (e.g. a value that is not a valid
     /// header value).
     Input,
@@ -41,6 +38,9 @@ pub enum CallErrorKind {
     /// request would have failed already), so it has no input to render. 502: the cause is
     /// upstream.
     InputUnavailable,
+    /// Every endpoint of the upstream is ejected by its circuit breaker: the call fails at once
+    /// rather than wait on a dead dependency (503: try again once one half-opens).
+    BreakerOpen,
 }
 
 /// Whose fault a failure is: what the log level, the metrics and the breaker go by (only an

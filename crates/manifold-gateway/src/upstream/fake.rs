@@ -59,7 +59,7 @@ pub(crate) enum End {
 /// One scripted attempt: on which endpoint, after how long, how it ends.
 #[derive(Debug, Clone)]
 pub(crate) struct Step {
-    pub(crate) endpoint: EndpointId,
+    pub(crate) endpoint: u64,
     pub(crate) after: Duration,
     pub(crate) end: End,
 }
@@ -156,11 +156,16 @@ impl tower::Service<Attempt<Req>> for Fake {
             flag.0 = None;
             Ok(Tried {
                 result,
-                endpoint: Some(step.endpoint),
+                endpoint: Some(EndpointId::from_raw(step.endpoint)),
                 shown: Some(format!("e{}", step.endpoint)),
                 took: started.elapsed(),
                 earlier: Vec::new(),
             })
         })
     }
+}
+
+/// Endpoint `n` of a script.
+pub(crate) fn ep(n: u64) -> EndpointId {
+    EndpointId::from_raw(n)
 }

@@ -26,10 +26,12 @@
 
 mod attempt;
 mod balance;
+mod breaker;
 mod client;
 mod endpoints;
 pub(crate) mod error;
 mod hedge;
+mod resolve;
 mod retry;
 
 pub use client::Body;
@@ -156,6 +158,12 @@ impl Upstream {
     /// Send a streamed request; each attempt's bound covers the response head only (the
     /// caller streams the answer, bounding it as it sees fit). A request with a body is retried
     /// only when its body was never read (a failed connect); a bodiless one as any other.
+    /// The endpoint set (tests look at what the resolver made of it).
+    #[cfg(test)]
+    fn endpoints(&self) -> &endpoints::Endpoints {
+        self.send.inner().endpoints()
+    }
+
     pub(crate) async fn send(
         &self,
         req: Request<Body>,

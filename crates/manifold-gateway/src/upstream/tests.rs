@@ -11,7 +11,8 @@ use tokio::sync::mpsc;
 
 mod policies;
 
-/// The stack of upstream `u` with these endpoints and `timeout`.
+/// The stack of upstream `u` with these endpoints and `timeout`, balanced round robin (so that
+/// which endpoint a request reaches is known).
 fn stack(endpoints: &[String], timeout: &str) -> Upstream {
     stack_with(endpoints, timeout, |_| {})
 }
@@ -30,6 +31,7 @@ fn stack_with(
     );
     let mut config = manifold_config::compile(std::path::Path::new("test.toml"), &src)
         .expect("the test config compiles");
+    config.upstreams[0].policies.balance = manifold_config::policy::Balance::RoundRobin;
     policies(&mut config.upstreams[0].policies);
     Upstream::new(&config.upstreams[0])
 }

@@ -19,13 +19,14 @@
 pub(crate) mod latency;
 
 use super::attempt::{Answered, Attempt, BoxFuture, Replay, Tried, NONE_PICKED};
+use super::endpoints::EndpointId;
 use super::retry::budget::RetryBudget;
 use futures::future::Either;
 use futures::stream::{FuturesUnordered, StreamExt};
 use latency::Latency;
 use manifold_config::policy::{HedgeAfter, HedgePolicy, BUDGET_WINDOW, HEDGE_FLOOR};
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -148,7 +149,7 @@ where
         h.budget.deposit();
     }
     let delay = h.delay();
-    let picked = Arc::new(AtomicUsize::new(NONE_PICKED));
+    let picked = Arc::new(AtomicU64::new(NONE_PICKED));
     let mut running = FuturesUnordered::new();
     let Attempt {
         req,
@@ -196,7 +197,9 @@ where
                 if hedges < h.max && h.budget.try_withdraw() {
                     hedges += 1;
                     let last = picked.load(Ordering::Relaxed);
-                    let avoid = (last != NONE_PICKED).then_some(last).or(first_avoid);
+                    let avoid = (last != NONE_PICKED)
+                        .then_some(EndpointId::from_raw(last))
+                        .or(first_avoid);
                     running.push(send(avoid));
                     timer.as_mut().reset(tokio::time::Instant::now() + delay);
                     armed = hedges < h.max;

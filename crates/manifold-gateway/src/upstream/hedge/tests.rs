@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::error::CallErrorKind;
-use crate::upstream::fake::{End, Fake, Req, Step};
+use crate::upstream::fake::{ep, End, Fake, Req, Step};
 use crate::upstream::Answer;
 use manifold_config::policy::HedgeAfter;
 use tokio::time::Instant;
@@ -22,7 +22,7 @@ async fn call(layer: &HedgeLayer, fake: &Fake, req: Req) -> Tried<Answer> {
 /// `fast`.
 fn script(fast: Duration, slow: Vec<usize>) -> Fake {
     Fake::new(move |n, _| Step {
-        endpoint: n % 2,
+        endpoint: (n % 2) as u64,
         after: fast,
         end: if slow.contains(&n) {
             End::Hang
@@ -43,7 +43,7 @@ async fn a_straggler_is_hedged_after_the_fixed_delay_on_another_endpoint_and_can
     let start = Instant::now();
     let t = call(&layer, &fake, Req::new(true, None)).await;
     assert!(t.is_good());
-    assert_eq!(t.endpoint, Some(1));
+    assert_eq!(t.endpoint, Some(ep(1)));
     assert_eq!(
         start.elapsed(),
         22 * MS,
@@ -54,7 +54,7 @@ async fn a_straggler_is_hedged_after_the_fixed_delay_on_another_endpoint_and_can
     assert_eq!(calls[1].at - calls[0].at, 20 * MS);
     assert_eq!(
         calls[1].avoid,
-        Some(0),
+        Some(ep(0)),
         "the hedge avoids the straggler's endpoint"
     );
     assert!(
@@ -78,7 +78,7 @@ async fn the_hedge_fires_at_the_estimated_percentile() {
     let layer = hedging(HedgeAfter::Percentile(95.0), 1, 1.0);
     // Before enough answers: the fixed fallback.
     let fake = Fake::new(|n, _| Step {
-        endpoint: n % 2,
+        endpoint: (n % 2) as u64,
         after: if n == 0 { Duration::from_secs(10) } else { MS },
         end: End::Status(200, None),
     });
@@ -90,7 +90,7 @@ async fn the_hedge_fires_at_the_estimated_percentile() {
     // 96 first attempts answer in 1..=96 ms (one each, shuffled); hedges never answer, so
     // only the first attempts' latencies are learnt. p95 is then 92 ms.
     let layer = hedging(HedgeAfter::Percentile(95.0), 1, 1.0);
-    let firsts = Arc::new(AtomicUsize::new(0));
+    let firsts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let fake = Fake::new(move |_, avoid| match avoid {
         None => {
             let k = firsts.fetch_add(1, Ordering::SeqCst);
@@ -108,7 +108,7 @@ async fn the_hedge_fires_at_the_estimated_percentile() {
     });
     for _ in 0..96 {
         let t = call(&layer, &fake, Req::new(true, None)).await;
-        assert_eq!(t.endpoint, Some(0));
+        assert_eq!(t.endpoint, Some(ep(0)));
     }
     assert_eq!(layer.hedging.as_ref().expect("on").delay(), 92 * MS);
     let fake = script(MS, vec![0]);
@@ -123,7 +123,7 @@ async fn the_hedge_fires_at_the_estimated_percentile() {
 async fn hedges_are_paid_from_their_budget_and_need_an_idempotent_call() {
     // Every first attempt straggles (50 ms), the hedge would answer in 1 ms.
     let fake = Fake::new(|n, avoid| Step {
-        endpoint: n % 2,
+        endpoint: (n % 2) as u64,
         after: if avoid.is_some() { MS } else { 50 * MS },
         end: End::Status(200, None),
     });
@@ -169,7 +169,7 @@ async fn a_failure_waits_for_the_other_attempt_and_all_failures_are_told() {
     assert_eq!(t.earlier.len(), 1);
 
     let fake = Fake::new(|n, _| Step {
-        endpoint: n % 2,
+        endpoint: (n % 2) as u64,
         after: Duration::from_millis(15 + 10 * n as u64),
         end: End::Fail(CallErrorKind::Io),
     });

@@ -131,6 +131,14 @@ pub(crate) struct Retry<S> {
     retrying: Arc<Retrying>,
 }
 
+impl<S> Retry<S> {
+    /// The service it retries.
+    #[cfg(test)]
+    pub(crate) fn inner(&self) -> &S {
+        &self.inner
+    }
+}
+
 impl<S, R, T> Service<R> for Retry<S>
 where
     S: Service<Attempt<R>, Response = Tried<T>, Error = Infallible> + Clone + Send + 'static,

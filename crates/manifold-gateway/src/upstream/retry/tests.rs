@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::upstream::error::Ended;
-use crate::upstream::fake::{End, Fake, Req, Step};
+use crate::upstream::fake::{ep, End, Fake, Req, Step};
 use crate::upstream::Answer;
 
 const MS: Duration = Duration::from_millis(1);
@@ -31,7 +31,7 @@ const ALL_ON: [RetryOn; 4] = [
 /// Endpoint `n % 2`, ending as `ends[n]` (the last one repeating) after 1 ms.
 fn scripted(ends: Vec<End>) -> Fake {
     Fake::new(move |n, _| Step {
-        endpoint: n % 2,
+        endpoint: (n % 2) as u64,
         after: MS,
         end: ends[n.min(ends.len() - 1)].clone(),
     })
@@ -58,8 +58,8 @@ async fn an_idempotent_call_is_retried_on_another_endpoint_until_it_succeeds() {
     assert_eq!(calls.len(), 3);
     // Each retry avoids the endpoint of the attempt before it.
     assert_eq!(calls[0].avoid, None);
-    assert_eq!(calls[1].avoid, Some(0));
-    assert_eq!(calls[2].avoid, Some(1));
+    assert_eq!(calls[1].avoid, Some(ep(0)));
+    assert_eq!(calls[2].avoid, Some(ep(1)));
     // Backoff: within [0, 25 ms] then [0, 50 ms] after each 1 ms attempt.
     let gap1 = calls[1].at - calls[0].at;
     let gap2 = calls[2].at - calls[1].at;
