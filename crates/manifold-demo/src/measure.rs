@@ -472,6 +472,11 @@ fn upstream_calls(
         service: service.to_owned(),
         calls,
         planned,
+        by_replica: stats
+            .services
+            .get(service)
+            .map(|s| s.replicas.iter().map(|r| r.calls).collect())
+            .unwrap_or_default(),
         extra_pct: if planned > 0 {
             (calls as f64 - planned as f64) / planned as f64 * 100.0
         } else {
@@ -799,6 +804,8 @@ mod tests {
         let u = s.strategies[0].upstream.as_ref().unwrap();
         // No hedge, no retry on success: one orders request per profile request.
         assert_eq!((u.service.as_str(), u.calls, u.planned), ("orders", 5, 5));
+        assert_eq!(u.by_replica.len(), 2, "{u:?}");
+        assert_eq!(u.by_replica.iter().sum::<u64>(), 5, "{u:?}");
         assert_eq!(s.strategies[0].gain, 1.0);
         let want = s.strategies[0].p99_ms / s.strategies[1].p99_ms;
         assert!((s.strategies[1].gain - want).abs() < 1e-9);

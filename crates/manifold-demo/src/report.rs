@@ -128,6 +128,9 @@ pub struct UpstreamCalls {
     pub planned: u64,
     /// `calls` above `planned`, as a percentage of `planned`.
     pub extra_pct: f64,
+    /// The requests each replica received, in the shop's replica order: where the balancer
+    /// sent them (the last replica is the misbehaving one).
+    pub by_replica: Vec<u64>,
 }
 
 /// A point of a cumulative latency distribution.
@@ -282,9 +285,14 @@ impl StrategyResult {
             ));
         }
         if let Some(u) = &self.upstream {
+            let by: Vec<String> = u.by_replica.iter().map(u64::to_string).collect();
             notes.push(format!(
-                "{}: {} requests for {} calls ({:+.1}%)",
-                u.service, u.calls, u.planned, u.extra_pct
+                "{}: {} requests for {} calls ({:+.1}%), by replica {}",
+                u.service,
+                u.calls,
+                u.planned,
+                u.extra_pct,
+                by.join("/")
             ));
         }
         (!notes.is_empty()).then(|| notes.join("; "))
@@ -429,13 +437,14 @@ mod tests {
             calls: 63,
             planned: 60,
             extra_pct: 5.0,
+            by_replica: vec![40, 23],
         });
         let t = r.table();
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[1].ends_with("orders straggles"), "{t}");
         assert!(
             lines[2].contains("2.00× on p99 (-400 ms) over sequential")
-                && lines[2].contains("orders: 63 requests for 60 calls (+5.0%)"),
+                && lines[2].contains("orders: 63 requests for 60 calls (+5.0%), by replica 40/23"),
             "{t}"
         );
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
