@@ -509,9 +509,9 @@ pub(crate) mod tests {
         assert_eq!(t["routes"]["item"]["path"].as_str(), Some(PATH));
     }
 
-    /// The harness end to end, with variants today's compiler accepts: a replica that always
-    /// fails beside one that never does; without retries on 503, the sim sees each request once
-    /// and about half succeed.
+    /// The harness end to end: a replica that always fails beside one that never does. Without
+    /// retries on 503 (the default retries connects only) the sim sees each request once; round
+    /// robin sends half to the failing replica, p2c (a failure costs the timeout) hardly any.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn side_by_side_counts_the_upstream_requests_of_each_measurement() {
         let sim = SimConfig::from_toml(
@@ -521,11 +521,11 @@ pub(crate) mod tests {
         let variants = vec![
             Variant {
                 name: "a".into(),
-                policy: String::new(),
+                policy: "balance = \"round_robin\"".into(),
             },
             Variant {
                 name: "b".into(),
-                policy: "connect_timeout = \"1s\"".into(),
+                policy: String::new(),
             },
         ];
         let load = Load {
@@ -564,8 +564,12 @@ pub(crate) mod tests {
                 "{p:?}"
             );
             assert_eq!(p.max, v.latency.max_ms.max, "{v:?}");
-            assert!((25.0..=75.0).contains(&v.success_pct.median), "{v:?}");
         }
+        let [a, b] = &report.variants[..] else {
+            panic!("two variants")
+        };
+        assert!((25.0..=75.0).contains(&a.success_pct.median), "{a:?}");
+        assert!(b.success_pct.median > a.success_pct.median, "{b:?}");
         // Interleaved: round 2 starts with the other variant.
         let order: Vec<&str> = steps
             .iter()
@@ -582,7 +586,8 @@ pub(crate) mod tests {
             ]
         );
         let md = report.to_markdown();
-        assert!(md.contains("| b | `connect_timeout = \"1s\"` |"), "{md}");
+        assert!(md.contains("| a | `balance = \"round_robin\"` |"), "{md}");
+        assert!(md.contains("| b | `(defaults)` |"), "{md}");
         assert!(md.contains("goal: 2 variants — met"), "{md}");
     }
 
