@@ -3,6 +3,7 @@
 
 mod admin;
 mod cache_keys;
+mod concurrency;
 mod dataflow;
 mod properties;
 mod proxy;

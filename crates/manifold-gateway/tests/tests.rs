@@ -11,4 +11,5 @@ mod http;
 mod offload;
 mod proxy;
 mod publish;
+mod shed;
 mod support;
