@@ -154,11 +154,11 @@ impl Gateway {
             );
         }
         let stats: Arc<Stats> = Arc::default();
-        let limit = Arc::new(limit::Limiter::new(
+        let limit = limit::Limiter::new(
             config.server.concurrency,
             config.server.max_connections,
             Arc::clone(&stats),
-        ));
+        );
         Ok(Gateway {
             shared: Arc::new(handler::Shared {
                 config,

@@ -10,32 +10,39 @@
 //! short    = median latency of the window
 //! long     = baseline: drops quickly toward short, rises slowly (≈ 30 s)
 //! gradient = clamp(TOLERANCE × long / short, 0.5, 1)
-//! limit    = limit × (1 − SMOOTHING) + (limit × gradient + √limit) × SMOOTHING
+//! limit    = limit × (1 − s) + (limit × gradient + √limit) × s
+//!            (s = 0.2 when that raises the limit, 0.5 when it lowers it)
 //! ```
 //!
 //! While latency stays within `TOLERANCE` of the baseline the gradient is 1 and the limit grows
 //! by √limit per window (smoothed); when latency rises past it (queueing: more requests in
-//! flight than the gateway can work on), the limit falls by at most half a window's worth, and
-//! settles where latency is about `TOLERANCE` × the baseline.
+//! flight than the gateway can work on) *and* the runtime's scheduling lag says the gateway's
+//! own CPU is congested, the limit falls, by at most a quarter per window, and settles where
+//! latency is about `TOLERANCE` × the baseline.
 //!
 //! **What the limit protects, and slow upstreams.** The limit bounds the gateway's own work —
 //! CPU, memory, tasks — so that under overload the requests it admits are answered at about
 //! their unloaded latency and the rest get a fast 503 they can retry elsewhere. A request that
 //! waits on a slow upstream costs the gateway almost nothing while it waits, yet its latency
-//! is what the controller sees. Three things keep such requests from shrinking the limit
+//! is what the controller sees. Four things keep such requests from shrinking the limit
 //! pathologically:
+//! - **the limit only falls while the gateway's own CPU is congested**: the runtime's
+//!   scheduling lag (how long a task that yields waits to run again, probed every 10 ms by the
+//!   limiter) must be at least `CONGESTED_LAG`. Requests waiting on a slow upstream leave the
+//!   runtime idle, so however slow they are the limit does not fall (it may grow). The lag also
+//!   covers what no request's latency includes: the wait of a readable connection before the
+//!   gateway reads its request;
 //! - the window's *median*, not its mean: a minority of requests on a slow route does not move
 //!   it;
 //! - nothing changes while fewer than half the limit's requests are in flight (Gradient2's
 //!   "application limited" rule): a latency rise at low concurrency is not the gateway's
 //!   queueing, so it neither shrinks nor grows the limit;
-//! - the gradient never goes below 0.5 per window and the limit never below its floor, and the
-//!   baseline follows a lasting change of level within about 30 s, after which the limit grows
-//!   again.
+//! - the limit never goes below its floor, and the baseline follows a lasting change of level
+//!   within about 30 s.
 //!
-//! What remains (an upstream of the main route turning several times slower while the
-//! gateway is near its limit) sheds for a while: the upstream policies (timeouts, breakers)
-//! are the tools for that, and a fixed `concurrency = N` is there for operators who prefer it.
+//! What remains (the gateway's CPU congested *and* its main route's upstream turning slower at
+//! the same time) may shed more than needed for a while; a fixed `concurrency = N` is there for
+//! operators who prefer a number they chose.
 
 use std::time::Duration;
 use tokio::time::Instant;
@@ -43,8 +50,11 @@ use tokio::time::Instant;
 /// Latency may rise to this multiple of the baseline before the limit falls (Gradient2's
 /// default `rttTolerance`).
 const TOLERANCE: f64 = 1.5;
-/// How much of each window's new limit is taken (Gradient2's default).
+/// How much of each window's new limit is taken when it is higher (Gradient2's default).
 const SMOOTHING: f64 = 0.2;
+/// … and when it is lower: an overload from a standing start must be met within about a
+/// second, not the ten windows Gradient2's smoothing would take from a generous limit.
+const SMOOTHING_DOWN: f64 = 0.5;
 /// The least a window lasts (Envoy's default sampling interval).
 const WINDOW: Duration = Duration::from_millis(100);
 /// The fewest samples a window needs before it counts.
@@ -55,6 +65,9 @@ const MAX_SAMPLES: usize = 256;
 const BASELINE_RISE_WINDOWS: f64 = 300.0;
 /// How much of a fall in latency the baseline takes per window.
 const BASELINE_FALL: f64 = 0.5;
+/// The runtime's scheduling lag at or above which the gateway's own CPU is busy: below it the
+/// limit does not fall, whatever the latency says (a slow upstream, not the gateway).
+pub(crate) const CONGESTED_LAG: Duration = Duration::from_micros(500);
 
 /// The controller's bounds.
 #[derive(Debug, Clone, Copy)]
@@ -122,12 +135,14 @@ impl Gradient {
     }
 
     /// Record one admitted request's latency, ending at `now` with `in_flight` requests (itself
-    /// included) in flight. Returns the new limit when a window closed.
+    /// included) in flight and the runtime's scheduling lag at `lag`. Returns the new limit
+    /// when a window closed.
     pub(crate) fn sample(
         &mut self,
         now: Instant,
         latency: Duration,
         in_flight: usize,
+        lag: Duration,
     ) -> Option<usize> {
         let w = &mut self.window;
         if w.samples.len() < MAX_SAMPLES {
@@ -142,11 +157,11 @@ impl Gradient {
         w.samples.clear();
         w.peak_in_flight = 0;
         w.start = now;
-        self.update(short, peak);
+        self.update(short, peak, lag >= CONGESTED_LAG);
         Some(self.limit())
     }
 
-    fn update(&mut self, short: f64, peak_in_flight: usize) {
+    fn update(&mut self, short: f64, peak_in_flight: usize, congested: bool) {
         // A window of zero latencies (a clock that did not move) says nothing.
         if !(short.is_finite() && short > 0.0) {
             return;
@@ -161,10 +176,29 @@ impl Gradient {
         if (peak_in_flight as f64) < self.limit / 2.0 {
             return;
         }
-        let gradient = (TOLERANCE * long / short).clamp(0.5, 1.0);
+        // Latency up while the runtime has time to spare is someone else's (an upstream's): the
+        // limit bounds the gateway's own work, so it only falls while that work queues.
+        let gradient = if congested {
+            (TOLERANCE * long / short).clamp(0.5, 1.0)
+        } else {
+            1.0
+        };
         let target = self.limit * gradient + self.limit.sqrt();
-        let next = self.limit * (1.0 - SMOOTHING) + target * SMOOTHING;
+        let smoothing = if target < self.limit {
+            SMOOTHING_DOWN
+        } else {
+            SMOOTHING
+        };
+        let next = self.limit * (1.0 - smoothing) + target * smoothing;
         self.limit = next.clamp(self.bounds.min as f64, self.bounds.max as f64);
+        tracing::debug!(
+            limit = self.limit as usize,
+            median_ms = short * 1e3,
+            baseline_ms = long * 1e3,
+            peak_in_flight,
+            congested,
+            "adaptive concurrency window"
+        );
     }
 }
 
@@ -184,6 +218,8 @@ mod tests {
         initial: 100,
         max: 10_000,
     };
+    /// A runtime whose run queue is long: the gateway's own CPU is busy.
+    const BUSY: Duration = Duration::from_millis(2);
 
     /// Feed `windows` windows of `per_window` requests each taking `latency`, with `in_flight`
     /// in flight, advancing paused time; the limit after each window.
@@ -200,7 +236,7 @@ mod tests {
             for _ in 0..per_window {
                 tokio::time::advance(step).await;
                 let n = in_flight(g.limit());
-                if let Some(l) = g.sample(Instant::now(), latency, n) {
+                if let Some(l) = g.sample(Instant::now(), latency, n, BUSY) {
                     limits.push(l);
                 }
             }
@@ -228,10 +264,10 @@ mod tests {
         run(&mut g, 10, 20, Duration::from_millis(4), |l| l).await;
         let during = g.limit();
         assert!(during < before, "{during} !< {before}");
-        // Latency stays up a little longer: the limit keeps falling, never below the floor.
-        run(&mut g, 100, 20, Duration::from_millis(4), |l| l).await;
+        // Latency stays up longer: never below the floor (the baseline creeps up meanwhile).
+        let limits = run(&mut g, 100, 20, Duration::from_millis(4), |l| l).await;
+        assert!(limits.iter().all(|&l| l >= BOUNDS.min), "{limits:?}");
         let low = g.limit();
-        assert!(low < during && low >= BOUNDS.min, "{low} vs {during}");
         // Back to 2 ms: the limit rises again.
         run(&mut g, 20, 20, Duration::from_millis(2), |l| l).await;
         assert!(g.limit() > low, "{} !> {low}", g.limit());
@@ -248,6 +284,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_latency_rise_while_the_runtime_is_idle_does_not_shrink_the_limit() {
+        let mut g = Gradient::new(BOUNDS, Instant::now());
+        run(&mut g, 20, 20, Duration::from_millis(2), |l| l).await;
+        let before = g.limit();
+        // Busy with requests that wait 5× longer on an upstream, the runtime idle meanwhile.
+        let step = WINDOW / 20;
+        for _ in 0..(50 * 20) {
+            tokio::time::advance(step).await;
+            let n = g.limit();
+            let _ = g.sample(Instant::now(), Duration::from_millis(10), n, Duration::ZERO);
+        }
+        assert!(g.limit() >= before, "{} < {before}", g.limit());
+        // The same with the runtime congested: it falls.
+        run(&mut g, 10, 20, Duration::from_millis(10), |l| l).await;
+        assert!(g.limit() < before, "{} !< {before}", g.limit());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_minority_of_slow_requests_does_not_move_the_limit_down() {
         let mut g = Gradient::new(BOUNDS, Instant::now());
         run(&mut g, 20, 20, Duration::from_millis(2), |l| l).await;
@@ -261,7 +315,7 @@ mod tests {
             } else {
                 Duration::from_millis(2)
             };
-            let _ = g.sample(Instant::now(), latency, g.limit());
+            let _ = g.sample(Instant::now(), latency, g.limit(), BUSY);
         }
         assert!(g.limit() >= before, "{} < {before}", g.limit());
     }
@@ -287,7 +341,7 @@ mod tests {
         for _ in 0..9 {
             tokio::time::advance(Duration::from_millis(111)).await;
             assert_eq!(
-                g.sample(Instant::now(), Duration::from_millis(1), 100),
+                g.sample(Instant::now(), Duration::from_millis(1), 100, BUSY),
                 None
             );
         }
