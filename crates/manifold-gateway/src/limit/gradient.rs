@@ -11,13 +11,13 @@
 //! long     = baseline: drops quickly toward short, rises slowly (≈ 30 s)
 //! gradient = clamp(TOLERANCE × long / short, 0.5, 1)
 //! limit    = limit × (1 − s) + (limit × gradient + √limit) × s
-//!            (s = 0.2 when that raises the limit, 0.5 when it lowers it)
+//!            (s = 0.2 when that raises the limit, 1 when it lowers it)
 //! ```
 //!
 //! While latency stays within `TOLERANCE` of the baseline the gradient is 1 and the limit grows
 //! by √limit per window (smoothed); when latency rises past it (queueing: more requests in
 //! flight than the gateway can work on) *and* the runtime's scheduling lag says the gateway's
-//! own CPU is congested, the limit falls, by at most a quarter per window, and settles where
+//! own CPU is congested, the limit falls, by at most half per window, and settles where
 //! latency is about `TOLERANCE` × the baseline.
 //!
 //! **What the limit protects, and slow upstreams.** The limit bounds the gateway's own work —
@@ -52,9 +52,10 @@ use tokio::time::Instant;
 const TOLERANCE: f64 = 1.5;
 /// How much of each window's new limit is taken when it is higher (Gradient2's default).
 const SMOOTHING: f64 = 0.2;
-/// … and when it is lower: an overload from a standing start must be met within about a
-/// second, not the ten windows Gradient2's smoothing would take from a generous limit.
-const SMOOTHING_DOWN: f64 = 0.5;
+/// … and when it is lower, none (as Envoy's gradient controller): an overload from a standing
+/// start must be met within a few windows, not the dozens Gradient2's smoothing would take
+/// from a generous limit, while every admitted request adds to the backlog.
+const SMOOTHING_DOWN: f64 = 1.0;
 /// The least a window lasts (Envoy's default sampling interval).
 const WINDOW: Duration = Duration::from_millis(100);
 /// The fewest samples a window needs before it counts.
