@@ -16,7 +16,7 @@ use toml::Spanned;
 struct RawConfig {
     server: Option<Spanned<RawServer>>,
     #[serde(default)]
-    upstreams: BTreeMap<Spanned<String>, Spanned<RawUpstream>>,
+    upstreams: BTreeMap<Spanned<String>, Spanned<crate::upstream::RawUpstream>>,
     #[serde(default)]
     routes: BTreeMap<Spanned<String>, Spanned<RawRoute>>,
     cache: Option<Spanned<RawCacheSection>>,
@@ -73,18 +73,6 @@ struct RawServer {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawUpstream {
-    endpoints: Spanned<Vec<Spanned<String>>>,
-    timeout: Option<Spanned<String>>,
-    connect_timeout: Option<Spanned<String>>,
-    http2: Option<bool>,
-    retry: Option<Spanned<toml::Value>>,
-    hedge: Option<Spanned<toml::Value>>,
-    circuit_breaker: Option<Spanned<toml::Value>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawRoute {
     method: Option<Spanned<String>>,
     path: Spanned<String>,
@@ -110,6 +98,7 @@ struct RawCall {
     body: Option<Spanned<toml::Value>>,
     after: Option<Spanned<Vec<Spanned<String>>>>,
     optional: Option<bool>,
+    idempotent: Option<Spanned<bool>>,
     mode: Option<Spanned<String>>,
     expect: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
@@ -190,7 +179,7 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
 
     let mut upstreams = Vec::new();
     for (name, up) in &raw.upstreams {
-        if let Some(u) = compile_upstream(name, up, &mut diag) {
+        if let Some(u) = crate::upstream::compile_upstream(name, up, &mut diag) {
             upstreams.push(u);
         }
     }
@@ -524,7 +513,11 @@ fn compile_cache_policy(
     })
 }
 
-fn duration(s: &Spanned<String>, what: &str, diag: &mut Diagnostics<'_>) -> Option<Duration> {
+pub(crate) fn duration(
+    s: &Spanned<String>,
+    what: &str,
+    diag: &mut Diagnostics<'_>,
+) -> Option<Duration> {
     match humantime::parse_duration(s.get_ref().trim()) {
         Ok(d) => Some(d),
         Err(e) => {
@@ -666,102 +659,8 @@ fn concurrency(
     None
 }
 
-fn compile_upstream(
-    name: &Spanned<String>,
-    raw: &Spanned<RawUpstream>,
-    diag: &mut Diagnostics<'_>,
-) -> Option<Upstream> {
-    let n = name.get_ref();
-    let up = raw.get_ref();
-    let before = diag_len(diag);
-    if up.endpoints.get_ref().is_empty() {
-        diag.push(
-            ErrorKind::Value,
-            up.endpoints.span(),
-            format!("upstream `{n}` has no endpoints"),
-        );
-    }
-    let mut endpoints = Vec::new();
-    for ep in up.endpoints.get_ref() {
-        match parse_endpoint(ep.get_ref()) {
-            Ok(e) => endpoints.push(e),
-            Err(msg) => diag.push(
-                ErrorKind::Value,
-                ep.span(),
-                format!(
-                    "upstream `{n}`: endpoint {:?} {msg}",
-                    crate::model::redact_url(ep.get_ref())
-                ),
-            ),
-        }
-    }
-    let timeout = up
-        .timeout
-        .as_ref()
-        .and_then(|t| duration(t, &format!("upstreams.{n}.timeout"), diag))
-        .unwrap_or(Duration::from_secs(30));
-    let connect_timeout = up
-        .connect_timeout
-        .as_ref()
-        .and_then(|t| duration(t, &format!("upstreams.{n}.connect_timeout"), diag))
-        .unwrap_or(Duration::from_secs(2));
-    for (key, value) in [
-        ("retry", &up.retry),
-        ("hedge", &up.hedge),
-        ("circuit_breaker", &up.circuit_breaker),
-    ] {
-        if let Some(v) = value {
-            diag.push(
-                ErrorKind::Unsupported,
-                v.span(),
-                format!("upstream `{n}`: `{key}` is not supported yet in this build; remove it"),
-            );
-        }
-    }
-    if diag_len(diag) > before {
-        return None;
-    }
-    Some(Upstream {
-        name: n.clone(),
-        endpoints,
-        timeout,
-        connect_timeout,
-        http2: up.http2.unwrap_or(false),
-        policies: crate::policy::UpstreamPolicies::default(),
-    })
-}
-
 fn diag_len(diag: &Diagnostics<'_>) -> usize {
     diag.len()
-}
-
-/// Parse `http://host:port[/base]`.
-fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("is not a URL ({e}); write e.g. \"http://127.0.0.1:7001\""))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err("uses https, which is not supported yet".into()),
-        Some(other) => return Err(format!("has scheme `{other}`; only http is supported")),
-        None => return Err("has no scheme; write e.g. \"http://127.0.0.1:7001\"".into()),
-    }
-    let Some(authority) = uri.authority() else {
-        return Err("has no host".into());
-    };
-    if authority.as_str().contains('@') {
-        return Err("must not carry credentials".into());
-    }
-    if uri.query().is_some() {
-        return Err("must not have a query string".into());
-    }
-    let base_path = uri.path().trim_end_matches('/').to_owned();
-    Ok(Endpoint {
-        url: url.to_owned(),
-        scheme: "http".into(),
-        authority: authority.as_str().to_owned(),
-        base_path,
-    })
 }
 
 struct RouteCtx<'a> {
@@ -1365,6 +1264,18 @@ fn compile_plan(
             };
             compile_cache_policy(spec, &at, &mut res, diag)
         });
+        let idempotent = crate::upstream::call_idempotent(
+            &crate::upstream::CallIdempotence {
+                owner: &owner,
+                explicit: c.idempotent.as_ref(),
+                method: &method,
+                mode,
+                headers: &headers.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+                span: c.method.as_ref().map_or(c.name.span(), |m| m.span()),
+            },
+            upstream.and_then(|i| ctx.upstreams.get(i)),
+            diag,
+        );
         let mut my_deps = std::mem::take(&mut res.refs);
         read_deps.push((my_deps.clone(), c.name.span()));
         let mut reads = my_deps.clone();
@@ -1412,7 +1323,7 @@ fn compile_plan(
             headers,
             body,
             optional: c.optional.unwrap_or(false),
-            idempotent: false,
+            idempotent,
             mode,
             expect,
             timeout,
@@ -1644,8 +1555,9 @@ fn compile_subject(
             format!("{owner}: a publish call needs a `body`: the event it publishes, e.g. body = \"{{request.body}}\""),
         );
     }
-    let ignored: [(&str, Option<Range<usize>>); 5] = [
+    let ignored: [(&str, Option<Range<usize>>); 6] = [
         ("method", c.method.as_ref().map(|v| v.span())),
+        ("idempotent", c.idempotent.as_ref().map(|v| v.span())),
         ("path", c.path.as_ref().map(|v| v.span())),
         ("query", c.query.as_ref().map(|v| v.span())),
         ("timeout", c.timeout.as_ref().map(|v| v.span())),

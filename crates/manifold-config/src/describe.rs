@@ -1,6 +1,7 @@
 //! A human-readable account of a compiled config: what `manifold check` prints.
 
-use crate::model::{Config, Mode, RouteKind};
+use crate::model::{Config, Mode, RouteKind, Upstream};
+use crate::policy::{Balance, HedgeAfter};
 use std::fmt::Write;
 
 /// Describe each route: its calls, their dependency edges, the levels, and (where calls carry
@@ -16,6 +17,12 @@ pub fn describe(config: &Config) -> String {
         config.server.listen,
         config.server.admin
     );
+    if !config.upstreams.is_empty() {
+        let _ = writeln!(out);
+    }
+    for up in &config.upstreams {
+        describe_upstream(&mut out, up);
+    }
     for route in &config.routes {
         let _ = writeln!(out);
         let deadline = route
@@ -189,4 +196,75 @@ fn cache_flag(c: &crate::model::CachePolicySpec) -> String {
         let _ = write!(s, " + stale {}", humantime::format_duration(c.stale));
     }
     s
+}
+
+/// Two lines per upstream: where calls go and how long they may take, then what is done when
+/// an attempt fails or is slow (so an operator sees the defaults a config left implicit).
+fn describe_upstream(out: &mut String, up: &Upstream) {
+    let d = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    let p = &up.policies;
+    let n = up.endpoints.len();
+    let _ = writeln!(
+        out,
+        "upstream {}: {n} endpoint{}, {}{}, timeout {} (connect {}), resolve every {}",
+        up.name,
+        if n == 1 { "" } else { "s" },
+        match p.balance {
+            Balance::P2c => "p2c",
+            Balance::RoundRobin => "round_robin",
+        },
+        if up.http2 { ", h2c" } else { "" },
+        d(up.timeout),
+        d(up.connect_timeout),
+        d(p.resolve_every)
+    );
+    let r = &p.retry;
+    let retry = if r.attempts <= 1 || r.on.is_empty() {
+        "retry off".to_owned()
+    } else {
+        let on: Vec<String> =
+            r.on.iter()
+                .map(|o| crate::upstream_policy::retry_on_name(*o))
+                .collect();
+        format!(
+            "retry {} attempts on {} (budget {} + {}/s, backoff {})",
+            r.attempts,
+            on.join(", "),
+            percent(r.budget),
+            r.min_per_second,
+            d(r.backoff)
+        )
+    };
+    let hedge = match &p.hedge {
+        None => "hedge off".to_owned(),
+        Some(h) => format!(
+            "hedge after {}, max {} (budget {})",
+            match h.after {
+                HedgeAfter::Percentile(q) => format!("p{q}"),
+                HedgeAfter::Fixed(t) => d(t),
+            },
+            h.max,
+            percent(h.budget)
+        ),
+    };
+    let breaker = match &p.circuit_breaker {
+        None => "breaker off".to_owned(),
+        Some(b) => format!(
+            "breaker at {} failures of ≥ {} in {}, open {} (up to {}), eject ≤ {}",
+            percent(b.failure_rate),
+            b.min_requests,
+            d(b.window),
+            d(b.open_for),
+            d(b.max_open_for),
+            percent(b.max_ejected)
+        ),
+    };
+    let _ = writeln!(out, "  {retry}; {hedge}; {breaker}");
+}
+
+/// `0.2` as `20%`, `0.125` as `12.5%`.
+fn percent(f: f64) -> String {
+    let s = format!("{:.2}", f * 100.0);
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s}%")
 }

@@ -18,6 +18,8 @@ mod proxy;
 mod routing;
 mod secret;
 pub mod template;
+mod upstream;
+mod upstream_policy;
 
 pub use compile::compile;
 pub use describe::describe;

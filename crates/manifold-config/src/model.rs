@@ -160,7 +160,7 @@ pub struct Endpoint {
 pub struct Upstream {
     /// The name calls refer to.
     pub name: String,
-    /// One or more endpoints; requests go round robin across them.
+    /// One or more endpoints; `policies.balance` picks each attempt's.
     pub endpoints: Vec<Endpoint>,
     /// Upper bound on one call to this upstream (the route's deadline can cut it shorter).
     #[serde(serialize_with = "ser_duration")]
@@ -252,8 +252,9 @@ pub struct Call {
     pub body: Option<JsonTemplate>,
     /// On failure, the result is `null` and the response is marked partial instead of failing.
     pub optional: bool,
-    /// `idempotent = true`: the call may be retried and hedged whatever its method (GET, HEAD,
-    /// OPTIONS, PUT and DELETE are idempotent without it).
+    /// Whether the call may be sent more than once (retried past a failed connect, or hedged):
+    /// its `idempotent` when written; otherwise true for GET, HEAD, OPTIONS, PUT and DELETE, a
+    /// call sending `Idempotency-Key`, and an async call (delivered with one on every attempt).
     pub idempotent: bool,
     /// Sync or async.
     pub mode: Mode,

@@ -32,7 +32,8 @@ pub(crate) struct Outcome {
     /// Each call's result (`None` for calls that never ran, `Some(Null)` for failed optional
     /// calls).
     pub(crate) results: Vec<Option<Value>>,
-    /// The names of optional calls that failed.
+    /// The optional calls that failed, as `Manifold-Partial` items (the name, then why:
+    /// [`crate::respond::partial_item`]).
     pub(crate) partial: Vec<String>,
     /// Each cached call's outcome, by call index (`None` for uncached calls and cached calls
     /// that failed or never ran).
@@ -154,7 +155,9 @@ pub(crate) async fn execute(
                 for i in unfinished {
                     tracing::debug!(call = %plan.calls[i].name, "optional call cut off by the deadline");
                     results[i] = Some(Value::Null);
-                    partial.push(plan.calls[i].name.clone());
+                    let mut item = crate::respond::partial_item(&plan.calls[i].name, None);
+                    item.push_str(";kind=deadline");
+                    partial.push(item);
                 }
                 break;
             }
@@ -176,8 +179,8 @@ pub(crate) async fn execute(
                 if errors.is_empty() {
                     errors = vec![None; n];
                 }
+                partial.push(crate::respond::partial_item(&plan.calls[i].name, Some(&e)));
                 errors[i] = Some(e);
-                partial.push(plan.calls[i].name.clone());
             }
             Err(error) => {
                 // A call not sent for want of an input names that input too.
@@ -209,7 +212,7 @@ pub(crate) async fn execute(
                 for (i, e) in failed {
                     tracing::debug!(call = %plan.calls[i].name, error = %e, "optional task not written");
                     results[i] = Some(Value::Null);
-                    partial.push(plan.calls[i].name.clone());
+                    partial.push(crate::respond::partial_item(&plan.calls[i].name, Some(&e)));
                 }
             }
             Err((i, error)) => {
@@ -321,6 +324,8 @@ fn start_call(
         deadline,
         timeout: call.timeout,
         announce: true,
+        idempotent: Some(call.idempotent),
+        connect_only: false,
     };
     if let Some(policy) = env.policies.get(i).and_then(Option::as_ref) {
         return start_cached_call(i, call, upstream, policy, env, scope, budget);
@@ -331,10 +336,9 @@ fn start_call(
     };
     Box::pin(async move {
         let result = match request {
-            Ok(r) => upstream
-                .fetch(r, budget, read)
-                .await
-                .and_then(|a| parse_answer(&upstream.name, a.status, &a.body)),
+            Ok(r) => upstream.fetch(r, budget, read).await.and_then(|a| {
+                parse_answer(&upstream.name, a.status, &a.body).map_err(|e| e.with_trail(a.trail))
+            }),
             Err(e) => Err(e),
         };
         (i, result, None)

@@ -324,10 +324,10 @@ async fn read_limited(mut body: Body, max: u64) -> Result<Bytes, CallError> {
 
 fn held_error(error: CallError) -> HeldResponse {
     let (parts, _) = call_error_response(error.clone()).into_parts();
-    let body = serde_json::to_vec(
-        &serde_json::json!({"error": {"kind": error.kind.as_str(), "message": error.message}}),
-    )
-    .unwrap_or_default();
+    let mut json =
+        serde_json::json!({"error": {"kind": error.kind.as_str(), "message": &error.message}});
+    crate::respond::add_trail(&mut json["error"], &error);
+    let body = serde_json::to_vec(&json).unwrap_or_default();
     HeldResponse::new(parts.status, parts.headers, Bytes::from(body))
 }
 
@@ -529,7 +529,11 @@ fn insert_cache_header(
 fn failure_response(route: &str, calls: Vec<String>, error: CallError) -> Response<Body> {
     let status = error.kind.client_status();
     // Logged once, with the request id, where the answer leaves (`respond::log_answer`).
-    let cause = format!("route `{route}`, calls {calls:?}: {}", error.message);
+    let cause = format!(
+        "route `{route}`, calls {calls:?}: {}{}",
+        error.message,
+        crate::respond::trail_suffix(&error)
+    );
     let mut body = serde_json::json!({
         "error": {
             "kind": error.kind.as_str(),
@@ -542,6 +546,7 @@ fn failure_response(route: &str, calls: Vec<String>, error: CallError) -> Respon
     if let CallErrorKind::Status(s) = error.kind {
         body["error"]["upstream_status"] = s.into();
     }
+    crate::respond::add_trail(&mut body["error"], &error);
     let mut resp = json_response(status, &body);
     crate::respond::ErrorCause::attach(&mut resp, error.kind.as_str(), cause);
     if let CallErrorKind::QueueFull(after) = error.kind {
@@ -554,11 +559,12 @@ fn failure_response(route: &str, calls: Vec<String>, error: CallError) -> Respon
 
 /// Map an error from forwarding into an HTTP answer (used by the proxy).
 pub(crate) fn call_error_response(error: CallError) -> Response<Body> {
-    let mut resp = json_response(
-        error.kind.client_status(),
-        &serde_json::json!({"error": {"kind": error.kind.as_str(), "message": &error.message}}),
-    );
-    crate::respond::ErrorCause::attach(&mut resp, error.kind.as_str(), error.message);
+    let mut body =
+        serde_json::json!({"error": {"kind": error.kind.as_str(), "message": &error.message}});
+    crate::respond::add_trail(&mut body["error"], &error);
+    let mut resp = json_response(error.kind.client_status(), &body);
+    let cause = format!("{}{}", error.message, crate::respond::trail_suffix(&error));
+    crate::respond::ErrorCause::attach(&mut resp, error.kind.as_str(), cause);
     resp
 }
 

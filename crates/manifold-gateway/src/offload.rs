@@ -225,11 +225,15 @@ impl Deliver for UpstreamDeliver {
         };
         let request = build(task).map_err(DeliveryError::permanent)?;
         // No client waits for a delivery: the upstream's timeout alone bounds it, and no
-        // `Manifold-Deadline-Ms` is announced.
+        // `Manifold-Deadline-Ms` is announced. The stack retries a failed connect at once on
+        // another endpoint (nothing was sent), and nothing else: the queue retries every other
+        // failure on its own, durable schedule, and retrying here too would multiply them.
         let budget = Budget {
             deadline: None,
             timeout: None,
             announce: false,
+            idempotent: None,
+            connect_only: true,
         };
         let read = Read::Discard {
             max: MAX_DELIVERY_RESPONSE,

@@ -125,6 +125,8 @@ pub(crate) async fn forward(
         deadline,
         timeout: None,
         announce: deadline.is_some(),
+        idempotent: None,
+        connect_only: false,
     };
     let (body, fault) = Capped::new(body, server.max_body_bytes);
     let request = Request::from_parts(parts, BodyExt::boxed(body));

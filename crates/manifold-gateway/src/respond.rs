@@ -7,6 +7,7 @@
 //! Also here: the `Host` rule of RFC 9112 §3.2 (checked before any route runs) and the counters
 //! of faults that do not fail a request ([`Stats`]).
 
+use crate::error::CallError;
 use crate::upstream::Body;
 use http::header::{HeaderName, HeaderValue, HOST};
 use http::{Request, Response, StatusCode, Version};
@@ -235,9 +236,127 @@ pub(crate) fn log_answer(
     resp.headers_mut().insert(REQUEST_ID, id);
 }
 
+/// Add what the upstream stack did to a JSON error object: the upstream, the endpoint of the
+/// last attempt, the number of attempts, each one's endpoint and end (at most
+/// [`crate::upstream::error`]'s record limit), and why no further attempt was made.
+pub(crate) fn add_trail(obj: &mut serde_json::Value, error: &CallError) {
+    let (Some(t), Some(map)) = (error.trail.as_deref(), obj.as_object_mut()) else {
+        return;
+    };
+    map.insert("upstream".into(), t.upstream.clone().into());
+    map.insert("endpoint".into(), t.endpoint().into());
+    map.insert("attempts".into(), t.attempts.into());
+    let outcomes: Vec<serde_json::Value> = t
+        .records
+        .iter()
+        .map(|r| serde_json::json!({"endpoint": r.endpoint, "ended": r.ended.label()}))
+        .collect();
+    map.insert("outcomes".into(), outcomes.into());
+    if let Some(stop) = t.stopped {
+        map.insert("retry_stopped".into(), stop.as_str().into());
+    }
+}
+
+/// The trail for a log line's cause: ` (upstream `u`, 2 attempts: …)`, or nothing.
+pub(crate) fn trail_suffix(error: &CallError) -> String {
+    error
+        .trail
+        .as_deref()
+        .map(|t| format!(" ({t})"))
+        .unwrap_or_default()
+}
+
+/// One item of `Manifold-Partial`: the call's name, then (as structured-field parameters, so a
+/// reader splitting on `, ` and `;` still finds the names first) why it failed, its upstream,
+/// the endpoint of its last attempt, the number of attempts and how each ended, e.g.
+/// `orders;kind=timeout;upstream="orders";endpoint="10.0.0.7:80";attempts=2;ended="connect
+/// timeout"`. Every part is header-safe (see [`sf_string`]) and bounded (the trail keeps a few
+/// records).
+pub(crate) fn partial_item(call: &str, error: Option<&CallError>) -> String {
+    let mut s = String::with_capacity(call.len() + 16);
+    sf_token(call, &mut s);
+    let Some(e) = error else {
+        return s;
+    };
+    s.push_str(";kind=");
+    s.push_str(e.kind.as_str());
+    if let Some(t) = e.trail.as_deref() {
+        s.push_str(";upstream=");
+        sf_string(&t.upstream, &mut s);
+        if let Some(ep) = t.endpoint() {
+            s.push_str(";endpoint=");
+            sf_string(ep, &mut s);
+        }
+        s.push_str(&format!(";attempts={}", t.attempts));
+        let ended: Vec<_> = t.records.iter().map(|r| r.ended.label()).collect();
+        s.push_str(";ended=");
+        sf_string(&ended.join(" "), &mut s);
+        if let Some(stop) = t.stopped {
+            s.push_str(";stopped=");
+            s.push_str(stop.as_str());
+        }
+    }
+    s
+}
+
+/// A call name as it is (names are identifiers), any byte outside a token's set dropped.
+fn sf_token(v: &str, out: &mut String) {
+    out.extend(v.chars().filter(|c| {
+        c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/' | '*' | '!')
+    }));
+}
+
+/// A structured-field string (RFC 8941 §3.3.3): quoted, `"` and `\` escaped, anything but
+/// printable ASCII dropped.
+fn sf_string(v: &str, out: &mut String) {
+    out.push('"');
+    for c in v.chars().filter(|c| (' '..='~').contains(c)) {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::error::{AttemptRecord, Ended, Stop, Trail};
+
+    #[test]
+    fn partial_items_name_the_call_then_the_attempts_header_safely() {
+        assert_eq!(partial_item("recs", None), "recs");
+        let mut trail = Trail {
+            upstream: "orders".into(),
+            ..Trail::default()
+        };
+        trail.push(AttemptRecord {
+            endpoint: Some("10.0.0.7:80".into()),
+            ended: Ended::Failed(crate::error::CallErrorKind::Connect),
+        });
+        trail.push(AttemptRecord {
+            endpoint: Some("h\"x\u{7}:1".into()),
+            ended: Ended::Answered(503),
+        });
+        trail.stopped = Some(Stop::BudgetExhausted);
+        let e = CallError::new(crate::error::CallErrorKind::Status(503), "x")
+            .with_trail(Some(Box::new(trail)));
+        let item = partial_item("orders", Some(&e));
+        assert_eq!(
+            item,
+            "orders;kind=upstream_status;upstream=\"orders\";endpoint=\"h\\\"x:1\";attempts=2;\
+             ended=\"connect 503\";stopped=budget_exhausted"
+        );
+        assert!(HeaderValue::from_str(&item).is_ok());
+        let mut body = serde_json::json!({"kind": "upstream_status"});
+        add_trail(&mut body, &e);
+        assert_eq!(body["attempts"], 2);
+        assert_eq!(body["endpoint"], "h\"x\u{7}:1");
+        assert_eq!(body["outcomes"][0]["ended"], "connect");
+        assert_eq!(body["outcomes"][1]["ended"], "503");
+        assert_eq!(body["retry_stopped"], "budget_exhausted");
+    }
 
     fn req(version: Version, hosts: &[&str]) -> Request<()> {
         let mut b = Request::get("/").version(version);

@@ -254,7 +254,14 @@ async fn optional_failure_answers_partially() {
         json(&body),
         json!({"user_data": {"name": "ann"}, "orders_data": null})
     );
-    assert_eq!(headers["manifold-partial"], "orders");
+    assert_eq!(partial_names(&headers), "orders");
+    // Why, where and how many times (issue 13, item 7).
+    let partial = headers["manifold-partial"].to_str().expect("ASCII");
+    let detail = format!(
+        "orders;kind=upstream_status;upstream=\"orders\";endpoint=\"{}\";attempts=1;ended=\"500\"",
+        orders.addr.expect("listening")
+    );
+    assert_eq!(partial, detail);
     assert_eq!(users.find("/users/7").path_and_query, "/users/7?view=full");
 }
 
@@ -275,6 +282,14 @@ async fn required_failures_name_the_call() {
     assert_eq!(b["error"]["call"], "orders");
     assert_eq!(b["error"]["kind"], "upstream_status");
     assert_eq!(b["error"]["upstream_status"], 503);
+    // The default policy retries connects only: one attempt, named.
+    assert_eq!(b["error"]["upstream"], "orders");
+    assert_eq!(b["error"]["attempts"], 1);
+    assert_eq!(
+        b["error"]["endpoint"],
+        orders.addr.expect("listening").to_string()
+    );
+    assert_eq!(b["error"]["outcomes"][0]["ended"], "503");
 
     // A body that is not JSON → 502.
     let orders = Upstream::start(vec![("GET", "/users", Reply::raw(5, 200, "<html>"))]).await;
@@ -296,7 +311,13 @@ async fn required_failures_name_the_call() {
     .await;
     let (status, _, body) = send("GET", &gw.url("/r"), None).await;
     assert_eq!(status, 502);
-    assert_eq!(json(&body)["error"]["kind"], "connect");
+    let b = json(&body);
+    assert_eq!(b["error"]["kind"], "connect");
+    // Retried on connect (nothing was sent) until the attempts ran out, each one told.
+    assert_eq!(b["error"]["attempts"], 3);
+    assert_eq!(b["error"]["endpoint"], dead.to_string());
+    assert_eq!(b["error"]["retry_stopped"], "attempts");
+    assert_eq!(b["error"]["outcomes"][2]["ended"], "connect");
 }
 
 #[tokio::test]

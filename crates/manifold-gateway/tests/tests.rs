@@ -13,3 +13,4 @@ mod proxy;
 mod publish;
 mod shed;
 mod support;
+mod upstream_policies;

@@ -6,6 +6,7 @@
 //! the same [`CallErrorKind`] rather than re-deriving it from hyper's errors.
 
 use http::StatusCode;
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -37,6 +38,9 @@ pub enum CallErrorKind {
     /// request would have failed already), so it has no input to render. 502: the cause is
     /// upstream.
     InputUnavailable,
+    /// Every endpoint of the upstream is ejected by its circuit breaker: the call fails at once
+    /// rather than wait on a dead dependency (503: try again once one half-opens).
+    BreakerOpen,
 }
 
 /// Whose fault a failure is: what the log level, the metrics and the breaker go by (only an
@@ -66,6 +70,7 @@ impl CallErrorKind {
             CallErrorKind::QueueFull(_) => "queue_full",
             CallErrorKind::Queue => "queue",
             CallErrorKind::InputUnavailable => "input_unavailable",
+            CallErrorKind::BreakerOpen => "breaker_open",
         }
     }
 
@@ -74,7 +79,9 @@ impl CallErrorKind {
         match self {
             CallErrorKind::Timeout | CallErrorKind::Deadline => StatusCode::GATEWAY_TIMEOUT,
             CallErrorKind::Input => StatusCode::BAD_REQUEST,
-            CallErrorKind::QueueFull(_) | CallErrorKind::Queue => StatusCode::SERVICE_UNAVAILABLE,
+            CallErrorKind::QueueFull(_) | CallErrorKind::Queue | CallErrorKind::BreakerOpen => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -106,6 +113,9 @@ pub struct CallError {
     pub kind: CallErrorKind,
     /// Human-readable detail.
     pub message: String,
+    /// The attempts the upstream stack made, when the call got that far (boxed: most errors
+    /// never carry one, and a `CallError` travels in every call's result type).
+    pub trail: Option<Box<Trail>>,
 }
 
 impl CallError {
@@ -113,13 +123,150 @@ impl CallError {
         CallError {
             kind,
             message: message.into(),
+            trail: None,
         }
+    }
+
+    /// This error with the stack's record of the attempts that led to it.
+    pub(crate) fn with_trail(mut self, trail: Option<Box<Trail>>) -> Self {
+        if trail.is_some() {
+            self.trail = trail;
+        }
+        self
     }
 }
 
 impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind.as_str(), self.message)
+        write!(f, "{}: {}", self.kind.as_str(), self.message)?;
+        match &self.trail {
+            Some(t) => write!(f, " ({t})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Records kept per call: enough to explain any sane `attempts`, bounded whatever it is.
+pub(crate) const MAX_RECORDS: usize = 8;
+
+/// What the upstream stack did for one call: the upstream, each attempt's endpoint and how it
+/// ended, and why no further attempt was made. It is what the error body, the
+/// `Manifold-Partial` header and the log line of a failed call show.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Trail {
+    /// The `[upstreams.NAME]`.
+    pub upstream: String,
+    /// Attempts made, hedges included (may exceed `records.len()`).
+    pub attempts: u32,
+    /// The first attempts, at most [`MAX_RECORDS`] (the last one replaces the eighth).
+    pub records: Vec<AttemptRecord>,
+    /// Why the stack stopped although the last outcome was one its policy retries.
+    pub stopped: Option<Stop>,
+}
+
+impl Trail {
+    /// Count one more attempt and keep its record, within [`MAX_RECORDS`] (beyond, the last
+    /// record replaces the previous last: the first and the latest attempts are what explain).
+    pub(crate) fn push(&mut self, record: AttemptRecord) {
+        self.attempts = self.attempts.saturating_add(1);
+        if self.records.len() < MAX_RECORDS {
+            self.records.push(record);
+        } else if let Some(last) = self.records.last_mut() {
+            *last = record;
+        }
+    }
+
+    /// The endpoint of the last attempt that reached one.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.records
+            .iter()
+            .rev()
+            .find_map(|r| r.endpoint.as_deref())
+    }
+}
+
+impl fmt::Display for Trail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plural = if self.attempts == 1 { "" } else { "s" };
+        write!(
+            f,
+            "upstream `{}`, {} attempt{plural}:",
+            self.upstream, self.attempts
+        )?;
+        for (n, r) in self.records.iter().enumerate() {
+            let sep = if n == 0 { " " } else { ", " };
+            write!(
+                f,
+                "{sep}{} {}",
+                r.endpoint.as_deref().unwrap_or("-"),
+                r.ended.label()
+            )?;
+        }
+        if let Some(stop) = self.stopped {
+            write!(f, "; not retried: {}", stop.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+/// One attempt: where it went and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// The endpoint's `host:port`; `None` when no endpoint was picked (e.g. all ejected).
+    pub endpoint: Option<String>,
+    /// How it ended.
+    pub ended: Ended,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// A failure of this kind (`connect`, `timeout`, `breaker_open`, …).
+    Failed(CallErrorKind),
+    /// An answer with this status.
+    Answered(u16),
+}
+
+impl Ended {
+    /// `connect`, `timeout`, `503`, …: what the error body and headers show.
+    pub fn label(&self) -> Cow<'static, str> {
+        match self {
+            Ended::Failed(CallErrorKind::Status(s)) | Ended::Answered(s) => {
+                Cow::Owned(s.to_string())
+            }
+            Ended::Failed(k) => Cow::Borrowed(k.as_str()),
+        }
+    }
+}
+
+/// Why the stack made no further attempt after an outcome its policy retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The retry budget of the upstream is spent: the first error is the answer.
+    BudgetExhausted,
+    /// `retry.attempts` were made.
+    Attempts,
+    /// The backoff (or `Retry-After`) would have run past the request's deadline.
+    Deadline,
+    /// A non-idempotent call is retried only when nothing was sent (`connect`).
+    NotIdempotent,
+    /// The streamed request body was already (partly) sent.
+    BodySent,
+    /// The upstream's `Retry-After` is longer than the call's timeout.
+    RetryAfter,
+}
+
+impl Stop {
+    /// A short stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stop::BudgetExhausted => "budget_exhausted",
+            Stop::Attempts => "attempts",
+            Stop::Deadline => "deadline",
+            Stop::NotIdempotent => "not_idempotent",
+            Stop::BodySent => "body_sent",
+            Stop::RetryAfter => "retry_after",
+        }
     }
 }
 
@@ -187,10 +334,47 @@ mod tests {
             (CallErrorKind::TooLarge, Fault::Upstream, false),
             (CallErrorKind::Input, Fault::Client, false),
             (CallErrorKind::Queue, Fault::Gateway, false),
+            (CallErrorKind::BreakerOpen, Fault::Upstream, false),
         ];
         for (kind, fault, retry) in cases {
             assert_eq!(kind.fault(), fault, "{kind:?}");
             assert_eq!(kind.is_retryable(), retry, "{kind:?}");
         }
+        assert_eq!(
+            CallErrorKind::BreakerOpen.client_status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[test]
+    fn a_trail_keeps_the_first_and_the_last_attempts_and_says_why_it_stopped() {
+        let mut t = Trail {
+            upstream: "u".into(),
+            ..Trail::default()
+        };
+        for n in 0..20u16 {
+            t.push(AttemptRecord {
+                endpoint: Some(format!("h:{n}")),
+                ended: Ended::Answered(500 + n),
+            });
+        }
+        t.stopped = Some(Stop::BudgetExhausted);
+        assert_eq!(t.attempts, 20);
+        assert_eq!(t.records.len(), MAX_RECORDS);
+        assert_eq!(t.endpoint(), Some("h:19"));
+        let shown = t.to_string();
+        assert!(
+            shown.starts_with("upstream `u`, 20 attempts: h:0 500, "),
+            "{shown}"
+        );
+        assert!(
+            shown.ends_with("h:19 519; not retried: budget_exhausted"),
+            "{shown}"
+        );
+        let e = CallError::new(CallErrorKind::Connect, "no").with_trail(Some(Box::new(t)));
+        assert!(
+            e.to_string().starts_with("connect: no (upstream `u`"),
+            "{e}"
+        );
     }
 }

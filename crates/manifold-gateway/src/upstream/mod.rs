@@ -2,35 +2,54 @@
 //!
 //! Callers — composed calls (and their cache fills), proxy routes, the offload dispatcher — hand
 //! the stack an origin-form request (method, path and query, headers, body) and their budget
-//! ([`Budget`]: the request's deadline, if any, and the call's own timeout). The stack picks the
-//! endpoint ([`balance`]), builds the absolute URI, bounds the attempt by the smaller of the
-//! timeout and the time left (telling the upstream that budget in `Manifold-Deadline-Ms` where
-//! the caller does), sends through the pooled client ([`client`]), and returns a classified
-//! result ([`error`]). Nothing else builds upstream URIs or maps transport errors, so the
-//! policies still to come (breaker, retry budget, hedging, p2c) attach here, once.
+//! ([`Budget`]: the request's deadline, if any, and the call's own timeout). Nothing else builds
+//! upstream URIs or maps transport errors, so every policy attaches here, once, as a tower
+//! service over the next:
+//!
+//! - [`retry`]: tries an outcome named in `retry.on` again, under the upstream's retry budget,
+//!   after a jittered backoff, never past the deadline, and only when the request may be sent
+//!   twice (idempotent, or nothing was sent);
+//! - [`hedge`]: with `hedge` set, sends a second attempt of an idempotent call that has not
+//!   answered by the upstream's live latency percentile, keeping the first good answer;
+//! - [`attempt`]: one attempt — the endpoint's lease ([`endpoints`]: balancing and breaking),
+//!   the bound (the smaller of the timeout and the time left, told to the upstream in
+//!   `Manifold-Deadline-Ms` where the caller does), the pooled client ([`client`]), and the
+//!   classification ([`error`]).
+//!
+//! A failed call's error carries its [`error::Trail`]: the upstream, each attempt's endpoint
+//! and how it ended, and why no further attempt was made.
 //!
 //! Two entry points, by body: [`Upstream::fetch`] for the replayable `Bytes` bodies of composed
 //! and offloaded calls, reading the whole answer inside the attempt's bound; [`Upstream::send`]
 //! for the proxy's streamed body, answering with the response head (the proxy watches the
 //! streamed answer itself).
 
+mod attempt;
 mod balance;
+mod breaker;
 mod client;
 mod endpoints;
 pub(crate) mod error;
+mod hedge;
+mod resolve;
+mod retry;
 
 pub use client::Body;
 pub(crate) use error::error_chain;
 
-use crate::error::{CallError, CallErrorKind};
+use crate::error::CallError;
+use attempt::{is_idempotent, Attempts, FetchReq, SendReq};
 use bytes::Bytes;
-use endpoints::{Endpoints, Lease, Outcome};
-use http::header::{HeaderName, HeaderValue};
+use hedge::{Hedge, HedgeLayer};
 use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body::Body as _;
 use hyper::body::Incoming;
+use retry::replay::ReplayBody;
+use retry::{Retry, RetryLayer, Retrying};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use tower::{Layer, ServiceExt};
 
 /// The header carrying the remaining end-to-end budget, in milliseconds, to each upstream.
 pub const DEADLINE_HEADER: &str = "manifold-deadline-ms";
@@ -47,6 +66,13 @@ pub(crate) struct Budget {
     /// are; a proxied request only when its route has a deadline; a queued delivery never (it
     /// has no client waiting).
     pub(crate) announce: bool,
+    /// Whether the call may be sent more than once (retried past a failed connect, hedged), as
+    /// its config decided (`Call::idempotent`: written, or from its method and headers);
+    /// `None` for a request without a call (proxied): decided from its method and headers.
+    pub(crate) idempotent: Option<bool>,
+    /// Retried only when nothing was sent (`connect`), whatever the method and the policy: a
+    /// queued delivery, which the queue retries on its own schedule.
+    pub(crate) connect_only: bool,
 }
 
 /// One attempt's bound: until when, how long that is from its start, and which limit it is.
@@ -91,26 +117,36 @@ pub(crate) struct Answer {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
+    /// The attempts behind an answer that was not a plain first-time success (a caller that
+    /// makes it an error shows them).
+    pub(crate) trail: Option<Box<error::Trail>>,
 }
 
-/// The stack of one `[upstreams.NAME]`: its endpoints, balancer and pooled client.
+/// The stack of one `[upstreams.NAME]`: retry ─► hedge ─► attempt (lease, bound, pooled
+/// client). Built once; each call clones the services (a few `Arc`s).
 #[derive(Debug)]
 pub(crate) struct Upstream {
     pub(crate) name: String,
     /// Per attempt, never past the request's deadline; also the proxy's idle bound on a
     /// streamed answer.
     pub(crate) timeout: Duration,
-    endpoints: Endpoints,
-    pool: client::Pool,
+    fetch: Retry<Hedge<Attempts>>,
+    /// A streamed proxy request is never hedged: its body can go to one upstream only (and a
+    /// bodiless one is not worth a second code path here).
+    send: Retry<Attempts>,
 }
 
 impl Upstream {
     pub(crate) fn new(up: &manifold_config::Upstream) -> Self {
+        let attempts = Attempts::new(up);
+        let retrying = Arc::new(Retrying::new(&up.name, up.timeout, &up.policies.retry));
+        let retry = RetryLayer::new(retrying);
+        let hedge = HedgeLayer::new(up.policies.hedge.as_ref());
         Upstream {
             name: up.name.clone(),
             timeout: up.timeout,
-            endpoints: Endpoints::new(up),
-            pool: client::Pool::new(up),
+            fetch: retry.layer(hedge.layer(attempts.clone())),
+            send: retry.layer(attempts),
         }
     }
 
@@ -119,119 +155,52 @@ impl Upstream {
         Bound::new(now, budget.timeout.unwrap_or(self.timeout), budget.deadline)
     }
 
-    /// Send a streamed request; the bound covers the response head only (the caller streams
-    /// the answer, bounding it as it sees fit).
+    /// Send a streamed request; each attempt's bound covers the response head only (the
+    /// caller streams the answer, bounding it as it sees fit). A request with a body is retried
+    /// only when its body was never read (a failed connect); a bodiless one as any other.
+    /// The endpoint set (tests look at what the resolver made of it).
+    #[cfg(test)]
+    fn endpoints(&self) -> &endpoints::Endpoints {
+        self.send.inner().endpoints()
+    }
+
     pub(crate) async fn send(
         &self,
         req: Request<Body>,
         budget: Budget,
     ) -> Result<Response<Incoming>, CallError> {
-        let lease = self.endpoints.pick(None)?;
-        let bound = self.bound(lease.started(), &budget);
-        let req = self.prepare(req, &lease, &bound, budget.announce)?;
-        let result = match tokio::time::timeout_at(bound.until, self.pool.request(req)).await {
-            Ok(r) => r.map_err(|e| error::transport(&self.name, &e)),
-            Err(_) => Err(error::no_answer(
-                &self.name,
-                bound.by_deadline,
-                bound.within,
-            )),
+        let (parts, body) = req.into_parts();
+        let idempotent = is_idempotent(&parts.method, &parts.headers, &budget);
+        let body = (!body.is_end_stream()).then(|| ReplayBody::new(body));
+        let req = SendReq {
+            head: Arc::new(parts),
+            body,
+            budget,
+            idempotent,
         };
-        match &result {
-            Ok(response) => lease.finish(Outcome::Answered(response.status())),
-            Err(e) => lease.finish(Outcome::Failed(&e.kind)),
-        }
-        result
+        self.send.clone().oneshot(req).await
     }
 
-    /// Send a request with a replayable body and read the answer as `read` says, all inside
-    /// the attempt's bound.
+    /// Send a request with a replayable body and read the answer as `read` says, each
+    /// attempt inside its bound.
     pub(crate) async fn fetch(
         &self,
         req: Request<Bytes>,
         budget: Budget,
         read: Read,
     ) -> Result<Answer, CallError> {
-        let lease = self.endpoints.pick(None)?;
-        let bound = self.bound(lease.started(), &budget);
-        let req = self.prepare(req, &lease, &bound, budget.announce)?;
-        let req = req.map(|b| Full::new(b).map_err(|never| match never {}).boxed());
-        let attempt = async {
-            let response = self
-                .pool
-                .request(req)
-                .await
-                .map_err(|e| error::transport(&self.name, &e))?;
-            let (parts, body) = response.into_parts();
-            let body = match read {
-                Read::All { max } => self.read_all(body, max).await?,
-                Read::Discard { max } => {
-                    let _ = Limited::new(body, max).collect().await;
-                    Bytes::new()
-                }
-            };
-            Ok::<_, CallError>(Answer {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
+        let idempotent = is_idempotent(req.method(), req.headers(), &budget);
+        let req = FetchReq {
+            req: Arc::new(req),
+            budget,
+            read,
+            idempotent,
         };
-        let result = match tokio::time::timeout_at(bound.until, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(error::no_answer(
-                &self.name,
-                bound.by_deadline,
-                bound.within,
-            )),
-        };
-        match &result {
-            Ok(answer) => lease.finish(Outcome::Answered(answer.status)),
-            Err(e) => lease.finish(Outcome::Failed(&e.kind)),
-        }
-        result
-    }
-
-    async fn read_all(&self, body: Incoming, max: u64) -> Result<Bytes, CallError> {
-        let limit = usize::try_from(max).unwrap_or(usize::MAX);
-        match Limited::new(body, limit).collect().await {
-            Ok(c) => Ok(c.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(CallError::new(
-                CallErrorKind::TooLarge,
-                format!("upstream `{}` answered more than {max} bytes", self.name),
-            )),
-            Err(e) => Err(CallError::new(
-                CallErrorKind::Io,
-                format!(
-                    "reading the body from upstream `{}`: {}",
-                    self.name,
-                    error_chain(&*e)
-                ),
-            )),
-        }
-    }
-
-    /// Make the URI absolute against the leased endpoint, and announce the budget.
-    fn prepare<B>(
-        &self,
-        req: Request<B>,
-        lease: &Lease,
-        bound: &Bound,
-        announce: bool,
-    ) -> Result<Request<B>, CallError> {
-        let (mut parts, body) = req.into_parts();
-        parts.uri = lease
-            .target()
-            .absolute(std::mem::take(&mut parts.uri), &self.name)?;
-        if announce {
-            let ms = u64::try_from(bound.within.as_millis()).unwrap_or(u64::MAX);
-            parts.headers.insert(
-                HeaderName::from_static(DEADLINE_HEADER),
-                HeaderValue::from(ms),
-            );
-        }
-        Ok(Request::from_parts(parts, body))
+        self.fetch.clone().oneshot(req).await
     }
 }
 
+#[cfg(test)]
+mod fake;
 #[cfg(test)]
 mod tests;

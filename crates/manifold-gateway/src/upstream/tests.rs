@@ -2,22 +2,37 @@
 //! `TcpListener`s that record each request head and answer (or do not) as a test needs.
 
 use super::*;
-use crate::error::Fault;
+use crate::error::{CallErrorKind, Fault};
+use http_body_util::BodyExt;
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-/// The stack of upstream `u` with these endpoints and `timeout`.
+mod policies;
+
+/// The stack of upstream `u` with these endpoints and `timeout`, balanced round robin (so that
+/// which endpoint a request reaches is known).
 fn stack(endpoints: &[String], timeout: &str) -> Upstream {
+    stack_with(endpoints, timeout, |_| {})
+}
+
+/// The same, with its policies set by `policies` (as the config's `retry`, `hedge` keys would).
+fn stack_with(
+    endpoints: &[String],
+    timeout: &str,
+    policies: impl FnOnce(&mut manifold_config::policy::UpstreamPolicies),
+) -> Upstream {
     let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
     let src = format!(
         "[upstreams.u]\nendpoints = [{}]\ntimeout = \"{timeout}\"\n\
          [routes.p]\npath = \"/p\"\nproxy = \"u\"\n",
         list.join(", ")
     );
-    let config = manifold_config::compile(std::path::Path::new("test.toml"), &src)
+    let mut config = manifold_config::compile(std::path::Path::new("test.toml"), &src)
         .expect("the test config compiles");
+    config.upstreams[0].policies.balance = manifold_config::policy::Balance::RoundRobin;
+    policies(&mut config.upstreams[0].policies);
     Upstream::new(&config.upstreams[0])
 }
 
@@ -68,6 +83,8 @@ fn budget(deadline: Option<Instant>) -> Budget {
         deadline,
         timeout: None,
         announce: true,
+        idempotent: None,
+        connect_only: false,
     }
 }
 

@@ -287,6 +287,15 @@ pub async fn send(
     (status, headers, body)
 }
 
+/// The call names of `Manifold-Partial` (each item's parameters, after `;`, dropped).
+pub fn partial_names(headers: &http::HeaderMap) -> String {
+    let v = headers["manifold-partial"].to_str().expect("ASCII");
+    v.split(", ")
+        .map(|item| item.split(';').next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub fn json(b: &Bytes) -> serde_json::Value {
     serde_json::from_slice(b)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(b)))

@@ -1,9 +1,11 @@
-//! `manifold check`: validate a config and show each route's DAG.
+//! `manifold check`: validate a config and show each upstream's policies and each route's DAG.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Validate a config file; print each route's calls, dependency edges, levels and critical path.
+/// Validate a config file; print each upstream's policies (balancing, retries, hedging, circuit
+/// breaking, defaults included) and each route's calls, dependency edges, levels and critical path.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:\n  manifold check -c examples/shop.toml\n\n\
 Every problem is reported with file:line:column; the exit code is 1 when there is any.\n\
@@ -25,13 +27,20 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             for w in &config.warnings {
                 eprintln!("{w}");
             }
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&config)?);
+            let out = if args.json {
+                format!("{}\n", serde_json::to_string_pretty(&config)?)
             } else {
-                print!("{}", manifold_config::describe(&config));
-                println!("\nok: {} is valid", args.config.display());
+                format!(
+                    "{}\nok: {} is valid\n",
+                    manifold_config::describe(&config),
+                    args.config.display()
+                )
+            };
+            // `manifold check | head` closes the pipe early: that is not an error of the check.
+            match std::io::stdout().lock().write_all(out.as_bytes()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(ExitCode::SUCCESS),
             }
-            Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {
             eprintln!("{errors}");

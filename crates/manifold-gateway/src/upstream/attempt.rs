@@ -1,0 +1,434 @@
+//! The innermost service of the stack: one attempt. It takes a lease on an endpoint (the
+//! balancer's pick, avoiding the previous attempt's where there is a choice), bounds the attempt
+//! by the smaller of the timeout and what is left of the deadline (announced in
+//! `Manifold-Deadline-Ms`), sends once through the pooled client, hands the lease back with the
+//! outcome, and classifies the result. The retry and hedge services above it only decide
+//! whether, when and where to call it again.
+//!
+//! Its error type is `Infallible`: a failed attempt is an answer too ([`Tried`]), carrying what
+//! the layers above need (the endpoint, how long it took).
+
+use super::endpoints::{EndpointId, Endpoints, Outcome};
+use super::error::{self, AttemptRecord, Ended};
+use super::retry::replay::ReplayBody;
+use super::{client, Answer, Body, Bound, Budget, Read, DEADLINE_HEADER};
+use crate::error::{CallError, CallErrorKind};
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// A boxed, sendable future: one per attempt.
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What one attempt is asked to do.
+#[derive(Debug)]
+pub(crate) struct Attempt<R> {
+    pub(crate) req: R,
+    /// The endpoint to avoid (the previous attempt's), where there is a choice.
+    pub(crate) avoid: Option<EndpointId>,
+    /// Where the attempt writes the endpoint it picked, for a hedge that must avoid it while
+    /// this attempt is still running.
+    pub(crate) picked: Option<Arc<AtomicU64>>,
+}
+
+impl<R> Attempt<R> {
+    #[cfg(test)]
+    pub(crate) fn new(req: R) -> Self {
+        Attempt {
+            req,
+            avoid: None,
+            picked: None,
+        }
+    }
+}
+
+/// "No endpoint picked yet" in [`Attempt::picked`].
+pub(crate) const NONE_PICKED: u64 = u64::MAX;
+
+/// How one attempt ended.
+#[derive(Debug)]
+pub(crate) struct Tried<T> {
+    pub(crate) result: Result<T, CallError>,
+    /// The endpoint it went to, if one was picked.
+    pub(crate) endpoint: Option<EndpointId>,
+    /// That endpoint's `host:port`, kept only when the attempt did not succeed (it is for
+    /// errors: a success need not pay for the copy).
+    pub(crate) shown: Option<String>,
+    /// From the pick to the end.
+    pub(crate) took: Duration,
+    /// Attempts that ended before this one inside the same service (a hedge's failed
+    /// attempts), oldest first.
+    pub(crate) earlier: Vec<AttemptRecord>,
+}
+
+impl<T: Answered> Tried<T> {
+    /// A failure before any endpoint was picked.
+    pub(crate) fn unsent(e: CallError) -> Self {
+        Tried {
+            result: Err(e),
+            endpoint: None,
+            shown: None,
+            took: Duration::ZERO,
+            earlier: Vec::new(),
+        }
+    }
+
+    /// Whether this ended with an answer below 500: nothing to try again, and what a hedge
+    /// waits for.
+    pub(crate) fn is_good(&self) -> bool {
+        matches!(&self.result, Ok(a) if !a.status().is_server_error())
+    }
+
+    /// Its record in a call's trail.
+    pub(crate) fn record(&self) -> AttemptRecord {
+        AttemptRecord {
+            endpoint: self.shown.clone(),
+            ended: match &self.result {
+                Ok(a) => Ended::Answered(a.status().as_u16()),
+                Err(e) => Ended::Failed(e.kind.clone()),
+            },
+        }
+    }
+}
+
+/// An upstream's answer as the policies see it.
+pub(crate) trait Answered: Send + 'static {
+    fn status(&self) -> StatusCode;
+    fn headers(&self) -> &HeaderMap;
+    /// Keep the call's trail with an answer that is not a success (a caller may make it an
+    /// error, which then tells the attempts).
+    fn attach(&mut self, trail: Box<error::Trail>);
+}
+
+impl Answered for Answer {
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+    fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+    fn attach(&mut self, trail: Box<error::Trail>) {
+        self.trail = Some(trail);
+    }
+}
+
+impl Answered for Response<Incoming> {
+    fn status(&self) -> StatusCode {
+        Response::status(self)
+    }
+    fn headers(&self) -> &HeaderMap {
+        Response::headers(self)
+    }
+    fn attach(&mut self, trail: Box<error::Trail>) {
+        self.extensions_mut().insert(trail);
+    }
+}
+
+/// A request the policies may send more than once.
+pub(crate) trait Replay: Clone + Send + 'static {
+    /// The caller's budget (deadline, timeout).
+    fn budget(&self) -> &Budget;
+    /// Whether outcomes other than a failed connect may be retried or hedged: the method is
+    /// idempotent (GET, HEAD, OPTIONS, PUT, DELETE), the call is marked `idempotent = true`,
+    /// or the request carries an `Idempotency-Key`.
+    fn idempotent(&self) -> bool;
+    /// Whether it can be sent again now (a streamed body that was read cannot).
+    fn can_resend(&self) -> bool {
+        true
+    }
+}
+
+/// Whether a request may be sent twice with the effect of once (RFC 9110 §9.2.2, or an
+/// `Idempotency-Key`), unless its call's config decided, or its caller allows connects only.
+pub(crate) fn is_idempotent(method: &http::Method, headers: &HeaderMap, budget: &Budget) -> bool {
+    use http::Method;
+    if budget.connect_only {
+        return false;
+    }
+    if let Some(decided) = budget.idempotent {
+        return decided;
+    }
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    ) || headers.contains_key("idempotency-key")
+}
+
+/// A composed, offloaded or cache-filling call: a `Bytes` body, replayable at will.
+#[derive(Debug, Clone)]
+pub(crate) struct FetchReq {
+    pub(crate) req: Arc<Request<Bytes>>,
+    pub(crate) budget: Budget,
+    pub(crate) read: Read,
+    pub(crate) idempotent: bool,
+}
+
+impl Replay for FetchReq {
+    fn budget(&self) -> &Budget {
+        &self.budget
+    }
+    fn idempotent(&self) -> bool {
+        self.idempotent
+    }
+}
+
+/// A proxied request: its head, and its streamed body (none for a bodiless request, which is
+/// replayable like a `Bytes` one).
+#[derive(Debug, Clone)]
+pub(crate) struct SendReq {
+    pub(crate) head: Arc<http::request::Parts>,
+    pub(crate) body: Option<ReplayBody>,
+    pub(crate) budget: Budget,
+    pub(crate) idempotent: bool,
+}
+
+impl Replay for SendReq {
+    fn budget(&self) -> &Budget {
+        &self.budget
+    }
+    /// A streamed body is retried only when nothing was sent (`connect`).
+    fn idempotent(&self) -> bool {
+        self.idempotent && self.body.is_none()
+    }
+    fn can_resend(&self) -> bool {
+        self.body.as_ref().is_none_or(ReplayBody::is_available)
+    }
+}
+
+/// The attempt service of one upstream: cheap to clone (one `Arc`).
+#[derive(Debug, Clone)]
+pub(crate) struct Attempts {
+    core: Arc<Core>,
+}
+
+#[derive(Debug)]
+struct Core {
+    name: String,
+    timeout: Duration,
+    endpoints: Endpoints,
+    pool: client::Pool,
+}
+
+impl Attempts {
+    /// The endpoint set (tests look at what the resolver made of it).
+    #[cfg(test)]
+    pub(super) fn endpoints(&self) -> &Endpoints {
+        &self.core.endpoints
+    }
+
+    pub(crate) fn new(up: &manifold_config::Upstream) -> Self {
+        Attempts {
+            core: Arc::new(Core {
+                name: up.name.clone(),
+                timeout: up.timeout,
+                endpoints: Endpoints::new(up),
+                pool: client::Pool::new(up),
+            }),
+        }
+    }
+}
+
+impl Core {
+    fn bound(&self, now: Instant, budget: &Budget) -> Bound {
+        Bound::new(now, budget.timeout.unwrap_or(self.timeout), budget.deadline)
+    }
+
+    /// The origin-form request made absolute against the endpoint, with the budget announced.
+    fn prepare<B>(
+        &self,
+        req: Request<B>,
+        target: &super::endpoints::Target,
+        bound: &Bound,
+        announce: bool,
+    ) -> Result<Request<B>, CallError> {
+        let (mut parts, body) = req.into_parts();
+        parts.uri = target.absolute(std::mem::take(&mut parts.uri), &self.name)?;
+        target.host(&mut parts.headers);
+        if announce {
+            let ms = u64::try_from(bound.within.as_millis()).unwrap_or(u64::MAX);
+            parts.headers.insert(
+                HeaderName::from_static(DEADLINE_HEADER),
+                HeaderValue::from(ms),
+            );
+        }
+        Ok(Request::from_parts(parts, body))
+    }
+
+    async fn read_all(&self, body: Incoming, max: u64) -> Result<Bytes, CallError> {
+        let limit = usize::try_from(max).unwrap_or(usize::MAX);
+        match Limited::new(body, limit).collect().await {
+            Ok(c) => Ok(c.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(CallError::new(
+                CallErrorKind::TooLarge,
+                format!("upstream `{}` answered more than {max} bytes", self.name),
+            )),
+            Err(e) => Err(CallError::new(
+                CallErrorKind::Io,
+                format!(
+                    "reading the body from upstream `{}`: {}",
+                    self.name,
+                    error::error_chain(&*e)
+                ),
+            )),
+        }
+    }
+
+    /// Pick an endpoint, send within the bound, finish the lease, record: the shape every
+    /// attempt shares. `send` gets the prepared (absolute, announced) request and returns the
+    /// answer; `req` is an error when the request could not even be built.
+    fn run<B, T, F, Fut>(
+        self: Arc<Self>,
+        attempt: Attempt<()>,
+        budget: Budget,
+        req: Result<Request<B>, CallError>,
+        send: F,
+    ) -> BoxFuture<Result<Tried<T>, Infallible>>
+    where
+        B: Send + 'static,
+        T: Answered,
+        F: FnOnce(Arc<Core>, Request<B>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, CallError>> + Send + 'static,
+    {
+        let lease = match self.endpoints.pick(attempt.avoid) {
+            Ok(l) => l,
+            Err(e) => return Box::pin(std::future::ready(Ok(Tried::unsent(e)))),
+        };
+        if let Some(cell) = &attempt.picked {
+            cell.store(lease.id().to_raw(), Ordering::Relaxed);
+        }
+        Box::pin(async move {
+            let started = lease.started();
+            let bound = self.bound(started, &budget);
+            let result =
+                match req.and_then(|r| self.prepare(r, lease.target(), &bound, budget.announce)) {
+                    Ok(req) => {
+                        let core = Arc::clone(&self);
+                        match tokio::time::timeout_at(bound.until, send(core, req)).await {
+                            Ok(r) => r,
+                            Err(_) => Err(error::no_answer(
+                                &self.name,
+                                bound.by_deadline,
+                                bound.within,
+                            )),
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+            let id = lease.id();
+            let shown = match &result {
+                Ok(a) if a.status().is_success() => None,
+                _ => Some(lease.endpoint().to_owned()),
+            };
+            match &result {
+                Ok(a) => lease.finish(Outcome::Answered(a.status())),
+                Err(e) => lease.finish(Outcome::Failed(&e.kind)),
+            }
+            Ok(Tried {
+                result,
+                endpoint: Some(id),
+                shown,
+                took: started.elapsed(),
+                earlier: Vec::new(),
+            })
+        })
+    }
+}
+
+impl tower::Service<Attempt<FetchReq>> for Attempts {
+    type Response = Tried<Answer>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Tried<Answer>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, attempt: Attempt<FetchReq>) -> Self::Future {
+        let Attempt { req, avoid, picked } = attempt;
+        let FetchReq {
+            req, budget, read, ..
+        } = req;
+        // The last holder sends the original; otherwise a copy (the head is cloned, the body
+        // is shared).
+        let req = Arc::try_unwrap(req).unwrap_or_else(|shared| (*shared).clone());
+        let req = req.map(|b| Full::new(b).map_err(|never| match never {}).boxed());
+        let header = Attempt {
+            req: (),
+            avoid,
+            picked,
+        };
+        Arc::clone(&self.core).run(header, budget, Ok(req), move |core, req| async move {
+            let response = core
+                .pool
+                .request(req)
+                .await
+                .map_err(|e| error::transport(&core.name, &e))?;
+            let (parts, body) = response.into_parts();
+            let body = match read {
+                Read::All { max } => core.read_all(body, max).await?,
+                Read::Discard { max } => {
+                    let _ = Limited::new(body, max).collect().await;
+                    Bytes::new()
+                }
+            };
+            Ok(Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+                trail: None,
+            })
+        })
+    }
+}
+
+impl tower::Service<Attempt<SendReq>> for Attempts {
+    type Response = Tried<Response<Incoming>>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Tried<Response<Incoming>>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, attempt: Attempt<SendReq>) -> Self::Future {
+        let Attempt { req, avoid, picked } = attempt;
+        let SendReq {
+            head, body, budget, ..
+        } = req;
+        let parts = Arc::try_unwrap(head).unwrap_or_else(|shared| (*shared).clone());
+        let body: Result<Body, CallError> = match body {
+            None => Ok(Empty::new().map_err(|never| match never {}).boxed()),
+            Some(replay) => replay.take().map(BodyExt::boxed).ok_or_else(|| {
+                CallError::new(
+                    CallErrorKind::Io,
+                    format!(
+                        "upstream `{}`: the request body was already sent and cannot be sent again",
+                        self.core.name
+                    ),
+                )
+            }),
+        };
+        let req = body.map(|b| Request::from_parts(parts, b));
+        let header = Attempt {
+            req: (),
+            avoid,
+            picked,
+        };
+        Arc::clone(&self.core).run(header, budget, req, |core, req| async move {
+            core.pool
+                .request(req)
+                .await
+                .map_err(|e| error::transport(&core.name, &e))
+        })
+    }
+}

@@ -1,0 +1,285 @@
+//! Endpoints as addresses: the targets an upstream's configured endpoints stand for, and the
+//! task that resolves their hostnames again every `resolve_every` (issue 13, item 2).
+//!
+//! Every address a hostname resolves to is an endpoint of its own, with its own load and
+//! breaker, so that balancing and ejection see replicas behind one DNS name (a headless
+//! Kubernetes service, a Consul name) rather than one opaque name. The request then targets the
+//! address (its URI authority, which is also hyper's pool key, so each replica gets its own
+//! connections) while its `Host` header still carries the configured name (see
+//! [`Target::host`]).
+//!
+//! Until the first resolution ends, and for a name that never resolves, the target is the name
+//! itself, as before this module: hyper's connector resolves it per connection. A failed
+//! resolution keeps the last good addresses of that name (a DNS hiccup must not empty an
+//! upstream) and is logged once per change of error, not on every round.
+
+use crate::error::{CallError, CallErrorKind};
+use http::header::{HeaderMap, HeaderValue, HOST};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::Uri;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Weak;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// The shortest period between resolutions, whatever `resolve_every` says (0 would spin).
+const MIN_EVERY: Duration = Duration::from_secs(1);
+/// How long one lookup may take before it counts as failed.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which configured endpoint a target comes from and the address it was resolved to (`None`
+/// for the name as configured): a target that stays across resolutions keeps its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct Key {
+    pub(super) index: usize,
+    pub(super) addr: Option<SocketAddr>,
+}
+
+/// One endpoint's address, parsed once: the hot path only clones refcounted parts.
+#[derive(Debug)]
+pub(super) struct Target {
+    pub(super) key: Key,
+    /// `None` when the configured authority does not parse (the compiler should have refused it).
+    authority: Option<Authority>,
+    /// For a resolved address: the configured `host[:port]`, sent as `Host`.
+    host: Option<HeaderValue>,
+    /// The endpoint as shown in errors and logs (`name:port (address)` once resolved).
+    pub(super) shown: String,
+    /// A path prefix every request's path is appended to ("" for none).
+    base_path: String,
+}
+
+impl Target {
+    /// The endpoint as configured (an IP literal, or a name hyper resolves per connection).
+    pub(super) fn configured(index: usize, ep: &manifold_config::Endpoint) -> Target {
+        Target {
+            key: Key { index, addr: None },
+            authority: Authority::try_from(ep.authority.as_str()).ok(),
+            host: None,
+            shown: ep.authority.clone(),
+            base_path: ep.base_path.clone(),
+        }
+    }
+
+    /// The endpoint's name resolved to `addr`.
+    pub(super) fn resolved(
+        index: usize,
+        ep: &manifold_config::Endpoint,
+        addr: SocketAddr,
+    ) -> Target {
+        Target {
+            key: Key {
+                index,
+                addr: Some(addr),
+            },
+            authority: Authority::try_from(addr.to_string()).ok(),
+            host: HeaderValue::from_str(&ep.authority).ok(),
+            shown: format!("{} ({addr})", ep.authority),
+            base_path: ep.base_path.clone(),
+        }
+    }
+
+    /// `origin` (path and query) made absolute against this endpoint.
+    pub(super) fn absolute(&self, origin: Uri, upstream: &str) -> Result<Uri, CallError> {
+        let bad = |e: &dyn std::fmt::Display| {
+            CallError::new(
+                CallErrorKind::Input,
+                format!("cannot build the URL for upstream `{upstream}`: {e}"),
+            )
+        };
+        let authority = self
+            .authority
+            .clone()
+            .ok_or_else(|| bad(&"its endpoint's host is not valid"))?;
+        let origin = origin.into_parts().path_and_query;
+        let path_and_query = if self.base_path.is_empty() {
+            origin.unwrap_or_else(|| PathAndQuery::from_static("/"))
+        } else {
+            let tail = origin.as_ref().map_or("/", PathAndQuery::as_str);
+            let mut joined = String::with_capacity(self.base_path.len() + tail.len());
+            joined.push_str(&self.base_path);
+            joined.push_str(tail);
+            PathAndQuery::try_from(joined).map_err(|e| bad(&e))?
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(authority);
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts).map_err(|e| bad(&e))
+    }
+
+    /// Give a request to a resolved address the `Host` of the configured name (hyper would
+    /// otherwise derive it from the URI: the bare address, which virtual hosts, TLS-terminating
+    /// sidecars and access logs do not expect). A `Host` the caller set is kept.
+    pub(super) fn host(&self, headers: &mut HeaderMap) {
+        if let Some(host) = &self.host {
+            headers.entry(HOST).or_insert_with(|| host.clone());
+        }
+    }
+}
+
+/// The configured endpoints whose host is a name, not an IP literal: what the task resolves.
+pub(super) fn names(up: &manifold_config::Upstream) -> Vec<(usize, String, u16)> {
+    up.endpoints
+        .iter()
+        .enumerate()
+        .filter_map(|(i, ep)| {
+            let authority = Authority::try_from(ep.authority.as_str()).ok()?;
+            let host = authority.host();
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            if bare.parse::<IpAddr>().is_ok() {
+                return None;
+            }
+            Some((i, host.to_owned(), authority.port_u16().unwrap_or(80)))
+        })
+        .collect()
+}
+
+/// Where a round's addresses go: the upstream's endpoint set, while it lives.
+pub(super) trait Apply: Send + Sync + 'static {
+    /// Replace the targets of configured endpoint `index` by these addresses (sorted, no
+    /// duplicates, never empty).
+    fn apply(&self, resolved: &[(usize, Vec<SocketAddr>)]);
+}
+
+/// Resolve `names` now and every `every` until `stop`'s sender is dropped (with the upstream)
+/// or `owner` is gone, applying each round's successes to `owner`.
+pub(super) fn spawn<A: Apply>(
+    upstream: String,
+    names: Vec<(usize, String, u16)>,
+    every: Duration,
+    owner: Weak<A>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let every = every.max(MIN_EVERY);
+    let task = async move {
+        let mut seen: HashMap<usize, Result<Vec<SocketAddr>, String>> = HashMap::new();
+        loop {
+            let round = tokio::select! {
+                r = resolve_all(&names) => r,
+                _ = &mut stop => return,
+            };
+            let Some(owner) = owner.upgrade() else { return };
+            let mut good = Vec::new();
+            for ((index, name, port), result) in names.iter().zip(round) {
+                let changed = seen.get(index) != Some(&result);
+                match &result {
+                    Ok(addrs) => {
+                        if changed {
+                            tracing::info!(upstream = %upstream, endpoint = %format!("{name}:{port}"),
+                                addresses = ?addrs, "endpoint resolved");
+                        }
+                        good.push((*index, addrs.clone()));
+                    }
+                    Err(e) if changed => {
+                        tracing::warn!(upstream = %upstream, endpoint = %format!("{name}:{port}"),
+                            error = %e, "cannot resolve the endpoint: keeping its last addresses");
+                    }
+                    Err(_) => {}
+                }
+                seen.insert(*index, result);
+            }
+            if !good.is_empty() {
+                owner.apply(&good);
+            }
+            drop(owner);
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = &mut stop => return,
+            }
+        }
+    };
+    tokio::spawn(task);
+}
+
+async fn resolve_all(names: &[(usize, String, u16)]) -> Vec<Result<Vec<SocketAddr>, String>> {
+    let lookups = names.iter().map(|(_, name, port)| lookup(name, *port));
+    futures::future::join_all(lookups).await
+}
+
+async fn lookup(name: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    let found = tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((name, port)))
+        .await
+        .map_err(|_| {
+            format!(
+                "no answer within {}",
+                humantime::format_duration(LOOKUP_TIMEOUT)
+            )
+        })?
+        .map_err(|e| e.to_string())?;
+    let mut addrs: Vec<SocketAddr> = found.collect();
+    addrs.sort_unstable();
+    addrs.dedup();
+    if addrs.is_empty() {
+        return Err("it resolves to no address".to_owned());
+    }
+    Ok(addrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(endpoints: &[&str]) -> manifold_config::Upstream {
+        let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+        let src = format!(
+            "[upstreams.u]\nendpoints = [{}]\n[routes.p]\npath = \"/p\"\nproxy = \"u\"\n",
+            list.join(", ")
+        );
+        let mut config = manifold_config::compile(std::path::Path::new("test.toml"), &src)
+            .expect("the test config compiles");
+        config.upstreams.remove(0)
+    }
+
+    #[test]
+    fn only_names_are_resolved_with_their_port_or_80() {
+        let up = upstream(&[
+            "http://10.0.0.1:81",
+            "http://[::1]:82",
+            "http://orders.internal:8080/v1",
+            "http://localhost",
+        ]);
+        assert_eq!(
+            names(&up),
+            [
+                (2, "orders.internal".to_owned(), 8080),
+                (3, "localhost".to_owned(), 80)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_resolved_target_aims_at_the_address_and_names_the_host() {
+        let up = upstream(&["http://orders.internal:8080/v1"]);
+        let ep = &up.endpoints[0];
+        let addr: SocketAddr = "[::1]:8080".parse().expect("addr");
+        let t = Target::resolved(0, ep, addr);
+        let uri = t.absolute(Uri::from_static("/x?q=1"), "u").expect("a uri");
+        assert_eq!(uri, "http://[::1]:8080/v1/x?q=1");
+        let mut headers = HeaderMap::new();
+        t.host(&mut headers);
+        assert_eq!(headers[HOST], "orders.internal:8080");
+        assert_eq!(t.shown, "orders.internal:8080 ([::1]:8080)");
+        // A Host the caller set stays; an unresolved target sets none (hyper derives it).
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, HeaderValue::from_static("mine"));
+        t.host(&mut headers);
+        assert_eq!(headers[HOST], "mine");
+        let mut headers = HeaderMap::new();
+        Target::configured(0, ep).host(&mut headers);
+        assert!(headers.is_empty());
+    }
+
+    #[tokio::test]
+    async fn lookups_sort_and_fail_without_panicking() {
+        let found = lookup("localhost", 8080).await.expect("localhost resolves");
+        assert!(
+            found.contains(&"127.0.0.1:8080".parse().expect("addr")),
+            "{found:?}"
+        );
+        assert!(found.windows(2).all(|w| w[0] < w[1]));
+        // `.invalid` never resolves (RFC 6761).
+        assert!(lookup("no-such-host.invalid", 80).await.is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! A streamed request body that can be sent again as long as none of it was read.
+//!
+//! A proxied body is a stream from the client: once a byte has gone to an upstream it is gone.
+//! But when the connection could not be made, hyper drops the request without ever polling its
+//! body. [`ReplayBody`] keeps the body in a per-request slot; each attempt takes it out wrapped
+//! in a [`Reclaim`], which puts it back if it is dropped unpolled. So a failed connect can be
+//! retried on another endpoint, and anything else cannot (the upstream saw it once).
+
+use super::super::Body;
+use crate::error::BoxError;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+/// The body of one proxied request, shared by its attempts (cloning shares the slot).
+#[derive(Clone)]
+pub(crate) struct ReplayBody {
+    // Per request, taken at most once per attempt: never contended.
+    slot: Arc<Mutex<Option<Body>>>,
+}
+
+impl std::fmt::Debug for ReplayBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayBody")
+            .field("available", &self.is_available())
+            .finish()
+    }
+}
+
+impl ReplayBody {
+    pub(crate) fn new(body: Body) -> Self {
+        ReplayBody {
+            slot: Arc::new(Mutex::new(Some(body))),
+        }
+    }
+
+    /// Whether the body is in the slot (never read, and no attempt holds it).
+    pub(crate) fn is_available(&self) -> bool {
+        self.slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// The body for one attempt, if it can still be sent.
+    pub(crate) fn take(&self) -> Option<Reclaim> {
+        let body = self
+            .slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
+        Some(Reclaim {
+            inner: Some(body),
+            slot: Arc::clone(&self.slot),
+            polled: false,
+        })
+    }
+}
+
+/// One attempt's hold on the body: back to the slot if dropped before it was polled.
+pub(crate) struct Reclaim {
+    inner: Option<Body>,
+    slot: Arc<Mutex<Option<Body>>>,
+    polled: bool,
+}
+
+impl Drop for Reclaim {
+    fn drop(&mut self) {
+        if !self.polled {
+            if let Some(body) = self.inner.take() {
+                *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(body);
+            }
+        }
+    }
+}
+
+impl http_body::Body for Reclaim {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        // From the first poll on, bytes may have left: this body is never sent again.
+        this.polled = true;
+        match this.inner.as_mut() {
+            Some(b) => Pin::new(b).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_none_or(http_body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), http_body::Body::size_hint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+
+    fn body(s: &'static str) -> Body {
+        Full::new(Bytes::from_static(s.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed()
+    }
+
+    #[tokio::test]
+    async fn an_unpolled_body_comes_back_and_a_polled_one_does_not() {
+        let replay = ReplayBody::new(body("abc"));
+        let first = replay.take().expect("the body");
+        assert!(!replay.is_available() && replay.take().is_none());
+        drop(first);
+        assert!(replay.is_available(), "dropped unpolled: back in the slot");
+        let second = replay.take().expect("the body again");
+        let got = second.collect().await.expect("read").to_bytes();
+        assert_eq!(&got[..], b"abc");
+        assert!(!replay.is_available(), "read: gone for good");
+        assert!(replay.take().is_none());
+    }
+}

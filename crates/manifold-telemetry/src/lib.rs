@@ -1,0 +1,38 @@
+//! Manifold's own telemetry: what the gateway knows about each request, made visible.
+//!
+//! A gateway is the one place that knows each request's call graph exactly. This crate records it
+//! cheaply and hands it on:
+//!
+//! * [`context`] and [`propagate`] — W3C Trace Context: `traceparent` / `tracestate` in and out,
+//!   `X-Request-Id`, id generation;
+//! * [`span`] and [`tracer`] — a SERVER (or CONSUMER) span per request and one span per call
+//!   attempt, recorded as typed fields on tokio's clock and held until the request ends, so the
+//!   [`sample`] tail rule can keep every error and every slow request;
+//! * [`otlp`] — OTLP/HTTP protobuf export from a bounded queue that drops and counts, never
+//!   blocks;
+//! * [`metrics`] — Prometheus families recorded with atomics, rendered as the text format or
+//!   OpenMetrics with exemplars;
+//! * [`stats`] — what happened to spans (exported, dropped by reason).
+//!
+//! The gateway wires these in; `docs/telemetry.md` is the guide.
+#![doc = include_str!("../../../docs/telemetry.md")]
+
+pub mod context;
+pub mod error;
+pub mod metrics;
+pub mod otlp;
+pub mod propagate;
+pub mod sample;
+pub mod span;
+pub mod stats;
+pub mod tracer;
+
+pub use context::{SpanId, TraceId, TraceParent};
+pub use error::TelemetryError;
+pub use propagate::Incoming;
+pub use span::{
+    AttemptKind, CacheOutcome, CallInfo, CallOutcome, CallRecord, CallSpan, Endpoint,
+    FinishedTrace, RequestTrace, RootInfo, RootKind, ServerOutcome,
+};
+pub use stats::{DropReason, SpanStats};
+pub use tracer::{Tracer, TracingOptions};

@@ -1,0 +1,337 @@
+//! The OTLP/HTTP exporter: a bounded queue the request path offers finished traces to without
+//! ever waiting, and one background task that batches them and POSTs protobuf to the collector.
+//!
+//! Memory is bounded by `queue_capacity` traces of at most `max_spans_per_trace` spans each, plus
+//! the one batch in flight. A slow collector holds only that batch (one request at a time, with a
+//! timeout), so the queue fills and further traces are dropped and counted; a down collector fails
+//! fast (connect refused) or at the timeout, and its batch is dropped and counted. No retries:
+//! a retried batch would hold memory while new traces keep coming, and the next batch is fresher.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::encode::ResourceInfo;
+use super::wire::encode_request;
+use crate::error::TelemetryError;
+use crate::span::FinishedTrace;
+use crate::stats::{DropReason, SpanStats};
+
+/// `Content-Type` of OTLP/HTTP protobuf.
+pub const CONTENT_TYPE_PROTOBUF: &str = "application/x-protobuf";
+
+/// Exporter options (`[telemetry] otlp = { … }`).
+#[derive(Clone, Debug)]
+pub struct OtlpOptions {
+    /// `endpoint`: `http://host:port[/base]`; `/v1/traces` is appended.
+    pub endpoint: String,
+    /// The longest one export may take, connect included.
+    pub timeout: Duration,
+    /// Finished traces waiting for export, at most; past it they are dropped and counted.
+    pub queue_capacity: usize,
+    /// Spans per export request, at most (a batch closes at this or at `flush_interval`).
+    pub max_batch_spans: usize,
+    /// The longest a trace waits in a batch that is not full.
+    pub flush_interval: Duration,
+}
+
+impl OtlpOptions {
+    /// Defaults for the other options, for this endpoint.
+    pub fn new(endpoint: impl Into<String>) -> OtlpOptions {
+        OtlpOptions {
+            endpoint: endpoint.into(),
+            timeout: Duration::from_secs(5),
+            queue_capacity: 4096,
+            max_batch_spans: 2048,
+            flush_interval: Duration::from_secs(1),
+        }
+    }
+
+    fn validate(&self) -> Result<Uri, TelemetryError> {
+        let positive = |name, ok: bool, value: String| {
+            if ok {
+                Ok(())
+            } else {
+                Err(TelemetryError::Option {
+                    name,
+                    value,
+                    reason: "must be positive and at most a million (or 10 minutes)",
+                })
+            }
+        };
+        let ten_min = Duration::from_secs(600);
+        positive(
+            "otlp.timeout",
+            !self.timeout.is_zero() && self.timeout <= ten_min,
+            format!("{:?}", self.timeout),
+        )?;
+        positive(
+            "otlp.flush_interval",
+            !self.flush_interval.is_zero() && self.flush_interval <= ten_min,
+            format!("{:?}", self.flush_interval),
+        )?;
+        positive(
+            "otlp.queue_capacity",
+            (1..=1_000_000).contains(&self.queue_capacity),
+            self.queue_capacity.to_string(),
+        )?;
+        positive(
+            "otlp.max_batch_spans",
+            (1..=1_000_000).contains(&self.max_batch_spans),
+            self.max_batch_spans.to_string(),
+        )?;
+        traces_uri(&self.endpoint)
+    }
+}
+
+/// `{endpoint}/v1/traces`, for an `http://` endpoint without query or fragment.
+pub fn traces_uri(endpoint: &str) -> Result<Uri, TelemetryError> {
+    let bad = |reason| TelemetryError::Endpoint {
+        endpoint: endpoint.to_owned(),
+        reason,
+    };
+    let uri: Uri = endpoint.parse().map_err(|_| bad("not a URL"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err(bad("https is not supported yet: use a local collector")),
+        _ => return Err(bad("the scheme must be http")),
+    }
+    let authority = uri.authority().ok_or(bad("no host"))?;
+    if uri.query().is_some() {
+        return Err(bad("a query is not allowed"));
+    }
+    let base = uri.path().trim_end_matches('/');
+    Uri::builder()
+        .scheme("http")
+        .authority(authority.as_str())
+        .path_and_query(format!("{base}/v1/traces"))
+        .build()
+        .map_err(|_| bad("not a URL"))
+}
+
+/// Where the request path offers finished traces. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ExportHandle {
+    tx: mpsc::Sender<Arc<FinishedTrace>>,
+}
+
+impl ExportHandle {
+    /// Queue a trace for export; `false` (and nothing queued) when the queue is full or the
+    /// exporter has stopped. Never waits.
+    pub fn offer(&self, trace: Arc<FinishedTrace>) -> bool {
+        self.tx.try_send(trace).is_ok()
+    }
+}
+
+/// The background task; [`ExporterTask::shutdown`] flushes what is queued and stops it.
+#[derive(Debug)]
+pub struct ExporterTask {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl ExporterTask {
+    /// Ask the exporter to flush what is queued and stop; wait at most `grace` for it.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(grace, self.task).await.is_err() {
+            abort.abort();
+        }
+    }
+}
+
+/// Start the exporter on the current tokio runtime.
+pub fn spawn(
+    options: &OtlpOptions,
+    resource: ResourceInfo,
+    stats: Arc<SpanStats>,
+) -> Result<(ExportHandle, ExporterTask), TelemetryError> {
+    let uri = options.validate()?;
+    let (tx, rx) = mpsc::channel(options.queue_capacity);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(options.timeout));
+    connector.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1)
+        .build(connector);
+    let batcher = Batcher {
+        rx,
+        stop: stop_rx,
+        client,
+        uri,
+        resource,
+        stats,
+        options: options.clone(),
+    };
+    let task = tokio::spawn(batcher.run());
+    Ok((
+        ExportHandle { tx },
+        ExporterTask {
+            stop: stop_tx,
+            task,
+        },
+    ))
+}
+
+struct Batcher {
+    rx: mpsc::Receiver<Arc<FinishedTrace>>,
+    stop: watch::Receiver<bool>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    uri: Uri,
+    resource: ResourceInfo,
+    stats: Arc<SpanStats>,
+    options: OtlpOptions,
+}
+
+/// Resolves when a stop is asked for; never if the sender is gone without asking.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+impl Batcher {
+    async fn run(mut self) {
+        let mut batch: Vec<Arc<FinishedTrace>> = Vec::new();
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = stopped(&mut self.stop) => break,
+                t = self.rx.recv() => match t {
+                    Some(t) => t,
+                    None => return,
+                },
+            };
+            let mut spans = first.span_count();
+            batch.push(first);
+            let deadline = Instant::now() + self.options.flush_interval;
+            let mut stopping = false;
+            while spans < self.options.max_batch_spans {
+                tokio::select! {
+                    biased;
+                    () = stopped(&mut self.stop) => { stopping = true; break; }
+                    t = tokio::time::timeout_at(deadline, self.rx.recv()) => match t {
+                        Ok(Some(t)) => {
+                            spans += t.span_count();
+                            batch.push(t);
+                        }
+                        Ok(None) | Err(_) => break,
+                    },
+                }
+            }
+            self.export(&mut batch).await;
+            if stopping {
+                break;
+            }
+        }
+        // Stopping: what is queued now, in full batches, each export bounded by the timeout
+        // (and the whole by the caller's grace).
+        self.rx.close();
+        let mut spans = 0;
+        while let Ok(t) = self.rx.try_recv() {
+            spans += t.span_count();
+            batch.push(t);
+            if spans >= self.options.max_batch_spans {
+                self.export(&mut batch).await;
+                spans = 0;
+            }
+        }
+        self.export(&mut batch).await;
+    }
+
+    async fn export(&self, batch: &mut Vec<Arc<FinishedTrace>>) {
+        if batch.is_empty() {
+            return;
+        }
+        let spans: u64 = batch.iter().map(|t| t.span_count() as u64).sum();
+        let body = encode_request(&self.resource, batch.iter().map(|t| &**t));
+        batch.clear();
+        match tokio::time::timeout(self.options.timeout, self.post(body)).await {
+            Ok(Ok(rejected)) => {
+                let rejected = rejected.min(spans);
+                self.stats.exported(spans - rejected);
+                self.stats.dropped(DropReason::ExportFailed, rejected);
+            }
+            Ok(Err(())) | Err(_) => self.stats.dropped(DropReason::ExportFailed, spans),
+        }
+    }
+
+    /// POST one batch; the number of spans the collector said it rejected.
+    async fn post(&self, body: Vec<u8>) -> Result<u64, ()> {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(self.uri.clone())
+            .header(header::CONTENT_TYPE, CONTENT_TYPE_PROTOBUF)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|_| ())?;
+        let response = self.client.request(request).await.map_err(|_| ())?;
+        if !response.status().is_success() {
+            return Err(());
+        }
+        // A partial success names the spans it rejected; a body we cannot read means none.
+        let body = Limited::new(response.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let rejected = ExportTraceServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map_or(0, |p| u64::try_from(p.rejected_spans).unwrap_or(0));
+        Ok(rejected)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_traces_path_is_appended_to_the_base() {
+        let cases = [
+            ("http://127.0.0.1:4318", "http://127.0.0.1:4318/v1/traces"),
+            ("http://127.0.0.1:4318/", "http://127.0.0.1:4318/v1/traces"),
+            ("http://collector/otlp", "http://collector/otlp/v1/traces"),
+            ("http://[::1]:4318", "http://[::1]:4318/v1/traces"),
+        ];
+        for (endpoint, want) in cases {
+            let uri = traces_uri(endpoint).expect("valid");
+            assert_eq!(uri.to_string(), want);
+        }
+        for bad in [
+            "",
+            "127.0.0.1:4318",
+            "https://collector",
+            "ftp://x",
+            "http://x/?q=1",
+        ] {
+            assert!(traces_uri(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn absurd_options_are_refused() {
+        let mut o = OtlpOptions::new("http://127.0.0.1:4318");
+        assert!(o.validate().is_ok());
+        o.queue_capacity = 0;
+        assert!(o.validate().is_err());
+        o.queue_capacity = 10;
+        o.timeout = Duration::ZERO;
+        assert!(o.validate().is_err());
+        o.timeout = Duration::MAX;
+        assert!(o.validate().is_err());
+    }
+}

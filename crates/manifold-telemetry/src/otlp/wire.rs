@@ -1,0 +1,409 @@
+//! The exporter's encoder: the same `ExportTraceServiceRequest` bytes as
+//! [`encode_batch`](super::encode_batch) + `prost::Message::encode_to_vec`, written field by field
+//! into one buffer, without building the owned messages (two small strings per attribute and a
+//! vector per span). The prost-typed encoder stays the reference: a property test decodes this
+//! one's output with the prost types and compares it with the reference, field for field.
+//!
+//! Field numbers are those of `opentelemetry/proto/{collector/trace,trace,common,resource}/v1`.
+
+use std::fmt::Write;
+
+use super::encode::{attr, ResourceInfo, SCOPE_NAME};
+use crate::span::{CallRecord, FinishedTrace, RootKind};
+
+const VARINT: u32 = 0;
+const FIXED64: u32 = 1;
+const LEN: u32 = 2;
+const FIXED32: u32 = 5;
+
+const KIND_INTERNAL: u64 = 1;
+const KIND_SERVER: u64 = 2;
+const KIND_CLIENT: u64 = 3;
+const KIND_PRODUCER: u64 = 4;
+const KIND_CONSUMER: u64 = 5;
+const STATUS_ERROR: u64 = 2;
+const FLAG_HAS_IS_REMOTE: u32 = 0x100;
+const FLAG_IS_REMOTE: u32 = 0x200;
+
+/// An attribute value, borrowed from the finished trace.
+enum Val<'a> {
+    Str(&'a str),
+    Int(i64),
+    Bool(bool),
+    Double(f64),
+    Strs(&'a [std::sync::Arc<str>]),
+}
+
+/// Encode one export request for these traces.
+pub fn encode_request<'a, I>(resource: &ResourceInfo, traces: I) -> Vec<u8>
+where
+    I: IntoIterator<Item = &'a FinishedTrace>,
+{
+    let mut e = Encoder::default();
+    let mut spans = Vec::with_capacity(4096);
+    for t in traces {
+        e.root_span(t);
+        put_len_prefixed(&mut spans, 2, &e.span);
+        for c in &t.calls {
+            e.call_span(t, c);
+            put_len_prefixed(&mut spans, 2, &e.span);
+        }
+    }
+    // ScopeSpans { scope = 1, spans = 2 }
+    let mut scope = Vec::with_capacity(64);
+    put_str(&mut scope, 1, SCOPE_NAME);
+    put_str(&mut scope, 2, env!("CARGO_PKG_VERSION"));
+    let mut scope_spans = Vec::with_capacity(spans.len() + 80);
+    put_len_prefixed(&mut scope_spans, 1, &scope);
+    scope_spans.extend_from_slice(&spans);
+    drop(spans);
+    // Resource { attributes = 1 }
+    let mut res = Vec::with_capacity(128);
+    for (k, v) in [
+        ("service.name", resource.service_name.as_str()),
+        ("telemetry.sdk.name", SCOPE_NAME),
+        ("telemetry.sdk.language", "rust"),
+    ] {
+        put_kv(&mut res, 1, k, &Val::Str(v));
+    }
+    // ResourceSpans { resource = 1, scope_spans = 2 }
+    let mut rs = Vec::with_capacity(scope_spans.len() + res.len() + 16);
+    put_len_prefixed(&mut rs, 1, &res);
+    put_len_prefixed(&mut rs, 2, &scope_spans);
+    drop(scope_spans);
+    // ExportTraceServiceRequest { resource_spans = 1 }
+    let mut out = Vec::with_capacity(rs.len() + 8);
+    put_len_prefixed(&mut out, 1, &rs);
+    out
+}
+
+/// Scratch buffers reused from span to span.
+#[derive(Default)]
+struct Encoder {
+    span: Vec<u8>,
+    text: String,
+    error_type: String,
+}
+
+impl Encoder {
+    fn root_span(&mut self, t: &FinishedTrace) {
+        let r = &t.root;
+        let o = &t.outcome;
+        self.text.clear();
+        let kind = match r.kind {
+            RootKind::Server => {
+                let _ = write!(self.text, "{} {}", r.method, r.route);
+                KIND_SERVER
+            }
+            RootKind::Consumer => {
+                let _ = write!(self.text, "process {}", r.route);
+                KIND_CONSUMER
+            }
+        };
+        let mut flags = u32::from(t.sampled) | FLAG_HAS_IS_REMOTE;
+        if t.parent.is_some() {
+            flags |= FLAG_IS_REMOTE;
+        }
+        let b = &mut self.span;
+        b.clear();
+        span_head(
+            b,
+            t,
+            &t.span_id.0,
+            t.parent.as_ref().map(|p| &p.0[..]),
+            &self.text,
+            kind,
+            flags,
+        );
+        put_fixed64(b, 7, t.epoch_ns);
+        put_fixed64(b, 8, t.epoch_ns.saturating_add(nanos(t.duration)));
+        put_kv(
+            b,
+            9,
+            attr::HTTP_REQUEST_METHOD,
+            &Val::Str(r.method.as_str()),
+        );
+        put_kv(b, 9, attr::HTTP_ROUTE, &Val::Str(&r.route));
+        put_kv(b, 9, attr::URL_PATH, &Val::Str(&r.path));
+        put_kv(
+            b,
+            9,
+            attr::HTTP_RESPONSE_STATUS_CODE,
+            &Val::Int(i64::from(o.status)),
+        );
+        put_kv(
+            b,
+            9,
+            attr::HTTP_RESPONSE_BODY_SIZE,
+            &Val::Int(i64::try_from(o.response_bytes).unwrap_or(i64::MAX)),
+        );
+        put_kv(b, 9, attr::REQUEST_ID, &Val::Str(&t.request_id));
+        if !o.partial.is_empty() {
+            put_kv(b, 9, attr::PARTIAL_CALLS, &Val::Strs(&o.partial));
+        }
+        let error = o.is_error();
+        if error {
+            self.error_type.clear();
+            match &o.error_type {
+                Some(k) => self.error_type.push_str(k),
+                None => {
+                    let _ = write!(self.error_type, "{}", o.status);
+                }
+            }
+            put_kv(b, 9, attr::ERROR_TYPE, &Val::Str(&self.error_type));
+        }
+        put_status(b, error);
+    }
+
+    fn call_span(&mut self, t: &FinishedTrace, c: &CallRecord) {
+        let i = &c.info;
+        let o = &c.outcome;
+        let kind = if i.enqueue {
+            KIND_PRODUCER
+        } else if i.endpoint.is_some() {
+            KIND_CLIENT
+        } else {
+            KIND_INTERNAL
+        };
+        let b = &mut self.span;
+        b.clear();
+        span_head(
+            b,
+            t,
+            &c.span_id.0,
+            Some(&t.span_id.0),
+            &i.call,
+            kind,
+            u32::from(t.sampled) | FLAG_HAS_IS_REMOTE,
+        );
+        put_fixed64(b, 7, t.epoch_ns.saturating_add(nanos(c.start)));
+        put_fixed64(b, 8, t.epoch_ns.saturating_add(nanos(c.end)));
+        put_kv(
+            b,
+            9,
+            attr::HTTP_REQUEST_METHOD,
+            &Val::Str(i.method.as_str()),
+        );
+        put_kv(b, 9, attr::URL_PATH, &Val::Str(&i.path));
+        put_kv(b, 9, attr::CALL, &Val::Str(&i.call));
+        put_kv(b, 9, attr::UPSTREAM, &Val::Str(&i.upstream));
+        put_kv(b, 9, attr::ATTEMPT, &Val::Int(i64::from(i.attempt)));
+        put_kv(b, 9, attr::ATTEMPT_KIND, &Val::Str(i.attempt_kind.as_str()));
+        if i.attempt > 1 {
+            put_kv(
+                b,
+                9,
+                attr::HTTP_REQUEST_RESEND_COUNT,
+                &Val::Int(i64::from(i.attempt - 1)),
+            );
+        }
+        if let Some(e) = &i.endpoint {
+            put_kv(b, 9, attr::SERVER_ADDRESS, &Val::Str(&e.address));
+            put_kv(b, 9, attr::SERVER_PORT, &Val::Int(i64::from(e.port)));
+            self.text.clear();
+            let scheme = if e.https { "https" } else { "http" };
+            let _ = if e.address.contains(':') {
+                write!(self.text, "{scheme}://[{}]:{}{}", e.address, e.port, i.path)
+            } else {
+                write!(self.text, "{scheme}://{}:{}{}", e.address, e.port, i.path)
+            };
+            put_kv(b, 9, attr::URL_FULL, &Val::Str(&self.text));
+        }
+        if let Some(s) = o.status {
+            put_kv(
+                b,
+                9,
+                attr::HTTP_RESPONSE_STATUS_CODE,
+                &Val::Int(i64::from(s)),
+            );
+        }
+        if let Some(n) = o.response_bytes {
+            put_kv(
+                b,
+                9,
+                attr::HTTP_RESPONSE_BODY_SIZE,
+                &Val::Int(i64::try_from(n).unwrap_or(i64::MAX)),
+            );
+        }
+        if let Some(cache) = o.cache {
+            put_kv(b, 9, attr::CACHE_OUTCOME, &Val::Str(cache.as_str()));
+        }
+        if i.enqueue {
+            put_kv(b, 9, attr::QUEUE_ENQUEUE, &Val::Bool(true));
+        }
+        if o.cancelled {
+            put_kv(b, 9, attr::CANCELLED, &Val::Bool(true));
+        }
+        if let Some(fb) = c.first_byte {
+            let ms = fb.saturating_sub(c.start).as_secs_f64() * 1e3;
+            put_kv(b, 9, attr::FIRST_BYTE_MS, &Val::Double(ms));
+        }
+        let error = o.is_error();
+        if error {
+            self.error_type.clear();
+            match (&o.error_type, o.status) {
+                (Some(k), _) => self.error_type.push_str(k),
+                (None, Some(s)) => {
+                    let _ = write!(self.error_type, "{s}");
+                }
+                (None, None) => self.error_type.push_str("_OTHER"),
+            }
+            put_kv(b, 9, attr::ERROR_TYPE, &Val::Str(&self.error_type));
+        }
+        put_status(b, error);
+    }
+}
+
+/// Span fields 1–6 and 16: ids, trace state, name, kind, flags.
+fn span_head(
+    b: &mut Vec<u8>,
+    t: &FinishedTrace,
+    span_id: &[u8],
+    parent: Option<&[u8]>,
+    name: &str,
+    kind: u64,
+    flags: u32,
+) {
+    put_bytes(b, 1, &t.trace_id.0);
+    put_bytes(b, 2, span_id);
+    if let Some(ts) = &t.tracestate {
+        put_str(b, 3, ts);
+    }
+    if let Some(p) = parent {
+        put_bytes(b, 4, p);
+    }
+    put_str(b, 5, name);
+    put_varint_field(b, 6, kind);
+    put_tag(b, 16, FIXED32);
+    b.extend_from_slice(&flags.to_le_bytes());
+}
+
+/// Status { code = 3 } (unset: an empty message, as prost writes it).
+fn put_status(b: &mut Vec<u8>, error: bool) {
+    put_tag(b, 15, LEN);
+    if error {
+        put_varint(b, 2);
+        put_varint_field(b, 3, STATUS_ERROR);
+    } else {
+        put_varint(b, 0);
+    }
+}
+
+fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn put_varint(b: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        b.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    b.push(v as u8);
+}
+
+fn put_tag(b: &mut Vec<u8>, field: u32, wire: u32) {
+    put_varint(b, u64::from(field << 3 | wire));
+}
+
+fn put_varint_field(b: &mut Vec<u8>, field: u32, v: u64) {
+    if v != 0 {
+        put_tag(b, field, VARINT);
+        put_varint(b, v);
+    }
+}
+
+fn put_fixed64(b: &mut Vec<u8>, field: u32, v: u64) {
+    if v != 0 {
+        put_tag(b, field, FIXED64);
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn put_bytes(b: &mut Vec<u8>, field: u32, v: &[u8]) {
+    if !v.is_empty() {
+        put_len_prefixed(b, field, v);
+    }
+}
+
+fn put_str(b: &mut Vec<u8>, field: u32, v: &str) {
+    put_bytes(b, field, v.as_bytes());
+}
+
+fn put_len_prefixed(b: &mut Vec<u8>, field: u32, v: &[u8]) {
+    put_tag(b, field, LEN);
+    put_varint(b, v.len() as u64);
+    b.extend_from_slice(v);
+}
+
+/// Length of a LEN field's body with its tag and length prefix (field numbers below 16).
+fn framed(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
+}
+
+/// The encoded size of an AnyValue's body (a oneof member is written even when it holds its
+/// type's default, as prost does).
+fn any_value_len(v: &Val<'_>) -> usize {
+    match v {
+        Val::Str(s) => framed(s.len()),
+        Val::Int(i) => 1 + varint_len(*i as u64),
+        Val::Bool(_) => 2,
+        Val::Double(_) => 9,
+        Val::Strs(list) => framed(array_len(list)),
+    }
+}
+
+/// The encoded size of an ArrayValue of strings.
+fn array_len(list: &[std::sync::Arc<str>]) -> usize {
+    list.iter()
+        .map(|s| framed(any_value_len(&Val::Str(s))))
+        .sum()
+}
+
+/// KeyValue { key = 1, value = 2: AnyValue { string 1 | bool 2 | int 3 | double 4 | array 5 } }
+fn put_kv(b: &mut Vec<u8>, field: u32, key: &str, v: &Val<'_>) {
+    let any_len = any_value_len(v);
+    let kv_len = framed(key.len()) + framed(any_len);
+    put_tag(b, field, LEN);
+    put_varint(b, kv_len as u64);
+    put_str(b, 1, key);
+    put_tag(b, 2, LEN);
+    put_varint(b, any_len as u64);
+    put_any_value_body(b, v);
+}
+
+fn put_any_value_body(b: &mut Vec<u8>, v: &Val<'_>) {
+    match v {
+        Val::Str(s) => put_len_prefixed(b, 1, s.as_bytes()),
+        Val::Bool(x) => {
+            put_tag(b, 2, VARINT);
+            put_varint(b, u64::from(*x));
+        }
+        Val::Int(i) => {
+            put_tag(b, 3, VARINT);
+            put_varint(b, *i as u64);
+        }
+        Val::Double(d) => {
+            put_tag(b, 4, FIXED64);
+            b.extend_from_slice(&d.to_bits().to_le_bytes());
+        }
+        Val::Strs(list) => {
+            put_tag(b, 5, LEN);
+            put_varint(b, array_len(list) as u64);
+            for s in list.iter() {
+                let inner = any_value_len(&Val::Str(s));
+                put_tag(b, 1, LEN);
+                put_varint(b, inner as u64);
+                put_any_value_body(b, &Val::Str(s));
+            }
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: spans on paused time, the OTLP exporter against a loopback receiver (and
+//! the official Python `opentelemetry-proto` decoding the same bytes), and `promtool` on a scrape.
+
+mod export;
+mod metrics;
+mod props;
+mod spans;
+mod support;
