@@ -8,6 +8,7 @@
 pub mod aggregator;
 pub mod cache;
 pub mod compose;
+pub mod overload;
 pub mod peers;
 pub mod proxy;
 pub mod soak;

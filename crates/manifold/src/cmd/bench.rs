@@ -21,6 +21,9 @@ pub(crate) enum Scenario {
     /// faults: the `manifold serve` child's RSS and open file descriptors over time, and whether
     /// every request was answered (default 10 min at 2,000 req/s; --quick: 30 s at 500).
     Soak,
+    /// Offered load at twice the gateway's measured capacity, with the adaptive concurrency
+    /// limit and without a limit, side by side: goodput, admitted p99 against unloaded, shed.
+    Overload,
 }
 
 /// Side-by-side benchmarks: ratios against baselines measured in the same run.
@@ -29,7 +32,8 @@ pub(crate) enum Scenario {
     after_help = "Examples:\n  manifold bench compose\n  manifold bench compose --quick --json\n  \
 manifold bench compose --rates 1000,2000,4000 --duration 10s --rounds 5\n  \
 manifold bench proxy --rates 1000,2000,5000\n  \
-manifold bench soak --duration 30s --rate 500\n\n\
+manifold bench soak --duration 30s --rate 500\n  \
+manifold bench overload --json\n\n\
 Peers (Flask + gunicorn, Node + express, nginx) are installed by bench/peers/install.sh; a peer\n\
 that is not installed is reported as skipped.\n\
 Latency is measured open loop (from each request's scheduled send time), the targets interleaved\n\
@@ -151,6 +155,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Scenario::Proxy = args.scenario {
         return run_proxy(&args);
     }
+    if let Scenario::Overload = args.scenario {
+        return run_overload(&args);
+    }
     let mut spec = if args.quick {
         manifold_bench::compose::ComposeSpec::quick()
     } else {
@@ -213,6 +220,36 @@ fn run_proxy(args: &Args) -> anyhow::Result<ExitCode> {
     spec.manifold_exe = std::env::current_exe().ok();
     let quiet = args.json;
     let report = super::runtime()?.block_on(manifold_bench::proxy::run(&spec, |step| {
+        if !quiet {
+            eprintln!("  measuring {step}");
+        }
+    }))?;
+    emit(args.json, &report, || report.to_markdown())
+}
+
+/// `manifold bench overload`: two `manifold serve` children of this binary (adaptive limit, no
+/// limit) at twice the capacity measured in the same run.
+fn run_overload(args: &Args) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.rates.is_none(),
+        "`bench overload` finds its own rates (capacity, then twice it)"
+    );
+    let exe = std::env::current_exe()
+        .map_err(|e| anyhow::anyhow!("cannot find this binary to run `manifold serve`: {e}"))?;
+    let mut spec = if args.quick {
+        manifold_bench::overload::OverloadSpec::quick(exe)
+    } else {
+        manifold_bench::overload::OverloadSpec::new(exe)
+    };
+    if let Some(d) = args.duration {
+        spec.duration = d;
+    }
+    if let Some(r) = args.rounds {
+        anyhow::ensure!(r > 0, "--rounds must be at least 1");
+        spec.rounds = r;
+    }
+    let quiet = args.json;
+    let report = super::runtime()?.block_on(manifold_bench::overload::run(&spec, |step| {
         if !quiet {
             eprintln!("  measuring {step}");
         }
