@@ -46,3 +46,15 @@ fn bad_concurrency_values_name_the_line_and_the_allowed_values() {
         assert!(e.message.contains(part), "{value}: {}", e.message);
     }
 }
+
+#[test]
+fn check_prints_the_listener_limit() {
+    let config = compile("t.toml".as_ref(), REST).expect("valid");
+    let text = manifold_config::describe(&config);
+    let first = text.lines().next().expect("a first line");
+    assert!(first.ends_with("; concurrency adaptive"), "{first}");
+    let config = compile("t.toml".as_ref(), &with("64")).expect("valid");
+    let text = manifold_config::describe(&config);
+    let first = text.lines().next().expect("a first line");
+    assert!(first.ends_with("; concurrency 64"), "{first}");
+}
