@@ -10,6 +10,7 @@ pub mod balance;
 pub mod cache;
 pub mod compose;
 pub mod hedge;
+pub mod overload;
 pub mod peers;
 pub mod proxy;
 pub mod retry_storm;

@@ -67,6 +67,8 @@ struct RawServer {
     trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
     admin_token: Option<Spanned<String>>,
     admin_token_file: Option<Spanned<String>>,
+    /// `"adaptive"` or a number: a string or an integer, so read as a TOML value.
+    concurrency: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -622,7 +624,39 @@ fn compile_server(raw: Option<&Spanned<RawServer>>, diag: &mut Diagnostics<'_>) 
     if let Some(v) = &raw.trusted_proxies {
         s.trusted_proxies = crate::proxy::trusted_proxies(v, diag);
     }
+    if let Some(v) = &raw.concurrency {
+        if let Some(c) = concurrency(v, diag) {
+            s.concurrency = c;
+        }
+    }
     s
+}
+
+/// Most requests a fixed `server.concurrency` may name: far beyond what one process serves, and
+/// small enough that the limit's arithmetic never overflows.
+const MAX_CONCURRENCY: i64 = 1_000_000;
+
+/// `server.concurrency = "adaptive" | N` (1 ≤ N ≤ 1,000,000).
+fn concurrency(
+    v: &Spanned<toml::Value>,
+    diag: &mut Diagnostics<'_>,
+) -> Option<crate::policy::Concurrency> {
+    use crate::policy::Concurrency;
+    let msg = match v.get_ref() {
+        toml::Value::String(s) if s == "adaptive" => return Some(Concurrency::Adaptive),
+        toml::Value::Integer(n) if (1..=MAX_CONCURRENCY).contains(n) => {
+            return u32::try_from(*n).ok().map(Concurrency::Fixed)
+        }
+        toml::Value::Integer(n) => {
+            format!("`server.concurrency` = {n} is out of range: write 1 to {MAX_CONCURRENCY}, or \"adaptive\"")
+        }
+        other => format!(
+            "`server.concurrency`: {other} is not allowed; write \"adaptive\" (the default) or a \
+             number of requests from 1 to {MAX_CONCURRENCY}"
+        ),
+    };
+    diag.push(ErrorKind::Value, v.span(), msg);
+    None
 }
 
 fn diag_len(diag: &Diagnostics<'_>) -> usize {

@@ -10,12 +10,16 @@ pub fn describe(config: &Config) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}: {} upstream(s), {} route(s); listen {}, admin {}",
+        "{}: {} upstream(s), {} route(s); listen {}, admin {}; concurrency {}",
         config.source.display(),
         config.upstreams.len(),
         config.routes.len(),
         config.server.listen,
-        config.server.admin
+        config.server.admin,
+        match config.server.concurrency {
+            crate::policy::Concurrency::Adaptive => "adaptive".to_owned(),
+            crate::policy::Concurrency::Fixed(n) => n.to_string(),
+        }
     );
     if !config.upstreams.is_empty() {
         let _ = writeln!(out);

@@ -3,6 +3,7 @@
 
 mod admin;
 mod cache_keys;
+mod concurrency;
 mod dataflow;
 mod idempotence;
 mod policy_properties;

@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     pub(crate) queue: Option<crate::offload::QueueRef>,
     /// Counters of faults that fail no request (read by `Gateway::stats`).
     pub(crate) stats: Arc<crate::respond::Stats>,
+    /// `[server] concurrency`: every request takes a permit before any work.
+    pub(crate) limit: Arc<crate::limit::Limiter>,
 }
 
 /// Build a small JSON response.
@@ -65,13 +67,18 @@ fn error_response(
 }
 
 /// Handle one request. Never fails: every problem becomes an HTTP answer.
-/// `peer`: the client's address.
+/// `peer`: the client's address. Past the concurrency limit the answer is 503 at once.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, std::convert::Infallible> {
-    Ok(route(shared, req, peer).await)
+    let Some(permit) = shared.limit.try_acquire() else {
+        return Ok(crate::respond::shed(shared.limit.limit()));
+    };
+    let resp = route(shared, req, peer).await;
+    permit.finish();
+    Ok(resp)
 }
 
 async fn route(

@@ -27,6 +27,7 @@ mod error;
 mod exec;
 mod forwarded;
 mod handler;
+mod limit;
 mod offload;
 mod path;
 mod proxy;
@@ -152,6 +153,12 @@ impl Gateway {
                 "cache: in-process tier plus Redis"
             );
         }
+        let stats: Arc<Stats> = Arc::default();
+        let limit = limit::Limiter::new(
+            config.server.concurrency,
+            config.server.max_connections,
+            Arc::clone(&stats),
+        );
         Ok(Gateway {
             shared: Arc::new(handler::Shared {
                 config,
@@ -159,7 +166,8 @@ impl Gateway {
                 clients,
                 caching,
                 queue,
-                stats: Arc::default(),
+                stats,
+                limit,
             }),
             listener,
             admin,

@@ -56,9 +56,20 @@ impl ErrorCause {
 #[derive(Debug, Default)]
 pub struct Stats {
     response_header_render_failures: AtomicU64,
+    shed_requests: AtomicU64,
 }
 
 impl Stats {
+    /// Requests answered 503 at the concurrency limit (`[server] concurrency`).
+    pub fn shed_requests(&self) -> u64 {
+        self.shed_requests.load(Ordering::Relaxed)
+    }
+
+    /// Count one shed request; the count so far.
+    pub(crate) fn count_shed(&self) -> u64 {
+        self.shed_requests.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     /// Response headers of composed routes dropped because their rendered value is not a valid
     /// header value (e.g. a control character from a request value).
     pub fn response_header_render_failures(&self) -> u64 {
@@ -77,6 +88,28 @@ impl Stats {
         );
     }
 }
+
+/// The answer to a request shed at the concurrency limit: 503 with `Retry-After` and the
+/// gateway's JSON error body (kind `shed`). Its cause is recorded like any made-up 5xx, but
+/// [`log_answer`] does not log it per request: the limiter logs shedding at most every few
+/// seconds, since a line per shed request would add to the overload it sheds.
+pub(crate) fn shed(limit: usize) -> Response<Body> {
+    let message = format!(
+        "the gateway is at its concurrency limit ({limit} requests in flight); retry shortly"
+    );
+    let mut resp = crate::handler::json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &serde_json::json!({"error": {"kind": SHED, "message": &message}}),
+    );
+    let secs = crate::limit::RETRY_AFTER.as_secs().max(1);
+    resp.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    ErrorCause::attach(&mut resp, SHED, message);
+    resp
+}
+
+/// The error kind of a shed request.
+pub(crate) const SHED: &str = "shed";
 
 /// The request's id: the client's `X-Request-Id` when it is a short token of letters, digits
 /// and `-_.:`; `None` otherwise (one is made up when it is needed). Anything else is refused
@@ -175,6 +208,8 @@ pub(crate) fn log_answer(
         return;
     }
     let (kind, message) = match cause {
+        // Counted and logged by the limiter, a few times a minute at most.
+        Some(c) if c.kind == SHED => return,
         Some(c) => (c.kind, c.message.as_str()),
         None if passthrough => {
             tracing::debug!(

@@ -11,5 +11,6 @@ mod http;
 mod offload;
 mod proxy;
 mod publish;
+mod shed;
 mod support;
 mod upstream_policies;

@@ -92,19 +92,20 @@ where
 
     let collect = async {
         let mut hist = new_histogram();
+        let mut ok_hist = new_histogram();
         let mut report = Tally::default();
         let mut last = start;
         while let Some(d) = rx.recv().await {
             last = last.max(d.finished);
-            report.add(&d, &mut hist);
+            report.add(&d, &mut hist, &mut ok_hist);
             if let Some(b) = &bar {
                 b.inc(1);
             }
         }
-        (hist, report, last)
+        (hist, ok_hist, report, last)
     };
 
-    let (max_lag, (hist, tally, last)) = tokio::join!(schedule, collect);
+    let (max_lag, (hist, ok_hist, tally, last)) = tokio::join!(schedule, collect);
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -126,6 +127,7 @@ where
         errors_by_kind: tally.by_kind,
         statuses: tally.statuses,
         histogram: hist,
+        ok_histogram: ok_hist,
         max_send_lag: max_lag,
     }
 }
@@ -145,18 +147,20 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, d: &Done, hist: &mut Histogram<u64>) {
+    fn add(&mut self, d: &Done, hist: &mut Histogram<u64>, ok_hist: &mut Histogram<u64>) {
         let kind = match d.outcome {
             Ok(status) => {
                 let us = d
                     .finished
                     .saturating_duration_since(d.scheduled)
                     .as_micros();
-                hist.saturating_record(
-                    u64::try_from(us)
-                        .unwrap_or(u64::MAX)
-                        .clamp(1, HISTOGRAM_MAX_US),
-                );
+                let us = u64::try_from(us)
+                    .unwrap_or(u64::MAX)
+                    .clamp(1, HISTOGRAM_MAX_US);
+                hist.saturating_record(us);
+                if status < 400 {
+                    ok_hist.saturating_record(us);
+                }
                 *self.statuses.entry(status).or_default() += 1;
                 match status {
                     400..=499 => Some(ErrorKind::Http4xx),
@@ -331,6 +335,8 @@ mod tests {
         }
         // Responses with an error status still have a latency; timeouts and connect errors don't.
         assert_eq!(r.histogram.len(), 4);
+        // Only the answers counted as ok have a latency in `ok_histogram`.
+        assert_eq!(r.ok_histogram.len(), 2);
         assert_eq!(r.statuses.get(&503), Some(&1));
         // The timed-out request ends the run: due at 0, given up at 2 s.
         assert!((r.duration_s - 2.0).abs() < 1e-9);

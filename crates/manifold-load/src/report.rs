@@ -95,6 +95,10 @@ pub struct LoadReport {
     /// The latencies, in microseconds (for charts and other percentiles).
     #[serde(skip)]
     pub histogram: Histogram<u64>,
+    /// The latencies of the answers counted in `ok` only (status below 400), in microseconds:
+    /// where fast refusals (a 503 from a load-shedding server) would flatter `histogram`.
+    #[serde(skip)]
+    pub ok_histogram: Histogram<u64>,
     /// How far behind its schedule the generator itself ever sent (a large value means the
     /// machine could not keep up with the rate; latencies are still measured from the schedule).
     #[serde(skip)]
@@ -200,6 +204,7 @@ mod tests {
             target_rate: 4.0,
             errors_by_kind: [(ErrorKind::Timeout, 1)].into(),
             statuses: [(200, 3)].into(),
+            ok_histogram: h.clone(),
             histogram: h,
             max_send_lag: Duration::ZERO,
         };

@@ -32,6 +32,9 @@ pub(crate) enum Scenario {
     /// upstream requests per offered request and success rate (goal: ≤ 1.2× + the minimum
     /// with the budget).
     RetryStorm,
+    /// Offered load at twice the gateway's measured capacity, with the adaptive concurrency
+    /// limit and without a limit, side by side: goodput, admitted p99 against unloaded, shed.
+    Overload,
 }
 
 /// Side-by-side benchmarks: ratios against baselines measured in the same run.
@@ -41,7 +44,8 @@ pub(crate) enum Scenario {
 manifold bench compose --rates 1000,2000,4000 --duration 10s --rounds 5\n  \
 manifold bench proxy --rates 1000,2000,5000\n  \
 manifold bench soak --duration 30s --rate 500\n  \
-manifold bench hedge --quick --json\n\n\
+manifold bench hedge --quick --json\n  \
+manifold bench overload --json\n\n\
 Peers (Flask + gunicorn, Node + express, nginx) are installed by bench/peers/install.sh; a peer\n\
 that is not installed is reported as skipped.\n\
 Latency is measured open loop (from each request's scheduled send time), the targets interleaved\n\
@@ -167,6 +171,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Scenario::Hedge | Scenario::Balance | Scenario::RetryStorm = args.scenario {
         return run_variants(&args);
     }
+    if let Scenario::Overload = args.scenario {
+        return run_overload(&args);
+    }
     let mut spec = if args.quick {
         manifold_bench::compose::ComposeSpec::quick()
     } else {
@@ -237,7 +244,7 @@ fn run_proxy(args: &Args) -> anyhow::Result<ExitCode> {
 }
 
 /// `manifold bench hedge | balance | retry-storm`: one upstream's policies side by side, each
-/// variant an in-process gateway; `--rates` takes one rate.
+/// variant's gateway a `manifold serve` child of this binary; `--rates` takes one rate.
 fn run_variants(args: &Args) -> anyhow::Result<ExitCode> {
     use manifold_bench::{balance, hedge, retry_storm};
     let (rates, duration, rounds) = args.overrides()?;
@@ -302,6 +309,36 @@ fn run_variants(args: &Args) -> anyhow::Result<ExitCode> {
             rt.block_on(retry_storm::run(&spec, progress))?
         }
     };
+    emit(args.json, &report, || report.to_markdown())
+}
+
+/// `manifold bench overload`: two `manifold serve` children of this binary (adaptive limit, no
+/// limit) at twice the capacity measured in the same run.
+fn run_overload(args: &Args) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.rates.is_none(),
+        "`bench overload` finds its own rates (capacity, then twice it)"
+    );
+    let exe = std::env::current_exe()
+        .map_err(|e| anyhow::anyhow!("cannot find this binary to run `manifold serve`: {e}"))?;
+    let mut spec = if args.quick {
+        manifold_bench::overload::OverloadSpec::quick(exe)
+    } else {
+        manifold_bench::overload::OverloadSpec::new(exe)
+    };
+    if let Some(d) = args.duration {
+        spec.duration = d;
+    }
+    if let Some(r) = args.rounds {
+        anyhow::ensure!(r > 0, "--rounds must be at least 1");
+        spec.rounds = r;
+    }
+    let quiet = args.json;
+    let report = super::runtime()?.block_on(manifold_bench::overload::run(&spec, |step| {
+        if !quiet {
+            eprintln!("  measuring {step}");
+        }
+    }))?;
     emit(args.json, &report, || report.to_markdown())
 }
 

@@ -1,0 +1,556 @@
+//! `manifold bench overload`: offered load at twice the gateway's capacity, with the adaptive
+//! concurrency limit (`[server] concurrency = "adaptive"`, the default) and without a limit
+//! (`concurrency = 1000000`), side by side in one run.
+//!
+//! The route is a composition of three calls to simulated upstreams that answer at once, so
+//! what limits it is the gateway's own work (parsing, three upstream round trips, rendering).
+//! Each gateway is a `manifold serve` child process on **one** worker thread
+//! (`TOKIO_WORKER_THREADS=1`): on a 2-core machine the load generator and the simulator keep
+//! the other core, so it is the gateway that saturates, not the harness.
+//!
+//! 1. **Capacity**: open-loop steps on the unlimited gateway, doubling from `start_rate` while
+//!    the answers keep up with the offered rate (≥ 95% of it answered 2xx per second, ≤ 1%
+//!    errors), then bisecting between the last rate that kept up and the first that did not.
+//!    Bounded in steps and time.
+//! 2. **Unloaded**: each gateway at a quarter of capacity; its p99 is the reference.
+//! 3. **Overload**: each gateway at `factor` × capacity, interleaved round by round. Goodput is
+//!    2xx answers per second (answers after the client's timeout are not answers), admitted p99
+//!    the p99 of those 2xx answers, shed the 503s. Before the rounds each gateway gets one
+//!    overload run of the same length that is reported apart (`first_*`): it holds the adaptive
+//!    limit's descent from its generous start, a transient that would otherwise be most of a
+//!    few seconds' p99; the rounds measure the steady state.
+//!
+//! The goal (issue 13): with the adaptive limit, goodput ≥ 90% of capacity and admitted p99
+//! ≤ 2× the unloaded p99.
+
+use crate::peers::{self, RunningPeer};
+use crate::stats::Spread;
+use crate::BenchError;
+use manifold_load::{LoadReport, LoadSpec};
+use manifold_sim::{RunningSim, Sim, SimConfig};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The issue's goal: goodput at 2× capacity, as a fraction of capacity, at least.
+pub const GOAL_GOODPUT: f64 = 0.9;
+/// The issue's goal: admitted p99 over unloaded p99, at most.
+pub const GOAL_P99_RATIO: f64 = 2.0;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct OverloadSpec {
+    /// The `manifold` binary, run as `manifold serve` children.
+    pub manifold_exe: PathBuf,
+    /// Worker threads of each gateway child.
+    pub gateway_threads: usize,
+    /// The capacity search's first rate, req/s.
+    pub start_rate: f64,
+    /// The capacity search never offers more than this, req/s.
+    pub max_rate: f64,
+    /// Most capacity steps (doubling and bisecting together).
+    pub max_steps: usize,
+    /// Length of one capacity step.
+    pub step_duration: Duration,
+    /// Length of the unloaded measurement.
+    pub unloaded_duration: Duration,
+    /// Offered load over capacity.
+    pub factor: f64,
+    /// Length of one overload measurement.
+    pub duration: Duration,
+    /// Overload rounds (each measures both gateways).
+    pub rounds: usize,
+    /// The load generator's most requests in flight (connections).
+    pub connections: usize,
+    /// The client gives up on a request this long after its scheduled time.
+    pub timeout: Duration,
+}
+
+impl OverloadSpec {
+    /// The default run (about a minute).
+    pub fn new(manifold_exe: PathBuf) -> Self {
+        OverloadSpec {
+            manifold_exe,
+            gateway_threads: 1,
+            start_rate: 1000.0,
+            max_rate: 100_000.0,
+            max_steps: 8,
+            step_duration: Duration::from_secs(2),
+            unloaded_duration: Duration::from_secs(3),
+            factor: 2.0,
+            duration: Duration::from_secs(5),
+            rounds: 2,
+            connections: 1000,
+            timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// A short run for smoke tests and `--quick`.
+    pub fn quick(manifold_exe: PathBuf) -> Self {
+        OverloadSpec {
+            max_steps: 4,
+            step_duration: Duration::from_secs(1),
+            unloaded_duration: Duration::from_secs(1),
+            duration: Duration::from_secs(2),
+            rounds: 1,
+            ..Self::new(manifold_exe)
+        }
+    }
+
+    fn check(&self) -> Result<(), BenchError> {
+        let ok = self.start_rate.is_finite()
+            && self.start_rate >= 1.0
+            && self.max_rate.is_finite()
+            && self.max_rate >= self.start_rate
+            && self.factor.is_finite()
+            && (1.0..=10.0).contains(&self.factor)
+            && (1..=20).contains(&self.max_steps)
+            && (1..=10).contains(&self.rounds)
+            && (1..=64).contains(&self.gateway_threads)
+            && (1..=20_000).contains(&self.connections)
+            && !self.duration.is_zero()
+            && !self.step_duration.is_zero()
+            && !self.unloaded_duration.is_zero()
+            && !self.timeout.is_zero();
+        if ok {
+            Ok(())
+        } else {
+            Err(BenchError::Spec(format!("{self:?}")))
+        }
+    }
+}
+
+/// One capacity step.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    /// Offered req/s.
+    pub offered: f64,
+    /// 2xx answers per second.
+    pub goodput: f64,
+    /// Failed requests.
+    pub errors: u64,
+    /// Whether the answers kept up with the offered rate.
+    pub kept_up: bool,
+}
+
+/// One gateway's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    /// "adaptive" or "no limit".
+    pub target: String,
+    /// Unloaded p99 of 2xx answers, ms.
+    pub unloaded_p99_ms: f64,
+    /// Overload: 2xx answers per second, over rounds.
+    pub goodput: Spread,
+    /// Overload: goodput's median over capacity.
+    pub goodput_of_capacity: f64,
+    /// Overload: p99 of 2xx answers, ms, over rounds.
+    pub admitted_p99_ms: Spread,
+    /// Overload: admitted p99's median over the unloaded p99.
+    pub p99_over_unloaded: f64,
+    /// Overload: 503 answers (shed), summed over rounds.
+    pub shed: u64,
+    /// Overload: requests with no answer in time (timeouts, connection failures), summed.
+    pub unanswered: u64,
+    /// Overload: requests offered, summed.
+    pub offered: u64,
+    /// The first overload run (from a standing start, not in the rounds): goodput, req/s.
+    pub first_goodput: f64,
+    /// The first overload run: admitted p99, ms.
+    pub first_admitted_p99_ms: f64,
+}
+
+/// The whole result.
+#[derive(Debug, Clone, Serialize)]
+pub struct OverloadReport {
+    /// Always "overload".
+    pub scenario: &'static str,
+    /// Worker threads of each gateway.
+    pub gateway_threads: usize,
+    /// The capacity search, in order.
+    pub steps: Vec<Step>,
+    /// The highest rate whose answers kept up, req/s.
+    pub capacity: f64,
+    /// The overload rate, req/s.
+    pub offered: f64,
+    /// Seconds per overload measurement.
+    pub duration_s: f64,
+    /// Overload rounds.
+    pub rounds: usize,
+    /// adaptive, then no limit.
+    pub targets: Vec<Target>,
+    /// Whether the adaptive limit met the issue's goal.
+    pub goal_met: bool,
+}
+
+fn sim_config() -> Result<SimConfig, BenchError> {
+    let mut toml = String::from("seed = 11\nhost = \"127.0.0.1\"\n");
+    for s in ["a", "b", "c"] {
+        toml.push_str(&format!(
+            "[services.{s}]\n  [[services.{s}.endpoints]]\n  method = \"GET\"\n  path = \"/item\"\n  \
+             response = {{ body = {{ id = \"{{seq}}\", name = \"widget\", price = 9.5, tags = [\"x\", \"y\"] }} }}\n"
+        ));
+    }
+    SimConfig::from_toml(&toml).map_err(|e| BenchError::Setup(format!("simulator config: {e}")))
+}
+
+/// The gateway config: one composed route over the three upstreams, at `concurrency`.
+pub fn gateway_toml(sim: &RunningSim, concurrency: &str) -> Result<String, BenchError> {
+    let url = |s: &str| {
+        sim.url(s)
+            .ok_or_else(|| BenchError::Setup(format!("simulator has no service {s}")))
+    };
+    let mut toml = format!("[server]\nconcurrency = {concurrency}\n");
+    for s in ["a", "b", "c"] {
+        toml.push_str(&format!("[upstreams.{s}]\nendpoints = [\"{}\"]\n", url(s)?));
+    }
+    toml.push_str("[routes.overview]\nmethod = \"GET\"\npath = \"/overview\"\n");
+    for s in ["a", "b", "c"] {
+        toml.push_str(&format!(
+            "  [[routes.overview.calls]]\n  name = \"{s}\"\n  upstream = \"{s}\"\n  method = \"GET\"\n  path = \"/item\"\n"
+        ));
+    }
+    toml.push_str(
+        "  [routes.overview.response]\n  body = { a = \"{a}\", b = \"{b}\", price = \"{c.price}\" }\n",
+    );
+    Ok(toml)
+}
+
+async fn start_gateway(
+    spec: &OverloadSpec,
+    sim: &RunningSim,
+    concurrency: &str,
+) -> Result<RunningPeer, BenchError> {
+    let toml = gateway_toml(sim, concurrency)?;
+    let mut cmd = peers::manifold_serve(&spec.manifold_exe, &toml, "/overview")
+        .map_err(|s| BenchError::Setup(format!("manifold serve: {}", s.reason)))?;
+    cmd.env.push((
+        "TOKIO_WORKER_THREADS".into(),
+        spec.gateway_threads.to_string(),
+    ));
+    peers::start(cmd)
+        .await
+        .map_err(|s| BenchError::Setup(format!("manifold serve: {}", s.reason)))
+}
+
+async fn measure(
+    spec: &OverloadSpec,
+    url: &str,
+    rate: f64,
+    duration: Duration,
+) -> Result<LoadReport, BenchError> {
+    let mut load = LoadSpec::new(url, rate);
+    load.duration = Some(duration);
+    load.timeout = spec.timeout;
+    load.connections = Some(spec.connections);
+    Ok(manifold_load::run(load).await?)
+}
+
+/// 2xx answers per second over the run (from the first send to the last answer).
+fn goodput(r: &LoadReport) -> f64 {
+    if r.duration_s > 0.0 {
+        r.ok as f64 / r.duration_s
+    } else {
+        0.0
+    }
+}
+
+fn ok_p99_ms(r: &LoadReport) -> f64 {
+    if r.ok_histogram.is_empty() {
+        return 0.0;
+    }
+    r.ok_histogram.value_at_quantile(0.99) as f64 / 1000.0
+}
+
+fn kept_up(r: &LoadReport, rate: f64) -> bool {
+    goodput(r) >= 0.95 * rate && (r.errors as f64) <= 0.01 * r.sent as f64
+}
+
+/// Wait (at most ~10 s) until the gateway answers one request quickly: its backlog is gone.
+async fn settle(url: &str) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..50 {
+        let mut one = LoadSpec::new(url, 100.0);
+        one.requests = Some(5);
+        one.timeout = Duration::from_secs(2);
+        if let Ok(r) = manifold_load::run(one).await {
+            if r.ok == 5 && r.latency_ms.max < 50.0 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The capacity search on `url`: the steps taken and the highest rate that kept up.
+async fn capacity(
+    spec: &OverloadSpec,
+    url: &str,
+    progress: &mut impl FnMut(&str),
+) -> Result<(Vec<Step>, f64), BenchError> {
+    let mut steps = Vec::new();
+    let mut good: Option<f64> = None;
+    let mut bad: Option<f64> = None;
+    let mut rate = spec.start_rate;
+    for _ in 0..spec.max_steps {
+        progress(&format!("capacity: {rate:.0} req/s"));
+        let r = measure(spec, url, rate, spec.step_duration).await?;
+        let up = kept_up(&r, rate);
+        steps.push(Step {
+            offered: rate,
+            goodput: goodput(&r),
+            errors: r.errors,
+            kept_up: up,
+        });
+        if !up {
+            settle(url).await;
+        }
+        match (up, good, bad) {
+            (true, _, _) => good = Some(rate),
+            (false, _, _) => bad = Some(bad.map_or(rate, |b: f64| b.min(rate))),
+        }
+        rate = match (good, bad) {
+            (Some(g), None) if g * 2.0 <= spec.max_rate => g * 2.0,
+            (Some(_), None) => break,
+            (Some(g), Some(b)) if b - g > g * 0.05 => (g + b) / 2.0,
+            (Some(_), Some(_)) => break,
+            // Not even the first rate kept up: go down.
+            (None, Some(b)) if b / 2.0 >= 1.0 => b / 2.0,
+            _ => break,
+        };
+    }
+    let found = match good {
+        Some(g) => g,
+        // Nothing kept up: the best goodput seen is the capacity.
+        None => steps.iter().map(|s| s.goodput).fold(0.0, f64::max),
+    };
+    Ok((steps, found))
+}
+
+/// Run the overload benchmark. `progress` is told what is being measured.
+pub async fn run(
+    spec: &OverloadSpec,
+    mut progress: impl FnMut(&str),
+) -> Result<OverloadReport, BenchError> {
+    spec.check()?;
+    progress("starting the simulator and two gateways (adaptive limit, no limit)");
+    let sim = Sim::start(sim_config()?)
+        .await
+        .map_err(|e| BenchError::Setup(format!("simulator: {e}")))?;
+    let result = run_with(spec, &sim, &mut progress).await;
+    sim.shutdown().await;
+    result
+}
+
+async fn run_with(
+    spec: &OverloadSpec,
+    sim: &RunningSim,
+    progress: &mut impl FnMut(&str),
+) -> Result<OverloadReport, BenchError> {
+    let gateways = [
+        ("adaptive", start_gateway(spec, sim, "\"adaptive\"").await?),
+        ("no limit", start_gateway(spec, sim, "1000000").await?),
+    ];
+    let urls: Vec<String> = gateways.iter().map(|(_, p)| p.url("/overview")).collect();
+    for url in &urls {
+        let _ = measure(spec, url, 200.0, Duration::from_millis(500)).await?;
+    }
+    let (steps, capacity) = capacity(spec, &urls[1], progress).await?;
+    if capacity < 1.0 {
+        return Err(BenchError::Setup(
+            "the gateway answered nothing during the capacity search".into(),
+        ));
+    }
+    let mut unloaded = Vec::new();
+    for (i, url) in urls.iter().enumerate() {
+        progress(&format!(
+            "unloaded: {} at {:.0} req/s",
+            gateways[i].0,
+            capacity / 4.0
+        ));
+        settle(url).await;
+        let r = measure(spec, url, capacity / 4.0, spec.unloaded_duration).await?;
+        unloaded.push(ok_p99_ms(&r));
+    }
+    let offered = capacity * spec.factor;
+    let mut first = Vec::new();
+    for (i, url) in urls.iter().enumerate() {
+        progress(&format!(
+            "first overload (from a standing start): {} at {offered:.0} req/s",
+            gateways[i].0
+        ));
+        settle(url).await;
+        first.push(measure(spec, url, offered, spec.duration).await?);
+    }
+    let mut runs: Vec<Vec<LoadReport>> = vec![Vec::new(), Vec::new()];
+    for round in 0..spec.rounds {
+        for i in crate::compose::rotated(&[0usize, 1], round) {
+            progress(&format!(
+                "overload round {}/{}: {} at {offered:.0} req/s",
+                round + 1,
+                spec.rounds,
+                gateways[i].0
+            ));
+            settle(&urls[i]).await;
+            runs[i].push(measure(spec, &urls[i], offered, spec.duration).await?);
+        }
+    }
+    let targets: Vec<Target> = gateways
+        .iter()
+        .zip(&runs)
+        .zip(&unloaded)
+        .zip(&first)
+        .map(|((((name, _), rs), &base), first)| {
+            let rate = Spread::of(&rs.iter().map(goodput).collect::<Vec<_>>());
+            let p99 = Spread::of(&rs.iter().map(ok_p99_ms).collect::<Vec<_>>());
+            Target {
+                target: (*name).to_owned(),
+                unloaded_p99_ms: base,
+                goodput_of_capacity: rate.median / capacity,
+                p99_over_unloaded: if base > 0.0 { p99.median / base } else { 0.0 },
+                goodput: rate,
+                admitted_p99_ms: p99,
+                shed: rs
+                    .iter()
+                    .map(|r| r.statuses.get(&503).copied().unwrap_or(0))
+                    .sum(),
+                unanswered: rs
+                    .iter()
+                    .map(|r| {
+                        let refused: u64 = r.statuses.range(400..).map(|(_, n)| n).sum();
+                        r.errors.saturating_sub(refused)
+                    })
+                    .sum(),
+                offered: rs.iter().map(|r| r.sent).sum(),
+                first_goodput: goodput(first),
+                first_admitted_p99_ms: ok_p99_ms(first),
+            }
+        })
+        .collect();
+    let adaptive = &targets[0];
+    let goal_met = adaptive.goodput_of_capacity >= GOAL_GOODPUT
+        && adaptive.p99_over_unloaded > 0.0
+        && adaptive.p99_over_unloaded <= GOAL_P99_RATIO;
+    drop(gateways);
+    Ok(OverloadReport {
+        scenario: "overload",
+        gateway_threads: spec.gateway_threads,
+        steps,
+        capacity,
+        offered,
+        duration_s: spec.duration.as_secs_f64(),
+        rounds: spec.rounds,
+        targets,
+        goal_met,
+    })
+}
+
+impl OverloadReport {
+    /// A markdown table, as `docs/benchmarks.md` quotes it.
+    pub fn to_markdown(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|st| {
+                format!(
+                    "{:.0}→{:.0}{}",
+                    st.offered,
+                    st.goodput,
+                    if st.kept_up { "" } else { " ✗" }
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "a composed route (3 calls to instant simulated upstreams) on a gateway of {} worker thread(s); capacity {:.0} req/s (offered→answered/s: {}); offered {:.0} req/s for {:.0} s × {} round(s), medians [min–max]\n",
+            self.gateway_threads,
+            self.capacity,
+            steps.join(", "),
+            self.offered,
+            self.duration_s,
+            self.rounds
+        );
+        let _ = writeln!(
+            s,
+            "| limit | goodput req/s | of capacity | unloaded p99 ms | admitted p99 ms | p99 / unloaded | shed (503) | unanswered | offered | first run: goodput, admitted p99 ms |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let cell =
+            |x: &Spread, d: usize| format!("{:.d$} [{:.d$}–{:.d$}]", x.median, x.min, x.max, d = d);
+        for t in &self.targets {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.0}% | {:.2} | {} | {:.1}× | {} | {} | {} | {:.0}, {:.1} |",
+                t.target,
+                cell(&t.goodput, 0),
+                t.goodput_of_capacity * 100.0,
+                t.unloaded_p99_ms,
+                cell(&t.admitted_p99_ms, 2),
+                t.p99_over_unloaded,
+                t.shed,
+                t.unanswered,
+                t.offered,
+                t.first_goodput,
+                t.first_admitted_p99_ms
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\ngoal (adaptive: goodput ≥ {:.0}% of capacity, admitted p99 ≤ {GOAL_P99_RATIO}× unloaded): {}",
+            GOAL_GOODPUT * 100.0,
+            if self.goal_met { "met" } else { "not met" }
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn both_gateway_configs_compile() {
+        let sim = Sim::start(sim_config().expect("sim config"))
+            .await
+            .expect("the simulator");
+        for c in ["\"adaptive\"", "1000000"] {
+            let toml = gateway_toml(&sim, c).expect("a config");
+            let config =
+                manifold_config::compile("overload.toml".as_ref(), &toml).expect("it compiles");
+            assert_eq!(config.routes.len(), 1);
+        }
+        sim.shutdown().await;
+    }
+
+    #[test]
+    fn absurd_specs_are_refused() {
+        let ok = OverloadSpec::quick(PathBuf::from("manifold"));
+        assert!(ok.check().is_ok());
+        for bad in [
+            OverloadSpec {
+                factor: f64::NAN,
+                ..ok.clone()
+            },
+            OverloadSpec {
+                start_rate: 0.0,
+                ..ok.clone()
+            },
+            OverloadSpec {
+                rounds: 0,
+                ..ok.clone()
+            },
+            OverloadSpec {
+                max_steps: 1000,
+                ..ok.clone()
+            },
+            OverloadSpec {
+                duration: Duration::ZERO,
+                ..ok.clone()
+            },
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The main listener's concurrency limit (`[server] concurrency`): how many requests the
+//! gateway works on at once. `max_connections` bounds sockets, but one HTTP/2 connection may
+//! carry 200 streams, each starting a composition; every request (every stream) takes a
+//! [`Permit`] before any work, and past the limit it is answered 503 with `Retry-After` at
+//! once, never queued: a queue would only add its wait to every answer and hold the memory of
+//! requests whose clients may have given up.
+//!
+//! The permit is taken before routing (an unknown path's 404 costs as little as the 503 would,
+//! so there is nothing to gain by routing first) and given back when the answer's head is
+//! ready: streaming a proxied body to the client is bounded by the connection limit and flow
+//! control, and a slow reader must not count as the gateway's work.
+//!
+//! Only the client listener is limited: the admin listener (`/healthz`, `/readyz`, `/config`)
+//! has its own connection limit and is never shed, so probes answer while the gateway sheds.
+//! The client listener serves no health endpoint of its own.
+//!
+//! `concurrency = N` admits exactly N; `"adaptive"` (the default) moves the limit with the
+//! latency of admitted requests ([`gradient`]).
+
+mod gradient;
+
+use gradient::{Bounds, Gradient};
+use manifold_config::policy::Concurrency;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What a shed request's `Retry-After` says: soon, since an overload passes in seconds.
+pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The adaptive limit's floor, per core (and at least `ADAPTIVE_MIN`). A gateway whose own work
+/// per request is a fraction of a millisecond keeps a core busy with two or three requests in
+/// flight (Little's law: 4,000 req/s × 0.5 ms = 2), so a higher floor would let a queue form
+/// under overload and the limit could never protect latency. A healthy gateway never meets the
+/// floor: the limit starts well above it and only falls while the gateway's own CPU is
+/// congested *and* latency has risen with at least half the limit in flight.
+const ADAPTIVE_MIN_PER_CORE: usize = 2;
+const ADAPTIVE_MIN: usize = 4;
+/// Where the adaptive limit starts: generous, so a burst at start is not shed before anything
+/// was measured.
+const ADAPTIVE_INITIAL: usize = 1000;
+/// The adaptive limit's ceiling: the connection limit times a few streams each (HTTP/1 can
+/// never have more in flight than connections; HTTP/2 can), capped.
+const STREAMS_PER_CONNECTION: u64 = 4;
+const ADAPTIVE_MAX_CAP: u64 = 1_000_000;
+/// Shedding is logged at most this often (a warn per shed request would add to the overload).
+const SHED_LOG_EVERY: Duration = Duration::from_secs(10);
+/// How often the runtime's scheduling lag is probed.
+const PROBE_EVERY: Duration = Duration::from_millis(10);
+
+/// The limit and what is in flight under it.
+#[derive(Debug)]
+pub(crate) struct Limiter {
+    in_flight: AtomicUsize,
+    limit: AtomicUsize,
+    /// The controller of an adaptive limit (none for a fixed one).
+    adaptive: Option<Mutex<Gradient>>,
+    /// The runtime's scheduling lag, µs, as last probed (adaptive only).
+    lag_us: AtomicU64,
+    /// Where shed requests are counted (`Stats::shed_requests`).
+    stats: Arc<crate::respond::Stats>,
+    /// When shedding was last logged, and the count then.
+    logged: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Limiter {
+    /// The limit `[server] concurrency` asks for; an adaptive one's ceiling follows from
+    /// `max_connections`, its floor from the cores. An adaptive limit probes the runtime's
+    /// scheduling lag ([`probe`]) for as long as the limiter lives.
+    pub(crate) fn new(
+        concurrency: Concurrency,
+        max_connections: u64,
+        stats: Arc<crate::respond::Stats>,
+    ) -> Arc<Self> {
+        let limiter = Arc::new(Self::without_probe(concurrency, max_connections, stats));
+        if limiter.adaptive.is_some() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(probe(Arc::downgrade(&limiter)));
+            }
+        }
+        limiter
+    }
+
+    fn without_probe(
+        concurrency: Concurrency,
+        max_connections: u64,
+        stats: Arc<crate::respond::Stats>,
+    ) -> Self {
+        let (limit, adaptive) = match concurrency {
+            Concurrency::Fixed(n) => (usize::try_from(n).unwrap_or(usize::MAX).max(1), None),
+            Concurrency::Adaptive => {
+                let max = max_connections
+                    .saturating_mul(STREAMS_PER_CONNECTION)
+                    .min(ADAPTIVE_MAX_CAP);
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let bounds = Bounds {
+                    min: cores
+                        .saturating_mul(ADAPTIVE_MIN_PER_CORE)
+                        .clamp(ADAPTIVE_MIN, ADAPTIVE_INITIAL),
+                    initial: ADAPTIVE_INITIAL,
+                    max: usize::try_from(max).unwrap_or(usize::MAX),
+                };
+                let g = Gradient::new(bounds, Instant::now());
+                (g.limit(), Some(Mutex::new(g)))
+            }
+        };
+        Limiter {
+            in_flight: AtomicUsize::new(0),
+            limit: AtomicUsize::new(limit),
+            adaptive,
+            lag_us: AtomicU64::new(0),
+            stats,
+            logged: Mutex::new((None, 0)),
+        }
+    }
+
+    /// A permit for one request, or `None` when the limit is reached (the caller answers 503).
+    pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+        let limit = self.limit.load(Ordering::Relaxed);
+        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if before >= limit {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.count_shed(limit);
+            return None;
+        }
+        Some(Permit {
+            limiter: Arc::clone(self),
+            start: Instant::now(),
+        })
+    }
+
+    /// The current limit.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    fn count_shed(&self, limit: usize) {
+        let total = self.stats.count_shed();
+        let now = Instant::now();
+        let Ok(mut logged) = self.logged.try_lock() else {
+            return;
+        };
+        let due = logged
+            .0
+            .is_none_or(|at| now.saturating_duration_since(at) >= SHED_LOG_EVERY);
+        if due {
+            tracing::warn!(
+                limit,
+                shed = total - logged.1,
+                adaptive = self.adaptive.is_some(),
+                "concurrency limit reached: shedding requests with 503 + Retry-After"
+            );
+            *logged = (Some(now), total);
+        }
+    }
+}
+
+/// One admitted request. [`Permit::finish`] gives it back with the request's latency (for the
+/// adaptive limit); dropped unfinished (the client went away), it is given back without one.
+#[derive(Debug)]
+pub(crate) struct Permit {
+    limiter: Arc<Limiter>,
+    start: Instant,
+}
+
+impl Permit {
+    /// The answer's head is ready: record its latency and give the slot back.
+    pub(crate) fn finish(self) {
+        let l = &self.limiter;
+        if let Some(adaptive) = &l.adaptive {
+            let in_flight = l.in_flight.load(Ordering::Relaxed);
+            let lag = Duration::from_micros(l.lag_us.load(Ordering::Relaxed));
+            let now = Instant::now();
+            if let Ok(mut g) = adaptive.lock() {
+                if let Some(limit) = g.sample(now, now - self.start, in_flight, lag) {
+                    l.limit.store(limit, Ordering::Relaxed);
+                }
+            }
+        }
+        // `Drop` gives the slot back.
+    }
+}
+
+/// Measure, every `PROBE_EVERY`, how long a task that yields waits to run again: the time a
+/// newly readable connection or a woken request waits for the gateway's CPU. It is the signal
+/// that the gateway's *own* work queues (a slow upstream leaves it near zero), and it also
+/// covers the wait before a request is read, which no request's latency includes. Smoothed
+/// (EWMA, ¼ per probe); ends with the limiter.
+async fn probe(limiter: std::sync::Weak<Limiter>) {
+    let mut smoothed = 0.0f64;
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let start = Instant::now();
+        tokio::task::yield_now().await;
+        let lag = start.elapsed().as_secs_f64() * 1e6;
+        smoothed += (lag - smoothed) / 4.0;
+        let Some(l) = limiter.upgrade() else {
+            return;
+        };
+        l.lag_us.store(smoothed as u64, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.limiter.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fixed_limit_admits_exactly_n() {
+        let l = Limiter::new(Concurrency::Fixed(2), 8192, Arc::default());
+        let a = l.try_acquire().expect("first");
+        let b = l.try_acquire().expect("second");
+        assert!(l.try_acquire().is_none());
+        assert!(l.try_acquire().is_none());
+        assert_eq!(l.stats.shed_requests(), 2);
+        a.finish();
+        let c = l.try_acquire().expect("a slot came back");
+        assert!(l.try_acquire().is_none());
+        drop(b);
+        drop(c);
+        assert_eq!(l.in_flight.load(Ordering::Relaxed), 0);
+        assert_eq!(l.limit(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_adaptive_limit_starts_generous_and_is_bounded_by_connections() {
+        let l = Limiter::new(Concurrency::Adaptive, 8192, Arc::default());
+        assert_eq!(l.limit(), ADAPTIVE_INITIAL);
+        // A tiny connection limit caps the ceiling, never below the floor.
+        let l = Limiter::new(Concurrency::Adaptive, 1, Arc::default());
+        assert!(l.limit() >= ADAPTIVE_MIN && l.limit() < 16, "{}", l.limit());
+        let l = Limiter::new(Concurrency::Adaptive, u64::MAX, Arc::default());
+        assert_eq!(l.limit(), ADAPTIVE_INITIAL);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn finished_permits_feed_the_adaptive_limit() {
+        let l = Limiter::new(Concurrency::Adaptive, 8192, Arc::default());
+        // Windows of 600 requests in flight at once (above half the limit), each taking 2 ms:
+        // steady latency under load, so the limit grows.
+        for _ in 0..20 {
+            let permits: Vec<Permit> = (0..600).filter_map(|_| l.try_acquire()).collect();
+            assert_eq!(permits.len(), 600);
+            tokio::time::advance(Duration::from_millis(2)).await;
+            for p in permits {
+                p.finish();
+            }
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+        assert!(l.limit() > ADAPTIVE_INITIAL, "{}", l.limit());
+        assert_eq!(l.in_flight.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn the_probe_measures_a_busy_runtime_and_ends_with_the_limiter() {
+        let l = Limiter::new(Concurrency::Adaptive, 8192, Arc::default());
+        // A task that hogs this (current-thread) runtime for 5 ms at a time: the probe's
+        // yield waits behind it.
+        let hog = tokio::spawn(async {
+            for _ in 0..40 {
+                std::thread::sleep(Duration::from_millis(5));
+                tokio::task::yield_now().await;
+            }
+        });
+        hog.await.expect("the hog");
+        assert!(
+            l.lag_us.load(Ordering::Relaxed) > 500,
+            "{} µs",
+            l.lag_us.load(Ordering::Relaxed)
+        );
+        let weak = Arc::downgrade(&l);
+        drop(l);
+        // The probe held no strong reference; it ends at its next tick.
+        tokio::time::sleep(PROBE_EVERY * 3).await;
+        assert!(weak.upgrade().is_none());
+    }
+}

@@ -1,0 +1,117 @@
+//! Load shedding at the listener's concurrency limit (`[server] concurrency`): past it a
+//! request is answered 503 + `Retry-After` at once, never queued, while the admin listener
+//! still answers; HTTP/2 streams on one connection each count.
+
+use crate::support::{self, Reply, TestGateway, Upstream};
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioExecutor;
+use std::time::Duration;
+
+/// A gateway with `concurrency = 2` proxying to an upstream that answers after `delay_ms`.
+async fn limited(delay_ms: u64) -> (Upstream, TestGateway) {
+    let up = Upstream::start(vec![(
+        "GET",
+        "/slow",
+        Reply::json(delay_ms, serde_json::json!({"ok": true})),
+    )])
+    .await;
+    let toml = format!(
+        "[upstreams.u]\nendpoints = [\"{}\"]\n[routes.slow]\npath = \"/slow\"\nproxy = \"u\"\n",
+        up.url()
+    );
+    let gw = TestGateway::start_with_server("concurrency = 2", &toml).await;
+    (up, gw)
+}
+
+/// Wait (bounded) until the upstream has seen `n` requests.
+async fn until_seen(up: &Upstream, n: usize) {
+    for _ in 0..500 {
+        if up.requests().len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "the upstream saw {} requests, wanted {n}",
+        up.requests().len()
+    );
+}
+
+#[tokio::test]
+async fn past_a_fixed_limit_requests_get_503_at_once_and_admin_still_answers() {
+    let (up, gw) = limited(1500).await;
+    let url = gw.url("/slow");
+    let first: Vec<_> = (0..2)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { support::send("GET", &url, None).await })
+        })
+        .collect();
+    until_seen(&up, 2).await;
+
+    // The third is shed while the first two are still waiting on the upstream.
+    let (status, headers, body) = support::send("GET", &url, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        headers.get(http::header::RETRY_AFTER).map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    let body = support::json(&body);
+    assert_eq!(body["error"]["kind"], "shed", "{body}");
+    assert!(first.iter().all(|t| !t.is_finished()), "shed, not queued");
+    assert_eq!(
+        up.requests().len(),
+        2,
+        "the shed request never reached the upstream"
+    );
+
+    // Probes on the admin listener are never shed.
+    let (status, _, _) = support::send("GET", &format!("http://{}/readyz", gw.admin), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = support::send("GET", &format!("http://{}/healthz", gw.admin), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(first.iter().all(|t| !t.is_finished()));
+
+    // Once the first two are answered, new requests are admitted.
+    for t in first {
+        let (status, _, _) = t.await.expect("the request task");
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, _, _) = support::send("GET", &url, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(up.requests().len(), 3);
+    gw.stop.cancel();
+}
+
+#[tokio::test]
+async fn http2_streams_on_one_connection_each_take_a_slot() {
+    let (up, gw) = limited(1500).await;
+    let h2 = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let url = gw.url("/slow");
+    let get = |h2: &hyper_util::client::legacy::Client<_, Full<Bytes>>| {
+        let req = Request::get(url.as_str())
+            .body(Full::new(Bytes::new()))
+            .expect("a request");
+        let h2 = h2.clone();
+        tokio::spawn(async move {
+            let resp = h2.request(req).await.expect("an answer");
+            let status = resp.status();
+            let _ = resp.into_body().collect().await;
+            status
+        })
+    };
+    // The client keeps one HTTP/2 connection to the gateway: the three streams share it.
+    let first = get(&h2);
+    until_seen(&up, 1).await;
+    let second = get(&h2);
+    until_seen(&up, 2).await;
+    let third = get(&h2).await.expect("the third stream");
+    assert_eq!(third, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(first.await.expect("first"), StatusCode::OK);
+    assert_eq!(second.await.expect("second"), StatusCode::OK);
+    gw.stop.cancel();
+}
