@@ -6,13 +6,17 @@
 //! noisy, so absolute numbers from separate runs are not comparable: ratios within one run are.
 
 pub mod aggregator;
+pub mod balance;
 pub mod cache;
 pub mod compose;
+pub mod hedge;
 pub mod overload;
 pub mod peers;
 pub mod proxy;
+pub mod retry_storm;
 pub mod soak;
 mod stats;
+pub mod variants;
 
 pub use stats::{Measured, Spread};
 

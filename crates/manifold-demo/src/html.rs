@@ -111,6 +111,9 @@ fn scenario(h: &mut String, s: &ScenarioResult) {
         esc(&s.name),
         esc(&s.request)
     );
+    if let Some(summary) = &s.summary {
+        let _ = writeln!(h, "<p class=\"note\">{}</p>", esc(summary));
+    }
     let _ = writeln!(
         h,
         "<table>\n<tr><th>strategy</th><th>p50</th><th>p99</th><th>ideal</th>\
@@ -131,7 +134,7 @@ fn scenario(h: &mut String, s: &ScenarioResult) {
             if i == 0 {
                 "—".to_owned()
             } else {
-                format!("{:.2}×", r.gain)
+                format!("{:.2}× on {}", r.gain, s.gain_on.name())
             },
             r.errors,
             r.sent,
@@ -139,9 +142,11 @@ fn scenario(h: &mut String, s: &ScenarioResult) {
             esc(&r.note().unwrap_or_default())
         );
     }
-    h.push_str(
+    let _ = writeln!(
+        h,
         "</table>\n<p class=\"note\">ideal: the plan's critical path, from the calls' \
-         <code>expect</code> hints. gain: the first strategy's p50 over this one's.</p>\n",
+         <code>expect</code> hints. gain: the first strategy's {0} over this one's.</p>",
+        s.gain_on.name()
     );
     let _ = writeln!(
         h,

@@ -13,12 +13,17 @@
 //! chart per scenario and a waterfall of one request per strategy, drawn from the sim's own call
 //! records.
 //!
-//! Strategies and scenarios are lists: a capability (caching, offloading, later hedging) adds a
-//! [`Strategy`] with its config file, and each scenario whose route that file declares gains a
-//! row. A strategy's file holds only the routes the capability changes (`shop-cached.toml` the
-//! profile page, `shop-offloaded.toml` the checkout), so every row is a file a reader can run.
-//! Rows that prove more than latency say so from the sim's own counts: the share of cached calls
-//! the cache answered, and that every offloaded call was still delivered after the answer.
+//! Strategies and scenarios are lists: a capability (caching, offloading) adds a [`Strategy`]
+//! with its config file, and each scenario whose route that file declares gains a row. A
+//! strategy's file holds only the routes the capability changes (`shop-cached.toml` the profile
+//! page, `shop-offloaded.toml` the checkout), so every row is a file a reader can run. Rows that
+//! prove more than latency say so from the sim's own counts: the share of cached calls the cache
+//! answered, and that every offloaded call was still delivered after the answer.
+//!
+//! Hedging and balancing only matter when replicas differ, so they are [`Contrast`]s: one
+//! scenario on a shop of its own where one service has misbehaving replicas (a straggling orders
+//! replica, a payment replica turning slow mid-run), measured without and with the policy. Their
+//! gain is read on p99, and the sim counts what the policy cost that service in extra requests.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), manifold_demo::DemoError> {
@@ -37,7 +42,8 @@ use std::time::Duration;
 pub use manifold_load::KeyDist;
 pub use measure::run;
 pub use report::{
-    CdfPoint, DemoReport, OffloadResult, ScenarioResult, StrategyResult, Waterfall, WaterfallCall,
+    CdfPoint, DemoReport, Gain, OffloadResult, ScenarioResult, StrategyResult, UpstreamCalls,
+    Waterfall, WaterfallCall,
 };
 
 /// A way of composing the shop's calls: one config file, run as written by its own gateway.
@@ -90,6 +96,104 @@ pub const OFFLOADED: Strategy = Strategy {
 /// strategy runs the scenarios whose route its config declares.
 pub const STRATEGIES: &[Strategy] = &[SEQUENTIAL, CONCURRENT, CACHED, OFFLOADED];
 
+/// The profile page with its orders call hedged after the upstream's live p95
+/// (`examples/shop-hedged.toml`).
+pub const HEDGED: Strategy = Strategy {
+    name: "hedged",
+    summary: "a second orders request to another replica when the first is slower than p95",
+    file: "examples/shop-hedged.toml",
+    source: include_str!("../../../examples/shop-hedged.toml"),
+};
+
+/// The checkout with its payment replicas taken in turn (`examples/shop-round-robin.toml`).
+pub const ROUND_ROBIN: Strategy = Strategy {
+    name: "round_robin",
+    summary: "payment replicas in turn",
+    file: "examples/shop-round-robin.toml",
+    source: include_str!("../../../examples/shop-round-robin.toml"),
+};
+
+/// The checkout with its payment replica chosen by power of two choices over peak-EWMA cost
+/// (`examples/shop-p2c.toml`).
+pub const P2C: Strategy = Strategy {
+    name: "p2c",
+    summary: "the cheaper of two payment replicas by peak-EWMA cost",
+    file: "examples/shop-p2c.toml",
+    source: include_str!("../../../examples/shop-p2c.toml"),
+};
+
+/// One scenario on a shop with one service changed (replicas that straggle or turn slow),
+/// measured without and then with a policy: the levers that matter only when replicas differ.
+/// The contrast runs on a shop of its own, so the other rows keep the seed documents' shop.
+#[derive(Debug, Clone, Copy)]
+pub struct Contrast {
+    /// The rows' name in the table (`hedged`, `balanced`).
+    pub name: &'static str,
+    /// What is changed and what is compared, in one line.
+    pub summary: &'static str,
+    /// The scenario measured (its route must be in both files).
+    pub scenario: Scenario,
+    /// The shop's service that gets replicas.
+    pub service: &'static str,
+    /// That service's replicas, for measurements of the given length (a replica turning slow
+    /// does so a fraction of the way in).
+    pub replicas: fn(std::time::Duration) -> Vec<manifold_sim::ReplicaConfig>,
+    /// The baseline.
+    pub without: Strategy,
+    /// The policy.
+    pub with: Strategy,
+}
+
+/// The profile page with one of two orders replicas straggling: one call in ten takes 4× its
+/// 200 ms. Without the hedge (`examples/shop.toml`) against with it.
+pub const HEDGED_ROWS: Contrast = Contrast {
+    name: "hedged",
+    summary: "profile; orders has 2 replicas, one taking 4× its 200 ms on 10% of its calls",
+    scenario: PROFILE,
+    service: "orders",
+    replicas: straggling_orders,
+    without: CONCURRENT,
+    with: HEDGED,
+};
+
+fn straggling_orders(_: std::time::Duration) -> Vec<manifold_sim::ReplicaConfig> {
+    vec![
+        manifold_sim::ReplicaConfig::default(),
+        manifold_sim::ReplicaConfig {
+            straggler_rate: 0.1,
+            straggler_scale: 4.0,
+            ..Default::default()
+        },
+    ]
+}
+
+/// The checkout with one of three payment replicas turning 5× slower a third of the way into
+/// each measurement. Round robin against p2c.
+pub const BALANCED_ROWS: Contrast = Contrast {
+    name: "balanced",
+    summary: "checkout; payment has 3 replicas, one turning 5× slower a third of the way in",
+    scenario: CHECKOUT,
+    service: "payment",
+    replicas: slowing_payment,
+    without: ROUND_ROBIN,
+    with: P2C,
+};
+
+fn slowing_payment(measurement: std::time::Duration) -> Vec<manifold_sim::ReplicaConfig> {
+    vec![
+        manifold_sim::ReplicaConfig::default(),
+        manifold_sim::ReplicaConfig::default(),
+        manifold_sim::ReplicaConfig {
+            slow_after: Some(measurement / 3),
+            slow_scale: 5.0,
+            ..Default::default()
+        },
+    ]
+}
+
+/// Every contrast the demo runs, after the strategies.
+pub const CONTRASTS: &[Contrast] = &[HEDGED_ROWS, BALANCED_ROWS];
+
 /// One user-facing request of the shop, sent to every strategy's gateway.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scenario {
@@ -139,6 +243,8 @@ pub struct DemoSpec {
     pub strategies: Vec<Strategy>,
     /// The scenarios.
     pub scenarios: Vec<Scenario>,
+    /// The contrasts, each on its own shop, after the scenarios.
+    pub contrasts: Vec<Contrast>,
     /// Scheduled requests per second, the same for every measurement.
     pub rate: f64,
     /// Length of each measurement (one per scenario and strategy).
@@ -157,12 +263,13 @@ pub struct DemoSpec {
 }
 
 impl DemoSpec {
-    /// The full demo: 20 requests per second for 10 s per measurement (about a minute and a half
-    /// for the six measurements).
+    /// The full demo: 20 requests per second for 10 s per measurement (about two and a half
+    /// minutes for the ten measurements).
     pub fn full() -> Self {
         DemoSpec {
             strategies: STRATEGIES.to_vec(),
             scenarios: SCENARIOS.to_vec(),
+            contrasts: CONTRASTS.to_vec(),
             rate: 20.0,
             duration: Duration::from_secs(10),
             warmup_requests: 5,
@@ -172,7 +279,7 @@ impl DemoSpec {
         }
     }
 
-    /// The same load for 3 s per measurement: about 30 s in all.
+    /// The same load for 3 s per measurement: about 45 s in all.
     pub fn quick() -> Self {
         DemoSpec {
             duration: Duration::from_secs(3),

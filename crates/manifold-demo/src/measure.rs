@@ -7,9 +7,10 @@
 //! nothing but two loopback listeners each.
 
 use crate::report::{
-    CdfPoint, DemoReport, OffloadResult, ScenarioResult, StrategyResult, Waterfall, WaterfallCall,
+    CdfPoint, DemoReport, Gain, OffloadResult, ScenarioResult, StrategyResult, UpstreamCalls,
+    Waterfall, WaterfallCall,
 };
-use crate::{DemoError, DemoSpec, Scenario, Strategy};
+use crate::{Contrast, DemoError, DemoSpec, Scenario, Strategy};
 use manifold_config::{Config, Endpoint, Mode, RouteKind};
 use manifold_load::{LoadReport, LoadSpec};
 use manifold_sim::{RunningSim, Sim, SimConfig, SimStats};
@@ -28,46 +29,200 @@ struct Target {
     addr: SocketAddr,
 }
 
+/// A contrast's two configs, compiled: without, then with.
+type ContrastConfigs = (Contrast, [Config; 2]);
+
 /// Run the demo: start the simulated shop and the gateways, measure each scenario under each
 /// strategy with the same open-loop load, record one request alone per pair for the waterfall,
 /// stop everything. `progress` is told each step (the CLI shows it on a terminal only).
 pub async fn run(spec: &DemoSpec, mut progress: impl FnMut(&str)) -> Result<DemoReport, DemoError> {
-    if spec.strategies.is_empty() || spec.scenarios.is_empty() {
+    let shop_rows = !spec.strategies.is_empty() && !spec.scenarios.is_empty();
+    if !shop_rows && spec.contrasts.is_empty() {
         return Err(DemoError::Input(
-            "the demo needs at least one strategy and one scenario".into(),
+            "the demo needs at least one strategy and one scenario, or a contrast".into(),
         ));
     }
     // Check every config before starting anything.
-    let configs = spec
-        .strategies
+    let configs = if shop_rows {
+        spec.strategies
+            .iter()
+            .map(|s| compile(s, &spec.scenarios))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        Vec::new()
+    };
+    let contrasts = spec
+        .contrasts
         .iter()
-        .map(|s| compile(s, &spec.scenarios))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|c| {
+            let one = [c.scenario];
+            Ok((*c, [compile(&c.without, &one)?, compile(&c.with, &one)?]))
+        })
+        .collect::<Result<Vec<ContrastConfigs>, DemoError>>()?;
 
-    progress("starting the simulated shop");
-    let mut shop = SimConfig::shop();
-    shop.timer = spec.timer.clone();
-    let sim = Sim::start(shop).await?;
-    let stop = CancellationToken::new();
-    let result = measure_all(spec, configs, &sim, &stop, &mut progress).await;
-    stop.cancel();
-    sim.shutdown().await;
+    // The contrasts run first, though their rows come last: the seed shop's gateways (one of
+    // them offloading) then stop as the demo ends, instead of draining their queue in background
+    // tasks, which log where the caller's subscriber does not reach, while contrasts run.
+    let mut contrast_rows = Vec::new();
+    let mut failed = None;
+    for c in contrasts {
+        match measure_contrast(spec, c, &mut progress).await {
+            Ok(s) => contrast_rows.push(s),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let mut result = if let Some(e) = failed {
+        Err(e)
+    } else if !shop_rows {
+        Ok(DemoReport {
+            scenarios: Vec::new(),
+        })
+    } else {
+        progress("starting the simulated shop");
+        let mut shop = SimConfig::shop();
+        shop.timer = spec.timer.clone();
+        let sim = Sim::start(shop).await?;
+        let stop = CancellationToken::new();
+        let result = measure_all(spec, configs, &sim, &stop, &mut progress).await;
+        stop.cancel();
+        sim.shutdown().await;
+        result
+    };
+    if let Ok(report) = &mut result {
+        report.scenarios.extend(contrast_rows);
+    }
     // The offload queues' files: the gateways have stopped writing (their tasks all delivered,
     // or the demo failed and says so).
     for s in &spec.strategies {
-        let _ = std::fs::remove_dir_all(queue_dir(s));
+        let _ = std::fs::remove_dir_all(queue_dir(s.name));
+    }
+    for c in &spec.contrasts {
+        for s in [c.without, c.with] {
+            let _ = std::fs::remove_dir_all(queue_dir(&contrast_tag(c, &s)));
+        }
     }
     result
 }
 
-/// Where a strategy's gateway keeps its offload queue: a directory of its own per process, so
-/// two demos at once never share one, and nothing is left in the working directory.
-fn queue_dir(strategy: &Strategy) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!(
-        "manifold-demo-{}-{}",
-        std::process::id(),
-        strategy.name
-    ))
+/// Where a gateway keeps its offload queue: a directory of its own per process and gateway
+/// (`tag`: the strategy, or the contrast and strategy), so two demos at once never share one,
+/// and nothing is left in the working directory.
+fn queue_dir(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("manifold-demo-{}-{tag}", std::process::id()))
+}
+
+/// A contrast's gateway's name, for its queue directory.
+fn contrast_tag(c: &Contrast, s: &Strategy) -> String {
+    format!("{}-{}", c.name, s.name)
+}
+
+/// Start and bind one strategy's gateway, pointed at the sim.
+async fn start_target(
+    strategy: &Strategy,
+    config: Config,
+    sim: &RunningSim,
+    tag: &str,
+    stop: &CancellationToken,
+) -> Result<Target, DemoError> {
+    let config = point_at_sim(config, sim, strategy, tag)?;
+    let gateway = manifold_gateway::Gateway::bind(config.clone()).await?;
+    let addr = gateway.local_addr();
+    // The gateway logs through whatever the caller set up for this task.
+    tokio::spawn(gateway.run(stop.child_token()).with_current_subscriber());
+    Ok(Target {
+        strategy: *strategy,
+        config,
+        addr,
+    })
+}
+
+/// Set each result's gain: the first one's figure over its own.
+fn with_gains(results: Vec<StrategyResult>, gain_on: Gain) -> Vec<StrategyResult> {
+    let base = results.first().map(|b| gain_on.of(b));
+    results
+        .into_iter()
+        .map(|r| {
+            let own = gain_on.of(&r);
+            StrategyResult {
+                gain: match base {
+                    Some(b) if own > 0.0 => b / own,
+                    _ => 0.0,
+                },
+                ..r
+            }
+        })
+        .collect()
+}
+
+/// One contrast: the shop with its service's replicas changed, a gateway per config, the
+/// scenario measured without and then with the policy.
+async fn measure_contrast(
+    spec: &DemoSpec,
+    (contrast, configs): ContrastConfigs,
+    progress: &mut impl FnMut(&str),
+) -> Result<ScenarioResult, DemoError> {
+    let mut shop = SimConfig::shop();
+    shop.timer = spec.timer.clone();
+    let service = shop.services.get_mut(contrast.service).ok_or_else(|| {
+        DemoError::Config(format!(
+            "contrast {}: {:?} is not a service of the simulated shop",
+            contrast.name, contrast.service
+        ))
+    })?;
+    service.port = None;
+    service.replicas = (contrast.replicas)(spec.duration);
+    progress(&format!(
+        "starting the shop for {}: {}",
+        contrast.name, contrast.summary
+    ));
+    let sim = Sim::start(shop).await?;
+    let stop = CancellationToken::new();
+    let result = async {
+        let mut targets = Vec::new();
+        for (strategy, config) in [contrast.without, contrast.with].iter().zip(configs) {
+            progress(&format!(
+                "starting the {} gateway ({})",
+                strategy.name, strategy.file
+            ));
+            let tag = contrast_tag(&contrast, strategy);
+            targets.push(start_target(strategy, config, &sim, &tag, &stop).await?);
+        }
+        let mut results = Vec::new();
+        for target in &targets {
+            results.push(
+                measure_one(
+                    spec,
+                    &contrast.scenario,
+                    target,
+                    &sim,
+                    Some(contrast.service),
+                    progress,
+                )
+                .await?,
+            );
+        }
+        let results = with_gains(results, Gain::P99);
+        Ok(ScenarioResult {
+            name: contrast.name.to_owned(),
+            ideal_ms: results
+                .iter()
+                .filter_map(|r| r.plan_ms)
+                .min_by(|a, b| a.total_cmp(b)),
+            request: format!("{} {}", contrast.scenario.method, contrast.scenario.path),
+            rate: spec.rate,
+            duration_s: spec.duration.as_secs_f64(),
+            summary: Some(contrast.summary.to_owned()),
+            gain_on: Gain::P99,
+            strategies: results,
+        })
+    }
+    .await;
+    stop.cancel();
+    sim.shutdown().await;
+    result
 }
 
 async fn measure_all(
@@ -83,16 +238,7 @@ async fn measure_all(
             "starting the {} gateway ({})",
             strategy.name, strategy.file
         ));
-        let config = point_at_sim(config, sim, strategy)?;
-        let gateway = manifold_gateway::Gateway::bind(config.clone()).await?;
-        let addr = gateway.local_addr();
-        // The gateway logs through whatever the caller set up for this task.
-        tokio::spawn(gateway.run(stop.child_token()).with_current_subscriber());
-        targets.push(Target {
-            strategy: *strategy,
-            config,
-            addr,
-        });
+        targets.push(start_target(strategy, config, sim, strategy.name, stop).await?);
     }
 
     let mut scenarios = Vec::new();
@@ -103,17 +249,9 @@ async fn measure_all(
             .iter()
             .filter(|t| t.config.route(scenario.name).is_some())
         {
-            let result = measure_one(spec, scenario, target, sim, progress).await?;
-            let base_p50 = results.first().map_or(result.p50_ms, |b| b.p50_ms);
-            results.push(StrategyResult {
-                gain: if result.p50_ms > 0.0 {
-                    base_p50 / result.p50_ms
-                } else {
-                    0.0
-                },
-                ..result
-            });
+            results.push(measure_one(spec, scenario, target, sim, None, progress).await?);
         }
+        let results = with_gains(results, Gain::P50);
         let ideal_ms = results
             .iter()
             .filter_map(|r| r.plan_ms)
@@ -124,6 +262,8 @@ async fn measure_all(
             request: format!("{} {}", scenario.method, scenario.path),
             rate: spec.rate,
             duration_s: spec.duration.as_secs_f64(),
+            summary: None,
+            gain_on: Gain::P50,
             strategies: results,
         });
     }
@@ -131,12 +271,14 @@ async fn measure_all(
 }
 
 /// One scenario under one strategy: warm up, measure under open-loop load, count what the sim
-/// saw (cache answers, offloaded work done after the answer), record one request alone.
+/// saw (cache answers, offloaded work done after the answer, the requests `watch` received),
+/// record one request alone.
 async fn measure_one(
     spec: &DemoSpec,
     scenario: &Scenario,
     target: &Target,
     sim: &RunningSim,
+    watch: Option<&str>,
     progress: &mut impl FnMut(&str),
 ) -> Result<StrategyResult, DemoError> {
     let name = format!("{} · {}", scenario.name, target.strategy.name);
@@ -162,7 +304,10 @@ async fn measure_one(
     sim.reset_stats();
     let load = manifold_load::run(load_spec(spec, scenario, target.addr)).await?;
     let answered = tokio::time::Instant::now();
-    let cache_hit_ratio = shape.cache_hit_ratio(&sim.stats(), load.sent);
+    let stats = sim.stats();
+    let cache_hit_ratio = shape.cache_hit_ratio(&stats, load.sent);
+    let upstream = watch
+        .map(|service| upstream_calls(&target.config, scenario.name, service, &stats, load.sent));
     let offloaded = if shape.offloaded.is_empty() {
         None
     } else {
@@ -193,6 +338,7 @@ async fn measure_one(
         config: target.strategy.file.to_owned(),
         cache_hit_ratio,
         offloaded,
+        upstream,
         cdf: cdf(&load),
         waterfall,
     })
@@ -303,33 +449,74 @@ fn compile(strategy: &Strategy, scenarios: &[Scenario]) -> Result<Config, DemoEr
     Ok(config)
 }
 
+/// What `service` received during a measurement of `sent` requests, against what the route's
+/// plan asks of it.
+fn upstream_calls(
+    config: &Config,
+    route: &str,
+    service: &str,
+    stats: &SimStats,
+    sent: u64,
+) -> UpstreamCalls {
+    let per_request = match config.route(route).map(|r| &r.kind) {
+        Some(RouteKind::Compose(plan)) => plan
+            .calls
+            .iter()
+            .filter(|c| c.upstream_name == service)
+            .count() as u64,
+        _ => 0,
+    };
+    let planned = per_request * sent;
+    let calls = stats.service_calls(service);
+    UpstreamCalls {
+        service: service.to_owned(),
+        calls,
+        planned,
+        by_replica: stats
+            .services
+            .get(service)
+            .map(|s| s.replicas.iter().map(|r| r.calls).collect())
+            .unwrap_or_default(),
+        extra_pct: if planned > 0 {
+            (calls as f64 - planned as f64) / planned as f64 * 100.0
+        } else {
+            0.0
+        },
+    }
+}
+
 /// Listen on ephemeral loopback ports and send each upstream's calls to the sim's service of the
-/// same name.
+/// same name: every replica of it is an endpoint.
 fn point_at_sim(
     mut config: Config,
     sim: &RunningSim,
     strategy: &Strategy,
+    tag: &str,
 ) -> Result<Config, DemoError> {
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     config.server.listen = loopback;
     config.server.admin = loopback;
-    config.queue.path = queue_dir(strategy);
+    config.queue.path = queue_dir(tag);
     for upstream in &mut config.upstreams {
-        let addr = sim.addr(&upstream.name).ok_or_else(|| {
-            DemoError::Config(format!(
+        let addrs = sim.addrs(&upstream.name);
+        if addrs.is_empty() {
+            return Err(DemoError::Config(format!(
                 "strategy {} ({}): upstream {:?} is not a service of the simulated shop (it has {})",
                 strategy.name,
                 strategy.file,
                 upstream.name,
                 sim.services().join(", ")
-            ))
-        })?;
-        upstream.endpoints = vec![Endpoint {
-            url: format!("http://{addr}"),
-            scheme: "http".to_owned(),
-            authority: addr.to_string(),
-            base_path: String::new(),
-        }];
+            )));
+        }
+        upstream.endpoints = addrs
+            .into_iter()
+            .map(|addr| Endpoint {
+                url: format!("http://{addr}"),
+                scheme: "http".to_owned(),
+                authority: addr.to_string(),
+                base_path: String::new(),
+            })
+            .collect();
     }
     Ok(config)
 }
@@ -527,12 +714,111 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_contrasts_change_one_service_of_the_shop() {
+        let orders = (crate::HEDGED_ROWS.replicas)(Duration::from_secs(9));
+        assert_eq!(orders.len(), 2);
+        assert_eq!(orders[0].straggler_rate, 0.0);
+        assert_eq!(
+            (orders[1].straggler_rate, orders[1].straggler_scale),
+            (0.1, 4.0)
+        );
+        let payment = (crate::BALANCED_ROWS.replicas)(Duration::from_secs(9));
+        assert_eq!(payment.len(), 3);
+        assert!(payment[..2].iter().all(|r| r.slow_after.is_none()));
+        assert_eq!(payment[2].slow_after, Some(Duration::from_secs(3)));
+        assert_eq!(payment[2].slow_scale, 5.0);
+        for c in crate::CONTRASTS {
+            assert!(
+                SimConfig::shop().services.contains_key(c.service),
+                "{}",
+                c.name
+            );
+        }
+    }
+
+    /// The contrast files compile, declare their scenario's route and make the same calls as
+    /// the concurrent plan; each changes only the keys its name says.
+    #[test]
+    fn the_contrast_files_make_the_concurrent_calls_with_their_policy() {
+        use manifold_config::policy::Balance;
+        for c in crate::CONTRASTS {
+            for s in [c.without, c.with] {
+                assert_eq!(
+                    calls_of(&s, c.scenario.name),
+                    calls_of(&crate::CONCURRENT, c.scenario.name),
+                    "{} {}",
+                    c.name,
+                    s.name
+                );
+            }
+        }
+        let policies = |s: &Strategy, up: &str| {
+            let config = compile(s, crate::SCENARIOS).unwrap();
+            config
+                .upstreams
+                .iter()
+                .find(|u| u.name == up)
+                .map(|u| u.policies.clone())
+                .unwrap()
+        };
+        assert!(policies(&crate::CONCURRENT, "orders").hedge.is_none());
+        assert!(policies(&crate::HEDGED, "orders").hedge.is_some());
+        assert_eq!(
+            policies(&crate::ROUND_ROBIN, "payment").balance,
+            Balance::RoundRobin
+        );
+        assert_eq!(policies(&crate::P2C, "payment").balance, Balance::P2c);
+    }
+
+    /// The contrast machinery with two files today's compiler accepts: the shop's orders
+    /// service gets its straggling replicas, both are endpoints, the gain is read on p99 and the
+    /// sim counts the orders requests.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_contrast_runs_on_its_own_shop_and_counts_the_changed_service() {
+        let contrast = Contrast {
+            name: "same",
+            summary: "orders straggles",
+            without: crate::CONCURRENT,
+            with: crate::CACHED,
+            ..crate::HEDGED_ROWS
+        };
+        let spec = DemoSpec {
+            strategies: Vec::new(),
+            scenarios: Vec::new(),
+            contrasts: vec![contrast],
+            rate: 10.0,
+            duration: Duration::from_millis(500),
+            warmup_requests: 1,
+            waterfall: false,
+            ..DemoSpec::quick()
+        };
+        let report = run(&spec, |_| {}).await.unwrap();
+        assert!(report.all_ok(), "{}", report.table());
+        assert_eq!(report.scenarios.len(), 1);
+        let s = &report.scenarios[0];
+        assert_eq!((s.name.as_str(), s.gain_on), ("same", Gain::P99));
+        assert_eq!(s.summary.as_deref(), Some("orders straggles"));
+        let names: Vec<&str> = s.strategies.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["concurrent", "cached"]);
+        let u = s.strategies[0].upstream.as_ref().unwrap();
+        // No hedge, no retry on success: one orders request per profile request.
+        assert_eq!((u.service.as_str(), u.calls, u.planned), ("orders", 5, 5));
+        assert_eq!(u.by_replica.len(), 2, "{u:?}");
+        assert_eq!(u.by_replica.iter().sum::<u64>(), 5, "{u:?}");
+        assert_eq!(s.strategies[0].gain, 1.0);
+        let want = s.strategies[0].p99_ms / s.strategies[1].p99_ms;
+        assert!((s.strategies[1].gain - want).abs() < 1e-9);
+        assert!(report.table().contains("on p99"), "{}", report.table());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_short_run_answers_every_request_and_draws_each_waterfall() {
         let spec = DemoSpec {
             rate: 10.0,
             duration: Duration::from_millis(500),
             warmup_requests: 1,
+            contrasts: Vec::new(),
             ..DemoSpec::quick()
         };
         let mut steps = Vec::new();

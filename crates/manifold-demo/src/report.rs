@@ -26,8 +26,42 @@ pub struct ScenarioResult {
     pub rate: f64,
     /// Seconds of load per measurement.
     pub duration_s: f64,
+    /// For a contrast: the shop it ran on and what it compares (absent for the seed shop's rows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// The latency figure `gain` compares: `p50` (the seed shop's rows: the latency levers move
+    /// the median) or `p99` (contrasts: hedging and balancing move the tail).
+    pub gain_on: Gain,
     /// One entry per strategy, the baseline first.
     pub strategies: Vec<StrategyResult>,
+}
+
+/// Which latency figure a scenario's gains compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gain {
+    /// The median.
+    P50,
+    /// The 99th percentile.
+    P99,
+}
+
+impl Gain {
+    /// The figure of `r` this gain compares.
+    pub fn of(self, r: &StrategyResult) -> f64 {
+        match self {
+            Gain::P50 => r.p50_ms,
+            Gain::P99 => r.p99_ms,
+        }
+    }
+
+    /// `p50` or `p99`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Gain::P50 => "p50",
+            Gain::P99 => "p99",
+        }
+    }
 }
 
 /// One scenario under one strategy.
@@ -41,7 +75,8 @@ pub struct StrategyResult {
     pub p99_ms: f64,
     /// This strategy's plan's critical path in ms (from the calls' `expect` hints).
     pub plan_ms: Option<f64>,
-    /// The baseline's p50 over this p50 (1.0 for the baseline itself).
+    /// The baseline's latency over this one's, on the scenario's `gain_on` figure (p50 unless
+    /// said otherwise; 1.0 for the baseline itself).
     pub gain: f64,
     /// Requests sent in the measurement.
     pub sent: u64,
@@ -57,6 +92,9 @@ pub struct StrategyResult {
     /// For a plan with offloaded (`mode = "async"`) calls: were they all still done?
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offloaded: Option<OffloadResult>,
+    /// For a contrast: the requests its changed service received, retries and hedges included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamCalls>,
     /// The latency distribution, for the chart (not in the JSON).
     #[serde(skip)]
     pub cdf: Vec<CdfPoint>,
@@ -77,6 +115,22 @@ pub struct OffloadResult {
     pub delivered: u64,
     /// How long after the last answer the last of them was delivered, ms.
     pub drained_after_ms: f64,
+}
+
+/// What one service received during a measurement, against what the plan asks of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpstreamCalls {
+    /// The service (`orders`, `payment`).
+    pub service: String,
+    /// Requests it received (hedges, retries and cancelled attempts included).
+    pub calls: u64,
+    /// What the plan asks: requests sent × the route's calls to that service.
+    pub planned: u64,
+    /// `calls` above `planned`, as a percentage of `planned`.
+    pub extra_pct: f64,
+    /// The requests each replica received, in the shop's replica order: where the balancer
+    /// sent them (the last replica is the misbehaving one).
+    pub by_replica: Vec<u64>,
 }
 
 /// A point of a cumulative latency distribution.
@@ -148,12 +202,20 @@ impl DemoReport {
         }
         rows[0].push(String::new());
         for s in &self.scenarios {
-            let base_p50 = s.strategies.first().map_or(0.0, |b| b.p50_ms);
+            let base = s.strategies.first().map_or(0.0, |b| s.gain_on.of(b));
             for (i, r) in s.strategies.iter().enumerate() {
                 let gain = if i == 0 {
                     "—".to_owned()
                 } else {
-                    format!("{:.2}× ({:+.0} ms)", r.gain, r.p50_ms - base_p50)
+                    match s.gain_on {
+                        Gain::P50 => format!("{:.2}× ({:+.0} ms)", r.gain, r.p50_ms - base),
+                        Gain::P99 => format!(
+                            "{:.2}× on p99 ({:+.0} ms) over {}",
+                            r.gain,
+                            r.p99_ms - base,
+                            s.strategies.first().map_or("", |b| b.name.as_str())
+                        ),
+                    }
                 };
                 let mut row = vec![
                     s.name.clone(),
@@ -166,7 +228,12 @@ impl DemoReport {
                 if with_errors {
                     row.push(format!("{}/{}", r.errors, r.sent));
                 }
-                row.push(r.note().unwrap_or_default());
+                let mut note = Vec::new();
+                if let (0, Some(summary)) = (i, &s.summary) {
+                    note.push(summary.clone());
+                }
+                note.extend(r.note());
+                row.push(note.join("; "));
                 rows.push(row);
             }
         }
@@ -217,6 +284,17 @@ impl StrategyResult {
                 o.drained_after_ms / 1000.0
             ));
         }
+        if let Some(u) = &self.upstream {
+            let by: Vec<String> = u.by_replica.iter().map(u64::to_string).collect();
+            notes.push(format!(
+                "{}: {} requests for {} calls ({:+.1}%), by replica {}",
+                u.service,
+                u.calls,
+                u.planned,
+                u.extra_pct,
+                by.join("/")
+            ));
+        }
         (!notes.is_empty()).then(|| notes.join("; "))
     }
 }
@@ -235,6 +313,7 @@ pub(crate) fn sample() -> DemoReport {
         config: format!("examples/{name}.toml"),
         cache_hit_ratio: None,
         offloaded: None,
+        upstream: None,
         cdf: vec![
             CdfPoint {
                 ms: p50 - 1.0,
@@ -265,6 +344,8 @@ pub(crate) fn sample() -> DemoReport {
             request: "POST /checkout".to_owned(),
             rate: 20.0,
             duration_s: 3.0,
+            summary: None,
+            gain_on: Gain::P50,
             strategies: vec![
                 strat("sequential", 752.0, 750.0, 1.0),
                 strat("concurrent", 451.0, 450.0, 752.0 / 451.0),
@@ -339,6 +420,39 @@ mod tests {
             o.delivered = 59;
         }
         assert!(!r.all_ok());
+    }
+
+    #[test]
+    fn a_contrast_gains_on_p99_and_counts_its_services_requests() {
+        let mut r = sample();
+        let s = &mut r.scenarios[0];
+        s.name = "hedged".to_owned();
+        s.summary = Some("orders straggles".to_owned());
+        s.gain_on = Gain::P99;
+        s.strategies[0].p99_ms = 800.0;
+        s.strategies[1].p99_ms = 400.0;
+        s.strategies[1].gain = 2.0;
+        s.strategies[1].upstream = Some(UpstreamCalls {
+            service: "orders".to_owned(),
+            calls: 63,
+            planned: 60,
+            extra_pct: 5.0,
+            by_replica: vec![40, 23],
+        });
+        let t = r.table();
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[1].ends_with("orders straggles"), "{t}");
+        assert!(
+            lines[2].contains("2.00× on p99 (-400 ms) over sequential")
+                && lines[2].contains("orders: 63 requests for 60 calls (+5.0%), by replica 40/23"),
+            "{t}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["scenarios"][0]["gain_on"], "p99");
+        assert_eq!(
+            v["scenarios"][0]["strategies"][1]["upstream"]["extra_pct"],
+            5.0
+        );
     }
 
     #[test]

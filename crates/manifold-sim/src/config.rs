@@ -63,7 +63,11 @@ pub struct ServiceConfig {
 }
 
 /// One replica of a service.
-#[derive(Debug, Clone, Default, Deserialize)]
+///
+/// Beyond its speed, a replica can misbehave on its own, so a balancer, a breaker, retries and
+/// hedges have something to tell apart: errors, stragglers, and a turn for the worse mid-run
+/// (all off by default; see `crate::replica`).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicaConfig {
     /// Port (0 or absent: ephemeral).
@@ -72,6 +76,44 @@ pub struct ReplicaConfig {
     /// Multiplies every latency this replica samples: `2.0` is a replica twice as slow.
     #[serde(default = "one")]
     pub latency_scale: f64,
+    /// With this probability (0..=1) a request is answered `error_status` (after its latency)
+    /// instead of its reply: a replica failing part of its traffic.
+    #[serde(default)]
+    pub error_rate: f64,
+    /// The status of those errors (500–599, default 503).
+    #[serde(default = "default_error_status")]
+    pub error_status: u16,
+    /// With this probability (0..=1) a request is a straggler: it takes `straggler_scale` times
+    /// its sampled latency (The Tail at Scale's garbage collections and queue spikes).
+    #[serde(default)]
+    pub straggler_rate: f64,
+    /// How many times slower a straggler is (1..=1000, default 20).
+    #[serde(default = "twenty")]
+    pub straggler_scale: f64,
+    /// From this long after the sim started, or its counters were last reset, every latency of
+    /// this replica is multiplied by `slow_scale`: a replica that turns slow mid-run. Absent:
+    /// never. Measured on tokio's clock.
+    #[serde(default, deserialize_with = "crate::latency::de_opt_duration")]
+    pub slow_after: Option<Duration>,
+    /// How many times slower the replica is once `slow_after` has passed (1..=1000, default 20).
+    #[serde(default = "twenty")]
+    pub slow_scale: f64,
+}
+
+impl Default for ReplicaConfig {
+    /// An ephemeral port, full speed, no misbehaviour.
+    fn default() -> Self {
+        ReplicaConfig {
+            port: None,
+            latency_scale: 1.0,
+            error_rate: 0.0,
+            error_status: default_error_status(),
+            straggler_rate: 0.0,
+            straggler_scale: twenty(),
+            slow_after: None,
+            slow_scale: twenty(),
+        }
+    }
 }
 
 /// One endpoint: a method and a path pattern such as `/orders/{id}/confirm`.
@@ -175,6 +217,12 @@ fn default_host() -> IpAddr {
 }
 fn one() -> f64 {
     1.0
+}
+fn twenty() -> f64 {
+    20.0
+}
+fn default_error_status() -> u16 {
+    503
 }
 fn default_method() -> String {
     "GET".into()
@@ -371,10 +419,7 @@ impl SimConfig {
             let count = svc.replicas.len().max(1);
             let mut replicas = std::mem::take(&mut svc.replicas);
             if replicas.is_empty() {
-                replicas.push(ReplicaConfig {
-                    port: None,
-                    latency_scale: 1.0,
-                });
+                replicas.push(ReplicaConfig::default());
             }
             for (r, rep) in replicas.iter_mut().enumerate().take(count) {
                 let p = u32::from(base) + 10 * r as u32 + n as u32;
@@ -404,13 +449,7 @@ impl SimConfig {
                 return Err(at("at most 64 replicas".into()));
             }
             for (i, r) in svc.replicas.iter().enumerate() {
-                if !r.latency_scale.is_finite() || r.latency_scale < 0.0 || r.latency_scale > 1000.0
-                {
-                    return Err(at(format!(
-                        "replicas[{i}].latency_scale must be between 0 and 1000, got {}",
-                        r.latency_scale
-                    )));
-                }
+                crate::replica::validate(r).map_err(|m| at(format!("replicas[{i}].{m}")))?;
             }
             if svc.endpoints.is_empty() {
                 return Err(at("no endpoints".into()));

@@ -264,6 +264,13 @@ impl<'de> Deserialize<'de> for DurationStr {
     }
 }
 
+/// Serde helper: an optional duration field written as a string (`"5s"`); absent is `None`.
+pub(crate) fn de_opt_duration<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    DurationStr::deserialize(d).map(|d| Some(d.0))
+}
+
 /// Serde helper: a duration field written as a string (`"2s"`).
 pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     DurationStr::deserialize(d).map(|d| d.0)

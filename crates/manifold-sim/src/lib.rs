@@ -24,6 +24,7 @@
 
 mod config;
 mod latency;
+mod replica;
 mod server;
 mod stats;
 mod template;

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{CompiledEndpoint, FaultKind, SimConfig};
+use crate::replica::Behaviour;
 use crate::stats::{self, EndpointCounters, ReplicaStats, ServiceStats, SimStats};
 use crate::template::Ctx;
 use crate::SimError;
@@ -55,9 +56,13 @@ pub(crate) struct EndpointState {
 
 pub(crate) struct ReplicaState {
     pub(crate) addr: SocketAddr,
-    pub(crate) scale: f64,
+    behaviour: Behaviour,
+    /// The replica's own generator (errors, stragglers), apart from its endpoints' so that
+    /// turning these on does not change an endpoint's latency sequence.
+    rng: Mutex<SmallRng>,
     pub(crate) endpoints: Vec<EndpointState>,
     not_found: AtomicU64,
+    stragglers: AtomicU64,
 }
 
 pub(crate) struct ServiceState {
@@ -67,6 +72,9 @@ pub(crate) struct ServiceState {
 
 pub(crate) struct Shared {
     origin: Instant,
+    /// When the sim started or its counters were last reset: what `slow_after` counts from, so
+    /// each measurement that begins with a reset sees a replica turn slow at the same point.
+    epoch: Mutex<Instant>,
     timer: manifold_timer::Timer,
     stall_until: Mutex<Option<Instant>>,
     pub(crate) services: Vec<ServiceState>,
@@ -105,7 +113,7 @@ impl Sim {
             let replicas_cfg = if svc.replicas.is_empty() {
                 vec![crate::config::ReplicaConfig {
                     port: svc.port,
-                    latency_scale: 1.0,
+                    ..Default::default()
                 }]
             } else {
                 svc.replicas.clone()
@@ -123,7 +131,15 @@ impl Sim {
                 listeners.push((si, ri, listener));
                 replicas.push(ReplicaState {
                     addr,
-                    scale: rc.latency_scale,
+                    behaviour: Behaviour::of(rc),
+                    // Endpoint seeds use small indices; the replica's own takes the last.
+                    rng: Mutex::new(SmallRng::seed_from_u64(derive_seed(
+                        config.seed,
+                        name,
+                        ri,
+                        usize::MAX,
+                    ))),
+                    stragglers: AtomicU64::new(0),
                     endpoints: endpoints
                         .iter()
                         .enumerate()
@@ -148,8 +164,10 @@ impl Sim {
                 replicas,
             });
         }
+        let now = Instant::now();
         let shared = Arc::new(Shared {
-            origin: Instant::now(),
+            origin: now,
+            epoch: Mutex::new(now),
             timer: config.timer.clone(),
             stall_until: Mutex::new(None),
             services,
@@ -171,7 +189,7 @@ impl Sim {
         }
         for s in &shared.services {
             for r in &s.replicas {
-                tracing::info!(service = %s.name, addr = %r.addr, latency_scale = r.scale, "sim listening");
+                tracing::info!(service = %s.name, addr = %r.addr, latency_scale = r.behaviour.latency_scale, "sim listening");
             }
         }
         Ok(RunningSim {
@@ -290,7 +308,8 @@ impl Shared {
             for r in &s.replicas {
                 let mut rs = ReplicaStats {
                     addr: r.addr.to_string(),
-                    latency_scale: r.scale,
+                    latency_scale: r.behaviour.latency_scale,
+                    stragglers: r.stragglers.load(Ordering::Relaxed),
                     calls: 0,
                     not_found: r.not_found.load(Ordering::Relaxed),
                     endpoints: Default::default(),
@@ -313,9 +332,11 @@ impl Shared {
     }
 
     fn reset(&self) {
+        *stats::lock(&self.epoch) = Instant::now();
         for s in &self.services {
             for r in &s.replicas {
                 r.not_found.store(0, Ordering::Relaxed);
+                r.stragglers.store(0, Ordering::Relaxed);
                 for e in &r.endpoints {
                     e.counters.reset();
                 }
@@ -520,12 +541,28 @@ impl Handler {
             serde_json::from_slice(&body).unwrap_or(Value::Null)
         };
 
-        let (fault, latency) = {
+        let (mut fault, latency) = {
             let mut rng = stats::lock(&es.rng);
             let u: f64 = rng.random();
             let lat = es.ep.latency.sample(&mut *rng);
-            (es.ep.fault_for(u).cloned(), lat.mul_f64(replica.scale))
+            (es.ep.fault_for(u).cloned(), lat)
         };
+        let since = if replica.behaviour.turns_slow() {
+            stats::lock(&shared.epoch).elapsed()
+        } else {
+            Duration::ZERO
+        };
+        let dealt = replica
+            .behaviour
+            .draw(&mut *stats::lock(&replica.rng), since);
+        let latency = crate::replica::scaled(latency, dealt.scale);
+        if dealt.straggler {
+            replica.stragglers.fetch_add(1, Ordering::Relaxed);
+        }
+        // An endpoint's own fault comes first; the replica's error otherwise.
+        if let (None, Some(status)) = (&fault, dealt.error) {
+            fault = Some(FaultKind::Status { status });
+        }
         if let Some(f) = &fault {
             es.counters.count_fault(f.name());
         }

@@ -103,6 +103,9 @@ pub struct ReplicaStats {
     pub addr: String,
     /// Its latency multiplier.
     pub latency_scale: f64,
+    /// Requests it dealt as stragglers (`straggler_rate`) since the last reset.
+    #[serde(default)]
+    pub stragglers: u64,
     /// Requests to its endpoints.
     pub calls: u64,
     /// Requests that matched no endpoint (404/405).

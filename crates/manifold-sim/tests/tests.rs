@@ -2,6 +2,7 @@
 //! sim's own latency sleeps, so each request's virtual duration is exactly its sampled latency.
 
 mod faults;
+mod replicas;
 mod shop;
 mod timing;
 

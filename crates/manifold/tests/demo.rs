@@ -101,8 +101,9 @@ fn report_is_one_self_contained_html_page() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The table: a header and one row per scenario and strategy that declares its route.
-    assert_eq!(stdout.lines().count(), 7, "{stdout}");
+    // The table: a header, one row per scenario and strategy that declares its route, and two
+    // per contrast (hedged, balanced).
+    assert_eq!(stdout.lines().count(), 11, "{stdout}");
     assert!(
         stdout
             .lines()
@@ -117,8 +118,8 @@ fn report_is_one_self_contained_html_page() {
     for banned in ["<script", "src=", "href=", "@import", "url("] {
         assert!(!page.contains(banned), "{banned} in the page");
     }
-    // Per scenario: a latency chart and a waterfall.
-    assert_eq!(page.matches("<svg").count(), 4);
+    // Per scenario and contrast: a latency chart and a waterfall.
+    assert_eq!(page.matches("<svg").count(), 8);
     assert!(page.contains("order · POST /orders/{id}/confirm"));
     assert!(page.contains("orders · GET /users/{id}/orders"));
 }

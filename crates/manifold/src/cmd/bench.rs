@@ -21,6 +21,17 @@ pub(crate) enum Scenario {
     /// faults: the `manifold serve` child's RSS and open file descriptors over time, and whether
     /// every request was answered (default 10 min at 2,000 req/s; --quick: 30 s at 500).
     Soak,
+    /// An upstream with 2% stragglers at 20× its median: the same route without and with
+    /// `hedge = { after = "p95", max = 1, budget = 0.05 }`; p50/p99/p99.9 and the extra
+    /// upstream requests (goal: p99.9 ≥ 10× lower for ≤ 5% extra).
+    Hedge,
+    /// Three replicas, one 20× slower: `balance = "round_robin"` vs `"p2c"` (goal: p99 ≥ 3×
+    /// lower with p2c).
+    Balance,
+    /// An upstream failing 50% with 503: plain `attempts = 3` vs the default retry budget;
+    /// upstream requests per offered request and success rate (goal: ≤ 1.2× + the minimum
+    /// with the budget).
+    RetryStorm,
     /// Offered load at twice the gateway's measured capacity, with the adaptive concurrency
     /// limit and without a limit, side by side: goodput, admitted p99 against unloaded, shed.
     Overload,
@@ -33,6 +44,7 @@ pub(crate) enum Scenario {
 manifold bench compose --rates 1000,2000,4000 --duration 10s --rounds 5\n  \
 manifold bench proxy --rates 1000,2000,5000\n  \
 manifold bench soak --duration 30s --rate 500\n  \
+manifold bench hedge --quick --json\n  \
 manifold bench overload --json\n\n\
 Peers (Flask + gunicorn, Node + express, nginx) are installed by bench/peers/install.sh; a peer\n\
 that is not installed is reported as skipped.\n\
@@ -64,8 +76,9 @@ pub(crate) struct Args {
     /// Measure Manifold and the built-in baselines only.
     #[arg(long)]
     no_peers: bool,
-    /// `compose`: how the simulated upstreams, the floor and the load generator wait: `precise`
-    /// (default) or `tokio` (every wait rounded up to the next 1 ms tick).
+    /// `compose`, `hedge`, `balance`, `retry-storm`: how the simulated upstreams (and the floor)
+    /// and the load generator wait: `precise` (default) or `tokio` (every wait rounded up to the
+    /// next 1 ms tick).
     #[arg(long, value_enum)]
     timer: Option<super::TimerArg>,
     /// `compose`: the p99 objective the report finds each target's highest rate within (e.g.
@@ -155,6 +168,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Scenario::Proxy = args.scenario {
         return run_proxy(&args);
     }
+    if let Scenario::Hedge | Scenario::Balance | Scenario::RetryStorm = args.scenario {
+        return run_variants(&args);
+    }
     if let Scenario::Overload = args.scenario {
         return run_overload(&args);
     }
@@ -224,6 +240,75 @@ fn run_proxy(args: &Args) -> anyhow::Result<ExitCode> {
             eprintln!("  measuring {step}");
         }
     }))?;
+    emit(args.json, &report, || report.to_markdown())
+}
+
+/// `manifold bench hedge | balance | retry-storm`: one upstream's policies side by side, each
+/// variant's gateway a `manifold serve` child of this binary; `--rates` takes one rate.
+fn run_variants(args: &Args) -> anyhow::Result<ExitCode> {
+    use manifold_bench::{balance, hedge, retry_storm};
+    let (rates, duration, rounds) = args.overrides()?;
+    anyhow::ensure!(
+        rates.as_ref().is_none_or(|r| r.len() == 1),
+        "`bench hedge`, `balance` and `retry-storm` take one rate (--rates R)"
+    );
+    let apply = |load: &mut manifold_bench::variants::Load| {
+        if let Some(r) = rates.as_ref().and_then(|r| r.first()) {
+            load.rate = *r;
+        }
+        load.duration = duration.unwrap_or(load.duration);
+        load.rounds = rounds.unwrap_or(load.rounds);
+        if let Some(t) = args.timer {
+            load.timer = t.timer();
+        }
+        // Each variant's gateway a `manifold serve` child of this binary, as in production.
+        load.gateway_exe = std::env::current_exe().ok();
+    };
+    let quiet = args.json;
+    let progress = |step: &str| {
+        if !quiet {
+            eprintln!("  measuring {step}");
+        }
+    };
+    // The sim and the in-process gateways log their start and stop at `info`: noise here.
+    // Warnings and errors still show; RUST_LOG overrides.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let quiet_logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .finish();
+    let _logs = tracing::subscriber::set_default(quiet_logs);
+    let rt = super::runtime()?;
+    let report = match args.scenario {
+        Scenario::Hedge => {
+            let mut spec = if args.quick {
+                hedge::HedgeSpec::quick()
+            } else {
+                hedge::HedgeSpec::default()
+            };
+            apply(&mut spec.load);
+            rt.block_on(hedge::run(&spec, progress))?
+        }
+        Scenario::Balance => {
+            let mut spec = if args.quick {
+                balance::BalanceSpec::quick()
+            } else {
+                balance::BalanceSpec::default()
+            };
+            apply(&mut spec.load);
+            rt.block_on(balance::run(&spec, progress))?
+        }
+        _ => {
+            let mut spec = if args.quick {
+                retry_storm::RetryStormSpec::quick()
+            } else {
+                retry_storm::RetryStormSpec::default()
+            };
+            apply(&mut spec.load);
+            rt.block_on(retry_storm::run(&spec, progress))?
+        }
+    };
     emit(args.json, &report, || report.to_markdown())
 }
 

@@ -10,12 +10,14 @@ use tracing::instrument::WithSubscriber as _;
 /// See the latency levers work: starts the simulated shop and a gateway per strategy in this
 /// process, sends each scenario through each strategy with the same open-loop load, and prints
 /// p50, p99, the plan's ideal (its critical path) and the gain over running the calls one after
-/// another, with what the cache answered and proof that offloaded work was still done.
+/// another, with what the cache answered and proof that offloaded work was still done; then the
+/// contrasts (hedged, balanced), each on a shop with misbehaving replicas, without and with the
+/// policy, the gain read on p99.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
-  manifold demo                          # about 1.5 minutes: 20 req/s for 10 s per measurement
-  manifold demo --quick                  # about 30 s
+  manifold demo                          # about 2.5 minutes: 20 req/s for 10 s per measurement
+  manifold demo --quick                  # about 45 s
   manifold demo --quick --json           # one JSON line: scenarios, ideal_ms, p50_ms, p99_ms, …
   manifold demo --report demo.html       # also a self-contained HTML report
 
@@ -24,9 +26,12 @@ Strategies are config files compiled into the binary: examples/shop-sequential.t
 calls) and examples/shop-offloaded.toml (offloaded: the checkout's shipping label). Scenarios are
 checkout (order → payment, inventory, shipping → confirm) and profile (user + orders, user ids
 drawn Zipf(0.99) over 100 users); each strategy runs the scenarios its file has a route for.
+Contrasts: hedged (profile; one of two orders replicas straggling; examples/shop.toml vs
+examples/shop-hedged.toml) and balanced (checkout; one of three payment replicas turning 5x
+slower mid-run; examples/shop-round-robin.toml vs examples/shop-p2c.toml).
 See docs/demo.md.")]
 pub(crate) struct Args {
-    /// Shorter measurements (3 s each): the whole run takes about 30 s.
+    /// Shorter measurements (3 s each): the whole run takes about 45 s.
     #[arg(long)]
     quick: bool,
     /// Print the results as one JSON line instead of the table.

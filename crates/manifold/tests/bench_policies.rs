@@ -1,0 +1,50 @@
+//! `manifold bench retry-storm --quick --json` as a user runs it: the real binary, each
+//! variant's gateway a `manifold serve` child of it, upstream requests counted at the sim.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn retry_storm_quick_json_counts_the_retries_at_the_upstream() {
+    let out = Command::new(env!("CARGO_BIN_EXE_manifold"))
+        .args([
+            "bench",
+            "retry-storm",
+            "--quick",
+            "--json",
+            "--rates",
+            "100",
+            "--timer",
+            "tokio",
+        ])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run manifold");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let v: Value = serde_json::from_str(&stdout).expect("one JSON document");
+    assert_eq!(v["scenario"], "retry-storm", "{v}");
+    let variants = v["variants"].as_array().expect("variants");
+    let names: Vec<&str> = variants.iter().filter_map(|x| x["name"].as_str()).collect();
+    assert_eq!(names, ["plain", "budgeted"], "{v}");
+    let ratio = |i: usize| {
+        variants[i]["upstream_per_offered"]["median"]
+            .as_f64()
+            .unwrap()
+    };
+    for x in variants {
+        // 2 rounds of 2 s at 100 req/s.
+        assert_eq!(x["offered"], 400, "{x}");
+        assert!(x["upstream_requests"].as_u64().unwrap() >= 400, "{x}");
+    }
+    // Unbudgeted: 1 + p + p² = 1.75 at p = 0.5 (binomial noise over 200 requests a round).
+    assert!((1.55..=1.95).contains(&ratio(0)), "{v}");
+    // The budget can only take retries away.
+    assert!(ratio(1) <= ratio(0) + 0.05, "{v}");
+    assert!(
+        v["goal"]["what"].as_str().unwrap().contains("1 + p + p²"),
+        "{v}"
+    );
+}
