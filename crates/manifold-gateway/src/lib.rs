@@ -36,6 +36,7 @@ pub mod render;
 mod respond;
 mod router;
 mod server;
+mod telemetry;
 mod upstream;
 
 pub use cache::CACHE_HEADER;
@@ -137,8 +138,13 @@ impl Gateway {
                 .any(|c| c.mode != manifold_config::Mode::Sync),
             _ => false,
         });
+        let telemetry = telemetry::Telemetry::new(&config).map_err(GatewayError::Telemetry)?;
         let offload = if offloads {
-            Some(offload::Offload::start(&config.queue, config.events.as_ref(), &clients).await?)
+            let tracer = telemetry.tracer().cloned();
+            Some(
+                offload::Offload::start(&config.queue, config.events.as_ref(), &clients, tracer)
+                    .await?,
+            )
         } else {
             None
         };
@@ -154,6 +160,7 @@ impl Gateway {
         }
         Ok(Gateway {
             shared: Arc::new(handler::Shared {
+                telemetry,
                 config,
                 router,
                 clients,
@@ -245,6 +252,8 @@ impl Gateway {
         if let Some(offload) = self.offload {
             offload.shutdown().await;
         }
+        // Requests and deliveries are done: send the spans they left.
+        self.shared.telemetry.shutdown().await;
         admin_stop.cancel();
         let _ = admin_task.await;
     }

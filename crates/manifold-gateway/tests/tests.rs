@@ -12,4 +12,5 @@ mod offload;
 mod proxy;
 mod publish;
 mod support;
+mod telemetry;
 mod upstream_policies;

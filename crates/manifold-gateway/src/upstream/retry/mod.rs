@@ -18,7 +18,7 @@ pub(crate) mod backoff;
 pub(crate) mod budget;
 pub(crate) mod replay;
 
-use super::attempt::{Answered, Attempt, BoxFuture, Replay, Tried};
+use super::attempt::{Answered, Attempt, AttemptKind, BoxFuture, Replay, Tried};
 use super::error::{Stop, Trail};
 use crate::error::{CallError, CallErrorKind};
 use backoff::Backoff;
@@ -195,6 +195,11 @@ where
                 req: this,
                 avoid,
                 picked: None,
+                kind: if n == 1 {
+                    AttemptKind::First
+                } else {
+                    AttemptKind::Retry
+                },
             })
             .await;
         let plain_success = trail.is_none()
