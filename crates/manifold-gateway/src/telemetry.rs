@@ -303,8 +303,35 @@ fn access_line(
     partial: &[Arc<str>],
 ) {
     use std::io::Write;
-    let line = serde_json::json!({
-        "time": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+    let line = access_json(
+        std::time::SystemTime::now(),
+        route,
+        method,
+        status,
+        duration,
+        trace_id,
+        request_id,
+        partial,
+    );
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+}
+
+/// The access log's JSON object (a string of one line: serde_json escapes every control
+/// character, so a client's request id or a call's name cannot break the line).
+#[allow(clippy::too_many_arguments)]
+fn access_json(
+    now: std::time::SystemTime,
+    route: &str,
+    method: &http::Method,
+    status: u16,
+    duration: Duration,
+    trace_id: Option<tm::TraceId>,
+    request_id: &HeaderValue,
+    partial: &[Arc<str>],
+) -> String {
+    serde_json::json!({
+        "time": humantime::format_rfc3339_micros(now).to_string(),
         "route": route,
         "method": method.as_str(),
         "status": status,
@@ -312,9 +339,8 @@ fn access_line(
         "trace_id": trace_id.map(|t| t.to_hex()),
         "request_id": String::from_utf8_lossy(request_id.as_bytes()),
         "partial": partial.iter().map(|p| &**p).collect::<Vec<_>>(),
-    });
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
+    })
+    .to_string()
 }
 
 /// A request's trace context, in the incoming request's extensions.
@@ -531,5 +557,33 @@ mod tests {
         );
         let names: Vec<String> = partial_calls(&h).iter().map(|s| s.to_string()).collect();
         assert_eq!(names, ["recs", "odd name"]);
+    }
+
+    #[test]
+    fn an_access_line_is_one_json_object_with_the_request_facts() {
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let id = HeaderValue::from_static("req-1");
+        let trace = tm::TraceId([0xab; 16]);
+        let partial = [Arc::from("recs"), Arc::from("odd\nname")];
+        let line = access_json(
+            at,
+            "checkout",
+            &http::Method::POST,
+            200,
+            Duration::from_micros(12_500),
+            Some(trace),
+            &id,
+            &partial,
+        );
+        assert!(!line.contains('\n'), "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+        assert_eq!(v["time"], "2023-11-14T22:13:20.000000Z");
+        assert_eq!(v["route"], "checkout");
+        assert_eq!(v["method"], "POST");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["duration_ms"], 12.5);
+        assert_eq!(v["trace_id"], "ab".repeat(16));
+        assert_eq!(v["request_id"], "req-1");
+        assert_eq!(v["partial"], serde_json::json!(["recs", "odd\nname"]));
     }
 }

@@ -417,3 +417,82 @@ async fn metrics_off_answers_404_and_tracing_off_sends_no_traceparent() {
     gw.stop.cancel();
     let _ = gw.task.await;
 }
+
+#[tokio::test]
+async fn a_retried_call_has_one_span_per_attempt_the_failed_one_an_error() {
+    let bad = Upstream::start(vec![("GET", "/a", Reply::raw(0, 503, "{}"))]).await;
+    let good = Upstream::start(vec![("GET", "/a", Reply::json(0, json!({"id": 1})))]).await;
+    let collector = Upstream::start(vec![("POST", "/v1/traces", Reply::raw(0, 200, ""))]).await;
+    let gw = TestGateway::start(&format!(
+        r#"
+[telemetry]
+otlp = {{ endpoint = "{}" }}
+
+[upstreams.svc]
+endpoints = ["{}", "{}"]
+retry = {{ attempts = 2, on = ["503"], backoff = "1ms" }}
+
+[routes.one]
+method = "GET"
+path = "/one"
+  [[routes.one.calls]]
+  name = "a"
+  upstream = "svc"
+  path = "/a"
+"#,
+        collector.url(),
+        bad.url(),
+        good.url()
+    ))
+    .await;
+    // The balancer picks the first endpoint at random: send until the bad one was tried first.
+    for _ in 0..40 {
+        let (status, _, _) = send("GET", &gw.url("/one"), None).await;
+        assert_eq!(status, 200);
+        if !bad.requests().is_empty() {
+            break;
+        }
+    }
+    assert!(
+        !bad.requests().is_empty(),
+        "the 503 endpoint was never picked"
+    );
+    let tp = bad.requests()[0].headers["traceparent"]
+        .to_str()
+        .expect("ASCII")
+        .to_owned();
+    let trace_id = tp.split('-').nth(1).expect("trace id").to_owned();
+    let mut attempts = Vec::new();
+    for _ in 0..100 {
+        attempts = spans(&collector)
+            .into_iter()
+            .filter(|s| hex(&s.trace_id) == trace_id && s.kind == SpanKind::Client as i32)
+            .collect();
+        if attempts.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    attempts.sort_by_key(|s| s.start_time_unix_nano);
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    let (first, retry) = (attrs(&attempts[0]), attrs(&attempts[1]));
+    assert_eq!(first["manifold.attempt"], "1");
+    assert_eq!(first["manifold.attempt.kind"], "first");
+    assert_eq!(first["http.response.status_code"], "503");
+    assert_eq!(first["error.type"], "503");
+    assert_eq!(
+        attempts[0].status.as_ref().map(|s| s.code),
+        Some(opentelemetry_proto::tonic::trace::v1::status::StatusCode::Error as i32)
+    );
+    assert_eq!(retry["manifold.attempt"], "2");
+    assert_eq!(retry["manifold.attempt.kind"], "retry");
+    assert_eq!(retry["http.request.resend_count"], "1");
+    assert_eq!(retry["http.response.status_code"], "200");
+    // Each attempt's upstream request names its own span.
+    assert_eq!(
+        tp,
+        format!("00-{trace_id}-{}-01", hex(&attempts[0].span_id))
+    );
+    gw.stop.cancel();
+    let _ = gw.task.await;
+}
