@@ -12,6 +12,7 @@ pub mod peers;
 pub mod proxy;
 pub mod soak;
 mod stats;
+pub mod telemetry;
 
 pub use stats::{Measured, Spread};
 

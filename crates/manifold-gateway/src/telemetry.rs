@@ -392,9 +392,12 @@ impl TraceCtx {
     }
 
     /// The `X-Request-Id` (and, with a span, `traceparent` / `tracestate`) for an outgoing
-    /// request or a stored task.
+    /// request or a stored task. A call's own `X-Request-Id` (written in its `headers`) wins:
+    /// the config said what that upstream gets.
     pub(crate) fn apply(&self, span: Option<&tm::CallSpan>, headers: &mut HeaderMap) {
-        headers.insert(REQUEST_ID, self.0.request_id.clone());
+        headers
+            .entry(REQUEST_ID)
+            .or_insert_with(|| self.0.request_id.clone());
         if let Some(span) = span {
             headers.insert(
                 HeaderName::from_static(tm::propagate::TRACEPARENT),
