@@ -43,7 +43,12 @@ pub(crate) async fn handle(
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
         },
         "/cache" => cache(&state, &req).await,
-        "/metrics" => metrics(&state, &req),
+        "/metrics" => {
+            if let Some(q) = &state.shared.queue {
+                state.shared.telemetry.refresh_queue(q).await;
+            }
+            metrics(&state, &req)
+        }
         p if p == "/queue" || p.starts_with("/queue/") => match &state.shared.queue {
             Some(q) => crate::offload::admin(q, &req).await,
             None => text(

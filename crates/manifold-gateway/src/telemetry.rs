@@ -41,6 +41,9 @@ pub(crate) struct Telemetry {
     routes: Vec<RouteTele>,
     access_log: bool,
     exporter: Mutex<Option<tm::otlp::ExporterTask>>,
+    /// The queue's handles and the dispatcher's counters as of the last scrape (the registry's
+    /// counters are brought up to the dispatcher's own at each scrape).
+    queue: Mutex<Option<(tm::metrics::QueueMetrics, [u64; 4])>>,
 }
 
 /// A route's names and metric handles, resolved at start so a request only touches atomics.
@@ -133,6 +136,7 @@ impl Telemetry {
             routes,
             access_log: t.access_log == manifold_config::AccessLog::Json,
             exporter: Mutex::new(exporter),
+            queue: Mutex::new(None),
         })
     }
 
@@ -149,6 +153,37 @@ impl Telemetry {
     /// Route `ri`'s calls' handles, by call index.
     pub(crate) fn calls(&self, ri: usize) -> &[Arc<CallTele>] {
         self.routes.get(ri).map_or(&[], |r| &r.calls)
+    }
+
+    /// Bring the queue's families up to date before a scrape: depth and oldest age from the
+    /// queue (bounded: a broker that does not answer leaves the last values), deliveries,
+    /// retries and dead letters from the dispatcher's counters.
+    pub(crate) async fn refresh_queue(&self, q: &crate::offload::QueueRef) {
+        let Some(m) = &self.metrics else {
+            return;
+        };
+        let stats = tokio::time::timeout(Duration::from_secs(1), q.0.stats()).await;
+        let d = q.1.snapshot();
+        let now = [d.delivered, d.failed_attempts, d.retried, d.dead_lettered];
+        let mut guard = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let (qm, last) = guard.get_or_insert_with(|| (m.queue(q.0.backend().as_str()), [0; 4]));
+        if let Ok(Ok(s)) = stats {
+            qm.set_depth(s.depth);
+            qm.set_oldest_age(Duration::from_millis(s.oldest_age_ms.unwrap_or(0)));
+        }
+        for _ in last[0]..now[0] {
+            qm.delivery(true);
+        }
+        for _ in last[1]..now[1] {
+            qm.delivery(false);
+        }
+        for _ in last[2]..now[2] {
+            qm.retry();
+        }
+        for _ in last[3]..now[3] {
+            qm.dead_letter();
+        }
+        *last = now;
     }
 
     /// Flush what the exporter holds and stop it (bounded by [`EXPORT_GRACE`]).

@@ -496,3 +496,123 @@ path = "/one"
     gw.stop.cancel();
     let _ = gw.task.await;
 }
+
+#[tokio::test]
+async fn an_offloaded_call_is_delivered_in_the_requests_trace_and_the_queue_is_measured() {
+    let dir = std::env::temp_dir().join(format!("manifold-telemetry-q-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let up = Upstream::start(vec![
+        ("POST", "/orders", Reply::json(0, json!({"id": 7}))),
+        ("POST", "/hook", Reply::json(0, json!({}))),
+    ])
+    .await;
+    let collector = Upstream::start(vec![("POST", "/v1/traces", Reply::raw(0, 200, ""))]).await;
+    let gw = TestGateway::start(&format!(
+        r#"
+[telemetry]
+otlp = {{ endpoint = "{}" }}
+
+[queue]
+backend = "embedded"
+path = "{}"
+
+[upstreams.svc]
+endpoints = ["{}"]
+
+[routes.checkout]
+method = "POST"
+path = "/checkout"
+  [[routes.checkout.calls]]
+  name = "order"
+  upstream = "svc"
+  method = "POST"
+  path = "/orders"
+  [[routes.checkout.calls]]
+  name = "notify"
+  upstream = "svc"
+  method = "POST"
+  path = "/hook"
+  body = {{ order = "{{order.id}}" }}
+  mode = "async"
+"#,
+        collector.url(),
+        dir.display(),
+        up.url()
+    ))
+    .await;
+    let tp = format!("00-{TRACE_ID}-{CLIENT_SPAN}-01");
+    let resp = client()
+        .request(
+            Request::post(gw.url("/checkout"))
+                .header("traceparent", &tp)
+                .body(Full::new(Bytes::new()))
+                .expect("request"),
+        )
+        .await
+        .expect("answer");
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let mut delivered = None;
+    for _ in 0..100 {
+        if let Some(r) = up
+            .requests()
+            .into_iter()
+            .find(|r| r.path_and_query == "/hook")
+        {
+            delivered = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let delivered = delivered.expect("the task was delivered");
+    let sent = delivered.headers["traceparent"].to_str().expect("ASCII");
+    assert!(
+        sent.starts_with(&format!("00-{TRACE_ID}-")),
+        "the delivery is in the request's trace: {sent}"
+    );
+
+    // PRODUCER (enqueue) child of the SERVER span; CONSUMER (delivery) child of the PRODUCER;
+    // the delivery's CLIENT span child of the CONSUMER, named by what the upstream received.
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        got = spans(&collector);
+        if got.len() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kind = |k: SpanKind| got.iter().filter(move |s| s.kind == k as i32);
+    let server = kind(SpanKind::Server).next().expect("SERVER span");
+    let producer = kind(SpanKind::Producer).next().expect("PRODUCER span");
+    let consumer = kind(SpanKind::Consumer).next().expect("CONSUMER span");
+    assert_eq!(producer.parent_span_id, server.span_id);
+    assert_eq!(consumer.parent_span_id, producer.span_id);
+    assert_eq!(hex(&consumer.trace_id), TRACE_ID);
+    let delivery = kind(SpanKind::Client)
+        .find(|s| s.parent_span_id == consumer.span_id)
+        .expect("the delivery's attempt span");
+    assert_eq!(sent, format!("00-{TRACE_ID}-{}-01", hex(&delivery.span_id)));
+    assert_eq!(attrs(delivery)["manifold.call"], "notify");
+
+    let text = scrape(&gw).await;
+    assert_eq!(
+        sample(
+            &text,
+            "manifold_queue_deliveries_total{queue=\"embedded\",outcome=\"ok\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "manifold_queue_depth{queue=\"embedded\"}"),
+        Some(0.0)
+    );
+    let (ok, said) = if promtool_present() {
+        promtool(&text)
+    } else {
+        (true, String::new())
+    };
+    assert!(ok, "promtool: {said}\n---\n{text}");
+    gw.stop.cancel();
+    let _ = gw.task.await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
