@@ -54,6 +54,16 @@ access_log = "json"
 }
 
 #[test]
+fn an_integer_ratio_is_a_ratio() {
+    for (src, want) in [("sample_ratio = 1", 1.0), ("sample_ratio = 0", 0.0)] {
+        let t = compile("t.toml".as_ref(), &format!("[telemetry]\n{src}\n"))
+            .expect("valid")
+            .telemetry;
+        assert!((t.sample_ratio - want).abs() < f64::EPSILON, "{src}");
+    }
+}
+
+#[test]
 fn bad_values_are_reported_at_their_line() {
     bad("[telemetry]\nsample_ratio = 1.5\n", 2, "from 0.0 to 1.0");
     bad("[telemetry]\nsample_ratio = -0.1\n", 2, "from 0.0 to 1.0");
