@@ -47,6 +47,10 @@ pub(crate) async fn handle(
             if let Some(q) = &state.shared.queue {
                 state.shared.telemetry.refresh_queue(q).await;
             }
+            state
+                .shared
+                .telemetry
+                .refresh_endpoints(&state.shared.clients);
             metrics(&state, &req)
         }
         p if p == "/queue" || p.starts_with("/queue/") => match &state.shared.queue {

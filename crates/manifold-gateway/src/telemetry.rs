@@ -186,6 +186,22 @@ impl Telemetry {
         *last = now;
     }
 
+    /// Bring each endpoint's breaker state and balancer cost up to date before a scrape. An
+    /// address that re-resolution removed keeps its last values (series are never removed;
+    /// their number is bounded by the addresses a name ever resolved to).
+    pub(crate) fn refresh_endpoints(&self, clients: &[Arc<crate::upstream::Upstream>]) {
+        let Some(m) = &self.metrics else {
+            return;
+        };
+        for up in clients {
+            for (endpoint, state, cost) in up.endpoint_gauges() {
+                let e = m.endpoint(&up.name, &endpoint);
+                e.set_breaker(state);
+                e.set_cost(cost);
+            }
+        }
+    }
+
     /// Flush what the exporter holds and stop it (bounded by [`EXPORT_GRACE`]).
     pub(crate) async fn shutdown(&self) {
         let task = self

@@ -362,6 +362,22 @@ async fn metrics_scraped_under_load_pass_promtool_and_only_grow() {
         ),
         Some(0.0)
     );
+    // Every endpoint's breaker state and balancer cost.
+    let endpoint = format!("127.0.0.1:{}", up.addr.expect("addr").port());
+    assert_eq!(
+        sample(
+            &after,
+            &format!("manifold_upstream_breaker_state{{upstream=\"svc\",endpoint=\"{endpoint}\",state=\"closed\"}}")
+        ),
+        Some(1.0),
+        "{after}"
+    );
+    let cost = sample(
+        &after,
+        &format!("manifold_upstream_balancer_cost{{upstream=\"svc\",endpoint=\"{endpoint}\"}}"),
+    )
+    .expect("a balancer cost");
+    assert!(cost > 0.0 && cost < 1.0, "{cost} s");
     // Buckets are cumulative.
     let buckets: Vec<f64> = after
         .lines()

@@ -235,8 +235,8 @@ struct Core {
 }
 
 impl Attempts {
-    /// The endpoint set (tests look at what the resolver made of it).
-    #[cfg(test)]
+    /// The endpoint set (tests look at what the resolver made of it; `/metrics` reads its
+    /// breakers and costs).
     pub(super) fn endpoints(&self) -> &Endpoints {
         &self.core.endpoints
     }

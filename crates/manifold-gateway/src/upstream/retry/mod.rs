@@ -133,7 +133,6 @@ pub(crate) struct Retry<S> {
 
 impl<S> Retry<S> {
     /// The service it retries.
-    #[cfg(test)]
     pub(crate) fn inner(&self) -> &S {
         &self.inner
     }
