@@ -632,3 +632,89 @@ path = "/checkout"
     let _ = gw.task.await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_cache_fill_is_a_miss_and_a_cache_answer_an_internal_span() {
+    let up = Upstream::start(vec![("GET", "/a", Reply::json(0, json!({"id": 1})))]).await;
+    let collector = Upstream::start(vec![("POST", "/v1/traces", Reply::raw(0, 200, ""))]).await;
+    let gw = TestGateway::start(&format!(
+        r#"
+[telemetry]
+otlp = {{ endpoint = "{}" }}
+
+[upstreams.svc]
+endpoints = ["{}"]
+
+[routes.one]
+method = "GET"
+path = "/one"
+  [[routes.one.calls]]
+  name = "a"
+  upstream = "svc"
+  path = "/a"
+  cache = {{ ttl = "60s" }}
+"#,
+        collector.url(),
+        up.url()
+    ))
+    .await;
+    for _ in 0..2 {
+        let (status, _, _) = send("GET", &gw.url("/one"), None).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(
+        up.requests().len(),
+        1,
+        "the second answer came from the cache"
+    );
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        got = spans(&collector);
+        if got.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let outcomes: Vec<(i32, String)> = got
+        .iter()
+        .filter(|s| s.kind != SpanKind::Server as i32)
+        .map(|s| {
+            let a = attrs(s);
+            (
+                s.kind,
+                a.get("manifold.cache.outcome").cloned().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(
+        outcomes.contains(&(SpanKind::Client as i32, "miss".to_owned())),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&(SpanKind::Internal as i32, "l1".to_owned())),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes.len(),
+        2,
+        "no span for the fill's own wait: {outcomes:?}"
+    );
+    let text = scrape(&gw).await;
+    assert_eq!(
+        sample(
+            &text,
+            "manifold_cache_hits_total{route=\"one\",call=\"a\",tier=\"l1\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "manifold_cache_misses_total{route=\"one\",call=\"a\"}"
+        ),
+        Some(1.0)
+    );
+    gw.stop.cancel();
+    let _ = gw.task.await;
+}
