@@ -18,6 +18,7 @@
 //!
 //! [`Plan`]: manifold_config::Plan
 
+mod access_log;
 mod admin;
 mod admin_auth;
 mod cache;

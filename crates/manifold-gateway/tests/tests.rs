@@ -13,4 +13,5 @@ mod proxy;
 mod publish;
 mod support;
 mod telemetry;
+mod telemetry_calls;
 mod upstream_policies;
