@@ -296,3 +296,77 @@ path = "/one"
     gw.stop.cancel();
     let _ = gw.task.await;
 }
+
+#[tokio::test]
+async fn a_hedge_is_a_span_of_its_own_and_the_loser_is_recorded_cancelled() {
+    let slow = Upstream::start(vec![(
+        "*",
+        "/",
+        Reply::json(10_000, json!({"from": "slow"})),
+    )])
+    .await;
+    let fast = Upstream::start(vec![("*", "/", Reply::json(1, json!({"from": "fast"})))]).await;
+    let collector = Upstream::start(vec![("POST", "/v1/traces", Reply::raw(0, 200, ""))]).await;
+    let gw = TestGateway::start(&format!(
+        r#"
+[telemetry]
+otlp = {{ endpoint = "{}" }}
+
+[upstreams.u]
+endpoints = ["{}", "{}"]
+balance = "round_robin"
+timeout = "20s"
+hedge = {{ after = "20ms", max = 1, budget = 1.0 }}
+
+[routes.get]
+path = "/get"
+response.body = "{{read}}"
+  [[routes.get.calls]]
+  name = "read"
+  upstream = "u"
+  path = "/r"
+"#,
+        collector.url(),
+        slow.url(),
+        fast.url()
+    ))
+    .await;
+    // Round robin: within two requests one goes to the straggler first and is hedged.
+    for _ in 0..2 {
+        let (status, _, _) = send("GET", &gw.url("/get"), None).await;
+        assert_eq!(status, 200);
+    }
+    let tp = slow.requests()[0].headers["traceparent"]
+        .to_str()
+        .expect("ASCII")
+        .to_owned();
+    let trace_id = tp.split('-').nth(1).expect("trace id").to_owned();
+    let mut attempts = Vec::new();
+    for _ in 0..100 {
+        attempts = spans(&collector)
+            .into_iter()
+            .filter(|s| hex(&s.trace_id) == trace_id && s.kind == SpanKind::Client as i32)
+            .collect();
+        if attempts.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    attempts.sort_by_key(|s| s.start_time_unix_nano);
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    let (first, hedge) = (attrs(&attempts[0]), attrs(&attempts[1]));
+    assert_eq!(first["manifold.attempt.kind"], "first");
+    assert_eq!(
+        first["manifold.cancelled"], "true",
+        "the straggler lost: {first:?}"
+    );
+    assert_eq!(
+        tp,
+        format!("00-{trace_id}-{}-01", hex(&attempts[0].span_id))
+    );
+    assert_eq!(hedge["manifold.attempt.kind"], "hedge");
+    assert_eq!(hedge["manifold.attempt"], "2");
+    assert_eq!(hedge["http.response.status_code"], "200");
+    gw.stop.cancel();
+    let _ = gw.task.await;
+}
