@@ -171,18 +171,8 @@ impl Telemetry {
             qm.set_depth(s.depth);
             qm.set_oldest_age(Duration::from_millis(s.oldest_age_ms.unwrap_or(0)));
         }
-        for _ in last[0]..now[0] {
-            qm.delivery(true);
-        }
-        for _ in last[1]..now[1] {
-            qm.delivery(false);
-        }
-        for _ in last[2]..now[2] {
-            qm.retry();
-        }
-        for _ in last[3]..now[3] {
-            qm.dead_letter();
-        }
+        let delta = |i: usize| now[i].saturating_sub(last[i]);
+        qm.add_counts(delta(0), delta(1), delta(2), delta(3));
         *last = now;
     }
 
