@@ -163,9 +163,10 @@ impl Telemetry {
             return;
         };
         let stats = tokio::time::timeout(Duration::from_secs(1), q.0.stats()).await;
+        let mut guard = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        // Read under the lock: two scrapes at once must not count a range twice.
         let d = q.1.snapshot();
         let now = [d.delivered, d.failed_attempts, d.retried, d.dead_lettered];
-        let mut guard = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         let (qm, last) = guard.get_or_insert_with(|| (m.queue(q.0.backend().as_str()), [0; 4]));
         if let Ok(Ok(s)) = stats {
             qm.set_depth(s.depth);
