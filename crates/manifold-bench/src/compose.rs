@@ -377,7 +377,7 @@ fn within_slo(rates: &[RateResult], slo_ms: f64) -> Vec<WithinSlo> {
         .collect()
 }
 
-fn sim_config(delays: [u64; 5]) -> Result<SimConfig, BenchError> {
+pub(crate) fn sim_config(delays: [u64; 5]) -> Result<SimConfig, BenchError> {
     let [o, p, i, s, c] = delays;
     let toml = format!(
         r#"
@@ -670,10 +670,10 @@ struct PeerTarget {
 /// threads are not the ones the load generator, the simulator and the other aggregator run on,
 /// so a burst in one component cannot queue another's tasks behind its own. Shut down without
 /// waiting when dropped (a runtime must not be dropped the blocking way inside another).
-struct OwnRuntime(Option<tokio::runtime::Runtime>);
+pub(crate) struct OwnRuntime(Option<tokio::runtime::Runtime>);
 
 impl OwnRuntime {
-    fn new(name: &str) -> Result<Self, BenchError> {
+    pub(crate) fn new(name: &str) -> Result<Self, BenchError> {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name(name)
@@ -684,7 +684,7 @@ impl OwnRuntime {
     }
 
     /// Run `start` on this runtime (it binds and spawns there) and hand back its result.
-    async fn start<T: Send + 'static>(
+    pub(crate) async fn start<T: Send + 'static>(
         &self,
         start: impl std::future::Future<Output = T> + Send + 'static,
     ) -> Result<T, BenchError> {
@@ -752,7 +752,11 @@ impl Targets {
 }
 
 /// CPU per request, µs, between two readings of the same threads.
-fn cpu_us(before: Option<ThreadsCpu>, after: Option<ThreadsCpu>, requests: u64) -> Option<f64> {
+pub(crate) fn cpu_us(
+    before: Option<ThreadsCpu>,
+    after: Option<ThreadsCpu>,
+    requests: u64,
+) -> Option<f64> {
     let (before, after) = (before?, after?);
     (requests > 0).then(|| after.seconds_since(&before) / requests as f64 * 1e6)
 }
@@ -867,7 +871,7 @@ impl Targets {
 }
 
 /// One open-loop measurement of `url`.
-async fn measure(
+pub(crate) async fn measure(
     url: &str,
     rate: f64,
     duration: Duration,

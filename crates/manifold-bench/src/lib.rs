@@ -16,6 +16,7 @@ pub mod proxy;
 pub mod retry_storm;
 pub mod soak;
 mod stats;
+pub mod telemetry;
 pub mod variants;
 
 pub use stats::{Measured, Spread};

@@ -22,6 +22,7 @@ struct RawConfig {
     cache: Option<Spanned<RawCacheSection>>,
     queue: Option<Spanned<toml::Value>>,
     events: Option<Spanned<toml::Value>>,
+    telemetry: Option<Spanned<crate::telemetry::RawTelemetry>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +143,7 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
         }
     }
     let cache = compile_cache_section(raw.cache.as_ref(), &mut diag);
+    let telemetry = crate::telemetry::compile(raw.telemetry.as_ref(), &mut diag);
     let queue = match &raw.queue {
         None => manifold_queue::QueueConfig::default(),
         Some(v) => match v
@@ -224,6 +226,7 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
         cache,
         queue,
         events,
+        telemetry,
         warnings,
     })
 }

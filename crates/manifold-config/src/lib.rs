@@ -17,6 +17,7 @@ pub mod policy;
 mod proxy;
 mod routing;
 mod secret;
+mod telemetry;
 pub mod template;
 mod upstream;
 mod upstream_policy;
@@ -27,6 +28,7 @@ pub use error::{ConfigError, ConfigErrors, ConfigWarning, ErrorKind};
 pub use model::*;
 pub use routing::route_shape;
 pub use secret::{check_admin_exposure, Secret, MIN_ADMIN_TOKEN_LEN};
+pub use telemetry::{AccessLog, OtlpSettings, TelemetrySettings};
 
 use std::path::Path;
 

@@ -42,6 +42,9 @@ pub struct Config {
     /// `[events]`: the broker `mode = "publish"` calls publish to (required by them; `None`
     /// when the section is absent).
     pub events: Option<manifold_queue::EventsConfig>,
+    /// `[telemetry]`: metrics, trace context, span export and the access log (defaults when
+    /// the section is absent).
+    pub telemetry: crate::TelemetrySettings,
     /// What is valid but probably not meant (`manifold check` prints them, `serve` logs them).
     #[serde(skip)]
     pub warnings: Vec<crate::ConfigWarning>,

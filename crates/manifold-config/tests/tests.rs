@@ -9,5 +9,6 @@ mod idempotence;
 mod policy_properties;
 mod properties;
 mod proxy;
+mod telemetry;
 mod upstream_policies;
 mod validation;

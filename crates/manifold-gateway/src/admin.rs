@@ -43,6 +43,16 @@ pub(crate) async fn handle(
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
         },
         "/cache" => cache(&state, &req).await,
+        "/metrics" => {
+            if let Some(q) = &state.shared.queue {
+                state.shared.telemetry.refresh_queue(q).await;
+            }
+            state
+                .shared
+                .telemetry
+                .refresh_endpoints(&state.shared.clients);
+            metrics(&state, &req)
+        }
         p if p == "/queue" || p.starts_with("/queue/") => match &state.shared.queue {
             Some(q) => crate::offload::admin(q, &req).await,
             None => text(
@@ -52,7 +62,7 @@ pub(crate) async fn handle(
         },
         "/" => text(
             StatusCode::OK,
-            "manifold admin: /healthz /readyz /config /cache (GET; DELETE ?prefix=…)\n",
+            "manifold admin: /healthz /readyz /config /metrics /cache (GET; DELETE ?prefix=…)\n",
         ),
         other => text(
             StatusCode::NOT_FOUND,
@@ -103,6 +113,34 @@ async fn cache(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
             r
         }
     }
+}
+
+/// `GET /metrics`: the Prometheus text format, or OpenMetrics (with exemplars) when the
+/// scraper's `Accept` asks for it.
+fn metrics(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "/metrics answers GET\n");
+        r.headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let Some(registry) = state.shared.telemetry.metrics() else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "metrics are off (`[telemetry] metrics = false`)\n",
+        );
+    };
+    let accept = req
+        .headers()
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let format = manifold_telemetry::metrics::Format::negotiate(accept);
+    let mut r = Response::new(full(registry.render(format)));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    r
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {

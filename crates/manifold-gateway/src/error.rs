@@ -42,6 +42,10 @@ pub enum GatewayError {
         /// Why the router refused it.
         reason: String,
     },
+    /// The tracer or the OTLP exporter refused `[telemetry]` (a config that bypassed the
+    /// compiler's checks).
+    #[error("telemetry: {0}")]
+    Telemetry(#[source] manifold_telemetry::TelemetryError),
     /// The admin listener would be reachable beyond this host without a token.
     #[error("{0}")]
     AdminExposed(String),

@@ -53,6 +53,10 @@ pub(crate) struct Env<'a> {
     pub(crate) policies: &'a [Option<Arc<CachePolicy>>],
     /// The durable queue, when some route has `mode = "async"` calls.
     pub(crate) queue: Option<&'a Arc<dyn manifold_queue::Queue>>,
+    /// The request's trace context (none when the route is not recorded).
+    pub(crate) trace: Option<&'a crate::telemetry::TraceCtx>,
+    /// The route's calls' metric handles, by call index (empty when not recorded).
+    pub(crate) calls: &'a [Arc<crate::telemetry::CallTele>],
 }
 
 /// A required call failed, or the deadline passed: what the client is told.
@@ -330,19 +334,49 @@ fn start_call(
     if let Some(policy) = env.policies.get(i).and_then(Option::as_ref) {
         return start_cached_call(i, call, upstream, policy, env, scope, budget);
     }
-    let request = build_request(call, scope);
+    let tele = env.calls.get(i).cloned();
+    let request = build_request(call, scope).map(|r| traced(r, env, tele.as_ref(), false));
     let read = Read::All {
         max: env.max_response_bytes,
     };
+    let optional = call.optional;
     Box::pin(async move {
+        let started = Instant::now();
         let result = match request {
             Ok(r) => upstream.fetch(r, budget, read).await.and_then(|a| {
                 parse_answer(&upstream.name, a.status, &a.body).map_err(|e| e.with_trail(a.trail))
             }),
             Err(e) => Err(e),
         };
+        crate::telemetry::observe_call(
+            tele.as_ref(),
+            started,
+            result.as_ref().err(),
+            optional,
+            None,
+        );
         (i, result, None)
     })
+}
+
+/// Give an upstream request its call's trace context (see [`crate::telemetry`]): the attempts
+/// record their spans into this request's trace.
+fn traced(
+    mut request: Request<Bytes>,
+    env: Env<'_>,
+    tele: Option<&Arc<crate::telemetry::CallTele>>,
+    cache_fill: bool,
+) -> Request<Bytes> {
+    if let (Some(ctx), Some(tele)) = (env.trace, tele) {
+        request
+            .extensions_mut()
+            .insert(crate::telemetry::CallTrace::new(
+                ctx.clone(),
+                Arc::clone(&tele.name),
+                cache_fill,
+            ));
+    }
+    request
 }
 
 /// A cached call: render its key, then let the cache answer or run one shared fetch.
@@ -367,10 +401,14 @@ fn start_cached_call(
         deadline: None,
         ..budget
     };
+    let tele = env.calls.get(i).cloned();
     let request = match build_request(call, scope) {
-        Ok(r) => r,
+        Ok(r) => traced(r, env, tele.as_ref(), true),
         Err(e) => return Box::pin(std::future::ready((i, Err(e), None))),
     };
+    let local = env.trace.cloned();
+    let optional = call.optional;
+    let method = call.method.clone();
     let key = match call.cache.as_ref() {
         Some(spec) => {
             let pq = request
@@ -392,9 +430,15 @@ fn start_cached_call(
             let a = shared.fetch(request, fetch_budget, read).await?;
             Ok::<_, CallError>(CachedResponse::from_parts(a.status, &a.headers, a.body))
         };
+        // A span for the wait on the cache, when something other than this request's own
+        // fill answered (the fill's attempts are spans of their own, marked `miss`).
+        let waiting = match (&local, &tele) {
+            (Some(ctx), Some(t)) => ctx.start_local(&t.name, &upstream.name, &method, false),
+            _ => None,
+        };
         let answer =
             tokio::time::timeout_at(wait.until, cache.get_or_fetch(key, &policy, fetch)).await;
-        match answer {
+        let out = match answer {
             Ok(Ok((response, outcome))) => (
                 i,
                 parse_answer(&upstream.name, response.status, &response.body),
@@ -410,7 +454,29 @@ fn start_cached_call(
                 )),
                 None,
             ),
+        };
+        let tier = out.2.and_then(crate::telemetry::cache_outcome);
+        if let Some(span) = waiting {
+            match tier {
+                Some(t) if t != manifold_telemetry::CacheOutcome::Miss => {
+                    span.end(manifold_telemetry::CallOutcome {
+                        status: Some(response_status(&out.1)),
+                        cache: Some(t),
+                        ..manifold_telemetry::CallOutcome::default()
+                    });
+                }
+                // A miss is told by the fill's own attempts; a failure by them too.
+                _ => span.discard(),
+            }
         }
+        crate::telemetry::observe_call(
+            tele.as_ref(),
+            started,
+            out.1.as_ref().err(),
+            optional,
+            out.2,
+        );
+        out
     })
 }
 
@@ -493,4 +559,16 @@ fn parse_answer(upstream: &str, status: StatusCode, bytes: &[u8]) -> Result<Valu
             format!("upstream `{upstream}` answered a body that is not JSON: {e}"),
         )
     })
+}
+
+/// The status a cached answer stood for in its span (200 for a parsed answer; the upstream's
+/// status for a failed one where known).
+fn response_status(result: &Result<Value, CallError>) -> u16 {
+    match result {
+        Ok(_) => 200,
+        Err(e) => match e.kind {
+            CallErrorKind::Status(s) => s,
+            _ => 502,
+        },
+    }
 }

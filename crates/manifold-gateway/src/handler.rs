@@ -34,6 +34,8 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<crate::respond::Stats>,
     /// `[server] concurrency`: every request takes a permit before any work.
     pub(crate) limit: Arc<crate::limit::Limiter>,
+    /// Spans, metrics and the access log.
+    pub(crate) telemetry: crate::telemetry::Telemetry,
 }
 
 /// Build a small JSON response.
@@ -136,8 +138,26 @@ async fn route(
         }
         return resp;
     };
-    let route = &shared.config.routes[ri];
     let params = crate::router::params(&matched.params);
+    let mut req = req;
+    let recording = shared.telemetry.start(ri, &mut req);
+    let mut resp = routed(Arc::clone(&shared_arc), ri, params, req, peer).await;
+    if let Some(rec) = recording {
+        shared_arc.telemetry.finish(rec, &mut resp);
+    }
+    resp
+}
+
+/// A request whose route is `ri`.
+async fn routed(
+    shared_arc: Arc<Shared>,
+    ri: usize,
+    params: Vec<String>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let shared = &*shared_arc;
+    let route = &shared.config.routes[ri];
     let deadline = effective_deadline(route, req.headers());
 
     // Refuse an oversized body before reading any of it.
@@ -371,7 +391,8 @@ async fn compose(
     deadline: Option<Instant>,
 ) -> Response<Body> {
     let route = &shared.config.routes[ri];
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    let trace = parts.extensions.remove::<crate::telemetry::TraceCtx>();
     let query = parse_query(parts.uri.query());
     let mut ctx = RequestCtx {
         params,
@@ -459,6 +480,8 @@ async fn compose(
         cache: &shared.caching.cache,
         policies: &shared.caching.calls[ri],
         queue: shared.queue.as_ref().map(|q| &q.0),
+        trace: trace.as_ref(),
+        calls: shared.telemetry.calls(ri),
     };
     let outcome = match exec::execute(plan, env, &ctx, deadline).await {
         Ok(o) => o,

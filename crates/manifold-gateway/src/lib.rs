@@ -18,6 +18,7 @@
 //!
 //! [`Plan`]: manifold_config::Plan
 
+mod access_log;
 mod admin;
 mod admin_auth;
 mod cache;
@@ -37,6 +38,7 @@ pub mod render;
 mod respond;
 mod router;
 mod server;
+mod telemetry;
 mod upstream;
 
 pub use cache::CACHE_HEADER;
@@ -138,8 +140,13 @@ impl Gateway {
                 .any(|c| c.mode != manifold_config::Mode::Sync),
             _ => false,
         });
+        let telemetry = telemetry::Telemetry::new(&config).map_err(GatewayError::Telemetry)?;
         let offload = if offloads {
-            Some(offload::Offload::start(&config.queue, config.events.as_ref(), &clients).await?)
+            let tracer = telemetry.tracer().cloned();
+            Some(
+                offload::Offload::start(&config.queue, config.events.as_ref(), &clients, tracer)
+                    .await?,
+            )
         } else {
             None
         };
@@ -161,6 +168,7 @@ impl Gateway {
         );
         Ok(Gateway {
             shared: Arc::new(handler::Shared {
+                telemetry,
                 config,
                 router,
                 clients,
@@ -253,6 +261,8 @@ impl Gateway {
         if let Some(offload) = self.offload {
             offload.shutdown().await;
         }
+        // Requests and deliveries are done: send the spans they left.
+        self.shared.telemetry.shutdown().await;
         admin_stop.cancel();
         let _ = admin_task.await;
     }

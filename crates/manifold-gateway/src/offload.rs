@@ -77,6 +77,7 @@ impl Offload {
         config: &QueueConfig,
         events: Option<&EventsConfig>,
         clients: &[Arc<Upstream>],
+        tracer: Option<manifold_telemetry::Tracer>,
     ) -> Result<Offload, crate::GatewayError> {
         let events = match events {
             Some(cfg) => {
@@ -97,6 +98,7 @@ impl Offload {
                 .map(|c| (c.name.clone(), Arc::clone(c)))
                 .collect(),
             events: events.clone(),
+            tracer,
         });
         let dispatcher = Dispatcher::new(
             Arc::clone(&queue),
@@ -203,6 +205,9 @@ pub(crate) fn with_key(mut task: Task, client_key: Option<&str>, call: &str) -> 
 struct UpstreamDeliver {
     clients: HashMap<String, Arc<Upstream>>,
     events: Option<Arc<Publisher>>,
+    /// Records each delivery as a CONSUMER span, the child of the PRODUCER span whose
+    /// `traceparent` the task carries (none with `tracing = false`).
+    tracer: Option<manifold_telemetry::Tracer>,
 }
 
 impl Deliver for UpstreamDeliver {
@@ -223,7 +228,48 @@ impl Deliver for UpstreamDeliver {
                 task.upstream
             )));
         };
-        let request = build(task).map_err(DeliveryError::permanent)?;
+        let mut request = build(task).map_err(DeliveryError::permanent)?;
+        let trace = self.tracer.as_ref().map(|tracer| {
+            let trace = tracer.start(
+                manifold_telemetry::Incoming::from_headers(request.headers()),
+                manifold_telemetry::RootInfo {
+                    kind: manifold_telemetry::RootKind::Consumer,
+                    method: request.method().clone(),
+                    route: Arc::from(task.upstream.as_str()),
+                    path: request.uri().path().to_owned(),
+                },
+            );
+            let call = task
+                .idempotency_key
+                .rsplit(':')
+                .next()
+                .unwrap_or(task.upstream.as_str());
+            request
+                .extensions_mut()
+                .insert(crate::telemetry::CallTrace::new(
+                    crate::telemetry::TraceCtx::for_delivery(&trace),
+                    Arc::from(call),
+                    false,
+                ));
+            trace
+        });
+        let result = self.send(client, request).await;
+        if let Some(trace) = trace {
+            let status = match &result {
+                Ok(()) => 200,
+                Err(_) => 502,
+            };
+            trace.end(manifold_telemetry::ServerOutcome {
+                status,
+                ..manifold_telemetry::ServerOutcome::default()
+            });
+        }
+        result
+    }
+}
+
+impl UpstreamDeliver {
+    async fn send(&self, client: &Upstream, request: Request<Bytes>) -> Result<(), DeliveryError> {
         // No client waits for a delivery: the upstream's timeout alone bounds it, and no
         // `Manifold-Deadline-Ms` is announced. The stack retries a failed connect at once on
         // another endpoint (nothing was sent), and nothing else: the queue retries every other

@@ -42,7 +42,17 @@ pub(crate) fn stage(call: &Call, env: Env<'_>, scope: Scope<'_>) -> Result<Task,
         ));
     }
     let upstream = &env.clients[call.upstream];
-    let request = build_request(call, scope)?;
+    let mut request = build_request(call, scope)?;
+    // The enqueue is a PRODUCER span; its `traceparent` travels with the task, so the
+    // delivery (a CONSUMER span, see `offload`) joins this request's trace.
+    if let Some(ctx) = env.trace {
+        let name: Arc<str> = Arc::from(call.name.as_str());
+        let span = ctx.start_local(&name, &upstream.name, &call.method, true);
+        ctx.apply(span.as_ref(), request.headers_mut());
+        if let Some(span) = span {
+            span.end(manifold_telemetry::CallOutcome::default());
+        }
+    }
     Ok(crate::offload::task_from_request(
         request,
         &upstream.name,

@@ -192,6 +192,8 @@ pub(crate) fn log_answer(
     if status < 400 {
         return;
     }
+    // The id telemetry gave the answer (the client's, or the trace id) is the one to log.
+    let id = resp.headers().get(REQUEST_ID).cloned().or(id);
     let cause = resp.extensions().get::<ErrorCause>();
     if status < 500 {
         if let Some(cause) = cause {

@@ -13,4 +13,6 @@ mod proxy;
 mod publish;
 mod shed;
 mod support;
+mod telemetry;
+mod telemetry_calls;
 mod upstream_policies;

@@ -32,7 +32,7 @@ pub use error::TelemetryError;
 pub use propagate::Incoming;
 pub use span::{
     AttemptKind, CacheOutcome, CallInfo, CallOutcome, CallRecord, CallSpan, Endpoint,
-    FinishedTrace, RequestTrace, RootInfo, RootKind, ServerOutcome,
+    FinishedTrace, RequestTrace, RootInfo, RootKind, ServerOutcome, TraceHandle,
 };
 pub use stats::{DropReason, SpanStats};
 pub use tracer::{Tracer, TracingOptions};

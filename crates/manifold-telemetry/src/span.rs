@@ -325,15 +325,18 @@ impl RequestTrace {
 
     /// Start a call span now. Its `traceparent()` goes on the upstream request.
     pub fn start_call(&self, info: CallInfo) -> CallSpan {
-        CallSpan {
+        self.handle().start_call(info)
+    }
+
+    /// A cheap, cloneable handle that starts call spans of this request from wherever the call
+    /// runs (deep in the upstream stack, or in a cache fill shared with other requests), while
+    /// the request itself keeps the `RequestTrace` to end it.
+    pub fn handle(&self) -> TraceHandle {
+        TraceHandle {
             shared: Arc::clone(&self.shared),
             tracer: self.tracer.clone(),
             trace_id: self.trace_id,
-            span_id: new_span_id(),
             sampled: self.sampled,
-            start: Instant::now(),
-            first_byte: None,
-            info: Some(info),
         }
     }
 
@@ -375,6 +378,37 @@ impl RequestTrace {
     }
 }
 
+/// Starts call spans of one request; see [`RequestTrace::handle`]. Spans started after the
+/// request ended are dropped and counted (`late`), like any span that ends after it.
+#[derive(Clone, Debug)]
+pub struct TraceHandle {
+    shared: Arc<Shared>,
+    tracer: Tracer,
+    trace_id: TraceId,
+    sampled: bool,
+}
+
+impl TraceHandle {
+    /// Start a call span now. Its `traceparent()` goes on the upstream request.
+    pub fn start_call(&self, info: CallInfo) -> CallSpan {
+        CallSpan {
+            shared: Arc::clone(&self.shared),
+            tracer: self.tracer.clone(),
+            trace_id: self.trace_id,
+            span_id: new_span_id(),
+            sampled: self.sampled,
+            start: Instant::now(),
+            first_byte: None,
+            info: Some(info),
+        }
+    }
+
+    /// The trace id.
+    pub fn trace_id(&self) -> TraceId {
+        self.trace_id
+    }
+}
+
 /// One call attempt being recorded. Dropping it without [`CallSpan::end`] records it as
 /// cancelled (a hedge that lost, a request that gave up), so the trace shows every attempt.
 #[derive(Debug)]
@@ -404,6 +438,18 @@ impl CallSpan {
     /// Record the first response byte (headers received), now.
     pub fn first_byte(&mut self) {
         self.first_byte.get_or_insert_with(Instant::now);
+    }
+
+    /// Record the first response byte at `at` (taken where the headers arrived, when the span
+    /// itself is elsewhere); the first mark wins.
+    pub fn first_byte_at(&mut self, at: Instant) {
+        self.first_byte.get_or_insert(at);
+    }
+
+    /// Forget this span: nothing is recorded (a span started in case it was needed, such as a
+    /// cache wait that turned out to be this request's own fill, told by the fill's spans).
+    pub fn discard(mut self) {
+        self.info = None;
     }
 
     /// End the attempt now.

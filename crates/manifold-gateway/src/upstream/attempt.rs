@@ -13,6 +13,7 @@ use super::error::{self, AttemptRecord, Ended};
 use super::retry::replay::ReplayBody;
 use super::{client, Answer, Body, Bound, Budget, Read, DEADLINE_HEADER};
 use crate::error::{CallError, CallErrorKind};
+use crate::telemetry::{AttemptSpan, CallTrace};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -27,6 +28,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
 
+pub(crate) use manifold_telemetry::AttemptKind;
+
 /// A boxed, sendable future: one per attempt.
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -39,6 +42,8 @@ pub(crate) struct Attempt<R> {
     /// Where the attempt writes the endpoint it picked, for a hedge that must avoid it while
     /// this attempt is still running.
     pub(crate) picked: Option<Arc<AtomicU64>>,
+    /// Why it is made (its span's `manifold.attempt.kind`).
+    pub(crate) kind: AttemptKind,
 }
 
 impl<R> Attempt<R> {
@@ -48,6 +53,7 @@ impl<R> Attempt<R> {
             req,
             avoid: None,
             picked: None,
+            kind: AttemptKind::First,
         }
     }
 }
@@ -104,6 +110,10 @@ impl<T: Answered> Tried<T> {
 /// An upstream's answer as the policies see it.
 pub(crate) trait Answered: Send + 'static {
     fn status(&self) -> StatusCode;
+    /// The body's size when it was read whole (for the attempt's span).
+    fn body_len(&self) -> Option<u64> {
+        None
+    }
     fn headers(&self) -> &HeaderMap;
     /// Keep the call's trail with an answer that is not a success (a caller may make it an
     /// error, which then tells the attempts).
@@ -113,6 +123,9 @@ pub(crate) trait Answered: Send + 'static {
 impl Answered for Answer {
     fn status(&self) -> StatusCode {
         self.status
+    }
+    fn body_len(&self) -> Option<u64> {
+        Some(self.body.len() as u64)
     }
     fn headers(&self) -> &HeaderMap {
         &self.headers
@@ -214,14 +227,16 @@ pub(crate) struct Attempts {
 #[derive(Debug)]
 struct Core {
     name: String,
+    /// The same, shared with every span.
+    span_name: Arc<str>,
     timeout: Duration,
     endpoints: Endpoints,
     pool: client::Pool,
 }
 
 impl Attempts {
-    /// The endpoint set (tests look at what the resolver made of it).
-    #[cfg(test)]
+    /// The endpoint set (tests look at what the resolver made of it; `/metrics` reads its
+    /// breakers and costs).
     pub(super) fn endpoints(&self) -> &Endpoints {
         &self.core.endpoints
     }
@@ -230,6 +245,7 @@ impl Attempts {
         Attempts {
             core: Arc::new(Core {
                 name: up.name.clone(),
+                span_name: Arc::from(up.name.as_str()),
                 timeout: up.timeout,
                 endpoints: Endpoints::new(up),
                 pool: client::Pool::new(up),
@@ -250,8 +266,23 @@ impl Core {
         target: &super::endpoints::Target,
         bound: &Bound,
         announce: bool,
+        kind: AttemptKind,
+        span: &mut Option<AttemptSpan>,
     ) -> Result<Request<B>, CallError> {
         let (mut parts, body) = req.into_parts();
+        // The call's trace context (see `crate::telemetry`): this attempt's span, and the
+        // headers that make the upstream its child. Taken before the URI becomes absolute, so
+        // the span shows the origin path.
+        if let Some(call) = parts.extensions.get::<CallTrace>() {
+            *span = call.start_attempt(
+                &self.span_name,
+                &parts.method,
+                parts.uri.path(),
+                Some(target.span_endpoint()),
+                kind,
+                &mut parts.headers,
+            );
+        }
         parts.uri = target.absolute(std::mem::take(&mut parts.uri), &self.name)?;
         target.host(&mut parts.headers);
         if announce {
@@ -296,7 +327,7 @@ impl Core {
     where
         B: Send + 'static,
         T: Answered,
-        F: FnOnce(Arc<Core>, Request<B>) -> Fut + Send + 'static,
+        F: FnOnce(Arc<Core>, Request<B>, FirstByte) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, CallError>> + Send + 'static,
     {
         let lease = match self.endpoints.pick(attempt.avoid) {
@@ -306,24 +337,29 @@ impl Core {
         if let Some(cell) = &attempt.picked {
             cell.store(lease.id().to_raw(), Ordering::Relaxed);
         }
+        let kind = attempt.kind;
         Box::pin(async move {
             let started = lease.started();
             let bound = self.bound(started, &budget);
-            let result =
-                match req.and_then(|r| self.prepare(r, lease.target(), &bound, budget.announce)) {
-                    Ok(req) => {
-                        let core = Arc::clone(&self);
-                        match tokio::time::timeout_at(bound.until, send(core, req)).await {
-                            Ok(r) => r,
-                            Err(_) => Err(error::no_answer(
-                                &self.name,
-                                bound.by_deadline,
-                                bound.within,
-                            )),
-                        }
+            let mut span = None;
+            let prepared = req.and_then(|r| {
+                self.prepare(r, lease.target(), &bound, budget.announce, kind, &mut span)
+            });
+            let result = match prepared {
+                Ok(req) => {
+                    let core = Arc::clone(&self);
+                    let mark = span.as_ref().map(|s| Arc::clone(&s.first_byte));
+                    match tokio::time::timeout_at(bound.until, send(core, req, mark)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(error::no_answer(
+                            &self.name,
+                            bound.by_deadline,
+                            bound.within,
+                        )),
                     }
-                    Err(e) => Err(e),
-                };
+                }
+                Err(e) => Err(e),
+            };
             let id = lease.id();
             let shown = match &result {
                 Ok(a) if a.status().is_success() => None,
@@ -332,6 +368,12 @@ impl Core {
             match &result {
                 Ok(a) => lease.finish(Outcome::Answered(a.status())),
                 Err(e) => lease.finish(Outcome::Failed(&e.kind)),
+            }
+            if let Some(span) = span {
+                match &result {
+                    Ok(a) => span.end(Some(a.status()), None, a.body_len()),
+                    Err(e) => span.end(None, Some(e.kind.as_str()), None),
+                }
             }
             Ok(Tried {
                 result,
@@ -354,7 +396,12 @@ impl tower::Service<Attempt<FetchReq>> for Attempts {
     }
 
     fn call(&mut self, attempt: Attempt<FetchReq>) -> Self::Future {
-        let Attempt { req, avoid, picked } = attempt;
+        let Attempt {
+            req,
+            avoid,
+            picked,
+            kind,
+        } = attempt;
         let FetchReq {
             req, budget, read, ..
         } = req;
@@ -366,13 +413,15 @@ impl tower::Service<Attempt<FetchReq>> for Attempts {
             req: (),
             avoid,
             picked,
+            kind,
         };
-        Arc::clone(&self.core).run(header, budget, Ok(req), move |core, req| async move {
+        Arc::clone(&self.core).run(header, budget, Ok(req), move |core, req, mark| async move {
             let response = core
                 .pool
                 .request(req)
                 .await
                 .map_err(|e| error::transport(&core.name, &e))?;
+            mark_first_byte(mark.as_ref());
             let (parts, body) = response.into_parts();
             let body = match read {
                 Read::All { max } => core.read_all(body, max).await?,
@@ -401,7 +450,12 @@ impl tower::Service<Attempt<SendReq>> for Attempts {
     }
 
     fn call(&mut self, attempt: Attempt<SendReq>) -> Self::Future {
-        let Attempt { req, avoid, picked } = attempt;
+        let Attempt {
+            req,
+            avoid,
+            picked,
+            kind,
+        } = attempt;
         let SendReq {
             head, body, budget, ..
         } = req;
@@ -423,12 +477,25 @@ impl tower::Service<Attempt<SendReq>> for Attempts {
             req: (),
             avoid,
             picked,
+            kind,
         };
-        Arc::clone(&self.core).run(header, budget, req, |core, req| async move {
-            core.pool
+        Arc::clone(&self.core).run(header, budget, req, |core, req, mark| async move {
+            let response = core
+                .pool
                 .request(req)
                 .await
-                .map_err(|e| error::transport(&core.name, &e))
+                .map_err(|e| error::transport(&core.name, &e));
+            mark_first_byte(mark.as_ref());
+            response
         })
+    }
+}
+
+/// Where an attempt's send marks the response head's arrival, when the attempt has a span.
+type FirstByte = Option<Arc<std::sync::OnceLock<Instant>>>;
+
+fn mark_first_byte(mark: Option<&Arc<std::sync::OnceLock<Instant>>>) {
+    if let Some(m) = mark {
+        let _ = m.set(Instant::now());
     }
 }

@@ -118,6 +118,16 @@ impl Breaker {
         self.state().mode != Mode::Closed
     }
 
+    /// The state `/metrics` shows.
+    pub(super) fn metric_state(&self) -> manifold_telemetry::metrics::BreakerState {
+        use manifold_telemetry::metrics::BreakerState;
+        match self.state().mode {
+            Mode::Closed => BreakerState::Closed,
+            Mode::Open { .. } => BreakerState::Open,
+            Mode::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
+    }
+
     pub(super) fn gate(&self, now: Instant) -> Gate {
         match self.state().mode {
             Mode::Closed => Gate::Closed,

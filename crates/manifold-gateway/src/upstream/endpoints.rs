@@ -148,6 +148,27 @@ impl Endpoints {
         self.shared.pick(Instant::now(), avoid)
     }
 
+    /// Each current endpoint's shown name, breaker state (closed without a breaker) and P2C
+    /// cost in seconds (the decayed RTT estimate × (in flight + 1)), for `/metrics`.
+    pub(super) fn gauges(
+        &self,
+        now: Instant,
+    ) -> Vec<(String, manifold_telemetry::metrics::BreakerState, f64)> {
+        self.shared
+            .snapshot()
+            .iter()
+            .map(|e| {
+                let state = e
+                    .breaker
+                    .as_ref()
+                    .map_or(manifold_telemetry::metrics::BreakerState::Closed, |b| {
+                        b.metric_state()
+                    });
+                (e.target.shown.clone(), state, e.load.cost(now) / 1e9)
+            })
+            .collect()
+    }
+
     /// The ids and shown names of the current endpoints (for tests and `check`).
     #[cfg(test)]
     pub(super) fn current(&self) -> Vec<(EndpointId, String)> {

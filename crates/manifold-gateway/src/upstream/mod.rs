@@ -164,6 +164,13 @@ impl Upstream {
         self.send.inner().endpoints()
     }
 
+    /// Each current endpoint's name, breaker state and balancer cost (seconds), for `/metrics`.
+    pub(crate) fn endpoint_gauges(
+        &self,
+    ) -> Vec<(String, manifold_telemetry::metrics::BreakerState, f64)> {
+        self.send.inner().endpoints().gauges(Instant::now())
+    }
+
     pub(crate) async fn send(
         &self,
         req: Request<Body>,

@@ -48,6 +48,8 @@ pub(super) struct Target {
     pub(super) shown: String,
     /// A path prefix every request's path is appended to ("" for none).
     base_path: String,
+    /// `server.address` / `server.port` of its attempts' spans: the configured name.
+    span: manifold_telemetry::Endpoint,
 }
 
 impl Target {
@@ -59,6 +61,7 @@ impl Target {
             host: None,
             shown: ep.authority.clone(),
             base_path: ep.base_path.clone(),
+            span: span_endpoint(ep),
         }
     }
 
@@ -77,7 +80,13 @@ impl Target {
             host: HeaderValue::from_str(&ep.authority).ok(),
             shown: format!("{} ({addr})", ep.authority),
             base_path: ep.base_path.clone(),
+            span: span_endpoint(ep),
         }
+    }
+
+    /// Where its attempts' spans say they went.
+    pub(super) fn span_endpoint(&self) -> manifold_telemetry::Endpoint {
+        self.span.clone()
     }
 
     /// `origin` (path and query) made absolute against this endpoint.
@@ -215,6 +224,19 @@ async fn lookup(name: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
         return Err("it resolves to no address".to_owned());
     }
     Ok(addrs)
+}
+
+/// The configured host and port (80 when none is written: endpoints are http only).
+fn span_endpoint(ep: &manifold_config::Endpoint) -> manifold_telemetry::Endpoint {
+    let (host, port) = match Authority::try_from(ep.authority.as_str()) {
+        Ok(a) => (a.host().to_owned(), a.port_u16().unwrap_or(80)),
+        Err(_) => (ep.authority.clone(), 80),
+    };
+    manifold_telemetry::Endpoint {
+        address: std::sync::Arc::from(host.trim_start_matches('[').trim_end_matches(']')),
+        port,
+        https: false,
+    }
 }
 
 #[cfg(test)]

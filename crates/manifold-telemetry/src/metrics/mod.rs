@@ -403,6 +403,15 @@ impl QueueMetrics {
     pub fn retry(&self) {
         self.retries.inc();
     }
+
+    /// Add counts read from a dispatcher's own counters since the last time (delivered,
+    /// failed, retried, dead-lettered): one atomic add each, however many there were.
+    pub fn add_counts(&self, delivered: u64, failed: u64, retried: u64, dead_lettered: u64) {
+        self.delivered.add(delivered);
+        self.failed.add(failed);
+        self.retries.add(retried);
+        self.dead_letters.add(dead_lettered);
+    }
 }
 
 /// An endpoint's handles.

@@ -85,6 +85,11 @@ pub(crate) struct Args {
     /// 15ms; default twice the configured ideal).
     #[arg(long, value_parser = manifold_load::parse_duration, value_name = "DURATION")]
     slo_p99: Option<Duration>,
+    /// `compose`: measure what Manifold's own telemetry costs instead: the checkout through
+    /// three gateways side by side (telemetry off, metrics only, full tracing at
+    /// sample_ratio 1.0 to a local OTLP sink) at one rate (`--rates`, default 2000).
+    #[arg(long)]
+    telemetry: bool,
     /// `cache`: length of the Zipf key stream the hit ratios are measured on.
     #[arg(long, value_name = "N")]
     requests: Option<u64>,
@@ -148,6 +153,10 @@ impl Args {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        !args.telemetry || matches!(args.scenario, Scenario::Compose),
+        "--telemetry is for `bench compose`"
+    );
     if let Scenario::Soak = args.scenario {
         return run_soak(&args);
     }
@@ -174,6 +183,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Scenario::Overload = args.scenario {
         return run_overload(&args);
     }
+    if args.telemetry {
+        return run_telemetry(&args);
+    }
     let mut spec = if args.quick {
         manifold_bench::compose::ComposeSpec::quick()
     } else {
@@ -193,6 +205,35 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let quiet = args.json;
     let report = super::runtime()?.block_on(manifold_bench::compose::run(&spec, |step| {
+        if !quiet {
+            eprintln!("  measuring {step}");
+        }
+    }))?;
+    emit(args.json, &report, || report.to_markdown())
+}
+
+/// `manifold bench compose --telemetry`: off / metrics only / full tracing, side by side.
+fn run_telemetry(args: &Args) -> anyhow::Result<ExitCode> {
+    let mut spec = if args.quick {
+        manifold_bench::telemetry::TelemetrySpec::quick()
+    } else {
+        manifold_bench::telemetry::TelemetrySpec::default()
+    };
+    let (rates, duration, rounds) = args.overrides()?;
+    if let Some(r) = rates {
+        anyhow::ensure!(
+            r.len() == 1,
+            "--telemetry measures one rate: give --rates R"
+        );
+        spec.rate = r[0];
+    }
+    spec.duration = duration.unwrap_or(spec.duration);
+    spec.rounds = rounds.unwrap_or(spec.rounds);
+    if let Some(t) = args.timer {
+        spec.timer = t.timer();
+    }
+    let quiet = args.json;
+    let report = super::runtime()?.block_on(manifold_bench::telemetry::run(&spec, |step| {
         if !quiet {
             eprintln!("  measuring {step}");
         }

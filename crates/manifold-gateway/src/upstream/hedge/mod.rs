@@ -18,7 +18,7 @@
 
 pub(crate) mod latency;
 
-use super::attempt::{Answered, Attempt, BoxFuture, Replay, Tried, NONE_PICKED};
+use super::attempt::{Answered, Attempt, AttemptKind, BoxFuture, Replay, Tried, NONE_PICKED};
 use super::endpoints::EndpointId;
 use super::retry::budget::RetryBudget;
 use futures::future::Either;
@@ -154,20 +154,22 @@ where
     let Attempt {
         req,
         avoid: first_avoid,
+        kind: first_kind,
         ..
     } = attempt;
     // Owns what it sends from (a closure borrowing them would need them `Sync`).
     let send = {
         let picked = Arc::clone(&picked);
-        move |avoid| {
+        move |avoid, kind| {
             inner.clone().oneshot(Attempt {
                 req: req.clone(),
                 avoid,
                 picked: Some(Arc::clone(&picked)),
+                kind,
             })
         }
     };
-    running.push(send(first_avoid));
+    running.push(send(first_avoid, first_kind));
     let mut hedges = 0u32;
     let mut earlier = Vec::new();
     let timer = tokio::time::sleep(delay);
@@ -200,7 +202,7 @@ where
                     let avoid = (last != NONE_PICKED)
                         .then_some(EndpointId::from_raw(last))
                         .or(first_avoid);
-                    running.push(send(avoid));
+                    running.push(send(avoid, AttemptKind::Hedge));
                     timer.as_mut().reset(tokio::time::Instant::now() + delay);
                     armed = hedges < h.max;
                 } else {

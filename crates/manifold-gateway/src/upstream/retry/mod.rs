@@ -18,7 +18,7 @@ pub(crate) mod backoff;
 pub(crate) mod budget;
 pub(crate) mod replay;
 
-use super::attempt::{Answered, Attempt, BoxFuture, Replay, Tried};
+use super::attempt::{Answered, Attempt, AttemptKind, BoxFuture, Replay, Tried};
 use super::error::{Stop, Trail};
 use crate::error::{CallError, CallErrorKind};
 use backoff::Backoff;
@@ -133,7 +133,6 @@ pub(crate) struct Retry<S> {
 
 impl<S> Retry<S> {
     /// The service it retries.
-    #[cfg(test)]
     pub(crate) fn inner(&self) -> &S {
         &self.inner
     }
@@ -195,6 +194,11 @@ where
                 req: this,
                 avoid,
                 picked: None,
+                kind: if n == 1 {
+                    AttemptKind::First
+                } else {
+                    AttemptKind::Retry
+                },
             })
             .await;
         let plain_success = trail.is_none()

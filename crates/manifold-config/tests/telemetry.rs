@@ -1,0 +1,121 @@
+//! `[telemetry]`: defaults, accepted values, and every bad value reported at its line.
+
+use manifold_config::{compile, AccessLog};
+use std::time::Duration;
+
+fn errors(src: &str) -> Vec<(usize, usize, String)> {
+    match compile("t.toml".as_ref(), src) {
+        Ok(_) => panic!("expected errors for:\n{src}"),
+        Err(e) => e
+            .errors
+            .into_iter()
+            .map(|e| (e.line, e.column, e.message))
+            .collect(),
+    }
+}
+
+fn bad(src: &str, line: usize, part: &str) {
+    let errs = errors(src);
+    assert!(
+        errs.iter()
+            .any(|(l, c, m)| *l == line && *c > 0 && m.contains(part)),
+        "wanted an error on line {line} mentioning {part:?}, got {errs:#?}"
+    );
+}
+
+#[test]
+fn absent_section_has_metrics_and_tracing_without_export() {
+    let c = compile("t.toml".as_ref(), "").expect("empty config");
+    let t = c.telemetry;
+    assert_eq!(t.service_name, "manifold");
+    assert!((t.sample_ratio - 1.0).abs() < f64::EPSILON);
+    assert!(t.otlp.is_none() && t.keep_slower_than.is_none());
+    assert_eq!(t.access_log, AccessLog::Off);
+    assert!(t.metrics && t.tracing);
+}
+
+#[test]
+fn the_architecture_example_compiles() {
+    let src = r#"[telemetry]
+service_name = "edge"
+sample_ratio = 0.25
+keep_slower_than = "300ms"
+otlp = { endpoint = "http://127.0.0.1:4318", timeout = "2s", queue_capacity = 100 }
+access_log = "json"
+"#;
+    let t = compile("t.toml".as_ref(), src).expect("valid").telemetry;
+    assert_eq!(t.service_name, "edge");
+    assert!((t.sample_ratio - 0.25).abs() < f64::EPSILON);
+    assert_eq!(t.keep_slower_than, Some(Duration::from_millis(300)));
+    let o = t.otlp.expect("otlp");
+    assert_eq!(o.endpoint, "http://127.0.0.1:4318");
+    assert_eq!((o.timeout, o.queue_capacity), (Duration::from_secs(2), 100));
+    assert_eq!(t.access_log, AccessLog::Json);
+}
+
+#[test]
+fn an_integer_ratio_is_a_ratio() {
+    for (src, want) in [("sample_ratio = 1", 1.0), ("sample_ratio = 0", 0.0)] {
+        let t = compile("t.toml".as_ref(), &format!("[telemetry]\n{src}\n"))
+            .expect("valid")
+            .telemetry;
+        assert!((t.sample_ratio - want).abs() < f64::EPSILON, "{src}");
+    }
+}
+
+#[test]
+fn bad_values_are_reported_at_their_line() {
+    bad("[telemetry]\nsample_ratio = 1.5\n", 2, "from 0.0 to 1.0");
+    bad("[telemetry]\nsample_ratio = -0.1\n", 2, "from 0.0 to 1.0");
+    bad("[telemetry]\nsample_ratio = nan\n", 2, "from 0.0 to 1.0");
+    bad("[telemetry]\nsample_ratio = inf\n", 2, "from 0.0 to 1.0");
+    bad("[telemetry]\nkeep_slower_than = \"0s\"\n", 2, "more than 0");
+    bad(
+        "[telemetry]\nkeep_slower_than = \"soon\"\n",
+        2,
+        "not a duration",
+    );
+    bad("[telemetry]\nservice_name = \"\"\n", 2, "service_name");
+    bad("[telemetry]\naccess_log = \"xml\"\n", 2, "\"json\"");
+    bad(
+        "[telemetry]\notlp = { endpoint = \"https://c:4318\" }\n",
+        2,
+        "https is not supported yet",
+    );
+    bad(
+        "[telemetry]\notlp = { endpoint = \"grpc://c:4317\" }\n",
+        2,
+        "scheme must be http",
+    );
+    bad(
+        "[telemetry]\notlp = { endpoint = \"http://c:4318/?a=1\" }\n",
+        2,
+        "query",
+    );
+    bad(
+        "[telemetry]\notlp = { endpoint = \"http://u:p@c:4318\" }\n",
+        2,
+        "user info",
+    );
+    bad(
+        "[telemetry]\notlp = { endpoint = \"http://c:4318\", timeout = \"0s\" }\n",
+        2,
+        "timeout",
+    );
+    bad(
+        "[telemetry]\notlp = { endpoint = \"http://c:4318\", queue_capacity = 0 }\n",
+        2,
+        "queue_capacity",
+    );
+    bad(
+        "[telemetry]\notlp = { endpoint = \"http://c:4318\", queue_capacity = 99999999999 }\n",
+        2,
+        "queue_capacity",
+    );
+    bad("[telemetry]\nsampling = 1\n", 2, "unknown field");
+    bad(
+        "[telemetry]\ntracing = false\notlp = { endpoint = \"http://c:4318\" }\n",
+        1,
+        "no span would be exported",
+    );
+}

@@ -1,0 +1,522 @@
+//! The gateway's side of `manifold-telemetry`: what each request and each call attempt records,
+//! and how the trace context travels down to the one place attempts are sent.
+//!
+//! - Per request ([`Telemetry::start`] / [`Telemetry::finish`], around the routed handler): the
+//!   SERVER span (from the client's `traceparent`, if valid), the route's latency histogram and
+//!   in-flight gauge, `X-Request-Id` on the answer, and the access log line.
+//! - Down the call path, the context rides in the request's *extensions*, not in arguments: a
+//!   [`TraceCtx`] on the incoming request (the composer reads it) and a [`CallTrace`] on each
+//!   upstream request (the proxy forwards the incoming one, the executor adds one per call). The
+//!   upstream stack's attempt service finds it there and records one CLIENT span per attempt,
+//!   retries and hedges included, with that span as the `traceparent` parent. Extensions
+//!   survive the copies the retry and hedge layers make, so nothing between the handler and the
+//!   attempt had to learn about telemetry.
+//! - A cache fill shared by several requests records into the trace of the request that started
+//!   it; the others get an INTERNAL span naming their cache outcome.
+//!
+//! Unmatched requests (404, 405) record nothing: they have no route to label.
+
+use crate::respond::REQUEST_ID;
+use crate::upstream::Body;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response};
+use http_body::Body as _;
+use manifold_config::{Config, RouteKind};
+use manifold_telemetry as tm;
+use manifold_telemetry::metrics::{CallMetrics, CallResult, Metrics, RouteMetrics};
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long shutdown waits for the exporter to send what it holds.
+const EXPORT_GRACE: Duration = Duration::from_secs(2);
+
+/// Telemetry for the whole gateway, built once from `[telemetry]` and the compiled routes.
+#[derive(Debug)]
+pub(crate) struct Telemetry {
+    tracer: Option<tm::Tracer>,
+    metrics: Option<Metrics>,
+    routes: Vec<RouteTele>,
+    access_log: bool,
+    exporter: Mutex<Option<tm::otlp::ExporterTask>>,
+    /// The queue's handles and the dispatcher's counters as of the last scrape (the registry's
+    /// counters are brought up to the dispatcher's own at each scrape).
+    queue: Mutex<Option<(tm::metrics::QueueMetrics, [u64; 4])>>,
+}
+
+/// A route's names and metric handles, resolved at start so a request only touches atomics.
+#[derive(Debug)]
+struct RouteTele {
+    name: Arc<str>,
+    /// `http.route`: the path template.
+    template: Arc<str>,
+    metrics: Option<RouteMetrics>,
+    /// By call index (empty for proxy routes).
+    calls: Vec<Arc<CallTele>>,
+}
+
+/// A call's names and metric handles.
+#[derive(Debug)]
+pub(crate) struct CallTele {
+    pub(crate) name: Arc<str>,
+    metrics: Option<CallMetrics>,
+}
+
+impl Telemetry {
+    /// Build from the config; starts the OTLP exporter (on the current runtime) when `otlp` is
+    /// set.
+    pub(crate) fn new(config: &Config) -> Result<Telemetry, tm::TelemetryError> {
+        let t = &config.telemetry;
+        let stats = Arc::new(tm::SpanStats::default());
+        let metrics = t.metrics.then(Metrics::new);
+        if let Some(m) = &metrics {
+            m.attach_span_stats(Arc::clone(&stats));
+        }
+        let mut exporter = None;
+        let tracer = if t.tracing {
+            let sink = match &t.otlp {
+                Some(o) => {
+                    let mut options = tm::otlp::OtlpOptions::new(o.endpoint.clone());
+                    options.timeout = o.timeout;
+                    options.queue_capacity = usize::try_from(o.queue_capacity).unwrap_or(4096);
+                    let resource = tm::otlp::ResourceInfo {
+                        service_name: t.service_name.clone(),
+                    };
+                    let (handle, task) = tm::otlp::spawn(&options, resource, Arc::clone(&stats))?;
+                    exporter = Some(task);
+                    Some(handle)
+                }
+                None => None,
+            };
+            let options = tm::TracingOptions {
+                sample_ratio: t.sample_ratio,
+                keep_slower_than: t.keep_slower_than,
+                ..tm::TracingOptions::default()
+            };
+            Some(tm::Tracer::new(&options, sink, stats)?)
+        } else {
+            None
+        };
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| {
+                let calls = match &r.kind {
+                    RouteKind::Compose(plan) => plan
+                        .calls
+                        .iter()
+                        .map(|c| {
+                            let upstream = config
+                                .upstreams
+                                .get(c.upstream)
+                                .map_or("", |u| u.name.as_str());
+                            Arc::new(CallTele {
+                                name: Arc::from(c.name.as_str()),
+                                metrics: metrics
+                                    .as_ref()
+                                    .map(|m| m.call(&r.name, &c.name, upstream)),
+                            })
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                RouteTele {
+                    name: Arc::from(r.name.as_str()),
+                    template: Arc::from(r.path.as_str()),
+                    metrics: metrics.as_ref().map(|m| m.route(&r.name)),
+                    calls,
+                }
+            })
+            .collect();
+        Ok(Telemetry {
+            tracer,
+            metrics,
+            routes,
+            access_log: t.access_log == manifold_config::AccessLog::Json,
+            exporter: Mutex::new(exporter),
+            queue: Mutex::new(None),
+        })
+    }
+
+    /// The tracer (none with `tracing = false`).
+    pub(crate) fn tracer(&self) -> Option<&tm::Tracer> {
+        self.tracer.as_ref()
+    }
+
+    /// The registry (none with `metrics = false`).
+    pub(crate) fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_ref()
+    }
+
+    /// Route `ri`'s calls' handles, by call index.
+    pub(crate) fn calls(&self, ri: usize) -> &[Arc<CallTele>] {
+        self.routes.get(ri).map_or(&[], |r| &r.calls)
+    }
+
+    /// Bring the queue's families up to date before a scrape: depth and oldest age from the
+    /// queue (bounded: a broker that does not answer leaves the last values), deliveries,
+    /// retries and dead letters from the dispatcher's counters.
+    pub(crate) async fn refresh_queue(&self, q: &crate::offload::QueueRef) {
+        let Some(m) = &self.metrics else {
+            return;
+        };
+        let stats = tokio::time::timeout(Duration::from_secs(1), q.0.stats()).await;
+        let mut guard = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        // Read under the lock: two scrapes at once must not count a range twice.
+        let d = q.1.snapshot();
+        let now = [d.delivered, d.failed_attempts, d.retried, d.dead_lettered];
+        let (qm, last) = guard.get_or_insert_with(|| (m.queue(q.0.backend().as_str()), [0; 4]));
+        if let Ok(Ok(s)) = stats {
+            qm.set_depth(s.depth);
+            qm.set_oldest_age(Duration::from_millis(s.oldest_age_ms.unwrap_or(0)));
+        }
+        let delta = |i: usize| now[i].saturating_sub(last[i]);
+        qm.add_counts(delta(0), delta(1), delta(2), delta(3));
+        *last = now;
+    }
+
+    /// Bring each endpoint's breaker state and balancer cost up to date before a scrape. An
+    /// address that re-resolution removed keeps its last values (series are never removed;
+    /// their number is bounded by the addresses a name ever resolved to).
+    pub(crate) fn refresh_endpoints(&self, clients: &[Arc<crate::upstream::Upstream>]) {
+        let Some(m) = &self.metrics else {
+            return;
+        };
+        for up in clients {
+            for (endpoint, state, cost) in up.endpoint_gauges() {
+                let e = m.endpoint(&up.name, &endpoint);
+                e.set_breaker(state);
+                e.set_cost(cost);
+            }
+        }
+    }
+
+    /// Flush what the exporter holds and stop it (bounded by [`EXPORT_GRACE`]).
+    pub(crate) async fn shutdown(&self) {
+        let task = self
+            .exporter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            task.shutdown(EXPORT_GRACE).await;
+        }
+    }
+
+    /// A routed request starts: its SERVER span and in-flight count, and the context its calls
+    /// find in the request's extensions.
+    pub(crate) fn start<B>(&self, ri: usize, req: &mut Request<B>) -> Option<Recording<'_>> {
+        if self.tracer.is_none() && self.metrics.is_none() && !self.access_log {
+            return None;
+        }
+        let route = self.routes.get(ri)?;
+        let active = route.metrics.as_ref().map(RouteMetrics::start);
+        // The gateway's stricter rule for ids it logs (no spaces or `=` that could forge log
+        // fields); a refused one is replaced by the trace id.
+        let client_id = crate::respond::client_request_id(req.headers());
+        let (trace, request_id) = match &self.tracer {
+            Some(tracer) => {
+                let mut incoming = tm::Incoming::from_headers(req.headers());
+                if client_id.is_none() {
+                    incoming.request_id = None;
+                }
+                let trace = tracer.start(
+                    incoming,
+                    tm::RootInfo {
+                        kind: tm::RootKind::Server,
+                        method: req.method().clone(),
+                        route: Arc::clone(&route.template),
+                        path: req.uri().path().to_owned(),
+                    },
+                );
+                let id = HeaderValue::from_str(trace.request_id())
+                    .unwrap_or_else(|_| crate::respond::new_request_id());
+                (Some(trace), id)
+            }
+            None => (
+                None,
+                client_id.unwrap_or_else(crate::respond::new_request_id),
+            ),
+        };
+        let ctx = TraceCtx(Arc::new(CtxInner {
+            handle: trace.as_ref().map(tm::RequestTrace::handle),
+            tracestate: trace
+                .as_ref()
+                .and_then(|t| t.tracestate())
+                .and_then(|s| HeaderValue::from_str(s).ok()),
+            request_id: request_id.clone(),
+        }));
+        // A proxied request is forwarded with its extensions: its attempts find this one.
+        req.extensions_mut()
+            .insert(CallTrace::new(ctx.clone(), Arc::clone(&route.name), false));
+        req.extensions_mut().insert(ctx);
+        Some(Recording {
+            route,
+            trace,
+            active,
+            request_id,
+            method: req.method().clone(),
+            started: Instant::now(),
+        })
+    }
+
+    /// The answer is ready: end the SERVER span, record the latency, give the answer its
+    /// `X-Request-Id`, write the access log line.
+    pub(crate) fn finish(&self, rec: Recording<'_>, resp: &mut Response<Body>) {
+        let status = resp.status().as_u16();
+        resp.headers_mut()
+            .entry(REQUEST_ID)
+            .or_insert_with(|| rec.request_id.clone());
+        let partial = crate::access_log::partial_calls(resp.headers());
+        let (duration, exemplar, trace_id) = match rec.trace {
+            Some(trace) => {
+                let error_type = (status >= 500).then(|| {
+                    resp.extensions()
+                        .get::<crate::respond::ErrorCause>()
+                        .map_or(Cow::Owned(status.to_string()), |c| Cow::Borrowed(c.kind))
+                });
+                let finished = trace.end(tm::ServerOutcome {
+                    status,
+                    response_bytes: resp.body().size_hint().exact().unwrap_or(0),
+                    partial: partial.clone(),
+                    error_type,
+                });
+                let exemplar = finished
+                    .sampled
+                    .then_some((finished.trace_id, finished.span_id));
+                (finished.duration, exemplar, Some(finished.trace_id))
+            }
+            None => (rec.started.elapsed(), None, None),
+        };
+        if let Some(active) = rec.active {
+            active.finish(status, duration, exemplar);
+        }
+        if self.access_log {
+            crate::access_log::line(
+                &rec.route.name,
+                &rec.method,
+                status,
+                duration,
+                trace_id,
+                &rec.request_id,
+                &partial,
+            );
+        }
+    }
+}
+
+/// A request being recorded (see [`Telemetry::start`]).
+#[derive(Debug)]
+pub(crate) struct Recording<'a> {
+    route: &'a RouteTele,
+    trace: Option<tm::RequestTrace>,
+    active: Option<tm::metrics::ActiveRequest<'a>>,
+    request_id: HeaderValue,
+    method: http::Method,
+    started: Instant,
+}
+
+/// A request's trace context, in the incoming request's extensions.
+#[derive(Debug, Clone)]
+pub(crate) struct TraceCtx(Arc<CtxInner>);
+
+#[derive(Debug)]
+struct CtxInner {
+    /// Starts the request's call spans (none with `tracing = false`).
+    handle: Option<tm::TraceHandle>,
+    tracestate: Option<HeaderValue>,
+    request_id: HeaderValue,
+}
+
+impl TraceCtx {
+    /// The context of an offloaded task's delivery: its calls are the CONSUMER span's children
+    /// and carry the request id the task was written with.
+    pub(crate) fn for_delivery(trace: &tm::RequestTrace) -> TraceCtx {
+        TraceCtx(Arc::new(CtxInner {
+            handle: Some(trace.handle()),
+            tracestate: trace
+                .tracestate()
+                .and_then(|s| HeaderValue::from_str(s).ok()),
+            request_id: HeaderValue::from_str(trace.request_id())
+                .unwrap_or_else(|_| crate::respond::new_request_id()),
+        }))
+    }
+
+    /// Start a span that is not an upstream attempt: a cache answer (INTERNAL) or an enqueue
+    /// (PRODUCER).
+    pub(crate) fn start_local(
+        &self,
+        call: &Arc<str>,
+        upstream: &str,
+        method: &http::Method,
+        enqueue: bool,
+    ) -> Option<tm::CallSpan> {
+        let handle = self.0.handle.as_ref()?;
+        Some(handle.start_call(tm::CallInfo {
+            call: Arc::clone(call),
+            upstream: Arc::from(upstream),
+            method: method.clone(),
+            path: String::new(),
+            endpoint: None,
+            attempt: 1,
+            attempt_kind: tm::AttemptKind::First,
+            enqueue,
+        }))
+    }
+
+    /// The `X-Request-Id` (and, with a span, `traceparent` / `tracestate`) for an outgoing
+    /// request or a stored task. A call's own `X-Request-Id` (written in its `headers`) wins:
+    /// the config said what that upstream gets.
+    pub(crate) fn apply(&self, span: Option<&tm::CallSpan>, headers: &mut HeaderMap) {
+        headers
+            .entry(REQUEST_ID)
+            .or_insert_with(|| self.0.request_id.clone());
+        if let Some(span) = span {
+            headers.insert(
+                HeaderName::from_static(tm::propagate::TRACEPARENT),
+                span.traceparent(),
+            );
+            match &self.0.tracestate {
+                Some(ts) => {
+                    headers.insert(
+                        HeaderName::from_static(tm::propagate::TRACESTATE),
+                        ts.clone(),
+                    );
+                }
+                None => {
+                    headers.remove(tm::propagate::TRACESTATE);
+                }
+            }
+        }
+    }
+}
+
+/// One call's context, in each upstream request's extensions: the attempts of this call (and
+/// its retries and hedges, which copy the request) find it there.
+#[derive(Debug, Clone)]
+pub(crate) struct CallTrace(Arc<CallInner>);
+
+#[derive(Debug)]
+struct CallInner {
+    ctx: TraceCtx,
+    call: Arc<str>,
+    /// A cache fill: its attempts are the cache's `miss`.
+    cache_fill: bool,
+    /// Attempts started so far (the next one's number is this plus one).
+    sent: AtomicU32,
+}
+
+impl CallTrace {
+    pub(crate) fn new(ctx: TraceCtx, call: Arc<str>, cache_fill: bool) -> CallTrace {
+        CallTrace(Arc::new(CallInner {
+            ctx,
+            call,
+            cache_fill,
+            sent: AtomicU32::new(0),
+        }))
+    }
+
+    /// An attempt starts: its CLIENT span, and the headers that make the upstream its child.
+    pub(crate) fn start_attempt(
+        &self,
+        upstream: &Arc<str>,
+        method: &http::Method,
+        path: &str,
+        endpoint: Option<tm::Endpoint>,
+        kind: tm::AttemptKind,
+        headers: &mut HeaderMap,
+    ) -> Option<AttemptSpan> {
+        let n = self
+            .0
+            .sent
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        let span = self.0.ctx.0.handle.as_ref().map(|h| {
+            h.start_call(tm::CallInfo {
+                call: Arc::clone(&self.0.call),
+                upstream: Arc::clone(upstream),
+                method: method.clone(),
+                path: path.to_owned(),
+                endpoint,
+                attempt: n,
+                attempt_kind: kind,
+                enqueue: false,
+            })
+        });
+        self.0.ctx.apply(span.as_ref(), headers);
+        span.map(|span| AttemptSpan {
+            span,
+            cache_fill: self.0.cache_fill,
+            first_byte: Arc::default(),
+        })
+    }
+}
+
+/// An attempt's span, and where the response's arrival is marked (inside the bounded send,
+/// which the span does not enter).
+#[derive(Debug)]
+pub(crate) struct AttemptSpan {
+    span: tm::CallSpan,
+    cache_fill: bool,
+    pub(crate) first_byte: Arc<std::sync::OnceLock<Instant>>,
+}
+
+impl AttemptSpan {
+    /// End it: the status, or the classified failure as `error.type`.
+    pub(crate) fn end(
+        mut self,
+        status: Option<http::StatusCode>,
+        error: Option<&'static str>,
+        bytes: Option<u64>,
+    ) {
+        if let Some(at) = self.first_byte.get() {
+            self.span.first_byte_at(*at);
+        }
+        self.span.end(tm::CallOutcome {
+            status: status.map(|s| s.as_u16()),
+            error_type: error.map(Cow::Borrowed),
+            cache: self.cache_fill.then_some(tm::CacheOutcome::Miss),
+            response_bytes: bytes,
+            cancelled: false,
+        });
+    }
+}
+
+/// The telemetry crate's name for the cache's outcome (`None`: the cache was bypassed).
+pub(crate) fn cache_outcome(o: manifold_cache::Outcome) -> Option<tm::CacheOutcome> {
+    use manifold_cache::Outcome as O;
+    Some(match o {
+        O::Hit => tm::CacheOutcome::L1,
+        O::L2Hit => tm::CacheOutcome::L2,
+        O::Miss => tm::CacheOutcome::Miss,
+        O::Stale | O::StaleIfError => tm::CacheOutcome::Stale,
+        O::Coalesced => tm::CacheOutcome::Coalesced,
+        O::Bypass => return None,
+    })
+}
+
+/// Record a finished call's latency and outcome (and its cache tier) in its metrics.
+pub(crate) fn observe_call(
+    call: Option<&Arc<CallTele>>,
+    started: Instant,
+    error: Option<&crate::CallError>,
+    optional: bool,
+    cache: Option<manifold_cache::Outcome>,
+) {
+    let Some(m) = call.and_then(|c| c.metrics.as_ref()) else {
+        return;
+    };
+    m.observe(started.elapsed(), None);
+    m.outcome(match error {
+        None => CallResult::Ok,
+        Some(e) => CallResult::Error {
+            kind: e.kind.as_str(),
+            partial: optional,
+        },
+    });
+    if let Some(o) = cache.and_then(cache_outcome) {
+        m.cache(o);
+    }
+}
