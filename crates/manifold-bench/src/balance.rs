@@ -8,7 +8,10 @@
 //! Anchors: C3 (~3× lower tail than Cassandra's dynamic snitch) and Buoyant's measurement (round
 //! robin degraded above p95, peak-EWMA only above p99.9).
 
-use crate::variants::{self, Goal, Load, Variant, VariantResult, VariantsReport, PATH, SERVICE};
+use crate::variants::{
+    self, check_median, check_range, check_replicas, Goal, Load, Variant, VariantResult,
+    VariantsReport, PATH, SERVICE,
+};
 use crate::BenchError;
 use manifold_sim::SimConfig;
 use std::time::Duration;
@@ -33,14 +36,7 @@ impl Default for BalanceSpec {
             replicas: 3,
             median: Duration::from_millis(10),
             slow_scale: 20.0,
-            load: Load {
-                rate: 200.0,
-                duration: Duration::from_secs(8),
-                rounds: 3,
-                warmup: Duration::from_secs(2),
-                timer: manifold_timer::Timer::precise(),
-                gateway_exe: None,
-            },
+            load: Load::at(200.0),
         }
     }
 }
@@ -49,32 +45,14 @@ impl BalanceSpec {
     /// A short run for smoke tests and `--quick` (about 10 s).
     pub fn quick() -> Self {
         let mut s = Self::default();
-        s.load.duration = Duration::from_secs(2);
-        s.load.rounds = 2;
-        s.load.warmup = Duration::from_secs(1);
+        s.load.quick();
         s
     }
 
     fn check(&self) -> Result<(), BenchError> {
-        if !(2..=16).contains(&self.replicas) {
-            return Err(BenchError::Spec(format!(
-                "replicas must be 2 to 16, got {}",
-                self.replicas
-            )));
-        }
-        if self.median.is_zero() || self.median > Duration::from_secs(10) {
-            return Err(BenchError::Spec(format!(
-                "median must be above 0 and at most 10s, got {:?}",
-                self.median
-            )));
-        }
-        if !(self.slow_scale.is_finite() && (1.0..=1000.0).contains(&self.slow_scale)) {
-            return Err(BenchError::Spec(format!(
-                "slow scale must be 1 to 1000, got {}",
-                self.slow_scale
-            )));
-        }
-        Ok(())
+        check_replicas(self.replicas, 2..=16)?;
+        check_median("median", self.median)?;
+        check_range("slow scale", self.slow_scale, 1.0..=1000.0)
     }
 
     /// The simulated upstream: healthy replicas, then the slow one.

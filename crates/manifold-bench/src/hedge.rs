@@ -8,7 +8,10 @@
 //! at the sim, cancelled losers included). The anchor is Dean and Barroso's figure: p99.9 from
 //! 1,800 to 74 ms for 2% more requests.
 
-use crate::variants::{self, Goal, Load, Variant, VariantResult, VariantsReport, PATH, SERVICE};
+use crate::variants::{
+    self, check_median, check_range, check_replicas, Goal, Load, Variant, VariantResult,
+    VariantsReport, PATH, SERVICE,
+};
 use crate::BenchError;
 use manifold_sim::SimConfig;
 use std::time::Duration;
@@ -39,14 +42,7 @@ impl Default for HedgeSpec {
             median: Duration::from_millis(10),
             straggler_rate: 0.02,
             straggler_scale: 20.0,
-            load: Load {
-                rate: 300.0,
-                duration: Duration::from_secs(8),
-                rounds: 3,
-                warmup: Duration::from_secs(2),
-                timer: manifold_timer::Timer::precise(),
-                gateway_exe: None,
-            },
+            load: Load::at(300.0),
         }
     }
 }
@@ -55,38 +51,15 @@ impl HedgeSpec {
     /// A short run for smoke tests and `--quick` (about 10 s).
     pub fn quick() -> Self {
         let mut s = Self::default();
-        s.load.duration = Duration::from_secs(2);
-        s.load.rounds = 2;
-        s.load.warmup = Duration::from_secs(1);
+        s.load.quick();
         s
     }
 
     fn check(&self) -> Result<(), BenchError> {
-        if !(2..=16).contains(&self.replicas) {
-            return Err(BenchError::Spec(format!(
-                "replicas must be 2 to 16, got {}",
-                self.replicas
-            )));
-        }
-        if self.median.is_zero() || self.median > Duration::from_secs(10) {
-            return Err(BenchError::Spec(format!(
-                "median must be above 0 and at most 10s, got {:?}",
-                self.median
-            )));
-        }
-        if !(self.straggler_rate.is_finite() && (0.0..=1.0).contains(&self.straggler_rate)) {
-            return Err(BenchError::Spec(format!(
-                "straggler rate must be in 0..=1, got {}",
-                self.straggler_rate
-            )));
-        }
-        if !(self.straggler_scale.is_finite() && (1.0..=1000.0).contains(&self.straggler_scale)) {
-            return Err(BenchError::Spec(format!(
-                "straggler scale must be 1 to 1000, got {}",
-                self.straggler_scale
-            )));
-        }
-        Ok(())
+        check_replicas(self.replicas, 2..=16)?;
+        check_median("median", self.median)?;
+        check_range("straggler rate", self.straggler_rate, 0.0..=1.0)?;
+        check_range("straggler scale", self.straggler_scale, 1.0..=1000.0)
     }
 
     /// The simulated upstream: `replicas` identical replicas, each with the stragglers.

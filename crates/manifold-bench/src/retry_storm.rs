@@ -12,7 +12,10 @@
 //! 10 s window, see [`budgeted_bound`]); the success rate of both is reported, since the
 //! budget's price is the failures it no longer hides.
 
-use crate::variants::{self, Goal, Load, Variant, VariantResult, VariantsReport, PATH, SERVICE};
+use crate::variants::{
+    self, check_range, check_replicas, Goal, Load, Variant, VariantResult, VariantsReport, PATH,
+    SERVICE,
+};
 use crate::BenchError;
 use manifold_sim::SimConfig;
 use std::time::Duration;
@@ -48,14 +51,7 @@ impl Default for RetryStormSpec {
             replicas: 2,
             latency: Duration::from_millis(5),
             error_rate: 0.5,
-            load: Load {
-                rate: 200.0,
-                duration: Duration::from_secs(8),
-                rounds: 3,
-                warmup: Duration::from_secs(2),
-                timer: manifold_timer::Timer::precise(),
-                gateway_exe: None,
-            },
+            load: Load::at(200.0),
         }
     }
 }
@@ -64,32 +60,19 @@ impl RetryStormSpec {
     /// A short run for smoke tests and `--quick` (about 10 s).
     pub fn quick() -> Self {
         let mut s = Self::default();
-        s.load.duration = Duration::from_secs(2);
-        s.load.rounds = 2;
-        s.load.warmup = Duration::from_secs(1);
+        s.load.quick();
         s
     }
 
     fn check(&self) -> Result<(), BenchError> {
-        if !(1..=16).contains(&self.replicas) {
-            return Err(BenchError::Spec(format!(
-                "replicas must be 1 to 16, got {}",
-                self.replicas
-            )));
-        }
+        check_replicas(self.replicas, 1..=16)?;
         if self.latency > Duration::from_secs(10) {
             return Err(BenchError::Spec(format!(
                 "latency must be at most 10s, got {:?}",
                 self.latency
             )));
         }
-        if !(self.error_rate.is_finite() && (0.0..=1.0).contains(&self.error_rate)) {
-            return Err(BenchError::Spec(format!(
-                "error rate must be in 0..=1, got {}",
-                self.error_rate
-            )));
-        }
-        Ok(())
+        check_range("error rate", self.error_rate, 0.0..=1.0)
     }
 
     /// The simulated upstream: every replica failing at `error_rate` with 503.

@@ -44,6 +44,26 @@ pub struct Load {
 }
 
 impl Load {
+    /// The scenarios' default: `rate` req/s, 3 rounds of 8 s per variant after 2 s of warm-up,
+    /// the precise timer, in-process gateways until the CLI names the binary.
+    pub(crate) fn at(rate: f64) -> Self {
+        Load {
+            rate,
+            duration: Duration::from_secs(8),
+            rounds: 3,
+            warmup: Duration::from_secs(2),
+            timer: manifold_timer::Timer::precise(),
+            gateway_exe: None,
+        }
+    }
+
+    /// The same, cut short for smoke tests and `--quick`: 2 rounds of 2 s after 1 s of warm-up.
+    pub(crate) fn quick(&mut self) {
+        self.duration = Duration::from_secs(2);
+        self.rounds = 2;
+        self.warmup = Duration::from_secs(1);
+    }
+
     pub(crate) fn check(&self) -> Result<(), BenchError> {
         if !self.rate.is_finite() || self.rate <= 0.0 || self.rate > 100_000.0 {
             return Err(BenchError::Spec(format!(
@@ -442,6 +462,49 @@ pub(crate) fn ratio(a: f64, b: f64) -> f64 {
     } else {
         f64::INFINITY
     }
+}
+
+/// `what` must be a finite number in `range`: the one check of a scenario's numeric knobs.
+pub(crate) fn check_range(
+    what: &str,
+    value: f64,
+    range: std::ops::RangeInclusive<f64>,
+) -> Result<(), BenchError> {
+    if value.is_finite() && range.contains(&value) {
+        Ok(())
+    } else {
+        Err(BenchError::Spec(format!(
+            "{what} must be {} to {}, got {value}",
+            range.start(),
+            range.end()
+        )))
+    }
+}
+
+/// A scenario's replica count must be in `range`.
+pub(crate) fn check_replicas(
+    replicas: usize,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<(), BenchError> {
+    if range.contains(&replicas) {
+        Ok(())
+    } else {
+        Err(BenchError::Spec(format!(
+            "replicas must be {} to {}, got {replicas}",
+            range.start(),
+            range.end()
+        )))
+    }
+}
+
+/// A median service time must be above 0 and at most 10 s.
+pub(crate) fn check_median(what: &str, median: Duration) -> Result<(), BenchError> {
+    if median.is_zero() || median > Duration::from_secs(10) {
+        return Err(BenchError::Spec(format!(
+            "{what} must be above 0 and at most 10s, got {median:?}"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
