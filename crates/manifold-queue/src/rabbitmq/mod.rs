@@ -56,6 +56,10 @@ const DEAD_SCAN_LIMIT: usize = 100_000;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a publish and its confirm; past it the connection is presumed dead.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the broker to acknowledge a close. On a dead connection the answer may never
+/// come, and most closes run under the link lock, where an unbounded wait would stall every
+/// enqueue behind it (seen once in CI: an enqueue during a cut hung for the test's 60 s bound).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause after a failed connection attempt before the next one; doubles up to the maximum.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
@@ -293,7 +297,7 @@ impl RabbitQueue {
             // After `close`, nothing reconnects.
             self.check_open()?;
             if let Some(old) = links.link.take() {
-                let _ = old.conn.close(200, "reconnecting".into()).await;
+                close_within(old.conn.close(200, "reconnecting".into())).await;
             }
             if let Some(at) = links.retry_at {
                 if Instant::now() < at {
@@ -369,7 +373,7 @@ impl RabbitQueue {
             .is_some_and(|l| l.generation == generation)
         {
             if let Some(old) = links.link.take() {
-                let _ = old.conn.close(200, "operation failed".into()).await;
+                close_within(old.conn.close(200, "operation failed".into())).await;
             }
         }
     }
@@ -400,7 +404,7 @@ impl RabbitQueue {
     /// Deletes `<queue>` and `<queue>.dead` with their messages (tests, decommissioning).
     pub async fn destroy(&self) -> Result<(), QueueError> {
         if let Some(st) = self.state.lock().await.take() {
-            let _ = st.channel.close(200, "destroy".into()).await;
+            close_within(st.channel.close(200, "destroy".into())).await;
         }
         let (channel, _) = self.publish_channel().await?;
         for name in [self.opts.queue.as_str(), self.dead_queue.as_str()] {
@@ -535,7 +539,7 @@ impl RabbitQueue {
             Err(e) => {
                 tracing::warn!(error = %e, "rabbitmq consumer failed; it is restarted on the next lease");
                 if let Some(st) = guard.take() {
-                    let _ = st.channel.close(200, "consumer failed".into()).await;
+                    close_within(st.channel.close(200, "consumer failed".into())).await;
                 }
                 // Leases already taken stay valid as long as the channel does.
                 if out.is_empty() {
@@ -814,7 +818,7 @@ impl RabbitQueue {
         }
         .await;
         // Closing the channel returns every message we looked at but did not ack.
-        let _ = channel.close(200, "scan done".into()).await;
+        close_within(channel.close(200, "scan done".into())).await;
         result
     }
 }
@@ -954,12 +958,18 @@ impl Queue for RabbitQueue {
         Box::pin(async move {
             // Unacked deliveries (leased or held) return to the queue when the channel closes.
             if let Some(st) = self.state.lock().await.take() {
-                let _ = st.channel.close(200, "closing".into()).await;
+                close_within(st.channel.close(200, "closing".into())).await;
             }
             if let Some(link) = self.links.lock().await.link.take() {
-                let _ = link.conn.close(200, "closing".into()).await;
+                close_within(link.conn.close(200, "closing".into())).await;
             }
             Ok(())
         })
     }
+}
+
+/// Wait at most [`CLOSE_TIMEOUT`] for a connection's or channel's close; its result does not
+/// matter (the link is being dropped either way).
+async fn close_within<T>(close: impl std::future::Future<Output = T>) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
 }
