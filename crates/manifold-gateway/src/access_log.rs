@@ -1,5 +1,6 @@
-//! `[telemetry] access_log = "json"`: one JSON line per routed request on stdout (time, route,
-//! method, status, duration, trace id, request id, the optional calls that failed).
+//! `[telemetry] access_log = "json"`: one JSON line per request on stdout (time, route — empty
+//! for a request no route took —, method, status, duration, trace id, request id, the optional
+//! calls that failed).
 
 use http::header::HeaderValue;
 use http::HeaderMap;

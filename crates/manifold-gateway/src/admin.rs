@@ -51,6 +51,11 @@ pub(crate) async fn handle(
                 .shared
                 .telemetry
                 .refresh_endpoints(&state.shared.clients);
+            let limit = &state.shared.limit;
+            state
+                .shared
+                .telemetry
+                .refresh_concurrency(limit.limit(), limit.in_flight());
             metrics(&state, &req)
         }
         p if p == "/queue" || p.starts_with("/queue/") => match &state.shared.queue {

@@ -76,7 +76,11 @@ pub(crate) async fn handle(
     peer: SocketAddr,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let Some(permit) = shared.limit.try_acquire() else {
-        return Ok(crate::respond::shed(shared.limit.limit()));
+        let mut resp = crate::respond::shed(shared.limit.limit());
+        shared
+            .telemetry
+            .rejected(&req, crate::telemetry::Reason::Shed, &mut resp);
+        return Ok(resp);
     };
     let resp = route(shared, req, peer).await;
     permit.finish();
@@ -93,11 +97,15 @@ async fn route(
     let matched = match shared.router.at(&path) {
         Some(m) => m,
         None => {
-            return error_response(
+            let mut resp = error_response(
                 StatusCode::NOT_FOUND,
                 "no_route",
                 format!("no route matches {path}"),
-            )
+            );
+            shared
+                .telemetry
+                .rejected(&req, crate::telemetry::Reason::NoRoute, &mut resp);
+            return resp;
         }
     };
     let route_for = |m: &http::Method| {
@@ -136,6 +144,9 @@ async fn route(
         if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
             resp.headers_mut().insert(ALLOW, v);
         }
+        shared
+            .telemetry
+            .rejected(&req, crate::telemetry::Reason::MethodNotAllowed, &mut resp);
         return resp;
     };
     let params = crate::router::params(&matched.params);

@@ -14,7 +14,10 @@
 //! - A cache fill shared by several requests records into the trace of the request that started
 //!   it; the others get an INTERNAL span naming their cache outcome.
 //!
-//! Unmatched requests (404, 405) record nothing: they have no route to label.
+//! Requests answered before a route ran (404, 405, shed) are recorded by [`rejected`].
+
+mod rejected;
+pub(crate) use rejected::Reason;
 
 use crate::respond::REQUEST_ID;
 use crate::upstream::Body;
@@ -40,6 +43,8 @@ pub(crate) struct Telemetry {
     metrics: Option<Metrics>,
     routes: Vec<RouteTele>,
     access_log: bool,
+    /// Requests answered without a route, and the listener's concurrency (with metrics on).
+    rejected: Option<rejected::RejectedMetrics>,
     exporter: Mutex<Option<tm::otlp::ExporterTask>>,
     /// The queue's handles and the dispatcher's counters as of the last scrape (the registry's
     /// counters are brought up to the dispatcher's own at each scrape).
@@ -130,7 +135,9 @@ impl Telemetry {
                 }
             })
             .collect();
+        let rejected = metrics.as_ref().map(rejected::RejectedMetrics::new);
         Ok(Telemetry {
+            rejected,
             tracer,
             metrics,
             routes,

@@ -72,6 +72,18 @@ async fn past_a_fixed_limit_requests_get_503_at_once_and_admin_still_answers() {
     assert_eq!(status, StatusCode::OK);
     let (status, _, _) = support::send("GET", &format!("http://{}/healthz", gw.admin), None).await;
     assert_eq!(status, StatusCode::OK);
+    // The shed request is counted, and the limit and the requests holding it are shown.
+    let (status, _, body) =
+        support::send("GET", &format!("http://{}/metrics", gw.admin), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8(body.to_vec()).expect("UTF-8");
+    for line in [
+        "manifold_http_server_rejected_requests_total{reason=\"shed\"} 1",
+        "manifold_concurrency_limit 2",
+        "manifold_concurrency_in_flight 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line}\n---\n{text}");
+    }
     assert!(first.iter().all(|t| !t.is_finished()));
 
     // Once the first two are answered, new requests are admitted.

@@ -419,6 +419,69 @@ async fn metrics_scraped_under_load_pass_promtool_and_only_grow() {
     let _ = gw.task.await;
 }
 
+/// 404 and 405 are recorded too: counted by reason, a SERVER span without `http.route` named
+/// by the method, and an `X-Request-Id` on the answer.
+#[tokio::test]
+async fn requests_no_route_takes_are_counted_and_traced_without_a_route() {
+    let up = Upstream::start(services()).await;
+    let collector = Upstream::start(vec![("POST", "/v1/traces", Reply::raw(0, 200, ""))]).await;
+    let telemetry = format!("otlp = {{ endpoint = \"{}\" }}", collector.url());
+    let gw = TestGateway::start(&config(&up, &telemetry)).await;
+    let tp = format!("00-{TRACE_ID}-{CLIENT_SPAN}-01");
+    let (status, headers) = get_with(&gw.url("/nowhere"), &[("traceparent", &tp)]).await;
+    assert_eq!(status, 404);
+    assert!(headers.contains_key("x-request-id"), "{headers:?}");
+    let (status, _, _) = send("POST", &gw.url("/pair"), Some("{}")).await;
+    assert_eq!(status, 405);
+    let text = scrape(&gw).await;
+    for (reason, n) in [("no_route", 1.0), ("method_not_allowed", 1.0)] {
+        let name = format!("manifold_http_server_rejected_requests_total{{reason=\"{reason}\"}}");
+        assert_eq!(sample(&text, &name), Some(n), "{text}");
+    }
+    if promtool_present() {
+        let (ok, said) = promtool(&text);
+        assert!(ok, "promtool: {said}\n---\n{text}");
+    }
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        got = spans(&collector);
+        if got.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        got.len(),
+        2,
+        "one SERVER span per rejected request: {got:?}"
+    );
+    let not_found = got
+        .iter()
+        .find(|s| attrs(s).get("url.path").map(String::as_str) == Some("/nowhere"))
+        .expect("the 404's span");
+    assert_eq!(not_found.name, "GET");
+    assert_eq!(not_found.kind, SpanKind::Server as i32);
+    assert_eq!(hex(&not_found.trace_id), TRACE_ID, "the client's trace");
+    let a = attrs(not_found);
+    assert_eq!(
+        a.get("http.response.status_code").map(String::as_str),
+        Some("404")
+    );
+    assert!(!a.contains_key("http.route"), "{a:?}");
+    let wrong_method = got
+        .iter()
+        .find(|s| s.name == "POST")
+        .expect("the 405's span");
+    assert_eq!(
+        attrs(wrong_method)
+            .get("http.response.status_code")
+            .map(String::as_str),
+        Some("405")
+    );
+    gw.stop.cancel();
+    let _ = gw.task.await;
+}
+
 #[tokio::test]
 async fn metrics_off_answers_404_and_tracing_off_sends_no_traceparent() {
     let up = Upstream::start(services()).await;

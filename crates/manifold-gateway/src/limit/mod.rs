@@ -135,6 +135,11 @@ impl Limiter {
         self.limit.load(Ordering::Relaxed)
     }
 
+    /// Requests holding a permit now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     fn count_shed(&self, limit: usize) {
         let total = self.stats.count_shed();
         let now = Instant::now();

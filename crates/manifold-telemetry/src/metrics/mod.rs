@@ -31,6 +31,9 @@ pub struct Metrics {
 struct Registry {
     request_duration: Family<Histogram, 2>,
     active_requests: Family<Gauge, 1>,
+    rejected: Family<Counter, 1>,
+    concurrency_limit: Family<Gauge, 0>,
+    concurrency_in_flight: Family<Gauge, 0>,
     call_duration: Family<Histogram, 3>,
     calls: Family<Counter, 4>,
     call_errors: Family<Counter, 4>,
@@ -59,6 +62,21 @@ impl Default for Registry {
                 "manifold_http_server_active_requests",
                 "Requests being handled now, by route.",
                 ["route"],
+            ),
+            rejected: Family::new(
+                "manifold_http_server_rejected_requests_total",
+                "Requests answered before any route ran: no_route (404), method_not_allowed (405), shed (503 at the concurrency limit).",
+                ["reason"],
+            ),
+            concurrency_limit: Family::new(
+                "manifold_concurrency_limit",
+                "The listener's concurrency limit now (fixed, or where the adaptive limit stands).",
+                [],
+            ),
+            concurrency_in_flight: Family::new(
+                "manifold_concurrency_in_flight",
+                "Requests holding a concurrency permit now.",
+                [],
             ),
             call_duration: Family::new(
                 "manifold_call_duration_seconds",
@@ -180,6 +198,20 @@ impl Metrics {
         }
     }
 
+    /// The counter of requests answered before a route ran, for one reason (`no_route`,
+    /// `method_not_allowed`, `shed`).
+    pub fn rejected(&self, reason: &str) -> Arc<Counter> {
+        self.inner.rejected.get([reason])
+    }
+
+    /// The listener's concurrency gauges: the limit and the requests holding a permit.
+    pub fn concurrency(&self) -> (Arc<Gauge>, Arc<Gauge>) {
+        (
+            self.inner.concurrency_limit.get([]),
+            self.inner.concurrency_in_flight.get([]),
+        )
+    }
+
     /// Handles for one endpoint of one upstream (breaker and balancer).
     pub fn endpoint(&self, upstream: &str, endpoint: &str) -> EndpointMetrics {
         EndpointMetrics {
@@ -194,6 +226,9 @@ impl Metrics {
         let mut w = render::Writer::new(format);
         w.histograms(&r.request_duration);
         w.gauges(&r.active_requests);
+        w.counters(&r.rejected);
+        w.gauges(&r.concurrency_limit);
+        w.gauges(&r.concurrency_in_flight);
         w.histograms(&r.call_duration);
         w.counters(&r.calls);
         w.counters(&r.call_errors);

@@ -105,9 +105,11 @@ where
 fn root_span(t: &FinishedTrace) -> Span {
     let r = &t.root;
     let o = &t.outcome;
-    let mut attributes = vec![
-        kv_str(attr::HTTP_REQUEST_METHOD, r.method.as_str()),
-        kv_str(attr::HTTP_ROUTE, &r.route),
+    let mut attributes = vec![kv_str(attr::HTTP_REQUEST_METHOD, r.method.as_str())];
+    if !r.route.is_empty() {
+        attributes.push(kv_str(attr::HTTP_ROUTE, &r.route));
+    }
+    attributes.extend([
         kv_str(attr::URL_PATH, &r.path),
         kv_int(attr::HTTP_RESPONSE_STATUS_CODE, i64::from(o.status)),
         kv_int(
@@ -115,7 +117,7 @@ fn root_span(t: &FinishedTrace) -> Span {
             i64::try_from(o.response_bytes).unwrap_or(i64::MAX),
         ),
         kv_str(attr::REQUEST_ID, &t.request_id),
-    ];
+    ]);
     if !o.partial.is_empty() {
         let values = o.partial.iter().map(|c| str_value(c)).collect();
         attributes.push(kv(
@@ -132,6 +134,7 @@ fn root_span(t: &FinishedTrace) -> Span {
         attributes.push(kv_str(attr::ERROR_TYPE, &kind));
     }
     let (kind, name) = match r.kind {
+        RootKind::Server if r.route.is_empty() => (SpanKind::Server, r.method.to_string()),
         RootKind::Server => (SpanKind::Server, format!("{} {}", r.method, r.route)),
         RootKind::Consumer => (SpanKind::Consumer, format!("process {}", r.route)),
     };

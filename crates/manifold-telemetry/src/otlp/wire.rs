@@ -91,6 +91,12 @@ impl Encoder {
         let o = &t.outcome;
         self.text.clear();
         let kind = match r.kind {
+            // A request no route matched has no `http.route`; its span is named by the
+            // method alone (the semantic conventions' rule, so names stay low-cardinality).
+            RootKind::Server if r.route.is_empty() => {
+                let _ = write!(self.text, "{}", r.method);
+                KIND_SERVER
+            }
             RootKind::Server => {
                 let _ = write!(self.text, "{} {}", r.method, r.route);
                 KIND_SERVER
@@ -123,7 +129,9 @@ impl Encoder {
             attr::HTTP_REQUEST_METHOD,
             &Val::Str(r.method.as_str()),
         );
-        put_kv(b, 9, attr::HTTP_ROUTE, &Val::Str(&r.route));
+        if !r.route.is_empty() {
+            put_kv(b, 9, attr::HTTP_ROUTE, &Val::Str(&r.route));
+        }
         put_kv(b, 9, attr::URL_PATH, &Val::Str(&r.path));
         put_kv(
             b,
