@@ -32,8 +32,18 @@ pub(crate) fn stage(call: &Call, env: Env<'_>, scope: Scope<'_>) -> Result<Task,
     }
     let client_key = client_idempotency_key(scope);
     if call.mode == Mode::Publish {
-        let (headers, body) = render_event(call, scope)?;
+        let (mut headers, body) = render_event(call, scope)?;
         let subject = call.subject.clone().unwrap_or_default();
+        // As for async calls: the enqueue is a PRODUCER span, and the event carries its
+        // `traceparent`, so whoever consumes the event can join this request's trace.
+        if let Some(ctx) = env.trace {
+            let name: Arc<str> = Arc::from(call.name.as_str());
+            let span = ctx.start_local(&name, &subject, &http::Method::POST, true);
+            trace_event(ctx, span.as_ref(), &mut headers);
+            if let Some(span) = span {
+                span.end(manifold_telemetry::CallOutcome::default());
+            }
+        }
         let task = Task::event("pending", subject, headers, body);
         return Ok(crate::offload::with_key(
             task,
@@ -59,6 +69,32 @@ pub(crate) fn stage(call: &Call, env: Env<'_>, scope: Scope<'_>) -> Result<Task,
         &call.name,
         client_key.as_deref(),
     ))
+}
+
+/// Put the trace context on an event's headers, with [`TraceCtx::apply`]'s rules: the call's own
+/// `X-Request-Id` wins, `traceparent` names the PRODUCER span, `tracestate` is the request's.
+/// The configured headers keep their spelling (brokers' header names are case-sensitive).
+///
+/// [`TraceCtx::apply`]: crate::telemetry::TraceCtx::apply
+fn trace_event(
+    ctx: &crate::telemetry::TraceCtx,
+    span: Option<&manifold_telemetry::CallSpan>,
+    headers: &mut Vec<(String, String)>,
+) {
+    let mut map = http::HeaderMap::new();
+    ctx.apply(span, &mut map);
+    let is = |n: &str, name: &str| n.eq_ignore_ascii_case(name);
+    if span.is_some() && !map.contains_key(manifold_telemetry::propagate::TRACESTATE) {
+        headers.retain(|(n, _)| !is(n, manifold_telemetry::propagate::TRACESTATE));
+    }
+    for (name, value) in &map {
+        let Ok(value) = value.to_str() else { continue };
+        match headers.iter().position(|(n, _)| is(n, name.as_str())) {
+            Some(_) if name == crate::respond::REQUEST_ID => {}
+            Some(i) => value.clone_into(&mut headers[i].1),
+            None => headers.push((name.as_str().to_owned(), value.to_owned())),
+        }
+    }
 }
 
 /// `enqueue = "eager"`: render the call and write it now; its result is the receipt once the

@@ -75,11 +75,16 @@ path = "/checkout"
     )
 }
 
-/// POST /checkout with a client idempotency key; returns the JSON answer.
+/// The trace the client's checkout request belongs to (its `traceparent`).
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+/// POST /checkout with a client idempotency key and trace context; returns the JSON answer.
 async fn checkout(gw: &TestGateway) -> serde_json::Value {
     let req = http::Request::post(gw.url("/checkout"))
         .header("content-type", "application/json")
         .header("idempotency-key", "client-key-1")
+        .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01"))
+        .header("x-request-id", "req-publish-1")
         .body(http_body_util::Full::new(bytes::Bytes::from_static(
             br#"{"address": "1 Main St"}"#,
         )))
@@ -238,6 +243,14 @@ async fn publish_calls_reach_nats_subscribers() {
     assert_eq!(get("Nats-Msg-Id").as_deref(), Some("client-key-1:shipped"));
     assert_eq!(get("Content-Type").as_deref(), Some("application/json"));
     assert_eq!(get("x-tenant").as_deref(), Some("acme"));
+    // The event joins the request's trace: its parent is the enqueue's PRODUCER span, a new
+    // span of the client's trace (not the client's own span).
+    let tp = get("traceparent").expect("a traceparent on the event");
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(parts.len(), 4, "{tp}");
+    assert_eq!(parts[1], TRACE_ID, "{tp}");
+    assert_ne!(parts[2], "00f067aa0ba902b7", "{tp}");
+    assert_eq!(get("x-request-id").as_deref(), Some("req-publish-1"));
     stop(gw).await;
 }
 
