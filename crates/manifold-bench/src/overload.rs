@@ -158,6 +158,10 @@ pub struct Target {
     pub first_goodput: f64,
     /// The first overload run: admitted p99, ms.
     pub first_admitted_p99_ms: f64,
+    /// Overload: how far the load generator itself fell behind its schedule at worst, ms, over
+    /// rounds. The generator measures from each request's *scheduled* time, so its own lag is
+    /// in the client's latencies: a large lag says the tail is partly the harness's.
+    pub generator_lag_ms: Spread,
 }
 
 /// The whole result.
@@ -177,6 +181,8 @@ pub struct OverloadReport {
     pub duration_s: f64,
     /// Overload rounds.
     pub rounds: usize,
+    /// The load generator's most requests in flight (connections).
+    pub connections: usize,
     /// adaptive, then no limit.
     pub targets: Vec<Target>,
     /// Whether the adaptive limit met the goal.
@@ -403,6 +409,11 @@ async fn run_with(
         .map(|((((name, _), rs), &base), first)| {
             let rate = Spread::of(&rs.iter().map(goodput).collect::<Vec<_>>());
             let p99 = Spread::of(&rs.iter().map(ok_p99_ms).collect::<Vec<_>>());
+            let lag = Spread::of(
+                &rs.iter()
+                    .map(|r| r.max_send_lag.as_secs_f64() * 1e3)
+                    .collect::<Vec<_>>(),
+            );
             Target {
                 target: (*name).to_owned(),
                 unloaded_p99_ms: base,
@@ -424,6 +435,7 @@ async fn run_with(
                 offered: rs.iter().map(|r| r.sent).sum(),
                 first_goodput: goodput(first),
                 first_admitted_p99_ms: ok_p99_ms(first),
+                generator_lag_ms: lag,
             }
         })
         .collect();
@@ -440,6 +452,7 @@ async fn run_with(
         offered,
         duration_s: spec.duration.as_secs_f64(),
         rounds: spec.rounds,
+        connections: spec.connections,
         targets,
         goal_met,
     })
@@ -464,25 +477,26 @@ impl OverloadReport {
             .collect();
         let _ = writeln!(
             s,
-            "a composed route (3 calls to instant simulated upstreams) on a gateway of {} worker thread(s); capacity {:.0} req/s (offered→answered/s: {}); offered {:.0} req/s for {:.0} s × {} round(s), medians [min–max]\n",
+            "a composed route (3 calls to instant simulated upstreams) on a gateway of {} worker thread(s); capacity {:.0} req/s (offered→answered/s: {}); offered {:.0} req/s for {:.0} s × {} round(s) from at most {} connections, medians [min–max]\n",
             self.gateway_threads,
             self.capacity,
             steps.join(", "),
             self.offered,
             self.duration_s,
-            self.rounds
+            self.rounds,
+            self.connections
         );
         let _ = writeln!(
             s,
-            "| limit | goodput req/s | of capacity | unloaded p99 ms | admitted p99 ms | p99 / unloaded | shed (503) | unanswered | offered | first run: goodput, admitted p99 ms |"
+            "| limit | goodput req/s | of capacity | unloaded p99 ms | admitted p99 ms | p99 / unloaded | shed (503) | unanswered | offered | first run: goodput, admitted p99 ms | generator lag ms |"
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let cell =
             |x: &Spread, d: usize| format!("{:.d$} [{:.d$}–{:.d$}]", x.median, x.min, x.max, d = d);
         for t in &self.targets {
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.0}% | {:.2} | {} | {:.1}× | {} | {} | {} | {:.0}, {:.1} |",
+                "| {} | {} | {:.0}% | {:.2} | {} | {:.1}× | {} | {} | {} | {:.0}, {:.1} | {} |",
                 t.target,
                 cell(&t.goodput, 0),
                 t.goodput_of_capacity * 100.0,
@@ -493,7 +507,8 @@ impl OverloadReport {
                 t.unanswered,
                 t.offered,
                 t.first_goodput,
-                t.first_admitted_p99_ms
+                t.first_admitted_p99_ms,
+                cell(&t.generator_lag_ms, 1)
             );
         }
         let _ = writeln!(

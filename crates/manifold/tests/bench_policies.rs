@@ -48,3 +48,26 @@ fn retry_storm_quick_json_counts_the_retries_at_the_upstream() {
         "{v}"
     );
 }
+
+#[test]
+fn connections_is_for_bench_overload_only_and_bounded() {
+    for (args, said) in [
+        (
+            &["bench", "hedge", "--connections", "10"][..],
+            "--connections is for `bench overload`",
+        ),
+        (
+            &["bench", "overload", "--connections", "0"][..],
+            "--connections must be between 1 and 20000",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_manifold"))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run manifold");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains(said), "{args:?}: {stderr}");
+    }
+}

@@ -93,6 +93,10 @@ pub(crate) struct Args {
     /// `cache`: length of the Zipf key stream the hit ratios are measured on.
     #[arg(long, value_name = "N")]
     requests: Option<u64>,
+    /// `overload`: the load generator's most requests in flight, one connection each (default
+    /// 1000). Fewer connections put fewer requests in the gateway's run queue at once.
+    #[arg(long, value_name = "N")]
+    connections: Option<usize>,
     /// `soak`: requests per second over all routes together (default 2000).
     #[arg(long, value_name = "R")]
     rate: Option<f64>,
@@ -156,6 +160,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         !args.telemetry || matches!(args.scenario, Scenario::Compose),
         "--telemetry is for `bench compose`"
+    );
+    anyhow::ensure!(
+        args.connections.is_none() || matches!(args.scenario, Scenario::Overload),
+        "--connections is for `bench overload`"
     );
     if let Scenario::Soak = args.scenario {
         return run_soak(&args);
@@ -373,6 +381,13 @@ fn run_overload(args: &Args) -> anyhow::Result<ExitCode> {
     if let Some(r) = args.rounds {
         anyhow::ensure!(r > 0, "--rounds must be at least 1");
         spec.rounds = r;
+    }
+    if let Some(c) = args.connections {
+        anyhow::ensure!(
+            (1..=20_000).contains(&c),
+            "--connections must be between 1 and 20000"
+        );
+        spec.connections = c;
     }
     let quiet = args.json;
     let report = super::runtime()?.block_on(manifold_bench::overload::run(&spec, |step| {
