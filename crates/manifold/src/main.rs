@@ -3,6 +3,12 @@
 
 mod cmd;
 
+/// With `--features mimalloc`: mimalloc instead of glibc's malloc, which keeps the memory a
+/// connection burst used in its arenas long after the connections close (issue 12's soak).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 /// Manifold: a latency-optimizing service-composition gateway.
