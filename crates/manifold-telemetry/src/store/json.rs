@@ -35,7 +35,7 @@ pub fn summary(store: &super::TraceStore, e: &Entry, a: &Analysis) -> Value {
         "failed": t.failed(),
         "exported": t.kept,
         "partial": t.outcome.partial.iter().map(|p| &**p).collect::<Vec<_>>(),
-        "spans": t.span_count(),
+        "span_count": t.span_count(),
         "critical_path": a.path.iter().map(|&c| &*a.calls[c].name).collect::<Vec<_>>(),
         "manifold_ms": ms(a.own.total()),
     })
