@@ -34,6 +34,8 @@ pub struct TelemetrySettings {
     pub metrics: bool,
     /// `tracing = false` records no spans and sends no `traceparent` (`X-Request-Id` stays).
     pub tracing: bool,
+    /// `traces`: the live trace store's bounds (`None`: off; always off with `tracing = false`).
+    pub traces: Option<crate::TraceStoreSettings>,
 }
 
 impl Default for TelemetrySettings {
@@ -46,6 +48,7 @@ impl Default for TelemetrySettings {
             access_log: AccessLog::Off,
             metrics: true,
             tracing: true,
+            traces: Some(crate::TraceStoreSettings::default()),
         }
     }
 }
@@ -94,6 +97,7 @@ pub(crate) struct RawTelemetry {
     access_log: Option<Spanned<String>>,
     metrics: Option<bool>,
     tracing: Option<bool>,
+    traces: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +178,19 @@ pub(crate) fn compile(
             raw.span(),
             "`telemetry.otlp` is set but `tracing = false`: no span would be exported",
         );
+    }
+    if let Some(traces) = &r.traces {
+        t.traces = crate::trace_store::compile(traces, diag);
+        if !t.tracing && t.traces.is_some() {
+            diag.push(
+                ErrorKind::Value,
+                traces.span(),
+                "`telemetry.traces` keeps requests but `tracing = false` records none (write `traces = false`, or drop `tracing = false`)",
+            );
+        }
+    }
+    if !t.tracing {
+        t.traces = None;
     }
     t
 }

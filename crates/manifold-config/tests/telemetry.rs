@@ -119,3 +119,94 @@ fn bad_values_are_reported_at_their_line() {
         "no span would be exported",
     );
 }
+
+#[test]
+fn the_trace_store_is_on_by_default_and_bounded_by_traces() {
+    use manifold_config::TraceStoreSettings;
+    let t = compile("t.toml".as_ref(), "").expect("empty").telemetry;
+    assert_eq!(t.traces, Some(TraceStoreSettings::default()));
+    let t = compile(
+        "t.toml".as_ref(),
+        "[telemetry]\ntraces = { recent = 5, slowest = 0, errors_for = \"90s\" }\n",
+    )
+    .expect("valid")
+    .telemetry;
+    assert_eq!(
+        t.traces,
+        Some(TraceStoreSettings {
+            recent: 5,
+            slowest: 0,
+            errors_for: Duration::from_secs(90),
+            max_errors: 100,
+        })
+    );
+    for off in [
+        "traces = false",
+        "traces = { recent = 0 }",
+        "tracing = false",
+        "tracing = false\ntraces = false",
+    ] {
+        let t = compile("t.toml".as_ref(), &format!("[telemetry]\n{off}\n"))
+            .expect("valid")
+            .telemetry;
+        assert_eq!(t.traces, None, "{off}");
+    }
+    let t = compile("t.toml".as_ref(), "[telemetry]\ntraces = true\n")
+        .expect("valid")
+        .telemetry;
+    assert_eq!(t.traces, Some(TraceStoreSettings::default()));
+}
+
+#[test]
+fn bad_trace_store_bounds_name_the_key() {
+    bad(
+        "[telemetry]\ntraces = { recent = -1 }\n",
+        2,
+        "traces.recent",
+    );
+    bad(
+        "[telemetry]\ntraces = { recent = 1.5 }\n",
+        2,
+        "traces.recent",
+    );
+    bad(
+        "[telemetry]\ntraces = { slowest = 99999999999 }\n",
+        2,
+        "traces.slowest` must be a whole number from 0 to 10000",
+    );
+    bad(
+        "[telemetry]\ntraces = { max_errors = \"10\" }\n",
+        2,
+        "traces.max_errors",
+    );
+    bad(
+        "[telemetry]\ntraces = { errors_for = \"0s\" }\n",
+        2,
+        "errors_for",
+    );
+    bad(
+        "[telemetry]\ntraces = { errors_for = \"forever\" }\n",
+        2,
+        "errors_for",
+    );
+    bad(
+        "[telemetry]\ntraces = { errors_for = \"2d\" }\n",
+        2,
+        "at most 24h",
+    );
+    bad(
+        "[telemetry]\ntraces = { keep = 3 }\n",
+        2,
+        "unknown key `keep`",
+    );
+    bad(
+        "[telemetry]\ntraces = \"yes\"\n",
+        2,
+        "true, false or a table",
+    );
+    bad(
+        "[telemetry]\ntracing = false\ntraces = { recent = 10 }\n",
+        3,
+        "tracing = false",
+    );
+}

@@ -1,4 +1,5 @@
-//! The admin listener: health, readiness, the running plans and the cache (`GET /cache` for its
+//! The admin listener: health, readiness, the running plans, the trace store
+//! ([`crate::admin_traces`]) and the cache (`GET /cache` for its
 //! counters, `DELETE /cache?prefix=…` to purge both tiers). It listens on its own address,
 //! loopback by default, so operational data never shares the public port. Who may use which
 //! endpoint: [`crate::admin_auth`].
@@ -43,6 +44,9 @@ pub(crate) async fn handle(
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
         },
         "/cache" => cache(&state, &req).await,
+        p if p == "/traces" || p.starts_with("/traces/") => {
+            crate::admin_traces::handle(&state, &req)
+        }
         "/metrics" => {
             if let Some(q) = &state.shared.queue {
                 state.shared.telemetry.refresh_queue(q).await;
@@ -67,7 +71,7 @@ pub(crate) async fn handle(
         },
         "/" => text(
             StatusCode::OK,
-            "manifold admin: /healthz /readyz /config /metrics /cache (GET; DELETE ?prefix=…)\n",
+            "manifold admin: /healthz /readyz /config /metrics /traces /traces/{trace_id} /cache (GET; DELETE ?prefix=…)\n",
         ),
         other => text(
             StatusCode::NOT_FOUND,

@@ -21,6 +21,7 @@
 mod access_log;
 mod admin;
 mod admin_auth;
+mod admin_traces;
 mod cache;
 mod cache_key;
 mod conn;

@@ -45,6 +45,10 @@ pub(crate) struct Telemetry {
     access_log: bool,
     /// Requests answered without a route, and the listener's concurrency (with metrics on).
     rejected: Option<rejected::RejectedMetrics>,
+    /// The live trace store behind admin `/traces` (none with `traces = false`).
+    store: Option<tm::store::TraceStore>,
+    /// `service_name`: the root process of the Jaeger export.
+    service_name: String,
     exporter: Mutex<Option<tm::otlp::ExporterTask>>,
     /// The queue's handles and the dispatcher's counters as of the last scrape (the registry's
     /// counters are brought up to the dispatcher's own at each scrape).
@@ -54,6 +58,8 @@ pub(crate) struct Telemetry {
 /// A route's names and metric handles, resolved at start so a request only touches atomics.
 #[derive(Debug)]
 struct RouteTele {
+    /// The route's index (the trace store's too).
+    index: usize,
     name: Arc<str>,
     /// `http.route`: the path template.
     template: Arc<str>,
@@ -107,7 +113,8 @@ impl Telemetry {
         let routes = config
             .routes
             .iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(index, r)| {
                 let calls = match &r.kind {
                     RouteKind::Compose(plan) => plan
                         .calls
@@ -128,6 +135,7 @@ impl Telemetry {
                     _ => Vec::new(),
                 };
                 RouteTele {
+                    index,
                     name: Arc::from(r.name.as_str()),
                     template: Arc::from(r.path.as_str()),
                     metrics: metrics.as_ref().map(|m| m.route(&r.name)),
@@ -136,12 +144,18 @@ impl Telemetry {
             })
             .collect();
         let rejected = metrics.as_ref().map(rejected::RejectedMetrics::new);
+        let store = match (&tracer, &t.traces) {
+            (Some(_), Some(bounds)) => Some(trace_store(config, bounds)?),
+            _ => None,
+        };
         Ok(Telemetry {
             rejected,
             tracer,
             metrics,
             routes,
             access_log: t.access_log == manifold_config::AccessLog::Json,
+            store,
+            service_name: t.service_name.clone(),
             exporter: Mutex::new(exporter),
             queue: Mutex::new(None),
         })
@@ -150,6 +164,16 @@ impl Telemetry {
     /// The tracer (none with `tracing = false`).
     pub(crate) fn tracer(&self) -> Option<&tm::Tracer> {
         self.tracer.as_ref()
+    }
+
+    /// The live trace store (none with `traces = false` or `tracing = false`).
+    pub(crate) fn store(&self) -> Option<&tm::store::TraceStore> {
+        self.store.as_ref()
+    }
+
+    /// `service_name`.
+    pub(crate) fn service_name(&self) -> &str {
+        &self.service_name
     }
 
     /// The registry (none with `metrics = false`).
@@ -293,7 +317,11 @@ impl Telemetry {
                 let exemplar = finished
                     .sampled
                     .then_some((finished.trace_id, finished.span_id));
-                (finished.duration, exemplar, Some(finished.trace_id))
+                let out = (finished.duration, exemplar, Some(finished.trace_id));
+                if let Some(store) = &self.store {
+                    store.record(rec.route.index, finished);
+                }
+                out
             }
             None => (rec.started.elapsed(), None, None),
         };
@@ -312,6 +340,47 @@ impl Telemetry {
             );
         }
     }
+}
+
+/// The trace store for the compiled routes: each compose route's plan as a [`tm::store::PlanShape`]
+/// (the executor waits for every call, so the answer waits for them all); proxy routes have none.
+fn trace_store(
+    config: &Config,
+    bounds: &manifold_config::TraceStoreSettings,
+) -> Result<tm::store::TraceStore, tm::TelemetryError> {
+    let mut routes = Vec::with_capacity(config.routes.len());
+    for r in &config.routes {
+        let shape = match &r.kind {
+            RouteKind::Compose(plan) => {
+                let n = plan.calls.len() as u32;
+                Some(tm::store::PlanShape::new(
+                    plan.calls
+                        .iter()
+                        .map(|c| Arc::from(c.name.as_str()))
+                        .collect(),
+                    plan.deps
+                        .iter()
+                        .map(|d| d.iter().map(|&i| i as u32).collect())
+                        .collect(),
+                    (0..n).collect(),
+                )?)
+            }
+            _ => None,
+        };
+        routes.push(tm::store::RouteSpec {
+            name: Arc::from(r.name.as_str()),
+            shape,
+        });
+    }
+    tm::store::TraceStore::new(
+        tm::store::Bounds {
+            recent: bounds.recent as usize,
+            slowest: bounds.slowest as usize,
+            errors_for: bounds.errors_for,
+            max_errors: bounds.max_errors as usize,
+        },
+        routes,
+    )
 }
 
 /// A request being recorded (see [`Telemetry::start`]).

@@ -1,6 +1,7 @@
 //! What recording costs on the request path: one request with four call attempts (start, the
 //! `traceparent` header, end), ended and handed to the export queue; and the metrics a request
-//! and its calls record. Numbers are quoted in docs/telemetry.md.
+//! and its calls record; what the trace store costs per request (and per explanation, on
+//! admin). Numbers are quoted in docs/telemetry.md.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue, Method};
 use manifold_telemetry::metrics::{CallResult, Metrics};
 use manifold_telemetry::otlp::{self, OtlpOptions, ResourceInfo};
+use manifold_telemetry::store::{Bounds, PlanShape, Query, RouteSpec, TraceStore};
 use manifold_telemetry::{
     AttemptKind, CallInfo, CallOutcome, Endpoint, Incoming, RootInfo, RootKind, ServerOutcome,
     SpanStats, Tracer, TracingOptions,
@@ -125,6 +127,48 @@ fn bench(c: &mut Criterion) {
             })
         },
     );
+
+    // The trace store: recording a finished request once the ring is full (the steady state:
+    // a push, a pop, a heap compare and an index update under the route's mutex), and the
+    // admin's lazy part, explaining one request from its plan.
+    let shape = PlanShape::new(
+        ["order", "payment", "inventory", "shipping"]
+            .iter()
+            .map(|n| Arc::from(*n))
+            .collect(),
+        vec![vec![], vec![0], vec![0], vec![1, 2]],
+        vec![0, 1, 2, 3],
+    )
+    .expect("shape");
+    let store = TraceStore::new(
+        Bounds {
+            recent: 100,
+            slowest: 20,
+            errors_for: Duration::from_secs(300),
+            max_errors: 100,
+        },
+        vec![RouteSpec {
+            name: Arc::from("checkout"),
+            shape: Some(shape),
+        }],
+    )
+    .expect("store");
+    for t in &finished {
+        store.record(0, Arc::clone(t));
+    }
+    let one = Arc::clone(&finished[0]);
+    c.bench_function("trace store: record a request (ring full)", |b| {
+        b.iter(|| store.record(0, Arc::clone(&one)))
+    });
+    let entry = store
+        .query(&Query {
+            limit: 1,
+            ..Query::default()
+        })
+        .remove(0);
+    c.bench_function("trace store: explain a request of 4 calls (admin)", |b| {
+        b.iter(|| black_box(store.analyze(&entry)))
+    });
 
     let metrics = Metrics::new();
     let route = metrics.route("/checkout");

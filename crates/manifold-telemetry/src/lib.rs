@@ -12,7 +12,9 @@
 //!   blocks;
 //! * [`metrics`] — Prometheus families recorded with atomics, rendered as the text format or
 //!   OpenMetrics with exemplars;
-//! * [`stats`] — what happened to spans (exported, dropped by reason).
+//! * [`stats`] — what happened to spans (exported, dropped by reason);
+//! * [`store`] — the live trace store: recent, slow and failed requests per route, each with
+//!   its exact critical path from the plan (the analyzer's accounting, `manifold-trace`).
 //!
 //! The gateway wires these in; `docs/telemetry.md` is the guide.
 #![doc = include_str!("../../../docs/telemetry.md")]
@@ -25,6 +27,7 @@ pub mod propagate;
 pub mod sample;
 pub mod span;
 pub mod stats;
+pub mod store;
 pub mod tracer;
 
 pub use context::{SpanId, TraceId, TraceParent};

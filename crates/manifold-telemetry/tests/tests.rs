@@ -5,4 +5,5 @@ mod export;
 mod metrics;
 mod props;
 mod spans;
+mod store_props;
 mod support;

@@ -175,6 +175,27 @@ pub fn analyze_file(
     res
 }
 
+/// Read a stream (standard input for `manifold analyze -`) straight into an analysis, one
+/// trace at a time; `name` is only used in errors.
+pub fn analyze_stream(
+    an: &mut crate::analysis::Analyzer,
+    r: Box<dyn Read>,
+    name: &Path,
+) -> Result<FileStats, ReadError> {
+    let mut interner = std::mem::take(&mut an.interner);
+    let mut warnings = std::mem::take(&mut an.warnings);
+    let res = read_stream(r, name, &mut interner, &mut warnings, &mut |t, i, w| {
+        std::mem::swap(&mut an.interner, i);
+        std::mem::swap(&mut an.warnings, w);
+        an.add_raw(t);
+        std::mem::swap(&mut an.interner, i);
+        std::mem::swap(&mut an.warnings, w);
+    });
+    an.interner = interner;
+    an.warnings = warnings;
+    res
+}
+
 /// Read any stream as a trace file named `path` (the name is only used in errors).
 pub fn read_stream(
     r: Box<dyn Read>,

@@ -8,3 +8,4 @@ mod load;
 mod offload;
 mod sim;
 mod soak;
+mod traces;

@@ -1,12 +1,12 @@
 //! `manifold analyze`: where the time went in any system's traces, and what would fix it.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use manifold_trace::analysis::{Analyzer, Options, WhatIf};
-use manifold_trace::read::{analyze_file, expand_paths, ReadError};
+use manifold_trace::read::{analyze_file, analyze_stream, expand_paths, ReadError};
 use manifold_trace::report;
 use manifold_trace::Semantics;
 
@@ -19,12 +19,14 @@ OTLP/JSON; plain or gzip; files or directories), computes each trace's critical 
 the hotspots per operation, and recommends changes (parallelize, batch, cache, async, retry, \
 limited-concurrency, slow-dependency) with the saving measured by re-simulating the traces.",
     after_help = "Examples:\n  manifold analyze traces/ \n  manifold analyze export.json.gz --json\n  \
-manifold analyze traces/ --html report.html\n  manifold analyze traces/ --what-if speedup:db:query=50% --what-if async:shop:publish\n  \
+manifold analyze traces/ --html report.html\n  \
+curl -s 127.0.0.1:9901/traces?format=jaeger | manifold analyze -\n  manifold analyze traces/ --what-if speedup:db:query=50% --what-if async:shop:publish\n  \
 manifold analyze crisp/ --skew-tolerance 0.01\n  manifold analyze traces/ --emit-plan frontend:checkout > route.toml\n\n\
 The --json contract is documented in docs/analyze.md."
 )]
 pub(crate) struct Args {
-    /// Trace files or directories (`.json`, `.ndjson`, `.jsonl`, optionally `.gz`).
+    /// Trace files or directories (`.json`, `.ndjson`, `.jsonl`, optionally `.gz`); `-` reads
+    /// standard input (plain JSON, such as the gateway's `GET /traces?format=jaeger`).
     #[arg(required = true, value_name = "TRACE_FILES")]
     paths: Vec<PathBuf>,
     /// Print the machine-readable report (stable contract) instead of the terminal report.
@@ -71,9 +73,20 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         emit_plan: args.emit_plan.clone(),
     };
     let mut an = Analyzer::new(opts);
-    let files = expand_paths(&args.paths)?;
-    let explicit: Vec<PathBuf> = args.paths.iter().filter(|p| p.is_file()).cloned().collect();
+    let stdin = Path::new("-");
+    let named: Vec<PathBuf> = args.paths.iter().filter(|p| *p != stdin).cloned().collect();
+    let files = expand_paths(&named)?;
+    let explicit: Vec<PathBuf> = named.iter().filter(|p| p.is_file()).cloned().collect();
     let mut read_any = false;
+    if named.len() < args.paths.len() {
+        analyze_stream(
+            &mut an,
+            Box::new(std::io::stdin().lock()),
+            Path::new("<stdin>"),
+        )
+        .context("reading traces from standard input")?;
+        read_any = true;
+    }
     for f in &files {
         match analyze_file(&mut an, f) {
             Ok(_) => read_any = true,

@@ -1,0 +1,230 @@
+//! Admin `/traces`: the live trace store (see `manifold_telemetry::store`).
+//!
+//! - `GET /traces?route=&min_ms=&errors=&limit=` — summaries, newest first;
+//! - `GET /traces?format=jaeger` (same filters) — Jaeger JSON (`{"data": [...]}`) for
+//!   `manifold analyze -`;
+//! - `GET /traces/{trace_id}` — one request with its waterfall (`?format=jaeger` too).
+//!
+//! Read-only, so open like `/config` and `/metrics` under the admin rule
+//! ([`crate::admin_auth`]): the store holds timings, paths (never a query string), statuses and
+//! upstream addresses, no header or body. Every parameter is checked: an unknown or repeated
+//! one, a malformed value or a negative number is a 400 naming it; `limit` above
+//! [`MAX_LIMIT`] is cut to it.
+
+use crate::admin::AdminState;
+use crate::handler::json_response;
+use crate::upstream::Body;
+use http::header::{HeaderValue, ALLOW};
+use http::{Method, Request, Response, StatusCode};
+use manifold_telemetry::context::parse_trace_id;
+use manifold_telemetry::store::{json, Query, TraceStore};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// The most requests one answer lists.
+pub(crate) const MAX_LIMIT: usize = 1000;
+/// Without `limit`.
+const DEFAULT_LIMIT: usize = 50;
+/// The largest `min_ms` (a day): beyond it, a typo.
+const MAX_MIN_MS: f64 = 86_400_000.0;
+
+fn bad(param: &str, message: String) -> Response<Body> {
+    json_response(
+        StatusCode::BAD_REQUEST,
+        &json!({"error": {"kind": "input", "parameter": param, "message": message}}),
+    )
+}
+
+/// `GET /traces…`.
+pub(crate) fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Body> {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        let mut r = json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": {"kind": "method", "message": "/traces answers GET"}}),
+        );
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let telemetry = &state.shared.telemetry;
+    let Some(store) = telemetry.store() else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": {"kind": "off", "message": "the trace store is off (`[telemetry] traces = false` or `tracing = false`)"}}),
+        );
+    };
+    let params = match Params::parse(store, req.uri().query().unwrap_or("")) {
+        Ok(p) => p,
+        Err((param, message)) => return bad(param, message),
+    };
+    let service = telemetry.service_name();
+    match req.uri().path().strip_prefix("/traces") {
+        Some("") => {
+            let entries = store.query(&params.query);
+            let body = if params.jaeger {
+                let data: Vec<Value> = entries
+                    .iter()
+                    .map(|e| json::jaeger_trace(service, e, &store.analyze(e)))
+                    .collect();
+                json!({ "data": data })
+            } else {
+                let traces: Vec<Value> = entries
+                    .iter()
+                    .map(|e| json::summary(store, e, &store.analyze(e)))
+                    .collect();
+                json!({ "count": traces.len(), "traces": traces })
+            };
+            json_response(StatusCode::OK, &body)
+        }
+        Some(rest) => {
+            let id = rest.strip_prefix('/').unwrap_or(rest);
+            if params.filtered {
+                return bad(
+                    "route",
+                    "`route`, `min_ms`, `errors` and `limit` select from the list: GET /traces?…"
+                        .to_owned(),
+                );
+            }
+            one(store, service, id, params.jaeger)
+        }
+        None => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": {"kind": "not_found", "message": "no such admin endpoint"}}),
+        ),
+    }
+}
+
+fn one(store: &TraceStore, service: &str, id: &str, jaeger: bool) -> Response<Body> {
+    // Checked before decoding, so an absurd path is named without being echoed whole.
+    let well_formed = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    let Some(trace_id) = well_formed
+        .then(|| parse_trace_id(&id.to_ascii_lowercase()))
+        .flatten()
+    else {
+        return bad(
+            "trace_id",
+            format!(
+                "a trace id is 32 hex digits, not all zero (got {} characters)",
+                id.len()
+            ),
+        );
+    };
+    let Some(entry) = store.get(&trace_id) else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": {"kind": "not_found", "message": format!("trace {} is not in the store (it keeps the last, the slowest and the recently failed requests of each route)", trace_id.to_hex())}}),
+        );
+    };
+    let a = store.analyze(&entry);
+    let body = if jaeger {
+        json!({ "data": [json::jaeger_trace(service, &entry, &a)] })
+    } else {
+        json::detail(store, &entry, &a)
+    };
+    json_response(StatusCode::OK, &body)
+}
+
+/// The query string, checked.
+#[derive(Debug)]
+struct Params {
+    query: Query,
+    jaeger: bool,
+    /// Some list filter was given.
+    filtered: bool,
+}
+
+impl Params {
+    fn parse(store: &TraceStore, raw: &str) -> Result<Params, (&'static str, String)> {
+        let mut p = Params {
+            query: Query {
+                limit: DEFAULT_LIMIT,
+                ..Query::default()
+            },
+            jaeger: false,
+            filtered: false,
+        };
+        let mut seen: Vec<&'static str> = Vec::new();
+        for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
+            let name: &'static str = match &*k {
+                "route" => "route",
+                "min_ms" => "min_ms",
+                "errors" => "errors",
+                "limit" => "limit",
+                "format" => "format",
+                other => {
+                    let shown: String = other.chars().take(40).collect();
+                    return Err((
+                        "query",
+                        format!(
+                            "unknown parameter {shown:?} (route, min_ms, errors, limit, format)"
+                        ),
+                    ));
+                }
+            };
+            if seen.contains(&name) {
+                return Err((name, format!("`{name}` is given twice")));
+            }
+            seen.push(name);
+            p.filtered |= name != "format";
+            let v = v.trim();
+            match name {
+                "route" => match store.route_index(v) {
+                    Some(i) => p.query.route = Some(i),
+                    None => {
+                        let routes: Vec<&str> = store.route_names().collect();
+                        let shown: String = v.chars().take(80).collect();
+                        return Err((
+                            name,
+                            format!("no route named {shown:?}; the routes are {routes:?}"),
+                        ));
+                    }
+                },
+                "min_ms" => match v.parse::<f64>() {
+                    Ok(x) if x.is_finite() && (0.0..=MAX_MIN_MS).contains(&x) => {
+                        p.query.min_duration = Some(Duration::from_secs_f64(x / 1000.0));
+                    }
+                    _ => {
+                        return Err((
+                            name,
+                            "`min_ms` is a number of milliseconds from 0 to 86400000".to_owned(),
+                        ))
+                    }
+                },
+                "errors" => {
+                    p.query.errors = Some(match v {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => return Err((
+                            name,
+                            "`errors` is true (only failed requests) or false (only the others)"
+                                .to_owned(),
+                        )),
+                    })
+                }
+                "limit" => {
+                    // A number past the maximum is cut to it; anything else that is not a
+                    // positive whole number is refused.
+                    let digits = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+                    let n = if digits {
+                        v.parse::<usize>().unwrap_or(usize::MAX)
+                    } else {
+                        0
+                    };
+                    if n == 0 {
+                        return Err((
+                            name,
+                            format!("`limit` is a whole number from 1 to {MAX_LIMIT}"),
+                        ));
+                    }
+                    p.query.limit = n.min(MAX_LIMIT);
+                }
+                _ => match v {
+                    "json" => p.jaeger = false,
+                    "jaeger" => p.jaeger = true,
+                    _ => return Err((name, "`format` is json (the default) or jaeger".to_owned())),
+                },
+            }
+        }
+        Ok(p)
+    }
+}
