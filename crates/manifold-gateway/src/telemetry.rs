@@ -40,11 +40,17 @@ pub(crate) struct Telemetry {
     metrics: Option<Metrics>,
     routes: Vec<RouteTele>,
     access_log: bool,
-    exporter: Mutex<Option<tm::otlp::ExporterTask>>,
+    /// Shared with the telemetry of every later config: a reload keeps the exporter.
+    exporter: Arc<Mutex<Option<tm::otlp::ExporterTask>>>,
     /// The queue's handles and the dispatcher's counters as of the last scrape (the registry's
-    /// counters are brought up to the dispatcher's own at each scrape).
-    queue: Mutex<Option<(tm::metrics::QueueMetrics, [u64; 4])>>,
+    /// counters are brought up to the dispatcher's own at each scrape). Shared across reloads,
+    /// so a reload never counts the dispatcher's totals twice.
+    queue: Arc<Mutex<Option<QueueSeen>>>,
 }
+
+/// The queue's metric handles, and the dispatcher's counters (delivered, failed attempts,
+/// retried, dead-lettered) as of the last scrape.
+type QueueSeen = (tm::metrics::QueueMetrics, [u64; 4]);
 
 /// A route's names and metric handles, resolved at start so a request only touches atomics.
 #[derive(Debug)]
@@ -99,45 +105,29 @@ impl Telemetry {
         } else {
             None
         };
-        let routes = config
-            .routes
-            .iter()
-            .map(|r| {
-                let calls = match &r.kind {
-                    RouteKind::Compose(plan) => plan
-                        .calls
-                        .iter()
-                        .map(|c| {
-                            let upstream = config
-                                .upstreams
-                                .get(c.upstream)
-                                .map_or("", |u| u.name.as_str());
-                            Arc::new(CallTele {
-                                name: Arc::from(c.name.as_str()),
-                                metrics: metrics
-                                    .as_ref()
-                                    .map(|m| m.call(&r.name, &c.name, upstream)),
-                            })
-                        })
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                RouteTele {
-                    name: Arc::from(r.name.as_str()),
-                    template: Arc::from(r.path.as_str()),
-                    metrics: metrics.as_ref().map(|m| m.route(&r.name)),
-                    calls,
-                }
-            })
-            .collect();
+        let routes = route_handles(config, metrics.as_ref());
         Ok(Telemetry {
             tracer,
             metrics,
             routes,
             access_log: t.access_log == manifold_config::AccessLog::Json,
-            exporter: Mutex::new(exporter),
-            queue: Mutex::new(None),
+            exporter: Arc::new(Mutex::new(exporter)),
+            queue: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// The same tracer, registry and exporter with the routes of `config`: what a reload
+    /// builds. Series are found by their labels, so a route or call that kept its name keeps
+    /// counting where it was; `[telemetry]` itself only changes with a restart.
+    pub(crate) fn reconfigure(&self, config: &Config) -> Telemetry {
+        Telemetry {
+            tracer: self.tracer.clone(),
+            metrics: self.metrics.clone(),
+            routes: route_handles(config, self.metrics.as_ref()),
+            access_log: self.access_log,
+            exporter: Arc::clone(&self.exporter),
+            queue: Arc::clone(&self.queue),
+        }
     }
 
     /// The tracer (none with `tracing = false`).
@@ -305,6 +295,39 @@ impl Telemetry {
             );
         }
     }
+}
+
+/// Each route's names and metric handles, by route index.
+fn route_handles(config: &Config, metrics: Option<&Metrics>) -> Vec<RouteTele> {
+    config
+        .routes
+        .iter()
+        .map(|r| {
+            let calls = match &r.kind {
+                RouteKind::Compose(plan) => plan
+                    .calls
+                    .iter()
+                    .map(|c| {
+                        let upstream = config
+                            .upstreams
+                            .get(c.upstream)
+                            .map_or("", |u| u.name.as_str());
+                        Arc::new(CallTele {
+                            name: Arc::from(c.name.as_str()),
+                            metrics: metrics.map(|m| m.call(&r.name, &c.name, upstream)),
+                        })
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            RouteTele {
+                name: Arc::from(r.name.as_str()),
+                template: Arc::from(r.path.as_str()),
+                metrics: metrics.map(|m| m.route(&r.name)),
+                calls,
+            }
+        })
+        .collect()
 }
 
 /// A request being recorded (see [`Telemetry::start`]).
