@@ -1,5 +1,6 @@
 //! The admin listener: health, readiness, the running plans and the cache (`GET /cache` for its
-//! counters, `DELETE /cache?prefix=…` to purge both tiers). It listens on its own address,
+//! counters, `DELETE /cache?prefix=…` to purge both tiers), the queue, and `POST /reload`
+//! (re-read the config file, [`crate::reload`]). It listens on its own address,
 //! loopback by default, so operational data never shares the public port. Who may use which
 //! endpoint: [`crate::admin_auth`].
 

@@ -345,3 +345,71 @@ fn serve_watch_reloads_when_the_file_changes() {
     drop(gw);
     drop(sim);
 }
+
+#[test]
+fn manifold_reload_sends_the_admin_token() {
+    const TOKEN: &str = "reload-cli-token-0123456789";
+    let dir = temp_dir("token");
+    let file = dir.join("manifold.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\nadmin_token = \"{TOKEN}\"\n[upstreams.a]\nendpoints = [\"http://127.0.0.1:1\"]\n\
+             [routes.r]\npath = \"/r\"\nproxy = \"a\"\n"
+        ),
+    )
+    .unwrap();
+    let token_file = dir.join("admin.token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let gw = Serve::start(&file, &[], &dir.join("serve.log"));
+    let admin = gw.admin.to_string();
+    let reload = || {
+        let mut c = manifold();
+        c.args(["reload", "--admin", &admin]);
+        c
+    };
+    let out = reload().output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("answered 401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = reload()
+        .env("MANIFOLD_ADMIN_TOKEN", "not-the-token-0123456789")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let out = reload()
+        .env("MANIFOLD_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("reloaded the gateway"));
+    let out = reload()
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["reloaded"], true);
+    assert_eq!(answer["upstreams"]["kept"], serde_json::json!(["a"]));
+}
+
+#[test]
+fn reload_help_has_an_example() {
+    let out = manifold().args(["reload", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("manifold reload -c manifold.toml"), "{help}");
+    assert!(help.contains("file:line:col"), "{help}");
+}
