@@ -292,3 +292,33 @@ async fn post_reload_needs_the_admin_token_when_one_is_set() {
     assert_eq!(status, 405);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn cached_results_of_unchanged_calls_survive_a_reload() {
+    let up = Upstream::start(vec![("GET", "/data", Reply::json(0, json!({"n": 1})))]).await;
+    let config = |plan: &str| {
+        format!(
+            "[upstreams.up]\nendpoints = [\"{}\"]\n{}",
+            up.url(),
+            one_call_route("r", "/r", "up", plan).replace(
+                "path = \"/data\"",
+                "path = \"/data\"\n  cache = { ttl = \"60s\" }"
+            )
+        )
+    };
+    let gw = FileGateway::start("cache", &config("one")).await;
+    let (_, headers, _) = send("GET", &gw.url("/r"), None).await;
+    assert_eq!(headers["manifold-cache"], "c=miss");
+    gw.write(&config("two"));
+    let (status, report) = gw.reload(None).await;
+    assert_eq!(status, 200, "{report}");
+    let (status, headers, body) = send("GET", &gw.url("/r"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["plan"], "two");
+    assert_eq!(
+        headers["manifold-cache"], "c=hit",
+        "the entry did not survive"
+    );
+    assert_eq!(up.requests().len(), 1);
+    gw.stop().await;
+}
