@@ -290,6 +290,19 @@ async fn post_reload_needs_the_admin_token_when_one_is_set() {
     // Only POST reloads.
     let (status, _) = admin(gw.admin, "GET", "/reload", Some(TOKEN)).await;
     assert_eq!(status, 405);
+    // The request names no file: a query asking for another one is ignored, and the gateway
+    // reads its own.
+    let other = gw.file.with_file_name("other.toml");
+    std::fs::write(&other, "[routes.x]\npath = \"/x\"\nproxy = \"nope\"\n").unwrap();
+    let query = format!(
+        "/reload?file={}&config={}",
+        other.display(),
+        other.display()
+    );
+    let (status, body) = admin(gw.admin, "POST", &query, Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["file"], gw.file.display().to_string());
     gw.stop().await;
 }
 
@@ -321,4 +334,68 @@ async fn cached_results_of_unchanged_calls_survive_a_reload() {
     );
     assert_eq!(up.requests().len(), 1);
     gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_dispatcher_delivers_through_the_new_stack_of_a_changed_upstream() {
+    let dir = std::env::temp_dir().join(format!("manifold-gw-reload-queue-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // At accept time the upstream points at a port where nothing listens: every delivery
+    // through that stack fails, and the queue retries.
+    let spare = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", spare.local_addr().unwrap());
+    drop(spare);
+    let live = Upstream::start(vec![("POST", "/hook", Reply::json(0, json!({"ok": true})))]).await;
+    let config = |endpoint: &str| {
+        format!(
+            r#"
+[queue]
+backend = "embedded"
+path = "{}"
+backoff_base = "50ms"
+backoff_max = "200ms"
+
+[upstreams.hook]
+endpoints = ["{endpoint}"]
+
+[routes.t]
+method = "POST"
+path = "/t"
+  [[routes.t.calls]]
+  name = "h"
+  upstream = "hook"
+  method = "POST"
+  path = "/hook"
+  mode = "async"
+  [routes.t.response]
+  status = 202
+  body = {{ task = "{{h.task_id}}" }}
+"#,
+            dir.join("queue").display()
+        )
+    };
+    let gw = FileGateway::start("queue", &config(&dead)).await;
+    let (status, _, _) = send("POST", &gw.url("/t"), Some("{}")).await;
+    assert_eq!(status, 202);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(live.requests().is_empty());
+
+    gw.write(&config(&live.url()));
+    let (status, report) = gw.reload(None).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["upstreams"]["changed"], json!(["hook"]));
+    let mut delivered = false;
+    for _ in 0..500 {
+        if !live.requests().is_empty() {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        delivered,
+        "the task accepted before the reload was never delivered through the new stack"
+    );
+    gw.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
