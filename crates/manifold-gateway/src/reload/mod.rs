@@ -142,9 +142,11 @@ impl Live {
         if let Some(stacks) = &self.stacks {
             stacks.update(&clients);
         }
-        // TLS (issue 16, item 1): re-read the downstream certificate and key here, with
-        // `Gateway::reload_tls()`, so that SIGHUP, `POST /reload` and `--watch` renew them too.
-        // This is the one place a successful reload calls into TLS.
+        // TLS HOOK (issue 16, item 1): re-read the downstream certificate and key here — what
+        // `Gateway::reload_tls()` does — so that SIGHUP, `POST /reload` and `--watch` renew them
+        // too. `Live` is what the reload paths share (the `Gateway` itself is consumed by
+        // `run`): keep the TLS acceptor's reload handle in a field here, as `stacks` is kept,
+        // and call it at this line. This is the one place a successful reload touches TLS.
         Ok(report)
     }
 }
