@@ -58,6 +58,9 @@ pub(crate) async fn run(args: Args, open_files: Option<u64>) -> anyhow::Result<E
         tracing::warn!("{warning}");
     }
     let routes = config.routes.len();
+    // SIGHUP's default action ends the process: take it over before the (possibly slow) start,
+    // so a reload asked for meanwhile runs once the gateway is up instead of killing it.
+    let hup = hangup()?;
     let gateway = manifold_gateway::Gateway::bind(config)
         .await
         .context("starting the gateway")?;
@@ -67,7 +70,7 @@ pub(crate) async fn run(args: Args, open_files: Option<u64>) -> anyhow::Result<E
     // never the default action (the process killed mid-request).
     let stop = CancellationToken::new();
     stop_on_signal(stop.clone())?;
-    reload_on_signal(gateway.reloader())?;
+    reload_on_signal(hup, gateway.reloader());
     if args.watch {
         gateway
             .reloader()
@@ -83,13 +86,27 @@ pub(crate) async fn run(args: Args, open_files: Option<u64>) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reload on SIGHUP. Installed before the "listening" line like the stop signals: SIGHUP's
-/// default action would end the process. The outcome is logged by the reload itself.
-fn reload_on_signal(reloader: manifold_gateway::Reloader) -> anyhow::Result<()> {
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = ();
+
+/// Catch SIGHUP from now on (signals that arrive before [`reload_on_signal`] runs are kept).
+fn hangup() -> anyhow::Result<Hangup> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+        signal(SignalKind::hangup()).context("listening for SIGHUP")
+    }
+    #[cfg(not(unix))]
+    Ok(())
+}
+
+/// Reload on each SIGHUP. The outcome is logged by the reload itself.
+fn reload_on_signal(hup: Hangup, reloader: manifold_gateway::Reloader) {
+    #[cfg(unix)]
+    {
+        let mut hup = hup;
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 tracing::info!("SIGHUP: reloading the config");
@@ -98,8 +115,7 @@ fn reload_on_signal(reloader: manifold_gateway::Reloader) -> anyhow::Result<()> 
         });
     }
     #[cfg(not(unix))]
-    drop(reloader);
-    Ok(())
+    drop((hup, reloader));
 }
 
 /// Cancel `stop` on SIGTERM or Ctrl-C. The handlers are installed before this returns (a
