@@ -242,6 +242,8 @@ impl Gateway {
             passthrough: false,
             ..limits
         };
+        // Not held while serving: the first config's stacks must go once a reload replaces them.
+        drop(at_start);
         let admin_state = Arc::new(admin::AdminState {
             live: Arc::clone(&self.live),
             ready: true.into(),
@@ -268,7 +270,6 @@ impl Gateway {
         ));
         stop.cancelled().await;
         admin_state.ready.store(false, Ordering::Relaxed);
-        drop(at_start);
         let delay = self.live.current.load().config.server.drain_delay;
         if !delay.is_zero() {
             tracing::info!(

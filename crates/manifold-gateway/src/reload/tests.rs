@@ -292,3 +292,42 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[tokio::test]
+async fn a_replaced_stack_is_dropped_once_no_request_holds_it() {
+    let base = BASE.replace(
+        "admin = \"127.0.0.1:0\"",
+        "admin = \"127.0.0.1:0\"\ndrain_delay = \"0s\"",
+    );
+    let gw = gateway(&base).await;
+    let (reloader, admin) = (gw.reloader(), gw.admin_addr());
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(gw.run(stop.clone()));
+    // Once the admin listener answers, `run` is past its start (and serving).
+    healthz(admin).await;
+    let old_b = Arc::downgrade(stack(&reloader.live.current.load_full(), "b"));
+    let next = base.replace(
+        "endpoints = [\"http://127.0.0.1:2\"]",
+        "endpoints = [\"http://127.0.0.1:2\"]\ntimeout = \"3s\"",
+    );
+    reloader.apply(compile(&next)).await.unwrap();
+    // Nothing (not the running listener, not the admin state) keeps the first config alive:
+    // its stack, with its pooled connections, is gone.
+    assert!(
+        old_b.upgrade().is_none(),
+        "the replaced stack is still held"
+    );
+    stop.cancel();
+    running.await.unwrap();
+}
+
+async fn healthz(admin: std::net::SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
