@@ -187,6 +187,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn ten_reloads_at_1000_requests_per_second_fail_no_request() {
+    let _exclusive = crate::exclusive();
     let sim = sim("load");
     let (a, b) = (
         format!("http://{}", sim.addr("a")),
