@@ -1,6 +1,7 @@
 //! The admin listener: health, readiness, the running plans, the trace store
-//! ([`crate::admin_traces`]) and the cache (`GET /cache` for its
-//! counters, `DELETE /cache?prefix=…` to purge both tiers). It listens on its own address,
+//! ([`crate::admin_traces`]), the cache (`GET /cache` for its counters, `DELETE /cache?prefix=…`
+//! to purge both tiers), the queue, and `POST /reload` (re-read the config file,
+//! [`crate::reload`]). It listens on its own address,
 //! loopback by default, so operational data never shares the public port. Who may use which
 //! endpoint: [`crate::admin_auth`].
 
@@ -16,7 +17,8 @@ use std::sync::Arc;
 /// State the admin endpoints report on.
 #[derive(Debug)]
 pub(crate) struct AdminState {
-    pub(crate) shared: Arc<Shared>,
+    /// The running plans (each admin request loads them, like a client request).
+    pub(crate) live: Arc<crate::reload::Live>,
     /// False once shutdown has begun: `/readyz` then tells load balancers to stop sending.
     pub(crate) ready: AtomicBool,
 }
@@ -25,8 +27,9 @@ pub(crate) async fn handle(
     state: Arc<AdminState>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let shared = state.live.current.load_full();
     if let Some(denied) =
-        crate::admin_auth::refusal(state.shared.config.server.admin_token.as_ref(), &req)
+        crate::admin_auth::refusal(shared.config.server.admin_token.as_ref(), &req)
     {
         return Ok(denied);
     }
@@ -39,30 +42,26 @@ pub(crate) async fn handle(
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
             }
         }
-        "/config" => match serde_json::to_value(&state.shared.config) {
+        "/config" => match serde_json::to_value(&shared.config) {
             Ok(v) => json_response(StatusCode::OK, &v),
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
         },
-        "/cache" => cache(&state, &req).await,
+        "/cache" => cache(&shared, &req).await,
         p if p == "/traces" || p.starts_with("/traces/") => {
-            crate::admin_traces::handle(&state, &req)
+            crate::admin_traces::handle(&shared, &req)
         }
         "/metrics" => {
-            if let Some(q) = &state.shared.queue {
-                state.shared.telemetry.refresh_queue(q).await;
+            if let Some(q) = &shared.queue {
+                shared.telemetry.refresh_queue(q).await;
             }
-            state
-                .shared
+            shared.telemetry.refresh_endpoints(&shared.clients);
+            shared
                 .telemetry
-                .refresh_endpoints(&state.shared.clients);
-            let limit = &state.shared.limit;
-            state
-                .shared
-                .telemetry
-                .refresh_concurrency(limit.limit(), limit.in_flight());
-            metrics(&state, &req)
+                .refresh_concurrency(shared.limit.limit(), shared.limit.in_flight());
+            metrics(&shared, &req)
         }
-        p if p == "/queue" || p.starts_with("/queue/") => match &state.shared.queue {
+        "/reload" => reload(&state, &req).await,
+        p if p == "/queue" || p.starts_with("/queue/") => match &shared.queue {
             Some(q) => crate::offload::admin(q, &req).await,
             None => text(
                 StatusCode::NOT_FOUND,
@@ -71,7 +70,7 @@ pub(crate) async fn handle(
         },
         "/" => text(
             StatusCode::OK,
-            "manifold admin: /healthz /readyz /config /metrics /traces /traces/{trace_id} /cache (GET; DELETE ?prefix=…)\n",
+            "manifold admin: /healthz /readyz /config /metrics /traces /traces/{trace_id} /cache (GET; DELETE ?prefix=…) /queue /reload (POST)\n",
         ),
         other => text(
             StatusCode::NOT_FOUND,
@@ -80,8 +79,34 @@ pub(crate) async fn handle(
     })
 }
 
-async fn cache(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
-    let cache = &state.shared.caching.cache;
+/// `POST /reload`: re-read the config file the gateway runs (never a path from the request)
+/// and swap it in. 200 with what changed and what needs a restart; 422 with every error
+/// (file:line:col) when the file does not compile or cannot replace the running config, which
+/// then stays. The admin token guards it like every mutating endpoint.
+async fn reload(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
+    if *req.method() != Method::POST {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "/reload answers POST (re-read and apply the config file)\n",
+        );
+        r.headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    match state.live.reload_file().await {
+        Ok(report) => match serde_json::to_value(&report) {
+            Ok(mut v) => {
+                v["reloaded"] = true.into();
+                json_response(StatusCode::OK, &v)
+            }
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+        },
+        Err(e) => json_response(StatusCode::UNPROCESSABLE_ENTITY, &e.to_json()),
+    }
+}
+
+async fn cache(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
+    let cache = &shared.caching.cache;
     match *req.method() {
         Method::GET => match serde_json::to_value(cache.stats()) {
             Ok(v) => json_response(StatusCode::OK, &v),
@@ -126,14 +151,14 @@ async fn cache(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
 
 /// `GET /metrics`: the Prometheus text format, or OpenMetrics (with exemplars) when the
 /// scraper's `Accept` asks for it.
-fn metrics(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
+fn metrics(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "/metrics answers GET\n");
         r.headers_mut()
             .insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    let Some(registry) = state.shared.telemetry.metrics() else {
+    let Some(registry) = shared.telemetry.metrics() else {
         return text(
             StatusCode::NOT_FOUND,
             "metrics are off (`[telemetry] metrics = false`)\n",

@@ -1,6 +1,6 @@
 //! Who may use the admin listener. With `server.admin_token` set, every request that changes
-//! something (any method but GET and HEAD: cache purge, replay, dead-letter purge, and any
-//! later endpoint such as reload) and every dead-letter listing (which holds request payloads)
+//! something (any method but GET and HEAD: cache purge, replay, dead-letter purge, reload,
+//! and any later endpoint) and every dead-letter listing (which holds request payloads)
 //! must carry `Authorization: Bearer <token>`. Health, readiness, the redacted `/config` and
 //! the counters stay open for probes. Without a token the listener is loopback only (the
 //! gateway refuses to bind it elsewhere), and trusts this host.

@@ -11,8 +11,8 @@
 //! one, a malformed value or a negative number is a 400 naming it; `limit` above
 //! [`MAX_LIMIT`] is cut to it.
 
-use crate::admin::AdminState;
 use crate::handler::json_response;
+use crate::handler::Shared;
 use crate::upstream::Body;
 use http::header::{HeaderValue, ALLOW};
 use http::{Method, Request, Response, StatusCode};
@@ -36,7 +36,7 @@ fn bad(param: &str, message: String) -> Response<Body> {
 }
 
 /// `GET /traces…`.
-pub(crate) fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Body> {
+pub(crate) fn handle<B>(shared: &Shared, req: &Request<B>) -> Response<Body> {
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         let mut r = json_response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -46,7 +46,7 @@ pub(crate) fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Body> 
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    let telemetry = &state.shared.telemetry;
+    let telemetry = &shared.telemetry;
     let Some(store) = telemetry.store() else {
         return json_response(
             StatusCode::NOT_FOUND,

@@ -43,6 +43,13 @@ impl Caching {
                 retry_after: c.redis_retry_after,
             }),
         })?;
+        Ok(Self::with_cache(cache, config))
+    }
+
+    /// The policies of `config` over an existing cache: what a reload builds, so the entries
+    /// (keyed by what a call sends, not by the config that sent it) stay valid for every call
+    /// that still sends the same request.
+    pub(crate) fn with_cache(cache: Cache, config: &Config) -> Self {
         let routes = config
             .routes
             .iter()
@@ -64,11 +71,11 @@ impl Caching {
                 manifold_config::RouteKind::Proxy { .. } => Vec::new(),
             })
             .collect();
-        Ok(Caching {
+        Caching {
             cache,
             routes,
             calls,
-        })
+        }
     }
 }
 

@@ -35,6 +35,7 @@ mod path;
 mod proxy;
 mod proxy_body;
 mod queued;
+mod reload;
 pub mod render;
 mod respond;
 mod router;
@@ -45,6 +46,9 @@ mod upstream;
 pub use cache::CACHE_HEADER;
 pub use error::{BoxError, CallError, CallErrorKind, Fault, GatewayError};
 pub use handler::PARTIAL_HEADER;
+pub use reload::{
+    Overrides, ReloadError, ReloadReport, Reloader, RestartRequired, UpstreamChanges,
+};
 pub use respond::Stats;
 pub use upstream::Body;
 pub use upstream::DEADLINE_HEADER;
@@ -85,7 +89,8 @@ pub fn open_files_warning(server: &manifold_config::ServerSettings, limit: u64) 
 /// A gateway with its listeners bound, ready to [`run`](Gateway::run).
 #[derive(Debug)]
 pub struct Gateway {
-    shared: Arc<handler::Shared>,
+    /// The running plans, swapped whole by a reload ([`Reloader`]).
+    live: Arc<reload::Live>,
     listener: TcpListener,
     admin: TcpListener,
     addr: SocketAddr,
@@ -167,17 +172,19 @@ impl Gateway {
             config.server.max_connections,
             Arc::clone(&stats),
         );
+        let stacks = offload.as_ref().map(|o| Arc::clone(&o.stacks));
+        let shared = handler::Shared {
+            telemetry,
+            config,
+            router,
+            clients,
+            caching,
+            queue,
+            stats,
+            limit,
+        };
         Ok(Gateway {
-            shared: Arc::new(handler::Shared {
-                telemetry,
-                config,
-                router,
-                clients,
-                caching,
-                queue,
-                stats,
-                limit,
-            }),
+            live: Arc::new(reload::Live::new(shared, stacks)),
             listener,
             admin,
             addr,
@@ -196,16 +203,31 @@ impl Gateway {
         self.admin_addr
     }
 
-    /// The gateway's counters (shared: they keep counting while it runs).
+    /// The gateway's counters (shared: they keep counting while it runs, across reloads).
     pub fn stats(&self) -> Arc<Stats> {
-        Arc::clone(&self.shared.stats)
+        Arc::clone(&self.live.current.load().stats)
+    }
+
+    /// A handle that reloads this gateway's config while it runs (`SIGHUP`, `--watch`); the
+    /// admin listener's `POST /reload` uses the same.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            live: Arc::clone(&self.live),
+        }
+    }
+
+    /// The command-line overrides to apply to the file again at every reload.
+    pub fn set_overrides(&self, overrides: Overrides) {
+        self.live.set_overrides(overrides);
     }
 
     /// Serve until `stop` is cancelled; then mark the gateway not ready (`/readyz` 503) and keep
     /// serving for `server.drain_delay` so load balancers stop sending, then stop accepting and
     /// let in-flight requests finish for up to `server.drain_timeout`, aborting what is left.
     pub async fn run(self, stop: CancellationToken) {
-        let server = &self.shared.config.server;
+        // Listener settings are read once: a reload reports their changes as needing a restart.
+        let at_start = self.live.current.load_full();
+        let server = &at_start.config.server;
         let limits = server::Limits {
             header_read_timeout: server.header_read_timeout,
             h2_idle_timeout: server.h2_idle_timeout,
@@ -221,8 +243,10 @@ impl Gateway {
             passthrough: false,
             ..limits
         };
+        // Not held while serving: the first config's stacks must go once a reload replaces them.
+        drop(at_start);
         let admin_state = Arc::new(admin::AdminState {
-            shared: Arc::clone(&self.shared),
+            live: Arc::clone(&self.live),
             ready: true.into(),
         });
         let admin_stop = CancellationToken::new();
@@ -236,17 +260,18 @@ impl Gateway {
                 stop,
             ))
         };
-        let shared = Arc::clone(&self.shared);
+        let live = Arc::clone(&self.live);
         let main_stop = CancellationToken::new();
+        // Each request takes the plans running when it arrives and holds them to its end.
         let main = tokio::spawn(server::serve(
             self.listener,
-            move |req, peer| handler::handle(Arc::clone(&shared), req, peer),
+            move |req, peer| handler::handle(live.current.load_full(), req, peer),
             limits,
             main_stop.clone(),
         ));
         stop.cancelled().await;
         admin_state.ready.store(false, Ordering::Relaxed);
-        let delay = self.shared.config.server.drain_delay;
+        let delay = self.live.current.load().config.server.drain_delay;
         if !delay.is_zero() {
             tracing::info!(
                 drain_delay = %humantime::format_duration(delay),
@@ -263,7 +288,7 @@ impl Gateway {
             offload.shutdown().await;
         }
         // Requests and deliveries are done: send the spans they left.
-        self.shared.telemetry.shutdown().await;
+        self.live.current.load_full().telemetry.shutdown().await;
         admin_stop.cancel();
         let _ = admin_task.await;
     }

@@ -56,6 +56,9 @@ impl QueueRef {
 pub(crate) struct Offload {
     pub(crate) queue: Arc<dyn Queue>,
     pub(crate) metrics: Arc<DispatchMetrics>,
+    /// The stacks the dispatcher delivers through, by upstream name: a reload stores the new
+    /// ones here (see [`Stacks`]).
+    pub(crate) stacks: Arc<Stacks>,
     stop: CancellationToken,
     dispatcher: JoinHandle<manifold_queue::DrainReport>,
     events: Option<Arc<Publisher>>,
@@ -92,11 +95,14 @@ impl Offload {
         let queue = manifold_queue::open(config)
             .await
             .map_err(crate::GatewayError::Queue)?;
-        let deliver = Arc::new(UpstreamDeliver {
-            clients: clients
+        let stacks = Arc::new(Stacks(arc_swap::ArcSwap::from_pointee(
+            clients
                 .iter()
                 .map(|c| (c.name.clone(), Arc::clone(c)))
                 .collect(),
+        )));
+        let deliver = Arc::new(UpstreamDeliver {
+            clients: Arc::clone(&stacks),
             events: events.clone(),
             tracer,
         });
@@ -111,6 +117,7 @@ impl Offload {
         Ok(Offload {
             queue,
             metrics,
+            stacks,
             stop,
             dispatcher,
             events,
@@ -200,10 +207,44 @@ pub(crate) fn with_key(mut task: Task, client_key: Option<&str>, call: &str) -> 
     task
 }
 
+/// The upstream stacks deliveries go through, by name. A reload stores a new map: changed
+/// upstreams deliver through their new stacks from the next delivery on, unchanged ones keep
+/// theirs (the same `Arc`s as the handlers'), and an upstream the new config removed stays here,
+/// so tasks accepted for it before the reload are still delivered, not dead-lettered as
+/// "not configured" (a restart drops it).
+#[derive(Debug)]
+pub(crate) struct Stacks(arc_swap::ArcSwap<HashMap<String, Arc<Upstream>>>);
+
+impl Stacks {
+    /// Deliver through `clients` from now on, keeping the stacks of upstreams they do not name.
+    pub(crate) fn update(&self, clients: &[Arc<Upstream>]) {
+        let mut map = HashMap::clone(&self.0.load());
+        for c in clients {
+            map.insert(c.name.clone(), Arc::clone(c));
+        }
+        self.0.store(Arc::new(map));
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_test(clients: &[Arc<Upstream>]) -> Stacks {
+        let map = clients
+            .iter()
+            .map(|c| (c.name.clone(), Arc::clone(c)))
+            .collect();
+        Stacks(arc_swap::ArcSwap::from_pointee(map))
+    }
+
+    /// The stack deliveries to `upstream` go through now.
+    #[cfg(test)]
+    pub(crate) fn get(&self, upstream: &str) -> Option<Arc<Upstream>> {
+        self.0.load().get(upstream).cloned()
+    }
+}
+
 /// Delivers tasks through the gateway's upstream stacks, and events through the `[events]`
 /// publisher.
 struct UpstreamDeliver {
-    clients: HashMap<String, Arc<Upstream>>,
+    clients: Arc<Stacks>,
     events: Option<Arc<Publisher>>,
     /// Records each delivery as a CONSUMER span, the child of the PRODUCER span whose
     /// `traceparent` the task carries (none with `tracing = false`).
@@ -222,7 +263,9 @@ impl Deliver for UpstreamDeliver {
                 ))),
             };
         }
-        let Some(client) = self.clients.get(&task.upstream) else {
+        // An owned `Arc`: no arc-swap guard is held across the delivery's awaits.
+        let client = self.clients.0.load().get(&task.upstream).cloned();
+        let Some(client) = client else {
             return Err(DeliveryError::permanent(format!(
                 "upstream `{}` is not configured",
                 task.upstream
@@ -253,7 +296,7 @@ impl Deliver for UpstreamDeliver {
                 ));
             trace
         });
-        let result = self.send(client, request).await;
+        let result = self.send(&client, request).await;
         if let Some(trace) = trace {
             let status = match &result {
                 Ok(()) => 200,

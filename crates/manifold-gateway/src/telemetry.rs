@@ -49,11 +49,17 @@ pub(crate) struct Telemetry {
     store: Option<tm::store::TraceStore>,
     /// `service_name`: the root process of the Jaeger export.
     service_name: String,
-    exporter: Mutex<Option<tm::otlp::ExporterTask>>,
+    /// Shared with the telemetry of every later config: a reload keeps the exporter.
+    exporter: Arc<Mutex<Option<tm::otlp::ExporterTask>>>,
     /// The queue's handles and the dispatcher's counters as of the last scrape (the registry's
-    /// counters are brought up to the dispatcher's own at each scrape).
-    queue: Mutex<Option<(tm::metrics::QueueMetrics, [u64; 4])>>,
+    /// counters are brought up to the dispatcher's own at each scrape). Shared across reloads,
+    /// so a reload never counts the dispatcher's totals twice.
+    queue: Arc<Mutex<Option<QueueSeen>>>,
 }
+
+/// The queue's metric handles, and the dispatcher's counters (delivered, failed attempts,
+/// retried, dead-lettered) as of the last scrape.
+type QueueSeen = (tm::metrics::QueueMetrics, [u64; 4]);
 
 /// A route's names and metric handles, resolved at start so a request only touches atomics.
 #[derive(Debug)]
@@ -110,39 +116,7 @@ impl Telemetry {
         } else {
             None
         };
-        let routes = config
-            .routes
-            .iter()
-            .enumerate()
-            .map(|(index, r)| {
-                let calls = match &r.kind {
-                    RouteKind::Compose(plan) => plan
-                        .calls
-                        .iter()
-                        .map(|c| {
-                            let upstream = config
-                                .upstreams
-                                .get(c.upstream)
-                                .map_or("", |u| u.name.as_str());
-                            Arc::new(CallTele {
-                                name: Arc::from(c.name.as_str()),
-                                metrics: metrics
-                                    .as_ref()
-                                    .map(|m| m.call(&r.name, &c.name, upstream)),
-                            })
-                        })
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                RouteTele {
-                    index,
-                    name: Arc::from(r.name.as_str()),
-                    template: Arc::from(r.path.as_str()),
-                    metrics: metrics.as_ref().map(|m| m.route(&r.name)),
-                    calls,
-                }
-            })
-            .collect();
+        let routes = route_handles(config, metrics.as_ref());
         let rejected = metrics.as_ref().map(rejected::RejectedMetrics::new);
         let store = match (&tracer, &t.traces) {
             (Some(_), Some(bounds)) => Some(trace_store(config, bounds)?),
@@ -156,9 +130,36 @@ impl Telemetry {
             access_log: t.access_log == manifold_config::AccessLog::Json,
             store,
             service_name: t.service_name.clone(),
-            exporter: Mutex::new(exporter),
-            queue: Mutex::new(None),
+            exporter: Arc::new(Mutex::new(exporter)),
+            queue: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// The same tracer, registry and exporter with the routes of `config`: what a reload
+    /// builds. Series are found by their labels, so a route or call that kept its name keeps
+    /// counting where it was; `[telemetry]` itself only changes with a restart.
+    ///
+    /// The trace store starts afresh with the new routes: what it keeps is explained by the
+    /// plans, and those are what changed (requests still running on the old plans record into
+    /// the old store, which goes with them).
+    pub(crate) fn reconfigure(&self, config: &Config) -> Telemetry {
+        let store = self.store.as_ref().and_then(|old| {
+            store_routes(config)
+                .and_then(|routes| tm::store::TraceStore::new(old.bounds().clone(), routes))
+                .map_err(|e| tracing::warn!(error = %e, "trace store: kept off after the reload"))
+                .ok()
+        });
+        Telemetry {
+            tracer: self.tracer.clone(),
+            metrics: self.metrics.clone(),
+            routes: route_handles(config, self.metrics.as_ref()),
+            access_log: self.access_log,
+            rejected: self.rejected.clone(),
+            store,
+            service_name: self.service_name.clone(),
+            exporter: Arc::clone(&self.exporter),
+            queue: Arc::clone(&self.queue),
+        }
     }
 
     /// The tracer (none with `tracing = false`).
@@ -348,6 +349,17 @@ fn trace_store(
     config: &Config,
     bounds: &manifold_config::TraceStoreSettings,
 ) -> Result<tm::store::TraceStore, tm::TelemetryError> {
+    let bounds = tm::store::Bounds {
+        recent: bounds.recent as usize,
+        slowest: bounds.slowest as usize,
+        errors_for: bounds.errors_for,
+        max_errors: bounds.max_errors as usize,
+    };
+    tm::store::TraceStore::new(bounds, store_routes(config)?)
+}
+
+/// Each route as the trace store knows it: its name and, for a compose route, its plan's shape.
+fn store_routes(config: &Config) -> Result<Vec<tm::store::RouteSpec>, tm::TelemetryError> {
     let mut routes = Vec::with_capacity(config.routes.len());
     for r in &config.routes {
         let shape = match &r.kind {
@@ -372,15 +384,42 @@ fn trace_store(
             shape,
         });
     }
-    tm::store::TraceStore::new(
-        tm::store::Bounds {
-            recent: bounds.recent as usize,
-            slowest: bounds.slowest as usize,
-            errors_for: bounds.errors_for,
-            max_errors: bounds.max_errors as usize,
-        },
-        routes,
-    )
+    Ok(routes)
+}
+
+/// Each route's names and metric handles, by route index.
+fn route_handles(config: &Config, metrics: Option<&Metrics>) -> Vec<RouteTele> {
+    config
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(index, r)| {
+            let calls = match &r.kind {
+                RouteKind::Compose(plan) => plan
+                    .calls
+                    .iter()
+                    .map(|c| {
+                        let upstream = config
+                            .upstreams
+                            .get(c.upstream)
+                            .map_or("", |u| u.name.as_str());
+                        Arc::new(CallTele {
+                            name: Arc::from(c.name.as_str()),
+                            metrics: metrics.map(|m| m.call(&r.name, &c.name, upstream)),
+                        })
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            RouteTele {
+                index,
+                name: Arc::from(r.name.as_str()),
+                template: Arc::from(r.path.as_str()),
+                metrics: metrics.map(|m| m.route(&r.name)),
+                calls,
+            }
+        })
+        .collect()
 }
 
 /// A request being recorded (see [`Telemetry::start`]).

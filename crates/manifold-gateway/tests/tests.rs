@@ -11,6 +11,7 @@ mod http;
 mod offload;
 mod proxy;
 mod publish;
+mod reload;
 mod shed;
 mod support;
 mod telemetry;

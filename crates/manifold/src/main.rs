@@ -35,6 +35,8 @@ enum Command {
     Cache(cmd::cache::Args),
     /// Operate the offload queue of a running gateway: stats, dead letters, replay, purge.
     Queue(cmd::queue::Args),
+    /// Reload a running gateway's config (as SIGHUP does), and show what changed.
+    Reload(cmd::reload::Args),
     /// Run simulated upstream services (latency distributions, faults) on loopback.
     Sim(cmd::sim::Args),
     /// Open-loop load: requests on a fixed schedule, latency from the scheduled send time.
@@ -57,6 +59,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => cmd::bench::run(args),
         Command::Cache(args) => cmd::cache::run(args),
         Command::Queue(args) => cmd::queue::run(args),
+        Command::Reload(args) => cmd::reload::run(args),
         Command::Sim(args) => cmd::sim::run(args),
         Command::Load(args) => cmd::load::run(args),
         Command::Analyze(args) => cmd::analyze::run(args),

@@ -18,6 +18,7 @@ const SEED: [(&str, &str, f64); 5] = [
 
 #[test]
 fn quick_json_matches_the_seed_figures_within_ten_percent() {
+    let _exclusive = crate::exclusive();
     let out = Command::new(env!("CARGO_BIN_EXE_manifold"))
         .args(["demo", "--quick", "--json"])
         .env_remove("RUST_LOG")

@@ -51,6 +51,7 @@ fn keys(v: &Value) -> Vec<String> {
 
 #[test]
 fn json_contract_and_achieved_rate() {
+    let _exclusive = crate::exclusive();
     let (file, sim) = sim_config();
     let url = format!("http://{}/fast", sim.addr("svc"));
     let out = manifold()
@@ -80,6 +81,7 @@ fn json_contract_and_achieved_rate() {
 
 #[test]
 fn a_one_second_stall_shows_in_p99() {
+    let _exclusive = crate::exclusive();
     let (file, sim) = sim_config();
     let addr = sim.addr("svc");
     let url = format!("http://{addr}/fast");

@@ -50,6 +50,7 @@ fn gateway_exe_must_exist() {
 
 #[test]
 fn a_short_soak_samples_the_gateway_over_time_and_answers_every_request() {
+    let _exclusive = crate::exclusive();
     // The gateway through `--gateway-exe`: a script that `exec`s this binary, as one that runs it
     // under a heap profiler would, so the sampled process is still the gateway.
     let dir = std::env::temp_dir().join(format!("manifold-soak-test-{}", std::process::id()));

@@ -45,7 +45,7 @@ impl Reason {
 }
 
 /// The metric handles for rejected requests and the listener's concurrency, resolved once.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct RejectedMetrics {
     counters: [Arc<Counter>; 3],
     limit: Arc<Gauge>,

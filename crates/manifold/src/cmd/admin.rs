@@ -1,12 +1,14 @@
 //! Talking to a running gateway's admin listener, for the commands that manage one
-//! (`manifold cache purge`, `manifold queue …`).
+//! (`manifold cache purge`, `manifold queue …`, `manifold reload`): one way to find the
+//! listener and one way to send the token.
 
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The environment variable holding the admin token for `manifold cache` / `manifold queue`.
+/// The environment variable holding the admin token for `manifold cache`, `manifold queue` and
+/// `manifold reload`.
 pub(crate) const TOKEN_ENV: &str = "MANIFOLD_ADMIN_TOKEN";
 
 /// Which admin listener to ask, and with what token.

@@ -8,6 +8,7 @@ pub(crate) mod check;
 pub(crate) mod demo;
 pub(crate) mod load;
 pub(crate) mod queue;
+pub(crate) mod reload;
 pub(crate) mod serve;
 pub(crate) mod sim;
 

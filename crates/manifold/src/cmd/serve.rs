@@ -1,4 +1,5 @@
-//! `manifold serve`: run the gateway until SIGTERM or Ctrl-C.
+//! `manifold serve`: run the gateway until SIGTERM or Ctrl-C; reload its config on SIGHUP (and,
+//! with `--watch`, when the file changes).
 
 use anyhow::Context;
 use std::path::PathBuf;
@@ -13,7 +14,10 @@ manifold serve -c examples/shop.toml\n  \
 curl -s -X POST localhost:8080/checkout -d '{\"total\": 42, \"items\": [1], \"address\": \"x\"}'\n\n\
 On SIGTERM or Ctrl-C the gateway answers /readyz with 503 at once and keeps serving for\n\
 server.drain_delay (so load balancers stop sending), then stops accepting and lets in-flight\n\
-requests finish for up to server.drain_timeout; connections still open then are closed."
+requests finish for up to server.drain_timeout; connections still open then are closed.\n\n\
+On SIGHUP (`kill -HUP PID`, `systemctl reload`), `manifold reload`, or with --watch when the\n\
+file changes, the config is read again: an invalid one is logged and the running one stays;\n\
+a valid one is swapped in without dropping a request. See docs/operations.md, \"Reloading\"."
 )]
 pub(crate) struct Args {
     /// The config file.
@@ -25,6 +29,10 @@ pub(crate) struct Args {
     /// Override `server.admin`.
     #[arg(long, value_name = "ADDR")]
     admin: Option<std::net::SocketAddr>,
+    /// Reload the config when the file changes (its time, size and contents are looked at
+    /// every second).
+    #[arg(long)]
+    watch: bool,
 }
 
 /// `open_files`: the process's open-file limit, checked against `server.max_connections`.
@@ -36,12 +44,11 @@ pub(crate) async fn run(args: Args, open_files: Option<u64>) -> anyhow::Result<E
             return Ok(ExitCode::from(1));
         }
     };
-    if let Some(l) = args.listen {
-        config.server.listen = l;
-    }
-    if let Some(a) = args.admin {
-        config.server.admin = a;
-    }
+    let overrides = manifold_gateway::Overrides {
+        listen: args.listen,
+        admin: args.admin,
+    };
+    overrides.apply(&mut config);
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
@@ -51,14 +58,24 @@ pub(crate) async fn run(args: Args, open_files: Option<u64>) -> anyhow::Result<E
         tracing::warn!("{warning}");
     }
     let routes = config.routes.len();
+    // SIGHUP's default action ends the process: take it over before the (possibly slow) start,
+    // so a reload asked for meanwhile runs once the gateway is up instead of killing it.
+    let hup = hangup()?;
     let gateway = manifold_gateway::Gateway::bind(config)
         .await
         .context("starting the gateway")?;
+    gateway.set_overrides(overrides);
     // Signals are caught from here on, before the line that says the gateway is up: a
     // supervisor that sends SIGTERM as soon as it reads that line must get a graceful drain,
     // never the default action (the process killed mid-request).
     let stop = CancellationToken::new();
     stop_on_signal(stop.clone())?;
+    reload_on_signal(hup, gateway.reloader());
+    if args.watch {
+        gateway
+            .reloader()
+            .watch(std::time::Duration::from_secs(1), stop.clone());
+    }
     // One machine-readable line so scripts and tests can find the ports.
     println!(
         "manifold listening on {} (admin {}), {routes} route(s)",
@@ -67,6 +84,38 @@ pub(crate) async fn run(args: Args, open_files: Option<u64>) -> anyhow::Result<E
     );
     gateway.run(stop).await;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = ();
+
+/// Catch SIGHUP from now on (signals that arrive before [`reload_on_signal`] runs are kept).
+fn hangup() -> anyhow::Result<Hangup> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        signal(SignalKind::hangup()).context("listening for SIGHUP")
+    }
+    #[cfg(not(unix))]
+    Ok(())
+}
+
+/// Reload on each SIGHUP. The outcome is logged by the reload itself.
+fn reload_on_signal(hup: Hangup, reloader: manifold_gateway::Reloader) {
+    #[cfg(unix)]
+    {
+        let mut hup = hup;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the config");
+                let _ = reloader.reload().await;
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop((hup, reloader));
 }
 
 /// Cancel `stop` on SIGTERM or Ctrl-C. The handlers are installed before this returns (a
