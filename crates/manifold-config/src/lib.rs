@@ -19,6 +19,7 @@ mod routing;
 mod secret;
 mod telemetry;
 pub mod template;
+pub mod tls;
 mod upstream;
 mod upstream_policy;
 
@@ -29,6 +30,7 @@ pub use model::*;
 pub use routing::route_shape;
 pub use secret::{check_admin_exposure, Secret, MIN_ADMIN_TOKEN_LEN};
 pub use telemetry::{AccessLog, OtlpSettings, TelemetrySettings};
+pub use tls::{ClientIdentity, ServerTls, TlsFileError, UpstreamTls};
 
 use std::path::Path;
 

@@ -40,6 +40,8 @@ pub(super) struct Key {
 #[derive(Debug)]
 pub(super) struct Target {
     pub(super) key: Key,
+    /// `https` for an `https://` endpoint, else `http`.
+    scheme: Scheme,
     /// `None` when the configured authority does not parse (the compiler should have refused it).
     authority: Option<Authority>,
     /// For a resolved address: the configured `host[:port]`, sent as `Host`.
@@ -57,6 +59,7 @@ impl Target {
     pub(super) fn configured(index: usize, ep: &manifold_config::Endpoint) -> Target {
         Target {
             key: Key { index, addr: None },
+            scheme: scheme(ep),
             authority: Authority::try_from(ep.authority.as_str()).ok(),
             host: None,
             shown: ep.authority.clone(),
@@ -76,6 +79,7 @@ impl Target {
                 index,
                 addr: Some(addr),
             },
+            scheme: scheme(ep),
             authority: Authority::try_from(addr.to_string()).ok(),
             host: HeaderValue::from_str(&ep.authority).ok(),
             shown: format!("{} ({addr})", ep.authority),
@@ -112,7 +116,7 @@ impl Target {
             PathAndQuery::try_from(joined).map_err(|e| bad(&e))?
         };
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
+        parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(authority);
         parts.path_and_query = Some(path_and_query);
         Uri::from_parts(parts).map_err(|e| bad(&e))
@@ -128,6 +132,14 @@ impl Target {
     }
 }
 
+fn scheme(ep: &manifold_config::Endpoint) -> Scheme {
+    if ep.scheme == "https" {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    }
+}
+
 /// The configured endpoints whose host is a name, not an IP literal: what the task resolves.
 pub(super) fn names(up: &manifold_config::Upstream) -> Vec<(usize, String, u16)> {
     up.endpoints
@@ -140,7 +152,12 @@ pub(super) fn names(up: &manifold_config::Upstream) -> Vec<(usize, String, u16)>
             if bare.parse::<IpAddr>().is_ok() {
                 return None;
             }
-            Some((i, host.to_owned(), authority.port_u16().unwrap_or(80)))
+            let default_port = if ep.scheme == "https" { 443 } else { 80 };
+            Some((
+                i,
+                host.to_owned(),
+                authority.port_u16().unwrap_or(default_port),
+            ))
         })
         .collect()
 }

@@ -37,7 +37,7 @@ pub(crate) async fn run(args: Args, open_files: Option<u64>) -> anyhow::Result<E
         }
     };
     if let Some(l) = args.listen {
-        config.server.listen = l;
+        config.server.listen = Some(l);
     }
     if let Some(a) = args.admin {
         config.server.admin = a;
