@@ -135,10 +135,11 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
         let r = rs.get_ref();
         if let Some(t) = &r.tls {
             server.tls = crate::tls::server_tls(t, file, &mut diag);
-            let clash = server
-                .tls
-                .as_ref()
-                .filter(|t| Some(t.listen) == server.listen || t.listen == server.admin);
+            // Port 0 (a free port each) never clashes.
+            let clash = server.tls.as_ref().filter(|t| {
+                t.listen.port() != 0
+                    && (Some(t.listen) == server.listen || t.listen == server.admin)
+            });
             if clash.is_some() {
                 diag.push(
                     ErrorKind::Value,

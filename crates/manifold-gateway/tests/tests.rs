@@ -15,4 +15,5 @@ mod shed;
 mod support;
 mod telemetry;
 mod telemetry_calls;
+mod tls;
 mod upstream_policies;

@@ -327,7 +327,7 @@ impl Core {
     where
         B: Send + 'static,
         T: Answered,
-        F: FnOnce(Arc<Core>, Request<B>, FirstByte, usize) -> Fut + Send + 'static,
+        F: FnOnce(Arc<Core>, Request<B>, FirstByte, client::Sender) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, CallError>> + Send + 'static,
     {
         let lease = match self.endpoints.pick(attempt.avoid) {
@@ -349,8 +349,8 @@ impl Core {
                 Ok(req) => {
                     let core = Arc::clone(&self);
                     let mark = span.as_ref().map(|s| Arc::clone(&s.first_byte));
-                    let index = lease.target().key.index;
-                    let sent = send(core, req, mark, index);
+                    let sender = lease.target().sender(&self.pool);
+                    let sent = send(core, req, mark, sender);
                     match tokio::time::timeout_at(bound.until, sent).await {
                         Ok(r) => r,
                         Err(_) => Err(error::no_answer(
@@ -421,10 +421,9 @@ impl tower::Service<Attempt<FetchReq>> for Attempts {
             header,
             budget,
             Ok(req),
-            move |core, req, mark, index| async move {
-                let response = core
-                    .pool
-                    .request(index, req)
+            move |core, req, mark, sender| async move {
+                let response = sender
+                    .request(req)
                     .await
                     .map_err(|e| error::transport(&core.name, &e))?;
                 mark_first_byte(mark.as_ref());
@@ -486,10 +485,9 @@ impl tower::Service<Attempt<SendReq>> for Attempts {
             picked,
             kind,
         };
-        Arc::clone(&self.core).run(header, budget, req, |core, req, mark, index| async move {
-            let response = core
-                .pool
-                .request(index, req)
+        Arc::clone(&self.core).run(header, budget, req, |core, req, mark, sender| async move {
+            let response = sender
+                .request(req)
                 .await
                 .map_err(|e| error::transport(&core.name, &e));
             mark_first_byte(mark.as_ref());

@@ -3,10 +3,11 @@
 //!
 //! Every address a hostname resolves to is an endpoint of its own, with its own load and
 //! breaker, so that balancing and ejection see replicas behind one DNS name (a headless
-//! Kubernetes service, a Consul name) rather than one opaque name. The request then targets the
-//! address (its URI authority, which is also hyper's pool key, so each replica gets its own
-//! connections) while its `Host` header still carries the configured name (see
-//! [`Target::host`]).
+//! Kubernetes service, a Consul name) rather than one opaque name. Each target has its own
+//! pooled client whose connector dials its address ([`super::client::Pool::sender`]), so each
+//! replica gets its own connections, while the request names the host as configured: its URI
+//! authority (HTTP/2's `:authority`), its `Host` header (see [`Target::host`]) and, for
+//! `https://`, SNI and the certificate check.
 //!
 //! Until the first resolution ends, and for a name that never resolves, the target is the name
 //! itself, as before this module: hyper's connector resolves it per connection. A failed
@@ -19,7 +20,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::Uri;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Weak;
+use std::sync::{OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -52,6 +53,9 @@ pub(super) struct Target {
     base_path: String,
     /// `server.address` / `server.port` of its attempts' spans: the configured name.
     span: manifold_telemetry::Endpoint,
+    /// Its pooled client, built on its first attempt (and dropped with the target when a
+    /// resolution no longer returns its address).
+    client: OnceLock<super::client::Sender>,
 }
 
 impl Target {
@@ -65,6 +69,7 @@ impl Target {
             shown: ep.authority.clone(),
             base_path: ep.base_path.clone(),
             span: span_endpoint(ep),
+            client: OnceLock::new(),
         }
     }
 
@@ -80,12 +85,19 @@ impl Target {
                 addr: Some(addr),
             },
             scheme: scheme(ep),
-            authority: Authority::try_from(addr.to_string()).ok(),
+            // The configured name: the connection goes to `addr` (the client dials it).
+            authority: Authority::try_from(ep.authority.as_str()).ok(),
             host: HeaderValue::from_str(&ep.authority).ok(),
             shown: format!("{} ({addr})", ep.authority),
             base_path: ep.base_path.clone(),
             span: span_endpoint(ep),
+            client: OnceLock::new(),
         }
+    }
+
+    /// Its pooled client (built from `pool` on first use).
+    pub(super) fn sender(&self, pool: &super::client::Pool) -> super::client::Sender {
+        self.client.get_or_init(|| pool.sender(self.key)).clone()
     }
 
     /// Where its attempts' spans say they went.
@@ -294,8 +306,10 @@ mod tests {
         let ep = &up.endpoints[0];
         let addr: SocketAddr = "[::1]:8080".parse().expect("addr");
         let t = Target::resolved(0, ep, addr);
+        // The URI names the host (HTTP/2's `:authority`); the target's client dials `addr`.
         let uri = t.absolute(Uri::from_static("/x?q=1"), "u").expect("a uri");
-        assert_eq!(uri, "http://[::1]:8080/v1/x?q=1");
+        assert_eq!(uri, "http://orders.internal:8080/v1/x?q=1");
+        assert_eq!(t.key.addr, Some(addr));
         let mut headers = HeaderMap::new();
         t.host(&mut headers);
         assert_eq!(headers[HOST], "orders.internal:8080");
