@@ -323,6 +323,83 @@ async fn a_stalled_tls_handshake_is_closed_at_header_read_timeout() {
     gw.stop().await;
 }
 
+#[tokio::test]
+async fn a_handshaking_socket_holds_its_connection_slot_until_it_is_closed() {
+    let dir = Dir::new("slot");
+    let ca = Ca::new("downstream CA");
+    listener_files(&dir, &ca);
+    let server = format!("{TLS_SERVER}\nheader_read_timeout = \"500ms\"\nmax_connections = 1");
+    let gw = TlsGateway::start(&dir, &server, "").await;
+    let started = tokio::time::Instant::now();
+    let stalled = TcpStream::connect(gw.tls).await.unwrap();
+    // Let the listener take the stalled socket first.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let client = https_client(&ca, Alpn::Http1);
+    let url = format!("https://127.0.0.1:{}/nothing-here", gw.tls.port());
+    let resp = tokio::time::timeout(BOUND, client.get(url.parse().unwrap()))
+        .await
+        .expect("in time")
+        .expect("an answer once the slot is free");
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let took = started.elapsed();
+    // The real client waited in the backlog until the stalled handshake was closed.
+    assert!(
+        took >= Duration::from_millis(400),
+        "served after {took:?}: the stalled socket did not hold the one slot"
+    );
+    drop(stalled);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn reload_tls_presents_the_new_certificate_without_dropping_connections() {
+    let dir = Dir::new("reload");
+    let old_ca = Ca::new("old CA");
+    let new_ca = Ca::new("new CA");
+    listener_files(&dir, &old_ca);
+    let up = Upstream::start(vec![("*", "/", Reply::json(0, json!({"ok": true})))]).await;
+    let config = compile(&dir, TLS_SERVER, &proxy_to(&up.url()));
+    let gw = manifold_gateway::Gateway::bind(config).await.unwrap();
+    let tls = gw.tls_addr().unwrap();
+    let reloader = gw.tls_reloader();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(gw.run(stop.clone()));
+    let url: http::Uri = format!("https://127.0.0.1:{}/p", tls.port())
+        .parse()
+        .unwrap();
+    // An HTTP/2 connection trusting only the old CA.
+    let old_client = https_client(&old_ca, Alpn::H2);
+    let get = |c: &Client<_, Empty<Bytes>>| c.get(url.clone());
+    assert_eq!(get(&old_client).await.unwrap().status(), StatusCode::OK);
+    // Renewed on disk (from another CA, so a new handshake would tell), then reloaded.
+    listener_files(&dir, &new_ca);
+    reloader.reload_tls().unwrap();
+    // The open connection is kept: the old-CA client is still served on it (a new handshake
+    // would fail, since it does not trust the new certificate).
+    for _ in 0..3 {
+        assert_eq!(get(&old_client).await.unwrap().status(), StatusCode::OK);
+    }
+    // A new connection gets the new certificate.
+    let new_client = https_client(&new_ca, Alpn::Both);
+    assert_eq!(get(&new_client).await.unwrap().status(), StatusCode::OK);
+    let fresh_old = https_client(&old_ca, Alpn::Both);
+    assert!(
+        get(&fresh_old).await.is_err(),
+        "new handshakes present the new certificate"
+    );
+    // A broken renewal is refused, naming the file, and the current certificate stays.
+    dir.write("key.pem", "garbage");
+    let err = reloader.reload_tls().unwrap_err().to_string();
+    assert!(
+        err.contains("server.tls.key") && err.contains("key.pem"),
+        "{err}"
+    );
+    let another = https_client(&new_ca, Alpn::Http1);
+    assert_eq!(get(&another).await.unwrap().status(), StatusCode::OK);
+    stop.cancel();
+    let _ = tokio::time::timeout(BOUND, task).await;
+}
+
 /// What an HTTPS upstream saw of one request.
 #[derive(Debug, Clone)]
 struct TlsSeen {
