@@ -111,6 +111,12 @@ fn read_limited(key: &str, path: &Path) -> Result<Vec<u8>, TlsFileError> {
         path: path.to_owned(),
         source,
     };
+    // A directory, a FIFO or a device is the wrong path, and reading a FIFO would block the
+    // start (or `manifold check`) forever: regular files only (symlinks followed).
+    let meta = std::fs::metadata(path).map_err(read)?;
+    if !meta.is_file() {
+        return Err(read(std::io::Error::other("not a regular file")));
+    }
     let file = std::fs::File::open(path).map_err(read)?;
     let mut bytes = Vec::new();
     file.take(MAX_TLS_FILE_BYTES + 1)

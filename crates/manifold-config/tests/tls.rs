@@ -128,6 +128,14 @@ fn bad_server_tls_files_are_refused_naming_the_file() {
         "cert =",
         &["`server.tls.cert`", "holds no PEM CERTIFICATE"],
     );
+    // A directory (or a FIFO, a device) is not read: "not a regular file".
+    std::fs::create_dir_all(dir.0.join("certs.d")).unwrap();
+    assert_error(
+        &dir,
+        &src("certs.d", "a.key"),
+        "cert =",
+        &["`server.tls.cert`", "not a regular file"],
+    );
     // A certificate where the key should be: no PRIVATE KEY block.
     assert_error(
         &dir,
