@@ -257,14 +257,16 @@ async fn lookup(name: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
 
 /// The configured host and port (80 when none is written: endpoints are http only).
 fn span_endpoint(ep: &manifold_config::Endpoint) -> manifold_telemetry::Endpoint {
+    let https = ep.scheme == "https";
+    let default_port = if https { 443 } else { 80 };
     let (host, port) = match Authority::try_from(ep.authority.as_str()) {
-        Ok(a) => (a.host().to_owned(), a.port_u16().unwrap_or(80)),
-        Err(_) => (ep.authority.clone(), 80),
+        Ok(a) => (a.host().to_owned(), a.port_u16().unwrap_or(default_port)),
+        Err(_) => (ep.authority.clone(), default_port),
     };
     manifold_telemetry::Endpoint {
         address: std::sync::Arc::from(host.trim_start_matches('[').trim_end_matches(']')),
         port,
-        https: false,
+        https,
     }
 }
 
@@ -298,6 +300,21 @@ mod tests {
                 (3, "localhost".to_owned(), 80)
             ]
         );
+    }
+
+    #[test]
+    fn https_endpoints_default_to_port_443_and_keep_their_scheme() {
+        let up = upstream(&["https://pay.internal", "https://10.0.0.5:7012/v1"]);
+        assert_eq!(names(&up), [(0, "pay.internal".to_owned(), 443)]);
+        let addr: SocketAddr = "10.1.2.3:443".parse().expect("addr");
+        let t = Target::resolved(0, &up.endpoints[0], addr);
+        let uri = t.absolute(Uri::from_static("/x"), "u").expect("a uri");
+        assert_eq!(uri, "https://pay.internal/x");
+        let span = t.span_endpoint();
+        assert_eq!((span.port, span.https), (443, true));
+        let t = Target::configured(1, &up.endpoints[1]);
+        let uri = t.absolute(Uri::from_static("/x"), "u").expect("a uri");
+        assert_eq!(uri, "https://10.0.0.5:7012/v1/x");
     }
 
     #[test]
