@@ -139,9 +139,10 @@ pub(crate) async fn serve<H, F>(
                 let (drain, kill) = (drain.clone(), kill.clone());
                 tokio::spawn(async move {
                     let _slot = slot;
+                    let ends = Ends { limits, drain, kill };
                     let Some(acceptor) = acceptor else {
-                        let ends = Ends { limits, drain, kill };
-                        return connection(&builder, stream, false, activity, peer, handler, ends).await;
+                        let plain = (stream, false);
+                        return connection(&builder, plain, activity, peer, handler, ends).await;
                     };
                     let due = activity.since() + limits.header_read_timeout;
                     let stream = tokio::select! {
@@ -161,11 +162,10 @@ pub(crate) async fn serve<H, F>(
                             }
                         },
                         // Nothing in flight yet: a drain or the kill closes it at once.
-                        _ = drain.cancelled() => return,
-                        _ = kill.cancelled() => return,
+                        _ = ends.drain.cancelled() => return,
+                        _ = ends.kill.cancelled() => return,
                     };
-                    let ends = Ends { limits, drain, kill };
-                    connection(&builder, stream, true, activity, peer, handler, ends).await;
+                    connection(&builder, (stream, true), activity, peer, handler, ends).await;
                 });
             }
             _ = stop.cancelled() => break,
@@ -199,11 +199,11 @@ struct Ends {
     kill: CancellationToken,
 }
 
-/// Serve one accepted (and, for TLS, handshaken) connection until it ends ([`conn::run`]).
+/// Serve one accepted (and, for TLS, handshaken: `over_tls`) connection until it ends
+/// ([`conn::run`]).
 async fn connection<IO, H, F>(
     builder: &auto::Builder<Exec>,
-    io: IO,
-    over_tls: bool,
+    (io, over_tls): (IO, bool),
     activity: Arc<Activity>,
     peer: SocketAddr,
     handler: H,
