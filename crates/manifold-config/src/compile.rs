@@ -68,6 +68,7 @@ struct RawServer {
     trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
     admin_token: Option<Spanned<String>>,
     admin_token_file: Option<Spanned<String>>,
+    tls: Option<Spanned<crate::tls::RawServerTls>>,
     /// `"adaptive"` or a number: a string or an integer, so read as a TOML value.
     concurrency: Option<Spanned<toml::Value>>,
 }
@@ -132,6 +133,21 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
     let mut server = compile_server(raw.server.as_ref(), &mut diag);
     if let Some(rs) = &raw.server {
         let r = rs.get_ref();
+        if let Some(t) = &r.tls {
+            server.tls = crate::tls::server_tls(t, file, &mut diag);
+            // Port 0 (a free port each) never clashes.
+            let clash = server.tls.as_ref().filter(|t| {
+                t.listen.port() != 0
+                    && (Some(t.listen) == server.listen || t.listen == server.admin)
+            });
+            if clash.is_some() {
+                diag.push(
+                    ErrorKind::Value,
+                    t.span(),
+                    "`server.tls.listen` must differ from `server.listen` and `server.admin`",
+                );
+            }
+        }
         let (token, token_file) = (r.admin_token.as_ref(), r.admin_token_file.as_ref());
         server.admin_token = crate::secret::admin_token(token, token_file, file, &mut diag);
         // A token that failed its checks was reported already; the exposure rule then waits.
@@ -181,7 +197,7 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
 
     let mut upstreams = Vec::new();
     for (name, up) in &raw.upstreams {
-        if let Some(u) = crate::upstream::compile_upstream(name, up, &mut diag) {
+        if let Some(u) = crate::upstream::compile_upstream(name, up, file, &mut diag) {
             upstreams.push(u);
         }
     }
@@ -541,8 +557,14 @@ fn compile_server(raw: Option<&Spanned<RawServer>>, diag: &mut Diagnostics<'_>) 
     let mut s = ServerSettings::default();
     let Some(raw) = raw else { return s };
     let raw = raw.get_ref();
+    // A TLS-only deployment leaves `listen` out: with `tls` set, no plaintext listener unless
+    // `listen` is written.
+    if raw.tls.is_some() && raw.listen.is_none() {
+        s.listen = None;
+    }
+    let mut listen = s.listen.unwrap_or(s.admin);
     for (field, value, slot) in [
-        ("listen", &raw.listen, &mut s.listen),
+        ("listen", &raw.listen, &mut listen),
         ("admin", &raw.admin, &mut s.admin),
     ] {
         if let Some(v) = value {
@@ -558,6 +580,9 @@ fn compile_server(raw: Option<&Spanned<RawServer>>, diag: &mut Diagnostics<'_>) 
                 ),
             }
         }
+    }
+    if raw.listen.is_some() {
+        s.listen = Some(listen);
     }
     for (field, value, slot) in [
         ("max_body_bytes", &raw.max_body_bytes, &mut s.max_body_bytes),

@@ -14,13 +14,25 @@ pub fn describe(config: &Config) -> String {
         config.source.display(),
         config.upstreams.len(),
         config.routes.len(),
-        config.server.listen,
+        config
+            .server
+            .listen
+            .map_or_else(|| "off (TLS only)".to_owned(), |l| l.to_string()),
         config.server.admin,
         match config.server.concurrency {
             crate::policy::Concurrency::Adaptive => "adaptive".to_owned(),
             crate::policy::Concurrency::Fixed(n) => n.to_string(),
         }
     );
+    if let Some(t) = &config.server.tls {
+        let _ = writeln!(
+            out,
+            "tls: listen {} (HTTPS, ALPN h2 + http/1.1); cert {}, key {}",
+            t.listen,
+            t.cert.display(),
+            t.key.display()
+        );
+    }
     if !config.upstreams.is_empty() {
         let _ = writeln!(out);
     }
@@ -222,6 +234,24 @@ fn describe_upstream(out: &mut String, up: &Upstream) {
         d(up.connect_timeout),
         d(p.resolve_every)
     );
+    if up.endpoints.iter().any(|e| e.scheme == "https") {
+        let roots = up.tls.ca.as_ref().map_or_else(
+            || "system roots".to_owned(),
+            |ca| format!("ca {}", ca.display()),
+        );
+        let client = up.tls.client.as_ref().map_or_else(
+            || "no client certificate".to_owned(),
+            |c| {
+                format!(
+                    "client_cert {}, client_key {}",
+                    c.cert.display(),
+                    c.key.display()
+                )
+            },
+        );
+        let alpn = if up.http2 { "h2" } else { "h2, http/1.1" };
+        let _ = writeln!(out, "  tls: {roots}; {client}; ALPN {alpn}");
+    }
     let r = &p.retry;
     let retry = if r.attempts <= 1 || r.on.is_empty() {
         "retry off".to_owned()

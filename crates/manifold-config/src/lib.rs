@@ -19,6 +19,7 @@ mod routing;
 mod secret;
 mod telemetry;
 pub mod template;
+pub mod tls;
 mod trace_store;
 mod upstream;
 mod upstream_policy;
@@ -30,6 +31,7 @@ pub use model::*;
 pub use routing::route_shape;
 pub use secret::{check_admin_exposure, Secret, MIN_ADMIN_TOKEN_LEN};
 pub use telemetry::{AccessLog, OtlpSettings, TelemetrySettings};
+pub use tls::{ClientIdentity, ServerTls, TlsFileError, UpstreamTls};
 pub use trace_store::TraceStoreSettings;
 
 use std::path::Path;

@@ -65,8 +65,11 @@ impl Config {
 /// `[server]`: where to listen and the limits that protect the gateway.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerSettings {
-    /// The client-facing listener.
-    pub listen: SocketAddr,
+    /// The plaintext client-facing listener; `None` in a TLS-only deployment (`tls` set and
+    /// `listen` not written).
+    pub listen: Option<SocketAddr>,
+    /// `tls = { listen, cert, key }`: the HTTPS listener (HTTP/1.1 and HTTP/2 by ALPN).
+    pub tls: Option<crate::ServerTls>,
     /// The admin listener (`/healthz`, `/readyz`, `/config`); loopback by default.
     pub admin: SocketAddr,
     /// Largest request body accepted; larger ones get 413 without being read.
@@ -126,7 +129,8 @@ pub enum EscapedSlashes {
 impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            tls: None,
             admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
             max_body_bytes: 1024 * 1024,
             max_response_bytes: 16 * 1024 * 1024,
@@ -150,7 +154,7 @@ pub struct Endpoint {
     /// The endpoint as written (shown without a password).
     #[serde(serialize_with = "crate::secret::ser_url")]
     pub url: String,
-    /// `http` (TLS upstreams are not supported yet).
+    /// `http` or `https`.
     pub scheme: String,
     /// `host:port`.
     pub authority: String,
@@ -171,8 +175,12 @@ pub struct Upstream {
     /// Upper bound on establishing a connection.
     #[serde(serialize_with = "ser_duration")]
     pub connect_timeout: Duration,
-    /// Speak HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1.
+    /// Speak HTTP/2 only: with prior knowledge (h2c) on `http://` endpoints, as the only ALPN
+    /// protocol offered on `https://` ones (which otherwise offer `h2` and `http/1.1`).
     pub http2: bool,
+    /// `ca`, `client_cert`, `client_key`: how its `https://` endpoints are trusted and what
+    /// it presents to them.
+    pub tls: crate::UpstreamTls,
     /// Balancing, retries, hedging and circuit breaking (defaults filled in).
     pub policies: crate::policy::UpstreamPolicies,
 }

@@ -242,15 +242,13 @@ fn compile_otlp(o: &RawOtlp, diag: &mut Diagnostics<'_>) -> Option<OtlpSettings>
     })
 }
 
-/// The exporter's rule: `http://host[:port][/base]`, no query, no user info.
+/// The exporter's rule: `http(s)://host[:port][/base]`, no query, no user info.
 fn check_endpoint(ep: &str) -> Result<(), &'static str> {
     let uri: http::Uri = ep.parse().map_err(|_| "not a URL")?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err("https is not supported yet: send to a local collector over http")
-        }
-        _ => return Err("the scheme must be http, e.g. \"http://127.0.0.1:4318\""),
+        // https: checked against the system's trust store.
+        Some("http" | "https") => {}
+        _ => return Err("the scheme must be http or https, e.g. \"http://127.0.0.1:4318\""),
     }
     let authority = uri.authority().ok_or("no host")?;
     if authority.as_str().contains('@') {

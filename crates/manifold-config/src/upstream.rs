@@ -28,11 +28,15 @@ pub(crate) struct RawUpstream {
     retry: Option<Spanned<RawRetry>>,
     hedge: Option<Spanned<RawHedge>>,
     circuit_breaker: Option<Spanned<RawBreaker>>,
+    ca: Option<Spanned<String>>,
+    client_cert: Option<Spanned<String>>,
+    client_key: Option<Spanned<String>>,
 }
 
 pub(crate) fn compile_upstream(
     name: &Spanned<String>,
     raw: &Spanned<RawUpstream>,
+    config_file: &std::path::Path,
     diag: &mut Diagnostics<'_>,
 ) -> Option<Upstream> {
     let n = name.get_ref();
@@ -88,6 +92,13 @@ pub(crate) fn compile_upstream(
         }
     });
     let policies = compile_policies(n, up, timeout, diag);
+    let raw_tls = crate::tls::RawUpstreamTls {
+        ca: up.ca.as_ref(),
+        client_cert: up.client_cert.as_ref(),
+        client_key: up.client_key.as_ref(),
+    };
+    let any_https = endpoints.iter().any(|e: &Endpoint| e.scheme == "https");
+    let tls = crate::tls::upstream_tls(n, &raw_tls, any_https, config_file, diag);
     if diag.len() > before {
         return None;
     }
@@ -97,6 +108,7 @@ pub(crate) fn compile_upstream(
         timeout,
         connect_timeout,
         http2: up.http2.unwrap_or(false),
+        tls,
         policies,
     })
 }
@@ -133,17 +145,16 @@ fn compile_policies(
     p
 }
 
-/// Parse `http://host:port[/base]`.
+/// Parse `http://host:port[/base]` or `https://…`.
 fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| format!("is not a URL ({e}); write e.g. \"http://127.0.0.1:7001\""))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err("uses https, which is not supported yet".into()),
-        Some(other) => return Err(format!("has scheme `{other}`; only http is supported")),
+    let scheme = match uri.scheme_str() {
+        Some(s @ ("http" | "https")) => s.to_owned(),
+        Some(other) => return Err(format!("has scheme `{other}`; write http or https")),
         None => return Err("has no scheme; write e.g. \"http://127.0.0.1:7001\"".into()),
-    }
+    };
     let Some(authority) = uri.authority() else {
         return Err("has no host".into());
     };
@@ -156,7 +167,7 @@ fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
     let base_path = uri.path().trim_end_matches('/').to_owned();
     Ok(Endpoint {
         url: url.to_owned(),
-        scheme: "http".into(),
+        scheme,
         authority: authority.as_str().to_owned(),
         base_path,
     })

@@ -10,5 +10,6 @@ mod policy_properties;
 mod properties;
 mod proxy;
 mod telemetry;
+mod tls;
 mod upstream_policies;
 mod validation;

@@ -494,7 +494,7 @@ fn point_at_sim(
     tag: &str,
 ) -> Result<Config, DemoError> {
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.server.listen = loopback;
+    config.server.listen = Some(loopback);
     config.server.admin = loopback;
     config.queue.path = queue_dir(tag);
     for upstream in &mut config.upstreams {

@@ -67,6 +67,11 @@ impl Activity {
         }
     }
 
+    /// When the connection was accepted.
+    pub(crate) fn since(&self) -> Instant {
+        self.since
+    }
+
     fn touch(&self) {
         let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);

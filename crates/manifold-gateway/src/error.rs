@@ -46,6 +46,9 @@ pub enum GatewayError {
     /// compiler's checks).
     #[error("telemetry: {0}")]
     Telemetry(#[source] manifold_telemetry::TelemetryError),
+    /// `server.tls` or an upstream's TLS files could not be used (names the file).
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The admin listener would be reachable beyond this host without a token.
     #[error("{0}")]
     AdminExposed(String),

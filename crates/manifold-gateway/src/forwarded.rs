@@ -6,7 +6,8 @@
 //! `xff_num_trusted_hops` do, the headers a peer sent are believed only when that peer is in
 //! `server.trusted_proxies` (a load balancer in front, say): then its list is extended with its
 //! own address and its `-Proto` / `-Host` kept. From any other peer they are replaced: the list is
-//! the peer's address alone, `-Proto` is `http` (the listener speaks plain HTTP), `-Host` the
+//! the peer's address alone, `-Proto` is `https` for a request that came over the TLS listener
+//! and `http` otherwise, `-Host` the
 //! request's `Host` (HTTP/1.1) or `:authority` (HTTP/2). `Forwarded` (RFC 7239) and
 //! `X-Real-IP`, which upstreams read the same way, are dropped from untrusted peers.
 
@@ -22,13 +23,16 @@ const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Rewrite `headers` (the client's, `Host` still among them) for the upstream: `Host` is removed
 /// (the upstream client sets the upstream's), the forwarding headers set as described above.
-/// `authority` is the request URI's (HTTP/2's `:authority`).
+/// `authority` is the request URI's (HTTP/2's `:authority`); `over_tls` whether the request
+/// came over the TLS listener.
 pub(crate) fn apply(
     headers: &mut HeaderMap,
     peer: IpAddr,
     authority: Option<&Authority>,
     trusted: &[ipnet::IpNet],
+    over_tls: bool,
 ) {
+    let proto = HeaderValue::from_static(if over_tls { "https" } else { "http" });
     // An IPv4 client on a dual-stack listener shows up as `::ffff:a.b.c.d`.
     let peer = peer.to_canonical();
     let host = headers
@@ -37,7 +41,7 @@ pub(crate) fn apply(
     if trusted.iter().any(|net| net.contains(&peer)) {
         append_forwarded_for(headers, peer);
         if !headers.contains_key(&XFP) {
-            headers.insert(XFP, HeaderValue::from_static("http"));
+            headers.insert(XFP, proto);
         }
         if let (false, Some(host)) = (headers.contains_key(&XFH), host) {
             headers.insert(XFH, host);
@@ -47,7 +51,7 @@ pub(crate) fn apply(
             headers.remove(name);
         }
         append_forwarded_for(headers, peer);
-        headers.insert(XFP, HeaderValue::from_static("http"));
+        headers.insert(XFP, proto);
         if let Some(host) = host {
             headers.insert(XFH, host);
         }
@@ -91,7 +95,13 @@ mod tests {
     fn a_trusted_peer_extends_the_list_and_keeps_its_headers() {
         let nets = ["10.9.0.0/16".parse().unwrap()];
         let mut h = client_headers();
-        apply(&mut h, "::ffff:10.9.1.2".parse().unwrap(), None, &nets);
+        apply(
+            &mut h,
+            "::ffff:10.9.1.2".parse().unwrap(),
+            None,
+            &nets,
+            false,
+        );
         let all: Vec<_> = h.get_all(XFF).iter().collect();
         assert_eq!(all, ["10.0.0.1, 10.0.0.2, 10.0.0.3, 10.9.1.2"]);
         assert_eq!(h[XFP], "https");
@@ -104,7 +114,7 @@ mod tests {
     fn an_untrusted_peer_gets_its_headers_replaced() {
         let nets = ["10.9.0.0/16".parse().unwrap()];
         let mut h = client_headers();
-        apply(&mut h, "192.0.2.7".parse().unwrap(), None, &nets);
+        apply(&mut h, "192.0.2.7".parse().unwrap(), None, &nets, false);
         assert_eq!(h[XFF], "192.0.2.7");
         assert_eq!(h.get_all(XFF).iter().count(), 1);
         assert_eq!(h[XFP], "http");
@@ -117,12 +127,37 @@ mod tests {
         let mut h = client_headers();
         h.remove(HOST);
         let auth: Authority = "h2.example:8080".parse().unwrap();
-        apply(&mut h, "192.0.2.7".parse().unwrap(), Some(&auth), &[]);
+        apply(
+            &mut h,
+            "192.0.2.7".parse().unwrap(),
+            Some(&auth),
+            &[],
+            false,
+        );
         assert_eq!(h[XFH], "h2.example:8080");
         // No host at all: the client's own `X-Forwarded-Host` is not left behind.
         let mut h = client_headers();
         h.remove(HOST);
-        apply(&mut h, "192.0.2.7".parse().unwrap(), None, &[]);
+        apply(&mut h, "192.0.2.7".parse().unwrap(), None, &[], false);
         assert!(!h.contains_key(XFH));
+    }
+
+    #[test]
+    fn over_tls_the_proto_is_https() {
+        // An untrusted peer on the TLS listener: its own claim is replaced by the truth.
+        let mut h = client_headers();
+        h.insert(XFP, HeaderValue::from_static("http"));
+        apply(&mut h, "192.0.2.7".parse().unwrap(), None, &[], true);
+        assert_eq!(h[XFP], "https");
+        // An untrusted peer on the plaintext listener cannot claim https.
+        let mut h = client_headers();
+        apply(&mut h, "192.0.2.7".parse().unwrap(), None, &[], false);
+        assert_eq!(h[XFP], "http");
+        // A trusted proxy that said nothing: the listener's scheme.
+        let nets = ["10.9.0.0/16".parse().unwrap()];
+        let mut h = client_headers();
+        h.remove(XFP);
+        apply(&mut h, "10.9.1.2".parse().unwrap(), None, &nets, true);
+        assert_eq!(h[XFP], "https");
     }
 }

@@ -41,6 +41,7 @@ mod respond;
 mod router;
 mod server;
 mod telemetry;
+mod tls;
 mod upstream;
 
 pub use cache::CACHE_HEADER;
@@ -50,6 +51,7 @@ pub use reload::{
     Overrides, ReloadError, ReloadReport, Reloader, RestartRequired, UpstreamChanges,
 };
 pub use respond::Stats;
+pub use tls::{TlsError, TlsReloader};
 pub use upstream::Body;
 pub use upstream::DEADLINE_HEADER;
 
@@ -91,9 +93,13 @@ pub fn open_files_warning(server: &manifold_config::ServerSettings, limit: u64) 
 pub struct Gateway {
     /// The running plans, swapped whole by a reload ([`Reloader`]).
     live: Arc<reload::Live>,
-    listener: TcpListener,
+    /// The plaintext client listener (`None` in a TLS-only deployment).
+    listener: Option<TcpListener>,
+    /// `server.tls`: the HTTPS listener and its certificate.
+    tls: Option<(TcpListener, Arc<tls::TlsFiles>)>,
     admin: TcpListener,
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     admin_addr: SocketAddr,
     offload: Option<offload::Offload>,
 }
@@ -105,34 +111,36 @@ impl Gateway {
         manifold_config::check_admin_exposure(&config.server)
             .map_err(GatewayError::AdminExposed)?;
         let router = router::Router::new(&config)?;
-        let listen = config.server.listen;
-        let admin = config.server.admin;
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|source| GatewayError::Bind {
-                addr: listen,
-                source,
-            })?;
-        let admin = TcpListener::bind(admin)
-            .await
-            .map_err(|source| GatewayError::Bind {
-                addr: admin,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| GatewayError::Bind {
-            addr: listen,
-            source,
-        })?;
-        let admin_addr = admin.local_addr().map_err(|source| GatewayError::Bind {
-            addr: config.server.admin,
-            source,
-        })?;
+        // The certificate first: a bad file is a start-up error before anything is bound.
+        let tls_files = match &config.server.tls {
+            Some(t) => Some((t.listen, Arc::new(tls::TlsFiles::new(t)?))),
+            None => None,
+        };
+        let listener = match config.server.listen {
+            Some(listen) => Some(bind_listener(listen).await?),
+            None => None,
+        };
+        let tls = match tls_files {
+            Some((listen, files)) => Some((bind_listener(listen).await?, files)),
+            None => None,
+        };
+        let admin = bind_listener(config.server.admin).await?;
+        let tls_addr = tls.as_ref().map(|(l, _)| l.0);
+        let tls = tls.map(|(l, files)| (l.1, files));
+        // Without a plaintext listener, the HTTPS one is the client-facing address.
+        let addr = listener
+            .as_ref()
+            .map(|l| l.0)
+            .or(tls_addr)
+            .unwrap_or(admin.0);
+        let listener = listener.map(|l| l.1);
+        let (admin_addr, admin) = admin;
         // One stack per `[upstreams.NAME]`, by index: every outbound request goes through it.
-        let clients: Vec<Arc<upstream::Upstream>> = config
+        let clients = config
             .upstreams
             .iter()
-            .map(|u| Arc::new(upstream::Upstream::new(u)))
-            .collect();
+            .map(|u| upstream::Upstream::new(u).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
         let caching = cache::Caching::new(&config).map_err(GatewayError::Cache)?;
         // The queue is opened only when some route offloads (async or publish calls): a gateway
         // without them writes nothing to disk and needs no broker. The `[events]` publisher
@@ -183,19 +191,41 @@ impl Gateway {
             stats,
             limit,
         };
+        let tls_reloader = TlsReloader(tls.as_ref().map(|(_, files)| Arc::clone(files)));
         Ok(Gateway {
-            live: Arc::new(reload::Live::new(shared, stacks)),
+            live: Arc::new(reload::Live::new(shared, stacks, tls_reloader)),
             listener,
+            tls,
             admin,
             addr,
+            tls_addr,
             admin_addr,
             offload,
         })
     }
 
-    /// The client-facing address actually bound.
+    /// The client-facing address actually bound: the plaintext listener's, or the HTTPS one's
+    /// in a TLS-only deployment.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The HTTPS listener's address actually bound (`server.tls`).
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// Re-read `server.tls.cert` and `server.tls.key` without dropping a connection: new
+    /// handshakes present the new certificate. A bad file is refused with an error naming it,
+    /// and the current certificate stays. Without `server.tls`, nothing to do.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        self.tls_reloader().reload_tls()
+    }
+
+    /// A handle doing what [`Gateway::reload_tls`] does, kept after [`Gateway::run`] took the
+    /// gateway.
+    pub fn tls_reloader(&self) -> TlsReloader {
+        TlsReloader(self.tls.as_ref().map(|(_, files)| Arc::clone(files)))
     }
 
     /// The admin address actually bound.
@@ -255,20 +285,32 @@ impl Gateway {
             let stop = admin_stop.clone();
             tokio::spawn(server::serve(
                 self.admin,
+                None,
                 move |req, _peer| admin::handle(Arc::clone(&state), req),
                 admin_limits,
                 stop,
             ))
         };
-        let live = Arc::clone(&self.live);
         let main_stop = CancellationToken::new();
-        // Each request takes the plans running when it arrives and holds them to its end.
-        let main = tokio::spawn(server::serve(
-            self.listener,
-            move |req, peer| handler::handle(live.current.load_full(), req, peer),
-            limits,
-            main_stop.clone(),
-        ));
+        // The plaintext and the HTTPS listener serve the same routes, each with its own
+        // connection slots (`max_connections` each). Each request takes the plans running when
+        // it arrives and holds them to its end.
+        let client_listeners = self
+            .listener
+            .map(|l| (l, None))
+            .into_iter()
+            .chain(self.tls.map(|(l, files)| (l, Some(files))));
+        let mut main = Vec::new();
+        for (listener, tls) in client_listeners {
+            let live = Arc::clone(&self.live);
+            main.push(tokio::spawn(server::serve(
+                listener,
+                tls,
+                move |req, peer| handler::handle(live.current.load_full(), req, peer),
+                limits,
+                main_stop.clone(),
+            )));
+        }
         stop.cancelled().await;
         admin_state.ready.store(false, Ordering::Relaxed);
         let delay = self.live.current.load().config.server.drain_delay;
@@ -281,7 +323,9 @@ impl Gateway {
         }
         tracing::info!("shutting down: no new connections; draining in-flight requests");
         main_stop.cancel();
-        let _ = main.await;
+        for task in main {
+            let _ = task.await;
+        }
         // Requests are drained: every accepted task is in the queue. Stop delivering (what is
         // left is delivered after the next start).
         if let Some(offload) = self.offload {
@@ -292,6 +336,14 @@ impl Gateway {
         admin_stop.cancel();
         let _ = admin_task.await;
     }
+}
+
+/// Bind `addr`; the address actually bound (port 0 picks one) with the listener.
+async fn bind_listener(addr: SocketAddr) -> Result<(SocketAddr, TcpListener), GatewayError> {
+    let bind = |source| GatewayError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind)?;
+    let local = listener.local_addr().map_err(bind)?;
+    Ok((local, listener))
 }
 
 #[cfg(test)]

@@ -117,6 +117,7 @@ pub(crate) async fn forward(
         peer.ip(),
         parts.uri.authority(),
         &server.trusted_proxies,
+        parts.extensions.get::<crate::tls::OverTls>().is_some(),
     );
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;

@@ -1,6 +1,11 @@
-//! Listeners: accept connections, serve HTTP/1.1 and HTTP/2 (h2c) on one port, and shut down
-//! gracefully — stop accepting, let in-flight requests finish up to the drain timeout, then
-//! abort what is left.
+//! Listeners: accept connections, serve HTTP/1.1 and HTTP/2 (h2c, or over TLS with ALPN) on
+//! one port, and shut down gracefully — stop accepting, let in-flight requests finish up to the
+//! drain timeout, then abort what is left.
+//!
+//! On the TLS listener the handshake runs in the connection's task, inside the connection's
+//! slot and on its clock: the handshake and the first request head together must be done
+//! within `header_read_timeout` of the accept, so a socket that opens TLS and stalls is closed
+//! like one that sends nothing; a drain closes connections still handshaking.
 //!
 //! At most `max_connections` connections are served at once: beyond it the listener stops
 //! accepting and new connections wait in the kernel's listen backlog, so a flood costs the
@@ -9,6 +14,7 @@
 //! [`conn`](crate::conn).
 
 use crate::conn::{self, Activity, Exec};
+use crate::tls::{OverTls, TlsFiles};
 use crate::upstream::Body;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -20,6 +26,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -52,8 +59,11 @@ pub(crate) struct Limits {
 /// `limits.drain` and abort the connections still open. The handler is given each request and
 /// its client's address (the proxy passes that on in `X-Forwarded-For`; it is not put in the
 /// request's extensions, which would allocate for every request).
+///
+/// With `tls`, every connection is handshaken first and its requests carry [`OverTls`].
 pub(crate) async fn serve<H, F>(
     listener: TcpListener,
+    tls: Option<Arc<TlsFiles>>,
     handler: H,
     limits: Limits,
     stop: CancellationToken,
@@ -66,6 +76,7 @@ pub(crate) async fn serve<H, F>(
     let drain = CancellationToken::new();
     let kill = CancellationToken::new();
     let mut builder = auto::Builder::new(Exec::new(kill.clone()));
+    let acceptor = tls.as_ref().map(|t| t.acceptor());
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -76,6 +87,7 @@ pub(crate) async fn serve<H, F>(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(H2_PING_INTERVAL))
         .keep_alive_timeout(H2_PING_TIMEOUT);
+    let builder = Arc::new(builder);
     // Every connection task holds a slot until it ends, so "all slots free" is "all connections
     // closed" (acquire_many counts in u32).
     let total = limits
@@ -119,27 +131,41 @@ pub(crate) async fn serve<H, F>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                // The connection's clock starts at the accept, before any handshake.
                 let activity = Arc::new(Activity::new());
                 let handler = handler.clone();
-                let in_conn = Arc::clone(&activity);
-                let conn = builder
-                    .serve_connection(
-                        TokioIo::new(stream),
-                        service_fn(move |req: Request<Incoming>| {
-                            conn::answer(
-                                Arc::clone(&in_conn),
-                                req,
-                                peer,
-                                handler.clone(),
-                                limits.passthrough,
-                            )
-                        }),
-                    )
-                    .into_owned();
+                let builder = Arc::clone(&builder);
+                let acceptor = acceptor.clone();
                 let (drain, kill) = (drain.clone(), kill.clone());
                 tokio::spawn(async move {
                     let _slot = slot;
-                    conn::run(conn, activity, peer, limits, drain, kill).await;
+                    let ends = Ends { limits, drain, kill };
+                    let Some(acceptor) = acceptor else {
+                        let plain = (stream, false);
+                        return connection(&builder, plain, activity, peer, handler, ends).await;
+                    };
+                    let due = activity.since() + limits.header_read_timeout;
+                    let stream = tokio::select! {
+                        done = tokio::time::timeout_at(due, acceptor.accept(stream)) => match done {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(
+                                    %peer,
+                                    timeout = ?limits.header_read_timeout,
+                                    "TLS handshake not finished within header_read_timeout; connection closed"
+                                );
+                                return;
+                            }
+                        },
+                        // Nothing in flight yet: a drain or the kill closes it at once.
+                        _ = ends.drain.cancelled() => return,
+                        _ = ends.kill.cancelled() => return,
+                    };
+                    connection(&builder, (stream, true), activity, peer, handler, ends).await;
                 });
             }
             _ = stop.cancelled() => break,
@@ -164,4 +190,47 @@ pub(crate) async fn serve<H, F>(
         // the connections are closed when this returns.
         let _ = tokio::time::timeout(Duration::from_secs(1), slots.acquire_many(all)).await;
     }
+}
+
+/// What ends a connection: its limits, the drain and the kill.
+struct Ends {
+    limits: Limits,
+    drain: CancellationToken,
+    kill: CancellationToken,
+}
+
+/// Serve one accepted (and, for TLS, handshaken: `over_tls`) connection until it ends
+/// ([`conn::run`]).
+async fn connection<IO, H, F>(
+    builder: &auto::Builder<Exec>,
+    (io, over_tls): (IO, bool),
+    activity: Arc<Activity>,
+    peer: SocketAddr,
+    handler: H,
+    ends: Ends,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let in_conn = Arc::clone(&activity);
+    let passthrough = ends.limits.passthrough;
+    let conn = builder
+        .serve_connection(
+            TokioIo::new(io),
+            service_fn(move |mut req: Request<Incoming>| {
+                if over_tls {
+                    req.extensions_mut().insert(OverTls);
+                }
+                conn::answer(
+                    Arc::clone(&in_conn),
+                    req,
+                    peer,
+                    handler.clone(),
+                    passthrough,
+                )
+            }),
+        )
+        .into_owned();
+    conn::run(conn, activity, peer, ends.limits, ends.drain, ends.kill).await;
 }

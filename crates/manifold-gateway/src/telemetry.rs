@@ -145,7 +145,7 @@ impl Telemetry {
     pub(crate) fn reconfigure(&self, config: &Config) -> Telemetry {
         let store = self.store.as_ref().and_then(|old| {
             store_routes(config)
-                .and_then(|routes| tm::store::TraceStore::new(old.bounds().clone(), routes))
+                .and_then(|routes| tm::store::TraceStore::new(*old.bounds(), routes))
                 .map_err(|e| tracing::warn!(error = %e, "trace store: kept off after the reload"))
                 .ok()
         });

@@ -16,5 +16,6 @@ mod shed;
 mod support;
 mod telemetry;
 mod telemetry_calls;
+mod tls;
 mod traces;
 mod upstream_policies;

@@ -40,12 +40,27 @@ pub struct SimConfig {
     pub host: IpAddr,
     /// Services by name (ordered by name).
     pub services: BTreeMap<String, ServiceConfig>,
+    /// `tls = { cert = "cert.pem", key = "key.pem" }`: every service speaks HTTPS (HTTP/1.1
+    /// and HTTP/2 by ALPN) with this certificate, to try `https://` upstreams. Paths are
+    /// relative to the sim file.
+    #[serde(default)]
+    pub tls: Option<SimTls>,
     /// How service times are waited out: tokio's millisecond timer (the default, which follows
     /// paused time in tests) or [`manifold_timer::Timer::precise`], which ends each wait within
     /// tens of microseconds instead of rounding it up to the next millisecond. Not read from
     /// TOML: the command line chooses (`manifold sim --timer`).
     #[serde(skip)]
     pub timer: manifold_timer::Timer,
+}
+
+/// `tls`: the certificate chain and key (PEM) every service presents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimTls {
+    /// The certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// The leaf's private key.
+    pub key: std::path::PathBuf,
 }
 
 /// One simulated service: a set of endpoints served by one or more replicas.
@@ -258,10 +273,16 @@ impl SimConfig {
             what: format!("reading {}", path.display()),
             source,
         })?;
-        Self::from_toml(&src).map_err(|e| match e {
+        let mut cfg = Self::from_toml(&src).map_err(|e| match e {
             SimError::Config(m) => SimError::Config(format!("{}: {m}", path.display())),
             other => other,
-        })
+        })?;
+        if let Some(tls) = &mut cfg.tls {
+            let dir = path.parent().unwrap_or_else(|| std::path::Path::new(""));
+            tls.cert = dir.join(&tls.cert);
+            tls.key = dir.join(&tls.key);
+        }
+        Ok(cfg)
     }
 
     /// The seed documents' shop, every listener on an ephemeral loopback port:
@@ -384,6 +405,7 @@ impl SimConfig {
             seed: DEFAULT_SEED,
             host: default_host(),
             services,
+            tls: None,
             timer: manifold_timer::Timer::default(),
         }
     }

@@ -28,10 +28,11 @@ mod replica;
 mod server;
 mod stats;
 mod template;
+mod tls;
 
 pub use config::{
     EndpointConfig, FaultConfig, FaultKind, ReplicaConfig, ResponseConfig, ServiceConfig,
-    SimConfig, DEFAULT_SEED, SHOP_SERVICES,
+    SimConfig, SimTls, DEFAULT_SEED, SHOP_SERVICES,
 };
 pub use latency::{Latency, MAX_LATENCY};
 pub use server::{RunningSim, Sim, MAX_BODY_BYTES, MAX_STALL};

@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     timer: manifold_timer::Timer,
     stall_until: Mutex<Option<Instant>>,
     pub(crate) services: Vec<ServiceState>,
+    /// `https` with `tls`, else `http`: what [`RunningSim::url`] says.
+    scheme: &'static str,
 }
 
 /// A running simulation: one listener per replica of every service. Dropping it stops the
@@ -171,7 +173,13 @@ impl Sim {
             timer: config.timer.clone(),
             stall_until: Mutex::new(None),
             services,
+            scheme: if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
         });
+        let acceptor = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
         for (si, ri, listener) in listeners {
@@ -182,6 +190,7 @@ impl Sim {
             };
             tracker.spawn(accept_loop(
                 listener,
+                acceptor.clone(),
                 handler,
                 token.clone(),
                 tracker.clone(),
@@ -215,14 +224,15 @@ impl RunningSim {
 
     /// `http://ADDR` of a service's first replica.
     pub fn url(&self, service: &str) -> Option<String> {
-        self.addr(service).map(|a| format!("http://{a}"))
+        let scheme = self.shared.scheme;
+        self.addr(service).map(|a| format!("{scheme}://{a}"))
     }
 
-    /// `http://ADDR` of each of a service's replicas.
+    /// `http://ADDR` (`https://` with `tls`) of each of a service's replicas.
     pub fn urls(&self, service: &str) -> Vec<String> {
         self.addrs(service)
             .into_iter()
-            .map(|a| format!("http://{a}"))
+            .map(|a| format!("{}://{a}", self.shared.scheme))
             .collect()
     }
 
@@ -375,8 +385,12 @@ fn derive_seed(seed: u64, service: &str, replica: usize, endpoint: usize) -> u64
     x ^ (x >> 31)
 }
 
+/// How long a client may take to finish a TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn accept_loop(
     listener: TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     handler: Handler,
     token: CancellationToken,
     tracker: TaskTracker,
@@ -398,22 +412,49 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let token = token.clone();
+        let acceptor = acceptor.clone();
         tracker.spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let h = handler.clone();
-                async move { h.handle(req).await }
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            tokio::select! {
-                () = token.cancelled() => {}
-                r = conn => {
-                    if let Err(err) = r {
-                        tracing::debug!(%err, "sim connection ended with an error");
-                    }
+            match acceptor {
+                None => serve_connection(stream, handler, token).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    let stream = tokio::select! {
+                        () = token.cancelled() => return,
+                        r = handshake => match r {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(err)) => {
+                                tracing::debug!(%err, "sim TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        },
+                    };
+                    serve_connection(stream, handler, token).await;
                 }
             }
         });
+    }
+}
+
+/// Serve one (plain or TLS) connection until it ends or the sim stops.
+async fn serve_connection<IO>(io: IO, handler: Handler, token: CancellationToken)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let h = handler.clone();
+        async move { h.handle(req).await }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::select! {
+        () = token.cancelled() => {}
+        r = conn => {
+            if let Err(err) = r {
+                tracing::debug!(%err, "sim connection ended with an error");
+            }
+        }
     }
 }
 

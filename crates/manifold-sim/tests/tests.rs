@@ -5,6 +5,7 @@ mod faults;
 mod replicas;
 mod shop;
 mod timing;
+mod tls;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! the official Python `opentelemetry-proto` decoding the same bytes), and `promtool` on a scrape.
 
 mod export;
+mod export_tls;
 mod metrics;
 mod props;
 mod spans;

@@ -51,7 +51,7 @@ impl Overrides {
     /// Write the overrides into `config`.
     pub fn apply(&self, config: &mut Config) {
         if let Some(l) = self.listen {
-            config.server.listen = l;
+            config.server.listen = Some(l);
         }
         if let Some(a) = self.admin {
             config.server.admin = a;
@@ -69,15 +69,22 @@ pub(crate) struct Live {
     overrides: Mutex<Overrides>,
     /// The dispatcher's stacks (none when no queue is open).
     stacks: Option<Arc<crate::offload::Stacks>>,
+    /// Re-reads `server.tls`'s certificate and key (nothing to do without `server.tls`).
+    tls: crate::TlsReloader,
 }
 
 impl Live {
-    pub(crate) fn new(shared: Shared, stacks: Option<Arc<crate::offload::Stacks>>) -> Live {
+    pub(crate) fn new(
+        shared: Shared,
+        stacks: Option<Arc<crate::offload::Stacks>>,
+        tls: crate::TlsReloader,
+    ) -> Live {
         Live {
             current: ArcSwap::from_pointee(shared),
             lock: tokio::sync::Mutex::new(()),
             overrides: Mutex::new(Overrides::default()),
             stacks,
+            tls,
         }
     }
 
@@ -137,16 +144,19 @@ impl Live {
     fn swap(&self, config: Config) -> Result<ReloadReport, ReloadError> {
         let running = self.current.load_full();
         let (shared, report) = next::build(&running, config)?;
+        // The listener's certificate and key are part of what a reload re-reads (a renewed
+        // certificate is picked up by SIGHUP, `POST /reload` or `--watch`). Read them after the
+        // new plans are built and before anything is swapped: a certificate that cannot be used
+        // refuses the whole reload, and the running config and certificate both stay.
+        self.tls.reload_tls().map_err(|e| ReloadError::Refused {
+            file: shared.config.source.clone(),
+            reason: e.to_string(),
+        })?;
         let clients = shared.clients.clone();
         self.current.store(Arc::new(shared));
         if let Some(stacks) = &self.stacks {
             stacks.update(&clients);
         }
-        // TLS HOOK (issue 16, item 1): re-read the downstream certificate and key here — what
-        // `Gateway::reload_tls()` does — so that SIGHUP, `POST /reload` and `--watch` renew them
-        // too. `Live` is what the reload paths share (the `Gateway` itself is consumed by
-        // `run`): keep the TLS acceptor's reload handle in a field here, as `stacks` is kept,
-        // and call it at this line. This is the one place a successful reload touches TLS.
         Ok(report)
     }
 }

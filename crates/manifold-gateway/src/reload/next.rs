@@ -30,7 +30,8 @@ pub(super) fn build(
         }
     }
     let router = crate::router::Router::new(&config).map_err(|e| refuse(e.to_string()))?;
-    let (clients, upstreams) = carry_stacks(&running.clients, &running.config, &config);
+    let (clients, upstreams) = carry_stacks(&running.clients, &running.config, &config)
+        .map_err(|e| refuse(e.to_string()))?;
     let report = ReloadReport {
         file: config.source.clone(),
         routes: config.routes.len(),
@@ -59,6 +60,8 @@ fn keep_restart_only(running: &Config, next: &mut Config) -> Vec<RestartRequired
     let (r, n) = (&running.server, &mut next.server);
     // Shown with their values: addresses, limits and durations hold no secret.
     shown(&mut out, "server.listen", &r.listen, &mut n.listen);
+    // The HTTPS listener's address and its files' paths (the files themselves are re-read).
+    shown(&mut out, "server.tls", &r.tls, &mut n.tls);
     shown(&mut out, "server.admin", &r.admin, &mut n.admin);
     shown(
         &mut out,
@@ -173,13 +176,17 @@ fn first_offloading_call(config: &Config) -> Option<(&str, &str)> {
 
 /// One stack per upstream of `next`, in its order (calls index them): the running `Arc` where
 /// the `[upstreams.NAME]` settings are the same, a new stack where they changed or are new.
+///
+/// An upstream that names TLS files (`ca`, `client_cert`) always gets a new stack: the settings
+/// hold the files' paths, not their contents, and a reload is how a rotated certificate is
+/// picked up. A file that cannot be read refuses the whole reload.
 pub(super) fn carry_stacks(
     clients: &[Arc<Upstream>],
     running: &Config,
     next: &Config,
-) -> (Vec<Arc<Upstream>>, UpstreamChanges) {
+) -> Result<(Vec<Arc<Upstream>>, UpstreamChanges), crate::TlsError> {
     let mut changes = UpstreamChanges::default();
-    let stacks = next
+    let stacks: Result<Vec<_>, _> = next
         .upstreams
         .iter()
         .map(|u| {
@@ -188,27 +195,29 @@ pub(super) fn carry_stacks(
                 .iter()
                 .position(|o| o.name == u.name)
                 .and_then(|i| Some((&running.upstreams[i], clients.get(i)?)));
+            let files = u.tls.ca.is_some() || u.tls.client.is_some();
             match old {
-                Some((cfg, stack)) if same(cfg, u) => {
+                Some((cfg, stack)) if same(cfg, u) && !files => {
                     changes.kept.push(u.name.clone());
-                    Arc::clone(stack)
+                    Ok(Arc::clone(stack))
                 }
                 Some(_) => {
                     changes.changed.push(u.name.clone());
-                    Arc::new(Upstream::new(u))
+                    Upstream::new(u).map(Arc::new)
                 }
                 None => {
                     changes.added.push(u.name.clone());
-                    Arc::new(Upstream::new(u))
+                    Upstream::new(u).map(Arc::new)
                 }
             }
         })
         .collect();
+    let stacks = stacks?;
     changes.removed = running
         .upstreams
         .iter()
         .filter(|o| next.upstream(&o.name).is_none())
         .map(|o| o.name.clone())
         .collect();
-    (stacks, changes)
+    Ok((stacks, changes))
 }

@@ -115,7 +115,7 @@ async fn restart_only_settings_keep_their_running_values_and_are_reported() {
          drain_timeout = \"3s\"\n[cache]\nmax_bytes = 1048576\n[telemetry]\naccess_log = \"json\"",
     );
     let mut next = compile(&next);
-    next.server.listen = "127.0.0.1:9".parse().unwrap();
+    next.server.listen = Some("127.0.0.1:9".parse().unwrap());
     let report = gw.reloader().apply(next).await.unwrap();
     let keys: Vec<_> = report.restart_required.iter().map(|r| r.key).collect();
     assert_eq!(
@@ -130,7 +130,7 @@ async fn restart_only_settings_keep_their_running_values_and_are_reported() {
     );
     let listen_msg = &report.restart_required[0].message;
     assert!(
-        listen_msg.contains("127.0.0.1:9") && listen_msg.contains(&running.to_string()),
+        listen_msg.contains("127.0.0.1:9") && listen_msg.contains(&format!("{running:?}")),
         "{listen_msg}"
     );
     // A section's message names no value (it may hold a password).
@@ -277,10 +277,10 @@ fn the_dispatcher_delivers_through_new_stacks_and_keeps_removed_ones() {
     let old: Vec<_> = config
         .upstreams
         .iter()
-        .map(|u| Arc::new(crate::upstream::Upstream::new(u)))
+        .map(|u| Arc::new(crate::upstream::Upstream::new(u).expect("the stack")))
         .collect();
     let stacks = crate::offload::Stacks::for_test(&old);
-    let newer = Arc::new(crate::upstream::Upstream::new(&config.upstreams[1]));
+    let newer = Arc::new(crate::upstream::Upstream::new(&config.upstreams[1]).expect("the stack"));
     stacks.update(std::slice::from_ref(&newer));
     assert!(Arc::ptr_eq(&stacks.get("b").unwrap(), &newer));
     // `a` was not in the new list (removed): tasks already queued for it still find it.

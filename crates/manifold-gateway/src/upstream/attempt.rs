@@ -241,16 +241,16 @@ impl Attempts {
         &self.core.endpoints
     }
 
-    pub(crate) fn new(up: &manifold_config::Upstream) -> Self {
-        Attempts {
+    pub(crate) fn new(up: &manifold_config::Upstream) -> Result<Self, crate::tls::TlsError> {
+        Ok(Attempts {
             core: Arc::new(Core {
                 name: up.name.clone(),
                 span_name: Arc::from(up.name.as_str()),
                 timeout: up.timeout,
                 endpoints: Endpoints::new(up),
-                pool: client::Pool::new(up),
+                pool: client::Pool::new(up)?,
             }),
-        }
+        })
     }
 }
 
@@ -327,7 +327,7 @@ impl Core {
     where
         B: Send + 'static,
         T: Answered,
-        F: FnOnce(Arc<Core>, Request<B>, FirstByte) -> Fut + Send + 'static,
+        F: FnOnce(Arc<Core>, Request<B>, FirstByte, client::Sender) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, CallError>> + Send + 'static,
     {
         let lease = match self.endpoints.pick(attempt.avoid) {
@@ -349,7 +349,9 @@ impl Core {
                 Ok(req) => {
                     let core = Arc::clone(&self);
                     let mark = span.as_ref().map(|s| Arc::clone(&s.first_byte));
-                    match tokio::time::timeout_at(bound.until, send(core, req, mark)).await {
+                    let sender = lease.target().sender(&self.pool);
+                    let sent = send(core, req, mark, sender);
+                    match tokio::time::timeout_at(bound.until, sent).await {
                         Ok(r) => r,
                         Err(_) => Err(error::no_answer(
                             &self.name,
@@ -415,28 +417,32 @@ impl tower::Service<Attempt<FetchReq>> for Attempts {
             picked,
             kind,
         };
-        Arc::clone(&self.core).run(header, budget, Ok(req), move |core, req, mark| async move {
-            let response = core
-                .pool
-                .request(req)
-                .await
-                .map_err(|e| error::transport(&core.name, &e))?;
-            mark_first_byte(mark.as_ref());
-            let (parts, body) = response.into_parts();
-            let body = match read {
-                Read::All { max } => core.read_all(body, max).await?,
-                Read::Discard { max } => {
-                    let _ = Limited::new(body, max).collect().await;
-                    Bytes::new()
-                }
-            };
-            Ok(Answer {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-                trail: None,
-            })
-        })
+        Arc::clone(&self.core).run(
+            header,
+            budget,
+            Ok(req),
+            move |core, req, mark, sender| async move {
+                let response = sender
+                    .request(req)
+                    .await
+                    .map_err(|e| error::transport(&core.name, &e))?;
+                mark_first_byte(mark.as_ref());
+                let (parts, body) = response.into_parts();
+                let body = match read {
+                    Read::All { max } => core.read_all(body, max).await?,
+                    Read::Discard { max } => {
+                        let _ = Limited::new(body, max).collect().await;
+                        Bytes::new()
+                    }
+                };
+                Ok(Answer {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body,
+                    trail: None,
+                })
+            },
+        )
     }
 }
 
@@ -479,9 +485,8 @@ impl tower::Service<Attempt<SendReq>> for Attempts {
             picked,
             kind,
         };
-        Arc::clone(&self.core).run(header, budget, req, |core, req, mark| async move {
-            let response = core
-                .pool
+        Arc::clone(&self.core).run(header, budget, req, |core, req, mark, sender| async move {
+            let response = sender
                 .request(req)
                 .await
                 .map_err(|e| error::transport(&core.name, &e));

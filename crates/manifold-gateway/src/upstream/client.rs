@@ -1,16 +1,37 @@
-//! The pooled client under every upstream stack: one keep-alive pool per upstream, shared by all
-//! its endpoints (hyper-util keys its pool by scheme and authority).
+//! The pooled clients under every upstream stack: one keep-alive pool per target, that is per
+//! endpoint as configured or, once its name is resolved, per address ([`super::resolve`]), so
+//! each replica behind a name gets its own connections.
 //!
 //! hyper-util's legacy client is used directly rather than reqwest: a gateway must not follow
 //! redirects, keep cookies or read proxy variables from the environment behind the user's back.
+//!
+//! `https://` endpoints go through hyper-rustls's `HttpsConnector` rather than a connector of
+//! our own over tokio-rustls: it already reports the ALPN result to hyper-util, which then speaks
+//! HTTP/2 on a connection that negotiated `h2` and HTTP/1.1 otherwise, on the same pool.
+//!
+//! Why a client per target rather than one per upstream keyed by address: the request must
+//! name the host as configured — SNI and the certificate check, `Host`, and HTTP/2's
+//! `:authority`, which hyper takes from the URI — while the connection goes to the resolved
+//! address. So the URI carries the configured authority, and each target's connector dials
+//! its own address ([`Dial`]) with its server name fixed to the configured host.
 
+use super::resolve::Key;
+use super::tls;
 use crate::error::BoxError;
+use crate::tls::TlsError;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::combinators::BoxBody;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::ServerName;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// Idle keep-alive connections kept per endpoint (hyper-util's pool key, scheme + authority).
@@ -25,30 +46,171 @@ const MAX_IDLE_PER_ENDPOINT: usize = 64;
 /// The body type the gateway sends and answers with.
 pub type Body = BoxBody<Bytes, BoxError>;
 
-/// The keep-alive pool of one upstream. Only [`super::Upstream`] sends through it.
+/// What builds the pooled clients of one upstream's targets. Only [`super::Upstream`] sends
+/// through them.
 #[derive(Debug)]
 pub(super) struct Pool {
-    client: Client<HttpConnector, Body>,
+    connect_timeout: Duration,
+    http2: bool,
+    /// By configured endpoint index: for an `https://` endpoint, its TLS configuration and
+    /// the server name its certificate must carry (the configured host); `None` for `http://`.
+    tls: Vec<Option<(rustls::ClientConfig, ServerName<'static>)>>,
+}
+
+/// The pooled client of one target (an endpoint, or one address of a resolved endpoint):
+/// requests name the endpoint as configured (`Host`, HTTP/2's `:authority`, SNI), and its
+/// connector dials the target's address.
+#[derive(Debug, Clone)]
+pub(super) enum Sender {
+    Plain(Client<HttpConnector<Dial>, Body>),
+    Tls(Client<HttpsConnector<HttpConnector<Dial>>, Body>),
+}
+
+impl Sender {
+    /// Send one request with an absolute URI; resolves with the response head.
+    pub(super) fn request(&self, req: Request<Body>) -> ResponseFuture {
+        match self {
+            Sender::Plain(c) => c.request(req),
+            Sender::Tls(c) => c.request(req),
+        }
+    }
 }
 
 impl Pool {
-    pub(super) fn new(up: &manifold_config::Upstream) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(up.connect_timeout));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
+    /// Fails when a TLS file of the upstream cannot be used (or an https upstream without
+    /// `ca` finds no system roots).
+    pub(super) fn new(up: &manifold_config::Upstream) -> Result<Self, TlsError> {
+        let mut config = None;
+        let mut tls = Vec::with_capacity(up.endpoints.len());
+        for ep in &up.endpoints {
+            if ep.scheme != "https" {
+                tls.push(None);
+                continue;
+            }
+            let config = match &config {
+                Some(c) => c,
+                None => config.insert(tls::client_config(up)?),
+            };
+            let name = server_name(&ep.authority).map_err(|e| TlsError::Rustls {
+                what: format!("upstream `{}`: endpoint {}", up.name, ep.url),
+                source: rustls::Error::General(e),
+            })?;
+            tls.push(Some((rustls::ClientConfig::clone(config), name)));
+        }
+        Ok(Pool {
+            connect_timeout: up.connect_timeout,
+            http2: up.http2,
+            tls,
+        })
+    }
+
+    /// The client of the target `key`: dialing its address when it has one, else resolving
+    /// the configured name per connection.
+    pub(super) fn sender(&self, key: Key) -> Sender {
+        let dial = match key.addr {
+            Some(addr) => Dial::Fixed(addr),
+            None => Dial::System(GaiResolver::new()),
+        };
+        let mut http = HttpConnector::new_with_resolver(dial);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(self.connect_timeout));
+        let Some(Some((config, name))) = self.tls.get(key.index) else {
+            http.enforce_http(true);
+            return Sender::Plain(self.builder().build(http));
+        };
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config.clone())
+            .https_only()
+            .with_server_name_resolver(FixedServerNameResolver::new(name.clone()));
+        // ALPN: `h2` alone with `http2 = true`; otherwise `h2` and `http/1.1`, and the upstream
+        // picks (hyper-util then speaks what was negotiated).
+        let https = if self.http2 {
+            https.enable_http2().wrap_connector(http)
+        } else {
+            https.enable_http1().enable_http2().wrap_connector(http)
+        };
+        Sender::Tls(self.builder().build(https))
+    }
+
+    fn builder(&self) -> hyper_util::client::legacy::Builder {
+        let mut b = Client::builder(TokioExecutor::new());
+        b.timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(MAX_IDLE_PER_ENDPOINT)
-            .http2_only(up.http2)
-            .build(connector);
-        Pool { client }
+            .http2_only(self.http2);
+        b
+    }
+}
+
+/// Where a target's connector dials: the resolved address, or the name through the system's
+/// resolver (an endpoint not resolved yet, or an IP literal).
+#[derive(Clone)]
+pub(super) enum Dial {
+    Fixed(SocketAddr),
+    System(GaiResolver),
+}
+
+impl std::fmt::Debug for Dial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dial::Fixed(a) => write!(f, "Dial::Fixed({a})"),
+            Dial::System(_) => f.write_str("Dial::System"),
+        }
+    }
+}
+
+type Addrs = std::vec::IntoIter<SocketAddr>;
+type DialFuture = Pin<Box<dyn Future<Output = Result<Addrs, std::io::Error>> + Send>>;
+
+impl tower::Service<Name> for Dial {
+    type Response = Addrs;
+    type Error = std::io::Error;
+    type Future = DialFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
-    /// Send one request with an absolute URI; resolves with the response head.
-    pub(super) fn request(&self, req: Request<Body>) -> ResponseFuture {
-        self.client.request(req)
+    fn call(&mut self, name: Name) -> Self::Future {
+        match self {
+            Dial::Fixed(addr) => Box::pin(std::future::ready(Ok(vec![*addr].into_iter()))),
+            Dial::System(gai) => {
+                let lookup = gai.call(name);
+                Box::pin(async move { Ok(lookup.await?.collect::<Vec<_>>().into_iter()) })
+            }
+        }
+    }
+}
+
+/// The server name of `host[:port]`: the host (an IPv6 literal without its brackets).
+fn server_name(authority: &str) -> Result<ServerName<'static>, String> {
+    let host = match authority.parse::<http::uri::Authority>() {
+        Ok(a) => a.host().to_owned(),
+        Err(e) => return Err(format!("{authority:?} is not host[:port]: {e}")),
+    };
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .map_or(host.clone(), str::to_owned);
+    ServerName::try_from(host.clone()).map_err(|e| format!("{host:?} is not a server name: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_name_is_the_configured_host() {
+        assert_eq!(
+            server_name("payments.internal:7012").unwrap(),
+            ServerName::try_from("payments.internal").unwrap()
+        );
+        assert_eq!(
+            server_name("[::1]:443").unwrap(),
+            ServerName::try_from("::1").unwrap()
+        );
+        assert!(server_name("bad host:1").is_err());
     }
 }

@@ -30,7 +30,7 @@ fn stack(endpoints: &[String], balance: Balance, breaker: Option<BreakerPolicy>)
     // The endpoint set alone: one attempt per call, so each failure shows (the default retries
     // a failed connect on another endpoint; tests/policies.rs covers that).
     up.policies.retry.attempts = 1;
-    Upstream::new(up)
+    Upstream::new(up).expect("the stack")
 }
 
 fn breaker(min_requests: u32) -> BreakerPolicy {

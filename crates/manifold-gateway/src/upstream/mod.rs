@@ -33,6 +33,7 @@ pub(crate) mod error;
 mod hedge;
 mod resolve;
 mod retry;
+mod tls;
 
 pub use client::Body;
 pub(crate) use error::error_chain;
@@ -137,17 +138,18 @@ pub(crate) struct Upstream {
 }
 
 impl Upstream {
-    pub(crate) fn new(up: &manifold_config::Upstream) -> Self {
-        let attempts = Attempts::new(up);
+    /// The stack of `up`; fails when its TLS files cannot be used.
+    pub(crate) fn new(up: &manifold_config::Upstream) -> Result<Self, crate::tls::TlsError> {
+        let attempts = Attempts::new(up)?;
         let retrying = Arc::new(Retrying::new(&up.name, up.timeout, &up.policies.retry));
         let retry = RetryLayer::new(retrying);
         let hedge = HedgeLayer::new(up.policies.hedge.as_ref());
-        Upstream {
+        Ok(Upstream {
             name: up.name.clone(),
             timeout: up.timeout,
             fetch: retry.layer(hedge.layer(attempts.clone())),
             send: retry.layer(attempts),
-        }
+        })
     }
 
     /// The bound of an attempt starting `now`.

@@ -3,10 +3,11 @@
 //!
 //! Every address a hostname resolves to is an endpoint of its own, with its own load and
 //! breaker, so that balancing and ejection see replicas behind one DNS name (a headless
-//! Kubernetes service, a Consul name) rather than one opaque name. The request then targets the
-//! address (its URI authority, which is also hyper's pool key, so each replica gets its own
-//! connections) while its `Host` header still carries the configured name (see
-//! [`Target::host`]).
+//! Kubernetes service, a Consul name) rather than one opaque name. Each target has its own
+//! pooled client whose connector dials its address ([`super::client::Pool::sender`]), so each
+//! replica gets its own connections, while the request names the host as configured: its URI
+//! authority (HTTP/2's `:authority`), its `Host` header (see [`Target::host`]) and, for
+//! `https://`, SNI and the certificate check.
 //!
 //! Until the first resolution ends, and for a name that never resolves, the target is the name
 //! itself, as before this module: hyper's connector resolves it per connection. A failed
@@ -19,7 +20,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::Uri;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Weak;
+use std::sync::{OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -40,6 +41,8 @@ pub(super) struct Key {
 #[derive(Debug)]
 pub(super) struct Target {
     pub(super) key: Key,
+    /// `https` for an `https://` endpoint, else `http`.
+    scheme: Scheme,
     /// `None` when the configured authority does not parse (the compiler should have refused it).
     authority: Option<Authority>,
     /// For a resolved address: the configured `host[:port]`, sent as `Host`.
@@ -50,6 +53,9 @@ pub(super) struct Target {
     base_path: String,
     /// `server.address` / `server.port` of its attempts' spans: the configured name.
     span: manifold_telemetry::Endpoint,
+    /// Its pooled client, built on its first attempt (and dropped with the target when a
+    /// resolution no longer returns its address).
+    client: OnceLock<super::client::Sender>,
 }
 
 impl Target {
@@ -57,11 +63,13 @@ impl Target {
     pub(super) fn configured(index: usize, ep: &manifold_config::Endpoint) -> Target {
         Target {
             key: Key { index, addr: None },
+            scheme: scheme(ep),
             authority: Authority::try_from(ep.authority.as_str()).ok(),
             host: None,
             shown: ep.authority.clone(),
             base_path: ep.base_path.clone(),
             span: span_endpoint(ep),
+            client: OnceLock::new(),
         }
     }
 
@@ -76,12 +84,20 @@ impl Target {
                 index,
                 addr: Some(addr),
             },
-            authority: Authority::try_from(addr.to_string()).ok(),
+            scheme: scheme(ep),
+            // The configured name: the connection goes to `addr` (the client dials it).
+            authority: Authority::try_from(ep.authority.as_str()).ok(),
             host: HeaderValue::from_str(&ep.authority).ok(),
             shown: format!("{} ({addr})", ep.authority),
             base_path: ep.base_path.clone(),
             span: span_endpoint(ep),
+            client: OnceLock::new(),
         }
+    }
+
+    /// Its pooled client (built from `pool` on first use).
+    pub(super) fn sender(&self, pool: &super::client::Pool) -> super::client::Sender {
+        self.client.get_or_init(|| pool.sender(self.key)).clone()
     }
 
     /// Where its attempts' spans say they went.
@@ -112,7 +128,7 @@ impl Target {
             PathAndQuery::try_from(joined).map_err(|e| bad(&e))?
         };
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
+        parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(authority);
         parts.path_and_query = Some(path_and_query);
         Uri::from_parts(parts).map_err(|e| bad(&e))
@@ -128,6 +144,14 @@ impl Target {
     }
 }
 
+fn scheme(ep: &manifold_config::Endpoint) -> Scheme {
+    if ep.scheme == "https" {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    }
+}
+
 /// The configured endpoints whose host is a name, not an IP literal: what the task resolves.
 pub(super) fn names(up: &manifold_config::Upstream) -> Vec<(usize, String, u16)> {
     up.endpoints
@@ -140,7 +164,12 @@ pub(super) fn names(up: &manifold_config::Upstream) -> Vec<(usize, String, u16)>
             if bare.parse::<IpAddr>().is_ok() {
                 return None;
             }
-            Some((i, host.to_owned(), authority.port_u16().unwrap_or(80)))
+            let default_port = if ep.scheme == "https" { 443 } else { 80 };
+            Some((
+                i,
+                host.to_owned(),
+                authority.port_u16().unwrap_or(default_port),
+            ))
         })
         .collect()
 }
@@ -228,14 +257,16 @@ async fn lookup(name: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
 
 /// The configured host and port (80 when none is written: endpoints are http only).
 fn span_endpoint(ep: &manifold_config::Endpoint) -> manifold_telemetry::Endpoint {
+    let https = ep.scheme == "https";
+    let default_port = if https { 443 } else { 80 };
     let (host, port) = match Authority::try_from(ep.authority.as_str()) {
-        Ok(a) => (a.host().to_owned(), a.port_u16().unwrap_or(80)),
-        Err(_) => (ep.authority.clone(), 80),
+        Ok(a) => (a.host().to_owned(), a.port_u16().unwrap_or(default_port)),
+        Err(_) => (ep.authority.clone(), default_port),
     };
     manifold_telemetry::Endpoint {
         address: std::sync::Arc::from(host.trim_start_matches('[').trim_end_matches(']')),
         port,
-        https: false,
+        https,
     }
 }
 
@@ -272,13 +303,30 @@ mod tests {
     }
 
     #[test]
+    fn https_endpoints_default_to_port_443_and_keep_their_scheme() {
+        let up = upstream(&["https://pay.internal", "https://10.0.0.5:7012/v1"]);
+        assert_eq!(names(&up), [(0, "pay.internal".to_owned(), 443)]);
+        let addr: SocketAddr = "10.1.2.3:443".parse().expect("addr");
+        let t = Target::resolved(0, &up.endpoints[0], addr);
+        let uri = t.absolute(Uri::from_static("/x"), "u").expect("a uri");
+        assert_eq!(uri, "https://pay.internal/x");
+        let span = t.span_endpoint();
+        assert_eq!((span.port, span.https), (443, true));
+        let t = Target::configured(1, &up.endpoints[1]);
+        let uri = t.absolute(Uri::from_static("/x"), "u").expect("a uri");
+        assert_eq!(uri, "https://10.0.0.5:7012/v1/x");
+    }
+
+    #[test]
     fn a_resolved_target_aims_at_the_address_and_names_the_host() {
         let up = upstream(&["http://orders.internal:8080/v1"]);
         let ep = &up.endpoints[0];
         let addr: SocketAddr = "[::1]:8080".parse().expect("addr");
         let t = Target::resolved(0, ep, addr);
+        // The URI names the host (HTTP/2's `:authority`); the target's client dials `addr`.
         let uri = t.absolute(Uri::from_static("/x?q=1"), "u").expect("a uri");
-        assert_eq!(uri, "http://[::1]:8080/v1/x?q=1");
+        assert_eq!(uri, "http://orders.internal:8080/v1/x?q=1");
+        assert_eq!(t.key.addr, Some(addr));
         let mut headers = HeaderMap::new();
         t.host(&mut headers);
         assert_eq!(headers[HOST], "orders.internal:8080");

@@ -33,7 +33,7 @@ fn stack_with(
         .expect("the test config compiles");
     config.upstreams[0].policies.balance = manifold_config::policy::Balance::RoundRobin;
     policies(&mut config.upstreams[0].policies);
-    Upstream::new(&config.upstreams[0])
+    Upstream::new(&config.upstreams[0]).expect("the stack")
 }
 
 /// An upstream on 127.0.0.1:0 that sends each request head it reads (lowercased) on the channel

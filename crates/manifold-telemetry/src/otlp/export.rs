@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, Method, Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -95,25 +96,24 @@ impl OtlpOptions {
     }
 }
 
-/// `{endpoint}/v1/traces`, for an `http://` endpoint without query or fragment.
+/// `{endpoint}/v1/traces`, for an `http://` or `https://` endpoint without query or fragment.
 pub fn traces_uri(endpoint: &str) -> Result<Uri, TelemetryError> {
     let bad = |reason| TelemetryError::Endpoint {
         endpoint: endpoint.to_owned(),
         reason,
     };
     let uri: Uri = endpoint.parse().map_err(|_| bad("not a URL"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err(bad("https is not supported yet: use a local collector")),
-        _ => return Err(bad("the scheme must be http")),
-    }
+    let scheme = match uri.scheme_str() {
+        Some(s @ ("http" | "https")) => s.to_owned(),
+        _ => return Err(bad("the scheme must be http or https")),
+    };
     let authority = uri.authority().ok_or(bad("no host"))?;
     if uri.query().is_some() {
         return Err(bad("a query is not allowed"));
     }
     let base = uri.path().trim_end_matches('/');
     Uri::builder()
-        .scheme("http")
+        .scheme(scheme.as_str())
         .authority(authority.as_str())
         .path_and_query(format!("{base}/v1/traces"))
         .build()
@@ -164,6 +164,13 @@ pub fn spawn(
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(options.timeout));
     connector.set_nodelay(true);
+    connector.enforce_http(false);
+    let tls = tls_config(&uri, &options.endpoint)?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
     let client = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(1)
         .build(connector);
@@ -186,10 +193,37 @@ pub fn spawn(
     ))
 }
 
+/// The collector's TLS: the system's trust store, read when the exporter starts (for an
+/// `http://` endpoint the config is built but never used). An `https://` endpoint with no
+/// system roots is refused here rather than failing every export.
+fn tls_config(uri: &Uri, endpoint: &str) -> Result<rustls::ClientConfig, TelemetryError> {
+    let bad = |reason| TelemetryError::Endpoint {
+        endpoint: endpoint.to_owned(),
+        reason,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    if uri.scheme_str() == Some("https") {
+        let found = rustls_native_certs::load_native_certs();
+        let (added, _) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            return Err(bad(
+                "https needs the system's root certificates and none were found (install \
+                 ca-certificates, or set SSL_CERT_FILE)",
+            ));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|_| bad("rustls refused its default protocol versions"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 struct Batcher {
     rx: mpsc::Receiver<Arc<FinishedTrace>>,
     stop: watch::Receiver<bool>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     uri: Uri,
     resource: ResourceInfo,
     stats: Arc<SpanStats>,
@@ -306,18 +340,13 @@ mod tests {
             ("http://127.0.0.1:4318/", "http://127.0.0.1:4318/v1/traces"),
             ("http://collector/otlp", "http://collector/otlp/v1/traces"),
             ("http://[::1]:4318", "http://[::1]:4318/v1/traces"),
+            ("https://collector:4318", "https://collector:4318/v1/traces"),
         ];
         for (endpoint, want) in cases {
             let uri = traces_uri(endpoint).expect("valid");
             assert_eq!(uri.to_string(), want);
         }
-        for bad in [
-            "",
-            "127.0.0.1:4318",
-            "https://collector",
-            "ftp://x",
-            "http://x/?q=1",
-        ] {
+        for bad in ["", "127.0.0.1:4318", "ftp://x", "http://x/?q=1"] {
             assert!(traces_uri(bad).is_err(), "{bad}");
         }
     }

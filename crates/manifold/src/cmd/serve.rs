@@ -77,8 +77,14 @@ pub(crate) async fn run(args: Args, open_files: Option<u64>) -> anyhow::Result<E
             .watch(std::time::Duration::from_secs(1), stop.clone());
     }
     // One machine-readable line so scripts and tests can find the ports.
+    // With `server.tls` beside a plaintext listener, its address follows (TLS only: it is the
+    // first address).
+    let https = match gateway.tls_addr() {
+        Some(a) if a != gateway.local_addr() => format!(", https on {a}"),
+        _ => String::new(),
+    };
     println!(
-        "manifold listening on {} (admin {}), {routes} route(s)",
+        "manifold listening on {} (admin {}), {routes} route(s){https}",
         gateway.local_addr(),
         gateway.admin_addr()
     );
