@@ -97,7 +97,7 @@ pub use nats::{NatsOptions, NatsQueue};
 pub use queue::{Lease, Queue, QueueStats, Selection};
 #[cfg(feature = "rabbitmq")]
 pub use rabbitmq::{RabbitOptions, RabbitQueue};
-pub use task::{Task, EVENTS_UPSTREAM, IDEMPOTENCY_KEY_HEADER, MAX_ID_LEN};
+pub use task::{ids_equal, Task, EVENTS_UPSTREAM, IDEMPOTENCY_KEY_HEADER, MAX_ID_LEN};
 
 /// Opens the backend `cfg` names: the embedded file, or a connection to NATS / RabbitMQ (creating
 /// the stream, consumer or queues if missing). The result is what the gateway's request path
