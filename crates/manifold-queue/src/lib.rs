@@ -75,6 +75,7 @@ mod queue;
 pub mod rabbitmq;
 pub mod redact;
 mod rng;
+pub mod status;
 mod task;
 #[cfg(feature = "test-support")]
 pub mod test_support;
@@ -82,7 +83,7 @@ pub mod test_support;
 mod testutil;
 
 pub use clock::Clock;
-pub use config::{humantime_serde, Backend, QueueConfig};
+pub use config::{check_status_path, humantime_serde, Backend, QueueConfig};
 pub use dispatch::{
     Backoff, Deliver, DeliveryError, DispatchMetrics, DispatchPolicy, DispatchSnapshot, Dispatcher,
     DrainReport,
@@ -97,6 +98,7 @@ pub use nats::{NatsOptions, NatsQueue};
 pub use queue::{Lease, Queue, QueueStats, Selection};
 #[cfg(feature = "rabbitmq")]
 pub use rabbitmq::{RabbitOptions, RabbitQueue};
+pub use status::{Outcome, State, StatusLimits, TaskStatus};
 pub use task::{ids_equal, Task, EVENTS_UPSTREAM, IDEMPOTENCY_KEY_HEADER, MAX_ID_LEN};
 
 /// Opens the backend `cfg` names: the embedded file, or a connection to NATS / RabbitMQ (creating

@@ -57,6 +57,11 @@ pub struct Task {
     /// dead-letters the task as addressed to an unknown upstream rather than losing it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<String>,
+    /// SHA-256 (hex) of the creating request's `Authorization` header when the gateway's
+    /// `status_requires = "authorization"`: the status answers only to the same header. The
+    /// hash, never the header (see [`crate::status::auth_hash`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_auth: Option<String>,
 }
 
 impl fmt::Debug for Task {
@@ -75,6 +80,7 @@ impl fmt::Debug for Task {
             .field("not_before", &self.not_before)
             .field("last_error", &self.last_error)
             .field("publish", &self.publish)
+            .field("status_auth", &self.status_auth.is_some())
             .finish()
     }
 }
@@ -105,6 +111,7 @@ impl Task {
             not_before: 0,
             last_error: None,
             publish: None,
+            status_auth: None,
         }
     }
 
@@ -170,6 +177,13 @@ impl Task {
         }
         if let Some(subject) = &self.publish {
             crate::events::check_subject(subject).map_err(QueueError::Invalid)?;
+        }
+        if let Some(hash) = &self.status_auth {
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(QueueError::Invalid(
+                    "status_auth must be a hex SHA-256".into(),
+                ));
+            }
         }
         let bytes = self.encode()?;
         if bytes.len() > max_bytes {

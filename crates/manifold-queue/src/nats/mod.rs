@@ -321,6 +321,7 @@ impl NatsQueue {
                     task.attempts = task.attempts.max(earlier);
                     out.push(Lease {
                         task,
+                        outcome: None,
                         token: LeaseToken::Nats(Box::new(msg)),
                     });
                 }
