@@ -18,17 +18,14 @@ use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::uri::PathAndQuery;
 use http::{Request, Uri};
 use manifold_queue::{
-    Deliver, DeliveryError, DispatchMetrics, DispatchPolicy, Dispatcher, EventsConfig, Publisher,
-    Queue, QueueConfig, QueueError, Task,
+    Deliver, DeliveryError, DispatchMetrics, DispatchPolicy, Dispatcher, EventsConfig, Outcome,
+    Publisher, Queue, QueueConfig, QueueError, Task,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-/// The most of an upstream's answer to a delivery that is read (only its status matters).
-const MAX_DELIVERY_RESPONSE: usize = 64 * 1024;
 
 /// A shared handle on the queue (the trait object has no `Debug`).
 #[derive(Clone)]
@@ -99,6 +96,7 @@ impl Offload {
                 .collect(),
             events: events.clone(),
             tracer,
+            max_result_bytes: config.max_result_bytes,
         });
         let dispatcher = Dispatcher::new(
             Arc::clone(&queue),
@@ -136,16 +134,26 @@ impl Offload {
 
 /// Accept a rendered call: write it durably, then answer its [`receipt`] as the call's result
 /// (so the response can carry `{CALL.task_id}`).
-pub(crate) async fn enqueue(queue: &dyn Queue, task: Task) -> Result<serde_json::Value, CallError> {
-    let receipt = receipt(&task);
+pub(crate) async fn enqueue(
+    queue: &dyn Queue,
+    task: Task,
+    follow: &crate::status::Follow,
+) -> Result<serde_json::Value, CallError> {
+    let receipt = receipt(&task, follow);
     write(queue, task).await.map(|()| receipt)
 }
 
-/// An async or publish call's result: `{"task_id", "idempotency_key", "status": "queued"}`.
+/// An async or publish call's result: `{"task_id", "idempotency_key", "status": "queued",
+/// "status_url"}` (`status_url` only while `[queue] status_path` is on: a path on this
+/// gateway's main listener, relative so it holds behind any proxy).
 /// The id is given when the task is rendered, so a held task's receipt is known before it is
 /// written (and the answer carrying it goes out only after it was).
-pub(crate) fn receipt(task: &Task) -> serde_json::Value {
-    serde_json::json!({"task_id": task.id, "idempotency_key": task.idempotency_key, "status": "queued"})
+pub(crate) fn receipt(task: &Task, follow: &crate::status::Follow) -> serde_json::Value {
+    let mut receipt = serde_json::json!({"task_id": task.id, "idempotency_key": task.idempotency_key, "status": "queued"});
+    if let Some(url) = follow.url(&task.id) {
+        receipt["status_url"] = serde_json::Value::String(url);
+    }
+    receipt
 }
 
 /// Write `task` durably: `Ok` only once the queue has it.
@@ -208,13 +216,22 @@ struct UpstreamDeliver {
     /// Records each delivery as a CONSUMER span, the child of the PRODUCER span whose
     /// `traceparent` the task carries (none with `tracing = false`).
     tracer: Option<manifold_telemetry::Tracer>,
+    /// `[queue] max_result_bytes`: how much of an answer is kept as the task's result.
+    max_result_bytes: usize,
 }
 
 impl Deliver for UpstreamDeliver {
     async fn deliver(&self, task: &Task) -> Result<(), DeliveryError> {
+        self.deliver_outcome(task).await.map(|_| ())
+    }
+
+    async fn deliver_outcome(&self, task: &Task) -> Result<Outcome, DeliveryError> {
         if let Some(subject) = &task.publish {
             return match &self.events {
-                Some(publisher) => publisher.publish(task).await,
+                Some(publisher) => publisher.publish(task).await.map(|()| Outcome {
+                    status: 200,
+                    body: Some(Vec::new()),
+                }),
                 // Accepted under a config that had `[events]`: keep it as a dead letter (with
                 // this reason) to replay once `[events]` is back, rather than drop it.
                 None => Err(DeliveryError::permanent(format!(
@@ -256,7 +273,7 @@ impl Deliver for UpstreamDeliver {
         let result = self.send(client, request).await;
         if let Some(trace) = trace {
             let status = match &result {
-                Ok(()) => 200,
+                Ok(o) => o.status,
                 Err(_) => 502,
             };
             trace.end(manifold_telemetry::ServerOutcome {
@@ -269,7 +286,11 @@ impl Deliver for UpstreamDeliver {
 }
 
 impl UpstreamDeliver {
-    async fn send(&self, client: &Upstream, request: Request<Bytes>) -> Result<(), DeliveryError> {
+    async fn send(
+        &self,
+        client: &Upstream,
+        request: Request<Bytes>,
+    ) -> Result<Outcome, DeliveryError> {
         // No client waits for a delivery: the upstream's timeout alone bounds it, and no
         // `Manifold-Deadline-Ms` is announced. The stack retries a failed connect at once on
         // another endpoint (nothing was sent), and nothing else: the queue retries every other
@@ -281,12 +302,20 @@ impl UpstreamDeliver {
             idempotent: None,
             connect_only: true,
         };
-        let read = Read::Discard {
-            max: MAX_DELIVERY_RESPONSE,
+        let read = Read::Keep {
+            max: self.max_result_bytes,
         };
         match client.fetch(request, budget, read).await {
             Err(e) => Err(DeliveryError::retryable(e.to_string())),
-            Ok(answer) if answer.status.is_success() => Ok(()),
+            Ok(answer) if answer.status.is_success() => {
+                let omitted = answer
+                    .headers
+                    .contains_key(crate::upstream::RESULT_OMITTED_HEADER);
+                Ok(Outcome {
+                    status: answer.status.as_u16(),
+                    body: (!omitted).then(|| answer.body.to_vec()),
+                })
+            }
             Ok(answer) => {
                 let e = DeliveryError::from_status(answer.status.as_u16());
                 let retry_after = answer

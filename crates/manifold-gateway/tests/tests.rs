@@ -12,6 +12,7 @@ mod offload;
 mod proxy;
 mod publish;
 mod shed;
+mod status;
 mod support;
 mod telemetry;
 mod telemetry_calls;
