@@ -31,7 +31,7 @@ use crate::clock::Clock;
 use crate::config::{Backend, QueueConfig};
 use crate::error::QueueError;
 use crate::queue::{Lease, LeaseToken, Queue, QueueStats, Selection};
-use crate::status::{Change, State as Status, StatusLimits, TaskStatus, Watchers};
+use crate::status::{after_attempt, Change, State as Status, StatusLimits, TaskStatus, Watchers};
 use crate::task::Task;
 use store::{Op, Store};
 
@@ -727,16 +727,6 @@ fn disk_full(e: &QueueError) -> bool {
         source = err.source();
     }
     false
-}
-
-/// The status after a failed (or never started) attempt: `retrying` once one was made, else
-/// still `queued`.
-fn after_attempt(task: &Task) -> Status {
-    if task.attempts == 0 && task.last_error.is_none() {
-        Status::Queued
-    } else {
-        Status::Retrying
-    }
 }
 
 /// Dead letters moved or deleted per round of replay / purge.

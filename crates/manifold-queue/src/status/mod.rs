@@ -331,6 +331,16 @@ impl TaskStatus {
     }
 }
 
+/// The status after a failed (or never started) attempt: `retrying` once one was made, else
+/// still `queued` (a lease given back untouched, a delivery deferred behind a busy upstream).
+pub(crate) fn after_attempt(task: &Task) -> State {
+    if task.attempts == 0 && task.last_error.is_none() {
+        State::Queued
+    } else {
+        State::Retrying
+    }
+}
+
 /// The long poll over an in-process store: register with `watchers`, read, and until the status
 /// is final or `wait` passes, sleep on the task's notification and read again. No timer wakes
 /// it in between: it costs nothing while it waits.
