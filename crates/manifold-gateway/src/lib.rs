@@ -139,8 +139,18 @@ impl Gateway {
         let offload = if offloads {
             let tracer = telemetry.tracer().cloned();
             Some(
-                offload::Offload::start(&config.queue, config.events.as_ref(), &clients, tracer)
-                    .await?,
+                offload::Offload::start(
+                    &config.queue,
+                    config.events.as_ref(),
+                    &clients,
+                    tracer,
+                    config
+                        .cache
+                        .redis
+                        .as_deref()
+                        .map(|url| (url, config.cache.prefix.as_str())),
+                )
+                .await?,
             )
         } else {
             None

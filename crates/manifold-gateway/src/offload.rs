@@ -75,6 +75,7 @@ impl Offload {
         events: Option<&EventsConfig>,
         clients: &[Arc<Upstream>],
         tracer: Option<manifold_telemetry::Tracer>,
+        redis: Option<(&str, &str)>,
     ) -> Result<Offload, crate::GatewayError> {
         let events = match events {
             Some(cfg) => {
@@ -86,7 +87,19 @@ impl Offload {
             }
             None => None,
         };
-        let queue = manifold_queue::open(config)
+        if config.backend == manifold_queue::Backend::Rabbitmq {
+            match redis {
+                Some(_) => tracing::info!(
+                    "task statuses: in Redis ([cache] redis), shared by every replica"
+                ),
+                None => tracing::warn!(
+                    "task statuses: RabbitMQ without [cache] redis keeps them in a local file; \
+                     with several gateway replicas a client may ask one that does not know its \
+                     task: set [cache] redis"
+                ),
+            }
+        }
+        let queue = manifold_queue::open_with_redis(config, redis)
             .await
             .map_err(crate::GatewayError::Queue)?;
         let deliver = Arc::new(UpstreamDeliver {

@@ -17,7 +17,7 @@
 //! and a refused or failed one always gives its reserved capacity back, whatever became of the
 //! caller.
 
-mod store;
+pub(crate) mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

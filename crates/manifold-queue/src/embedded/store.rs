@@ -30,10 +30,10 @@ pub(super) const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::ne
 
 /// Task statuses: task id → encoded [`TaskStatus`]. Written in the same transaction as the
 /// task's own transition, so what a client reads never runs ahead of (or behind) the queue.
-pub(super) const STATUS: TableDefinition<&str, &[u8]> = TableDefinition::new("status");
+pub(crate) const STATUS: TableDefinition<&str, &[u8]> = TableDefinition::new("status");
 
 /// Most expired or surplus statuses removed per commit: bounds the extra work one commit does.
-const MAX_EVICT: usize = 4096;
+pub(crate) const MAX_EVICT: usize = 4096;
 
 /// Most ops in one commit: bounds one transaction's memory and latency.
 const MAX_BATCH: usize = 8192;
@@ -296,7 +296,7 @@ struct StoreFailure(String);
 /// Finished statuses by expiry, for the writer to drop expired ones and keep within
 /// `max_statuses` / `max_status_bytes` (oldest first). Unfinished statuses are bounded by the
 /// queue's own `max_tasks`: one per pending task.
-pub(super) struct StatusIndex {
+pub(crate) struct StatusIndex {
     limits: StatusLimits,
     by_expiry: BTreeSet<(u64, String)>,
     entries: HashMap<String, (u64, u64)>,
@@ -304,7 +304,7 @@ pub(super) struct StatusIndex {
 }
 
 impl StatusIndex {
-    fn new(limits: StatusLimits) -> Self {
+    pub(crate) fn new(limits: StatusLimits) -> Self {
         StatusIndex {
             limits,
             by_expiry: BTreeSet::new(),
@@ -315,7 +315,7 @@ impl StatusIndex {
 
     /// Records that `id`'s stored status now expires at `expires` (None: unfinished) and takes
     /// `size` bytes.
-    fn set(&mut self, id: &str, expires: Option<u64>, size: u64) {
+    pub(crate) fn set(&mut self, id: &str, expires: Option<u64>, size: u64) {
         self.remove(id);
         if let Some(at) = expires {
             self.by_expiry.insert((at, id.to_owned()));
@@ -324,7 +324,7 @@ impl StatusIndex {
         }
     }
 
-    fn remove(&mut self, id: &str) {
+    pub(crate) fn remove(&mut self, id: &str) {
         if let Some((at, size)) = self.entries.remove(id) {
             self.by_expiry.remove(&(at, id.to_owned()));
             self.bytes = self.bytes.saturating_sub(size);
@@ -332,7 +332,7 @@ impl StatusIndex {
     }
 
     /// The next status to drop at `now`: expired, or the oldest while over a bound.
-    fn next_victim(&self, now: u64) -> Option<String> {
+    pub(crate) fn next_victim(&self, now: u64) -> Option<String> {
         let (at, id) = self.by_expiry.first()?;
         let over = self.entries.len() as u64 > self.limits.max_statuses
             || self.bytes > self.limits.max_status_bytes;

@@ -8,6 +8,10 @@
 //! part: the record, how a transition changes it, the result's limits, and the in-process
 //! wake-ups that make a long poll free while it waits.
 
+pub mod local;
+#[cfg(feature = "rabbitmq")]
+pub mod redis;
+pub mod tracked;
 mod watch;
 
 use std::time::Duration;
@@ -16,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::task::Task;
 
+pub use tracked::{StatusStore, Tracked};
 pub use watch::Watchers;
 
 /// Transitions remembered per task (`manifold queue status ID` prints them); older ones are
