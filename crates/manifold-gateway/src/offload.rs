@@ -372,7 +372,8 @@ fn build(task: &Task) -> Result<Request<Bytes>, String> {
 }
 
 /// The admin endpoints of the queue:
-/// `GET /queue` (stats), `GET /queue/dead[?limit=N]`, `GET /queue/dead/{id}`,
+/// `GET /queue` (stats), `GET /queue/status/{id}` (a task's status with its history),
+/// `GET /queue/dead[?limit=N]`, `GET /queue/dead/{id}`,
 /// `POST /queue/replay?id=ID|all=1`, `DELETE /queue/dead?id=ID|all=1`.
 pub(crate) async fn admin(
     q: &QueueRef,
@@ -418,6 +419,24 @@ pub(crate) async fn admin(
                 Err(e) => failed(e),
             }
         }
+        (&Method::GET, p) if p.starts_with("/queue/status/") => {
+            let id = &p["/queue/status/".len()..];
+            match q.0.task_status(id).await {
+                Ok(Some(mut status)) => {
+                    // Operators see the history; the Authorization hash stays inside.
+                    status.auth = None;
+                    json_response(
+                        StatusCode::OK,
+                        &serde_json::to_value(&status).unwrap_or_default(),
+                    )
+                }
+                Ok(None) => json_response(
+                    StatusCode::NOT_FOUND,
+                    &serde_json::json!({"error": {"kind": "not_found", "message": "no such task (or its status expired)"}}),
+                ),
+                Err(e) => failed(e),
+            }
+        }
         (&Method::GET, p) if p.starts_with("/queue/dead/") => {
             let id = &p["/queue/dead/".len()..];
             match q.0.dead_letter_get(id).await {
@@ -448,7 +467,7 @@ pub(crate) async fn admin(
         },
         _ => json_response(
             StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": {"kind": "no_route", "message": "queue admin: GET /queue, GET /queue/dead[/ID], POST /queue/replay?id=|all=1, DELETE /queue/dead?id=|all=1"}}),
+            &serde_json::json!({"error": {"kind": "no_route", "message": "queue admin: GET /queue, GET /queue/status/ID, GET /queue/dead[/ID], POST /queue/replay?id=|all=1, DELETE /queue/dead?id=|all=1"}}),
         ),
     }
 }

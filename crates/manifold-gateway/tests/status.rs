@@ -136,6 +136,21 @@ async fn a_task_is_followed_from_queued_to_done_with_the_upstreams_answer() {
     assert_eq!(body["attempts"], 0);
     assert!(body["updated_at"].as_u64().unwrap() > 0);
     assert!(body.get("history").is_none() && body.get("auth").is_none());
+
+    // Operators (`manifold queue status ID`) read the history on the admin listener.
+    let admin = format!("http://{}/queue/status/{id}", gw.admin);
+    let (s, _, body) = get(&admin, None).await;
+    assert_eq!(s, 200, "{body}");
+    let steps: Vec<&str> = body["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["queued", "delivering", "done"]);
+    assert!(body.get("auth").is_none());
+    let (s, _, _) = get(&format!("http://{}/queue/status/..%2Fx", gw.admin), None).await;
+    assert_eq!(s, 404);
     gw.stop.cancel();
     let _ = gw.task.await;
 }
