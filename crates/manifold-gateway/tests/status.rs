@@ -299,3 +299,54 @@ fn a_status_path_that_would_shadow_a_route_is_refused_by_check() {
     );
     manifold_config::compile("t.toml".as_ref(), &ok).unwrap();
 }
+
+/// CPU time of this whole process (gateway, upstream and clients), from /proc/self/stat.
+fn cpu_ms() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) * 10
+}
+
+/// The measurement behind docs/offload.md's note on long polls: CPU of the process over 5 s
+/// with no poll waiting, then with 100 long polls waiting on a task whose delivery hangs.
+/// A tool, not a test (figures depend on the machine): run with `--ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run by hand"]
+async fn measure_cpu_of_a_hundred_waiting_long_polls() {
+    let dir = Dir::new("cpu");
+    let shipping =
+        Upstream::start(vec![("POST", "/shipping", Reply::json(60_000, json!({})))]).await;
+    let toml = config(&shipping.url(), &dir, "lease_timeout = \"120s\"")
+        .replace("timeout = \"2s\"", "timeout = \"90s\"");
+    let gw = TestGateway::start(&toml).await;
+    let (_, url) = checkout(&gw, None).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let window = Duration::from_secs(5);
+    let before = cpu_ms();
+    tokio::time::sleep(window).await;
+    let idle = cpu_ms() - before;
+    let polls: Vec<_> = (0..100)
+        .map(|_| {
+            let u = gw.url(&format!("{url}?wait=30s"));
+            tokio::spawn(async move { get(&u, None).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = cpu_ms();
+    tokio::time::sleep(window).await;
+    let waiting = cpu_ms() - before;
+    assert!(
+        polls.iter().all(|p| !p.is_finished()),
+        "the polls still wait"
+    );
+    println!("cpu over 5 s: idle gateway {idle} ms; with 100 long polls waiting {waiting} ms");
+    for p in polls {
+        p.abort();
+    }
+    gw.stop.cancel();
+}
