@@ -226,7 +226,32 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
             routes.push((r, route.get_ref().path.span()));
         }
     }
-    check_route_conflicts(&routes, &mut diag);
+    let mut router = check_route_conflicts(&routes, &mut diag);
+    if crate::offloads(routes.iter().map(|(r, _)| r)) {
+        let span = raw.queue.as_ref().map_or(0..0, |q| q.span());
+        match crate::add_status_route(&mut router, &queue.status_path, usize::MAX) {
+            Ok(()) => {}
+            Err(crate::StatusRouteError::Shadows(i)) => {
+                let (r, _) = &routes[i];
+                diag.push(
+                    ErrorKind::RouteConflict,
+                    span,
+                    format!(
+                        "[queue] status_path = {:?}: task statuses (GET {}/{{task_id}}) would shadow route `{}` ({} {}); set status_path to a free prefix, or \"\" to turn statuses off",
+                        queue.status_path, queue.status_path, r.name, r.method, r.path
+                    ),
+                );
+            }
+            Err(crate::StatusRouteError::Conflicts(why)) => diag.push(
+                ErrorKind::RouteConflict,
+                span,
+                format!(
+                    "[queue] status_path = {:?}: GET {}/{{task_id}} conflicts with a route: {why}; set status_path to a free prefix, or \"\" to turn statuses off",
+                    queue.status_path, queue.status_path
+                ),
+            ),
+        }
+    }
 
     if !diag.is_empty() {
         return Err(diag.finish());
@@ -1617,7 +1642,12 @@ fn compile_subject(
     }
 }
 
-fn check_route_conflicts(routes: &[(Route, Range<usize>)], diag: &mut Diagnostics<'_>) {
+/// Reports routes that match the same requests; returns the router it built (one pattern per
+/// shape, valued by route index), which the status route is checked against.
+fn check_route_conflicts(
+    routes: &[(Route, Range<usize>)],
+    diag: &mut Diagnostics<'_>,
+) -> matchit::Router<usize> {
     let mut router: matchit::Router<usize> = matchit::Router::new();
     let mut by_pattern: HashMap<String, usize> = HashMap::new();
     for (i, (route, span)) in routes.iter().enumerate() {
@@ -1662,4 +1692,5 @@ fn check_route_conflicts(routes: &[(Route, Range<usize>)], diag: &mut Diagnostic
         }
         by_pattern.insert(key, i);
     }
+    router
 }

@@ -28,7 +28,7 @@ pub use compile::compile;
 pub use describe::describe;
 pub use error::{ConfigError, ConfigErrors, ConfigWarning, ErrorKind};
 pub use model::*;
-pub use routing::route_shape;
+pub use routing::{add_status_route, offloads, route_shape, StatusRouteError};
 pub use secret::{check_admin_exposure, Secret, MIN_ADMIN_TOKEN_LEN};
 pub use telemetry::{AccessLog, OtlpSettings, TelemetrySettings};
 pub use tls::{ClientIdentity, ServerTls, TlsFileError, UpstreamTls};

@@ -33,6 +33,7 @@
 //! # Ok(()) }
 //! ```
 
+mod follow;
 mod html;
 mod measure;
 mod report;

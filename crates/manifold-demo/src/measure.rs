@@ -314,11 +314,19 @@ async fn measure_one(
         progress(&format!("{name}: waiting for the offloaded calls"));
         let accepted = (load.sent - load.errors) * shape.offloaded.len() as u64;
         let delivered = shape.wait_offloaded(sim, accepted).await;
+        let drained_after_ms = answered.elapsed().as_secs_f64() * 1000.0;
+        progress(&format!(
+            "{name}: following a few tasks with status_url?wait"
+        ));
+        let status_path = &target.config.queue.status_path;
+        let ready_p50_ms =
+            crate::follow::label_ready_p50_ms(scenario, target.addr, status_path).await;
         Some(OffloadResult {
             calls: shape.offloaded.iter().map(|(c, _)| c.clone()).collect(),
             accepted,
             delivered,
-            drained_after_ms: answered.elapsed().as_secs_f64() * 1000.0,
+            drained_after_ms,
+            ready_p50_ms,
         })
     };
     let waterfall = if spec.waterfall {
@@ -860,6 +868,9 @@ mod tests {
         let off = &checkout.strategies[2];
         let o = off.offloaded.as_ref().unwrap();
         assert_eq!((o.accepted, o.delivered), (5, 5), "{o:?}");
+        // A client following the receipts' status_url saw every label done, after the answer.
+        let ready = o.ready_p50_ms.expect("followed with status_url?wait");
+        assert!(ready > 0.0, "{o:?}");
         let w = off.waterfall.as_ref().unwrap();
         let call = |p: &str| w.calls.iter().find(|c| c.label.starts_with(p)).unwrap();
         assert!(

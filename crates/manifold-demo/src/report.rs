@@ -115,6 +115,11 @@ pub struct OffloadResult {
     pub delivered: u64,
     /// How long after the last answer the last of them was delivered, ms.
     pub drained_after_ms: f64,
+    /// The median time from a checkout's answer until a client following its receipt's
+    /// `status_url` with `?wait=` saw the offloaded work `done` (the label ready), ms; measured
+    /// on a few requests sent alone after the load. `None` when not measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_p50_ms: Option<f64>,
 }
 
 /// What one service received during a measurement, against what the plan asks of it.
@@ -283,6 +288,11 @@ impl StrategyResult {
                 o.accepted,
                 o.drained_after_ms / 1000.0
             ));
+            if let Some(ready) = o.ready_p50_ms {
+                notes.push(format!(
+                    "followed with status_url?wait: done {ready:.0} ms after the answer (p50)"
+                ));
+            }
         }
         if let Some(u) = &self.upstream {
             let by: Vec<String> = u.by_replica.iter().map(u64::to_string).collect();
@@ -400,11 +410,12 @@ mod tests {
             accepted: 60,
             delivered: 60,
             drained_after_ms: 310.0,
+            ready_p50_ms: Some(212.4),
         });
         assert!(r.all_ok());
         let t = r.table();
         assert!(
-            t.contains("cache answered 70% of cached calls; shipping: 60/60 done in the background; the last 0.3 s after the last answer"),
+            t.contains("cache answered 70% of cached calls; shipping: 60/60 done in the background; the last 0.3 s after the last answer; followed with status_url?wait: done 212 ms after the answer (p50)"),
             "{t}"
         );
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();

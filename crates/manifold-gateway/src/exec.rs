@@ -53,6 +53,8 @@ pub(crate) struct Env<'a> {
     pub(crate) policies: &'a [Option<Arc<CachePolicy>>],
     /// The durable queue, when some route has `mode = "async"` calls.
     pub(crate) queue: Option<&'a Arc<dyn manifold_queue::Queue>>,
+    /// How clients follow offloaded calls (`status_url`, `status_requires`).
+    pub(crate) follow: &'a crate::status::Follow,
     /// The request's trace context (none when the route is not recorded).
     pub(crate) trace: Option<&'a crate::telemetry::TraceCtx>,
     /// The route's calls' metric handles, by call index (empty when not recorded).
@@ -303,7 +305,7 @@ fn launch(
         && plan.enqueue == manifold_config::Enqueue::OnSuccess
     {
         let result = crate::queued::stage(call, env, scope).map(|task| {
-            let receipt = crate::offload::receipt(&task);
+            let receipt = crate::offload::receipt(&task, env.follow);
             held.push((i, task));
             receipt
         });

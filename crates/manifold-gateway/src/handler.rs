@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub(crate) limit: Arc<crate::limit::Limiter>,
     /// Spans, metrics and the access log.
     pub(crate) telemetry: crate::telemetry::Telemetry,
+    /// `GET {status_path}/{task_id}`: how clients follow offloaded calls.
+    pub(crate) follow: crate::status::Follow,
 }
 
 /// Build a small JSON response.
@@ -82,6 +84,13 @@ pub(crate) async fn handle(
             .rejected(&req, crate::telemetry::Reason::Shed, &mut resp);
         return Ok(resp);
     };
+    if let Some(id) = shared.router.status_id(req.uri().path()) {
+        // A status read is cheap, and a long poll is idle by design: neither holds a
+        // concurrency slot nor feeds its duration to the adaptive limit (connections bound them).
+        drop(permit);
+        let queue = shared.queue.as_ref().map(|q| q.0.as_ref());
+        return Ok(crate::status::answer(queue, &shared.follow, &req, id).await);
+    }
     let resp = route(shared, req, peer).await;
     permit.finish();
     Ok(resp)
@@ -491,6 +500,7 @@ async fn compose(
         cache: &shared.caching.cache,
         policies: &shared.caching.calls[ri],
         queue: shared.queue.as_ref().map(|q| &q.0),
+        follow: &shared.follow,
         trace: trace.as_ref(),
         calls: shared.telemetry.calls(ri),
     };

@@ -40,6 +40,7 @@ pub mod render;
 mod respond;
 mod router;
 mod server;
+mod status;
 mod telemetry;
 mod tls;
 mod upstream;
@@ -147,19 +148,23 @@ impl Gateway {
         // comes with it (the compiler makes publish calls require `[events]`; an `[events]`
         // section beside async calls only is connected too, so events left in the queue by an
         // earlier config still go out).
-        let offloads = config.routes.iter().any(|r| match &r.kind {
-            manifold_config::RouteKind::Compose(p) => p
-                .calls
-                .iter()
-                .any(|c| c.mode != manifold_config::Mode::Sync),
-            _ => false,
-        });
+        let offloads = manifold_config::offloads(&config.routes);
         let telemetry = telemetry::Telemetry::new(&config).map_err(GatewayError::Telemetry)?;
         let offload = if offloads {
             let tracer = telemetry.tracer().cloned();
             Some(
-                offload::Offload::start(&config.queue, config.events.as_ref(), &clients, tracer)
-                    .await?,
+                offload::Offload::start(
+                    &config.queue,
+                    config.events.as_ref(),
+                    &clients,
+                    tracer,
+                    config
+                        .cache
+                        .redis
+                        .as_deref()
+                        .map(|url| (url, config.cache.prefix.as_str())),
+                )
+                .await?,
             )
         } else {
             None
@@ -174,6 +179,7 @@ impl Gateway {
                 "cache: in-process tier plus Redis"
             );
         }
+        let follow = status::Follow::new(&config.queue, offloads);
         let stats: Arc<Stats> = Arc::default();
         let limit = limit::Limiter::new(
             config.server.concurrency,
@@ -190,6 +196,7 @@ impl Gateway {
             queue,
             stats,
             limit,
+            follow,
         };
         let tls_reloader = TlsReloader(tls.as_ref().map(|(_, files)| Arc::clone(files)));
         Ok(Gateway {

@@ -18,17 +18,14 @@ use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::uri::PathAndQuery;
 use http::{Request, Uri};
 use manifold_queue::{
-    Deliver, DeliveryError, DispatchMetrics, DispatchPolicy, Dispatcher, EventsConfig, Publisher,
-    Queue, QueueConfig, QueueError, Task,
+    Deliver, DeliveryError, DispatchMetrics, DispatchPolicy, Dispatcher, EventsConfig, Outcome,
+    Publisher, Queue, QueueConfig, QueueError, Task,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-/// The most of an upstream's answer to a delivery that is read (only its status matters).
-const MAX_DELIVERY_RESPONSE: usize = 64 * 1024;
 
 /// A shared handle on the queue (the trait object has no `Debug`).
 #[derive(Clone)]
@@ -81,6 +78,7 @@ impl Offload {
         events: Option<&EventsConfig>,
         clients: &[Arc<Upstream>],
         tracer: Option<manifold_telemetry::Tracer>,
+        redis: Option<(&str, &str)>,
     ) -> Result<Offload, crate::GatewayError> {
         let events = match events {
             Some(cfg) => {
@@ -92,7 +90,19 @@ impl Offload {
             }
             None => None,
         };
-        let queue = manifold_queue::open(config)
+        if config.backend == manifold_queue::Backend::Rabbitmq {
+            match redis {
+                Some(_) => tracing::info!(
+                    "task statuses: in Redis ([cache] redis), shared by every replica"
+                ),
+                None => tracing::warn!(
+                    "task statuses: RabbitMQ without [cache] redis keeps them in a local file; \
+                     with several gateway replicas a client may ask one that does not know its \
+                     task: set [cache] redis"
+                ),
+            }
+        }
+        let queue = manifold_queue::open_with_redis(config, redis)
             .await
             .map_err(crate::GatewayError::Queue)?;
         let stacks = Arc::new(Stacks(arc_swap::ArcSwap::from_pointee(
@@ -105,6 +115,7 @@ impl Offload {
             clients: Arc::clone(&stacks),
             events: events.clone(),
             tracer,
+            max_result_bytes: config.max_result_bytes,
         });
         let dispatcher = Dispatcher::new(
             Arc::clone(&queue),
@@ -143,16 +154,26 @@ impl Offload {
 
 /// Accept a rendered call: write it durably, then answer its [`receipt`] as the call's result
 /// (so the response can carry `{CALL.task_id}`).
-pub(crate) async fn enqueue(queue: &dyn Queue, task: Task) -> Result<serde_json::Value, CallError> {
-    let receipt = receipt(&task);
+pub(crate) async fn enqueue(
+    queue: &dyn Queue,
+    task: Task,
+    follow: &crate::status::Follow,
+) -> Result<serde_json::Value, CallError> {
+    let receipt = receipt(&task, follow);
     write(queue, task).await.map(|()| receipt)
 }
 
-/// An async or publish call's result: `{"task_id", "idempotency_key", "status": "queued"}`.
+/// An async or publish call's result: `{"task_id", "idempotency_key", "status": "queued",
+/// "status_url"}` (`status_url` only while `[queue] status_path` is on: a path on this
+/// gateway's main listener, relative so it holds behind any proxy).
 /// The id is given when the task is rendered, so a held task's receipt is known before it is
 /// written (and the answer carrying it goes out only after it was).
-pub(crate) fn receipt(task: &Task) -> serde_json::Value {
-    serde_json::json!({"task_id": task.id, "idempotency_key": task.idempotency_key, "status": "queued"})
+pub(crate) fn receipt(task: &Task, follow: &crate::status::Follow) -> serde_json::Value {
+    let mut receipt = serde_json::json!({"task_id": task.id, "idempotency_key": task.idempotency_key, "status": "queued"});
+    if let Some(url) = follow.url(&task.id) {
+        receipt["status_url"] = serde_json::Value::String(url);
+    }
+    receipt
 }
 
 /// Write `task` durably: `Ok` only once the queue has it.
@@ -249,13 +270,22 @@ struct UpstreamDeliver {
     /// Records each delivery as a CONSUMER span, the child of the PRODUCER span whose
     /// `traceparent` the task carries (none with `tracing = false`).
     tracer: Option<manifold_telemetry::Tracer>,
+    /// `[queue] max_result_bytes`: how much of an answer is kept as the task's result.
+    max_result_bytes: usize,
 }
 
 impl Deliver for UpstreamDeliver {
     async fn deliver(&self, task: &Task) -> Result<(), DeliveryError> {
+        self.deliver_outcome(task).await.map(|_| ())
+    }
+
+    async fn deliver_outcome(&self, task: &Task) -> Result<Outcome, DeliveryError> {
         if let Some(subject) = &task.publish {
             return match &self.events {
-                Some(publisher) => publisher.publish(task).await,
+                Some(publisher) => publisher.publish(task).await.map(|()| Outcome {
+                    status: 200,
+                    body: Some(Vec::new()),
+                }),
                 // Accepted under a config that had `[events]`: keep it as a dead letter (with
                 // this reason) to replay once `[events]` is back, rather than drop it.
                 None => Err(DeliveryError::permanent(format!(
@@ -299,7 +329,7 @@ impl Deliver for UpstreamDeliver {
         let result = self.send(&client, request).await;
         if let Some(trace) = trace {
             let status = match &result {
-                Ok(()) => 200,
+                Ok(o) => o.status,
                 Err(_) => 502,
             };
             trace.end(manifold_telemetry::ServerOutcome {
@@ -312,7 +342,11 @@ impl Deliver for UpstreamDeliver {
 }
 
 impl UpstreamDeliver {
-    async fn send(&self, client: &Upstream, request: Request<Bytes>) -> Result<(), DeliveryError> {
+    async fn send(
+        &self,
+        client: &Upstream,
+        request: Request<Bytes>,
+    ) -> Result<Outcome, DeliveryError> {
         // No client waits for a delivery: the upstream's timeout alone bounds it, and no
         // `Manifold-Deadline-Ms` is announced. The stack retries a failed connect at once on
         // another endpoint (nothing was sent), and nothing else: the queue retries every other
@@ -324,12 +358,20 @@ impl UpstreamDeliver {
             idempotent: None,
             connect_only: true,
         };
-        let read = Read::Discard {
-            max: MAX_DELIVERY_RESPONSE,
+        let read = Read::Keep {
+            max: self.max_result_bytes,
         };
         match client.fetch(request, budget, read).await {
             Err(e) => Err(DeliveryError::retryable(e.to_string())),
-            Ok(answer) if answer.status.is_success() => Ok(()),
+            Ok(answer) if answer.status.is_success() => {
+                let omitted = answer
+                    .headers
+                    .contains_key(crate::upstream::RESULT_OMITTED_HEADER);
+                Ok(Outcome {
+                    status: answer.status.as_u16(),
+                    body: (!omitted).then(|| answer.body.to_vec()),
+                })
+            }
             Ok(answer) => {
                 let e = DeliveryError::from_status(answer.status.as_u16());
                 let retry_after = answer
@@ -373,7 +415,8 @@ fn build(task: &Task) -> Result<Request<Bytes>, String> {
 }
 
 /// The admin endpoints of the queue:
-/// `GET /queue` (stats), `GET /queue/dead[?limit=N]`, `GET /queue/dead/{id}`,
+/// `GET /queue` (stats), `GET /queue/status/{id}` (a task's status with its history),
+/// `GET /queue/dead[?limit=N]`, `GET /queue/dead/{id}`,
 /// `POST /queue/replay?id=ID|all=1`, `DELETE /queue/dead?id=ID|all=1`.
 pub(crate) async fn admin(
     q: &QueueRef,
@@ -419,6 +462,24 @@ pub(crate) async fn admin(
                 Err(e) => failed(e),
             }
         }
+        (&Method::GET, p) if p.starts_with("/queue/status/") => {
+            let id = &p["/queue/status/".len()..];
+            match q.0.task_status(id).await {
+                Ok(Some(mut status)) => {
+                    // Operators see the history; the Authorization hash stays inside.
+                    status.auth = None;
+                    json_response(
+                        StatusCode::OK,
+                        &serde_json::to_value(&status).unwrap_or_default(),
+                    )
+                }
+                Ok(None) => json_response(
+                    StatusCode::NOT_FOUND,
+                    &serde_json::json!({"error": {"kind": "not_found", "message": "no such task (or its status expired)"}}),
+                ),
+                Err(e) => failed(e),
+            }
+        }
         (&Method::GET, p) if p.starts_with("/queue/dead/") => {
             let id = &p["/queue/dead/".len()..];
             match q.0.dead_letter_get(id).await {
@@ -449,7 +510,7 @@ pub(crate) async fn admin(
         },
         _ => json_response(
             StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": {"kind": "no_route", "message": "queue admin: GET /queue, GET /queue/dead[/ID], POST /queue/replay?id=|all=1, DELETE /queue/dead?id=|all=1"}}),
+            &serde_json::json!({"error": {"kind": "no_route", "message": "queue admin: GET /queue, GET /queue/status/ID, GET /queue/dead[/ID], POST /queue/replay?id=|all=1, DELETE /queue/dead?id=|all=1"}}),
         ),
     }
 }

@@ -31,6 +31,9 @@ pub(crate) fn stage(call: &Call, env: Env<'_>, scope: Scope<'_>) -> Result<Task,
         ));
     }
     let client_key = client_idempotency_key(scope);
+    let status_auth = env
+        .follow
+        .auth_hash(scope.req.headers.get(http::header::AUTHORIZATION));
     if call.mode == Mode::Publish {
         let (mut headers, body) = render_event(call, scope)?;
         let subject = call.subject.clone().unwrap_or_default();
@@ -44,7 +47,8 @@ pub(crate) fn stage(call: &Call, env: Env<'_>, scope: Scope<'_>) -> Result<Task,
                 span.end(manifold_telemetry::CallOutcome::default());
             }
         }
-        let task = Task::event("pending", subject, headers, body);
+        let mut task = Task::event("pending", subject, headers, body);
+        task.status_auth = status_auth;
         return Ok(crate::offload::with_key(
             task,
             client_key.as_deref(),
@@ -63,12 +67,14 @@ pub(crate) fn stage(call: &Call, env: Env<'_>, scope: Scope<'_>) -> Result<Task,
             span.end(manifold_telemetry::CallOutcome::default());
         }
     }
-    Ok(crate::offload::task_from_request(
+    let mut task = crate::offload::task_from_request(
         request,
         &upstream.name,
         &call.name,
         client_key.as_deref(),
-    ))
+    );
+    task.status_auth = status_auth;
+    Ok(task)
 }
 
 /// Put the trace context on an event's headers, with [`TraceCtx::apply`]'s rules: the call's own
@@ -102,11 +108,14 @@ fn trace_event(
 pub(crate) fn start_eager(i: usize, call: &Call, env: Env<'_>, scope: Scope<'_>) -> CallFuture {
     let staged = stage(call, env, scope);
     let queue = env.queue.map(Arc::clone);
+    let follow = env.follow.clone();
     Box::pin(async move {
         match (staged, queue) {
-            (Ok(task), Some(queue)) => {
-                (i, crate::offload::enqueue(queue.as_ref(), task).await, None)
-            }
+            (Ok(task), Some(queue)) => (
+                i,
+                crate::offload::enqueue(queue.as_ref(), task, &follow).await,
+                None,
+            ),
             (Err(e), _) => (i, Err(e), None),
             (Ok(_), None) => (
                 i,

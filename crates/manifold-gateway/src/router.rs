@@ -37,7 +37,38 @@ impl Router {
                     reason: e.to_string(),
                 })?;
         }
+        // Task statuses: an empty route list marks the status route. Added by the rule
+        // `manifold check` applies, so a config it accepts starts.
+        if manifold_config::offloads(&config.routes) {
+            let status_path = &config.queue.status_path;
+            manifold_config::add_status_route(&mut paths, status_path, Vec::new()).map_err(
+                |e| GatewayError::Route {
+                    route: "[queue] status_path".into(),
+                    path: format!("{status_path}/{{task_id}}"),
+                    reason: match e {
+                        manifold_config::StatusRouteError::Shadows(routes) => format!(
+                            "it would shadow route `{}`",
+                            routes
+                                .first()
+                                .map_or("?", |&i| config.routes[i].name.as_str())
+                        ),
+                        manifold_config::StatusRouteError::Conflicts(why) => why,
+                    },
+                },
+            )?;
+        }
         Ok(Router { paths })
+    }
+
+    /// The task id when `path` is the status route's (`{status_path}/{task_id}`), still
+    /// percent-encoded.
+    pub(crate) fn status_id<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let m = self.paths.at(path).ok()?;
+        if m.value.is_empty() {
+            m.params.get("task_id")
+        } else {
+            None
+        }
     }
 
     /// The routes whose pattern matches `path`, and the match's parameters.

@@ -190,7 +190,11 @@ async fn an_optional_enqueue_still_running_at_the_deadline_gives_a_partial_answe
     let stream = format!("mfx_straggler_{}_{nanos}", std::process::id());
     let _cleanup = manifold_queue::test_support::DropStreams {
         url: "nats://127.0.0.1:4222",
-        streams: vec![stream.clone(), format!("{stream}_dead")],
+        streams: vec![
+            stream.clone(),
+            format!("{stream}_dead"),
+            format!("KV_{stream}_status"),
+        ],
     };
     let relay = manifold_queue::test_support::Relay::start("127.0.0.1:4222")
         .await

@@ -13,6 +13,7 @@ mod proxy;
 mod publish;
 mod reload;
 mod shed;
+mod status;
 mod support;
 mod telemetry;
 mod telemetry_calls;

@@ -501,6 +501,8 @@ async fn bench_nats(opts: &BenchOptions) -> Result<BackendBench, QueueError> {
             max_task_bytes: 512 * 1024,
             retry_after: Duration::from_secs(1),
             lease_timeout: Duration::from_secs(30),
+            status: crate::StatusLimits::default(),
+            max_age: Duration::from_secs(3600),
         })
         .await?,
     );

@@ -86,7 +86,31 @@ pub struct QueueConfig {
     /// and delivered after the next start.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Where the main listener answers `GET {status_path}/{task_id}` with a task's status and
+    /// result; `""` turns it off. Must not shadow or conflict with a route.
+    pub status_path: String,
+    /// `"authorization"`: a status answers only to a request carrying the same
+    /// `Authorization` header as the request that created the task (a SHA-256 of it is
+    /// stored, never the header). Unset: the task id alone is the capability.
+    pub status_requires: Option<String>,
+    /// Largest upstream answer kept as a task's `result`; larger ones are dropped
+    /// (`"result_omitted": true`).
+    pub max_result_bytes: usize,
+    /// How long a finished task's status and result are kept (then 404).
+    #[serde(with = "humantime_serde")]
+    pub result_ttl: Duration,
+    /// Most finished statuses kept; beyond it the oldest go first.
+    pub max_statuses: u64,
+    /// Most bytes of finished statuses kept; beyond it the oldest go first.
+    pub max_status_bytes: u64,
 }
+
+/// Longest accepted `status_path`.
+const MAX_STATUS_PATH: usize = 200;
+
+/// Largest accepted `max_result_bytes` (results live in the status store, beside every other
+/// status: a few of these must not crowd it).
+const MAX_RESULT_LIMIT: usize = 4 << 20;
 
 impl Default for QueueConfig {
     fn default() -> Self {
@@ -110,6 +134,12 @@ impl Default for QueueConfig {
             upstream_concurrency: BTreeMap::new(),
             max_in_flight: 256,
             drain_timeout: Duration::from_secs(10),
+            status_path: "/tasks".into(),
+            status_requires: None,
+            max_result_bytes: 64 * 1024,
+            result_ttl: Duration::from_secs(3600),
+            max_statuses: 100_000,
+            max_status_bytes: 256 << 20,
         }
     }
 }
@@ -141,6 +171,32 @@ impl QueueConfig {
         }
         if self.backoff_base.is_zero() || self.backoff_max < self.backoff_base {
             return bad("backoff_base must be > 0 and <= backoff_max".into());
+        }
+        check_status_path(&self.status_path)
+            .map_err(|m| QueueError::Config(format!("[queue] {m}")))?;
+        match self.status_requires.as_deref() {
+            None | Some("authorization") => {}
+            Some(other) => {
+                return bad(format!(
+                    "status_requires = {other:?}: the only value is \"authorization\""
+                ))
+            }
+        }
+        if self.max_result_bytes > MAX_RESULT_LIMIT {
+            return bad(format!(
+                "max_result_bytes = {} is above the limit of {MAX_RESULT_LIMIT}",
+                self.max_result_bytes
+            ));
+        }
+        if self.result_ttl < Duration::from_secs(1)
+            || self.result_ttl > Duration::from_secs(30 * 86_400)
+        {
+            return bad("result_ttl must be between 1s and 30 days".into());
+        }
+        if self.max_statuses == 0 || self.max_status_bytes < 1024 {
+            return bad(
+                "max_statuses must be at least 1 and max_status_bytes at least 1024".into(),
+            );
         }
         let name_ok = |s: &str| {
             !s.is_empty()
@@ -186,6 +242,35 @@ impl QueueConfig {
             .copied()
             .unwrap_or(self.concurrency)
     }
+}
+
+/// `status_path`: `""` (off) or an absolute literal path: segments of letters, digits, `-`,
+/// `_` and `.`, no trailing slash, no parameters (it is a prefix the task id is appended to).
+pub fn check_status_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Ok(());
+    }
+    let bad = |why: &str| Err(format!("status_path {path:?} {why}"));
+    if path.len() > MAX_STATUS_PATH {
+        return bad(&format!("is longer than {MAX_STATUS_PATH} bytes"));
+    }
+    if !path.starts_with('/') || path.len() < 2 {
+        return bad(
+            "must start with '/' and name at least one segment (or be \"\" to turn it off)",
+        );
+    }
+    for segment in path[1..].split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return bad("has an empty, '.' or '..' segment (or a trailing '/')");
+        }
+        if !segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return bad("may hold only letters, digits, '-', '_', '.' and '/'");
+        }
+    }
+    Ok(())
 }
 
 /// `"250ms"`, `"2s"`, `"1h 30m"` ↔ [`Duration`], as the rest of the config writes durations.
@@ -270,6 +355,60 @@ mod tests {
         cfg.validate().unwrap();
         assert_eq!(cfg.max_age, Duration::from_secs(6 * 3600));
         assert_eq!(cfg.concurrency_for("shipping"), 4);
+    }
+
+    #[test]
+    fn status_keys_default_and_hostile_values_are_refused() {
+        let cfg = QueueConfig::default();
+        assert_eq!(cfg.status_path, "/tasks");
+        assert_eq!(cfg.max_result_bytes, 64 * 1024);
+        assert_eq!(cfg.result_ttl, Duration::from_secs(3600));
+        for ok in ["", "/tasks", "/v1/task-status", "/a.b_c"] {
+            check_status_path(ok).unwrap();
+        }
+        for bad in [
+            "tasks",
+            "/",
+            "/tasks/",
+            "/t/{id}",
+            "/t/{*x}",
+            "//t",
+            "/t/../admin",
+            "/t/.",
+            "/t?x=1",
+            "/t#f",
+            "/tâches",
+            "/t%2f",
+            "/t t",
+        ] {
+            assert!(check_status_path(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(check_status_path(&format!("/{}", "a".repeat(300))).is_err());
+        let cfg = QueueConfig {
+            status_requires: Some("cookie".into()),
+            ..QueueConfig::default()
+        };
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("status_requires"));
+        let cfg = QueueConfig {
+            max_result_bytes: 1 << 30,
+            ..QueueConfig::default()
+        };
+        assert!(cfg.validate().is_err());
+        let cfg = QueueConfig {
+            result_ttl: Duration::ZERO,
+            ..QueueConfig::default()
+        };
+        assert!(cfg.validate().is_err());
+        let cfg = QueueConfig {
+            status_requires: Some("authorization".into()),
+            status_path: "".into(),
+            ..QueueConfig::default()
+        };
+        cfg.validate().unwrap();
     }
 
     #[test]

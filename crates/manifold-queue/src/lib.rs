@@ -75,6 +75,7 @@ mod queue;
 pub mod rabbitmq;
 pub mod redact;
 mod rng;
+pub mod status;
 mod task;
 #[cfg(feature = "test-support")]
 pub mod test_support;
@@ -82,7 +83,7 @@ pub mod test_support;
 mod testutil;
 
 pub use clock::Clock;
-pub use config::{humantime_serde, Backend, QueueConfig};
+pub use config::{check_status_path, humantime_serde, Backend, QueueConfig};
 pub use dispatch::{
     Backoff, Deliver, DeliveryError, DispatchMetrics, DispatchPolicy, DispatchSnapshot, Dispatcher,
     DrainReport,
@@ -97,7 +98,52 @@ pub use nats::{NatsOptions, NatsQueue};
 pub use queue::{Lease, Queue, QueueStats, Selection};
 #[cfg(feature = "rabbitmq")]
 pub use rabbitmq::{RabbitOptions, RabbitQueue};
-pub use task::{Task, EVENTS_UPSTREAM, IDEMPOTENCY_KEY_HEADER, MAX_ID_LEN};
+pub use status::{Outcome, State, StatusLimits, TaskStatus};
+pub use task::{ids_equal, Task, EVENTS_UPSTREAM, IDEMPOTENCY_KEY_HEADER, MAX_ID_LEN};
+
+/// [`open`], with the gateway's `[cache] redis` (URL and key prefix): RabbitMQ keeps its task
+/// statuses there when given (every replica sees them), else in a local file beside the
+/// embedded queue's (`[queue] path`), seen by this process only. Other backends ignore it.
+pub async fn open_with_redis(
+    cfg: &QueueConfig,
+    redis: Option<(&str, &str)>,
+) -> Result<std::sync::Arc<dyn Queue>, QueueError> {
+    match cfg.backend {
+        #[cfg(feature = "rabbitmq")]
+        Backend::Rabbitmq => {
+            cfg.validate()?;
+            open_rabbit(cfg, redis).await
+        }
+        _ => open(cfg).await,
+    }
+}
+
+#[cfg(feature = "rabbitmq")]
+async fn open_rabbit(
+    cfg: &QueueConfig,
+    redis: Option<(&str, &str)>,
+) -> Result<std::sync::Arc<dyn Queue>, QueueError> {
+    let limits = StatusLimits::from_config(cfg);
+    let store: std::sync::Arc<dyn status::StatusStore> = match redis {
+        Some((url, prefix)) => std::sync::Arc::new(
+            status::redis::RedisStatus::connect(url, prefix, limits, cfg.max_age).await?,
+        ),
+        None => {
+            let path = cfg.path.clone();
+            std::sync::Arc::new(
+                tokio::task::spawn_blocking(move || {
+                    status::local::LocalStatus::open(&path, limits)
+                })
+                .await
+                .map_err(|e| QueueError::storage("open status store", e))??,
+            )
+        }
+    };
+    let inner = std::sync::Arc::new(RabbitQueue::connect(RabbitOptions::from_config(cfg)).await?);
+    Ok(std::sync::Arc::new(status::Tracked::new(
+        inner, store, limits,
+    )))
+}
 
 /// Opens the backend `cfg` names: the embedded file, or a connection to NATS / RabbitMQ (creating
 /// the stream, consumer or queues if missing). The result is what the gateway's request path
@@ -113,9 +159,7 @@ pub async fn open(cfg: &QueueConfig) -> Result<std::sync::Arc<dyn Queue>, QueueE
             NatsQueue::connect(NatsOptions::from_config(cfg)).await?,
         )),
         #[cfg(feature = "rabbitmq")]
-        Backend::Rabbitmq => Ok(std::sync::Arc::new(
-            RabbitQueue::connect(RabbitOptions::from_config(cfg)).await?,
-        )),
+        Backend::Rabbitmq => open_rabbit(cfg, None).await,
         #[allow(unreachable_patterns)]
         other => Err(QueueError::Config(format!(
             "backend {:?} is not compiled in (cargo feature {:?})",

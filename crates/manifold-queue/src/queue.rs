@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Backend;
 use crate::error::QueueError;
+use crate::status::{Outcome, TaskStatus};
 use crate::task::Task;
 
 /// A durable task queue. Backends are used as `Arc<dyn Queue>`.
@@ -66,6 +67,27 @@ pub trait Queue: Send + Sync + 'static {
     /// Stops accepting work and flushes what the backend buffers; later calls fail with
     /// [`QueueError::Closed`].
     fn close(&self) -> BoxFuture<'_, Result<(), QueueError>>;
+
+    /// The status of task `id` (`GET {status_path}/{id}`); `None` when unknown or expired.
+    /// Backends that keep no statuses answer `None`.
+    fn task_status<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TaskStatus>, QueueError>> {
+        let _ = id;
+        Box::pin(async { Ok(None) })
+    }
+
+    /// The status of `id` once it is final (`done`, `dead`) or `wait` has passed, whichever is
+    /// first: the long poll behind `?wait=`. Waits on a notification (never a polling loop).
+    fn wait_status<'a>(
+        &'a self,
+        id: &'a str,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Option<TaskStatus>, QueueError>> {
+        let _ = wait;
+        self.task_status(id)
+    }
 }
 
 /// Which dead letters an operation applies to.
@@ -103,6 +125,9 @@ pub struct Lease {
     /// The task. The dispatcher updates `attempts` and `last_error` before a nack or a
     /// dead letter.
     pub task: Task,
+    /// What the delivery returned: the dispatcher sets it before the ack, and the ack records
+    /// it as the task's result.
+    pub outcome: Option<Outcome>,
     pub(crate) token: LeaseToken,
 }
 

@@ -57,6 +57,11 @@ pub struct Task {
     /// dead-letters the task as addressed to an unknown upstream rather than losing it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<String>,
+    /// SHA-256 (hex) of the creating request's `Authorization` header when the gateway's
+    /// `status_requires = "authorization"`: the status answers only to the same header. The
+    /// hash, never the header (see [`crate::status::auth_hash`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_auth: Option<String>,
 }
 
 impl fmt::Debug for Task {
@@ -75,6 +80,7 @@ impl fmt::Debug for Task {
             .field("not_before", &self.not_before)
             .field("last_error", &self.last_error)
             .field("publish", &self.publish)
+            .field("status_auth", &self.status_auth.is_some())
             .finish()
     }
 }
@@ -93,7 +99,7 @@ impl Task {
     ) -> Self {
         let now = Clock::system().now_ms();
         Task {
-            id: new_task_id(now),
+            id: new_task_id(),
             idempotency_key: idempotency_key.into(),
             upstream: upstream.into(),
             method: method.into(),
@@ -105,6 +111,7 @@ impl Task {
             not_before: 0,
             last_error: None,
             publish: None,
+            status_auth: None,
         }
     }
 
@@ -171,6 +178,13 @@ impl Task {
         if let Some(subject) = &self.publish {
             crate::events::check_subject(subject).map_err(QueueError::Invalid)?;
         }
+        if let Some(hash) = &self.status_auth {
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(QueueError::Invalid(
+                    "status_auth must be a hex SHA-256".into(),
+                ));
+            }
+        }
         let bytes = self.encode()?;
         if bytes.len() > max_bytes {
             return Err(QueueError::TooLarge {
@@ -200,12 +214,20 @@ impl Task {
     }
 }
 
-/// Task ids: 48 bits of milliseconds then 80 random bits, as 32 hex digits, so ids sort roughly
-/// by accept time and never collide in practice across replicas.
-pub(crate) fn new_task_id(now_ms: u64) -> String {
-    let random: u128 = crate::rng::with_rng(rand::Rng::random::<u128>) & ((1u128 << 80) - 1);
-    let id = (u128::from(now_ms & 0xffff_ffff_ffff) << 80) | random;
+/// Task ids are capabilities: whoever holds one may read the task's status and result at
+/// `GET {status_path}/{id}`. So they are 128 bits from a cryptographic generator (ChaCha, seeded
+/// from the OS), as 32 hex digits, with no time prefix and no counter: an id says nothing about
+/// the ids before or after it, and guessing one is a 2^-128 shot.
+pub(crate) fn new_task_id() -> String {
+    let id: u128 = crate::rng::with_secure_rng(rand::Rng::random::<u128>);
     format!("{id:032x}")
+}
+
+/// Compares a presented id (or any secret) with a stored one in time independent of where they
+/// differ, so response timing does not leak a stored id's prefix.
+pub fn ids_equal(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 /// Ids end up in NATS subjects and URLs: keep them to a safe alphabet.
@@ -266,13 +288,41 @@ mod tests {
     }
 
     #[test]
-    fn ids_are_unique_hex_and_sort_by_time() {
-        let a = new_task_id(1_000);
-        let b = new_task_id(2_000);
+    fn ids_are_128_bit_hex_and_valid() {
+        let a = new_task_id();
         assert_eq!(a.len(), 32);
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
-        assert!(a < b);
-        assert_ne!(new_task_id(5), new_task_id(5));
+        check_id("task id", &a).unwrap();
+        assert!(ids_equal(&a, &a.clone()));
+        assert!(!ids_equal(&a, &new_task_id()));
+        assert!(!ids_equal(&a, &a[..31]));
+    }
+
+    proptest::proptest! {
+        /// Ids are unique and not predictable from the ones before: consecutive ids share no
+        /// prefix beyond chance (a time prefix or a counter would share many leading digits),
+        /// and their difference is not constant (no counter).
+        #[test]
+        fn consecutive_ids_are_unique_and_share_no_structure(n in 64usize..256) {
+            let ids: Vec<u128> = (0..n)
+                .map(|_| u128::from_str_radix(&new_task_id(), 16).unwrap())
+                .collect();
+            let unique: std::collections::HashSet<_> = ids.iter().collect();
+            proptest::prop_assert_eq!(unique.len(), n);
+            // Leading bits shared by consecutive ids: about 1 on average for random ids; a
+            // 48-bit time prefix shares 30+.
+            let shared: u32 = ids.windows(2).map(|w| (w[0] ^ w[1]).leading_zeros()).sum();
+            let mean = f64::from(shared) / (n - 1) as f64;
+            proptest::prop_assert!(mean < 4.0, "mean shared leading bits {}", mean);
+            // No counter: the differences between consecutive ids are not all equal.
+            let diffs: std::collections::HashSet<u128> =
+                ids.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+            proptest::prop_assert!(diffs.len() > n / 2);
+            // Every bit position varies (no fixed field anywhere in the id).
+            let (all_or, all_and) = ids.iter().fold((0u128, u128::MAX), |(o, a), id| (o | id, a & id));
+            proptest::prop_assert_eq!(all_or, u128::MAX);
+            proptest::prop_assert_eq!(all_and, 0);
+        }
     }
 
     #[test]

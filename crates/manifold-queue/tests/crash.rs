@@ -126,3 +126,85 @@ fn embedded_survives_kill_9_during_enqueues() {
         );
     }
 }
+
+const STATUS_DIR_ENV: &str = "MANIFOLD_QUEUE_STATUS_CRASH_DIR";
+
+/// The child of the status crash test: one task delivered (`done`, with its result), one in
+/// the middle of a delivery; then it prints the ids and waits to be killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_child_with_statuses() {
+    use manifold_queue::{Outcome, State};
+    let Ok(dir) = std::env::var(STATUS_DIR_ENV) else {
+        return;
+    };
+    let q = EmbeddedQueue::open(EmbeddedOptions::at(dir)).await.unwrap();
+    let (done, busy) = (task(1), task(2));
+    let ids = (done.id.clone(), busy.id.clone());
+    q.enqueue(done).await.unwrap();
+    let mut lease = q.lease(1, Duration::ZERO).await.unwrap().pop().unwrap();
+    lease.outcome = Some(Outcome {
+        status: 201,
+        body: Some(br#"{"label":"L-1"}"#.to_vec()),
+    });
+    q.ack(lease).await.unwrap();
+    q.enqueue(busy).await.unwrap();
+    let _held = q.lease(1, Duration::ZERO).await.unwrap();
+    // `delivering` is written without blocking the lease: wait until it is committed.
+    while q.task_status(&ids.1).await.unwrap().map(|s| s.status) != Some(State::Delivering) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!("READY {} {}", ids.0, ids.1);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+}
+
+/// `kill -9` with a task `done` and one `delivering`: after the restart the `done` status and
+/// its result are there, and the interrupted one is `retrying` (never lost), then `done` once
+/// delivered.
+#[test]
+fn embedded_statuses_survive_kill_9() {
+    use manifold_queue::State;
+    let dir = TempDir::new("status-crash");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "crash::crash_child_with_statuses",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(STATUS_DIR_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut ids = None;
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if let Some((_, rest)) = line.split_once("READY ") {
+            let mut parts = rest.split_whitespace().map(str::to_owned);
+            ids = parts.next().zip(parts.next());
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let (done, busy) = ids.expect("the child never got ready");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let q = EmbeddedQueue::open(EmbeddedOptions::at(dir.path()))
+            .await
+            .unwrap();
+        let s = q.task_status(&done).await.unwrap().expect("done survives");
+        assert_eq!((s.status, s.result_status), (State::Done, Some(201)));
+        assert_eq!(s.result, Some(serde_json::json!({"label": "L-1"})));
+        let s = q.task_status(&busy).await.unwrap().expect("never lost");
+        assert_eq!(s.status, State::Retrying);
+        let lease = q.lease(1, Duration::ZERO).await.unwrap().pop().unwrap();
+        assert_eq!(lease.task.id, busy);
+        q.ack(lease).await.unwrap();
+        let s = q.task_status(&busy).await.unwrap().unwrap();
+        assert_eq!(s.status, State::Done);
+    });
+}

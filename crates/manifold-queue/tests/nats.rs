@@ -29,6 +29,8 @@ fn options(stream: &str) -> NatsOptions {
         max_task_bytes: 64 * 1024,
         retry_after: Duration::from_secs(1),
         lease_timeout: Duration::from_secs(30),
+        status: manifold_queue::StatusLimits::default(),
+        max_age: Duration::from_secs(3600),
     }
 }
 
@@ -36,7 +38,11 @@ fn options(stream: &str) -> NatsOptions {
 fn cleanup(stream: String) -> DropStreams {
     DropStreams {
         url: URL,
-        streams: vec![stream.clone(), format!("{stream}_dead")],
+        streams: vec![
+            stream.clone(),
+            format!("{stream}_dead"),
+            format!("KV_{stream}_status"),
+        ],
     }
 }
 
@@ -280,4 +286,85 @@ async fn nats_dispatcher_keeps_delivering_after_the_server_connection_is_cut() {
     );
     dispatcher_survives_a_broker_outage(q.clone(), &relay, "nats").await;
     let _ = q.close().await;
+}
+
+/// Statuses live in the `<stream>_status` bucket: a second replica (its own connection, the
+/// same stream) answers for a task it neither accepted nor delivered, and its long poll is
+/// woken by the other replica's write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_status_is_answered_by_a_replica_that_did_not_deliver() {
+    use manifold_queue::{Outcome, State};
+    let stream = unique("nats_status");
+    let _cleanup = cleanup(stream.clone());
+    let a = NatsQueue::connect(options(&stream)).await.unwrap();
+    let b = Arc::new(NatsQueue::connect(options(&stream)).await.unwrap());
+    let t = task(1);
+    let id = t.id.clone();
+    assert!(b.task_status(&id).await.unwrap().is_none());
+    a.enqueue(t).await.unwrap();
+    assert_eq!(
+        b.task_status(&id).await.unwrap().unwrap().status,
+        State::Queued
+    );
+
+    let mut lease = a
+        .lease(1, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(
+        b.task_status(&id).await.unwrap().unwrap().status,
+        State::Delivering
+    );
+    let poll = {
+        let (b, id) = (Arc::clone(&b), id.clone());
+        tokio::spawn(async move { b.wait_status(&id, Duration::from_secs(60)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!poll.is_finished(), "not done yet");
+    lease.outcome = Some(Outcome {
+        status: 201,
+        body: Some(br#"{"label":"L-7"}"#.to_vec()),
+    });
+    a.ack(lease).await.unwrap();
+    let s = tokio::time::timeout(Duration::from_secs(10), poll)
+        .await
+        .expect("woken by the other replica's write, long before 60 s")
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.status, State::Done);
+    assert_eq!(s.result, Some(serde_json::json!({"label": "L-7"})));
+    let s = b.task_status(&id).await.unwrap().unwrap();
+    assert_eq!((s.status, s.result_status), (State::Done, Some(201)));
+    let steps: Vec<State> = s.history.iter().map(|h| h.status).collect();
+    assert_eq!(steps, [State::Queued, State::Delivering, State::Done]);
+
+    // Failing, then dead, seen from the other replica.
+    let t = task(2);
+    let id = t.id.clone();
+    a.enqueue(t).await.unwrap();
+    let mut lease = a
+        .lease(1, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    lease.task.attempts = 1;
+    lease.task.last_error = Some("upstream: status 503".into());
+    a.dead_letter(lease).await.unwrap();
+    let s = b.task_status(&id).await.unwrap().unwrap();
+    assert_eq!(s.status, State::Dead);
+    assert_eq!(s.last_error.as_deref(), Some("upstream: status 503"));
+    // Hostile ids are unknown, not errors (they cannot even be keys).
+    for id in ["", "a.b", "a*", "../x", "é", &"f".repeat(5000)] {
+        assert!(b.task_status(id).await.unwrap().is_none(), "{id:?}");
+        assert!(b
+            .wait_status(id, Duration::from_millis(10))
+            .await
+            .unwrap()
+            .is_none());
+    }
+    a.destroy().await.unwrap();
 }

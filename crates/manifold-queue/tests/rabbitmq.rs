@@ -265,9 +265,10 @@ async fn rabbitmq_dispatcher_retries_with_a_stable_idempotency_key() {
 async fn rabbitmq_backend_opens_from_queue_config() {
     let name = unique("rmq_config");
     let _cleanup = cleanup(name.clone());
-    let cfg: QueueConfig = serde_json::from_str(&format!(
-        r#"{{"backend": "rabbitmq", "url": "{URL}", "queue": "{name}"}}"#
-    ))
+    let dir = crate::common::TempDir::new("rmq_config");
+    let cfg: QueueConfig = serde_json::from_value(serde_json::json!({
+        "backend": "rabbitmq", "url": URL, "queue": name, "path": dir.path()
+    }))
     .unwrap();
     let q = manifold_queue::open(&cfg).await.unwrap();
     assert_eq!(q.backend(), Backend::Rabbitmq);
@@ -306,4 +307,102 @@ async fn rabbitmq_dispatcher_keeps_delivering_after_the_broker_connection_is_cut
     );
     dispatcher_survives_a_broker_outage(q.clone(), &relay, "rabbitmq").await;
     let _ = q.close().await;
+}
+
+/// RabbitMQ with `[cache] redis`: statuses live in Redis, so a second replica answers for a
+/// task the first accepted and delivered, and its long poll is woken by the first one's write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_statuses_in_redis_are_shared_by_replicas() {
+    use manifold_queue::{Outcome, State};
+    let name = unique("rmq_status");
+    let _cleanup = cleanup(name.clone());
+    let cfg: QueueConfig = serde_json::from_value(serde_json::json!({
+        "backend": "rabbitmq", "url": URL, "queue": name
+    }))
+    .unwrap();
+    let prefix = format!("{name}:");
+    let redis = Some(("redis://127.0.0.1:6379", prefix.as_str()));
+    let a = manifold_queue::open_with_redis(&cfg, redis).await.unwrap();
+    let b = manifold_queue::open_with_redis(&cfg, redis).await.unwrap();
+    let t = task(1);
+    let id = t.id.clone();
+    assert!(b.task_status(&id).await.unwrap().is_none());
+    a.enqueue(t).await.unwrap();
+    assert_eq!(
+        b.task_status(&id).await.unwrap().unwrap().status,
+        State::Queued
+    );
+    let mut lease = a
+        .lease(1, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(
+        b.task_status(&id).await.unwrap().unwrap().status,
+        State::Delivering
+    );
+    let poll = {
+        let (b, id) = (Arc::clone(&b), id.clone());
+        tokio::spawn(async move { b.wait_status(&id, Duration::from_secs(60)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!poll.is_finished());
+    lease.outcome = Some(Outcome {
+        status: 200,
+        body: Some(br#"{"label":"R-1"}"#.to_vec()),
+    });
+    a.ack(lease).await.unwrap();
+    let s = tokio::time::timeout(Duration::from_secs(10), poll)
+        .await
+        .expect("woken by the other replica's write")
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.status, State::Done);
+    assert_eq!(s.result, Some(serde_json::json!({"label": "R-1"})));
+    for bad in ["", "../x", "é", &"f".repeat(5000)] {
+        assert!(b.task_status(bad).await.unwrap().is_none());
+    }
+}
+
+/// RabbitMQ without Redis: statuses in a local file, kept across a restart.
+#[tokio::test]
+async fn rabbitmq_statuses_without_redis_are_local_and_durable() {
+    use manifold_queue::State;
+    let name = unique("rmq_status_local");
+    let _cleanup = cleanup(name.clone());
+    let dir = crate::common::TempDir::new("rmq_status_local");
+    let cfg: QueueConfig = serde_json::from_value(serde_json::json!({
+        "backend": "rabbitmq", "url": URL, "queue": name, "path": dir.path()
+    }))
+    .unwrap();
+    let t = task(1);
+    let id = t.id.clone();
+    {
+        let q = manifold_queue::open_with_redis(&cfg, None).await.unwrap();
+        q.enqueue(t).await.unwrap();
+        let mut lease = q
+            .lease(1, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        lease.task.attempts = 1;
+        lease.task.last_error = Some("upstream: status 500".into());
+        q.dead_letter(lease).await.unwrap();
+        assert_eq!(
+            q.task_status(&id).await.unwrap().unwrap().status,
+            State::Dead
+        );
+        q.close().await.unwrap();
+    }
+    let q = manifold_queue::open_with_redis(&cfg, None).await.unwrap();
+    let s = q.task_status(&id).await.unwrap().unwrap();
+    assert_eq!((s.status, s.attempts), (State::Dead, 1));
+    q.replay(&Selection::Id(id.clone())).await.unwrap();
+    assert_eq!(
+        q.task_status(&id).await.unwrap().unwrap().status,
+        State::Queued
+    );
 }

@@ -47,6 +47,8 @@ pub(super) fn build(
         queue: running.queue.clone(),
         stats: Arc::clone(&running.stats),
         limit: Arc::clone(&running.limit),
+        // `[queue]` (status_path, limits) only changes with a restart.
+        follow: running.follow.clone(),
         config,
     };
     Ok((shared, report))

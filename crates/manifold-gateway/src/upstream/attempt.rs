@@ -427,12 +427,21 @@ impl tower::Service<Attempt<FetchReq>> for Attempts {
                     .await
                     .map_err(|e| error::transport(&core.name, &e))?;
                 mark_first_byte(mark.as_ref());
-                let (parts, body) = response.into_parts();
+                let (mut parts, body) = response.into_parts();
                 let body = match read {
                     Read::All { max } => core.read_all(body, max).await?,
-                    Read::Discard { max } => {
-                        let _ = Limited::new(body, max).collect().await;
-                        Bytes::new()
+                    Read::Keep { max } => {
+                        parts.headers.remove(super::RESULT_OMITTED_HEADER);
+                        match Limited::new(body, max).collect().await {
+                            Ok(c) => c.to_bytes(),
+                            Err(_) => {
+                                parts.headers.insert(
+                                    super::RESULT_OMITTED_HEADER,
+                                    http::HeaderValue::from_static("1"),
+                                );
+                                Bytes::new()
+                            }
+                        }
                     }
                 };
                 Ok(Answer {

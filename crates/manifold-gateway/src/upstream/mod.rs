@@ -106,10 +106,14 @@ impl Bound {
 pub(crate) enum Read {
     /// All of it, failing `too_large` past `max` bytes.
     All { max: u64 },
-    /// At most `max` bytes, dropped, whatever happens (only the status matters, and reading
-    /// lets the connection be reused).
-    Discard { max: usize },
+    /// Up to `max` bytes kept (a delivery's answer, the task's result); past it the body is
+    /// dropped and the answer carries [`RESULT_OMITTED_HEADER`] instead of failing.
+    Keep { max: usize },
 }
+
+/// Set (by the gateway, never taken from the upstream) on an answer read with [`Read::Keep`]
+/// whose body was over the limit and not kept.
+pub(crate) const RESULT_OMITTED_HEADER: &str = "manifold-result-omitted";
 
 /// An answer read whole (any status: only transport failures are errors here; a caller that
 /// treats a status outside 2xx as a failure classifies it with [`error::status`]).

@@ -239,7 +239,7 @@ async fn an_upstream_5xx_is_an_answer_that_classifies_as_a_retryable_status() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_answer_over_the_limit_is_too_large_and_a_discarded_one_is_not() {
+async fn an_answer_over_the_limit_is_too_large_and_a_kept_one_is_omitted() {
     let big = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n0123456789";
     let (url, _heads) = upstream(Some(big)).await;
     let up = stack(&[url], "1s");
@@ -249,9 +249,30 @@ async fn an_answer_over_the_limit_is_too_large_and_a_discarded_one_is_not() {
         .unwrap_err();
     assert_eq!(e.kind, CallErrorKind::TooLarge, "{e}");
     let answer = up
-        .fetch(get("/"), budget(None), Read::Discard { max: 4 })
+        .fetch(get("/"), budget(None), Read::Keep { max: 4 })
         .await
         .expect("the status is what counts");
     assert_eq!(answer.status, StatusCode::OK);
     assert!(answer.body.is_empty());
+    assert!(answer.headers.contains_key(super::RESULT_OMITTED_HEADER));
+    let answer = up
+        .fetch(get("/"), budget(None), Read::Keep { max: 10 })
+        .await
+        .unwrap();
+    assert_eq!(&answer.body[..], b"0123456789");
+    assert!(!answer.headers.contains_key(super::RESULT_OMITTED_HEADER));
+}
+
+/// An upstream cannot make the gateway believe its answer was omitted (or hide that it was).
+#[tokio::test(start_paused = true)]
+async fn an_upstream_cannot_forge_the_omitted_marker() {
+    let forged = "HTTP/1.1 200 OK\r\nmanifold-result-omitted: 1\r\ncontent-length: 2\r\n\r\n{}";
+    let (url, _heads) = upstream(Some(forged)).await;
+    let up = stack(&[url], "1s");
+    let answer = up
+        .fetch(get("/"), budget(None), Read::Keep { max: 64 })
+        .await
+        .unwrap();
+    assert_eq!(&answer.body[..], b"{}");
+    assert!(!answer.headers.contains_key(super::RESULT_OMITTED_HEADER));
 }

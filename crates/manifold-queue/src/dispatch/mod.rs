@@ -23,6 +23,7 @@ use crate::clock::Clock;
 use crate::config::QueueConfig;
 use crate::queue::{Lease, Queue};
 use crate::rng::with_rng;
+use crate::status::Outcome;
 use crate::task::Task;
 
 /// Sends one task to its upstream. Implemented by the gateway over its upstream client; it must
@@ -31,6 +32,21 @@ pub trait Deliver: Send + Sync + 'static {
     /// Delivers `task` once. `Ok` means the upstream accepted it (2xx); an error says whether a
     /// retry may help.
     fn deliver(&self, task: &Task) -> impl Future<Output = Result<(), DeliveryError>> + Send;
+
+    /// Delivers `task` once and returns what the upstream answered, which becomes the task's
+    /// `result` in its status. The default knows only success (status 200, no body);
+    /// implementations that can read the answer override it.
+    fn deliver_outcome(
+        &self,
+        task: &Task,
+    ) -> impl Future<Output = Result<Outcome, DeliveryError>> + Send {
+        async move {
+            self.deliver(task).await.map(|()| Outcome {
+                status: 200,
+                body: Some(Vec::new()),
+            })
+        }
+    }
 }
 
 /// Why a delivery attempt failed, and whether to try again.
@@ -397,7 +413,7 @@ impl<D: Deliver> Job<D> {
         let outcome = tokio::select! {
             biased;
             _ = self.hard_stop.cancelled() => None,
-            r = self.deliver.deliver(&lease.task) => Some(r),
+            r = self.deliver.deliver_outcome(&lease.task) => Some(r),
         };
         self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
 
@@ -408,8 +424,10 @@ impl<D: Deliver> Job<D> {
                 DispatchMetrics::inc(&self.metrics.released);
                 true
             }
-            Some(Ok(())) => {
+            Some(Ok(outcome)) => {
                 tracing::debug!(task = %lease.task.id, upstream = %lease.task.upstream, "delivered");
+                let mut lease = lease;
+                lease.outcome = Some(outcome);
                 self.settle(self.queue.ack(lease), "ack").await;
                 // Counted once the queue has settled, so a reader of the counters sees the queue
                 // already updated.

@@ -17,7 +17,7 @@
 //! and a refused or failed one always gives its reserved capacity back, whatever became of the
 //! caller.
 
-mod store;
+pub(crate) mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -31,6 +31,7 @@ use crate::clock::Clock;
 use crate::config::{Backend, QueueConfig};
 use crate::error::QueueError;
 use crate::queue::{Lease, LeaseToken, Queue, QueueStats, Selection};
+use crate::status::{after_attempt, Change, State as Status, StatusLimits, TaskStatus, Watchers};
 use crate::task::Task;
 use store::{Op, Store};
 
@@ -49,6 +50,8 @@ pub struct EmbeddedOptions {
     pub retry_after: Duration,
     /// How long a lease lasts before the task is due again.
     pub lease_timeout: Duration,
+    /// Bounds on task statuses and results.
+    pub status: StatusLimits,
 }
 
 impl EmbeddedOptions {
@@ -61,6 +64,7 @@ impl EmbeddedOptions {
             max_task_bytes: cfg.max_task_bytes,
             retry_after: cfg.retry_after,
             lease_timeout: cfg.lease_timeout,
+            status: StatusLimits::from_config(cfg),
         }
     }
 
@@ -88,6 +92,8 @@ struct Shared {
     state: Mutex<State>,
     /// Woken when a task becomes due now (enqueue, nack with no delay, release).
     ready: Notify,
+    /// Long polls waiting for a task's status to change.
+    watchers: Watchers,
 }
 
 impl Shared {
@@ -177,7 +183,8 @@ impl EmbeddedQueue {
     /// were leased when the previous process stopped are due again.
     pub async fn open(opts: EmbeddedOptions) -> Result<Self, QueueError> {
         let path = opts.path.clone();
-        let (store, loaded) = tokio::task::spawn_blocking(move || Store::open(&path))
+        let limits = opts.status;
+        let (store, loaded) = tokio::task::spawn_blocking(move || Store::open(&path, limits))
             .await
             .map_err(|e| QueueError::storage("open task", e))??;
         let mut state = State::default();
@@ -216,6 +223,7 @@ impl EmbeddedQueue {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
                 ready: Notify::new(),
+                watchers: Watchers::default(),
             }),
             clock: Clock::system(),
             opts,
@@ -256,6 +264,7 @@ impl EmbeddedQueue {
             st.next_seq += 1;
             seq
         };
+        let id = task.id.clone();
         // From here the reservation belongs to the writer: it either makes the task due or
         // gives the reservation back, even if this future is dropped meanwhile.
         let meta = Meta {
@@ -265,18 +274,22 @@ impl EmbeddedQueue {
             lease: None,
         };
         let shared = Arc::clone(&self.shared);
-        let committed = self.store.write(Op::Put { seq, bytes }, move |outcome| {
-            let mut st = shared.state();
-            if outcome.is_ok() {
-                st.pending.insert(seq, meta);
-                st.ready.insert((meta.not_before, seq));
-                drop(st);
-                shared.ready.notify_waiters();
-            } else {
-                st.stored_tasks = st.stored_tasks.saturating_sub(1);
-                st.stored_bytes = st.stored_bytes.saturating_sub(size);
-            }
-        });
+        let status = self.change(&task, Status::Queued, None);
+        let committed =
+            self.store
+                .write_status(Op::Put { seq, bytes }, Some(status), move |outcome| {
+                    let mut st = shared.state();
+                    if outcome.is_ok() {
+                        st.pending.insert(seq, meta);
+                        st.ready.insert((meta.not_before, seq));
+                        drop(st);
+                        shared.ready.notify_waiters();
+                        shared.watchers.notify(&id);
+                    } else {
+                        st.stored_tasks = st.stored_tasks.saturating_sub(1);
+                        st.stored_bytes = st.stored_bytes.saturating_sub(size);
+                    }
+                });
         match committed.await {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -287,6 +300,47 @@ impl EmbeddedQueue {
                 Err(e)
             }
         }
+    }
+
+    /// `task` entering `status` now.
+    fn change(
+        &self,
+        task: &Task,
+        status: Status,
+        outcome: Option<crate::status::Outcome>,
+    ) -> Change {
+        Change::of(
+            task,
+            status,
+            outcome,
+            self.clock.now_ms(),
+            &self.opts.status,
+        )
+    }
+
+    /// Records a status with no other write (a delivery starting, a lease given back), if the
+    /// task is still pending. Not awaited: the op is queued now and shares the next commit;
+    /// its effect wakes the task's long polls.
+    fn touch(&self, seq: u64, change: Change) {
+        let shared = Arc::clone(&self.shared);
+        let id = change.task_id.clone();
+        let write = self
+            .store
+            .write_status(Op::Touch { seq }, Some(change), move |outcome| {
+                if outcome == Ok(true) {
+                    shared.watchers.notify(&id);
+                }
+            });
+        drop(write);
+    }
+
+    /// The stored status of `id`, `None` if unknown or expired.
+    fn status_inner(&self, id: &str) -> Result<Option<TaskStatus>, QueueError> {
+        if crate::task::check_id("task id", id).is_err() {
+            return Ok(None);
+        }
+        let now = self.clock.now_ms();
+        Ok(self.store.read_status(id)?.filter(|s| !s.expired(now)))
     }
 
     fn full(&self, reason: String) -> QueueError {
@@ -382,10 +436,14 @@ impl EmbeddedQueue {
                 continue;
             };
             match Task::decode(&bytes) {
-                Ok(task) => leases.push(Lease {
-                    task,
-                    token: LeaseToken::Embedded { seq, lease_id },
-                }),
+                Ok(task) => {
+                    self.touch(seq, self.change(&task, Status::Delivering, None));
+                    leases.push(Lease {
+                        task,
+                        outcome: None,
+                        token: LeaseToken::Embedded { seq, lease_id },
+                    })
+                }
                 Err(e) => {
                     // Unreadable rows cannot be delivered; keep them visible rather than loop.
                     tracing::error!(seq, error = %e, "undecodable task in embedded queue");
@@ -407,12 +465,16 @@ impl EmbeddedQueue {
 
     async fn ack_inner(&self, lease: Lease) -> Result<(), QueueError> {
         let (seq, _) = Self::token(&lease)?;
-        // Delivered, whoever holds the current lease: remove it durably, then forget it.
+        // Delivered, whoever holds the current lease: remove it durably with its `done` status
+        // and result, then forget it.
         let shared = Arc::clone(&self.shared);
+        let change = self.change(&lease.task, Status::Done, lease.outcome);
+        let id = lease.task.id;
         self.store
-            .write(Op::Delete { seq }, move |outcome| {
+            .write_status(Op::Delete { seq }, Some(change), move |outcome| {
                 if outcome.is_ok() {
                     shared.state().forget(seq);
+                    shared.watchers.notify(&id);
                 }
             })
             .await?;
@@ -426,6 +488,7 @@ impl EmbeddedQueue {
             return Ok(());
         }
         let mut task = lease.task;
+        let change = self.change(&task, after_attempt(&task), None);
         task.not_before = if delay.is_zero() {
             0
         } else {
@@ -435,11 +498,13 @@ impl EmbeddedQueue {
         let size = bytes.len() as u64;
         let not_before = task.not_before;
         let shared = Arc::clone(&self.shared);
+        let id = task.id;
         self.store
-            .write(Op::Replace { seq, bytes }, move |outcome| {
+            .write_status(Op::Replace { seq, bytes }, Some(change), move |outcome| {
                 if outcome != Ok(true) {
                     return;
                 }
+                shared.watchers.notify(&id);
                 let mut st = shared.state();
                 // The row now holds the new bytes, whoever holds the lease.
                 if let Some(meta) = st.pending.get_mut(&seq) {
@@ -467,10 +532,17 @@ impl EmbeddedQueue {
     fn release_inner(&self, lease: &Lease) -> Result<(), QueueError> {
         let (seq, lease_id) = Self::token(lease)?;
         let mut st = self.state();
-        if let Some(meta) = st.unlease(seq, lease_id) {
+        let released = st.unlease(seq, lease_id);
+        if let Some(meta) = released {
             st.make_due(seq, meta.not_before);
         }
         drop(st);
+        if released.is_some() {
+            self.touch(
+                seq,
+                self.change(&lease.task, after_attempt(&lease.task), None),
+            );
+        }
         self.shared.ready.notify_waiters();
         Ok(())
     }
@@ -480,16 +552,19 @@ impl EmbeddedQueue {
         let bytes = lease.task.encode()?;
         let size = bytes.len() as u64;
         let shared = Arc::clone(&self.shared);
+        let change = self.change(&lease.task, Status::Dead, None);
+        let id = lease.task.id.clone();
         let op = Op::Bury {
             seq,
             id: lease.task.id.clone(),
             bytes,
         };
         self.store
-            .write(op, move |outcome| {
+            .write_status(op, Some(change), move |outcome| {
                 if outcome != Ok(true) {
                     return;
                 }
+                shared.watchers.notify(&id);
                 // The pending row became a dead letter: count it as one, whatever memory knew.
                 let mut st = shared.state();
                 st.forget(seq);
@@ -552,6 +627,7 @@ impl EmbeddedQueue {
                     seq
                 };
                 let (old, new) = (bytes.len() as u64, new_bytes.len() as u64);
+                let change = self.change(&task, Status::Queued, None);
                 let op = Op::Resurrect {
                     id,
                     dead_seq,
@@ -559,10 +635,12 @@ impl EmbeddedQueue {
                     bytes: new_bytes,
                 };
                 let shared = Arc::clone(&self.shared);
-                writes.push(self.store.write(op, move |outcome| {
+                let task_id = task.id.clone();
+                writes.push(self.store.write_status(op, Some(change), move |outcome| {
                     if outcome != Ok(true) {
                         return;
                     }
+                    shared.watchers.notify(&task_id);
                     let mut st = shared.state();
                     st.dead = st.dead.saturating_sub(1);
                     st.dead_bytes = st.dead_bytes.saturating_sub(old);
@@ -725,6 +803,27 @@ impl Queue for EmbeddedQueue {
         self.shared.ready.notify_waiters();
         Box::pin(async { Ok(()) })
     }
+
+    fn task_status<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TaskStatus>, QueueError>> {
+        let status = self.status_inner(id);
+        Box::pin(async move { status })
+    }
+
+    fn wait_status<'a>(
+        &'a self,
+        id: &'a str,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Option<TaskStatus>, QueueError>> {
+        Box::pin(crate::status::long_poll(
+            &self.shared.watchers,
+            id,
+            wait,
+            move || self.status_inner(id),
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -732,3 +831,6 @@ mod tests;
 
 #[cfg(test)]
 mod cancel_tests;
+
+#[cfg(test)]
+mod status_tests;

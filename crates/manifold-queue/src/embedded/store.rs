@@ -10,6 +10,7 @@
 //! (the gateway cancels calls at the deadline or when the client goes away); because the op is
 //! handed over together with what must follow it, a committed op is always accounted for.
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,12 +19,21 @@ use std::thread::JoinHandle;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::clock::Clock;
 use crate::error::QueueError;
+use crate::status::{Change, State, StatusLimits, TaskStatus};
 
 /// Tasks not yet delivered: sequence number → encoded task.
 pub(super) const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("pending");
 /// Dead letters: (task id, sequence number) → encoded task with its last error.
 pub(super) const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead");
+
+/// Task statuses: task id → encoded [`TaskStatus`]. Written in the same transaction as the
+/// task's own transition, so what a client reads never runs ahead of (or behind) the queue.
+pub(crate) const STATUS: TableDefinition<&str, &[u8]> = TableDefinition::new("status");
+
+/// Most expired or surplus statuses removed per commit: bounds the extra work one commit does.
+pub(crate) const MAX_EVICT: usize = 4096;
 
 /// Most ops in one commit: bounds one transaction's memory and latency.
 const MAX_BATCH: usize = 8192;
@@ -54,6 +64,9 @@ pub(super) enum Op {
     },
     /// Delete one dead letter. Answers whether it existed.
     Purge { id: String, dead_seq: u64 },
+    /// Write nothing but the status, if the pending task is still there (a lease starting a
+    /// delivery). Answers whether it existed.
+    Touch { seq: u64 },
 }
 
 /// What an op reports after its commit: did the row it acted on exist.
@@ -64,9 +77,11 @@ pub(super) type Reply = oneshot::Sender<Result<bool, String>>;
 /// when the writer is gone), before the caller hears the outcome, whether or not it still waits.
 pub(super) type Effect = Box<dyn FnOnce(Result<bool, &str>) + Send>;
 
-/// One queued write: the op, its effect and the caller's answer.
+/// One queued write: the op, the status change that goes with it (applied in the same
+/// transaction, only if the op found its row), its effect and the caller's answer.
 struct Write {
     op: Op,
+    status: Option<Change>,
     effect: Effect,
     reply: Reply,
 }
@@ -87,12 +102,12 @@ pub(super) struct Loaded {
 
 impl Store {
     /// Opens (or creates) `dir/queue.redb` and starts the writer thread.
-    pub(super) fn open(dir: &Path) -> Result<(Self, Loaded), QueueError> {
+    pub(super) fn open(dir: &Path, limits: StatusLimits) -> Result<(Self, Loaded), QueueError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| QueueError::storage("create queue directory", e))?;
         let db = Database::create(dir.join("queue.redb"))
             .map_err(|e| QueueError::storage("open queue.redb", e))?;
-        let loaded = load(&db)?;
+        let (loaded, index) = load(&db, limits)?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::unbounded_channel();
         let writer_db = Arc::clone(&db);
@@ -100,7 +115,7 @@ impl Store {
         let writer_commits = Arc::clone(&commits);
         let writer = std::thread::Builder::new()
             .name("manifold-queue-writer".into())
-            .spawn(move || writer_loop(&writer_db, rx, &writer_commits))
+            .spawn(move || writer_loop(&writer_db, rx, &writer_commits, index))
             .map_err(|e| QueueError::storage("start writer thread", e))?;
         Ok((
             Store {
@@ -129,9 +144,21 @@ impl Store {
         op: Op,
         effect: impl FnOnce(Result<bool, &str>) + Send + 'static,
     ) -> impl std::future::Future<Output = Result<bool, QueueError>> + Send + 'static {
+        self.write_status(op, None, effect)
+    }
+
+    /// [`Store::write`] with a status change committed in the same transaction (when the op
+    /// finds its row).
+    pub(super) fn write_status(
+        &self,
+        op: Op,
+        status: Option<Change>,
+        effect: impl FnOnce(Result<bool, &str>) + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<bool, QueueError>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
         let write = Write {
             op,
+            status,
             effect: Box::new(effect),
             reply,
         };
@@ -169,6 +196,21 @@ impl Store {
                     .map_err(|e| QueueError::storage("read pending task", e))
             })
             .collect()
+    }
+
+    /// The stored status of task `id`, expired or not.
+    pub(super) fn read_status(&self, id: &str) -> Result<Option<TaskStatus>, QueueError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| QueueError::storage("begin read", e))?;
+        let table = txn
+            .open_table(STATUS)
+            .map_err(|e| QueueError::storage("open status table", e))?;
+        let row = table
+            .get(id)
+            .map_err(|e| QueueError::storage("read status", e))?;
+        Ok(row.and_then(|v| TaskStatus::decode(v.value())))
     }
 
     /// Dead letters in key order (id, then sequence), up to `limit`, optionally for one id.
@@ -251,16 +293,102 @@ impl Drop for Store {
 #[error("{0}")]
 struct StoreFailure(String);
 
-fn load(db: &Database) -> Result<Loaded, QueueError> {
-    // Create both tables so readers never meet a missing table.
+/// Finished statuses by expiry, for the writer to drop expired ones and keep within
+/// `max_statuses` / `max_status_bytes` (oldest first). Unfinished statuses are bounded by the
+/// queue's own `max_tasks`: one per pending task.
+pub(crate) struct StatusIndex {
+    limits: StatusLimits,
+    by_expiry: BTreeSet<(u64, String)>,
+    entries: HashMap<String, (u64, u64)>,
+    bytes: u64,
+}
+
+impl StatusIndex {
+    pub(crate) fn new(limits: StatusLimits) -> Self {
+        StatusIndex {
+            limits,
+            by_expiry: BTreeSet::new(),
+            entries: HashMap::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Records that `id`'s stored status now expires at `expires` (None: unfinished) and takes
+    /// `size` bytes.
+    pub(crate) fn set(&mut self, id: &str, expires: Option<u64>, size: u64) {
+        self.remove(id);
+        if let Some(at) = expires {
+            self.by_expiry.insert((at, id.to_owned()));
+            self.entries.insert(id.to_owned(), (at, size));
+            self.bytes += size;
+        }
+    }
+
+    pub(crate) fn remove(&mut self, id: &str) {
+        if let Some((at, size)) = self.entries.remove(id) {
+            self.by_expiry.remove(&(at, id.to_owned()));
+            self.bytes = self.bytes.saturating_sub(size);
+        }
+    }
+
+    /// The next status to drop at `now`: expired, or the oldest while over a bound.
+    pub(crate) fn next_victim(&self, now: u64) -> Option<String> {
+        let (at, id) = self.by_expiry.first()?;
+        let over = self.entries.len() as u64 > self.limits.max_statuses
+            || self.bytes > self.limits.max_status_bytes;
+        (*at <= now || over).then(|| id.clone())
+    }
+}
+
+fn load(db: &Database, limits: StatusLimits) -> Result<(Loaded, StatusIndex), QueueError> {
+    // Create the tables so readers never meet a missing table; a status left `delivering` by
+    // a process that died mid-delivery becomes `retrying` (its task is due again).
     let txn = db
         .begin_write()
         .map_err(|e| QueueError::storage("begin write", e))?;
+    let mut index = StatusIndex::new(limits);
     {
         txn.open_table(PENDING)
             .map_err(|e| QueueError::storage("create pending table", e))?;
         txn.open_table(DEAD)
             .map_err(|e| QueueError::storage("create dead table", e))?;
+        let mut status = txn
+            .open_table(STATUS)
+            .map_err(|e| QueueError::storage("create status table", e))?;
+        let mut interrupted = Vec::new();
+        for row in status
+            .iter()
+            .map_err(|e| QueueError::storage("scan statuses", e))?
+        {
+            let (k, v) = row.map_err(|e| QueueError::storage("scan statuses", e))?;
+            let Some(s) = TaskStatus::decode(v.value()) else {
+                continue;
+            };
+            if s.status == State::Delivering {
+                interrupted.push(s);
+            } else {
+                index.set(k.value(), s.expires_at, v.value().len() as u64);
+            }
+        }
+        let now = Clock::system().now_ms();
+        for s in interrupted {
+            let key = s.task_id.clone();
+            let change = Change {
+                task_id: s.task_id.clone(),
+                status: State::Retrying,
+                attempts: s.attempts,
+                last_error: Some("the gateway stopped during a delivery attempt".into()),
+                at: now,
+                auth: None,
+                outcome: None,
+                expires_at: None,
+                max_result_bytes: limits.max_result_bytes,
+            };
+            let bytes = change.apply(Some(s)).encode();
+            status
+                .insert(key.as_str(), bytes.as_slice())
+                .map_err(|e| QueueError::storage("update status", e))?;
+        }
     }
     txn.commit()
         .map_err(|e| QueueError::storage("create tables", e))?;
@@ -291,10 +419,16 @@ fn load(db: &Database) -> Result<Loaded, QueueError> {
         let (id, seq) = k.value();
         dead.push((id.to_owned(), seq, v.value().len()));
     }
-    Ok(Loaded { pending, dead })
+    Ok((Loaded { pending, dead }, index))
 }
 
-fn writer_loop(db: &Database, mut rx: mpsc::UnboundedReceiver<Write>, commits: &AtomicU64) {
+fn writer_loop(
+    db: &Database,
+    mut rx: mpsc::UnboundedReceiver<Write>,
+    commits: &AtomicU64,
+    mut index: StatusIndex,
+) {
+    let clock = Clock::system();
     let mut batch: Vec<Write> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -304,7 +438,7 @@ fn writer_loop(db: &Database, mut rx: mpsc::UnboundedReceiver<Write>, commits: &
                 Err(_) => break,
             }
         }
-        match apply(db, &batch) {
+        match apply(db, &mut batch, &mut index, clock.now_ms()) {
             Ok(results) => {
                 commits.fetch_add(1, Ordering::Relaxed);
                 for (write, existed) in batch.drain(..).zip(results) {
@@ -323,8 +457,14 @@ fn writer_loop(db: &Database, mut rx: mpsc::UnboundedReceiver<Write>, commits: &
     }
 }
 
-/// Applies a batch in one transaction and commits it durably.
-fn apply(db: &Database, batch: &[Write]) -> Result<Vec<bool>, String> {
+/// Applies a batch in one transaction and commits it durably: the ops, the status changes of
+/// those that found their rows, and the removal of expired or surplus finished statuses.
+fn apply(
+    db: &Database,
+    batch: &mut [Write],
+    index: &mut StatusIndex,
+    now: u64,
+) -> Result<Vec<bool>, String> {
     let mut txn = db.begin_write().map_err(|e| e.to_string())?;
     txn.set_durability(Durability::Immediate)
         .map_err(|e| e.to_string())?;
@@ -332,7 +472,8 @@ fn apply(db: &Database, batch: &[Write]) -> Result<Vec<bool>, String> {
     {
         let mut pending = txn.open_table(PENDING).map_err(|e| e.to_string())?;
         let mut dead = txn.open_table(DEAD).map_err(|e| e.to_string())?;
-        for Write { op, .. } in batch {
+        let mut statuses = txn.open_table(STATUS).map_err(|e| e.to_string())?;
+        for Write { op, status, .. } in batch.iter_mut() {
             let existed = match op {
                 Op::Put { seq, bytes } => {
                     pending
@@ -379,8 +520,29 @@ fn apply(db: &Database, batch: &[Write]) -> Result<Vec<bool>, String> {
                     .remove((id.as_str(), *dead_seq))
                     .map_err(|e| e.to_string())?
                     .is_some(),
+                Op::Touch { seq } => pending.get(*seq).map_err(|e| e.to_string())?.is_some(),
             };
+            if let (true, Some(change)) = (existed, status.take()) {
+                let id = change.task_id.clone();
+                let prev = statuses
+                    .get(id.as_str())
+                    .map_err(|e| e.to_string())?
+                    .and_then(|v| TaskStatus::decode(v.value()));
+                let next = change.apply(prev);
+                let bytes = next.encode();
+                statuses
+                    .insert(id.as_str(), bytes.as_slice())
+                    .map_err(|e| e.to_string())?;
+                index.set(&id, next.expires_at, bytes.len() as u64);
+            }
             results.push(existed);
+        }
+        for _ in 0..MAX_EVICT {
+            let Some(id) = index.next_victim(now) else {
+                break;
+            };
+            statuses.remove(id.as_str()).map_err(|e| e.to_string())?;
+            index.remove(&id);
         }
     }
     txn.commit().map_err(|e| e.to_string())?;

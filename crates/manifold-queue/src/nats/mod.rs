@@ -11,6 +11,9 @@
 //! - A nack is a `NAK` with delay: the server redelivers after it. `attempts` is then the
 //!   server's delivery count.
 //! - Dead letters live in a second stream, `<stream>_dead`, subject `<stream>.dead.<task id>`.
+//! - Task statuses live in a key-value bucket, `<stream>_status` (see `status`).
+
+mod status;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -29,6 +32,7 @@ use crate::config::{Backend, QueueConfig};
 use crate::error::QueueError;
 use crate::queue::{Lease, LeaseToken, Queue, QueueStats, Selection};
 use crate::redact::url as redact;
+use crate::status::{after_attempt, Change, State, StatusLimits, TaskStatus};
 use crate::task::{check_id, Task};
 
 const BACKEND: &str = "nats";
@@ -54,6 +58,10 @@ pub struct NatsOptions {
     pub retry_after: Duration,
     /// The consumer's `ack_wait`: an unacked lease is redelivered after it.
     pub lease_timeout: Duration,
+    /// Bounds of the status bucket.
+    pub status: StatusLimits,
+    /// The queue's `max_age`: an unfinished status lives at least this long in the bucket.
+    pub max_age: Duration,
 }
 
 impl NatsOptions {
@@ -68,6 +76,8 @@ impl NatsOptions {
             max_task_bytes: cfg.max_task_bytes,
             retry_after: cfg.retry_after,
             lease_timeout: cfg.lease_timeout,
+            status: StatusLimits::from_config(cfg),
+            max_age: cfg.max_age,
         }
     }
 }
@@ -84,6 +94,7 @@ pub struct NatsQueue {
     opts: NatsOptions,
     clock: Clock,
     closed: AtomicBool,
+    status: status::KvStatus,
 }
 
 fn broker(
@@ -159,6 +170,7 @@ impl NatsQueue {
             )
             .await
             .map_err(|e| broker(format!("create consumer {}", opts.consumer), e))?;
+        let status = status::KvStatus::open(&js, &opts.stream, opts.status, opts.max_age).await?;
         Ok(NatsQueue {
             client,
             js,
@@ -170,12 +182,23 @@ impl NatsQueue {
             opts,
             clock: Clock::system(),
             closed: AtomicBool::new(false),
+            status,
         })
+    }
+
+    /// `task` entering `state` now.
+    fn change(&self, task: &Task, state: State, outcome: Option<crate::status::Outcome>) -> Change {
+        Change::of(task, state, outcome, self.clock.now_ms(), &self.opts.status)
     }
 
     /// Deletes both streams and with them every task and dead letter (tests, decommissioning).
     pub async fn destroy(&self) -> Result<(), QueueError> {
-        for name in [self.opts.stream.as_str(), self.dead_stream.as_str()] {
+        let statuses = format!("KV_{}_status", self.opts.stream);
+        for name in [
+            self.opts.stream.as_str(),
+            self.dead_stream.as_str(),
+            statuses.as_str(),
+        ] {
             self.js
                 .delete_stream(name)
                 .await
@@ -243,8 +266,17 @@ impl NatsQueue {
         }
         let bytes = task.validate(self.max_task_bytes)?;
         let msg_id = task.id.clone();
-        self.publish(self.subject.clone(), Some(&msg_id), bytes)
-            .await
+        // The `queued` status is written beside the publish, only if the task has none yet (a
+        // fast delivery may already have recorded more). If the publish fails, the client never
+        // learns the id, and the orphan status expires.
+        let queued = self
+            .status
+            .record(self.change(&task, State::Queued, None), true);
+        let (published, ()) = futures::join!(
+            self.publish(self.subject.clone(), Some(&msg_id), bytes),
+            queued
+        );
+        published
     }
 
     async fn lease_inner(&self, max: usize, wait: Duration) -> Result<Vec<Lease>, QueueError> {
@@ -258,6 +290,12 @@ impl NatsQueue {
                 out.extend(self.fetch(max - 1, None).await?);
             }
         }
+        // Recorded before the delivery starts, so it never lands after the outcome's status.
+        futures::future::join_all(out.iter().map(|lease| {
+            self.status
+                .record(self.change(&lease.task, State::Delivering, None), false)
+        }))
+        .await;
         Ok(out)
     }
 
@@ -321,6 +359,7 @@ impl NatsQueue {
                     task.attempts = task.attempts.max(earlier);
                     out.push(Lease {
                         task,
+                        outcome: None,
                         token: LeaseToken::Nats(Box::new(msg)),
                     });
                 }
@@ -361,6 +400,9 @@ impl NatsQueue {
         let subject = format!("{}.{}", self.dead_prefix, lease.task.id);
         // Store first, then ack: a crash in between leaves a duplicate, never a loss.
         self.publish(subject, None, bytes).await?;
+        self.status
+            .record(self.change(&lease.task, State::Dead, None), false)
+            .await;
         self.settle(&lease, AckKind::Ack, "ack dead-lettered task")
             .await
     }
@@ -463,6 +505,9 @@ impl NatsQueue {
             // No Nats-Msg-Id: the original id may still be in the duplicate window.
             self.publish(self.subject.clone(), None, task.encode()?)
                 .await?;
+            self.status
+                .record(self.change(&task, State::Queued, None), false)
+                .await;
             let subject = format!("{}.{}", self.dead_prefix, task.id);
             let purge = dead.purge().filter(subject);
             if let Err(e) = purge.await {
@@ -514,16 +559,34 @@ impl Queue for NatsQueue {
         Box::pin(self.lease_inner(max, wait))
     }
 
-    fn ack(&self, lease: Lease) -> BoxFuture<'_, Result<(), QueueError>> {
-        Box::pin(async move { self.settle(&lease, AckKind::Ack, "ack").await })
+    fn ack(&self, mut lease: Lease) -> BoxFuture<'_, Result<(), QueueError>> {
+        Box::pin(async move {
+            // Status first: if the ack is lost the task is delivered again and its status goes
+            // round once more; the other order could leave it `delivering` for good.
+            let done = self.change(&lease.task, State::Done, lease.outcome.take());
+            self.status.record(done, false).await;
+            self.settle(&lease, AckKind::Ack, "ack").await
+        })
     }
 
     fn nack(&self, lease: Lease, delay: Duration) -> BoxFuture<'_, Result<(), QueueError>> {
-        Box::pin(async move { self.settle(&lease, AckKind::Nak(Some(delay)), "nak").await })
+        Box::pin(async move {
+            let state = after_attempt(&lease.task);
+            self.status
+                .record(self.change(&lease.task, state, None), false)
+                .await;
+            self.settle(&lease, AckKind::Nak(Some(delay)), "nak").await
+        })
     }
 
     fn release(&self, lease: Lease) -> BoxFuture<'_, Result<(), QueueError>> {
-        Box::pin(async move { self.settle(&lease, AckKind::Nak(None), "nak").await })
+        Box::pin(async move {
+            let state = after_attempt(&lease.task);
+            self.status
+                .record(self.change(&lease.task, state, None), false)
+                .await;
+            self.settle(&lease, AckKind::Nak(None), "nak").await
+        })
     }
 
     fn dead_letter(&self, lease: Lease) -> BoxFuture<'_, Result<(), QueueError>> {
@@ -563,5 +626,20 @@ impl Queue for NatsQueue {
     fn close(&self) -> BoxFuture<'_, Result<(), QueueError>> {
         self.closed.store(true, Ordering::Release);
         Box::pin(async move { self.client.flush().await.map_err(|e| broker("flush", e)) })
+    }
+
+    fn task_status<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TaskStatus>, QueueError>> {
+        Box::pin(self.status.get(id))
+    }
+
+    fn wait_status<'a>(
+        &'a self,
+        id: &'a str,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Option<TaskStatus>, QueueError>> {
+        Box::pin(self.status.wait(id, wait))
     }
 }

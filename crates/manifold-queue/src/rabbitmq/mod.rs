@@ -663,6 +663,7 @@ impl RabbitQueue {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         Lease {
             task,
+            outcome: None,
             token: LeaseToken::Rabbit(acker),
         }
     }

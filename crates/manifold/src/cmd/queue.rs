@@ -1,4 +1,5 @@
-//! `manifold queue stats|dead|replay|purge`: operate the offload queue of a running gateway.
+//! `manifold queue stats|status|dead|replay|purge`: operate the offload queue of a running
+//! gateway.
 //!
 //! Like `manifold cache`, it goes through the gateway's admin listener: the embedded queue's file
 //! is locked by the running gateway, and brokers are shared by every replica anyway.
@@ -11,6 +12,7 @@ use std::process::ExitCode;
 /// Operate the offload queue of a running gateway (async calls).
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  manifold queue stats -c manifold.toml\n  \
+manifold queue status 9f2c…                            # one task's state and history\n  \
 manifold queue dead --admin 127.0.0.1:9901            # the dead letters, oldest first\n  \
 manifold queue dead --id 0190c2…                       # one, with its last error\n  \
 manifold queue replay --all                            # back into the queue, due now\n  \
@@ -42,6 +44,14 @@ pub(crate) struct Args {
 enum Action {
     /// Depth, oldest age, in-flight and dead tasks, and the dispatcher's counters.
     Stats,
+    /// One task's status, its transitions (when, attempts, errors) and its result.
+    Status {
+        /// The task id (a receipt's `task_id`).
+        id: String,
+        /// Print the status as JSON instead of a history table.
+        #[arg(long)]
+        json: bool,
+    },
     /// List dead letters, or show one.
     Dead {
         /// Show this task only.
@@ -81,6 +91,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let admin = super::admin::target(args.admin, &args.config, args.token_file.as_deref())?;
     let (method, path) = match &args.action {
         Action::Stats => ("GET", "/queue".to_owned()),
+        Action::Status { id, .. } => ("GET", format!("/queue/status/{}", super::admin::encode(id))),
         Action::Dead { id: Some(id), .. } => {
             ("GET", format!("/queue/dead/{}", super::admin::encode(id)))
         }
@@ -94,6 +105,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("the gateway at {admin} answered {status}: {}", body.trim());
     }
     match serde_json::from_str::<serde_json::Value>(&body) {
+        Ok(v) if matches!(args.action, Action::Status { json: false, .. }) => {
+            print!("{}", history(&v));
+        }
         Ok(mut v) => {
             // The gateway redacts dead letters' credentials; an older one did not.
             manifold_queue::redact::json_headers(&mut v);
@@ -102,4 +116,91 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(_) => println!("{}", body.trim()),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A task's status as an operator reads it: the headline, one line per transition, the result.
+fn history(v: &serde_json::Value) -> String {
+    let at = |ms: &serde_json::Value| {
+        ms.as_u64()
+            .map(|ms| {
+                let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+                humantime::format_rfc3339_millis(t).to_string()
+            })
+            .unwrap_or_else(|| "?".into())
+    };
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
+    let mut out = format!(
+        "task {}: {} after {} attempt(s), updated {}\n",
+        text(&v["task_id"]),
+        text(&v["status"]),
+        v["attempts"].as_u64().unwrap_or(0),
+        at(&v["updated_at"])
+    );
+    if let Some(steps) = v["history"].as_array() {
+        for step in steps {
+            out.push_str(&format!(
+                "  {}  {:<10}  attempts {}{}\n",
+                at(&step["at"]),
+                text(&step["status"]),
+                step["attempts"].as_u64().unwrap_or(0),
+                step["error"]
+                    .as_str()
+                    .map(|e| format!("  error: {e}"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    if let Some(e) = v["last_error"].as_str() {
+        out.push_str(&format!("last error: {e}\n"));
+    }
+    if v["result_omitted"].as_bool() == Some(true) {
+        out.push_str("result: omitted (larger than max_result_bytes)\n");
+    } else if !v["result"].is_null() {
+        out.push_str(&format!(
+            "result ({}): {}\n",
+            v["result_status"],
+            serde_json::to_string(&v["result"]).unwrap_or_default()
+        ));
+    }
+    if let Some(exp) = v.get("expires_at").filter(|e| !e.is_null()) {
+        out.push_str(&format!("kept until {}\n", at(exp)));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::history;
+
+    #[test]
+    fn the_history_lists_every_transition_and_the_result() {
+        let v = serde_json::json!({
+            "task_id": "9f2c", "status": "done", "attempts": 1, "updated_at": 1_700_000_000_300u64,
+            "last_error": "upstream: status 503", "result_status": 201,
+            "result": {"label": "L-1"}, "expires_at": 1_700_003_600_300u64,
+            "history": [
+                {"status": "queued", "at": 1_700_000_000_000u64, "attempts": 0},
+                {"status": "delivering", "at": 1_700_000_000_100u64, "attempts": 0},
+                {"status": "retrying", "at": 1_700_000_000_200u64, "attempts": 1, "error": "upstream: status 503"},
+                {"status": "done", "at": 1_700_000_000_300u64, "attempts": 1}
+            ]
+        });
+        let out = history(&v);
+        assert!(
+            out.starts_with("task 9f2c: done after 1 attempt(s), updated 2023-11-14T22:13:20.300Z"),
+            "{out}"
+        );
+        assert_eq!(
+            out.lines().filter(|l| l.starts_with("  2023")).count(),
+            4,
+            "{out}"
+        );
+        assert!(
+            out.contains("retrying    attempts 1  error: upstream: status 503"),
+            "{out}"
+        );
+        assert!(out.contains(r#"result (201): {"label":"L-1"}"#), "{out}");
+        let omitted = serde_json::json!({"task_id": "x", "status": "done", "result_omitted": true});
+        assert!(history(&omitted).contains("omitted"));
+    }
 }

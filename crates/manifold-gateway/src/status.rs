@@ -1,0 +1,223 @@
+//! `GET {status_path}/{task_id}` on the main listener: where a client holding a receipt follows
+//! its offloaded call — status, attempts, last error and, once done, the upstream's answer —
+//! optionally waiting for the end with `?wait=5s` (a long poll that costs nothing while it waits:
+//! the queue wakes it when the task's status is written).
+//!
+//! The task id is the capability (128 random bits). With `status_requires = "authorization"`
+//! the request must also carry the `Authorization` header of the request that created the
+//! task; a mismatch answers the same 404 as an unknown id, so a status never confirms that an
+//! id exists to someone who may not read it.
+
+use crate::handler::json_response;
+use crate::upstream::Body;
+use http::header::{HeaderValue, ALLOW, CACHE_CONTROL};
+use http::{Method, Request, StatusCode};
+use manifold_queue::{Queue, QueueConfig};
+use std::time::Duration;
+
+/// The longest `?wait=` accepted.
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// How clients follow offloaded calls: the status path (none when off) and whether a status
+/// answers only to the creating request's `Authorization`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Follow {
+    path: Option<String>,
+    requires_auth: bool,
+}
+
+impl Follow {
+    /// From `[queue]`; `offloads`: whether the gateway has a queue at all (no status route
+    /// without one).
+    pub(crate) fn new(cfg: &QueueConfig, offloads: bool) -> Self {
+        Follow {
+            path: (offloads && !cfg.status_path.is_empty()).then(|| cfg.status_path.clone()),
+            requires_auth: cfg.status_requires.as_deref() == Some("authorization"),
+        }
+    }
+
+    /// A receipt's `status_url`.
+    pub(crate) fn url(&self, task_id: &str) -> Option<String> {
+        self.path.as_ref().map(|p| format!("{p}/{task_id}"))
+    }
+
+    /// What a new task stores to restrict its status: the SHA-256 of the creating request's
+    /// `Authorization` (none unless `status_requires = "authorization"`). A request without
+    /// the header gets a hash no header can match (header values cannot hold NUL), so nobody
+    /// reads its status rather than everybody.
+    pub(crate) fn auth_hash(&self, authorization: Option<&HeaderValue>) -> Option<String> {
+        self.requires_auth.then(|| match authorization {
+            Some(v) => manifold_queue::status::auth_hash(v.as_bytes()),
+            None => manifold_queue::status::auth_hash(b"\0no authorization"),
+        })
+    }
+}
+
+fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> http::Response<Body> {
+    let mut resp = json_response(
+        status,
+        &serde_json::json!({"error": {"kind": kind, "message": message.into()}}),
+    );
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// `?wait=` as a duration: absent is no wait; anything unparsable, repeated, or above
+/// [`MAX_WAIT`] is the client's error.
+fn wait_of(query: Option<&str>) -> Result<Duration, String> {
+    let mut waits = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .filter(|(k, _)| k == "wait")
+        .map(|(_, v)| v.into_owned());
+    let Some(text) = waits.next() else {
+        return Ok(Duration::ZERO);
+    };
+    if waits.next().is_some() {
+        return Err("give `wait` once".into());
+    }
+    if text.len() > 32 {
+        return Err("`wait` is too long; say e.g. wait=5s".into());
+    }
+    let wait = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`wait={text}` is not a duration such as 5s or 500ms: {e}"))?;
+    if wait > MAX_WAIT {
+        return Err(format!(
+            "`wait={text}` is above the longest wait, {}",
+            humantime::format_duration(MAX_WAIT)
+        ));
+    }
+    Ok(wait)
+}
+
+/// Answers a request the router sent to the status route; `raw_id` is the path's last segment,
+/// still percent-encoded.
+pub(crate) async fn answer<B>(
+    queue: Option<&dyn Queue>,
+    follow: &Follow,
+    req: &Request<B>,
+    raw_id: &str,
+) -> http::Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!(
+                "{} is not allowed on a task status; allowed: GET, HEAD",
+                req.method()
+            ),
+        );
+        resp.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    let wait = match wait_of(req.uri().query()) {
+        Ok(w) => w,
+        Err(m) => return error(StatusCode::BAD_REQUEST, "input", m),
+    };
+    let not_found = || {
+        error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such task (or it expired)",
+        )
+    };
+    // Ids are [A-Za-z0-9_-]: anything else (encoded slashes, dots, non-ASCII, NUL) names no task.
+    let Some(queue) = queue else {
+        return not_found();
+    };
+    let valid = !raw_id.is_empty()
+        && raw_id.len() <= manifold_queue::MAX_ID_LEN
+        && raw_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return not_found();
+    }
+    let authorization = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    // The first read decides who may wait: an unknown or forbidden id never holds a connection.
+    let found = match queue.task_status(raw_id).await {
+        Ok(Some(s)) if follow.requires_auth && !s.allows(authorization) => return not_found(),
+        Ok(Some(s)) => s,
+        Ok(None) => return not_found(),
+        Err(e) => return unavailable(&e),
+    };
+    let status = if wait.is_zero() || found.status.is_final() {
+        found
+    } else {
+        match queue.wait_status(raw_id, wait).await {
+            Ok(Some(s)) => s,
+            // Expired or evicted while waiting.
+            Ok(None) => return not_found(),
+            Err(e) => return unavailable(&e),
+        }
+    };
+    let mut resp = json_response(StatusCode::OK, &status.public());
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn unavailable(e: &manifold_queue::QueueError) -> http::Response<Body> {
+    tracing::warn!(error = %e, "task status: the queue did not answer");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "queue",
+        "the task status store did not answer; try again",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_accepts_durations_up_to_30s_and_refuses_the_rest() {
+        assert_eq!(wait_of(None), Ok(Duration::ZERO));
+        assert_eq!(wait_of(Some("x=1")), Ok(Duration::ZERO));
+        assert_eq!(wait_of(Some("wait=5s")), Ok(Duration::from_secs(5)));
+        assert_eq!(wait_of(Some("wait=250ms")), Ok(Duration::from_millis(250)));
+        assert_eq!(wait_of(Some("wait=30s")), Ok(MAX_WAIT));
+        for bad in [
+            "wait=31s",
+            "wait=1h",
+            "wait=soon",
+            "wait=",
+            "wait=-1s",
+            "wait=5s&wait=1s",
+            "wait=99999999999999999999999s",
+            "wait=%00",
+        ] {
+            assert!(wait_of(Some(bad)).is_err(), "{bad} accepted");
+        }
+        assert!(wait_of(Some(&format!("wait={}", "9".repeat(5000)))).is_err());
+    }
+
+    #[test]
+    fn follow_builds_urls_and_hashes_only_when_asked() {
+        let mut cfg = QueueConfig::default();
+        let f = Follow::new(&cfg, true);
+        assert_eq!(f.url("abc").as_deref(), Some("/tasks/abc"));
+        assert_eq!(
+            f.auth_hash(Some(&HeaderValue::from_static("Bearer x"))),
+            None
+        );
+        assert_eq!(Follow::new(&cfg, false).url("abc"), None);
+        cfg.status_path = String::new();
+        assert_eq!(Follow::new(&cfg, true).url("abc"), None);
+        cfg.status_requires = Some("authorization".into());
+        let f = Follow::new(&cfg, true);
+        let h = f
+            .auth_hash(Some(&HeaderValue::from_static("Bearer x")))
+            .unwrap();
+        assert_eq!(h.len(), 64);
+        assert!(!h.contains("Bearer"));
+        assert_ne!(f.auth_hash(None), Some(h));
+        assert_ne!(
+            f.auth_hash(None),
+            f.auth_hash(Some(&HeaderValue::from_static("")))
+        );
+    }
+}
