@@ -264,8 +264,11 @@ impl MemcachedTier {
             // Then read them back: ours, or another writer's that won the `add`.
             create.get(&keys[0]).get(&keys[1]);
             let replies = self.run(server, "set", &create).await?;
-            let n = replies.len();
-            gens = [generation(&replies[n - 2]), generation(&replies[n - 1])];
+            let read_back = replies
+                .len()
+                .checked_sub(2)
+                .and_then(|i| replies.get(i..))?;
+            gens = [generation(&read_back[0]), generation(&read_back[1])];
         }
         match gens {
             [Some(cache), Some(namespace)] => Some(Generations { cache, namespace }),
@@ -276,8 +279,9 @@ impl MemcachedTier {
         }
     }
 
-    /// Tries to take the key's lock for `lease` (rounded up to whole seconds): an `add` that
-    /// fails while another replica's lock item exists. The token is the item's CAS value, so
+    /// Tries to take the key's lock for `lease` (rounded up to whole seconds; memcached's clock
+    /// ticks in seconds, so the lock may end up to a second early, which costs at worst one
+    /// extra fetch): an `add` that fails while another replica's lock item exists. The token is the item's CAS value, so
     /// only the holder's unlock deletes it.
     pub(crate) async fn try_lock(&self, key: &str, lease: Duration) -> Lock {
         let server = self.server(key);
