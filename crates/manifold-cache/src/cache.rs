@@ -16,6 +16,7 @@ use crate::entry::Entry;
 use crate::l2::{Lock, L2};
 use crate::policy::{is_failure, CachePolicy};
 use crate::stats::{CacheStats, CallCounters, L1Stats, Registry};
+use crate::MemcachedSettings;
 use crate::{CacheError, CachedResponse};
 
 /// Default L1 bound: 64 MiB.
@@ -42,6 +43,8 @@ pub struct CacheSettings {
     pub max_entry_bytes: u64,
     /// The shared Redis tier, if any.
     pub redis: Option<RedisSettings>,
+    /// The shared Memcached tier, if any (never with `redis`: [`Cache::new`] refuses both).
+    pub memcached: Option<MemcachedSettings>,
 }
 
 impl Default for CacheSettings {
@@ -50,6 +53,7 @@ impl Default for CacheSettings {
             max_bytes: DEFAULT_MAX_BYTES,
             max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
             redis: None,
+            memcached: None,
         }
     }
 }
@@ -129,7 +133,7 @@ impl std::fmt::Display for Outcome {
 }
 
 /// The call-result cache: an in-process tier (moka, bounded by bytes), an optional shared Redis
-/// tier, request coalescing, stale-while-revalidate, stale-if-error and early refresh.
+/// or Memcached tier, request coalescing, stale-while-revalidate, stale-if-error and early refresh.
 ///
 /// Cheap to clone (one `Arc`); build one per gateway and share it.
 #[derive(Clone)]
@@ -141,7 +145,7 @@ impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
             .field("max_bytes", &self.inner.max_bytes)
-            .field("redis", &self.inner.l2.is_some())
+            .field("l2", &self.inner.l2.as_ref().map(L2::backend))
             .finish()
     }
 }
@@ -407,7 +411,7 @@ impl Cache {
                 "cache max_bytes must be above zero".into(),
             ));
         }
-        let l2 = settings.redis.as_ref().map(L2::new).transpose()?;
+        let l2 = L2::from_settings(&settings)?;
         let l1 = build_l1(settings.max_bytes);
         use std::hash::{BuildHasher, Hasher};
         let seed = std::collections::hash_map::RandomState::new()
@@ -550,8 +554,10 @@ impl Cache {
     }
 
     /// Removes every entry whose key starts with `prefix` from both tiers (Redis: SCAN + UNLINK
-    /// under the deployment prefix). Returns the number of entries removed, L1 and Redis
-    /// added (an entry held in both counts twice). `""` empties the cache. A fetch in flight
+    /// under the deployment prefix; Memcached, which cannot list keys: a new generation for the
+    /// prefix's namespace, or the whole cache, which invalidates a superset). Returns the number
+    /// of entries removed, L1 and Redis added (an entry held in both counts twice; Memcached's
+    /// invalidated entries cannot be counted and add 0). `""` empties the cache. A fetch in flight
     /// during the purge may store its answer afterwards.
     pub async fn purge_prefix(&self, prefix: &str) -> Result<u64, CacheError> {
         let l1 = &self.inner.l1;
@@ -568,7 +574,7 @@ impl Cache {
             Some(l2) => l2.purge(prefix).await?,
             None => 0,
         };
-        tracing::info!(target: "manifold_cache", prefix, l1 = local, redis = remote, "cache purged");
+        tracing::info!(target: "manifold_cache", prefix, l1 = local, l2 = remote, "cache purged");
         Ok(local + remote)
     }
 
@@ -596,10 +602,7 @@ impl Cache {
                 bytes: inner.l1.weighted_size(),
                 max_bytes: inner.max_bytes,
             },
-            l2: inner
-                .l2
-                .as_ref()
-                .map(|l2| l2.counters.snapshot(l2.healthy())),
+            l2: inner.l2.as_ref().map(L2::stats),
         }
     }
 
@@ -611,6 +614,16 @@ impl Cache {
 
     /// Whether the Redis tier is configured and currently considered up.
     pub fn redis_healthy(&self) -> Option<bool> {
+        self.inner
+            .l2
+            .as_ref()
+            .filter(|l2| matches!(l2, L2::Redis(_)))
+            .map(L2::healthy)
+    }
+
+    /// Whether a shared tier (Redis or Memcached) is configured, and if so whether it is up
+    /// (for Memcached: every server).
+    pub fn shared_tier_healthy(&self) -> Option<bool> {
         self.inner.l2.as_ref().map(L2::healthy)
     }
 }
@@ -791,7 +804,7 @@ impl Inner {
                                 return;
                             }
                         }
-                        if !l2.healthy() {
+                        if !l2.healthy_for(key) {
                             break;
                         }
                     }

@@ -548,6 +548,7 @@ async fn the_byte_bound_holds_and_oversized_answers_pass_through() {
         max_bytes: 64 * 1024,
         max_entry_bytes: 8 * 1024,
         redis: None,
+        memcached: None,
     };
     let cache = Cache::new(settings).unwrap();
     let policy = CachePolicy::new("big", secs(30));
@@ -620,6 +621,26 @@ fn bad_settings_are_config_errors() {
         ..CacheSettings::default()
     };
     assert!(matches!(Cache::new(outside), Err(CacheError::Config(_))));
+}
+
+#[tokio::test]
+async fn redis_and_memcached_together_are_refused_naming_both() {
+    let both = CacheSettings {
+        redis: Some(RedisSettings::new("redis://127.0.0.1:6379")),
+        memcached: Some(MemcachedSettings::new(vec!["127.0.0.1:11211".into()])),
+        ..CacheSettings::default()
+    };
+    match Cache::new(both) {
+        Err(CacheError::Config(msg)) => {
+            assert!(msg.contains("redis") && msg.contains("memcached"), "{msg}");
+        }
+        other => panic!("expected a config error, got {other:?}"),
+    }
+    let bad = CacheSettings {
+        memcached: Some(MemcachedSettings::new(vec!["no-port".into()])),
+        ..CacheSettings::default()
+    };
+    assert!(matches!(Cache::new(bad), Err(CacheError::Config(_))));
 }
 
 #[tokio::test(start_paused = true)]

@@ -5,7 +5,7 @@
 /// What went wrong, by kind.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    /// The settings are invalid (bad Redis URL, zero sizes...): fix the config, retrying won't help.
+    /// The settings are invalid (bad Redis URL or memcached address, both tiers set, zero sizes...): fix the config, retrying won't help.
     #[error("cache config error: {0}")]
     Config(String),
     /// The caller passed an argument outside its allowed range.
@@ -23,6 +23,10 @@ pub enum CacheError {
         #[source]
         source: redis::RedisError,
     },
+    /// A memcached server failed or answered unexpectedly during administration (purge); a
+    /// retry may help.
+    #[error("cache memcached error: {0}")]
+    Memcached(String),
     /// A local resource (runtime, thread) could not be created.
     #[error("cache io error: {0}")]
     Io(String),
@@ -31,6 +35,9 @@ pub enum CacheError {
 impl CacheError {
     /// Whether trying the same operation again later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Timeout(_) | Self::Redis { .. } | Self::Io(_))
+        matches!(
+            self,
+            Self::Timeout(_) | Self::Redis { .. } | Self::Memcached(_) | Self::Io(_)
+        )
     }
 }

@@ -20,5 +20,10 @@ pub use cache::{
 pub use entry::{CachedResponse, KEPT_HEADERS};
 pub use error::CacheError;
 pub use key::{append_hash, default_key, KeyPart, MAX_READABLE_PATH};
+pub use l2::{
+    check_server_addr, MemcachedSettings, DEFAULT_MEMCACHED_MAX_ITEM_BYTES,
+    DEFAULT_MEMCACHED_RETRY_AFTER, DEFAULT_MEMCACHED_TIMEOUT, MAX_MEMCACHED_PREFIX,
+    MAX_MEMCACHED_SERVERS, MEMCACHED_ITEM_BYTES,
+};
 pub use policy::{CacheControl, CachePolicy, Lifetimes};
-pub use stats::{CacheStats, CallStats, L1Stats, L2Stats};
+pub use stats::{CacheStats, CallStats, L1Stats, L2Stats, ServerState};

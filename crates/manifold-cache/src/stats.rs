@@ -1,4 +1,4 @@
-//! Counters: one set per call name, one for the Redis tier. Lock-free increments on the request
+//! Counters: one set per call name, one for the shared tier (Redis or Memcached). Lock-free increments on the request
 //! path; a serialisable snapshot for the admin listener (and metrics later).
 
 use std::collections::{BTreeMap, HashMap};
@@ -105,9 +105,10 @@ impl CallStats {
     }
 }
 
-/// Counters of the Redis tier.
+/// Counters of the shared tier.
 #[derive(Debug, Default)]
 pub(crate) struct L2Counters {
+    pub(crate) too_large: AtomicU64,
     pub(crate) hits: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) writes: AtomicU64,
@@ -121,7 +122,10 @@ pub(crate) struct L2Counters {
 impl L2Counters {
     pub(crate) fn snapshot(&self, healthy: bool) -> L2Stats {
         L2Stats {
+            backend: "",
             healthy,
+            too_large: self.too_large.load(Relaxed),
+            servers: Vec::new(),
             hits: self.hits.load(Relaxed),
             misses: self.misses.load(Relaxed),
             writes: self.writes.load(Relaxed),
@@ -134,11 +138,13 @@ impl L2Counters {
     }
 }
 
-/// The Redis tier at one instant.
+/// The shared tier at one instant.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct L2Stats {
-    /// False while the tier is considered down (after an error or timeout, until the next probe
-    /// succeeds); requests then skip it.
+    /// `"redis"` or `"memcached"`.
+    pub backend: &'static str,
+    /// False while the tier (Redis) or any of its servers (Memcached) is considered down (after
+    /// an error or timeout, until the next probe succeeds); requests then skip it.
     pub healthy: bool,
     /// Reads that found an entry.
     pub hits: u64,
@@ -156,6 +162,21 @@ pub struct L2Stats {
     pub decode_errors: u64,
     /// Misses that waited for another replica holding the key's lock.
     pub lock_waits: u64,
+    /// Entries not written because they exceed the item size (Memcached's `-I`, 1 MiB by
+    /// default).
+    pub too_large: u64,
+    /// Memcached: each server and whether it is up (its keys skip the tier while it is down).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<ServerState>,
+}
+
+/// One Memcached server's state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ServerState {
+    /// `host:port` as configured.
+    pub addr: String,
+    /// False while it is considered down.
+    pub healthy: bool,
 }
 
 /// The in-process tier at one instant.
@@ -176,7 +197,7 @@ pub struct CacheStats {
     pub calls: BTreeMap<String, CallStats>,
     /// The in-process tier.
     pub l1: L1Stats,
-    /// The Redis tier, when configured.
+    /// The shared tier (Redis or Memcached), when configured.
     pub l2: Option<L2Stats>,
 }
 

@@ -34,6 +34,10 @@ struct RawCacheSection {
     prefix: Option<Spanned<String>>,
     redis_timeout: Option<Spanned<String>>,
     redis_retry_after: Option<Spanned<String>>,
+    memcached: Option<Spanned<Vec<Spanned<String>>>>,
+    memcached_timeout: Option<Spanned<String>>,
+    memcached_retry_after: Option<Spanned<String>>,
+    memcached_max_item_bytes: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -218,7 +222,7 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
             upstreams: &upstreams,
             upstream_index: &upstream_index,
             declared: &declared,
-            redis: cache.redis.is_some(),
+            redis: cache.redis.is_some() || !cache.memcached.is_empty(),
             events: raw.events.is_some(),
             escaped_slashes: server.escaped_slashes,
         };
@@ -355,6 +359,9 @@ fn compile_cache_section(
         ("prefix", &raw.prefix),
     ] {
         if let (Some(v), None) = (value, &raw.redis) {
+            if field == "prefix" && raw.memcached.is_some() {
+                continue; // the Memcached tier uses it too
+            }
             diag.push(
                 ErrorKind::Value,
                 v.span(),
@@ -362,6 +369,15 @@ fn compile_cache_section(
             );
         }
     }
+    let memcached = crate::cache_tier::RawMemcached {
+        servers: raw.memcached.as_ref(),
+        timeout: raw.memcached_timeout.as_ref(),
+        retry_after: raw.memcached_retry_after.as_ref(),
+        max_item_bytes: raw.memcached_max_item_bytes.as_ref(),
+        redis: raw.redis.as_ref(),
+        prefix: raw.prefix.as_ref(),
+    };
+    crate::cache_tier::compile_memcached(&memcached, &mut s, diag);
     s
 }
 
@@ -416,7 +432,7 @@ fn compile_cache_policy(
                 diag.push(
                     ErrorKind::Value,
                     l.span(),
-                    format!("{owner}: cache.lock coordinates replicas through Redis; set `[cache] redis` or remove `lock`"),
+                    format!("{owner}: cache.lock coordinates replicas through the shared tier; set `[cache] redis` or `memcached`, or remove `lock`"),
                 );
             } else if d.is_some_and(|d| d.is_zero()) {
                 diag.push(

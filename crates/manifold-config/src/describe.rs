@@ -39,6 +39,7 @@ pub fn describe(config: &Config) -> String {
     for up in &config.upstreams {
         describe_upstream(&mut out, up);
     }
+    let _ = writeln!(out, "{}", crate::cache_tier::describe(&config.cache));
     for route in &config.routes {
         let _ = writeln!(out);
         let deadline = route

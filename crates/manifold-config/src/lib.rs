@@ -8,6 +8,7 @@
 //! check`, the docs' tests and any tool can validate a config without starting a server.
 
 pub mod cache_key;
+mod cache_tier;
 mod compile;
 mod dataflow;
 mod describe;
@@ -24,6 +25,7 @@ mod trace_store;
 mod upstream;
 mod upstream_policy;
 
+pub use cache_tier::{MAX_MEMCACHED_PREFIX, MAX_MEMCACHED_SERVERS, MEMCACHED_ITEM_BYTES};
 pub use compile::compile;
 pub use describe::describe;
 pub use error::{ConfigError, ConfigErrors, ConfigWarning, ErrorKind};

@@ -383,7 +383,7 @@ pub struct ResponsePlan {
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// Default bound of one cached answer (4 MiB).
 pub const DEFAULT_CACHE_MAX_ENTRY_BYTES: u64 = 4 * 1024 * 1024;
-/// Default Redis key prefix.
+/// Default key prefix in the shared tier (Redis or Memcached).
 pub const DEFAULT_CACHE_PREFIX: &str = "manifold:";
 
 /// `[cache]`: the tiers every cache policy shares.
@@ -396,7 +396,8 @@ pub struct CacheSettings {
     /// `redis://…` of the shared tier, if any. Serialized without its password.
     #[serde(serialize_with = "ser_redacted_url")]
     pub redis: Option<String>,
-    /// Prepended to every Redis key (one per deployment sharing a Redis).
+    /// Prepended to every key in the shared tier (one per deployment sharing a Redis or
+    /// memcached servers).
     pub prefix: String,
     /// Bound on each Redis command on the request path.
     #[serde(serialize_with = "ser_duration")]
@@ -404,6 +405,16 @@ pub struct CacheSettings {
     /// After a Redis error, requests skip Redis this long.
     #[serde(serialize_with = "ser_duration")]
     pub redis_retry_after: Duration,
+    /// `host:port` of each server of a Memcached shared tier (empty: none; never with `redis`).
+    pub memcached: Vec<String>,
+    /// Bound on each Memcached command on the request path.
+    #[serde(serialize_with = "ser_duration")]
+    pub memcached_timeout: Duration,
+    /// After an error, requests skip that Memcached server this long.
+    #[serde(serialize_with = "ser_duration")]
+    pub memcached_retry_after: Duration,
+    /// The servers' item size limit (`memcached -I`): larger entries are not stored there.
+    pub memcached_max_item_bytes: u64,
 }
 
 impl Default for CacheSettings {
@@ -415,6 +426,10 @@ impl Default for CacheSettings {
             prefix: DEFAULT_CACHE_PREFIX.to_owned(),
             redis_timeout: Duration::from_millis(50),
             redis_retry_after: Duration::from_secs(1),
+            memcached: Vec::new(),
+            memcached_timeout: Duration::from_millis(50),
+            memcached_retry_after: Duration::from_secs(1),
+            memcached_max_item_bytes: 1024 * 1024,
         }
     }
 }

@@ -6,6 +6,7 @@ mod cache_keys;
 mod concurrency;
 mod dataflow;
 mod idempotence;
+mod memcached;
 mod policy_properties;
 mod properties;
 mod proxy;

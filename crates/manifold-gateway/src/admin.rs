@@ -133,7 +133,7 @@ async fn cache(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
                 ),
                 Err(e) => json_response(
                     StatusCode::BAD_GATEWAY,
-                    &serde_json::json!({"error": {"kind": "redis", "message": format!("this gateway's memory tier was purged; the Redis purge failed: {e}")}}),
+                    &serde_json::json!({"error": {"kind": cache.stats().l2.map_or("cache", |l2| l2.backend), "message": format!("this gateway's memory tier was purged; the shared tier's purge failed: {e}")}}),
                 ),
             }
         }

@@ -1,5 +1,5 @@
 //! The cache policy, applied in one place: the gateway owns one [`Cache`] (in-process tier,
-//! plus Redis when `[cache] redis` is set) and one [`CachePolicy`] per cached call or route,
+//! plus Redis when `[cache] redis` is set, or Memcached when `[cache] memcached` is) and one [`CachePolicy`] per cached call or route,
 //! built when the gateway starts so the request path only renders a key and looks it up.
 //!
 //! The executor wraps each cached call in [`Cache::get_or_fetch`]; the handler does the same for
@@ -9,7 +9,9 @@
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{HeaderMap, StatusCode};
-use manifold_cache::{Cache, CacheError, CachePolicy, CacheSettings, RedisSettings};
+use manifold_cache::{
+    Cache, CacheError, CachePolicy, CacheSettings, MemcachedSettings, RedisSettings,
+};
 use manifold_config::{CachePolicySpec, Config};
 use std::sync::Arc;
 
@@ -29,8 +31,8 @@ pub(crate) struct Caching {
 }
 
 impl Caching {
-    /// Build the tiers and policies. Inside a Tokio runtime; Redis is not contacted yet (the
-    /// gateway starts while Redis is down).
+    /// Build the tiers and policies. Inside a Tokio runtime; the shared tier is not contacted
+    /// yet (the gateway starts while Redis or memcached is down).
     pub(crate) fn new(config: &Config) -> Result<Self, CacheError> {
         let c = &config.cache;
         let cache = Cache::new(CacheSettings {
@@ -41,6 +43,13 @@ impl Caching {
                 prefix: c.prefix.clone(),
                 timeout: c.redis_timeout,
                 retry_after: c.redis_retry_after,
+            }),
+            memcached: (!c.memcached.is_empty()).then(|| MemcachedSettings {
+                servers: c.memcached.clone(),
+                prefix: c.prefix.clone(),
+                timeout: c.memcached_timeout,
+                retry_after: c.memcached_retry_after,
+                max_item_bytes: c.memcached_max_item_bytes,
             }),
         })?;
         Ok(Self::with_cache(cache, config))

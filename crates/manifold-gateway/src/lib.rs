@@ -179,6 +179,13 @@ impl Gateway {
                 "cache: in-process tier plus Redis"
             );
         }
+        if !config.cache.memcached.is_empty() {
+            tracing::info!(
+                memcached = %config.cache.memcached.join(","),
+                prefix = %config.cache.prefix,
+                "cache: in-process tier plus Memcached"
+            );
+        }
         let follow = status::Follow::new(&config.queue, offloads);
         let stats: Arc<Stats> = Arc::default();
         let limit = limit::Limiter::new(

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
 
-fn unique_prefix(test: &str) -> String {
+pub(crate) fn unique_prefix(test: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -46,7 +46,7 @@ async fn keys_under(conn: &mut redis::aio::MultiplexedConnection, prefix: &str) 
 }
 
 /// Polls `check` every 10 ms for up to 10 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -60,20 +60,20 @@ where
     panic!("timed out waiting for: {what}");
 }
 
-fn cache_header(h: &http::HeaderMap) -> String {
+pub(crate) fn cache_header(h: &http::HeaderMap) -> String {
     h.get("manifold-cache")
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default()
 }
 
-async fn admin_json(gw: &TestGateway, method: &str, path: &str) -> serde_json::Value {
+pub(crate) async fn admin_json(gw: &TestGateway, method: &str, path: &str) -> serde_json::Value {
     let (s, _, b) = send(method, &format!("http://{}{path}", gw.admin), None).await;
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
     json(&b)
 }
 
 /// A profile route whose `user` call is cached and whose `orders` call is not.
-fn profile_config(up: &Upstream, cache_section: &str, policy: &str) -> String {
+pub(crate) fn profile_config(up: &Upstream, cache_section: &str, policy: &str) -> String {
     format!(
         r#"
 {cache_section}
@@ -99,7 +99,7 @@ path = "/profile/{{id}}"
     )
 }
 
-fn count(up: &Upstream, prefix: &str) -> usize {
+pub(crate) fn count(up: &Upstream, prefix: &str) -> usize {
     up.requests()
         .iter()
         .filter(|s| s.path_and_query.starts_with(prefix))

@@ -3,6 +3,7 @@
 mod admin;
 mod cache;
 mod cache_keys;
+mod cache_memcached;
 mod compose;
 mod dataflow;
 mod edge;

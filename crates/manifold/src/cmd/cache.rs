@@ -16,8 +16,9 @@ use std::process::ExitCode;
 manifold cache purge --prefix \"users GET /users/42\" --admin 127.0.0.1:9901\n  \
 manifold cache purge --prefix \"\" -c manifold.toml      # everything\n\n\
 Default keys read `{upstream} {METHOD} {path?query}`; a whole route's `route:{name} …`.\n\
-The purge goes through the gateway's admin listener: its memory and the shared Redis tier\n\
-(other replicas keep their in-memory copies until ttl + stale). See docs/cache.md."
+The purge goes through the gateway's admin listener: its memory and the shared Redis or\n\
+Memcached tier (memcached entries are invalidated by namespace, a superset of the prefix;\n\
+other replicas keep their in-memory copies until ttl + stale). See docs/cache.md."
 )]
 pub(crate) struct Args {
     #[command(subcommand)]
@@ -26,7 +27,7 @@ pub(crate) struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Action {
-    /// Remove every entry whose key starts with PREFIX, from memory and Redis.
+    /// Remove every entry whose key starts with PREFIX, from memory and the shared tier.
     Purge {
         /// The key prefix ("" removes everything).
         #[arg(long)]

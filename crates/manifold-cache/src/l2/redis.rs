@@ -2,17 +2,18 @@
 //! prefix.
 //!
 //! Nothing here may slow or fail a request: every command is bounded by a short timeout, and an
-//! error or timeout marks the tier down for `retry_after`, during which requests skip it (one
-//! probe per period finds out when it is back). Transitions are logged once, not per request.
+//! error or timeout marks the tier down for `retry_after` ([`Health`]), during which requests
+//! skip it (one probe per period finds out when it is back). Transitions are logged once, not
+//! per request.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::time::Instant;
 
+use super::{Health, Lock};
 use crate::entry::Entry;
 use crate::stats::L2Counters;
 use crate::{CacheError, RedisSettings};
@@ -22,32 +23,20 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keys per SCAN step and per UNLINK.
 const SCAN_COUNT: usize = 1_000;
 
-pub(crate) struct L2 {
+pub(crate) struct RedisTier {
     conn: ConnectionManager,
     prefix: String,
     timeout: Duration,
-    retry_after: Duration,
-    down_until: Mutex<Option<Instant>>,
-    healthy: AtomicBool,
+    health: Health,
     token_seed: u64,
     token_counter: AtomicU64,
     pub(crate) counters: L2Counters,
 }
 
-/// The result of trying to take a key's cross-replica lock.
-pub(crate) enum Lock {
-    /// We hold it, with this token.
-    Acquired(String),
-    /// Another replica holds it.
-    Held,
-    /// Redis is unavailable: proceed without a lock.
-    Unavailable,
-}
-
 const UNLOCK_SCRIPT: &str =
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
 
-impl L2 {
+impl RedisTier {
     /// Builds the tier without connecting (the connection manager connects on first use and
     /// reconnects after failures), so a gateway starts even when Redis is down.
     /// Must run inside a Tokio runtime.
@@ -83,9 +72,7 @@ impl L2 {
             conn,
             prefix: settings.prefix.clone(),
             timeout: settings.timeout,
-            retry_after: settings.retry_after,
-            down_until: Mutex::new(None),
-            healthy: AtomicBool::new(true),
+            health: Health::new("redis cache tier".into(), settings.retry_after),
             token_seed,
             token_counter: AtomicU64::new(0),
             counters: L2Counters::default(),
@@ -93,7 +80,7 @@ impl L2 {
     }
 
     pub(crate) fn healthy(&self) -> bool {
-        self.healthy.load(Relaxed)
+        self.health.healthy()
     }
 
     fn entry_key(&self, key: &str) -> String {
@@ -108,72 +95,29 @@ impl L2 {
         format!("{}l:{}", self.prefix, key)
     }
 
-    /// Whether to try Redis now. While down, only one caller per `retry_after` probes.
-    fn admit(&self) -> bool {
-        let mut down = match self.down_until.lock() {
-            Ok(d) => d,
-            Err(p) => p.into_inner(),
-        };
-        match *down {
-            None => true,
-            Some(until) => {
-                let now = Instant::now();
-                if now >= until {
-                    *down = Some(now + self.retry_after); // this caller probes; others wait
-                    true
-                } else {
-                    false
-                }
-            }
-        }
-    }
-
-    fn mark_up(&self) {
-        if !self.healthy.swap(true, Relaxed) {
-            tracing::info!(target: "manifold_cache", "redis cache tier reachable again");
-        }
-        if let Ok(mut down) = self.down_until.lock() {
-            *down = None;
-        }
-    }
-
-    fn mark_down(&self, op: &'static str, error: &dyn std::fmt::Display) {
-        if let Ok(mut down) = self.down_until.lock() {
-            *down = Some(Instant::now() + self.retry_after);
-        }
-        if self.healthy.swap(false, Relaxed) {
-            tracing::warn!(
-                target: "manifold_cache",
-                op,
-                %error,
-                retry_after_ms = self.retry_after.as_millis() as u64,
-                "redis cache tier unavailable; serving from the in-process tier and upstreams"
-            );
-        }
-    }
-
     /// Runs one bounded command; `None` when skipped, failed or too slow (all counted).
     async fn run<T, F>(&self, op: &'static str, fut: F) -> Option<T>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        if !self.admit() {
+        if !self.health.admit() {
             self.counters.skipped.fetch_add(1, Relaxed);
             return None;
         }
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(Ok(v)) => {
-                self.mark_up();
+                self.health.mark_up();
                 Some(v)
             }
             Ok(Err(e)) => {
                 self.counters.errors.fetch_add(1, Relaxed);
-                self.mark_down(op, &e);
+                self.health.mark_down(op, &e);
                 None
             }
             Err(_) => {
                 self.counters.timeouts.fetch_add(1, Relaxed);
-                self.mark_down(op, &format_args!("no answer within {:?}", self.timeout));
+                self.health
+                    .mark_down(op, &format_args!("no answer within {:?}", self.timeout));
                 None
             }
         }
@@ -273,10 +217,6 @@ impl L2 {
         let _: Option<i64> = self.run("delete", cmd.query_async(&mut conn)).await;
     }
 
-    pub(crate) fn note_lock_wait(&self) {
-        self.counters.lock_waits.fetch_add(1, Relaxed);
-    }
-
     /// Deletes every entry whose cache key starts with `prefix` (SCAN + UNLINK, so Redis never
     /// blocks on a large purge). Returns how many keys were removed.
     pub(crate) async fn purge(&self, prefix: &str) -> Result<u64, CacheError> {
@@ -306,7 +246,7 @@ impl L2 {
             }
             cursor = next;
         }
-        self.mark_up();
+        self.health.mark_up();
         Ok(removed)
     }
 }
