@@ -10,6 +10,7 @@ mod error;
 mod key;
 mod l2;
 mod policy;
+mod purge_bus;
 pub mod sim;
 mod stats;
 
@@ -21,4 +22,5 @@ pub use entry::{CachedResponse, KEPT_HEADERS};
 pub use error::CacheError;
 pub use key::{append_hash, default_key, KeyPart, MAX_READABLE_PATH};
 pub use policy::{CacheControl, CachePolicy, Lifetimes};
+pub use purge_bus::RedisReadiness;
 pub use stats::{CacheStats, CallStats, L1Stats, L2Stats};

@@ -18,6 +18,8 @@ pub(crate) struct AdminState {
     pub(crate) shared: Arc<Shared>,
     /// False once shutdown has begun: `/readyz` then tells load balancers to stop sending.
     pub(crate) ready: AtomicBool,
+    /// This replica's own dependencies, checked for `/readyz` ([`crate::readiness`]).
+    pub(crate) readiness: crate::readiness::Readiness,
 }
 
 pub(crate) async fn handle(
@@ -33,7 +35,7 @@ pub(crate) async fn handle(
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
             if state.ready.load(Ordering::Relaxed) {
-                text(StatusCode::OK, "ready\n")
+                state.readiness.respond(&state.shared).await
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
             }
@@ -148,7 +150,7 @@ fn metrics(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
     r
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, body: &str) -> Response<Body> {
     let mut r = Response::new(full(body.to_owned()));
     *r.status_mut() = status;
     r.headers_mut().insert(

@@ -34,6 +34,7 @@ mod path;
 mod proxy;
 mod proxy_body;
 mod queued;
+mod readiness;
 pub mod render;
 mod respond;
 mod router;
@@ -223,6 +224,7 @@ impl Gateway {
         let admin_state = Arc::new(admin::AdminState {
             shared: Arc::clone(&self.shared),
             ready: true.into(),
+            readiness: Default::default(),
         });
         let admin_stop = CancellationToken::new();
         let admin_task = {

@@ -6,5 +6,6 @@ mod cli;
 mod demo;
 mod load;
 mod offload;
+mod replicas;
 mod sim;
 mod soak;
