@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::entry::Entry;
 use crate::l2::{Lock, L2};
 use crate::policy::{is_failure, CachePolicy};
+use crate::purge_bus::{invalidate_l1_prefix, PurgeBus, RedisReadiness};
 use crate::stats::{CacheStats, CallCounters, L1Stats, Registry};
 use crate::MemcachedSettings;
 use crate::{CacheError, CachedResponse};
@@ -163,6 +164,8 @@ struct Flight {
 struct Inner {
     l1: moka::future::Cache<String, Arc<Entry>>,
     l2: Option<L2>,
+    /// With Redis: purges reach the other replicas' L1 ([`crate::purge_bus`]).
+    bus: Option<PurgeBus>,
     flights: Mutex<HashMap<String, Flight>>,
     next_flight: AtomicU64,
     registry: Registry,
@@ -413,6 +416,9 @@ impl Cache {
         }
         let l2 = L2::from_settings(&settings)?;
         let l1 = build_l1(settings.max_bytes);
+        let bus = (settings.redis.as_ref())
+            .map(|r| PurgeBus::start(r, l1.clone()))
+            .transpose()?;
         use std::hash::{BuildHasher, Hasher};
         let seed = std::collections::hash_map::RandomState::new()
             .build_hasher()
@@ -421,6 +427,7 @@ impl Cache {
             inner: Arc::new(Inner {
                 l1,
                 l2,
+                bus,
                 flights: Mutex::new(HashMap::new()),
                 next_flight: AtomicU64::new(1),
                 registry: Registry::default(),
@@ -555,26 +562,24 @@ impl Cache {
 
     /// Removes every entry whose key starts with `prefix` from both tiers (Redis: SCAN + UNLINK
     /// under the deployment prefix; Memcached, which cannot list keys: a new generation for the
-    /// prefix's namespace, or the whole cache, which invalidates a superset). Returns the number
-    /// of entries removed, L1 and Redis added (an entry held in both counts twice; Memcached's
-    /// invalidated entries cannot be counted and add 0). `""` empties the cache. A fetch in flight
-    /// during the purge may store its answer afterwards.
+    /// prefix's namespace, or the whole cache, which invalidates a superset), then, with Redis,
+    /// broadcasts the prefix so every other replica drops it from its own L1
+    /// ([`crate::purge_bus`]). Returns the number of entries removed here, L1 and Redis added (an
+    /// entry held in both counts twice; Memcached's invalidated entries cannot be counted and add
+    /// 0). `""` empties the cache. A fetch in flight during the purge may store its answer
+    /// afterwards.
     pub async fn purge_prefix(&self, prefix: &str) -> Result<u64, CacheError> {
-        let l1 = &self.inner.l1;
-        let keys: Vec<Arc<String>> = l1
-            .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .map(|(k, _)| k)
-            .collect();
-        for key in &keys {
-            l1.invalidate(key.as_str()).await;
-        }
-        let local = keys.len() as u64;
+        let local = invalidate_l1_prefix(&self.inner.l1, prefix).await;
         let remote = match &self.inner.l2 {
             Some(l2) => l2.purge(prefix).await?,
             None => 0,
         };
-        tracing::info!(target: "manifold_cache", prefix, l1 = local, l2 = remote, "cache purged");
+        // After Redis: a replica refilling its L1 from Redis must not find the old entry there.
+        let replicas = match &self.inner.bus {
+            Some(bus) => Some(bus.publish(prefix).await?),
+            None => None,
+        };
+        tracing::info!(target: "manifold_cache", prefix, l1 = local, l2 = remote, broadcast_to = ?replicas, "cache purged");
         Ok(local + remote)
     }
 
@@ -625,6 +630,17 @@ impl Cache {
     /// (for Memcached: every server).
     pub fn shared_tier_healthy(&self) -> Option<bool> {
         self.inner.l2.as_ref().map(L2::healthy)
+    }
+
+    /// For a replica's readiness: PINGs Redis (bounded by `timeout`) and reports the tier's and
+    /// the purge subscription's state. `None` without a Redis tier.
+    pub async fn redis_readiness(&self, timeout: Duration) -> Option<RedisReadiness> {
+        let (bus, l2) = (self.inner.bus.as_ref()?, self.inner.l2.as_ref()?);
+        Some(RedisReadiness {
+            reachable: bus.ping(timeout).await,
+            tier_healthy: l2.healthy(),
+            purge_subscribed: bus.subscribed(),
+        })
     }
 }
 

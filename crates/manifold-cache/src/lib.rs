@@ -10,6 +10,7 @@ mod error;
 mod key;
 mod l2;
 mod policy;
+mod purge_bus;
 pub mod sim;
 mod stats;
 
@@ -26,4 +27,5 @@ pub use l2::{
     MAX_MEMCACHED_SERVERS, MEMCACHED_ITEM_BYTES,
 };
 pub use policy::{CacheControl, CachePolicy, Lifetimes};
+pub use purge_bus::RedisReadiness;
 pub use stats::{CacheStats, CallStats, L1Stats, L2Stats, ServerState};

@@ -4,5 +4,6 @@
 
 mod mc_support;
 mod memcached_tier;
+mod purge_bus;
 mod redis_tier;
 mod support;

@@ -70,6 +70,7 @@ struct RawServer {
     h2_idle_timeout: Option<Spanned<String>>,
     escaped_slashes: Option<Spanned<String>>,
     trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
+    ready_requires: Option<Spanned<Vec<Spanned<String>>>>,
     admin_token: Option<Spanned<String>>,
     admin_token_file: Option<Spanned<String>>,
     tls: Option<Spanned<crate::tls::RawServerTls>>,
@@ -692,6 +693,9 @@ fn compile_server(raw: Option<&Spanned<RawServer>>, diag: &mut Diagnostics<'_>) 
     }
     if let Some(v) = &raw.trusted_proxies {
         s.trusted_proxies = crate::proxy::trusted_proxies(v, diag);
+    }
+    if let Some(v) = &raw.ready_requires {
+        s.ready_requires = crate::ready::ready_requires(v, diag);
     }
     if let Some(v) = &raw.concurrency {
         if let Some(c) = concurrency(v, diag) {

@@ -108,6 +108,9 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// How many requests the main listener works on at once; past it, 503 + `Retry-After`.
     pub concurrency: crate::policy::Concurrency,
+    /// The dependencies whose loss makes `/readyz` answer 503 (default: all, `cache` and
+    /// `queue`); the others are still checked and shown.
+    pub ready_requires: Vec<crate::ReadyDependency>,
 }
 
 fn ser_nets<S: Serializer>(nets: &[ipnet::IpNet], s: S) -> Result<S::Ok, S::Error> {
@@ -144,6 +147,7 @@ impl Default for ServerSettings {
             trusted_proxies: Vec::new(),
             admin_token: None,
             concurrency: crate::policy::Concurrency::Adaptive,
+            ready_requires: crate::ReadyDependency::all(),
         }
     }
 }

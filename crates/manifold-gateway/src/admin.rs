@@ -21,6 +21,8 @@ pub(crate) struct AdminState {
     pub(crate) live: Arc<crate::reload::Live>,
     /// False once shutdown has begun: `/readyz` then tells load balancers to stop sending.
     pub(crate) ready: AtomicBool,
+    /// This replica's own dependencies, checked for `/readyz` ([`crate::readiness`]).
+    pub(crate) readiness: crate::readiness::Readiness,
 }
 
 pub(crate) async fn handle(
@@ -37,7 +39,7 @@ pub(crate) async fn handle(
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
             if state.ready.load(Ordering::Relaxed) {
-                text(StatusCode::OK, "ready\n")
+                state.readiness.respond(&shared).await
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
             }
@@ -177,7 +179,7 @@ fn metrics(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
     r
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, body: &str) -> Response<Body> {
     let mut r = Response::new(full(body.to_owned()));
     *r.status_mut() = status;
     r.headers_mut().insert(

@@ -24,6 +24,18 @@ pub enum GatewayError {
     /// The offload queue could not be opened (`[queue]`).
     #[error("queue: {0}")]
     Queue(#[source] manifold_queue::QueueError),
+    /// The embedded queue could not be opened at `path`; `hint` says why when it is known
+    /// (another process holds the file: the embedded queue is single-node).
+    #[error("queue: the embedded queue at {path}: {source}{hint}")]
+    EmbeddedQueue {
+        /// The queue's directory (`[queue] path`).
+        path: String,
+        /// The cause.
+        #[source]
+        source: manifold_queue::QueueError,
+        /// Empty, or a sentence starting with "; ".
+        hint: &'static str,
+    },
     /// The `[events]` broker could not be reached at start (wrong URL or credentials, or an
     /// existing RabbitMQ exchange of another type).
     #[error("events: {0}")]

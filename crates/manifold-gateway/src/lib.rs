@@ -35,6 +35,7 @@ mod path;
 mod proxy;
 mod proxy_body;
 mod queued;
+mod readiness;
 mod reload;
 pub mod render;
 mod respond;
@@ -292,6 +293,7 @@ impl Gateway {
         let admin_state = Arc::new(admin::AdminState {
             live: Arc::clone(&self.live),
             ready: true.into(),
+            readiness: Default::default(),
         });
         let admin_stop = CancellationToken::new();
         let admin_task = {

@@ -104,7 +104,7 @@ impl Offload {
         }
         let queue = manifold_queue::open_with_redis(config, redis)
             .await
-            .map_err(crate::GatewayError::Queue)?;
+            .map_err(|e| open_error(config, e))?;
         let stacks = Arc::new(Stacks(arc_swap::ArcSwap::from_pointee(
             clients
                 .iter()
@@ -149,6 +149,32 @@ impl Offload {
         if let Some(events) = &self.events {
             events.close().await;
         }
+    }
+}
+
+/// The error of opening the queue; for the embedded one, naming its path, and saying when
+/// another process holds its file (a second `manifold serve` on the same path: the embedded
+/// queue is single-node, redb locks the file).
+fn open_error(config: &QueueConfig, e: QueueError) -> crate::GatewayError {
+    if config.backend != manifold_queue::Backend::Embedded {
+        return crate::GatewayError::Queue(e);
+    }
+    let mut held = false;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = source {
+        held |= s.to_string().contains("already open");
+        source = s.source();
+    }
+    crate::GatewayError::EmbeddedQueue {
+        path: config.path.display().to_string(),
+        hint: if held {
+            "; another process has it open (another `manifold serve` with this [queue] path?): \
+             the embedded queue is single-node, replicas need [queue] backend = \"nats\" or \
+             \"rabbitmq\" (docs/replicas.md)"
+        } else {
+            ""
+        },
+        source: e,
     }
 }
 

@@ -22,21 +22,21 @@ use tokio::time::Instant;
 
 /// Upper bound of any single wait; far above what a loaded 2-core machine needs, so that only a
 /// hang (a real bug) hits it.
-const WAIT: Duration = Duration::from_secs(60);
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
 /// Tasks accepted per scenario.
 const TASKS: u64 = 30;
 /// Mid-delivery scenario: requests the upstream answers before it starts holding them.
-const QUICK: usize = 5;
-const NATS_URL: &str = "nats://127.0.0.1:4222";
+pub(crate) const QUICK: usize = 5;
+pub(crate) const NATS_URL: &str = "nats://127.0.0.1:4222";
 
 #[derive(Debug, Clone, Copy)]
-enum Backend {
+pub(crate) enum Backend {
     Embedded,
     Nats,
 }
 
 /// A name unique to this test run (process, scenario, time), for directories and NATS streams.
-fn unique(tag: &str) -> String {
+pub(crate) fn unique(tag: &str) -> String {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -51,15 +51,15 @@ fn unique(tag: &str) -> String {
 
 /// One scenario's working directory (config, gateway logs, embedded queue) and queue; the guard
 /// removes both, NATS streams included, even when the test fails.
-struct Store {
+pub(crate) struct Store {
     backend: Backend,
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// NATS: the stream (dead letters in `<stream>_dead`) and its durable consumer.
-    stream: String,
+    pub(crate) stream: String,
 }
 
 impl Store {
-    fn new(backend: Backend, tag: &str) -> Store {
+    pub(crate) fn new(backend: Backend, tag: &str) -> Store {
         let name = unique(tag);
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -73,7 +73,7 @@ impl Store {
     /// The backend's `[queue]` keys. Retries are fast and never run out (`max_attempts`), so
     /// a long outage cannot dead-letter a task; a NATS lease held by a killed gateway comes
     /// back after `lease_timeout`, which stays above the upstream timeout.
-    fn queue_toml(&self) -> String {
+    pub(crate) fn queue_toml(&self) -> String {
         let backend = match self.backend {
             Backend::Embedded => format!(
                 "backend = \"embedded\"\npath = \"{}\"",
@@ -158,15 +158,17 @@ impl Drop for Store {
 }
 
 /// A running `manifold serve`; dropping it kills the process (SIGKILL) and reaps it.
-struct Gateway {
+pub(crate) struct Gateway {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
+    /// The admin listener.
+    pub(crate) admin: SocketAddr,
 }
 
 impl Gateway {
     /// Starts the binary on free ports and waits (bounded) for its "listening" line. Its
     /// stderr goes to `log`, quoted when it fails to start.
-    fn start(config: &Path, log: &Path) -> Gateway {
+    pub(crate) fn start(config: &Path, log: &Path) -> Gateway {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -184,6 +186,7 @@ impl Gateway {
         let mut gateway = Gateway {
             child,
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            admin: SocketAddr::from(([0, 0, 0, 0], 0)),
         };
         let (tx, rx) = std::sync::mpsc::channel();
         // Reads the first line, then drains stdout so the gateway never blocks on a full pipe.
@@ -206,11 +209,17 @@ impl Gateway {
             .unwrap_or_else(|| panic!("unexpected first line: {line}"))
             .parse()
             .unwrap();
+        gateway.admin = line
+            .split_once("(admin ")
+            .and_then(|(_, r)| r.split(')').next())
+            .unwrap_or_else(|| panic!("no admin address in: {line}"))
+            .parse()
+            .unwrap();
         gateway
     }
 
     /// `kill -9`: no chance to flush, drain or settle anything.
-    fn crash(mut self) {
+    pub(crate) fn crash(mut self) {
         let exited = self.child.try_wait().unwrap();
         assert!(
             exited.is_none(),
@@ -221,7 +230,7 @@ impl Gateway {
     }
 
     /// Accepts one task per `n` in `ns` (body `{"n": n}`); returns `n` → task id.
-    fn accept(&self, ns: std::ops::Range<u64>) -> BTreeMap<u64, String> {
+    pub(crate) fn accept(&self, ns: std::ops::Range<u64>) -> BTreeMap<u64, String> {
         ns.map(|n| {
             let (status, body) = post(self.addr, "/labels", &format!("{{\"n\": {n}}}"));
             assert_eq!(status, 202, "task {n} not accepted: {body}");
@@ -261,14 +270,14 @@ fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
 
 /// What the upstream saw: `(idempotency key, n)` per request, in arrival order.
 #[derive(Debug, Default)]
-struct Log {
-    received: Vec<(String, u64)>,
+pub(crate) struct Log {
+    pub(crate) received: Vec<(String, u64)>,
     /// Requests answered 200 (a held request is never answered).
-    answered: Vec<(String, u64)>,
+    pub(crate) answered: Vec<(String, u64)>,
     /// Requests still to answer before holding the rest; `None`: answer everything.
     quick: Option<usize>,
     /// Requests being held right now.
-    held: usize,
+    pub(crate) held: usize,
     /// Held requests end unanswered; set when their gateway is gone.
     released: bool,
     /// The test is over: the accept loop and held requests end.
@@ -277,8 +286,8 @@ struct Log {
 
 /// A recording upstream on loopback: answers 200 to every request, or (`hold_after`) only to
 /// the first few, holding the rest unanswered until [`Upstream::release`].
-struct Upstream {
-    addr: SocketAddr,
+pub(crate) struct Upstream {
+    pub(crate) addr: SocketAddr,
     shared: Arc<(Mutex<Log>, Condvar)>,
 }
 
@@ -288,7 +297,7 @@ struct Upstream {
 /// from `bind(:0)` comes from that range, and between freeing it here and binding it again in
 /// [`Upstream::start`] an outgoing connection of another test could take it as its local port
 /// (AddrInUse). Ports below the range are only ever taken by an explicit bind.
-fn reserve_addr() -> SocketAddr {
+pub(crate) fn reserve_addr() -> SocketAddr {
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
@@ -312,7 +321,7 @@ fn reserve_addr() -> SocketAddr {
 }
 
 impl Upstream {
-    fn start(addr: SocketAddr, hold_after: Option<usize>) -> Upstream {
+    pub(crate) fn start(addr: SocketAddr, hold_after: Option<usize>) -> Upstream {
         let listener = TcpListener::bind(addr).unwrap();
         let shared = Arc::new((
             Mutex::new(Log {
@@ -335,13 +344,13 @@ impl Upstream {
         Upstream { addr, shared }
     }
 
-    fn log(&self) -> MutexGuard<'_, Log> {
+    pub(crate) fn log(&self) -> MutexGuard<'_, Log> {
         lock(&self.shared)
     }
 
     /// Blocks until `ready` returns `Some` for the log (checked on every request received or
     /// answered), or fails after [`WAIT`] naming `what`.
-    fn wait_until<T>(&self, what: &str, ready: impl FnMut(&Log) -> Option<T>) -> T {
+    pub(crate) fn wait_until<T>(&self, what: &str, ready: impl FnMut(&Log) -> Option<T>) -> T {
         let (log, found) = wait_log(&self.shared, self.log(), ready);
         found.unwrap_or_else(|| {
             panic!(
@@ -354,7 +363,7 @@ impl Upstream {
     }
 
     /// Held requests end unanswered (their gateway is dead); every later one is answered.
-    fn release(&self) {
+    pub(crate) fn release(&self) {
         let mut log = self.log();
         log.released = true;
         log.quick = None;
@@ -473,7 +482,7 @@ fn read_request(reader: &mut impl BufRead) -> Option<(String, Vec<u8>)> {
 
 /// Waits until the upstream has answered 200 to every accepted task at least once, each time
 /// with that task's idempotency key (`{task_id}:{call}`); duplicates are allowed.
-fn assert_all_delivered(upstream: &Upstream, tasks: &BTreeMap<u64, String>) {
+pub(crate) fn assert_all_delivered(upstream: &Upstream, tasks: &BTreeMap<u64, String>) {
     let expected: BTreeSet<(String, u64)> = tasks
         .iter()
         .map(|(n, id)| (format!("{id}:ship"), *n))

@@ -7,6 +7,7 @@ mod demo;
 mod load;
 mod offload;
 mod reload;
+mod replicas;
 mod sim;
 mod soak;
 mod traces;

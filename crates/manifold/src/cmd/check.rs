@@ -27,6 +27,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             for w in &config.warnings {
                 eprintln!("{w}");
             }
+            if let Some(note) = embedded_queue_note(&config) {
+                eprintln!("{note}");
+            }
             let out = if args.json {
                 format!("{}\n", serde_json::to_string_pretty(&config)?)
             } else {
@@ -47,4 +50,37 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// The embedded queue is one redb file that one process opens at a time (a second `manifold
+/// serve` on the same path is refused), so it cannot back several replicas: said whenever a
+/// route offloads to it, and as a warning when `[cache] redis` suggests the config is meant for
+/// replicas.
+fn embedded_queue_note(config: &manifold_config::Config) -> Option<String> {
+    let offloads = config.routes.iter().any(|r| match &r.kind {
+        manifold_config::RouteKind::Compose(p) => p
+            .calls
+            .iter()
+            .any(|c| c.mode != manifold_config::Mode::Sync),
+        _ => false,
+    });
+    if !offloads || config.queue.backend != manifold_queue::Backend::Embedded {
+        return None;
+    }
+    let path = config.queue.path.display();
+    let single = format!(
+        "the embedded queue ({path}) is single-node: one `manifold serve` per path (a second \
+         process on the same path is refused), and its tasks are delivered only by that process"
+    );
+    Some(if config.cache.redis.is_some() {
+        format!(
+            "warning: {single}; `[cache] redis` is shared by replicas, but this queue is not: \
+             replicas need `[queue] backend = \"nats\"` or `\"rabbitmq\"` (docs/replicas.md)"
+        )
+    } else {
+        format!(
+            "note: {single}; to run replicas use `[queue] backend = \"nats\"` or \
+             `\"rabbitmq\"` (docs/replicas.md)"
+        )
+    })
 }
