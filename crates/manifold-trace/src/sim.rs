@@ -19,7 +19,7 @@
 use crate::critical::CpGraph;
 
 /// Per-span instructions for one simulation of one trace.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Plan {
     /// Own-work factor per span (1.0 = unchanged).
     pub scale: Vec<f64>,
@@ -45,6 +45,19 @@ impl Plan {
         }
     }
 
+    /// Back to the plan that changes nothing, for `n` nodes, keeping the lists' memory (the
+    /// analysis builds one plan per candidate recommendation of every trace).
+    pub fn reset(&mut self, n: usize) {
+        self.scale.clear();
+        self.scale.resize(n, 1.0);
+        self.removed.clear();
+        self.removed.resize(n, false);
+        self.parallel.clear();
+        self.parallel.resize(n, false);
+        self.group.clear();
+        self.group.resize(n, NO_GROUP);
+    }
+
     /// True when the plan changes nothing.
     pub fn is_identity(&self) -> bool {
         self.scale.iter().all(|&f| f == 1.0)
@@ -56,23 +69,11 @@ impl Plan {
 
 /// New duration of every node under `plan` (index = node). Unreachable nodes keep 0.
 pub fn simulate(g: &CpGraph, plan: &Plan) -> Vec<i64> {
-    let n = g.len();
-    let mut new_dur = vec![0i64; n];
-    if (g.root as usize) >= n || plan.scale.len() < n {
-        return new_dur;
+    let mut sim = Simulator::new(g);
+    if plan.scale.len() >= g.len() {
+        sim.evaluate_all(plan);
     }
-    // post-order over the reachable tree
-    let mut order: Vec<u32> = Vec::with_capacity(n);
-    let mut stack = vec![g.root];
-    while let Some(i) = stack.pop() {
-        order.push(i);
-        stack.extend(g.children[i as usize].iter().copied());
-    }
-    let mut scratch = Scratch::default();
-    for &i in order.iter().rev() {
-        new_dur[i as usize] = simulate_node(g, plan, i, &new_dur, &mut scratch);
-    }
-    new_dur
+    sim.dur
 }
 
 /// New end-to-end duration of the root under `plan`.
@@ -81,15 +82,222 @@ pub fn simulate_root(g: &CpGraph, plan: &Plan) -> i64 {
     d.get(g.root as usize).copied().unwrap_or(0)
 }
 
-#[derive(Default)]
+/// What a plan asks of one node. [`Plan`] answers from its lists; [`Unchanged`] is the plan that
+/// changes nothing, so the unchanged durations are computed without building one.
+trait Changes {
+    fn removed(&self, i: usize) -> bool;
+    fn scale(&self, i: usize) -> f64;
+    fn parallel(&self, i: usize) -> bool;
+    fn group(&self, i: usize) -> u32;
+}
+
+impl Changes for Plan {
+    fn removed(&self, i: usize) -> bool {
+        self.removed[i]
+    }
+    fn scale(&self, i: usize) -> f64 {
+        self.scale[i]
+    }
+    fn parallel(&self, i: usize) -> bool {
+        self.parallel[i]
+    }
+    fn group(&self, i: usize) -> u32 {
+        self.group[i]
+    }
+}
+
+struct Unchanged;
+
+impl Changes for Unchanged {
+    fn removed(&self, _: usize) -> bool {
+        false
+    }
+    fn scale(&self, _: usize) -> f64 {
+        1.0
+    }
+    fn parallel(&self, _: usize) -> bool {
+        false
+    }
+    fn group(&self, _: usize) -> u32 {
+        NO_GROUP
+    }
+}
+
+const NONE: u32 = u32::MAX;
+
+/// Many simulations of one graph, as the analysis runs them (one per candidate recommendation
+/// of every trace): what does not depend on the plan is worked out once, and each run
+/// recomputes only the nodes whose durations the plan can change.
+///
+/// Once per graph: the nodes in evaluation order, and for every child the order of its
+/// siblings by end and how many siblings ended before it started (the sort and the binary
+/// search the simulation of a node needs, which depend only on the timeline). Once per graph
+/// too, lazily: every duration under the plan that changes nothing. A node's simulated
+/// duration depends only on its own entries of the plan, its children's groups and its
+/// children's simulated durations, so under a plan that touches a few nodes only those nodes
+/// and their ancestors can differ from the unchanged durations; the others are taken as they
+/// are. The answer is the same number a full simulation gives (a property test holds them
+/// together on random traces and plans). A graph where a node has two parents (possible
+/// through [`CpGraph::new`]) is simulated in full every time.
+#[derive(Debug)]
+pub struct Simulator<'g> {
+    g: &'g CpGraph,
+    /// Reachable nodes, each before its children (a node reached twice is listed twice).
+    order: Vec<u32>,
+    /// Per node: where its children's entries start in `rank` and `preds` (`NONE`: unreached).
+    at: Vec<u32>,
+    /// Per child (by position under its parent): its place among its siblings by (end, position).
+    rank: Vec<u32>,
+    /// Per child: how many of its siblings ended at or before it started.
+    preds: Vec<u32>,
+    /// Per node: its parent (`NONE` for the root and unreached nodes).
+    parent: Vec<u32>,
+    /// Every node has at most one parent: runs may be incremental.
+    tree: bool,
+    /// Durations under the unchanged plan, once computed (`None` before the first run).
+    base: Option<Vec<i64>>,
+    /// Durations of the current run (equal to `base` between incremental runs).
+    dur: Vec<i64>,
+    dirty: Vec<bool>,
+    dirty_list: Vec<u32>,
+    scratch: Scratch,
+}
+
+impl<'g> Simulator<'g> {
+    /// Prepare the simulations of `g`.
+    pub fn new(g: &'g CpGraph) -> Simulator<'g> {
+        let n = g.len();
+        let mut sim = Simulator {
+            g,
+            order: Vec::with_capacity(n),
+            at: vec![NONE; n],
+            rank: Vec::with_capacity(n),
+            preds: Vec::with_capacity(n),
+            parent: vec![NONE; n],
+            tree: true,
+            base: None,
+            dur: vec![0; n],
+            dirty: vec![false; n],
+            dirty_list: Vec::new(),
+            scratch: Scratch::default(),
+        };
+        if (g.root as usize) >= n {
+            return sim;
+        }
+        let mut stack = vec![g.root];
+        while let Some(i) = stack.pop() {
+            sim.order.push(i);
+            let kids = &g.children[i as usize];
+            stack.extend(kids.iter().copied());
+            if sim.at[i as usize] != NONE {
+                sim.tree = false; // reached twice
+                continue;
+            }
+            sim.at[i as usize] = sim.rank.len() as u32;
+            for &c in kids {
+                if sim.parent[c as usize] != NONE || c == g.root {
+                    sim.tree = false;
+                }
+                sim.parent[c as usize] = i;
+            }
+            let k = kids.len();
+            let by_end = &mut sim.scratch.members;
+            by_end.clear();
+            by_end.extend(0..k);
+            by_end.sort_by_key(|&j| (g.end[kids[j] as usize], j));
+            let base = sim.rank.len();
+            sim.rank.resize(base + k, 0);
+            for (r, &j) in by_end.iter().enumerate() {
+                sim.rank[base + j] = r as u32;
+            }
+            for &c in kids {
+                let cs = g.start[c as usize];
+                let p = by_end.partition_point(|&x| g.end[kids[x] as usize] <= cs);
+                sim.preds.push(p as u32);
+            }
+        }
+        sim
+    }
+
+    /// New end-to-end duration of the root under `plan` (0 if the plan is shorter than the
+    /// graph, as [`simulate_root`]).
+    pub fn root_duration(&mut self, plan: &Plan) -> i64 {
+        let root = self.g.root as usize;
+        if self.order.is_empty() || plan.scale.len() < self.g.len() {
+            return 0;
+        }
+        if !self.tree {
+            self.evaluate_all(plan);
+            return self.dur[root];
+        }
+        if self.base.is_none() {
+            self.evaluate_all(&Unchanged);
+            self.base = Some(self.dur.clone());
+        }
+        for k in 0..self.order.len() {
+            let i = self.order[k] as usize;
+            let touched = plan.removed[i]
+                || plan.parallel[i]
+                || plan.group[i] != NO_GROUP
+                || plan.scale[i] != 1.0;
+            let mut x = i as u32;
+            while touched && x != NONE && !self.dirty[x as usize] {
+                self.dirty[x as usize] = true;
+                self.dirty_list.push(x);
+                x = self.parent[x as usize];
+            }
+        }
+        if self.dirty_list.is_empty() {
+            return self.dur[root];
+        }
+        for k in (0..self.order.len()).rev() {
+            let i = self.order[k];
+            if self.dirty[i as usize] {
+                self.dur[i as usize] = self.node(plan, i);
+            }
+        }
+        let out = self.dur[root];
+        if let Some(base) = &self.base {
+            for &i in &self.dirty_list {
+                self.dur[i as usize] = base[i as usize];
+                self.dirty[i as usize] = false;
+            }
+        }
+        self.dirty_list.clear();
+        out
+    }
+
+    /// Every reachable node, children first, into `dur`.
+    fn evaluate_all<C: Changes>(&mut self, plan: &C) {
+        self.dur.iter_mut().for_each(|d| *d = 0);
+        for k in (0..self.order.len()).rev() {
+            let i = self.order[k];
+            self.dur[i as usize] = self.node(plan, i);
+        }
+    }
+
+    fn node<C: Changes>(&mut self, plan: &C, i: u32) -> i64 {
+        let at = self.at[i as usize] as usize;
+        let k = self.g.children[i as usize].len();
+        simulate_node(
+            self.g,
+            plan,
+            i,
+            &self.rank[at..at + k],
+            &self.preds[at..at + k],
+            &self.dur,
+            &mut self.scratch,
+        )
+    }
+}
+
+#[derive(Debug, Default)]
 struct Scratch {
-    by_end: Vec<u32>,
-    rank: Vec<usize>,
     fen_new: Vec<i64>,
     fen_orig: Vec<i64>,
-    new_start: Vec<i64>,
     new_end: Vec<i64>,
     done: Vec<bool>,
+    members: Vec<usize>,
 }
 
 fn scaled(x: i64, f: f64) -> i64 {
@@ -100,12 +308,22 @@ fn scaled(x: i64, f: f64) -> i64 {
     }
 }
 
-fn simulate_node(g: &CpGraph, plan: &Plan, i: u32, new_dur: &[i64], s: &mut Scratch) -> i64 {
+/// One node's new duration from its children's (`new_dur`); `rank` and `preds` are its
+/// children's entries of [`Simulator`].
+fn simulate_node<C: Changes>(
+    g: &CpGraph,
+    plan: &C,
+    i: u32,
+    rank: &[u32],
+    preds: &[u32],
+    new_dur: &[i64],
+    s: &mut Scratch,
+) -> i64 {
     let iu = i as usize;
-    if plan.removed[iu] {
+    if plan.removed(iu) {
         return 0;
     }
-    let f = plan.scale[iu];
+    let f = plan.scale(iu);
     let (ps, pe) = (g.start[iu], g.end[iu]);
     let kids = &g.children[iu];
     if kids.is_empty() {
@@ -114,80 +332,66 @@ fn simulate_node(g: &CpGraph, plan: &Plan, i: u32, new_dur: &[i64], s: &mut Scra
     let k = kids.len();
     let last_end = kids.iter().map(|&c| g.end[c as usize]).max().unwrap_or(ps);
     let trailing = pe - last_end;
-    if plan.parallel[iu] {
+    if plan.parallel(iu) {
         let lead = g.start[kids[0] as usize] - ps;
         let union = union_len(g, kids);
         let self_time = (pe - ps) - union;
         let longest = kids.iter().map(|&c| new_dur[c as usize]).max().unwrap_or(0);
         return (scaled(lead, f) + longest + scaled(self_time - lead, f)).max(0);
     }
-    // children sorted by original end, Fenwick trees of (new end, original end) prefix maxima
-    s.by_end.clear();
-    s.by_end.extend(0..k as u32);
-    s.by_end
-        .sort_by_key(|&j| (g.end[kids[j as usize] as usize], j));
-    s.rank.clear();
-    s.rank.resize(k, 0);
-    for (r, &j) in s.by_end.iter().enumerate() {
-        s.rank[j as usize] = r;
-    }
-    s.fen_new.clear();
-    s.fen_new.resize(k + 1, i64::MIN);
-    s.fen_orig.clear();
-    s.fen_orig.resize(k + 1, i64::MIN);
-    s.new_start.clear();
-    s.new_start.resize(k, 0);
-    s.new_end.clear();
-    s.new_end.resize(k, 0);
-    s.done.clear();
-    s.done.resize(k, false);
+    // children in their order; Fenwick trees over the children sorted by original end hold
+    // prefix maxima of (new end, original end) of those already placed
+    let Scratch {
+        fen_new,
+        fen_orig,
+        new_end,
+        done,
+        members,
+    } = s;
+    fen_new.clear();
+    fen_new.resize(k + 1, i64::MIN);
+    fen_orig.clear();
+    fen_orig.resize(k + 1, i64::MIN);
+    new_end.clear();
+    new_end.resize(k, 0);
+    done.clear();
+    done.resize(k, false);
     let mut max_new_end = i64::MIN;
     for j in 0..k {
-        if s.done[j] {
+        if done[j] {
             continue;
         }
         let c = kids[j] as usize;
         let cs = g.start[c];
         // predecessors: siblings already placed whose original end <= cs
-        let prefix = s
-            .by_end
-            .partition_point(|&x| g.end[kids[x as usize] as usize] <= cs);
-        let (pred_new, pred_orig) = fen_query(&s.fen_new, &s.fen_orig, prefix);
+        let (pred_new, pred_orig) = fen_query(fen_new, fen_orig, preds[j] as usize);
         let start_rel = if pred_orig != i64::MIN {
             pred_new + scaled(cs - pred_orig, f)
         } else {
             scaled(cs - ps, f)
         };
-        let grp = plan.group[c];
-        let members: Vec<usize> = if grp != NO_GROUP {
-            (j..k)
-                .filter(|&m| !s.done[m] && plan.group[kids[m] as usize] == grp)
-                .collect()
+        let grp = plan.group(c);
+        members.clear();
+        if grp != NO_GROUP {
+            members.extend((j..k).filter(|&m| !done[m] && plan.group(kids[m] as usize) == grp));
         } else {
-            vec![j]
-        };
-        let mut grp_end = i64::MIN;
-        for &m in &members {
-            let cm = kids[m] as usize;
-            s.new_start[m] = start_rel;
-            s.new_end[m] = start_rel + new_dur[cm];
-            grp_end = grp_end.max(s.new_end[m]);
-            s.done[m] = true;
+            members.push(j);
         }
-        for &m in &members {
+        let mut grp_end = i64::MIN;
+        for &m in members.iter() {
+            let cm = kids[m] as usize;
+            new_end[m] = start_rel + new_dur[cm];
+            grp_end = grp_end.max(new_end[m]);
+            done[m] = true;
+        }
+        for &m in members.iter() {
             let cm = kids[m] as usize;
             let val = if members.len() > 1 {
                 grp_end
             } else {
-                s.new_end[m]
+                new_end[m]
             };
-            fen_update(
-                &mut s.fen_new,
-                &mut s.fen_orig,
-                s.rank[m] + 1,
-                val,
-                g.end[cm],
-            );
+            fen_update(fen_new, fen_orig, rank[m] as usize + 1, val, g.end[cm]);
         }
         max_new_end = max_new_end.max(grp_end);
     }
