@@ -12,7 +12,7 @@ use crate::assemble::assemble;
 use crate::critical::{critical_path, CpGraph, Semantics};
 use crate::format::RawTrace;
 use crate::model::{fingerprint, flags, FxHashMap, Interner, Sym, Trace, Warnings};
-use crate::sim::{Plan, Simulator, NO_GROUP};
+use crate::sim::{Plan, SimBuffers, Simulator, NO_GROUP};
 use crate::skew::correct_clock_skew;
 
 /// Analysis options.
@@ -440,6 +440,14 @@ struct Scratch {
     path_hash: Vec<u64>,
     /// The plan of the simulation at hand.
     plan: Plan,
+    /// One node's children as (operation, position), sorted.
+    groups: Vec<(OpKey, u32)>,
+    /// One group of same-operation children.
+    members: Vec<u32>,
+    /// Start and end events of one group.
+    events: Vec<(i64, i32)>,
+    /// The simulator's lists.
+    sim: SimBuffers,
 }
 
 impl Analyzer {
@@ -567,26 +575,16 @@ impl Analyzer {
             b.spans += spans;
         }
 
-        let mut sim = Simulator::new(&g);
+        let mut sim = Simulator::with_buffers(&g, std::mem::take(&mut sc.sim));
         sc.plan.reset(trace.spans.len());
         self.recommend(&trace, &g, &mut sim, &mut sc, e2e);
         self.what_if(&trace, &g, &mut sim, &mut sc.plan, e2e, endpoint);
         if self.opts.emit_plan.is_some() {
             self.plan_evidence(&trace, &g, endpoint, e2e);
         }
+        sc.sim = sim.into_buffers();
         self.snapshot(&trace, &g, &cp, &sc.on_path, e2e);
         self.scratch = sc;
-    }
-
-    fn ops_of(&self, trace: &Trace, key: OpKey) -> impl Iterator<Item = usize> + '_ {
-        let spans: Vec<usize> = trace
-            .spans
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| (s.service, s.operation) == key)
-            .map(|(i, _)| i)
-            .collect();
-        spans.into_iter()
     }
 
     #[allow(clippy::too_many_arguments)] // one call site per pattern; a struct would only rename them
@@ -626,6 +624,9 @@ impl Analyzer {
             per_op,
             on_path,
             plan,
+            groups,
+            members,
+            events,
             ..
         } = sc;
         let n = trace.spans.len();
@@ -662,11 +663,6 @@ impl Analyzer {
                     parallel_parents.push(key_of(p));
                 }
             }
-            // same-operation groups
-            let mut groups: FxHashMap<OpKey, Vec<u32>> = FxHashMap::default();
-            for &c in kids {
-                groups.entry(key_of(c)).or_default().push(c);
-            }
             let last_start = kids
                 .iter()
                 .map(|&c| g.start[c as usize])
@@ -693,11 +689,26 @@ impl Analyzer {
                     }
                 }
             }
-            for (k, members) in groups {
-                if members.len() < 2 {
+            if kids.len() < 2 {
+                continue;
+            }
+            // same-operation groups: the children sorted by (operation, position), so each
+            // group lists its members in their order
+            groups.clear();
+            groups.extend(kids.iter().enumerate().map(|(j, &c)| (key_of(c), j as u32)));
+            groups.sort_unstable();
+            let mut at = 0;
+            while at < groups.len() {
+                let k = groups[at].0;
+                let len = groups[at..].iter().take_while(|x| x.0 == k).count();
+                let run = at..at + len;
+                at += len;
+                if len < 2 {
                     continue;
                 }
-                let conc = max_concurrency(g, &members);
+                members.clear();
+                members.extend(groups[run].iter().map(|&(_, j)| kids[j as usize]));
+                let conc = max_concurrency(g, members, events);
                 if members.len() >= 3 && conc == 1 {
                     batch.entry(k).or_default().push(members.clone());
                 } else if members.len() >= 3 && conc >= 2 && (conc as usize) < members.len() {
@@ -707,7 +718,7 @@ impl Analyzer {
                 }
                 // retry: an errored call followed by another call of the same operation
                 let mut failed = Vec::new();
-                for &a in &members {
+                for &a in members.iter() {
                     if !trace.spans[a as usize].has(flags::ERROR) {
                         continue;
                     }
@@ -726,7 +737,7 @@ impl Analyzer {
         for k in parallel_parents {
             plan.reset(n);
             let mut cnt = 0;
-            for i in self.ops_of(trace, k).collect::<Vec<_>>() {
+            for i in ops_of(trace, k) {
                 plan.parallel[i] = true;
                 cnt += g.children[i].len() as u64;
             }
@@ -818,7 +829,7 @@ impl Analyzer {
             for (k, _) in top {
                 plan.reset(n);
                 let mut cnt = 0;
-                for i in self.ops_of(trace, k).collect::<Vec<_>>() {
+                for i in ops_of(trace, k) {
                     plan.scale[i] = 0.5;
                     cnt += 1;
                 }
@@ -848,7 +859,7 @@ impl Analyzer {
             let (Some(s), Some(o)) = (self.interner.get(svc), self.interner.get(op)) else {
                 continue;
             };
-            let matches: Vec<usize> = self.ops_of(trace, (s, o)).collect();
+            let matches: Vec<usize> = ops_of(trace, (s, o)).collect();
             self.what_if_matched += matches.len() as u64;
             for &i in &matches {
                 match w {
@@ -1078,15 +1089,21 @@ impl Analyzer {
             rows,
             sections,
         };
-        if keep_sample {
+        // one copy only when it is both the slowest and in the sample
+        let (for_sample, for_slowest) = match (keep_sample, slowest) {
+            (true, true) => (Some(snap.clone()), Some(snap)),
+            (true, false) => (Some(snap), None),
+            (false, _) => (None, Some(snap)),
+        };
+        if let Some(snap) = for_sample {
             if self.sample.len() < SAMPLE {
-                self.sample.push(snap.clone());
+                self.sample.push(snap);
             } else {
-                self.sample[pos] = snap.clone();
+                self.sample[pos] = snap;
             }
         }
-        if slowest {
-            self.slowest = Some(snap);
+        if for_slowest.is_some() {
+            self.slowest = for_slowest;
         }
     }
 
@@ -1099,15 +1116,26 @@ impl Analyzer {
     }
 }
 
-fn max_concurrency(g: &CpGraph, members: &[u32]) -> u64 {
-    let mut ev: Vec<(i64, i32)> = Vec::with_capacity(members.len() * 2);
+/// The spans of one operation.
+fn ops_of(trace: &Trace, key: OpKey) -> impl Iterator<Item = usize> + '_ {
+    trace
+        .spans
+        .iter()
+        .enumerate()
+        .filter(move |(_, s)| (s.service, s.operation) == key)
+        .map(|(i, _)| i)
+}
+
+/// The most members running at once; `ev` is a list kept from call to call.
+fn max_concurrency(g: &CpGraph, members: &[u32], ev: &mut Vec<(i64, i32)>) -> u64 {
+    ev.clear();
     for &m in members {
         ev.push((g.start[m as usize], 1));
         ev.push((g.end[m as usize], -1));
     }
     ev.sort_unstable(); // ends (-1) sort before starts (+1) at the same instant
     let (mut cur, mut best) = (0i64, 0i64);
-    for (_, d) in ev {
+    for &(_, d) in ev.iter() {
         cur += i64::from(d);
         best = best.max(cur);
     }

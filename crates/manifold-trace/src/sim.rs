@@ -73,7 +73,7 @@ pub fn simulate(g: &CpGraph, plan: &Plan) -> Vec<i64> {
     if plan.scale.len() >= g.len() {
         sim.evaluate_all(plan);
     }
-    sim.dur
+    sim.b.dur
 }
 
 /// New end-to-end duration of the root under `plan`.
@@ -142,6 +142,17 @@ const NONE: u32 = u32::MAX;
 #[derive(Debug)]
 pub struct Simulator<'g> {
     g: &'g CpGraph,
+    /// Every node has at most one parent: runs may be incremental.
+    tree: bool,
+    /// `b.base` holds the durations under the unchanged plan.
+    has_base: bool,
+    b: SimBuffers,
+}
+
+/// The lists of a [`Simulator`], handed from one graph's simulator to the next so that a
+/// trace costs no allocation for them once the largest has been seen.
+#[derive(Debug, Default)]
+pub struct SimBuffers {
     /// Reachable nodes, each before its children (a node reached twice is listed twice).
     order: Vec<u32>,
     /// Per node: where its children's entries start in `rank` and `preds` (`NONE`: unreached).
@@ -152,151 +163,184 @@ pub struct Simulator<'g> {
     preds: Vec<u32>,
     /// Per node: its parent (`NONE` for the root and unreached nodes).
     parent: Vec<u32>,
-    /// Every node has at most one parent: runs may be incremental.
-    tree: bool,
-    /// Durations under the unchanged plan, once computed (`None` before the first run).
-    base: Option<Vec<i64>>,
+    /// Durations under the unchanged plan.
+    base: Vec<i64>,
     /// Durations of the current run (equal to `base` between incremental runs).
     dur: Vec<i64>,
     dirty: Vec<bool>,
     dirty_list: Vec<u32>,
+    stack: Vec<u32>,
     scratch: Scratch,
 }
 
 impl<'g> Simulator<'g> {
     /// Prepare the simulations of `g`.
     pub fn new(g: &'g CpGraph) -> Simulator<'g> {
+        Simulator::with_buffers(g, SimBuffers::default())
+    }
+
+    /// Prepare the simulations of `g` in the lists of an earlier simulator
+    /// ([`Self::into_buffers`]).
+    pub fn with_buffers(g: &'g CpGraph, mut b: SimBuffers) -> Simulator<'g> {
         let n = g.len();
+        for v in [&mut b.order, &mut b.rank, &mut b.preds, &mut b.dirty_list] {
+            v.clear();
+        }
+        b.at.clear();
+        b.at.resize(n, NONE);
+        b.parent.clear();
+        b.parent.resize(n, NONE);
+        b.dur.clear();
+        b.dur.resize(n, 0);
+        b.dirty.clear();
+        b.dirty.resize(n, false);
         let mut sim = Simulator {
             g,
-            order: Vec::with_capacity(n),
-            at: vec![NONE; n],
-            rank: Vec::with_capacity(n),
-            preds: Vec::with_capacity(n),
-            parent: vec![NONE; n],
             tree: true,
-            base: None,
-            dur: vec![0; n],
-            dirty: vec![false; n],
-            dirty_list: Vec::new(),
-            scratch: Scratch::default(),
+            has_base: false,
+            b,
         };
         if (g.root as usize) >= n {
             return sim;
         }
-        let mut stack = vec![g.root];
-        while let Some(i) = stack.pop() {
-            sim.order.push(i);
+        let b = &mut sim.b;
+        b.stack.clear();
+        b.stack.push(g.root);
+        while let Some(i) = b.stack.pop() {
+            b.order.push(i);
             let kids = &g.children[i as usize];
-            stack.extend(kids.iter().copied());
-            if sim.at[i as usize] != NONE {
+            b.stack.extend_from_slice(kids);
+            if b.at[i as usize] != NONE {
                 sim.tree = false; // reached twice
                 continue;
             }
-            sim.at[i as usize] = sim.rank.len() as u32;
+            b.at[i as usize] = b.rank.len() as u32;
             for &c in kids {
-                if sim.parent[c as usize] != NONE || c == g.root {
+                if b.parent[c as usize] != NONE || c == g.root {
                     sim.tree = false;
                 }
-                sim.parent[c as usize] = i;
+                b.parent[c as usize] = i;
             }
             let k = kids.len();
-            let by_end = &mut sim.scratch.members;
+            let by_end = &mut b.scratch.members;
             by_end.clear();
             by_end.extend(0..k);
             by_end.sort_by_key(|&j| (g.end[kids[j] as usize], j));
-            let base = sim.rank.len();
-            sim.rank.resize(base + k, 0);
+            let base = b.rank.len();
+            b.rank.resize(base + k, 0);
             for (r, &j) in by_end.iter().enumerate() {
-                sim.rank[base + j] = r as u32;
+                b.rank[base + j] = r as u32;
             }
             for &c in kids {
                 let cs = g.start[c as usize];
                 let p = by_end.partition_point(|&x| g.end[kids[x] as usize] <= cs);
-                sim.preds.push(p as u32);
+                b.preds.push(p as u32);
             }
         }
         sim
+    }
+
+    /// The lists, for the next graph's simulator.
+    pub fn into_buffers(self) -> SimBuffers {
+        self.b
     }
 
     /// New end-to-end duration of the root under `plan` (0 if the plan is shorter than the
     /// graph, as [`simulate_root`]).
     pub fn root_duration(&mut self, plan: &Plan) -> i64 {
         let root = self.g.root as usize;
-        if self.order.is_empty() || plan.scale.len() < self.g.len() {
+        if self.b.order.is_empty() || plan.scale.len() < self.g.len() {
             return 0;
         }
         if !self.tree {
             self.evaluate_all(plan);
-            return self.dur[root];
+            return self.b.dur[root];
         }
-        if self.base.is_none() {
+        if !self.has_base {
             self.evaluate_all(&Unchanged);
-            self.base = Some(self.dur.clone());
+            self.b.base.clear();
+            self.b.base.extend_from_slice(&self.b.dur);
+            self.has_base = true;
         }
-        for k in 0..self.order.len() {
-            let i = self.order[k] as usize;
-            let touched = plan.removed[i]
-                || plan.parallel[i]
-                || plan.group[i] != NO_GROUP
-                || plan.scale[i] != 1.0;
+        let b = &mut self.b;
+        // the nodes the plan touches (unreached ones too: they are never evaluated, and
+        // marking them costs less than telling them apart), and their ancestors
+        let n = b.dirty.len();
+        let (Some(removed), Some(parallel), Some(group), Some(scale)) = (
+            plan.removed.get(..n),
+            plan.parallel.get(..n),
+            plan.group.get(..n),
+            plan.scale.get(..n),
+        ) else {
+            // a plan shorter than the graph: as a full simulation reads it, and then back
+            // to the unchanged durations that incremental runs start from
+            self.evaluate_all(plan);
+            let out = self.b.dur[root];
+            self.b.dur.copy_from_slice(&self.b.base);
+            return out;
+        };
+        for i in 0..n {
+            if !(removed[i] | parallel[i] | (group[i] != NO_GROUP) | (scale[i] != 1.0)) {
+                continue;
+            }
             let mut x = i as u32;
-            while touched && x != NONE && !self.dirty[x as usize] {
-                self.dirty[x as usize] = true;
-                self.dirty_list.push(x);
-                x = self.parent[x as usize];
+            while x != NONE && !b.dirty[x as usize] {
+                b.dirty[x as usize] = true;
+                b.dirty_list.push(x);
+                x = b.parent[x as usize];
             }
         }
-        if self.dirty_list.is_empty() {
-            return self.dur[root];
+        if b.dirty_list.is_empty() {
+            return b.dur[root];
         }
-        for k in (0..self.order.len()).rev() {
-            let i = self.order[k];
-            if self.dirty[i as usize] {
-                self.dur[i as usize] = self.node(plan, i);
+        for k in (0..self.b.order.len()).rev() {
+            let i = self.b.order[k];
+            if self.b.dirty[i as usize] {
+                self.b.dur[i as usize] = self.node(plan, i);
             }
         }
-        let out = self.dur[root];
-        if let Some(base) = &self.base {
-            for &i in &self.dirty_list {
-                self.dur[i as usize] = base[i as usize];
-                self.dirty[i as usize] = false;
-            }
+        let b = &mut self.b;
+        let out = b.dur[root];
+        for &i in &b.dirty_list {
+            b.dur[i as usize] = b.base[i as usize];
+            b.dirty[i as usize] = false;
         }
-        self.dirty_list.clear();
+        b.dirty_list.clear();
         out
     }
 
     /// Every reachable node, children first, into `dur`.
     fn evaluate_all<C: Changes>(&mut self, plan: &C) {
-        self.dur.iter_mut().for_each(|d| *d = 0);
-        for k in (0..self.order.len()).rev() {
-            let i = self.order[k];
-            self.dur[i as usize] = self.node(plan, i);
+        self.b.dur.iter_mut().for_each(|d| *d = 0);
+        for k in (0..self.b.order.len()).rev() {
+            let i = self.b.order[k];
+            self.b.dur[i as usize] = self.node(plan, i);
         }
     }
 
     fn node<C: Changes>(&mut self, plan: &C, i: u32) -> i64 {
-        let at = self.at[i as usize] as usize;
+        let b = &mut self.b;
+        let at = b.at[i as usize] as usize;
         let k = self.g.children[i as usize].len();
         simulate_node(
             self.g,
             plan,
             i,
-            &self.rank[at..at + k],
-            &self.preds[at..at + k],
-            &self.dur,
-            &mut self.scratch,
+            &b.rank[at..at + k],
+            &b.preds[at..at + k],
+            &b.dur,
+            &mut b.scratch,
         )
     }
 }
 
 #[derive(Debug, Default)]
 struct Scratch {
-    fen_new: Vec<i64>,
-    fen_orig: Vec<i64>,
-    new_end: Vec<i64>,
+    /// Fenwick tree of (new end, original end) prefix maxima.
+    fen: Vec<(i64, i64)>,
+    /// Children already placed as members of a group.
     done: Vec<bool>,
+    /// One group's members (and, while preparing, children sorted by end).
     members: Vec<usize>,
 }
 
@@ -339,21 +383,16 @@ fn simulate_node<C: Changes>(
         let longest = kids.iter().map(|&c| new_dur[c as usize]).max().unwrap_or(0);
         return (scaled(lead, f) + longest + scaled(self_time - lead, f)).max(0);
     }
-    // children in their order; Fenwick trees over the children sorted by original end hold
+    if k == 1 {
+        // what the loop below does for one child, which has no sibling before it
+        let c = kids[0] as usize;
+        return (scaled(g.start[c] - ps, f) + new_dur[c] + scaled(trailing, f)).max(0);
+    }
+    // children in their order; a Fenwick tree over the children sorted by original end holds
     // prefix maxima of (new end, original end) of those already placed
-    let Scratch {
-        fen_new,
-        fen_orig,
-        new_end,
-        done,
-        members,
-    } = s;
-    fen_new.clear();
-    fen_new.resize(k + 1, i64::MIN);
-    fen_orig.clear();
-    fen_orig.resize(k + 1, i64::MIN);
-    new_end.clear();
-    new_end.resize(k, 0);
+    let Scratch { fen, done, members } = s;
+    fen.clear();
+    fen.resize(k + 1, (i64::MIN, i64::MIN));
     done.clear();
     done.resize(k, false);
     let mut max_new_end = i64::MIN;
@@ -364,53 +403,52 @@ fn simulate_node<C: Changes>(
         let c = kids[j] as usize;
         let cs = g.start[c];
         // predecessors: siblings already placed whose original end <= cs
-        let (pred_new, pred_orig) = fen_query(fen_new, fen_orig, preds[j] as usize);
+        let (pred_new, pred_orig) = fen_query(fen, preds[j] as usize);
         let start_rel = if pred_orig != i64::MIN {
             pred_new + scaled(cs - pred_orig, f)
         } else {
             scaled(cs - ps, f)
         };
         let grp = plan.group(c);
+        if grp == NO_GROUP {
+            // alone: no later child looks at `done[j]` (only members of a group are marked)
+            let end = start_rel + new_dur[c];
+            fen_update(fen, rank[j] as usize + 1, end, g.end[c]);
+            max_new_end = max_new_end.max(end);
+            continue;
+        }
+        // the group starts together; whatever waits for one of them waits for all
         members.clear();
-        if grp != NO_GROUP {
-            members.extend((j..k).filter(|&m| !done[m] && plan.group(kids[m] as usize) == grp));
-        } else {
-            members.push(j);
-        }
         let mut grp_end = i64::MIN;
-        for &m in members.iter() {
+        for m in j..k {
             let cm = kids[m] as usize;
-            new_end[m] = start_rel + new_dur[cm];
-            grp_end = grp_end.max(new_end[m]);
-            done[m] = true;
+            if !done[m] && plan.group(cm) == grp {
+                grp_end = grp_end.max(start_rel + new_dur[cm]);
+                done[m] = true;
+                members.push(m);
+            }
         }
         for &m in members.iter() {
-            let cm = kids[m] as usize;
-            let val = if members.len() > 1 {
-                grp_end
-            } else {
-                new_end[m]
-            };
-            fen_update(fen_new, fen_orig, rank[m] as usize + 1, val, g.end[cm]);
+            fen_update(fen, rank[m] as usize + 1, grp_end, g.end[kids[m] as usize]);
         }
         max_new_end = max_new_end.max(grp_end);
     }
     (max_new_end + scaled(trailing, f)).max(0)
 }
 
-fn fen_update(fnew: &mut [i64], forig: &mut [i64], mut pos: usize, vnew: i64, vorig: i64) {
-    while pos < fnew.len() {
-        fnew[pos] = fnew[pos].max(vnew);
-        forig[pos] = forig[pos].max(vorig);
+fn fen_update(fen: &mut [(i64, i64)], mut pos: usize, vnew: i64, vorig: i64) {
+    while let Some(slot) = fen.get_mut(pos) {
+        slot.0 = slot.0.max(vnew);
+        slot.1 = slot.1.max(vorig);
         pos += pos & pos.wrapping_neg();
     }
 }
 
-fn fen_query(fnew: &[i64], forig: &[i64], mut pos: usize) -> (i64, i64) {
+fn fen_query(fen: &[(i64, i64)], mut pos: usize) -> (i64, i64) {
     let (mut a, mut b) = (i64::MIN, i64::MIN);
-    while pos > 0 {
-        a = a.max(fnew[pos]);
-        b = b.max(forig[pos]);
+    while pos > 0 && pos < fen.len() {
+        a = a.max(fen[pos].0);
+        b = b.max(fen[pos].1);
         pos -= pos & pos.wrapping_neg();
     }
     (a, b)
