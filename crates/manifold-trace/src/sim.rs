@@ -91,18 +91,19 @@ trait Changes {
     fn group(&self, i: usize) -> u32;
 }
 
+/// A list shorter than the graph changes nothing past its end.
 impl Changes for Plan {
     fn removed(&self, i: usize) -> bool {
-        self.removed[i]
+        self.removed.get(i).copied().unwrap_or(false)
     }
     fn scale(&self, i: usize) -> f64 {
-        self.scale[i]
+        self.scale.get(i).copied().unwrap_or(1.0)
     }
     fn parallel(&self, i: usize) -> bool {
-        self.parallel[i]
+        self.parallel.get(i).copied().unwrap_or(false)
     }
     fn group(&self, i: usize) -> u32 {
-        self.group[i]
+        self.group.get(i).copied().unwrap_or(NO_GROUP)
     }
 }
 
@@ -222,6 +223,15 @@ impl<'g> Simulator<'g> {
                 b.parent[c as usize] = i;
             }
             let k = kids.len();
+            if k <= 1 {
+                // one child: first by end, and before itself only if it lasts no time
+                for &c in kids {
+                    b.rank.push(0);
+                    b.preds
+                        .push(u32::from(g.end[c as usize] <= g.start[c as usize]));
+                }
+                continue;
+            }
             let by_end = &mut b.scratch.members;
             by_end.clear();
             by_end.extend(0..k);
@@ -536,5 +546,67 @@ mod tests {
         let mut q = Plan::identity(g.len());
         q.scale[0] = 0.0; // the parent's own 50 ms vanish
         assert_eq!(simulate_root(&g, &q), 700);
+    }
+
+    #[test]
+    fn simulator_runs_start_from_the_unchanged_durations() {
+        let g = checkout();
+        let mut sim = Simulator::new(&g);
+        let mut p = Plan::identity(g.len());
+        p.removed[2] = true;
+        assert_eq!(sim.root_duration(&p), 450);
+        // the next run does not see the payment removed
+        p.reset(g.len());
+        p.scale[2] = 0.5;
+        assert_eq!(sim.root_duration(&p), 600);
+        p.reset(g.len());
+        assert_eq!(sim.root_duration(&p), 750);
+        // a plan too short for the graph gives 0 (as `simulate_root`), one with a short list
+        // reads no change past its end; neither changes the runs after it
+        assert_eq!(sim.root_duration(&Plan::identity(2)), 0);
+        let mut short = Plan::identity(g.len());
+        short.removed.truncate(g.len() - 1);
+        short.removed[1] = true;
+        assert_eq!(sim.root_duration(&short), 650);
+        assert_eq!(simulate_root(&g, &short), 650);
+        p.parallel[0] = true;
+        assert_eq!(sim.root_duration(&p), 350);
+        p.reset(g.len());
+        assert_eq!(sim.root_duration(&p), 750);
+    }
+
+    #[test]
+    fn a_node_with_two_parents_is_simulated_in_full() {
+        // node 3 is a child of both 1 and 2 (only `CpGraph::new` can say so)
+        let g = CpGraph::new(
+            0,
+            vec![0, 10, 50, 60],
+            vec![100, 40, 90, 70],
+            vec![vec![1, 2], vec![3], vec![3], vec![]],
+        );
+        let mut sim = Simulator::new(&g);
+        for i in 0..g.len() {
+            let mut p = Plan::identity(g.len());
+            p.removed[i] = i > 0;
+            p.scale[3] = 0.5;
+            assert_eq!(sim.root_duration(&p), simulate_root(&g, &p), "{i}");
+        }
+    }
+
+    #[test]
+    fn buffers_carry_over_to_another_graph() {
+        let big = checkout();
+        let small = graph(&[(0, 100, None), (10, 50, Some(0))]);
+        let mut sim = Simulator::new(&big);
+        let mut p = Plan::identity(big.len());
+        p.removed[1] = true;
+        assert_eq!(sim.root_duration(&p), 650);
+        let mut sim = Simulator::with_buffers(&small, sim.into_buffers());
+        let mut q = Plan::identity(small.len());
+        assert_eq!(sim.root_duration(&q), 100);
+        q.scale[1] = 0.0;
+        assert_eq!(sim.root_duration(&q), 50);
+        let mut sim = Simulator::with_buffers(&big, sim.into_buffers());
+        assert_eq!(sim.root_duration(&p), 650);
     }
 }
