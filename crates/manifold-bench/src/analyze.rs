@@ -19,7 +19,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use tokio::time::Instant;
 
 use manifold_trace::analysis::{Analyzer, Options};
 use serde::Serialize;

@@ -7,7 +7,7 @@ use manifold_trace::sim::{Plan, NO_GROUP};
 use manifold_trace::CpGraph;
 
 /// New duration of every node under `plan` (index = node). Unreachable nodes keep 0.
-pub fn simulate(g: &CpGraph, plan: &Plan) -> Vec<i64> {
+pub(crate) fn simulate(g: &CpGraph, plan: &Plan) -> Vec<i64> {
     let n = g.len();
     let mut new_dur = vec![0i64; n];
     if (g.root as usize) >= n || plan.scale.len() < n {
@@ -25,13 +25,6 @@ pub fn simulate(g: &CpGraph, plan: &Plan) -> Vec<i64> {
         new_dur[i as usize] = simulate_node(g, plan, i, &new_dur, &mut scratch);
     }
     new_dur
-}
-
-/// New end-to-end duration of the root under `plan`.
-#[allow(dead_code)]
-pub fn simulate_root(g: &CpGraph, plan: &Plan) -> i64 {
-    let d = simulate(g, plan);
-    d.get(g.root as usize).copied().unwrap_or(0)
 }
 
 #[derive(Default)]
