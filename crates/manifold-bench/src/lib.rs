@@ -6,6 +6,7 @@
 //! noisy, so absolute numbers from separate runs are not comparable: ratios within one run are.
 
 pub mod aggregator;
+pub mod analyze;
 pub mod balance;
 pub mod cache;
 pub mod compose;

@@ -1,8 +1,12 @@
 //! One pass of one stage over a file, for profilers (`perf record`, `valgrind --tool=callgrind`):
-//! `pipeline parse|read|critical PATH` runs the parse-only pass, the streaming read into spans,
-//! or the read + assembly + critical path, once, and prints the span count;
-//! `pipeline gen PATH [TRACES]` writes the synthetic file that the `speed` example measures.
+//! `pipeline parse|read|critical|analyze PATH` runs the parse-only pass, the streaming read into
+//! spans, the read + assembly + critical path, or the whole of `manifold analyze` (the analysis
+//! and the report), once, and prints the span count;
+//! `pipeline gen PATH [TRACES]` writes the synthetic file that the `speed` example measures;
+//! `pipeline report PATH [ROUTE [WHAT-IF…]]` prints everything `manifold analyze` can write for the file
+//! (the JSON report, the text report, the HTML page and the route plan), to compare two builds.
 
+use manifold_trace::analysis::{Analyzer, Options};
 use manifold_trace::assemble::assemble;
 use manifold_trace::read::read_file;
 use manifold_trace::{critical_path, CpGraph, Interner, Semantics, Warnings};
@@ -24,6 +28,38 @@ fn main() {
         "parse" => {
             let data = std::fs::read(&path).expect("read");
             serde_json::from_slice::<serde::de::IgnoredAny>(&data).expect("json");
+        }
+        "analyze" => {
+            let mut an = Analyzer::new(Options::default());
+            manifold_trace::read::analyze_file(&mut an, &path).expect("read");
+            let rep = manifold_trace::report::build(&an);
+            n = rep.spans;
+            sum = rep.recommendations.len() as i64;
+        }
+        "report" => {
+            let route = args.get(3).cloned().filter(|r| !r.is_empty());
+            let what_if = args
+                .iter()
+                .skip(4)
+                .map(|w| manifold_trace::analysis::WhatIf::parse(w).expect("--what-if"))
+                .collect();
+            let mut an = Analyzer::new(Options {
+                emit_plan: route.clone(),
+                what_if,
+                ..Options::default()
+            });
+            if let Err(e) = manifold_trace::read::analyze_file(&mut an, &path) {
+                println!("error: {e}");
+                return;
+            }
+            let rep = manifold_trace::report::build(&an);
+            println!("{}", serde_json::to_string_pretty(&rep).expect("json"));
+            println!("{}", manifold_trace::report::render_text(&rep));
+            println!("{}", manifold_trace::report::render_html(&an, &rep));
+            if let Some(r) = route {
+                println!("{:?}", manifold_trace::report::render_plan(&an, &r));
+            }
+            return;
         }
         "read" => {
             read_file(&path, &mut i, &mut w, &mut |r, _, _| {

@@ -12,7 +12,7 @@ use crate::assemble::assemble;
 use crate::critical::{critical_path, CpGraph, Semantics};
 use crate::format::RawTrace;
 use crate::model::{fingerprint, flags, FxHashMap, Interner, Sym, Trace, Warnings};
-use crate::sim::{simulate_root, Plan, NO_GROUP};
+use crate::sim::{Plan, SimBuffers, Simulator, NO_GROUP};
 use crate::skew::correct_clock_skew;
 
 /// Analysis options.
@@ -420,6 +420,34 @@ pub struct Analyzer {
     pub sample: Vec<Snapshot>,
     /// Route plan evidence.
     pub plan: PlanAgg,
+    /// Lists and maps of one trace's analysis, kept for the next trace.
+    scratch: Scratch,
+}
+
+/// What [`Analyzer::add_trace`] builds for every trace, kept from one trace to the next so that
+/// a trace costs no allocation for them once the largest has been seen.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// Nodes reachable from the root.
+    reachable: Vec<u32>,
+    /// The walk's stack for `reachable`.
+    stack: Vec<u32>,
+    /// Per operation in this trace: (critical time, spans).
+    per_op: FxHashMap<OpKey, (i64, u64)>,
+    /// Per node: on the critical path.
+    on_path: Vec<bool>,
+    /// Per node on the path: the hash of its call path.
+    path_hash: Vec<u64>,
+    /// The plan of the simulation at hand.
+    plan: Plan,
+    /// One node's children as (operation, position), sorted.
+    groups: Vec<(OpKey, u32)>,
+    /// One group of same-operation children.
+    members: Vec<u32>,
+    /// Start and end events of one group.
+    events: Vec<(i64, i32)>,
+    /// The simulator's lists.
+    sim: SimBuffers,
 }
 
 impl Analyzer {
@@ -444,6 +472,7 @@ impl Analyzer {
             slowest: None,
             sample: Vec::new(),
             plan: PlanAgg::default(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -473,29 +502,38 @@ impl Analyzer {
             self.services.insert(s.service, ());
         }
         let endpoint: OpKey = (trace.spans[root].service, trace.spans[root].operation);
-        let reachable = g.reachable();
+        // the per-trace lists and maps are kept from trace to trace (emptied, not freed)
+        let mut sc = std::mem::take(&mut self.scratch);
+        g.reachable_into(&mut sc.reachable, &mut sc.stack);
 
         // per-operation critical contribution in this trace
-        let mut per_op: FxHashMap<OpKey, (i64, u64)> = FxHashMap::default();
-        for &i in &reachable {
+        let per_op = &mut sc.per_op;
+        per_op.clear();
+        for &i in &sc.reachable {
             let s = &trace.spans[i as usize];
             per_op.entry((s.service, s.operation)).or_insert((0, 0)).1 += 1;
         }
-        let mut on_path = vec![false; trace.spans.len()];
-        let mut path_hash: FxHashMap<u32, u64> = FxHashMap::default();
+        let on_path = &mut sc.on_path;
+        on_path.clear();
+        on_path.resize(trace.spans.len(), false);
+        // call-path hash per node on the path (parents come before their children)
+        let path_hash = &mut sc.path_hash;
+        path_hash.clear();
+        path_hash.resize(trace.spans.len(), 0);
         for n in &cp.nodes {
             let s = &trace.spans[n.node as usize];
             on_path[n.node as usize] = true;
             per_op.entry((s.service, s.operation)).or_insert((0, 0)).0 += n.exclusive;
             let parent_hash = n
                 .parent
-                .and_then(|p| path_hash.get(&p).copied())
+                .and_then(|p| path_hash.get(p as usize).copied())
                 .unwrap_or(0);
-            let mut key = parent_hash.to_le_bytes().to_vec();
-            key.extend_from_slice(&s.service.to_le_bytes());
-            key.extend_from_slice(&s.operation.to_le_bytes());
+            let mut key = [0u8; 16];
+            key[..8].copy_from_slice(&parent_hash.to_le_bytes());
+            key[8..12].copy_from_slice(&s.service.to_le_bytes());
+            key[12..].copy_from_slice(&s.operation.to_le_bytes());
             let h = fingerprint(&key);
-            path_hash.insert(n.node, h);
+            path_hash[n.node as usize] = h;
             let interner = &self.interner;
             let spans = &trace.spans;
             let agg = self.callpaths.entry(h).or_insert_with(|| {
@@ -526,7 +564,7 @@ impl Analyzer {
         }
         let ep = self.endpoints.entry(endpoint).or_default();
         ep.latency.add(e2e);
-        for (k, (crit, spans)) in &per_op {
+        for (k, (crit, spans)) in per_op.iter() {
             let a = self.ops.entry(*k).or_default();
             a.critical_total += i128::from(*crit);
             a.per_trace.add(*crit);
@@ -537,23 +575,16 @@ impl Analyzer {
             b.spans += spans;
         }
 
-        self.recommend(&trace, &g, &on_path, &per_op, e2e);
-        self.what_if(&trace, &g, e2e, endpoint);
+        let mut sim = Simulator::with_buffers(&g, std::mem::take(&mut sc.sim));
+        sc.plan.reset(trace.spans.len());
+        self.recommend(&trace, &g, &mut sim, &mut sc, e2e);
+        self.what_if(&trace, &g, &mut sim, &mut sc.plan, e2e, endpoint);
         if self.opts.emit_plan.is_some() {
             self.plan_evidence(&trace, &g, endpoint, e2e);
         }
-        self.snapshot(&trace, &g, &cp, &on_path, e2e);
-    }
-
-    fn ops_of(&self, trace: &Trace, key: OpKey) -> impl Iterator<Item = usize> + '_ {
-        let spans: Vec<usize> = trace
-            .spans
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| (s.service, s.operation) == key)
-            .map(|(i, _)| i)
-            .collect();
-        spans.into_iter()
+        sc.sim = sim.into_buffers();
+        self.snapshot(&trace, &g, &cp, &sc.on_path, e2e);
+        self.scratch = sc;
     }
 
     #[allow(clippy::too_many_arguments)] // one call site per pattern; a struct would only rename them
@@ -562,13 +593,13 @@ impl Analyzer {
         kind: RecKind,
         key: OpKey,
         trace: &Trace,
-        g: &CpGraph,
+        sim: &mut Simulator,
         plan: &Plan,
         e2e: i64,
         calls: u64,
         detail: u64,
     ) {
-        let after = simulate_root(g, plan);
+        let after = sim.root_duration(plan);
         let r = self.recs.entry((kind, key)).or_default();
         r.traces += 1;
         r.calls += calls;
@@ -584,10 +615,20 @@ impl Analyzer {
         &mut self,
         trace: &Trace,
         g: &CpGraph,
-        on_path: &[bool],
-        per_op: &FxHashMap<OpKey, (i64, u64)>,
+        sim: &mut Simulator,
+        sc: &mut Scratch,
         e2e: i64,
     ) {
+        let Scratch {
+            reachable,
+            per_op,
+            on_path,
+            plan,
+            groups,
+            members,
+            events,
+            ..
+        } = sc;
         let n = trace.spans.len();
         let key_of = |i: u32| -> OpKey {
             let s = &trace.spans[i as usize];
@@ -598,7 +639,7 @@ impl Analyzer {
         let mut waves: FxHashMap<OpKey, (Vec<Vec<u32>>, u64)> = FxHashMap::default();
         let mut retries: FxHashMap<OpKey, Vec<u32>> = FxHashMap::default();
         let mut asyncs: FxHashMap<OpKey, Vec<u32>> = FxHashMap::default();
-        for p in g.reachable() {
+        for &p in reachable.iter() {
             let kids = &g.children[p as usize];
             if kids.is_empty() {
                 continue;
@@ -621,11 +662,6 @@ impl Analyzer {
                 if found && !parallel_parents.contains(&key_of(p)) {
                     parallel_parents.push(key_of(p));
                 }
-            }
-            // same-operation groups
-            let mut groups: FxHashMap<OpKey, Vec<u32>> = FxHashMap::default();
-            for &c in kids {
-                groups.entry(key_of(c)).or_default().push(c);
             }
             let last_start = kids
                 .iter()
@@ -653,11 +689,26 @@ impl Analyzer {
                     }
                 }
             }
-            for (k, members) in groups {
-                if members.len() < 2 {
+            if kids.len() < 2 {
+                continue;
+            }
+            // same-operation groups: the children sorted by (operation, position), so each
+            // group lists its members in their order
+            groups.clear();
+            groups.extend(kids.iter().enumerate().map(|(j, &c)| (key_of(c), j as u32)));
+            groups.sort_unstable();
+            let mut at = 0;
+            while at < groups.len() {
+                let k = groups[at].0;
+                let len = groups[at..].iter().take_while(|x| x.0 == k).count();
+                let run = at..at + len;
+                at += len;
+                if len < 2 {
                     continue;
                 }
-                let conc = max_concurrency(g, &members);
+                members.clear();
+                members.extend(groups[run].iter().map(|&(_, j)| kids[j as usize]));
+                let conc = max_concurrency(g, members, events);
                 if members.len() >= 3 && conc == 1 {
                     batch.entry(k).or_default().push(members.clone());
                 } else if members.len() >= 3 && conc >= 2 && (conc as usize) < members.len() {
@@ -667,7 +718,7 @@ impl Analyzer {
                 }
                 // retry: an errored call followed by another call of the same operation
                 let mut failed = Vec::new();
-                for &a in &members {
+                for &a in members.iter() {
                     if !trace.spans[a as usize].has(flags::ERROR) {
                         continue;
                     }
@@ -684,16 +735,16 @@ impl Analyzer {
             }
         }
         for k in parallel_parents {
-            let mut plan = Plan::identity(n);
+            plan.reset(n);
             let mut cnt = 0;
-            for i in self.ops_of(trace, k).collect::<Vec<_>>() {
+            for i in ops_of(trace, k) {
                 plan.parallel[i] = true;
                 cnt += g.children[i].len() as u64;
             }
-            self.record(RecKind::Parallelize, k, trace, g, &plan, e2e, cnt, 0);
+            self.record(RecKind::Parallelize, k, trace, sim, plan, e2e, cnt, 0);
         }
         for (k, groups) in batch {
-            let mut plan = Plan::identity(n);
+            plan.reset(n);
             let mut cnt = 0;
             for (gi, m) in groups.iter().enumerate() {
                 for &c in m {
@@ -701,10 +752,10 @@ impl Analyzer {
                     cnt += 1;
                 }
             }
-            self.record(RecKind::Batch, k, trace, g, &plan, e2e, cnt, 0);
+            self.record(RecKind::Batch, k, trace, sim, plan, e2e, cnt, 0);
         }
         for (k, (groups, conc)) in waves {
-            let mut plan = Plan::identity(n);
+            plan.reset(n);
             let mut cnt = 0;
             for (gi, m) in groups.iter().enumerate() {
                 for &c in m {
@@ -716,23 +767,23 @@ impl Analyzer {
                 RecKind::LimitedConcurrency,
                 k,
                 trace,
-                g,
-                &plan,
+                sim,
+                plan,
                 e2e,
                 cnt,
                 conc,
             );
         }
         for (k, failed) in retries {
-            let mut plan = Plan::identity(n);
+            plan.reset(n);
             for &c in &failed {
                 plan.removed[c as usize] = true;
             }
             let cnt = failed.len() as u64;
-            self.record(RecKind::Retry, k, trace, g, &plan, e2e, cnt, cnt);
+            self.record(RecKind::Retry, k, trace, sim, plan, e2e, cnt, cnt);
         }
         for (k, calls) in asyncs {
-            let mut plan = Plan::identity(n);
+            plan.reset(n);
             for &c in &calls {
                 plan.removed[c as usize] = true;
             }
@@ -740,8 +791,8 @@ impl Analyzer {
                 RecKind::Async,
                 k,
                 trace,
-                g,
-                &plan,
+                sim,
+                plan,
                 e2e,
                 calls.len() as u64,
                 0,
@@ -749,7 +800,7 @@ impl Analyzer {
         }
         // cache: calls whose fingerprint was seen before (in this trace or an earlier one)
         let mut repeats: FxHashMap<OpKey, Vec<u32>> = FxHashMap::default();
-        for i in g.reachable() {
+        for &i in reachable.iter() {
             let s = &trace.spans[i as usize];
             if !s.has(flags::HAS_ARGS) || s.has(flags::WRITE) || s.has(flags::ERROR) {
                 continue;
@@ -759,12 +810,12 @@ impl Analyzer {
             }
         }
         for (k, calls) in repeats {
-            let mut plan = Plan::identity(n);
+            plan.reset(n);
             for &c in &calls {
                 plan.removed[c as usize] = true;
             }
             let cnt = calls.len() as u64;
-            self.record(RecKind::Cache, k, trace, g, &plan, e2e, cnt, cnt);
+            self.record(RecKind::Cache, k, trace, sim, plan, e2e, cnt, cnt);
         }
         // slow dependency: the operations with the largest critical share in this trace
         if e2e > 0 {
@@ -776,23 +827,31 @@ impl Analyzer {
             top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             top.truncate(2);
             for (k, _) in top {
-                let mut plan = Plan::identity(n);
+                plan.reset(n);
                 let mut cnt = 0;
-                for i in self.ops_of(trace, k).collect::<Vec<_>>() {
+                for i in ops_of(trace, k) {
                     plan.scale[i] = 0.5;
                     cnt += 1;
                 }
-                self.record(RecKind::SlowDependency, k, trace, g, &plan, e2e, cnt, 0);
+                self.record(RecKind::SlowDependency, k, trace, sim, plan, e2e, cnt, 0);
             }
         }
     }
 
-    fn what_if(&mut self, trace: &Trace, g: &CpGraph, e2e: i64, endpoint: OpKey) {
+    fn what_if(
+        &mut self,
+        trace: &Trace,
+        g: &CpGraph,
+        sim: &mut Simulator,
+        plan: &mut Plan,
+        e2e: i64,
+        endpoint: OpKey,
+    ) {
         if self.opts.what_if.is_empty() {
             return;
         }
         let n = trace.spans.len();
-        let mut plan = Plan::identity(n);
+        plan.reset(n);
         let mut group_id = 0u32;
         let changes = self.opts.what_if.clone();
         for w in &changes {
@@ -800,7 +859,7 @@ impl Analyzer {
             let (Some(s), Some(o)) = (self.interner.get(svc), self.interner.get(op)) else {
                 continue;
             };
-            let matches: Vec<usize> = self.ops_of(trace, (s, o)).collect();
+            let matches: Vec<usize> = ops_of(trace, (s, o)).collect();
             self.what_if_matched += matches.len() as u64;
             for &i in &matches {
                 match w {
@@ -842,7 +901,7 @@ impl Analyzer {
                 }
             }
         }
-        let after = simulate_root(g, &plan);
+        let after = sim.root_duration(plan);
         self.what_if_after.add(after);
         self.endpoints
             .entry(endpoint)
@@ -1030,15 +1089,21 @@ impl Analyzer {
             rows,
             sections,
         };
-        if keep_sample {
+        // one copy only when it is both the slowest and in the sample
+        let (for_sample, for_slowest) = match (keep_sample, slowest) {
+            (true, true) => (Some(snap.clone()), Some(snap)),
+            (true, false) => (Some(snap), None),
+            (false, _) => (None, Some(snap)),
+        };
+        if let Some(snap) = for_sample {
             if self.sample.len() < SAMPLE {
-                self.sample.push(snap.clone());
+                self.sample.push(snap);
             } else {
-                self.sample[pos] = snap.clone();
+                self.sample[pos] = snap;
             }
         }
-        if slowest {
-            self.slowest = Some(snap);
+        if for_slowest.is_some() {
+            self.slowest = for_slowest;
         }
     }
 
@@ -1051,15 +1116,26 @@ impl Analyzer {
     }
 }
 
-fn max_concurrency(g: &CpGraph, members: &[u32]) -> u64 {
-    let mut ev: Vec<(i64, i32)> = Vec::with_capacity(members.len() * 2);
+/// The spans of one operation.
+fn ops_of(trace: &Trace, key: OpKey) -> impl Iterator<Item = usize> + '_ {
+    trace
+        .spans
+        .iter()
+        .enumerate()
+        .filter(move |(_, s)| (s.service, s.operation) == key)
+        .map(|(i, _)| i)
+}
+
+/// The most members running at once; `ev` is a list kept from call to call.
+fn max_concurrency(g: &CpGraph, members: &[u32], ev: &mut Vec<(i64, i32)>) -> u64 {
+    ev.clear();
     for &m in members {
         ev.push((g.start[m as usize], 1));
         ev.push((g.end[m as usize], -1));
     }
     ev.sort_unstable(); // ends (-1) sort before starts (+1) at the same instant
     let (mut cur, mut best) = (0i64, 0i64);
-    for (_, d) in ev {
+    for &(_, d) in ev.iter() {
         cur += i64::from(d);
         best = best.max(cur);
     }

@@ -142,15 +142,24 @@ impl CpGraph {
     /// Nodes reachable from the root (the ones that count).
     pub fn reachable(&self) -> Vec<u32> {
         let mut out = Vec::new();
-        let mut stack = vec![self.root];
+        self.reachable_into(&mut out, &mut Vec::new());
+        out
+    }
+
+    /// [`Self::reachable`] into `out` (emptied first), in the same order, with `stack` as the
+    /// walk's stack: both are built for every trace, and the analysis keeps them from trace to
+    /// trace.
+    pub(crate) fn reachable_into(&self, out: &mut Vec<u32>, stack: &mut Vec<u32>) {
+        out.clear();
+        stack.clear();
+        stack.push(self.root);
         while let Some(i) = stack.pop() {
             if (i as usize) >= self.len() {
                 continue;
             }
             out.push(i);
-            stack.extend(self.children.get(i as usize).unwrap_or(&[]).iter().copied());
+            stack.extend_from_slice(self.children.get(i as usize).unwrap_or(&[]));
         }
-        out
     }
 }
 

@@ -218,6 +218,24 @@ pub fn checkout_trace(rng: &mut Rng, n: u64, t0_us: i64) -> String {
     o
 }
 
+/// [`checkout_file`] written to `w` one trace at a time (the same bytes), so that a file of a
+/// million spans does not have to be held in memory: returns the number of spans written.
+pub fn write_checkout_file(w: &mut impl std::io::Write, n: u64, seed: u64) -> std::io::Result<u64> {
+    let mut rng = Rng::new(seed);
+    let mut spans = 0u64;
+    w.write_all(br#"{"data":["#)?;
+    for i in 0..n {
+        if i > 0 {
+            w.write_all(b",")?;
+        }
+        let t = checkout_trace(&mut rng, i, 1_700_000_000_000_000 + i as i64 * 2_000_000);
+        spans += t.matches(r#""operationName""#).count() as u64;
+        w.write_all(t.as_bytes())?;
+    }
+    write!(w, r#"],"total":{n},"limit":0,"offset":0,"errors":null}}"#)?;
+    Ok(spans)
+}
+
 /// `{"data":[…]}` with `n` checkout traces.
 pub fn checkout_file(n: u64, seed: u64) -> String {
     let mut rng = Rng::new(seed);
@@ -233,4 +251,26 @@ pub fn checkout_file(n: u64, seed: u64) -> String {
         r#"{{"data":[{}],"total":{n},"limit":0,"offset":0,"errors":null}}"#,
         parts.join(",")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_written_file_is_the_one_in_memory() {
+        for n in [0, 1, 5] {
+            let mut w = Vec::new();
+            let spans = write_checkout_file(&mut w, n, 3).expect("write to memory");
+            let doc = checkout_file(n, 3);
+            assert_eq!(String::from_utf8(w).expect("utf-8"), doc);
+            assert_eq!(spans, doc.matches(r#""operationName""#).count() as u64);
+        }
+        // 33 spans, 35 when the price call is retried (every fourth trace)
+        let mut w = Vec::new();
+        assert_eq!(
+            write_checkout_file(&mut w, 4, 3).expect("write"),
+            33 * 3 + 35
+        );
+    }
 }

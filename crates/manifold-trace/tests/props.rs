@@ -2,7 +2,7 @@
 //! the input; readers never panic.
 
 use manifold_trace::model::{Interner, Span, SpanId, Trace, Warnings};
-use manifold_trace::sim::{simulate, Plan};
+use manifold_trace::sim::{simulate, Plan, Simulator};
 use manifold_trace::{critical_path, CpGraph, Semantics};
 use proptest::prelude::*;
 
@@ -74,8 +74,47 @@ fn check_tiling(g: &CpGraph, sem: Semantics) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Changes to one node: (node, kind, value) — kind 0 removes it, 1 scales its own work by
+/// `value / 4` (1.0 included), 2 makes its calls parallel, 3 puts it in group `value % 3`.
+fn arb_plans() -> impl Strategy<Value = Vec<Vec<(usize, u8, u8)>>> {
+    proptest::collection::vec(
+        proptest::collection::vec((0usize..60, 0u8..4, 0u8..8), 0..6),
+        1..8,
+    )
+}
+
+fn plan_of(n: usize, changes: &[(usize, u8, u8)]) -> Plan {
+    let mut p = Plan::identity(n);
+    for &(node, kind, v) in changes {
+        let i = node % n;
+        match kind {
+            0 => p.removed[i] = true,
+            1 => p.scale[i] = f64::from(v) / 4.0,
+            2 => p.parallel[i] = true,
+            _ => p.group[i] = u32::from(v % 3),
+        }
+    }
+    p
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn simulator_gives_what_the_full_simulation_gave(trace in arb_trace(), plans in arb_plans()) {
+        let mut w = Warnings::default();
+        let g = CpGraph::from_trace(&trace, &mut w);
+        let n = g.len();
+        // one simulator for all the plans, as the analysis uses it (each run starts from the
+        // unchanged durations the previous one left)
+        let mut sim = Simulator::new(&g);
+        for changes in &plans {
+            let plan = plan_of(n, changes);
+            let want = crate::sim_reference::simulate(&g, &plan);
+            prop_assert_eq!(sim.root_duration(&plan), want[g.root as usize]);
+            prop_assert_eq!(simulate(&g, &plan), want);
+        }
+    }
 
     #[test]
     fn critical_path_tiles_the_root(trace in arb_trace()) {

@@ -2,3 +2,5 @@
 
 mod golden;
 mod props;
+mod reports;
+mod sim_reference;

@@ -122,7 +122,11 @@ pub fn parse(
             }
         }
         let mut a = Attrs::default();
-        for (k, v) in z.tags.iter().flatten() {
+        // in key order: a map's own order changes from run to run (which of `http.path` and
+        // `http.url` named the path did, and so did the report)
+        let mut tags: Vec<_> = z.tags.iter().flatten().collect();
+        tags.sort_unstable_by(|x, y| x.0 .0.cmp(&y.0 .0));
+        for (k, v) in tags {
             a.add(k, v);
         }
         for an in z.annotations.iter().flatten() {

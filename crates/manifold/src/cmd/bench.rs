@@ -35,6 +35,10 @@ pub(crate) enum Scenario {
     /// Offered load at twice the gateway's measured capacity, with the adaptive concurrency
     /// limit and without a limit, side by side: goodput, admitted p99 against unloaded, shed.
     Overload,
+    /// `manifold analyze` on a generated Jaeger file of at least a million spans beside a
+    /// parse-only pass (serde into IgnoredAny) over the same file: spans per second and per
+    /// CPU-second of each, and the ratio (goals: ≥ 1 M spans per CPU-second, ≤ 2×).
+    Analyze,
 }
 
 /// Side-by-side benchmarks: ratios against baselines measured in the same run.
@@ -45,7 +49,8 @@ manifold bench compose --rates 1000,2000,4000 --duration 10s --rounds 5\n  \
 manifold bench proxy --rates 1000,2000,5000\n  \
 manifold bench soak --duration 30s --rate 500\n  \
 manifold bench hedge --quick --json\n  \
-manifold bench overload --json\n\n\
+manifold bench overload --json\n  \
+manifold bench analyze --spans 2000000 --rounds 5\n\n\
 Peers (Flask + gunicorn, Node + express, nginx) are installed by bench/peers/install.sh; a peer\n\
 that is not installed is reported as skipped.\n\
 Latency is measured open loop (from each request's scheduled send time), the targets interleaved\n\
@@ -97,6 +102,12 @@ pub(crate) struct Args {
     /// 1000). Fewer connections put fewer requests in the gateway's run queue at once.
     #[arg(long, value_name = "N")]
     connections: Option<usize>,
+    /// `analyze`: spans of the generated file (default 1,000,000; --quick 50,000).
+    #[arg(long, value_name = "N")]
+    spans: Option<u64>,
+    /// `analyze`: measure this Jaeger/Zipkin/OTLP JSON file instead of a generated one.
+    #[arg(long, value_name = "PATH")]
+    file: Option<std::path::PathBuf>,
     /// `soak`: requests per second over all routes together (default 2000).
     #[arg(long, value_name = "R")]
     rate: Option<f64>,
@@ -169,6 +180,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         return run_soak(&args);
     }
     anyhow::ensure!(
+        matches!(args.scenario, Scenario::Analyze) || (args.spans.is_none() && args.file.is_none()),
+        "--spans and --file are for `bench analyze`"
+    );
+    if let Scenario::Analyze = args.scenario {
+        return run_analyze(&args);
+    }
+    anyhow::ensure!(
         args.rate.is_none()
             && args.fault_every.is_none()
             && args.warmup.is_none()
@@ -217,6 +235,29 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("  measuring {step}");
         }
     }))?;
+    emit(args.json, &report, || report.to_markdown())
+}
+
+/// `manifold bench analyze`: the analyzer beside a parse-only pass over the same file.
+fn run_analyze(args: &Args) -> anyhow::Result<ExitCode> {
+    let mut spec = if args.quick {
+        manifold_bench::analyze::AnalyzeSpec::quick()
+    } else {
+        manifold_bench::analyze::AnalyzeSpec::default()
+    };
+    anyhow::ensure!(
+        args.rates.is_none() && args.duration.is_none(),
+        "`bench analyze` takes --spans, --file and --rounds, not --rates or --duration"
+    );
+    spec.spans = args.spans.unwrap_or(spec.spans);
+    spec.rounds = args.rounds.unwrap_or(spec.rounds);
+    spec.file = args.file.clone();
+    let quiet = args.json;
+    let report = manifold_bench::analyze::run(&spec, |step| {
+        if !quiet {
+            eprintln!("  {step}");
+        }
+    })?;
     emit(args.json, &report, || report.to_markdown())
 }
 
