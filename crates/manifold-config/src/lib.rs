@@ -16,7 +16,9 @@ mod model;
 pub mod policy;
 mod proxy;
 mod routing;
+mod schema;
 mod secret;
+mod spanned;
 mod telemetry;
 pub mod template;
 mod upstream;
@@ -27,10 +29,15 @@ pub use describe::describe;
 pub use error::{ConfigError, ConfigErrors, ConfigWarning, ErrorKind};
 pub use model::*;
 pub use routing::route_shape;
+pub use schema::json_schema;
 pub use secret::{check_admin_exposure, Secret, MIN_ADMIN_TOKEN_LEN};
 pub use telemetry::{AccessLog, OtlpSettings, TelemetrySettings};
 
 use std::path::Path;
+
+/// The commented starter config `manifold init` writes; a test checks that it compiles and
+/// passes the schema, so the first file a user sees is a valid one.
+pub const STARTER_CONFIG: &str = include_str!("starter.toml");
 
 /// Read and compile the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {

@@ -9,6 +9,7 @@ mod idempotence;
 mod policy_properties;
 mod properties;
 mod proxy;
+mod schema;
 mod telemetry;
 mod upstream_policies;
 mod validation;

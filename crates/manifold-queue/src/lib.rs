@@ -75,6 +75,8 @@ mod queue;
 pub mod rabbitmq;
 pub mod redact;
 mod rng;
+#[cfg(feature = "schema")]
+pub mod schema;
 mod task;
 #[cfg(feature = "test-support")]
 pub mod test_support;
