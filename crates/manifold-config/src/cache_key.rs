@@ -272,7 +272,7 @@ pub fn template_display(t: &StrTemplate) -> String {
 /// proxy route, and a composing route's cache cannot be keyed on a request body (the key is
 /// computed before the body is read).
 pub(crate) fn check_route(
-    shared: Option<&toml::Spanned<bool>>,
+    shared: Option<&crate::spanned::Spanned<bool>>,
     span: std::ops::Range<usize>,
     kind: &RouteKind,
     owner: &str,

@@ -5,7 +5,7 @@
 use crate::compile::duration;
 use crate::error::{Diagnostics, ErrorKind};
 use crate::model::CacheSettings;
-use toml::Spanned;
+use crate::spanned::Spanned;
 
 /// Most servers in one tier (the cache crate's bound, repeated so a config is refused at check
 /// time rather than at start).
@@ -33,11 +33,11 @@ pub(crate) fn compile_memcached(
 ) {
     let Some(servers) = raw.servers else {
         for (field, span) in [
-            ("memcached_timeout", raw.timeout.map(Spanned::span)),
-            ("memcached_retry_after", raw.retry_after.map(Spanned::span)),
+            ("memcached_timeout", raw.timeout.map(|s| s.span())),
+            ("memcached_retry_after", raw.retry_after.map(|s| s.span())),
             (
                 "memcached_max_item_bytes",
-                raw.max_item_bytes.map(Spanned::span),
+                raw.max_item_bytes.map(|s| s.span()),
             ),
         ] {
             if let Some(span) = span {

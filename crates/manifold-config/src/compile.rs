@@ -3,36 +3,41 @@
 
 use crate::error::{ConfigErrors, Diagnostics, ErrorKind};
 use crate::model::*;
+use crate::spanned::Spanned;
 use crate::template::{self, Expr, JsonTemplate, RawSegment, Segment, Source, StrTemplate};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
-use toml::Spanned;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawConfig {
+pub(crate) struct RawConfig {
     server: Option<Spanned<RawServer>>,
     #[serde(default)]
     upstreams: BTreeMap<Spanned<String>, Spanned<crate::upstream::RawUpstream>>,
     #[serde(default)]
     routes: BTreeMap<Spanned<String>, Spanned<RawRoute>>,
     cache: Option<Spanned<RawCacheSection>>,
+    // Read as a TOML value, then by the queue crate's own `QueueConfig`: its schema is that one.
+    #[schemars(with = "Option<manifold_queue::QueueConfig>")]
     queue: Option<Spanned<toml::Value>>,
+    #[schemars(with = "Option<manifold_queue::EventsConfig>")]
     events: Option<Spanned<toml::Value>>,
     telemetry: Option<Spanned<crate::telemetry::RawTelemetry>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawCacheSection {
     max_bytes: Option<Spanned<u64>>,
     max_entry_bytes: Option<Spanned<u64>>,
     redis: Option<Spanned<String>>,
     prefix: Option<Spanned<String>>,
+    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
     redis_timeout: Option<Spanned<String>>,
+    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
     redis_retry_after: Option<Spanned<String>>,
     memcached: Option<Spanned<Vec<Spanned<String>>>>,
     memcached_timeout: Option<Spanned<String>>,
@@ -40,33 +45,42 @@ struct RawCacheSection {
     memcached_max_item_bytes: Option<Spanned<u64>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawCachePolicy {
+    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
     ttl: Spanned<String>,
+    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
     stale: Option<Spanned<String>>,
+    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
     errors: Option<Spanned<String>>,
     respect_cache_control: Option<bool>,
     key: Option<Spanned<String>>,
     vary: Option<Spanned<Vec<Spanned<String>>>>,
     methods: Option<Spanned<Vec<Spanned<String>>>>,
     early_refresh: Option<Spanned<f64>>,
+    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
     lock: Option<Spanned<String>>,
     shared: Option<Spanned<bool>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<Spanned<String>>,
     admin: Option<Spanned<String>>,
     max_body_bytes: Option<Spanned<u64>>,
     max_response_bytes: Option<Spanned<u64>>,
+    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
     header_read_timeout: Option<Spanned<String>>,
+    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
     body_read_timeout: Option<Spanned<String>>,
+    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
     drain_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<u64>>,
+    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
     drain_delay: Option<Spanned<String>>,
+    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
     h2_idle_timeout: Option<Spanned<String>>,
     escaped_slashes: Option<Spanned<String>>,
     trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
@@ -74,15 +88,17 @@ struct RawServer {
     admin_token: Option<Spanned<String>>,
     admin_token_file: Option<Spanned<String>>,
     tls: Option<Spanned<crate::tls::RawServerTls>>,
-    /// `"adaptive"` or a number: a string or an integer, so read as a TOML value.
+    // `"adaptive"` or a number: a string or an integer, so read as a TOML value.
+    #[schemars(with = "Option<crate::schema::ConcurrencyValue>")]
     concurrency: Option<Spanned<toml::Value>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawRoute {
     method: Option<Spanned<String>>,
     path: Spanned<String>,
+    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
     deadline: Option<Spanned<String>>,
     calls: Option<Spanned<Vec<Spanned<RawCall>>>>,
     response: Option<Spanned<RawResponse>>,
@@ -92,7 +108,7 @@ struct RawRoute {
     escaped_slashes: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawCall {
     name: Spanned<String>,
@@ -102,21 +118,27 @@ struct RawCall {
     path: Option<Spanned<String>>,
     query: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
     headers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    /// Any JSON value; strings in it are templates.
+    #[schemars(with = "Option<serde_json::Value>")]
     body: Option<Spanned<toml::Value>>,
     after: Option<Spanned<Vec<Spanned<String>>>>,
     optional: Option<bool>,
     idempotent: Option<Spanned<bool>>,
     mode: Option<Spanned<String>>,
+    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
     expect: Option<Spanned<String>>,
+    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
     timeout: Option<Spanned<String>>,
     cache: Option<Spanned<RawCachePolicy>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawResponse {
     status: Option<Spanned<u16>>,
     headers: Option<BTreeMap<String, Spanned<String>>>,
+    /// Any JSON value; strings in it are templates.
+    #[schemars(with = "Option<serde_json::Value>")]
     body: Option<Spanned<toml::Value>>,
 }
 

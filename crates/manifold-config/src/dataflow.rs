@@ -4,8 +4,8 @@
 
 use crate::error::{Diagnostics, ErrorKind};
 use crate::model::{Call, Enqueue, Mode, RouteKind};
+use crate::spanned::Spanned;
 use std::ops::Range;
-use toml::Spanned;
 
 /// Apply the route's `enqueue` key to its plan. The key is refused (not ignored) where it has
 /// nothing to act on: a proxy route, or a route without async or publish calls.

@@ -18,7 +18,9 @@ pub mod policy;
 mod proxy;
 mod ready;
 mod routing;
+mod schema;
 mod secret;
+mod spanned;
 mod telemetry;
 pub mod template;
 pub mod tls;
@@ -33,12 +35,17 @@ pub use error::{ConfigError, ConfigErrors, ConfigWarning, ErrorKind};
 pub use model::*;
 pub use ready::ReadyDependency;
 pub use routing::{add_status_route, offloads, route_shape, StatusRouteError};
+pub use schema::json_schema;
 pub use secret::{check_admin_exposure, Secret, MIN_ADMIN_TOKEN_LEN};
 pub use telemetry::{AccessLog, OtlpSettings, TelemetrySettings};
 pub use tls::{ClientIdentity, ServerTls, TlsFileError, UpstreamTls};
 pub use trace_store::TraceStoreSettings;
 
 use std::path::Path;
+
+/// The commented starter config `manifold init` writes; a test checks that it compiles and
+/// passes the schema, so the first file a user sees is a valid one.
+pub const STARTER_CONFIG: &str = include_str!("starter.toml");
 
 /// Read and compile the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {

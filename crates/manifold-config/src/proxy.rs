@@ -4,8 +4,8 @@
 
 use crate::error::{Diagnostics, ErrorKind};
 use crate::model::EscapedSlashes;
+use crate::spanned::Spanned;
 use std::net::IpAddr;
-use toml::Spanned;
 
 /// Parse `escaped_slashes = "reject" | "keep"` written at `key` (for the message).
 pub(crate) fn escaped_slashes(

@@ -5,8 +5,8 @@
 //! is down) to none leaves `cache` out. See docs/replicas.md.
 
 use crate::error::{Diagnostics, ErrorKind};
+use crate::spanned::Spanned;
 use serde::Serialize;
-use toml::Spanned;
 
 /// A dependency `/readyz` can require.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

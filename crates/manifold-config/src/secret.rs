@@ -3,11 +3,11 @@
 
 use crate::error::{Diagnostics, ErrorKind};
 use crate::model::ServerSettings;
+use crate::spanned::Spanned;
 use crate::template::StrTemplate;
 use serde::{Serialize, Serializer};
 use std::fmt;
 use std::path::Path;
-use toml::Spanned;
 
 /// Shortest admin token accepted, in bytes: a short token can be guessed over the network.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;

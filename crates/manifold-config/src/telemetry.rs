@@ -5,9 +5,9 @@
 //! enforce at start, checked at `check` time instead, with the line and column.
 
 use crate::error::{Diagnostics, ErrorKind};
+use crate::spanned::Spanned;
 use serde::{Deserialize, Serialize, Serializer};
 use std::time::Duration;
-use toml::Spanned;
 
 /// The longest a setting that waits may be: beyond it, it is a typo, not a wish.
 const TEN_MINUTES: Duration = Duration::from_secs(600);
@@ -87,23 +87,26 @@ fn ser_opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, 
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTelemetry {
     service_name: Option<Spanned<String>>,
     sample_ratio: Option<Spanned<f64>>,
+    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
     keep_slower_than: Option<Spanned<String>>,
     otlp: Option<Spanned<RawOtlp>>,
     access_log: Option<Spanned<String>>,
     metrics: Option<bool>,
     tracing: Option<bool>,
+    #[schemars(with = "Option<crate::schema::TracesValue>")]
     traces: Option<Spanned<toml::Value>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawOtlp {
     endpoint: Spanned<String>,
+    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
     timeout: Option<Spanned<String>>,
     queue_capacity: Option<Spanned<u64>>,
 }

@@ -9,6 +9,7 @@
 //! disk is picked up without a restart, and a broken renewal is refused the same way.
 
 use crate::error::{Diagnostics, ErrorKind};
+use crate::spanned::Spanned;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
@@ -18,7 +19,6 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use toml::Spanned;
 
 /// The largest TLS file read: a certificate chain or a CA bundle is a few KiB (the whole
 /// Mozilla bundle is about 200 KiB); past this the path is surely wrong (a log, a device).
@@ -236,7 +236,7 @@ fn resolve(config_file: &Path, path: &str) -> PathBuf {
 }
 
 /// `[server] tls = { listen = "IP:PORT", cert = "…", key = "…" }` as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawServerTls {
     listen: Spanned<String>,

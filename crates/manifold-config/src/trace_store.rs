@@ -5,9 +5,9 @@
 //! typo never becomes a store that holds a million requests per route.
 
 use crate::error::{Diagnostics, ErrorKind};
+use crate::spanned::Spanned;
 use serde::{Serialize, Serializer};
 use std::time::Duration;
-use toml::Spanned;
 
 /// The most requests of one kind a route may keep: the store's memory is routes ×
 /// (`recent` + `slowest` + `max_errors`) × the spans of a request.

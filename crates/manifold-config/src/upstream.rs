@@ -6,24 +6,27 @@ use crate::compile::duration;
 use crate::error::{Diagnostics, ErrorKind};
 use crate::model::{Endpoint, Mode, Upstream};
 use crate::policy::{RetryOn, UpstreamPolicies};
+use crate::spanned::Spanned;
 use crate::upstream_policy::{self, RawBreaker, RawHedge, RawRetry};
 use serde::Deserialize;
 use std::ops::Range;
 use std::time::Duration;
-use toml::Spanned;
 
 /// The longest `timeout` or `connect_timeout`: past it a value is a typo, and a deadline that far
 /// ahead is close to overflowing the clock it is added to.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawUpstream {
     endpoints: Spanned<Vec<Spanned<String>>>,
+    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
     timeout: Option<Spanned<String>>,
+    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
     connect_timeout: Option<Spanned<String>>,
     http2: Option<bool>,
     balance: Option<Spanned<String>>,
+    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
     resolve_every: Option<Spanned<String>>,
     retry: Option<Spanned<RawRetry>>,
     hedge: Option<Spanned<RawHedge>>,

@@ -13,24 +13,27 @@ use crate::error::{Diagnostics, ErrorKind};
 use crate::policy::{
     Balance, BreakerPolicy, HedgeAfter, HedgePolicy, RetryOn, RetryPolicy, HEDGE_FLOOR,
 };
+use crate::spanned::Spanned;
 use serde::Deserialize;
 use std::ops::RangeInclusive;
 use std::time::Duration;
-use toml::Spanned;
 
 /// `retry = { … }` as written. Unknown keys are refused by serde, naming the allowed ones.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRetry {
     attempts: Option<Spanned<i64>>,
     budget: Option<Spanned<f64>>,
     min_per_second: Option<Spanned<i64>>,
+    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
     backoff: Option<Spanned<String>>,
+    // Names (`"connect"`, `"timeout"`…) or status codes, so read as TOML values.
+    #[schemars(with = "Option<Vec<crate::schema::RetryOnValue>>")]
     on: Option<Spanned<Vec<Spanned<toml::Value>>>>,
 }
 
 /// `hedge = { … }` as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHedge {
     after: Option<Spanned<String>>,
@@ -39,13 +42,16 @@ pub(crate) struct RawHedge {
 }
 
 /// `circuit_breaker = { … }` as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBreaker {
     failure_rate: Option<Spanned<f64>>,
     min_requests: Option<Spanned<i64>>,
+    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
     window: Option<Spanned<String>>,
+    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
     open_for: Option<Spanned<String>>,
+    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
     max_open_for: Option<Spanned<String>>,
     max_ejected: Option<Spanned<f64>>,
 }

@@ -10,6 +10,7 @@ mod memcached;
 mod policy_properties;
 mod properties;
 mod proxy;
+mod schema;
 mod telemetry;
 mod tls;
 mod upstream_policies;

@@ -10,6 +10,7 @@ use crate::error::QueueError;
 
 /// Which store holds accepted tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// On-disk redb file at `path` (default).
@@ -34,6 +35,7 @@ impl Backend {
 
 /// `[queue]`: every key optional; see `docs/offload.md`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct QueueConfig {
     /// `embedded` (default), `nats` or `rabbitmq`.
@@ -59,22 +61,27 @@ pub struct QueueConfig {
     pub max_task_bytes: usize,
     /// `Retry-After` suggested to clients when the queue is full.
     #[serde(with = "humantime_serde")]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::duration"))]
     pub retry_after: Duration,
     /// How long a leased task may stay unacknowledged before it is delivered again. Must exceed
     /// the upstream timeout.
     #[serde(with = "humantime_serde")]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::duration"))]
     pub lease_timeout: Duration,
     /// Delivery attempts before a task is dead-lettered.
     pub max_attempts: u32,
     /// Age after which a failing task is dead-lettered instead of retried.
     #[serde(with = "humantime_serde")]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::duration"))]
     pub max_age: Duration,
     /// First retry delay ceiling; doubles per attempt (full jitter: the delay is uniform in
     /// `0..=ceiling`).
     #[serde(with = "humantime_serde")]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::duration"))]
     pub backoff_base: Duration,
     /// Largest retry delay ceiling.
     #[serde(with = "humantime_serde")]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::duration"))]
     pub backoff_max: Duration,
     /// Concurrent deliveries per upstream unless `upstream_concurrency` names it.
     pub concurrency: usize,
@@ -85,6 +92,7 @@ pub struct QueueConfig {
     /// On shutdown, how long in-flight deliveries may take to finish; the rest are released
     /// and delivered after the next start.
     #[serde(with = "humantime_serde")]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::duration"))]
     pub drain_timeout: Duration,
     /// Where the main listener answers `GET {status_path}/{task_id}` with a task's status and
     /// result; `""` turns it off. Must not shadow or conflict with a route.
@@ -98,6 +106,7 @@ pub struct QueueConfig {
     pub max_result_bytes: usize,
     /// How long a finished task's status and result are kept (then 404).
     #[serde(with = "humantime_serde")]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::duration"))]
     pub result_ttl: Duration,
     /// Most finished statuses kept; beyond it the oldest go first.
     pub max_statuses: u64,

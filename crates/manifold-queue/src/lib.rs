@@ -75,6 +75,8 @@ mod queue;
 pub mod rabbitmq;
 pub mod redact;
 mod rng;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod status;
 mod task;
 #[cfg(feature = "test-support")]

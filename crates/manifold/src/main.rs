@@ -9,7 +9,7 @@ mod cmd;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Manifold: a latency-optimizing service-composition gateway.
 ///
@@ -45,6 +45,12 @@ enum Command {
     Analyze(cmd::analyze::Args),
     /// The seed shop's scenarios under each strategy, measured side by side (see docs/demo.md).
     Demo(cmd::demo::Args),
+    /// Write a commented starter config (to standard output, or -o FILE).
+    Init(cmd::init::Args),
+    /// Print the config file's JSON Schema (for editor completion and validation).
+    Schema(cmd::schema::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::completions::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,6 +70,9 @@ fn main() -> std::process::ExitCode {
         Command::Load(args) => cmd::load::run(args),
         Command::Analyze(args) => cmd::analyze::run(args),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Init(args) => cmd::init::run(args),
+        Command::Schema(args) => cmd::schema::run(args),
+        Command::Completions(args) => cmd::completions::run(args, Cli::command()),
     };
     match result {
         Ok(code) => code,

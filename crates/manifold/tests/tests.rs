@@ -4,6 +4,8 @@ mod analyze;
 mod bench_policies;
 mod cli;
 mod demo;
+mod deploy;
+mod getting_started;
 mod load;
 mod offload;
 mod reload;

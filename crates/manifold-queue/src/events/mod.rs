@@ -39,6 +39,7 @@ pub const DEFAULT_EXCHANGE: &str = "manifold.events";
 
 /// Which broker receives events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum EventsBackend {
     /// NATS: the subject is the call's `subject`.
@@ -63,6 +64,7 @@ fn default_timeout() -> Duration {
 
 /// `[events]`: where `mode = "publish"` calls send their events; see `docs/offload.md`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EventsConfig {
     /// `nats` or `rabbitmq` (required: there is no broker to assume).
@@ -76,6 +78,7 @@ pub struct EventsConfig {
     /// Bound on one publish including the broker's confirm; a slower one is a failed attempt,
     /// retried later.
     #[serde(default = "default_timeout", with = "crate::config::humantime_serde")]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::duration"))]
     pub timeout: Duration,
 }
 

@@ -5,10 +5,13 @@ pub(crate) mod analyze;
 pub(crate) mod bench;
 pub(crate) mod cache;
 pub(crate) mod check;
+pub(crate) mod completions;
 pub(crate) mod demo;
+pub(crate) mod init;
 pub(crate) mod load;
 pub(crate) mod queue;
 pub(crate) mod reload;
+pub(crate) mod schema;
 pub(crate) mod serve;
 pub(crate) mod sim;
 
@@ -66,4 +69,15 @@ pub(crate) fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Write `bytes` to standard output. A reader that stops early (`manifold schema | head`) is
+/// not an error of the command.
+pub(crate) fn write_stdout(bytes: &[u8]) -> anyhow::Result<std::process::ExitCode> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(std::process::ExitCode::SUCCESS),
+    }
 }
