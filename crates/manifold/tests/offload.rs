@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use manifold_queue::{NatsOptions, NatsQueue, QueueConfig};
+use manifold_queue::{NatsOptions, NatsQueue, QueueConfig, RabbitOptions, RabbitQueue};
 // The house clock; outside a runtime (as here) it is the real one.
 use tokio::time::Instant;
 
@@ -28,11 +28,14 @@ const TASKS: u64 = 30;
 /// Mid-delivery scenario: requests the upstream answers before it starts holding them.
 pub(crate) const QUICK: usize = 5;
 pub(crate) const NATS_URL: &str = "nats://127.0.0.1:4222";
+pub(crate) const RABBITMQ_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Backend {
     Embedded,
     Nats,
+    /// RabbitMQ at :5672; the queue is named like a NATS stream would be (`Store::stream`).
+    RabbitMq,
 }
 
 /// A name unique to this test run (process, scenario, time), for directories and NATS streams.
@@ -83,6 +86,10 @@ impl Store {
                 "backend = \"nats\"\nurl = \"{NATS_URL}\"\nstream = \"{0}\"\nconsumer = \"{0}-dispatcher\"",
                 self.stream
             ),
+            Backend::RabbitMq => format!(
+                "backend = \"rabbitmq\"\nurl = \"{RABBITMQ_URL}\"\nqueue = \"{}\"",
+                self.stream
+            ),
         };
         format!(
             "[queue]\n{backend}\nbackoff_base = \"50ms\"\nbackoff_max = \"300ms\"\nmax_attempts = 1000\nlease_timeout = \"3s\"\n"
@@ -120,7 +127,8 @@ path = "/labels"
         config
     }
 
-    /// Deletes the test's streams (connecting creates them first if the gateway never did).
+    /// Deletes the test's NATS streams or RabbitMQ queues (connecting creates them first if the
+    /// gateway never did).
     fn delete_streams(&self) -> Result<(), String> {
         let cfg = QueueConfig {
             url: Some(NATS_URL.into()),
@@ -134,8 +142,21 @@ path = "/labels"
             .map_err(|e| e.to_string())?;
         rt.block_on(async {
             let destroy = async {
-                let queue = NatsQueue::connect(NatsOptions::from_config(&cfg)).await?;
-                queue.destroy().await
+                match self.backend {
+                    Backend::RabbitMq => {
+                        let cfg = QueueConfig {
+                            url: Some(RABBITMQ_URL.into()),
+                            queue: self.stream.clone(),
+                            ..QueueConfig::default()
+                        };
+                        let queue = RabbitQueue::connect(RabbitOptions::from_config(&cfg)).await?;
+                        queue.destroy().await
+                    }
+                    _ => {
+                        let queue = NatsQueue::connect(NatsOptions::from_config(&cfg)).await?;
+                        queue.destroy().await
+                    }
+                }
             };
             match tokio::time::timeout(Duration::from_secs(10), destroy).await {
                 Ok(done) => done.map_err(|e| e.to_string()),
@@ -147,10 +168,13 @@ path = "/labels"
 
 impl Drop for Store {
     fn drop(&mut self) {
-        if let Backend::Nats = self.backend {
+        if let Backend::Nats | Backend::RabbitMq = self.backend {
             if let Err(e) = self.delete_streams() {
                 // No panic in drop (it may run during one): say what is left behind.
-                eprintln!("could not delete NATS stream {}: {e}", self.stream);
+                eprintln!(
+                    "could not delete {:?} queue {}: {e}",
+                    self.backend, self.stream
+                );
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -1,11 +1,13 @@
 //! Several `manifold serve` processes with one config behave as one gateway: they share the
-//! Redis tier and the NATS JetStream queue (real Redis :6379 and NATS :4222 on loopback).
+//! Redis tier and the NATS JetStream or RabbitMQ queue (real Redis :6379, NATS :4222 and
+//! RabbitMQ :5672 on loopback).
 //!
 //! - a call result cached by one replica is a hit (`hit-l2`) on another;
 //! - a purge on one replica reaches the other's in-process tier;
 //! - each replica's `/readyz` reflects its own dependencies (Redis, the queue's broker), checked
 //!   through relays that take them away from one replica only;
-//! - tasks accepted by a replica killed with `kill -9` mid-delivery are delivered by the other;
+//! - tasks accepted by a replica killed with `kill -9` mid-delivery are delivered by the other
+//!   (NATS JetStream, and RabbitMQ with its statuses in Redis), which also answers their status;
 //! - the embedded queue is single-node: a second process on its path is refused, and `manifold
 //!   check` says so.
 //!
@@ -259,7 +261,21 @@ fn replicas_share_the_redis_tier_and_purges_reach_every_l1() {
 /// not failed.
 #[test]
 fn tasks_of_a_replica_killed_mid_delivery_are_delivered_by_another() {
-    let store = Store::new(Backend::Nats, "kill");
+    killed_replica(Backend::Nats, "kill");
+}
+
+/// The same with RabbitMQ: the broker hands the killed replica's unacked deliveries back when its
+/// connection drops, and the task statuses live in Redis, so B answers for A's tasks too.
+#[test]
+fn rabbitmq_tasks_of_a_replica_killed_mid_delivery_are_delivered_by_another() {
+    killed_replica(Backend::RabbitMq, "kill-rabbit");
+}
+
+/// A accepts tasks and is killed mid-delivery; B delivers them all (each key at least once) and
+/// answers `GET /tasks/{id}` with `done` for every task, A's included: the status is shared (NATS
+/// key-value bucket, or Redis beside RabbitMQ), not held by the replica that accepted the task.
+fn killed_replica(backend: Backend, tag: &str) {
+    let store = Store::new(backend, tag);
     let upstream = Upstream::start(reserve_addr(), Some(QUICK));
     let config = write_config(&store, upstream.addr, REDIS_URL, NATS_URL);
     let log = store.dir.join("gateways.log");
@@ -288,6 +304,14 @@ fn tasks_of_a_replica_killed_mid_delivery_are_delivered_by_another() {
         log.answered.len()
     );
     assert_eq!(per_key.len(), tasks.len(), "exactly the accepted keys");
+    for id in tasks.values() {
+        let path = format!("/tasks/{id}");
+        eventually(&format!("B answers {path} with done"), || {
+            let (status, _, body) = http(b.addr, "GET", &path);
+            let task: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            (status == 200 && task["status"] == "done").then_some(())
+        });
+    }
     drop(b);
 }
 
