@@ -3,6 +3,7 @@
 use super::{Analyzer, OpKey, PlanSample};
 use crate::critical::CpGraph;
 use crate::model::Trace;
+use crate::sim::union_len;
 
 impl Analyzer {
     pub(super) fn plan_evidence(&mut self, trace: &Trace, g: &CpGraph, endpoint: OpKey, e2e: i64) {
@@ -91,29 +92,7 @@ impl Analyzer {
                 }
             }
         }
-        let union = {
-            let mut iv: Vec<(i64, i64)> = kids
-                .iter()
-                .map(|&c| (g.start[c as usize], g.end[c as usize]))
-                .collect();
-            iv.sort_unstable();
-            let mut total = 0;
-            let mut cur: Option<(i64, i64)> = None;
-            for (s, e) in iv {
-                cur = match cur {
-                    Some((cs, ce)) if s <= ce => Some((cs, ce.max(e))),
-                    Some((cs, ce)) => {
-                        total += ce - cs;
-                        Some((s, e))
-                    }
-                    None => Some((s, e)),
-                };
-            }
-            if let Some((cs, ce)) = cur {
-                total += ce - cs;
-            }
-            total
-        };
+        let union = union_len(g, kids);
         let own = e2e - union;
         if self.plan.samples.len() < 100_000 {
             // a call repeated under the root counts as one block, as long as it was observed to last
