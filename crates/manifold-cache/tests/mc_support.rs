@@ -1,14 +1,13 @@
 //! Helpers for the memcached tests: settings, a raw text-protocol client for looking at a
 //! server directly, and a private `memcached` child on its own port.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use manifold_cache::{Cache, CacheSettings, MemcachedSettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::eventually;
+use crate::support::PrivateChild;
 
 /// The memcached `.ci/run` starts (docs/cache.md).
 pub(crate) const SHARED_MEMCACHED: &str = "127.0.0.1:11211";
@@ -54,73 +53,57 @@ pub(crate) async fn mc_raw(addr: &str, cmd: &str, end: &str) -> String {
 }
 
 /// A private `memcached` on its own port, killed on drop. Never the shared one on 11211.
-pub(crate) struct PrivateMemcached {
-    child: Option<tokio::process::Child>,
-    pub(crate) port: u16,
+pub(crate) struct PrivateMemcached(PrivateChild);
+
+impl std::ops::Deref for PrivateMemcached {
+    type Target = PrivateChild;
+    fn deref(&self) -> &PrivateChild {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for PrivateMemcached {
+    fn deref_mut(&mut self) -> &mut PrivateChild {
+        &mut self.0
+    }
 }
 
 impl PrivateMemcached {
     pub(crate) async fn start_on(port: u16) -> Self {
-        let child = tokio::process::Command::new("memcached")
-            // `-u` only matters as root (CI), where memcached refuses to run without it.
-            .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"])
-            .args(["-m", "16", "-u", "nobody"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("memcached must be installed (apt-get install memcached)");
+        let mut cmd = tokio::process::Command::new("memcached");
+        // `-u` only matters as root (CI), where memcached refuses to run without it.
+        cmd.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"])
+            .args(["-m", "16", "-u", "nobody"]);
         let addr = format!("127.0.0.1:{port}");
-        eventually("private memcached answers", || {
-            let addr = addr.clone();
-            async move {
-                let probe = async {
-                    let mut s = TcpStream::connect(&addr).await.ok()?;
-                    s.write_all(b"mn\r\n").await.ok()?;
-                    let mut buf = [0u8; 4];
-                    s.read_exact(&mut buf).await.ok()?;
-                    Some(&buf == b"MN\r\n")
-                };
-                tokio::time::timeout(Duration::from_secs(1), probe)
-                    .await
-                    .ok()
-                    .flatten()
-                    .unwrap_or(false)
-            }
-        })
-        .await;
-        Self {
-            child: Some(child),
-            port,
-        }
+        let missing = "memcached must be installed (apt-get install memcached)";
+        Self(
+            PrivateChild::spawn(cmd, port, missing, "private memcached answers", || {
+                let addr = addr.clone();
+                async move {
+                    let probe = async {
+                        let mut s = TcpStream::connect(&addr).await.ok()?;
+                        s.write_all(b"mn\r\n").await.ok()?;
+                        let mut buf = [0u8; 4];
+                        s.read_exact(&mut buf).await.ok()?;
+                        Some(&buf == b"MN\r\n")
+                    };
+                    tokio::time::timeout(Duration::from_secs(1), probe)
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or(false)
+                }
+            })
+            .await,
+        )
     }
 
     pub(crate) async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port).await
+        Self::start_on(PrivateChild::free_port()).await
     }
 
     pub(crate) fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server and waits until it is gone.
-    pub(crate) async fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.unwrap();
-        }
-    }
-}
-
-impl Drop for PrivateMemcached {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.start_kill();
-        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! Shared helpers: unique prefixes, a counting fetcher, a raw Redis client, a private
-//! `redis-server` child.
+//! `redis-server` child, and the private-server child it shares with the memcached helpers.
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -168,62 +168,47 @@ where
     panic!("timed out waiting for: {what}");
 }
 
-/// A private `redis-server` on its own port, killed on drop. Never the shared one on 6379.
-pub(crate) struct PrivateRedis {
+/// A server child on its own loopback port, killed on drop: what the private `redis-server` and
+/// `memcached` share (spawning with output discarded, waiting until it answers, stopping).
+pub(crate) struct PrivateChild {
     child: Option<tokio::process::Child>,
     pub(crate) port: u16,
 }
 
-impl PrivateRedis {
-    pub(crate) async fn start_on(port: u16) -> Self {
-        let child = tokio::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+impl PrivateChild {
+    /// Spawns `cmd` (panicking with `missing` when it cannot) and polls `answers` until the
+    /// server is up.
+    pub(crate) async fn spawn<F, Fut>(
+        mut cmd: tokio::process::Command,
+        port: u16,
+        missing: &str,
+        what: &str,
+        answers: F,
+    ) -> Self
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server)");
-        let url = format!("redis://127.0.0.1:{port}");
-        let client = redis::Client::open(url.as_str()).unwrap();
-        eventually("private redis-server answers PING", || {
-            let client = client.clone();
-            async move {
-                match client.get_multiplexed_async_connection().await {
-                    Ok(mut c) => redis::cmd("PING")
-                        .query_async::<String>(&mut c)
-                        .await
-                        .is_ok(),
-                    Err(_) => false,
-                }
-            }
-        })
-        .await;
+            .expect(missing);
+        eventually(what, answers).await;
         Self {
             child: Some(child),
             port,
         }
     }
 
-    pub(crate) async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
+    /// A loopback port free at the time of asking.
+    pub(crate) fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
-            .port();
-        Self::start_on(port).await
-    }
-
-    pub(crate) fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+            .port()
     }
 
     /// Kills the server and waits until it is gone.
@@ -234,10 +219,74 @@ impl PrivateRedis {
     }
 }
 
-impl Drop for PrivateRedis {
+impl Drop for PrivateChild {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_mut() {
             let _ = child.start_kill();
         }
+    }
+}
+
+/// A private `redis-server` on its own port, killed on drop. Never the shared one on 6379.
+pub(crate) struct PrivateRedis(PrivateChild);
+
+impl std::ops::Deref for PrivateRedis {
+    type Target = PrivateChild;
+    fn deref(&self) -> &PrivateChild {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for PrivateRedis {
+    fn deref_mut(&mut self) -> &mut PrivateChild {
+        &mut self.0
+    }
+}
+
+impl PrivateRedis {
+    pub(crate) async fn start_on(port: u16) -> Self {
+        let mut cmd = tokio::process::Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
+        let url = format!("redis://127.0.0.1:{port}");
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let missing = "redis-server must be installed (apt-get install redis-server)";
+        Self(
+            PrivateChild::spawn(
+                cmd,
+                port,
+                missing,
+                "private redis-server answers PING",
+                || {
+                    let client = client.clone();
+                    async move {
+                        match client.get_multiplexed_async_connection().await {
+                            Ok(mut c) => redis::cmd("PING")
+                                .query_async::<String>(&mut c)
+                                .await
+                                .is_ok(),
+                            Err(_) => false,
+                        }
+                    }
+                },
+            )
+            .await,
+        )
+    }
+
+    pub(crate) async fn start() -> Self {
+        Self::start_on(PrivateChild::free_port()).await
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
     }
 }

@@ -3,6 +3,8 @@
 
 use manifold_config::{compile, Enqueue, ErrorKind, RouteKind};
 
+use crate::support::line_of;
+
 const UPSTREAM: &str = "[upstreams.u]\nendpoints = [\"http://127.0.0.1:7001\"]\n";
 
 fn plan(cfg: &manifold_config::Config, route: &str) -> manifold_config::Plan {
@@ -10,13 +12,6 @@ fn plan(cfg: &manifold_config::Config, route: &str) -> manifold_config::Plan {
         Some(RouteKind::Compose(p)) => p.clone(),
         other => panic!("route {route}: {other:?}"),
     }
-}
-
-fn line_of(src: &str, needle: &str) -> usize {
-    src.lines()
-        .position(|l| l.contains(needle))
-        .unwrap_or_else(|| panic!("{needle} not in source"))
-        + 1
 }
 
 #[test]

@@ -3,6 +3,8 @@
 
 use manifold_config::{compile, Call, Config, ErrorKind, RouteKind};
 
+use crate::support::{errors, line_of};
+
 /// Upstreams: `plain` (defaults: retries connect failures only), `retrying` (also on 503 and
 /// timeouts), `hedging`, `once` (attempts = 1, so its `on` never matters).
 const UPSTREAMS: &str = r#"[upstreams.plain]
@@ -38,24 +40,6 @@ fn call(src: &str) -> Call {
         panic!("a composed route")
     };
     plan.calls[0].clone()
-}
-
-fn errors(src: &str) -> Vec<(usize, usize, ErrorKind, String)> {
-    match compile("t.toml".as_ref(), src) {
-        Ok(_) => panic!("expected errors for:\n{src}"),
-        Err(e) => e
-            .errors
-            .into_iter()
-            .map(|e| (e.line, e.column, e.kind, e.message))
-            .collect(),
-    }
-}
-
-fn line_of(src: &str, needle: &str) -> usize {
-    src.lines()
-        .position(|l| l.contains(needle))
-        .unwrap_or_else(|| panic!("{needle} not in source"))
-        + 1
 }
 
 #[test]

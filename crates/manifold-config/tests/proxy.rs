@@ -2,25 +2,11 @@
 
 use manifold_config::{compile, ErrorKind, EscapedSlashes, RouteKind};
 
+use crate::support::{errors, line_of};
+
 const BASE: &str = r#"[upstreams.a]
 endpoints = ["http://127.0.0.1:7001"]
 "#;
-
-/// Every error as (line, column, kind, message).
-fn errors(src: &str) -> Vec<(usize, usize, ErrorKind, String)> {
-    match compile("t.toml".as_ref(), src) {
-        Ok(_) => panic!("expected errors for:\n{src}"),
-        Err(e) => e
-            .errors
-            .into_iter()
-            .map(|e| (e.line, e.column, e.kind, e.message))
-            .collect(),
-    }
-}
-
-fn line_of(src: &str, needle: &str) -> usize {
-    src.lines().position(|l| l.contains(needle)).unwrap() + 1
-}
 
 fn escaped(src: &str, route: &str) -> EscapedSlashes {
     let config = compile("t.toml".as_ref(), src).unwrap_or_else(|e| panic!("{e}"));

@@ -11,6 +11,7 @@ mod policy_properties;
 mod properties;
 mod proxy;
 mod schema;
+mod support;
 mod telemetry;
 mod tls;
 mod upstream_policies;

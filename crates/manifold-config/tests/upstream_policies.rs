@@ -8,6 +8,8 @@ use manifold_config::policy::{
 use manifold_config::{compile, Config, ErrorKind};
 use std::time::Duration;
 
+use crate::support::errors;
+
 /// One upstream `u` with `keys` added, and a GET route calling it.
 fn with_keys(keys: &str) -> String {
     format!(
@@ -21,18 +23,6 @@ fn ok(src: &str) -> Config {
 
 fn policies(keys: &str) -> UpstreamPolicies {
     ok(&with_keys(keys)).upstreams[0].policies.clone()
-}
-
-/// Every error as (line, column, kind, message).
-fn errors(src: &str) -> Vec<(usize, usize, ErrorKind, String)> {
-    match compile("t.toml".as_ref(), src) {
-        Ok(_) => panic!("expected errors for:\n{src}"),
-        Err(e) => e
-            .errors
-            .into_iter()
-            .map(|e| (e.line, e.column, e.kind, e.message))
-            .collect(),
-    }
 }
 
 /// `keys` must fail with exactly one error, of `kind`, starting where `at` starts in the source

@@ -464,7 +464,9 @@ fn fen_query(fen: &[(i64, i64)], mut pos: usize) -> (i64, i64) {
     (a, b)
 }
 
-fn union_len(g: &CpGraph, kids: &[u32]) -> i64 {
+/// The time covered by at least one of `kids` (overlaps counted once): what the children take
+/// of their parent, the rest being its own time. Shared with the route-plan evidence.
+pub(crate) fn union_len(g: &CpGraph, kids: &[u32]) -> i64 {
     let mut iv: Vec<(i64, i64)> = kids
         .iter()
         .map(|&c| (g.start[c as usize], g.end[c as usize]))
