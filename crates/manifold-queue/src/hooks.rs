@@ -53,7 +53,8 @@ pub enum TaskVar {
     Result,
     /// The parent's last error (null when none).
     Error,
-    /// Delivery attempts the parent made.
+    /// The parent's `attempts` as its status reports them: failed attempts (0 for a task
+    /// delivered at its first try; `max_attempts` for one that died of them).
     Attempts,
 }
 
@@ -232,6 +233,12 @@ impl Settled<'_> {
             ),
         }
     }
+}
+
+/// A fresh hook task id: as random as any task id (a hook's id is a capability to its status
+/// too), drawn when the parent is rendered.
+pub fn new_id() -> String {
+    crate::task::new_task_id()
 }
 
 /// The idempotency key of `parent`'s `kind` hook: `<parent key>:on_done`. A parent key so long
