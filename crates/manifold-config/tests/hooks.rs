@@ -174,3 +174,14 @@ fn a_sync_call_has_no_hooks_and_task_is_no_source_elsewhere() {
     let src = with(r#"  body = { id = "{task.id}" }"#);
     one_error(&src, "unknown call `task`");
 }
+
+#[test]
+fn manifold_schema_covers_the_hook_keys() {
+    let schema = manifold_config::json_schema().to_string();
+    for key in ["on_done", "on_dead", "publish"] {
+        assert!(
+            schema.contains(&format!("\"{key}\"")),
+            "{key} missing from the schema"
+        );
+    }
+}
