@@ -60,6 +60,15 @@ async fn ack_writes_the_on_done_hook_with_the_result_in_the_same_commit() {
         status: 201,
         body: Some(br#"{"label":"L-1"}"#.to_vec()),
     });
+    // The lease's `delivering` write is not awaited: let it commit first (bounded polling), so
+    // the only commit the ack can cause is its own.
+    for _ in 0..500 {
+        if status_of(&q, &pid).await == Some(S::Delivering) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(status_of(&q, &pid).await, Some(S::Delivering));
     let commits = q.commits();
     q.ack(lease).await.unwrap();
     assert_eq!(q.commits(), commits + 1, "the hook shares the ack's commit");
