@@ -62,6 +62,8 @@ impl KeyInput {
             },
             // A call result is already part of the rendered request the key covers.
             Source::Call { .. } => return None,
+            // Only hooks read the settled task, and hooks are never cached.
+            Source::Task { .. } => return None,
         })
     }
 
@@ -256,6 +258,15 @@ pub fn template_display(t: &StrTemplate) -> String {
                     }
                     Source::RequestBody => s.push_str("request.body"),
                     Source::Call { name, .. } => s.push_str(name),
+                    Source::Task { var } => {
+                        s.push_str("task.");
+                        s.push_str(
+                            &serde_json::to_value(var)
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_owned))
+                                .unwrap_or_default(),
+                        );
+                    }
                 }
                 for step in &e.steps {
                     s.push('.');

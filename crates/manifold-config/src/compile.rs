@@ -130,6 +130,10 @@ struct RawCall {
     #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
     timeout: Option<Spanned<String>>,
     cache: Option<Spanned<RawCachePolicy>>,
+    /// Enqueued when this async / publish call is delivered (see docs/offload.md, hooks).
+    on_done: Option<Spanned<crate::hooks::RawHook>>,
+    /// Enqueued when this async / publish call is dead-lettered: the compensation.
+    on_dead: Option<Spanned<crate::hooks::RawHook>>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -758,20 +762,20 @@ fn diag_len(diag: &Diagnostics<'_>) -> usize {
     diag.len()
 }
 
-struct RouteCtx<'a> {
+pub(crate) struct RouteCtx<'a> {
     upstreams: &'a [Upstream],
     upstream_index: &'a HashMap<&'a str, usize>,
     declared: &'a [&'a str],
     /// Whether `[cache] redis` is set (a policy's `lock` needs it).
     redis: bool,
     /// Whether there is an `[events]` section (publish calls need it).
-    events: bool,
+    pub(crate) events: bool,
     /// `server.escaped_slashes`: proxy routes' default.
     escaped_slashes: EscapedSlashes,
 }
 
 impl RouteCtx<'_> {
-    fn resolve_upstream(
+    pub(crate) fn resolve_upstream(
         &self,
         name: &Spanned<String>,
         owner: &str,
@@ -850,7 +854,7 @@ fn route_params(path: &str) -> Result<Vec<String>, String> {
     Ok(params)
 }
 
-fn method(
+pub(crate) fn method(
     raw: Option<&Spanned<String>>,
     default: http::Method,
     owner: &str,
@@ -872,19 +876,27 @@ fn method(
 }
 
 /// Resolves references in one route: request sources and call names.
-struct Resolver<'a> {
+pub(crate) struct Resolver<'a> {
     route: &'a str,
     params: &'a [String],
     calls: &'a HashMap<String, usize>,
     /// Calls referenced by the template being compiled.
     refs: Vec<usize>,
     reads_body: bool,
+    /// Inside an `on_done` / `on_dead` hook: `{task.*}` reads the settled task (see
+    /// `crate::hooks`); elsewhere `task` is an ordinary call name.
+    pub(crate) task: Option<manifold_queue::HookKind>,
 }
 
 impl Resolver<'_> {
     fn resolve(&mut self, r: &template::RawRef) -> Result<Expr, String> {
         let root = r.parts[0].as_str();
         let rest = &r.parts[1..];
+        if root == "task" {
+            if let Some(kind) = self.task {
+                return crate::hooks::task_ref(kind, r);
+            }
+        }
         let single = |kind: &str| -> Result<String, String> {
             match rest {
                 [name] => Ok(name.clone()),
@@ -969,7 +981,7 @@ impl Resolver<'_> {
         }
     }
 
-    fn str_template(&mut self, text: &str) -> Result<StrTemplate, String> {
+    pub(crate) fn str_template(&mut self, text: &str) -> Result<StrTemplate, String> {
         let raw = template::parse(text).map_err(|e| e.message)?;
         let mut segments = Vec::with_capacity(raw.len());
         for seg in raw {
@@ -981,7 +993,7 @@ impl Resolver<'_> {
         Ok(StrTemplate { segments })
     }
 
-    fn json_template(&mut self, value: &toml::Value) -> Result<JsonTemplate, String> {
+    pub(crate) fn json_template(&mut self, value: &toml::Value) -> Result<JsonTemplate, String> {
         Ok(match value {
             toml::Value::String(s) => {
                 let t = self.str_template(s)?;
@@ -1066,6 +1078,7 @@ fn compile_route(
             calls: &no_calls,
             refs: Vec::new(),
             reads_body: false,
+            task: None,
         };
         let at = CacheOwner {
             owner: &owner,
@@ -1270,6 +1283,7 @@ fn compile_plan(
             calls: &index,
             refs: Vec::new(),
             reads_body: false,
+            task: None,
         };
         let tpl = |res: &mut Resolver<'_>,
                    diag: &mut Diagnostics<'_>,
@@ -1371,6 +1385,15 @@ fn compile_plan(
             upstream.and_then(|i| ctx.upstreams.get(i)),
             diag,
         );
+        let hooks = crate::hooks::compile_hooks(
+            c.on_done.as_ref(),
+            c.on_dead.as_ref(),
+            mode,
+            &owner,
+            ctx,
+            &mut res,
+            diag,
+        );
         let mut my_deps = std::mem::take(&mut res.refs);
         read_deps.push((my_deps.clone(), c.name.span()));
         let mut reads = my_deps.clone();
@@ -1424,6 +1447,7 @@ fn compile_plan(
             timeout,
             cache,
             reads,
+            hooks,
         });
     }
 
@@ -1456,6 +1480,7 @@ fn compile_plan(
         calls: &index,
         refs: Vec::new(),
         reads_body: false,
+        task: None,
     };
     let mut response = ResponsePlan {
         status: 200,

@@ -13,6 +13,7 @@ mod compile;
 mod dataflow;
 mod describe;
 mod error;
+mod hooks;
 mod model;
 pub mod policy;
 mod proxy;
@@ -32,6 +33,7 @@ pub use cache_tier::{MAX_MEMCACHED_PREFIX, MAX_MEMCACHED_SERVERS, MEMCACHED_ITEM
 pub use compile::compile;
 pub use describe::describe;
 pub use error::{ConfigError, ConfigErrors, ConfigWarning, ErrorKind};
+pub use hooks::{CallHooks, HookSpec, HookTarget};
 pub use model::*;
 pub use ready::ReadyDependency;
 pub use routing::{add_status_route, offloads, route_shape, StatusRouteError};

@@ -286,6 +286,9 @@ pub struct Call {
     /// is data; the rest is `after`, ordering only. When one of these failed, the call is not
     /// sent: its input is unavailable.
     pub reads: Vec<usize>,
+    /// `on_done` / `on_dead`: the tasks enqueued when the call's task settles.
+    #[serde(skip_serializing_if = "crate::CallHooks::is_empty")]
+    pub hooks: crate::CallHooks,
 }
 
 /// A route's calls as a DAG, with the counters the executor schedules by.

@@ -44,6 +44,13 @@ pub enum Source {
         /// The call's name, for display.
         name: String,
     },
+    /// `{task.id}`, `{task.result}`, `{task.error}`, `{task.attempts}`: the settled task, in an
+    /// `on_done` / `on_dead` hook only. Rendered by the queue when the task settles, never by
+    /// the request path.
+    Task {
+        /// Which value.
+        var: manifold_queue::hooks::TaskVar,
+    },
 }
 
 /// One step into a JSON value: an object key, or (when it is all digits) also an array index.

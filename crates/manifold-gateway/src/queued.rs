@@ -49,6 +49,7 @@ pub(crate) fn stage(call: &Call, env: Env<'_>, scope: Scope<'_>) -> Result<Task,
         }
         let mut task = Task::event("pending", subject, headers, body);
         task.status_auth = status_auth;
+        task.hooks = crate::hooks::render(&call.hooks, scope)?;
         return Ok(crate::offload::with_key(
             task,
             client_key.as_deref(),
@@ -74,6 +75,7 @@ pub(crate) fn stage(call: &Call, env: Env<'_>, scope: Scope<'_>) -> Result<Task,
         client_key.as_deref(),
     );
     task.status_auth = status_auth;
+    task.hooks = crate::hooks::render(&call.hooks, scope)?;
     Ok(task)
 }
 

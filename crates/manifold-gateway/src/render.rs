@@ -81,6 +81,9 @@ impl<'a> Scope<'a> {
                 .and_then(|v| expr.walk(v))
                 .map(Val::Json)
                 .unwrap_or(Val::Missing),
+            // Only hook templates read the settled task, and the queue renders those parts
+            // (see `crate::hooks`): nothing on the request path has a value for them.
+            Source::Task { .. } => Val::Missing,
         }
     }
 

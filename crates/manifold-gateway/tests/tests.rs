@@ -8,6 +8,7 @@ mod compose;
 mod dataflow;
 mod edge;
 mod enqueue;
+mod hooks;
 mod http;
 mod offload;
 mod proxy;

@@ -68,6 +68,7 @@ pub mod dispatch;
 pub mod embedded;
 mod error;
 pub mod events;
+pub mod hooks;
 #[cfg(feature = "nats")]
 pub mod nats;
 mod queue;
@@ -95,6 +96,7 @@ pub use error::{ErrorKind, QueueError};
 #[cfg(any(feature = "nats", feature = "rabbitmq"))]
 pub use events::Publisher;
 pub use events::{check_subject, EventsBackend, EventsConfig};
+pub use hooks::{HookKind, Hooks};
 #[cfg(feature = "nats")]
 pub use nats::{NatsOptions, NatsQueue};
 pub use queue::{Lease, Queue, QueueStats, Selection};

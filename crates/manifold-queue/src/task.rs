@@ -62,6 +62,14 @@ pub struct Task {
     /// hash, never the header (see [`crate::status::auth_hash`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_auth: Option<String>,
+    /// What to enqueue when this task settles (`on_done`, `on_dead`), half rendered at accept
+    /// time (see [`crate::hooks`]). Absent from the encoding when there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<Box<crate::hooks::Hooks>>,
+    /// For a hook task: the id of the task whose settlement enqueued it. A hook task never has
+    /// hooks of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_of: Option<String>,
 }
 
 impl fmt::Debug for Task {
@@ -81,6 +89,8 @@ impl fmt::Debug for Task {
             .field("last_error", &self.last_error)
             .field("publish", &self.publish)
             .field("status_auth", &self.status_auth.is_some())
+            .field("hooks", &self.hooks.is_some())
+            .field("hook_of", &self.hook_of)
             .finish()
     }
 }
@@ -112,6 +122,8 @@ impl Task {
             last_error: None,
             publish: None,
             status_auth: None,
+            hooks: None,
+            hook_of: None,
         }
     }
 
@@ -184,6 +196,15 @@ impl Task {
                     "status_auth must be a hex SHA-256".into(),
                 ));
             }
+        }
+        if let Some(hooks) = &self.hooks {
+            if self.hook_of.is_some() {
+                return Err(QueueError::Invalid("a hook task cannot have hooks".into()));
+            }
+            hooks.validate()?;
+        }
+        if let Some(parent) = &self.hook_of {
+            check_id("parent task id", parent)?;
         }
         let bytes = self.encode()?;
         if bytes.len() > max_bytes {

@@ -368,3 +368,62 @@ async fn nats_status_is_answered_by_a_replica_that_did_not_deliver() {
     }
     a.destroy().await.unwrap();
 }
+
+/// NATS has no transaction spanning two messages: the `on_dead` hook is stored before the
+/// parent is dead-lettered (at least once), under its pre-drawn id, so a second store of the same
+/// hook (the parent delivered again after a crash in between) is dropped by the stream.
+#[tokio::test]
+async fn nats_dead_letter_stores_the_on_dead_hook_first_and_once() {
+    use manifold_queue::hooks::{BodyTpl, Hook, Hooks, Piece, Target, TaskRef, TaskVar};
+    let stream = unique("nats_hooks");
+    let _cleanup = cleanup(stream.clone());
+    let q = NatsQueue::connect(options(&stream)).await.unwrap();
+    let mut parent = task(1);
+    parent.hooks = Some(Box::new(Hooks {
+        on_done: None,
+        on_dead: Some(Hook {
+            id: manifold_queue::hooks::new_id(),
+            target: Target::Upstream {
+                upstream: "payment".into(),
+                method: "POST".into(),
+                path: vec![Piece::Lit("/payments/p-9/refund".into())],
+            },
+            headers: vec![],
+            body: Some(BodyTpl::Task(TaskRef {
+                var: TaskVar::Error,
+                steps: vec![],
+            })),
+        }),
+    }));
+    let pid = parent.id.clone();
+    q.enqueue(parent).await.unwrap();
+    let mut lease = q
+        .lease(1, Duration::from_secs(2))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    lease.task.last_error = Some("upstream: status 503".into());
+    let again =
+        manifold_queue::hooks::follow_up(&lease.task, manifold_queue::HookKind::OnDead, None)
+            .unwrap();
+    q.dead_letter(lease).await.unwrap();
+    // The same hook stored a second time: deduplicated by its id.
+    q.enqueue(again).await.unwrap();
+    assert_eq!(q.stats().await.unwrap().depth, 1);
+    let status = q.task_status(&pid).await.unwrap().unwrap();
+    let hook_id = status.hooks["on_dead"].clone();
+    let hook = q
+        .lease(1, Duration::from_secs(2))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(hook.task.id, hook_id);
+    assert_eq!(hook.task.path_and_query, "/payments/p-9/refund");
+    assert_eq!(hook.task.body, br#""upstream: status 503""#);
+    assert!(hook.task.idempotency_key.ends_with(":on_dead"));
+    let hook_status = q.task_status(&hook_id).await.unwrap().unwrap();
+    assert_eq!(hook_status.hook_of.as_deref(), Some(pid.as_str()));
+    q.ack(hook).await.unwrap();
+}

@@ -406,3 +406,74 @@ async fn rabbitmq_statuses_without_redis_are_local_and_durable() {
         State::Queued
     );
 }
+
+/// RabbitMQ (statuses in Redis): the `on_done` hook is stored before the parent's ack, with the
+/// parent's answer in its body; another replica sees the parent name it and the hook's own
+/// status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_ack_stores_the_on_done_hook_with_the_result() {
+    use manifold_queue::hooks::{BodyTpl, Hook, Hooks, Piece, Target, TaskRef, TaskVar};
+    use manifold_queue::{Outcome, State};
+    let name = unique("rmq_hooks");
+    let _cleanup = cleanup(name.clone());
+    let cfg: QueueConfig = serde_json::from_value(serde_json::json!({
+        "backend": "rabbitmq", "url": URL, "queue": name
+    }))
+    .unwrap();
+    let prefix = format!("{name}:");
+    let redis = Some(("redis://127.0.0.1:6379", prefix.as_str()));
+    let a = manifold_queue::open_with_redis(&cfg, redis).await.unwrap();
+    let b = manifold_queue::open_with_redis(&cfg, redis).await.unwrap();
+    let mut parent = task(1);
+    parent.hooks = Some(Box::new(Hooks {
+        on_done: Some(Hook {
+            id: manifold_queue::hooks::new_id(),
+            target: Target::Upstream {
+                upstream: "notify".into(),
+                method: "POST".into(),
+                path: vec![
+                    Piece::Lit("/hooks/".into()),
+                    Piece::Task(TaskRef {
+                        var: TaskVar::Id,
+                        steps: vec![],
+                    }),
+                ],
+            },
+            headers: vec![],
+            body: Some(BodyTpl::Task(TaskRef {
+                var: TaskVar::Result,
+                steps: vec![],
+            })),
+        }),
+        on_dead: None,
+    }));
+    let pid = parent.id.clone();
+    a.enqueue(parent).await.unwrap();
+    let mut lease = a
+        .lease(1, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    lease.outcome = Some(Outcome {
+        status: 201,
+        body: Some(br#"{"label":"R-2"}"#.to_vec()),
+    });
+    a.ack(lease).await.unwrap();
+    let s = b.task_status(&pid).await.unwrap().unwrap();
+    assert_eq!(s.status, State::Done);
+    let hook_id = s.hooks["on_done"].clone();
+    // `a`'s consumer may already hold the hook (RabbitMQ pushes up to the prefetch).
+    let hook = a
+        .lease(1, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(hook.task.id, hook_id);
+    assert_eq!(hook.task.path_and_query, format!("/hooks/{pid}"));
+    assert_eq!(hook.task.body, br#"{"label":"R-2"}"#);
+    let hs = a.task_status(&hook_id).await.unwrap().unwrap();
+    assert_eq!(hs.hook_of.as_deref(), Some(pid.as_str()));
+    a.ack(hook).await.unwrap();
+}

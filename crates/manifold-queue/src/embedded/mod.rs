@@ -17,6 +17,8 @@
 //! and a refused or failed one always gives its reserved capacity back, whatever became of the
 //! caller.
 
+mod dead;
+mod settle;
 pub(crate) mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,7 +33,7 @@ use crate::clock::Clock;
 use crate::config::{Backend, QueueConfig};
 use crate::error::QueueError;
 use crate::queue::{Lease, LeaseToken, Queue, QueueStats, Selection};
-use crate::status::{after_attempt, Change, State as Status, StatusLimits, TaskStatus, Watchers};
+use crate::status::{Change, State as Status, StatusLimits, TaskStatus, Watchers};
 use crate::task::Task;
 use store::{Op, Store};
 
@@ -453,130 +455,6 @@ impl EmbeddedQueue {
         Ok(leases)
     }
 
-    fn token(lease: &Lease) -> Result<(u64, u64), QueueError> {
-        match lease.token {
-            LeaseToken::Embedded { seq, lease_id } => Ok((seq, lease_id)),
-            #[allow(unreachable_patterns)]
-            _ => Err(QueueError::Invalid(
-                "lease belongs to another queue backend".into(),
-            )),
-        }
-    }
-
-    async fn ack_inner(&self, lease: Lease) -> Result<(), QueueError> {
-        let (seq, _) = Self::token(&lease)?;
-        // Delivered, whoever holds the current lease: remove it durably with its `done` status
-        // and result, then forget it.
-        let shared = Arc::clone(&self.shared);
-        let change = self.change(&lease.task, Status::Done, lease.outcome);
-        let id = lease.task.id;
-        self.store
-            .write_status(Op::Delete { seq }, Some(change), move |outcome| {
-                if outcome.is_ok() {
-                    shared.state().forget(seq);
-                    shared.watchers.notify(&id);
-                }
-            })
-            .await?;
-        Ok(())
-    }
-
-    async fn nack_inner(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
-        let (seq, lease_id) = Self::token(&lease)?;
-        if !self.holds(seq, lease_id) {
-            // The lease expired and someone else may have the task: leave it to them.
-            return Ok(());
-        }
-        let mut task = lease.task;
-        let change = self.change(&task, after_attempt(&task), None);
-        task.not_before = if delay.is_zero() {
-            0
-        } else {
-            self.clock.after_ms(delay)
-        };
-        let bytes = task.encode()?;
-        let size = bytes.len() as u64;
-        let not_before = task.not_before;
-        let shared = Arc::clone(&self.shared);
-        let id = task.id;
-        self.store
-            .write_status(Op::Replace { seq, bytes }, Some(change), move |outcome| {
-                if outcome != Ok(true) {
-                    return;
-                }
-                shared.watchers.notify(&id);
-                let mut st = shared.state();
-                // The row now holds the new bytes, whoever holds the lease.
-                if let Some(meta) = st.pending.get_mut(&seq) {
-                    let old = meta.size;
-                    meta.size = size;
-                    st.stored_bytes = st.stored_bytes.saturating_sub(old) + size;
-                }
-                if st.unlease(seq, lease_id).is_some() {
-                    st.make_due(seq, not_before);
-                }
-                drop(st);
-                if not_before == 0 {
-                    shared.ready.notify_waiters();
-                }
-            })
-            .await?;
-        Ok(())
-    }
-
-    fn holds(&self, seq: u64, lease_id: u64) -> bool {
-        let st = self.state();
-        matches!(st.pending.get(&seq), Some(Meta { lease: Some((id, _)), .. }) if *id == lease_id)
-    }
-
-    fn release_inner(&self, lease: &Lease) -> Result<(), QueueError> {
-        let (seq, lease_id) = Self::token(lease)?;
-        let mut st = self.state();
-        let released = st.unlease(seq, lease_id);
-        if let Some(meta) = released {
-            st.make_due(seq, meta.not_before);
-        }
-        drop(st);
-        if released.is_some() {
-            self.touch(
-                seq,
-                self.change(&lease.task, after_attempt(&lease.task), None),
-            );
-        }
-        self.shared.ready.notify_waiters();
-        Ok(())
-    }
-
-    async fn dead_letter_inner(&self, lease: Lease) -> Result<(), QueueError> {
-        let (seq, _) = Self::token(&lease)?;
-        let bytes = lease.task.encode()?;
-        let size = bytes.len() as u64;
-        let shared = Arc::clone(&self.shared);
-        let change = self.change(&lease.task, Status::Dead, None);
-        let id = lease.task.id.clone();
-        let op = Op::Bury {
-            seq,
-            id: lease.task.id.clone(),
-            bytes,
-        };
-        self.store
-            .write_status(op, Some(change), move |outcome| {
-                if outcome != Ok(true) {
-                    return;
-                }
-                shared.watchers.notify(&id);
-                // The pending row became a dead letter: count it as one, whatever memory knew.
-                let mut st = shared.state();
-                st.forget(seq);
-                st.dead += 1;
-                st.dead_bytes += size;
-                st.stored_tasks += 1;
-                st.stored_bytes += size;
-            })
-            .await?;
-        Ok(())
-    }
-
     fn stats_inner(&self) -> QueueStats {
         let now = self.clock.now_ms();
         let mut st = self.state();
@@ -592,128 +470,6 @@ impl EmbeddedQueue {
             bytes: Some(st.stored_bytes),
         }
     }
-
-    fn dead_rows(
-        &self,
-        which: &Selection,
-        limit: usize,
-    ) -> Result<Vec<(String, u64, Vec<u8>)>, QueueError> {
-        match which {
-            Selection::All => self.store.read_dead(None, limit),
-            Selection::Id(id) => self.store.read_dead(Some(id), limit),
-        }
-    }
-
-    /// Moves dead letters back, a chunk at a time; the writes of a chunk share commits.
-    async fn replay_inner(&self, which: &Selection) -> Result<u64, QueueError> {
-        let mut moved = 0;
-        loop {
-            let rows = self.dead_rows(which, CHUNK)?;
-            if rows.is_empty() {
-                break;
-            }
-            let now = self.clock.now_ms();
-            let mut writes = Vec::with_capacity(rows.len());
-            for (id, dead_seq, bytes) in rows {
-                let mut task = Task::decode(&bytes)?;
-                task.attempts = 0;
-                task.enqueued_at = now;
-                task.not_before = 0;
-                let new_bytes = task.encode()?;
-                let seq = {
-                    let mut st = self.state();
-                    let seq = st.next_seq;
-                    st.next_seq += 1;
-                    seq
-                };
-                let (old, new) = (bytes.len() as u64, new_bytes.len() as u64);
-                let change = self.change(&task, Status::Queued, None);
-                let op = Op::Resurrect {
-                    id,
-                    dead_seq,
-                    seq,
-                    bytes: new_bytes,
-                };
-                let shared = Arc::clone(&self.shared);
-                let task_id = task.id.clone();
-                writes.push(self.store.write_status(op, Some(change), move |outcome| {
-                    if outcome != Ok(true) {
-                        return;
-                    }
-                    shared.watchers.notify(&task_id);
-                    let mut st = shared.state();
-                    st.dead = st.dead.saturating_sub(1);
-                    st.dead_bytes = st.dead_bytes.saturating_sub(old);
-                    st.stored_bytes = st.stored_bytes.saturating_sub(old) + new;
-                    st.pending.insert(
-                        seq,
-                        Meta {
-                            enqueued_at: now,
-                            not_before: 0,
-                            size: new,
-                            lease: None,
-                        },
-                    );
-                    st.ready.insert((0, seq));
-                    drop(st);
-                    shared.ready.notify_waiters();
-                }));
-            }
-            let mut progressed = false;
-            for result in futures::future::join_all(writes).await {
-                if !result? {
-                    continue;
-                }
-                progressed = true;
-                moved += 1;
-            }
-            if !progressed {
-                break;
-            }
-        }
-        Ok(moved)
-    }
-
-    /// Deletes dead letters a chunk at a time; the writes of a chunk share commits.
-    async fn purge_inner(&self, which: &Selection) -> Result<u64, QueueError> {
-        let mut purged = 0;
-        loop {
-            let rows = self.dead_rows(which, CHUNK)?;
-            if rows.is_empty() {
-                break;
-            }
-            let writes: Vec<_> = rows
-                .into_iter()
-                .map(|(id, dead_seq, bytes)| {
-                    let size = bytes.len() as u64;
-                    let shared = Arc::clone(&self.shared);
-                    self.store
-                        .write(Op::Purge { id, dead_seq }, move |outcome| {
-                            if outcome != Ok(true) {
-                                return;
-                            }
-                            let mut st = shared.state();
-                            st.dead = st.dead.saturating_sub(1);
-                            st.dead_bytes = st.dead_bytes.saturating_sub(size);
-                            st.stored_tasks = st.stored_tasks.saturating_sub(1);
-                            st.stored_bytes = st.stored_bytes.saturating_sub(size);
-                        })
-                })
-                .collect();
-            let mut progressed = false;
-            for result in futures::future::join_all(writes).await {
-                if !result? {
-                    continue;
-                }
-                progressed = true;
-                purged += 1;
-            }
-            if !progressed {
-                break;
-            }
-        }
-        Ok(purged)
-    }
 }
 
 /// Whether a storage error is ENOSPC ("No space left on device", os error 28).
@@ -728,9 +484,6 @@ fn disk_full(e: &QueueError) -> bool {
     }
     false
 }
-
-/// Dead letters moved or deleted per round of replay / purge.
-const CHUNK: usize = 512;
 
 impl Queue for EmbeddedQueue {
     fn backend(&self) -> Backend {
@@ -834,3 +587,6 @@ mod cancel_tests;
 
 #[cfg(test)]
 mod status_tests;
+
+#[cfg(test)]
+mod hook_tests;

@@ -69,6 +69,15 @@ pub(super) enum Op {
     Touch { seq: u64 },
 }
 
+/// A task written in the same transaction as an op that settles another (a completion hook),
+/// only if that op found its row: the hook exists exactly when its parent's settlement does.
+pub(super) struct FollowUp {
+    pub(super) seq: u64,
+    pub(super) bytes: Vec<u8>,
+    /// Its `queued` status.
+    pub(super) status: Change,
+}
+
 /// What an op reports after its commit: did the row it acted on exist.
 pub(super) type Reply = oneshot::Sender<Result<bool, String>>;
 
@@ -82,6 +91,7 @@ pub(super) type Effect = Box<dyn FnOnce(Result<bool, &str>) + Send>;
 struct Write {
     op: Op,
     status: Option<Change>,
+    then: Option<FollowUp>,
     effect: Effect,
     reply: Reply,
 }
@@ -155,10 +165,23 @@ impl Store {
         status: Option<Change>,
         effect: impl FnOnce(Result<bool, &str>) + Send + 'static,
     ) -> impl std::future::Future<Output = Result<bool, QueueError>> + Send + 'static {
+        self.write_settle(op, status, None, effect)
+    }
+
+    /// [`Store::write_status`] that also inserts `then` (a hook task and its status) in the same
+    /// transaction, when the op finds its row.
+    pub(super) fn write_settle(
+        &self,
+        op: Op,
+        status: Option<Change>,
+        then: Option<FollowUp>,
+        effect: impl FnOnce(Result<bool, &str>) + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<bool, QueueError>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
         let write = Write {
             op,
             status,
+            then,
             effect: Box::new(effect),
             reply,
         };
@@ -383,6 +406,8 @@ fn load(db: &Database, limits: StatusLimits) -> Result<(Loaded, StatusIndex), Qu
                 outcome: None,
                 expires_at: None,
                 max_result_bytes: limits.max_result_bytes,
+                hook: None,
+                hook_of: None,
             };
             let bytes = change.apply(Some(s)).encode();
             status
@@ -457,6 +482,26 @@ fn writer_loop(
     }
 }
 
+/// Applies `change` to the stored status of its task.
+fn put_status(
+    statuses: &mut redb::Table<'_, &str, &[u8]>,
+    index: &mut StatusIndex,
+    change: Change,
+) -> Result<(), String> {
+    let id = change.task_id.clone();
+    let prev = statuses
+        .get(id.as_str())
+        .map_err(|e| e.to_string())?
+        .and_then(|v| TaskStatus::decode(v.value()));
+    let next = change.apply(prev);
+    let bytes = next.encode();
+    statuses
+        .insert(id.as_str(), bytes.as_slice())
+        .map_err(|e| e.to_string())?;
+    index.set(&id, next.expires_at, bytes.len() as u64);
+    Ok(())
+}
+
 /// Applies a batch in one transaction and commits it durably: the ops, the status changes of
 /// those that found their rows, and the removal of expired or surplus finished statuses.
 fn apply(
@@ -473,7 +518,10 @@ fn apply(
         let mut pending = txn.open_table(PENDING).map_err(|e| e.to_string())?;
         let mut dead = txn.open_table(DEAD).map_err(|e| e.to_string())?;
         let mut statuses = txn.open_table(STATUS).map_err(|e| e.to_string())?;
-        for Write { op, status, .. } in batch.iter_mut() {
+        for Write {
+            op, status, then, ..
+        } in batch.iter_mut()
+        {
             let existed = match op {
                 Op::Put { seq, bytes } => {
                     pending
@@ -523,17 +571,13 @@ fn apply(
                 Op::Touch { seq } => pending.get(*seq).map_err(|e| e.to_string())?.is_some(),
             };
             if let (true, Some(change)) = (existed, status.take()) {
-                let id = change.task_id.clone();
-                let prev = statuses
-                    .get(id.as_str())
-                    .map_err(|e| e.to_string())?
-                    .and_then(|v| TaskStatus::decode(v.value()));
-                let next = change.apply(prev);
-                let bytes = next.encode();
-                statuses
-                    .insert(id.as_str(), bytes.as_slice())
+                put_status(&mut statuses, index, change)?;
+            }
+            if let (true, Some(hook)) = (existed, then.take()) {
+                pending
+                    .insert(hook.seq, hook.bytes.as_slice())
                     .map_err(|e| e.to_string())?;
-                index.set(&id, next.expires_at, bytes.len() as u64);
+                put_status(&mut statuses, index, hook.status)?;
             }
             results.push(existed);
         }

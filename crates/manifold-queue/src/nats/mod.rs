@@ -30,6 +30,7 @@ use futures::StreamExt;
 use crate::clock::Clock;
 use crate::config::{Backend, QueueConfig};
 use crate::error::QueueError;
+use crate::hooks::HookKind;
 use crate::queue::{Lease, LeaseToken, Queue, QueueStats, Selection};
 use crate::redact::url as redact;
 use crate::status::{after_attempt, Change, State, StatusLimits, TaskStatus};
@@ -398,10 +399,19 @@ impl NatsQueue {
     async fn dead_letter_inner(&self, lease: Lease) -> Result<(), QueueError> {
         let bytes = lease.task.encode()?;
         let subject = format!("{}.{}", self.dead_prefix, lease.task.id);
-        // Store first, then ack: a crash in between leaves a duplicate, never a loss.
+        // Store first, then ack: a crash in between leaves a duplicate, never a loss. The
+        // `on_dead` hook is stored before both, for the same reason.
+        let hook = crate::hooks::store_before_settle(&lease.task, HookKind::OnDead, None, |h| {
+            self.enqueue_inner(h)
+        })
+        .await?;
         self.publish(subject, None, bytes).await?;
         self.status
-            .record(self.change(&lease.task, State::Dead, None), false)
+            .record(
+                self.change(&lease.task, State::Dead, None)
+                    .with_hook_id(hook, HookKind::OnDead),
+                false,
+            )
             .await;
         self.settle(&lease, AckKind::Ack, "ack dead-lettered task")
             .await
@@ -561,9 +571,19 @@ impl Queue for NatsQueue {
 
     fn ack(&self, mut lease: Lease) -> BoxFuture<'_, Result<(), QueueError>> {
         Box::pin(async move {
+            // The `on_done` hook first (at least once: see `hooks::store_before_settle`).
+            let hook = crate::hooks::store_before_settle(
+                &lease.task,
+                HookKind::OnDone,
+                lease.outcome.as_ref(),
+                |h| self.enqueue_inner(h),
+            )
+            .await?;
             // Status first: if the ack is lost the task is delivered again and its status goes
             // round once more; the other order could leave it `delivering` for good.
-            let done = self.change(&lease.task, State::Done, lease.outcome.take());
+            let done = self
+                .change(&lease.task, State::Done, lease.outcome.take())
+                .with_hook_id(hook, HookKind::OnDone);
             self.status.record(done, false).await;
             self.settle(&lease, AckKind::Ack, "ack").await
         })

@@ -116,6 +116,13 @@ pub struct TaskStatus {
     /// The last [`MAX_HISTORY`] transitions, oldest first.
     #[serde(default)]
     pub history: Vec<Step>,
+    /// The hook tasks this task's settlement enqueued, by kind (`on_done`, `on_dead`): each has
+    /// its own status under its id.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub hooks: std::collections::BTreeMap<String, String>,
+    /// For a hook task: the task whose settlement enqueued it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_of: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -183,6 +190,10 @@ pub struct Change {
     pub expires_at: Option<u64>,
     /// The largest result kept.
     pub max_result_bytes: usize,
+    /// The hook task enqueued with this transition: `(kind, task id)`.
+    pub hook: Option<(crate::hooks::HookKind, String)>,
+    /// For a hook task: its parent's id.
+    pub hook_of: Option<String>,
 }
 
 impl Change {
@@ -205,7 +216,15 @@ impl Change {
             outcome,
             expires_at: status.is_final().then(|| now.saturating_add(ttl)),
             max_result_bytes: limits.max_result_bytes,
+            hook: None,
+            hook_of: task.hook_of.clone(),
         }
+    }
+
+    /// The same change, naming the hook task enqueued with it.
+    pub fn with_hook_id(mut self, hook: Option<String>, kind: crate::hooks::HookKind) -> Self {
+        self.hook = hook.map(|id| (kind, id));
+        self
     }
 
     /// The status after this change, given the stored one.
@@ -222,6 +241,8 @@ impl Change {
             expires_at: None,
             auth: None,
             history: Vec::new(),
+            hooks: std::collections::BTreeMap::new(),
+            hook_of: None,
         });
         // A replay (dead → queued) starts a new life: the old answer goes.
         if self.status == State::Queued {
@@ -238,6 +259,12 @@ impl Change {
         s.expires_at = self.expires_at;
         if self.auth.is_some() {
             s.auth = self.auth;
+        }
+        if let Some((kind, id)) = self.hook {
+            s.hooks.insert(kind.as_str().to_owned(), id);
+        }
+        if self.hook_of.is_some() {
+            s.hook_of = self.hook_of;
         }
         if let Some(outcome) = self.outcome {
             s.result_status = Some(outcome.status);
@@ -320,6 +347,12 @@ impl TaskStatus {
         });
         if self.result_omitted {
             v["result_omitted"] = serde_json::Value::Bool(true);
+        }
+        if !self.hooks.is_empty() {
+            v["hooks"] = serde_json::json!(self.hooks);
+        }
+        if let Some(parent) = &self.hook_of {
+            v["hook_of"] = serde_json::Value::String(parent.clone());
         }
         v
     }

@@ -15,6 +15,7 @@ use futures::future::BoxFuture;
 use crate::clock::Clock;
 use crate::config::Backend;
 use crate::error::QueueError;
+use crate::hooks::HookKind;
 use crate::queue::{Lease, Queue, QueueStats, Selection};
 use crate::status::{after_attempt, Change, Outcome, State, StatusLimits, TaskStatus};
 use crate::task::Task;
@@ -87,7 +88,16 @@ impl Queue for Tracked {
 
     fn ack(&self, mut lease: Lease) -> BoxFuture<'_, Result<(), QueueError>> {
         Box::pin(async move {
-            let done = self.change(&lease.task, State::Done, lease.outcome.take());
+            let hook = crate::hooks::store_before_settle(
+                &lease.task,
+                HookKind::OnDone,
+                lease.outcome.as_ref(),
+                |h| self.enqueue(h),
+            )
+            .await?;
+            let done = self
+                .change(&lease.task, State::Done, lease.outcome.take())
+                .with_hook_id(hook, HookKind::OnDone);
             self.store.record(done, false).await;
             self.inner.ack(lease).await
         })
@@ -111,7 +121,14 @@ impl Queue for Tracked {
 
     fn dead_letter(&self, lease: Lease) -> BoxFuture<'_, Result<(), QueueError>> {
         Box::pin(async move {
-            let dead = self.change(&lease.task, State::Dead, None);
+            let hook =
+                crate::hooks::store_before_settle(&lease.task, HookKind::OnDead, None, |h| {
+                    self.enqueue(h)
+                })
+                .await?;
+            let dead = self
+                .change(&lease.task, State::Dead, None)
+                .with_hook_id(hook, HookKind::OnDead);
             self.store.record(dead, false).await;
             self.inner.dead_letter(lease).await
         })
