@@ -118,7 +118,11 @@ pub async fn open_with_redis(
             cfg.validate()?;
             open_rabbit(cfg, redis).await
         }
-        _ => open(cfg).await,
+        _ => {
+            // Only RabbitMQ keeps its statuses in Redis.
+            let _ = redis;
+            open(cfg).await
+        }
     }
 }
 

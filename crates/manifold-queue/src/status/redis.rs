@@ -3,8 +3,16 @@
 //! whichever replica delivers the task wakes the one holding the client.
 //!
 //! - Key `<prefix>task:<id>` = the encoded status, with a TTL: `result_ttl` once finished, the
-//!   queue's `max_age` (at least `result_ttl`) before. Redis expires them; its `maxmemory`
-//!   policy is the byte bound (`max_statuses` / `max_status_bytes` are not enforced here).
+//!   queue's `max_age` (at least `result_ttl`) before. Redis expires them.
+//! - Finished statuses are bounded like the embedded store's, across every replica: an index
+//!   (`<prefix>tasks:finished`, a sorted set by finish time; `<prefix>tasks:sizes`, each one's
+//!   bytes; `<prefix>tasks:bytes`, their sum) is updated in the same script as the write, which
+//!   then drops the oldest finished statuses while there are more than `max_statuses` or their
+//!   bytes exceed `max_status_bytes`, and forgets index entries whose statuses have expired.
+//!   Unfinished statuses are bounded by the queue's own `max_tasks` (one per pending task). The
+//!   work per write is bounded ([`SWEEP`] entries of each kind). The script names the status
+//!   keys it drops without declaring them, which a single Redis allows and Redis Cluster does
+//!   not (the cache tier has the same requirement).
 //! - After each write, `PUBLISH <prefix>task:<id>`; a waiter subscribes before it reads.
 //! - Writes are read-modify-write without a lock: a task is delivered by one replica at a
 //!   time, so the only overlap is a redelivery after a lost ack, where the later write wins.
@@ -21,6 +29,52 @@ use crate::status::{Change, StatusLimits, TaskStatus};
 use crate::task::check_id;
 
 use super::tracked::StatusStore;
+
+/// Most index entries one write forgets (expired) and drops (over a bound): the bound on a
+/// write's work. Each write adds at most one entry, so the index cannot outgrow the sweep.
+const SWEEP: u32 = 64;
+
+/// Writes a status (`SET … PX`), keeps the finished-status index, enforces the bounds and
+/// publishes the change, atomically for every replica.
+/// KEYS: status key, index (zset), sizes (hash), total bytes.
+/// ARGV: encoded status, ttl ms, id, final (1/0), now ms, result_ttl ms, max_statuses,
+/// max_status_bytes, state name (published), status key prefix, sweep bound.
+static WRITE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local index, sizes, total = KEYS[2], KEYS[3], KEYS[4]
+local function forget(id)
+  local size = redis.call('HGET', sizes, id)
+  if size then
+    redis.call('DECRBY', total, size)
+    redis.call('HDEL', sizes, id)
+  end
+  redis.call('ZREM', index, id)
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+forget(ARGV[3])
+if ARGV[4] == '1' then
+  redis.call('ZADD', index, ARGV[5], ARGV[3])
+  redis.call('HSET', sizes, ARGV[3], string.len(ARGV[1]))
+  redis.call('INCRBY', total, string.len(ARGV[1]))
+end
+local sweep = tonumber(ARGV[11])
+local gone = redis.call('ZRANGEBYSCORE', index, '-inf', tonumber(ARGV[5]) - tonumber(ARGV[6]),
+  'LIMIT', 0, sweep)
+for _, id in ipairs(gone) do forget(id) end
+for _ = 1, sweep do
+  local bytes = tonumber(redis.call('GET', total) or '0')
+  if redis.call('ZCARD', index) <= tonumber(ARGV[7]) and bytes <= tonumber(ARGV[8]) then break end
+  local oldest = redis.call('ZRANGE', index, 0, 0)
+  if #oldest == 0 then break end
+  forget(oldest[1])
+  redis.call('DEL', ARGV[10] .. oldest[1])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[9])
+return 0
+",
+    )
+});
 
 /// The Redis status store.
 pub struct RedisStatus {
@@ -97,22 +151,32 @@ impl RedisStatus {
         } else {
             self.pending_ttl
         };
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let _: () = redis::pipe()
-            .cmd("SET")
-            .arg(&key)
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+        let _: () = WRITE
+            .key(&key)
+            .key(self.index_key("finished"))
+            .key(self.index_key("sizes"))
+            .key(self.index_key("bytes"))
             .arg(next.encode())
-            .arg("PX")
-            .arg(ttl_ms)
-            .ignore()
-            .cmd("PUBLISH")
-            .arg(&key)
+            .arg(ms(ttl))
+            .arg(&id)
+            .arg(u8::from(next.status.is_final()))
+            .arg(self.clock.now_ms())
+            .arg(ms(self.limits.result_ttl))
+            .arg(self.limits.max_statuses)
+            .arg(self.limits.max_status_bytes)
             .arg(next.status.as_str())
-            .ignore()
-            .query_async(&mut conn)
+            .arg(self.key(""))
+            .arg(SWEEP)
+            .invoke_async(&mut conn)
             .await
             .map_err(|e| redis_error("write task status", e))?;
         Ok(())
+    }
+
+    /// The keys of the finished-status index (see the module docs).
+    fn index_key(&self, what: &str) -> String {
+        format!("{}tasks:{what}", self.prefix)
     }
 
     async fn wait_inner(&self, id: &str, wait: Duration) -> Result<Option<TaskStatus>, QueueError> {
@@ -168,5 +232,121 @@ impl StatusStore for RedisStatus {
         wait: Duration,
     ) -> BoxFuture<'a, Result<Option<TaskStatus>, QueueError>> {
         Box::pin(self.wait_inner(id, wait))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against the real Redis on :6379, each test under a prefix of its own, removed after.
+    use super::*;
+    use crate::status::State;
+    use crate::Task;
+
+    const REDIS: &str = "redis://127.0.0.1:6379";
+
+    async fn store(max_statuses: u64, max_status_bytes: u64) -> RedisStatus {
+        // A task id is random (128 bits): a prefix no other test run shares.
+        let unique = Task::new("k", "u", "GET", "/", vec![], vec![]).id;
+        let prefix = format!("mf-status-test-{unique}:");
+        let limits = StatusLimits {
+            result_ttl: Duration::from_secs(600),
+            max_result_bytes: 1024,
+            max_statuses,
+            max_status_bytes,
+        };
+        RedisStatus::connect(REDIS, &prefix, limits, Duration::from_secs(600))
+            .await
+            .unwrap()
+    }
+
+    async fn cleanup(store: &RedisStatus) {
+        let mut conn = store.conn.clone();
+        let keys: Vec<String> = conn.keys(format!("{}*", store.prefix)).await.unwrap();
+        if !keys.is_empty() {
+            let _: () = conn.del(keys).await.unwrap();
+        }
+    }
+
+    /// Records `n` tasks queued then done, 1 ms apart (the index orders by finish time).
+    async fn finish(store: &RedisStatus, n: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            let task = Task::new("k", "shipping", "POST", "/labels", vec![], b"{}".to_vec());
+            let now = store.clock.now_ms();
+            let queued = Change::of(&task, State::Queued, None, now, &store.limits);
+            store.record(queued, true).await;
+            let outcome = crate::status::Outcome {
+                status: 200,
+                body: Some(br#"{"label":"L-1"}"#.to_vec()),
+            };
+            let done = Change::of(&task, State::Done, Some(outcome), now, &store.limits);
+            store.record(done, false).await;
+            ids.push(task.id);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        ids
+    }
+
+    async fn kept(store: &RedisStatus, ids: &[String]) -> Vec<bool> {
+        let mut out = Vec::new();
+        for id in ids {
+            out.push(store.get(id).await.unwrap().is_some());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn finished_statuses_beyond_max_statuses_are_dropped_oldest_first() {
+        let store = store(3, 1 << 20).await;
+        let ids = finish(&store, 5).await;
+        let kept = kept(&store, &ids).await;
+        let mut conn = store.conn.clone();
+        let indexed: u64 = conn.zcard(store.index_key("finished")).await.unwrap();
+        cleanup(&store).await;
+        assert_eq!(kept, [false, false, true, true, true]);
+        assert_eq!(indexed, 3);
+    }
+
+    #[tokio::test]
+    async fn finished_statuses_beyond_max_status_bytes_are_dropped_and_the_sum_follows() {
+        // One finished status is a few hundred bytes: a bound of two and a half of them keeps two.
+        let probe = store(1000, 1 << 20).await;
+        let one = finish(&probe, 1).await;
+        let mut conn = probe.conn.clone();
+        let size: u64 = conn.get(probe.index_key("bytes")).await.unwrap();
+        cleanup(&probe).await;
+        assert!(size > 0 && one.len() == 1);
+
+        let store = store(1000, size * 5 / 2).await;
+        let ids = finish(&store, 4).await;
+        let kept = kept(&store, &ids).await;
+        let mut conn = store.conn.clone();
+        let total: u64 = conn.get(store.index_key("bytes")).await.unwrap();
+        cleanup(&store).await;
+        assert_eq!(kept, [false, false, true, true]);
+        assert_eq!(total, size * 2, "the byte sum counts exactly the two kept");
+    }
+
+    #[tokio::test]
+    async fn unfinished_statuses_are_not_counted_against_the_finished_bounds() {
+        let store = store(1, 1 << 20).await;
+        let mut pending = Vec::new();
+        for _ in 0..3 {
+            let task = Task::new("k", "shipping", "POST", "/labels", vec![], b"{}".to_vec());
+            let queued = Change::of(
+                &task,
+                State::Queued,
+                None,
+                store.clock.now_ms(),
+                &store.limits,
+            );
+            store.record(queued, true).await;
+            pending.push(task.id);
+        }
+        let done = finish(&store, 2).await;
+        let (pending_kept, done_kept) = (kept(&store, &pending).await, kept(&store, &done).await);
+        cleanup(&store).await;
+        assert_eq!(pending_kept, [true, true, true]);
+        assert_eq!(done_kept, [false, true]);
     }
 }
