@@ -3,7 +3,9 @@
 use crate::BenchError;
 use manifold_sim::{RunningSim, SimConfig};
 
-pub(crate) fn sim_config(delays: [u64; 5]) -> Result<SimConfig, BenchError> {
+/// The simulator config for the checkout's services with service times `delays` (ms: order, payment,
+/// inventory, shipping, confirm), plus a `hop` service with none.
+pub fn sim_config(delays: [u64; 5]) -> Result<SimConfig, BenchError> {
     let [o, p, i, s, c] = delays;
     let toml = format!(
         r#"

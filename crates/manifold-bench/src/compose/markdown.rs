@@ -129,25 +129,31 @@ impl ComposeReport {
             Some(x) => format!("{:.1} [{:.1}–{:.1}]", x.median, x.min, x.max),
             None => "not measured".to_owned(),
         };
+        let times = |x: &Option<Spread>| match x {
+            Some(x) => format!("{:.2}× [{:.2}–{:.2}]", x.median, x.min, x.max),
+            None => "not measured".to_owned(),
+        };
         let _ = writeln!(
             s,
-            "\nCPU per answered request of each aggregator's own runtime threads (from /proc/self/task), µs:\n\n| rate | Manifold | hand-written |\n|---:|---:|---:|"
+            "\nCPU per answered request of each aggregator's own runtime threads (from /proc/self/task), µs, and their ratio paired by round:\n\n| rate | Manifold | hand-written | Manifold / hand-written |\n|---:|---:|---:|---:|"
         );
         for r in &self.rates {
             let _ = writeln!(
                 s,
-                "| {:.0}/s | {} | {} |",
+                "| {:.0}/s | {} | {} | {} |",
                 r.rate,
                 cpu(&r.manifold_cpu_us_per_request),
-                cpu(&r.hand_written_cpu_us_per_request)
+                cpu(&r.hand_written_cpu_us_per_request),
+                times(&r.against_hand_written.cpu_ratio)
             );
         }
         if let Some(t) = &self.throughput {
             let _ = writeln!(
                 s,
-                "| closed loop | {} | {} |",
+                "| closed loop | {} | {} | {} |",
                 cpu(&t.manifold_cpu_us_per_request),
-                cpu(&t.hand_written_cpu_us_per_request)
+                cpu(&t.hand_written_cpu_us_per_request),
+                times(&t.cpu_ratio)
             );
             let _ = writeln!(
                 s,
@@ -192,6 +198,7 @@ impl ComposeReport {
             }
         }
         if let Some(g) = &self.goal {
+            let _ = writeln!(s, "\n{}", g.hand_written_line());
             let _ = writeln!(s, "\n{}", g.line());
         }
         for k in &self.skipped {
@@ -202,6 +209,25 @@ impl ComposeReport {
 }
 
 impl GoalCheck {
+    /// One line: issue 15's goal against the hand-written aggregator, with its verdict.
+    pub fn hand_written_line(&self) -> String {
+        let cpu = match self.cpu_ratio {
+            Some(r) => format!("CPU per request {r:.2}× (goal ≤ {GOAL_CPU_RATIO:.2}×)"),
+            None => "CPU per request not measured".to_owned(),
+        };
+        let verdict = match self.met_against_hand_written {
+            Some(true) => "met",
+            Some(false) => "not met",
+            None => "not decided (CPU not measured)",
+        };
+        format!(
+            "Goal against the hand-written aggregator at {:.0} req/s, medians of paired rounds: \
+             p50 {:+.3} ms (goal ≤ +{GOAL_HW_P50_MS} ms), p99 {:+.3} ms (goal ≤ +{GOAL_HW_P99_MS} ms), \
+             {cpu}: {verdict}.",
+            self.rate, self.p50_over_hand_written_ms, self.p99_over_hand_written_ms,
+        )
+    }
+
     /// One line: the goal against the ideal and against the measured floor, each with its
     /// verdict, and the throughput ratio.
     pub fn line(&self) -> String {

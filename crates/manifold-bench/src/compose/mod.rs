@@ -37,7 +37,7 @@ mod targets;
 mod tests;
 
 pub use configs::gateway_config;
-pub(crate) use configs::sim_config;
+pub use configs::sim_config;
 pub use floor::start_floor;
 pub(crate) use measure::{closed_loop_count, measure, measured, rotated};
 pub use recorded::recorded_critical_paths;
@@ -61,6 +61,13 @@ pub const GOAL_P50_MS: f64 = 0.2;
 pub const GOAL_P99_MS: f64 = 1.0;
 /// The issue's goal: closed-loop throughput at least this fraction of the hand-written one's.
 pub const GOAL_THROUGHPUT_RATIO: f64 = 0.9;
+/// Issue 15's goal against the hand-written aggregator: Manifold's p50 at most this much over
+/// its p50, ms, in the median of paired rounds.
+pub const GOAL_HW_P50_MS: f64 = 0.1;
+/// The same at p99, ms.
+pub const GOAL_HW_P99_MS: f64 = 0.5;
+/// Issue 15: Manifold's CPU per request at most this multiple of the hand-written one's.
+pub const GOAL_CPU_RATIO: f64 = 1.0;
 /// The rate the goal is stated at, requests per second.
 pub const GOAL_RATE: f64 = 2000.0;
 
@@ -292,6 +299,7 @@ pub async fn run(
             hand_written,
             manifold_over_recorded: over_recorded(&m_rec),
             hand_written_over_recorded: over_recorded(&h_rec),
+            against_hand_written: AgainstHandWritten::paired(&m, &h, &m_cpu, &h_cpu),
             manifold_cpu_us_per_request: spread_if_any(&m_cpu),
             hand_written_cpu_us_per_request: spread_if_any(&h_cpu),
             peers,
@@ -370,6 +378,7 @@ pub async fn run(
             ratio: ratio(manifold_rps.median, hand_written_rps.median).unwrap_or(0.0),
             manifold_rps,
             hand_written_rps,
+            cpu_ratio: report::cpu_ratio(&m_cpu, &h_cpu),
             manifold_cpu_us_per_request: spread_if_any(&m_cpu),
             hand_written_cpu_us_per_request: spread_if_any(&h_cpu),
             peers,

@@ -102,6 +102,16 @@ async fn every_target_answers_every_request_and_the_report_is_complete() {
         let c = c.as_ref().expect("CPU per request measured");
         assert!(c.min > 0.0, "{c:?}");
     }
+    // Both measured the same way, so their ratio is there too, paired by round.
+    for c in [&r.against_hand_written.cpu_ratio, &t.cpu_ratio] {
+        let c = c.as_ref().expect("CPU ratio measured");
+        assert!(c.min > 0.0, "{c:?}");
+    }
+    assert!(json["goal"]["cpu_ratio"].is_number(), "{json}");
+    assert!(
+        md.contains("Goal against the hand-written aggregator"),
+        "{md}"
+    );
     assert!(md.contains("| closed loop | "), "{md}");
     assert!(md.contains("| max ms |"), "{md}");
     // The SLO defaults to twice the ideal, and every built-in target is placed against it.
@@ -193,6 +203,11 @@ fn rate_result(rate: f64, floor: (f64, f64), manifold: (f64, f64)) -> RateResult
         hand_written_over_recorded: None,
         manifold_cpu_us_per_request: None,
         hand_written_cpu_us_per_request: None,
+        against_hand_written: AgainstHandWritten {
+            p50_ms: figures("", rate, 0.0, 0.0).p50_ms,
+            p99_ms: figures("", rate, 0.0, 0.0).p99_ms,
+            cpu_ratio: None,
+        },
         peers: Vec::new(),
     }
 }
@@ -361,4 +376,52 @@ async fn each_peer_either_answers_every_checkout_or_is_skipped() {
         assert!(l.p50_ms.median >= report.ideal_ms, "{p:?}");
         assert!(!p.saturated && p.p50_over_manifold.is_some(), "{p:?}");
     }
+}
+
+#[test]
+fn the_goal_against_the_hand_written_aggregator_needs_latency_and_cpu() {
+    let one = |x| Spread {
+        median: x,
+        min: x,
+        max: x,
+    };
+    let mut r = rate_result(2000.0, (9.0, 10.0), (9.1, 10.4));
+    r.against_hand_written = AgainstHandWritten {
+        p50_ms: one(0.08),
+        p99_ms: one(0.4),
+        cpu_ratio: None,
+    };
+    let g = goal_check(std::slice::from_ref(&r), None).unwrap();
+    assert_eq!(g.met_against_hand_written, None);
+    assert!(
+        g.hand_written_line().contains("not decided"),
+        "{}",
+        g.hand_written_line()
+    );
+    // Paired by round: 230/230, 200/250, 210/200 → 1.00, 0.80, 1.05; the median is 1.00.
+    r.against_hand_written.cpu_ratio = report::cpu_ratio(
+        &[Some(230.0), Some(200.0), Some(210.0)],
+        &[Some(230.0), Some(250.0), Some(200.0)],
+    );
+    let c = r.against_hand_written.cpu_ratio.unwrap();
+    assert_eq!((c.median, c.min, c.max), (1.0, 0.8, 1.05));
+    let g = goal_check(std::slice::from_ref(&r), None).unwrap();
+    assert_eq!(g.met_against_hand_written, Some(true));
+    let line = g.hand_written_line();
+    assert!(
+        line.contains(
+            "p50 +0.080 ms (goal ≤ +0.1 ms), p99 +0.400 ms (goal ≤ +0.5 ms), \
+             CPU per request 1.00× (goal ≤ 1.00×): met"
+        ),
+        "{line}"
+    );
+    r.against_hand_written.p99_ms = one(0.6);
+    let g = goal_check(std::slice::from_ref(&r), None).unwrap();
+    assert_eq!(g.met_against_hand_written, Some(false));
+    r.against_hand_written.p99_ms = one(0.4);
+    r.against_hand_written.cpu_ratio = Some(one(1.02));
+    let g = goal_check(std::slice::from_ref(&r), None).unwrap();
+    assert_eq!(g.met_against_hand_written, Some(false));
+    // A round without a CPU reading leaves no ratio rather than a median of fewer rounds.
+    assert!(report::cpu_ratio(&[Some(1.0), None], &[Some(1.0), Some(1.0)]).is_none());
 }
