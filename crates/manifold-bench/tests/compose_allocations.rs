@@ -3,8 +3,9 @@
 //! counted by a global allocator on the gateway's own runtime threads only, so the simulated
 //! upstreams and the client driving the requests do not count.
 //!
-//! Allocations are most of what a composed request costs the gateway beyond the syscalls, and
-//! the one figure that does not drift with machine load: a change that adds one per call shows
+//! The allocator is about a fifth of the gateway's instructions per checkout (callgrind, see
+//! docs/benchmarks.md), and the allocation count is the one figure that does not drift with
+//! machine load: a change that adds one per call shows
 //! here as five, where a CPU benchmark on this noisy machine would not see it. The hand-written
 //! `tokio::join!` aggregator is counted the same way and printed beside it (`--nocapture`), as
 //! the reference the compose goal is stated against.
