@@ -125,7 +125,16 @@ async fn handle(
 
 /// Serve the hand-written checkout on `127.0.0.1:0` until `stop`; returns the bound address.
 pub async fn start(up: CheckoutUpstreams, stop: CancellationToken) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    start_on(SocketAddr::from(([127, 0, 0, 1], 0)), up, stop).await
+}
+
+/// Serve the hand-written checkout on `listen` until `stop`; returns the bound address.
+pub async fn start_on(
+    listen: SocketAddr,
+    up: CheckoutUpstreams,
+    stop: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);

@@ -515,11 +515,12 @@ pub(crate) fn build_request(call: &Call, scope: Scope<'_>) -> Result<Request<Byt
     let headers = builder
         .headers_mut()
         .ok_or_else(|| CallError::new(CallErrorKind::Input, "invalid request"))?;
-    let mut text = String::new();
     for (name, tpl) in &call.headers {
-        text.clear();
+        // Rendered into a string of its own that becomes the value's buffer: one allocation
+        // per header where `from_str` on a reused buffer made two (the text, then its copy).
+        let mut text = String::new();
         scope.render_text(tpl, &mut text);
-        let value = HeaderValue::from_str(&text).map_err(|_| {
+        let value = HeaderValue::try_from(text).map_err(|_| {
             CallError::new(
                 CallErrorKind::Input,
                 format!("header `{name}` rendered to a value that is not a valid header value"),

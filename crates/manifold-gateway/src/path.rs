@@ -114,6 +114,11 @@ pub(crate) fn normalize(
 /// Whether a path (no query) has a segment that is `.` or `..` once decoded, or such a segment
 /// with parameters: one an upstream normalizing paths would resolve, changing the path's shape.
 pub(crate) fn has_dot_segment(path: &str) -> bool {
+    // A dot segment is spelled with `.` or an escape (`%2E`): without either, none can be
+    // there, and the common path is answered without decoding (or allocating) anything.
+    if !path.contains(['.', '%']) {
+        return false;
+    }
     let mut buf = String::new();
     path.split('/').any(|seg| {
         buf.clear();

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Instructions per composed checkout: `manifold serve` on the checkout route of `manifold bench
+# compose`, and the hand-written tokio::join! aggregator (example `hand_written`), each under
+# callgrind in a process of its own, against the same simulated upstreams (instant: the figure is
+# the aggregator's work, not its waits), the same bounded load from `manifold load`. Counters are
+# zeroed after a warm-up and dumped after N checkouts, so startup is not counted.
+#
+#   CARGO_PROFILE_RELEASE_DEBUG=1 cargo build --release -p manifold -p manifold-bench --example hand_written
+#   bench/profile-compose.sh [N] [OUT_DIR]
+#
+# Prints Ir per request for each; the callgrind files (callgrind_annotate them) stay in OUT_DIR.
+set -euo pipefail
+N=${1:-1000}
+OUT=${2:-$(mktemp -d /tmp/profile-compose.XXXXXX)}
+TARGET=${CARGO_TARGET_DIR:-target}/release
+MANIFOLD=$TARGET/manifold
+HAND=$TARGET/examples/hand_written
+WARM=200
+RATE=100
+BODY='{"total": 42.5, "items": [{"sku": "a-1", "qty": 2}], "address": "1 Main St"}'
+mkdir -p "$OUT"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+cat > "$OUT/sim.toml" <<'TOML'
+seed = 7
+host = "127.0.0.1"
+[services.order]
+  [[services.order.endpoints]]
+  method = "POST"
+  path = "/orders"
+  latency = "0ms"
+  response = { status = 201, body = { id = "{uuid}", status = "created" } }
+  [[services.order.endpoints]]
+  method = "POST"
+  path = "/orders/{id}/confirm"
+  latency = "0ms"
+  response = { body = { id = "{path.id}", status = "confirmed" } }
+[services.payment]
+  [[services.payment.endpoints]]
+  method = "POST"
+  path = "/payments"
+  latency = "0ms"
+  response = { body = { status = "paid", order_id = "{body.order_id}" } }
+[services.inventory]
+  [[services.inventory.endpoints]]
+  method = "POST"
+  path = "/inventory/reserve"
+  latency = "0ms"
+  response = { body = { reserved = true } }
+[services.shipping]
+  [[services.shipping.endpoints]]
+  method = "POST"
+  path = "/shipping/labels"
+  latency = "0ms"
+  response = { body = { label = "L-{seq}" } }
+TOML
+"$MANIFOLD" sim -c "$OUT/sim.toml" --json > "$OUT/sim.json" &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$OUT/sim.json" ] && break; sleep 0.1; done
+url() { python3 -c "import json,sys; print(json.load(open('$OUT/sim.json'))['services']['$1'][0])"; }
+ORDER=$(url order); PAYMENT=$(url payment); INVENTORY=$(url inventory); SHIPPING=$(url shipping)
+
+# The gateway config: `manifold_bench::compose::gateway_config`, with these upstreams.
+cat > "$OUT/gateway.toml" <<TOML
+[server]
+listen = "127.0.0.1:18480"
+admin = "127.0.0.1:18481"
+[upstreams.order]
+endpoints = ["$ORDER"]
+[upstreams.payment]
+endpoints = ["$PAYMENT"]
+[upstreams.inventory]
+endpoints = ["$INVENTORY"]
+[upstreams.shipping]
+endpoints = ["$SHIPPING"]
+
+[routes.checkout]
+method = "POST"
+path = "/checkout"
+deadline = "5s"
+  [[routes.checkout.calls]]
+  name = "order"
+  upstream = "order"
+  method = "POST"
+  headers = { "x-request-id" = "{query.rid}" }
+  path = "/orders"
+  body = "{request.body}"
+  [[routes.checkout.calls]]
+  name = "payment"
+  upstream = "payment"
+  method = "POST"
+  headers = { "x-request-id" = "{query.rid}" }
+  path = "/payments"
+  body = { order_id = "{order.id}", amount = "{request.body.total}" }
+  [[routes.checkout.calls]]
+  name = "inventory"
+  upstream = "inventory"
+  method = "POST"
+  headers = { "x-request-id" = "{query.rid}" }
+  path = "/inventory/reserve"
+  body = { order_id = "{order.id}", items = "{request.body.items}" }
+  [[routes.checkout.calls]]
+  name = "shipping"
+  upstream = "shipping"
+  method = "POST"
+  headers = { "x-request-id" = "{query.rid}" }
+  path = "/shipping/labels"
+  body = { order_id = "{order.id}", address = "{request.body.address}" }
+  [[routes.checkout.calls]]
+  name = "confirm"
+  upstream = "order"
+  method = "POST"
+  headers = { "x-request-id" = "{query.rid}" }
+  path = "/orders/{order.id}/confirm"
+  after = ["payment", "inventory", "shipping"]
+  [routes.checkout.response]
+  status = 201
+  body = { order = "{confirm}", payment = "{payment.status}", shipping = "{shipping}" }
+TOML
+
+profile() { # name url command...
+  local name=$1 url=$2; shift 2
+  valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.callgrind" "$@" > "$OUT/$name.log" 2>&1 &
+  local pid=$!
+  pids+=($pid)
+  for _ in $(seq 600); do
+    curl -s -o /dev/null -X POST -H 'content-type: application/json' -d "$BODY" "$url" && break
+    sleep 0.2
+  done
+  "$MANIFOLD" load -X POST -b "$BODY" -r $RATE -n $WARM "$url?rid={seq}" > /dev/null
+  callgrind_control -z "$pid" > /dev/null
+  "$MANIFOLD" load -X POST -b "$BODY" -r $RATE -n "$N" "$url?rid={seq}" > "$OUT/$name.load.txt"
+  callgrind_control -d "$pid" > /dev/null
+  sleep 1
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  local file
+  file=$(ls -t "$OUT/$name.callgrind"* | grep -v '\.callgrind$' | head -1)
+  local ir
+  ir=$(grep -m1 '^summary:' "$file" | awk '{print $2}')
+  echo "$name: $((ir / N)) instructions per checkout ($N checkouts; $file)"
+}
+
+profile manifold http://127.0.0.1:18480/checkout "$MANIFOLD" serve -c "$OUT/gateway.toml"
+if [ -x "$HAND" ]; then profile hand-written http://127.0.0.1:18482/checkout "$HAND" 127.0.0.1:18482 "$ORDER" "$PAYMENT" "$INVENTORY" "$SHIPPING"; else echo "hand-written: $HAND not built (see the build line above)"; fi
+echo "callgrind files and logs in $OUT"
