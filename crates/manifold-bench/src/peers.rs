@@ -372,17 +372,29 @@ impl ThreadsCpu {
     /// when no such thread is running (or `/proc` cannot be read).
     pub fn read(name: &str) -> Option<ThreadsCpu> {
         let want = name.as_bytes().get(..15).unwrap_or(name.as_bytes());
+        Self::read_tasks(Path::new("/proc/self/task"), Some(want))
+    }
+
+    /// Read every thread of process `pid` (another process: a `manifold serve` child), with
+    /// the same nanosecond resolution. `None` when it has no threads left (or no `/proc`).
+    pub fn of_process(pid: u32) -> Option<ThreadsCpu> {
+        Self::read_tasks(Path::new(&format!("/proc/{pid}/task")), None)
+    }
+
+    fn read_tasks(tasks: &Path, want: Option<&[u8]>) -> Option<ThreadsCpu> {
         let mut by_thread = HashMap::new();
-        for e in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        for e in std::fs::read_dir(tasks).ok()?.flatten() {
             let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                 continue;
             };
             let dir = e.path();
-            let Ok(comm) = std::fs::read(dir.join("comm")) else {
-                continue;
-            };
-            if comm.strip_suffix(b"\n").unwrap_or(&comm) != want {
-                continue;
+            if let Some(want) = want {
+                let Ok(comm) = std::fs::read(dir.join("comm")) else {
+                    continue;
+                };
+                if comm.strip_suffix(b"\n").unwrap_or(&comm) != want {
+                    continue;
+                }
             }
             let from_schedstat = std::fs::read_to_string(dir.join("schedstat"))
                 .ok()

@@ -71,3 +71,48 @@ fn connections_is_for_bench_overload_only_and_bounded() {
         assert!(stderr.contains(said), "{args:?}: {stderr}");
     }
 }
+
+/// `manifold bench compose --telemetry`: each mode a `manifold serve` child of the real binary,
+/// its whole-process CPU read, the full one's spans decoded by the bench's OTLP sink.
+#[test]
+fn telemetry_bench_runs_three_children_and_the_sink_decodes_every_exported_span() {
+    let _x = crate::exclusive();
+    let out = Command::new(env!("CARGO_BIN_EXE_manifold"))
+        .args([
+            "bench",
+            "compose",
+            "--telemetry",
+            "--quick",
+            "--json",
+            "--rates",
+            "200",
+            "--duration",
+            "1s",
+            "--rounds",
+            "1",
+        ])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run manifold");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let v: Value = serde_json::from_str(&stdout).expect("one JSON document");
+    let modes = v["modes"].as_array().expect("modes");
+    let names: Vec<&str> = modes.iter().filter_map(|m| m["mode"].as_str()).collect();
+    assert_eq!(names, ["off", "metrics", "full tracing"], "{v}");
+    for m in modes {
+        assert!(m["ok"].as_u64().unwrap() >= 150, "{m}");
+        assert_eq!(m["errors"], 0, "{m}");
+        // Read from the child's /proc, so present and positive on Linux.
+        assert!(
+            m["cpu_us_per_request"]["median"].as_f64().unwrap() > 0.0,
+            "{m}"
+        );
+    }
+    // The sink decoded what the gateway says it exported: a root and five calls per request.
+    let spans = v["sink_spans"].as_u64().unwrap();
+    assert!(spans >= 6 * 150, "{v}");
+    assert_eq!(v["spans_exported"].as_f64(), Some(spans as f64), "{v}");
+    assert_eq!(v["sink_undecodable"], 0, "{v}");
+}

@@ -53,6 +53,13 @@ host = "127.0.0.1"
 
 /// The gateway config for the checkout route against `sim`.
 pub fn gateway_config(sim: &RunningSim) -> Result<manifold_config::Config, BenchError> {
+    manifold_config::compile("bench-compose.toml".as_ref(), &gateway_toml(sim)?)
+        .map_err(|e| BenchError::Setup(format!("gateway config: {e}")))
+}
+
+/// The checkout gateway's config as TOML (what [`gateway_config`] compiles, and what a
+/// `manifold serve` child is given).
+pub fn gateway_toml(sim: &RunningSim) -> Result<String, BenchError> {
     let url = |s: &str| {
         sim.url(s)
             .ok_or_else(|| BenchError::Setup(format!("simulator has no service {s}")))
@@ -119,6 +126,5 @@ deadline = "5s"
         inventory = url("inventory")?,
         shipping = url("shipping")?,
     );
-    manifold_config::compile("bench-compose.toml".as_ref(), &toml)
-        .map_err(|e| BenchError::Setup(format!("gateway config: {e}")))
+    Ok(toml)
 }

@@ -36,13 +36,13 @@ mod targets;
 #[cfg(test)]
 mod tests;
 
-pub use configs::gateway_config;
 pub use configs::sim_config;
+pub use configs::{gateway_config, gateway_toml};
 pub use floor::start_floor;
 pub(crate) use measure::{closed_loop_count, measure, measured, rotated};
 pub use recorded::recorded_critical_paths;
 pub use report::*;
-pub(crate) use targets::{cpu_us, OwnRuntime};
+pub(crate) use targets::cpu_us;
 
 use crate::peers;
 use crate::stats::spread_if_any;

@@ -19,11 +19,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::encode::ResourceInfo;
+use super::queue::{ExportQueue, Producers};
 use super::wire::encode_request;
 use crate::error::TelemetryError;
 use crate::span::FinishedTrace;
@@ -123,14 +124,14 @@ pub fn traces_uri(endpoint: &str) -> Result<Uri, TelemetryError> {
 /// Where the request path offers finished traces. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct ExportHandle {
-    tx: mpsc::Sender<Arc<FinishedTrace>>,
+    producers: Arc<Producers>,
 }
 
 impl ExportHandle {
     /// Queue a trace for export; `false` (and nothing queued) when the queue is full or the
-    /// exporter has stopped. Never waits.
+    /// exporter has stopped. Never waits (beyond a lock held for a push).
     pub fn offer(&self, trace: Arc<FinishedTrace>) -> bool {
-        self.tx.try_send(trace).is_ok()
+        self.producers.0.offer(trace)
     }
 }
 
@@ -159,7 +160,10 @@ pub fn spawn(
     stats: Arc<SpanStats>,
 ) -> Result<(ExportHandle, ExporterTask), TelemetryError> {
     let uri = options.validate()?;
-    let (tx, rx) = mpsc::channel(options.queue_capacity);
+    let queue = Arc::new(ExportQueue::new(
+        options.queue_capacity,
+        options.max_batch_spans,
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(options.timeout));
@@ -175,7 +179,7 @@ pub fn spawn(
         .pool_max_idle_per_host(1)
         .build(connector);
     let batcher = Batcher {
-        rx,
+        queue: Arc::clone(&queue),
         stop: stop_rx,
         client,
         uri,
@@ -185,7 +189,9 @@ pub fn spawn(
     };
     let task = tokio::spawn(batcher.run());
     Ok((
-        ExportHandle { tx },
+        ExportHandle {
+            producers: Arc::new(Producers(queue)),
+        },
         ExporterTask {
             stop: stop_tx,
             task,
@@ -221,7 +227,7 @@ fn tls_config(uri: &Uri, endpoint: &str) -> Result<rustls::ClientConfig, Telemet
 }
 
 struct Batcher {
-    rx: mpsc::Receiver<Arc<FinishedTrace>>,
+    queue: Arc<ExportQueue>,
     stop: watch::Receiver<bool>,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     uri: Uri,
@@ -241,49 +247,40 @@ impl Batcher {
     async fn run(mut self) {
         let mut batch: Vec<Arc<FinishedTrace>> = Vec::new();
         loop {
-            let first = tokio::select! {
-                biased;
-                () = stopped(&mut self.stop) => break,
-                t = self.rx.recv() => match t {
-                    Some(t) => t,
-                    None => return,
-                },
-            };
-            let mut spans = first.span_count();
-            batch.push(first);
+            if self.queue.orphaned() {
+                break;
+            }
+            // Sleep until a batch starts (the first trace after an empty queue wakes us).
+            if self.queue.is_empty() {
+                tokio::select! {
+                    biased;
+                    () = stopped(&mut self.stop) => break,
+                    () = self.queue.woken() => continue,
+                }
+            }
+            // A batch has started: it closes when full or at the flush interval.
             let deadline = Instant::now() + self.options.flush_interval;
             let mut stopping = false;
-            while spans < self.options.max_batch_spans {
+            while !self.queue.batch_ready() && !self.queue.orphaned() {
                 tokio::select! {
                     biased;
                     () = stopped(&mut self.stop) => { stopping = true; break; }
-                    t = tokio::time::timeout_at(deadline, self.rx.recv()) => match t {
-                        Ok(Some(t)) => {
-                            spans += t.span_count();
-                            batch.push(t);
-                        }
-                        Ok(None) | Err(_) => break,
-                    },
+                    () = self.queue.woken() => {}
+                    () = tokio::time::sleep_until(deadline) => break,
                 }
             }
+            self.queue.take_batch(&mut batch);
             self.export(&mut batch).await;
             if stopping {
                 break;
             }
         }
-        // Stopping: what is queued now, in full batches, each export bounded by the timeout
-        // (and the whole by the caller's grace).
-        self.rx.close();
-        let mut spans = 0;
-        while let Ok(t) = self.rx.try_recv() {
-            spans += t.span_count();
-            batch.push(t);
-            if spans >= self.options.max_batch_spans {
-                self.export(&mut batch).await;
-                spans = 0;
-            }
+        // Stopping (or every handle gone): what is queued now, in full batches, each export
+        // bounded by the timeout (and the whole by the caller's grace).
+        self.queue.close();
+        while self.queue.take_batch(&mut batch) > 0 {
+            self.export(&mut batch).await;
         }
-        self.export(&mut batch).await;
     }
 
     async fn export(&self, batch: &mut Vec<Arc<FinishedTrace>>) {

@@ -4,6 +4,7 @@
 
 pub mod encode;
 pub mod export;
+mod queue;
 pub mod wire;
 
 pub use encode::{encode_batch, ResourceInfo};

@@ -53,10 +53,6 @@ where
     let mut scope = Vec::with_capacity(64);
     put_str(&mut scope, 1, SCOPE_NAME);
     put_str(&mut scope, 2, env!("CARGO_PKG_VERSION"));
-    let mut scope_spans = Vec::with_capacity(spans.len() + 80);
-    put_len_prefixed(&mut scope_spans, 1, &scope);
-    scope_spans.extend_from_slice(&spans);
-    drop(spans);
     // Resource { attributes = 1 }
     let mut res = Vec::with_capacity(128);
     for (k, v) in [
@@ -66,14 +62,20 @@ where
     ] {
         put_kv(&mut res, 1, k, &Val::Str(v));
     }
+    // The enclosing messages' lengths are known once the spans are encoded: their prefixes are
+    // written first and the spans copied once, instead of once per enclosing message.
+    let scope_spans_len = framed(scope.len()) + spans.len();
     // ResourceSpans { resource = 1, scope_spans = 2 }
-    let mut rs = Vec::with_capacity(scope_spans.len() + res.len() + 16);
-    put_len_prefixed(&mut rs, 1, &res);
-    put_len_prefixed(&mut rs, 2, &scope_spans);
-    drop(scope_spans);
+    let rs_len = framed(res.len()) + framed(scope_spans_len);
     // ExportTraceServiceRequest { resource_spans = 1 }
-    let mut out = Vec::with_capacity(rs.len() + 8);
-    put_len_prefixed(&mut out, 1, &rs);
+    let mut out = Vec::with_capacity(framed(rs_len));
+    put_tag(&mut out, 1, LEN);
+    put_varint(&mut out, rs_len as u64);
+    put_len_prefixed(&mut out, 1, &res);
+    put_tag(&mut out, 2, LEN);
+    put_varint(&mut out, scope_spans_len as u64);
+    put_len_prefixed(&mut out, 1, &scope);
+    out.extend_from_slice(&spans);
     out
 }
 

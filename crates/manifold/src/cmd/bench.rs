@@ -91,8 +91,9 @@ pub(crate) struct Args {
     #[arg(long, value_parser = manifold_load::parse_duration, value_name = "DURATION")]
     slo_p99: Option<Duration>,
     /// `compose`: measure what Manifold's own telemetry costs instead: the checkout through
-    /// three gateways side by side (telemetry off, metrics only, full tracing at
-    /// sample_ratio 1.0 to a local OTLP sink) at one rate (`--rates`, default 2000).
+    /// three gateways side by side, each a `manifold serve` child whose whole-process CPU is
+    /// read (telemetry off, metrics only, full tracing at sample_ratio 1.0 to a local OTLP
+    /// sink) at one rate (`--rates`, default 2000).
     #[arg(long)]
     telemetry: bool,
     /// `cache`: length of the Zipf key stream the hit ratios are measured on.
@@ -263,10 +264,12 @@ fn run_analyze(args: &Args) -> anyhow::Result<ExitCode> {
 
 /// `manifold bench compose --telemetry`: off / metrics only / full tracing, side by side.
 fn run_telemetry(args: &Args) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe()
+        .map_err(|e| anyhow::anyhow!("cannot find this binary to run `manifold serve`: {e}"))?;
     let mut spec = if args.quick {
-        manifold_bench::telemetry::TelemetrySpec::quick()
+        manifold_bench::telemetry::TelemetrySpec::quick(exe)
     } else {
-        manifold_bench::telemetry::TelemetrySpec::default()
+        manifold_bench::telemetry::TelemetrySpec::new(exe)
     };
     let (rates, duration, rounds) = args.overrides()?;
     if let Some(r) = rates {
