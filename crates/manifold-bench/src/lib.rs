@@ -14,6 +14,7 @@ pub mod hedge;
 pub mod overload;
 pub mod peers;
 pub mod proxy;
+pub mod proxy_peers;
 pub mod retry_storm;
 pub mod soak;
 mod stats;

@@ -1,7 +1,7 @@
 //! The peers a user would pick instead of Manifold, run as child processes on free loopback
 //! ports: the seed document's Flask aggregators under gunicorn, a Node `Promise.all` aggregator
-//! on express, nginx as a reverse proxy, and Manifold itself as a `manifold serve` process when
-//! its own CPU must be read from `/proc`.
+//! on express, the reverse proxies (nginx, HAProxy, Envoy: see [`proxy_peers`](crate::proxy_peers)),
+//! and Manifold itself as a `manifold serve` process when its own CPU must be read from `/proc`.
 //!
 //! A peer that is not installed (its program is missing, its files are missing, or it exits
 //! before it answers) is reported as [`Skipped`] with the reason: never a made-up figure.
@@ -446,7 +446,7 @@ fn upstream_env(up: &crate::aggregator::CheckoutUpstreams) -> Vec<(String, Strin
     ]
 }
 
-fn port_or_skip(name: &str) -> Result<u16, Skipped> {
+pub(crate) fn port_or_skip(name: &str) -> Result<u16, Skipped> {
     free_port().map_err(|e| Skipped {
         peer: name.into(),
         reason: format!("no free port: {e}"),
@@ -513,53 +513,6 @@ pub fn node(dir: &Path, up: &crate::aggregator::CheckoutUpstreams) -> Result<Pee
         probe_path: "/healthz".into(),
         ready_timeout: Duration::from_secs(20),
         scratch: None,
-    })
-}
-
-/// nginx reverse-proxying every path to `upstream` (`host:port`) through an `upstream {
-/// keepalive … }` block, from `bench/peers/nginx.conf.template`.
-pub fn nginx(dir: &Path, upstream: &str, probe_path: &str) -> Result<PeerCommand, Skipped> {
-    let skip = |reason: String| Skipped {
-        peer: "nginx".into(),
-        reason,
-    };
-    let template_path = dir.join("nginx.conf.template");
-    let template = std::fs::read_to_string(&template_path).map_err(|e| {
-        skip(format!(
-            "cannot read {}: {e} (run from the repository or pass --peers)",
-            template_path.display()
-        ))
-    })?;
-    let program = first_program(&[Path::new("nginx"), Path::new("/usr/sbin/nginx")])
-        .unwrap_or_else(|| PathBuf::from("nginx"));
-    let port = port_or_skip("nginx")?;
-    let prefix = scratch_dir("nginx").map_err(|e| skip(format!("scratch dir: {e}")))?;
-    let conf = template
-        .replace("@PREFIX@", &prefix.display().to_string())
-        .replace("@PORT@", &port.to_string())
-        .replace("@UPSTREAM@", upstream);
-    let conf_path = prefix.join("nginx.conf");
-    std::fs::write(&conf_path, conf).map_err(|e| skip(format!("writing nginx.conf: {e}")))?;
-    Ok(PeerCommand {
-        name: "nginx".into(),
-        program,
-        args: vec![
-            "-p".into(),
-            prefix.display().to_string(),
-            "-c".into(),
-            conf_path.display().to_string(),
-            "-e".into(),
-            prefix.join("error.log").display().to_string(),
-            "-g".into(),
-            "daemon off;".into(),
-        ],
-        env: Vec::new(),
-        cwd: None,
-        requires: Vec::new(),
-        port,
-        probe_path: probe_path.into(),
-        ready_timeout: Duration::from_secs(10),
-        scratch: Some(prefix),
     })
 }
 

@@ -12,7 +12,8 @@ pub(crate) enum Scenario {
     /// direct upstream round trip, L2 hit vs a raw Redis GET (docs/cache.md).
     Cache,
     /// Plain reverse proxying: direct (the limit) vs a Manifold `proxy` route (as a
-    /// `manifold serve` child, CPU from /proc) vs nginx with upstream keep-alive.
+    /// `manifold serve` child, CPU from /proc) vs nginx, HAProxy and Envoy with keep-alive on
+    /// both sides and as many worker threads as Manifold.
     Proxy,
     /// Durable enqueue per backend (embedded, NATS, RabbitMQ): open-loop p50/p99 and sustained
     /// tasks/s beside the raw durable write measured in the same run (docs/offload.md).
@@ -46,12 +47,12 @@ pub(crate) enum Scenario {
 #[command(
     after_help = "Examples:\n  manifold bench compose\n  manifold bench compose --quick --json\n  \
 manifold bench compose --rates 1000,2000,4000 --duration 10s --rounds 5\n  \
-manifold bench proxy --rates 1000,2000,5000\n  \
+manifold bench proxy --rates 1000,5000,10000\n  \
 manifold bench soak --duration 30s --rate 500\n  \
 manifold bench hedge --quick --json\n  \
 manifold bench overload --json\n  \
 manifold bench analyze --spans 2000000 --rounds 5\n\n\
-Peers (Flask + gunicorn, Node + express, nginx) are installed by bench/peers/install.sh; a peer\n\
+Peers (Flask + gunicorn, Node + express, nginx, HAProxy, Envoy) are installed by bench/peers/install.sh; a peer\n\
 that is not installed is reported as skipped.\n\
 Latency is measured open loop (from each request's scheduled send time), the targets interleaved\n\
 round by round; figures are medians over rounds with [min–max]. See docs/benchmarks.md."
@@ -313,7 +314,8 @@ fn run_cache(args: &Args) -> anyhow::Result<ExitCode> {
     emit(args.json, &report, || report.to_markdown())
 }
 
-/// `manifold bench proxy`: direct vs Manifold (a `manifold serve` child of this binary) vs nginx.
+/// `manifold bench proxy`: direct vs Manifold (a `manifold serve` child of this binary) vs nginx,
+/// HAProxy and Envoy.
 fn run_proxy(args: &Args) -> anyhow::Result<ExitCode> {
     let mut spec = if args.quick {
         manifold_bench::proxy::ProxySpec::quick()

@@ -1,0 +1,193 @@
+//! Heap allocations per proxied request, pinned (issue 15): a counting global allocator, the
+//! gateway on a runtime of its own whose threads are the only ones counted, and N requests
+//! through a `proxy = "u"` route on one keep-alive connection, sent by a client on another
+//! runtime to an upstream on that other runtime too. So the figure is the gateway's own work per
+//! request: accepting it, routing, forwarding through the upstream stack and the pooled
+//! client, streaming the answer back.
+//!
+//! Its own binary because a global allocator is per binary, and the other tests must not pay for
+//! the counting. A reallocation is counted as `tracking-allocator` reports it.
+//!
+//! When a change lowers the count, lower [`PINNED`] to the figure the test prints; when a change
+//! must raise it, raise it in the same commit and say why in the message.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::alloc::System;
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracking_allocator::{AllocationGroupId, AllocationRegistry, AllocationTracker, Allocator};
+
+/// Allocations per proxied request measured when this test was written (glibc, the gateway's
+/// default build). The test fails above `PINNED + HEADROOM`.
+const PINNED: f64 = 51.0;
+/// Room for run-to-run jitter (a pool or map growing at a different moment, the runtime's
+/// own bookkeeping), not for a new allocation per request.
+const HEADROOM: f64 = 2.0;
+
+/// Requests before counting: pools, buffers and maps reach their steady size.
+const WARMUP: usize = 300;
+/// Requests counted.
+const COUNTED: usize = 2000;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Set on the gateway runtime's threads only.
+    static COUNTED_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The hook `tracking-allocator` calls on every allocation (the workspace forbids `unsafe`, so
+/// no `GlobalAlloc` of our own). Counting touches only atomics and a const-initialized
+/// thread-local, neither of which allocates.
+struct Counter;
+
+impl AllocationTracker for Counter {
+    fn allocated(&self, _addr: usize, size: usize, _wrapped: usize, _group: AllocationGroupId) {
+        // `try_with`: a thread being torn down has no thread-locals left, and is not counted.
+        if COUNTED_THREAD.try_with(Cell::get).unwrap_or(false) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+            BYTES.fetch_add(size as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn deallocated(
+        &self,
+        _addr: usize,
+        _size: usize,
+        _wrapped: usize,
+        _source: AllocationGroupId,
+        _current: AllocationGroupId,
+    ) {
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Allocator<System> = Allocator::system();
+
+/// An upstream answering every request with a small JSON body, as the proxy benchmark's does.
+async fn upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(|_req: Request<Incoming>| async {
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from_static(
+                                br#"{"id":"1","name":"widget","price":9.5}"#,
+                            )))
+                            .unwrap(),
+                    )
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn allocations_per_proxied_request_stay_pinned() {
+    AllocationRegistry::set_global_tracker(Counter).expect("the only tracker of this binary");
+    AllocationRegistry::enable_tracking();
+    let gateway_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(|| COUNTED_THREAD.with(|c| c.set(true)))
+        .build()
+        .unwrap();
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let up = client_rt.block_on(upstream());
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         [upstreams.u]\nendpoints = [\"http://{up}\"]\n\
+         [routes.item]\nmethod = \"GET\"\npath = \"/item\"\nproxy = \"u\"\n"
+    );
+    let config = manifold_config::compile("alloc.toml".as_ref(), &toml).unwrap();
+    let stop = CancellationToken::new();
+    let gw_addr = {
+        let stop = stop.clone();
+        gateway_rt.block_on(async move {
+            let gw = manifold_gateway::Gateway::bind(config).await.unwrap();
+            let addr = gw.local_addr();
+            tokio::spawn(gw.run(stop));
+            addr
+        })
+    };
+
+    let (allocs, bytes) = client_rt.block_on(async move {
+        let stream = TcpStream::connect(gw_addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut get = async || {
+            let req = Request::get("/item")
+                .header("host", "gw.test")
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            // The connection takes the next request once the last answer has been read.
+            sender.ready().await.unwrap();
+            let resp = sender.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert!(body.starts_with(b"{\"id\""), "{body:?}");
+        };
+        for _ in 0..WARMUP {
+            get().await;
+        }
+        let (a0, b0) = (ALLOCS.load(Ordering::SeqCst), BYTES.load(Ordering::SeqCst));
+        for _ in 0..COUNTED {
+            get().await;
+        }
+        (
+            ALLOCS.load(Ordering::SeqCst) - a0,
+            BYTES.load(Ordering::SeqCst) - b0,
+        )
+    });
+    stop.cancel();
+    drop(gateway_rt);
+
+    let per_request = allocs as f64 / COUNTED as f64;
+    let bytes_per_request = bytes as f64 / COUNTED as f64;
+    println!(
+        "gateway: {per_request:.2} allocations ({bytes_per_request:.0} bytes) per proxied request"
+    );
+    assert!(
+        per_request <= PINNED + HEADROOM,
+        "the gateway now makes {per_request:.2} heap allocations per proxied request \
+         ({bytes_per_request:.0} bytes), over the {PINNED} pinned (+{HEADROOM} headroom). If the \
+         new allocation is needed, raise PINNED in {} to this figure and say why in the commit; \
+         otherwise find it (e.g. heaptrack or a callgrind profile of `manifold serve`).",
+        file!()
+    );
+    // A figure far below the pin means an improvement to keep: lower the pin with it.
+    assert!(
+        per_request >= PINNED - HEADROOM,
+        "the gateway now makes {per_request:.2} heap allocations per proxied request, well under \
+         the {PINNED} pinned: lower PINNED in {} to this figure so it stays there",
+        file!()
+    );
+}
