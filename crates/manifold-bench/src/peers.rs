@@ -307,7 +307,7 @@ impl Drop for RunningPeer {
 }
 
 /// `pid` and the processes whose parent it is.
-fn proc_tree(pid: u32) -> Vec<u32> {
+pub(crate) fn proc_tree(pid: u32) -> Vec<u32> {
     let mut out = vec![pid];
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for e in entries.flatten() {
@@ -507,11 +507,23 @@ pub fn node(dir: &Path, up: &crate::aggregator::CheckoutUpstreams) -> Result<Pee
 /// nginx reverse-proxying every path to `upstream` (`host:port`) through an `upstream {
 /// keepalive … }` block, from `bench/peers/nginx.conf.template`.
 pub fn nginx(dir: &Path, upstream: &str, probe_path: &str) -> Result<PeerCommand, Skipped> {
+    nginx_from(dir, "nginx.conf.template", upstream, probe_path, &[])
+}
+
+/// nginx from the template `dir/template`: `@PREFIX@`, `@PORT@` and `@UPSTREAM@` are filled in
+/// as for [`nginx`], then each `(@NAME@, value)` of `vars`.
+pub fn nginx_from(
+    dir: &Path,
+    template: &str,
+    upstream: &str,
+    probe_path: &str,
+    vars: &[(&str, String)],
+) -> Result<PeerCommand, Skipped> {
     let skip = |reason: String| Skipped {
         peer: "nginx".into(),
         reason,
     };
-    let template_path = dir.join("nginx.conf.template");
+    let template_path = dir.join(template);
     let template = std::fs::read_to_string(&template_path).map_err(|e| {
         skip(format!(
             "cannot read {}: {e} (run from the repository or pass --peers)",
@@ -522,10 +534,13 @@ pub fn nginx(dir: &Path, upstream: &str, probe_path: &str) -> Result<PeerCommand
         .unwrap_or_else(|| PathBuf::from("nginx"));
     let port = port_or_skip("nginx")?;
     let prefix = scratch_dir("nginx").map_err(|e| skip(format!("scratch dir: {e}")))?;
-    let conf = template
+    let mut conf = template
         .replace("@PREFIX@", &prefix.display().to_string())
         .replace("@PORT@", &port.to_string())
         .replace("@UPSTREAM@", upstream);
+    for (name, value) in vars {
+        conf = conf.replace(name, value);
+    }
     let conf_path = prefix.join("nginx.conf");
     std::fs::write(&conf_path, conf).map_err(|e| skip(format!("writing nginx.conf: {e}")))?;
     Ok(PeerCommand {
