@@ -29,6 +29,7 @@ mod error;
 mod exec;
 mod forwarded;
 mod handler;
+mod idle;
 mod limit;
 mod offload;
 mod path;

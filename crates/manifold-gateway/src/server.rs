@@ -14,6 +14,7 @@
 //! [`conn`](crate::conn).
 
 use crate::conn::{self, Activity, Exec};
+use crate::idle::{self, Builders};
 use crate::tls::{OverTls, TlsFiles};
 use crate::upstream::Body;
 use http::{Request, Response};
@@ -88,6 +89,21 @@ pub(crate) async fn serve<H, F>(
         .keep_alive_interval(Some(H2_PING_INTERVAL))
         .keep_alive_timeout(H2_PING_TIMEOUT);
     let builder = Arc::new(builder);
+    // Plaintext connections: hyper's own builders with the same settings, so an idle HTTP/1
+    // connection can drop hyper's buffers ([`idle`]).
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    let mut h2 = hyper::server::conn::http2::Builder::new(Exec::new(kill.clone()));
+    h2.timer(TokioTimer::new())
+        .keep_alive_interval(Some(H2_PING_INTERVAL))
+        .keep_alive_timeout(H2_PING_TIMEOUT);
+    let plain = Arc::new(Builders {
+        h1,
+        h2,
+        header_read_timeout: limits.header_read_timeout,
+    });
     // Every connection task holds a slot until it ends, so "all slots free" is "all connections
     // closed" (acquire_many counts in u32).
     let total = limits
@@ -135,14 +151,25 @@ pub(crate) async fn serve<H, F>(
                 let activity = Arc::new(Activity::new());
                 let handler = handler.clone();
                 let builder = Arc::clone(&builder);
+                let plain = Arc::clone(&plain);
                 let acceptor = acceptor.clone();
                 let (drain, kill) = (drain.clone(), kill.clone());
                 tokio::spawn(async move {
                     let _slot = slot;
                     let ends = Ends { limits, drain, kill };
                     let Some(acceptor) = acceptor else {
-                        let plain = (stream, false);
-                        return connection(&builder, plain, activity, peer, handler, ends).await;
+                        let passthrough = limits.passthrough;
+                        let served = idle::serve(
+                            stream,
+                            plain,
+                            Arc::clone(&activity),
+                            peer,
+                            handler,
+                            passthrough,
+                        );
+                        let served = idle::Served::new(served, Arc::clone(&activity));
+                        let Ends { limits, drain, kill } = ends;
+                        return conn::run(served, activity, peer, limits, drain, kill).await;
                     };
                     let due = activity.since() + limits.header_read_timeout;
                     let stream = tokio::select! {
@@ -165,7 +192,7 @@ pub(crate) async fn serve<H, F>(
                         _ = ends.drain.cancelled() => return,
                         _ = ends.kill.cancelled() => return,
                     };
-                    connection(&builder, (stream, true), activity, peer, handler, ends).await;
+                    tls_connection(&builder, stream, activity, peer, handler, ends).await;
                 });
             }
             _ = stop.cancelled() => break,
@@ -199,11 +226,10 @@ struct Ends {
     kill: CancellationToken,
 }
 
-/// Serve one accepted (and, for TLS, handshaken: `over_tls`) connection until it ends
-/// ([`conn::run`]).
-async fn connection<IO, H, F>(
+/// Serve one accepted and handshaken TLS connection until it ends ([`conn::run`]).
+async fn tls_connection<IO, H, F>(
     builder: &auto::Builder<Exec>,
-    (io, over_tls): (IO, bool),
+    io: IO,
     activity: Arc<Activity>,
     peer: SocketAddr,
     handler: H,
@@ -219,9 +245,7 @@ async fn connection<IO, H, F>(
         .serve_connection(
             TokioIo::new(io),
             service_fn(move |mut req: Request<Incoming>| {
-                if over_tls {
-                    req.extensions_mut().insert(OverTls);
-                }
+                req.extensions_mut().insert(OverTls);
                 conn::answer(
                     Arc::clone(&in_conn),
                     req,
