@@ -172,8 +172,9 @@ where
     });
     if h2 {
         let io = Prefixed::new(pre, io, Arc::clone(&activity));
-        let conn = builders.h2.serve_connection(TokioIo::new(io), svc);
-        let mut conn = pin!(conn);
+        // Boxed, as the HTTP/1 one: the task of every connection would otherwise have room
+        // for an HTTP/2 connection.
+        let mut conn = Box::pin(builders.h2.serve_connection(TokioIo::new(io), svc));
         let mut closing = false;
         loop {
             tokio::select! {

@@ -171,28 +171,10 @@ pub(crate) async fn serve<H, F>(
                         let Ends { limits, drain, kill } = ends;
                         return conn::run(served, activity, peer, limits, drain, kill).await;
                     };
-                    let due = activity.since() + limits.header_read_timeout;
-                    let stream = tokio::select! {
-                        done = tokio::time::timeout_at(due, acceptor.accept(stream)) => match done {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(
-                                    %peer,
-                                    timeout = ?limits.header_read_timeout,
-                                    "TLS handshake not finished within header_read_timeout; connection closed"
-                                );
-                                return;
-                            }
-                        },
-                        // Nothing in flight yet: a drain or the kill closes it at once.
-                        _ = ends.drain.cancelled() => return,
-                        _ = ends.kill.cancelled() => return,
-                    };
-                    tls_connection(&builder, stream, activity, peer, handler, ends).await;
+                    // Boxed: the handshake's and hyper-util's connection state would otherwise
+                    // size every plaintext connection's task as well.
+                    let tls = over_tls(acceptor, stream, &builder, activity, peer, handler, ends);
+                    Box::pin(tls).await;
                 });
             }
             _ = stop.cancelled() => break,
@@ -224,6 +206,44 @@ struct Ends {
     limits: Limits,
     drain: CancellationToken,
     kill: CancellationToken,
+}
+
+/// Handshake a TLS connection within `header_read_timeout` of its accept, then serve it.
+async fn over_tls<H, F>(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    builder: &auto::Builder<Exec>,
+    activity: Arc<Activity>,
+    peer: SocketAddr,
+    handler: H,
+    ends: Ends,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let limits = ends.limits;
+    let due = activity.since() + limits.header_read_timeout;
+    let stream = tokio::select! {
+        done = tokio::time::timeout_at(due, acceptor.accept(stream)) => match done {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(
+                    %peer,
+                    timeout = ?limits.header_read_timeout,
+                    "TLS handshake not finished within header_read_timeout; connection closed"
+                );
+                return;
+            }
+        },
+        // Nothing in flight yet: a drain or the kill closes it at once.
+        _ = ends.drain.cancelled() => return,
+        _ = ends.kill.cancelled() => return,
+    };
+    tls_connection(builder, stream, activity, peer, handler, ends).await;
 }
 
 /// Serve one accepted and handshaken TLS connection until it ends ([`conn::run`]).
