@@ -11,6 +11,7 @@ pub mod balance;
 pub mod cache;
 pub mod compose;
 pub mod hedge;
+pub mod memory;
 pub mod overload;
 pub mod peers;
 pub mod proxy;

@@ -307,7 +307,7 @@ impl Drop for RunningPeer {
 }
 
 /// `pid` and the processes whose parent it is.
-fn proc_tree(pid: u32) -> Vec<u32> {
+pub(crate) fn proc_tree(pid: u32) -> Vec<u32> {
     let mut out = vec![pid];
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for e in entries.flatten() {

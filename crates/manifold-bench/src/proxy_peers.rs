@@ -63,18 +63,28 @@ fn fill(
 /// nginx reverse-proxying every path to `upstream` through an `upstream { keepalive … }` block,
 /// from `bench/peers/nginx.conf.template`, with [`worker_threads`] worker processes.
 pub fn nginx(dir: &Path, upstream: SocketAddr, probe_path: &str) -> Result<PeerCommand, Skipped> {
-    let program = first_program(&[Path::new("nginx"), Path::new("/usr/sbin/nginx")])
-        .unwrap_or_else(|| PathBuf::from("nginx"));
-    let f = fill(
-        "nginx",
+    nginx_from(
         dir,
         "nginx.conf.template",
-        "nginx.conf",
+        probe_path,
         &[
             ("UPSTREAM", upstream.to_string()),
             ("WORKERS", worker_threads().to_string()),
         ],
-    )?;
+    )
+}
+
+/// nginx from the template `dir/template`, its `@PREFIX@` and `@PORT@` filled in, then each
+/// `(NAME, value)` of `vars` for `@NAME@` (`bench memory` runs its own template this way).
+pub fn nginx_from(
+    dir: &Path,
+    template: &str,
+    probe_path: &str,
+    vars: &[(&str, String)],
+) -> Result<PeerCommand, Skipped> {
+    let program = first_program(&[Path::new("nginx"), Path::new("/usr/sbin/nginx")])
+        .unwrap_or_else(|| PathBuf::from("nginx"));
+    let f = fill("nginx", dir, template, "nginx.conf", vars)?;
     Ok(PeerCommand {
         name: "nginx".into(),
         program,

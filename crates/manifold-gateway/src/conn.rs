@@ -14,6 +14,7 @@
 //! * on shutdown it is asked to finish (`drain`), and dropped when the drain timeout passes
 //!   (`kill`), with the HTTP/2 stream tasks it spawned ([`Exec`]).
 
+use crate::idle::IdleState;
 use crate::respond;
 use crate::server::Limits;
 use crate::upstream::Body;
@@ -43,6 +44,9 @@ pub(crate) struct Activity {
     /// Rung when the last request in flight ends: the connection's clock must be reset from
     /// "first head due" or "busy" to "idle since now".
     quiet: Notify,
+    /// Whether a plaintext HTTP/1 connection may drop hyper's buffers now, and the request to
+    /// finish ([`crate::idle`]).
+    pub(crate) idle: IdleState,
 }
 
 /// What the connection's clock says when it rings.
@@ -64,7 +68,18 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
             quiet: Notify::new(),
+            idle: IdleState::default(),
         }
+    }
+
+    /// Requests handed to the service so far.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests whose answer head is not sent yet.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// When the connection was accepted.

@@ -30,6 +30,7 @@ mod exec;
 mod forwarded;
 mod handler;
 mod hooks;
+mod idle;
 mod limit;
 mod offload;
 mod path;

@@ -14,6 +14,7 @@
 //! [`conn`](crate::conn).
 
 use crate::conn::{self, Activity, Exec};
+use crate::idle::{self, Builders};
 use crate::tls::{OverTls, TlsFiles};
 use crate::upstream::Body;
 use http::{Request, Response};
@@ -88,6 +89,21 @@ pub(crate) async fn serve<H, F>(
         .keep_alive_interval(Some(H2_PING_INTERVAL))
         .keep_alive_timeout(H2_PING_TIMEOUT);
     let builder = Arc::new(builder);
+    // Plaintext connections: hyper's own builders with the same settings, so an idle HTTP/1
+    // connection can drop hyper's buffers ([`idle`]).
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    let mut h2 = hyper::server::conn::http2::Builder::new(Exec::new(kill.clone()));
+    h2.timer(TokioTimer::new())
+        .keep_alive_interval(Some(H2_PING_INTERVAL))
+        .keep_alive_timeout(H2_PING_TIMEOUT);
+    let plain = Arc::new(Builders {
+        h1,
+        h2,
+        header_read_timeout: limits.header_read_timeout,
+    });
     // Every connection task holds a slot until it ends, so "all slots free" is "all connections
     // closed" (acquire_many counts in u32).
     let total = limits
@@ -135,37 +151,30 @@ pub(crate) async fn serve<H, F>(
                 let activity = Arc::new(Activity::new());
                 let handler = handler.clone();
                 let builder = Arc::clone(&builder);
+                let plain = Arc::clone(&plain);
                 let acceptor = acceptor.clone();
                 let (drain, kill) = (drain.clone(), kill.clone());
                 tokio::spawn(async move {
                     let _slot = slot;
                     let ends = Ends { limits, drain, kill };
                     let Some(acceptor) = acceptor else {
-                        let plain = (stream, false);
-                        return connection(&builder, plain, activity, peer, handler, ends).await;
+                        let passthrough = limits.passthrough;
+                        let served = idle::serve(
+                            stream,
+                            plain,
+                            Arc::clone(&activity),
+                            peer,
+                            handler,
+                            passthrough,
+                        );
+                        let served = idle::Served::new(served, Arc::clone(&activity));
+                        let Ends { limits, drain, kill } = ends;
+                        return conn::run(served, activity, peer, limits, drain, kill).await;
                     };
-                    let due = activity.since() + limits.header_read_timeout;
-                    let stream = tokio::select! {
-                        done = tokio::time::timeout_at(due, acceptor.accept(stream)) => match done {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(
-                                    %peer,
-                                    timeout = ?limits.header_read_timeout,
-                                    "TLS handshake not finished within header_read_timeout; connection closed"
-                                );
-                                return;
-                            }
-                        },
-                        // Nothing in flight yet: a drain or the kill closes it at once.
-                        _ = ends.drain.cancelled() => return,
-                        _ = ends.kill.cancelled() => return,
-                    };
-                    connection(&builder, (stream, true), activity, peer, handler, ends).await;
+                    // Boxed: the handshake's and hyper-util's connection state would otherwise
+                    // size every plaintext connection's task as well.
+                    let tls = over_tls(acceptor, stream, &builder, activity, peer, handler, ends);
+                    Box::pin(tls).await;
                 });
             }
             _ = stop.cancelled() => break,
@@ -199,11 +208,48 @@ struct Ends {
     kill: CancellationToken,
 }
 
-/// Serve one accepted (and, for TLS, handshaken: `over_tls`) connection until it ends
-/// ([`conn::run`]).
-async fn connection<IO, H, F>(
+/// Handshake a TLS connection within `header_read_timeout` of its accept, then serve it.
+async fn over_tls<H, F>(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
     builder: &auto::Builder<Exec>,
-    (io, over_tls): (IO, bool),
+    activity: Arc<Activity>,
+    peer: SocketAddr,
+    handler: H,
+    ends: Ends,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let limits = ends.limits;
+    let due = activity.since() + limits.header_read_timeout;
+    let stream = tokio::select! {
+        done = tokio::time::timeout_at(due, acceptor.accept(stream)) => match done {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(
+                    %peer,
+                    timeout = ?limits.header_read_timeout,
+                    "TLS handshake not finished within header_read_timeout; connection closed"
+                );
+                return;
+            }
+        },
+        // Nothing in flight yet: a drain or the kill closes it at once.
+        _ = ends.drain.cancelled() => return,
+        _ = ends.kill.cancelled() => return,
+    };
+    tls_connection(builder, stream, activity, peer, handler, ends).await;
+}
+
+/// Serve one accepted and handshaken TLS connection until it ends ([`conn::run`]).
+async fn tls_connection<IO, H, F>(
+    builder: &auto::Builder<Exec>,
+    io: IO,
     activity: Arc<Activity>,
     peer: SocketAddr,
     handler: H,
@@ -219,9 +265,7 @@ async fn connection<IO, H, F>(
         .serve_connection(
             TokioIo::new(io),
             service_fn(move |mut req: Request<Incoming>| {
-                if over_tls {
-                    req.extensions_mut().insert(OverTls);
-                }
+                req.extensions_mut().insert(OverTls);
                 conn::answer(
                     Arc::clone(&in_conn),
                     req,

@@ -89,6 +89,54 @@ async fn sockets_that_send_no_request_head_do_not_lock_out_the_listener() {
     .await;
 }
 
+/// Read one whole answer to `GET /p` (its body is the upstream's `{"ok":true}`).
+async fn answer(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).ends_with("{\"ok\":true}") {
+        let n = tokio::time::timeout(BOUND, s.read(&mut buf))
+            .await
+            .expect("no answer")
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed mid-answer: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn keep_alive_connections_serve_again_after_idling_and_close_after_header_read_timeout() {
+    let up = ok_upstream().await;
+    let gw =
+        TestGateway::start_with_server("header_read_timeout = \"300ms\"", &proxy_route(&up)).await;
+    let mut s = TcpStream::connect(gw.addr).await.expect("connect");
+    // Idle between requests (the connection gives up hyper's buffers), well within the timeout.
+    for _ in 0..3 {
+        s.write_all(b"GET /p HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        assert!(answer(&mut s).await.starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Pipelined: both answered, in order, on the same connection.
+    s.write_all(b"GET /p HTTP/1.1\r\nHost: x\r\n\r\nGET /p HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let first = answer(&mut s).await;
+    let second = if first.matches("HTTP/1.1 200").count() == 2 {
+        first.clone()
+    } else {
+        answer(&mut s).await
+    };
+    assert!(second.contains("HTTP/1.1 200"), "{first} / {second}");
+    // Then nothing: the idle keep-alive connection is closed.
+    assert_closed(s, "an idle keep-alive connection").await;
+}
+
 #[tokio::test]
 async fn the_admin_listener_closes_sockets_that_send_no_request_head() {
     let up = ok_upstream().await;

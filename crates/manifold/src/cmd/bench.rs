@@ -40,6 +40,10 @@ pub(crate) enum Scenario {
     /// parse-only pass (serde into IgnoredAny) over the same file: spans per second and per
     /// CPU-second of each, and the ratio (goals: ≥ 1 M spans per CPU-second, ≤ 2×).
     Analyze,
+    /// Resident memory per idle keep-alive client connection (default 10,000 of them) and per
+    /// request in flight (default 1,000, proxied and composed), Manifold (a `manifold serve`
+    /// child) beside nginx with as many workers (goal: at most nginx's per connection).
+    Memory,
 }
 
 /// Side-by-side benchmarks: ratios against baselines measured in the same run.
@@ -51,7 +55,8 @@ manifold bench proxy --rates 1000,5000,10000\n  \
 manifold bench soak --duration 30s --rate 500\n  \
 manifold bench hedge --quick --json\n  \
 manifold bench overload --json\n  \
-manifold bench analyze --spans 2000000 --rounds 5\n\n\
+manifold bench analyze --spans 2000000 --rounds 5\n  \
+manifold bench memory --connections 10000 --in-flight 1000 --rounds 3\n\n\
 Peers (Flask + gunicorn, Node + express, nginx, HAProxy, Envoy) are installed by bench/peers/install.sh; a peer\n\
 that is not installed is reported as skipped.\n\
 Latency is measured open loop (from each request's scheduled send time), the targets interleaved\n\
@@ -102,8 +107,16 @@ pub(crate) struct Args {
     requests: Option<u64>,
     /// `overload`: the load generator's most requests in flight, one connection each (default
     /// 1000). Fewer connections put fewer requests in the gateway's run queue at once.
+    /// `memory`: idle keep-alive connections held open (default 10,000; --quick 1,000).
     #[arg(long, value_name = "N")]
     connections: Option<usize>,
+    /// `memory`: slow requests held in flight at once (default 1,000; --quick 100).
+    #[arg(long, value_name = "K")]
+    in_flight: Option<usize>,
+    /// `memory`: how long the upstream holds each slow request (default 8s, --quick 4s; at
+    /// least 500ms: enough to have all of them in flight before the first is answered).
+    #[arg(long, value_parser = manifold_load::parse_duration, value_name = "DURATION")]
+    upstream_delay: Option<Duration>,
     /// `analyze`: spans of the generated file (default 1,000,000; --quick 50,000).
     #[arg(long, value_name = "N")]
     spans: Option<u64>,
@@ -122,7 +135,8 @@ pub(crate) struct Args {
     warmup: Option<Duration>,
     /// `soak`: the program run as the gateway, with `serve -c …` after it (default: this
     /// binary). Soak another build, or a script that `exec`s this binary under a heap profiler,
-    /// so the sampled process is the gateway itself.
+    /// so the sampled process is the gateway itself. `memory`: the same, to compare builds
+    /// (e.g. one with `--features mimalloc`).
     #[arg(long, value_name = "PATH")]
     gateway_exe: Option<std::path::PathBuf>,
 }
@@ -175,9 +189,18 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         "--telemetry is for `bench compose`"
     );
     anyhow::ensure!(
-        args.connections.is_none() || matches!(args.scenario, Scenario::Overload),
-        "--connections is for `bench overload`"
+        args.connections.is_none()
+            || matches!(args.scenario, Scenario::Overload | Scenario::Memory),
+        "--connections is for `bench overload` and `bench memory`"
     );
+    anyhow::ensure!(
+        (args.in_flight.is_none() && args.upstream_delay.is_none())
+            || matches!(args.scenario, Scenario::Memory),
+        "--in-flight and --upstream-delay are for `bench memory`"
+    );
+    if let Scenario::Memory = args.scenario {
+        return run_memory(&args);
+    }
     if let Scenario::Soak = args.scenario {
         return run_soak(&args);
     }
@@ -444,6 +467,34 @@ fn run_overload(args: &Args) -> anyhow::Result<ExitCode> {
     emit(args.json, &report, || report.to_markdown())
 }
 
+/// `manifold bench memory`: RSS per idle connection and per request in flight, Manifold (a
+/// `manifold serve` child of this binary) beside nginx.
+fn run_memory(args: &Args) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.rates.is_none() && args.duration.is_none(),
+        "`bench memory` takes --connections, --in-flight, --upstream-delay and --rounds, not \
+         --rates or --duration"
+    );
+    let exe = gateway_exe(args)?;
+    let mut spec = if args.quick {
+        manifold_bench::memory::MemorySpec::quick(exe)
+    } else {
+        manifold_bench::memory::MemorySpec::new(exe)
+    };
+    spec.connections = args.connections.unwrap_or(spec.connections);
+    spec.in_flight = args.in_flight.unwrap_or(spec.in_flight);
+    spec.upstream_delay = args.upstream_delay.unwrap_or(spec.upstream_delay);
+    spec.rounds = args.rounds.unwrap_or(spec.rounds);
+    spec.peers_dir = args.peers_dir();
+    let quiet = args.json;
+    let report = super::runtime()?.block_on(manifold_bench::memory::run(&spec, |step| {
+        if !quiet {
+            eprintln!("  {step}");
+        }
+    }))?;
+    emit(args.json, &report, || report.to_markdown())
+}
+
 /// `manifold bench soak`: the gateway (a `manifold serve` child of this binary) under minutes of
 /// faulty load, its RSS and file descriptors sampled from /proc.
 fn run_soak(args: &Args) -> anyhow::Result<ExitCode> {
@@ -451,18 +502,7 @@ fn run_soak(args: &Args) -> anyhow::Result<ExitCode> {
         args.rates.is_none() && args.rounds.is_none(),
         "`bench soak` takes --rate (one rate) and no --rounds"
     );
-    let exe = match &args.gateway_exe {
-        Some(path) => {
-            anyhow::ensure!(
-                path.is_file(),
-                "--gateway-exe {}: no such file",
-                path.display()
-            );
-            path.clone()
-        }
-        None => std::env::current_exe()
-            .map_err(|e| anyhow::anyhow!("cannot find this binary to run `manifold serve`: {e}"))?,
-    };
+    let exe = gateway_exe(args)?;
     let mut spec = if args.quick {
         manifold_bench::soak::SoakSpec::quick(exe)
     } else {
@@ -479,6 +519,22 @@ fn run_soak(args: &Args) -> anyhow::Result<ExitCode> {
         }
     }))?;
     emit(args.json, &report, || report.to_markdown())
+}
+
+/// `--gateway-exe`, checked, else this binary: what runs as `manifold serve`.
+fn gateway_exe(args: &Args) -> anyhow::Result<std::path::PathBuf> {
+    match &args.gateway_exe {
+        Some(path) => {
+            anyhow::ensure!(
+                path.is_file(),
+                "--gateway-exe {}: no such file",
+                path.display()
+            );
+            Ok(path.clone())
+        }
+        None => std::env::current_exe()
+            .map_err(|e| anyhow::anyhow!("cannot find this binary to run `manifold serve`: {e}")),
+    }
 }
 
 /// `manifold bench offload`: each backend's enqueue beside its raw durable write.
