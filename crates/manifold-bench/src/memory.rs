@@ -456,6 +456,9 @@ async fn measure_target(
         spec.connections
     ));
     let (conns, failed) = open_idle(addr, spec.connections).await;
+    // Manifold gives up an idle connection's buffers once it has been idle for 50 ms
+    // (`PARK_AFTER` in manifold-gateway's idle.rs): read after every connection had that time.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = settled(p).await?;
     let closed_early = count_closed(&conns);
     let open = conns.len() - closed_early as usize;

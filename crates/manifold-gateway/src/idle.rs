@@ -52,9 +52,13 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How long an HTTP/1 connection must stay idle between requests before it gives up hyper's
 /// connection and buffers. Rebuilding them costs ~15 allocations and ~32 KB of allocation
-/// traffic (`tests/alloc_proxy.rs`), which a keep-alive connection carrying steady traffic
-/// should not pay per request; a connection idle for a second is one whose memory matters.
-const PARK_AFTER: Duration = Duration::from_secs(1);
+/// traffic (`tests/alloc_proxy.rs`: 66 instead of 51 per request), which a keep-alive
+/// connection carrying steady traffic (a client pool sending every few milliseconds) should not
+/// pay per request. It stays short because freed buffers are reused but, with glibc's
+/// allocator, not returned: with a 1 s wait, 10,000 clients connecting within a second all held
+/// their buffers at once, and the process kept that peak (`manifold bench memory`: 30.3 KB per
+/// idle connection with 1 s, against 17 KB when buffers are given up at once).
+const PARK_AFTER: Duration = Duration::from_millis(50);
 
 /// What ended waiting on a hyper connection: it finished, or it was idle for [`PARK_AFTER`]
 /// at a message boundary (since the instant given).
