@@ -438,6 +438,23 @@ impl ProxyReport {
                 ));
             }
             if !parts.is_empty() {
+                // The compared figures leave out the requests that failed: say so rather than
+                // let a ratio over survivors read as a verdict.
+                let compared = [
+                    Some(m),
+                    lowest.and_then(|(peer, _)| find(peer)),
+                    find("nginx"),
+                ];
+                let why = crate::stats::undecided(
+                    &compared
+                        .iter()
+                        .flatten()
+                        .map(|t| &t.latency)
+                        .collect::<Vec<_>>(),
+                );
+                if let Some(why) = why {
+                    parts.push(format!("not decided: {why}"));
+                }
                 out.push(format!("{:.0}/s: Manifold {}", r.rate, parts.join("; ")));
             }
         }
@@ -476,7 +493,7 @@ impl ProxyReport {
                 };
                 let _ = writeln!(
                     s,
-                    "| {:.0}/s | {} | {} | {} | {} | {} | {} | {} | {}/{} |",
+                    "| {:.0}/s | {} | {} | {} | {} | {} | {} | {} | {} |",
                     r.rate,
                     m.target,
                     cell(&m.p50_ms),
@@ -489,8 +506,7 @@ impl ProxyReport {
                     } else {
                         cpu(&t.cpu_us_per_request)
                     },
-                    m.errors,
-                    m.sent
+                    m.errors_cell()
                 );
             }
         }
@@ -535,87 +551,5 @@ impl ProxyReport {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn direct_and_in_process_manifold_answer_and_missing_proxies_are_skipped() {
-        let spec = ProxySpec {
-            rates: vec![200.0],
-            duration: Duration::from_millis(300),
-            rounds: 1,
-            throughput_clients: 4,
-            throughput_duration: Duration::from_millis(200),
-            manifold_exe: None,
-            peers_dir: Some(PathBuf::from("/nonexistent/manifold-bench-peers")),
-            ..Default::default()
-        };
-        let report = run(&spec, |_| {}).await.unwrap();
-        let names: Vec<&str> = report.rates[0]
-            .targets
-            .iter()
-            .map(|t| t.latency.target.as_str())
-            .collect();
-        assert_eq!(names, ["direct", "manifold"]);
-        for t in &report.rates[0].targets {
-            assert_eq!(t.latency.errors, 0, "{t:?}");
-            assert_eq!(t.latency.sent, 60, "{t:?}");
-            // In-process: no CPU figure rather than a wrong one.
-            assert!(t.cpu_us_per_request.is_none());
-        }
-        let skipped: Vec<&str> = report.skipped.iter().map(|s| s.peer.as_str()).collect();
-        assert_eq!(skipped, ["nginx", "haproxy", "envoy"]);
-        for s in &report.skipped {
-            assert!(s.reason.contains(".template"), "{s}");
-        }
-        assert!(report.manifold_process.contains("in-process"));
-        assert_eq!(report.throughput.len(), 2);
-        assert!(report.throughput.iter().all(|t| t.rps.median > 0.0));
-        let md = report.to_markdown();
-        assert!(
-            md.contains("| 200/s | manifold |")
-                && md.contains("nginx: skipped: ")
-                && md.contains("envoy: skipped: "),
-            "{md}"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_manifold_binary_that_does_not_exist_is_a_setup_error() {
-        let spec = ProxySpec {
-            manifold_exe: Some(PathBuf::from("/nonexistent/manifold")),
-            peers_dir: None,
-            ..ProxySpec::quick()
-        };
-        let err = run(&spec, |_| {}).await.unwrap_err();
-        assert!(err.to_string().contains("manifold serve"), "{err}");
-    }
-
-    /// Where nginx, HAProxy and Envoy are installed each must proxy every request (and its CPU
-    /// is read from /proc); where one is not, it must be skipped.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn every_proxy_peer_either_proxies_every_request_or_is_skipped() {
-        let spec = ProxySpec {
-            rates: vec![100.0],
-            duration: Duration::from_millis(300),
-            rounds: 1,
-            throughput_duration: Duration::ZERO,
-            manifold_exe: None,
-            peers_dir: Some(peers::default_dir()),
-            ..Default::default()
-        };
-        let report = run(&spec, |_| {}).await.unwrap();
-        for peer in ["nginx", "haproxy", "envoy"] {
-            let ran = report.rates[0]
-                .targets
-                .iter()
-                .find(|t| t.latency.target == peer);
-            let skipped = report.skipped.iter().any(|s| s.peer == peer);
-            assert!(ran.is_some() != skipped, "{peer}: {report:?}");
-            if let Some(n) = ran {
-                assert_eq!((n.latency.errors, n.latency.sent), (0, 30), "{n:?}");
-                assert!(n.cpu_us_per_request.is_some(), "{n:?}");
-            }
-        }
-    }
-}
+#[path = "proxy_tests.rs"]
+mod tests;

@@ -1,6 +1,7 @@
 //! Medians and spread over rounds.
 
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// A figure's median over rounds, with its spread.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -58,6 +59,68 @@ pub struct Measured {
     pub errors: u64,
     /// Requests sent, summed over rounds.
     pub sent: u64,
+    /// The failed requests by kind (`timeout`, `connect`, `closed`, `http_4xx`, `http_5xx`,
+    /// `other`), summed over rounds: a table that says "12 errors" without saying which sends
+    /// its reader back to rerun the bench.
+    pub errors_by_kind: BTreeMap<String, u64>,
+}
+
+impl Measured {
+    /// `errors/sent`, and the kinds when there were errors: `3/30000 (timeout 2, http_5xx 1)`.
+    pub fn errors_cell(&self) -> String {
+        if self.errors == 0 {
+            return format!("0/{}", self.sent);
+        }
+        format!("{}/{} ({})", self.errors, self.sent, self.error_kinds())
+    }
+
+    /// The failed requests by kind, `timeout 2, http_5xx 1`; empty when none failed.
+    pub fn error_kinds(&self) -> String {
+        let kinds: Vec<String> = self
+            .errors_by_kind
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        kinds.join(", ")
+    }
+
+    /// Why a goal resting on these figures cannot be decided: some requests failed, so the
+    /// latency figures describe only the ones that did not (a gateway that fails its slowest
+    /// requests looks fast). `None` when every request succeeded.
+    pub fn undecided_because(&self) -> Option<String> {
+        (self.errors > 0).then(|| {
+            format!(
+                "{} had {} failed of {} sent ({})",
+                self.target,
+                self.errors,
+                self.sent,
+                self.error_kinds()
+            )
+        })
+    }
+}
+
+/// Why goals resting on these figures cannot be decided (see `compose::GoalCheck::undecided`).
+pub(crate) fn undecided(figures: &[&Measured]) -> Option<String> {
+    let reasons: Vec<String> = figures
+        .iter()
+        .filter_map(|m| m.undecided_because())
+        .collect();
+    (!reasons.is_empty()).then(|| reasons.join("; "))
+}
+
+/// Failed requests by kind over several load reports, keyed by the kind's stable name.
+pub(crate) fn errors_by_kind<'a>(
+    reports: impl IntoIterator<Item = &'a manifold_load::LoadReport>,
+) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for r in reports {
+        for (k, n) in &r.errors_by_kind {
+            *out.entry(k.as_str().to_owned()).or_insert(0) += n;
+        }
+    }
+    out
 }
 
 /// CPU per request, µs, from CPU seconds read before and after `requests` answered requests.
@@ -90,5 +153,38 @@ mod tests {
         let s = Spread::of(&[5.0, f64::NAN, 1.0]);
         assert_eq!((s.min, s.max), (1.0, 5.0));
         assert_eq!(Spread::of(&[]).median, 0.0);
+    }
+
+    fn figures(target: &str, errors: &[(&str, u64)]) -> Measured {
+        let one = Spread {
+            median: 1.0,
+            min: 1.0,
+            max: 1.0,
+        };
+        Measured {
+            target: target.into(),
+            rate: 1000.0,
+            p50_ms: one,
+            p99_ms: one,
+            p999_ms: one,
+            max_ms: one,
+            errors: errors.iter().map(|(_, n)| n).sum(),
+            sent: 5000,
+            errors_by_kind: errors.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect(),
+        }
+    }
+
+    #[test]
+    fn errors_are_shown_by_kind_and_make_a_goal_undecided() {
+        let clean = figures("nginx", &[]);
+        assert_eq!(clean.errors_cell(), "0/5000");
+        assert_eq!(clean.undecided_because(), None);
+        let failed = figures("manifold", &[("timeout", 3), ("http_5xx", 2)]);
+        assert_eq!(failed.errors_cell(), "5/5000 (http_5xx 2, timeout 3)");
+        assert_eq!(undecided(&[&clean]), None);
+        assert_eq!(
+            undecided(&[&clean, &failed]).as_deref(),
+            Some("manifold had 5 failed of 5000 sent (http_5xx 2, timeout 3)")
+        );
     }
 }

@@ -248,7 +248,7 @@ impl VariantsReport {
             let m = &v.latency;
             let _ = writeln!(
                 s,
-                "| {} | `{}` | {} | {} | {} | {:.1} / {:.1} / {:.1} / {:.1} | {} | {} | {} | {}/{} |",
+                "| {} | `{}` | {} | {} | {} | {:.1} / {:.1} / {:.1} / {:.1} | {} | {} | {} | {} |",
                 v.name,
                 if v.policy.is_empty() {
                     "(defaults)".to_owned()
@@ -265,8 +265,7 @@ impl VariantsReport {
                 cell(&v.upstream_per_offered, 3),
                 cell(&v.extra_pct, 1),
                 cell(&v.success_pct, 1),
-                m.errors,
-                m.sent
+                m.errors_cell()
             );
         }
         let _ = writeln!(
@@ -536,6 +535,7 @@ pub(crate) mod tests {
                 max_ms: s(p999),
                 errors: 0,
                 sent: 100,
+                errors_by_kind: Default::default(),
             },
             pooled_ms: Pooled {
                 p50: 1.0,

@@ -97,6 +97,7 @@ pub(crate) fn measured(target: &str, rate: f64, reports: &[manifold_load::LoadRe
         max_ms: pick(|r| r.latency_ms.max),
         errors: reports.iter().map(|r| r.errors).sum(),
         sent: reports.iter().map(|r| r.sent).sum(),
+        errors_by_kind: crate::stats::errors_by_kind(reports),
     }
 }
 

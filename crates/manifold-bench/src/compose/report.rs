@@ -228,6 +228,10 @@ pub struct GoalCheck {
     /// One loopback round trip at this rate (the load generator to a simulated endpoint with
     /// no service time), median p50 in ms: an aggregator makes four in sequence.
     pub one_hop_p50_ms: f64,
+    /// Why the verdicts above cannot be trusted, when they cannot: requests of Manifold's, the
+    /// hand-written aggregator's or the floor's rounds at this rate failed, so their latency
+    /// figures leave out exactly the requests that went wrong. `None`: every request succeeded.
+    pub undecided: Option<String>,
 }
 
 /// The whole result.
@@ -359,5 +363,6 @@ pub(super) fn goal_check(
                 && r.against_hand_written.p99_ms.median <= GOAL_HW_P99_MS
                 && c.median <= GOAL_CPU_RATIO
         }),
+        undecided: crate::stats::undecided(&[&r.manifold, &r.hand_written, &r.floor]),
     })
 }

@@ -178,6 +178,7 @@ fn figures(target: &str, rate: f64, p50: f64, p99: f64) -> Measured {
         max_ms: one(p99),
         errors: 0,
         sent: 1,
+        errors_by_kind: Default::default(),
     }
 }
 
@@ -424,4 +425,19 @@ fn the_goal_against_the_hand_written_aggregator_needs_latency_and_cpu() {
     assert_eq!(g.met_against_hand_written, Some(false));
     // A round without a CPU reading leaves no ratio rather than a median of fewer rounds.
     assert!(report::cpu_ratio(&[Some(1.0), None], &[Some(1.0), Some(1.0)]).is_none());
+    // Failed requests leave the latency figures of the survivors only: no verdict on them.
+    r.against_hand_written.cpu_ratio = Some(one(1.0));
+    r.manifold.errors = 4;
+    r.manifold.errors_by_kind.insert("timeout".into(), 4);
+    let g = goal_check(std::slice::from_ref(&r), None).unwrap();
+    let line = g.hand_written_line();
+    assert!(
+        line.ends_with(": not decided: manifold had 4 failed of 1 sent (timeout 4)."),
+        "{line}"
+    );
+    assert!(
+        g.line().contains("not decided: manifold had 4 failed"),
+        "{}",
+        g.line()
+    );
 }
