@@ -34,9 +34,16 @@ async fn every_target_answers_every_request_and_the_report_is_complete() {
         // Nothing can beat the critical path of the service times, the floor included.
         assert!(m.p50_ms.median >= report.ideal_ms, "{m:?}");
     }
-    // One round trip with no service time is quicker than any checkout.
+    // One round trip with no service time is quicker than the floor's checkout, which is one
+    // round trip plus the critical path's waits (compared with the floor measured in the same
+    // rounds rather than with the 8 ms ideal: on a loaded machine one hop alone can take 8 ms).
     assert_eq!(r.hop.target, "one hop");
-    assert!(r.hop.p50_ms.median < report.ideal_ms, "{:?}", r.hop);
+    assert!(
+        r.hop.p50_ms.median < r.floor.p50_ms.median,
+        "{:?} {:?}",
+        r.hop,
+        r.floor
+    );
     assert_eq!(
         r.added_p50_over_floor_ms,
         r.manifold.p50_ms.median - r.floor.p50_ms.median
