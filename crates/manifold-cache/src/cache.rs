@@ -63,6 +63,9 @@ struct Inner {
     l2: Option<L2>,
     /// With Redis: purges reach the other replicas' L1 ([`crate::purge_bus`]).
     bus: Option<PurgeBus>,
+    /// With Memcached: the same, by watching its generations
+    /// ([`crate::l2::memcached::watch`]).
+    _watcher: Option<crate::l2::memcached::watch::Watcher>,
     flights: Mutex<HashMap<String, Flight>>,
     next_flight: AtomicU64,
     registry: Registry,
@@ -89,6 +92,12 @@ impl Cache {
         let bus = (settings.redis.as_ref())
             .map(|r| PurgeBus::start(r, l1.clone()))
             .transpose()?;
+        let watcher = match &l2 {
+            Some(L2::Memcached(tier)) => {
+                crate::l2::memcached::watch::Watcher::start(tier.watched(), l1.clone())
+            }
+            _ => None,
+        };
         use std::hash::{BuildHasher, Hasher};
         let seed = std::collections::hash_map::RandomState::new()
             .build_hasher()
@@ -98,6 +107,7 @@ impl Cache {
                 l1,
                 l2,
                 bus,
+                _watcher: watcher,
                 flights: Mutex::new(HashMap::new()),
                 next_flight: AtomicU64::new(1),
                 registry: Registry::default(),

@@ -457,3 +457,67 @@ async fn entries_over_the_item_size_are_not_stored_and_are_counted() {
     .await;
     mc_cleanup(SHARED_MEMCACHED, &prefix, &["big", "huge", "small"]).await;
 }
+
+/// Memcached cannot broadcast a purge as Redis does: each replica watches the generations its
+/// L1 rests on, so a purge on one replica empties the others' memory within about a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_on_one_replica_empties_the_others_memory_through_the_generations() {
+    let prefix = unique_prefix("mc-watch");
+    let keys = ["users GET /u/1", "orders GET /o/1"];
+    let (a, b) = (
+        mc_cache(&[SHARED_MEMCACHED], &prefix),
+        mc_cache(&[SHARED_MEMCACHED], &prefix),
+    );
+    let up = Upstream::new();
+    let get = |cache: &Cache, key: &str| {
+        let (cache, up, key) = (cache.clone(), up.clone(), key.to_owned());
+        async move {
+            cache
+                .get_or_fetch(key, &policy(), up.fetch(ms(0)))
+                .await
+                .unwrap()
+                .1
+        }
+    };
+    for key in keys {
+        assert_eq!(get(&a, key).await, Outcome::Miss);
+        eventually("A's entry in memcached", || async {
+            has_entry(SHARED_MEMCACHED, &prefix, key).await
+        })
+        .await;
+        assert_eq!(get(&b, key).await, Outcome::L2Hit);
+        assert_eq!(get(&b, key).await, Outcome::Hit, "in B's memory now");
+    }
+    // No waiting for B's watcher to have read anything first: what B's entries were read under
+    // is what its first reading compares with.
+    a.purge_prefix("users ").await.unwrap();
+    let mut outcome = Outcome::Hit;
+    for _ in 0..500 {
+        outcome = get(&b, "users GET /u/1").await;
+        if outcome != Outcome::Hit {
+            break;
+        }
+        tokio::time::sleep(ms(10)).await;
+    }
+    assert_eq!(
+        outcome,
+        Outcome::Miss,
+        "gone from B's memory and from memcached"
+    );
+    assert_eq!(
+        get(&b, "orders GET /o/1").await,
+        Outcome::Hit,
+        "another namespace stays"
+    );
+    // Emptying the whole cache reaches B's memory too.
+    a.purge_prefix("").await.unwrap();
+    for _ in 0..500 {
+        outcome = get(&b, "orders GET /o/1").await;
+        if outcome != Outcome::Hit {
+            break;
+        }
+        tokio::time::sleep(ms(10)).await;
+    }
+    assert_eq!(outcome, Outcome::Miss);
+    mc_cleanup(SHARED_MEMCACHED, &prefix, &keys).await;
+}

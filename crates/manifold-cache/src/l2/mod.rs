@@ -9,7 +9,7 @@
 //!   fetch while the others wait;
 //! * administration (purge) reports its errors instead of hiding them.
 
-mod memcached;
+pub(crate) mod memcached;
 mod redis;
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};

@@ -28,6 +28,7 @@
 mod conn;
 mod ring;
 mod settings;
+pub(crate) mod watch;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -63,6 +64,9 @@ pub(crate) struct MemcachedTier {
     timeout: Duration,
     max_item_bytes: usize,
     pub(crate) counters: L2Counters,
+    /// The generations this process last read or wrote an entry under, for the watcher's first
+    /// reading of a key ([`watch`]).
+    observed: watch::Observed,
 }
 
 /// The two generations an entry is valid under.
@@ -96,11 +100,32 @@ impl MemcachedTier {
             timeout: settings.timeout,
             max_item_bytes,
             counters: L2Counters::default(),
+            observed: watch::Observed::default(),
         })
     }
 
     pub(crate) fn healthy(&self) -> bool {
         self.servers.iter().all(|s| s.health.healthy())
+    }
+
+    /// What [`watch::Watcher`] reads: the same servers (and connections), prefix and timeout.
+    pub(crate) fn watched(&self) -> watch::Watched {
+        watch::Watched {
+            servers: self.servers.clone(),
+            prefix: self.prefix.clone(),
+            timeout: self.timeout,
+            observed: self.observed.clone(),
+        }
+    }
+
+    /// An entry of `key` was read or written under `gens` on its server: what L1 now holds
+    /// rests on them.
+    fn observe(&self, key: &str, gens: Generations) {
+        let server = self.ring.pick(key);
+        self.observed
+            .record(server, self.cache_gen_key(), gens.cache);
+        self.observed
+            .record(server, self.namespace_gen_key(key), gens.namespace);
     }
 
     pub(crate) fn healthy_for(&self, key: &str) -> bool {
@@ -189,6 +214,7 @@ impl MemcachedTier {
                 match Entry::decode(rest, remaining, Instant::now()) {
                     Some(e) => {
                         self.counters.hits.fetch_add(1, Relaxed);
+                        self.observe(key, current);
                         Some(e)
                     }
                     None => {
@@ -221,6 +247,7 @@ impl MemcachedTier {
         let Some(gens) = self.current_generations(server, key).await else {
             return;
         };
+        self.observe(key, gens);
         let expires_ms =
             now_ms().saturating_add(u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX));
         let mut value = Vec::with_capacity(VALUE_HEADER + encoded.len());
