@@ -5,8 +5,12 @@
 # the aggregator's work, not its waits), the same bounded load from `manifold load`. Counters are
 # zeroed after a warm-up and dumped after N checkouts, so startup is not counted.
 #
-#   CARGO_PROFILE_RELEASE_DEBUG=1 cargo build --release -p manifold -p manifold-bench --example hand_written
-#   bench/profile-compose.sh [N] [OUT_DIR]
+#   CARGO_PROFILE_RELEASE_DEBUG=1 cargo build --release -p manifold -p manifold-bench --bin manifold --example hand_written
+#   (without `--bin manifold`, `--example` selects the example alone: the gateway binary is not built)
+#   [RATE=20] bench/profile-compose.sh [N] [OUT_DIR]
+#
+# RATE (checkouts per second, default 100): lower it on a loaded machine. The gateway under
+# callgrind must keep up, or the concurrency limit sheds checkouts and the count measures 503s.
 #
 # Prints Ir per request for each; the callgrind files (callgrind_annotate them) stay in OUT_DIR.
 set -euo pipefail
@@ -16,7 +20,7 @@ TARGET=${CARGO_TARGET_DIR:-target}/release
 MANIFOLD=$TARGET/manifold
 HAND=$TARGET/examples/hand_written
 WARM=200
-RATE=100
+RATE=${RATE:-100}
 BODY='{"total": 42.5, "items": [{"sku": "a-1", "qty": 2}], "address": "1 Main St"}'
 mkdir -p "$OUT"
 pids=()

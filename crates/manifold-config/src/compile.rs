@@ -1426,6 +1426,11 @@ fn compile_plan(
             .as_ref()
             .and_then(|e| duration(e, &format!("{owner}: timeout"), diag));
         deps.push(my_deps);
+        // Every name was checked above (an invalid one is not in `headers`).
+        let header_names = headers
+            .iter()
+            .filter_map(|(n, _)| http::HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect();
         calls.push(Call {
             name: cname,
             upstream: upstream.unwrap_or(usize::MAX),
@@ -1439,6 +1444,7 @@ fn compile_plan(
             path: path.unwrap_or_default(),
             query,
             headers,
+            header_names,
             body,
             optional: c.optional.unwrap_or(false),
             idempotent,

@@ -263,6 +263,10 @@ pub struct Call {
     /// Headers to send (lower-case name, value template). Credential values show as `***`.
     #[serde(serialize_with = "crate::secret::ser_headers")]
     pub headers: Vec<(String, StrTemplate)>,
+    /// The names of [`Call::headers`], parsed once here, by index: a name that is not one of
+    /// the standard headers is otherwise copied into a buffer of its own on every call.
+    #[serde(skip)]
+    pub header_names: Vec<http::HeaderName>,
     /// JSON body template, if the call sends a body.
     pub body: Option<JsonTemplate>,
     /// On failure, the result is `null` and the response is marked partial instead of failing.

@@ -5,6 +5,7 @@ mod admin;
 mod cache_keys;
 mod concurrency;
 mod dataflow;
+mod headers;
 mod hooks;
 mod idempotence;
 mod memcached;

@@ -11,7 +11,8 @@ use crate::cache::CacheOutcome;
 use crate::error::{CallError, CallErrorKind};
 use crate::render::{RequestCtx, Scope};
 use crate::upstream::{Budget, Read, Upstream};
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::future::Either;
 use futures::stream::{FuturesUnordered, StreamExt};
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::uri::PathAndQuery;
@@ -76,6 +77,12 @@ pub(crate) struct Failure {
 type CallOutput = (usize, Result<Value, CallError>, Option<CacheOutcome>);
 pub(crate) type CallFuture = Pin<Box<dyn Future<Output = CallOutput> + Send>>;
 
+/// A call in flight: a plain call's future as it is (`Right`), anything else boxed (`Left`:
+/// cached and queued calls, and calls that finished without being sent). The plain call is
+/// nearly every call; `FuturesUnordered` already puts each future in an allocation of its
+/// own, so boxing it first would be a second allocation, and a copy, per call.
+type Launched<F> = Either<CallFuture, F>;
+
 /// Run `plan` for one request.
 ///
 /// A call whose template reads a call that failed (an optional one: a required failure ends the
@@ -92,6 +99,8 @@ pub(crate) async fn execute(
     deadline: Option<Instant>,
 ) -> Result<Outcome, Failure> {
     let n = plan.calls.len();
+    // A call starts the moment its count reaches zero (roots at once), so `remaining[i] == 0`
+    // also says whether call `i` was started.
     let mut remaining = plan.indegrees();
     let mut results: Vec<Option<Value>> = vec![None; n];
     // Why each failed optional call failed: what its readers are told. Allocated at the first
@@ -99,12 +108,10 @@ pub(crate) async fn execute(
     let mut errors: Vec<Option<CallError>> = Vec::new();
     let mut partial = Vec::new();
     let mut cache_outcomes: Vec<Option<CacheOutcome>> = Vec::new();
-    let mut running: Vec<bool> = vec![false; n];
     let mut held: Vec<(usize, manifold_queue::Task)> = Vec::new();
-    let mut inflight: FuturesUnordered<CallFuture> = FuturesUnordered::new();
+    let mut inflight = FuturesUnordered::new();
 
     for &i in &plan.roots {
-        running[i] = true;
         let ready = Ready {
             results: &results,
             errors: &errors,
@@ -136,11 +143,11 @@ pub(crate) async fn execute(
                     // The calls cut off while running, then the required ones still waiting.
                     let outstanding = unfinished
                         .iter()
-                        .filter(|&&i| running[i])
+                        .filter(|&&i| remaining[i] == 0)
                         .chain(
                             unfinished
                                 .iter()
-                                .filter(|&&i| !running[i] && !plan.calls[i].optional),
+                                .filter(|&&i| remaining[i] != 0 && !plan.calls[i].optional),
                         )
                         .map(|&i| plan.calls[i].name.clone())
                         .collect();
@@ -202,7 +209,6 @@ pub(crate) async fn execute(
         for &d in &plan.dependents[i] {
             remaining[d] -= 1;
             if remaining[d] == 0 {
-                running[d] = true;
                 let ready = Ready {
                     results: &results,
                     errors: &errors,
@@ -267,7 +273,7 @@ fn launch(
     ready: Ready<'_>,
     deadline: Option<Instant>,
     held: &mut Vec<(usize, manifold_queue::Task)>,
-) -> CallFuture {
+) -> Launched<impl Future<Output = CallOutput> + Send> {
     let call = &plan.calls[i];
     let failed: Vec<(usize, &CallError)> = failed_reads(plan, i, ready.errors)
         .filter_map(|r| Some((r, ready.errors.get(r)?.as_ref()?)))
@@ -295,7 +301,7 @@ fn launch(
                 causes.join(", ")
             ),
         );
-        return Box::pin(std::future::ready((i, Err(e), None)));
+        return Either::Left(Box::pin(std::future::ready((i, Err(e), None))));
     }
     let scope = Scope {
         req,
@@ -309,7 +315,7 @@ fn launch(
             held.push((i, task));
             receipt
         });
-        return Box::pin(std::future::ready((i, result, None)));
+        return Either::Left(Box::pin(std::future::ready((i, result, None))));
     }
     start_call(i, call, env, scope, deadline)
 }
@@ -321,9 +327,9 @@ fn start_call(
     env: Env<'_>,
     scope: Scope<'_>,
     deadline: Option<Instant>,
-) -> CallFuture {
+) -> Launched<impl Future<Output = CallOutput> + Send> {
     if call.mode != manifold_config::Mode::Sync {
-        return crate::queued::start_eager(i, call, env, scope);
+        return Either::Left(crate::queued::start_eager(i, call, env, scope));
     }
     let upstream = Arc::clone(&env.clients[call.upstream]);
     let budget = Budget {
@@ -334,7 +340,9 @@ fn start_call(
         connect_only: false,
     };
     if let Some(policy) = env.policies.get(i).and_then(Option::as_ref) {
-        return start_cached_call(i, call, upstream, policy, env, scope, budget);
+        return Either::Left(start_cached_call(
+            i, call, upstream, policy, env, scope, budget,
+        ));
     }
     let tele = env.calls.get(i).cloned();
     let request = build_request(call, scope).map(|r| traced(r, env, tele.as_ref(), false));
@@ -342,7 +350,7 @@ fn start_call(
         max: env.max_response_bytes,
     };
     let optional = call.optional;
-    Box::pin(async move {
+    Either::Right(async move {
         let started = Instant::now();
         let result = match request {
             Ok(r) => upstream.fetch(r, budget, read).await.and_then(|a| {
@@ -484,68 +492,84 @@ fn start_cached_call(
 
 /// Render `call` into an origin-form request (path and query, headers, JSON body): the upstream
 /// stack picks the endpoint and adds `Manifold-Deadline-Ms`.
+///
+/// Text is rendered into one scratch string, and every part (the path and query, each header
+/// value, the body) is then split off one buffer as a shared `Bytes`: a call costs these two
+/// buffers (and the sharing's counter), where a buffer per part, each handed to `Bytes` with
+/// spare room, cost two allocations a part. Copies of the request (an attempt that may be
+/// retried sends one) share the parts too.
 pub(crate) fn build_request(call: &Call, scope: Scope<'_>) -> Result<Request<Bytes>, CallError> {
-    let mut uri = String::with_capacity(64);
-    scope.render_url_part(&call.path, &mut uri);
+    let mut text = String::with_capacity(64);
+    scope.render_url_part(&call.path, &mut text);
     // A value of only dots is sent as `%2E%2E`, which RFC 3986 makes equal to `..`: an upstream
     // that normalizes paths would resolve it and serve another path. No encoding survives that.
-    if crate::path::has_dot_segment(&uri) {
+    if crate::path::has_dot_segment(&text) {
         return Err(CallError::new(
             CallErrorKind::Input,
             "a path value is `.` or `..`, which would change the upstream path",
         ));
     }
     for (n, (k, v)) in call.query.iter().enumerate() {
-        uri.push(if n == 0 && !uri.contains('?') {
+        text.push(if n == 0 && !text.contains('?') {
             '?'
         } else {
             '&'
         });
-        manifold_config::template::encode_path_value(k, &mut uri);
-        uri.push('=');
-        scope.render_url_part(v, &mut uri);
+        manifold_config::template::encode_path_value(k, &mut text);
+        text.push('=');
+        scope.render_url_part(v, &mut text);
     }
-    let uri = PathAndQuery::try_from(uri).map(Uri::from).map_err(|e| {
-        CallError::new(
-            CallErrorKind::Input,
-            format!("the rendered URL is not valid: {e}"),
-        )
-    })?;
-    let mut builder = Request::builder().method(call.method.clone()).uri(uri);
-    let headers = builder
-        .headers_mut()
-        .ok_or_else(|| CallError::new(CallErrorKind::Input, "invalid request"))?;
-    for (name, tpl) in &call.headers {
-        // Rendered into a string of its own that becomes the value's buffer: one allocation
-        // per header where `from_str` on a reused buffer made two (the text, then its copy).
-        let mut text = String::new();
+    let mut parts = BytesMut::with_capacity(PARTS_CAPACITY);
+    let uri = PathAndQuery::from_maybe_shared(split_off(&mut parts, &text))
+        .map(Uri::from)
+        .map_err(|e| {
+            CallError::new(
+                CallErrorKind::Input,
+                format!("the rendered URL is not valid: {e}"),
+            )
+        })?;
+    let mut request = Request::new(Bytes::new());
+    *request.method_mut() = call.method.clone();
+    *request.uri_mut() = uri;
+    let headers = request.headers_mut();
+    for (n, (name, tpl)) in call.headers.iter().enumerate() {
+        text.clear();
         scope.render_text(tpl, &mut text);
-        let value = HeaderValue::try_from(text).map_err(|_| {
+        let value = HeaderValue::from_maybe_shared(split_off(&mut parts, &text)).map_err(|_| {
             CallError::new(
                 CallErrorKind::Input,
                 format!("header `{name}` rendered to a value that is not a valid header value"),
             )
         })?;
-        // Names were validated at load.
-        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+        // Names were validated and parsed at load; cloning one shares its buffer.
+        let parsed = match call.header_names.get(n) {
+            Some(h) => Ok(h.clone()),
+            None => HeaderName::from_bytes(name.as_bytes()),
+        };
+        if let Ok(name) = parsed {
             headers.insert(name, value);
         }
     }
-    let body = match &call.body {
-        Some(tpl) => {
-            let bytes = serde_json::to_vec(&scope.json(tpl)).map_err(|e| {
-                CallError::new(CallErrorKind::Input, format!("cannot render the body: {e}"))
-            })?;
-            headers
-                .entry(CONTENT_TYPE)
-                .or_insert(HeaderValue::from_static("application/json"));
-            Bytes::from(bytes)
-        }
-        None => Bytes::new(),
-    };
-    builder
-        .body(body)
-        .map_err(|e| CallError::new(CallErrorKind::Input, format!("invalid request: {e}")))
+    if let Some(tpl) = &call.body {
+        serde_json::to_writer((&mut parts).writer(), &scope.json(tpl)).map_err(|e| {
+            CallError::new(CallErrorKind::Input, format!("cannot render the body: {e}"))
+        })?;
+        headers
+            .entry(CONTENT_TYPE)
+            .or_insert(HeaderValue::from_static("application/json"));
+        *request.body_mut() = parts.split().freeze();
+    }
+    Ok(request)
+}
+
+/// Room for a call's rendered parts at first: a typical path, a few header values and a small
+/// JSON body. A larger call grows it (the parts split off before keep the old buffer).
+const PARTS_CAPACITY: usize = 512;
+
+/// `text` as the next part split off `parts`.
+fn split_off(parts: &mut BytesMut, text: &str) -> Bytes {
+    parts.extend_from_slice(text.as_bytes());
+    parts.split().freeze()
 }
 
 /// A call's result from its answer: a non-2xx status is the call's failure; the body is JSON.

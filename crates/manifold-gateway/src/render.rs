@@ -107,16 +107,24 @@ impl<'a> Scope<'a> {
 
     /// Render a string template for a URL path or query: literal parts as written, values
     /// percent-encoded so they cannot change the URL's shape.
+    /// Text values (a parameter, a query value, a JSON string: nearly every value in a URL)
+    /// are encoded straight from where they are; only other JSON values are written out
+    /// first, into a buffer allocated for the first of them.
     pub fn render_url_part(&self, t: &StrTemplate, out: &mut String) {
         let mut buf = String::new();
         for seg in &t.segments {
             match seg {
                 Segment::Lit(l) => out.push_str(l),
-                Segment::Expr(e) => {
-                    buf.clear();
-                    self.text(e, &mut buf);
-                    encode_path_value(&buf, out);
-                }
+                Segment::Expr(e) => match self.lookup(e) {
+                    Val::Str(s) => encode_path_value(s, out),
+                    Val::Json(Value::String(s)) => encode_path_value(s, out),
+                    Val::Json(v) => {
+                        buf.clear();
+                        value_text(Some(v), &mut buf);
+                        encode_path_value(&buf, out);
+                    }
+                    Val::Missing => {}
+                },
             }
         }
     }
@@ -248,5 +256,35 @@ mod tests {
         let mut out = String::new();
         scope.render_url_part(&t, &mut out);
         assert_eq!(out, "/users/..%2Fx%3Fy%23z/orders");
+    }
+
+    #[test]
+    fn url_parts_encode_json_values_whatever_their_type() {
+        let req = RequestCtx::default();
+        let results = vec![Some(
+            serde_json::json!({"id": "a/b c", "n": 7, "dots": "..", "obj": {"k": "v/w"}}),
+        )];
+        let scope = Scope {
+            req: &req,
+            results: &results,
+        };
+        let expr = |path: &str| Segment::Expr(call_expr(0, &[path]));
+        let t = StrTemplate {
+            segments: vec![
+                Segment::Lit("/x/".into()),
+                expr("id"),
+                Segment::Lit("/".into()),
+                expr("n"),
+                Segment::Lit("/".into()),
+                expr("dots"),
+                Segment::Lit("/".into()),
+                expr("missing"),
+                Segment::Lit("/".into()),
+                expr("obj"),
+            ],
+        };
+        let mut out = String::new();
+        scope.render_url_part(&t, &mut out);
+        assert_eq!(out, "/x/a%2Fb%20c/7/%2E%2E//%7B%22k%22%3A%22v%2Fw%22%7D");
     }
 }

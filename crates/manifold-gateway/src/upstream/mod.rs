@@ -50,7 +50,7 @@ use retry::{Retry, RetryLayer, Retrying};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 /// The header carrying the remaining end-to-end budget, in milliseconds, to each upstream.
 pub const DEADLINE_HEADER: &str = "manifold-deadline-ms";
@@ -128,7 +128,8 @@ pub(crate) struct Answer {
 }
 
 /// The stack of one `[upstreams.NAME]`: retry ─► hedge ─► attempt (lease, bound, pooled
-/// client). Built once; each call clones the services (a few `Arc`s).
+/// client). Built once; each call runs the retry policy in place (not as a boxed service
+/// future) over a clone of the services below it (a few `Arc`s).
 #[derive(Debug)]
 pub(crate) struct Upstream {
     pub(crate) name: String,
@@ -191,7 +192,7 @@ impl Upstream {
             budget,
             idempotent,
         };
-        self.send.clone().oneshot(req).await
+        self.send.run(req).await
     }
 
     /// Send a request with a replayable body and read the answer as `read` says, each
@@ -209,7 +210,7 @@ impl Upstream {
             read,
             idempotent,
         };
-        self.fetch.clone().oneshot(req).await
+        self.fetch.run(req).await
     }
 }
 

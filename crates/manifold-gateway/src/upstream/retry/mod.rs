@@ -136,6 +136,19 @@ impl<S> Retry<S> {
     pub(crate) fn inner(&self) -> &S {
         &self.inner
     }
+
+    /// Run `req` under the policy: what the service's `call` does, as a plain future the
+    /// caller awaits in place. [`super::Upstream`] goes through here: the service's boxed
+    /// future (and its own clone of the policy) cost an allocation and a copy of the whole
+    /// retry state machine on every call, for a type nothing needs to name.
+    pub(crate) async fn run<R, T>(&self, req: R) -> Result<T, CallError>
+    where
+        S: Service<Attempt<R>, Response = Tried<T>, Error = Infallible> + Clone,
+        R: Replay,
+        T: Answered,
+    {
+        run(&self.retrying, self.inner.clone(), req).await
+    }
 }
 
 impl<S, R, T> Service<R> for Retry<S>
@@ -155,11 +168,13 @@ where
     }
 
     fn call(&mut self, req: R) -> Self::Future {
-        Box::pin(run(Arc::clone(&self.retrying), self.inner.clone(), req))
+        let retrying = Arc::clone(&self.retrying);
+        let inner = self.inner.clone();
+        Box::pin(async move { run(&retrying, inner, req).await })
     }
 }
 
-async fn run<S, R, T>(policy: Arc<Retrying>, inner: S, req: R) -> Result<T, CallError>
+async fn run<S, R, T>(policy: &Retrying, mut inner: S, req: R) -> Result<T, CallError>
 where
     S: Service<Attempt<R>, Response = Tried<T>, Error = Infallible> + Clone,
     R: Replay,
@@ -188,9 +203,11 @@ where
                 }
             },
         };
-        let Ok(mut tried) = inner
-            .clone()
-            .oneshot(Attempt {
+        // The attempt and hedge services are always ready (see their `poll_ready`); `ready`
+        // keeps the contract without cloning the service for each attempt as `oneshot` would.
+        let Ok(ready) = inner.ready().await;
+        let Ok(mut tried) = ready
+            .call(Attempt {
                 req: this,
                 avoid,
                 picked: None,
