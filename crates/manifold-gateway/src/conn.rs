@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,6 +88,14 @@ impl Activity {
         self.since
     }
 
+    /// When a connection with no request in flight is idle too long (`h2_idle_timeout` after
+    /// its last request started or ended), as [`run`] tells it.
+    pub(crate) fn idle_until(&self, limits: &Limits) -> Instant {
+        self.since
+            + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+            + limits.h2_idle_timeout
+    }
+
     fn touch(&self) {
         let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
@@ -111,8 +120,7 @@ impl Activity {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return Verdict::Wait(now + limits.h2_idle_timeout);
         }
-        let last = self.since + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        let idle_at = last + limits.h2_idle_timeout;
+        let idle_at = self.idle_until(limits);
         if now >= idle_at {
             Verdict::Idle
         } else {
@@ -161,26 +169,38 @@ where
     Ok(resp)
 }
 
-/// Drive one connection until it ends, is idle too long, never sends a request head, or is
-/// aborted at the drain timeout.
-pub(crate) async fn run<C, E>(
+/// What ends a listener's connections: its limits, the drain and the kill.
+#[derive(Debug, Clone)]
+pub(crate) struct Ends {
+    pub(crate) limits: Limits,
+    /// Asks every connection to finish.
+    pub(crate) drain: CancellationToken,
+    /// Ends them (the drain timeout passed).
+    pub(crate) kill: CancellationToken,
+}
+
+/// Drive one connection until it ends (its output), or is idle too long, never sends a request
+/// head, or is aborted at the drain timeout (`None`). `shut_down` asks it to finish gracefully:
+/// stop taking requests, finish those in flight (HTTP/2: GOAWAY).
+pub(crate) async fn run<C, T, E>(
     conn: C,
-    activity: Arc<Activity>,
+    mut shut_down: impl FnMut(Pin<&mut C>),
+    activity: &Activity,
     peer: SocketAddr,
-    limits: Limits,
-    drain: CancellationToken,
-    kill: CancellationToken,
-) where
-    C: GracefulConnection + Future<Output = Result<(), E>>,
+    ends: &Ends,
+) -> Option<T>
+where
+    C: Future<Output = Result<T, E>>,
     E: std::fmt::Display,
 {
+    let limits = &ends.limits;
     tokio::pin!(conn);
     let mut closing = false;
     // When an idle connection was asked to close: one that has not closed a
     // `header_read_timeout` later (a peer that never acknowledges the GOAWAY) is dropped.
     let mut idle_since: Option<Instant> = None;
     loop {
-        let wake = match activity.verdict(Instant::now(), &limits) {
+        let wake = match activity.verdict(Instant::now(), limits) {
             Verdict::Wait(at) => at,
             Verdict::NoHead => {
                 tracing::debug!(
@@ -188,11 +208,11 @@ pub(crate) async fn run<C, E>(
                     timeout = ?limits.header_read_timeout,
                     "no request head within header_read_timeout; connection closed"
                 );
-                return;
+                return None;
             }
             Verdict::Idle if !closing => {
                 tracing::debug!(%peer, idle = ?limits.h2_idle_timeout, "idle connection closed");
-                conn.as_mut().shut_down();
+                shut_down(conn.as_mut());
                 closing = true;
                 idle_since = Some(Instant::now());
                 continue;
@@ -202,7 +222,7 @@ pub(crate) async fn run<C, E>(
             Verdict::Idle => match idle_since {
                 Some(since) if Instant::now() >= since + limits.header_read_timeout => {
                     tracing::debug!(%peer, "idle connection did not close; dropped");
-                    return;
+                    return None;
                 }
                 Some(since) => since + limits.header_read_timeout,
                 None => Instant::now() + limits.h2_idle_timeout,
@@ -210,42 +230,25 @@ pub(crate) async fn run<C, E>(
         };
         tokio::select! {
             ended = conn.as_mut() => {
-                if let Err(e) = ended {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-                return;
+                return match ended {
+                    Ok(out) => Some(out),
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        None
+                    }
+                };
             }
             _ = tokio::time::sleep_until(wake) => {}
             _ = activity.quiet.notified() => {}
-            _ = drain.cancelled(), if !closing => {
-                conn.as_mut().shut_down();
+            _ = ends.drain.cancelled(), if !closing => {
+                shut_down(conn.as_mut());
                 closing = true;
             }
-            _ = kill.cancelled() => {
+            _ = ends.kill.cancelled() => {
                 tracing::debug!(%peer, "connection aborted at the drain timeout");
-                return;
+                return None;
             }
         }
-    }
-}
-
-/// A connection future that can be asked to finish gracefully (hyper-util's auto connection).
-pub(crate) trait GracefulConnection {
-    /// Stop taking requests; finish those in flight (HTTP/2: GOAWAY).
-    fn shut_down(self: std::pin::Pin<&mut Self>);
-}
-
-impl<I, S, B> GracefulConnection for hyper_util::server::conn::auto::Connection<'static, I, S, Exec>
-where
-    S: hyper::service::HttpService<Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
-    B: http_body::Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    Exec: hyper_util::server::conn::auto::HttpServerConnExec<S::Future, B>,
-{
-    fn shut_down(self: std::pin::Pin<&mut Self>) {
-        self.graceful_shutdown();
     }
 }
 

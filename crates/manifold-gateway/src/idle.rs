@@ -12,6 +12,11 @@
 //! become readable holding nothing but the socket. Then a new hyper connection is made on it;
 //! bytes hyper had read ahead (a pipelined request) are handed to the new one first.
 //!
+//! What a parked connection holds is its task's future ([`connection`]), so everything an active
+//! connection needs — hyper's connection, the connection's clock ([`conn::run`]), the park timer
+//! — lives in one box that is dropped when it parks, and hyper's read buffer is not kept either
+//! (an empty `Bytes` split from it still owns its whole allocation, 16 KiB after one request).
+//!
 //! Timeouts stay as they were: a parked connection is closed when no byte of a new request
 //! arrives within `header_read_timeout` of the end of the previous answer; once bytes arrive,
 //! hyper's `header_read_timeout` bounds the rest of the head (so a head is complete within
@@ -23,29 +28,29 @@
 //! hyper-util's auto connection: a TLS stream cannot wait for readability without reading, and
 //! its session's own buffers are the larger cost there.
 
-use crate::conn::{self, Activity, Exec};
-use crate::error::BoxError;
+use crate::conn::{self, Activity, Ends, Exec};
 use crate::upstream::Body;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
-use hyper::service::service_fn;
+use hyper::service::{service_fn, Service};
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
-use std::io;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
+use watch::{join, Prefixed, Tracked};
+
+mod watch;
 
 /// What an HTTP/2 client sends first (RFC 9113 §3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -67,14 +72,17 @@ enum Step<E> {
     Park(Instant),
 }
 
-/// hyper's builders for one plaintext listener.
-pub(crate) struct Builders {
+/// What one plaintext listener's connections share: hyper's builders, the handler and what
+/// ends a connection. Shared, so that a parked connection's task holds one pointer for all of it.
+pub(crate) struct Plain<H> {
     pub(crate) h1: http1::Builder,
     pub(crate) h2: http2::Builder<Exec>,
-    /// How long a parked connection waits for the first byte of its next request.
-    pub(crate) header_read_timeout: Duration,
+    pub(crate) handler: H,
+    pub(crate) ends: Ends,
 }
 
+/// A connection that went idle at a message boundary: its socket and since when it is idle.
+type Idle = (TcpStream, Instant);
 /// What tells whether the connection's current hyper connection may be taken apart, and asks
 /// it to shut down. Part of the connection's [`Activity`].
 #[derive(Debug, Default)]
@@ -94,8 +102,8 @@ pub(crate) struct IdleState {
 }
 
 impl IdleState {
-    /// Ask the connection to finish: finish what is in flight, then close; a parked or
-    /// unidentified connection closes at once.
+    /// Ask the active connection to finish: finish what is in flight, then close; one still
+    /// reading its preface closes at once. (A parked connection is told by the drain itself.)
     pub(crate) fn request_shutdown(&self) {
         self.shut.store(true, Ordering::Relaxed);
         self.shut_wake.notify_one();
@@ -125,53 +133,101 @@ impl IdleState {
     }
 }
 
-/// A connection's serving future, as [`conn::run`] drives it.
-pub(crate) struct Served<F> {
-    fut: Pin<Box<F>>,
-    activity: Arc<Activity>,
-}
-
-impl<F> Served<F> {
-    pub(crate) fn new(fut: F, activity: Arc<Activity>) -> Self {
-        Served {
-            fut: Box::pin(fut),
-            activity,
-        }
-    }
-}
-
-impl<F: Future> Future for Served<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.get_mut().fut.as_mut().poll(cx)
-    }
-}
-
-impl<F> conn::GracefulConnection for Served<F> {
-    fn shut_down(self: Pin<&mut Self>) {
-        self.activity.idle.request_shutdown();
-    }
-}
-
 /// Serve one plaintext connection: HTTP/2 by its preface, else HTTP/1 with idle parking.
-pub(crate) async fn serve<H, F>(
+///
+/// The task's own future is what a parked connection costs, so it is kept to the socket, a
+/// few pointers and the parked wait ([`parked`]): everything an active connection needs (hyper's
+/// connection, the connection's clock [`conn::run`], the park timer) is boxed while it is active
+/// and dropped when it parks.
+pub(crate) async fn connection<H, F>(
     mut io: TcpStream,
-    builders: Arc<Builders>,
-    activity: Arc<Activity>,
     peer: SocketAddr,
-    handler: H,
-    passthrough: bool,
-) -> Result<(), hyper::Error>
+    activity: Arc<Activity>,
+    plain: Arc<Plain<H>>,
+    _slot: OwnedSemaphorePermit,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let shut_down = |_: Pin<&mut _>| activity.idle.request_shutdown();
+    let first = first(io, peer, &activity, &plain);
+    let Some(Some((again, mut since))) =
+        Box::pin(conn::run(first, shut_down, &activity, peer, &plain.ends)).await
+    else {
+        return;
+    };
+    // The socket goes back where it came from: the parked task holds it once.
+    io = again;
+    loop {
+        if !parked(&io, since, &activity, &plain.ends, &peer).await {
+            return;
+        }
+        let shut_down = |_: Pin<&mut _>| activity.idle.request_shutdown();
+        let served = serve_h1(io, Bytes::new(), peer, &activity, &plain);
+        let Some(Some((again, idle_since))) =
+            Box::pin(conn::run(served, shut_down, &activity, peer, &plain.ends)).await
+        else {
+            return;
+        };
+        io = again;
+        since = idle_since;
+    }
+}
+
+/// The first part of a connection: the preface, then HTTP/2 to its end, or HTTP/1 until it ends
+/// or parks.
+async fn first<H, F>(
+    mut io: TcpStream,
+    peer: SocketAddr,
+    activity: &Arc<Activity>,
+    plain: &Plain<H>,
+) -> Result<Option<Idle>, hyper::Error>
 where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
-    let Some((mut pre, h2)) = preface(&mut io, &activity.idle).await else {
-        return Ok(());
+    let Some((pre, h2)) = preface(&mut io, &activity.idle).await else {
+        return Ok(None);
     };
-    let in_conn = Arc::clone(&activity);
-    let mut svc = service_fn(move |req: Request<Incoming>| {
+    if !h2 {
+        return serve_h1(io, pre, peer, activity, plain).await;
+    }
+    let io = Prefixed::new(pre, io, Arc::clone(activity));
+    let svc = service(plain, activity, peer);
+    // Boxed: the first part of every HTTP/1 connection would otherwise have room for it.
+    let mut conn = Box::pin(plain.h2.serve_connection(TokioIo::new(io), svc));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            ended = conn.as_mut() => return ended.map(|()| None),
+            () = activity.idle.shut_wake.notified(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+}
+
+/// The service of one hyper connection: [`conn::answer`], with the response body tracked.
+fn service<H, F>(
+    plain: &Plain<H>,
+    activity: &Arc<Activity>,
+    peer: SocketAddr,
+) -> impl Service<
+    Request<Incoming>,
+    Response = Response<Tracked>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Send
+       + 'static
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let in_conn = Arc::clone(activity);
+    let handler = plain.handler.clone();
+    let passthrough = plain.ends.limits.passthrough;
+    service_fn(move |req: Request<Incoming>| {
         let activity = Arc::clone(&in_conn);
         if !http_body::Body::is_end_stream(req.body()) {
             activity.idle.keep.store(true, Ordering::Relaxed);
@@ -187,42 +243,42 @@ where
             let Ok(resp) = answer.await;
             Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, activity)))
         }
-    });
-    if h2 {
-        let io = Prefixed::new(pre, io, Arc::clone(&activity));
-        // Boxed, as the HTTP/1 one: the task of every connection would otherwise have room
-        // for an HTTP/2 connection.
-        let mut conn = Box::pin(builders.h2.serve_connection(TokioIo::new(io), svc));
-        let mut closing = false;
-        loop {
-            tokio::select! {
-                ended = conn.as_mut() => return ended,
-                () = activity.idle.shut_wake.notified(), if !closing => {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-            }
-        }
-    }
-    // One timer for the connection's life, re-armed at each message boundary (no allocation).
-    let mut grace = Box::pin(tokio::time::sleep(PARK_AFTER));
+    })
+}
+
+/// Serve HTTP/1 on `io` (`pre` read from it already) until the connection ends (`None`), or
+/// has stayed idle at a message boundary for [`PARK_AFTER`]: then hyper's connection and its
+/// buffers are dropped and the bare socket is handed back with when it went idle.
+async fn serve_h1<H, F>(
+    mut io: TcpStream,
+    mut pre: Bytes,
+    peer: SocketAddr,
+    activity: &Arc<Activity>,
+    plain: &Plain<H>,
+) -> Result<Option<Idle>, hyper::Error>
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let mut svc = service(plain, activity, peer);
+    // One timer while active, re-armed at each message boundary.
+    let mut grace = pin!(tokio::time::sleep(PARK_AFTER));
     loop {
         activity.idle.fresh();
         let served_before = activity.requests();
         // The boundary the grace timer was armed for (requests served then) and when.
         let mut armed: Option<(u64, Instant)> = None;
-        let io_now = Prefixed::new(pre, io, Arc::clone(&activity));
-        // Boxed: while the connection is parked, the task holds no room for it.
-        let mut conn = Box::new(builders.h1.serve_connection(TokioIo::new(io_now), svc));
+        let io_now = Prefixed::new(pre, io, Arc::clone(activity));
+        let mut conn = plain.h1.serve_connection(TokioIo::new(io_now), svc);
         let mut closing = false;
         let ended = {
             let mut shut = pin!(activity.idle.shut_wake.notified());
             poll_fn(|cx| {
                 if !closing && (activity.idle.shutting() || shut.as_mut().poll(cx).is_ready()) {
-                    Pin::new(&mut *conn).graceful_shutdown();
+                    Pin::new(&mut conn).graceful_shutdown();
                     closing = true;
                 }
-                if let Poll::Ready(ended) = Pin::new(&mut *conn).poll(cx) {
+                if let Poll::Ready(ended) = Pin::new(&mut conn).poll(cx) {
                     return Poll::Ready(Step::Ended(ended));
                 }
                 // Checked right after hyper returned Pending: every request, body and flush of
@@ -251,39 +307,52 @@ where
             .await
         };
         let idle_since = match ended {
-            Step::Ended(ended) => return ended,
+            Step::Ended(ended) => return ended.map(|()| None),
             Step::Park(since) => since,
         };
-        let parts = (*conn).into_parts();
+        let parts = conn.into_parts();
         svc = parts.service;
         let rest = parts.io.into_inner();
         io = rest.io;
+        // Empty, hyper's read buffer still holds its whole allocation (8 KiB or more): only
+        // bytes already read (a pipelined request) are kept.
         pre = join(parts.read_buf, rest.pre);
-        if !pre.is_empty() {
-            // A pipelined request is already here: serve it at once.
-            continue;
+        if pre.is_empty() {
+            return Ok(Some((io, idle_since)));
         }
-        // The idle time before parking counts: a parked connection closes `header_read_timeout`
-        // after its last answer, as before.
-        let due = idle_since + builders.header_read_timeout;
-        activity.idle.parked.store(true, Ordering::Relaxed);
-        let woken = tokio::select! {
-            ready = io.readable() => ready.is_ok(),
-            () = tokio::time::sleep_until(due) => {
-                tracing::debug!(
-                    %peer,
-                    timeout = ?builders.header_read_timeout,
-                    "no new request within header_read_timeout; keep-alive connection closed"
-                );
-                false
-            }
-            () = activity.idle.shut_wake.notified() => false,
-        };
-        activity.idle.parked.store(false, Ordering::Relaxed);
-        if !woken || activity.idle.shutting() {
-            return Ok(());
-        }
+        // A pipelined request is already here: serve it at once.
     }
+}
+
+/// Wait, holding only the socket, until the next request's first bytes arrive (`true`), or the
+/// connection must close: no byte within `header_read_timeout` of `since`, no request for
+/// `h2_idle_timeout` (as [`conn::run`] would close it), or the drain began.
+async fn parked(
+    io: &TcpStream,
+    since: Instant,
+    activity: &Activity,
+    ends: &Ends,
+    peer: &SocketAddr,
+) -> bool {
+    // The idle time before parking counts: a parked connection closes `header_read_timeout`
+    // after its last answer, as before.
+    let limits = &ends.limits;
+    let due = (since + limits.header_read_timeout).min(activity.idle_until(limits));
+    activity.idle.parked.store(true, Ordering::Relaxed);
+    let woken = tokio::select! {
+        ready = poll_fn(|cx| io.poll_read_ready(cx)) => ready.is_ok(),
+        () = tokio::time::sleep_until(due) => {
+            tracing::debug!(
+                %peer,
+                timeout = ?limits.header_read_timeout,
+                "no new request within header_read_timeout; keep-alive connection closed"
+            );
+            false
+        }
+        () = ends.drain.cancelled() => false,
+    };
+    activity.idle.parked.store(false, Ordering::Relaxed);
+    woken && !ends.drain.is_cancelled()
 }
 
 /// Read until the bytes are, or cannot be, the HTTP/2 preface: `(bytes read, is HTTP/2)`.
@@ -312,175 +381,70 @@ async fn preface(io: &mut TcpStream, idle: &IdleState) -> Option<(Bytes, bool)> 
     }
 }
 
-/// `first` then `then`, without copying when either is empty.
-fn join(first: Bytes, then: Bytes) -> Bytes {
-    if then.is_empty() {
-        return first;
-    }
-    if first.is_empty() {
-        return then;
-    }
-    let mut all = BytesMut::with_capacity(first.len() + then.len());
-    all.extend_from_slice(&first);
-    all.extend_from_slice(&then);
-    all.freeze()
-}
-
-/// The socket, with bytes already read from it served first, and its writes and flushes
-/// reported to the connection's [`IdleState`].
-struct Prefixed {
-    pre: Bytes,
-    io: TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl Prefixed {
-    fn new(pre: Bytes, io: TcpStream, activity: Arc<Activity>) -> Self {
-        Prefixed { pre, io, activity }
-    }
-
-    fn wrote(&self) {
-        self.activity.idle.unflushed.store(true, Ordering::Relaxed);
-    }
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.pre.is_empty() {
-            let n = this.pre.len().min(buf.remaining());
-            buf.put_slice(&this.pre[..n]);
-            this.pre.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.wrote();
-        Pin::new(&mut this.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.wrote();
-        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let flushed = Pin::new(&mut this.io).poll_flush(cx);
-        if matches!(flushed, Poll::Ready(Ok(()))) {
-            this.activity.idle.unflushed.store(false, Ordering::Relaxed);
-        }
-        flushed
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        this.activity.idle.keep.store(true, Ordering::Relaxed);
-        Pin::new(&mut this.io).poll_shutdown(cx)
-    }
-}
-
-/// A response body that counts as open until hyper drops it (hyper drops it once it has
-/// taken its last frame, or abandons it).
-struct Tracked {
-    body: Body,
-    activity: Arc<Activity>,
-}
-
-impl Tracked {
-    fn new(body: Body, activity: Arc<Activity>) -> Self {
-        activity.idle.bodies.fetch_add(1, Ordering::Relaxed);
-        Tracked { body, activity }
-    }
-}
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        self.activity.idle.bodies.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl http_body::Body for Tracked {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::Limits;
     use http_body_util::{BodyExt, Full};
+    use std::future::Ready;
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
+    use tokio::sync::Semaphore;
+    use tokio_util::sync::CancellationToken;
 
     /// Upper bound on every wait here.
     const BOUND: Duration = Duration::from_secs(10);
 
-    async fn ok(_req: Request<Incoming>, _peer: SocketAddr) -> Result<Response<Body>, Infallible> {
+    type Handler = fn(Request<Incoming>, SocketAddr) -> Ready<Result<Response<Body>, Infallible>>;
+
+    fn ok(_req: Request<Incoming>, _peer: SocketAddr) -> Ready<Result<Response<Body>, Infallible>> {
         let body = Full::new(Bytes::from_static(b"ok"))
             .map_err(|never| match never {})
             .boxed();
-        Ok(Response::new(body))
+        std::future::ready(Ok(Response::new(body)))
     }
 
-    /// One connection served by [`serve`] (no [`conn::run`] around it): its address and
-    /// its activity, once accepted.
-    async fn one_connection() -> (TcpStream, Arc<Activity>) {
+    /// A listener's shared state for these tests: `header_read_timeout` [`BOUND`].
+    fn plain() -> Arc<Plain<Handler>> {
+        let mut h1 = http1::Builder::new();
+        h1.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(BOUND);
+        let kill = CancellationToken::new();
+        Arc::new(Plain {
+            h1,
+            h2: http2::Builder::new(Exec::new(kill.clone())),
+            handler: ok as Handler,
+            ends: Ends {
+                limits: Limits {
+                    header_read_timeout: BOUND,
+                    h2_idle_timeout: BOUND,
+                    max_connections: 1,
+                    drain: BOUND,
+                    passthrough: true,
+                },
+                drain: CancellationToken::new(),
+                kill,
+            },
+        })
+    }
+
+    /// One connection served by [`connection`] (no listener around it): the client's socket,
+    /// the connection's activity once accepted, and what it shares with its listener.
+    async fn one_connection() -> (TcpStream, Arc<Activity>, Arc<Plain<Handler>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let shared = plain();
+        let in_task = Arc::clone(&shared);
         tokio::spawn(async move {
             let (stream, peer) = listener.accept().await.unwrap();
             let activity = Arc::new(Activity::new());
             let _ = tx.send(Arc::clone(&activity));
-            let mut h1 = http1::Builder::new();
-            h1.timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(BOUND);
-            let builders = Arc::new(Builders {
-                h1,
-                h2: http2::Builder::new(Exec::new(tokio_util::sync::CancellationToken::new())),
-                header_read_timeout: BOUND,
-            });
-            let _ = serve(stream, builders, activity, peer, ok, true).await;
+            let slot = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
+            connection(stream, peer, activity, in_task, slot).await;
         });
         let client = TcpStream::connect(addr).await.unwrap();
-        (client, rx.await.unwrap())
+        (client, rx.await.unwrap(), shared)
     }
 
     /// Read `n` whole answers (each ends with the body `ok`).
@@ -512,7 +476,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_keep_alive_connection_drops_hyper_and_serves_again() {
-        let (mut c, activity) = one_connection().await;
+        let (mut c, activity, _) = one_connection().await;
         assert!(!activity.idle.parked());
         c.write_all(GET).await.unwrap();
         assert!(answers(&mut c, 1).await.starts_with("HTTP/1.1 200"));
@@ -526,7 +490,7 @@ mod tests {
 
     #[tokio::test]
     async fn pipelined_requests_and_request_bodies_are_all_answered() {
-        let (mut c, activity) = one_connection().await;
+        let (mut c, activity, _) = one_connection().await;
         // Three requests in one write: hyper reads ahead, the read-ahead survives a rebuild.
         c.write_all(&[GET, GET, GET].concat()).await.unwrap();
         let got = answers(&mut c, 3).await;
@@ -544,16 +508,51 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_parked_connection_closes_when_asked_to_finish() {
-        let (mut c, activity) = one_connection().await;
+    async fn a_parked_connection_closes_at_once_when_the_drain_begins() {
+        let (mut c, activity, shared) = one_connection().await;
         c.write_all(GET).await.unwrap();
         answers(&mut c, 1).await;
         until_parked(&activity).await;
-        activity.idle.request_shutdown();
+        shared.ends.drain.cancel();
         let mut buf = [0u8; 16];
         let n = tokio::time::timeout(BOUND, c.read(&mut buf))
             .await
             .expect("closed within the bound");
         assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    }
+
+    #[tokio::test]
+    async fn a_parked_connection_s_task_has_no_room_for_hyper_s_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let shared = plain();
+        let activity = Arc::new(Activity::new());
+        let slot = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
+        // What every connection's task holds, parked or not (a tokio task stores its future
+        // inline).
+        let task = std::mem::size_of_val(&connection(
+            stream,
+            peer,
+            Arc::clone(&activity),
+            Arc::clone(&shared),
+            slot,
+        ));
+        // What an active HTTP/1 connection holds, boxed while it is active.
+        let other = TcpStream::connect(addr).await.unwrap();
+        let io = Prefixed::new(Bytes::new(), other, Arc::clone(&activity));
+        let svc = service(&shared, &activity, peer);
+        let hyper_conn = std::mem::size_of_val(&shared.h1.serve_connection(TokioIo::new(io), svc));
+        let active = std::mem::size_of_val(&serve_h1(
+            TcpStream::connect(addr).await.unwrap(),
+            Bytes::new(),
+            peer,
+            &activity,
+            &shared,
+        ));
+        println!("bytes: connection task future {task}, hyper HTTP/1 connection {hyper_conn}, active HTTP/1 part {active}");
+        assert!(task < hyper_conn, "{task} >= {hyper_conn}");
+        assert!(task < active, "{task} >= {active}");
     }
 }

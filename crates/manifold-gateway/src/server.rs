@@ -13,8 +13,8 @@
 //! no connection may keep one without using it: what bounds each connection's life is in
 //! [`conn`](crate::conn).
 
-use crate::conn::{self, Activity, Exec};
-use crate::idle::{self, Builders};
+use crate::conn::{self, Activity, Ends, Exec};
+use crate::idle::{self, Plain};
 use crate::tls::{OverTls, TlsFiles};
 use crate::upstream::Body;
 use http::{Request, Response};
@@ -99,10 +99,16 @@ pub(crate) async fn serve<H, F>(
     h2.timer(TokioTimer::new())
         .keep_alive_interval(Some(H2_PING_INTERVAL))
         .keep_alive_timeout(H2_PING_TIMEOUT);
-    let plain = Arc::new(Builders {
+    let ends = Ends {
+        limits,
+        drain: drain.clone(),
+        kill: kill.clone(),
+    };
+    let plain = Arc::new(Plain {
         h1,
         h2,
-        header_read_timeout: limits.header_read_timeout,
+        handler: handler.clone(),
+        ends: ends.clone(),
     });
     // Every connection task holds a slot until it ends, so "all slots free" is "all connections
     // closed" (acquire_many counts in u32).
@@ -149,30 +155,19 @@ pub(crate) async fn serve<H, F>(
                 let _ = stream.set_nodelay(true);
                 // The connection's clock starts at the accept, before any handshake.
                 let activity = Arc::new(Activity::new());
+                let Some(acceptor) = acceptor.clone() else {
+                    // Its own task type: a parked plaintext connection's task holds no room
+                    // for the TLS path's state.
+                    let plain = Arc::clone(&plain);
+                    tokio::spawn(idle::connection(stream, peer, activity, plain, slot));
+                    continue;
+                };
                 let handler = handler.clone();
                 let builder = Arc::clone(&builder);
-                let plain = Arc::clone(&plain);
-                let acceptor = acceptor.clone();
-                let (drain, kill) = (drain.clone(), kill.clone());
+                let ends = ends.clone();
                 tokio::spawn(async move {
                     let _slot = slot;
-                    let ends = Ends { limits, drain, kill };
-                    let Some(acceptor) = acceptor else {
-                        let passthrough = limits.passthrough;
-                        let served = idle::serve(
-                            stream,
-                            plain,
-                            Arc::clone(&activity),
-                            peer,
-                            handler,
-                            passthrough,
-                        );
-                        let served = idle::Served::new(served, Arc::clone(&activity));
-                        let Ends { limits, drain, kill } = ends;
-                        return conn::run(served, activity, peer, limits, drain, kill).await;
-                    };
-                    // Boxed: the handshake's and hyper-util's connection state would otherwise
-                    // size every plaintext connection's task as well.
+                    // Boxed: the handshake's and hyper-util's connection state are large.
                     let tls = over_tls(acceptor, stream, &builder, activity, peer, handler, ends);
                     Box::pin(tls).await;
                 });
@@ -199,13 +194,6 @@ pub(crate) async fn serve<H, F>(
         // the connections are closed when this returns.
         let _ = tokio::time::timeout(Duration::from_secs(1), slots.acquire_many(all)).await;
     }
-}
-
-/// What ends a connection: its limits, the drain and the kill.
-struct Ends {
-    limits: Limits,
-    drain: CancellationToken,
-    kill: CancellationToken,
 }
 
 /// Handshake a TLS connection within `header_read_timeout` of its accept, then serve it.
@@ -276,5 +264,5 @@ async fn tls_connection<IO, H, F>(
             }),
         )
         .into_owned();
-    conn::run(conn, activity, peer, ends.limits, ends.drain, ends.kill).await;
+    conn::run(conn, |c| c.graceful_shutdown(), &activity, peer, &ends).await;
 }
