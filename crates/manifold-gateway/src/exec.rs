@@ -370,7 +370,9 @@ fn start_call(
 }
 
 /// Give an upstream request its call's trace context (see [`crate::telemetry`]): the attempts
-/// record their spans into this request's trace.
+/// record their spans into this request's trace. Without tracing, the context is only the
+/// `X-Request-Id`, given to the request here once (its retries and hedges copy its headers)
+/// rather than by each attempt from a `CallTrace` in its extensions.
 fn traced(
     mut request: Request<Bytes>,
     env: Env<'_>,
@@ -378,13 +380,17 @@ fn traced(
     cache_fill: bool,
 ) -> Request<Bytes> {
     if let (Some(ctx), Some(tele)) = (env.trace, tele) {
-        request
-            .extensions_mut()
-            .insert(crate::telemetry::CallTrace::new(
-                ctx.clone(),
-                Arc::clone(&tele.name),
-                cache_fill,
-            ));
+        if ctx.tracing() {
+            request
+                .extensions_mut()
+                .insert(crate::telemetry::CallTrace::new(
+                    ctx.clone(),
+                    Arc::clone(&tele.name),
+                    cache_fill,
+                ));
+        } else {
+            ctx.apply(None, request.headers_mut());
+        }
     }
     request
 }

@@ -125,8 +125,9 @@ pub(crate) fn client_request_id(headers: &http::HeaderMap) -> Option<HeaderValue
 }
 
 /// A request id unique in this process and unlikely to repeat across processes: a random
-/// per-process prefix and a counter. Made only when an error is logged without a client id, so
-/// the happy path pays nothing.
+/// per-process prefix and a counter. Made for every answer when tracing is off (metrics or the
+/// access log on), so it is written into a stack buffer, not through `format!`, and held in a
+/// buffer that clones without allocating (see [`shared_value`]).
 pub(crate) fn new_request_id() -> HeaderValue {
     static PREFIX: OnceLock<u64> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -136,7 +137,78 @@ pub(crate) fn new_request_id() -> HeaderValue {
         h.finish()
     });
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    HeaderValue::from_str(&format!("{prefix:016x}-{n:x}")).unwrap_or(HeaderValue::from_static("-"))
+    let mut id = IdBuf::default();
+    id.push_hex(prefix, 16);
+    id.push(b'-');
+    id.push_hex(n, 1);
+    shared_value(id).unwrap_or(HeaderValue::from_static("-"))
+}
+
+/// The longest value [`id_value`] keeps in its inline buffer (the longest client id trusted).
+const ID_BUF: usize = MAX_REQUEST_ID;
+
+/// A request id's bytes, inline: one allocation when it becomes a header value.
+#[derive(Clone, Copy)]
+pub(crate) struct IdBuf {
+    len: u8,
+    buf: [u8; ID_BUF],
+}
+
+impl Default for IdBuf {
+    fn default() -> Self {
+        IdBuf {
+            len: 0,
+            buf: [0; ID_BUF],
+        }
+    }
+}
+
+impl IdBuf {
+    /// `bytes`, when they fit.
+    pub(crate) fn from_slice(bytes: &[u8]) -> Option<IdBuf> {
+        let mut id = IdBuf::default();
+        id.buf.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        id.len = u8::try_from(bytes.len()).ok()?;
+        Some(id)
+    }
+
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(usize::from(self.len)) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+
+    /// `v` in lowercase hex, at least `min_digits` digits (leading zeros), as `{:0N$x}` would.
+    fn push_hex(&mut self, v: u64, min_digits: u32) {
+        let digits = (64 - v.leading_zeros()).div_ceil(4).max(min_digits);
+        for i in (0..digits).rev() {
+            let nibble = (v >> (i * 4)) & 0xf;
+            self.push(b"0123456789abcdef"[nibble as usize]);
+        }
+    }
+}
+
+impl AsRef<[u8]> for IdBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+}
+
+/// A header value whose clones share one buffer without allocating. `HeaderValue::from_str`
+/// copies into a `Bytes` that allocates again on its first clone (to share the copy), and a
+/// request's id is cloned for the answer and its upstream requests; `Bytes::from_owner` is one
+/// allocation, and clones are a reference count.
+pub(crate) fn shared_value(id: IdBuf) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id)).ok()
+}
+
+/// [`shared_value`] of `id`, when it fits the inline buffer (else an ordinary copy).
+pub(crate) fn id_value(id: &str) -> Option<HeaderValue> {
+    match IdBuf::from_slice(id.as_bytes()) {
+        Some(buf) => shared_value(buf),
+        None => HeaderValue::from_str(id).ok(),
+    }
 }
 
 /// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or any request with more than one, or one
@@ -395,5 +467,50 @@ mod tests {
         );
         assert!(client_request_id(&h).is_none());
         assert_ne!(new_request_id(), new_request_id());
+    }
+
+    #[test]
+    fn made_up_ids_are_a_16_digit_prefix_and_a_counter_in_hex() {
+        let a = new_request_id();
+        let b = new_request_id();
+        let parse = |v: &HeaderValue| {
+            let s = v.to_str().expect("ascii").to_owned();
+            let (prefix, n) = s.split_once('-').expect("a dash");
+            assert_eq!(prefix.len(), 16, "{s}");
+            assert!(s.bytes().all(|c| c == b'-' || c.is_ascii_hexdigit()));
+            assert!(!s.bytes().any(|c| c.is_ascii_uppercase()));
+            (prefix.to_owned(), u64::from_str_radix(n, 16).expect("hex"))
+        };
+        let (pa, na) = parse(&a);
+        let (pb, nb) = parse(&b);
+        assert_eq!(pa, pb);
+        assert!(nb > na, "{na} then {nb}");
+    }
+
+    #[test]
+    fn hex_is_written_as_format_writes_it() {
+        for v in [0u64, 1, 0xf, 0x10, 0xabc, u64::MAX, 1 << 63] {
+            for min in [1, 16] {
+                let mut id = IdBuf::default();
+                id.push_hex(v, min);
+                let want = format!("{v:0w$x}", w = min as usize);
+                assert_eq!(id.as_ref(), want.as_bytes());
+            }
+        }
+    }
+
+    #[test]
+    fn id_values_keep_their_bytes_and_clone_equal() {
+        let long = "a".repeat(MAX_REQUEST_ID + 1);
+        for id in ["abc-123", "x", &"z".repeat(MAX_REQUEST_ID), &long] {
+            let v = id_value(id).expect("valid");
+            assert_eq!(v.as_bytes(), id.as_bytes());
+            assert_eq!(v.clone(), v);
+        }
+        assert!(
+            id_value("ctl\u{1}").is_none(),
+            "a control character is refused"
+        );
+        assert!(id_value(&format!("{}\u{1}", "a".repeat(MAX_REQUEST_ID))).is_none());
     }
 }

@@ -16,19 +16,22 @@
 //!
 //! Requests answered before a route ran (404, 405, shed) are recorded by [`rejected`].
 
+mod ctx;
 mod rejected;
+#[cfg(test)]
+mod tests;
+pub(crate) use ctx::{AttemptSpan, CallTrace, TraceCtx};
 pub(crate) use rejected::Reason;
 
 use crate::respond::REQUEST_ID;
 use crate::upstream::Body;
-use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, Request, Response};
+use http::header::HeaderValue;
+use http::{Request, Response};
 use http_body::Body as _;
 use manifold_config::{Config, RouteKind};
 use manifold_telemetry as tm;
 use manifold_telemetry::metrics::{CallMetrics, CallResult, Metrics, RouteMetrics};
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -66,6 +69,9 @@ type QueueSeen = (tm::metrics::QueueMetrics, [u64; 4]);
 struct RouteTele {
     /// The route's index (the trace store's too).
     index: usize,
+    /// A proxy route (its attempts read a [`CallTrace`]; a compose route's calls, a
+    /// [`TraceCtx`]).
+    proxy: bool,
     name: Arc<str>,
     /// `http.route`: the path template.
     template: Arc<str>,
@@ -254,7 +260,7 @@ impl Telemetry {
                 if client_id.is_none() {
                     incoming.request_id = None;
                 }
-                let trace = tracer.start(
+                let trace = tracer.start_with_calls(
                     incoming,
                     tm::RootInfo {
                         kind: tm::RootKind::Server,
@@ -262,9 +268,11 @@ impl Telemetry {
                         route: Arc::clone(&route.template),
                         path: req.uri().path().to_owned(),
                     },
+                    // A proxied request is one call; retries and hedges grow the vector.
+                    route.calls.len().max(1),
                 );
-                let id = HeaderValue::from_str(trace.request_id())
-                    .unwrap_or_else(|_| crate::respond::new_request_id());
+                let id = crate::respond::id_value(trace.request_id())
+                    .unwrap_or_else(crate::respond::new_request_id);
                 (Some(trace), id)
             }
             None => (
@@ -272,25 +280,28 @@ impl Telemetry {
                 client_id.unwrap_or_else(crate::respond::new_request_id),
             ),
         };
-        let ctx = TraceCtx(Arc::new(CtxInner {
-            handle: trace.as_ref().map(tm::RequestTrace::handle),
-            tracestate: trace
-                .as_ref()
-                .and_then(|t| t.tracestate())
-                .and_then(|s| HeaderValue::from_str(s).ok()),
-            request_id: request_id.clone(),
-        }));
-        // A proxied request is forwarded with its extensions: its attempts find this one.
-        req.extensions_mut()
-            .insert(CallTrace::new(ctx.clone(), Arc::clone(&route.name), false));
-        req.extensions_mut().insert(ctx);
+        let ctx = TraceCtx::new(trace.as_ref(), request_id.clone());
+        // Only what the route's kind reads: a proxied request is forwarded with its extensions
+        // and its attempts find the `CallTrace`; a composed one hands the `TraceCtx` to its
+        // calls. (Each extension is an `Arc` and a box, and the first one the map itself.)
+        if route.proxy {
+            req.extensions_mut()
+                .insert(CallTrace::new(ctx, Arc::clone(&route.name), false));
+        } else {
+            req.extensions_mut().insert(ctx);
+        }
         Some(Recording {
             route,
-            trace,
             active,
             request_id,
-            method: req.method().clone(),
-            started: Instant::now(),
+            method: self.access_log.then(|| req.method().clone()),
+            // A trace times the request itself.
+            started: if trace.is_none() {
+                Some(Instant::now())
+            } else {
+                None
+            },
+            trace,
         })
     }
 
@@ -298,10 +309,12 @@ impl Telemetry {
     /// `X-Request-Id`, write the access log line.
     pub(crate) fn finish(&self, rec: Recording<'_>, resp: &mut Response<Body>) {
         let status = resp.status().as_u16();
-        resp.headers_mut()
-            .entry(REQUEST_ID)
-            .or_insert_with(|| rec.request_id.clone());
-        let partial = crate::access_log::partial_calls(resp.headers());
+        // The partial calls go on the SERVER span and in the log line: not read for metrics.
+        let partial = if rec.trace.is_some() || self.access_log {
+            crate::access_log::partial_calls(resp.headers())
+        } else {
+            Vec::new()
+        };
         let (duration, exemplar, trace_id) = match rec.trace {
             Some(trace) => {
                 let error_type = (status >= 500).then(|| {
@@ -324,21 +337,35 @@ impl Telemetry {
                 }
                 out
             }
-            None => (rec.started.elapsed(), None, None),
+            None => (
+                rec.started.map_or(Duration::ZERO, |s| s.elapsed()),
+                None,
+                None,
+            ),
         };
         if let Some(active) = rec.active {
             active.finish(status, duration, exemplar);
         }
-        if self.access_log {
-            crate::access_log::line(
-                &rec.route.name,
-                &rec.method,
-                status,
-                duration,
-                trace_id,
-                &rec.request_id,
-                &partial,
-            );
+        match (self.access_log, &rec.method) {
+            (true, Some(method)) => {
+                resp.headers_mut()
+                    .entry(REQUEST_ID)
+                    .or_insert_with(|| rec.request_id.clone());
+                crate::access_log::line(
+                    &rec.route.name,
+                    method,
+                    status,
+                    duration,
+                    trace_id,
+                    &rec.request_id,
+                    &partial,
+                );
+            }
+            _ => {
+                resp.headers_mut()
+                    .entry(REQUEST_ID)
+                    .or_insert(rec.request_id);
+            }
         }
     }
 }
@@ -413,6 +440,7 @@ fn route_handles(config: &Config, metrics: Option<&Metrics>) -> Vec<RouteTele> {
             };
             RouteTele {
                 index,
+                proxy: matches!(r.kind, RouteKind::Proxy { .. }),
                 name: Arc::from(r.name.as_str()),
                 template: Arc::from(r.path.as_str()),
                 metrics: metrics.map(|m| m.route(&r.name)),
@@ -429,174 +457,10 @@ pub(crate) struct Recording<'a> {
     trace: Option<tm::RequestTrace>,
     active: Option<tm::metrics::ActiveRequest<'a>>,
     request_id: HeaderValue,
-    method: http::Method,
-    started: Instant,
-}
-
-/// A request's trace context, in the incoming request's extensions.
-#[derive(Debug, Clone)]
-pub(crate) struct TraceCtx(Arc<CtxInner>);
-
-#[derive(Debug)]
-struct CtxInner {
-    /// Starts the request's call spans (none with `tracing = false`).
-    handle: Option<tm::TraceHandle>,
-    tracestate: Option<HeaderValue>,
-    request_id: HeaderValue,
-}
-
-impl TraceCtx {
-    /// The context of an offloaded task's delivery: its calls are the CONSUMER span's children
-    /// and carry the request id the task was written with.
-    pub(crate) fn for_delivery(trace: &tm::RequestTrace) -> TraceCtx {
-        TraceCtx(Arc::new(CtxInner {
-            handle: Some(trace.handle()),
-            tracestate: trace
-                .tracestate()
-                .and_then(|s| HeaderValue::from_str(s).ok()),
-            request_id: HeaderValue::from_str(trace.request_id())
-                .unwrap_or_else(|_| crate::respond::new_request_id()),
-        }))
-    }
-
-    /// Start a span that is not an upstream attempt: a cache answer (INTERNAL) or an enqueue
-    /// (PRODUCER).
-    pub(crate) fn start_local(
-        &self,
-        call: &Arc<str>,
-        upstream: &str,
-        method: &http::Method,
-        enqueue: bool,
-    ) -> Option<tm::CallSpan> {
-        let handle = self.0.handle.as_ref()?;
-        Some(handle.start_call(tm::CallInfo {
-            call: Arc::clone(call),
-            upstream: Arc::from(upstream),
-            method: method.clone(),
-            path: String::new(),
-            endpoint: None,
-            attempt: 1,
-            attempt_kind: tm::AttemptKind::First,
-            enqueue,
-        }))
-    }
-
-    /// The `X-Request-Id` (and, with a span, `traceparent` / `tracestate`) for an outgoing
-    /// request or a stored task. A call's own `X-Request-Id` (written in its `headers`) wins:
-    /// the config said what that upstream gets.
-    pub(crate) fn apply(&self, span: Option<&tm::CallSpan>, headers: &mut HeaderMap) {
-        headers
-            .entry(REQUEST_ID)
-            .or_insert_with(|| self.0.request_id.clone());
-        if let Some(span) = span {
-            headers.insert(
-                HeaderName::from_static(tm::propagate::TRACEPARENT),
-                span.traceparent(),
-            );
-            match &self.0.tracestate {
-                Some(ts) => {
-                    headers.insert(
-                        HeaderName::from_static(tm::propagate::TRACESTATE),
-                        ts.clone(),
-                    );
-                }
-                None => {
-                    headers.remove(tm::propagate::TRACESTATE);
-                }
-            }
-        }
-    }
-}
-
-/// One call's context, in each upstream request's extensions: the attempts of this call (and
-/// its retries and hedges, which copy the request) find it there.
-#[derive(Debug, Clone)]
-pub(crate) struct CallTrace(Arc<CallInner>);
-
-#[derive(Debug)]
-struct CallInner {
-    ctx: TraceCtx,
-    call: Arc<str>,
-    /// A cache fill: its attempts are the cache's `miss`.
-    cache_fill: bool,
-    /// Attempts started so far (the next one's number is this plus one).
-    sent: AtomicU32,
-}
-
-impl CallTrace {
-    pub(crate) fn new(ctx: TraceCtx, call: Arc<str>, cache_fill: bool) -> CallTrace {
-        CallTrace(Arc::new(CallInner {
-            ctx,
-            call,
-            cache_fill,
-            sent: AtomicU32::new(0),
-        }))
-    }
-
-    /// An attempt starts: its CLIENT span, and the headers that make the upstream its child.
-    pub(crate) fn start_attempt(
-        &self,
-        upstream: &Arc<str>,
-        method: &http::Method,
-        path: &str,
-        endpoint: Option<tm::Endpoint>,
-        kind: tm::AttemptKind,
-        headers: &mut HeaderMap,
-    ) -> Option<AttemptSpan> {
-        let n = self
-            .0
-            .sent
-            .fetch_add(1, Ordering::Relaxed)
-            .saturating_add(1);
-        let span = self.0.ctx.0.handle.as_ref().map(|h| {
-            h.start_call(tm::CallInfo {
-                call: Arc::clone(&self.0.call),
-                upstream: Arc::clone(upstream),
-                method: method.clone(),
-                path: path.to_owned(),
-                endpoint,
-                attempt: n,
-                attempt_kind: kind,
-                enqueue: false,
-            })
-        });
-        self.0.ctx.apply(span.as_ref(), headers);
-        span.map(|span| AttemptSpan {
-            span,
-            cache_fill: self.0.cache_fill,
-            first_byte: Arc::default(),
-        })
-    }
-}
-
-/// An attempt's span, and where the response's arrival is marked (inside the bounded send,
-/// which the span does not enter).
-#[derive(Debug)]
-pub(crate) struct AttemptSpan {
-    span: tm::CallSpan,
-    cache_fill: bool,
-    pub(crate) first_byte: Arc<std::sync::OnceLock<Instant>>,
-}
-
-impl AttemptSpan {
-    /// End it: the status, or the classified failure as `error.type`.
-    pub(crate) fn end(
-        mut self,
-        status: Option<http::StatusCode>,
-        error: Option<&'static str>,
-        bytes: Option<u64>,
-    ) {
-        if let Some(at) = self.first_byte.get() {
-            self.span.first_byte_at(*at);
-        }
-        self.span.end(tm::CallOutcome {
-            status: status.map(|s| s.as_u16()),
-            error_type: error.map(Cow::Borrowed),
-            cache: self.cache_fill.then_some(tm::CacheOutcome::Miss),
-            response_bytes: bytes,
-            cancelled: false,
-        });
-    }
+    /// For the access log line (only cloned with the log on).
+    method: Option<http::Method>,
+    /// When the request started, without a trace (which times it).
+    started: Option<Instant>,
 }
 
 /// The telemetry crate's name for the cache's outcome (`None`: the cache was bypassed).

@@ -496,3 +496,48 @@ async fn metrics_off_answers_404_and_tracing_off_sends_no_traceparent() {
     gw.stop.cancel();
     let _ = gw.task.await;
 }
+
+/// Metrics only (`tracing = false`): no spans, so no `CallTrace` rides down to the attempts,
+/// yet every answer still has an `X-Request-Id` and every upstream request the same one, on a
+/// composed route (given to each call's request when it is built) and on a proxy route (given
+/// to the forwarded request by its attempt), the client's when it sent a plain one.
+#[tokio::test]
+async fn metrics_only_still_gives_every_answer_and_upstream_request_the_request_id() {
+    let up = Upstream::start(services()).await;
+    let mut toml = config(&up, "metrics = true\ntracing = false");
+    toml.push_str("\n[routes.raw]\nmethod = \"GET\"\npath = \"/a\"\nproxy = \"svc\"\n");
+    let gw = TestGateway::start(&toml).await;
+    let mut seen = 0;
+    let mut ids = Vec::new();
+    for (path, client_id, calls) in [
+        ("/pair", None, 2),
+        ("/a", None, 1),
+        ("/pair", Some("client-7"), 2),
+        ("/a", Some("client-8"), 1),
+    ] {
+        let headers: Vec<(&str, &str)> =
+            client_id.map(|c| ("x-request-id", c)).into_iter().collect();
+        let (status, answer) = get_with(&gw.url(path), &headers).await;
+        assert_eq!(status, 200, "{path}");
+        let id = answer["x-request-id"].to_str().expect("ASCII").to_owned();
+        match client_id {
+            Some(c) => assert_eq!(id, c),
+            None => {
+                let (prefix, n) = id.split_once('-').expect("prefix-counter");
+                assert_eq!(prefix.len(), 16, "{id}");
+                assert!(u64::from_str_radix(n, 16).is_ok(), "{id}");
+            }
+        }
+        let got = up.requests();
+        assert_eq!(got.len(), seen + calls, "{path}");
+        for r in &got[seen..] {
+            assert_eq!(r.headers["x-request-id"], id.as_str(), "{path}");
+            assert!(!r.headers.contains_key("traceparent"));
+        }
+        seen = got.len();
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1], "made-up ids differ");
+    gw.stop.cancel();
+    let _ = gw.task.await;
+}

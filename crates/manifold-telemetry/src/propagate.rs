@@ -3,6 +3,7 @@
 //! The spec's rule for several `traceparent` fields (a proxy that merged two requests, or an
 //! attacker) is to treat the header as invalid: we start a new trace and drop `tracestate` too.
 
+use http::header::HeaderName;
 use http::HeaderMap;
 use rand::RngCore;
 
@@ -14,6 +15,15 @@ pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 /// `x-request-id`: accepted from the client or generated, and passed on to every upstream.
 pub const X_REQUEST_ID: &str = "x-request-id";
+
+/// [`TRACEPARENT`] as a header name. Built once: `HeaderName::from_static` called per request
+/// matches the name against every standard header before it finds it is not one, and a `&str`
+/// key is parsed and lowercased at each lookup.
+pub const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
+/// [`TRACESTATE`] as a header name.
+pub const TRACESTATE_HEADER: HeaderName = HeaderName::from_static(TRACESTATE);
+/// [`X_REQUEST_ID`] as a header name.
+pub const X_REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(X_REQUEST_ID);
 
 /// The longest client-supplied request id we keep; longer ones are replaced (they end up in logs
 /// and in every upstream request, so a client must not make them arbitrary large).
@@ -33,16 +43,21 @@ pub struct Incoming {
 impl Incoming {
     /// Read the headers of one incoming request.
     pub fn from_headers(headers: &HeaderMap) -> Incoming {
-        let mut values = headers.get_all(TRACEPARENT).iter();
+        let mut values = headers.get_all(&TRACEPARENT_HEADER).iter();
         let parent = match (values.next(), values.next()) {
             (Some(one), None) => TraceParent::parse(one.as_bytes()).ok(),
             _ => None,
         };
         let tracestate = parent.and_then(|_| {
-            sanitize_tracestate(headers.get_all(TRACESTATE).iter().map(|v| v.as_bytes()))
+            sanitize_tracestate(
+                headers
+                    .get_all(&TRACESTATE_HEADER)
+                    .iter()
+                    .map(|v| v.as_bytes()),
+            )
         });
         let request_id = headers
-            .get(X_REQUEST_ID)
+            .get(&X_REQUEST_ID_HEADER)
             .and_then(|v| valid_request_id(v.as_bytes()));
         Incoming {
             parent,
@@ -119,6 +134,13 @@ mod tests {
         h.insert(TRACESTATE, HeaderValue::from_static("rojo=1"));
         let inc = Incoming::from_headers(&h);
         assert_eq!((inc.parent, inc.tracestate), (None, None));
+    }
+
+    #[test]
+    fn the_header_name_constants_are_the_names() {
+        assert_eq!(TRACEPARENT_HEADER.as_str(), TRACEPARENT);
+        assert_eq!(TRACESTATE_HEADER.as_str(), TRACESTATE);
+        assert_eq!(X_REQUEST_ID_HEADER.as_str(), X_REQUEST_ID);
     }
 
     #[test]

@@ -270,8 +270,15 @@ pub struct RequestTrace {
 }
 
 impl RequestTrace {
-    pub(crate) fn new(tracer: Tracer, incoming: Incoming, root: RootInfo) -> RequestTrace {
+    pub(crate) fn new(
+        tracer: Tracer,
+        incoming: Incoming,
+        root: RootInfo,
+        calls: usize,
+    ) -> RequestTrace {
         let start = Instant::now();
+        // Bounded: a hint from the config, never more than the span cap.
+        let capacity = calls.min(tracer.max_spans());
         let epoch_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
@@ -293,7 +300,10 @@ impl RequestTrace {
             root,
             shared: Arc::new(Shared {
                 start,
-                calls: Mutex::new(Calls::default()),
+                calls: Mutex::new(Calls {
+                    records: Vec::with_capacity(capacity),
+                    ended: false,
+                }),
             }),
         }
     }

@@ -81,7 +81,19 @@ impl Tracer {
     /// Start recording a request (SERVER root) or a delivery (CONSUMER root, `incoming.parent`
     /// being the `traceparent` stored with the task at enqueue).
     pub fn start(&self, incoming: Incoming, root: RootInfo) -> RequestTrace {
-        RequestTrace::new(self.clone(), incoming, root)
+        RequestTrace::new(self.clone(), incoming, root, 0)
+    }
+
+    /// [`Tracer::start`] with room for `calls` call spans (a route's known number of calls):
+    /// the spans are pushed into one vector as they end, which otherwise grows (and is
+    /// reallocated) on the first and the fifth.
+    pub fn start_with_calls(
+        &self,
+        incoming: Incoming,
+        root: RootInfo,
+        calls: usize,
+    ) -> RequestTrace {
+        RequestTrace::new(self.clone(), incoming, root, calls)
     }
 
     /// The span counters.

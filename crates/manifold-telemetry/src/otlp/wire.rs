@@ -8,7 +8,7 @@
 
 use std::fmt::Write;
 
-use super::encode::{attr, ResourceInfo, SCOPE_NAME};
+use super::encode::{ResourceInfo, SCOPE_NAME};
 use crate::span::{CallRecord, FinishedTrace, RootKind};
 
 const VARINT: u32 = 0;
@@ -96,15 +96,18 @@ impl Encoder {
             // A request no route matched has no `http.route`; its span is named by the
             // method alone (the semantic conventions' rule, so names stay low-cardinality).
             RootKind::Server if r.route.is_empty() => {
-                let _ = write!(self.text, "{}", r.method);
+                self.text.push_str(r.method.as_str());
                 KIND_SERVER
             }
             RootKind::Server => {
-                let _ = write!(self.text, "{} {}", r.method, r.route);
+                self.text.push_str(r.method.as_str());
+                self.text.push(' ');
+                self.text.push_str(&r.route);
                 KIND_SERVER
             }
             RootKind::Consumer => {
-                let _ = write!(self.text, "process {}", r.route);
+                self.text.push_str("process ");
+                self.text.push_str(&r.route);
                 KIND_CONSUMER
             }
         };
@@ -125,31 +128,24 @@ impl Encoder {
         );
         put_fixed64(b, 7, t.epoch_ns);
         put_fixed64(b, 8, t.epoch_ns.saturating_add(nanos(t.duration)));
-        put_kv(
-            b,
-            9,
-            attr::HTTP_REQUEST_METHOD,
-            &Val::Str(r.method.as_str()),
-        );
+        put_attr(b, &key::HTTP_REQUEST_METHOD, &Val::Str(r.method.as_str()));
         if !r.route.is_empty() {
-            put_kv(b, 9, attr::HTTP_ROUTE, &Val::Str(&r.route));
+            put_attr(b, &key::HTTP_ROUTE, &Val::Str(&r.route));
         }
-        put_kv(b, 9, attr::URL_PATH, &Val::Str(&r.path));
-        put_kv(
+        put_attr(b, &key::URL_PATH, &Val::Str(&r.path));
+        put_attr(
             b,
-            9,
-            attr::HTTP_RESPONSE_STATUS_CODE,
+            &key::HTTP_RESPONSE_STATUS_CODE,
             &Val::Int(i64::from(o.status)),
         );
-        put_kv(
+        put_attr(
             b,
-            9,
-            attr::HTTP_RESPONSE_BODY_SIZE,
+            &key::HTTP_RESPONSE_BODY_SIZE,
             &Val::Int(i64::try_from(o.response_bytes).unwrap_or(i64::MAX)),
         );
-        put_kv(b, 9, attr::REQUEST_ID, &Val::Str(&t.request_id));
+        put_attr(b, &key::REQUEST_ID, &Val::Str(&t.request_id));
         if !o.partial.is_empty() {
-            put_kv(b, 9, attr::PARTIAL_CALLS, &Val::Strs(&o.partial));
+            put_attr(b, &key::PARTIAL_CALLS, &Val::Strs(&o.partial));
         }
         let error = o.is_error();
         if error {
@@ -160,7 +156,7 @@ impl Encoder {
                     let _ = write!(self.error_type, "{}", o.status);
                 }
             }
-            put_kv(b, 9, attr::ERROR_TYPE, &Val::Str(&self.error_type));
+            put_attr(b, &key::ERROR_TYPE, &Val::Str(&self.error_type));
         }
         put_status(b, error);
     }
@@ -188,65 +184,61 @@ impl Encoder {
         );
         put_fixed64(b, 7, t.epoch_ns.saturating_add(nanos(c.start)));
         put_fixed64(b, 8, t.epoch_ns.saturating_add(nanos(c.end)));
-        put_kv(
-            b,
-            9,
-            attr::HTTP_REQUEST_METHOD,
-            &Val::Str(i.method.as_str()),
-        );
-        put_kv(b, 9, attr::URL_PATH, &Val::Str(&i.path));
-        put_kv(b, 9, attr::CALL, &Val::Str(&i.call));
-        put_kv(b, 9, attr::UPSTREAM, &Val::Str(&i.upstream));
-        put_kv(b, 9, attr::ATTEMPT, &Val::Int(i64::from(i.attempt)));
-        put_kv(b, 9, attr::ATTEMPT_KIND, &Val::Str(i.attempt_kind.as_str()));
+        put_attr(b, &key::HTTP_REQUEST_METHOD, &Val::Str(i.method.as_str()));
+        put_attr(b, &key::URL_PATH, &Val::Str(&i.path));
+        put_attr(b, &key::CALL, &Val::Str(&i.call));
+        put_attr(b, &key::UPSTREAM, &Val::Str(&i.upstream));
+        put_attr(b, &key::ATTEMPT, &Val::Int(i64::from(i.attempt)));
+        put_attr(b, &key::ATTEMPT_KIND, &Val::Str(i.attempt_kind.as_str()));
         if i.attempt > 1 {
-            put_kv(
+            put_attr(
                 b,
-                9,
-                attr::HTTP_REQUEST_RESEND_COUNT,
+                &key::HTTP_REQUEST_RESEND_COUNT,
                 &Val::Int(i64::from(i.attempt - 1)),
             );
         }
         if let Some(e) = &i.endpoint {
-            put_kv(b, 9, attr::SERVER_ADDRESS, &Val::Str(&e.address));
-            put_kv(b, 9, attr::SERVER_PORT, &Val::Int(i64::from(e.port)));
-            self.text.clear();
-            let scheme = if e.https { "https" } else { "http" };
-            let _ = if e.address.contains(':') {
-                write!(self.text, "{scheme}://[{}]:{}{}", e.address, e.port, i.path)
+            put_attr(b, &key::SERVER_ADDRESS, &Val::Str(&e.address));
+            put_attr(b, &key::SERVER_PORT, &Val::Int(i64::from(e.port)));
+            // `{scheme}://{address}:{port}{path}`, the address in brackets when it is an IPv6
+            // literal; pushed piece by piece, not through `write!`'s formatting machinery.
+            let t = &mut self.text;
+            t.clear();
+            t.push_str(if e.https { "https://" } else { "http://" });
+            if e.address.contains(':') {
+                t.push('[');
+                t.push_str(&e.address);
+                t.push(']');
             } else {
-                write!(self.text, "{scheme}://{}:{}{}", e.address, e.port, i.path)
-            };
-            put_kv(b, 9, attr::URL_FULL, &Val::Str(&self.text));
+                t.push_str(&e.address);
+            }
+            t.push(':');
+            push_decimal(t, e.port);
+            t.push_str(&i.path);
+            put_attr(b, &key::URL_FULL, &Val::Str(&self.text));
         }
         if let Some(s) = o.status {
-            put_kv(
-                b,
-                9,
-                attr::HTTP_RESPONSE_STATUS_CODE,
-                &Val::Int(i64::from(s)),
-            );
+            put_attr(b, &key::HTTP_RESPONSE_STATUS_CODE, &Val::Int(i64::from(s)));
         }
         if let Some(n) = o.response_bytes {
-            put_kv(
+            put_attr(
                 b,
-                9,
-                attr::HTTP_RESPONSE_BODY_SIZE,
+                &key::HTTP_RESPONSE_BODY_SIZE,
                 &Val::Int(i64::try_from(n).unwrap_or(i64::MAX)),
             );
         }
         if let Some(cache) = o.cache {
-            put_kv(b, 9, attr::CACHE_OUTCOME, &Val::Str(cache.as_str()));
+            put_attr(b, &key::CACHE_OUTCOME, &Val::Str(cache.as_str()));
         }
         if i.enqueue {
-            put_kv(b, 9, attr::QUEUE_ENQUEUE, &Val::Bool(true));
+            put_attr(b, &key::QUEUE_ENQUEUE, &Val::Bool(true));
         }
         if o.cancelled {
-            put_kv(b, 9, attr::CANCELLED, &Val::Bool(true));
+            put_attr(b, &key::CANCELLED, &Val::Bool(true));
         }
         if let Some(fb) = c.first_byte {
             let ms = fb.saturating_sub(c.start).as_secs_f64() * 1e3;
-            put_kv(b, 9, attr::FIRST_BYTE_MS, &Val::Double(ms));
+            put_attr(b, &key::FIRST_BYTE_MS, &Val::Double(ms));
         }
         let error = o.is_error();
         if error {
@@ -258,10 +250,90 @@ impl Encoder {
                 }
                 (None, None) => self.error_type.push_str("_OTHER"),
             }
-            put_kv(b, 9, attr::ERROR_TYPE, &Val::Str(&self.error_type));
+            put_attr(b, &key::ERROR_TYPE, &Val::Str(&self.error_type));
         }
         put_status(b, error);
     }
+}
+
+/// `n` in decimal, as `write!(t, "{n}")` would.
+fn push_decimal(t: &mut String, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        t.push(char::from(d));
+    }
+}
+
+/// The span attributes' keys, each with its `KeyValue.key` tag and length before it: written
+/// with one fixed-size copy instead of a tag, a length and a `memcpy` per attribute.
+mod key {
+    use super::super::encode::attr;
+
+    /// `key` as the bytes of `KeyValue { key = 1 }`: tag, one-byte length, the key.
+    const fn framed<const N: usize>(key: &str) -> [u8; N] {
+        let k = key.as_bytes();
+        assert!(
+            k.len() + 2 == N && k.len() < 0x80,
+            "a key of under 128 bytes"
+        );
+        let mut out = [0u8; N];
+        out[0] = 1 << 3 | super::LEN as u8;
+        out[1] = k.len() as u8;
+        let mut i = 0;
+        while i < k.len() {
+            out[i + 2] = k[i];
+            i += 1;
+        }
+        out
+    }
+
+    macro_rules! framed {
+        ($name:ident, $key:expr) => {
+            pub(super) const $name: [u8; $key.len() + 2] = framed($key);
+        };
+    }
+
+    framed!(ATTEMPT, attr::ATTEMPT);
+    framed!(ATTEMPT_KIND, attr::ATTEMPT_KIND);
+    framed!(CACHE_OUTCOME, attr::CACHE_OUTCOME);
+    framed!(CALL, attr::CALL);
+    framed!(CANCELLED, attr::CANCELLED);
+    framed!(ERROR_TYPE, attr::ERROR_TYPE);
+    framed!(FIRST_BYTE_MS, attr::FIRST_BYTE_MS);
+    framed!(HTTP_REQUEST_METHOD, attr::HTTP_REQUEST_METHOD);
+    framed!(HTTP_REQUEST_RESEND_COUNT, attr::HTTP_REQUEST_RESEND_COUNT);
+    framed!(HTTP_RESPONSE_BODY_SIZE, attr::HTTP_RESPONSE_BODY_SIZE);
+    framed!(HTTP_RESPONSE_STATUS_CODE, attr::HTTP_RESPONSE_STATUS_CODE);
+    framed!(HTTP_ROUTE, attr::HTTP_ROUTE);
+    framed!(PARTIAL_CALLS, attr::PARTIAL_CALLS);
+    framed!(QUEUE_ENQUEUE, attr::QUEUE_ENQUEUE);
+    framed!(REQUEST_ID, attr::REQUEST_ID);
+    framed!(SERVER_ADDRESS, attr::SERVER_ADDRESS);
+    framed!(SERVER_PORT, attr::SERVER_PORT);
+    framed!(UPSTREAM, attr::UPSTREAM);
+    framed!(URL_FULL, attr::URL_FULL);
+    framed!(URL_PATH, attr::URL_PATH);
+}
+
+/// Span { attributes = 9 }: one `KeyValue` with a pre-framed key (see [`key`]).
+fn put_attr<const N: usize>(b: &mut Vec<u8>, key: &[u8; N], v: &Val<'_>) {
+    let any_len = any_value_len(v);
+    put_tag(b, 9, LEN);
+    put_varint(b, (N + framed(any_len)) as u64);
+    b.extend_from_slice(key);
+    put_tag(b, 2, LEN);
+    put_varint(b, any_len as u64);
+    put_any_value_body(b, v);
 }
 
 /// Span fields 1–6 and 16: ids, trace state, name, kind, flags.
@@ -415,5 +487,32 @@ fn put_any_value_body(b: &mut Vec<u8>, v: &Val<'_>) {
                 put_any_value_body(b, &Val::Str(s));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::encode::attr;
+    use super::*;
+
+    #[test]
+    fn decimals_are_written_as_format_writes_them() {
+        for n in [0u16, 7, 10, 99, 443, 8080, 10000, u16::MAX] {
+            let mut t = String::from("x");
+            push_decimal(&mut t, n);
+            assert_eq!(t, format!("x{n}"));
+        }
+    }
+
+    #[test]
+    fn framed_keys_are_the_key_field_as_prost_writes_it() {
+        let mut want = Vec::new();
+        put_str(&mut want, 1, attr::HTTP_RESPONSE_STATUS_CODE);
+        assert_eq!(&key::HTTP_RESPONSE_STATUS_CODE[..], &want[..]);
+        let mut a = Vec::new();
+        put_attr(&mut a, &key::URL_PATH, &Val::Str("/x"));
+        let mut b = Vec::new();
+        put_kv(&mut b, 9, attr::URL_PATH, &Val::Str("/x"));
+        assert_eq!(a, b);
     }
 }

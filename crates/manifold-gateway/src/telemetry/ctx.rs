@@ -1,0 +1,218 @@
+//! The trace context down the call path: a [`TraceCtx`] per request, a [`CallTrace`] per call
+//! (in the upstream request's extensions), and an [`AttemptSpan`] per attempt.
+
+use crate::respond::REQUEST_ID;
+use http::header::HeaderValue;
+use http::HeaderMap;
+use manifold_telemetry as tm;
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// A request's trace context, in the incoming request's extensions.
+#[derive(Debug, Clone)]
+pub(crate) struct TraceCtx(Ctx);
+
+/// Without tracing the context is only the request id, whose clones share one buffer: no
+/// `Arc` to allocate per request for metrics alone.
+#[derive(Debug, Clone)]
+enum Ctx {
+    /// `tracing = false`: the `X-Request-Id` only.
+    Untraced(HeaderValue),
+    Traced(Arc<CtxInner>),
+}
+
+#[derive(Debug)]
+struct CtxInner {
+    /// Starts the request's call spans.
+    handle: tm::TraceHandle,
+    tracestate: Option<HeaderValue>,
+    request_id: HeaderValue,
+}
+
+impl TraceCtx {
+    /// The context of an offloaded task's delivery: its calls are the CONSUMER span's children
+    /// and carry the request id the task was written with.
+    pub(crate) fn for_delivery(trace: &tm::RequestTrace) -> TraceCtx {
+        TraceCtx::new(
+            Some(trace),
+            crate::respond::id_value(trace.request_id())
+                .unwrap_or_else(crate::respond::new_request_id),
+        )
+    }
+
+    /// A request's context: its trace's handle and `tracestate` (none with tracing off), and
+    /// the `X-Request-Id` its upstream requests get.
+    pub(crate) fn new(trace: Option<&tm::RequestTrace>, request_id: HeaderValue) -> TraceCtx {
+        TraceCtx(match trace {
+            None => Ctx::Untraced(request_id),
+            Some(t) => Ctx::Traced(Arc::new(CtxInner {
+                handle: t.handle(),
+                tracestate: t.tracestate().and_then(|s| HeaderValue::from_str(s).ok()),
+                request_id,
+            })),
+        })
+    }
+
+    /// Whether this request records spans. Without, its calls need only the `X-Request-Id`,
+    /// which [`TraceCtx::apply`] can give the upstream request when it is built: no
+    /// [`CallTrace`] (an `Arc` and an extension per call) has to ride down to the attempts.
+    pub(crate) fn tracing(&self) -> bool {
+        matches!(self.0, Ctx::Traced(_))
+    }
+
+    fn handle(&self) -> Option<&tm::TraceHandle> {
+        match &self.0 {
+            Ctx::Untraced(_) => None,
+            Ctx::Traced(inner) => Some(&inner.handle),
+        }
+    }
+
+    fn request_id(&self) -> &HeaderValue {
+        match &self.0 {
+            Ctx::Untraced(id) => id,
+            Ctx::Traced(inner) => &inner.request_id,
+        }
+    }
+
+    fn tracestate(&self) -> Option<&HeaderValue> {
+        match &self.0 {
+            Ctx::Untraced(_) => None,
+            Ctx::Traced(inner) => inner.tracestate.as_ref(),
+        }
+    }
+
+    /// Start a span that is not an upstream attempt: a cache answer (INTERNAL) or an enqueue
+    /// (PRODUCER).
+    pub(crate) fn start_local(
+        &self,
+        call: &Arc<str>,
+        upstream: &str,
+        method: &http::Method,
+        enqueue: bool,
+    ) -> Option<tm::CallSpan> {
+        let handle = self.handle()?;
+        Some(handle.start_call(tm::CallInfo {
+            call: Arc::clone(call),
+            upstream: Arc::from(upstream),
+            method: method.clone(),
+            path: String::new(),
+            endpoint: None,
+            attempt: 1,
+            attempt_kind: tm::AttemptKind::First,
+            enqueue,
+        }))
+    }
+
+    /// The `X-Request-Id` (and, with a span, `traceparent` / `tracestate`) for an outgoing
+    /// request or a stored task. A call's own `X-Request-Id` (written in its `headers`) wins:
+    /// the config said what that upstream gets.
+    pub(crate) fn apply(&self, span: Option<&tm::CallSpan>, headers: &mut HeaderMap) {
+        headers
+            .entry(REQUEST_ID)
+            .or_insert_with(|| self.request_id().clone());
+        if let Some(span) = span {
+            headers.insert(tm::propagate::TRACEPARENT_HEADER, span.traceparent());
+            match self.tracestate() {
+                Some(ts) => {
+                    headers.insert(tm::propagate::TRACESTATE_HEADER, ts.clone());
+                }
+                None => {
+                    headers.remove(tm::propagate::TRACESTATE_HEADER);
+                }
+            }
+        }
+    }
+}
+
+/// One call's context, in each upstream request's extensions: the attempts of this call (and
+/// its retries and hedges, which copy the request) find it there.
+#[derive(Debug, Clone)]
+pub(crate) struct CallTrace(Arc<CallInner>);
+
+#[derive(Debug)]
+struct CallInner {
+    ctx: TraceCtx,
+    call: Arc<str>,
+    /// A cache fill: its attempts are the cache's `miss`.
+    cache_fill: bool,
+    /// Attempts started so far (the next one's number is this plus one).
+    sent: AtomicU32,
+}
+
+impl CallTrace {
+    pub(crate) fn new(ctx: TraceCtx, call: Arc<str>, cache_fill: bool) -> CallTrace {
+        CallTrace(Arc::new(CallInner {
+            ctx,
+            call,
+            cache_fill,
+            sent: AtomicU32::new(0),
+        }))
+    }
+
+    /// An attempt starts: its CLIENT span, and the headers that make the upstream its child.
+    pub(crate) fn start_attempt(
+        &self,
+        upstream: &Arc<str>,
+        method: &http::Method,
+        path: &str,
+        endpoint: Option<tm::Endpoint>,
+        kind: tm::AttemptKind,
+        headers: &mut HeaderMap,
+    ) -> Option<AttemptSpan> {
+        let n = self
+            .0
+            .sent
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        let span = self.0.ctx.handle().map(|h| {
+            h.start_call(tm::CallInfo {
+                call: Arc::clone(&self.0.call),
+                upstream: Arc::clone(upstream),
+                method: method.clone(),
+                path: path.to_owned(),
+                endpoint,
+                attempt: n,
+                attempt_kind: kind,
+                enqueue: false,
+            })
+        });
+        self.0.ctx.apply(span.as_ref(), headers);
+        span.map(|span| AttemptSpan {
+            span,
+            cache_fill: self.0.cache_fill,
+            first_byte: Arc::default(),
+        })
+    }
+}
+
+/// An attempt's span, and where the response's arrival is marked (inside the bounded send,
+/// which the span does not enter).
+#[derive(Debug)]
+pub(crate) struct AttemptSpan {
+    span: tm::CallSpan,
+    cache_fill: bool,
+    pub(crate) first_byte: Arc<std::sync::OnceLock<Instant>>,
+}
+
+impl AttemptSpan {
+    /// End it: the status, or the classified failure as `error.type`.
+    pub(crate) fn end(
+        mut self,
+        status: Option<http::StatusCode>,
+        error: Option<&'static str>,
+        bytes: Option<u64>,
+    ) {
+        if let Some(at) = self.first_byte.get() {
+            self.span.first_byte_at(*at);
+        }
+        self.span.end(tm::CallOutcome {
+            status: status.map(|s| s.as_u16()),
+            error_type: error.map(Cow::Borrowed),
+            cache: self.cache_fill.then_some(tm::CacheOutcome::Miss),
+            response_bytes: bytes,
+            cancelled: false,
+        });
+    }
+}

@@ -1,0 +1,109 @@
+//! What `Telemetry::start` puts on a routed request for its calls, by route kind and mode, and
+//! the `X-Request-Id` `finish` gives the answer.
+
+use super::*;
+use http::HeaderMap;
+
+fn config(telemetry: &str) -> Config {
+    let src = format!(
+        r#"
+[telemetry]
+{telemetry}
+
+[upstreams.svc]
+endpoints = ["http://127.0.0.1:9"]
+
+[routes.pair]
+method = "GET"
+path = "/pair"
+  [[routes.pair.calls]]
+  name = "a"
+  upstream = "svc"
+  path = "/a"
+
+[routes.raw]
+method = "GET"
+path = "/raw"
+proxy = "svc"
+"#
+    );
+    manifold_config::compile(std::path::Path::new("test.toml"), &src).expect("valid config")
+}
+
+fn request(id: Option<&str>) -> Request<()> {
+    let mut b = Request::builder().uri("/x");
+    if let Some(id) = id {
+        b = b.header("x-request-id", id);
+    }
+    b.body(()).expect("request")
+}
+
+fn answer() -> Response<Body> {
+    Response::new(crate::handler::full(bytes::Bytes::new()))
+}
+
+#[tokio::test]
+async fn each_route_kind_gets_the_one_context_it_reads() {
+    for (tracing, toml) in [(false, "tracing = false"), (true, "tracing = true")] {
+        let t = Telemetry::new(&config(toml)).expect("telemetry");
+        let pair = config(toml)
+            .routes
+            .iter()
+            .position(|r| r.name == "pair")
+            .expect("pair");
+        let raw = 1 - pair;
+
+        let mut req = request(None);
+        let rec = t.start(pair, &mut req).expect("recorded");
+        let ctx = req
+            .extensions()
+            .get::<TraceCtx>()
+            .expect("a composed request's context");
+        assert_eq!(ctx.tracing(), tracing);
+        assert!(req.extensions().get::<CallTrace>().is_none());
+        // Its calls get the request's id, and the answer the same one.
+        let mut upstream = HeaderMap::new();
+        ctx.apply(None, &mut upstream);
+        let mut resp = answer();
+        t.finish(rec, &mut resp);
+        assert_eq!(resp.headers().get(REQUEST_ID), upstream.get(REQUEST_ID));
+        assert!(resp.headers().contains_key(REQUEST_ID));
+
+        let mut req = request(Some("client-1"));
+        let rec = t.start(raw, &mut req).expect("recorded");
+        assert!(
+            req.extensions().get::<CallTrace>().is_some(),
+            "a proxied request's context"
+        );
+        assert!(req.extensions().get::<TraceCtx>().is_none());
+        let mut resp = answer();
+        t.finish(rec, &mut resp);
+        assert_eq!(resp.headers()[REQUEST_ID], "client-1");
+    }
+}
+
+#[test]
+fn an_untraced_context_gives_only_the_request_id_and_keeps_a_calls_own() {
+    let ctx = TraceCtx::new(None, HeaderValue::from_static("rid-1"));
+    assert!(!ctx.tracing());
+    let mut h = HeaderMap::new();
+    ctx.apply(None, &mut h);
+    assert_eq!(h[REQUEST_ID], "rid-1");
+    assert_eq!(h.len(), 1);
+    let mut h = HeaderMap::new();
+    h.insert(REQUEST_ID, HeaderValue::from_static("configured"));
+    ctx.apply(None, &mut h);
+    assert_eq!(h[REQUEST_ID], "configured");
+}
+
+#[tokio::test]
+async fn the_answer_keeps_an_id_it_already_has() {
+    let t = Telemetry::new(&config("tracing = false")).expect("telemetry");
+    let mut req = request(None);
+    let rec = t.start(0, &mut req).expect("recorded");
+    let mut resp = answer();
+    resp.headers_mut()
+        .insert(REQUEST_ID, HeaderValue::from_static("set-before"));
+    t.finish(rec, &mut resp);
+    assert_eq!(resp.headers()[REQUEST_ID], "set-before");
+}
