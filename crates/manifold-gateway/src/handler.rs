@@ -103,8 +103,11 @@ async fn route(
     peer: SocketAddr,
 ) -> Response<Body> {
     let shared = &*shared_arc;
-    let path = req.uri().path().to_owned();
-    let matched = match shared.router.at(&path) {
+    // The match borrows the path while the request moves on: a clone of the `Uri` shares the
+    // parsed bytes (a reference count), where `to_owned` copied the path into a new `String`.
+    let uri = req.uri().clone();
+    let path = uri.path();
+    let matched = match shared.router.at(path) {
         Some(m) => m,
         None => {
             let mut resp = error_response(
