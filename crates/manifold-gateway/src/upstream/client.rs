@@ -15,17 +15,21 @@
 //! address. So the URI carries the configured authority, and each target's connector dials
 //! its own address ([`Dial`]) with its server name fixed to the configured host.
 
+mod plain;
+
 use super::resolve::Key;
 use super::tls;
 use crate::error::BoxError;
 use crate::tls::TlsError;
 use bytes::Bytes;
 use http::Request;
+use http::Response;
 use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::ServerName;
 use std::future::Future;
@@ -43,6 +47,9 @@ use std::time::Duration;
 /// flight are never limited by it.
 const MAX_IDLE_PER_ENDPOINT: usize = 64;
 
+/// How long a keep-alive connection may sit idle before it is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// The body type the gateway sends and answers with.
 pub type Body = BoxBody<Bytes, BoxError>;
 
@@ -55,23 +62,66 @@ pub(super) struct Pool {
     /// By configured endpoint index: for an `https://` endpoint, its TLS configuration and
     /// the server name its certificate must carry (the configured host); `None` for `http://`.
     tls: Vec<Option<(rustls::ClientConfig, ServerName<'static>)>>,
+    /// By configured endpoint index: the `Host` its plaintext HTTP/1 requests get when they
+    /// carry none (computed once, not per request).
+    hosts: Vec<Option<http::HeaderValue>>,
 }
 
 /// The pooled client of one target (an endpoint, or one address of a resolved endpoint):
 /// requests name the endpoint as configured (`Host`, HTTP/2's `:authority`, SNI), and its
 /// connector dials the target's address.
+///
+/// Plaintext HTTP/1.1 goes through a pool of our own ([`plain`]: the proxy's common case, where
+/// hyper-util's pool cost most); `https://` (HTTP/1.1 or h2 as ALPN decides) and `http2 = true`
+/// (h2c) through hyper-util's.
 #[derive(Debug, Clone)]
 pub(super) enum Sender {
-    Plain(Client<HttpConnector<Dial>, Body>),
+    Plain(plain::Plain),
+    H2c(Client<HttpConnector<Dial>, Body>),
     Tls(Client<HttpsConnector<HttpConnector<Dial>>, Body>),
 }
 
 impl Sender {
     /// Send one request with an absolute URI; resolves with the response head.
-    pub(super) fn request(&self, req: Request<Body>) -> ResponseFuture {
+    pub(super) async fn request(
+        &self,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, SendError> {
         match self {
-            Sender::Plain(c) => c.request(req),
-            Sender::Tls(c) => c.request(req),
+            Sender::Plain(p) => p.send(req).await,
+            Sender::H2c(c) => Ok(c.request(req).await?),
+            Sender::Tls(c) => Ok(c.request(req).await?),
+        }
+    }
+}
+
+/// Why a request got no answer head. The texts are hyper-util's (`client error (Connect)`, its
+/// source chain after it), whichever pool sent it, so logs and error bodies read the same.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendError {
+    #[error(transparent)]
+    Pooled(#[from] hyper_util::client::legacy::Error),
+    /// No connection was made: nothing was sent.
+    #[error("client error (Connect)")]
+    Connect(#[source] BoxError),
+    #[error("client error (SendRequest)")]
+    Send(#[source] hyper::Error),
+    /// A new connection refused the request before sending any of it.
+    #[error("client error (Canceled)")]
+    Canceled(#[source] hyper::Error),
+    #[error("client error (UserUnsupportedVersion)")]
+    UnsupportedVersion,
+    #[error("client error (UserAbsoluteUriRequired)")]
+    NoHost,
+}
+
+impl SendError {
+    /// Whether no connection could be made (so nothing was sent).
+    pub(crate) fn is_connect(&self) -> bool {
+        match self {
+            SendError::Pooled(e) => e.is_connect(),
+            SendError::Connect(_) => true,
+            _ => false,
         }
     }
 }
@@ -97,10 +147,16 @@ impl Pool {
             })?;
             tls.push(Some((rustls::ClientConfig::clone(config), name)));
         }
+        let hosts = up
+            .endpoints
+            .iter()
+            .map(|ep| plain::host_value(&ep.authority))
+            .collect();
         Ok(Pool {
             connect_timeout: up.connect_timeout,
             http2: up.http2,
             tls,
+            hosts,
         })
     }
 
@@ -116,7 +172,11 @@ impl Pool {
         http.set_connect_timeout(Some(self.connect_timeout));
         let Some(Some((config, name))) = self.tls.get(key.index) else {
             http.enforce_http(true);
-            return Sender::Plain(self.builder().build(http));
+            if self.http2 {
+                return Sender::H2c(self.builder().build(http));
+            }
+            let host = self.hosts.get(key.index).cloned().flatten();
+            return Sender::Plain(plain::Plain::new(http, host));
         };
         http.enforce_http(false);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -137,7 +197,7 @@ impl Pool {
         let mut b = Client::builder(TokioExecutor::new());
         b.timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(IDLE_TIMEOUT)
             .pool_max_idle_per_host(MAX_IDLE_PER_ENDPOINT)
             .http2_only(self.http2);
         b

@@ -270,9 +270,9 @@ impl Stop {
     }
 }
 
-/// A failure of hyper's pooled client: `connect` when no connection was made (so nothing was
+/// A failure of a target's pooled client: `connect` when no connection was made (so nothing was
 /// sent, which is what makes a POST safe to try again later), `io` otherwise.
-pub(crate) fn transport(upstream: &str, e: &hyper_util::client::legacy::Error) -> CallError {
+pub(crate) fn transport(upstream: &str, e: &super::client::SendError) -> CallError {
     let kind = if e.is_connect() {
         CallErrorKind::Connect
     } else {
