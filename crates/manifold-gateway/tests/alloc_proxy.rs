@@ -27,8 +27,10 @@ use tokio_util::sync::CancellationToken;
 use tracking_allocator::{AllocationGroupId, AllocationRegistry, AllocationTracker, Allocator};
 
 /// Allocations per proxied request measured when this test was written (glibc, the gateway's
-/// default build). The test fails above `PINNED + HEADROOM`.
-const PINNED: f64 = 48.0;
+/// default build). The test fails above `PINNED + HEADROOM`. History: 51 until 2026-12-06
+/// evening; then 38 (the plaintext upstream pool of our own, the other routes' futures boxed,
+/// request ids without `format!`, no trace context without tracing, the retry policy unboxed).
+const PINNED: f64 = 38.0;
 /// Room for run-to-run jitter (a pool or map growing at a different moment, the runtime's
 /// own bookkeeping), not for a new allocation per request.
 const HEADROOM: f64 = 2.0;
