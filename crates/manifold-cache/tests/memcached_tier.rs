@@ -200,6 +200,13 @@ async fn an_instance_with_empty_memory_answers_a_stale_memcached_entry_at_once()
     })
     .await;
     assert_eq!(up.calls(), 2, "exactly one refresh");
+    // The second instance writes its refresh to memcached after answering from it: until that
+    // write lands, the first instance's own refresh would find only its old copy there and go
+    // to the (gated) upstream itself. Wait for the write, as a replica would in time.
+    eventually("the refresh is written to memcached", || async {
+        second.stats().l2.unwrap().writes == 1
+    })
+    .await;
     // The first instance, its own copy stale too, picks the refreshed one up from memcached.
     eventually("the first instance serves the refresh", || {
         let (first, up, policy) = (first.clone(), up.clone(), policy.clone());
