@@ -10,6 +10,7 @@ pub mod analyze;
 pub mod balance;
 pub mod cache;
 pub mod compose;
+pub mod floor;
 pub mod hedge;
 pub mod memory;
 pub mod overload;

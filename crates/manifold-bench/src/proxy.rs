@@ -7,6 +7,8 @@
 //! - `manifold`: through a `proxy = "u"` route of a `manifold serve` child process (so its CPU
 //!   can be read from `/proc`; when no binary is given, an in-process gateway whose CPU is not
 //!   measured);
+//! - `hyper`: a bare tokio + hyper 1.x proxy ([`floor`](crate::floor)) from the same binary, the
+//!   floor of what a proxy on Manifold's stack costs (a reference row, not a peer of the goal);
 //! - `nginx`, `haproxy`, `envoy`: the usual reverse proxies in front of the same upstream, each
 //!   configured as its documentation recommends for keep-alive on both sides and given as many
 //!   worker threads as Manifold (see [`proxy_peers`](crate::proxy_peers)); each is skipped, with
@@ -250,6 +252,22 @@ async fn start_targets(spec: &ProxySpec) -> Result<Targets, BenchError> {
         }
     };
     let mut skipped = Vec::new();
+    // The floor of a hyper-based proxy, from the same binary (so only with a Manifold binary),
+    // beside the peers (so not with `--no-peers`).
+    if let (Some(exe), Some(_)) = (&spec.manifold_exe, &spec.peers_dir) {
+        let started = match proxy_peers::hyper_floor(exe, upstream_addr, "/item") {
+            Ok(cmd) => peers::start(cmd).await,
+            Err(s) => Err(s),
+        };
+        match started {
+            Ok(p) => list.push(Target {
+                name: p.name().to_owned(),
+                url: p.url("/item"),
+                process: Some(p),
+            }),
+            Err(s) => skipped.push(s),
+        }
+    }
     if let Some(dir) = &spec.peers_dir {
         for cmd in proxy_peers::all(dir, upstream_addr, "/item") {
             let started = match cmd {
@@ -410,7 +428,7 @@ impl ProxyReport {
             let peers = r
                 .targets
                 .iter()
-                .filter(|t| !matches!(t.latency.target.as_str(), "direct" | "manifold"));
+                .filter(|t| !matches!(t.latency.target.as_str(), "direct" | "manifold" | "hyper"));
             let lowest = peers
                 .filter_map(|t| {
                     Some((
@@ -426,6 +444,27 @@ impl ProxyReport {
                     c.median,
                     if low > 0.0 {
                         c.median / low
+                    } else {
+                        f64::INFINITY
+                    }
+                ));
+            }
+            // The bare hyper proxy: how much of the gap is the stack's and how much Manifold's.
+            if let (Some(c), Some(h)) = (
+                &m.cpu_us_per_request,
+                find("hyper").and_then(|h| h.cpu_us_per_request.as_ref()),
+            ) {
+                let against_peer = match lowest {
+                    Some((peer, low)) if low > 0.0 => {
+                        format!(", {:.2}× {peer}'s", h.median / low)
+                    }
+                    _ => String::new(),
+                };
+                parts.push(format!(
+                    "the bare hyper proxy {:.1} µs/req{against_peer} (Manifold {:.2}× it)",
+                    h.median,
+                    if h.median > 0.0 {
+                        c.median / h.median
                     } else {
                         f64::INFINITY
                     }

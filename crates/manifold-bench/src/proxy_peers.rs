@@ -178,6 +178,36 @@ pub fn envoy(dir: &Path, upstream: SocketAddr, probe_path: &str) -> Result<PeerC
     })
 }
 
+/// The bare hyper proxy ([`crate::floor`]) as a process of its own: `EXE bench-peer hyper`,
+/// `exe` being the `manifold` binary that carries it. The floor of a tokio + hyper proxy's
+/// cost, beside the peers: not one of them (issue 15 compares Manifold with the C proxies).
+pub fn hyper_floor(
+    exe: &Path,
+    upstream: SocketAddr,
+    probe_path: &str,
+) -> Result<PeerCommand, Skipped> {
+    let port = crate::peers::port_or_skip("hyper")?;
+    Ok(PeerCommand {
+        name: "hyper".into(),
+        program: exe.to_path_buf(),
+        args: vec![
+            "bench-peer".into(),
+            "hyper".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--upstream".into(),
+            upstream.to_string(),
+        ],
+        env: vec![("RUST_LOG".into(), "warn".into())],
+        cwd: None,
+        requires: Vec::new(),
+        port,
+        probe_path: probe_path.into(),
+        ready_timeout: Duration::from_secs(20),
+        scratch: None,
+    })
+}
+
 /// Every proxy peer's command, in report order; a peer that cannot even be configured is
 /// already a [`Skipped`].
 pub fn all(

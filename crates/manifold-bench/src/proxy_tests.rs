@@ -159,3 +159,24 @@ fn goal_lines_compare_with_the_cheapest_peer_and_nginx_and_refuse_a_verdict_over
     let md = failed.to_markdown();
     assert!(md.contains("| 1650/75000 (timeout 1650) |"), "{md}");
 }
+
+/// The bare hyper proxy is the stack's floor, not a peer: it never becomes "the lowest peer",
+/// and the line says how it compares with the cheapest peer and with Manifold.
+#[test]
+fn the_bare_hyper_proxy_is_reported_beside_the_peers_and_never_counted_as_one() {
+    let r = report(vec![
+        target("direct", 0.0, 0.0, 0),
+        target("manifold", 48.0, 0.040, 0),
+        target("hyper", 12.0, 0.010, 0),
+        target("nginx", 25.0, 0.020, 0),
+        target("haproxy", 24.0, 0.025, 0),
+    ]);
+    assert_eq!(
+        r.goal_lines(),
+        [
+            "5000/s: Manifold CPU 48.0 µs/req against haproxy's 24.0 (2.00×); \
+             the bare hyper proxy 12.0 µs/req, 0.50× haproxy's (Manifold 4.00× it); \
+             added p50 +0.040 ms against nginx's +0.020 ms"
+        ]
+    );
+}

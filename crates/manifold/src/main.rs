@@ -31,6 +31,9 @@ enum Command {
     Check(cmd::check::Args),
     /// Benchmark Manifold beside its baselines, in one run (see docs/benchmarks.md).
     Bench(cmd::bench::Args),
+    /// A benchmark peer built into this binary (`manifold bench proxy` runs it).
+    #[command(hide = true)]
+    BenchPeer(cmd::bench_peer::Args),
     /// Manage the call-result cache of a running gateway (purge by key prefix).
     Cache(cmd::cache::Args),
     /// Operate the offload queue of a running gateway: stats, dead letters, replay, purge.
@@ -63,6 +66,7 @@ fn main() -> std::process::ExitCode {
         }
         Command::Check(args) => cmd::check::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::BenchPeer(args) => cmd::bench_peer::run(args),
         Command::Cache(args) => cmd::cache::run(args),
         Command::Queue(args) => cmd::queue::run(args),
         Command::Reload(args) => cmd::reload::run(args),

@@ -1,6 +1,7 @@
 //! End-to-end tests: each module starts real processes on loopback.
 mod admin;
 mod analyze;
+mod bench_peer;
 mod bench_policies;
 mod cli;
 mod demo;

@@ -3,6 +3,7 @@
 pub(crate) mod admin;
 pub(crate) mod analyze;
 pub(crate) mod bench;
+pub(crate) mod bench_peer;
 pub(crate) mod cache;
 pub(crate) mod check;
 pub(crate) mod completions;
