@@ -27,7 +27,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -42,9 +41,6 @@ pub(crate) struct Activity {
     in_flight: AtomicUsize,
     /// When a request last started or ended, in ms since `since`.
     last_ms: AtomicU64,
-    /// Rung when the last request in flight ends: the connection's clock must be reset from
-    /// "first head due" or "busy" to "idle since now".
-    quiet: Notify,
     /// Whether a plaintext HTTP/1 connection may drop hyper's buffers now, and the request to
     /// finish ([`crate::idle`]).
     pub(crate) idle: IdleState,
@@ -68,7 +64,6 @@ impl Activity {
             requests: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
-            quiet: Notify::new(),
             idle: IdleState::default(),
         }
     }
@@ -111,10 +106,12 @@ impl Activity {
     fn verdict(&self, now: Instant, limits: &Limits) -> Verdict {
         if self.requests.load(Ordering::Relaxed) == 0 {
             let deadline = self.since + limits.header_read_timeout;
+            // Nothing rings when a request ends: look again no later than a request ending
+            // after `now` could leave the connection idle too long.
             return if now >= deadline {
                 Verdict::NoHead
             } else {
-                Verdict::Wait(deadline)
+                Verdict::Wait(deadline.min(now + limits.h2_idle_timeout))
             };
         }
         if self.in_flight.load(Ordering::Relaxed) > 0 {
@@ -135,9 +132,7 @@ struct InFlight(Arc<Activity>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.touch();
-        if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.0.quiet.notify_one();
-        }
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -195,6 +190,14 @@ where
 {
     let limits = &ends.limits;
     tokio::pin!(conn);
+    // The clock's timer and the drain and kill waits live as long as the connection: made
+    // afresh in every turn of the loop, each would be registered and deregistered again. The
+    // timer is reset only when it rings (or the drain begins); a request's start or end never
+    // needs it earlier (see `Activity::verdict`), so nothing else wakes this loop.
+    let clock = tokio::time::sleep_until(activity.since());
+    let drain = ends.drain.cancelled();
+    let kill = ends.kill.cancelled();
+    tokio::pin!(clock, drain, kill);
     let mut closing = false;
     // When an idle connection was asked to close: one that has not closed a
     // `header_read_timeout` later (a peer that never acknowledges the GOAWAY) is dropped.
@@ -228,7 +231,9 @@ where
                 None => Instant::now() + limits.h2_idle_timeout,
             },
         };
+        clock.as_mut().reset(wake);
         tokio::select! {
+            biased;
             ended = conn.as_mut() => {
                 return match ended {
                     Ok(out) => Some(out),
@@ -238,16 +243,15 @@ where
                     }
                 };
             }
-            _ = tokio::time::sleep_until(wake) => {}
-            _ = activity.quiet.notified() => {}
-            _ = ends.drain.cancelled(), if !closing => {
-                shut_down(conn.as_mut());
-                closing = true;
-            }
-            _ = ends.kill.cancelled() => {
+            () = kill.as_mut() => {
                 tracing::debug!(%peer, "connection aborted at the drain timeout");
                 return None;
             }
+            () = drain.as_mut(), if !closing => {
+                shut_down(conn.as_mut());
+                closing = true;
+            }
+            () = clock.as_mut() => {}
         }
     }
 }
@@ -313,5 +317,54 @@ mod tests {
         let end = Instant::now();
         assert_eq!(a.verdict(end, &l), Verdict::Wait(end + l.h2_idle_timeout));
         assert_eq!(a.verdict(end + l.h2_idle_timeout, &l), Verdict::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_timeout_shorter_than_the_head_timeout_is_kept_without_a_wake_up() {
+        // No request ending rings the clock: before the first head, it looks again at the
+        // earliest a first request could have left the connection idle too long.
+        let a = Arc::new(Activity::new());
+        let l = Limits {
+            h2_idle_timeout: Duration::from_secs(3),
+            ..limits()
+        };
+        let t0 = Instant::now();
+        assert_eq!(a.verdict(t0, &l), Verdict::Wait(t0 + l.h2_idle_timeout));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        let t4 = Instant::now();
+        assert_eq!(a.verdict(t4, &l), Verdict::Wait(t4 + l.h2_idle_timeout));
+        drop(a.begin());
+        // The request ended at 4 s: idle from then, closed at 7 s, before the 10 s head
+        // deadline.
+        let at = a.verdict(Instant::now(), &l);
+        assert_eq!(at, Verdict::Wait(t4 + l.h2_idle_timeout));
+        assert_eq!(a.verdict(t4 + l.h2_idle_timeout, &l), Verdict::Idle);
+    }
+
+    /// The clock ends a connection that sent one request and went quiet `h2_idle_timeout`
+    /// after that request, though nothing but its timer wakes it.
+    #[tokio::test(start_paused = true)]
+    async fn run_closes_a_connection_idle_since_its_last_request() {
+        let a = Arc::new(Activity::new());
+        let ends = Ends {
+            limits: Limits {
+                h2_idle_timeout: Duration::from_secs(3),
+                ..limits()
+            },
+            drain: CancellationToken::new(),
+            kill: CancellationToken::new(),
+        };
+        let peer: SocketAddr = ([127, 0, 0, 1], 1).into();
+        let start = Instant::now();
+        let conn = async {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            drop(a.begin());
+            std::future::pending::<Result<(), std::fmt::Error>>().await
+        };
+        let mut asked = None;
+        let out = run(conn, |_| asked = Some(Instant::now()), &a, peer, &ends);
+        // Asked to finish at 1 s + 3 s; never finishing, dropped a `header_read_timeout` later.
+        assert_eq!(out.await, None);
+        assert_eq!(asked, Some(start + Duration::from_secs(4)));
     }
 }

@@ -36,6 +36,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::{service_fn, Service};
 use hyper_util::rt::TokioIo;
+use slot::service_h1;
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
@@ -50,14 +51,16 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use watch::{join, Prefixed, Tracked};
 
+mod slot;
 mod watch;
 
 /// What an HTTP/2 client sends first (RFC 9113 §3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How long an HTTP/1 connection must stay idle between requests before it gives up hyper's
-/// connection and buffers. Rebuilding them costs ~15 allocations and ~32 KB of allocation
-/// traffic (`tests/alloc_proxy.rs`: 66 instead of 51 per request), which a keep-alive
+/// connection and buffers. Rebuilding them costs ~17 allocations and ~27 KB of allocation
+/// traffic (`tests/alloc_proxy.rs`: 55.5 per request on a woken connection, 38 on a busy one)
+/// and ~14,000 instructions (bench/woken-callgrind.sh), which a keep-alive
 /// connection carrying steady traffic (a client pool sending every few milliseconds) should not
 /// pay per request. It stays short because freed buffers are reused but, with glibc's
 /// allocator, not returned: with a 1 s wait, 10,000 clients connecting within a second all held
@@ -208,7 +211,8 @@ where
     }
 }
 
-/// The service of one hyper connection: [`conn::answer`], with the response body tracked.
+/// The service of an HTTP/2 connection: [`conn::answer`], with the response body tracked (an
+/// HTTP/1 connection's is [`service_h1`]).
 fn service<H, F>(
     plain: &Plain<H>,
     activity: &Arc<Activity>,
@@ -260,7 +264,7 @@ where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
-    let mut svc = service(plain, activity, peer);
+    let mut svc = service_h1(plain, activity, peer);
     // One timer while active, re-armed at each message boundary.
     let mut grace = pin!(tokio::time::sleep(PARK_AFTER));
     loop {
@@ -542,7 +546,7 @@ mod tests {
         // What an active HTTP/1 connection holds, boxed while it is active.
         let other = TcpStream::connect(addr).await.unwrap();
         let io = Prefixed::new(Bytes::new(), other, Arc::clone(&activity));
-        let svc = service(&shared, &activity, peer);
+        let svc = service_h1(&shared, &activity, peer);
         let hyper_conn = std::mem::size_of_val(&shared.h1.serve_connection(TokioIo::new(io), svc));
         let active = std::mem::size_of_val(&serve_h1(
             TcpStream::connect(addr).await.unwrap(),
