@@ -1,5 +1,4 @@
-//! Metric types recorded with relaxed atomics (sharded per thread where every request records:
-//! see [`super::shard`]), and labelled families of them.
+//! Metric types recorded with relaxed atomics, and labelled families of them.
 //!
 //! A family maps label values to a shared metric behind a read-write lock; the gateway resolves
 //! its handles once (per route, call, queue, endpoint) so the request path touches atomics only.
@@ -11,12 +10,11 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::shard::{self, Padded, SHARDS};
 use crate::context::{SpanId, TraceId};
 
-/// A monotonically increasing count, sharded per thread (see [`super::shard`]).
+/// A monotonically increasing count.
 #[derive(Debug, Default)]
-pub struct Counter([Padded<AtomicU64>; SHARDS]);
+pub struct Counter(AtomicU64);
 
 impl Counter {
     /// Add one.
@@ -26,55 +24,38 @@ impl Counter {
 
     /// Add `n`.
     pub fn add(&self, n: u64) {
-        self.0[shard::index()].0.fetch_add(n, Ordering::Relaxed);
+        self.0.fetch_add(n, Ordering::Relaxed);
     }
 
     /// The current value.
     pub fn get(&self) -> u64 {
-        self.0
-            .iter()
-            .fold(0u64, |sum, s| sum.wrapping_add(s.0.load(Ordering::Relaxed)))
+        self.0.load(Ordering::Relaxed)
     }
 }
 
 /// An integer level (in-flight requests, queue depth).
-///
-/// A gauge is either set (a level read from elsewhere) or counted up and down (requests in
-/// flight), never both: `set` writes a base level, `inc`/`dec` move this thread's shard, and
-/// the level is their sum.
 #[derive(Debug, Default)]
-pub struct Gauge {
-    base: AtomicI64,
-    shards: [Padded<AtomicI64>; SHARDS],
-}
+pub struct Gauge(AtomicI64);
 
 impl Gauge {
     /// Add one.
     pub fn inc(&self) {
-        self.shards[shard::index()]
-            .0
-            .fetch_add(1, Ordering::Relaxed);
+        self.0.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Subtract one.
     pub fn dec(&self) {
-        self.shards[shard::index()]
-            .0
-            .fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Set the level.
     pub fn set(&self, v: i64) {
-        self.base.store(v, Ordering::Relaxed);
+        self.0.store(v, Ordering::Relaxed);
     }
 
     /// The current level.
     pub fn get(&self) -> i64 {
-        self.shards
-            .iter()
-            .fold(self.base.load(Ordering::Relaxed), |sum, s| {
-                sum.wrapping_add(s.0.load(Ordering::Relaxed))
-            })
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -163,28 +144,23 @@ pub struct Exemplar {
     pub at_ms: u64,
 }
 
-/// A duration histogram: per-bucket counts (made cumulative when rendered) and the sum in
-/// nanoseconds, sharded per thread (see [`super::shard`]); and the last exemplar of each bucket.
+/// A duration histogram: per-bucket counts (made cumulative when rendered), the sum in
+/// nanoseconds, and the last exemplar of each bucket.
 #[derive(Debug)]
 pub struct Histogram {
     bounds_ns: [u64; LATENCY_BUCKETS.len()],
-    shards: [Padded<HistogramShard>; SHARDS],
-    exemplars: [Mutex<Option<Exemplar>>; LATENCY_BUCKETS.len() + 1],
-}
-
-/// One thread's counts: 17 atomics, 136 bytes, on two cache lines of its own.
-#[derive(Debug, Default)]
-struct HistogramShard {
     /// One more than the bounds: the last is `+Inf`.
     counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     sum_ns: AtomicU64,
+    exemplars: [Mutex<Option<Exemplar>>; LATENCY_BUCKETS.len() + 1],
 }
 
 impl Default for Histogram {
     fn default() -> Self {
         Histogram {
             bounds_ns: LATENCY_BUCKETS.map(|s| (s * 1e9) as u64),
-            shards: Default::default(),
+            counts: Default::default(),
+            sum_ns: AtomicU64::new(0),
             exemplars: Default::default(),
         }
     }
@@ -206,9 +182,8 @@ impl Histogram {
     pub fn observe(&self, d: Duration, exemplar: Option<(TraceId, SpanId)>) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let idx = self.bounds_ns.partition_point(|b| *b < ns);
-        let shard = &self.shards[shard::index()].0;
-        shard.counts[idx].fetch_add(1, Ordering::Relaxed);
-        shard.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        self.counts[idx].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
         if let Some((trace_id, span_id)) = exemplar {
             if let Ok(mut slot) = self.exemplars[idx].try_lock() {
                 let at_ms = SystemTime::now()
@@ -224,27 +199,22 @@ impl Histogram {
         }
     }
 
-    /// A cumulative read. Each bucket's shards are read once each, so buckets are cumulative
-    /// and never shrink between reads; the sum may include an observation a bucket does not
-    /// yet (or not).
+    /// A cumulative read. Buckets are read once each, so they are cumulative and never shrink
+    /// between reads; the sum may include an observation a bucket does not yet (or not).
     pub fn snapshot(&self) -> HistogramSnapshot {
         let mut cumulative = 0u64;
-        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len() + 1);
-        for (i, slot) in self.exemplars.iter().enumerate() {
-            let n = self.shards.iter().fold(0u64, |sum, s| {
-                sum.wrapping_add(s.0.counts[i].load(Ordering::Relaxed))
-            });
-            cumulative = cumulative.saturating_add(n);
+        let mut buckets = Vec::with_capacity(self.counts.len());
+        for (i, c) in self.counts.iter().enumerate() {
+            cumulative = cumulative.saturating_add(c.load(Ordering::Relaxed));
             let bound = LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
-            let exemplar = *slot.lock().unwrap_or_else(PoisonError::into_inner);
+            let exemplar = *self.exemplars[i]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             buckets.push((bound, cumulative, exemplar));
         }
-        let sum_ns = self.shards.iter().fold(0u64, |sum, s| {
-            sum.wrapping_add(s.0.sum_ns.load(Ordering::Relaxed))
-        });
         HistogramSnapshot {
             buckets,
-            sum_seconds: sum_ns as f64 / 1e9,
+            sum_seconds: self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
             count: cumulative,
         }
     }
@@ -333,56 +303,6 @@ mod tests {
         assert_eq!(bound, 0.05);
         let ex = ex.expect("recorded");
         assert_eq!((ex.trace_id, ex.value_ns), (ids.0, 40_000_000));
-    }
-
-    #[test]
-    fn shards_sum_to_every_thread_s_records() {
-        let c = Arc::new(Counter::default());
-        let g = Arc::new(Gauge::default());
-        let h = Arc::new(Histogram::default());
-        let workers: Vec<_> = (0..2 * SHARDS + 1)
-            .map(|_| {
-                let (c, g, h) = (Arc::clone(&c), Arc::clone(&g), Arc::clone(&h));
-                std::thread::spawn(move || {
-                    for _ in 0..100 {
-                        c.inc();
-                        g.inc();
-                        h.observe(Duration::from_millis(2), None);
-                    }
-                })
-            })
-            .collect();
-        for w in workers {
-            assert!(w.join().is_ok());
-        }
-        let threads = 2 * SHARDS as u64 + 1;
-        assert_eq!(c.get(), 100 * threads);
-        assert_eq!(g.get(), 100 * threads as i64);
-        let s = h.snapshot();
-        assert_eq!(s.count, 100 * threads);
-        assert_eq!(s.buckets[1].1, 0);
-        assert_eq!(s.buckets[2].1, 100 * threads, "2 ms is under 2.5 ms");
-        assert!((s.sum_seconds - 0.2 * threads as f64).abs() < 1e-9);
-    }
-
-    #[test]
-    fn a_gauge_counted_up_on_one_thread_and_down_on_another_reads_zero() {
-        let g = Arc::new(Gauge::default());
-        g.inc();
-        let other = Arc::clone(&g);
-        assert!(std::thread::spawn(move || other.dec()).join().is_ok());
-        assert_eq!(g.get(), 0);
-        g.inc();
-        assert_eq!(g.get(), 1);
-    }
-
-    #[test]
-    fn a_set_gauge_reads_what_was_set() {
-        let g = Gauge::default();
-        g.set(7);
-        assert_eq!(g.get(), 7);
-        g.set(-2);
-        assert_eq!(g.get(), -2);
     }
 
     #[test]

@@ -7,7 +7,6 @@
 
 pub mod family;
 pub mod render;
-mod shard;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
