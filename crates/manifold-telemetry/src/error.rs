@@ -27,4 +27,7 @@ pub enum TelemetryError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The exporter's own thread (or its runtime) could not be started.
+    #[error("the OTLP exporter's thread could not start: {0}")]
+    ExporterThread(String),
 }

@@ -359,3 +359,32 @@ async fn a_collector_refusing_the_batch_counts_export_failures() {
     task.shutdown(Duration::from_secs(5)).await;
     assert_eq!(stats.dropped_total(DropReason::ExportFailed), 20);
 }
+
+/// The exporter runs on a thread of its own: a batch is encoded and sent while the runtime of
+/// the requests is busy. Here that runtime's only thread is held (a blocking sleep loop that
+/// never yields) from the offer until the export's failure against a down collector is counted;
+/// an exporter on the caller's runtime would never run and the loop would time out.
+#[tokio::test(flavor = "current_thread")]
+async fn the_exporter_works_while_the_request_runtime_is_busy() {
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let stats = Arc::new(SpanStats::default());
+    let resource = ResourceInfo {
+        service_name: "m".to_owned(),
+    };
+    let (sink, task) = otlp::spawn(&options(addr), resource, Arc::clone(&stats)).expect("spawn");
+    let tracer =
+        Tracer::new(&TracingOptions::default(), Some(sink), Arc::clone(&stats)).expect("tracer");
+    traces(&tracer, 3);
+    // At most 10 s: 2,000 sleeps of 5 ms.
+    for _ in 0..2_000 {
+        if stats.dropped_total(DropReason::ExportFailed) >= 6 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(stats.dropped_total(DropReason::ExportFailed), 6);
+    task.shutdown(Duration::from_secs(5)).await;
+}

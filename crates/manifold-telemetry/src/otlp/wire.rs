@@ -42,11 +42,9 @@ where
     let mut e = Encoder::default();
     let mut spans = Vec::with_capacity(4096);
     for t in traces {
-        e.root_span(t);
-        put_len_prefixed(&mut spans, 2, &e.span);
+        e.root_span(t, &mut spans);
         for c in &t.calls {
-            e.call_span(t, c);
-            put_len_prefixed(&mut spans, 2, &e.span);
+            e.call_span(t, c, &mut spans);
         }
     }
     // ScopeSpans { scope = 1, spans = 2 }
@@ -82,13 +80,13 @@ where
 /// Scratch buffers reused from span to span.
 #[derive(Default)]
 struct Encoder {
-    span: Vec<u8>,
     text: String,
     error_type: String,
 }
 
 impl Encoder {
-    fn root_span(&mut self, t: &FinishedTrace) {
+    /// ScopeSpans { spans = 2 }: the SERVER (or CONSUMER) span, appended to `b`.
+    fn root_span(&mut self, t: &FinishedTrace, b: &mut Vec<u8>) {
         let r = &t.root;
         let o = &t.outcome;
         self.text.clear();
@@ -115,8 +113,7 @@ impl Encoder {
         if t.parent.is_some() {
             flags |= FLAG_IS_REMOTE;
         }
-        let b = &mut self.span;
-        b.clear();
+        let body = begin_message(b, 2);
         span_head(
             b,
             t,
@@ -159,9 +156,11 @@ impl Encoder {
             put_attr(b, &key::ERROR_TYPE, &Val::Str(&self.error_type));
         }
         put_status(b, error);
+        end_message(b, body);
     }
 
-    fn call_span(&mut self, t: &FinishedTrace, c: &CallRecord) {
+    /// ScopeSpans { spans = 2 }: one attempt's span, appended to `b`.
+    fn call_span(&mut self, t: &FinishedTrace, c: &CallRecord, b: &mut Vec<u8>) {
         let i = &c.info;
         let o = &c.outcome;
         let kind = if i.enqueue {
@@ -171,8 +170,7 @@ impl Encoder {
         } else {
             KIND_INTERNAL
         };
-        let b = &mut self.span;
-        b.clear();
+        let body = begin_message(b, 2);
         span_head(
             b,
             t,
@@ -253,6 +251,7 @@ impl Encoder {
             put_attr(b, &key::ERROR_TYPE, &Val::Str(&self.error_type));
         }
         put_status(b, error);
+        end_message(b, body);
     }
 }
 
@@ -420,6 +419,31 @@ fn put_str(b: &mut Vec<u8>, field: u32, v: &str) {
     put_bytes(b, field, v.as_bytes());
 }
 
+/// Start a LEN field whose length is known only once its body is written: the tag, and two
+/// bytes held for the length (a span's length needs two: 128 to 16,383 bytes). Returns where
+/// the body starts, for [`end_message`]. Writing the body in place saves copying each span
+/// from a scratch buffer into the batch.
+fn begin_message(b: &mut Vec<u8>, field: u32) -> usize {
+    put_tag(b, field, LEN);
+    b.extend_from_slice(&[0, 0]);
+    b.len()
+}
+
+/// Write the length of the message begun at `body` (see [`begin_message`]) into the bytes held
+/// for it: in place when it takes two bytes, else by moving the body (a shorter or longer
+/// length, as prost writes it: the shortest varint).
+fn end_message(b: &mut Vec<u8>, body: usize) {
+    let len = b.len() - body;
+    if (0x80..0x4000).contains(&len) {
+        b[body - 2] = (len as u8) | 0x80;
+        b[body - 1] = (len >> 7) as u8;
+    } else {
+        let mut prefix = Vec::with_capacity(10);
+        put_varint(&mut prefix, len as u64);
+        b.splice(body - 2..body, prefix);
+    }
+}
+
 fn put_len_prefixed(b: &mut Vec<u8>, field: u32, v: &[u8]) {
     put_tag(b, field, LEN);
     put_varint(b, v.len() as u64);
@@ -501,6 +525,20 @@ mod tests {
             let mut t = String::from("x");
             push_decimal(&mut t, n);
             assert_eq!(t, format!("x{n}"));
+        }
+    }
+
+    #[test]
+    fn messages_written_in_place_get_the_shortest_length_prefix() {
+        for len in [0usize, 1, 127, 128, 300, 16_383, 16_384, 100_000] {
+            let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut want = vec![0xAA];
+            put_len_prefixed(&mut want, 2, &body);
+            let mut got = vec![0xAA];
+            let at = begin_message(&mut got, 2);
+            got.extend_from_slice(&body);
+            end_message(&mut got, at);
+            assert_eq!(got, want, "{len}");
         }
     }
 
