@@ -11,16 +11,24 @@
 #
 # RATE (checkouts per second, default 100): lower it on a loaded machine. The gateway under
 # callgrind must keep up, or the concurrency limit sheds checkouts and the count measures 503s.
+# MANIFOLD and HAND override the two binaries (an A/B against a saved build).
+# CALLGRIND=0 runs both aggregators natively (no instruction count): with RATE=2000, the
+# connection count below at the benchmark's rate.
 #
-# Prints Ir per request for each; the callgrind files (callgrind_annotate them) stay in OUT_DIR.
+# Prints Ir per request for each, and the upstream connections each aggregator opened per
+# checkout while the counted checkouts ran (from `ss` snapshots of the sockets to the simulated
+# services: established ones new since the first snapshot, plus new TIME-WAITs, minus those
+# established before that are gone; a reused keep-alive connection counts 0). The callgrind
+# files (callgrind_annotate them) stay in OUT_DIR.
 set -euo pipefail
 N=${1:-1000}
 OUT=${2:-$(mktemp -d /tmp/profile-compose.XXXXXX)}
 TARGET=${CARGO_TARGET_DIR:-target}/release
-MANIFOLD=$TARGET/manifold
-HAND=$TARGET/examples/hand_written
+MANIFOLD=${MANIFOLD:-$TARGET/manifold}
+HAND=${HAND:-$TARGET/examples/hand_written}
 WARM=200
 RATE=${RATE:-100}
+CALLGRIND=${CALLGRIND:-1}
 BODY='{"total": 42.5, "items": [{"sku": "a-1", "qty": 2}], "address": "1 Main St"}'
 mkdir -p "$OUT"
 pids=()
@@ -65,6 +73,33 @@ pids+=($!)
 for _ in $(seq 100); do [ -s "$OUT/sim.json" ] && break; sleep 0.1; done
 url() { python3 -c "import json,sys; print(json.load(open('$OUT/sim.json'))['services']['$1'][0])"; }
 ORDER=$(url order); PAYMENT=$(url payment); INVENTORY=$(url inventory); SHIPPING=$(url shipping)
+SIM_PORTS=$(python3 -c "import json; print(' '.join(sorted({u.rsplit(':',1)[1].strip('/') for v in json.load(open('$OUT/sim.json'))['services'].values() for u in v})))")
+
+# The TCP sockets touching a simulated service's port: `STATE local peer`, one a line.
+sockets() { ss -Htan | awk -v ports="$SIM_PORTS" '
+  BEGIN { n = split(ports, p, " "); for (i = 1; i <= n; i++) want[p[i]] = 1 }
+  { l = $4; r = $5; sub(/.*:/, "", l); sub(/.*:/, "", r)
+    if ((l in want) || (r in want)) print $1, $4, $5 }'; }
+# Connections opened between two snapshots, per checkout: client-side ESTAB new in the second,
+# plus TIME-WAIT new in the second, minus client-side ESTAB of the first gone from the second.
+opened() { # before after n
+  python3 - "$1" "$2" "$3" "$SIM_PORTS" <<'PY'
+import sys
+before, after, n, ports = open(sys.argv[1]).read().split("\n"), open(sys.argv[2]).read().split("\n"), int(sys.argv[3]), set(sys.argv[4].split())
+def sets(lines):
+    est, tw = set(), set()
+    for line in lines:
+        f = line.split()
+        if len(f) != 3: continue
+        state, local, peer = f
+        if state == "ESTAB" and peer.rsplit(":", 1)[1] in ports: est.add((local, peer))
+        elif state == "TIME-WAIT": tw.add((local, peer))
+    return est, tw
+eb, tb = sets(before); ea, ta = sets(after)
+opened = len(ea - eb) + len(ta - tb) - len(eb - ea)
+print(f"{opened} upstream connections opened during {n} checkouts ({opened / n:.3f} per checkout; {len(ea)} open at the end)")
+PY
+}
 
 # The gateway config: `manifold_bench::compose::gateway_config`, with these upstreams.
 cat > "$OUT/gateway.toml" <<TOML
@@ -126,7 +161,11 @@ TOML
 
 profile() { # name url command...
   local name=$1 url=$2; shift 2
-  valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.callgrind" "$@" > "$OUT/$name.log" 2>&1 &
+  if [ "$CALLGRIND" = 1 ]; then
+    valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.callgrind" "$@" > "$OUT/$name.log" 2>&1 &
+  else
+    "$@" > "$OUT/$name.log" 2>&1 &
+  fi
   local pid=$!
   pids+=($pid)
   for _ in $(seq 600); do
@@ -134,8 +173,15 @@ profile() { # name url command...
     sleep 0.2
   done
   "$MANIFOLD" load -X POST -b "$BODY" -r $RATE -n $WARM "$url?rid={seq}" > /dev/null
-  callgrind_control -z "$pid" > /dev/null
+  [ "$CALLGRIND" = 1 ] && callgrind_control -z "$pid" > /dev/null
+  sockets > "$OUT/$name.sockets.before"
   "$MANIFOLD" load -X POST -b "$BODY" -r $RATE -n "$N" "$url?rid={seq}" > "$OUT/$name.load.txt"
+  sockets > "$OUT/$name.sockets.after"
+  echo "$name: $(opened "$OUT/$name.sockets.before" "$OUT/$name.sockets.after" "$N")"
+  if [ "$CALLGRIND" != 1 ]; then
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    return
+  fi
   callgrind_control -d "$pid" > /dev/null
   sleep 1
   kill "$pid"; wait "$pid" 2>/dev/null || true

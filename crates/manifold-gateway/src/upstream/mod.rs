@@ -39,6 +39,7 @@ pub use client::Body;
 pub(crate) use error::error_chain;
 
 use crate::error::CallError;
+use crate::telemetry::CallTrace;
 use attempt::{is_idempotent, Attempts, FetchReq, SendReq};
 use bytes::Bytes;
 use hedge::{Hedge, HedgeLayer};
@@ -199,13 +200,21 @@ impl Upstream {
     /// attempt inside its bound.
     pub(crate) async fn fetch(
         &self,
-        req: Request<Bytes>,
+        mut req: Request<Bytes>,
         budget: Budget,
         read: Read,
     ) -> Result<Answer, CallError> {
         let idempotent = is_idempotent(req.method(), req.headers(), &budget);
+        // The call's trace context moves beside the request (see `FetchReq::trace`); an
+        // extension map left empty goes too, so copies of the request have none to copy.
+        let extensions = req.extensions_mut();
+        let trace = extensions.remove::<CallTrace>();
+        if extensions.is_empty() {
+            *extensions = http::Extensions::new();
+        }
         let req = FetchReq {
             req: Arc::new(req),
+            trace,
             budget,
             read,
             idempotent,
