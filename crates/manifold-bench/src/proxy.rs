@@ -252,10 +252,17 @@ async fn start_targets(spec: &ProxySpec) -> Result<Targets, BenchError> {
         }
     };
     let mut skipped = Vec::new();
+    let mut commands = Vec::new();
     // The floor of a hyper-based proxy, from the same binary (so only with a Manifold binary),
     // beside the peers (so not with `--no-peers`).
     if let (Some(exe), Some(_)) = (&spec.manifold_exe, &spec.peers_dir) {
-        let started = match proxy_peers::hyper_floor(exe, upstream_addr, "/item") {
+        commands.push(proxy_peers::hyper_floor(exe, upstream_addr, "/item"));
+    }
+    if let Some(dir) = &spec.peers_dir {
+        commands.extend(proxy_peers::all(dir, upstream_addr, "/item"));
+    }
+    for cmd in commands {
+        let started = match cmd {
             Ok(cmd) => peers::start(cmd).await,
             Err(s) => Err(s),
         };
@@ -266,22 +273,6 @@ async fn start_targets(spec: &ProxySpec) -> Result<Targets, BenchError> {
                 process: Some(p),
             }),
             Err(s) => skipped.push(s),
-        }
-    }
-    if let Some(dir) = &spec.peers_dir {
-        for cmd in proxy_peers::all(dir, upstream_addr, "/item") {
-            let started = match cmd {
-                Ok(cmd) => peers::start(cmd).await,
-                Err(s) => Err(s),
-            };
-            match started {
-                Ok(p) => list.push(Target {
-                    name: p.name().to_owned(),
-                    url: p.url("/item"),
-                    process: Some(p),
-                }),
-                Err(s) => skipped.push(s),
-            }
         }
     }
     Ok(Targets {
