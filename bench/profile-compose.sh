@@ -21,6 +21,8 @@
 # established before that are gone; a reused keep-alive connection counts 0). The callgrind
 # files (callgrind_annotate them) stay in OUT_DIR.
 set -euo pipefail
+# shellcheck source=lib/checkout.sh
+source "$(dirname "$0")/lib/checkout.sh"
 N=${1:-1000}
 OUT=${2:-$(mktemp -d /tmp/profile-compose.XXXXXX)}
 TARGET=${CARGO_TARGET_DIR:-target}/release
@@ -35,39 +37,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-cat > "$OUT/sim.toml" <<'TOML'
-seed = 7
-host = "127.0.0.1"
-[services.order]
-  [[services.order.endpoints]]
-  method = "POST"
-  path = "/orders"
-  latency = "0ms"
-  response = { status = 201, body = { id = "{uuid}", status = "created" } }
-  [[services.order.endpoints]]
-  method = "POST"
-  path = "/orders/{id}/confirm"
-  latency = "0ms"
-  response = { body = { id = "{path.id}", status = "confirmed" } }
-[services.payment]
-  [[services.payment.endpoints]]
-  method = "POST"
-  path = "/payments"
-  latency = "0ms"
-  response = { body = { status = "paid", order_id = "{body.order_id}" } }
-[services.inventory]
-  [[services.inventory.endpoints]]
-  method = "POST"
-  path = "/inventory/reserve"
-  latency = "0ms"
-  response = { body = { reserved = true } }
-[services.shipping]
-  [[services.shipping.endpoints]]
-  method = "POST"
-  path = "/shipping/labels"
-  latency = "0ms"
-  response = { body = { label = "L-{seq}" } }
-TOML
+checkout_sim_toml > "$OUT/sim.toml"
 "$MANIFOLD" sim -c "$OUT/sim.toml" --json > "$OUT/sim.json" &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$OUT/sim.json" ] && break; sleep 0.1; done
@@ -101,63 +71,8 @@ print(f"{opened} upstream connections opened during {n} checkouts ({opened / n:.
 PY
 }
 
-# The gateway config: `manifold_bench::compose::gateway_config`, with these upstreams.
-cat > "$OUT/gateway.toml" <<TOML
-[server]
-listen = "127.0.0.1:18480"
-admin = "127.0.0.1:18481"
-[upstreams.order]
-endpoints = ["$ORDER"]
-[upstreams.payment]
-endpoints = ["$PAYMENT"]
-[upstreams.inventory]
-endpoints = ["$INVENTORY"]
-[upstreams.shipping]
-endpoints = ["$SHIPPING"]
-
-[routes.checkout]
-method = "POST"
-path = "/checkout"
-deadline = "5s"
-  [[routes.checkout.calls]]
-  name = "order"
-  upstream = "order"
-  method = "POST"
-  headers = { "x-request-id" = "{query.rid}" }
-  path = "/orders"
-  body = "{request.body}"
-  [[routes.checkout.calls]]
-  name = "payment"
-  upstream = "payment"
-  method = "POST"
-  headers = { "x-request-id" = "{query.rid}" }
-  path = "/payments"
-  body = { order_id = "{order.id}", amount = "{request.body.total}" }
-  [[routes.checkout.calls]]
-  name = "inventory"
-  upstream = "inventory"
-  method = "POST"
-  headers = { "x-request-id" = "{query.rid}" }
-  path = "/inventory/reserve"
-  body = { order_id = "{order.id}", items = "{request.body.items}" }
-  [[routes.checkout.calls]]
-  name = "shipping"
-  upstream = "shipping"
-  method = "POST"
-  headers = { "x-request-id" = "{query.rid}" }
-  path = "/shipping/labels"
-  body = { order_id = "{order.id}", address = "{request.body.address}" }
-  [[routes.checkout.calls]]
-  name = "confirm"
-  upstream = "order"
-  method = "POST"
-  headers = { "x-request-id" = "{query.rid}" }
-  path = "/orders/{order.id}/confirm"
-  after = ["payment", "inventory", "shipping"]
-  [routes.checkout.response]
-  status = 201
-  body = { order = "{confirm}", payment = "{payment.status}", shipping = "{shipping}" }
-TOML
+checkout_gateway_toml 127.0.0.1:18480 127.0.0.1:18481 "$ORDER" "$PAYMENT" "$INVENTORY" "$SHIPPING" \
+  > "$OUT/gateway.toml"
 
 profile() { # name url command...
   local name=$1 url=$2; shift 2

@@ -16,6 +16,8 @@
 # and the trace store, no export; what bench/proxy-callgrind.sh measures). Env: MODES (default
 # "off metrics full default"), ROUTES (default "compose proxy"), WARM (200), RATE (100).
 set -euo pipefail
+# shellcheck source=lib/checkout.sh
+source "$(dirname "$0")/lib/checkout.sh"
 N=${1:-600}
 OUT=${2:-$(mktemp -d /tmp/telemetry-callgrind.XXXXXX)}
 MANIFOLD=${MANIFOLD:-${CARGO_TARGET_DIR:-target}/release/manifold}
@@ -31,38 +33,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-cat > "$OUT/sim.toml" <<'TOML'
-seed = 7
-host = "127.0.0.1"
-[services.order]
-  [[services.order.endpoints]]
-  method = "POST"
-  path = "/orders"
-  latency = "0ms"
-  response = { status = 201, body = { id = "{uuid}", status = "created" } }
-  [[services.order.endpoints]]
-  method = "POST"
-  path = "/orders/{id}/confirm"
-  latency = "0ms"
-  response = { body = { id = "{path.id}", status = "confirmed" } }
-[services.payment]
-  [[services.payment.endpoints]]
-  method = "POST"
-  path = "/payments"
-  latency = "0ms"
-  response = { body = { status = "paid", order_id = "{body.order_id}" } }
-[services.inventory]
-  [[services.inventory.endpoints]]
-  method = "POST"
-  path = "/inventory/reserve"
-  latency = "0ms"
-  response = { body = { reserved = true } }
-[services.shipping]
-  [[services.shipping.endpoints]]
-  method = "POST"
-  path = "/shipping/labels"
-  latency = "0ms"
-  response = { body = { label = "L-{seq}" } }
+{ checkout_sim_toml; cat <<'TOML'
 [services.item]
   [[services.item.endpoints]]
   method = "GET"
@@ -70,6 +41,7 @@ host = "127.0.0.1"
   latency = "0ms"
   response = { body = { id = "{seq}", name = "widget", price = 9.5 } }
 TOML
+} > "$OUT/sim.toml"
 "$MANIFOLD" sim -c "$OUT/sim.toml" --json > "$OUT/sim.json" &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$OUT/sim.json" ] && break; sleep 0.1; done
@@ -109,18 +81,8 @@ telemetry_section() { # mode
 # The compose route: `manifold_bench::compose::gateway_config`, with these upstreams; and a
 # proxy route to the order service's GET /item.
 gateway_toml() { # listen admin telemetry-section
+  checkout_gateway_toml "127.0.0.1:$1" "127.0.0.1:$2" "$ORDER" "$PAYMENT" "$INVENTORY" "$SHIPPING"
   cat <<TOML
-[server]
-listen = "127.0.0.1:$1"
-admin = "127.0.0.1:$2"
-[upstreams.order]
-endpoints = ["$ORDER"]
-[upstreams.payment]
-endpoints = ["$PAYMENT"]
-[upstreams.inventory]
-endpoints = ["$INVENTORY"]
-[upstreams.shipping]
-endpoints = ["$SHIPPING"]
 [upstreams.item]
 endpoints = ["$ITEM"]
 
@@ -128,49 +90,6 @@ endpoints = ["$ITEM"]
 method = "GET"
 path = "/item"
 proxy = "item"
-
-[routes.checkout]
-method = "POST"
-path = "/checkout"
-deadline = "5s"
-  [[routes.checkout.calls]]
-  name = "order"
-  upstream = "order"
-  method = "POST"
-  headers = { "x-request-id" = "{query.rid}" }
-  path = "/orders"
-  body = "{request.body}"
-  [[routes.checkout.calls]]
-  name = "payment"
-  upstream = "payment"
-  method = "POST"
-  headers = { "x-request-id" = "{query.rid}" }
-  path = "/payments"
-  body = { order_id = "{order.id}", amount = "{request.body.total}" }
-  [[routes.checkout.calls]]
-  name = "inventory"
-  upstream = "inventory"
-  method = "POST"
-  headers = { "x-request-id" = "{query.rid}" }
-  path = "/inventory/reserve"
-  body = { order_id = "{order.id}", items = "{request.body.items}" }
-  [[routes.checkout.calls]]
-  name = "shipping"
-  upstream = "shipping"
-  method = "POST"
-  headers = { "x-request-id" = "{query.rid}" }
-  path = "/shipping/labels"
-  body = { order_id = "{order.id}", address = "{request.body.address}" }
-  [[routes.checkout.calls]]
-  name = "confirm"
-  upstream = "order"
-  method = "POST"
-  headers = { "x-request-id" = "{query.rid}" }
-  path = "/orders/{order.id}/confirm"
-  after = ["payment", "inventory", "shipping"]
-  [routes.checkout.response]
-  status = 201
-  body = { order = "{confirm}", payment = "{payment.status}", shipping = "{shipping}" }
 TOML
   printf "%s\n" "$3"
 }

@@ -6,8 +6,15 @@ use manifold_sim::{RunningSim, SimConfig};
 /// The simulator config for the checkout's services with service times `delays` (ms: order, payment,
 /// inventory, shipping, confirm), plus a `hop` service with none.
 pub fn sim_config(delays: [u64; 5]) -> Result<SimConfig, BenchError> {
+    SimConfig::from_toml(&sim_toml(delays))
+        .map_err(|e| BenchError::Setup(format!("simulator config: {e}")))
+}
+
+/// [`sim_config`] as TOML (what bench/lib/checkout.sh's `checkout_sim_toml` must match with
+/// zero delays, less the `hop` service).
+pub fn sim_toml(delays: [u64; 5]) -> String {
     let [o, p, i, s, c] = delays;
-    let toml = format!(
+    format!(
         r#"
 seed = 7
 host = "127.0.0.1"
@@ -47,8 +54,7 @@ host = "127.0.0.1"
   latency = "0ms"
   response = {{ body = {{ ok = true }} }}
 "#
-    );
-    SimConfig::from_toml(&toml).map_err(|e| BenchError::Setup(format!("simulator config: {e}")))
+    )
 }
 
 /// The gateway config for the checkout route against `sim`.
@@ -64,11 +70,28 @@ pub fn gateway_toml(sim: &RunningSim) -> Result<String, BenchError> {
         sim.url(s)
             .ok_or_else(|| BenchError::Setup(format!("simulator has no service {s}")))
     };
-    let toml = format!(
+    Ok(gateway_toml_for(
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        [
+            url("order")?,
+            url("payment")?,
+            url("inventory")?,
+            url("shipping")?,
+        ],
+    ))
+}
+
+/// The checkout gateway's config as TOML, listening on `listen` and `admin`, with the upstream
+/// base URLs of order, payment, inventory and shipping (what bench/lib/checkout.sh's
+/// `checkout_gateway_toml` must match).
+pub fn gateway_toml_for(listen: &str, admin: &str, upstreams: [String; 4]) -> String {
+    let [order, payment, inventory, shipping] = upstreams;
+    format!(
         r#"
 [server]
-listen = "127.0.0.1:0"
-admin = "127.0.0.1:0"
+listen = "{listen}"
+admin = "{admin}"
 [upstreams.order]
 endpoints = ["{order}"]
 [upstreams.payment]
@@ -120,11 +143,6 @@ deadline = "5s"
   [routes.checkout.response]
   status = 201
   body = {{ order = "{{confirm}}", payment = "{{payment.status}}", shipping = "{{shipping}}" }}
-"#,
-        order = url("order")?,
-        payment = url("payment")?,
-        inventory = url("inventory")?,
-        shipping = url("shipping")?,
-    );
-    Ok(toml)
+"#
+    )
 }

@@ -36,8 +36,8 @@ mod targets;
 #[cfg(test)]
 mod tests;
 
-pub use configs::sim_config;
-pub use configs::{gateway_config, gateway_toml};
+pub use configs::{gateway_config, gateway_toml, gateway_toml_for};
+pub use configs::{sim_config, sim_toml};
 pub use floor::start_floor;
 pub(crate) use measure::{closed_loop_count, measure, measured, rotated};
 pub use recorded::recorded_critical_paths;
