@@ -29,23 +29,27 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
-    BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
-    QueuePurgeOptions,
+    BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, Consumer};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::config::{Backend, QueueConfig};
 use crate::error::QueueError;
-use crate::queue::{Lease, LeaseToken, Queue, QueueStats, Selection};
+use crate::queue::{Lease, Queue, QueueStats, Selection};
 use crate::redact::url as redact;
 use crate::task::{check_id, Task};
+
+mod dead;
+mod lease;
+mod link;
+
+use dead::Visit;
+use link::open_link;
 
 const BACKEND: &str = "rabbitmq";
 /// Messages the consumer may hold unacked (leased or waiting for their `not_before`).
@@ -173,85 +177,6 @@ fn persistent() -> BasicProperties {
         .with_content_type("application/json".into())
 }
 
-/// The arguments `<queue>` is declared with: the bounds, enforced by the broker.
-fn bound_arguments(opts: &RabbitOptions) -> FieldTable {
-    let mut args = FieldTable::default();
-    let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    args.insert(
-        ShortString::from("x-max-length"),
-        AMQPValue::LongLongInt(clamp(opts.max_tasks)),
-    );
-    args.insert(
-        ShortString::from("x-max-length-bytes"),
-        AMQPValue::LongLongInt(clamp(opts.max_bytes)),
-    );
-    args.insert(
-        ShortString::from("x-overflow"),
-        AMQPValue::LongString(LongString::from("reject-publish")),
-    );
-    args
-}
-
-/// Connects, enables confirms and declares `<queue>` (bounded) and `<queue>.dead`.
-async fn open_link(
-    opts: &RabbitOptions,
-    dead_queue: &str,
-    generation: u64,
-) -> Result<Link, QueueError> {
-    let conn = Connection::connect(
-        &opts.url,
-        ConnectionProperties::default().with_connection_name("manifold-queue".into()),
-    )
-    .await
-    .map_err(|e| broker(format!("connect to {}", redact(&opts.url)), e))?;
-    let publish = conn
-        .create_channel()
-        .await
-        .map_err(|e| broker("open channel", e))?;
-    publish
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(|e| broker("enable publisher confirms", e))?;
-    publish
-        .queue_declare(
-            opts.queue.as_str().into(),
-            QueueDeclareOptions::durable(),
-            bound_arguments(opts),
-        )
-        .await
-        .map_err(|e| declare_error(opts, e))?;
-    publish
-        .queue_declare(
-            dead_queue.into(),
-            QueueDeclareOptions::durable(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| broker(format!("declare queue {dead_queue}"), e))?;
-    Ok(Link {
-        conn,
-        publish,
-        generation,
-    })
-}
-
-/// A declaration refused because the queue exists with other arguments (PRECONDITION_FAILED)
-/// becomes a configuration error that says which and what to do; others stay broker errors.
-fn declare_error(opts: &RabbitOptions, e: lapin::Error) -> QueueError {
-    let text = e.to_string();
-    if text.contains("PRECONDITION_FAILED") || text.contains("inequivalent arg") {
-        QueueError::Config(format!(
-            "rabbitmq: queue {:?} already exists with other arguments than this configuration \
-             asks for (x-max-length = {} from max_tasks, x-max-length-bytes = {} from max_bytes, \
-             x-overflow = reject-publish); the broker says: {text}. Delete the queue once it is \
-             drained (rabbitmqctl delete_queue {}) or set another [queue] queue name",
-            opts.queue, opts.max_tasks, opts.max_bytes, opts.queue
-        ))
-    } else {
-        broker(format!("declare queue {}", opts.queue), e)
-    }
-}
-
 impl RabbitQueue {
     /// Connects, declares `<queue>` (with its bounds) and `<queue>.dead` durable. Fails if the
     /// broker cannot be reached now or the queue exists with other arguments; a connection lost
@@ -283,121 +208,6 @@ impl RabbitQueue {
             clock: Clock::system(),
             in_flight: AtomicU64::new(0),
             closed: AtomicBool::new(false),
-        })
-    }
-
-    /// The live link, reconnecting if the last one died — at most one attempt per backoff
-    /// period, so an unreachable broker costs callers a quick error, not a wait each.
-    async fn live<'a>(&self, links: &'a mut Links) -> Result<&'a Link, QueueError> {
-        let alive = links
-            .link
-            .as_ref()
-            .is_some_and(|l| l.conn.status().connected() && l.publish.status().connected());
-        if !alive {
-            // After `close`, nothing reconnects.
-            self.check_open()?;
-            if let Some(old) = links.link.take() {
-                close_within(old.conn.close(200, "reconnecting".into())).await;
-            }
-            if let Some(at) = links.retry_at {
-                if Instant::now() < at {
-                    let wait = at.saturating_duration_since(Instant::now());
-                    let wait = Duration::from_millis(wait.as_millis() as u64);
-                    return Err(broker(
-                        format!(
-                            "connection lost; next attempt in {} (last: {})",
-                            humantime::format_duration(wait),
-                            links.last_error
-                        ),
-                        BrokerUnreachable,
-                    ));
-                }
-            }
-            let generation = links.generations;
-            links.generations += 1;
-            let attempt = tokio::time::timeout(
-                CONNECT_TIMEOUT,
-                open_link(&self.opts, &self.dead_queue, generation),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(QueueError::Timeout(format!(
-                    "rabbitmq: connect to {}",
-                    redact(&self.opts.url)
-                )))
-            });
-            match attempt {
-                Ok(link) => {
-                    tracing::info!(queue = %self.opts.queue, "rabbitmq: reconnected");
-                    links.link = Some(link);
-                    links.backoff = RECONNECT_MIN;
-                    links.retry_at = None;
-                }
-                Err(e) => {
-                    links.last_error = e.to_string();
-                    links.retry_at = Some(Instant::now() + links.backoff);
-                    links.backoff = (links.backoff * 2).min(RECONNECT_MAX);
-                    return Err(e);
-                }
-            }
-        }
-        links
-            .link
-            .as_ref()
-            .ok_or_else(|| broker("reconnect", "no connection"))
-    }
-
-    /// The publishing channel and its link's generation.
-    async fn publish_channel(&self) -> Result<(Channel, u64), QueueError> {
-        let mut links = self.links.lock().await;
-        let link = self.live(&mut links).await?;
-        Ok((link.publish.clone(), link.generation))
-    }
-
-    /// A new channel on the live connection.
-    async fn new_channel(&self) -> Result<Channel, QueueError> {
-        let mut links = self.links.lock().await;
-        let link = self.live(&mut links).await?;
-        link.conn
-            .create_channel()
-            .await
-            .map_err(|e| broker("open channel", e))
-    }
-
-    /// Forgets link `generation` after a failure on it: the next operation reconnects.
-    async fn reset(&self, generation: u64) {
-        let mut links = self.links.lock().await;
-        if links
-            .link
-            .as_ref()
-            .is_some_and(|l| l.generation == generation)
-        {
-            if let Some(old) = links.link.take() {
-                close_within(old.conn.close(200, "operation failed".into())).await;
-            }
-        }
-    }
-
-    async fn start_consumer(&self) -> Result<ConsumerState, QueueError> {
-        let channel = self.new_channel().await?;
-        channel
-            .basic_qos(PREFETCH, BasicQosOptions::default())
-            .await
-            .map_err(|e| broker("set prefetch", e))?;
-        let consumer = channel
-            .basic_consume(
-                self.opts.queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| broker("start consumer", e))?;
-        Ok(ConsumerState {
-            channel,
-            consumer,
-            held: BinaryHeap::new(),
-            next_seq: 0,
         })
     }
 
@@ -512,240 +322,6 @@ impl RabbitQueue {
         self.publish_confirmed(&self.opts.queue, &bytes).await
     }
 
-    async fn lease_inner(&self, max: usize, wait: Duration) -> Result<Vec<Lease>, QueueError> {
-        self.check_open()?;
-        let max = max.max(1);
-        let deadline = Instant::now() + wait;
-        let mut guard = self.state.lock().await;
-        if guard
-            .as_ref()
-            .is_some_and(|st| !st.channel.status().connected())
-        {
-            // The channel died with the connection: the broker has put its unacked deliveries
-            // (held ones included) back in the queue, so forget them and consume afresh.
-            *guard = None;
-            self.returned
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clear();
-        }
-        let st = match &mut *guard {
-            Some(st) => st,
-            slot @ None => slot.insert(self.start_consumer().await?),
-        };
-        let mut out = Vec::new();
-        match self.lease_from(st, max, deadline, &mut out).await {
-            Ok(()) => Ok(out),
-            Err(e) => {
-                tracing::warn!(error = %e, "rabbitmq consumer failed; it is restarted on the next lease");
-                if let Some(st) = guard.take() {
-                    close_within(st.channel.close(200, "consumer failed".into())).await;
-                }
-                // Leases already taken stay valid as long as the channel does.
-                if out.is_empty() {
-                    Err(e)
-                } else {
-                    Ok(out)
-                }
-            }
-        }
-    }
-
-    async fn lease_from(
-        &self,
-        st: &mut ConsumerState,
-        max: usize,
-        deadline: Instant,
-        out: &mut Vec<Lease>,
-    ) -> Result<(), QueueError> {
-        loop {
-            // Nacked tasks the queue had no room for wait with the held ones.
-            for (task, acker) in self
-                .returned
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .drain(..)
-            {
-                let seq = st.next_seq;
-                st.next_seq += 1;
-                st.held.push(Reverse(Held {
-                    due_ms: task.not_before,
-                    seq,
-                    task,
-                    acker,
-                }));
-            }
-            // Due held tasks first.
-            let now = self.clock.now_ms();
-            while out.len() < max {
-                match st.held.peek() {
-                    Some(Reverse(h)) if h.due_ms <= now => {}
-                    _ => break,
-                }
-                if let Some(Reverse(h)) = st.held.pop() {
-                    out.push(self.leased(h.task, h.acker));
-                }
-            }
-            // Then whatever the consumer has buffered, without waiting.
-            while out.len() < max {
-                match st.consumer.next().now_or_never() {
-                    Some(Some(delivery)) => {
-                        if let Some(lease) = self.classify(st, delivery).await? {
-                            out.push(lease);
-                        }
-                    }
-                    Some(None) => return Err(broker("consume", ConsumerEnded)),
-                    None => break,
-                }
-            }
-            if !out.is_empty() {
-                return Ok(());
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(());
-            }
-            let mut until = deadline;
-            if let Some(Reverse(h)) = st.held.peek() {
-                let in_ms = h.due_ms.saturating_sub(self.clock.now_ms());
-                until = until.min(now + Duration::from_millis(in_ms));
-            }
-            // Wake up now and then for tasks nacked into `returned` meanwhile.
-            until = until.min(now + Duration::from_millis(500));
-            let next = tokio::select! {
-                next = st.consumer.next() => next,
-                _ = tokio::time::sleep_until(until) => continue,
-            };
-            match next {
-                Some(delivery) => {
-                    if let Some(lease) = self.classify(st, delivery).await? {
-                        out.push(lease);
-                    }
-                }
-                None => return Err(broker("consume", ConsumerEnded)),
-            }
-        }
-    }
-
-    /// Turns a delivery into a lease if due, else holds it until due.
-    async fn classify(
-        &self,
-        st: &mut ConsumerState,
-        delivery: lapin::Result<lapin::message::Delivery>,
-    ) -> Result<Option<Lease>, QueueError> {
-        let delivery = delivery.map_err(|e| broker("consume", e))?;
-        let task = match Task::decode(&delivery.data) {
-            Ok(task) => task,
-            Err(e) => {
-                // Never deliverable: park it with the dead letters rather than loop on it.
-                tracing::error!(error = %e, "rabbitmq: undecodable message moved to dead letters");
-                self.publish_confirmed(&self.dead_queue, &delivery.data)
-                    .await?;
-                let _ = delivery.acker.ack(BasicAckOptions::default()).await;
-                return Ok(None);
-            }
-        };
-        if task.not_before > self.clock.now_ms() {
-            let seq = st.next_seq;
-            st.next_seq += 1;
-            st.held.push(Reverse(Held {
-                due_ms: task.not_before,
-                seq,
-                task,
-                acker: delivery.acker,
-            }));
-            return Ok(None);
-        }
-        Ok(Some(self.leased(task, delivery.acker)))
-    }
-
-    fn leased(&self, task: Task, acker: lapin::Acker) -> Lease {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        Lease {
-            task,
-            outcome: None,
-            token: LeaseToken::Rabbit(acker),
-        }
-    }
-
-    fn acker(&self, lease: Lease) -> Result<(Task, lapin::Acker), QueueError> {
-        match lease.token {
-            LeaseToken::Rabbit(acker) => {
-                self.in_flight.fetch_sub(1, Ordering::Relaxed);
-                Ok((lease.task, acker))
-            }
-            #[allow(unreachable_patterns)]
-            _ => Err(QueueError::Invalid(
-                "lease belongs to another queue backend".into(),
-            )),
-        }
-    }
-
-    async fn ack_inner(&self, lease: Lease) -> Result<(), QueueError> {
-        let (_, acker) = self.acker(lease)?;
-        acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map(|_| ())
-            .map_err(|e| broker("ack", e))
-    }
-
-    async fn nack_inner(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
-        let (mut task, acker) = self.acker(lease)?;
-        task.not_before = if delay.is_zero() {
-            0
-        } else {
-            self.clock.after_ms(delay)
-        };
-        // Store the updated task first, then drop the old copy: a crash between leaves a
-        // duplicate (same idempotency key), never a loss.
-        match self
-            .publish_confirmed(&self.opts.queue, &task.encode()?)
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if e.is_full() => {
-                // The queue is at its bound, which counts ready tasks only: keep the original
-                // delivery (owned by the broker, back in the queue if we die) and hold the
-                // updated task here until due, rather than failing the retry.
-                self.returned
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((task, acker));
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        }
-        acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map(|_| ())
-            .map_err(|e| broker("ack", e))
-    }
-
-    async fn release_inner(&self, lease: Lease) -> Result<(), QueueError> {
-        let (_, acker) = self.acker(lease)?;
-        acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            })
-            .await
-            .map(|_| ())
-            .map_err(|e| broker("nack", e))
-    }
-
-    async fn dead_letter_inner(&self, lease: Lease) -> Result<(), QueueError> {
-        let (task, acker) = self.acker(lease)?;
-        self.publish_confirmed(&self.dead_queue, &task.encode()?)
-            .await?;
-        acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map(|_| ())
-            .map_err(|e| broker("ack", e))
-    }
-
     async fn stats_inner(&self) -> Result<QueueStats, QueueError> {
         let ready = self.ready_count(&self.opts.queue).await?;
         let dead = self.ready_count(&self.dead_queue).await?;
@@ -764,72 +340,6 @@ impl RabbitQueue {
             bytes: None,
         })
     }
-
-    /// Walks the dead-letter queue on a private channel: `visit` sees each dead letter and
-    /// returns what to do with it. Messages left alone go back in order when the channel closes.
-    async fn scan_dead(&self, mut visit: impl FnMut(&Task) -> Visit) -> Result<u64, QueueError> {
-        let channel = self.new_channel().await?;
-        let result = async {
-            let mut acted = 0;
-            for _ in 0..DEAD_SCAN_LIMIT {
-                let Some(msg) = channel
-                    .basic_get(
-                        self.dead_queue.as_str().into(),
-                        BasicGetOptions { no_ack: false },
-                    )
-                    .await
-                    .map_err(|e| broker("read dead letters", e))?
-                else {
-                    break;
-                };
-                let delivery = msg.delivery;
-                let task = match Task::decode(&delivery.data) {
-                    Ok(t) => t,
-                    Err(_) => continue,
-                };
-                match visit(&task) {
-                    Visit::Keep => {}
-                    Visit::Stop => break,
-                    Visit::Remove => {
-                        delivery
-                            .acker
-                            .ack(BasicAckOptions::default())
-                            .await
-                            .map_err(|e| broker("remove dead letter", e))?;
-                        acted += 1;
-                    }
-                    Visit::Replay => {
-                        let mut task = task;
-                        let now = self.clock.now_ms();
-                        task.attempts = 0;
-                        task.enqueued_at = now;
-                        task.not_before = 0;
-                        self.publish_confirmed(&self.opts.queue, &task.encode()?)
-                            .await?;
-                        delivery
-                            .acker
-                            .ack(BasicAckOptions::default())
-                            .await
-                            .map_err(|e| broker("remove replayed dead letter", e))?;
-                        acted += 1;
-                    }
-                }
-            }
-            Ok(acted)
-        }
-        .await;
-        // Closing the channel returns every message we looked at but did not ack.
-        close_within(channel.close(200, "scan done".into())).await;
-        result
-    }
-}
-
-/// What [`RabbitQueue::scan_dead`] does with one dead letter.
-enum Visit {
-    Keep,
-    Stop,
-    Remove,
-    Replay,
 }
 
 #[derive(Debug, thiserror::Error)]
