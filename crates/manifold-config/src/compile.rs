@@ -20,10 +20,10 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     routes: BTreeMap<Spanned<String>, Spanned<RawRoute>>,
     cache: Option<Spanned<RawCacheSection>>,
-    // Read as a TOML value, then by the queue crate's own `QueueConfig`: its schema is that one.
-    #[schemars(with = "Option<manifold_queue::QueueConfig>")]
+    // Read as a TOML value, then as `QueueConfig` (its own span-less errors): its schema is that one.
+    #[schemars(with = "Option<crate::queue::QueueConfig>")]
     queue: Option<Spanned<toml::Value>>,
-    #[schemars(with = "Option<manifold_queue::EventsConfig>")]
+    #[schemars(with = "Option<crate::events::EventsConfig>")]
     events: Option<Spanned<toml::Value>>,
     telemetry: Option<Spanned<crate::telemetry::RawTelemetry>>,
 }
@@ -35,9 +35,9 @@ struct RawCacheSection {
     max_entry_bytes: Option<Spanned<u64>>,
     redis: Option<Spanned<String>>,
     prefix: Option<Spanned<String>>,
-    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
+    #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     redis_timeout: Option<Spanned<String>>,
-    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
+    #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     redis_retry_after: Option<Spanned<String>>,
     memcached: Option<Spanned<Vec<Spanned<String>>>>,
     memcached_timeout: Option<Spanned<String>>,
@@ -48,18 +48,18 @@ struct RawCacheSection {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawCachePolicy {
-    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
+    #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     ttl: Spanned<String>,
-    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
+    #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     stale: Option<Spanned<String>>,
-    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
+    #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     errors: Option<Spanned<String>>,
     respect_cache_control: Option<bool>,
     key: Option<Spanned<String>>,
     vary: Option<Spanned<Vec<Spanned<String>>>>,
     methods: Option<Spanned<Vec<Spanned<String>>>>,
     early_refresh: Option<Spanned<f64>>,
-    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
+    #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     lock: Option<Spanned<String>>,
     shared: Option<Spanned<bool>>,
 }
@@ -71,16 +71,16 @@ struct RawServer {
     admin: Option<Spanned<String>>,
     max_body_bytes: Option<Spanned<u64>>,
     max_response_bytes: Option<Spanned<u64>>,
-    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
+    #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     header_read_timeout: Option<Spanned<String>>,
-    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
+    #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     body_read_timeout: Option<Spanned<String>>,
-    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
+    #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     drain_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<u64>>,
-    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
+    #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     drain_delay: Option<Spanned<String>>,
-    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
+    #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     h2_idle_timeout: Option<Spanned<String>>,
     escaped_slashes: Option<Spanned<String>>,
     trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
@@ -98,7 +98,7 @@ struct RawServer {
 struct RawRoute {
     method: Option<Spanned<String>>,
     path: Spanned<String>,
-    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
+    #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     deadline: Option<Spanned<String>>,
     calls: Option<Spanned<Vec<Spanned<RawCall>>>>,
     response: Option<Spanned<RawResponse>>,
@@ -125,9 +125,9 @@ struct RawCall {
     optional: Option<bool>,
     idempotent: Option<Spanned<bool>>,
     mode: Option<Spanned<String>>,
-    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
+    #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     expect: Option<Spanned<String>>,
-    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
+    #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     timeout: Option<Spanned<String>>,
     cache: Option<Spanned<RawCachePolicy>>,
     /// Enqueued when this async / publish call is delivered (see docs/offload.md, hooks).
@@ -192,18 +192,18 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
     let cache = compile_cache_section(raw.cache.as_ref(), &mut diag);
     let telemetry = crate::telemetry::compile(raw.telemetry.as_ref(), &mut diag);
     let queue = match &raw.queue {
-        None => manifold_queue::QueueConfig::default(),
+        None => crate::queue::QueueConfig::default(),
         Some(v) => match v
             .get_ref()
             .clone()
-            .try_into::<manifold_queue::QueueConfig>()
+            .try_into::<crate::queue::QueueConfig>()
             .map_err(|e| e.message().trim().to_owned())
             .and_then(|q| q.validate().map(|()| q).map_err(|e| e.to_string()))
         {
             Ok(q) => q,
             Err(msg) => {
                 diag.push(ErrorKind::Value, v.span(), format!("[queue]: {msg}"));
-                manifold_queue::QueueConfig::default()
+                crate::queue::QueueConfig::default()
             }
         },
     };
@@ -212,7 +212,7 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
         match v
             .get_ref()
             .clone()
-            .try_into::<manifold_queue::EventsConfig>()
+            .try_into::<crate::events::EventsConfig>()
             .map_err(|e| e.message().trim().to_owned())
             .and_then(|ev| ev.validate().map(|()| ev).map_err(|e| e.to_string()))
         {
@@ -885,7 +885,7 @@ pub(crate) struct Resolver<'a> {
     reads_body: bool,
     /// Inside an `on_done` / `on_dead` hook: `{task.*}` reads the settled task (see
     /// `crate::hooks`); elsewhere `task` is an ordinary call name.
-    pub(crate) task: Option<manifold_queue::HookKind>,
+    pub(crate) task: Option<crate::queue::HookKind>,
 }
 
 impl Resolver<'_> {
@@ -1706,7 +1706,7 @@ fn compile_subject(
         );
         return None;
     };
-    match manifold_queue::check_subject(s.get_ref()) {
+    match crate::events::check_subject(s.get_ref()) {
         Ok(()) => Some(s.get_ref().clone()),
         Err(msg) => {
             diag.push(ErrorKind::Value, s.span(), format!("{owner}: {msg}"));

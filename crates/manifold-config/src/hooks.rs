@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use manifold_queue::hooks::TaskVar;
-use manifold_queue::HookKind;
+use crate::queue::HookKind;
+use crate::queue::TaskVar;
 use serde::{Deserialize, Serialize};
 
 use crate::compile::{Resolver, RouteCtx};
@@ -300,7 +300,7 @@ fn publish_target(
             );
         }
     }
-    match manifold_queue::check_subject(p.get_ref()) {
+    match crate::events::check_subject(p.get_ref()) {
         Ok(()) => Some(HookTarget::Publish {
             subject: p.get_ref().clone(),
         }),

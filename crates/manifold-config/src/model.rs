@@ -38,10 +38,10 @@ pub struct Config {
     pub cache: CacheSettings,
     /// `[queue]`: where `mode = "async"` and `mode = "publish"` calls are written durably
     /// (default: embedded, on disk).
-    pub queue: manifold_queue::QueueConfig,
+    pub queue: crate::queue::QueueConfig,
     /// `[events]`: the broker `mode = "publish"` calls publish to (required by them; `None`
     /// when the section is absent).
-    pub events: Option<manifold_queue::EventsConfig>,
+    pub events: Option<crate::events::EventsConfig>,
     /// `[telemetry]`: metrics, trace context, span export and the access log (defaults when
     /// the section is absent).
     pub telemetry: crate::TelemetrySettings,
@@ -453,10 +453,10 @@ fn ser_redacted_url<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, 
     }
 }
 
-/// `redis://user:secret@host` → `redis://user:***@host`: [`manifold_queue::redact::url`], the
+/// `redis://user:secret@host` → `redis://user:***@host`: [`crate::redact::url`], the
 /// one rule for every URL shown.
 pub fn redact_url(url: &str) -> String {
-    manifold_queue::redact::url(url)
+    crate::redact::url(url)
 }
 
 /// A call's or route's `cache = { … }`, validated.

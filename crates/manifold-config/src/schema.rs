@@ -44,7 +44,7 @@ impl JsonSchema for TracesValue {
                     "properties": {
                         "recent": { "type": "integer", "minimum": 0 },
                         "slowest": { "type": "integer", "minimum": 0 },
-                        "errors_for": { "type": "string", "pattern": manifold_queue::schema::DURATION_PATTERN },
+                        "errors_for": { "type": "string", "pattern": crate::schema::DURATION_PATTERN },
                         "max_errors": { "type": "integer", "minimum": 0 }
                     }
                 }
@@ -91,4 +91,23 @@ impl JsonSchema for RetryOnValue {
             ]
         })
     }
+}
+
+// Durations are written as humantime strings (`"250ms"`, `"1h 30m"`) everywhere in the config;
+// the schema shows them as strings with one pattern. It is deliberately looser than humantime —
+// any number followed by a unit word, repeated — so an editor never flags a duration the parser
+// accepts; the parser stays the judge of the unit names.
+
+/// What a duration string looks like: `"0"`, or one or more `<number><unit>` groups, spaces
+/// allowed between them (`"250ms"`, `"2s"`, `"1h 30m"`).
+pub(crate) const DURATION_PATTERN: &str =
+    r"^\s*(0|[0-9]+\s*[A-Za-zµ]+(\s*[0-9]+\s*[A-Za-zµ]+)*)\s*$";
+
+/// The schema of a duration field: a string matching [`DURATION_PATTERN`].
+pub(crate) fn duration(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "pattern": DURATION_PATTERN,
+        "description": "A duration: a number and a unit, e.g. \"250ms\", \"2s\", \"5m\", \"1h 30m\"."
+    })
 }

@@ -1,5 +1,5 @@
 //! Secrets in the config: the admin token, and how `/config` shows URLs and header values.
-//! The redaction rule itself is [`manifold_queue::redact`] (one rule for every crate).
+//! The redaction rule itself is [`crate::redact`] (one rule for every crate).
 
 use crate::error::{Diagnostics, ErrorKind};
 use crate::model::ServerSettings;
@@ -31,13 +31,13 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(manifold_queue::redact::MASK)
+        f.write_str(crate::redact::MASK)
     }
 }
 
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(manifold_queue::redact::MASK)
+        s.serialize_str(crate::redact::MASK)
     }
 }
 
@@ -137,9 +137,9 @@ pub(crate) fn ser_headers<S: Serializer>(
     headers: &[(String, StrTemplate)],
     s: S,
 ) -> Result<S::Ok, S::Error> {
-    let masked = StrTemplate::literal(manifold_queue::redact::MASK);
+    let masked = StrTemplate::literal(crate::redact::MASK);
     s.collect_seq(headers.iter().map(|(name, value)| {
-        if manifold_queue::redact::is_secret_header(name) {
+        if crate::redact::is_secret_header(name) {
             (name, &masked)
         } else {
             (name, value)
@@ -149,7 +149,7 @@ pub(crate) fn ser_headers<S: Serializer>(
 
 /// `/config` shows a URL without its password.
 pub(crate) fn ser_url<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&manifold_queue::redact::url(url))
+    s.serialize_str(&crate::redact::url(url))
 }
 
 #[cfg(test)]

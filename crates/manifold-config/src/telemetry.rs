@@ -92,7 +92,7 @@ fn ser_opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, 
 pub(crate) struct RawTelemetry {
     service_name: Option<Spanned<String>>,
     sample_ratio: Option<Spanned<f64>>,
-    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
+    #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     keep_slower_than: Option<Spanned<String>>,
     otlp: Option<Spanned<RawOtlp>>,
     access_log: Option<Spanned<String>>,
@@ -106,7 +106,7 @@ pub(crate) struct RawTelemetry {
 #[serde(deny_unknown_fields)]
 struct RawOtlp {
     endpoint: Spanned<String>,
-    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
+    #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     timeout: Option<Spanned<String>>,
     queue_capacity: Option<Spanned<u64>>,
 }

@@ -49,7 +49,7 @@ pub enum Source {
     /// the request path.
     Task {
         /// Which value.
-        var: manifold_queue::hooks::TaskVar,
+        var: crate::queue::TaskVar,
     },
 }
 

@@ -20,13 +20,13 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawUpstream {
     endpoints: Spanned<Vec<Spanned<String>>>,
-    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
+    #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     timeout: Option<Spanned<String>>,
-    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
+    #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     connect_timeout: Option<Spanned<String>>,
     http2: Option<bool>,
     balance: Option<Spanned<String>>,
-    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
+    #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     resolve_every: Option<Spanned<String>>,
     retry: Option<Spanned<RawRetry>>,
     hedge: Option<Spanned<RawHedge>>,

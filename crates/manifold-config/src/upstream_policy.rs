@@ -25,7 +25,7 @@ pub(crate) struct RawRetry {
     attempts: Option<Spanned<i64>>,
     budget: Option<Spanned<f64>>,
     min_per_second: Option<Spanned<i64>>,
-    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
+    #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     backoff: Option<Spanned<String>>,
     // Names (`"connect"`, `"timeout"`…) or status codes, so read as TOML values.
     #[schemars(with = "Option<Vec<crate::schema::RetryOnValue>>")]
@@ -47,11 +47,11 @@ pub(crate) struct RawHedge {
 pub(crate) struct RawBreaker {
     failure_rate: Option<Spanned<f64>>,
     min_requests: Option<Spanned<i64>>,
-    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
+    #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     window: Option<Spanned<String>>,
-    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
+    #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     open_for: Option<Spanned<String>>,
-    #[schemars(extend("pattern" = manifold_queue::schema::DURATION_PATTERN))]
+    #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     max_open_for: Option<Spanned<String>>,
     max_ejected: Option<Spanned<f64>>,
 }

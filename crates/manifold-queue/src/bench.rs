@@ -21,11 +21,11 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::config::Backend;
 use crate::embedded::{EmbeddedOptions, EmbeddedQueue};
 use crate::error::QueueError;
 use crate::queue::Queue;
 use crate::task::Task;
+use crate::Backend;
 
 /// What to measure and how hard.
 #[derive(Debug, Clone)]

@@ -22,41 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::status::Outcome;
 use crate::task::{Task, MAX_ID_LEN};
 
-/// Which settlement a hook follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HookKind {
-    /// The parent was delivered (2xx, or the broker confirmed).
-    OnDone,
-    /// The parent was dead-lettered.
-    OnDead,
-}
-
-impl HookKind {
-    /// `on_done` / `on_dead`: the config key, the suffix of the hook's idempotency key, and the
-    /// key under `hooks` in the parent's status.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookKind::OnDone => "on_done",
-            HookKind::OnDead => "on_dead",
-        }
-    }
-}
-
-/// A value only the settlement knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskVar {
-    /// The parent's task id.
-    Id,
-    /// The parent upstream's JSON answer (null when it was omitted or empty).
-    Result,
-    /// The parent's last error (null when none).
-    Error,
-    /// The parent's `attempts` as its status reports them: failed attempts (0 for a task
-    /// delivered at its first try; `max_attempts` for one that died of them).
-    Attempts,
-}
+pub use manifold_config::queue::{HookKind, TaskVar};
 
 /// A settle-time reference: a [`TaskVar`] and, for `result`, steps into it
 /// (`{task.result.label.id}`).

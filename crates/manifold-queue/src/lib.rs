@@ -63,7 +63,6 @@
 
 pub mod bench;
 mod clock;
-mod config;
 pub mod dispatch;
 pub mod embedded;
 mod error;
@@ -76,8 +75,6 @@ mod queue;
 pub mod rabbitmq;
 pub mod redact;
 mod rng;
-#[cfg(feature = "schema")]
-pub mod schema;
 pub mod status;
 mod task;
 #[cfg(feature = "test-support")]
@@ -86,7 +83,6 @@ pub mod test_support;
 mod testutil;
 
 pub use clock::Clock;
-pub use config::{check_status_path, humantime_serde, Backend, QueueConfig};
 pub use dispatch::{
     Backoff, Deliver, DeliveryError, DispatchMetrics, DispatchPolicy, DispatchSnapshot, Dispatcher,
     DrainReport,
@@ -97,6 +93,7 @@ pub use error::{ErrorKind, QueueError};
 pub use events::Publisher;
 pub use events::{check_subject, EventsBackend, EventsConfig};
 pub use hooks::{HookKind, Hooks};
+pub use manifold_config::queue::{check_status_path, humantime_serde, Backend, QueueConfig};
 #[cfg(feature = "nats")]
 pub use nats::{NatsOptions, NatsQueue};
 pub use queue::{Lease, Queue, QueueStats, Selection};
@@ -115,7 +112,7 @@ pub async fn open_with_redis(
     match cfg.backend {
         #[cfg(feature = "rabbitmq")]
         Backend::Rabbitmq => {
-            cfg.validate()?;
+            cfg.validate().map_err(QueueError::Config)?;
             open_rabbit(cfg, redis).await
         }
         _ => {
@@ -157,7 +154,7 @@ async fn open_rabbit(
 /// the stream, consumer or queues if missing). The result is what the gateway's request path
 /// enqueues to and what the [`Dispatcher`] leases from.
 pub async fn open(cfg: &QueueConfig) -> Result<std::sync::Arc<dyn Queue>, QueueError> {
-    cfg.validate()?;
+    cfg.validate().map_err(QueueError::Config)?;
     match cfg.backend {
         Backend::Embedded => Ok(std::sync::Arc::new(
             EmbeddedQueue::open(EmbeddedOptions::from_config(cfg)).await?,

@@ -5,10 +5,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Backend;
 use crate::error::QueueError;
 use crate::status::{Outcome, TaskStatus};
 use crate::task::Task;
+use crate::Backend;
 
 /// A durable task queue. Backends are used as `Arc<dyn Queue>`.
 ///

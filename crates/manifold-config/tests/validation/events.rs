@@ -29,7 +29,7 @@ fn publish_calls_compile_with_their_subject_and_are_described() {
     // It reads `order`, so it runs after it.
     assert_eq!(plan.deps[1], vec![0]);
     let events = cfg.events.as_ref().expect("[events]");
-    assert_eq!(events.backend, manifold_queue::EventsBackend::Nats);
+    assert_eq!(events.backend, manifold_config::events::EventsBackend::Nats);
     let text = manifold_config::describe(&cfg);
     assert!(
         text.contains("shipped ⇢ publish orders.created  (after order)"),

@@ -20,11 +20,11 @@ use tokio_util::sync::CancellationToken;
 pub use backoff::Backoff;
 
 use crate::clock::Clock;
-use crate::config::QueueConfig;
 use crate::queue::{Lease, Queue};
 use crate::rng::with_rng;
 use crate::status::Outcome;
 use crate::task::Task;
+use crate::QueueConfig;
 
 /// Sends one task to its upstream. Implemented by the gateway over its upstream client; it must
 /// send `Idempotency-Key` (see [`Task::delivery_headers`]) on every attempt.

@@ -30,11 +30,11 @@ use futures::future::BoxFuture;
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
-use crate::config::{Backend, QueueConfig};
 use crate::error::QueueError;
 use crate::queue::{Lease, LeaseToken, Queue, QueueStats, Selection};
 use crate::status::{Change, State as Status, StatusLimits, TaskStatus, Watchers};
 use crate::task::Task;
+use crate::{Backend, QueueConfig};
 use store::{Op, Store};
 
 /// Settings of the embedded backend (the `[queue]` keys it reads).

@@ -29,13 +29,13 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 
 use crate::clock::Clock;
-use crate::config::{Backend, QueueConfig};
 use crate::error::QueueError;
 use crate::hooks::HookKind;
 use crate::queue::{Lease, LeaseToken, Queue, QueueStats, Selection};
 use crate::redact::url as redact;
 use crate::status::{after_attempt, Change, State, StatusLimits, TaskStatus};
 use crate::task::{check_id, Task};
+use crate::{Backend, QueueConfig};
 
 const BACKEND: &str = "nats";
 /// How long a fetch may take beyond the wait it asked the server for before it counts as lost.

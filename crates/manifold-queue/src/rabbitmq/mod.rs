@@ -38,11 +38,11 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::clock::Clock;
-use crate::config::{Backend, QueueConfig};
 use crate::error::QueueError;
 use crate::queue::{Lease, Queue, QueueStats, Selection};
 use crate::redact::url as redact;
 use crate::task::{check_id, Task};
+use crate::{Backend, QueueConfig};
 
 mod dead;
 mod lease;

@@ -13,12 +13,12 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use crate::clock::Clock;
-use crate::config::Backend;
 use crate::error::QueueError;
 use crate::hooks::HookKind;
 use crate::queue::{Lease, Queue, QueueStats, Selection};
 use crate::status::{after_attempt, Change, Outcome, State, StatusLimits, TaskStatus};
 use crate::task::Task;
+use crate::Backend;
 
 /// Where a [`Tracked`] queue keeps statuses.
 pub trait StatusStore: Send + Sync + 'static {

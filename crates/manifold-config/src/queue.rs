@@ -1,4 +1,7 @@
-//! The `[queue]` section: which backend, its bounds, and the dispatcher's retry policy.
+//! The `[queue]` section: which backend, its bounds, and the dispatcher's retry policy; and the
+//! names a completion hook refers to. The types live here, in the crate every other one reads
+//! config from, so that validating a file needs no runtime or broker client; `manifold_queue`
+//! re-exports them and opens the backend they name.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -6,11 +9,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::QueueError;
-
 /// Which store holds accepted tasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// On-disk redb file at `path` (default).
@@ -34,8 +36,7 @@ impl Backend {
 }
 
 /// `[queue]`: every key optional; see `docs/offload.md`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueueConfig {
     /// `embedded` (default), `nats` or `rabbitmq`.
@@ -61,27 +62,27 @@ pub struct QueueConfig {
     pub max_task_bytes: usize,
     /// `Retry-After` suggested to clients when the queue is full.
     #[serde(with = "humantime_serde")]
-    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::duration"))]
+    #[schemars(schema_with = "crate::schema::duration")]
     pub retry_after: Duration,
     /// How long a leased task may stay unacknowledged before it is delivered again. Must exceed
     /// the upstream timeout.
     #[serde(with = "humantime_serde")]
-    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::duration"))]
+    #[schemars(schema_with = "crate::schema::duration")]
     pub lease_timeout: Duration,
     /// Delivery attempts before a task is dead-lettered.
     pub max_attempts: u32,
     /// Age after which a failing task is dead-lettered instead of retried.
     #[serde(with = "humantime_serde")]
-    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::duration"))]
+    #[schemars(schema_with = "crate::schema::duration")]
     pub max_age: Duration,
     /// First retry delay ceiling; doubles per attempt (full jitter: the delay is uniform in
     /// `0..=ceiling`).
     #[serde(with = "humantime_serde")]
-    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::duration"))]
+    #[schemars(schema_with = "crate::schema::duration")]
     pub backoff_base: Duration,
     /// Largest retry delay ceiling.
     #[serde(with = "humantime_serde")]
-    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::duration"))]
+    #[schemars(schema_with = "crate::schema::duration")]
     pub backoff_max: Duration,
     /// Concurrent deliveries per upstream unless `upstream_concurrency` names it.
     pub concurrency: usize,
@@ -92,7 +93,7 @@ pub struct QueueConfig {
     /// On shutdown, how long in-flight deliveries may take to finish; the rest are released
     /// and delivered after the next start.
     #[serde(with = "humantime_serde")]
-    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::duration"))]
+    #[schemars(schema_with = "crate::schema::duration")]
     pub drain_timeout: Duration,
     /// Where the main listener answers `GET {status_path}/{task_id}` with a task's status and
     /// result; `""` turns it off. Must not shadow or conflict with a route.
@@ -106,7 +107,7 @@ pub struct QueueConfig {
     pub max_result_bytes: usize,
     /// How long a finished task's status and result are kept (then 404).
     #[serde(with = "humantime_serde")]
-    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::duration"))]
+    #[schemars(schema_with = "crate::schema::duration")]
     pub result_ttl: Duration,
     /// Most finished statuses kept; beyond it the oldest go first.
     pub max_statuses: u64,
@@ -155,8 +156,8 @@ impl Default for QueueConfig {
 
 impl QueueConfig {
     /// Checks bounds and names; the message names the key at fault.
-    pub fn validate(&self) -> Result<(), QueueError> {
-        let bad = |msg: String| Err(QueueError::Config(format!("[queue] {msg}")));
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |msg: String| Err(format!("[queue] {msg}"));
         if self.max_tasks == 0 || self.max_bytes == 0 {
             return bad("max_tasks and max_bytes must be at least 1".into());
         }
@@ -181,8 +182,7 @@ impl QueueConfig {
         if self.backoff_base.is_zero() || self.backoff_max < self.backoff_base {
             return bad("backoff_base must be > 0 and <= backoff_max".into());
         }
-        check_status_path(&self.status_path)
-            .map_err(|m| QueueError::Config(format!("[queue] {m}")))?;
+        check_status_path(&self.status_path).map_err(|m| format!("[queue] {m}"))?;
         match self.status_requires.as_deref() {
             None | Some("authorization") => {}
             Some(other) => {
@@ -299,6 +299,45 @@ pub mod humantime_serde {
         humantime::parse_duration(&text)
             .map_err(|e| serde::de::Error::custom(format!("bad duration {text:?}: {e}")))
     }
+}
+
+// What a completion hook (`on_done` / `on_dead`) refers to: the config compiles hook templates
+// with these, the queue fills them in when the parent settles.
+
+/// Which settlement a hook follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookKind {
+    /// The parent was delivered (2xx, or the broker confirmed).
+    OnDone,
+    /// The parent was dead-lettered.
+    OnDead,
+}
+
+impl HookKind {
+    /// `on_done` / `on_dead`: the config key, the suffix of the hook's idempotency key, and the
+    /// key under `hooks` in the parent's status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookKind::OnDone => "on_done",
+            HookKind::OnDead => "on_dead",
+        }
+    }
+}
+
+/// A value only the settlement knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskVar {
+    /// The parent's task id.
+    Id,
+    /// The parent upstream's JSON answer (null when it was omitted or empty).
+    Result,
+    /// The parent's last error (null when none).
+    Error,
+    /// The parent's `attempts` as its status reports them: failed attempts (0 for a task
+    /// delivered at its first try; `max_attempts` for one that died of them).
+    Attempts,
 }
 
 #[cfg(test)]
@@ -430,7 +469,7 @@ mod tests {
             max_tasks: 0,
             ..QueueConfig::default()
         };
-        assert!(matches!(cfg.validate(), Err(QueueError::Config(_))));
+        assert!(cfg.validate().is_err());
         let cfg = QueueConfig {
             backend: Backend::Nats,
             stream: "a.b".into(),
