@@ -381,12 +381,14 @@ fn traced(
 ) -> Request<Bytes> {
     if let (Some(ctx), Some(tele)) = (env.trace, tele) {
         if ctx.tracing() {
+            let path = request.uri().path_and_query().cloned();
             request
                 .extensions_mut()
-                .insert(crate::telemetry::CallTrace::new(
+                .insert(crate::telemetry::CallTrace::with_path(
                     ctx.clone(),
                     Arc::clone(&tele.name),
                     cache_fill,
+                    path,
                 ));
         } else {
             ctx.apply(None, request.headers_mut());
