@@ -13,8 +13,8 @@ use manifold_config::Call;
 /// Text is rendered into `text` and every part (the path and query, each header value, the
 /// body) is split off `parts` as a shared `Bytes`. One request's calls share both: five calls
 /// cost one scratch string and one parts buffer (with its sharing counter), where a pair per
-/// call cost four allocations a call. The parts of a finished call keep the buffer alive only
-/// as long as its request's copies do.
+/// call cost three allocations a call. The buffer lives until the last part split off it is
+/// dropped: the request's calls' copies, all gone when the request is.
 pub(crate) struct Scratch {
     text: String,
     parts: BytesMut,
