@@ -11,12 +11,11 @@ use crate::cache::CacheOutcome;
 use crate::error::{CallError, CallErrorKind};
 use crate::render::{RequestCtx, Scope};
 use crate::upstream::{Budget, Read, Upstream};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures::future::Either;
 use futures::stream::{FuturesUnordered, StreamExt};
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::uri::PathAndQuery;
-use http::{Request, StatusCode, Uri};
+use http::{Request, StatusCode};
 use manifold_cache::{Cache, CachePolicy, CachedResponse};
 use manifold_config::{Call, Plan};
 use serde_json::Value;
@@ -26,6 +25,10 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 pub(crate) use crate::upstream::DEADLINE_HEADER;
+pub(crate) use request::build_request;
+use request::{build_request_in, Scratch};
+
+mod request;
 
 /// What the executor hands back to the composer.
 #[derive(Debug)]
@@ -108,7 +111,7 @@ pub(crate) async fn execute(
     let mut errors: Vec<Option<CallError>> = Vec::new();
     let mut partial = Vec::new();
     let mut cache_outcomes: Vec<Option<CacheOutcome>> = Vec::new();
-    let mut held: Vec<(usize, manifold_queue::Task)> = Vec::new();
+    let mut own = Own::new();
     let mut inflight = FuturesUnordered::new();
 
     for &i in &plan.roots {
@@ -116,7 +119,7 @@ pub(crate) async fn execute(
             results: &results,
             errors: &errors,
         };
-        inflight.push(launch(i, plan, env, req, ready, deadline, &mut held));
+        inflight.push(launch(i, plan, env, req, ready, deadline, &mut own));
     }
 
     // One timer for the route's deadline, armed once: a `timeout_at` per loop turn would
@@ -164,7 +167,7 @@ pub(crate) async fn execute(
                 // connection close) and answer without them.
                 inflight.clear();
                 // A task is written only for a call that finished (was rendered).
-                held.retain(|(i, _)| results[*i].is_some());
+                own.held.retain(|(i, _)| results[*i].is_some());
                 for i in unfinished {
                     tracing::debug!(call = %plan.calls[i].name, "optional call cut off by the deadline");
                     results[i] = Some(Value::Null);
@@ -213,13 +216,13 @@ pub(crate) async fn execute(
                     results: &results,
                     errors: &errors,
                 };
-                inflight.push(launch(d, plan, env, req, ready, deadline, &mut held));
+                inflight.push(launch(d, plan, env, req, ready, deadline, &mut own));
             }
         }
     }
     drop(inflight);
-    if !held.is_empty() {
-        match crate::queued::commit(env.queue, plan, held).await {
+    if !own.held.is_empty() {
+        match crate::queued::commit(env.queue, plan, own.held).await {
             Ok(failed) => {
                 for (i, e) in failed {
                     tracing::debug!(call = %plan.calls[i].name, error = %e, "optional task not written");
@@ -241,6 +244,22 @@ pub(crate) async fn execute(
         partial,
         cache: cache_outcomes,
     })
+}
+
+/// What launching calls leaves with the request: the tasks held until the commit
+/// (`enqueue = "on_success"`), and the buffers its calls are rendered with.
+struct Own {
+    held: Vec<(usize, manifold_queue::Task)>,
+    scratch: Scratch,
+}
+
+impl Own {
+    fn new() -> Own {
+        Own {
+            held: Vec::new(),
+            scratch: Scratch::new(),
+        }
+    }
 }
 
 /// What the calls finished so far left: results, and the errors of failed optional calls.
@@ -272,7 +291,7 @@ fn launch(
     req: &RequestCtx,
     ready: Ready<'_>,
     deadline: Option<Instant>,
-    held: &mut Vec<(usize, manifold_queue::Task)>,
+    own: &mut Own,
 ) -> Launched<impl Future<Output = CallOutput> + Send> {
     let call = &plan.calls[i];
     let failed: Vec<(usize, &CallError)> = failed_reads(plan, i, ready.errors)
@@ -312,12 +331,12 @@ fn launch(
     {
         let result = crate::queued::stage(call, env, scope).map(|task| {
             let receipt = crate::offload::receipt(&task, env.follow);
-            held.push((i, task));
+            own.held.push((i, task));
             receipt
         });
         return Either::Left(Box::pin(std::future::ready((i, result, None))));
     }
-    start_call(i, call, env, scope, deadline)
+    start_call(i, call, env, scope, deadline, &mut own.scratch)
 }
 
 /// Render call `i`'s request now (its inputs are ready) and return the future that sends it.
@@ -327,6 +346,7 @@ fn start_call(
     env: Env<'_>,
     scope: Scope<'_>,
     deadline: Option<Instant>,
+    scratch: &mut Scratch,
 ) -> Launched<impl Future<Output = CallOutput> + Send> {
     if call.mode != manifold_config::Mode::Sync {
         return Either::Left(crate::queued::start_eager(i, call, env, scope));
@@ -345,7 +365,8 @@ fn start_call(
         ));
     }
     let tele = env.calls.get(i).cloned();
-    let request = build_request(call, scope).map(|r| traced(r, env, tele.as_ref(), false));
+    let request =
+        build_request_in(call, scope, scratch).map(|r| traced(r, env, tele.as_ref(), false));
     let read = Read::All {
         max: env.max_response_bytes,
     };
@@ -381,12 +402,14 @@ fn traced(
 ) -> Request<Bytes> {
     if let (Some(ctx), Some(tele)) = (env.trace, tele) {
         if ctx.tracing() {
+            let path = request.uri().path_and_query().cloned();
             request
                 .extensions_mut()
-                .insert(crate::telemetry::CallTrace::new(
+                .insert(crate::telemetry::CallTrace::with_path(
                     ctx.clone(),
                     Arc::clone(&tele.name),
                     cache_fill,
+                    path,
                 ));
         } else {
             ctx.apply(None, request.headers_mut());
@@ -494,88 +517,6 @@ fn start_cached_call(
         );
         out
     })
-}
-
-/// Render `call` into an origin-form request (path and query, headers, JSON body): the upstream
-/// stack picks the endpoint and adds `Manifold-Deadline-Ms`.
-///
-/// Text is rendered into one scratch string, and every part (the path and query, each header
-/// value, the body) is then split off one buffer as a shared `Bytes`: a call costs these two
-/// buffers (and the sharing's counter), where a buffer per part, each handed to `Bytes` with
-/// spare room, cost two allocations a part. Copies of the request (an attempt that may be
-/// retried sends one) share the parts too.
-pub(crate) fn build_request(call: &Call, scope: Scope<'_>) -> Result<Request<Bytes>, CallError> {
-    let mut text = String::with_capacity(64);
-    scope.render_url_part(&call.path, &mut text);
-    // A value of only dots is sent as `%2E%2E`, which RFC 3986 makes equal to `..`: an upstream
-    // that normalizes paths would resolve it and serve another path. No encoding survives that.
-    if crate::path::has_dot_segment(&text) {
-        return Err(CallError::new(
-            CallErrorKind::Input,
-            "a path value is `.` or `..`, which would change the upstream path",
-        ));
-    }
-    for (n, (k, v)) in call.query.iter().enumerate() {
-        text.push(if n == 0 && !text.contains('?') {
-            '?'
-        } else {
-            '&'
-        });
-        manifold_config::template::encode_path_value(k, &mut text);
-        text.push('=');
-        scope.render_url_part(v, &mut text);
-    }
-    let mut parts = BytesMut::with_capacity(PARTS_CAPACITY);
-    let uri = PathAndQuery::from_maybe_shared(split_off(&mut parts, &text))
-        .map(Uri::from)
-        .map_err(|e| {
-            CallError::new(
-                CallErrorKind::Input,
-                format!("the rendered URL is not valid: {e}"),
-            )
-        })?;
-    let mut request = Request::new(Bytes::new());
-    *request.method_mut() = call.method.clone();
-    *request.uri_mut() = uri;
-    let headers = request.headers_mut();
-    for (n, (name, tpl)) in call.headers.iter().enumerate() {
-        text.clear();
-        scope.render_text(tpl, &mut text);
-        let value = HeaderValue::from_maybe_shared(split_off(&mut parts, &text)).map_err(|_| {
-            CallError::new(
-                CallErrorKind::Input,
-                format!("header `{name}` rendered to a value that is not a valid header value"),
-            )
-        })?;
-        // Names were validated and parsed at load; cloning one shares its buffer.
-        let parsed = match call.header_names.get(n) {
-            Some(h) => Ok(h.clone()),
-            None => HeaderName::from_bytes(name.as_bytes()),
-        };
-        if let Ok(name) = parsed {
-            headers.insert(name, value);
-        }
-    }
-    if let Some(tpl) = &call.body {
-        serde_json::to_writer((&mut parts).writer(), &scope.json(tpl)).map_err(|e| {
-            CallError::new(CallErrorKind::Input, format!("cannot render the body: {e}"))
-        })?;
-        headers
-            .entry(CONTENT_TYPE)
-            .or_insert(HeaderValue::from_static("application/json"));
-        *request.body_mut() = parts.split().freeze();
-    }
-    Ok(request)
-}
-
-/// Room for a call's rendered parts at first: a typical path, a few header values and a small
-/// JSON body. A larger call grows it (the parts split off before keep the old buffer).
-const PARTS_CAPACITY: usize = 512;
-
-/// `text` as the next part split off `parts`.
-fn split_off(parts: &mut BytesMut, text: &str) -> Bytes {
-    parts.extend_from_slice(text.as_bytes());
-    parts.split().freeze()
 }
 
 /// A call's result from its answer: a non-2xx status is the call's failure; the body is JSON.

@@ -57,7 +57,7 @@ fn bench(c: &mut Criterion) {
             call: Arc::from(*n),
             upstream: Arc::from(*n),
             method: Method::POST,
-            path: format!("/{n}"),
+            path: format!("/{n}").into(),
             endpoint: Some(Endpoint {
                 address: Arc::from("127.0.0.1"),
                 port: 7000,

@@ -29,6 +29,7 @@ pub mod span;
 pub mod stats;
 pub mod store;
 pub mod tracer;
+pub mod url_path;
 
 pub use context::{SpanId, TraceId, TraceParent};
 pub use error::TelemetryError;
@@ -39,3 +40,4 @@ pub use span::{
 };
 pub use stats::{DropReason, SpanStats};
 pub use tracer::{Tracer, TracingOptions};
+pub use url_path::UrlPath;

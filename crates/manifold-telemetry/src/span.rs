@@ -21,6 +21,7 @@ use crate::context::{traceparent_bytes, SpanId, TraceId};
 use crate::propagate::{new_span_id, new_trace_id, Incoming};
 use crate::stats::DropReason;
 use crate::tracer::Tracer;
+use crate::url_path::UrlPath;
 
 /// What the root span stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,8 +137,8 @@ pub struct CallInfo {
     pub upstream: Arc<str>,
     /// `http.request.method`.
     pub method: Method,
-    /// `url.path` as sent.
-    pub path: String,
+    /// `url.path` as sent (shared with the request when it can be: no copy per attempt).
+    pub path: UrlPath,
     /// The endpoint, for an attempt that goes out (CLIENT span); `None` for an answer from the
     /// cache or a coalesced wait (INTERNAL span) or an enqueue (PRODUCER span).
     pub endpoint: Option<Endpoint>,

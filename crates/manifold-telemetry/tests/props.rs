@@ -108,7 +108,7 @@ mod wire {
                             call: Arc::from(name),
                             upstream: Arc::from(upstream),
                             method: Method::PATCH,
-                            path,
+                            path: path.into(),
                             endpoint: endpoint.map(|(address, port, https)| Endpoint {
                                 address: Arc::from(address),
                                 port,

@@ -26,7 +26,7 @@ pub(crate) fn call(name: &str, endpoint: Option<Endpoint>) -> CallInfo {
         call: Arc::from(name),
         upstream: Arc::from(name),
         method: Method::GET,
-        path: format!("/{name}"),
+        path: format!("/{name}").into(),
         endpoint,
         attempt: 1,
         attempt_kind: AttemptKind::First,

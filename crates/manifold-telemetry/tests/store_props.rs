@@ -65,7 +65,7 @@ fn record(
             call: Arc::from(name),
             upstream: Arc::from(format!("svc-{name}").as_str()),
             method: Method::GET,
-            path: "/".to_owned(),
+            path: "/".into(),
             endpoint: Some(Endpoint {
                 address: Arc::from("127.0.0.1"),
                 port: 7000,

@@ -3,6 +3,7 @@
 
 use crate::respond::REQUEST_ID;
 use http::header::HeaderValue;
+use http::uri::PathAndQuery;
 use http::HeaderMap;
 use manifold_telemetry as tm;
 use std::borrow::Cow;
@@ -97,7 +98,7 @@ impl TraceCtx {
             call: Arc::clone(call),
             upstream: Arc::from(upstream),
             method: method.clone(),
-            path: String::new(),
+            path: tm::UrlPath::default(),
             endpoint: None,
             attempt: 1,
             attempt_kind: tm::AttemptKind::First,
@@ -139,15 +140,30 @@ struct CallInner {
     cache_fill: bool,
     /// Attempts started so far (the next one's number is this plus one).
     sent: AtomicU32,
+    /// The request's path and query as built, when known: an attempt sending this path records
+    /// a clone of it (a reference count) as its span's `url.path`, not a copy of the text.
+    path: Option<PathAndQuery>,
 }
 
 impl CallTrace {
     pub(crate) fn new(ctx: TraceCtx, call: Arc<str>, cache_fill: bool) -> CallTrace {
+        CallTrace::with_path(ctx, call, cache_fill, None)
+    }
+
+    /// [`CallTrace::new`] for a request whose origin-form path and query is `path`: its
+    /// attempts' spans share it.
+    pub(crate) fn with_path(
+        ctx: TraceCtx,
+        call: Arc<str>,
+        cache_fill: bool,
+        path: Option<PathAndQuery>,
+    ) -> CallTrace {
         CallTrace(Arc::new(CallInner {
             ctx,
             call,
             cache_fill,
             sent: AtomicU32::new(0),
+            path,
         }))
     }
 
@@ -171,7 +187,10 @@ impl CallTrace {
                 call: Arc::clone(&self.0.call),
                 upstream: Arc::clone(upstream),
                 method: method.clone(),
-                path: path.to_owned(),
+                path: match &self.0.path {
+                    Some(pq) if pq.path() == path => tm::UrlPath::from(pq.clone()),
+                    _ => tm::UrlPath::from(path),
+                },
                 endpoint,
                 attempt: n,
                 attempt_kind: kind,
@@ -214,5 +233,58 @@ impl AttemptSpan {
             response_bytes: bytes,
             cancelled: false,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trace() -> tm::RequestTrace {
+        let tracer = tm::Tracer::new(
+            &tm::TracingOptions::default(),
+            None,
+            Arc::new(tm::SpanStats::default()),
+        )
+        .expect("tracer");
+        tracer.start(
+            tm::Incoming::default(),
+            tm::RootInfo {
+                kind: tm::RootKind::Server,
+                method: http::Method::POST,
+                route: Arc::from("/checkout"),
+                path: "/checkout".to_owned(),
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn attempts_record_the_path_they_send_shared_with_the_request_when_it_is_its() {
+        let trace = trace();
+        let ctx = TraceCtx::new(Some(&trace), HeaderValue::from_static("id-1"));
+        let pq = PathAndQuery::from_static("/orders/7/confirm?x=1");
+        let call = CallTrace::with_path(ctx, Arc::from("confirm"), false, Some(pq));
+        let upstream: Arc<str> = Arc::from("order");
+        for path in ["/orders/7/confirm", "/elsewhere"] {
+            let mut headers = HeaderMap::new();
+            let span = call.start_attempt(
+                &upstream,
+                &http::Method::POST,
+                path,
+                None,
+                tm::AttemptKind::First,
+                &mut headers,
+            );
+            span.expect("traced")
+                .end(Some(http::StatusCode::OK), None, None);
+            assert!(headers.contains_key(tm::propagate::TRACEPARENT_HEADER));
+        }
+        let finished = trace.end(tm::ServerOutcome::default());
+        let paths: Vec<&str> = finished
+            .calls
+            .iter()
+            .map(|c| c.info.path.as_str())
+            .collect();
+        assert_eq!(paths, ["/orders/7/confirm", "/elsewhere"]);
     }
 }

@@ -19,7 +19,7 @@ pub(crate) fn call(name: &str, start: u64, end: u64) -> CallRecord {
             call: Arc::from(name),
             upstream: Arc::from(name),
             method: Method::GET,
-            path: format!("/{name}"),
+            path: format!("/{name}").into(),
             endpoint: Some(Endpoint {
                 address: Arc::from("127.0.0.1"),
                 port: 7000,
