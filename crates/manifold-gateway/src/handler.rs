@@ -9,7 +9,7 @@ use crate::upstream::{Body, Upstream};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
 use manifold_cache::{CachePolicy, CachedResponse};
 use manifold_config::{Config, Route, RouteKind};
@@ -17,6 +17,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// [`DEADLINE_HEADER`] as a name made once: looked up by its text, the name would be parsed
+/// and checked against every standard header's on each request (callgrind: ~300 instructions).
+const DEADLINE_NAME: HeaderName = HeaderName::from_static(DEADLINE_HEADER);
 
 /// The header naming optional calls that failed (their results are `null`).
 pub const PARTIAL_HEADER: &str = "manifold-partial";
@@ -48,6 +52,11 @@ pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Res
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
+}
+
+/// An empty body: a box of nothing, so no allocation.
+pub(crate) fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
 }
 
 pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
@@ -406,7 +415,7 @@ fn effective_deadline(route: &Route, headers: &http::HeaderMap) -> Option<Instan
     let now = Instant::now();
     let ours = route.deadline.map(|d| now + d);
     let theirs = headers
-        .get(DEADLINE_HEADER)
+        .get(DEADLINE_NAME)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(|ms| now + Duration::from_millis(ms));

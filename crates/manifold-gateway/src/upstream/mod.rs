@@ -46,7 +46,7 @@ use hedge::{Hedge, HedgeLayer};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use retry::replay::ReplayBody;
+use retry::replay::{ReplayBody, ReplayHead};
 use retry::{Retry, RetryLayer, Retrying};
 use std::sync::Arc;
 use std::time::Duration;
@@ -187,11 +187,14 @@ impl Upstream {
         let (parts, body) = req.into_parts();
         let idempotent = is_idempotent(&parts.method, &parts.headers, &budget);
         let body = (!body.is_end_stream()).then(|| ReplayBody::new(body));
+        // Only a bodiless idempotent request is retried after it was sent (`SendReq::idempotent`).
+        let copy_head = idempotent && body.is_none() && self.send.retries_what_was_sent();
         let req = SendReq {
-            head: Arc::new(parts),
+            head: ReplayHead::new(parts),
             body,
             budget,
             idempotent,
+            copy_head,
         };
         self.send.run(req).await
     }
