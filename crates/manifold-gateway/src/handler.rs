@@ -173,8 +173,11 @@ async fn route(
     };
     let params = crate::router::params(&matched.params);
     let mut req = req;
-    let recording = shared.telemetry.start(ri, &mut req);
-    let mut resp = routed(Arc::clone(&shared_arc), ri, params, req, peer).await;
+    let mut recording = shared.telemetry.start(ri, &mut req);
+    let call = recording
+        .as_mut()
+        .and_then(crate::telemetry::Recording::take_call);
+    let mut resp = routed(Arc::clone(&shared_arc), ri, params, req, peer, call).await;
     if let Some(rec) = recording {
         shared_arc.telemetry.finish(rec, &mut resp);
     }
@@ -189,12 +192,15 @@ async fn route(
 /// copied per request (callgrind: 13,347 instructions per proxied request in the `memcpy` under
 /// hyper's `recv_msg`); boxed, 9,254 — the proxy path's own future is still about 9 KB. A
 /// composed request pays one allocation for it, beside its dozens.
+///
+/// `call`: a proxy route's trace context (see [`crate::telemetry::Recording::take_call`]).
 async fn routed(
     shared_arc: Arc<Shared>,
     ri: usize,
     params: Vec<String>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     peer: SocketAddr,
+    call: Option<crate::telemetry::CallTrace>,
 ) -> Response<Body> {
     let shared = &*shared_arc;
     let route = &shared.config.routes[ri];
@@ -221,6 +227,10 @@ async fn routed(
     }
 
     if let Some(policy) = &shared.caching.routes[ri] {
+        // The cache forwards the request as it is: its fill's attempts find the context there.
+        if let Some(call) = call {
+            req.extensions_mut().insert(call);
+        }
         let policy = Arc::clone(policy);
         let composed = matches!(route.kind, RouteKind::Compose(_));
         let keep = Arc::clone(&shared_arc);
@@ -235,7 +245,7 @@ async fn routed(
     match &route.kind {
         RouteKind::Proxy { upstream, .. } => {
             let (client, server) = (&shared.clients[*upstream], &shared.config.server);
-            proxy::forward(client, route, server, req, peer, deadline).await
+            proxy::forward_traced(client, route, server, req, peer, deadline, call).await
         }
         RouteKind::Compose(plan) => {
             Box::pin(compose(shared, ri, plan, params, req, deadline)).await

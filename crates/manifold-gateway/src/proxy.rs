@@ -18,6 +18,7 @@ use crate::error::{BoxError, CallError, CallErrorKind};
 use crate::handler::{box_err, call_error_response, json_response};
 use crate::path;
 use crate::proxy_body::{BodyFault, Capped};
+use crate::telemetry::CallTrace;
 use crate::upstream::{Body, Budget, Upstream};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONNECTION, EXPECT};
@@ -90,7 +91,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Forward `req` from the client at `peer`, routed to `route`, through `client`'s upstream
-/// stack.
+/// stack; its attempts' trace context, if any, is in the request's extensions.
 pub(crate) async fn forward(
     client: &Arc<Upstream>,
     route: &Route,
@@ -98,6 +99,20 @@ pub(crate) async fn forward(
     req: Request<Incoming>,
     peer: SocketAddr,
     deadline: Option<Instant>,
+) -> Response<Body> {
+    forward_traced(client, route, server, req, peer, deadline, None).await
+}
+
+/// [`forward`], with the attempts' trace context handed beside the request (`None`: they look
+/// in its extensions).
+pub(crate) async fn forward_traced(
+    client: &Arc<Upstream>,
+    route: &Route,
+    server: &ServerSettings,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    deadline: Option<Instant>,
+    trace: Option<CallTrace>,
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
     let escaped = match &route.kind {
@@ -172,7 +187,7 @@ pub(crate) async fn forward(
         (BodyExt::boxed(capped), Some(fault))
     };
     let request = Request::from_parts(parts, body);
-    let response = match client.send(request, budget).await {
+    let response = match client.send(request, budget, trace).await {
         Ok(r) => r,
         Err(e) => {
             return match fault.as_ref().and_then(|f| f.get()) {

@@ -216,6 +216,9 @@ pub(crate) struct SendReq {
     /// sends a copy of the head. Otherwise an attempt takes the head, and it comes back only
     /// when nothing was sent ([`ReplayHead`]).
     pub(crate) copy_head: bool,
+    /// The call's trace context, when it is not in the head's extensions (see
+    /// [`FetchReq::trace`]).
+    pub(crate) trace: Option<CallTrace>,
 }
 
 impl Replay for SendReq {
@@ -508,6 +511,7 @@ impl tower::Service<Attempt<SendReq>> for Attempts {
             body,
             budget,
             copy_head,
+            trace,
             ..
         } = req;
         let sent_already = |what: &str| {
@@ -542,7 +546,7 @@ impl tower::Service<Attempt<SendReq>> for Attempts {
             _ => None,
         };
         let header = Attempt {
-            req: None,
+            req: trace,
             avoid,
             picked,
             kind,

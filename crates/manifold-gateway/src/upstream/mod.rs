@@ -179,10 +179,13 @@ impl Upstream {
         self.send.inner().endpoints().gauges(Instant::now())
     }
 
+    ///
+    /// `trace`: the call's trace context, when it is not in the request's extensions.
     pub(crate) async fn send(
         &self,
         req: Request<Body>,
         budget: Budget,
+        trace: Option<CallTrace>,
     ) -> Result<Response<Incoming>, CallError> {
         let (parts, body) = req.into_parts();
         let idempotent = is_idempotent(&parts.method, &parts.headers, &budget);
@@ -195,6 +198,7 @@ impl Upstream {
             budget,
             idempotent,
             copy_head,
+            trace,
         };
         self.send.run(req).await
     }
