@@ -10,7 +10,7 @@
 
 use super::endpoints::{EndpointId, Endpoints, Outcome};
 use super::error::{self, AttemptRecord, Ended};
-use super::retry::replay::{ReplayBody, ReplayHead};
+use super::retry::replay::{ReplayBody, ReplayHead, Undo};
 use super::{client, Answer, Body, Bound, Budget, Read, DEADLINE_HEADER};
 use crate::error::{CallError, CallErrorKind};
 use crate::telemetry::{AttemptSpan, CallTrace};
@@ -539,10 +539,7 @@ impl tower::Service<Attempt<SendReq>> for Attempts {
             Ok(Request::from_parts(parts, b))
         });
         let undo = match &req {
-            Ok(r) if take => Some(Undo {
-                uri: r.uri().clone(),
-                had_host: r.headers().contains_key(http::header::HOST),
-            }),
+            Ok(r) if take => Some(Undo::of(r)),
             _ => None,
         };
         let header = Attempt {
@@ -570,30 +567,6 @@ impl tower::Service<Attempt<SendReq>> for Attempts {
                 response
             },
         )
-    }
-}
-
-/// What an attempt that took a proxied request's head changes in it, to undo when the request
-/// comes back unsent: the URI (made absolute against the endpoint, then origin form again) and
-/// `Host` (the endpoint's, added when the client's was removed). The headers every attempt sets
-/// anew (`traceparent`, `tracestate`, `Manifold-Deadline-Ms`; `X-Request-Id`, the same value
-/// each time) need no undoing.
-struct Undo {
-    uri: http::Uri,
-    had_host: bool,
-}
-
-impl Undo {
-    /// The head as the attempt got it; the body is dropped unpolled, which puts it back in its
-    /// own slot ([`ReplayBody`]).
-    fn restore(self, unsent: Request<Body>) -> http::request::Parts {
-        let (mut parts, body) = unsent.into_parts();
-        drop(body);
-        parts.uri = self.uri;
-        if !self.had_host {
-            parts.headers.remove(http::header::HOST);
-        }
-        parts
     }
 }
 

@@ -106,6 +106,38 @@ impl ReplayHead {
     }
 }
 
+/// What an attempt that took a proxied request's head changes in it, to undo when the request
+/// comes back unsent: the URI (made absolute against the endpoint, then origin form again) and
+/// `Host` (the endpoint's, added when the client's was removed). The headers every attempt sets
+/// anew (`traceparent`, `tracestate`, `Manifold-Deadline-Ms`; `X-Request-Id`, the same value
+/// each time) need no undoing.
+pub(crate) struct Undo {
+    uri: http::Uri,
+    had_host: bool,
+}
+
+impl Undo {
+    /// What `req` is before an attempt changes it.
+    pub(crate) fn of<B>(req: &http::Request<B>) -> Undo {
+        Undo {
+            uri: req.uri().clone(),
+            had_host: req.headers().contains_key(http::header::HOST),
+        }
+    }
+
+    /// The head as the attempt got it; the body is dropped unpolled, which puts it back in its
+    /// own slot ([`ReplayBody`]).
+    pub(crate) fn restore(self, unsent: http::Request<Body>) -> Parts {
+        let (mut parts, body) = unsent.into_parts();
+        drop(body);
+        parts.uri = self.uri;
+        if !self.had_host {
+            parts.headers.remove(http::header::HOST);
+        }
+        parts
+    }
+}
+
 /// One attempt's hold on the body: back to the slot if dropped before it was polled.
 pub(crate) struct Reclaim {
     inner: Option<Body>,
