@@ -532,7 +532,7 @@ impl tower::Service<Attempt<SendReq>> for Attempts {
         };
         // Taken, not copied, where a later attempt can only follow one that sent nothing and
         // the client hands such a request back; what is needed to undo this attempt's changes
-        // to it is kept beside (see `restore`).
+        // to it is kept beside (see [`Undo`]).
         let take = !copy_head && self.core.gives_back;
         let req = body.and_then(|b| {
             let parts = head.get(take).ok_or_else(|| sent_already("head"))?;
