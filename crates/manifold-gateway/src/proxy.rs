@@ -18,6 +18,7 @@ use crate::error::{BoxError, CallError, CallErrorKind};
 use crate::handler::{box_err, call_error_response, json_response};
 use crate::path;
 use crate::proxy_body::{BodyFault, Capped};
+use crate::telemetry::CallTrace;
 use crate::upstream::{Body, Budget, Upstream};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONNECTION, EXPECT};
@@ -27,6 +28,7 @@ use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use manifold_config::{EscapedSlashes, Route, RouteKind, ServerSettings};
+use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -89,7 +91,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Forward `req` from the client at `peer`, routed to `route`, through `client`'s upstream
-/// stack.
+/// stack; its attempts' trace context, if any, is in the request's extensions.
 pub(crate) async fn forward(
     client: &Arc<Upstream>,
     route: &Route,
@@ -97,6 +99,20 @@ pub(crate) async fn forward(
     req: Request<Incoming>,
     peer: SocketAddr,
     deadline: Option<Instant>,
+) -> Response<Body> {
+    forward_traced(client, route, server, req, peer, deadline, None).await
+}
+
+/// [`forward`], with the attempts' trace context handed beside the request (`None`: they look
+/// in its extensions).
+pub(crate) async fn forward_traced(
+    client: &Arc<Upstream>,
+    route: &Route,
+    server: &ServerSettings,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    deadline: Option<Instant>,
+    trace: Option<CallTrace>,
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
     let escaped = match &route.kind {
@@ -108,7 +124,7 @@ pub(crate) async fn forward(
     };
     // The path that was routed is the path forwarded, resolved: never one that leaves the
     // route (see `path`). The query goes as it is.
-    let mut path = match path::normalize(parts.uri.path(), &route.path, escaped) {
+    let normal = match path::normalized(parts.uri.path(), &route.path, escaped) {
         Ok(p) => p,
         Err(e) => {
             tracing::info!(route = %route.name, %peer, path = %parts.uri.path(), reason = %e, "proxy path refused");
@@ -118,12 +134,21 @@ pub(crate) async fn forward(
             );
         }
     };
-    if let Some(q) = parts.uri.query() {
-        path.push('?');
-        path.push_str(q);
-    }
+    // A path already in normal form (the common case) goes as it came, with its query: the
+    // request's own bytes (a reference count), not a copy into a new string.
+    let pq = match (&normal, parts.uri.path_and_query()) {
+        (Cow::Borrowed(_), Some(pq)) => Ok(pq.clone()),
+        _ => {
+            let mut path = normal.into_owned();
+            if let Some(q) = parts.uri.query() {
+                path.push('?');
+                path.push_str(q);
+            }
+            PathAndQuery::try_from(path)
+        }
+    };
     // Origin form: the upstream stack picks the endpoint and makes it absolute.
-    let uri = match PathAndQuery::try_from(path) {
+    let uri = match pq {
         Ok(pq) => Uri::from(pq),
         Err(e) => {
             return call_error_response(CallError::new(
@@ -153,12 +178,19 @@ pub(crate) async fn forward(
         idempotent: None,
         connect_only: false,
     };
-    let (body, fault) = Capped::new(body, server.max_body_bytes);
-    let request = Request::from_parts(parts, BodyExt::boxed(body));
-    let response = match client.send(request, budget).await {
+    // A request without a body (most are) has nothing to cap: no counter, no fault slot and
+    // no box for it (an empty body is sent as such, and never fails).
+    let (body, fault) = if http_body::Body::is_end_stream(&body) {
+        (crate::handler::empty(), None)
+    } else {
+        let (capped, fault) = Capped::new(body, server.max_body_bytes);
+        (BodyExt::boxed(capped), Some(fault))
+    };
+    let request = Request::from_parts(parts, body);
+    let response = match client.send(request, budget, trace).await {
         Ok(r) => r,
         Err(e) => {
-            return match fault.get() {
+            return match fault.as_ref().and_then(|f| f.get()) {
                 Some(f) => body_fault_response(f, route, peer),
                 None => call_error_response(e),
             }
@@ -166,7 +198,7 @@ pub(crate) async fn forward(
     };
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let body = Watched::new(body.map_err(box_err).boxed(), client, deadline);
+    let body = Watched::new(body, client, deadline);
     Response::from_parts(parts, BodyExt::boxed(body))
 }
 
@@ -203,8 +235,11 @@ fn body_fault_response(fault: &BodyFault, route: &Route, peer: SocketAddr) -> Re
 /// answer that arrived with its head never does: no timer, no allocation for it), and then moved
 /// on only when it fires early (the time of the last frame is kept instead), so a fast body
 /// costs no timer work per frame.
+///
+/// It holds hyper's body itself, not a boxed one: its errors are boxed as they come (none, on
+/// the common path), which saves an allocation per answer.
 struct Watched {
-    inner: Body,
+    inner: Incoming,
     idle: Duration,
     last_frame: Instant,
     idle_timer: Option<Pin<Box<Sleep>>>,
@@ -215,7 +250,7 @@ struct Watched {
 }
 
 impl Watched {
-    fn new(inner: Body, upstream: &Arc<Upstream>, deadline: Option<Instant>) -> Self {
+    fn new(inner: Incoming, upstream: &Arc<Upstream>, deadline: Option<Instant>) -> Self {
         let now = Instant::now();
         let idle = upstream.timeout;
         Watched {
@@ -265,7 +300,7 @@ impl http_body::Body for Watched {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(frame)) => {
                 this.last_frame = Instant::now();
-                return Poll::Ready(Some(frame));
+                return Poll::Ready(Some(frame.map_err(box_err)));
             }
             Poll::Ready(None) => {
                 this.done = true;

@@ -223,14 +223,30 @@ pub(crate) fn host_fault<B>(req: &Request<B>) -> Option<&'static str> {
         (None, _) => None,
         (Some(_), Some(_)) => Some("a request must carry one Host header, not several"),
         (Some(h), None) => {
-            let valid = h
-                .to_str()
-                .ok()
-                .filter(|h| !h.contains('@'))
-                .is_some_and(|h| h.parse::<http::uri::Authority>().is_ok());
+            let valid = plain_host(h.as_bytes())
+                || h.to_str()
+                    .ok()
+                    .filter(|h| !h.contains('@'))
+                    .is_some_and(|h| h.parse::<http::uri::Authority>().is_ok());
             (!valid).then_some("the Host header is not a valid host[:port]")
         }
     }
+}
+
+/// Whether `host` is a name or IPv4 address with an optional port, spelled with letters,
+/// digits, `.`, `-` and at most one `:`: always a valid authority, so the common `Host` is
+/// judged without `Authority`'s parse, which copies the value into a new buffer (an
+/// allocation per request). Anything else (IPv6 literals, odd characters) takes the parse.
+fn plain_host(host: &[u8]) -> bool {
+    let mut colons = 0;
+    !host.is_empty()
+        && host.iter().all(|&c| match c {
+            b':' => {
+                colons += 1;
+                colons == 1
+            }
+            _ => c.is_ascii_alphanumeric() || c == b'.' || c == b'-',
+        })
 }
 
 /// The 400 answer to a request that breaks the `Host` rule. An HTTP/1 connection is closed
@@ -451,6 +467,33 @@ mod tests {
         assert!(host_fault(&req(Version::HTTP_2, &[])).is_none());
         assert!(host_fault(&req(Version::HTTP_11, &["example.com:8080"])).is_none());
         assert!(host_fault(&req(Version::HTTP_11, &["[::1]:80"])).is_none());
+    }
+
+    proptest::proptest! {
+        /// The shortcut never accepts a `Host` that `Authority`'s parse refuses.
+        #[test]
+        fn a_plain_host_is_a_valid_authority(host in "[a-zA-Z0-9.:@%/ \\[\\]-]{0,12}") {
+            if plain_host(host.as_bytes()) {
+                proptest::prop_assert!(host.parse::<http::uri::Authority>().is_ok(), "{host:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn common_hosts_take_the_shortcut() {
+        for h in [
+            "example.com",
+            "example.com:8080",
+            "127.0.0.1:80",
+            "a-b.c",
+            "localhost",
+        ] {
+            assert!(plain_host(h.as_bytes()), "{h}");
+            assert!(host_fault(&req(Version::HTTP_11, &[h])).is_none(), "{h}");
+        }
+        for h in ["", "a:1:2", "[::1]:80", "user@evil", "a b", "a/b"] {
+            assert!(!plain_host(h.as_bytes()), "{h}");
+        }
     }
 
     #[test]

@@ -163,4 +163,51 @@ proptest! {
             prop_assert!(upstream.starts_with("/base/"));
         }
     }
+
+    /// The one-pass check for a path already normal answers as the normalizer proper does, and
+    /// borrows exactly when the answer is the path itself.
+    #[test]
+    fn the_shortcut_for_normal_paths_answers_as_the_normalizer(
+        segs in proptest::collection::vec(segment(), 0..8),
+        pattern in pattern(),
+        keep in any::<bool>(),
+        trailing in any::<bool>(),
+    ) {
+        let mut raw = format!("/{}", segs.join("/"));
+        if trailing {
+            raw.push('/');
+        }
+        let escaped = if keep { EscapedSlashes::Keep } else { EscapedSlashes::Reject };
+        let fast = normalized(&raw, pattern, escaped);
+        prop_assert_eq!(
+            fast.clone().map(std::borrow::Cow::into_owned),
+            normalize_slow(&raw, pattern, escaped)
+        );
+        if let Ok(std::borrow::Cow::Borrowed(out)) = fast {
+            prop_assert_eq!(out, raw.as_str());
+        }
+    }
+}
+
+#[test]
+fn a_normal_path_is_borrowed_and_one_to_normalize_is_not() {
+    let borrowed = |raw| {
+        matches!(
+            normalized(raw, "/{*rest}", EscapedSlashes::Reject),
+            Ok(std::borrow::Cow::Borrowed(_))
+        )
+    };
+    for raw in [
+        "/",
+        "/item",
+        "/public/a/b",
+        "/public/a/",
+        "/a.json",
+        "/a/b.c/d",
+    ] {
+        assert!(borrowed(raw), "{raw}");
+    }
+    for raw in ["/a//b", "/a/./b", "/a/%41", "/.well-known", "/a/.."] {
+        assert!(!borrowed(raw), "{raw}");
+    }
 }

@@ -54,7 +54,8 @@ async fn each_route_kind_gets_the_one_context_it_reads() {
         let raw = 1 - pair;
 
         let mut req = request(None);
-        let rec = t.start(pair, &mut req).expect("recorded");
+        let mut rec = t.start(pair, &mut req).expect("recorded");
+        assert!(rec.take_call().is_none());
         let ctx = req
             .extensions()
             .get::<TraceCtx>()
@@ -70,12 +71,13 @@ async fn each_route_kind_gets_the_one_context_it_reads() {
         assert!(resp.headers().contains_key(REQUEST_ID));
 
         let mut req = request(Some("client-1"));
-        let rec = t.start(raw, &mut req).expect("recorded");
-        assert!(
-            req.extensions().get::<CallTrace>().is_some(),
-            "a proxied request's context"
-        );
+        let mut rec = t.start(raw, &mut req).expect("recorded");
+        // Handed to the handler, not left in the extensions (a map to allocate and drop).
+        assert!(rec.take_call().is_some(), "a proxied request's context");
+        assert!(rec.take_call().is_none(), "taken once");
+        assert!(req.extensions().get::<CallTrace>().is_none());
         assert!(req.extensions().get::<TraceCtx>().is_none());
+        assert!(req.extensions().is_empty());
         let mut resp = answer();
         t.finish(rec, &mut resp);
         assert_eq!(resp.headers()[REQUEST_ID], "client-1");

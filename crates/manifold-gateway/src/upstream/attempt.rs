@@ -10,7 +10,7 @@
 
 use super::endpoints::{EndpointId, Endpoints, Outcome};
 use super::error::{self, AttemptRecord, Ended};
-use super::retry::replay::ReplayBody;
+use super::retry::replay::{ReplayBody, ReplayHead, Undo};
 use super::{client, Answer, Body, Bound, Budget, Read, DEADLINE_HEADER};
 use crate::error::{CallError, CallErrorKind};
 use crate::telemetry::{AttemptSpan, CallTrace};
@@ -207,10 +207,18 @@ impl Replay for FetchReq {
 /// replayable like a `Bytes` one).
 #[derive(Debug, Clone)]
 pub(crate) struct SendReq {
-    pub(crate) head: Arc<http::request::Parts>,
+    pub(crate) head: ReplayHead,
     pub(crate) body: Option<ReplayBody>,
     pub(crate) budget: Budget,
     pub(crate) idempotent: bool,
+    /// Whether a later attempt may follow one that sent the request (a reset, a timeout or a
+    /// status the policy retries, on an idempotent request): then each attempt but the last
+    /// sends a copy of the head. Otherwise an attempt takes the head, and it comes back only
+    /// when nothing was sent ([`ReplayHead`]).
+    pub(crate) copy_head: bool,
+    /// The call's trace context, when it is not in the head's extensions (see
+    /// [`FetchReq::trace`]).
+    pub(crate) trace: Option<CallTrace>,
 }
 
 impl Replay for SendReq {
@@ -222,7 +230,7 @@ impl Replay for SendReq {
         self.idempotent && self.body.is_none()
     }
     fn can_resend(&self) -> bool {
-        self.body.as_ref().is_none_or(ReplayBody::is_available)
+        self.head.is_available() && self.body.as_ref().is_none_or(ReplayBody::is_available)
     }
 }
 
@@ -235,6 +243,9 @@ pub(crate) struct Attempts {
 #[derive(Debug)]
 struct Core {
     name: String,
+    /// Whether its clients hand back a request that failed before any of it was sent
+    /// ([`client::Pool::gives_back`]).
+    gives_back: bool,
     /// The same, shared with every span.
     span_name: Arc<str>,
     timeout: Duration,
@@ -250,13 +261,15 @@ impl Attempts {
     }
 
     pub(crate) fn new(up: &manifold_config::Upstream) -> Result<Self, crate::tls::TlsError> {
+        let pool = client::Pool::new(up)?;
         Ok(Attempts {
             core: Arc::new(Core {
                 name: up.name.clone(),
+                gives_back: pool.gives_back(),
                 span_name: Arc::from(up.name.as_str()),
                 timeout: up.timeout,
                 endpoints: Endpoints::new(up),
-                pool: client::Pool::new(up)?,
+                pool,
             }),
         })
     }
@@ -447,7 +460,7 @@ impl tower::Service<Attempt<FetchReq>> for Attempts {
                 let response = sender
                     .request(req)
                     .await
-                    .map_err(|e| error::transport(&core.name, &e))?;
+                    .map_err(|e| error::transport(&core.name, &e.error))?;
                 mark_first_byte(mark.as_ref());
                 let (mut parts, body) = response.into_parts();
                 let body = match read {
@@ -494,36 +507,66 @@ impl tower::Service<Attempt<SendReq>> for Attempts {
             kind,
         } = attempt;
         let SendReq {
-            head, body, budget, ..
+            head,
+            body,
+            budget,
+            copy_head,
+            trace,
+            ..
         } = req;
-        let parts = Arc::try_unwrap(head).unwrap_or_else(|shared| (*shared).clone());
+        let sent_already = |what: &str| {
+            CallError::new(
+                CallErrorKind::Io,
+                format!(
+                    "upstream `{}`: the request {what} was already sent and cannot be sent again",
+                    self.core.name
+                ),
+            )
+        };
         let body: Result<Body, CallError> = match body {
             None => Ok(Empty::new().map_err(|never| match never {}).boxed()),
-            Some(replay) => replay.take().map(BodyExt::boxed).ok_or_else(|| {
-                CallError::new(
-                    CallErrorKind::Io,
-                    format!(
-                        "upstream `{}`: the request body was already sent and cannot be sent again",
-                        self.core.name
-                    ),
-                )
-            }),
+            Some(replay) => replay
+                .take()
+                .map(BodyExt::boxed)
+                .ok_or_else(|| sent_already("body")),
         };
-        let req = body.map(|b| Request::from_parts(parts, b));
+        // Taken, not copied, where a later attempt can only follow one that sent nothing and
+        // the client hands such a request back; what is needed to undo this attempt's changes
+        // to it is kept beside (see [`Undo`]).
+        let take = !copy_head && self.core.gives_back;
+        let req = body.and_then(|b| {
+            let parts = head.get(take).ok_or_else(|| sent_already("head"))?;
+            Ok(Request::from_parts(parts, b))
+        });
+        let undo = match &req {
+            Ok(r) if take => Some(Undo::of(r)),
+            _ => None,
+        };
         let header = Attempt {
-            req: None,
+            req: trace,
             avoid,
             picked,
             kind,
         };
-        Arc::clone(&self.core).run(header, budget, req, |core, req, mark, sender| async move {
-            let response = sender
-                .request(req)
-                .await
-                .map_err(|e| error::transport(&core.name, &e));
-            mark_first_byte(mark.as_ref());
-            response
-        })
+        let core = Arc::clone(&self.core);
+        core.run(
+            header,
+            budget,
+            req,
+            move |core, req, mark, sender| async move {
+                let response = match sender.request(req).await {
+                    Ok(r) => Ok(r),
+                    Err(e) => {
+                        if let (Some(unsent), Some(undo)) = (e.unsent, undo) {
+                            head.give_back(undo.restore(*unsent));
+                        }
+                        Err(error::transport(&core.name, &e.error))
+                    }
+                };
+                mark_first_byte(mark.as_ref());
+                response
+            },
+        )
     }
 }
 

@@ -83,14 +83,32 @@ pub(super) enum Sender {
 
 impl Sender {
     /// Send one request with an absolute URI; resolves with the response head.
-    pub(super) async fn request(
-        &self,
-        req: Request<Body>,
-    ) -> Result<Response<Incoming>, SendError> {
+    pub(super) async fn request(&self, req: Request<Body>) -> Result<Response<Incoming>, Failed> {
         match self {
-            Sender::Plain(p) => p.send(req).await,
-            Sender::H2c(c) => Ok(c.request(req).await?),
-            Sender::Tls(c) => Ok(c.request(req).await?),
+            Sender::Plain(p) => p
+                .send_or_return(req)
+                .await
+                .map_err(|(error, unsent)| Failed { error, unsent }),
+            Sender::H2c(c) => Ok(c.request(req).await.map_err(SendError::from)?),
+            Sender::Tls(c) => Ok(c.request(req).await.map_err(SendError::from)?),
+        }
+    }
+}
+
+/// A request that got no answer head: why, and the request itself when none of it was sent and
+/// the client could hand it back (the plaintext pool, when no connection could be made; see
+/// [`Pool::gives_back`]).
+#[derive(Debug)]
+pub(super) struct Failed {
+    pub(super) error: SendError,
+    pub(super) unsent: Option<Box<Request<Body>>>,
+}
+
+impl From<SendError> for Failed {
+    fn from(error: SendError) -> Self {
+        Failed {
+            error,
+            unsent: None,
         }
     }
 }
@@ -158,6 +176,13 @@ impl Pool {
             tls,
             hosts,
         })
+    }
+
+    /// Whether every target's client hands back a request it could not send for want of a
+    /// connection ([`Failed::unsent`]): true when all of them use the plaintext HTTP/1 pool
+    /// (hyper-util's client, for TLS and h2c, keeps the request).
+    pub(super) fn gives_back(&self) -> bool {
+        !self.http2 && self.tls.iter().all(Option::is_none)
     }
 
     /// The client of the target `key`: dialing its address when it has one, else resolving

@@ -46,7 +46,7 @@ use hedge::{Hedge, HedgeLayer};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use retry::replay::ReplayBody;
+use retry::replay::{ReplayBody, ReplayHead};
 use retry::{Retry, RetryLayer, Retrying};
 use std::sync::Arc;
 use std::time::Duration;
@@ -179,19 +179,26 @@ impl Upstream {
         self.send.inner().endpoints().gauges(Instant::now())
     }
 
+    ///
+    /// `trace`: the call's trace context, when it is not in the request's extensions.
     pub(crate) async fn send(
         &self,
         req: Request<Body>,
         budget: Budget,
+        trace: Option<CallTrace>,
     ) -> Result<Response<Incoming>, CallError> {
         let (parts, body) = req.into_parts();
         let idempotent = is_idempotent(&parts.method, &parts.headers, &budget);
         let body = (!body.is_end_stream()).then(|| ReplayBody::new(body));
+        // Only a bodiless idempotent request is retried after it was sent (`SendReq::idempotent`).
+        let copy_head = idempotent && body.is_none() && self.send.retries_what_was_sent();
         let req = SendReq {
-            head: Arc::new(parts),
+            head: ReplayHead::new(parts),
             body,
             budget,
             idempotent,
+            copy_head,
+            trace,
         };
         self.send.run(req).await
     }

@@ -170,7 +170,7 @@ async fn a_hung_upstream_costs_the_timeout_or_the_deadline_whichever_is_sooner()
         announce: false,
         ..budget(Some(start + Duration::from_millis(80)))
     };
-    let e = up.send(req, quiet).await.unwrap_err();
+    let e = up.send(req, quiet, None).await.unwrap_err();
     assert_eq!(e.kind, CallErrorKind::Deadline, "{e}");
     assert_bounded(start, 80);
     let head = heads
@@ -206,6 +206,30 @@ async fn endpoints_take_turns_and_base_paths_prefix_the_path() {
         assert!(head.starts_with("get /base/x?q=1 http/1.1"), "{head}");
     }
     assert!(a_heads.try_recv().is_err() && b_heads.try_recv().is_err());
+}
+
+/// A proxied request refused a connection by one endpoint goes to the next as that endpoint's
+/// own request: the attempt took the head instead of a copy and got it back unsent, its URI
+/// and `Host` as they were before the first endpoint's were put in.
+#[tokio::test(start_paused = true)]
+async fn a_proxied_request_refused_a_connection_goes_whole_to_the_next_endpoint() {
+    let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+    let dead = closed_port().await;
+    let (live, mut heads) = upstream(Some(ok)).await;
+    let up = stack(&[format!("http://{dead}/one"), format!("{live}/two")], "1s");
+    // Round robin: one of the two requests tries the dead endpoint first.
+    for _ in 0..2 {
+        let req = Request::get("/x?q=1")
+            .body(crate::handler::empty())
+            .expect("request");
+        let answer = up.send(req, budget(None), None).await.expect("an answer");
+        assert_eq!(answer.status(), StatusCode::OK);
+        let head = heads.recv().await.expect("the live endpoint saw it");
+        assert!(head.starts_with("get /two/x?q=1 http/1.1"), "{head}");
+        let host = live.trim_start_matches("http://");
+        assert!(head.contains(&format!("\r\nhost: {host}\r\n")), "{head}");
+        assert_eq!(head.matches("host:").count(), 1, "{head}");
+    }
 }
 
 #[tokio::test(start_paused = true)]

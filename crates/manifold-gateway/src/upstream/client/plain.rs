@@ -71,18 +71,26 @@ impl Plain {
     }
 
     /// Send `req` (an absolute `http://` URI) on an idle connection, or on a new one.
-    pub(crate) async fn send(
+    #[cfg(test)]
+    pub(crate) async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
+        self.send_or_return(req).await.map_err(|(e, _)| e)
+    }
+
+    /// [`Plain::send`], handing the request back with the error when no connection could be
+    /// made for it: then none of it was sent (its URI is in origin form and it has a `Host`
+    /// by then), and the caller may send it elsewhere without having kept a copy.
+    pub(crate) async fn send_or_return(
         &self,
         mut req: Request<Body>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<Incoming>, (SendError, Option<Box<Request<Body>>>)> {
         if req.version() == Version::HTTP_2 {
-            return Err(SendError::UnsupportedVersion);
+            return Err((SendError::UnsupportedVersion, None));
         }
         let uri = std::mem::take(req.uri_mut());
         if !req.headers().contains_key(HOST) {
             let host = match &self.shared.host {
                 Some(h) => h.clone(),
-                None => uri_host(&uri).ok_or(SendError::NoHost)?,
+                None => uri_host(&uri).ok_or((SendError::NoHost, None))?,
             };
             req.headers_mut().insert(HOST, host);
         }
@@ -90,7 +98,11 @@ impl Plain {
         loop {
             let (mut tx, reused) = match self.shared.checkout() {
                 Some(tx) => (tx, true),
-                None => (self.connect(&uri).await?, false),
+                None => match self.connect(&uri).await {
+                    Ok(tx) => (tx, false),
+                    // Boxed: only a failure pays for moving it.
+                    Err(e) => return Err((e, Some(Box::new(req)))),
+                },
             };
             match tx.try_send_request(req).await {
                 Ok(res) => {
@@ -100,8 +112,8 @@ impl Plain {
                 Err(mut e) => match e.take_message() {
                     // Nothing was written: the upstream closed an idle connection under us.
                     Some(unsent) if reused => req = unsent,
-                    Some(_) => return Err(SendError::Canceled(e.into_error())),
-                    None => return Err(SendError::Send(e.into_error())),
+                    Some(_) => return Err((SendError::Canceled(e.into_error()), None)),
+                    None => return Err((SendError::Send(e.into_error()), None)),
                 },
             }
         }

@@ -137,6 +137,13 @@ impl<S> Retry<S> {
         &self.inner
     }
 
+    /// Whether a request that was sent may be tried again: the policy retries an outcome
+    /// other than a failed connect (a reset, a timeout, a status), and allows a second attempt.
+    pub(crate) fn retries_what_was_sent(&self) -> bool {
+        let p = &self.retrying;
+        p.attempts > 1 && (p.on.reset || p.on.timeout || !p.on.statuses.is_empty())
+    }
+
     /// Run `req` under the policy: what the service's `call` does, as a plain future the
     /// caller awaits in place. [`super::Upstream`] goes through here: the service's boxed
     /// future (and its own clone of the policy) cost an allocation and a copy of the whole

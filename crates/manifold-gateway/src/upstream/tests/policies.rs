@@ -130,7 +130,7 @@ async fn a_dead_endpoint_among_two_costs_no_failed_request() {
             .header("content-length", "5")
             .body(stream_body(&["he", "llo"]))
             .expect("request");
-        let response = up.send(req, budget(None)).await.expect("an answer");
+        let response = up.send(req, budget(None), None).await.expect("an answer");
         assert_eq!(response.status(), StatusCode::OK);
         let seen = rx.recv().await.expect("the request arrived");
         assert!(seen.ends_with("\r\n\r\nhello"), "{seen}");
@@ -171,7 +171,7 @@ async fn a_post_is_never_retried_once_sent() {
         .header("content-length", "5")
         .body(stream_body(&["he", "llo"]))
         .expect("request");
-    let e = up.send(req, budget(None)).await.unwrap_err();
+    let e = up.send(req, budget(None), None).await.unwrap_err();
     assert_eq!(e.kind, CallErrorKind::Io, "{e}");
     let total = a_count.load(Ordering::SeqCst) + b_count.load(Ordering::SeqCst);
     assert_eq!(total, 2, "the streamed PUT was seen once");
