@@ -13,7 +13,10 @@
 #     workspace's release profile keeps line tables). Env: REQUESTS (2000), WARMUP (300),
 #     RATE (200: callgrind runs the gateway ~50x slower; keep it well under its capacity),
 #     TARGET (`manifold`, the default: `manifold serve`; `hyper`: the bare tokio + hyper proxy
-#     of `manifold bench-peer hyper`, the floor Manifold's own work is measured against).
+#     of `manifold bench-peer hyper`, the floor Manifold's own work is measured against),
+#     CONNECTIONS (unset: `manifold load`'s default; 1 with a low RATE makes every request wake a
+#     parked connection, see bench/woken-callgrind.sh), MACHINERY (1: also print the inclusive
+#     cost per request of the connection's own machinery and of the allocator).
 set -euo pipefail
 
 exe="${1:-${CARGO_TARGET_DIR:-target}/release/manifold}"
@@ -22,6 +25,8 @@ requests="${REQUESTS:-2000}"
 warmup="${WARMUP:-300}"
 rate="${RATE:-200}"
 target="${TARGET:-manifold}"
+conns=()
+[ -n "${CONNECTIONS:-}" ] && conns=(--connections "$CONNECTIONS")
 mkdir -p "$out"
 [ -x "$exe" ] || { echo "proxy-callgrind.sh: $exe is not an executable" >&2; exit 1; }
 command -v valgrind >/dev/null || { echo "proxy-callgrind.sh: valgrind not installed" >&2; exit 1; }
@@ -76,9 +81,9 @@ for _ in $(seq 1 600); do
 done
 curl -sf -o /dev/null "$url" || { echo "proxy-callgrind.sh: the gateway did not answer $url" >&2; tail "$out/serve.log" >&2; exit 1; }
 
-"$exe" load "$url" --rate "$rate" -n "$warmup" --json > "$out/warmup.json"
+"$exe" load "$url" --rate "$rate" -n "$warmup" "${conns[@]}" --json > "$out/warmup.json"
 callgrind_control -z "$gw" > /dev/null
-"$exe" load "$url" --rate "$rate" -n "$requests" --json > "$out/load.json"
+"$exe" load "$url" --rate "$rate" -n "$requests" "${conns[@]}" --json > "$out/load.json"
 callgrind_control -d "$gw" > /dev/null
 ok="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$out/load.json")"
 dump="$(ls -t "$out"/callgrind.out.* | head -1)"
@@ -89,6 +94,13 @@ echo "profile: $dump"
 # callgrind_annotate 3.19 shows 99% of the cost unless told otherwise (--threshold=100); the
 # rows at 100.0% are the threads' entry points, not work of their own. Paths shortened.
 short() { grep -E '^ *[0-9,]+ ' | grep -v '(100.0%)' | sed -E 's#/root/.cargo/registry/src/[^/]*/##; s#/rustc/[0-9a-f]*/library/##; s# \[[^]]*\]$##' | cut -c1-220; }
+if [ "${MACHINERY:-0}" = 1 ]; then
+  per() { awk -v n="$ok" '{ c=$1; gsub(",","",c); $1=""; printf "%9d /req %s\n", c/n, $0 }'; }
+  echo "--- the connection's machinery and the allocator, inclusive, per request"
+  callgrind_annotate --threshold=100 --inclusive=yes "$dump" 2>/dev/null | short \
+    | grep -E 'idle::|conn::run|serve_connection|Dispatcher.*new|into_parts|poll_read_from_io|drop_in_place<hyper::server::conn::http1::Connection|^ *[0-9,]+ +\([^)]*\) +(\?\?\?:)?(malloc|free|realloc|__libc_malloc|_int_malloc|_int_free|cfree)' \
+    | head -30 | per
+fi
 echo "--- top 25 by exclusive instructions"
 callgrind_annotate --threshold=100 "$dump" 2>/dev/null | short | head -25
 echo "--- top 60 by inclusive instructions"
