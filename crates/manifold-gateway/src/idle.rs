@@ -8,20 +8,21 @@
 //! connection is at a message boundary — at least one request served, none in flight, the last
 //! response body sent and flushed, no request body left unread — and has stayed there for
 //! [`PARK_AFTER`] (a busy connection keeps its buffers), hyper's connection is taken
-//! apart ([`http1::Connection::into_parts`]) and dropped, and the task waits for the socket to
-//! become readable holding nothing but the socket. Then a new hyper connection is made on it;
-//! bytes hyper had read ahead (a pipelined request) are handed to the new one first.
-//!
-//! What a parked connection holds is its task's future ([`connection`]), so everything an active
-//! connection needs — hyper's connection, the connection's clock ([`conn::run`]), the park timer
-//! — lives in one box that is dropped when it parks, and hyper's read buffer is not kept either
-//! (an empty `Bytes` split from it still owns its whole allocation, 16 KiB after one request).
+//! apart ([`http1::Connection::into_parts`]) and dropped, the socket is handed to the listener's
+//! parking lot ([`lot`]) and the connection's task ends: a parked connection is a socket in the
+//! lot's epoll and a slab entry, no task, no tokio registration, no timer of its own. When the
+//! socket becomes readable the connection gets a new task ([`woken`]) and a new hyper
+//! connection; bytes hyper had read ahead (a pipelined request) are handed to the new one
+//! first, without parking. hyper's read buffer is not kept across a park (an empty `Bytes`
+//! split from it still owns its whole allocation, 16 KiB after one request), nor is the
+//! connection's [`Activity`]: a woken connection starts a new one, as if just accepted.
 //!
 //! Timeouts stay as they were: a parked connection is closed when no byte of a new request
 //! arrives within `header_read_timeout` of the end of the previous answer; once bytes arrive,
-//! hyper's `header_read_timeout` bounds the rest of the head (so a head is complete within
-//! twice `header_read_timeout` of the previous answer). A drain closes a parked connection at
-//! once: it has nothing in flight.
+//! hyper's `header_read_timeout` bounds the rest of the head, and so does the woken
+//! connection's clock ([`conn::run`] closes a connection with no head `header_read_timeout`
+//! after its start), so a head is complete within twice `header_read_timeout` of the previous
+//! answer. A drain closes the parked connections at once: they have nothing in flight.
 //!
 //! HTTP/2 is told by its preface, as hyper-util's auto builder tells it, and served by hyper's
 //! HTTP/2 connection as before (its streams share one connection's buffers). TLS listeners keep
@@ -49,8 +50,10 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use watch::{join, Prefixed, Tracked};
 
+pub(crate) mod lot;
 mod slot;
 mod watch;
 
@@ -75,13 +78,54 @@ enum Step<E> {
     Park(Instant),
 }
 
-/// What one plaintext listener's connections share: hyper's builders, the handler and what
-/// ends a connection. Shared, so that a parked connection's task holds one pointer for all of it.
+/// What one plaintext listener's connections share: hyper's builders, the handler, what ends a
+/// connection and where idle ones wait. Shared, so that a task holds one pointer for all of it.
 pub(crate) struct Plain<H> {
     pub(crate) h1: http1::Builder,
     pub(crate) h2: http2::Builder<Exec>,
     pub(crate) handler: H,
     pub(crate) ends: Ends,
+    /// Where idle HTTP/1 connections wait. `None` only if the lot's epoll could not be made:
+    /// then a connection that would park is closed instead.
+    pub(crate) lot: Option<lot::Lot>,
+}
+
+impl<H, F> Plain<H>
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    /// What a plaintext listener's connections share, with its parking lot's task started
+    /// (with `gone`; without, no lot: a TLS listener's). The lot closes its connections when the
+    /// drain begins, or when `gone` is cancelled.
+    pub(crate) fn start(
+        h1: http1::Builder,
+        h2: http2::Builder<Exec>,
+        handler: H,
+        ends: Ends,
+        gone: Option<CancellationToken>,
+    ) -> Arc<Self> {
+        let made = gone.map(|gone| (lot::Lot::new(), gone));
+        let (lot, poll) = match made {
+            None => (None, None),
+            Some((Ok((lot, poll)), gone)) => (Some(lot), Some((poll, gone))),
+            Some((Err(e), _)) => {
+                tracing::warn!(error = %e, "no parking lot: idle connections will be closed");
+                (None, None)
+            }
+        };
+        let plain = Arc::new(Plain {
+            h1,
+            h2,
+            handler,
+            ends,
+            lot,
+        });
+        if let Some((poll, gone)) = poll {
+            tokio::spawn(lot::tend(poll, Arc::clone(&plain), gone));
+        }
+        plain
+    }
 }
 
 /// A connection that went idle at a message boundary: its socket and since when it is idle.
@@ -100,8 +144,6 @@ pub(crate) struct IdleState {
     /// [`conn::run`] asked the connection to finish (drain, idle HTTP/2).
     shut: AtomicBool,
     shut_wake: Notify,
-    /// The connection is waiting for its next request without a hyper connection.
-    parked: AtomicBool,
 }
 
 impl IdleState {
@@ -123,12 +165,6 @@ impl IdleState {
             && !self.shutting()
     }
 
-    /// Whether the connection is waiting for its next request holding only the socket.
-    #[cfg(test)]
-    fn parked(&self) -> bool {
-        self.parked.load(Ordering::Relaxed)
-    }
-
     /// A new hyper connection starts with nothing written and nothing to keep.
     fn fresh(&self) {
         self.unflushed.store(false, Ordering::Relaxed);
@@ -136,44 +172,75 @@ impl IdleState {
     }
 }
 
-/// Serve one plaintext connection: HTTP/2 by its preface, else HTTP/1 with idle parking.
+/// Serve one plaintext connection: HTTP/2 by its preface, else HTTP/1 until it ends or parks
+/// (then the task ends; the lot gives the connection a new one, [`woken`]).
 ///
-/// The task's own future is what a parked connection costs, so it is kept to the socket, a
-/// few pointers and the parked wait ([`parked`]): everything an active connection needs (hyper's
-/// connection, the connection's clock [`conn::run`], the park timer) is boxed while it is active
-/// and dropped when it parks.
+/// Everything the first part needs (hyper's connection, the connection's clock [`conn::run`],
+/// the park timer) is boxed: the task itself stays small.
 pub(crate) async fn connection<H, F>(
-    mut io: TcpStream,
+    io: TcpStream,
     peer: SocketAddr,
     activity: Arc<Activity>,
     plain: Arc<Plain<H>>,
-    _slot: OwnedSemaphorePermit,
+    slot: OwnedSemaphorePermit,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let shut_down = |_: Pin<&mut _>| activity.idle.request_shutdown();
     let first = first(io, peer, &activity, &plain);
-    let Some(Some((again, mut since))) =
+    let Some(Some((io, since))) =
         Box::pin(conn::run(first, shut_down, &activity, peer, &plain.ends)).await
     else {
         return;
     };
-    // The socket goes back where it came from: the parked task holds it once.
-    io = again;
-    loop {
-        if !parked(&io, since, &activity, &plain.ends, &peer).await {
-            return;
-        }
-        let shut_down = |_: Pin<&mut _>| activity.idle.request_shutdown();
-        let served = serve_h1(io, Bytes::new(), peer, &activity, &plain);
-        let Some(Some((again, idle_since))) =
-            Box::pin(conn::run(served, shut_down, &activity, peer, &plain.ends)).await
-        else {
-            return;
-        };
-        io = again;
-        since = idle_since;
+    park(io, since, peer, &activity, &plain, slot);
+}
+
+/// A parked HTTP/1 connection whose socket became readable (or closed): served by a new hyper
+/// connection, on a new clock, until it ends or parks again. The lot spawns it.
+pub(crate) async fn woken<H, F>(
+    io: std::net::TcpStream,
+    peer: SocketAddr,
+    plain: Arc<Plain<H>>,
+    slot: OwnedSemaphorePermit,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    // Still nonblocking: `into_std` left it so.
+    let Ok(io) = TcpStream::from_std(io) else {
+        return;
+    };
+    let activity = Arc::new(Activity::new());
+    let shut_down = |_: Pin<&mut _>| activity.idle.request_shutdown();
+    let served = serve_h1(io, Bytes::new(), peer, &activity, &plain);
+    // Not boxed: this task is what an active woken connection costs, and it ends at the park.
+    let Some(Some((io, since))) = conn::run(served, shut_down, &activity, peer, &plain.ends).await
+    else {
+        return;
+    };
+    park(io, since, peer, &activity, &plain, slot);
+}
+
+/// Hand an idle connection to the lot. It is closed when no byte of a new request arrives
+/// within `header_read_timeout` of `since` (the end of its last answer), or when it has had no
+/// request for `h2_idle_timeout` (as [`conn::run`] would close it), whichever comes first.
+fn park<H>(
+    io: TcpStream,
+    since: Instant,
+    peer: SocketAddr,
+    activity: &Activity,
+    plain: &Plain<H>,
+    slot: OwnedSemaphorePermit,
+) {
+    if plain.ends.drain.is_cancelled() {
+        return;
+    }
+    let limits = &plain.ends.limits;
+    let due = (since + limits.header_read_timeout).min(activity.idle_until(limits));
+    if let Some(lot) = &plain.lot {
+        lot.park(io, peer, slot, due);
     }
 }
 
@@ -328,37 +395,6 @@ where
     }
 }
 
-/// Wait, holding only the socket, until the next request's first bytes arrive (`true`), or the
-/// connection must close: no byte within `header_read_timeout` of `since`, no request for
-/// `h2_idle_timeout` (as [`conn::run`] would close it), or the drain began.
-async fn parked(
-    io: &TcpStream,
-    since: Instant,
-    activity: &Activity,
-    ends: &Ends,
-    peer: &SocketAddr,
-) -> bool {
-    // The idle time before parking counts: a parked connection closes `header_read_timeout`
-    // after its last answer, as before.
-    let limits = &ends.limits;
-    let due = (since + limits.header_read_timeout).min(activity.idle_until(limits));
-    activity.idle.parked.store(true, Ordering::Relaxed);
-    let woken = tokio::select! {
-        ready = poll_fn(|cx| io.poll_read_ready(cx)) => ready.is_ok(),
-        () = tokio::time::sleep_until(due) => {
-            tracing::debug!(
-                %peer,
-                timeout = ?limits.header_read_timeout,
-                "no new request within header_read_timeout; keep-alive connection closed"
-            );
-            false
-        }
-        () = ends.drain.cancelled() => false,
-    };
-    activity.idle.parked.store(false, Ordering::Relaxed);
-    woken && !ends.drain.is_cancelled()
-}
-
 /// Read until the bytes are, or cannot be, the HTTP/2 preface: `(bytes read, is HTTP/2)`.
 /// `None` when the client closed or the connection was asked to finish first.
 async fn preface(io: &mut TcpStream, idle: &IdleState) -> Option<(Bytes, bool)> {
@@ -386,177 +422,4 @@ async fn preface(io: &mut TcpStream, idle: &IdleState) -> Option<(Bytes, bool)> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::server::Limits;
-    use http_body_util::{BodyExt, Full};
-    use std::future::Ready;
-    use tokio::io::AsyncWriteExt;
-    use tokio::net::TcpListener;
-    use tokio::sync::Semaphore;
-    use tokio_util::sync::CancellationToken;
-
-    /// Upper bound on every wait here.
-    const BOUND: Duration = Duration::from_secs(10);
-
-    type Handler = fn(Request<Incoming>, SocketAddr) -> Ready<Result<Response<Body>, Infallible>>;
-
-    fn ok(_req: Request<Incoming>, _peer: SocketAddr) -> Ready<Result<Response<Body>, Infallible>> {
-        let body = Full::new(Bytes::from_static(b"ok"))
-            .map_err(|never| match never {})
-            .boxed();
-        std::future::ready(Ok(Response::new(body)))
-    }
-
-    /// A listener's shared state for these tests: `header_read_timeout` [`BOUND`].
-    fn plain() -> Arc<Plain<Handler>> {
-        let mut h1 = http1::Builder::new();
-        h1.timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(BOUND);
-        let kill = CancellationToken::new();
-        Arc::new(Plain {
-            h1,
-            h2: http2::Builder::new(Exec::new(kill.clone())),
-            handler: ok as Handler,
-            ends: Ends {
-                limits: Limits {
-                    header_read_timeout: BOUND,
-                    h2_idle_timeout: BOUND,
-                    max_connections: 1,
-                    drain: BOUND,
-                    passthrough: true,
-                },
-                drain: CancellationToken::new(),
-                kill,
-            },
-        })
-    }
-
-    /// One connection served by [`connection`] (no listener around it): the client's socket,
-    /// the connection's activity once accepted, and what it shares with its listener.
-    async fn one_connection() -> (TcpStream, Arc<Activity>, Arc<Plain<Handler>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let shared = plain();
-        let in_task = Arc::clone(&shared);
-        tokio::spawn(async move {
-            let (stream, peer) = listener.accept().await.unwrap();
-            let activity = Arc::new(Activity::new());
-            let _ = tx.send(Arc::clone(&activity));
-            let slot = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
-            connection(stream, peer, activity, in_task, slot).await;
-        });
-        let client = TcpStream::connect(addr).await.unwrap();
-        (client, rx.await.unwrap(), shared)
-    }
-
-    /// Read `n` whole answers (each ends with the body `ok`).
-    async fn answers(c: &mut TcpStream, n: usize) -> String {
-        let mut got = Vec::new();
-        let mut buf = [0u8; 1024];
-        while String::from_utf8_lossy(&got).matches("\r\n\r\nok").count() < n {
-            let k = tokio::time::timeout(BOUND, c.read(&mut buf))
-                .await
-                .expect("an answer within the bound")
-                .unwrap();
-            assert!(k > 0, "closed after {:?}", String::from_utf8_lossy(&got));
-            got.extend_from_slice(&buf[..k]);
-        }
-        String::from_utf8_lossy(&got).into_owned()
-    }
-
-    async fn until_parked(a: &Activity) {
-        for _ in 0..1000 {
-            if a.idle.parked() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the connection never parked");
-    }
-
-    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-
-    #[tokio::test]
-    async fn an_idle_keep_alive_connection_drops_hyper_and_serves_again() {
-        let (mut c, activity, _) = one_connection().await;
-        assert!(!activity.idle.parked());
-        c.write_all(GET).await.unwrap();
-        assert!(answers(&mut c, 1).await.starts_with("HTTP/1.1 200"));
-        until_parked(&activity).await;
-        // Parked, and still a keep-alive connection: the next request is answered.
-        c.write_all(GET).await.unwrap();
-        assert!(answers(&mut c, 1).await.starts_with("HTTP/1.1 200"));
-        until_parked(&activity).await;
-        assert_eq!(activity.requests(), 2);
-    }
-
-    #[tokio::test]
-    async fn pipelined_requests_and_request_bodies_are_all_answered() {
-        let (mut c, activity, _) = one_connection().await;
-        // Three requests in one write: hyper reads ahead, the read-ahead survives a rebuild.
-        c.write_all(&[GET, GET, GET].concat()).await.unwrap();
-        let got = answers(&mut c, 3).await;
-        assert_eq!(got.matches("HTTP/1.1 200").count(), 3, "{got}");
-        until_parked(&activity).await;
-        // A body the handler never reads: that hyper connection runs on (it must drain or
-        // close), and the next request on the socket is still answered.
-        c.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
-            .await
-            .unwrap();
-        assert!(answers(&mut c, 1).await.starts_with("HTTP/1.1 200"));
-        c.write_all(GET).await.unwrap();
-        assert!(answers(&mut c, 1).await.starts_with("HTTP/1.1 200"));
-        assert_eq!(activity.requests(), 5);
-    }
-
-    #[tokio::test]
-    async fn a_parked_connection_closes_at_once_when_the_drain_begins() {
-        let (mut c, activity, shared) = one_connection().await;
-        c.write_all(GET).await.unwrap();
-        answers(&mut c, 1).await;
-        until_parked(&activity).await;
-        shared.ends.drain.cancel();
-        let mut buf = [0u8; 16];
-        let n = tokio::time::timeout(BOUND, c.read(&mut buf))
-            .await
-            .expect("closed within the bound");
-        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
-    }
-
-    #[tokio::test]
-    async fn a_parked_connection_s_task_has_no_room_for_hyper_s_connection() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let _client = TcpStream::connect(addr).await.unwrap();
-        let (stream, peer) = listener.accept().await.unwrap();
-        let shared = plain();
-        let activity = Arc::new(Activity::new());
-        let slot = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
-        // What every connection's task holds, parked or not (a tokio task stores its future
-        // inline).
-        let task = std::mem::size_of_val(&connection(
-            stream,
-            peer,
-            Arc::clone(&activity),
-            Arc::clone(&shared),
-            slot,
-        ));
-        // What an active HTTP/1 connection holds, boxed while it is active.
-        let other = TcpStream::connect(addr).await.unwrap();
-        let io = Prefixed::new(Bytes::new(), other, Arc::clone(&activity));
-        let svc = service_h1(&shared, &activity, peer);
-        let hyper_conn = std::mem::size_of_val(&shared.h1.serve_connection(TokioIo::new(io), svc));
-        let active = std::mem::size_of_val(&serve_h1(
-            TcpStream::connect(addr).await.unwrap(),
-            Bytes::new(),
-            peer,
-            &activity,
-            &shared,
-        ));
-        println!("bytes: connection task future {task}, hyper HTTP/1 connection {hyper_conn}, active HTTP/1 part {active}");
-        assert!(task < hyper_conn, "{task} >= {hyper_conn}");
-        assert!(task < active, "{task} >= {active}");
-    }
-}
+mod tests;

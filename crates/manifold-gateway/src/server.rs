@@ -104,12 +104,12 @@ pub(crate) async fn serve<H, F>(
         drain: drain.clone(),
         kill: kill.clone(),
     };
-    let plain = Arc::new(Plain {
-        h1,
-        h2,
-        handler: handler.clone(),
-        ends: ends.clone(),
-    });
+    // The parking lot's task ends at the drain, or when this future is dropped without one.
+    let gone = CancellationToken::new();
+    let _gone = gone.clone().drop_guard();
+    // A TLS listener has no use for a lot (its connections are hyper-util's).
+    let gone = tls.is_none().then_some(gone);
+    let plain = Plain::start(h1, h2, handler.clone(), ends.clone(), gone);
     // Every connection task holds a slot until it ends, so "all slots free" is "all connections
     // closed" (acquire_many counts in u32).
     let total = limits

@@ -46,8 +46,11 @@ const PINNED: f64 = 22.0;
 /// was added, 2026-12-06 night: 55.5). Waking makes hyper's connection again: its buffers, the
 /// request's header map from empty (a busy connection reuses the last response's), the header
 /// timer, the boxed active state, the box and slot of `src/idle/slot.rs`. Then 40.6, with the
-/// busy case's cuts.
-const PINNED_WOKEN: f64 = 40.6;
+/// busy case's cuts; 44.7 with the parking lot (`src/idle/lot.rs`; 55.5 -> 59.67 when it was added):
+/// a parked connection has no task, tokio registration or `Activity`, so waking also makes those
+/// (the task cell and tokio's `ScheduledIo`, the `Activity`; the boxed active state is gone) —
+/// the price of ~500 B less per idle connection.
+const PINNED_WOKEN: f64 = 44.7;
 /// Room for run-to-run jitter (a pool or map growing at a different moment, the runtime's
 /// own bookkeeping), not for a new allocation per request.
 const HEADROOM: f64 = 2.0;
