@@ -289,7 +289,15 @@ impl Telemetry {
         // `TraceCtx` to its calls from the request's extensions. (An extension is an `Arc` and
         // a box, and the first one the map itself.)
         let call = if route.proxy {
-            Some(CallTrace::new(ctx, Arc::clone(&route.name), false))
+            // Its attempts' spans share the request's path and query (a reference count)
+            // when they send it as it came, rather than copying the text into a `String`.
+            let path = req.uri().path_and_query().cloned();
+            Some(CallTrace::with_path(
+                ctx,
+                Arc::clone(&route.name),
+                false,
+                path,
+            ))
         } else {
             req.extensions_mut().insert(ctx);
             None

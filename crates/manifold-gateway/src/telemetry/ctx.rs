@@ -201,7 +201,7 @@ impl CallTrace {
         span.map(|span| AttemptSpan {
             span,
             cache_fill: self.0.cache_fill,
-            first_byte: Arc::default(),
+            first_byte: None,
         })
     }
 }
@@ -212,10 +212,27 @@ impl CallTrace {
 pub(crate) struct AttemptSpan {
     span: tm::CallSpan,
     cache_fill: bool,
-    pub(crate) first_byte: Arc<std::sync::OnceLock<Instant>>,
+    /// The cell a send that goes on after the response head (reading the body) marks the
+    /// head's arrival in; made only for such a send (see [`AttemptSpan::first_byte_cell`]).
+    first_byte: Option<Arc<std::sync::OnceLock<Instant>>>,
 }
 
 impl AttemptSpan {
+    /// A cell for the send to mark the response head's arrival in, shared with this span.
+    ///
+    /// Why a shared cell only on request: the send runs under a timeout that may drop it
+    /// after the head came (reading the body), so its mark must outlive it. A send that ends
+    /// with the head (the proxy's) has its end marked with [`AttemptSpan::first_byte_at`]
+    /// instead: no `Arc` to allocate per attempt.
+    pub(crate) fn first_byte_cell(&mut self) -> Arc<std::sync::OnceLock<Instant>> {
+        Arc::clone(self.first_byte.get_or_insert_with(Arc::default))
+    }
+
+    /// The response head arrived at `at` (for a send given no cell; the first mark wins).
+    pub(crate) fn first_byte_at(&mut self, at: Instant) {
+        self.span.first_byte_at(at);
+    }
+
     /// End it: the status, or the classified failure as `error.type`.
     pub(crate) fn end(
         mut self,
@@ -223,7 +240,7 @@ impl AttemptSpan {
         error: Option<&'static str>,
         bytes: Option<u64>,
     ) {
-        if let Some(at) = self.first_byte.get() {
+        if let Some(at) = self.first_byte.as_ref().and_then(|c| c.get()) {
             self.span.first_byte_at(*at);
         }
         self.span.end(tm::CallOutcome {
