@@ -41,8 +41,8 @@ use tracking_allocator::{AllocationGroupId, AllocationRegistry, AllocationTracke
 /// then 22 (the attempt takes the request's head instead of copying it, a bodiless request has
 /// no cap or box, the answer's body one box not two, the path and `Host` checked without
 /// copies, the proxied request's trace context handed over instead of in an extension map);
-/// then 20 (the attempt span's `url.path` shared with the request's, its first-byte mark
-/// without a shared cell).
+/// then 20 (the attempt span's first-byte mark without a shared cell, the proxied call's
+/// trace context held in its `CallTrace` rather than in an `Arc` of its own).
 const PINNED: f64 = 20.0;
 /// Allocations per proxied request on a connection woken from its park (measured when the case
 /// was added, 2026-12-06 night: 55.5). Waking makes hyper's connection again: its buffers, the
