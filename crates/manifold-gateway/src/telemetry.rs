@@ -283,15 +283,23 @@ impl Telemetry {
                 client_id.unwrap_or_else(crate::respond::new_request_id),
             ),
         };
-        let ctx = TraceCtx::new(trace.as_ref(), request_id.clone());
         // Only what the route's kind reads: a proxied request's attempts get the `CallTrace`
-        // (handed beside the request: see [`Recording::take_call`]); a composed one hands the
-        // `TraceCtx` to its calls from the request's extensions. (An extension is an `Arc` and
-        // a box, and the first one the map itself.)
+        // (handed beside the request: see [`Recording::take_call`]), which holds the context
+        // itself; a composed one hands a shared `TraceCtx` to its calls from the request's
+        // extensions. (An extension is an `Arc` and a box, and the first one the map itself.)
         let call = if route.proxy {
-            Some(CallTrace::new(ctx, Arc::clone(&route.name), false))
+            // No path shared with the spans (`CallTrace::with_path`): the request's URI is a
+            // slice of hyper's read buffer, which the trace store would then keep alive for
+            // every request it holds (its memory bound counts spans, not buffers).
+            Some(CallTrace::only_call(
+                trace.as_ref(),
+                request_id.clone(),
+                Arc::clone(&route.name),
+                None,
+            ))
         } else {
-            req.extensions_mut().insert(ctx);
+            req.extensions_mut()
+                .insert(TraceCtx::new(trace.as_ref(), request_id.clone()));
             None
         };
         Some(Recording {

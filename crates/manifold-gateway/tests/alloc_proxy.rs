@@ -40,17 +40,20 @@ use tracking_allocator::{AllocationGroupId, AllocationRegistry, AllocationTracke
 /// request ids without `format!`, no trace context without tracing, the retry policy unboxed);
 /// then 22 (the attempt takes the request's head instead of copying it, a bodiless request has
 /// no cap or box, the answer's body one box not two, the path and `Host` checked without
-/// copies, the proxied request's trace context handed over instead of in an extension map).
-const PINNED: f64 = 22.0;
+/// copies, the proxied request's trace context handed over instead of in an extension map);
+/// then 20 (the attempt span's first-byte mark without a shared cell, the proxied call's
+/// trace context held in its `CallTrace` rather than in an `Arc` of its own).
+const PINNED: f64 = 20.0;
 /// Allocations per proxied request on a connection woken from its park (measured when the case
 /// was added, 2026-12-06 night: 55.5). Waking makes hyper's connection again: its buffers, the
 /// request's header map from empty (a busy connection reuses the last response's), the header
 /// timer, the boxed active state, the box and slot of `src/idle/slot.rs`. Then 40.6, with the
-/// busy case's cuts; 44.7 with the parking lot (`src/idle/lot.rs`; 55.5 -> 59.67 when it was added):
-/// a parked connection has no task, tokio registration or `Activity`, so waking also makes those
-/// (the task cell and tokio's `ScheduledIo`, the `Activity`; the boxed active state is gone) —
-/// the price of ~500 B less per idle connection.
-const PINNED_WOKEN: f64 = 44.7;
+/// busy case's cuts; then 38.6, with the busy case's telemetry cuts; 42.7 with the parking lot
+/// (`src/idle/lot.rs`; 55.5 -> 59.67 when it was added): a parked connection has no task, tokio
+/// registration or `Activity`, so waking also makes those (the task cell and tokio's
+/// `ScheduledIo`, the `Activity`; the boxed active state is gone) — the price of ~500 B less per
+/// idle connection.
+const PINNED_WOKEN: f64 = 42.7;
 /// Room for run-to-run jitter (a pool or map growing at a different moment, the runtime's
 /// own bookkeeping), not for a new allocation per request.
 const HEADROOM: f64 = 2.0;

@@ -32,6 +32,16 @@ struct CtxInner {
     request_id: HeaderValue,
 }
 
+impl CtxInner {
+    fn new(t: &tm::RequestTrace, request_id: HeaderValue) -> CtxInner {
+        CtxInner {
+            handle: t.handle(),
+            tracestate: t.tracestate().and_then(|s| HeaderValue::from_str(s).ok()),
+            request_id,
+        }
+    }
+}
+
 impl TraceCtx {
     /// The context of an offloaded task's delivery: its calls are the CONSUMER span's children
     /// and carry the request id the task was written with.
@@ -48,11 +58,7 @@ impl TraceCtx {
     pub(crate) fn new(trace: Option<&tm::RequestTrace>, request_id: HeaderValue) -> TraceCtx {
         TraceCtx(match trace {
             None => Ctx::Untraced(request_id),
-            Some(t) => Ctx::Traced(Arc::new(CtxInner {
-                handle: t.handle(),
-                tracestate: t.tracestate().and_then(|s| HeaderValue::from_str(s).ok()),
-                request_id,
-            })),
+            Some(t) => Ctx::Traced(Arc::new(CtxInner::new(t, request_id))),
         })
     }
 
@@ -110,18 +116,28 @@ impl TraceCtx {
     /// request or a stored task. A call's own `X-Request-Id` (written in its `headers`) wins:
     /// the config said what that upstream gets.
     pub(crate) fn apply(&self, span: Option<&tm::CallSpan>, headers: &mut HeaderMap) {
-        headers
-            .entry(REQUEST_ID)
-            .or_insert_with(|| self.request_id().clone());
-        if let Some(span) = span {
-            headers.insert(tm::propagate::TRACEPARENT_HEADER, span.traceparent());
-            match self.tracestate() {
-                Some(ts) => {
-                    headers.insert(tm::propagate::TRACESTATE_HEADER, ts.clone());
-                }
-                None => {
-                    headers.remove(tm::propagate::TRACESTATE_HEADER);
-                }
+        apply(self.request_id(), self.tracestate(), span, headers);
+    }
+}
+
+/// [`TraceCtx::apply`], from the context's parts.
+fn apply(
+    request_id: &HeaderValue,
+    tracestate: Option<&HeaderValue>,
+    span: Option<&tm::CallSpan>,
+    headers: &mut HeaderMap,
+) {
+    headers
+        .entry(REQUEST_ID)
+        .or_insert_with(|| request_id.clone());
+    if let Some(span) = span {
+        headers.insert(tm::propagate::TRACEPARENT_HEADER, span.traceparent());
+        match tracestate {
+            Some(ts) => {
+                headers.insert(tm::propagate::TRACESTATE_HEADER, ts.clone());
+            }
+            None => {
+                headers.remove(tm::propagate::TRACESTATE_HEADER);
             }
         }
     }
@@ -134,7 +150,7 @@ pub(crate) struct CallTrace(Arc<CallInner>);
 
 #[derive(Debug)]
 struct CallInner {
-    ctx: TraceCtx,
+    ctx: CallCtx,
     call: Arc<str>,
     /// A cache fill: its attempts are the cache's `miss`.
     cache_fill: bool,
@@ -145,7 +161,49 @@ struct CallInner {
     path: Option<PathAndQuery>,
 }
 
+/// A call's request context: shared with the request's other calls (a composed request's), or
+/// its own when the request has this one call (a proxied request's: no `Arc` of its own).
+#[derive(Debug)]
+enum CallCtx {
+    Shared(TraceCtx),
+    Own(CtxInner),
+}
+
+impl CallCtx {
+    fn handle(&self) -> Option<&tm::TraceHandle> {
+        match self {
+            CallCtx::Shared(ctx) => ctx.handle(),
+            CallCtx::Own(inner) => Some(&inner.handle),
+        }
+    }
+
+    fn apply(&self, span: Option<&tm::CallSpan>, headers: &mut HeaderMap) {
+        match self {
+            CallCtx::Shared(ctx) => ctx.apply(span, headers),
+            CallCtx::Own(inner) => {
+                apply(&inner.request_id, inner.tracestate.as_ref(), span, headers)
+            }
+        }
+    }
+}
+
 impl CallTrace {
+    /// The context of a request's only call (a proxied request's), holding the request's
+    /// context itself rather than a shared [`TraceCtx`] (one allocation less per request):
+    /// as [`CallTrace::with_path`] of `TraceCtx::new(trace, request_id)`.
+    pub(crate) fn only_call(
+        trace: Option<&tm::RequestTrace>,
+        request_id: HeaderValue,
+        call: Arc<str>,
+        path: Option<PathAndQuery>,
+    ) -> CallTrace {
+        let ctx = match trace {
+            Some(t) => CallCtx::Own(CtxInner::new(t, request_id)),
+            None => CallCtx::Shared(TraceCtx::new(None, request_id)),
+        };
+        CallTrace::of(ctx, call, false, path)
+    }
+
     pub(crate) fn new(ctx: TraceCtx, call: Arc<str>, cache_fill: bool) -> CallTrace {
         CallTrace::with_path(ctx, call, cache_fill, None)
     }
@@ -158,6 +216,10 @@ impl CallTrace {
         cache_fill: bool,
         path: Option<PathAndQuery>,
     ) -> CallTrace {
+        CallTrace::of(CallCtx::Shared(ctx), call, cache_fill, path)
+    }
+
+    fn of(ctx: CallCtx, call: Arc<str>, cache_fill: bool, path: Option<PathAndQuery>) -> CallTrace {
         CallTrace(Arc::new(CallInner {
             ctx,
             call,
@@ -201,7 +263,7 @@ impl CallTrace {
         span.map(|span| AttemptSpan {
             span,
             cache_fill: self.0.cache_fill,
-            first_byte: Arc::default(),
+            first_byte: None,
         })
     }
 }
@@ -212,10 +274,27 @@ impl CallTrace {
 pub(crate) struct AttemptSpan {
     span: tm::CallSpan,
     cache_fill: bool,
-    pub(crate) first_byte: Arc<std::sync::OnceLock<Instant>>,
+    /// The cell a send that goes on after the response head (reading the body) marks the
+    /// head's arrival in; made only for such a send (see [`AttemptSpan::first_byte_cell`]).
+    first_byte: Option<Arc<std::sync::OnceLock<Instant>>>,
 }
 
 impl AttemptSpan {
+    /// A cell for the send to mark the response head's arrival in, shared with this span.
+    ///
+    /// Why a shared cell only on request: the send runs under a timeout that may drop it
+    /// after the head came (reading the body), so its mark must outlive it. A send that ends
+    /// with the head (the proxy's) has its end marked with [`AttemptSpan::first_byte_at`]
+    /// instead: no `Arc` to allocate per attempt.
+    pub(crate) fn first_byte_cell(&mut self) -> Arc<std::sync::OnceLock<Instant>> {
+        Arc::clone(self.first_byte.get_or_insert_with(Arc::default))
+    }
+
+    /// The response head arrived at `at` (for a send given no cell; the first mark wins).
+    pub(crate) fn first_byte_at(&mut self, at: Instant) {
+        self.span.first_byte_at(at);
+    }
+
     /// End it: the status, or the classified failure as `error.type`.
     pub(crate) fn end(
         mut self,
@@ -223,7 +302,7 @@ impl AttemptSpan {
         error: Option<&'static str>,
         bytes: Option<u64>,
     ) {
-        if let Some(at) = self.first_byte.get() {
+        if let Some(at) = self.first_byte.as_ref().and_then(|c| c.get()) {
             self.span.first_byte_at(*at);
         }
         self.span.end(tm::CallOutcome {
@@ -286,5 +365,65 @@ mod tests {
             .map(|c| c.info.path.as_str())
             .collect();
         assert_eq!(paths, ["/orders/7/confirm", "/elsewhere"]);
+    }
+
+    /// A proxied request's only call holds the context itself: its attempts get the same
+    /// headers and spans as through a shared `TraceCtx`.
+    #[tokio::test]
+    async fn an_only_call_gives_its_attempts_the_request_id_traceparent_and_span() {
+        let trace = trace();
+        let pq = PathAndQuery::from_static("/item?x=1");
+        let call = CallTrace::only_call(
+            Some(&trace),
+            HeaderValue::from_static("id-1"),
+            Arc::from("item"),
+            Some(pq),
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            tm::propagate::TRACESTATE_HEADER,
+            HeaderValue::from_static("a=1"),
+        );
+        let span = call.start_attempt(
+            &Arc::from("u"),
+            &http::Method::GET,
+            "/item",
+            None,
+            tm::AttemptKind::First,
+            &mut headers,
+        );
+        span.expect("traced")
+            .end(Some(http::StatusCode::OK), None, None);
+        assert_eq!(headers[REQUEST_ID], "id-1");
+        let tp = headers[tm::propagate::TRACEPARENT_HEADER]
+            .to_str()
+            .expect("ascii");
+        assert!(tp.contains(&trace.trace_id().to_hex()), "{tp}");
+        assert!(
+            !headers.contains_key(tm::propagate::TRACESTATE_HEADER),
+            "the client sent none"
+        );
+        let finished = trace.end(tm::ServerOutcome::default());
+        assert_eq!(finished.calls.len(), 1);
+        assert_eq!(finished.calls[0].info.path.as_str(), "/item");
+
+        let untraced = CallTrace::only_call(
+            None,
+            HeaderValue::from_static("id-2"),
+            Arc::from("item"),
+            None,
+        );
+        let mut headers = HeaderMap::new();
+        let span = untraced.start_attempt(
+            &Arc::from("u"),
+            &http::Method::GET,
+            "/item",
+            None,
+            tm::AttemptKind::First,
+            &mut headers,
+        );
+        assert!(span.is_none());
+        assert_eq!(headers[REQUEST_ID], "id-2");
+        assert!(!headers.contains_key(tm::propagate::TRACEPARENT_HEADER));
     }
 }

@@ -338,12 +338,16 @@ impl Core {
     /// Pick an endpoint, send within the bound, finish the lease, record: the shape every
     /// attempt shares. `send` gets the prepared (absolute, announced) request and returns the
     /// answer; `req` is an error when the request could not even be built. `attempt` carries
-    /// the call's trace context when it is not in the request's extensions.
+    /// the call's trace context when it is not in the request's extensions. `reads_on`: the
+    /// send goes on after the response head (reading the body), so it marks the head's
+    /// arrival itself, in the [`FirstByte`] cell it is given; otherwise its end is the mark.
+    #[allow(clippy::too_many_arguments)]
     fn run<B, T, F, Fut>(
         self: Arc<Self>,
         attempt: Attempt<Option<CallTrace>>,
         budget: Budget,
         req: Result<Request<B>, CallError>,
+        reads_on: bool,
         send: F,
     ) -> BoxFuture<Result<Tried<T>, Infallible>>
     where
@@ -379,11 +383,19 @@ impl Core {
             let result = match prepared {
                 Ok(req) => {
                     let core = Arc::clone(&self);
-                    let mark = span.as_ref().map(|s| Arc::clone(&s.first_byte));
+                    let mark = match &mut span {
+                        Some(s) if reads_on => Some(s.first_byte_cell()),
+                        _ => None,
+                    };
                     let sender = lease.target().sender(&self.pool);
                     let sent = send(core, req, mark, sender);
                     match tokio::time::timeout_at(bound.until, sent).await {
-                        Ok(r) => r,
+                        Ok(r) => {
+                            if let (Some(s), false) = (&mut span, reads_on) {
+                                s.first_byte_at(Instant::now());
+                            }
+                            r
+                        }
                         Err(_) => Err(error::no_answer(
                             &self.name,
                             bound.by_deadline,
@@ -456,6 +468,7 @@ impl tower::Service<Attempt<FetchReq>> for Attempts {
             header,
             budget,
             Ok(req),
+            true,
             move |core, req, mark, sender| async move {
                 let response = sender
                     .request(req)
@@ -553,8 +566,9 @@ impl tower::Service<Attempt<SendReq>> for Attempts {
             header,
             budget,
             req,
-            move |core, req, mark, sender| async move {
-                let response = match sender.request(req).await {
+            false,
+            move |core, req, _, sender| async move {
+                match sender.request(req).await {
                     Ok(r) => Ok(r),
                     Err(e) => {
                         if let (Some(unsent), Some(undo)) = (e.unsent, undo) {
@@ -562,9 +576,7 @@ impl tower::Service<Attempt<SendReq>> for Attempts {
                         }
                         Err(error::transport(&core.name, &e.error))
                     }
-                };
-                mark_first_byte(mark.as_ref());
-                response
+                }
             },
         )
     }

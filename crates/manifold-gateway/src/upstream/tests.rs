@@ -300,3 +300,48 @@ async fn an_upstream_cannot_forge_the_omitted_marker() {
     assert_eq!(&answer.body[..], b"{}");
     assert!(!answer.headers.contains_key(super::RESULT_OMITTED_HEADER));
 }
+
+/// A proxied attempt's CLIENT span records the response head's arrival (its send's end, marked
+/// without a shared cell) and the path it sent, shared with the request's.
+#[tokio::test(start_paused = true)]
+async fn a_proxied_attempt_span_has_its_first_byte_and_path() {
+    use manifold_telemetry as tm;
+    let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+    let (live, _heads) = upstream(Some(ok)).await;
+    let up = stack(&[live], "1s");
+    let tracer = tm::Tracer::new(
+        &tm::TracingOptions::default(),
+        None,
+        Arc::new(tm::SpanStats::default()),
+    )
+    .expect("tracer");
+    let trace = tracer.start(
+        tm::Incoming::default(),
+        tm::RootInfo {
+            kind: tm::RootKind::Server,
+            method: http::Method::GET,
+            route: Arc::from("/x"),
+            path: "/x".to_owned(),
+        },
+    );
+    let req = Request::get("/x?q=1")
+        .body(crate::handler::empty())
+        .expect("request");
+    let ctx = crate::telemetry::TraceCtx::new(Some(&trace), http::HeaderValue::from_static("id-1"));
+    let call = crate::telemetry::CallTrace::with_path(
+        ctx,
+        Arc::from("p"),
+        false,
+        req.uri().path_and_query().cloned(),
+    );
+    let answer = up
+        .send(req, budget(None), Some(call))
+        .await
+        .expect("an answer");
+    assert_eq!(answer.status(), StatusCode::OK);
+    let finished = trace.end(tm::ServerOutcome::default());
+    assert_eq!(finished.calls.len(), 1);
+    let span = &finished.calls[0];
+    assert_eq!(span.info.path.as_str(), "/x");
+    assert!(span.first_byte.is_some(), "{span:?}");
+}
