@@ -402,14 +402,17 @@ fn traced(
 ) -> Request<Bytes> {
     if let (Some(ctx), Some(tele)) = (env.trace, tele) {
         if ctx.tracing() {
-            let path = request.uri().path_and_query().cloned();
+            // The span copies the path (`CallTrace::new`) rather than sharing the request's:
+            // that path is split from the request's scratch buffer (`exec/request.rs`), which
+            // also holds every call's rendered headers and bodies, so a span kept by the trace
+            // store or waiting in the export queue would keep all of it alive, beyond what the
+            // store's byte bound counts.
             request
                 .extensions_mut()
-                .insert(crate::telemetry::CallTrace::with_path(
+                .insert(crate::telemetry::CallTrace::new(
                     ctx.clone(),
                     Arc::clone(&tele.name),
                     cache_fill,
-                    path,
                 ));
         } else {
             ctx.apply(None, request.headers_mut());
