@@ -198,10 +198,11 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
             .clone()
             .try_into::<crate::queue::QueueConfig>()
             .map_err(|e| e.message().trim().to_owned())
-            .and_then(|q| q.validate().map(|()| q).map_err(|e| e.to_string()))
+            .and_then(|q| q.validate().map(|()| q))
         {
             Ok(q) => q,
             Err(msg) => {
+                let msg = msg.strip_prefix("[queue] ").unwrap_or(&msg);
                 diag.push(ErrorKind::Value, v.span(), format!("[queue]: {msg}"));
                 crate::queue::QueueConfig::default()
             }
@@ -214,12 +215,11 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
             .clone()
             .try_into::<crate::events::EventsConfig>()
             .map_err(|e| e.message().trim().to_owned())
-            .and_then(|ev| ev.validate().map(|()| ev).map_err(|e| e.to_string()))
+            .and_then(|ev| ev.validate().map(|()| ev))
         {
             Ok(ev) => Some(ev),
             Err(msg) => {
-                let msg = msg.strip_prefix("config: ").unwrap_or(&msg);
-                let msg = msg.strip_prefix("[events] ").unwrap_or(msg);
+                let msg = msg.strip_prefix("[events] ").unwrap_or(&msg);
                 diag.push(ErrorKind::Value, v.span(), format!("[events]: {msg}"));
                 None
             }

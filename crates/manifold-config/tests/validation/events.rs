@@ -160,4 +160,19 @@ fn bad_events_sections_are_located() {
 fn bad_queue_sections_are_located() {
     let src = format!("{UPSTREAMS}[queue]\nbackend = \"carrier-pigeon\"\n");
     one(&src, ErrorKind::Value, "[queue]", "[queue]");
+    // A bound the section's own check refuses: said once, without an error type's prefix.
+    let src = format!("{UPSTREAMS}[queue]\nmax_tasks = 0\n");
+    one(
+        &src,
+        ErrorKind::Value,
+        "[queue]",
+        "[queue]: max_tasks and max_bytes must be at least 1",
+    );
+    let src = format!("{UPSTREAMS}[events]\nbackend = \"nats\"\ntimeout = \"0s\"\n");
+    one(
+        &src,
+        ErrorKind::Value,
+        "[events]",
+        "[events]: timeout must be more than 0",
+    );
 }
