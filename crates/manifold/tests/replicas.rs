@@ -70,14 +70,20 @@ fn item(gateway: &Gateway, id: u32) -> String {
 /// Polls `probe` until it gives `Some`, for at most [`WAIT`], 50 ms apart (each poll is one
 /// request to a gateway: the event waited for is observed, not assumed).
 fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    eventually_saying(what, || probe().ok_or_else(String::new))
+}
+
+/// [`eventually`] whose probe says what it saw instead, shown if it times out.
+fn eventually_saying<T>(what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + WAIT;
     loop {
-        if let Some(v) = probe() {
-            return v;
-        }
+        let seen = match probe() {
+            Ok(v) => return v,
+            Err(seen) => seen,
+        };
         assert!(
             Instant::now() < deadline,
-            "timed out after {WAIT:?}: {what}"
+            "timed out after {WAIT:?}: {what}; last seen: {seen}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -278,14 +284,14 @@ fn killed_replica(backend: Backend, tag: &str) {
     let store = Store::new(backend, tag);
     let upstream = Upstream::start(reserve_addr(), Some(QUICK));
     let config = write_config(&store, upstream.addr, REDIS_URL, NATS_URL);
-    let log = store.dir.join("gateways.log");
+    let gateways_log = store.dir.join("gateways.log");
 
-    let a = Gateway::start(&config, &log);
+    let a = Gateway::start(&config, &gateways_log);
     let mut tasks = a.accept(0..30);
     upstream.wait_until("A's deliveries held mid-flight", |log| {
         (log.answered.len() >= QUICK && log.held > 0).then_some(())
     });
-    let b = Gateway::start(&config, &log);
+    let b = Gateway::start(&config, &gateways_log);
     a.crash();
     upstream.release();
     tasks.extend(b.accept(30..40));
@@ -306,10 +312,21 @@ fn killed_replica(backend: Backend, tag: &str) {
     assert_eq!(per_key.len(), tasks.len(), "exactly the accepted keys");
     for id in tasks.values() {
         let path = format!("/tasks/{id}");
-        eventually(&format!("B answers {path} with done"), || {
+        eventually_saying(&format!("B answers {path} with done"), || {
             let (status, _, body) = http(b.addr, "GET", &path);
             let task: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            (status == 200 && task["status"] == "done").then_some(())
+            if status == 200 && task["status"] == "done" {
+                return Ok(());
+            }
+            let warnings = std::fs::read_to_string(&gateways_log).unwrap_or_default();
+            let warnings: Vec<&str> = warnings
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .collect();
+            Err(format!(
+                "{status} {body}; the gateways' warnings and errors:\n{}",
+                warnings[warnings.len().saturating_sub(20)..].join("\n")
+            ))
         });
     }
     drop(b);

@@ -15,7 +15,14 @@
 //!   not (the cache tier has the same requirement).
 //! - After each write, `PUBLISH <prefix>task:<id>`; a waiter subscribes before it reads.
 //! - Writes are read-modify-write without a lock: a task is delivered by one replica at a
-//!   time, so the only overlap is a redelivery after a lost ack, where the later write wins.
+//!   time, so the only overlap is a redelivery after a lost ack, where the later write wins —
+//!   and the `queued` write of an enqueue, which runs beside the enqueue itself and so can race
+//!   the task's first delivery: it is conditional *in the script* (only if no status exists),
+//!   so a slow `queued` write never lands on top of `delivering` or `done`.
+//! - A write that fails (a reconnect, or a reply slower than the client's 500 ms response
+//!   timeout on a loaded host) is tried again, [`WRITE_TRIES`] times in all with a doubling
+//!   pause, because the caller settles the task right after it: a lost `done` would leave the
+//!   task `running` for good.
 
 use std::time::Duration;
 
@@ -34,14 +41,18 @@ use super::tracked::StatusStore;
 /// write's work. Each write adds at most one entry, so the index cannot outgrow the sweep.
 const SWEEP: u32 = 64;
 
+/// Tries of one status write before it is given up (logged); pauses 50, 100, 200, 400 ms.
+const WRITE_TRIES: u32 = 5;
+
 /// Writes a status (`SET … PX`), keeps the finished-status index, enforces the bounds and
 /// publishes the change, atomically for every replica.
 /// KEYS: status key, index (zset), sizes (hash), total bytes.
 /// ARGV: encoded status, ttl ms, id, final (1/0), now ms, result_ttl ms, max_statuses,
-/// max_status_bytes, state name (published), status key prefix, sweep bound.
+/// max_status_bytes, state name (published), status key prefix, sweep bound, only if new (1/0).
 static WRITE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
+if ARGV[12] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local index, sizes, total = KEYS[2], KEYS[3], KEYS[4]
 local function forget(id)
   local size = redis.call('HGET', sizes, id)
@@ -134,8 +145,7 @@ impl RedisStatus {
     }
 
     async fn write(&self, change: Change, only_new: bool) -> Result<(), QueueError> {
-        let id = change.task_id.clone();
-        let key = self.key(&id);
+        let key = self.key(&change.task_id);
         let mut conn = self.conn.clone();
         let prev: Option<Vec<u8>> = conn
             .get(&key)
@@ -145,7 +155,15 @@ impl RedisStatus {
         if prev.is_some() && only_new {
             return Ok(());
         }
-        let next = change.apply(prev);
+        self.store(change.apply(prev), only_new).await
+    }
+
+    /// Writes `next` with the script; `only_new`: only if the task has no status (checked in
+    /// the script, atomically with the write).
+    async fn store(&self, next: TaskStatus, only_new: bool) -> Result<(), QueueError> {
+        let id = next.task_id.clone();
+        let key = self.key(&id);
+        let mut conn = self.conn.clone();
         let ttl = if next.status.is_final() {
             self.limits.result_ttl
         } else {
@@ -168,6 +186,7 @@ impl RedisStatus {
             .arg(next.status.as_str())
             .arg(self.key(""))
             .arg(SWEEP)
+            .arg(u8::from(only_new))
             .invoke_async(&mut conn)
             .await
             .map_err(|e| redis_error("write task status", e))?;
@@ -212,13 +231,38 @@ impl RedisStatus {
     }
 }
 
+/// Runs `write` until it succeeds, [`WRITE_TRIES`] times at most with pauses doubling from
+/// 50 ms (tokio's clock); whether it landed. The last failure is logged as an error.
+async fn retrying<F, Fut>(task: &str, mut write: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), QueueError>>,
+{
+    let mut pause = Duration::from_millis(50);
+    for tried in 1..=WRITE_TRIES {
+        match write().await {
+            Ok(()) => return true,
+            Err(e) if tried == WRITE_TRIES => {
+                tracing::error!(
+                    task, tries = tried, error = %e,
+                    "task status not written to redis; it stays at its last state"
+                );
+            }
+            Err(e) => {
+                tracing::debug!(task, tries = tried, error = %e, "task status write failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+        }
+    }
+    false
+}
+
 impl StatusStore for RedisStatus {
     fn record(&self, change: Change, only_new: bool) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let id = change.task_id.clone();
-            if let Err(e) = self.write(change, only_new).await {
-                tracing::warn!(task = %id, error = %e, "task status not written to redis");
-            }
+            retrying(&id, || self.write(change.clone(), only_new)).await;
         })
     }
 
@@ -325,6 +369,53 @@ mod tests {
         cleanup(&store).await;
         assert_eq!(kept, [false, false, true, true]);
         assert_eq!(total, size * 2, "the byte sum counts exactly the two kept");
+    }
+
+    /// The race between an enqueue's `queued` write and the task's first delivery: the `queued`
+    /// write read no status, then the delivery wrote `done`, then the `queued` write lands. The
+    /// script's own check keeps `done` (before, the status went back to `queued` for good).
+    #[tokio::test]
+    async fn a_late_queued_write_does_not_overwrite_a_delivered_status() {
+        let store = store(100, 1 << 20).await;
+        let task = Task::new("k", "shipping", "POST", "/labels", vec![], b"{}".to_vec());
+        let now = store.clock.now_ms();
+        let queued = Change::of(&task, State::Queued, None, now, &store.limits).apply(None);
+        let done = Change::of(&task, State::Done, None, now, &store.limits);
+        store.record(done, false).await;
+        store.store(queued, true).await.unwrap();
+        let status = store.get(&task.id).await.unwrap().map(|s| s.status);
+        cleanup(&store).await;
+        assert_eq!(status, Some(State::Done));
+    }
+
+    /// A write that fails is tried again with doubling pauses, [`WRITE_TRIES`] times in all.
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_write_is_tried_again_until_it_lands_or_the_tries_run_out() {
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let start = tokio::time::Instant::now();
+        let landed = retrying("t", || async {
+            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if n < 2 {
+                Err(QueueError::Timeout("reply".into()))
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+        assert!(landed);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(start.elapsed(), Duration::from_millis(150));
+
+        calls.store(0, std::sync::atomic::Ordering::SeqCst);
+        let start = tokio::time::Instant::now();
+        let landed = retrying("t", || async {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(QueueError::Timeout("reply".into()))
+        })
+        .await;
+        assert!(!landed);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), WRITE_TRIES);
+        assert_eq!(start.elapsed(), Duration::from_millis(750));
     }
 
     #[tokio::test]

@@ -4,8 +4,10 @@
 //! only: fine for one gateway, wrong for several, and the gateway says so at start-up).
 //!
 //! Status writes happen before the inner operation that settles the task (ack, nack, dead
-//! letter), so a status never lags behind a settled task; a failed status write is logged and
-//! never fails the queue operation.
+//! letter), so a status never lags behind a settled task; a failed status write is tried again
+//! (Redis: a reply timeout under load must not leave a delivered task `running`), then logged,
+//! and never fails the queue operation: the delivery happened, and settling it is what keeps it
+//! from happening twice.
 
 use std::sync::Arc;
 use std::time::Duration;
