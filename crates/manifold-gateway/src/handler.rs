@@ -1,6 +1,6 @@
 //! One client request: route it, then compose (run the plan and render the response) or proxy.
 
-use crate::cache::{CacheOutcome, Caching, HeldResponse, CACHE_HEADER};
+use crate::cache::{CacheOutcome, Caching, CACHE_HEADER};
 use crate::error::{BoxError, CallError, CallErrorKind};
 use crate::exec::{self, DEADLINE_HEADER};
 use crate::proxy;
@@ -11,12 +11,14 @@ use http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE}
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
-use manifold_cache::{CachePolicy, CachedResponse};
 use manifold_config::{Config, Route, RouteKind};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+
+mod cached;
+use cached::cached_route;
 
 /// [`DEADLINE_HEADER`] as a name made once: looked up by its text, the name would be parsed
 /// and checked against every standard header's on each request (callgrind: ~300 instructions).
@@ -253,167 +255,6 @@ async fn routed(
     }
 }
 
-/// A route with `cache = { … }`: the whole answer comes from the cache, or from one shared run
-/// of the route (compose or proxy) that any concurrent requests for the same key wait for.
-async fn cached_route(
-    shared: Arc<Shared>,
-    ri: usize,
-    policy: Arc<CachePolicy>,
-    params: Vec<String>,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-    deadline: Option<Instant>,
-) -> Response<Body> {
-    let route = &shared.config.routes[ri];
-    let Some(spec) = route.cache.as_ref() else {
-        return error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "route cache policy missing",
-        );
-    };
-    if crate::cache_key::route_bypass(route, spec, req.headers()) {
-        return crate::cache::bypassed(&shared, ri, req, peer, deadline).await;
-    }
-    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let (method, query) = (req.method().as_str(), req.uri().query());
-    let key = crate::cache_key::route_key(route, spec, method, pq, &params, query, req.headers());
-    let runner = Arc::clone(&shared);
-    // Shared by every request waiting for this key, so bounded by the route's own deadline and
-    // the upstream timeouts, never by one client's.
-    let fetch = move || -> RouteFetch {
-        Box::pin(async move {
-            let route = &runner.config.routes[ri];
-            let own_deadline = route.deadline.map(|d| Instant::now() + d);
-            let max_response = runner.config.server.max_response_bytes;
-            let (response, bound) = match &route.kind {
-                RouteKind::Proxy { upstream, .. } => {
-                    let client = &runner.clients[*upstream];
-                    let server = &runner.config.server;
-                    let r = proxy::forward(client, route, server, req, peer, own_deadline).await;
-                    (r, own_deadline.unwrap_or(Instant::now() + client.timeout))
-                }
-                RouteKind::Compose(plan) => {
-                    let r = compose(&runner, ri, plan, params, req, own_deadline).await;
-                    (
-                        r,
-                        own_deadline.unwrap_or(Instant::now() + Duration::from_secs(30)),
-                    )
-                }
-            };
-            hold(response, max_response, bound).await
-        })
-    };
-    let answer = match deadline {
-        Some(d) => {
-            tokio::time::timeout_at(d, shared.caching.cache.get_or_fetch(key, &policy, fetch))
-                .await
-                .ok()
-        }
-        None => Some(shared.caching.cache.get_or_fetch(key, &policy, fetch).await),
-    };
-    match answer {
-        Some(Ok((cached, outcome))) => {
-            let mut resp = cached_response(&cached);
-            if let Some(v) = crate::cache::header_value([(route.name.as_str(), outcome)]) {
-                resp.headers_mut()
-                    .insert(HeaderName::from_static(CACHE_HEADER), v);
-            }
-            resp
-        }
-        Some(Err(held)) => held.into_response(),
-        None => failure_response(
-            &route.name,
-            Vec::new(),
-            CallError::new(
-                CallErrorKind::Deadline,
-                "the route's deadline passed before its cached answer was ready",
-            ),
-        ),
-    }
-}
-
-type RouteFetch = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<CachedResponse, HeldResponse>> + Send>,
->;
-
-/// Read a route's answer into memory for the cache. An answer that must not be stored (a
-/// partial composition, a body over the limit) comes back as `Err`, answered to the waiting
-/// requests as it is and never stored.
-async fn hold(
-    response: Response<Body>,
-    max_response_bytes: u64,
-    until: Instant,
-) -> Result<CachedResponse, HeldResponse> {
-    let (parts, body) = response.into_parts();
-    let body = match tokio::time::timeout_at(until, read_limited(body, max_response_bytes)).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => return Err(held_error(e)),
-        Err(_) => {
-            return Err(held_error(CallError::new(
-                CallErrorKind::Timeout,
-                "the route's answer did not finish in time",
-            )))
-        }
-    };
-    if parts.headers.contains_key(PARTIAL_HEADER)
-        || parts.headers.contains_key(http::header::SET_COOKIE)
-    {
-        return Err(HeldResponse::new(parts.status, parts.headers, body));
-    }
-    Ok(CachedResponse::from_parts(
-        parts.status,
-        &parts.headers,
-        body,
-    ))
-}
-
-/// Read a body up to `max` bytes. (Written out rather than `Limited`, whose boxed-error bound
-/// trips a higher-ranked `Send` inference bug when the future is shared by the cache.)
-async fn read_limited(mut body: Body, max: u64) -> Result<Bytes, CallError> {
-    let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            CallError::new(
-                CallErrorKind::Io,
-                format!(
-                    "reading the route's answer: {}",
-                    crate::upstream::error_chain(&*e)
-                ),
-            )
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if (buf.len() + data.len()) as u64 > max {
-                return Err(CallError::new(
-                    CallErrorKind::TooLarge,
-                    format!("the route's answer is larger than {max} bytes"),
-                ));
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok(buf.freeze())
-}
-
-fn held_error(error: CallError) -> HeldResponse {
-    let (parts, _) = call_error_response(error.clone()).into_parts();
-    let mut json =
-        serde_json::json!({"error": {"kind": error.kind.as_str(), "message": &error.message}});
-    crate::respond::add_trail(&mut json["error"], &error);
-    let body = serde_json::to_vec(&json).unwrap_or_default();
-    HeldResponse::new(parts.status, parts.headers, Bytes::from(body))
-}
-
-fn cached_response(cached: &CachedResponse) -> Response<Body> {
-    let mut resp = Response::new(full(cached.body.clone()));
-    *resp.status_mut() = cached.status;
-    let headers = resp.headers_mut();
-    for (name, value) in &cached.headers {
-        headers.append(name.clone(), value.clone());
-    }
-    resp
-}
-
 fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
     query
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
@@ -421,14 +262,19 @@ fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
 }
 
 /// The route's deadline, tightened by a deadline the caller sent us (another gateway upstream).
+/// The clock is read only when there is a deadline to set (a read is ~100 instructions, and
+/// most proxied requests have neither).
 fn effective_deadline(route: &Route, headers: &http::HeaderMap) -> Option<Instant> {
-    let now = Instant::now();
-    let ours = route.deadline.map(|d| now + d);
     let theirs = headers
         .get(DEADLINE_NAME)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|ms| now + Duration::from_millis(ms));
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if route.deadline.is_none() && theirs.is_none() {
+        return None;
+    }
+    let now = Instant::now();
+    let ours = route.deadline.map(|d| now + d);
+    let theirs = theirs.map(|ms| now + Duration::from_millis(ms));
     match (ours, theirs) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

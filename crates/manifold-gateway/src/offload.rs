@@ -335,7 +335,7 @@ impl Deliver for UpstreamDeliver {
                     kind: manifold_telemetry::RootKind::Consumer,
                     method: request.method().clone(),
                     route: Arc::from(task.upstream.as_str()),
-                    path: request.uri().path().to_owned(),
+                    path: manifold_telemetry::UrlPath::copied(request.uri().path()),
                 },
             );
             let call = task

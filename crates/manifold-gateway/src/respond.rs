@@ -11,15 +11,17 @@ use crate::error::CallError;
 use crate::upstream::Body;
 use http::header::{HeaderName, HeaderValue, HOST};
 use http::{Request, Response, StatusCode, Version};
+use manifold_telemetry as tm;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+use tm::request_id::{shared_value, IdBuf};
 
 /// The request id header: taken from the client when it is a plain token, otherwise made up.
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Longest client-sent request id that is trusted (a longer one is replaced).
-const MAX_REQUEST_ID: usize = 128;
+/// Longest client-sent request id that is trusted (a longer one is replaced): telemetry's.
+const MAX_REQUEST_ID: usize = tm::propagate::REQUEST_ID_MAX;
 
 /// Why the gateway made up an error answer: a response extension set where the answer is built
 /// (`handler::error_response`, `failure_response`, `call_error_response`), read where it is
@@ -127,7 +129,7 @@ pub(crate) fn client_request_id(headers: &http::HeaderMap) -> Option<HeaderValue
 /// A request id unique in this process and unlikely to repeat across processes: a random
 /// per-process prefix and a counter. Made for every answer when tracing is off (metrics or the
 /// access log on), so it is written into a stack buffer, not through `format!`, and held in a
-/// buffer that clones without allocating (see [`shared_value`]).
+/// buffer that clones without allocating (see [`tm::request_id::shared_value`]).
 pub(crate) fn new_request_id() -> HeaderValue {
     static PREFIX: OnceLock<u64> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -142,73 +144,6 @@ pub(crate) fn new_request_id() -> HeaderValue {
     id.push(b'-');
     id.push_hex(n, 1);
     shared_value(id).unwrap_or(HeaderValue::from_static("-"))
-}
-
-/// The longest value [`id_value`] keeps in its inline buffer (the longest client id trusted).
-const ID_BUF: usize = MAX_REQUEST_ID;
-
-/// A request id's bytes, inline: one allocation when it becomes a header value.
-#[derive(Clone, Copy)]
-pub(crate) struct IdBuf {
-    len: u8,
-    buf: [u8; ID_BUF],
-}
-
-impl Default for IdBuf {
-    fn default() -> Self {
-        IdBuf {
-            len: 0,
-            buf: [0; ID_BUF],
-        }
-    }
-}
-
-impl IdBuf {
-    /// `bytes`, when they fit.
-    pub(crate) fn from_slice(bytes: &[u8]) -> Option<IdBuf> {
-        let mut id = IdBuf::default();
-        id.buf.get_mut(..bytes.len())?.copy_from_slice(bytes);
-        id.len = u8::try_from(bytes.len()).ok()?;
-        Some(id)
-    }
-
-    fn push(&mut self, b: u8) {
-        if let Some(slot) = self.buf.get_mut(usize::from(self.len)) {
-            *slot = b;
-            self.len += 1;
-        }
-    }
-
-    /// `v` in lowercase hex, at least `min_digits` digits (leading zeros), as `{:0N$x}` would.
-    fn push_hex(&mut self, v: u64, min_digits: u32) {
-        let digits = (64 - v.leading_zeros()).div_ceil(4).max(min_digits);
-        for i in (0..digits).rev() {
-            let nibble = (v >> (i * 4)) & 0xf;
-            self.push(b"0123456789abcdef"[nibble as usize]);
-        }
-    }
-}
-
-impl AsRef<[u8]> for IdBuf {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf[..usize::from(self.len)]
-    }
-}
-
-/// A header value whose clones share one buffer without allocating. `HeaderValue::from_str`
-/// copies into a `Bytes` that allocates again on its first clone (to share the copy), and a
-/// request's id is cloned for the answer and its upstream requests; `Bytes::from_owner` is one
-/// allocation, and clones are a reference count.
-pub(crate) fn shared_value(id: IdBuf) -> Option<HeaderValue> {
-    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id)).ok()
-}
-
-/// [`shared_value`] of `id`, when it fits the inline buffer (else an ordinary copy).
-pub(crate) fn id_value(id: &str) -> Option<HeaderValue> {
-    match IdBuf::from_slice(id.as_bytes()) {
-        Some(buf) => shared_value(buf),
-        None => HeaderValue::from_str(id).ok(),
-    }
 }
 
 /// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or any request with more than one, or one
@@ -528,32 +463,5 @@ mod tests {
         let (pb, nb) = parse(&b);
         assert_eq!(pa, pb);
         assert!(nb > na, "{na} then {nb}");
-    }
-
-    #[test]
-    fn hex_is_written_as_format_writes_it() {
-        for v in [0u64, 1, 0xf, 0x10, 0xabc, u64::MAX, 1 << 63] {
-            for min in [1, 16] {
-                let mut id = IdBuf::default();
-                id.push_hex(v, min);
-                let want = format!("{v:0w$x}", w = min as usize);
-                assert_eq!(id.as_ref(), want.as_bytes());
-            }
-        }
-    }
-
-    #[test]
-    fn id_values_keep_their_bytes_and_clone_equal() {
-        let long = "a".repeat(MAX_REQUEST_ID + 1);
-        for id in ["abc-123", "x", &"z".repeat(MAX_REQUEST_ID), &long] {
-            let v = id_value(id).expect("valid");
-            assert_eq!(v.as_bytes(), id.as_bytes());
-            assert_eq!(v.clone(), v);
-        }
-        assert!(
-            id_value("ctl\u{1}").is_none(),
-            "a control character is refused"
-        );
-        assert!(id_value(&format!("{}\u{1}", "a".repeat(MAX_REQUEST_ID))).is_none());
     }
 }

@@ -259,23 +259,23 @@ impl Telemetry {
         let client_id = crate::respond::client_request_id(req.headers());
         let (trace, request_id) = match &self.tracer {
             Some(tracer) => {
-                let mut incoming = tm::Incoming::from_headers(req.headers());
-                if client_id.is_none() {
-                    incoming.request_id = None;
-                }
+                // The id read once, above; the trace copies it (a client's id must not keep the
+                // request's read buffer alive in the trace store).
+                let mut incoming = tm::Incoming::trace_context(req.headers());
+                incoming.request_id = client_id.and_then(|v| tm::RequestId::copied(v.as_bytes()));
                 let trace = tracer.start_with_calls(
                     incoming,
                     tm::RootInfo {
                         kind: tm::RootKind::Server,
                         method: req.method().clone(),
                         route: Arc::clone(&route.template),
-                        path: req.uri().path().to_owned(),
+                        path: tm::UrlPath::copied(req.uri().path()),
                     },
                     // A proxied request is one call; retries and hedges grow the vector.
                     route.calls.len().max(1),
                 );
-                let id = crate::respond::id_value(trace.request_id())
-                    .unwrap_or_else(crate::respond::new_request_id);
+                // The trace's id is already a header value: shared, not copied.
+                let id = trace.request_id().header_value().clone();
                 (Some(trace), id)
             }
             None => (
@@ -288,14 +288,16 @@ impl Telemetry {
         // itself; a composed one hands a shared `TraceCtx` to its calls from the request's
         // extensions. (An extension is an `Arc` and a box, and the first one the map itself.)
         let call = if route.proxy {
-            // No path shared with the spans (`CallTrace::with_path`): the request's URI is a
-            // slice of hyper's read buffer, which the trace store would then keep alive for
-            // every request it holds (its memory bound counts spans, not buffers).
+            // The attempts' spans share the SERVER span's copy of the path when they send it
+            // as it came (no base path): one allocation less. Not the request's own
+            // `PathAndQuery` (`CallTrace::with_path`): the request's URI is a slice of hyper's
+            // read buffer, which the trace store would then keep alive for every request it
+            // holds (its memory bound counts spans, not buffers).
             Some(CallTrace::only_call(
                 trace.as_ref(),
                 request_id.clone(),
                 Arc::clone(&route.name),
-                None,
+                trace.as_ref().map(|t| t.path().clone()),
             ))
         } else {
             req.extensions_mut()

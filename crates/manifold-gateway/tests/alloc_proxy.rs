@@ -42,8 +42,10 @@ use tracking_allocator::{AllocationGroupId, AllocationRegistry, AllocationTracke
 /// no cap or box, the answer's body one box not two, the path and `Host` checked without
 /// copies, the proxied request's trace context handed over instead of in an extension map);
 /// then 20 (the attempt span's first-byte mark without a shared cell, the proxied call's
-/// trace context held in its `CallTrace` rather than in an `Arc` of its own).
-const PINNED: f64 = 20.0;
+/// trace context held in its `CallTrace` rather than in an `Arc` of its own); then 18 (the
+/// request id made once, as a header value the trace holds; the attempt's span sharing the
+/// SERVER span's copy of the path).
+const PINNED: f64 = 18.0;
 /// Allocations per proxied request on a connection woken from its park (measured when the case
 /// was added, 2026-12-06 night: 55.5). Waking makes hyper's connection again: its buffers, the
 /// request's header map from empty (a busy connection reuses the last response's), the header
@@ -52,8 +54,8 @@ const PINNED: f64 = 20.0;
 /// (`src/idle/lot.rs`; 55.5 -> 59.67 when it was added): a parked connection has no task, tokio
 /// registration or `Activity`, so waking also makes those (the task cell and tokio's
 /// `ScheduledIo`, the `Activity`; the boxed active state is gone) — the price of ~500 B less per
-/// idle connection.
-const PINNED_WOKEN: f64 = 42.7;
+/// idle connection. Then 40.6 with the busy case's 20 -> 18.
+const PINNED_WOKEN: f64 = 40.6;
 /// Room for run-to-run jitter (a pool or map growing at a different moment, the runtime's
 /// own bookkeeping), not for a new allocation per request.
 const HEADROOM: f64 = 2.0;

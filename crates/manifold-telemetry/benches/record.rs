@@ -49,7 +49,7 @@ fn bench(c: &mut Criterion) {
         kind: RootKind::Server,
         method: Method::POST,
         route: Arc::from("/checkout"),
-        path: "/checkout".to_owned(),
+        path: manifold_telemetry::UrlPath::copied("/checkout"),
     };
     let calls: Vec<CallInfo> = ["order", "payment", "inventory", "shipping"]
         .iter()

@@ -24,6 +24,7 @@ pub mod error;
 pub mod metrics;
 pub mod otlp;
 pub mod propagate;
+pub mod request_id;
 pub mod sample;
 pub mod span;
 pub mod stats;
@@ -34,6 +35,7 @@ pub mod url_path;
 pub use context::{SpanId, TraceId, TraceParent};
 pub use error::TelemetryError;
 pub use propagate::Incoming;
+pub use request_id::RequestId;
 pub use span::{
     AttemptKind, CacheOutcome, CallInfo, CallOutcome, CallRecord, CallSpan, Endpoint,
     FinishedTrace, RequestTrace, RootInfo, RootKind, ServerOutcome, TraceHandle,

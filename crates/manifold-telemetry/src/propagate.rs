@@ -8,6 +8,7 @@ use http::HeaderMap;
 use rand::RngCore;
 
 use crate::context::{sanitize_tracestate, SpanId, TraceId, TraceParent};
+use crate::request_id::RequestId;
 
 /// `traceparent`, lowercase (HTTP field names are case-insensitive; `http` stores them so).
 pub const TRACEPARENT: &str = "traceparent";
@@ -37,12 +38,23 @@ pub struct Incoming {
     /// The caller's `tracestate`, cleaned; `None` whenever `parent` is.
     pub tracestate: Option<String>,
     /// The caller's `X-Request-Id`, when it is 1..=[`REQUEST_ID_MAX`] visible ASCII characters.
-    pub request_id: Option<String>,
+    pub request_id: Option<RequestId>,
 }
 
 impl Incoming {
     /// Read the headers of one incoming request.
     pub fn from_headers(headers: &HeaderMap) -> Incoming {
+        Incoming {
+            request_id: headers
+                .get(&X_REQUEST_ID_HEADER)
+                .and_then(|v| RequestId::copied(v.as_bytes())),
+            ..Incoming::trace_context(headers)
+        }
+    }
+
+    /// Only the trace context (`traceparent`, `tracestate`) of one incoming request, for a
+    /// caller that has read (and judged) the client's request id itself.
+    pub fn trace_context(headers: &HeaderMap) -> Incoming {
         let mut values = headers.get_all(&TRACEPARENT_HEADER).iter();
         let parent = match (values.next(), values.next()) {
             (Some(one), None) => TraceParent::parse(one.as_bytes()).ok(),
@@ -56,21 +68,12 @@ impl Incoming {
                     .map(|v| v.as_bytes()),
             )
         });
-        let request_id = headers
-            .get(&X_REQUEST_ID_HEADER)
-            .and_then(|v| valid_request_id(v.as_bytes()));
         Incoming {
             parent,
             tracestate,
-            request_id,
+            request_id: None,
         }
     }
-}
-
-fn valid_request_id(v: &[u8]) -> Option<String> {
-    let ok = !v.is_empty() && v.len() <= REQUEST_ID_MAX && v.iter().all(|b| b.is_ascii_graphic());
-    // All visible ASCII, so valid UTF-8.
-    ok.then(|| String::from_utf8_lossy(v).into_owned())
 }
 
 /// A new random, non-zero trace id (the spec asks for randomness in at least the right-most
@@ -145,10 +148,10 @@ mod tests {
 
     #[test]
     fn request_ids_are_bounded_and_visible() {
-        assert_eq!(valid_request_id(b""), None);
-        assert_eq!(valid_request_id(b"a b"), None);
-        assert_eq!(valid_request_id(&[b'a'; REQUEST_ID_MAX + 1]), None);
-        assert!(valid_request_id(&[b'a'; REQUEST_ID_MAX]).is_some());
+        assert_eq!(RequestId::copied(b""), None);
+        assert_eq!(RequestId::copied(b"a b"), None);
+        assert_eq!(RequestId::copied(&[b'a'; REQUEST_ID_MAX + 1]), None);
+        assert!(RequestId::copied(&[b'a'; REQUEST_ID_MAX]).is_some());
     }
 
     #[test]

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::context::{traceparent_bytes, SpanId, TraceId};
 use crate::propagate::{new_span_id, new_trace_id, Incoming};
+use crate::request_id::RequestId;
 use crate::stats::DropReason;
 use crate::tracer::Tracer;
 use crate::url_path::UrlPath;
@@ -42,8 +43,8 @@ pub struct RootInfo {
     pub method: Method,
     /// `http.route`: the route's pattern (low cardinality), or the queue for a delivery.
     pub route: Arc<str>,
-    /// `url.path`: the path as received.
-    pub path: String,
+    /// `url.path`: the path as received (a copy: see [`UrlPath::copied`]).
+    pub path: UrlPath,
 }
 
 /// How the request ended.
@@ -216,8 +217,8 @@ pub struct FinishedTrace {
     pub kept: bool,
     /// The caller's `tracestate`, passed on.
     pub tracestate: Option<String>,
-    /// `X-Request-Id`, received or generated.
-    pub request_id: String,
+    /// `X-Request-Id`, received or generated (shared with the answer's header).
+    pub request_id: RequestId,
     /// Wall-clock start, nanoseconds since the Unix epoch.
     pub epoch_ns: u64,
     /// How long the request took.
@@ -264,7 +265,7 @@ pub struct RequestTrace {
     parent: Option<SpanId>,
     sampled: bool,
     tracestate: Option<String>,
-    request_id: String,
+    request_id: RequestId,
     epoch_ns: u64,
     root: RootInfo,
     shared: Arc<Shared>,
@@ -288,7 +289,9 @@ impl RequestTrace {
             None => (new_trace_id(), None),
         };
         let sampled = tracer.sampler().head(incoming.parent.as_ref(), &trace_id);
-        let request_id = incoming.request_id.unwrap_or_else(|| trace_id.to_hex());
+        let request_id = incoming
+            .request_id
+            .unwrap_or_else(|| RequestId::of_trace(&trace_id));
         RequestTrace {
             tracer,
             trace_id,
@@ -329,9 +332,16 @@ impl RequestTrace {
         self.tracestate.as_deref()
     }
 
-    /// The `X-Request-Id` to pass on: the client's, or the trace id.
-    pub fn request_id(&self) -> &str {
+    /// The `X-Request-Id` to pass on: the client's, or the trace id. Its header value clones
+    /// without allocating.
+    pub fn request_id(&self) -> &RequestId {
         &self.request_id
+    }
+
+    /// The request's `url.path` (its clones share it: a call that sends the same path can
+    /// record it without a copy).
+    pub fn path(&self) -> &UrlPath {
+        &self.root.path
     }
 
     /// Start a call span now. Its `traceparent()` goes on the upstream request.

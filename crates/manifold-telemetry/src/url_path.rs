@@ -3,10 +3,13 @@
 //! Every attempt of every call records its path. The upstream request already holds that path
 //! in a shared buffer (its `PathAndQuery`), so a span that can reach the request's
 //! `PathAndQuery` keeps a clone of it (a reference count) instead of a `String` copy: one
-//! allocation less per attempt on the request path. Text from anywhere else is owned.
+//! allocation less per attempt on the request path. Text from anywhere else is owned; a copy
+//! made with [`UrlPath::copied`] is shared by its clones (a proxied request's SERVER span and
+//! its attempts' spans share one copy of the path they all record).
 
 use std::fmt;
 use std::ops::Deref;
+use std::sync::Arc;
 
 use http::uri::PathAndQuery;
 
@@ -19,6 +22,8 @@ enum Repr {
     Owned(String),
     /// The path part of the request's origin form (the query is not `url.path`).
     Shared(PathAndQuery),
+    /// A copy of the gateway's own, shared by clones.
+    Copied(Arc<str>),
 }
 
 impl Default for Repr {
@@ -33,7 +38,15 @@ impl UrlPath {
         match &self.0 {
             Repr::Owned(s) => s,
             Repr::Shared(pq) => pq.path(),
+            Repr::Copied(s) => s,
         }
+    }
+
+    /// A copy of `path` that clones share (a reference count each). For text that lives in a
+    /// buffer a stored trace must not keep alive (the incoming request's, a slice of hyper's
+    /// read buffer), and that several spans record.
+    pub fn copied(path: &str) -> Self {
+        UrlPath(Repr::Copied(Arc::from(path)))
     }
 }
 
@@ -111,5 +124,15 @@ mod tests {
             "/orders/7/confirm|\"/orders/7/confirm\""
         );
         assert_eq!(&*UrlPath::default(), "");
+    }
+
+    #[test]
+    fn a_copied_path_is_shared_by_its_clones() {
+        let given = String::from("/item/7");
+        let copied = UrlPath::copied(&given);
+        assert_eq!(copied, "/item/7");
+        assert_ne!(copied.as_str().as_ptr(), given.as_ptr());
+        let clone = copied.clone();
+        assert_eq!(clone.as_str().as_ptr(), copied.as_str().as_ptr());
     }
 }

@@ -72,7 +72,7 @@ async fn one_exported_request() -> (Captured, Vec<Captured>, Arc<SpanStats>) {
         let mut span = trace.start_call(call(name, Some(endpoint)));
         let req = Request::get(format!("http://{upstream}/{name}"))
             .header("traceparent", span.traceparent())
-            .header("x-request-id", trace.request_id())
+            .header("x-request-id", trace.request_id().as_str())
             .body(Full::new(Bytes::new()))
             .expect("request");
         let resp = client.request(req).await.expect("upstream answers");

@@ -51,7 +51,7 @@ mod wire {
     use manifold_telemetry::otlp::{encode_batch, encode_request, ResourceInfo};
     use manifold_telemetry::{
         AttemptKind, CacheOutcome, CallInfo, CallOutcome, CallRecord, Endpoint, FinishedTrace,
-        RootInfo, RootKind, ServerOutcome, SpanId, TraceId,
+        RequestId, RootInfo, RootKind, ServerOutcome, SpanId, TraceId,
     };
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use proptest::prelude::*;
@@ -147,7 +147,8 @@ mod wire {
             (
                 any::<bool>(),
                 proptest::option::of("[a-z]{1,8}=[a-z0-9]{1,8}"),
-                text(),
+                // What a request id may be: visible ASCII, 1 to 128 characters.
+                "[!-~]{1,128}".prop_map(|s| RequestId::copied(s.as_bytes()).expect("valid")),
             ),
             (
                 any::<u64>(),
@@ -190,7 +191,7 @@ mod wire {
                             },
                             method: Method::GET,
                             route: Arc::from(route),
-                            path,
+                            path: path.into(),
                         },
                         outcome: ServerOutcome {
                             status,

@@ -17,7 +17,7 @@ pub(crate) fn root(route: &str) -> RootInfo {
         kind: RootKind::Server,
         method: Method::POST,
         route: Arc::from(route),
-        path: route.to_owned(),
+        path: manifold_telemetry::UrlPath::copied(route),
     }
 }
 
@@ -253,7 +253,7 @@ async fn an_offloaded_task_is_delivered_in_the_requests_trace() {
             kind: RootKind::Consumer,
             method: Method::POST,
             route: Arc::from("outbox"),
-            path: "/emails".to_owned(),
+            path: manifold_telemetry::UrlPath::copied("/emails"),
         },
     );
     let delivery = delivery.end(ServerOutcome {

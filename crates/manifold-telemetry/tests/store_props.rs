@@ -144,14 +144,14 @@ fn build(calls: &[Gen], after_us: u64) -> Built {
         sampled: true,
         kept: true,
         tracestate: None,
-        request_id: "r".to_owned(),
+        request_id: manifold_telemetry::RequestId::copied(b"r").expect("valid"),
         epoch_ns: 1_700_000_000_000_000_000,
         duration: Duration::from_nanos(duration),
         root: RootInfo {
             kind: RootKind::Server,
             method: Method::GET,
             route: Arc::from("/r"),
-            path: "/r".to_owned(),
+            path: manifold_telemetry::UrlPath::copied("/r"),
         },
         outcome: ServerOutcome {
             status: 200,

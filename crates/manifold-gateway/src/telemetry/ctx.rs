@@ -46,11 +46,7 @@ impl TraceCtx {
     /// The context of an offloaded task's delivery: its calls are the CONSUMER span's children
     /// and carry the request id the task was written with.
     pub(crate) fn for_delivery(trace: &tm::RequestTrace) -> TraceCtx {
-        TraceCtx::new(
-            Some(trace),
-            crate::respond::id_value(trace.request_id())
-                .unwrap_or_else(crate::respond::new_request_id),
-        )
+        TraceCtx::new(Some(trace), trace.request_id().header_value().clone())
     }
 
     /// A request's context: its trace's handle and `tracestate` (none with tracing off), and
@@ -156,9 +152,11 @@ struct CallInner {
     cache_fill: bool,
     /// Attempts started so far (the next one's number is this plus one).
     sent: AtomicU32,
-    /// The request's path and query as built, when known: an attempt sending this path records
-    /// a clone of it (a reference count) as its span's `url.path`, not a copy of the text.
-    path: Option<PathAndQuery>,
+    /// The path the attempts are expected to send, when known (the request's path and query
+    /// as built, or a proxied request's own path, copied for its SERVER span): an attempt
+    /// sending this path records a clone of it (a reference count) as its span's `url.path`,
+    /// not a copy of the text.
+    path: Option<tm::UrlPath>,
 }
 
 /// A call's request context: shared with the request's other calls (a composed request's), or
@@ -195,7 +193,7 @@ impl CallTrace {
         trace: Option<&tm::RequestTrace>,
         request_id: HeaderValue,
         call: Arc<str>,
-        path: Option<PathAndQuery>,
+        path: Option<tm::UrlPath>,
     ) -> CallTrace {
         let ctx = match trace {
             Some(t) => CallCtx::Own(CtxInner::new(t, request_id)),
@@ -216,10 +214,11 @@ impl CallTrace {
         cache_fill: bool,
         path: Option<PathAndQuery>,
     ) -> CallTrace {
+        let path = path.map(tm::UrlPath::from);
         CallTrace::of(CallCtx::Shared(ctx), call, cache_fill, path)
     }
 
-    fn of(ctx: CallCtx, call: Arc<str>, cache_fill: bool, path: Option<PathAndQuery>) -> CallTrace {
+    fn of(ctx: CallCtx, call: Arc<str>, cache_fill: bool, path: Option<tm::UrlPath>) -> CallTrace {
         CallTrace(Arc::new(CallInner {
             ctx,
             call,
@@ -250,7 +249,7 @@ impl CallTrace {
                 upstream: Arc::clone(upstream),
                 method: method.clone(),
                 path: match &self.0.path {
-                    Some(pq) if pq.path() == path => tm::UrlPath::from(pq.clone()),
+                    Some(known) if known.as_str() == path => known.clone(),
                     _ => tm::UrlPath::from(path),
                 },
                 endpoint,
@@ -332,7 +331,7 @@ mod tests {
                 kind: tm::RootKind::Server,
                 method: http::Method::POST,
                 route: Arc::from("/checkout"),
-                path: "/checkout".to_owned(),
+                path: manifold_telemetry::UrlPath::copied("/checkout"),
             },
         )
     }
@@ -372,12 +371,13 @@ mod tests {
     #[tokio::test]
     async fn an_only_call_gives_its_attempts_the_request_id_traceparent_and_span() {
         let trace = trace();
-        let pq = PathAndQuery::from_static("/item?x=1");
+        // The SERVER span's copy of the path, as `Telemetry::start` hands it over.
+        let path = tm::UrlPath::copied("/item");
         let call = CallTrace::only_call(
             Some(&trace),
             HeaderValue::from_static("id-1"),
             Arc::from("item"),
-            Some(pq),
+            Some(path.clone()),
         );
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -406,6 +406,11 @@ mod tests {
         let finished = trace.end(tm::ServerOutcome::default());
         assert_eq!(finished.calls.len(), 1);
         assert_eq!(finished.calls[0].info.path.as_str(), "/item");
+        assert_eq!(
+            finished.calls[0].info.path.as_str().as_ptr(),
+            path.as_str().as_ptr(),
+            "the attempt's span shares the path's copy"
+        );
 
         let untraced = CallTrace::only_call(
             None,

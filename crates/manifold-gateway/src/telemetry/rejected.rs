@@ -13,7 +13,6 @@
 use super::Telemetry;
 use crate::respond::REQUEST_ID;
 use crate::upstream::Body;
-use http::header::HeaderValue;
 use http::{Request, Response};
 use http_body::Body as _;
 use manifold_telemetry as tm;
@@ -78,10 +77,10 @@ impl Telemetry {
         let client_id = crate::respond::client_request_id(req.headers());
         let traced = match (&self.tracer, reason) {
             (Some(tracer), Reason::NoRoute | Reason::MethodNotAllowed) => {
-                let mut incoming = tm::Incoming::from_headers(req.headers());
-                if client_id.is_none() {
-                    incoming.request_id = None;
-                }
+                let mut incoming = tm::Incoming::trace_context(req.headers());
+                incoming.request_id = client_id
+                    .as_ref()
+                    .and_then(|v| tm::RequestId::copied(v.as_bytes()));
                 let trace = tracer.start(
                     incoming,
                     tm::RootInfo {
@@ -89,10 +88,10 @@ impl Telemetry {
                         method: req.method().clone(),
                         // None matched: no `http.route` (see the module's doc).
                         route: Arc::from(""),
-                        path: req.uri().path().to_owned(),
+                        path: tm::UrlPath::copied(req.uri().path()),
                     },
                 );
-                let id = HeaderValue::from_str(trace.request_id()).ok();
+                let id = Some(trace.request_id().header_value().clone());
                 let finished = trace.end(tm::ServerOutcome {
                     status,
                     response_bytes: resp.body().size_hint().exact().unwrap_or(0),

@@ -321,7 +321,7 @@ async fn a_proxied_attempt_span_has_its_first_byte_and_path() {
             kind: tm::RootKind::Server,
             method: http::Method::GET,
             route: Arc::from("/x"),
-            path: "/x".to_owned(),
+            path: manifold_telemetry::UrlPath::copied("/x"),
         },
     );
     let req = Request::get("/x?q=1")

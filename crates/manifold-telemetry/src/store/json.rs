@@ -25,10 +25,10 @@ pub fn summary(store: &super::TraceStore, e: &Entry, a: &Analysis) -> Value {
     let t = &e.trace;
     json!({
         "trace_id": t.trace_id.to_hex(),
-        "request_id": t.request_id,
+        "request_id": t.request_id.as_str(),
         "route": route_name(store, e),
         "method": t.root.method.as_str(),
-        "path": t.root.path,
+        "path": t.root.path.as_str(),
         "status": t.outcome.status,
         "start_unix_ms": t.epoch_ns / 1_000_000,
         "duration_ms": ms(t.duration),

@@ -4,6 +4,7 @@
 //! last one holding it.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::Arc;
@@ -48,8 +49,16 @@ pub(crate) struct Kept {
 
 impl Kept {
     /// Keep `trace` (numbered `seq`, increasing) where the bounds say. A few pushes and pops,
-    /// no allocation beyond the containers' amortised growth to their bounds.
-    pub(crate) fn record(&mut self, b: &Bounds, seq: u64, trace: Arc<FinishedTrace>, now: Instant) {
+    /// no allocation beyond the containers' amortised growth to their bounds. `now` is read
+    /// only when failed requests are kept or the trace failed: the clock is what times the
+    /// error window, and most requests record with none held (a read is ~100 instructions).
+    pub(crate) fn record(
+        &mut self,
+        b: &Bounds,
+        seq: u64,
+        trace: Arc<FinishedTrace>,
+        now: impl FnOnce() -> Instant,
+    ) {
         let mut holders = 0u8;
         if b.recent > 0 {
             self.recent.push_back(seq);
@@ -77,8 +86,13 @@ impl Kept {
                 holders += 1;
             }
         }
-        self.expire(b, now);
-        if b.max_errors > 0 && trace.failed() {
+        let kept_failed = b.max_errors > 0 && trace.failed();
+        // Nothing to expire and nothing to time: no clock.
+        let now = (kept_failed || !self.errors.is_empty()).then(now);
+        if let Some(now) = now {
+            self.expire(b, now);
+        }
+        if let (true, Some(now)) = (kept_failed, now) {
             self.errors.push_back((now, seq));
             holders += 1;
             while self.errors.len() > b.max_errors {
@@ -104,16 +118,22 @@ impl Kept {
         }
     }
 
+    /// One holder lets `seq` go; the last one removes it. One lookup in each map (through
+    /// their entries), not a lookup and then a removal: this runs for every request recorded
+    /// once the ring is full.
     fn release(&mut self, seq: u64) {
-        let Some(h) = self.held.get_mut(&seq) else {
+        let Entry::Occupied(mut held) = self.held.entry(seq) else {
             return;
         };
+        let h = held.get_mut();
         h.holders = h.holders.saturating_sub(1);
-        if h.holders == 0 {
-            if let Some(h) = self.held.remove(&seq) {
-                if self.by_id.get(&h.trace.trace_id) == Some(&seq) {
-                    self.by_id.remove(&h.trace.trace_id);
-                }
+        if h.holders > 0 {
+            return;
+        }
+        let gone = held.remove();
+        if let Entry::Occupied(latest) = self.by_id.entry(gone.trace.trace_id) {
+            if *latest.get() == seq {
+                latest.remove();
             }
         }
     }
@@ -314,7 +334,7 @@ mod hash_tests {
                 &b,
                 u64::from(seq),
                 super::super::tests::trace(seq, 1, 200, vec![]),
-                now,
+                || now,
             );
         }
         assert_eq!(k.sizes_with_index(), (3, 3));

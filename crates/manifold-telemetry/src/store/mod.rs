@@ -123,11 +123,10 @@ impl TraceStore {
             return;
         };
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let now = Instant::now();
         r.kept
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .record(&self.bounds, seq, trace, now);
+            .record(&self.bounds, seq, trace, Instant::now);
     }
 
     /// The bounds.

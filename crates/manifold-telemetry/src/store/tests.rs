@@ -55,14 +55,14 @@ pub(crate) fn trace(
         sampled: true,
         kept: true,
         tracestate: None,
-        request_id: format!("r{id}"),
+        request_id: crate::RequestId::copied(format!("r{id}").as_bytes()).expect("valid"),
         epoch_ns: 1_700_000_000_000_000_000,
         duration: ms(duration),
         root: RootInfo {
             kind: crate::span::RootKind::Server,
             method: Method::POST,
             route: Arc::from("/checkout"),
-            path: "/checkout".to_owned(),
+            path: crate::UrlPath::copied("/checkout"),
         },
         outcome: ServerOutcome {
             status,
