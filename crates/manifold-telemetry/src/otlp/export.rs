@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use super::encode::ResourceInfo;
 use super::queue::{ExportQueue, Producers};
-use super::wire::encode_request;
+use super::wire::encode_request_sized;
 use crate::error::TelemetryError;
 use crate::span::FinishedTrace;
 use crate::stats::{DropReason, SpanStats};
@@ -317,7 +317,11 @@ impl Batcher {
             return;
         }
         let spans: u64 = batch.iter().map(|t| t.span_count() as u64).sum();
-        let body = encode_request(&self.resource, batch.iter().map(|t| &**t));
+        let body = encode_request_sized(
+            &self.resource,
+            batch.iter().map(|t| &**t),
+            usize::try_from(spans).unwrap_or(0),
+        );
         batch.clear();
         match tokio::time::timeout(self.options.timeout, self.post(body)).await {
             Ok(Ok(rejected)) => {
@@ -330,12 +334,12 @@ impl Batcher {
     }
 
     /// POST one batch; the number of spans the collector said it rejected.
-    async fn post(&self, body: Vec<u8>) -> Result<u64, ()> {
+    async fn post(&self, body: Bytes) -> Result<u64, ()> {
         let request = Request::builder()
             .method(Method::POST)
             .uri(self.uri.clone())
             .header(header::CONTENT_TYPE, CONTENT_TYPE_PROTOBUF)
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .map_err(|_| ())?;
         let response = self.client.request(request).await.map_err(|_| ())?;
         if !response.status().is_success() {
