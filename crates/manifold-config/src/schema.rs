@@ -53,7 +53,7 @@ impl JsonSchema for TracesValue {
     }
 }
 
-/// `server.concurrency`: `"adaptive"` or a fixed number of requests (see `compile::concurrency`).
+/// `server.concurrency`: `"adaptive"` or a fixed number of requests (see `compile::server::concurrency`).
 pub(crate) struct ConcurrencyValue;
 
 impl JsonSchema for ConcurrencyValue {

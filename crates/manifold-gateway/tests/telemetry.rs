@@ -3,6 +3,7 @@
 //! exported as OTLP/HTTP protobuf (decoded here with the reference `opentelemetry-proto` types);
 //! a down collector costs no request; `/metrics` passes `promtool check metrics` under load.
 
+use crate::promtool;
 use crate::support::*;
 use bytes::Bytes;
 use http::Request;
@@ -274,38 +275,6 @@ async fn a_down_collector_costs_no_request_and_its_drops_are_counted() {
     let _ = gw.task.await;
 }
 
-pub(crate) fn promtool_present() -> bool {
-    std::process::Command::new("promtool")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-pub(crate) fn promtool(text: &str) -> (bool, String) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("promtool ends");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success() && said.trim().is_empty(), said)
-}
-
 /// The value of the first sample line starting with `prefix`.
 pub(crate) fn sample(text: &str, prefix: &str) -> Option<f64> {
     text.lines()
@@ -316,13 +285,7 @@ pub(crate) fn sample(text: &str, prefix: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_scraped_under_load_pass_promtool_and_only_grow() {
-    let present = promtool_present();
-    if !present {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "promtool is missing under CI=true: .ci/run must install it"
-        );
-        eprintln!("\n!!! SKIPPED: promtool (Debian package prometheus) is not installed; this check FAILS under CI=true.\n");
+    if !promtool::available() {
         return;
     }
     let up = Upstream::start(services()).await;
@@ -346,8 +309,7 @@ async fn metrics_scraped_under_load_pass_promtool_and_only_grow() {
     }
     let after = scrape(&gw).await;
     for text in [&during, &after] {
-        let (ok, said) = promtool(text);
-        assert!(ok, "promtool: {said}\n---\n{text}");
+        promtool::assert_passes(text);
     }
     let count =
         "manifold_http_server_request_duration_seconds_count{route=\"pair\",status_class=\"2xx\"}";
@@ -438,9 +400,8 @@ async fn requests_no_route_takes_are_counted_and_traced_without_a_route() {
         let name = format!("manifold_http_server_rejected_requests_total{{reason=\"{reason}\"}}");
         assert_eq!(sample(&text, &name), Some(n), "{text}");
     }
-    if promtool_present() {
-        let (ok, said) = promtool(&text);
-        assert!(ok, "promtool: {said}\n---\n{text}");
+    if promtool::present() {
+        promtool::assert_passes(&text);
     }
     let mut got = Vec::new();
     for _ in 0..100 {

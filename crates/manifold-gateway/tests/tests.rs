@@ -11,6 +11,9 @@ mod enqueue;
 mod hooks;
 mod http;
 mod offload;
+// The promtool runner manifold-telemetry's tests use: one rule, one place (std-only).
+#[path = "../../manifold-telemetry/tests/promtool.rs"]
+mod promtool;
 mod proxy;
 mod publish;
 mod reload;

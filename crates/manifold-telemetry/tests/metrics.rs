@@ -10,6 +10,7 @@ use std::time::Duration;
 use manifold_telemetry::metrics::{BreakerState, CallResult, Format, Metrics};
 use manifold_telemetry::{CacheOutcome, SpanId, SpanStats, TraceId};
 
+use crate::promtool;
 use crate::support::{python, python_has, tool_available};
 
 /// Render while four threads record into every family.
@@ -78,68 +79,25 @@ fn scrape_under_load(format: Format) -> String {
     text
 }
 
-fn promtool_present() -> bool {
-    Command::new("promtool")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn promtool_accepts_a_scrape_taken_under_load() {
-    if !tool_available("promtool (Debian package prometheus)", promtool_present()) {
+    if !promtool::available() {
         return;
     }
     let text = scrape_under_load(Format::Prometheus);
     assert!(text.contains("manifold_call_duration_seconds_bucket"));
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("promtool ends");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool: {said}\n---\n{text}"
-    );
+    promtool::assert_passes(&text);
 }
 
 #[test]
 fn promtool_refuses_a_broken_exposition() {
     // The check can fail: a counter without `_total` and a histogram without +Inf are refused.
-    if !tool_available("promtool (Debian package prometheus)", promtool_present()) {
+    if !promtool::available() {
         return;
     }
     let broken = "# HELP x_seconds a\n# TYPE x_seconds histogram\nx_seconds_bucket{le=\"1.0\"} 1\nx_seconds_sum 1\nx_seconds_count 1\n# HELP y a\n# TYPE y counter\ny 1\n";
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(broken.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("promtool ends");
     assert!(
-        !out.status.success(),
+        !promtool::check_metrics(broken).exit_ok,
         "promtool accepted a broken exposition"
     );
 }

@@ -4,6 +4,7 @@
 mod export;
 mod export_tls;
 mod metrics;
+mod promtool;
 mod props;
 mod spans;
 mod store_props;
