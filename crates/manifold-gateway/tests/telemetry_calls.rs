@@ -199,7 +199,7 @@ path = "/checkout"
         sample(&text, "manifold_queue_depth{queue=\"embedded\"}"),
         Some(0.0)
     );
-    if promtool::present() {
+    if promtool::available() {
         promtool::assert_passes(&text);
     }
     gw.stop.cancel();
