@@ -59,14 +59,14 @@ pub struct Measured {
     pub errors: u64,
     /// Requests sent, summed over rounds.
     pub sent: u64,
-    /// The failed requests by kind (`timeout`, `connect`, `closed`, `http_4xx`, `http_5xx`,
-    /// `other`), summed over rounds: a table that says "12 errors" without saying which sends
+    /// The failed requests by kind (`timeout`, `connect`, `closed`, `other`, and each error
+    /// status by itself: `http_503`, `http_504`), summed over rounds: a table that says "12 errors" without saying which sends
     /// its reader back to rerun the bench.
     pub errors_by_kind: BTreeMap<String, u64>,
 }
 
 impl Measured {
-    /// `errors/sent`, and the kinds when there were errors: `3/30000 (timeout 2, http_5xx 1)`.
+    /// `errors/sent`, and the kinds when there were errors: `3/30000 (http_503 1, timeout 2)`.
     pub fn errors_cell(&self) -> String {
         if self.errors == 0 {
             return format!("0/{}", self.sent);
@@ -74,7 +74,7 @@ impl Measured {
         format!("{}/{} ({})", self.errors, self.sent, self.error_kinds())
     }
 
-    /// The failed requests by kind, `timeout 2, http_5xx 1`; empty when none failed.
+    /// The failed requests by kind, `http_503 1, timeout 2`; empty when none failed.
     pub fn error_kinds(&self) -> String {
         let kinds: Vec<String> = self
             .errors_by_kind
@@ -110,14 +110,22 @@ pub(crate) fn undecided(figures: &[&Measured]) -> Option<String> {
     (!reasons.is_empty()).then(|| reasons.join("; "))
 }
 
-/// Failed requests by kind over several load reports, keyed by the kind's stable name.
+/// Failed requests by kind over several load reports, keyed by the kind's stable name; an
+/// error status by the status itself (`http_503`, `http_504`), because "5xx" does not say
+/// whether a gateway shed the request (503) or an upstream failed it (502, 504).
 pub(crate) fn errors_by_kind<'a>(
     reports: impl IntoIterator<Item = &'a manifold_load::LoadReport>,
 ) -> BTreeMap<String, u64> {
+    use manifold_load::ErrorKind;
     let mut out = BTreeMap::new();
     for r in reports {
         for (k, n) in &r.errors_by_kind {
-            *out.entry(k.as_str().to_owned()).or_insert(0) += n;
+            if !matches!(k, ErrorKind::Http4xx | ErrorKind::Http5xx) {
+                *out.entry(k.as_str().to_owned()).or_insert(0) += n;
+            }
+        }
+        for (status, n) in r.statuses.range(400..) {
+            *out.entry(format!("http_{status}")).or_insert(0) += n;
         }
     }
     out
@@ -153,6 +161,55 @@ mod tests {
         let s = Spread::of(&[5.0, f64::NAN, 1.0]);
         assert_eq!((s.min, s.max), (1.0, 5.0));
         assert_eq!(Spread::of(&[]).median, 0.0);
+    }
+
+    /// Error statuses are named exactly (a shed 503 apart from an upstream's 502 or 504); the
+    /// other kinds keep their names; statuses below 400 are not errors.
+    #[test]
+    fn error_statuses_are_counted_by_status_across_reports() {
+        use manifold_load::{ErrorKind, Histogram, LoadReport, Percentiles, HISTOGRAM_MAX_US};
+        let report = |errors: &[(ErrorKind, u64)], statuses: &[(u16, u64)]| {
+            let h = Histogram::<u64>::new_with_bounds(1, HISTOGRAM_MAX_US, 3).unwrap();
+            LoadReport {
+                sent: 0,
+                ok: 0,
+                errors: 0,
+                rate: 0.0,
+                duration_s: 0.0,
+                latency_ms: Percentiles {
+                    p50: 0.0,
+                    p90: 0.0,
+                    p99: 0.0,
+                    p999: 0.0,
+                    max: 0.0,
+                },
+                target_rate: 0.0,
+                errors_by_kind: errors.iter().copied().collect(),
+                statuses: statuses.iter().copied().collect(),
+                ok_histogram: h.clone(),
+                histogram: h,
+                max_send_lag: std::time::Duration::ZERO,
+            }
+        };
+        let a = report(
+            &[(ErrorKind::Http5xx, 3), (ErrorKind::Timeout, 1)],
+            &[(200, 10), (503, 2), (504, 1)],
+        );
+        let b = report(
+            &[(ErrorKind::Http5xx, 1), (ErrorKind::Http4xx, 1)],
+            &[(200, 5), (404, 1), (503, 1)],
+        );
+        let kinds = errors_by_kind([&a, &b]);
+        let want: BTreeMap<String, u64> = [
+            ("http_404", 1),
+            ("http_503", 3),
+            ("http_504", 1),
+            ("timeout", 1),
+        ]
+        .into_iter()
+        .map(|(k, n)| (k.to_owned(), n))
+        .collect();
+        assert_eq!(kinds, want);
     }
 
     fn figures(target: &str, errors: &[(&str, u64)]) -> Measured {
