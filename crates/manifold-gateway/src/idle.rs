@@ -37,7 +37,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::{service_fn, Service};
 use hyper_util::rt::TokioIo;
-use slot::service_h1;
+use slot::{service_h1, tracked_answer, watch_body};
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
@@ -299,21 +299,8 @@ where
     let handler = plain.handler.clone();
     let passthrough = plain.ends.limits.passthrough;
     service_fn(move |req: Request<Incoming>| {
-        let activity = Arc::clone(&in_conn);
-        if !http_body::Body::is_end_stream(req.body()) {
-            activity.idle.keep.store(true, Ordering::Relaxed);
-        }
-        let answer = conn::answer(
-            Arc::clone(&activity),
-            req,
-            peer,
-            handler.clone(),
-            passthrough,
-        );
-        async move {
-            let Ok(resp) = answer.await;
-            Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, activity)))
-        }
+        let activity = watch_body(&in_conn, &req);
+        tracked_answer(activity, req, peer, handler.clone(), passthrough)
     })
 }
 

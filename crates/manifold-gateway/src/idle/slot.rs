@@ -49,18 +49,40 @@ where
     let passthrough = plain.ends.limits.passthrough;
     let spare: AnswerSlot<_> = Arc::default();
     service_fn(move |req: Request<Incoming>| {
-        let activity = Arc::clone(&in_conn);
-        if !http_body::Body::is_end_stream(req.body()) {
-            activity.idle.keep.store(true, Ordering::Relaxed);
-        }
+        let activity = watch_body(&in_conn, &req);
         let handler = handler.clone();
         // Only the request and a few pointers go into hyper's connection.
-        in_slot(Arc::clone(&spare), move || async move {
-            let answer = conn::answer(Arc::clone(&activity), req, peer, handler, passthrough);
-            let Ok(resp) = answer.await;
-            Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, activity)))
+        in_slot(Arc::clone(&spare), move || {
+            tracked_answer(activity, req, peer, handler, passthrough)
         })
     })
+}
+
+/// The connection's activity for one more request, told to keep the connection's buffers
+/// (not to park) while the request has a body still to read.
+pub(super) fn watch_body(activity: &Arc<Activity>, req: &Request<Incoming>) -> Arc<Activity> {
+    if !http_body::Body::is_end_stream(req.body()) {
+        activity.idle.keep.store(true, Ordering::Relaxed);
+    }
+    Arc::clone(activity)
+}
+
+/// One request's answer on a plain connection, HTTP/1 or HTTP/2: [`conn::answer`] with the
+/// response body tracked. An `async fn`, so that [`conn::answer`]'s future is made where this
+/// one already is (in the slot's box for HTTP/1), not made and then moved there.
+pub(super) async fn tracked_answer<H, F>(
+    activity: Arc<Activity>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    handler: H,
+    passthrough: bool,
+) -> Result<Response<Tracked>, Infallible>
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F,
+    F: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    let Ok(resp) = conn::answer(Arc::clone(&activity), req, peer, handler, passthrough).await;
+    Ok(resp.map(|body| Tracked::new(body, activity)))
 }
 
 /// Run the future `make` makes in the slot's box (a new box when the slot is empty, as for a
