@@ -101,7 +101,10 @@ pub(crate) async fn handle(
         drop(permit);
         let queue = shared.queue.as_ref().map(|q| q.0.as_ref());
         // Boxed, as the cached and composed routes below: see `routed`.
-        return Ok(Box::pin(crate::status::answer(queue, &shared.follow, &req, id)).await);
+        let read = shared.telemetry.status_read();
+        let mut resp = Box::pin(crate::status::answer(queue, &shared.follow, &req, id)).await;
+        read.finish(&req, &mut resp);
+        return Ok(resp);
     }
     let resp = route(shared, req, peer).await;
     permit.finish();

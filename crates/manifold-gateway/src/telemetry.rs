@@ -13,10 +13,12 @@
 //! - A cache fill shared by several requests records into the trace of the request that started
 //!   it; the others get an INTERNAL span naming their cache outcome.
 //!
-//! Requests answered before a route ran (404, 405, shed) are recorded by [`rejected`].
+//! Requests answered before a route ran (404, 405, shed) are recorded by [`rejected`]; task
+//! status reads, which the gateway answers itself, by [`status`].
 
 mod ctx;
 mod rejected;
+mod status;
 #[cfg(test)]
 mod tests;
 pub(crate) use ctx::{AttemptSpan, CallTrace, TraceCtx};
@@ -51,6 +53,8 @@ pub(crate) struct Telemetry {
     access_log: bool,
     /// Requests answered without a route, and the listener's concurrency (with metrics on).
     rejected: Option<rejected::RejectedMetrics>,
+    /// Task status reads (when a route offloads).
+    status: Option<status::StatusTele>,
     /// The live trace store behind admin `/traces` (none with `traces = false`).
     store: Option<tm::store::TraceStore>,
     /// `service_name`: the root process of the Jaeger export.
@@ -132,6 +136,7 @@ impl Telemetry {
             _ => None,
         };
         Ok(Telemetry {
+            status: status::StatusTele::new(config, metrics.as_ref()),
             rejected,
             tracer,
             metrics,
@@ -164,6 +169,7 @@ impl Telemetry {
             routes: route_handles(config, self.metrics.as_ref()),
             access_log: self.access_log,
             rejected: self.rejected.clone(),
+            status: status::StatusTele::new(config, self.metrics.as_ref()),
             store,
             service_name: self.service_name.clone(),
             exporter: Arc::clone(&self.exporter),

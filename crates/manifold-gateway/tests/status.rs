@@ -299,3 +299,69 @@ fn a_status_path_that_would_shadow_a_route_is_refused_by_check() {
     );
     manifold_config::compile("t.toml".as_ref(), &ok).unwrap();
 }
+
+/// A status read is answered by the gateway itself, and shows like a route of its own: in
+/// flight and by status class under its path template, with an `X-Request-Id` on the answer
+/// (the client's when it sent one).
+#[tokio::test]
+async fn status_reads_are_measured_and_carry_a_request_id() {
+    let dir = Dir::new("seen");
+    let shipping = Upstream::start(vec![(
+        "POST",
+        "/shipping",
+        Reply::json(0, json!({"label": "L-1"})),
+    )])
+    .await;
+    let gw = TestGateway::start(&config(&shipping.url(), &dir, "")).await;
+    let (_, url) = checkout(&gw, None).await;
+    let (s, headers, _) = get(&gw.url(&url), None).await;
+    assert_eq!(s, 200);
+    assert!(headers.contains_key("x-request-id"), "{headers:?}");
+    let (s, headers, _) = get(&gw.url("/tasks/no-such-task"), None).await;
+    assert_eq!(s, 404);
+    assert!(headers.contains_key("x-request-id"), "{headers:?}");
+    let resp = client()
+        .request(
+            http::Request::get(gw.url(&url))
+                .header("x-request-id", "poll-7")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "poll-7");
+
+    let resp = client()
+        .request(
+            http::Request::get(format!("http://{}/metrics", gw.admin))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    let series = |class: &str| {
+        let name = format!(
+            "manifold_http_server_request_duration_seconds_count{{route=\"/tasks/{{task_id}}\",status_class=\"{class}\"}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(name.as_str()))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    assert_eq!(series("2xx"), Some(2.0), "{text}");
+    assert_eq!(series("4xx"), Some(1.0), "{text}");
+    assert!(
+        text.contains("manifold_http_server_active_requests{route=\"/tasks/{task_id}\"} 0"),
+        "{text}"
+    );
+    gw.stop.cancel();
+    let _ = gw.task.await;
+}
