@@ -22,10 +22,9 @@ pub(crate) mod lex;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::{
-    convert_span_in, trace_id, Attrs, JProcess, JTag, LogSummary, OpCache, Processes, RefIn, SpanIn,
-};
-use crate::format::{NumOrText, RawTrace, TidCache, Value};
+use super::convert::{convert_span_in, OpCache, Processes, RefIn, SpanIn};
+use super::schema::{JProcess, JTag, LogSummary};
+use crate::format::{trace_id, Attrs, NumOrText, RawTrace, TidCache, Value};
 use crate::model::{Interner, Warnings};
 
 /// A string value borrowed from the input (serde_json has checked it as text); one with escapes

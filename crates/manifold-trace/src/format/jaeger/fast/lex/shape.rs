@@ -7,7 +7,7 @@ use super::{
     once, Stop, P, R, REF_KEYS, REF_ORDER, SAME_REF_TYPE, SAME_TRACE_ID, SPAN_KEYS, SPAN_ORDER,
     TAG_KEYS, TAG_ORDER, UNKNOWN,
 };
-use crate::format::jaeger::{JProcess, JTag};
+use crate::format::jaeger::schema::{JProcess, JTag};
 use crate::format::{Attrs, BStr};
 
 impl<'de> P<'de> {

@@ -1,0 +1,86 @@
+//! Unit tests of the direct encoder's pieces against the general paths (the property test
+//! against the prost-typed reference is `tests/props.rs`).
+
+use super::super::encode::attr;
+use super::key;
+use super::protobuf::{begin_message, end_message, put_len_prefixed, put_str};
+use super::span::push_decimal;
+use super::value::{put_attr, put_kv, Val};
+
+#[test]
+fn decimals_are_written_as_format_writes_them() {
+    for n in [0u16, 7, 10, 99, 443, 8080, 10000, u16::MAX] {
+        let mut t = String::from("x");
+        push_decimal(&mut t, n);
+        assert_eq!(t, format!("x{n}"));
+    }
+}
+
+#[test]
+fn messages_written_in_place_get_the_shortest_length_prefix() {
+    for len in [0usize, 1, 127, 128, 300, 16_383, 16_384, 100_000] {
+        let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let mut want = vec![0xAA];
+        put_len_prefixed(&mut want, 2, &body);
+        let mut got = vec![0xAA];
+        let at = begin_message(&mut got, 2);
+        got.extend_from_slice(&body);
+        end_message(&mut got, at);
+        assert_eq!(got, want, "{len}");
+    }
+}
+
+/// The short-attribute paths write what the general one writes, at every length and
+/// integer size around their bounds.
+#[test]
+fn short_attributes_are_written_as_the_general_path_writes_them() {
+    fn general<const N: usize>(key: &[u8; N], name: &str, v: &Val<'_>) -> Vec<u8> {
+        let mut want = Vec::new();
+        put_kv(&mut want, 9, name, v);
+        let mut got = Vec::new();
+        put_attr(&mut got, key, v);
+        assert_eq!(got, want);
+        got
+    }
+    for len in 0..200 {
+        let text = "x".repeat(len);
+        general(&key::URL_PATH, attr::URL_PATH, &Val::Str(&text));
+        general(
+            &key::HTTP_REQUEST_RESEND_COUNT,
+            attr::HTTP_REQUEST_RESEND_COUNT,
+            &Val::Str(&text),
+        );
+    }
+    for i in [
+        0i64,
+        1,
+        127,
+        128,
+        200,
+        16_383,
+        16_384,
+        65_535,
+        i64::MAX,
+        -1,
+        i64::MIN,
+    ] {
+        general(&key::SERVER_PORT, attr::SERVER_PORT, &Val::Int(i));
+        general(
+            &key::HTTP_RESPONSE_STATUS_CODE,
+            attr::HTTP_RESPONSE_STATUS_CODE,
+            &Val::Int(i),
+        );
+    }
+}
+
+#[test]
+fn framed_keys_are_the_key_field_as_prost_writes_it() {
+    let mut want = Vec::new();
+    put_str(&mut want, 1, attr::HTTP_RESPONSE_STATUS_CODE);
+    assert_eq!(&key::HTTP_RESPONSE_STATUS_CODE[..], &want[..]);
+    let mut a = Vec::new();
+    put_attr(&mut a, &key::URL_PATH, &Val::Str("/x"));
+    let mut b = Vec::new();
+    put_kv(&mut b, 9, attr::URL_PATH, &Val::Str("/x"));
+    assert_eq!(a, b);
+}
