@@ -45,6 +45,12 @@ fn parse_stat(text: &str) -> Option<ProcStat> {
 /// Linux reports `/proc` CPU times in USER_HZ, which is 100 on every architecture it runs on.
 const USER_HZ: f64 = 100.0;
 
+/// CPU seconds (user + system, every thread) of process `pid` alone, without its children:
+/// this benchmark's own process, whose load generator and simulated upstreams share it.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    proc_stat(pid).map(|s| s.ticks as f64 / USER_HZ)
+}
+
 /// CPU seconds of `pid` and its direct children.
 pub fn proc_tree_cpu_seconds(pid: u32) -> Option<f64> {
     let me = proc_stat(pid)?;

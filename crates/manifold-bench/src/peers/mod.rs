@@ -17,7 +17,7 @@ mod process;
 
 pub use aggregators::{flask, node};
 pub(crate) use cpu::proc_tree;
-pub use cpu::{proc_tree_cpu_seconds, ThreadsCpu};
+pub use cpu::{proc_tree_cpu_seconds, process_cpu_seconds, ThreadsCpu};
 pub use process::{start, RunningPeer};
 
 use serde::Serialize;

@@ -1,0 +1,133 @@
+//! The overload report as the markdown table docs/benchmarks.md quotes.
+
+use super::{OverloadReport, GOAL_GOODPUT, GOAL_P99_RATIO};
+use crate::stats::Spread;
+
+/// The harness's CPU share at or above which its own lateness is in the client's figures
+/// (a single process whose load generator and simulator share the machine's other core).
+const HARNESS_BUSY: f64 = 0.8;
+
+impl OverloadReport {
+    /// A markdown table, as `docs/benchmarks.md` quotes it.
+    pub fn to_markdown(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|st| {
+                format!(
+                    "{:.0}→{:.0}{}",
+                    st.offered,
+                    st.goodput,
+                    if st.kept_up { "" } else { " ✗" }
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "a composed route (3 calls to instant simulated upstreams) on a gateway of {} worker thread(s); capacity {:.0} req/s (offered→answered/s: {}); offered {:.0} req/s for {:.0} s × {} round(s) from at most {} connections, medians [min–max]\n",
+            self.gateway_threads,
+            self.capacity,
+            steps.join(", "),
+            self.offered,
+            self.duration_s,
+            self.rounds,
+            self.connections
+        );
+        let _ = writeln!(
+            s,
+            "| limit | goodput req/s | of capacity | unloaded p99 ms | admitted p99 ms | p99 / unloaded | shed (503) | unanswered | offered | first run: goodput, admitted p99 ms | generator lag ms | CPU, gateway / harness (% of a core) |"
+        );
+        let _ = writeln!(
+            s,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        let cell =
+            |x: &Spread, d: usize| format!("{:.d$} [{:.d$}–{:.d$}]", x.median, x.min, x.max, d = d);
+        for t in &self.targets {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.0}% | {:.2} | {} | {:.1}× | {} | {} | {} | {:.0}, {:.1} | {} | {:.0} / {:.0} |",
+                t.target,
+                cell(&t.goodput, 0),
+                t.goodput_of_capacity * 100.0,
+                t.unloaded_p99_ms,
+                cell(&t.admitted_p99_ms, 2),
+                t.p99_over_unloaded,
+                t.shed,
+                t.unanswered,
+                t.offered,
+                t.first_goodput,
+                t.first_admitted_p99_ms,
+                cell(&t.generator_lag_ms, 1),
+                t.gateway_cpu.median * 100.0,
+                t.harness_cpu.median * 100.0
+            );
+        }
+        if let Some(a) = self.targets.first() {
+            if a.harness_cpu.median >= HARNESS_BUSY {
+                let _ = writeln!(
+                    s,
+                    "\nthe harness (load generator and simulated upstreams, this process) used {:.0}% of a core during the adaptive rounds: it was late itself, so the admitted p99 is partly the harness's",
+                    a.harness_cpu.median * 100.0
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\ngoal (adaptive: goodput ≥ {:.0}% of capacity, admitted p99 ≤ {GOAL_P99_RATIO}× unloaded): {}",
+            GOAL_GOODPUT * 100.0,
+            if self.goal_met { "met" } else { "not met" }
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Target;
+    use super::*;
+
+    fn report(harness: f64) -> OverloadReport {
+        let one = |x: f64| Spread::of(&[x]);
+        let target = |name: &str| Target {
+            target: name.to_owned(),
+            unloaded_p99_ms: 4.0,
+            goodput: one(7000.0),
+            goodput_of_capacity: 1.5,
+            admitted_p99_ms: one(12.0),
+            p99_over_unloaded: 3.0,
+            shed: 100,
+            unanswered: 0,
+            offered: 90_000,
+            first_goodput: 5000.0,
+            first_admitted_p99_ms: 400.0,
+            generator_lag_ms: one(8.0),
+            gateway_cpu: one(0.86),
+            harness_cpu: one(harness),
+        };
+        OverloadReport {
+            scenario: "overload",
+            gateway_threads: 1,
+            steps: Vec::new(),
+            capacity: 4500.0,
+            offered: 9000.0,
+            duration_s: 5.0,
+            rounds: 2,
+            connections: 1000,
+            targets: vec![target("adaptive"), target("no limit")],
+            goal_met: false,
+        }
+    }
+
+    #[test]
+    fn each_side_s_cpu_is_shown_and_a_busy_harness_is_named() {
+        let md = report(0.95).to_markdown();
+        assert!(md.contains("| 86 / 95 |"), "{md}");
+        assert!(md.contains("the harness"), "{md}");
+        let md = report(0.40).to_markdown();
+        assert!(md.contains("| 86 / 40 |"), "{md}");
+        assert!(!md.contains("the harness"), "{md}");
+    }
+}
