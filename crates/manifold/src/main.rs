@@ -103,7 +103,7 @@ mod tests {
     fn jemalloc_purges_freed_pages_from_a_background_thread() {
         let conf = tikv_jemalloc_ctl::config::malloc_conf::read().unwrap();
         assert!(conf.contains("background_thread:true"), "{conf}");
-        assert!(conf.contains("dirty_decay_ms:1000"), "{conf}");
+        assert!(conf.contains("dirty_decay_ms:250"), "{conf}");
         assert!(tikv_jemalloc_ctl::opt::background_thread::read().unwrap());
     }
 }
