@@ -561,3 +561,26 @@ fn response_status(result: &Result<Value, CallError>) -> u16 {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// serde_json's `raw_value` feature (unified across the whole build when any crate enables
+    /// it) makes every parse into `Value` read an object keyed by its private token as the JSON
+    /// text in its string: an upstream (or a client) could then make the gateway see what no
+    /// other parser sees. An answer is read as the JSON it is.
+    #[test]
+    fn an_answer_keyed_by_serde_json_s_raw_value_token_is_an_ordinary_object() {
+        for body in [
+            r#"{"$serde_json::private::RawValue":"[1,2]"}"#,
+            r#"{"$serde_json::private::RawValue":""}"#,
+            r#"{"a":1,"$serde_json::private::RawValue":"7"}"#,
+        ] {
+            let v = parse_answer("u", StatusCode::OK, body.as_bytes()).expect(body);
+            assert!(v.is_object(), "{body} read as {v}");
+            let back: Value = serde_json::from_str(&v.to_string()).expect("written back");
+            assert_eq!(back, v);
+        }
+    }
+}

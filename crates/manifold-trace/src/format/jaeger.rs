@@ -31,6 +31,15 @@ pub fn parse(
 ) -> Result<Vec<RawTrace>, FormatError> {
     let obj: JObj<'_> = serde_json::from_slice(bytes)?;
     let mut out = Vec::new();
+    if let Some(inner) = obj.result {
+        if inner.spans.is_some() || inner.span_id.is_some() || inner.data.is_some() {
+            convert_obj(*inner, interner, warnings, &mut out)?;
+        } else {
+            // api_v3: OTLP inside `result`, which the OTLP reader unwraps itself.
+            out = super::otlp::parse(bytes, interner, warnings)?;
+        }
+        return Ok(out);
+    }
     convert_obj(obj, interner, warnings, &mut out)?;
     Ok(out)
 }
@@ -47,15 +56,9 @@ fn convert_obj(
         }
         return Ok(());
     }
-    if let Some(raw) = obj.result {
-        let inner: JObj<'_> = serde_json::from_str(raw.get())?;
-        if inner.spans.is_some() || inner.span_id.is_some() || inner.data.is_some() {
-            return convert_obj(inner, interner, warnings, out);
-        }
-        // api_v3: OTLP inside `result`
-        let traces = super::otlp::parse(raw.get().as_bytes(), interner, warnings)?;
-        out.extend(traces);
-        return Ok(());
+    if let Some(inner) = obj.result {
+        // A `result` wrapper below the top (inside `data`): Jaeger's own JSON only.
+        return convert_obj(*inner, interner, warnings, out);
     }
     if obj.spans.is_none() {
         if let Some(span) = obj.into_single_span() {
@@ -179,6 +182,21 @@ mod tests {
         assert_eq!(s.duration, 225_000);
         assert_eq!(s.start, 1_485_449_191_639_875_000);
         assert!(s.has(flags::ERROR));
+    }
+
+    /// api_v3 wraps OTLP/JSON in `result`: this reader hands the document to the OTLP one.
+    #[test]
+    fn api_v3_otlp_inside_result() {
+        let json = br#"{"result":{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"svc"}}]},
+            "scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"op",
+            "kind":2,"startTimeUnixNano":"1544712660000000000","endTimeUnixNano":"1544712661000000000"}]}]}]}}"#;
+        let mut i = Interner::new();
+        let mut w = Warnings::default();
+        let t = parse(json, &mut i, &mut w).expect("parse");
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].spans.len(), 1);
+        assert_eq!(i.name(t[0].spans[0].service), "svc");
+        assert_eq!(t[0].spans[0].duration, 1_000_000_000);
     }
 
     #[test]

@@ -5,7 +5,6 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use crate::format::{text_or_empty, Attrs, BStr, NumOrText, Value};
 
@@ -169,8 +168,10 @@ pub(super) struct JSpan<'a> {
 pub(super) struct JObj<'a> {
     #[serde(borrow)]
     pub(super) data: Option<Vec<JObj<'a>>>,
+    /// api_v3's wrapper: Jaeger's own JSON or OTLP/JSON inside (OTLP's fields are ignored
+    /// here; [`super::otlp`] reads the whole document again for them).
     #[serde(borrow)]
-    pub(super) result: Option<&'a RawValue>,
+    pub(super) result: Option<Box<JObj<'a>>>,
     #[serde(rename = "traceID", alias = "traceId", borrow)]
     pub(super) trace_id: Option<BStr<'a>>,
     #[serde(borrow)]
