@@ -416,8 +416,12 @@ fn traced(
             // also holds every call's rendered headers and bodies, so a span kept by the trace
             // store or waiting in the export queue would keep all of it alive, beyond what the
             // store's byte bound counts.
-            let call =
-                crate::telemetry::CallTrace::new(ctx.clone(), Arc::clone(&tele.name), cache_fill);
+            let call = crate::telemetry::CallTrace::for_built(
+                ctx.clone(),
+                Arc::clone(&tele.name),
+                cache_fill,
+                tele.sets_tracestate,
+            );
             return (request, Some(call));
         }
         ctx.apply(None, request.headers_mut());

@@ -91,6 +91,9 @@ struct RouteTele {
 #[derive(Debug)]
 pub(crate) struct CallTele {
     pub(crate) name: Arc<str>,
+    /// The call's configured headers include a `tracestate`: only then can its request carry
+    /// one for the attempts to strip (see [`CallTrace::for_built`]).
+    pub(crate) sets_tracestate: bool,
     metrics: Option<CallMetrics>,
 }
 
@@ -447,20 +450,24 @@ fn route_handles(config: &Config, metrics: Option<&Metrics>) -> Vec<RouteTele> {
         .enumerate()
         .map(|(index, r)| {
             let calls = match &r.kind {
-                RouteKind::Compose(plan) => plan
-                    .calls
-                    .iter()
-                    .map(|c| {
-                        let upstream = config
-                            .upstreams
-                            .get(c.upstream)
-                            .map_or("", |u| u.name.as_str());
-                        Arc::new(CallTele {
-                            name: Arc::from(c.name.as_str()),
-                            metrics: metrics.map(|m| m.call(&r.name, &c.name, upstream)),
+                RouteKind::Compose(plan) => {
+                    plan.calls
+                        .iter()
+                        .map(|c| {
+                            let upstream = config
+                                .upstreams
+                                .get(c.upstream)
+                                .map_or("", |u| u.name.as_str());
+                            Arc::new(CallTele {
+                                name: Arc::from(c.name.as_str()),
+                                sets_tracestate: c.headers.iter().any(|(n, _)| {
+                                    n.eq_ignore_ascii_case(tm::propagate::TRACESTATE)
+                                }),
+                                metrics: metrics.map(|m| m.call(&r.name, &c.name, upstream)),
+                            })
                         })
-                    })
-                    .collect(),
+                        .collect()
+                }
                 _ => Vec::new(),
             };
             RouteTele {
