@@ -176,6 +176,32 @@ pub struct Span {
 }
 
 impl Span {
+    /// [`Span::new`] from a reader's timing, either of which a trace may lack: a missing one is
+    /// 0 and flagged (`NO_START`, `NO_DURATION`), so analysis knows it was not measured. Every
+    /// reader builds its spans here, so the rule is one.
+    pub fn timed(
+        id: SpanId,
+        service: Sym,
+        operation: Sym,
+        start: Option<i64>,
+        duration: Option<i64>,
+    ) -> Span {
+        let mut span = Span::new(
+            id,
+            service,
+            operation,
+            start.unwrap_or(0),
+            duration.unwrap_or(0),
+        );
+        if start.is_none() {
+            span.flags |= flags::NO_START;
+        }
+        if duration.is_none() {
+            span.flags |= flags::NO_DURATION;
+        }
+        span
+    }
+
     /// A span with the given identity and timing and every other field empty.
     pub fn new(id: SpanId, service: Sym, operation: Sym, start: i64, duration: i64) -> Span {
         Span {

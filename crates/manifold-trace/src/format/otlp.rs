@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::{
     service_sym, span_id, text_or_empty, Attrs, BStr, FormatError, NumOrText, RawTrace, Value,
 };
-use crate::model::{flags, Interner, Span, SpanKind, WarningKind, Warnings};
+use crate::model::{Interner, Span, SpanKind, WarningKind, Warnings};
 
 #[derive(Deserialize)]
 struct AnyValue<'a> {
@@ -205,19 +205,7 @@ fn convert_resource(
                 (Some(a), Some(b)) => Some(b.saturating_sub(a)),
                 _ => None,
             };
-            let mut span = Span::new(
-                id,
-                service,
-                operation,
-                start.unwrap_or(0),
-                duration.unwrap_or(0),
-            );
-            if start.is_none() {
-                span.flags |= flags::NO_START;
-            }
-            if duration.is_none() {
-                span.flags |= flags::NO_DURATION;
-            }
+            let mut span = Span::timed(id, service, operation, start, duration);
             span.kind = match &s.kind {
                 Some(NumOrText::Text(t)) => SpanKind::parse(t),
                 Some(n) => n
@@ -270,6 +258,7 @@ fn convert_resource(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::flags;
 
     #[test]
     fn hex_and_base64_enums_as_names() {

@@ -99,22 +99,10 @@ pub fn parse(
             .as_ref()
             .and_then(|v| v.as_i64())
             .and_then(|us| us.checked_mul(1000));
-        let mut span = Span::new(
-            id,
-            service,
-            operation,
-            start.unwrap_or(0),
-            duration.unwrap_or(0),
-        );
+        let mut span = Span::timed(id, service, operation, start, duration);
         span.kind = kind;
         if z.shared.unwrap_or(false) || kind == SpanKind::Server {
             span.flags |= flags::SERVER_SIDE;
-        }
-        if start.is_none() {
-            span.flags |= flags::NO_START;
-        }
-        if duration.is_none() {
-            span.flags |= flags::NO_DURATION;
         }
         if let Some(p) = z.parent_id.as_deref() {
             if !p.is_empty() {

@@ -5,7 +5,7 @@ use crate::format::{
     parse_duration, parse_rfc3339, push_span_sized, service_sym, span_id, text_or_empty, trace_id,
     Attrs, Num, NumOrText, RawTrace, TidCache,
 };
-use crate::model::{flags, Interner, Link, Span, WarningKind, Warnings};
+use crate::model::{Interner, Link, Span, WarningKind, Warnings};
 
 use super::schema::JProcess;
 
@@ -150,19 +150,7 @@ pub(super) fn convert_span_in<'s>(
     };
     let start = s.start.and_then(time_us_or_rfc3339);
     let duration = s.duration.and_then(duration_us_or_text);
-    let mut span = Span::new(
-        id,
-        service,
-        operation,
-        start.unwrap_or(0),
-        duration.unwrap_or(0),
-    );
-    if start.is_none() {
-        span.flags |= flags::NO_START;
-    }
-    if duration.is_none() {
-        span.flags |= flags::NO_DURATION;
-    }
+    let mut span = Span::timed(id, service, operation, start, duration);
     // parent: the first reference into this trace (CHILD_OF before FOLLOWS_FROM)
     let mut parent: Option<(Link, &str)> = None;
     for r in refs {
