@@ -2,7 +2,7 @@
 //! shared tier. Kept apart from `compile.rs` (which checks the rest of `[cache]`) because every
 //! rule here is about one tier.
 
-use crate::compile::duration;
+use crate::compile::positive_duration;
 use crate::error::{Diagnostics, ErrorKind};
 use crate::model::CacheSettings;
 use crate::spanned::Spanned;
@@ -118,16 +118,8 @@ pub(crate) fn compile_memcached(
             &mut s.memcached_retry_after,
         ),
     ] {
-        if let Some(v) = value {
-            match duration(v, &format!("cache.{field}"), diag) {
-                Some(d) if d.is_zero() => diag.push(
-                    ErrorKind::Value,
-                    v.span(),
-                    format!("`cache.{field}` must be more than 0"),
-                ),
-                Some(d) => *slot = d,
-                None => {}
-            }
+        if let Some(d) = value.and_then(|v| positive_duration(v, &format!("cache.{field}"), diag)) {
+            *slot = d;
         }
     }
     if let Some(v) = raw.max_item_bytes {

@@ -2,7 +2,7 @@
 //! policy of a route or a call.
 
 use super::resolve::Resolver;
-use super::values::{diag_len, duration, list_or_none};
+use super::values::{diag_len, duration, list_or_none, positive_duration};
 use crate::error::{Diagnostics, ErrorKind};
 use crate::model::*;
 use crate::spanned::Spanned;
@@ -110,16 +110,11 @@ pub(super) fn compile_cache_section(
             &mut s.redis_retry_after,
         ),
     ] {
-        if let Some(v) = value {
-            match duration(v, &format!("cache.{field}"), diag) {
-                Some(d) if d.is_zero() => diag.push(
-                    ErrorKind::Value,
-                    v.span(),
-                    format!("`cache.{field}` must be more than 0"),
-                ),
-                Some(d) => *slot = d,
-                None => {}
-            }
+        if let Some(d) = value
+            .as_ref()
+            .and_then(|v| positive_duration(v, &format!("cache.{field}"), diag))
+        {
+            *slot = d;
         }
     }
     for (field, value) in [

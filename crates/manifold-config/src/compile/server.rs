@@ -1,7 +1,7 @@
 //! `[server]`: listeners, request limits and timeouts, TLS, the admin token, and the
 //! concurrency limit.
 
-use super::values::duration;
+use super::values::{duration, positive_duration};
 use crate::error::{Diagnostics, ErrorKind};
 use crate::model::*;
 use crate::spanned::Spanned;
@@ -151,18 +151,16 @@ fn settings(raw: Option<&Spanned<RawServer>>, diag: &mut Diagnostics<'_>) -> Ser
         ),
     ] {
         if let Some(v) = value {
-            if let Some(d) = duration(v, &format!("server.{field}"), diag) {
-                // No drain (or no drain delay) is a choice; a zero read or idle timeout would
-                // refuse every request.
-                if d.is_zero() && !field.starts_with("drain_") {
-                    diag.push(
-                        ErrorKind::Value,
-                        v.span(),
-                        format!("`server.{field}` must be more than 0"),
-                    );
-                } else {
-                    *slot = d;
-                }
+            let what = format!("server.{field}");
+            // No drain (or no drain delay) is a choice; a zero read or idle timeout would
+            // refuse every request.
+            let read = if field.starts_with("drain_") {
+                duration(v, &what, diag)
+            } else {
+                positive_duration(v, &what, diag)
+            };
+            if let Some(d) = read {
+                *slot = d;
             }
         }
     }

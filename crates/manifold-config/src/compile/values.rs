@@ -26,6 +26,25 @@ pub(crate) fn duration(
     }
 }
 
+/// [`duration`] for a timeout or interval, which 0 would make mean "never wait" or "always":
+/// zero is refused with an error naming `what`.
+pub(crate) fn positive_duration(
+    s: &Spanned<String>,
+    what: &str,
+    diag: &mut Diagnostics<'_>,
+) -> Option<Duration> {
+    let d = duration(s, what, diag)?;
+    if d.is_zero() {
+        diag.push(
+            ErrorKind::Value,
+            s.span(),
+            format!("`{what}` must be more than 0"),
+        );
+        return None;
+    }
+    Some(d)
+}
+
 pub(crate) fn method(
     raw: Option<&Spanned<String>>,
     default: http::Method,
