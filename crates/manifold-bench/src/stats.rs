@@ -187,6 +187,8 @@ mod tests {
                 errors_by_kind: errors.iter().copied().collect(),
                 statuses: statuses.iter().copied().collect(),
                 ok_histogram: h.clone(),
+                ok_from_send_histogram: h.clone(),
+                send_delay_histogram: h.clone(),
                 histogram: h,
                 max_send_lag: std::time::Duration::ZERO,
             }

@@ -31,6 +31,8 @@ pub(crate) struct Plan {
 
 struct Done {
     scheduled: Instant,
+    /// When the request's send began (after its connection slot), if it began in time.
+    sent: Option<Instant>,
     finished: Instant,
     outcome: Outcome,
 }
@@ -74,13 +76,16 @@ where
                         Some(l) => Some(l.clone().acquire_owned().await),
                         None => None,
                     };
-                    request.await
+                    let sent = Instant::now();
+                    (request.await, sent)
                 };
-                let outcome = tokio::time::timeout_at(due + timeout, work)
-                    .await
-                    .unwrap_or(Err(ErrorKind::Timeout));
+                let (outcome, sent) = match tokio::time::timeout_at(due + timeout, work).await {
+                    Ok((outcome, sent)) => (outcome, Some(sent)),
+                    Err(_) => (Err(ErrorKind::Timeout), None),
+                };
                 let _ = tx.send(Done {
                     scheduled: due,
+                    sent,
                     finished: Instant::now(),
                     outcome,
                 });
@@ -91,21 +96,20 @@ where
     };
 
     let collect = async {
-        let mut hist = new_histogram();
-        let mut ok_hist = new_histogram();
+        let mut hists = Hists::new();
         let mut report = Tally::default();
         let mut last = start;
         while let Some(d) = rx.recv().await {
             last = last.max(d.finished);
-            report.add(&d, &mut hist, &mut ok_hist);
+            report.add(&d, &mut hists);
             if let Some(b) = &bar {
                 b.inc(1);
             }
         }
-        (hist, ok_hist, report, last)
+        (hists, report, last)
     };
 
-    let (max_lag, (hist, ok_hist, tally, last)) = tokio::join!(schedule, collect);
+    let (max_lag, (hists, tally, last)) = tokio::join!(schedule, collect);
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -122,14 +126,47 @@ where
             0.0
         },
         duration_s: secs,
-        latency_ms: LoadReport::percentiles(&hist),
+        latency_ms: LoadReport::percentiles(&hists.all),
         target_rate: plan.rate,
         errors_by_kind: tally.by_kind,
         statuses: tally.statuses,
-        histogram: hist,
-        ok_histogram: ok_hist,
+        histogram: hists.all,
+        ok_histogram: hists.ok,
+        ok_from_send_histogram: hists.ok_from_send,
+        send_delay_histogram: hists.send_delay,
         max_send_lag: max_lag,
     }
+}
+
+/// The run's latency histograms, in microseconds.
+struct Hists {
+    /// Every answer, from its scheduled time.
+    all: Histogram<u64>,
+    /// Answers below 400, from their scheduled time.
+    ok: Histogram<u64>,
+    /// Answers below 400, from the start of their send.
+    ok_from_send: Histogram<u64>,
+    /// Every request that was sent: from its scheduled time to the start of its send.
+    send_delay: Histogram<u64>,
+}
+
+impl Hists {
+    fn new() -> Self {
+        Hists {
+            all: new_histogram(),
+            ok: new_histogram(),
+            ok_from_send: new_histogram(),
+            send_delay: new_histogram(),
+        }
+    }
+}
+
+/// `later - earlier` in whole microseconds, within the histograms' range.
+fn micros(earlier: Instant, later: Instant) -> u64 {
+    let us = later.saturating_duration_since(earlier).as_micros();
+    u64::try_from(us)
+        .unwrap_or(u64::MAX)
+        .clamp(1, HISTOGRAM_MAX_US)
 }
 
 /// 1 µs to one hour at 3 significant digits.
@@ -147,19 +184,19 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, d: &Done, hist: &mut Histogram<u64>, ok_hist: &mut Histogram<u64>) {
+    fn add(&mut self, d: &Done, h: &mut Hists) {
+        if let Some(sent) = d.sent {
+            h.send_delay.saturating_record(micros(d.scheduled, sent));
+        }
         let kind = match d.outcome {
             Ok(status) => {
-                let us = d
-                    .finished
-                    .saturating_duration_since(d.scheduled)
-                    .as_micros();
-                let us = u64::try_from(us)
-                    .unwrap_or(u64::MAX)
-                    .clamp(1, HISTOGRAM_MAX_US);
-                hist.saturating_record(us);
+                let us = micros(d.scheduled, d.finished);
+                h.all.saturating_record(us);
                 if status < 400 {
-                    ok_hist.saturating_record(us);
+                    h.ok.saturating_record(us);
+                    if let Some(sent) = d.sent {
+                        h.ok_from_send.saturating_record(micros(sent, d.finished));
+                    }
                 }
                 *self.statuses.entry(status).or_default() += 1;
                 match status {
@@ -308,6 +345,15 @@ mod tests {
         assert!(approx(r.latency_ms.max, 910.0), "max {}", r.latency_ms.max);
         // The median request (the 5th, due at 40 ms) is answered at 500 ms.
         assert!(approx(r.latency_ms.p50, 460.0), "p50 {}", r.latency_ms.p50);
+        // Measured from its send, every request took its 100 ms: the rest was the client's own
+        // wait for the one connection, which the send delay holds (the last: sent at 900 ms,
+        // due at 90 ms).
+        let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        assert_eq!(r.ok_from_send_histogram.len(), 10);
+        assert!(approx(ms(&r.ok_from_send_histogram, 0.0), 100.0));
+        assert!(approx(ms(&r.ok_from_send_histogram, 1.0), 100.0));
+        assert_eq!(r.send_delay_histogram.len(), 10);
+        assert!(approx(ms(&r.send_delay_histogram, 1.0), 810.0));
     }
 
     #[tokio::test(start_paused = true)]
@@ -337,6 +383,9 @@ mod tests {
         assert_eq!(r.histogram.len(), 4);
         // Only the answers counted as ok have a latency in `ok_histogram`.
         assert_eq!(r.ok_histogram.len(), 2);
+        assert_eq!(r.ok_from_send_histogram.len(), 2);
+        // Every request but the timed-out one was sent and given an outcome.
+        assert_eq!(r.send_delay_histogram.len(), 5);
         assert_eq!(r.statuses.get(&503), Some(&1));
         // The timed-out request ends the run: due at 0, given up at 2 s.
         assert!((r.duration_s - 2.0).abs() < 1e-9);

@@ -99,6 +99,17 @@ pub struct LoadReport {
     /// where fast refusals (a 503 from a load-shedding server) would flatter `histogram`.
     #[serde(skip)]
     pub ok_histogram: Histogram<u64>,
+    /// The same answers as `ok_histogram`, measured from when each request's send began (after
+    /// its connection slot) instead of from its scheduled time: what is left when the
+    /// generator's own lateness (`send_delay_histogram`) is taken out. A server's verdict
+    /// still reads `ok_histogram`; this one says how much of it was the client's.
+    #[serde(skip)]
+    pub ok_from_send_histogram: Histogram<u64>,
+    /// For every request whose send began and ended before its timeout, how long after its
+    /// scheduled time the send began (the generator's lag plus the wait for a connection
+    /// slot), in microseconds.
+    #[serde(skip)]
+    pub send_delay_histogram: Histogram<u64>,
     /// How far behind its schedule the generator itself ever sent (a large value means the
     /// machine could not keep up with the rate; latencies are still measured from the schedule).
     #[serde(skip)]
@@ -205,6 +216,8 @@ mod tests {
             errors_by_kind: [(ErrorKind::Timeout, 1)].into(),
             statuses: [(200, 3)].into(),
             ok_histogram: h.clone(),
+            ok_from_send_histogram: h.clone(),
+            send_delay_histogram: h.clone(),
             histogram: h,
             max_send_lag: Duration::ZERO,
         };

@@ -24,6 +24,11 @@
 //!    overload run of the same length that is reported apart (`first_*`): it holds the adaptive
 //!    limit's descent from its generous start, a transient that would otherwise be most of a
 //!    few seconds' p99; the rounds measure the steady state.
+//! 4. **Whose tail**: the client measures from each request's scheduled time (so a late
+//!    generator cannot hide a slow server), which also puts the generator's own lateness in
+//!    the admitted p99. The report gives, beside it, the same answers' p99 measured from each
+//!    request's send and the p99 of how late the sends were: the verdict stays the client's,
+//!    the second table says how much of it the harness was.
 //!
 //! The goal (issue 13): with the adaptive limit, goodput ≥ 90% of capacity and admitted p99
 //! ≤ 2× the unloaded p99.
@@ -169,6 +174,16 @@ pub struct Target {
     /// rounds. The generator measures from each request's *scheduled* time, so its own lag is
     /// in the client's latencies: a large lag says the tail is partly the harness's.
     pub generator_lag_ms: Spread,
+    /// Unloaded p99 of 2xx answers measured from each request's send instead of its scheduled
+    /// time (the generator's own lateness taken out), ms.
+    pub unloaded_p99_from_send_ms: f64,
+    /// Overload: admitted p99 measured from each request's send, ms, over rounds.
+    pub admitted_p99_from_send_ms: Spread,
+    /// Overload: `admitted_p99_from_send_ms`'s median over `unloaded_p99_from_send_ms`.
+    pub from_send_over_unloaded: f64,
+    /// Overload: p99 of how late the generator sent (its lag plus its wait for a connection
+    /// slot), ms, over rounds.
+    pub send_delay_p99_ms: Spread,
     /// Overload: the gateway's CPU (user + system, all its threads) over each round's wall
     /// time, as a share of one core, over rounds.
     pub gateway_cpu: Spread,
@@ -307,10 +322,14 @@ fn goodput(r: &LoadReport) -> f64 {
 }
 
 fn ok_p99_ms(r: &LoadReport) -> f64 {
-    if r.ok_histogram.is_empty() {
+    p99_ms(&r.ok_histogram)
+}
+
+fn p99_ms(h: &manifold_load::Histogram<u64>) -> f64 {
+    if h.is_empty() {
         return 0.0;
     }
-    r.ok_histogram.value_at_quantile(0.99) as f64 / 1000.0
+    h.value_at_quantile(0.99) as f64 / 1000.0
 }
 
 fn kept_up(r: &LoadReport, rate: f64) -> bool {
@@ -421,7 +440,7 @@ async fn run_with(
         ));
         settle(url).await;
         let r = measure(spec, url, capacity / 4.0, spec.unloaded_duration).await?;
-        unloaded.push(ok_p99_ms(&r));
+        unloaded.push((ok_p99_ms(&r), p99_ms(&r.ok_from_send_histogram)));
     }
     let offered = capacity * spec.factor;
     let mut first = Vec::new();
@@ -456,40 +475,59 @@ async fn run_with(
         .zip(&unloaded)
         .zip(&first)
         .zip(&cpu)
-        .map(|(((((name, _), rs), &base), first), shares)| {
-            let rate = Spread::of(&rs.iter().map(goodput).collect::<Vec<_>>());
-            let p99 = Spread::of(&rs.iter().map(ok_p99_ms).collect::<Vec<_>>());
-            let lag = Spread::of(
-                &rs.iter()
-                    .map(|r| r.max_send_lag.as_secs_f64() * 1e3)
-                    .collect::<Vec<_>>(),
-            );
-            Target {
-                target: (*name).to_owned(),
-                unloaded_p99_ms: base,
-                goodput_of_capacity: rate.median / capacity,
-                p99_over_unloaded: if base > 0.0 { p99.median / base } else { 0.0 },
-                goodput: rate,
-                admitted_p99_ms: p99,
-                shed: rs
-                    .iter()
-                    .map(|r| r.statuses.get(&503).copied().unwrap_or(0))
-                    .sum(),
-                unanswered: rs
-                    .iter()
-                    .map(|r| {
-                        let refused: u64 = r.statuses.range(400..).map(|(_, n)| n).sum();
-                        r.errors.saturating_sub(refused)
-                    })
-                    .sum(),
-                offered: rs.iter().map(|r| r.sent).sum(),
-                first_goodput: goodput(first),
-                first_admitted_p99_ms: ok_p99_ms(first),
-                generator_lag_ms: lag,
-                gateway_cpu: Spread::of(&shares.iter().map(|c| c.gateway).collect::<Vec<_>>()),
-                harness_cpu: Spread::of(&shares.iter().map(|c| c.harness).collect::<Vec<_>>()),
-            }
-        })
+        .map(
+            |(((((name, _), rs), &(base, base_from_send)), first), shares)| {
+                let rate = Spread::of(&rs.iter().map(goodput).collect::<Vec<_>>());
+                let p99 = Spread::of(&rs.iter().map(ok_p99_ms).collect::<Vec<_>>());
+                let from_send = Spread::of(
+                    &rs.iter()
+                        .map(|r| p99_ms(&r.ok_from_send_histogram))
+                        .collect::<Vec<_>>(),
+                );
+                let lag = Spread::of(
+                    &rs.iter()
+                        .map(|r| r.max_send_lag.as_secs_f64() * 1e3)
+                        .collect::<Vec<_>>(),
+                );
+                Target {
+                    target: (*name).to_owned(),
+                    unloaded_p99_ms: base,
+                    goodput_of_capacity: rate.median / capacity,
+                    p99_over_unloaded: if base > 0.0 { p99.median / base } else { 0.0 },
+                    goodput: rate,
+                    admitted_p99_ms: p99,
+                    shed: rs
+                        .iter()
+                        .map(|r| r.statuses.get(&503).copied().unwrap_or(0))
+                        .sum(),
+                    unanswered: rs
+                        .iter()
+                        .map(|r| {
+                            let refused: u64 = r.statuses.range(400..).map(|(_, n)| n).sum();
+                            r.errors.saturating_sub(refused)
+                        })
+                        .sum(),
+                    offered: rs.iter().map(|r| r.sent).sum(),
+                    first_goodput: goodput(first),
+                    first_admitted_p99_ms: ok_p99_ms(first),
+                    generator_lag_ms: lag,
+                    unloaded_p99_from_send_ms: base_from_send,
+                    from_send_over_unloaded: if base_from_send > 0.0 {
+                        from_send.median / base_from_send
+                    } else {
+                        0.0
+                    },
+                    admitted_p99_from_send_ms: from_send,
+                    send_delay_p99_ms: Spread::of(
+                        &rs.iter()
+                            .map(|r| p99_ms(&r.send_delay_histogram))
+                            .collect::<Vec<_>>(),
+                    ),
+                    gateway_cpu: Spread::of(&shares.iter().map(|c| c.gateway).collect::<Vec<_>>()),
+                    harness_cpu: Spread::of(&shares.iter().map(|c| c.harness).collect::<Vec<_>>()),
+                }
+            },
+        )
         .collect();
     let adaptive = &targets[0];
     let goal_met = adaptive.goodput_of_capacity >= GOAL_GOODPUT

@@ -76,6 +76,26 @@ impl OverloadReport {
         }
         let _ = writeln!(
             s,
+            "\nthe same answers measured from each request's send instead of its scheduled time (the generator's lateness taken out; the simulated upstreams' is still in):\n"
+        );
+        let _ = writeln!(
+            s,
+            "| limit | unloaded p99 from send ms | admitted p99 from send ms | ratio | send delay p99 ms |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+        for t in &self.targets {
+            let _ = writeln!(
+                s,
+                "| {} | {:.2} | {} | {:.1}× | {} |",
+                t.target,
+                t.unloaded_p99_from_send_ms,
+                cell(&t.admitted_p99_from_send_ms, 2),
+                t.from_send_over_unloaded,
+                cell(&t.send_delay_p99_ms, 2),
+            );
+        }
+        let _ = writeln!(
+            s,
             "\ngoal (adaptive: goodput ≥ {:.0}% of capacity, admitted p99 ≤ {GOAL_P99_RATIO}× unloaded): {}",
             GOAL_GOODPUT * 100.0,
             if self.goal_met { "met" } else { "not met" }
@@ -104,6 +124,10 @@ mod tests {
             first_goodput: 5000.0,
             first_admitted_p99_ms: 400.0,
             generator_lag_ms: one(8.0),
+            unloaded_p99_from_send_ms: 1.5,
+            admitted_p99_from_send_ms: one(2.5),
+            from_send_over_unloaded: 2.5 / 1.5,
+            send_delay_p99_ms: one(7.25),
             gateway_cpu: one(0.86),
             harness_cpu: one(harness),
         };
@@ -129,5 +153,14 @@ mod tests {
         let md = report(0.40).to_markdown();
         assert!(md.contains("| 86 / 40 |"), "{md}");
         assert!(!md.contains("the harness"), "{md}");
+    }
+
+    #[test]
+    fn the_tail_from_the_send_is_shown_beside_the_send_delay() {
+        let md = report(0.40).to_markdown();
+        assert!(
+            md.contains("| adaptive | 1.50 | 2.50 [2.50–2.50] | 1.7× | 7.25 [7.25–7.25] |"),
+            "{md}"
+        );
     }
 }

@@ -448,6 +448,8 @@ mod tests {
             statuses: [(200, 3), (201, 1), (502, 1), (504, 1), (500, 1), (404, 1)].into(),
             histogram: manifold_load::Histogram::new(3).unwrap(),
             ok_histogram: manifold_load::Histogram::new(3).unwrap(),
+            ok_from_send_histogram: manifold_load::Histogram::new(3).unwrap(),
+            send_delay_histogram: manifold_load::Histogram::new(3).unwrap(),
             max_send_lag: std::time::Duration::ZERO,
         };
         r.errors_by_kind = [
