@@ -35,12 +35,13 @@
 
 mod report;
 
-use crate::peers::{self, RunningPeer};
+pub use report::{OverloadReport, Step, Target};
+
+use crate::peers::{self, RunningPeer, ThreadsCpu};
 use crate::stats::Spread;
 use crate::BenchError;
 use manifold_load::{LoadReport, LoadSpec};
 use manifold_sim::{RunningSim, Sim, SimConfig};
-use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -132,91 +133,6 @@ impl OverloadSpec {
     }
 }
 
-/// One capacity step.
-#[derive(Debug, Clone, Serialize)]
-pub struct Step {
-    /// Offered req/s.
-    pub offered: f64,
-    /// 2xx answers per second.
-    pub goodput: f64,
-    /// Failed requests.
-    pub errors: u64,
-    /// Whether the answers kept up with the offered rate.
-    pub kept_up: bool,
-}
-
-/// One gateway's figures.
-#[derive(Debug, Clone, Serialize)]
-pub struct Target {
-    /// "adaptive" or "no limit".
-    pub target: String,
-    /// Unloaded p99 of 2xx answers, ms.
-    pub unloaded_p99_ms: f64,
-    /// Overload: 2xx answers per second, over rounds.
-    pub goodput: Spread,
-    /// Overload: goodput's median over capacity.
-    pub goodput_of_capacity: f64,
-    /// Overload: p99 of 2xx answers, ms, over rounds.
-    pub admitted_p99_ms: Spread,
-    /// Overload: admitted p99's median over the unloaded p99.
-    pub p99_over_unloaded: f64,
-    /// Overload: 503 answers (shed), summed over rounds.
-    pub shed: u64,
-    /// Overload: requests with no answer in time (timeouts, connection failures), summed.
-    pub unanswered: u64,
-    /// Overload: requests offered, summed.
-    pub offered: u64,
-    /// The first overload run (from a standing start, not in the rounds): goodput, req/s.
-    pub first_goodput: f64,
-    /// The first overload run: admitted p99, ms.
-    pub first_admitted_p99_ms: f64,
-    /// Overload: how far the load generator itself fell behind its schedule at worst, ms, over
-    /// rounds. The generator measures from each request's *scheduled* time, so its own lag is
-    /// in the client's latencies: a large lag says the tail is partly the harness's.
-    pub generator_lag_ms: Spread,
-    /// Unloaded p99 of 2xx answers measured from each request's send instead of its scheduled
-    /// time (the generator's own lateness taken out), ms.
-    pub unloaded_p99_from_send_ms: f64,
-    /// Overload: admitted p99 measured from each request's send, ms, over rounds.
-    pub admitted_p99_from_send_ms: Spread,
-    /// Overload: `admitted_p99_from_send_ms`'s median over `unloaded_p99_from_send_ms`.
-    pub from_send_over_unloaded: f64,
-    /// Overload: p99 of how late the generator sent (its lag plus its wait for a connection
-    /// slot), ms, over rounds.
-    pub send_delay_p99_ms: Spread,
-    /// Overload: the gateway's CPU (user + system, all its threads) over each round's wall
-    /// time, as a share of one core, over rounds.
-    pub gateway_cpu: Spread,
-    /// Overload: this process's CPU (the load generator and the simulated upstreams) over
-    /// each round's wall time, as a share of one core, over rounds.
-    pub harness_cpu: Spread,
-}
-
-/// The whole result.
-#[derive(Debug, Clone, Serialize)]
-pub struct OverloadReport {
-    /// Always "overload".
-    pub scenario: &'static str,
-    /// Worker threads of each gateway.
-    pub gateway_threads: usize,
-    /// The capacity search, in order.
-    pub steps: Vec<Step>,
-    /// The highest rate whose answers kept up, req/s.
-    pub capacity: f64,
-    /// The overload rate, req/s.
-    pub offered: f64,
-    /// Seconds per overload measurement.
-    pub duration_s: f64,
-    /// Overload rounds.
-    pub rounds: usize,
-    /// The load generator's most requests in flight (connections).
-    pub connections: usize,
-    /// adaptive, then no limit.
-    pub targets: Vec<Target>,
-    /// Whether the adaptive limit met the goal.
-    pub goal_met: bool,
-}
-
 fn sim_config() -> Result<SimConfig, BenchError> {
     let mut toml = String::from("seed = 11\nhost = \"127.0.0.1\"\n");
     for s in ["a", "b", "c"] {
@@ -280,11 +196,13 @@ async fn measure(
     Ok(manifold_load::run(load).await?)
 }
 
-/// CPU used by each side during one measurement, as shares of one core.
+/// CPU used by each side during one measurement, as shares of one core, and how long the
+/// gateway's threads waited for a core with work to do, as a share of the wall time.
 #[derive(Debug, Clone, Copy)]
 struct CpuShares {
     gateway: f64,
     harness: f64,
+    gateway_waiting: Option<f64>,
 }
 
 /// [`measure`], with the CPU the gateway and this process used meanwhile (`None` where `/proc`
@@ -298,14 +216,21 @@ async fn measure_with_cpu(
 ) -> Result<(LoadReport, Option<CpuShares>), BenchError> {
     let me = std::process::id();
     let before = (gateway.cpu_seconds(), peers::process_cpu_seconds(me));
+    let threads_before = ThreadsCpu::of_process(gateway.pid());
     let started = tokio::time::Instant::now();
     let r = measure(spec, url, rate, duration).await?;
     let wall = started.elapsed().as_secs_f64();
     let after = (gateway.cpu_seconds(), peers::process_cpu_seconds(me));
+    let threads_after = ThreadsCpu::of_process(gateway.pid());
+    let gateway_waiting = match (&threads_before, &threads_after) {
+        (Some(b), Some(a)) if wall > 0.0 => Some(a.waiting_since(b) / wall),
+        _ => None,
+    };
     let shares = match (before, after) {
         ((Some(g0), Some(h0)), (Some(g1), Some(h1))) if wall > 0.0 => Some(CpuShares {
             gateway: (g1 - g0) / wall,
             harness: (h1 - h0) / wall,
+            gateway_waiting,
         }),
         _ => None,
     };
@@ -525,6 +450,12 @@ async fn run_with(
                     ),
                     gateway_cpu: Spread::of(&shares.iter().map(|c| c.gateway).collect::<Vec<_>>()),
                     harness_cpu: Spread::of(&shares.iter().map(|c| c.harness).collect::<Vec<_>>()),
+                    gateway_waiting: Spread::of(
+                        &shares
+                            .iter()
+                            .filter_map(|c| c.gateway_waiting)
+                            .collect::<Vec<_>>(),
+                    ),
                 }
             },
         )

@@ -1,11 +1,102 @@
-//! The overload report as the markdown table docs/benchmarks.md quotes.
+//! The overload report: its figures, and the markdown table docs/benchmarks.md quotes.
 
-use super::{OverloadReport, GOAL_GOODPUT, GOAL_P99_RATIO};
+use super::{GOAL_GOODPUT, GOAL_P99_RATIO};
 use crate::stats::Spread;
+use serde::Serialize;
 
 /// The harness's CPU share at or above which its own lateness is in the client's figures
 /// (a single process whose load generator and simulator share the machine's other core).
 const HARNESS_BUSY: f64 = 0.8;
+
+/// One capacity step.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    /// Offered req/s.
+    pub offered: f64,
+    /// 2xx answers per second.
+    pub goodput: f64,
+    /// Failed requests.
+    pub errors: u64,
+    /// Whether the answers kept up with the offered rate.
+    pub kept_up: bool,
+}
+
+/// One gateway's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    /// "adaptive" or "no limit".
+    pub target: String,
+    /// Unloaded p99 of 2xx answers, ms.
+    pub unloaded_p99_ms: f64,
+    /// Overload: 2xx answers per second, over rounds.
+    pub goodput: Spread,
+    /// Overload: goodput's median over capacity.
+    pub goodput_of_capacity: f64,
+    /// Overload: p99 of 2xx answers, ms, over rounds.
+    pub admitted_p99_ms: Spread,
+    /// Overload: admitted p99's median over the unloaded p99.
+    pub p99_over_unloaded: f64,
+    /// Overload: 503 answers (shed), summed over rounds.
+    pub shed: u64,
+    /// Overload: requests with no answer in time (timeouts, connection failures), summed.
+    pub unanswered: u64,
+    /// Overload: requests offered, summed.
+    pub offered: u64,
+    /// The first overload run (from a standing start, not in the rounds): goodput, req/s.
+    pub first_goodput: f64,
+    /// The first overload run: admitted p99, ms.
+    pub first_admitted_p99_ms: f64,
+    /// Overload: how far the load generator itself fell behind its schedule at worst, ms, over
+    /// rounds. The generator measures from each request's *scheduled* time, so its own lag is
+    /// in the client's latencies: a large lag says the tail is partly the harness's.
+    pub generator_lag_ms: Spread,
+    /// Unloaded p99 of 2xx answers measured from each request's send instead of its scheduled
+    /// time (the generator's own lateness taken out), ms.
+    pub unloaded_p99_from_send_ms: f64,
+    /// Overload: admitted p99 measured from each request's send, ms, over rounds.
+    pub admitted_p99_from_send_ms: Spread,
+    /// Overload: `admitted_p99_from_send_ms`'s median over `unloaded_p99_from_send_ms`.
+    pub from_send_over_unloaded: f64,
+    /// Overload: p99 of how late the generator sent (its lag plus its wait for a connection
+    /// slot), ms, over rounds.
+    pub send_delay_p99_ms: Spread,
+    /// Overload: the gateway's CPU (user + system, all its threads) over each round's wall
+    /// time, as a share of one core, over rounds.
+    pub gateway_cpu: Spread,
+    /// Overload: this process's CPU (the load generator and the simulated upstreams) over
+    /// each round's wall time, as a share of one core, over rounds.
+    pub harness_cpu: Spread,
+    /// Overload: how long the gateway's threads were runnable but waiting for a core
+    /// (`/proc/PID/task/*/schedstat`), over each round's wall time, over rounds. Every
+    /// millisecond of it is a millisecond some admitted request waited that the gateway's own
+    /// work did not cause: the machine's cores were busy with something else.
+    pub gateway_waiting: Spread,
+}
+
+/// The whole result.
+#[derive(Debug, Clone, Serialize)]
+pub struct OverloadReport {
+    /// Always "overload".
+    pub scenario: &'static str,
+    /// Worker threads of each gateway.
+    pub gateway_threads: usize,
+    /// The capacity search, in order.
+    pub steps: Vec<Step>,
+    /// The highest rate whose answers kept up, req/s.
+    pub capacity: f64,
+    /// The overload rate, req/s.
+    pub offered: f64,
+    /// Seconds per overload measurement.
+    pub duration_s: f64,
+    /// Overload rounds.
+    pub rounds: usize,
+    /// The load generator's most requests in flight (connections).
+    pub connections: usize,
+    /// adaptive, then no limit.
+    pub targets: Vec<Target>,
+    /// Whether the adaptive limit met the goal.
+    pub goal_met: bool,
+}
 
 impl OverloadReport {
     /// A markdown table, as `docs/benchmarks.md` quotes it.
@@ -80,18 +171,19 @@ impl OverloadReport {
         );
         let _ = writeln!(
             s,
-            "| limit | unloaded p99 from send ms | admitted p99 from send ms | ratio | send delay p99 ms |"
+            "| limit | unloaded p99 from send ms | admitted p99 from send ms | ratio | send delay p99 ms | gateway runnable, waiting for a core (% of wall time) |"
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
         for t in &self.targets {
             let _ = writeln!(
                 s,
-                "| {} | {:.2} | {} | {:.1}× | {} |",
+                "| {} | {:.2} | {} | {:.1}× | {} | {:.1} |",
                 t.target,
                 t.unloaded_p99_from_send_ms,
                 cell(&t.admitted_p99_from_send_ms, 2),
                 t.from_send_over_unloaded,
                 cell(&t.send_delay_p99_ms, 2),
+                t.gateway_waiting.median * 100.0,
             );
         }
         let _ = writeln!(
@@ -106,7 +198,6 @@ impl OverloadReport {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Target;
     use super::*;
 
     fn report(harness: f64) -> OverloadReport {
@@ -130,6 +221,7 @@ mod tests {
             send_delay_p99_ms: one(7.25),
             gateway_cpu: one(0.86),
             harness_cpu: one(harness),
+            gateway_waiting: one(0.125),
         };
         OverloadReport {
             scenario: "overload",
@@ -159,7 +251,7 @@ mod tests {
     fn the_tail_from_the_send_is_shown_beside_the_send_delay() {
         let md = report(0.40).to_markdown();
         assert!(
-            md.contains("| adaptive | 1.50 | 2.50 [2.50–2.50] | 1.7× | 7.25 [7.25–7.25] |"),
+            md.contains("| adaptive | 1.50 | 2.50 [2.50–2.50] | 1.7× | 7.25 [7.25–7.25] | 12.5 |"),
             "{md}"
         );
     }

@@ -67,7 +67,17 @@ pub fn proc_tree_cpu_seconds(pid: u32) -> Option<f64> {
 /// it runs on a tokio runtime of its own inside this process (its workers and blocking threads
 /// all carry the runtime's thread name).
 #[derive(Debug, Clone, Default)]
-pub struct ThreadsCpu(HashMap<u32, f64>);
+pub struct ThreadsCpu(HashMap<u32, ThreadTimes>);
+
+/// One thread's times, seconds.
+#[derive(Debug, Clone, Copy, Default)]
+struct ThreadTimes {
+    /// On a CPU.
+    on_cpu: f64,
+    /// Runnable but waiting for a CPU (`schedstat`'s second field; 0 where the kernel does not
+    /// keep it): time the thread had work and the machine gave it no core.
+    waiting: f64,
+}
 
 impl ThreadsCpu {
     /// Read every thread of this process named `name` now. The kernel keeps 15 bytes of a
@@ -83,6 +93,11 @@ impl ThreadsCpu {
     /// the same nanosecond resolution. `None` when it has no threads left (or no `/proc`).
     pub fn of_process(pid: u32) -> Option<ThreadsCpu> {
         Self::read_tasks(Path::new(&format!("/proc/{pid}/task")), None)
+    }
+
+    /// Read every thread of this process.
+    pub fn of_self() -> Option<ThreadsCpu> {
+        Self::read_tasks(Path::new("/proc/self/task"), None)
     }
 
     fn read_tasks(tasks: &Path, want: Option<&[u8]>) -> Option<ThreadsCpu> {
@@ -102,14 +117,16 @@ impl ThreadsCpu {
             }
             let from_schedstat = std::fs::read_to_string(dir.join("schedstat"))
                 .ok()
-                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-                .map(|ns| ns as f64 / 1e9);
-            let secs = from_schedstat.or_else(|| {
+                .and_then(|s| parse_schedstat(&s));
+            let times = from_schedstat.or_else(|| {
                 let text = std::fs::read_to_string(dir.join("stat")).ok()?;
-                Some(parse_stat(&text)?.ticks as f64 / USER_HZ)
+                Some(ThreadTimes {
+                    on_cpu: parse_stat(&text)?.ticks as f64 / USER_HZ,
+                    waiting: 0.0,
+                })
             });
-            if let Some(s) = secs {
-                by_thread.insert(tid, s);
+            if let Some(t) = times {
+                by_thread.insert(tid, t);
             }
         }
         (!by_thread.is_empty()).then_some(ThreadsCpu(by_thread))
@@ -119,11 +136,36 @@ impl ThreadsCpu {
     /// between takes its share with it (a tokio blocking thread idle for 10 s, say): the figure
     /// can only be short by that, never negative.
     pub fn seconds_since(&self, earlier: &ThreadsCpu) -> f64 {
+        self.since(earlier, |t| t.on_cpu)
+    }
+
+    /// Seconds the threads running now spent runnable but waiting for a CPU since `earlier`
+    /// (0 where the kernel keeps no `schedstat`): on a machine the benchmark shares with its
+    /// own load generator, how long the measured process had work and no core to do it on.
+    pub fn waiting_since(&self, earlier: &ThreadsCpu) -> f64 {
+        self.since(earlier, |t| t.waiting)
+    }
+
+    fn since(&self, earlier: &ThreadsCpu, field: impl Fn(&ThreadTimes) -> f64) -> f64 {
         self.0
             .iter()
-            .map(|(tid, now)| (now - earlier.0.get(tid).copied().unwrap_or(0.0)).max(0.0))
+            .map(|(tid, now)| {
+                let before = earlier.0.get(tid).map_or(0.0, &field);
+                (field(now) - before).max(0.0)
+            })
             .sum()
     }
+}
+
+/// `/proc/.../schedstat`: nanoseconds on a CPU, nanoseconds waiting on a run queue, timeslices.
+fn parse_schedstat(text: &str) -> Option<ThreadTimes> {
+    let mut fields = text.split_whitespace();
+    let on_cpu = fields.next()?.parse::<u64>().ok()?;
+    let waiting = fields.next()?.parse::<u64>().ok()?;
+    Some(ThreadTimes {
+        on_cpu: on_cpu as f64 / 1e9,
+        waiting: waiting as f64 / 1e9,
+    })
 }
 
 #[cfg(test)]
@@ -183,6 +225,19 @@ mod tests {
         assert_eq!(s.ppid, 17);
         assert_eq!(s.ticks, 325);
         assert!(parse_stat("garbage").is_none());
+    }
+
+    #[test]
+    fn schedstat_gives_time_on_a_cpu_and_time_waiting_for_one() {
+        let t = parse_schedstat("2435865972 29331802365 50077\n").unwrap();
+        assert!((t.on_cpu - 2.435865972).abs() < 1e-9);
+        assert!((t.waiting - 29.331802365).abs() < 1e-9);
+        assert!(parse_schedstat("12").is_none());
+        assert!(parse_schedstat("x y z").is_none());
+        let tid = |on_cpu, waiting| ThreadsCpu([(1, ThreadTimes { on_cpu, waiting })].into());
+        let (before, after) = (tid(1.0, 0.5), tid(1.25, 2.0));
+        assert!((after.seconds_since(&before) - 0.25).abs() < 1e-12);
+        assert!((after.waiting_since(&before) - 1.5).abs() < 1e-12);
     }
 
     #[test]
