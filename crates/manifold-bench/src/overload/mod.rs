@@ -5,13 +5,16 @@
 //! The route is a composition of three calls to simulated upstreams that answer at once, so
 //! what limits it is the gateway's own work (parsing, three upstream round trips, rendering).
 //! Each gateway is a `manifold serve` child process on **one** worker thread
-//! (`TOKIO_WORKER_THREADS=1`), meant to leave the other core to the load generator and the
-//! simulator. They may not fit in it: per admitted request the harness does about as much work
-//! as the gateway (it sends the request, reads the answer and answers three upstream calls), so
-//! the report gives the CPU each side used during the overload rounds, as a share of one core
-//! ([`Target::gateway_cpu`], [`Target::harness_cpu`]). A harness near a full core is late
-//! itself — with the requests it sends and with the upstream answers the gateway waits for — and
-//! the admitted p99 is then partly the harness's (docs/benchmarks.md, 2026-12-07).
+//! (`TOKIO_WORKER_THREADS=1`), meant to leave the other core to the load generator (this
+//! process) and the simulated upstreams (a `manifold sim` child of their own, so that neither
+//! delays the other on one runtime). They may not fit in it: per admitted request the harness
+//! does about as much work as the gateway (it sends the request, reads the answer and answers
+//! three upstream calls), so the report gives the CPU each side used during the overload
+//! rounds, as a share of one core ([`Target::gateway_cpu`], [`Target::harness_cpu`]: the load
+//! generator only), and how long the gateway had work and waited for a core
+//! ([`Target::gateway_waiting`]). A late harness — with the requests it sends and with the
+//! upstream answers the gateway waits for — puts its lateness in the admitted p99
+//! (docs/benchmarks.md, 2026-12-07).
 //!
 //! 1. **Capacity**: open-loop steps on the unlimited gateway, doubling from `start_rate` while
 //!    the answers keep up with the offered rate (≥ 95% of it answered 2xx per second, ≤ 1%
@@ -41,7 +44,6 @@ use crate::peers::{self, RunningPeer, ThreadsCpu};
 use crate::stats::Spread;
 use crate::BenchError;
 use manifold_load::{LoadReport, LoadSpec};
-use manifold_sim::{RunningSim, Sim, SimConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -133,29 +135,65 @@ impl OverloadSpec {
     }
 }
 
-fn sim_config() -> Result<SimConfig, BenchError> {
+/// The three simulated upstreams' config, each on its port.
+fn sim_toml(ports: &[u16; 3]) -> String {
     let mut toml = String::from("seed = 11\nhost = \"127.0.0.1\"\n");
-    for s in ["a", "b", "c"] {
+    for (s, port) in SERVICES.iter().zip(ports) {
         toml.push_str(&format!(
-            "[services.{s}]\n  [[services.{s}.endpoints]]\n  method = \"GET\"\n  path = \"/item\"\n  \
+            "[services.{s}]\nport = {port}\n  [[services.{s}.endpoints]]\n  method = \"GET\"\n  path = \"/item\"\n  \
              response = {{ body = {{ id = \"{{seq}}\", name = \"widget\", price = 9.5, tags = [\"x\", \"y\"] }} }}\n"
         ));
     }
-    SimConfig::from_toml(&toml).map_err(|e| BenchError::Setup(format!("simulator config: {e}")))
+    toml
 }
 
-/// The gateway config: one composed route over the three upstreams, at `concurrency`.
-pub fn gateway_toml(sim: &RunningSim, concurrency: &str) -> Result<String, BenchError> {
-    let url = |s: &str| {
-        sim.url(s)
-            .ok_or_else(|| BenchError::Setup(format!("simulator has no service {s}")))
+/// The simulated upstreams, as a `manifold sim` child of their own: in this process they would
+/// share the load generator's runtime, and each would delay the other (the gateway waits on
+/// the upstreams' answers, the client on the gateway's). Returns the child and each service's
+/// URL, in [`SERVICES`]' order.
+async fn start_sim(spec: &OverloadSpec) -> Result<(RunningPeer, Vec<String>), BenchError> {
+    let setup = |what: &str, e: String| BenchError::Setup(format!("simulator {what}: {e}"));
+    let mut ports = [0u16; 3];
+    for p in &mut ports {
+        *p = peers::free_port().map_err(|e| setup("port", e.to_string()))?;
+    }
+    let dir = peers::scratch_dir("sim").map_err(|e| setup("scratch dir", e.to_string()))?;
+    let conf = dir.join("sim.toml");
+    std::fs::write(&conf, sim_toml(&ports)).map_err(|e| setup("config", e.to_string()))?;
+    let cmd = peers::PeerCommand {
+        name: "sim".into(),
+        program: spec.manifold_exe.clone(),
+        args: vec!["sim".into(), "-c".into(), conf.display().to_string()],
+        env: vec![("RUST_LOG".into(), "warn".into())],
+        cwd: None,
+        requires: Vec::new(),
+        port: ports[0],
+        probe_path: "/item".into(),
+        ready_timeout: Duration::from_secs(20),
+        scratch: Some(dir),
     };
+    let peer = peers::start(cmd)
+        .await
+        .map_err(|s| setup("start", s.reason))?;
+    let urls = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    Ok((peer, urls))
+}
+
+/// The simulated services, by name.
+const SERVICES: [&str; 3] = ["a", "b", "c"];
+
+/// The gateway config: one composed route over the three upstreams (`urls` in [`SERVICES`]'
+/// order), at `concurrency`.
+pub fn gateway_toml(urls: &[String], concurrency: &str) -> String {
     let mut toml = format!("[server]\nconcurrency = {concurrency}\n");
-    for s in ["a", "b", "c"] {
-        toml.push_str(&format!("[upstreams.{s}]\nendpoints = [\"{}\"]\n", url(s)?));
+    for (s, url) in SERVICES.iter().zip(urls) {
+        toml.push_str(&format!("[upstreams.{s}]\nendpoints = [\"{url}\"]\n"));
     }
     toml.push_str("[routes.overview]\nmethod = \"GET\"\npath = \"/overview\"\n");
-    for s in ["a", "b", "c"] {
+    for s in SERVICES {
         toml.push_str(&format!(
             "  [[routes.overview.calls]]\n  name = \"{s}\"\n  upstream = \"{s}\"\n  method = \"GET\"\n  path = \"/item\"\n"
         ));
@@ -163,15 +201,15 @@ pub fn gateway_toml(sim: &RunningSim, concurrency: &str) -> Result<String, Bench
     toml.push_str(
         "  [routes.overview.response]\n  body = { a = \"{a}\", b = \"{b}\", price = \"{c.price}\" }\n",
     );
-    Ok(toml)
+    toml
 }
 
 async fn start_gateway(
     spec: &OverloadSpec,
-    sim: &RunningSim,
+    urls: &[String],
     concurrency: &str,
 ) -> Result<RunningPeer, BenchError> {
-    let toml = gateway_toml(sim, concurrency)?;
+    let toml = gateway_toml(urls, concurrency);
     let mut cmd = peers::manifold_serve(&spec.manifold_exe, &toml, "/overview")
         .map_err(|s| BenchError::Setup(format!("manifold serve: {}", s.reason)))?;
     cmd.env.push((
@@ -210,17 +248,19 @@ struct CpuShares {
 async fn measure_with_cpu(
     spec: &OverloadSpec,
     gateway: &RunningPeer,
+    sim: &RunningPeer,
     url: &str,
     rate: f64,
     duration: Duration,
 ) -> Result<(LoadReport, Option<CpuShares>), BenchError> {
-    let me = std::process::id();
-    let before = (gateway.cpu_seconds(), peers::process_cpu_seconds(me));
+    // The harness: the load generator (this process) and the simulated upstreams.
+    let harness = || Some(peers::process_cpu_seconds(std::process::id())? + sim.cpu_seconds()?);
+    let before = (gateway.cpu_seconds(), harness());
     let threads_before = ThreadsCpu::of_process(gateway.pid());
     let started = tokio::time::Instant::now();
     let r = measure(spec, url, rate, duration).await?;
     let wall = started.elapsed().as_secs_f64();
-    let after = (gateway.cpu_seconds(), peers::process_cpu_seconds(me));
+    let after = (gateway.cpu_seconds(), harness());
     let threads_after = ThreadsCpu::of_process(gateway.pid());
     let gateway_waiting = match (&threads_before, &threads_after) {
         (Some(b), Some(a)) if wall > 0.0 => Some(a.waiting_since(b) / wall),
@@ -329,22 +369,23 @@ pub async fn run(
 ) -> Result<OverloadReport, BenchError> {
     spec.check()?;
     progress("starting the simulator and two gateways (adaptive limit, no limit)");
-    let sim = Sim::start(sim_config()?)
-        .await
-        .map_err(|e| BenchError::Setup(format!("simulator: {e}")))?;
-    let result = run_with(spec, &sim, &mut progress).await;
-    sim.shutdown().await;
+    let (sim, sim_urls) = start_sim(spec).await?;
+    let result = run_with(spec, (&sim, &sim_urls), &mut progress).await;
+    drop(sim);
     result
 }
 
 async fn run_with(
     spec: &OverloadSpec,
-    sim: &RunningSim,
+    (sim, sim_urls): (&RunningPeer, &[String]),
     progress: &mut impl FnMut(&str),
 ) -> Result<OverloadReport, BenchError> {
     let gateways = [
-        ("adaptive", start_gateway(spec, sim, "\"adaptive\"").await?),
-        ("no limit", start_gateway(spec, sim, "1000000").await?),
+        (
+            "adaptive",
+            start_gateway(spec, sim_urls, "\"adaptive\"").await?,
+        ),
+        ("no limit", start_gateway(spec, sim_urls, "1000000").await?),
     ];
     let urls: Vec<String> = gateways.iter().map(|(_, p)| p.url("/overview")).collect();
     for url in &urls {
@@ -389,7 +430,8 @@ async fn run_with(
             ));
             settle(&urls[i]).await;
             let (r, shares) =
-                measure_with_cpu(spec, &gateways[i].1, &urls[i], offered, spec.duration).await?;
+                measure_with_cpu(spec, &gateways[i].1, sim, &urls[i], offered, spec.duration)
+                    .await?;
             runs[i].push(r);
             cpu[i].extend(shares);
         }
@@ -483,18 +525,21 @@ async fn run_with(
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn both_gateway_configs_compile() {
-        let sim = Sim::start(sim_config().expect("sim config"))
-            .await
-            .expect("the simulator");
+    #[test]
+    fn the_sim_and_both_gateway_configs_compile() {
+        let sim = manifold_sim::SimConfig::from_toml(&sim_toml(&[7001, 7002, 7003]))
+            .expect("the simulator's config");
+        assert_eq!(sim.services.len(), 3);
+        let urls: Vec<String> = (1..=3)
+            .map(|i| format!("http://127.0.0.1:700{i}"))
+            .collect();
         for c in ["\"adaptive\"", "1000000"] {
-            let toml = gateway_toml(&sim, c).expect("a config");
             let config =
-                manifold_config::compile("overload.toml".as_ref(), &toml).expect("it compiles");
+                manifold_config::compile("overload.toml".as_ref(), &gateway_toml(&urls, c))
+                    .expect("it compiles");
             assert_eq!(config.routes.len(), 1);
+            assert_eq!(config.upstreams.len(), 3);
         }
-        sim.shutdown().await;
     }
 
     #[test]

@@ -63,8 +63,9 @@ pub struct Target {
     /// Overload: the gateway's CPU (user + system, all its threads) over each round's wall
     /// time, as a share of one core, over rounds.
     pub gateway_cpu: Spread,
-    /// Overload: this process's CPU (the load generator and the simulated upstreams) over
-    /// each round's wall time, as a share of one core, over rounds.
+    /// Overload: the harness's CPU (the load generator, this process, and the simulated
+    /// upstreams, its `manifold sim` child) over each round's wall time, as a share of one
+    /// core, over rounds.
     pub harness_cpu: Spread,
     /// Overload: how long the gateway's threads were runnable but waiting for a core
     /// (`/proc/PID/task/*/schedstat`), over each round's wall time, over rounds. Every
@@ -160,7 +161,7 @@ impl OverloadReport {
             if a.harness_cpu.median >= HARNESS_BUSY {
                 let _ = writeln!(
                     s,
-                    "\nthe harness (load generator and simulated upstreams, this process) used {:.0}% of a core during the adaptive rounds: it was late itself, so the admitted p99 is partly the harness's",
+                    "\nthe harness (the load generator and the simulated upstreams) used {:.0}% of a core during the adaptive rounds: it was late itself, so the admitted p99 is partly the harness's",
                     a.harness_cpu.median * 100.0
                 );
             }
