@@ -39,13 +39,6 @@ pub(super) fn put_tag(b: &mut Vec<u8>, field: u32, wire: u32) {
     put_varint(b, u64::from(field << 3 | wire));
 }
 
-pub(super) fn put_varint_field(b: &mut Vec<u8>, field: u32, v: u64) {
-    if v != 0 {
-        put_tag(b, field, VARINT);
-        put_varint(b, v);
-    }
-}
-
 pub(super) fn put_fixed64(b: &mut Vec<u8>, field: u32, v: u64) {
     if v != 0 {
         put_tag(b, field, FIXED64);

@@ -4,15 +4,14 @@
 use super::super::encode::attr;
 use super::key;
 use super::protobuf::{begin_message, end_message, put_len_prefixed, put_str};
-use super::span::push_decimal;
-use super::value::{put_attr, put_kv, Val};
+use super::span::decimal;
+use super::value::{put_attr, put_joined_attr, put_kv, Val};
 
 #[test]
 fn decimals_are_written_as_format_writes_them() {
     for n in [0u16, 7, 10, 99, 443, 8080, 10000, u16::MAX] {
-        let mut t = String::from("x");
-        push_decimal(&mut t, n);
-        assert_eq!(t, format!("x{n}"));
+        let mut digits = [0u8; 5];
+        assert_eq!(decimal(n, &mut digits), n.to_string().as_bytes());
     }
 }
 
@@ -70,6 +69,38 @@ fn short_attributes_are_written_as_the_general_path_writes_them() {
             attr::HTTP_RESPONSE_STATUS_CODE,
             &Val::Int(i),
         );
+    }
+    for d in [0.0, -0.0, 1.5, f64::MAX, f64::NAN, f64::INFINITY] {
+        general(&key::FIRST_BYTE_MS, attr::FIRST_BYTE_MS, &Val::Double(d));
+    }
+    for x in [false, true] {
+        general(&key::CANCELLED, attr::CANCELLED, &Val::Bool(x));
+        general(&key::QUEUE_ENQUEUE, attr::QUEUE_ENQUEUE, &Val::Bool(x));
+    }
+}
+
+/// A joined attribute is the attribute of the joined string, short or long (the long one
+/// through the scratch buffer).
+#[test]
+fn joined_attributes_are_the_attribute_of_the_joined_string() {
+    let mut scratch = b"left over".to_vec();
+    for len in [0, 1, 50, 100, 120, 130, 300] {
+        let path = "p".repeat(len);
+        let parts: [&[u8]; 7] = [
+            b"http://",
+            b"[",
+            "::1".as_bytes(),
+            b"]",
+            b":",
+            b"8080",
+            path.as_bytes(),
+        ];
+        let mut want = Vec::new();
+        let joined = String::from_utf8(parts.concat()).expect("UTF-8");
+        put_kv(&mut want, 9, attr::URL_FULL, &Val::Str(&joined));
+        let mut got = Vec::new();
+        put_joined_attr(&mut got, &key::URL_FULL, &parts, &mut scratch);
+        assert_eq!(got, want, "{len}");
     }
 }
 

@@ -15,21 +15,18 @@ pub(super) enum Val<'a> {
 
 /// Span { attributes = 9 }: one `KeyValue` with a pre-framed key (see [`key`](super::key)).
 ///
-/// Most attributes are a short string or a small integer, whose `KeyValue` is under 128 bytes:
-/// every length then takes one byte, and the tags and lengths are written as fixed-size arrays
-/// (stores the compiler inlines) instead of a varint loop and a push each (~200 instructions
-/// an attribute, half of a span's encoding).
+/// Most attributes are a short string, a small integer, a double or a bool, whose `KeyValue` is
+/// under 128 bytes: every length then takes one byte, and the tags and lengths are written as
+/// fixed-size arrays (stores the compiler inlines) instead of a varint loop and a push each.
+/// Inlined into the span writers (a span has ~12 attributes: the call's prologue and epilogue
+/// and the reload of the buffer's length were ~20 instructions of the ~90 each took); the
+/// general path stays out of line.
+#[inline(always)]
 pub(super) fn put_attr<const N: usize>(b: &mut Vec<u8>, key: &[u8; N], v: &Val<'_>) {
-    const ATTR_TAG: u8 = 9 << 3 | LEN as u8;
-    const VALUE_TAG: u8 = 2 << 3 | LEN as u8;
     match v {
         Val::Str(s) if N + s.len() + 4 < 0x80 => {
-            let any_len = 2 + s.len();
-            b.extend_from_slice(&[ATTR_TAG, (N + 2 + any_len) as u8]);
-            b.extend_from_slice(key);
-            b.extend_from_slice(&[VALUE_TAG, any_len as u8, 1 << 3 | LEN as u8, s.len() as u8]);
+            put_short_str_head(b, key, s.len());
             b.extend_from_slice(s.as_bytes());
-            return;
         }
         Val::Int(i) if N + 13 < 0x80 => {
             let mut digits = [0u8; 10];
@@ -39,10 +36,66 @@ pub(super) fn put_attr<const N: usize>(b: &mut Vec<u8>, key: &[u8; N], v: &Val<'
             b.extend_from_slice(key);
             b.extend_from_slice(&[VALUE_TAG, any_len as u8, 3 << 3 | VARINT as u8]);
             b.extend_from_slice(&digits[..n]);
-            return;
         }
-        _ => {}
+        // AnyValue { double_value = 4 }: a tag and eight bytes.
+        Val::Double(d) if N + 13 < 0x80 => {
+            b.extend_from_slice(&[ATTR_TAG, (N + 2 + 9) as u8]);
+            b.extend_from_slice(key);
+            let mut value = [VALUE_TAG, 9, 4 << 3 | FIXED64 as u8, 0, 0, 0, 0, 0, 0, 0, 0];
+            value[3..].copy_from_slice(&d.to_bits().to_le_bytes());
+            b.extend_from_slice(&value);
+        }
+        // AnyValue { bool_value = 2 }: a tag and one byte.
+        Val::Bool(x) if N + 6 < 0x80 => {
+            b.extend_from_slice(&[ATTR_TAG, (N + 2 + 2) as u8]);
+            b.extend_from_slice(key);
+            b.extend_from_slice(&[VALUE_TAG, 2, 2 << 3 | VARINT as u8, u8::from(*x)]);
+        }
+        _ => put_attr_general(b, key, v),
     }
+}
+
+/// Span { attributes = 9 }: a string attribute whose value is `parts` joined (each part
+/// UTF-8, or ASCII digits), written without joining them first when it is short (`url.full`,
+/// from the endpoint and the path: building it in a `String` to copy it again cost ~150
+/// instructions a CLIENT span). A long one is joined in `scratch` and written by [`put_attr`].
+pub(super) fn put_joined_attr<const N: usize>(
+    b: &mut Vec<u8>,
+    key: &[u8; N],
+    parts: &[&[u8]],
+    scratch: &mut Vec<u8>,
+) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if N + len + 4 < 0x80 {
+        put_short_str_head(b, key, len);
+        for p in parts {
+            b.extend_from_slice(p);
+        }
+    } else {
+        scratch.clear();
+        for p in parts {
+            scratch.extend_from_slice(p);
+        }
+        // Valid UTF-8 when the parts are, as they are; lossy (not a panic) if one were not.
+        put_attr(b, key, &Val::Str(&String::from_utf8_lossy(scratch)));
+    }
+}
+
+const ATTR_TAG: u8 = 9 << 3 | LEN as u8;
+const VALUE_TAG: u8 = 2 << 3 | LEN as u8;
+
+/// A short string attribute's tags, one-byte lengths and key, before its `len` bytes of value.
+#[inline(always)]
+fn put_short_str_head<const N: usize>(b: &mut Vec<u8>, key: &[u8; N], len: usize) {
+    let any_len = 2 + len;
+    b.extend_from_slice(&[ATTR_TAG, (N + 2 + any_len) as u8]);
+    b.extend_from_slice(key);
+    b.extend_from_slice(&[VALUE_TAG, any_len as u8, 1 << 3 | LEN as u8, len as u8]);
+}
+
+/// [`put_attr`] for any size: varint lengths.
+#[inline(never)]
+fn put_attr_general<const N: usize>(b: &mut Vec<u8>, key: &[u8; N], v: &Val<'_>) {
     let any_len = any_value_len(v);
     put_tag(b, 9, LEN);
     put_varint(b, (N + framed(any_len)) as u64);
