@@ -10,8 +10,9 @@
 //! short    = median latency of the window
 //! long     = baseline: drops quickly toward short, rises slowly (≈ 30 s)
 //! gradient = clamp(TOLERANCE × long / short, 0.5, 1)
-//! limit    = limit × (1 − s) + (limit × gradient + √limit) × s
-//!            (s = 0.2 when that raises the limit, 1 when it lowers it)
+//! limit    = limit × (1 − s) + (limit × gradient + q) × s
+//!            (s = 0.2 when that raises the limit, 1 when it lowers it;
+//!             q = √limit while within tolerance, 0 past it)
 //! ```
 //!
 //! While latency stays within `TOLERANCE` of the baseline the gradient is 1 and the limit grows
@@ -184,7 +185,17 @@ impl Gradient {
         } else {
             1.0
         };
-        let target = self.limit * gradient + self.limit.sqrt();
+        // Gradient2 always adds a queue allowance of √limit. Past the tolerance it is not
+        // added: at the small limits a congested gateway settles at (a core keeps busy with a
+        // handful of requests), √limit is a large share of the limit — at 13, the limit would
+        // settle where latency is TOLERANCE × 13 / (13 − √13) ≈ 2.1× the baseline instead of
+        // 1.5× — and the admitted requests' tail is what the limit is for.
+        let queue = if gradient < 1.0 {
+            0.0
+        } else {
+            self.limit.sqrt()
+        };
+        let target = self.limit * gradient + queue;
         let smoothing = if target < self.limit {
             SMOOTHING_DOWN
         } else {
@@ -272,6 +283,26 @@ mod tests {
         // Back to 2 ms: the limit rises again.
         run(&mut g, 20, 20, Duration::from_millis(2), |l| l).await;
         assert!(g.limit() > low, "{} !> {low}", g.limit());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_tolerance_a_small_limit_falls_instead_of_growing_by_its_queue_allowance() {
+        // A congested gateway's limit is small: 13 in flight keep its core busy.
+        let bounds = Bounds {
+            min: 4,
+            initial: 13,
+            max: 10_000,
+        };
+        let mut g = Gradient::new(bounds, Instant::now());
+        // The baseline: 2 ms, measured while little was in flight (the limit does not move).
+        let limits = run(&mut g, 20, 20, Duration::from_millis(2), |_| 1).await;
+        assert!(limits.iter().all(|&l| l == 13), "{limits:?}");
+        // Then 1.8× the baseline with the limit in flight: past the 1.5× tolerance, so the
+        // limit must fall. With Gradient2's √limit added regardless it would rise
+        // (13 × 1.5 / 1.8 + √13 ≈ 14.4) and settle near 2.1× the baseline.
+        let limits = run(&mut g, 5, 20, Duration::from_micros(3600), |l| l).await;
+        assert!(limits[0] < 13, "{limits:?}");
+        assert!(limits.windows(2).all(|w| w[1] <= w[0]), "{limits:?}");
     }
 
     #[tokio::test(start_paused = true)]
