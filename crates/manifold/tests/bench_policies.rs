@@ -50,7 +50,7 @@ fn retry_storm_quick_json_counts_the_retries_at_the_upstream() {
 }
 
 #[test]
-fn connections_is_for_bench_overload_only_and_bounded() {
+fn connections_and_factor_are_for_bench_overload_only_and_bounded() {
     for (args, said) in [
         (
             &["bench", "hedge", "--connections", "10"][..],
@@ -59,6 +59,18 @@ fn connections_is_for_bench_overload_only_and_bounded() {
         (
             &["bench", "overload", "--connections", "0"][..],
             "--connections must be between 1 and 20000",
+        ),
+        (
+            &["bench", "hedge", "--factor", "1.5"][..],
+            "--factor is for `bench overload`",
+        ),
+        (
+            &["bench", "overload", "--factor", "0.5"][..],
+            "--factor must be between 1 and 10",
+        ),
+        (
+            &["bench", "overload", "--factor", "NaN"][..],
+            "--factor must be between 1 and 10",
         ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_manifold"))

@@ -187,11 +187,21 @@ impl OverloadReport {
                 t.gateway_waiting.median * 100.0,
             );
         }
+        let factor = if self.capacity > 0.0 {
+            self.offered / self.capacity
+        } else {
+            0.0
+        };
         let _ = writeln!(
             s,
-            "\ngoal (adaptive: goodput ≥ {:.0}% of capacity, admitted p99 ≤ {GOAL_P99_RATIO}× unloaded): {}",
+            "\ngoal (adaptive: goodput ≥ {:.0}% of capacity, admitted p99 ≤ {GOAL_P99_RATIO}× unloaded): {}{}",
             GOAL_GOODPUT * 100.0,
-            if self.goal_met { "met" } else { "not met" }
+            if self.goal_met { "met" } else { "not met" },
+            if (factor - 2.0).abs() > 1e-9 {
+                format!(" (the goal is stated at 2× capacity; this run offered {factor:.2}×)")
+            } else {
+                String::new()
+            }
         );
         s
     }

@@ -118,6 +118,11 @@ pub(crate) struct Args {
     /// `memory`: idle keep-alive connections held open (default 10,000; --quick 1,000).
     #[arg(long, value_name = "N")]
     connections: Option<usize>,
+    /// `overload`: offered load as a multiple of the capacity found (default 2, the issue's
+    /// goal; 1 to 10). Below 2, how the admitted tail grows with the excess the gateway must
+    /// refuse.
+    #[arg(long, value_name = "F")]
+    factor: Option<f64>,
     /// `memory`: slow requests held in flight at once (default 1,000; --quick 100).
     #[arg(long, value_name = "K")]
     in_flight: Option<usize>,
@@ -209,6 +214,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Scenario::Memory = args.scenario {
         return run_memory(&args);
     }
+    anyhow::ensure!(
+        args.factor.is_none() || matches!(args.scenario, Scenario::Overload),
+        "--factor is for `bench overload`"
+    );
     if let Scenario::Soak = args.scenario {
         return run_soak(&args);
     }

@@ -202,6 +202,13 @@ pub(super) fn run_overload(args: &Args) -> anyhow::Result<ExitCode> {
         );
         spec.connections = c;
     }
+    if let Some(f) = args.factor {
+        anyhow::ensure!(
+            f.is_finite() && (1.0..=10.0).contains(&f),
+            "--factor must be between 1 and 10"
+        );
+        spec.factor = f;
+    }
     let quiet = args.json;
     let report = crate::cmd::runtime()?.block_on(manifold_bench::overload::run(&spec, |step| {
         if !quiet {
