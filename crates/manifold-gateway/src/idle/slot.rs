@@ -12,6 +12,7 @@
 use super::watch::Tracked;
 use super::Plain;
 use crate::conn::{self, Activity};
+use crate::respond::ClientId;
 use crate::upstream::Body;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -41,7 +42,7 @@ pub(super) fn service_h1<H, F>(
 > + Send
        + 'static
 where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr, ClientId) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let in_conn = Arc::clone(activity);
@@ -78,7 +79,7 @@ pub(super) async fn tracked_answer<H, F>(
     passthrough: bool,
 ) -> Result<Response<Tracked>, Infallible>
 where
-    H: Fn(Request<Incoming>, SocketAddr) -> F,
+    H: Fn(Request<Incoming>, SocketAddr, ClientId) -> F,
     F: Future<Output = Result<Response<Body>, Infallible>>,
 {
     let Ok(resp) = conn::answer(Arc::clone(&activity), req, peer, handler, passthrough).await;
