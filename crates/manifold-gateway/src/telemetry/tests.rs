@@ -116,3 +116,21 @@ async fn the_answer_keeps_an_id_it_already_has() {
     t.finish(rec, &mut resp);
     assert_eq!(resp.headers()[REQUEST_ID], "set-before");
 }
+
+/// The request's start is the one its caller read (the limiter's admission), and `finish`
+/// returns its end as the latency was measured, traced or not: the limiter samples that
+/// instead of reading the clock again.
+#[tokio::test(start_paused = true)]
+async fn finish_returns_the_end_of_the_latency_it_measured() {
+    for toml in ["tracing = false", "tracing = true"] {
+        let t = Telemetry::new(&config(toml)).expect("telemetry");
+        let mut req = request(None);
+        let started = Instant::now();
+        tokio::time::advance(Duration::from_millis(3)).await;
+        let rec = t.start(0, &mut req, started, None).expect("recorded");
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let mut resp = answer();
+        let ended = t.finish(rec, &mut resp);
+        assert_eq!(ended, started + Duration::from_millis(8), "{toml}");
+    }
+}
