@@ -16,6 +16,7 @@
 
 use crate::idle::IdleState;
 use crate::respond;
+use crate::respond::ClientId;
 use crate::server::Limits;
 use crate::upstream::Body;
 use http::{Request, Response};
@@ -39,7 +40,7 @@ pub(crate) struct Activity {
     requests: AtomicU64,
     /// Requests whose answer head is not sent yet.
     in_flight: AtomicUsize,
-    /// When a request last started or ended, in ms since `since`.
+    /// When a request last ended, in ms since `since`.
     last_ms: AtomicU64,
     /// Whether a plaintext HTTP/1 connection may drop hyper's buffers now, and the request to
     /// finish ([`crate::idle`]).
@@ -84,7 +85,7 @@ impl Activity {
     }
 
     /// When a connection with no request in flight is idle too long (`h2_idle_timeout` after
-    /// its last request started or ended), as [`run`] tells it.
+    /// its last request ended), as [`run`] tells it.
     pub(crate) fn idle_until(&self, limits: &Limits) -> Instant {
         self.since
             + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
@@ -96,10 +97,12 @@ impl Activity {
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// A request starts. Its start is not written down (a clock read per request): the time is
+    /// read only while nothing is in flight ([`Activity::verdict`], the park's due time), and
+    /// then the last event is a request's end, which [`InFlight`]'s drop writes.
     fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        self.touch();
         InFlight(Arc::clone(self))
     }
 
@@ -146,7 +149,7 @@ pub(crate) async fn answer<H, F>(
     passthrough: bool,
 ) -> Result<Response<Body>, Infallible>
 where
-    H: Fn(Request<Incoming>, SocketAddr) -> F,
+    H: Fn(Request<Incoming>, SocketAddr, ClientId) -> F,
     F: Future<Output = Result<Response<Body>, Infallible>>,
 {
     let _in_flight = activity.begin();
@@ -159,7 +162,7 @@ where
     // For the log line of a failed answer (the handler takes the request). A `Uri` clone
     // shares the parsed bytes: no copy.
     let uri = req.uri().clone();
-    let Ok(mut resp) = handler(req, peer).await;
+    let Ok(mut resp) = handler(req, peer, id.clone()).await;
     respond::log_answer(&mut resp, id, &method, uri.path(), passthrough);
     Ok(resp)
 }

@@ -82,11 +82,13 @@ fn error_response(
 }
 
 /// Handle one request. Never fails: every problem becomes an HTTP answer.
-/// `peer`: the client's address. Past the concurrency limit the answer is 503 at once.
+/// `peer`: the client's address; `client_id`: its `X-Request-Id`, as the connection read it.
+/// Past the concurrency limit the answer is 503 at once.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
     peer: SocketAddr,
+    client_id: crate::respond::ClientId,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let Some(permit) = shared.limit.try_acquire() else {
         let mut resp = crate::respond::shed(shared.limit.limit());
@@ -106,16 +108,21 @@ pub(crate) async fn handle(
         read.finish(&req, &mut resp);
         return Ok(resp);
     }
-    let resp = route(shared, req, peer).await;
-    permit.finish();
+    let (resp, ended) = route(shared, req, peer, permit.started(), client_id).await;
+    permit.finish(ended);
     Ok(resp)
 }
 
+/// Route the request admitted at `started` (its client's id `client_id`) and answer it; with the
+/// answer, when it ended if
+/// telemetry read the clock for that (then the limiter need not read it again).
 async fn route(
     shared_arc: Arc<Shared>,
     req: Request<Incoming>,
     peer: SocketAddr,
-) -> Response<Body> {
+    started: Instant,
+    client_id: crate::respond::ClientId,
+) -> (Response<Body>, Option<Instant>) {
     let shared = &*shared_arc;
     // The match borrows the path while the request moves on: a clone of the `Uri` shares the
     // parsed bytes (a reference count), where `to_owned` copied the path into a new `String`.
@@ -132,7 +139,7 @@ async fn route(
             shared
                 .telemetry
                 .rejected(&req, crate::telemetry::Reason::NoRoute, &mut resp);
-            return resp;
+            return (resp, None);
         }
     };
     let route_for = |m: &http::Method| {
@@ -174,19 +181,17 @@ async fn route(
         shared
             .telemetry
             .rejected(&req, crate::telemetry::Reason::MethodNotAllowed, &mut resp);
-        return resp;
+        return (resp, None);
     };
     let params = crate::router::params(&matched.params);
     let mut req = req;
-    let mut recording = shared.telemetry.start(ri, &mut req);
+    let mut recording = shared.telemetry.start(ri, &mut req, started, client_id);
     let call = recording
         .as_mut()
         .and_then(crate::telemetry::Recording::take_call);
     let mut resp = routed(Arc::clone(&shared_arc), ri, params, req, peer, call).await;
-    if let Some(rec) = recording {
-        shared_arc.telemetry.finish(rec, &mut resp);
-    }
-    resp
+    let ended = recording.map(|rec| shared_arc.telemetry.finish(rec, &mut resp));
+    (resp, ended)
 }
 
 /// A request whose route is `ri`.

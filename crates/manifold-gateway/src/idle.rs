@@ -30,6 +30,7 @@
 //! its session's own buffers are the larger cost there.
 
 use crate::conn::{self, Activity, Ends, Exec};
+use crate::respond::ClientId;
 use crate::upstream::Body;
 use bytes::Bytes;
 use http::{Request, Response};
@@ -92,7 +93,7 @@ pub(crate) struct Plain<H> {
 
 impl<H, F> Plain<H>
 where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr, ClientId) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     /// What a plaintext listener's connections share, with its parking lot's task started
@@ -184,7 +185,7 @@ pub(crate) async fn connection<H, F>(
     plain: Arc<Plain<H>>,
     slot: OwnedSemaphorePermit,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr, ClientId) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let shut_down = |_: Pin<&mut _>| activity.idle.request_shutdown();
@@ -205,7 +206,7 @@ pub(crate) async fn woken<H, F>(
     plain: Arc<Plain<H>>,
     slot: OwnedSemaphorePermit,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr, ClientId) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     // Still nonblocking: `into_std` left it so.
@@ -253,7 +254,7 @@ async fn first<H, F>(
     plain: &Plain<H>,
 ) -> Result<Option<Idle>, hyper::Error>
 where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr, ClientId) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let Some((pre, h2)) = preface(&mut io, &activity.idle).await else {
@@ -292,7 +293,7 @@ fn service<H, F>(
 > + Send
        + 'static
 where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr, ClientId) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let in_conn = Arc::clone(activity);
@@ -315,7 +316,7 @@ async fn serve_h1<H, F>(
     plain: &Plain<H>,
 ) -> Result<Option<Idle>, hyper::Error>
 where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr, ClientId) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let mut svc = service_h1(plain, activity, peer);

@@ -304,7 +304,7 @@ impl Gateway {
             tokio::spawn(server::serve(
                 self.admin,
                 None,
-                move |req, _peer| admin::handle(Arc::clone(&state), req),
+                move |req, _peer, _id| admin::handle(Arc::clone(&state), req),
                 admin_limits,
                 stop,
             ))
@@ -324,7 +324,7 @@ impl Gateway {
             main.push(tokio::spawn(server::serve(
                 listener,
                 tls,
-                move |req, peer| handler::handle(live.current.load_full(), req, peer),
+                move |req, peer, id| handler::handle(live.current.load_full(), req, peer, id),
                 limits,
                 main_stop.clone(),
             )));

@@ -299,7 +299,11 @@ impl http_body::Body for Watched {
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(frame)) => {
-                this.last_frame = Instant::now();
+                // The last frame (all of a small answer, which comes with its head) is followed
+                // by no wait: no clock read for it.
+                if !this.inner.is_end_stream() {
+                    this.last_frame = Instant::now();
+                }
                 return Poll::Ready(Some(frame.map_err(box_err)));
             }
             Poll::Ready(None) => {

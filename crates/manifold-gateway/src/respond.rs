@@ -113,6 +113,11 @@ pub(crate) fn shed(limit: usize) -> Response<Body> {
 /// The error kind of a shed request.
 pub(crate) const SHED: &str = "shed";
 
+/// The client's request id ([`client_request_id`]), read once per request where the request
+/// arrives ([`crate::conn::answer`]) and handed to the handler with the request, which gives it
+/// to telemetry (a header lookup is ~170 instructions).
+pub(crate) type ClientId = Option<HeaderValue>;
+
 /// The request's id: the client's `X-Request-Id` when it is a short token of letters, digits
 /// and `-_.:`; `None` otherwise (one is made up when it is needed). Anything else is refused
 /// because the id is written to logs as it is: spaces or `=` could forge log fields.

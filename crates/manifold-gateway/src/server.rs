@@ -15,6 +15,7 @@
 
 use crate::conn::{self, Activity, Ends, Exec};
 use crate::idle::{self, Plain};
+use crate::respond::ClientId;
 use crate::tls::{OverTls, TlsFiles};
 use crate::upstream::Body;
 use http::{Request, Response};
@@ -69,7 +70,7 @@ pub(crate) async fn serve<H, F>(
     limits: Limits,
     stop: CancellationToken,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr, ClientId) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     // `drain` asks every connection to finish; `kill` ends them (and the HTTP/2 stream tasks
@@ -206,7 +207,7 @@ async fn over_tls<H, F>(
     handler: H,
     ends: Ends,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr, ClientId) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let limits = ends.limits;
@@ -244,7 +245,7 @@ async fn tls_connection<IO, H, F>(
     ends: Ends,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr, ClientId) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let in_conn = Arc::clone(&activity);

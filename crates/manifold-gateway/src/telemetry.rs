@@ -255,17 +255,23 @@ impl Telemetry {
         }
     }
 
-    /// A routed request starts: its SERVER span and in-flight count, and the context its calls
-    /// find in the request's extensions.
-    pub(crate) fn start<B>(&self, ri: usize, req: &mut Request<B>) -> Option<Recording<'_>> {
+    /// A routed request starts (it was admitted at `started`; `client_id` is its client's
+    /// [`crate::respond::client_request_id`], read where the request arrived): its SERVER span
+    /// and in-flight count, and the context its calls find in the request's extensions.
+    pub(crate) fn start<B>(
+        &self,
+        ri: usize,
+        req: &mut Request<B>,
+        started: Instant,
+        client_id: crate::respond::ClientId,
+    ) -> Option<Recording<'_>> {
         if self.tracer.is_none() && self.metrics.is_none() && !self.access_log {
             return None;
         }
         let route = self.routes.get(ri)?;
         let active = route.metrics.as_ref().map(RouteMetrics::start);
-        // The gateway's stricter rule for ids it logs (no spaces or `=` that could forge log
-        // fields); a refused one is replaced by the trace id.
-        let client_id = crate::respond::client_request_id(req.headers());
+        // `client_id` follows the gateway's stricter rule for ids it logs (no spaces or `=`
+        // that could forge log fields); a refused one is replaced by the trace id.
         let (trace, request_id) = match &self.tracer {
             Some(tracer) => {
                 // The id read once, above; the trace copies it (a client's id must not keep the
@@ -282,6 +288,7 @@ impl Telemetry {
                     },
                     // A proxied request is one call; retries and hedges grow the vector.
                     route.calls.len().max(1),
+                    started,
                 );
                 // The trace's id is already a header value: shared, not copied.
                 let id = trace.request_id().header_value().clone();
@@ -319,19 +326,15 @@ impl Telemetry {
             active,
             request_id,
             method: self.access_log.then(|| req.method().clone()),
-            // A trace times the request itself.
-            started: if trace.is_none() {
-                Some(Instant::now())
-            } else {
-                None
-            },
+            started,
             trace,
         })
     }
 
     /// The answer is ready: end the SERVER span, record the latency, give the answer its
-    /// `X-Request-Id`, write the access log line.
-    pub(crate) fn finish(&self, rec: Recording<'_>, resp: &mut Response<Body>) {
+    /// `X-Request-Id`, write the access log line. Returns when the request ended, as its
+    /// latency was measured (the request's start and its duration).
+    pub(crate) fn finish(&self, rec: Recording<'_>, resp: &mut Response<Body>) -> Instant {
         let status = resp.status().as_u16();
         // The partial calls go on the SERVER span and in the log line: not read for metrics.
         // Looked for by a name made once: `partial_calls` looks it up by its text, which parses
@@ -365,11 +368,7 @@ impl Telemetry {
                 }
                 out
             }
-            None => (
-                rec.started.map_or(Duration::ZERO, |s| s.elapsed()),
-                None,
-                None,
-            ),
+            None => (rec.started.elapsed(), None, None),
         };
         if let Some(active) = rec.active {
             active.finish(status, duration, exemplar);
@@ -395,6 +394,7 @@ impl Telemetry {
                     .or_insert(rec.request_id);
             }
         }
+        rec.started + duration
     }
 }
 
@@ -493,8 +493,8 @@ pub(crate) struct Recording<'a> {
     request_id: HeaderValue,
     /// For the access log line (only cloned with the log on).
     method: Option<http::Method>,
-    /// When the request started, without a trace (which times it).
-    started: Option<Instant>,
+    /// When the request started (admitted by the limiter; its trace, if any, starts then too).
+    started: Instant,
 }
 
 impl Recording<'_> {

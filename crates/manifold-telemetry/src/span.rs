@@ -277,8 +277,8 @@ impl RequestTrace {
         incoming: Incoming,
         root: RootInfo,
         calls: usize,
+        start: Instant,
     ) -> RequestTrace {
-        let start = Instant::now();
         // Bounded: a hint from the config, never more than the span cap.
         let capacity = calls.min(tracer.max_spans());
         let epoch_ns = SystemTime::now()

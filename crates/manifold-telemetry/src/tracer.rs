@@ -81,19 +81,21 @@ impl Tracer {
     /// Start recording a request (SERVER root) or a delivery (CONSUMER root, `incoming.parent`
     /// being the `traceparent` stored with the task at enqueue).
     pub fn start(&self, incoming: Incoming, root: RootInfo) -> RequestTrace {
-        RequestTrace::new(self.clone(), incoming, root, 0)
+        RequestTrace::new(self.clone(), incoming, root, 0, tokio::time::Instant::now())
     }
 
     /// [`Tracer::start`] with room for `calls` call spans (a route's known number of calls):
     /// the spans are pushed into one vector as they end, which otherwise grows (and is
-    /// reallocated) on the first and the fifth.
+    /// reallocated) on the first and the fifth. `start`: when the request started, as its
+    /// caller already read it (the clock is read once per request where it can be).
     pub fn start_with_calls(
         &self,
         incoming: Incoming,
         root: RootInfo,
         calls: usize,
+        start: tokio::time::Instant,
     ) -> RequestTrace {
-        RequestTrace::new(self.clone(), incoming, root, calls)
+        RequestTrace::new(self.clone(), incoming, root, calls, start)
     }
 
     /// The span counters.

@@ -21,6 +21,7 @@
 //! permit, so the lot never holds more than `max_connections` entries.
 
 use super::Plain;
+use crate::respond::ClientId;
 use crate::upstream::Body;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -255,7 +256,7 @@ impl Lot {
 /// readable, close those past their deadline, then close all that are left.
 pub(crate) async fn tend<H, F>(poll: Poll, plain: Arc<Plain<H>>, gone: CancellationToken)
 where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr, ClientId) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let Some(lot) = plain.lot.as_ref() else {
@@ -313,7 +314,7 @@ fn wake<H, F>(
     plain: &Arc<Plain<H>>,
 ) -> bool
 where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr, ClientId) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     if poll.poll(events, Some(Duration::ZERO)).is_err() || events.is_empty() {

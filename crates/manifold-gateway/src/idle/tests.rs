@@ -13,9 +13,14 @@ use tokio_util::sync::CancellationToken;
 /// Upper bound on every wait here.
 const BOUND: Duration = Duration::from_secs(10);
 
-type Handler = fn(Request<Incoming>, SocketAddr) -> Ready<Result<Response<Body>, Infallible>>;
+type Handler =
+    fn(Request<Incoming>, SocketAddr, ClientId) -> Ready<Result<Response<Body>, Infallible>>;
 
-fn ok(_req: Request<Incoming>, _peer: SocketAddr) -> Ready<Result<Response<Body>, Infallible>> {
+fn ok(
+    _req: Request<Incoming>,
+    _peer: SocketAddr,
+    _id: ClientId,
+) -> Ready<Result<Response<Body>, Infallible>> {
     let body = Full::new(Bytes::from_static(b"ok"))
         .map_err(|never| match never {})
         .boxed();

@@ -170,13 +170,20 @@ pub(crate) struct Permit {
 }
 
 impl Permit {
-    /// The answer's head is ready: record its latency and give the slot back.
-    pub(crate) fn finish(self) {
+    /// When the request was admitted: its start, for whatever else times it (its trace), so
+    /// that the clock is read once at a request's start.
+    pub(crate) fn started(&self) -> Instant {
+        self.start
+    }
+
+    /// The answer's head is ready (at `ended`, when its caller read the clock for it already):
+    /// record its latency and give the slot back.
+    pub(crate) fn finish(self, ended: Option<Instant>) {
         let l = &self.limiter;
         if let Some(adaptive) = &l.adaptive {
             let in_flight = l.in_flight.load(Ordering::Relaxed);
             let lag = Duration::from_micros(l.lag_us.load(Ordering::Relaxed));
-            let now = Instant::now();
+            let now = ended.unwrap_or_else(Instant::now);
             if let Ok(mut g) = adaptive.lock() {
                 if let Some(limit) = g.sample(now, now - self.start, in_flight, lag) {
                     l.limit.store(limit, Ordering::Relaxed);
@@ -225,7 +232,7 @@ mod tests {
         assert!(l.try_acquire().is_none());
         assert!(l.try_acquire().is_none());
         assert_eq!(l.stats.shed_requests(), 2);
-        a.finish();
+        a.finish(None);
         let c = l.try_acquire().expect("a slot came back");
         assert!(l.try_acquire().is_none());
         drop(b);
@@ -255,7 +262,7 @@ mod tests {
             assert_eq!(permits.len(), 600);
             tokio::time::advance(Duration::from_millis(2)).await;
             for p in permits {
-                p.finish();
+                p.finish(None);
             }
             tokio::time::advance(Duration::from_millis(100)).await;
         }

@@ -54,7 +54,10 @@ async fn each_route_kind_gets_the_one_context_it_reads() {
         let raw = 1 - pair;
 
         let mut req = request(None);
-        let mut rec = t.start(pair, &mut req).expect("recorded");
+        let id = crate::respond::client_request_id(req.headers());
+        let mut rec = t
+            .start(pair, &mut req, Instant::now(), id)
+            .expect("recorded");
         assert!(rec.take_call().is_none());
         let ctx = req
             .extensions()
@@ -71,7 +74,10 @@ async fn each_route_kind_gets_the_one_context_it_reads() {
         assert!(resp.headers().contains_key(REQUEST_ID));
 
         let mut req = request(Some("client-1"));
-        let mut rec = t.start(raw, &mut req).expect("recorded");
+        let id = crate::respond::client_request_id(req.headers());
+        let mut rec = t
+            .start(raw, &mut req, Instant::now(), id)
+            .expect("recorded");
         // Handed to the handler, not left in the extensions (a map to allocate and drop).
         assert!(rec.take_call().is_some(), "a proxied request's context");
         assert!(rec.take_call().is_none(), "taken once");
@@ -102,10 +108,29 @@ fn an_untraced_context_gives_only_the_request_id_and_keeps_a_calls_own() {
 async fn the_answer_keeps_an_id_it_already_has() {
     let t = Telemetry::new(&config("tracing = false")).expect("telemetry");
     let mut req = request(None);
-    let rec = t.start(0, &mut req).expect("recorded");
+    let id = crate::respond::client_request_id(req.headers());
+    let rec = t.start(0, &mut req, Instant::now(), id).expect("recorded");
     let mut resp = answer();
     resp.headers_mut()
         .insert(REQUEST_ID, HeaderValue::from_static("set-before"));
     t.finish(rec, &mut resp);
     assert_eq!(resp.headers()[REQUEST_ID], "set-before");
+}
+
+/// The request's start is the one its caller read (the limiter's admission), and `finish`
+/// returns its end as the latency was measured, traced or not: the limiter samples that
+/// instead of reading the clock again.
+#[tokio::test(start_paused = true)]
+async fn finish_returns_the_end_of_the_latency_it_measured() {
+    for toml in ["tracing = false", "tracing = true"] {
+        let t = Telemetry::new(&config(toml)).expect("telemetry");
+        let mut req = request(None);
+        let started = Instant::now();
+        tokio::time::advance(Duration::from_millis(3)).await;
+        let rec = t.start(0, &mut req, started, None).expect("recorded");
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let mut resp = answer();
+        let ended = t.finish(rec, &mut resp);
+        assert_eq!(ended, started + Duration::from_millis(8), "{toml}");
+    }
 }

@@ -369,6 +369,8 @@ impl Core {
             let started = lease.started();
             let bound = self.bound(started, &budget);
             let mut span = None;
+            // The clock when the send ended, if read for the first byte's mark.
+            let mut read: Option<Instant> = None;
             let prepared = req.and_then(|r| {
                 self.prepare(
                     r,
@@ -392,7 +394,7 @@ impl Core {
                     match tokio::time::timeout_at(bound.until, sent).await {
                         Ok(r) => {
                             if let (Some(s), false) = (&mut span, reads_on) {
-                                s.first_byte_at(Instant::now());
+                                s.first_byte_at(*read.insert(Instant::now()));
                             }
                             r
                         }
@@ -405,14 +407,17 @@ impl Core {
                 }
                 Err(e) => Err(e),
             };
+            // The attempt's end, read once: the first byte's mark (when the send's end is the
+            // mark), the lease's outcome and `took` are microseconds apart.
+            let ended = read.unwrap_or_else(Instant::now);
             let id = lease.id();
             let shown = match &result {
                 Ok(a) if a.status().is_success() => None,
                 _ => Some(lease.endpoint().to_owned()),
             };
             match &result {
-                Ok(a) => lease.finish(Outcome::Answered(a.status())),
-                Err(e) => lease.finish(Outcome::Failed(&e.kind)),
+                Ok(a) => lease.finish(ended, Outcome::Answered(a.status())),
+                Err(e) => lease.finish(ended, Outcome::Failed(&e.kind)),
             }
             if let Some(span) = span {
                 match &result {
@@ -424,7 +429,7 @@ impl Core {
                 result,
                 endpoint: Some(id),
                 shown,
-                took: started.elapsed(),
+                took: ended.saturating_duration_since(started),
                 earlier: Vec::new(),
             })
         })

@@ -424,9 +424,10 @@ impl Lease {
         self.started
     }
 
-    /// Report how the attempt ended.
-    pub(super) fn finish(mut self, outcome: Outcome<'_>) {
-        self.settle(Instant::now(), outcome);
+    /// Report how the attempt ended, at `now` (the attempt's end, read once by its caller for
+    /// everything it times).
+    pub(super) fn finish(mut self, now: Instant, outcome: Outcome<'_>) {
+        self.settle(now, outcome);
     }
 
     fn settle(&mut self, now: Instant, outcome: Outcome<'_>) {
@@ -461,8 +462,12 @@ impl Lease {
 }
 
 impl Drop for Lease {
+    /// A lease that was finished has nothing to report: no clock read for it (every attempt's
+    /// lease is dropped, most of them finished).
     fn drop(&mut self) {
-        self.settle(Instant::now(), Outcome::Cancelled);
+        if !self.settled {
+            self.settle(Instant::now(), Outcome::Cancelled);
+        }
     }
 }
 
