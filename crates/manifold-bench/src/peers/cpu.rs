@@ -95,11 +95,6 @@ impl ThreadsCpu {
         Self::read_tasks(Path::new(&format!("/proc/{pid}/task")), None)
     }
 
-    /// Read every thread of this process.
-    pub fn of_self() -> Option<ThreadsCpu> {
-        Self::read_tasks(Path::new("/proc/self/task"), None)
-    }
-
     fn read_tasks(tasks: &Path, want: Option<&[u8]>) -> Option<ThreadsCpu> {
         let mut by_thread = HashMap::new();
         for e in std::fs::read_dir(tasks).ok()?.flatten() {
