@@ -12,6 +12,8 @@
 # RATE (checkouts per second, default 100): lower it on a loaded machine. The gateway under
 # callgrind must keep up, or the concurrency limit sheds checkouts and the count measures 503s.
 # MANIFOLD and HAND override the two binaries (an A/B against a saved build).
+# VG_OPTS: more callgrind options, e.g. "--cache-sim=yes --branch-sim=yes" for simulated cache
+# misses and mispredicted branches beside the instructions (the files' `summary:` line).
 # CALLGRIND=0 runs both aggregators natively (no instruction count): with RATE=2000, the
 # connection count below at the benchmark's rate.
 #
@@ -77,7 +79,7 @@ checkout_gateway_toml 127.0.0.1:18480 127.0.0.1:18481 "$ORDER" "$PAYMENT" "$INVE
 profile() { # name url command...
   local name=$1 url=$2; shift 2
   if [ "$CALLGRIND" = 1 ]; then
-    valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.callgrind" "$@" > "$OUT/$name.log" 2>&1 &
+    valgrind --tool=callgrind ${VG_OPTS:-} --callgrind-out-file="$OUT/$name.callgrind" "$@" > "$OUT/$name.log" 2>&1 &
   else
     "$@" > "$OUT/$name.log" 2>&1 &
   fi
