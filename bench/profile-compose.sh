@@ -12,6 +12,8 @@
 # RATE (checkouts per second, default 100): lower it on a loaded machine. The gateway under
 # callgrind must keep up, or the concurrency limit sheds checkouts and the count measures 503s.
 # MANIFOLD and HAND override the two binaries (an A/B against a saved build).
+# GATEWAY_EXTRA: TOML appended to the gateway's config, e.g. $'[telemetry]\nmetrics = false\ntracing
+# = false' for telemetry off (the default config has metrics, tracing and the trace store on).
 # VG_OPTS: more callgrind options, e.g. "--cache-sim=yes --branch-sim=yes" for simulated cache
 # misses and mispredicted branches beside the instructions (the files' `summary:` line).
 # CALLGRIND=0 runs both aggregators natively (no instruction count): with RATE=2000, the
@@ -73,8 +75,8 @@ print(f"{opened} upstream connections opened during {n} checkouts ({opened / n:.
 PY
 }
 
-checkout_gateway_toml 127.0.0.1:18480 127.0.0.1:18481 "$ORDER" "$PAYMENT" "$INVENTORY" "$SHIPPING" \
-  > "$OUT/gateway.toml"
+{ checkout_gateway_toml 127.0.0.1:18480 127.0.0.1:18481 "$ORDER" "$PAYMENT" "$INVENTORY" "$SHIPPING"
+  printf '%s\n' "${GATEWAY_EXTRA:-}"; } > "$OUT/gateway.toml"
 
 profile() { # name url command...
   local name=$1 url=$2; shift 2

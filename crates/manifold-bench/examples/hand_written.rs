@@ -5,6 +5,14 @@
 use manifold_bench::aggregator::{self, CheckoutUpstreams};
 use tokio_util::sync::CancellationToken;
 
+/// jemalloc with the `manifold` binary's settings (.cargo/config.toml), because `manifold bench
+/// compose` runs the hand-written aggregator inside `manifold`: with glibc's malloc this process
+/// spent ~48,000 instructions per checkout in the allocator that the benchmark's aggregator does
+/// not (callgrind, docs/benchmarks.md), and a comparison against `manifold serve` read ~1.0×
+/// where the benchmark's is not.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [listen, order, payment, inventory, shipping] = args.as_slice() else {
