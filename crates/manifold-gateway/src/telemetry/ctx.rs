@@ -362,23 +362,28 @@ impl AttemptSpan {
         self.span.first_byte_at(at);
     }
 
-    /// End it: the status, or the classified failure as `error.type`.
+    /// End it at `at` (the attempt's end, as the attempt read it): the status, or the
+    /// classified failure as `error.type`.
     pub(crate) fn end(
         mut self,
         status: Option<http::StatusCode>,
         error: Option<&'static str>,
         bytes: Option<u64>,
+        at: Instant,
     ) {
         if let Some(at) = self.first_byte.as_ref().and_then(|c| c.get()) {
             self.span.first_byte_at(*at);
         }
-        self.span.end(tm::CallOutcome {
-            status: status.map(|s| s.as_u16()),
-            error_type: error.map(Cow::Borrowed),
-            cache: self.cache_fill.then_some(tm::CacheOutcome::Miss),
-            response_bytes: bytes,
-            cancelled: false,
-        });
+        self.span.end_at(
+            tm::CallOutcome {
+                status: status.map(|s| s.as_u16()),
+                error_type: error.map(Cow::Borrowed),
+                cache: self.cache_fill.then_some(tm::CacheOutcome::Miss),
+                response_bytes: bytes,
+                cancelled: false,
+            },
+            at,
+        );
     }
 }
 
@@ -422,7 +427,7 @@ mod tests {
                 &mut headers,
             );
             span.expect("traced")
-                .end(Some(http::StatusCode::OK), None, None);
+                .end(Some(http::StatusCode::OK), None, None, Instant::now());
             assert!(headers.contains_key(tm::propagate::TRACEPARENT_HEADER));
         }
         let finished = trace.end(tm::ServerOutcome::default());
@@ -461,7 +466,7 @@ mod tests {
             &mut headers,
         );
         span.expect("traced")
-            .end(Some(http::StatusCode::OK), None, None);
+            .end(Some(http::StatusCode::OK), None, None, Instant::now());
         assert_eq!(headers[REQUEST_ID], "id-1");
         let tp = headers[tm::propagate::TRACEPARENT_HEADER]
             .to_str()

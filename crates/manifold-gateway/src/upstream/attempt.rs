@@ -421,8 +421,8 @@ impl Core {
             }
             if let Some(span) = span {
                 match &result {
-                    Ok(a) => span.end(Some(a.status()), None, a.body_len()),
-                    Err(e) => span.end(None, Some(e.kind.as_str()), None),
+                    Ok(a) => span.end(Some(a.status()), None, a.body_len(), ended),
+                    Err(e) => span.end(None, Some(e.kind.as_str()), None, ended),
                 }
             }
             Ok(Tried {
