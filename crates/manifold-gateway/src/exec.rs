@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 pub(crate) use crate::upstream::DEADLINE_HEADER;
 pub(crate) use request::build_request;
+pub(crate) use request::copy_for_attempt;
 use request::{build_request_in, Scratch};
 
 mod request;
@@ -421,10 +422,14 @@ fn traced(
                 Arc::clone(&tele.name),
                 cache_fill,
                 tele.sets_tracestate,
+                tele.sets_request_id,
             );
             return (request, Some(call));
         }
-        ctx.apply(None, request.headers_mut());
+        // A call whose config sets its own `X-Request-Id` keeps it (see `CallTele`).
+        if !tele.sets_request_id {
+            ctx.apply(None, request.headers_mut());
+        }
     }
     (request, None)
 }

@@ -139,6 +139,33 @@ pub(crate) fn build_request_in(
     Ok(request)
 }
 
+/// Headers an attempt adds to its copy of a call's request: `x-request-id`, `traceparent`,
+/// `tracestate`, `host`, the deadline, and hyper's `content-length`.
+const ATTEMPT_HEADERS: usize = 6;
+
+/// A copy of `req` for one attempt (the retry policy keeps the original for a later one), with
+/// room in its header map for the headers the attempt adds.
+///
+/// Why not `Request::clone`: a cloned `HeaderMap` keeps its index table's size, but its
+/// entries vector is cloned to exactly its length, so the attempt's first added header
+/// (`traceparent`, or the deadline without tracing) and then `host` or hyper's
+/// `content-length` each reallocated it: two reallocations an attempt (callgrind: ~1,100
+/// instructions), in every telemetry mode. Re-inserting the few configured headers costs less.
+pub(crate) fn copy_for_attempt(req: &Request<Bytes>) -> Request<Bytes> {
+    let mut headers = HeaderMap::with_capacity(req.headers().len() + ATTEMPT_HEADERS);
+    // In the map's order, each name's values in theirs: the copy writes the same head.
+    for (name, value) in req.headers() {
+        headers.append(name.clone(), value.clone());
+    }
+    let mut copy = Request::new(req.body().clone());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = headers;
+    *copy.extensions_mut() = req.extensions().clone();
+    copy
+}
+
 /// `text` as the next part split off `parts`.
 fn split_off(parts: &mut BytesMut, text: &str) -> Bytes {
     parts.extend_from_slice(text.as_bytes());
@@ -176,6 +203,32 @@ mod tests {
             Some(manifold_config::RouteKind::Compose(mut plan)) => plan.calls.remove(0),
             other => panic!("not a composed route: {other:?}"),
         }
+    }
+
+    /// An attempt's copy is the request, header for header and in order, with room for what
+    /// the attempt adds.
+    #[test]
+    fn an_attempts_copy_is_the_request_with_room_for_its_headers() {
+        let mut req = Request::new(Bytes::from_static(b"{}"));
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = Uri::from_static("/a?b=c");
+        let h = req.headers_mut();
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.append("x-a", HeaderValue::from_static("2"));
+        let copy = copy_for_attempt(&req);
+        assert_eq!(copy.method(), req.method());
+        assert_eq!(copy.uri(), req.uri());
+        assert_eq!(copy.version(), req.version());
+        assert_eq!(copy.body(), req.body());
+        let pairs = |r: &Request<Bytes>| -> Vec<(String, Vec<u8>)> {
+            r.headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        assert_eq!(pairs(&copy), pairs(&req));
+        assert!(copy.headers().capacity() >= req.headers().len() + ATTEMPT_HEADERS);
     }
 
     #[test]

@@ -421,8 +421,8 @@ impl Core {
             }
             if let Some(span) = span {
                 match &result {
-                    Ok(a) => span.end(Some(a.status()), None, a.body_len()),
-                    Err(e) => span.end(None, Some(e.kind.as_str()), None),
+                    Ok(a) => span.end(Some(a.status()), None, a.body_len(), ended),
+                    Err(e) => span.end(None, Some(e.kind.as_str()), None, ended),
                 }
             }
             Ok(Tried {
@@ -461,7 +461,8 @@ impl tower::Service<Attempt<FetchReq>> for Attempts {
         } = req;
         // The last holder sends the original; otherwise a copy (the head is cloned, the body
         // is shared).
-        let req = Arc::try_unwrap(req).unwrap_or_else(|shared| (*shared).clone());
+        let req =
+            Arc::try_unwrap(req).unwrap_or_else(|shared| crate::exec::copy_for_attempt(&shared));
         let req = req.map(|b| Full::new(b).map_err(|never| match never {}).boxed());
         let header = Attempt {
             req: trace,
