@@ -9,6 +9,7 @@
 //! [`span`] writes each span, [`value`] its attributes (with [`key`]'s pre-framed keys),
 //! [`protobuf`] the wire format's tags, varints and length prefixes.
 
+mod blocks;
 mod key;
 mod protobuf;
 mod span;

@@ -4,6 +4,7 @@
 
 use std::fmt::Write;
 
+use super::blocks::{put_call_attempt, put_call_name_method, put_root_head, Blocks};
 use super::key;
 use super::protobuf::{begin_message, end_message, put_fixed64, put_str, FIXED32, LEN, VARINT};
 use super::value::{put_attr, put_joined_attr, Val};
@@ -18,9 +19,10 @@ const STATUS_ERROR: u8 = 2;
 const FLAG_HAS_IS_REMOTE: u32 = 0x100;
 const FLAG_IS_REMOTE: u32 = 0x200;
 
-/// Scratch buffers reused from span to span.
+/// Scratch buffers and the blocks' cache, reused from span to span.
 #[derive(Default)]
 pub(super) struct Encoder {
+    blocks: Blocks,
     text: String,
     /// A long `url.full`, joined (see [`put_joined_attr`]).
     joined: Vec<u8>,
@@ -32,25 +34,9 @@ impl Encoder {
     pub(super) fn root_span(&mut self, t: &FinishedTrace, b: &mut Vec<u8>) {
         let r = &t.root;
         let o = &t.outcome;
-        self.text.clear();
         let kind = match r.kind {
-            // A request no route matched has no `http.route`; its span is named by the
-            // method alone (the semantic conventions' rule, so names stay low-cardinality).
-            RootKind::Server if r.route.is_empty() => {
-                self.text.push_str(r.method.as_str());
-                KIND_SERVER
-            }
-            RootKind::Server => {
-                self.text.push_str(r.method.as_str());
-                self.text.push(' ');
-                self.text.push_str(&r.route);
-                KIND_SERVER
-            }
-            RootKind::Consumer => {
-                self.text.push_str("process ");
-                self.text.push_str(&r.route);
-                KIND_CONSUMER
-            }
+            RootKind::Server => KIND_SERVER,
+            RootKind::Consumer => KIND_CONSUMER,
         };
         let mut flags = u32::from(t.sampled) | FLAG_HAS_IS_REMOTE;
         if t.parent.is_some() {
@@ -62,15 +48,16 @@ impl Encoder {
             t,
             &t.span_id.0,
             t.parent.as_ref().map(|p| &p.0),
-            &self.text,
             kind,
             flags,
         );
         put_fixed64(b, 7, t.epoch_ns);
         put_fixed64(b, 8, t.epoch_ns.saturating_add(nanos(t.duration)));
-        put_attr(b, &key::HTTP_REQUEST_METHOD, &Val::Str(r.method.as_str()));
-        if !r.route.is_empty() {
-            put_attr(b, &key::HTTP_ROUTE, &Val::Str(&r.route));
+        // The name, method and route: copied for a matched route, written for the others.
+        if r.kind == RootKind::Server && !r.route.is_empty() {
+            b.extend_from_slice(self.blocks.root(r));
+        } else {
+            put_root_head(b, r, &mut self.text);
         }
         put_attr(b, &key::URL_PATH, &Val::Str(&r.path));
         put_attr(
@@ -119,52 +106,34 @@ impl Encoder {
             t,
             &c.span_id.0,
             Some(&t.span_id.0),
-            &i.call,
             kind,
             u32::from(t.sampled) | FLAG_HAS_IS_REMOTE,
         );
         put_fixed64(b, 7, t.epoch_ns.saturating_add(nanos(c.start)));
         put_fixed64(b, 8, t.epoch_ns.saturating_add(nanos(c.end)));
-        put_attr(b, &key::HTTP_REQUEST_METHOD, &Val::Str(i.method.as_str()));
-        put_attr(b, &key::URL_PATH, &Val::Str(&i.path));
-        put_attr(b, &key::CALL, &Val::Str(&i.call));
-        put_attr(b, &key::UPSTREAM, &Val::Str(&i.upstream));
-        put_attr(b, &key::ATTEMPT, &Val::Int(i64::from(i.attempt)));
-        put_attr(b, &key::ATTEMPT_KIND, &Val::Str(i.attempt_kind.as_str()));
-        if i.attempt > 1 {
-            put_attr(
-                b,
-                &key::HTTP_REQUEST_RESEND_COUNT,
-                &Val::Int(i64::from(i.attempt - 1)),
-            );
-        }
-        if let Some(e) = &i.endpoint {
-            put_attr(b, &key::SERVER_ADDRESS, &Val::Str(&e.address));
-            put_attr(b, &key::SERVER_PORT, &Val::Int(i64::from(e.port)));
-            // `{scheme}://{address}:{port}{path}`, the address in brackets when it is an IPv6
-            // literal: written piece by piece into the attribute, not joined first.
-            let mut digits = [0u8; 5];
-            let port = decimal(e.port, &mut digits);
-            let scheme = if e.https { "https://" } else { "http://" };
-            let (open, close) = if e.address.contains(':') {
-                ("[", "]")
-            } else {
-                ("", "")
-            };
-            put_joined_attr(
-                b,
-                &key::URL_FULL,
-                &[
-                    scheme.as_bytes(),
-                    open.as_bytes(),
-                    e.address.as_bytes(),
-                    close.as_bytes(),
-                    b":",
-                    port,
-                    i.path.as_bytes(),
-                ],
-                &mut self.joined,
-            );
+        match &i.endpoint {
+            // An attempt that went out: its call's and endpoint's parts copied (see
+            // [`blocks`](super::blocks)), `url.path` and `url.full`'s path between them.
+            Some(e) => {
+                let blocks = self.blocks.call(i, e);
+                b.extend_from_slice(blocks.name_method);
+                put_attr(b, &key::URL_PATH, &Val::Str(&i.path));
+                b.extend_from_slice(blocks.attempt);
+                b.extend_from_slice(blocks.endpoint);
+                put_joined_attr(
+                    b,
+                    &key::URL_FULL,
+                    &[blocks.url_prefix, i.path.as_bytes()],
+                    &mut self.joined,
+                );
+            }
+            // A cache answer or an enqueue: their `Arc`s are made per span, so they are
+            // written, not cached.
+            None => {
+                put_call_name_method(b, i);
+                put_attr(b, &key::URL_PATH, &Val::Str(&i.path));
+                put_call_attempt(b, i);
+            }
         }
         if let Some(s) = o.status {
             put_attr(b, &key::HTTP_RESPONSE_STATUS_CODE, &Val::Int(i64::from(s)));
@@ -222,7 +191,7 @@ pub(super) fn decimal(n: u16, digits: &mut [u8; 5]) -> &[u8] {
     &digits[i..]
 }
 
-/// Span fields 1–6 and 16: ids, trace state, name, kind, flags.
+/// Span fields 1–4, 6 and 16: ids, trace state, kind, flags (the name is in the blocks).
 ///
 /// The ids and the kind and flags have fixed sizes: each group goes in as one array (a copy
 /// each, where a tag, a length and the bytes were pushed one by one: ~200 instructions a span,
@@ -234,7 +203,6 @@ fn span_head(
     t: &FinishedTrace,
     span_id: &[u8; 8],
     parent: Option<&[u8; 8]>,
-    name: &str,
     kind: u8,
     flags: u32,
 ) {
@@ -255,13 +223,6 @@ fn span_head(
     b.extend_from_slice(&ids[..n]);
     if let Some(ts) = &t.tracestate {
         put_str(b, 3, ts);
-    }
-    // An empty name is left out, as prost leaves out a default field.
-    if !name.is_empty() && name.len() < 0x80 {
-        b.extend_from_slice(&[5 << 3 | LEN as u8, name.len() as u8]);
-        b.extend_from_slice(name.as_bytes());
-    } else {
-        put_str(b, 5, name);
     }
     // kind = 6 (a one-byte varint, never 0 here: prost would leave 0 out), flags = 16
     // (fixed32; its tag, 133, is a two-byte varint).
