@@ -215,3 +215,19 @@ fn cached_root_blocks_are_the_fresh_encoding() {
         }
     }
 }
+
+/// Up to four shapes are each encoded once however they interleave, wherever their keys
+/// land (a set holds four): a checkout's calls do not replace each other.
+#[test]
+fn four_shapes_are_encoded_once_each() {
+    let mut blocks = Blocks::default();
+    let shapes: Vec<_> = (0..4)
+        .map(|n| info(&format!("c{n}"), "127.0.0.1", 80, 1))
+        .collect();
+    for _ in 0..10 {
+        for i in &shapes {
+            assert_eq!(cached_blocks(&mut blocks, i), fresh_blocks(i));
+        }
+    }
+    assert_eq!(blocks.call_misses, 4);
+}
