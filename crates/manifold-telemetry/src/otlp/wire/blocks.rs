@@ -271,7 +271,7 @@ impl Blocks {
                     url_prefix: &c.bytes[third..],
                 }
             }
-            // Filled just above.
+            // Not reached: a miss filled the entry just above (empty blocks, not a panic).
             None => CallBlocks {
                 name_method: &[],
                 attempt: &[],

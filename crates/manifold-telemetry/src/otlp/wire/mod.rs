@@ -7,7 +7,8 @@
 //! Field numbers are those of `opentelemetry/proto/{collector/trace,trace,common,resource}/v1`.
 //!
 //! [`span`] writes each span, [`value`] its attributes (with [`key`]'s pre-framed keys),
-//! [`protobuf`] the wire format's tags, varints and length prefixes.
+//! [`blocks`] caches the parts of a span that are the same for every span of one call or
+//! route, [`protobuf`] the wire format's tags, varints and length prefixes.
 
 mod blocks;
 mod key;
