@@ -48,7 +48,7 @@ mod wire {
     use std::time::Duration;
 
     use http::Method;
-    use manifold_telemetry::otlp::{encode_batch, encode_request, ResourceInfo};
+    use manifold_telemetry::otlp::{encode_batch, encode_request, RequestEncoder, ResourceInfo};
     use manifold_telemetry::{
         AttemptKind, CacheOutcome, CallInfo, CallOutcome, CallRecord, Endpoint, FinishedTrace,
         RequestId, RootInfo, RootKind, ServerOutcome, SpanId, TraceId,
@@ -221,6 +221,99 @@ mod wire {
             let reference = encode_batch(&resource, traces.iter());
             prop_assert_eq!(&decoded, &reference);
             prop_assert_eq!(bytes.len(), reference.encoded_len());
+        }
+
+        /// The same, with the calls' names, upstreams and endpoint addresses and the routes
+        /// shared between spans as the gateway shares them (one `Arc` each): the encoder's
+        /// cached blocks are copied for every span after the first of its shape.
+        #[test]
+        fn cached_blocks_match_the_prost_reference(
+            mut traces in proptest::collection::vec(trace(), 1..6),
+            service in text(),
+        ) {
+            share_names(&mut traces);
+            let resource = ResourceInfo { service_name: service };
+            let bytes = encode_request(&resource, traces.iter());
+            let decoded = ExportTraceServiceRequest::decode(&bytes[..]).expect("valid protobuf");
+            let reference = encode_batch(&resource, traces.iter());
+            prop_assert_eq!(&decoded, &reference);
+            prop_assert_eq!(bytes.len(), reference.encoded_len());
+        }
+
+        /// The exporter's encoder, kept from batch to batch, matches the reference on each:
+        /// a batch of the previous one's shapes (its cached blocks), then the same traces
+        /// with every name in an `Arc` of its own (new keys: the old traces are gone, their
+        /// `Arc`s held by the cache only).
+        #[test]
+        fn a_kept_encoder_matches_the_prost_reference_batch_after_batch(
+            mut traces in proptest::collection::vec(trace(), 1..6),
+            split in 0usize..6,
+        ) {
+            share_names(&mut traces);
+            let resource = ResourceInfo { service_name: "s".to_owned() };
+            let mut encoder = RequestEncoder::default();
+            let split = split.min(traces.len());
+            let unshared: Vec<FinishedTrace> = traces.iter().map(unshare).collect();
+            for batch in [&traces[..split], &traces[split..], &traces[..], &unshared[..]] {
+                let bytes = encoder.encode(&resource, batch.iter(), 0);
+                let decoded =
+                    ExportTraceServiceRequest::decode(&bytes[..]).expect("valid protobuf");
+                prop_assert_eq!(&decoded, &encode_batch(&resource, batch.iter()));
+            }
+            drop(traces);
+            let bytes = encoder.encode(&resource, unshared.iter(), 0);
+            let decoded = ExportTraceServiceRequest::decode(&bytes[..]).expect("valid protobuf");
+            prop_assert_eq!(&decoded, &encode_batch(&resource, unshared.iter()));
+        }
+    }
+
+    /// The trace with every shared string in an `Arc` of its own.
+    fn unshare(t: &FinishedTrace) -> FinishedTrace {
+        let mut t = t.clone();
+        t.root.route = Arc::from(&*t.root.route);
+        for c in &mut t.calls {
+            c.info.call = Arc::from(&*c.info.call);
+            c.info.upstream = Arc::from(&*c.info.upstream);
+            if let Some(e) = &mut c.info.endpoint {
+                e.address = Arc::from(&*e.address);
+            }
+        }
+        t
+    }
+
+    /// Give every call the `Arc`s of one of the first two calls with an endpoint, and every
+    /// route the first trace's, as the gateway shares them: two of three calls take that
+    /// call's whole shape (attempt, kind, port and scheme too: the cached blocks are copied),
+    /// the third only its `Arc`s (a shape of its own: its blocks are encoded, replacing an
+    /// entry when they land on a used slot).
+    fn share_names(traces: &mut [FinishedTrace]) {
+        let shared: Vec<CallInfo> = traces
+            .iter()
+            .flat_map(|t| t.calls.iter())
+            .filter(|c| c.info.endpoint.is_some())
+            .take(2)
+            .map(|c| c.info.clone())
+            .collect();
+        let route = Arc::clone(&traces[0].root.route);
+        for t in traces.iter_mut() {
+            t.root.route = Arc::clone(&route);
+            for (n, c) in t.calls.iter_mut().enumerate() {
+                let Some(from) = shared.get(n % 2) else {
+                    continue;
+                };
+                let i = &mut c.info;
+                i.call = Arc::clone(&from.call);
+                i.upstream = Arc::clone(&from.upstream);
+                if n % 3 == 0 {
+                    if let (Some(e), Some(f)) = (&mut i.endpoint, &from.endpoint) {
+                        e.address = Arc::clone(&f.address);
+                    }
+                } else {
+                    i.endpoint.clone_from(&from.endpoint);
+                    i.attempt = from.attempt;
+                    i.attempt_kind = from.attempt_kind;
+                }
+            }
         }
     }
 }

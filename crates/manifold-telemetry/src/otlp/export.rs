@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use super::encode::ResourceInfo;
 use super::queue::{ExportQueue, Producers};
-use super::wire::encode_request_sized;
+use super::wire::RequestEncoder;
 use crate::error::TelemetryError;
 use crate::span::FinishedTrace;
 use crate::stats::{DropReason, SpanStats};
@@ -195,6 +195,7 @@ pub fn spawn(
         resource,
         stats,
         options: options.clone(),
+        encoder: RequestEncoder::default(),
     };
     let thread_error = |e: std::io::Error| TelemetryError::ExporterThread(e.to_string());
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -263,6 +264,9 @@ struct Batcher {
     resource: ResourceInfo,
     stats: Arc<SpanStats>,
     options: OtlpOptions,
+    /// Kept from export to export: its cache of the spans' unchanging parts (see
+    /// [`RequestEncoder`]).
+    encoder: RequestEncoder,
 }
 
 /// Resolves when a stop is asked for; never if the sender is gone without asking.
@@ -312,12 +316,12 @@ impl Batcher {
         }
     }
 
-    async fn export(&self, batch: &mut Vec<Arc<FinishedTrace>>) {
+    async fn export(&mut self, batch: &mut Vec<Arc<FinishedTrace>>) {
         if batch.is_empty() {
             return;
         }
         let spans: u64 = batch.iter().map(|t| t.span_count() as u64).sum();
-        let body = encode_request_sized(
+        let body = self.encoder.encode(
             &self.resource,
             batch.iter().map(|t| &**t),
             usize::try_from(spans).unwrap_or(0),

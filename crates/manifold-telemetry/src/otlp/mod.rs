@@ -11,4 +11,4 @@ pub use encode::{encode_batch, ResourceInfo};
 pub use export::{
     spawn, traces_uri, ExportHandle, ExporterTask, OtlpOptions, CONTENT_TYPE_PROTOBUF,
 };
-pub use wire::{encode_request, encode_request_sized};
+pub use wire::{encode_request, encode_request_sized, RequestEncoder};

@@ -7,8 +7,10 @@
 //! Field numbers are those of `opentelemetry/proto/{collector/trace,trace,common,resource}/v1`.
 //!
 //! [`span`] writes each span, [`value`] its attributes (with [`key`]'s pre-framed keys),
-//! [`protobuf`] the wire format's tags, varints and length prefixes.
+//! [`blocks`] caches the parts of a span that are the same for every span of one call or
+//! route, [`protobuf`] the wire format's tags, varints and length prefixes.
 
+mod blocks;
 mod key;
 mod protobuf;
 mod span;
@@ -38,13 +40,46 @@ const SPAN_BYTES: usize = 512;
 
 /// [`encode_request`] for traces holding `spans` spans in all (a hint: the buffer is sized for
 /// them, so it does not grow and copy itself while the batch is written).
-///
-/// The spans are written once, into the buffer the request goes out in: room is left in front
-/// of them for the enclosing messages' tags and lengths (known only once the spans are
-/// written), which then fill the end of that room; the bytes before them are skipped by
-/// slicing, not copied away. Before, the spans went into a buffer of their own and were copied
-/// after the head, one more copy of the whole batch (and its growth's copies) per export.
 pub fn encode_request_sized<'a, I>(resource: &ResourceInfo, traces: I, spans: usize) -> Bytes
+where
+    I: IntoIterator<Item = &'a FinishedTrace>,
+{
+    RequestEncoder::default().encode(resource, traces, spans)
+}
+
+/// An encoder kept from export to export (the exporter's): its cache of the spans' unchanging
+/// parts (see [`blocks`]) then outlives a batch, so a call's parts are encoded once for the
+/// exporter's life rather than once a batch (with the cache's slots allocated once too). The
+/// cache is bounded and holds what its keys were encoded from, so keeping it is safe.
+#[derive(Default)]
+pub struct RequestEncoder {
+    spans: Encoder,
+}
+
+impl std::fmt::Debug for RequestEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestEncoder").finish_non_exhaustive()
+    }
+}
+
+impl RequestEncoder {
+    /// [`encode_request_sized`], with this encoder's cache.
+    ///
+    /// The spans are written once, into the buffer the request goes out in: room is left in
+    /// front of them for the enclosing messages' tags and lengths (known only once the spans
+    /// are written), which then fill the end of that room; the bytes before them are skipped
+    /// by slicing, not copied away. Before, the spans went into a buffer of their own and were
+    /// copied after the head, one more copy of the whole batch (and its growth's copies) per
+    /// export.
+    pub fn encode<'a, I>(&mut self, resource: &ResourceInfo, traces: I, spans: usize) -> Bytes
+    where
+        I: IntoIterator<Item = &'a FinishedTrace>,
+    {
+        encode_with(&mut self.spans, resource, traces, spans)
+    }
+}
+
+fn encode_with<'a, I>(e: &mut Encoder, resource: &ResourceInfo, traces: I, spans: usize) -> Bytes
 where
     I: IntoIterator<Item = &'a FinishedTrace>,
 {
@@ -65,7 +100,6 @@ where
     let room = framed(res.len()) + framed(scope.len()) + 2 * 11;
     let mut b = Vec::with_capacity(room + spans.saturating_mul(SPAN_BYTES).max(4096));
     b.resize(room, 0);
-    let mut e = Encoder::default();
     for t in traces {
         e.root_span(t, &mut b);
         for c in &t.calls {

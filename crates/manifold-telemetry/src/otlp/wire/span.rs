@@ -4,8 +4,9 @@
 
 use std::fmt::Write;
 
+use super::blocks::{put_call_attempt, put_call_name_method, put_root_head, Blocks};
 use super::key;
-use super::protobuf::{begin_message, end_message, put_fixed64, put_str, FIXED32, LEN, VARINT};
+use super::protobuf::{end_message, put_str, FIXED32, FIXED64, LEN, VARINT};
 use super::value::{put_attr, put_joined_attr, Val};
 use crate::span::{CallRecord, FinishedTrace, RootKind};
 
@@ -18,9 +19,10 @@ const STATUS_ERROR: u8 = 2;
 const FLAG_HAS_IS_REMOTE: u32 = 0x100;
 const FLAG_IS_REMOTE: u32 = 0x200;
 
-/// Scratch buffers reused from span to span.
+/// Scratch buffers and the blocks' cache, reused from span to span.
 #[derive(Default)]
 pub(super) struct Encoder {
+    blocks: Blocks,
     text: String,
     /// A long `url.full`, joined (see [`put_joined_attr`]).
     joined: Vec<u8>,
@@ -32,45 +34,28 @@ impl Encoder {
     pub(super) fn root_span(&mut self, t: &FinishedTrace, b: &mut Vec<u8>) {
         let r = &t.root;
         let o = &t.outcome;
-        self.text.clear();
         let kind = match r.kind {
-            // A request no route matched has no `http.route`; its span is named by the
-            // method alone (the semantic conventions' rule, so names stay low-cardinality).
-            RootKind::Server if r.route.is_empty() => {
-                self.text.push_str(r.method.as_str());
-                KIND_SERVER
-            }
-            RootKind::Server => {
-                self.text.push_str(r.method.as_str());
-                self.text.push(' ');
-                self.text.push_str(&r.route);
-                KIND_SERVER
-            }
-            RootKind::Consumer => {
-                self.text.push_str("process ");
-                self.text.push_str(&r.route);
-                KIND_CONSUMER
-            }
+            RootKind::Server => KIND_SERVER,
+            RootKind::Consumer => KIND_CONSUMER,
         };
         let mut flags = u32::from(t.sampled) | FLAG_HAS_IS_REMOTE;
         if t.parent.is_some() {
             flags |= FLAG_IS_REMOTE;
         }
-        let body = begin_message(b, 2);
-        span_head(
+        let body = span_head(
             b,
             t,
             &t.span_id.0,
             t.parent.as_ref().map(|p| &p.0),
-            &self.text,
             kind,
             flags,
+            [t.epoch_ns, t.epoch_ns.saturating_add(nanos(t.duration))],
         );
-        put_fixed64(b, 7, t.epoch_ns);
-        put_fixed64(b, 8, t.epoch_ns.saturating_add(nanos(t.duration)));
-        put_attr(b, &key::HTTP_REQUEST_METHOD, &Val::Str(r.method.as_str()));
-        if !r.route.is_empty() {
-            put_attr(b, &key::HTTP_ROUTE, &Val::Str(&r.route));
+        // The name, method and route: copied for a matched route, written for the others.
+        if r.kind == RootKind::Server && !r.route.is_empty() {
+            b.extend_from_slice(self.blocks.root(r));
+        } else {
+            put_root_head(b, r, &mut self.text);
         }
         put_attr(b, &key::URL_PATH, &Val::Str(&r.path));
         put_attr(
@@ -113,58 +98,41 @@ impl Encoder {
         } else {
             KIND_INTERNAL
         };
-        let body = begin_message(b, 2);
-        span_head(
+        let body = span_head(
             b,
             t,
             &c.span_id.0,
             Some(&t.span_id.0),
-            &i.call,
             kind,
             u32::from(t.sampled) | FLAG_HAS_IS_REMOTE,
+            [
+                t.epoch_ns.saturating_add(nanos(c.start)),
+                t.epoch_ns.saturating_add(nanos(c.end)),
+            ],
         );
-        put_fixed64(b, 7, t.epoch_ns.saturating_add(nanos(c.start)));
-        put_fixed64(b, 8, t.epoch_ns.saturating_add(nanos(c.end)));
-        put_attr(b, &key::HTTP_REQUEST_METHOD, &Val::Str(i.method.as_str()));
-        put_attr(b, &key::URL_PATH, &Val::Str(&i.path));
-        put_attr(b, &key::CALL, &Val::Str(&i.call));
-        put_attr(b, &key::UPSTREAM, &Val::Str(&i.upstream));
-        put_attr(b, &key::ATTEMPT, &Val::Int(i64::from(i.attempt)));
-        put_attr(b, &key::ATTEMPT_KIND, &Val::Str(i.attempt_kind.as_str()));
-        if i.attempt > 1 {
-            put_attr(
-                b,
-                &key::HTTP_REQUEST_RESEND_COUNT,
-                &Val::Int(i64::from(i.attempt - 1)),
-            );
-        }
-        if let Some(e) = &i.endpoint {
-            put_attr(b, &key::SERVER_ADDRESS, &Val::Str(&e.address));
-            put_attr(b, &key::SERVER_PORT, &Val::Int(i64::from(e.port)));
-            // `{scheme}://{address}:{port}{path}`, the address in brackets when it is an IPv6
-            // literal: written piece by piece into the attribute, not joined first.
-            let mut digits = [0u8; 5];
-            let port = decimal(e.port, &mut digits);
-            let scheme = if e.https { "https://" } else { "http://" };
-            let (open, close) = if e.address.contains(':') {
-                ("[", "]")
-            } else {
-                ("", "")
-            };
-            put_joined_attr(
-                b,
-                &key::URL_FULL,
-                &[
-                    scheme.as_bytes(),
-                    open.as_bytes(),
-                    e.address.as_bytes(),
-                    close.as_bytes(),
-                    b":",
-                    port,
-                    i.path.as_bytes(),
-                ],
-                &mut self.joined,
-            );
+        match &i.endpoint {
+            // An attempt that went out: its call's and endpoint's parts copied (see
+            // [`blocks`](super::blocks)), `url.path` and `url.full`'s path between them.
+            Some(e) => {
+                let blocks = self.blocks.call(i, e);
+                b.extend_from_slice(blocks.name_method);
+                put_attr(b, &key::URL_PATH, &Val::Str(&i.path));
+                b.extend_from_slice(blocks.attempt);
+                b.extend_from_slice(blocks.endpoint);
+                put_joined_attr(
+                    b,
+                    &key::URL_FULL,
+                    &[blocks.url_prefix, i.path.as_bytes()],
+                    &mut self.joined,
+                );
+            }
+            // A cache answer or an enqueue: their `Arc`s are made per span, so they are
+            // written, not cached.
+            None => {
+                put_call_name_method(b, i);
+                put_attr(b, &key::URL_PATH, &Val::Str(&i.path));
+                put_call_attempt(b, i);
+            }
         }
         if let Some(s) = o.status {
             put_attr(b, &key::HTTP_RESPONSE_STATUS_CODE, &Val::Int(i64::from(s)));
@@ -222,63 +190,71 @@ pub(super) fn decimal(n: u16, digits: &mut [u8; 5]) -> &[u8] {
     &digits[i..]
 }
 
-/// Span fields 1–6 and 16: ids, trace state, name, kind, flags.
+/// ScopeSpans { spans = 2 }: a span's tag and the two bytes held for its length (see
+/// [`begin_message`](super::protobuf::begin_message)), then its fields 1–4, 6–8 and 16: ids,
+/// trace state, kind, start and end times, flags (the name is in the blocks). Returns where
+/// the span's body starts, for `end_message`.
 ///
-/// The ids and the kind and flags have fixed sizes: each group goes in as one array (a copy
-/// each, where a tag, a length and the bytes were pushed one by one: ~200 instructions a span,
-/// ~60 now). The fields are not in field-number order, which protobuf allows (a decoder takes
-/// them in any order; the property test decodes and compares).
+/// The fixed-size fields go in as one array (one capacity check and one copy, where the
+/// message's start, the ids, the kind and flags and each time were a check and a copy each).
+/// The fields are not in field-number order, which protobuf allows (a decoder takes them in
+/// any order; the property test decodes and compares).
 #[inline(always)]
 fn span_head(
     b: &mut Vec<u8>,
     t: &FinishedTrace,
     span_id: &[u8; 8],
     parent: Option<&[u8; 8]>,
-    name: &str,
     kind: u8,
     flags: u32,
-) {
-    // trace_id = 1 (16 bytes), span_id = 2 (8), parent_span_id = 4 (8).
-    let mut ids = [0u8; 38];
-    ids[..2].copy_from_slice(&[1 << 3 | LEN as u8, 16]);
-    ids[2..18].copy_from_slice(&t.trace_id.0);
-    ids[18..20].copy_from_slice(&[2 << 3 | LEN as u8, 8]);
-    ids[20..28].copy_from_slice(span_id);
-    let n = match parent {
+    times: [u64; 2],
+) -> usize {
+    // The span's tag and held length (3), trace_id = 1 (2 + 16), span_id = 2 (2 + 8),
+    // parent_span_id = 4 (2 + 8), kind and flags (8), the times (2 × 9).
+    let mut head = [0u8; 67];
+    head[..5].copy_from_slice(&[2 << 3 | LEN as u8, 0, 0, 1 << 3 | LEN as u8, 16]);
+    head[5..21].copy_from_slice(&t.trace_id.0);
+    head[21..23].copy_from_slice(&[2 << 3 | LEN as u8, 8]);
+    head[23..31].copy_from_slice(span_id);
+    let mut n = match parent {
         Some(p) => {
-            ids[28..30].copy_from_slice(&[4 << 3 | LEN as u8, 8]);
-            ids[30..].copy_from_slice(p);
-            38
+            head[31..33].copy_from_slice(&[4 << 3 | LEN as u8, 8]);
+            head[33..41].copy_from_slice(p);
+            41
         }
-        None => 28,
+        None => 31,
     };
-    b.extend_from_slice(&ids[..n]);
-    if let Some(ts) = &t.tracestate {
-        put_str(b, 3, ts);
-    }
-    // An empty name is left out, as prost leaves out a default field.
-    if !name.is_empty() && name.len() < 0x80 {
-        b.extend_from_slice(&[5 << 3 | LEN as u8, name.len() as u8]);
-        b.extend_from_slice(name.as_bytes());
-    } else {
-        put_str(b, 5, name);
-    }
     // kind = 6 (a one-byte varint, never 0 here: prost would leave 0 out), flags = 16
     // (fixed32; its tag, 133, is a two-byte varint).
     const FLAGS_TAG: u32 = 16 << 3 | FIXED32;
     debug_assert!(kind != 0 && kind < 0x80);
-    let mut tail = [
+    let f = flags.to_le_bytes();
+    head[n..n + 8].copy_from_slice(&[
         6 << 3 | VARINT as u8,
         kind,
         (FLAGS_TAG as u8) | 0x80,
         (FLAGS_TAG >> 7) as u8,
-        0,
-        0,
-        0,
-        0,
-    ];
-    tail[4..].copy_from_slice(&flags.to_le_bytes());
-    b.extend_from_slice(&tail);
+        f[0],
+        f[1],
+        f[2],
+        f[3],
+    ]);
+    n += 8;
+    // start_time_unix_nano = 7, end_time_unix_nano = 8 (fixed64; a zero is left out, as
+    // prost leaves out a default field).
+    for (field, v) in [(7u8, times[0]), (8, times[1])] {
+        if v != 0 {
+            head[n] = field << 3 | FIXED64 as u8;
+            head[n + 1..n + 9].copy_from_slice(&v.to_le_bytes());
+            n += 9;
+        }
+    }
+    b.extend_from_slice(&head[..n]);
+    let body = b.len() - (n - 3);
+    if let Some(ts) = &t.tracestate {
+        put_str(b, 3, ts);
+    }
+    body
 }
 
 /// Status { code = 3 } (unset: an empty message, as prost writes it), as one array.

@@ -2,6 +2,8 @@
 //! against the prost-typed reference is `tests/props.rs`).
 
 use super::super::encode::attr;
+use super::blocks::{put_call_attempt, put_call_name_method, put_endpoint, put_root_head};
+use super::blocks::{put_url_prefix, Blocks, CALL_SLOTS};
 use super::key;
 use super::protobuf::{begin_message, end_message, put_len_prefixed, put_str};
 use super::span::decimal;
@@ -114,4 +116,118 @@ fn framed_keys_are_the_key_field_as_prost_writes_it() {
     let mut b = Vec::new();
     put_kv(&mut b, 9, attr::URL_PATH, &Val::Str("/x"));
     assert_eq!(a, b);
+}
+
+fn info(call: &str, address: &str, port: u16, attempt: u32) -> crate::span::CallInfo {
+    use std::sync::Arc;
+    crate::span::CallInfo {
+        call: Arc::from(call),
+        upstream: Arc::from("up"),
+        method: http::Method::POST,
+        path: "/orders".into(),
+        endpoint: Some(crate::span::Endpoint {
+            address: Arc::from(address),
+            port,
+            https: false,
+        }),
+        attempt,
+        attempt_kind: crate::span::AttemptKind::First,
+        enqueue: false,
+    }
+}
+
+/// What the blocks of a call are when written fresh.
+fn fresh_blocks(i: &crate::span::CallInfo) -> [Vec<u8>; 4] {
+    let e = i.endpoint.as_ref().expect("an endpoint");
+    let mut out: [Vec<u8>; 4] = Default::default();
+    put_call_name_method(&mut out[0], i);
+    put_call_attempt(&mut out[1], i);
+    put_endpoint(&mut out[2], e);
+    put_url_prefix(&mut out[3], e);
+    out
+}
+
+fn cached_blocks(blocks: &mut Blocks, i: &crate::span::CallInfo) -> [Vec<u8>; 4] {
+    let e = i.endpoint.as_ref().expect("an endpoint");
+    let b = blocks.call(i, e);
+    [
+        b.name_method.to_vec(),
+        b.attempt.to_vec(),
+        b.endpoint.to_vec(),
+        b.url_prefix.to_vec(),
+    ]
+}
+
+/// A call's cached blocks are its fresh ones: on the first span of its shape (encoded), on the
+/// next (copied), and after other shapes have replaced entries (more shapes than slots).
+#[test]
+fn cached_call_blocks_are_the_fresh_encoding() {
+    let mut blocks = Blocks::default();
+    let first = info("order", "127.0.0.1", 8080, 1);
+    let want = fresh_blocks(&first);
+    assert_eq!(cached_blocks(&mut blocks, &first), want);
+    assert_eq!(cached_blocks(&mut blocks, &first), want);
+    // The same strings in other `Arc`s, and other shapes of the same `Arc`s.
+    let others: Vec<_> = (0..3 * CALL_SLOTS as u32)
+        .map(|n| match n % 3 {
+            0 => info("order", "127.0.0.1", 8080, 1),
+            1 => {
+                let mut i = first.clone();
+                i.attempt = n;
+                i.attempt_kind = crate::span::AttemptKind::Retry;
+                i
+            }
+            _ => info(&format!("c{n}"), "::1", n as u16, 1),
+        })
+        .collect();
+    for i in &others {
+        assert_eq!(cached_blocks(&mut blocks, i), fresh_blocks(i));
+    }
+    for i in others.iter().rev() {
+        assert_eq!(cached_blocks(&mut blocks, i), fresh_blocks(i));
+    }
+    assert_eq!(cached_blocks(&mut blocks, &first), want);
+}
+
+/// A matched route's cached name, method and route are the fresh ones, and a method or kind
+/// of its own is not served another's.
+#[test]
+fn cached_root_blocks_are_the_fresh_encoding() {
+    use crate::span::{RootInfo, RootKind};
+    let route: std::sync::Arc<str> = std::sync::Arc::from("/checkout");
+    let root = |method, kind| RootInfo {
+        kind,
+        method,
+        route: std::sync::Arc::clone(&route),
+        path: "/checkout".into(),
+    };
+    let mut blocks = Blocks::default();
+    let mut name = String::new();
+    for _ in 0..2 {
+        for r in [
+            root(http::Method::POST, RootKind::Server),
+            root(http::Method::GET, RootKind::Server),
+            root(http::Method::GET, RootKind::Consumer),
+        ] {
+            let mut want = Vec::new();
+            put_root_head(&mut want, &r, &mut name);
+            assert_eq!(blocks.root(&r), &want[..]);
+        }
+    }
+}
+
+/// Up to four shapes are each encoded once however they interleave, wherever their keys
+/// land (a set holds four): a checkout's calls do not replace each other.
+#[test]
+fn four_shapes_are_encoded_once_each() {
+    let mut blocks = Blocks::default();
+    let shapes: Vec<_> = (0..4)
+        .map(|n| info(&format!("c{n}"), "127.0.0.1", 80, 1))
+        .collect();
+    for _ in 0..10 {
+        for i in &shapes {
+            assert_eq!(cached_blocks(&mut blocks, i), fresh_blocks(i));
+        }
+    }
+    assert_eq!(blocks.call_misses, 4);
 }

@@ -1,7 +1,7 @@
 //! Attribute values: `KeyValue` and `AnyValue` messages, with a fast path for the short
 //! attributes most spans carry.
 
-use super::protobuf::{framed, put_len_prefixed, put_str, put_tag, put_varint, varint_into};
+use super::protobuf::{framed, put_len_prefixed, put_str, put_tag, put_varint};
 use super::protobuf::{varint_len, FIXED64, LEN, VARINT};
 
 /// An attribute value, borrowed from the finished trace.
@@ -21,6 +21,9 @@ pub(super) enum Val<'a> {
 /// Inlined into the span writers (a span has ~12 attributes: the call's prologue and epilogue
 /// and the reload of the buffer's length were ~20 instructions of the ~90 each took); the
 /// general path stays out of line.
+///
+/// Each is built in a stack array (its tags, lengths, key and value) and goes into `b` with
+/// one capacity check and one copy, where it was four of each (a string's value is a second).
 #[inline(always)]
 pub(super) fn put_attr<const N: usize>(b: &mut Vec<u8>, key: &[u8; N], v: &Val<'_>) {
     match v {
@@ -28,31 +31,54 @@ pub(super) fn put_attr<const N: usize>(b: &mut Vec<u8>, key: &[u8; N], v: &Val<'
             put_short_str_head(b, key, s.len());
             b.extend_from_slice(s.as_bytes());
         }
-        Val::Int(i) if N + 13 < 0x80 => {
-            let mut digits = [0u8; 10];
-            let n = varint_into(&mut digits, *i as u64);
-            let any_len = 1 + n;
-            b.extend_from_slice(&[ATTR_TAG, (N + 2 + any_len) as u8]);
-            b.extend_from_slice(key);
-            b.extend_from_slice(&[VALUE_TAG, any_len as u8, 3 << 3 | VARINT as u8]);
-            b.extend_from_slice(&digits[..n]);
+        // AnyValue { int_value = 3 }: a tag and a varint, written into the array.
+        Val::Int(i) if N + 15 <= SMALL => {
+            let mut a = framed_key(key, 0);
+            a[N + 2] = VALUE_TAG;
+            a[N + 4] = 3 << 3 | VARINT as u8;
+            let mut at = N + 5;
+            let mut x = *i as u64;
+            while x >= 0x80 {
+                a[at] = (x as u8) | 0x80;
+                x >>= 7;
+                at += 1;
+            }
+            a[at] = x as u8;
+            at += 1;
+            // KeyValue's length: the key (N), the value's tag and length (2), the value.
+            a[1] = (at - 2) as u8;
+            a[N + 3] = (at - (N + 4)) as u8;
+            b.extend_from_slice(&a[..at]);
         }
         // AnyValue { double_value = 4 }: a tag and eight bytes.
-        Val::Double(d) if N + 13 < 0x80 => {
-            b.extend_from_slice(&[ATTR_TAG, (N + 2 + 9) as u8]);
-            b.extend_from_slice(key);
-            let mut value = [VALUE_TAG, 9, 4 << 3 | FIXED64 as u8, 0, 0, 0, 0, 0, 0, 0, 0];
-            value[3..].copy_from_slice(&d.to_bits().to_le_bytes());
-            b.extend_from_slice(&value);
+        Val::Double(d) if N + 13 <= SMALL => {
+            let mut a = framed_key(key, N + 2 + 9);
+            a[N + 2..N + 5].copy_from_slice(&[VALUE_TAG, 9, 4 << 3 | FIXED64 as u8]);
+            a[N + 5..N + 13].copy_from_slice(&d.to_bits().to_le_bytes());
+            b.extend_from_slice(&a[..N + 13]);
         }
         // AnyValue { bool_value = 2 }: a tag and one byte.
-        Val::Bool(x) if N + 6 < 0x80 => {
-            b.extend_from_slice(&[ATTR_TAG, (N + 2 + 2) as u8]);
-            b.extend_from_slice(key);
-            b.extend_from_slice(&[VALUE_TAG, 2, 2 << 3 | VARINT as u8, u8::from(*x)]);
+        Val::Bool(x) if N + 6 <= SMALL => {
+            let mut a = framed_key(key, N + 2 + 2);
+            a[N + 2..N + 6].copy_from_slice(&[VALUE_TAG, 2, 2 << 3 | VARINT as u8, u8::from(*x)]);
+            b.extend_from_slice(&a[..N + 6]);
         }
         _ => put_attr_general(b, key, v),
     }
+}
+
+/// The stack array the short attributes are built in: room for the longest key's
+/// (`http.response.status_code`, 27 bytes framed) attribute head and an integer's varint.
+const SMALL: usize = 48;
+
+/// `KeyValue`'s tag and (one-byte) length `kv_len`, then the framed key.
+#[inline(always)]
+fn framed_key<const N: usize>(key: &[u8; N], kv_len: usize) -> [u8; SMALL] {
+    let mut a = [0u8; SMALL];
+    a[0] = ATTR_TAG;
+    a[1] = kv_len as u8;
+    a[2..N + 2].copy_from_slice(key);
+    a
 }
 
 /// Span { attributes = 9 }: a string attribute whose value is `parts` joined (each part
@@ -88,9 +114,15 @@ const VALUE_TAG: u8 = 2 << 3 | LEN as u8;
 #[inline(always)]
 fn put_short_str_head<const N: usize>(b: &mut Vec<u8>, key: &[u8; N], len: usize) {
     let any_len = 2 + len;
-    b.extend_from_slice(&[ATTR_TAG, (N + 2 + any_len) as u8]);
-    b.extend_from_slice(key);
-    b.extend_from_slice(&[VALUE_TAG, any_len as u8, 1 << 3 | LEN as u8, len as u8]);
+    if N + 6 <= SMALL {
+        let mut a = framed_key(key, N + 2 + any_len);
+        a[N + 2..N + 6].copy_from_slice(&[VALUE_TAG, any_len as u8, 1 << 3 | LEN as u8, len as u8]);
+        b.extend_from_slice(&a[..N + 6]);
+    } else {
+        b.extend_from_slice(&[ATTR_TAG, (N + 2 + any_len) as u8]);
+        b.extend_from_slice(key);
+        b.extend_from_slice(&[VALUE_TAG, any_len as u8, 1 << 3 | LEN as u8, len as u8]);
+    }
 }
 
 /// [`put_attr`] for any size: varint lengths.
