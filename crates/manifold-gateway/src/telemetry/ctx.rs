@@ -391,6 +391,20 @@ impl AttemptSpan {
 mod tests {
     use super::*;
 
+    /// A first `GET /x` attempt of `call` to `upstream`, its span ended at once: what it
+    /// wrote into `headers` is what the tests read.
+    fn first_get_attempt(call: &CallTrace, upstream: &Arc<str>, headers: &mut HeaderMap) {
+        let span = call.start_attempt(
+            upstream,
+            &http::Method::GET,
+            "/x",
+            None,
+            tm::AttemptKind::First,
+            headers,
+        );
+        drop(span);
+    }
+
     fn trace() -> tm::RequestTrace {
         let tracer = tm::Tracer::new(
             &tm::TracingOptions::default(),
@@ -521,15 +535,7 @@ mod tests {
                 tm::propagate::TRACESTATE_HEADER,
                 HeaderValue::from_static("a=1"),
             );
-            let span = call.start_attempt(
-                &upstream,
-                &http::Method::GET,
-                "/x",
-                None,
-                tm::AttemptKind::First,
-                &mut headers,
-            );
-            drop(span);
+            first_get_attempt(&call, &upstream, &mut headers);
             assert_eq!(headers[REQUEST_ID], "id-1");
             assert!(headers.contains_key(tm::propagate::TRACEPARENT_HEADER));
             assert_eq!(
@@ -552,15 +558,7 @@ mod tests {
             if sets {
                 headers.insert(REQUEST_ID, HeaderValue::from_static("configured"));
             }
-            let span = call.start_attempt(
-                &upstream,
-                &http::Method::GET,
-                "/x",
-                None,
-                tm::AttemptKind::First,
-                &mut headers,
-            );
-            drop(span);
+            first_get_attempt(&call, &upstream, &mut headers);
             let want = if sets { "configured" } else { "id-1" };
             assert_eq!(headers[REQUEST_ID], want, "sets_request_id = {sets}");
             assert!(headers.contains_key(tm::propagate::TRACEPARENT_HEADER));
