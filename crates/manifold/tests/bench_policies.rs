@@ -127,4 +127,6 @@ fn telemetry_bench_runs_three_children_and_the_sink_decodes_every_exported_span(
     assert!(spans >= 6 * 150, "{v}");
     assert_eq!(v["spans_exported"].as_f64(), Some(spans as f64), "{v}");
     assert_eq!(v["sink_undecodable"], 0, "{v}");
+    // Decoded between rounds, never inside a measured window.
+    assert_eq!(v["sink_decoded_on_arrival"], 0, "{v}");
 }
