@@ -119,18 +119,65 @@ pub async fn serve(listener: TcpListener, upstream: SocketAddr) -> std::io::Resu
     }
 }
 
+/// The per-core variant of [`serve`]: `threads` threads, each with a single-threaded runtime, a
+/// listener of its own on `listen` (`SO_REUSEPORT`: the kernel spreads new connections across
+/// them) and an upstream pool of its own, as nginx's workers and Pingora's non-stealing mode
+/// run. Nothing moves between threads: a connection's request, its upstream call and its
+/// answer stay on the thread that accepted it. It measures what the runtime model costs,
+/// beside the work-stealing [`serve`] (issue 15: which design could reach nginx's CPU).
+///
+/// Returns when a thread's accept loop fails (never, on loopback); a bind error is returned
+/// before any thread starts serving.
+pub fn serve_per_core(
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    threads: usize,
+) -> std::io::Result<()> {
+    let mut ready = Vec::with_capacity(threads);
+    for _ in 0..threads.max(1) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        // Registered with this thread's runtime (entered, not blocked on: a caller may be
+        // inside another runtime).
+        let listener = {
+            let _entered = rt.enter();
+            let socket = match listen {
+                SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+            };
+            socket.set_reuseaddr(true)?;
+            socket.set_reuseport(true)?;
+            socket.bind(listen)?;
+            socket.listen(1024)?
+        };
+        ready.push((rt, listener));
+    }
+    let mut running = Vec::with_capacity(ready.len());
+    for (i, (rt, listener)) in ready.into_iter().enumerate() {
+        running.push(
+            std::thread::Builder::new()
+                .name(format!("floor-{i}"))
+                .spawn(move || rt.block_on(serve(listener, upstream)))?,
+        );
+    }
+    for t in running {
+        t.join()
+            .map_err(|_| std::io::Error::other("a floor thread panicked"))??;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The floor forwards method, path and body and streams the answer back; a dead upstream
-    /// is a 502, not a hang.
-    #[tokio::test]
-    async fn forwards_to_the_upstream_and_answers_502_when_it_is_gone() {
+    /// An upstream that answers `PATH BODY`; aborting the task closes its connections (they
+    /// live in a `JoinSet` inside it).
+    async fn upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
         let up = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let up_addr = up.local_addr().expect("addr");
-        // Its connections live in a JoinSet inside the task, so aborting the task closes them.
-        let upstream = tokio::spawn(async move {
+        let addr = up.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
                 let Ok((s, _)) = up.accept().await else {
@@ -149,27 +196,37 @@ mod tests {
                 });
             }
         });
+        (addr, task)
+    }
+
+    /// POST `hello` to `path` on a new connection to `front`.
+    async fn ask(front: SocketAddr, path: &'static str) -> (StatusCode, Bytes) {
+        let s = TcpStream::connect(front).await.expect("connect");
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let req = Request::post(path)
+            .header("host", "floor")
+            .body(Full::new(Bytes::from_static(b"hello")))
+            .expect("request");
+        let resp = tx.send_request(req).await.expect("answer");
+        let status = resp.status();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, body)
+    }
+
+    /// The floor forwards method, path and body and streams the answer back; a dead upstream
+    /// is a 502, not a hang.
+    #[tokio::test]
+    async fn forwards_to_the_upstream_and_answers_502_when_it_is_gone() {
+        let (up_addr, upstream) = upstream().await;
         let front = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let front_addr = front.local_addr().expect("addr");
         tokio::spawn(serve(front, up_addr));
 
-        let ask = |path: &'static str| async move {
-            let s = TcpStream::connect(front_addr).await.expect("connect");
-            let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
-                .await
-                .expect("handshake");
-            tokio::spawn(conn);
-            let req = Request::post(path)
-                .header("host", "floor")
-                .body(Full::new(Bytes::from_static(b"hello")))
-                .expect("request");
-            let resp = tx.send_request(req).await.expect("answer");
-            let status = resp.status();
-            let body = resp.into_body().collect().await.expect("body").to_bytes();
-            (status, body)
-        };
         for _ in 0..3 {
-            let (status, body) = ask("/a/b?c=1").await;
+            let (status, body) = ask(front_addr, "/a/b?c=1").await;
             assert_eq!(status, StatusCode::OK);
             assert_eq!(&body[..], b"/a/b hello");
         }
@@ -178,7 +235,7 @@ mod tests {
         // Pooled connections see their sockets closed, new ones are refused: either way a 502.
         let mut refused = false;
         for _ in 0..50 {
-            let (status, _) = ask("/x").await;
+            let (status, _) = ask(front_addr, "/x").await;
             if status == StatusCode::BAD_GATEWAY {
                 refused = true;
                 break;
@@ -186,5 +243,43 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         assert!(refused, "a gone upstream must answer 502");
+    }
+
+    /// The per-core floor answers on one port from several threads' listeners, each connection
+    /// forwarded by the thread that accepted it; a port already taken without `SO_REUSEPORT` is
+    /// a bind error, not a silent start.
+    #[tokio::test]
+    async fn the_per_core_floor_serves_one_port_from_every_thread() {
+        let (up_addr, _upstream) = upstream().await;
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let taken_addr = taken.local_addr().expect("addr");
+        // Off the test's runtime: the threads' runtimes are made and dropped there.
+        let refused = tokio::task::spawn_blocking(move || serve_per_core(taken_addr, up_addr, 2))
+            .await
+            .expect("join");
+        assert!(refused.is_err(), "{refused:?}");
+        drop(taken);
+
+        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let front_addr = free.local_addr().expect("addr");
+        drop(free);
+        std::thread::spawn(move || serve_per_core(front_addr, up_addr, 2));
+        for _ in 0..100 {
+            if TcpStream::connect(front_addr).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        for _ in 0..20 {
+            let (status, body) = ask(front_addr, "/p").await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(&body[..], b"/p hello");
+        }
+        let named: Vec<String> = std::fs::read_dir("/proc/self/task")
+            .expect("tasks")
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|c| c.starts_with("floor-"))
+            .collect();
+        assert_eq!(named.len(), 2, "{named:?}");
     }
 }

@@ -8,7 +8,9 @@
 //!   can be read from `/proc`; when no binary is given, an in-process gateway whose CPU is not
 //!   measured);
 //! - `hyper`: a bare tokio + hyper 1.x proxy ([`floor`](crate::floor)) from the same binary, the
-//!   floor of what a proxy on Manifold's stack costs (a reference row, not a peer of the goal);
+//!   floor of what a proxy on Manifold's stack costs (a reference row, not a peer of the goal),
+//!   and `hyper-per-core`, the same proxy on a single-threaded runtime per thread with a
+//!   `SO_REUSEPORT` listener each (what the runtime model costs: nginx's and Pingora's shape);
 //! - `nginx`, `haproxy`, `envoy`: the usual reverse proxies in front of the same upstream, each
 //!   configured as its documentation recommends for keep-alive on both sides and given as many
 //!   worker threads as Manifold (see [`proxy_peers`](crate::proxy_peers)); each is skipped, with
@@ -28,6 +30,10 @@ use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// The reference rows built into the `manifold` binary (`manifold bench-peer NAME`): not peers
+/// of the goal.
+const FLOORS: [&str; 2] = ["hyper", "hyper-per-core"];
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -256,7 +262,9 @@ async fn start_targets(spec: &ProxySpec) -> Result<Targets, BenchError> {
     // The floor of a hyper-based proxy, from the same binary (so only with a Manifold binary),
     // beside the peers (so not with `--no-peers`).
     if let (Some(exe), Some(_)) = (&spec.manifold_exe, &spec.peers_dir) {
-        commands.push(proxy_peers::hyper_floor(exe, upstream_addr, "/item"));
+        for name in FLOORS {
+            commands.push(proxy_peers::hyper_floor(exe, upstream_addr, "/item", name));
+        }
     }
     if let Some(dir) = &spec.peers_dir {
         commands.extend(proxy_peers::all(dir, upstream_addr, "/item"));
@@ -416,10 +424,10 @@ impl ProxyReport {
         for r in &self.rates {
             let find = |name: &str| r.targets.iter().find(|t| t.latency.target == name);
             let Some(m) = find("manifold") else { continue };
-            let peers = r
-                .targets
-                .iter()
-                .filter(|t| !matches!(t.latency.target.as_str(), "direct" | "manifold" | "hyper"));
+            let peers = r.targets.iter().filter(|t| {
+                let name = t.latency.target.as_str();
+                !matches!(name, "direct" | "manifold") && !FLOORS.contains(&name)
+            });
             let lowest = peers
                 .filter_map(|t| {
                     Some((
@@ -440,11 +448,15 @@ impl ProxyReport {
                     }
                 ));
             }
-            // The bare hyper proxy: how much of the gap is the stack's and how much Manifold's.
-            if let (Some(c), Some(h)) = (
-                &m.cpu_us_per_request,
-                find("hyper").and_then(|h| h.cpu_us_per_request.as_ref()),
-            ) {
+            // The bare hyper proxies: how much of the gap is the stack's (and of that, the
+            // runtime model's) and how much Manifold's.
+            for (floor, label) in FLOORS.iter().zip(["bare hyper", "per-core hyper"]) {
+                let (Some(c), Some(h)) = (
+                    &m.cpu_us_per_request,
+                    find(floor).and_then(|h| h.cpu_us_per_request.as_ref()),
+                ) else {
+                    continue;
+                };
                 let against_peer = match lowest {
                     Some((peer, low)) if low > 0.0 => {
                         format!(", {:.2}× {peer}'s", h.median / low)
@@ -452,7 +464,7 @@ impl ProxyReport {
                     _ => String::new(),
                 };
                 parts.push(format!(
-                    "the bare hyper proxy {:.1} µs/req{against_peer} (Manifold {:.2}× it)",
+                    "the {label} proxy {:.1} µs/req{against_peer} (Manifold {:.2}× it)",
                     h.median,
                     if h.median > 0.0 {
                         c.median / h.median

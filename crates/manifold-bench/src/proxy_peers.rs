@@ -178,21 +178,23 @@ pub fn envoy(dir: &Path, upstream: SocketAddr, probe_path: &str) -> Result<PeerC
     })
 }
 
-/// The bare hyper proxy ([`crate::floor`]) as a process of its own: `EXE bench-peer hyper`,
-/// `exe` being the `manifold` binary that carries it. The floor of a tokio + hyper proxy's
-/// cost, beside the peers: not one of them (issue 15 compares Manifold with the C proxies).
+/// The bare hyper proxy ([`crate::floor`]) as a process of its own: `EXE bench-peer NAME`
+/// (`hyper` or `hyper-per-core`), `exe` being the `manifold` binary that carries it. The floor
+/// of a tokio + hyper proxy's cost, beside the peers: not one of them (issue 15 compares
+/// Manifold with the C proxies).
 pub fn hyper_floor(
     exe: &Path,
     upstream: SocketAddr,
     probe_path: &str,
+    name: &str,
 ) -> Result<PeerCommand, Skipped> {
-    let port = crate::peers::port_or_skip("hyper")?;
+    let port = crate::peers::port_or_skip(name)?;
     Ok(PeerCommand {
-        name: "hyper".into(),
+        name: name.into(),
         program: exe.to_path_buf(),
         args: vec![
             "bench-peer".into(),
-            "hyper".into(),
+            name.into(),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
             "--upstream".into(),

@@ -1,6 +1,6 @@
-//! `manifold bench-peer hyper`: the bare hyper proxy `manifold bench proxy` runs as the floor of
-//! a hyper-based proxy's cost. It must really proxy (else its CPU row would mean nothing) and
-//! must not be pointed off loopback.
+//! `manifold bench-peer hyper` and `hyper-per-core`: the bare hyper proxies `manifold bench
+//! proxy` runs as the floor of a hyper-based proxy's cost. They must really proxy (else their
+//! CPU rows would mean nothing) and must not be pointed off loopback.
 
 use crate::sim::{http, SimProcess};
 use std::process::{Child, Command, Stdio};
@@ -23,12 +23,21 @@ fn free_port() -> u16 {
 
 #[test]
 fn the_bare_hyper_proxy_forwards_every_request_to_its_upstream() {
+    forwards_every_request("hyper");
+}
+
+#[test]
+fn the_per_core_hyper_proxy_forwards_every_request_to_its_upstream() {
+    forwards_every_request("hyper-per-core");
+}
+
+fn forwards_every_request(peer: &str) {
     let sim = SimProcess::start(&["--shop", "--base-port", "0"]);
     let upstream = sim.addr("order");
     let listen = format!("127.0.0.1:{}", free_port());
     let _floor = Killed(
         Command::new(env!("CARGO_BIN_EXE_manifold"))
-            .args(["bench-peer", "hyper", "--listen", &listen, "--upstream"])
+            .args(["bench-peer", peer, "--listen", &listen, "--upstream"])
             .arg(&upstream)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -43,7 +52,7 @@ fn the_bare_hyper_proxy_forwards_every_request_to_its_upstream() {
         }
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
-    assert!(up, "the bare hyper proxy did not listen on {listen}");
+    assert!(up, "the {peer} proxy did not listen on {listen}");
     for total in [3, 4, 5] {
         let (status, order) = http(
             &listen,

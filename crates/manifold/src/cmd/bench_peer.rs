@@ -1,5 +1,6 @@
 //! `manifold bench-peer hyper` (hidden): the bare hyper proxy that `manifold bench proxy` runs
-//! beside Manifold as the floor of a hyper-based proxy's cost (`manifold_bench::floor`).
+//! beside Manifold as the floor of a hyper-based proxy's cost (`manifold_bench::floor`), and
+//! `hyper-per-core`, the same proxy with a single-threaded runtime and a listener per thread.
 
 use anyhow::Context as _;
 use std::net::SocketAddr;
@@ -9,7 +10,10 @@ use std::process::ExitCode;
 /// of its own and read its CPU. Not for production: no limits, no timeouts.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Which peer: `hyper`, a bare tokio + hyper 1.x keep-alive reverse proxy.
+    /// Which peer: `hyper`, a bare tokio + hyper 1.x keep-alive reverse proxy on the
+    /// work-stealing runtime; `hyper-per-core`, the same on one single-threaded runtime per
+    /// thread, each with its own `SO_REUSEPORT` listener and upstream pool (threads:
+    /// `TOKIO_WORKER_THREADS`, else one per core, as the other runtime's workers).
     #[arg(value_enum)]
     peer: Peer,
     /// Where to listen (loopback).
@@ -23,6 +27,7 @@ pub(crate) struct Args {
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Peer {
     Hyper,
+    HyperPerCore,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -32,7 +37,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.listen,
         args.upstream
     );
-    let Peer::Hyper = args.peer;
+    if let Peer::HyperPerCore = args.peer {
+        let threads = std::env::var("TOKIO_WORKER_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+            .unwrap_or(1);
+        manifold_bench::floor::serve_per_core(args.listen, args.upstream, threads)
+            .with_context(|| format!("serving on {}", args.listen))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     super::runtime()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
