@@ -13,7 +13,8 @@
 #     workspace's release profile keeps line tables). Env: REQUESTS (2000), WARMUP (300),
 #     RATE (200: callgrind runs the gateway ~50x slower; keep it well under its capacity),
 #     TARGET (`manifold`, the default: `manifold serve`; `hyper`: the bare tokio + hyper proxy
-#     of `manifold bench-peer hyper`, the floor Manifold's own work is measured against),
+#     of `manifold bench-peer hyper`, the floor Manifold's own work is measured against;
+#     `hyper-per-core`: the same proxy on a single-threaded runtime per thread),
 #     CONNECTIONS (unset: `manifold load`'s default; 1 with a low RATE makes every request wake a
 #     parked connection, see bench/woken-callgrind.sh), MACHINERY (1: also print the inclusive
 #     cost per request of the connection's own machinery and of the allocator).
@@ -66,8 +67,9 @@ RUST_LOG=warn "$exe" sim -c "$out/sim.toml" > "$out/sim.log" 2>&1 &
 pids+=($!)
 case "$target" in
   manifold) program=(serve -c "$out/gateway.toml") ;;
-  hyper) program=(bench-peer hyper --listen "127.0.0.1:$gw_port" --upstream "127.0.0.1:$up_port") ;;
-  *) echo "proxy-callgrind.sh: TARGET is manifold or hyper, not $target" >&2; exit 1 ;;
+  hyper|hyper-per-core)
+    program=(bench-peer "$target" --listen "127.0.0.1:$gw_port" --upstream "127.0.0.1:$up_port") ;;
+  *) echo "proxy-callgrind.sh: TARGET is manifold, hyper or hyper-per-core, not $target" >&2; exit 1 ;;
 esac
 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" \
   "$exe" "${program[@]}" > "$out/serve.log" 2>&1 &
