@@ -191,6 +191,9 @@ async fn send_spoofed(gw: &TestGateway) {
         .header("x-forwarded-proto", "https")
         .header("x-forwarded-host", "evil.example")
         .header("forwarded", "for=10.0.0.1")
+        .header("x-forwarded-ssl", "on")
+        .header("x-forwarded-port", "443")
+        .header("x-forwarded-prefix", "/evil")
         .body(Full::<Bytes>::default())
         .unwrap();
     let resp = client().request(req).await.unwrap();
@@ -209,6 +212,14 @@ async fn forwarded_headers_are_believed_only_from_trusted_proxies() {
     assert_eq!(seen.headers["x-forwarded-proto"], "http");
     assert_eq!(seen.headers["x-forwarded-host"], gw.addr.to_string());
     assert!(!seen.headers.contains_key("forwarded"));
+    // Nor can it claim https or another port or base path through the other `X-Forwarded-*`.
+    for name in ["x-forwarded-ssl", "x-forwarded-port", "x-forwarded-prefix"] {
+        assert!(
+            !seen.headers.contains_key(name),
+            "{name}: {:?}",
+            seen.headers
+        );
+    }
 
     // A trusted peer's list is extended and its proto and host kept.
     let gw = forwarded_gateway(&up, "trusted_proxies = [\"127.0.0.0/8\"]").await;
@@ -217,6 +228,7 @@ async fn forwarded_headers_are_believed_only_from_trusted_proxies() {
     assert_eq!(seen.headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
     assert_eq!(seen.headers["x-forwarded-host"], "evil.example");
+    assert_eq!(seen.headers["x-forwarded-ssl"], "on");
 
     // A trusted list that does not hold the peer changes nothing.
     let gw = forwarded_gateway(&up, "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]").await;
