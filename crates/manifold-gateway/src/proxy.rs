@@ -74,12 +74,13 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
+    // Split as bytes, not as text: a value with one obs-text byte (which hyper accepts) is not
+    // `str`, and skipping it whole forwarded every header it names.
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim_ascii()).ok())
         .collect();
     for n in named {
         headers.remove(n);
@@ -379,5 +380,17 @@ mod tests {
         h.insert("x-private", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
         assert!(h.is_empty(), "{h:?}");
+    }
+
+    #[test]
+    fn a_connection_value_with_obs_text_still_takes_the_headers_it_names() {
+        let mut h = HeaderMap::new();
+        let value = HeaderValue::from_bytes(b"x-private, caf\xe9").unwrap();
+        h.insert("connection", value);
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert!(!h.contains_key("x-private"), "{h:?}");
+        assert_eq!(h.len(), 1, "{h:?}");
     }
 }

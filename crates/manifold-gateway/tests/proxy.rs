@@ -256,6 +256,27 @@ async fn over_http2_the_authority_is_the_forwarded_host() {
     assert_eq!(seen.headers["x-forwarded-host"], gw.addr.to_string());
 }
 
+/// A `Connection` value with an obs-text byte (hyper accepts them) still names headers that
+/// belong to the client's hop only: none of them reaches the upstream.
+#[tokio::test]
+async fn headers_named_by_a_connection_value_with_obs_text_are_not_forwarded() {
+    let up = Upstream::start(vec![("*", "/", Reply::json(0, json!({})))]).await;
+    let gw = forwarded_gateway(&up, "").await;
+    let mut req =
+        b"GET /p HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\nConnection: x-private, caf"
+            .to_vec();
+    req.extend_from_slice(b"\xe9\r\nX-Private: secret\r\nX-Kept: yes\r\n\r\n");
+    let answer = raw_exchange(gw.addr, &req).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = up.requests().pop().unwrap();
+    assert_eq!(seen.headers["x-kept"], "yes");
+    assert!(
+        !seen.headers.contains_key("x-private"),
+        "a header the client's Connection named reached the upstream: {:?}",
+        seen.headers
+    );
+}
+
 #[tokio::test]
 async fn expect_100_continue_is_answered_once_and_not_forwarded() {
     let up = Upstream::start(vec![("*", "/", Reply::json(0, json!({"ok": true})))]).await;
