@@ -21,7 +21,7 @@ use crate::proxy_body::{BodyFault, Capped};
 use crate::telemetry::CallTrace;
 use crate::upstream::{Body, Budget, Upstream};
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONNECTION, EXPECT};
+use http::header::{HeaderName, HeaderValue, CONNECTION, COOKIE, EXPECT};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body::{Frame, SizeHint};
@@ -89,6 +89,27 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(n);
     }
     headers.remove(http::header::UPGRADE);
+}
+
+/// Join an HTTP/2 request's `Cookie` fields into one, with `; ` (RFC 9113 §8.2.3: an HTTP/2
+/// client may send each cookie as its own field, and they MUST be one before an HTTP/1.1 hop).
+/// Why: an HTTP/1.1 upstream may read only the first `Cookie` line, and so lose the session
+/// cookie the client sent second.
+fn fold_cookies(headers: &mut HeaderMap) {
+    let mut all = headers.get_all(COOKIE).iter();
+    if all.next().is_none() || all.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for v in &headers.get_all(COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, v);
+    }
 }
 
 /// Forward `req` from the client at `peer`, routed to `route`, through `client`'s upstream
@@ -170,6 +191,9 @@ pub(crate) async fn forward_traced(
         parts.extensions.get::<crate::tls::OverTls>().is_some(),
     );
     parts.uri = uri;
+    if parts.version == http::Version::HTTP_2 {
+        fold_cookies(&mut parts.headers);
+    }
     parts.version = http::Version::HTTP_11;
     // The upstream is told its budget only when the route (or the caller) set a deadline.
     let budget = Budget {

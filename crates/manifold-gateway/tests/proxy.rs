@@ -277,6 +277,29 @@ async fn headers_named_by_a_connection_value_with_obs_text_are_not_forwarded() {
     );
 }
 
+/// An HTTP/2 client may send each cookie as its own `cookie` field; the HTTP/1.1 upstream gets
+/// them as one `Cookie` line, joined with `; ` (RFC 9113 §8.2.3).
+#[tokio::test]
+async fn http2_cookie_fields_reach_an_http1_upstream_as_one() {
+    let up = Upstream::start(vec![("*", "/", Reply::json(0, json!({})))]).await;
+    let gw = forwarded_gateway(&up, "").await;
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let req = http::Request::get(gw.url("/p"))
+        .header("cookie", "a=1")
+        .header("cookie", "session=s3cret")
+        .body(Full::default())
+        .unwrap();
+    let resp = h2.request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let _ = resp.into_body().collect().await;
+    let seen = up.requests().pop().unwrap();
+    let cookies: Vec<_> = seen.headers.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["a=1; session=s3cret"], "{:?}", seen.headers);
+}
+
 #[tokio::test]
 async fn expect_100_continue_is_answered_once_and_not_forwarded() {
     let up = Upstream::start(vec![("*", "/", Reply::json(0, json!({"ok": true})))]).await;
