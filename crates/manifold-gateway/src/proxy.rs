@@ -179,6 +179,9 @@ pub(crate) async fn forward_traced(
             ))
         }
     };
+    if has_foreign_transfer_coding(&parts.headers) {
+        return foreign_coding_response();
+    }
     strip_hop_by_hop(&mut parts.headers);
     // hyper answers `Expect: 100-continue` itself when the body is first read; forwarded too,
     // the upstream would answer it a second time (RFC 9110 §10.1.1: a proxy either).
@@ -225,6 +228,31 @@ pub(crate) async fn forward_traced(
     strip_hop_by_hop(&mut parts.headers);
     let body = Watched::new(body, client, deadline);
     Response::from_parts(parts, BodyExt::boxed(body))
+}
+
+/// Whether the request's `Transfer-Encoding` names a coding besides `chunked` (`gzip,
+/// chunked`, say). hyper takes such a request and undoes only the chunking, so its body is
+/// still gzip'd; `Transfer-Encoding` is hop-by-hop and dropped, so the upstream would get the
+/// coded bytes with nothing saying they are coded. RFC 9112 §6.1: answer 501 instead.
+fn has_foreign_transfer_coding(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"chunked"))
+}
+
+/// 501 for a transfer coding the gateway cannot pass on ([`has_foreign_transfer_coding`]).
+/// The body is not read, so the connection is closed after the answer.
+fn foreign_coding_response() -> Response<Body> {
+    let mut resp = json_response(
+        StatusCode::NOT_IMPLEMENTED,
+        &serde_json::json!({"error": {"kind": "transfer_coding", "message": "the request's Transfer-Encoding names a coding other than chunked; send the body chunked or with Content-Length (a content coding belongs in Content-Encoding)"}}),
+    );
+    resp.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 /// The client's answer when its own body stopped the forwarding (the upstream request was
@@ -404,6 +432,23 @@ mod tests {
         h.insert("x-private", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
         assert!(h.is_empty(), "{h:?}");
+    }
+
+    #[test]
+    fn only_chunked_is_a_transfer_coding_the_proxy_passes_on() {
+        let coded = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("transfer-encoding", HeaderValue::from_static(v));
+            }
+            has_foreign_transfer_coding(&h)
+        };
+        assert!(!coded(&[]));
+        assert!(!coded(&["chunked"]));
+        assert!(!coded(&["Chunked"]));
+        assert!(coded(&["gzip, chunked"]));
+        assert!(coded(&["gzip", "chunked"]));
+        assert!(coded(&["deflate,chunked"]));
     }
 
     #[test]

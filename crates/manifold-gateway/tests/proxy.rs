@@ -152,6 +152,23 @@ async fn a_chunked_body_over_the_limit_gets_413_and_the_upstream_request_is_aban
     assert!(body.matches('a').count() <= 4096, "{} bytes", body.len());
 }
 
+/// `Transfer-Encoding: gzip, chunked`: hyper undoes the chunking only, and the coding's name
+/// goes with the hop-by-hop header, so the upstream would get gzip'd bytes as the body. 501,
+/// and nothing reaches the upstream.
+#[tokio::test]
+async fn a_transfer_coding_besides_chunked_gets_501_and_is_not_forwarded() {
+    let up = Upstream::start(vec![("*", "/", Reply::json(0, json!({})))]).await;
+    let gw = body_gateway(up.addr.unwrap()).await;
+    let answer = raw_exchange(
+        gw.addr,
+        b"POST /up/x HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 501"), "{answer}");
+    assert!(answer.contains("transfer_coding"), "{answer}");
+    assert!(up.requests().is_empty(), "forwarded: {:?}", up.requests());
+}
+
 #[tokio::test]
 async fn a_malformed_chunk_gets_400_without_hypers_words() {
     let (up, seen) = silent_upstream().await;
