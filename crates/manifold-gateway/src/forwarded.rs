@@ -9,7 +9,8 @@
 //! the peer's address alone, `-Proto` is `https` for a request that came over the TLS listener
 //! and `http` otherwise, `-Host` the
 //! request's `Host` (HTTP/1.1) or `:authority` (HTTP/2). `Forwarded` (RFC 7239) and
-//! `X-Real-IP`, which upstreams read the same way, are dropped from untrusted peers.
+//! `X-Real-IP`, which upstreams read the same way, are dropped from untrusted peers, and so is
+//! every other `X-Forwarded-*` (`-Port`, `-Prefix`, `-Ssl`, `-Scheme`, …: see [`is_forwarding`]).
 
 use http::header::{HeaderName, HeaderValue, FORWARDED, HOST};
 use http::uri::Authority;
@@ -49,9 +50,13 @@ pub(crate) fn apply(
     } else {
         // Looked for before removing: a client rarely sends any, and removing an absent name
         // still hashes it.
-        let replaced = [&XFF, &XFP, &XFH, &FORWARDED, &X_REAL_IP];
-        if headers.keys().any(|k| replaced.contains(&k)) {
-            for name in replaced {
+        if headers.keys().any(is_forwarding) {
+            let names: Vec<HeaderName> = headers
+                .keys()
+                .filter(|k| is_forwarding(k))
+                .cloned()
+                .collect();
+            for name in names {
                 headers.remove(name);
             }
         }
@@ -62,6 +67,15 @@ pub(crate) fn apply(
             headers.insert(XFH, host);
         }
     }
+}
+
+/// Whether `name` is a header only a proxy in front may write: `Forwarded`, `X-Real-IP`, or any
+/// `X-Forwarded-*`. Not just the three set here: upstreams read the others the same way
+/// (`X-Forwarded-Ssl: on` and `X-Forwarded-Scheme` make Rack see https, `X-Forwarded-Port` and
+/// `-Prefix` shape the URLs Spring builds), so an untrusted client's would claim https on the
+/// plaintext listener, or another host's port and path, behind the proto this module sets.
+fn is_forwarding(name: &HeaderName) -> bool {
+    name == FORWARDED || name == X_REAL_IP || name.as_str().starts_with("x-forwarded-")
 }
 
 /// Append `ip` to `X-Forwarded-For`, folding the entries already there (one header or several)
@@ -183,6 +197,41 @@ mod tests {
         assert_eq!(h[XFP], "http");
         assert_eq!(h[XFH], "shop.example");
         assert!(!h.contains_key(FORWARDED) && !h.contains_key(X_REAL_IP));
+    }
+
+    /// The other `X-Forwarded-*` headers upstreams read: an untrusted client's would claim
+    /// https (`-Ssl`, `-Scheme`) or another port and base path, beside the truth set here.
+    #[test]
+    fn an_untrusted_peer_loses_every_x_forwarded_header() {
+        let nets = ["10.9.0.0/16".parse().unwrap()];
+        let others = [
+            "x-forwarded-ssl",
+            "x-forwarded-scheme",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-forwarded-server",
+        ];
+        let spoofed = || {
+            let mut h = client_headers();
+            for name in others {
+                h.insert(name, HeaderValue::from_static("on"));
+            }
+            h.insert("x-kept", HeaderValue::from_static("yes"));
+            h
+        };
+        let mut h = spoofed();
+        apply(&mut h, "192.0.2.7".parse().unwrap(), None, &nets, false);
+        for name in others {
+            assert!(!h.contains_key(name), "{name} reached the upstream");
+        }
+        assert_eq!(h[XFP], "http");
+        assert_eq!(h["x-kept"], "yes");
+        // A trusted proxy's are its own to send.
+        let mut h = spoofed();
+        apply(&mut h, "10.9.1.2".parse().unwrap(), None, &nets, false);
+        for name in others {
+            assert_eq!(h[name], "on", "{name}");
+        }
     }
 
     #[test]

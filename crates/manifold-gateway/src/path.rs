@@ -152,9 +152,15 @@ fn normalize_slow(raw: &str, pattern: &str, escaped: EscapedSlashes) -> Result<S
     Ok(out)
 }
 
-/// Whether a path (no query) has a segment that is `.` or `..` once decoded, or such a segment
-/// with parameters: one an upstream normalizing paths would resolve, changing the path's shape.
+/// Whether a path has a segment that is `.` or `..` once decoded, or such a segment with
+/// parameters: one an upstream normalizing paths would resolve, changing the path's shape.
+///
+/// A query, if any, is not looked at, and does not hide the last segment: a call's path template
+/// may carry one (`/users/{path.id}?view=full`), and its last segment then ends at the `?`
+/// (rendered values are percent-encoded, so a `?` is the template's own). Read with the query,
+/// that segment was `%2E%2E?view=full`, no dot segment, and `..` reached the upstream.
 pub(crate) fn has_dot_segment(path: &str) -> bool {
+    let path = path.split_once('?').map_or(path, |(path, _)| path);
     // A dot segment is spelled with `.` or an escape (`%2E`): without either, none can be
     // there, and the common path is answered without decoding (or allocating) anything.
     if !path.contains(['.', '%']) {

@@ -21,7 +21,7 @@ use crate::proxy_body::{BodyFault, Capped};
 use crate::telemetry::CallTrace;
 use crate::upstream::{Body, Budget, Upstream};
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONNECTION, EXPECT};
+use http::header::{HeaderName, HeaderValue, CONNECTION, COOKIE, EXPECT};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body::{Frame, SizeHint};
@@ -74,12 +74,13 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
+    // Split as bytes, not as text: a value with one obs-text byte (which hyper accepts) is not
+    // `str`, and skipping it whole forwarded every header it names.
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim_ascii()).ok())
         .collect();
     for n in named {
         headers.remove(n);
@@ -88,6 +89,27 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(n);
     }
     headers.remove(http::header::UPGRADE);
+}
+
+/// Join an HTTP/2 request's `Cookie` fields into one, with `; ` (RFC 9113 §8.2.3: an HTTP/2
+/// client may send each cookie as its own field, and they MUST be one before an HTTP/1.1 hop).
+/// Why: an HTTP/1.1 upstream may read only the first `Cookie` line, and so lose the session
+/// cookie the client sent second.
+fn fold_cookies(headers: &mut HeaderMap) {
+    let mut all = headers.get_all(COOKIE).iter();
+    if all.next().is_none() || all.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for v in &headers.get_all(COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, v);
+    }
 }
 
 /// Forward `req` from the client at `peer`, routed to `route`, through `client`'s upstream
@@ -157,6 +179,9 @@ pub(crate) async fn forward_traced(
             ))
         }
     };
+    if has_foreign_transfer_coding(&parts.headers) {
+        return foreign_coding_response();
+    }
     strip_hop_by_hop(&mut parts.headers);
     // hyper answers `Expect: 100-continue` itself when the body is first read; forwarded too,
     // the upstream would answer it a second time (RFC 9110 §10.1.1: a proxy either).
@@ -169,6 +194,9 @@ pub(crate) async fn forward_traced(
         parts.extensions.get::<crate::tls::OverTls>().is_some(),
     );
     parts.uri = uri;
+    if parts.version == http::Version::HTTP_2 {
+        fold_cookies(&mut parts.headers);
+    }
     parts.version = http::Version::HTTP_11;
     // The upstream is told its budget only when the route (or the caller) set a deadline.
     let budget = Budget {
@@ -200,6 +228,31 @@ pub(crate) async fn forward_traced(
     strip_hop_by_hop(&mut parts.headers);
     let body = Watched::new(body, client, deadline);
     Response::from_parts(parts, BodyExt::boxed(body))
+}
+
+/// Whether the request's `Transfer-Encoding` names a coding besides `chunked` (`gzip,
+/// chunked`, say). hyper takes such a request and undoes only the chunking, so its body is
+/// still gzip'd; `Transfer-Encoding` is hop-by-hop and dropped, so the upstream would get the
+/// coded bytes with nothing saying they are coded. RFC 9112 §6.1: answer 501 instead.
+fn has_foreign_transfer_coding(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"chunked"))
+}
+
+/// 501 for a transfer coding the gateway cannot pass on ([`has_foreign_transfer_coding`]).
+/// The body is not read, so the connection is closed after the answer.
+fn foreign_coding_response() -> Response<Body> {
+    let mut resp = json_response(
+        StatusCode::NOT_IMPLEMENTED,
+        &serde_json::json!({"error": {"kind": "transfer_coding", "message": "the request's Transfer-Encoding names a coding other than chunked; send the body chunked or with Content-Length (a content coding belongs in Content-Encoding)"}}),
+    );
+    resp.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 /// The client's answer when its own body stopped the forwarding (the upstream request was
@@ -379,5 +432,34 @@ mod tests {
         h.insert("x-private", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
         assert!(h.is_empty(), "{h:?}");
+    }
+
+    #[test]
+    fn only_chunked_is_a_transfer_coding_the_proxy_passes_on() {
+        let coded = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("transfer-encoding", HeaderValue::from_static(v));
+            }
+            has_foreign_transfer_coding(&h)
+        };
+        assert!(!coded(&[]));
+        assert!(!coded(&["chunked"]));
+        assert!(!coded(&["Chunked"]));
+        assert!(coded(&["gzip, chunked"]));
+        assert!(coded(&["gzip", "chunked"]));
+        assert!(coded(&["deflate,chunked"]));
+    }
+
+    #[test]
+    fn a_connection_value_with_obs_text_still_takes_the_headers_it_names() {
+        let mut h = HeaderMap::new();
+        let value = HeaderValue::from_bytes(b"x-private, caf\xe9").unwrap();
+        h.insert("connection", value);
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert!(!h.contains_key("x-private"), "{h:?}");
+        assert_eq!(h.len(), 1, "{h:?}");
     }
 }

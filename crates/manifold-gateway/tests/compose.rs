@@ -502,3 +502,37 @@ async fn a_dot_segment_value_is_refused_not_sent() {
     assert!(seen.contains(&"/users/...x?view=".to_owned()), "{seen:?}");
     assert!(seen.contains(&"/users/...x/orders".to_owned()), "{seen:?}");
 }
+
+/// A call whose path template carries its own query (`/users/{path.id}?view=full`): a path value
+/// of only dots is refused as well, though the rendered path's last segment ends at the `?`.
+#[tokio::test]
+async fn a_dot_segment_value_before_a_templated_query_is_refused_not_sent() {
+    let users = Upstream::start(vec![("GET", "/", Reply::json(0, json!({})))]).await;
+    let gw = TestGateway::start(&format!(
+        r#"
+[upstreams.users]
+endpoints = ["{}"]
+[routes.profile]
+path = "/user-profile/{{id}}"
+  [[routes.profile.calls]]
+  name = "user"
+  upstream = "users"
+  path = "/users/{{path.id}}?view=full"
+"#,
+        users.url()
+    ))
+    .await;
+    for value in ["..", "%2e%2e", "."] {
+        let (status, _, body) = send("GET", &gw.url(&format!("/user-profile/{value}")), None).await;
+        assert_eq!(status, 400, "{value}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(json(&body)["error"]["kind"], "bad_input", "{value}");
+    }
+    let (status, _, _) = send("GET", &gw.url("/user-profile/ann"), None).await;
+    assert_eq!(status, 200);
+    let seen: Vec<String> = users
+        .requests()
+        .into_iter()
+        .map(|s| s.path_and_query)
+        .collect();
+    assert_eq!(seen, ["/users/ann?view=full"], "sent: {seen:?}");
+}

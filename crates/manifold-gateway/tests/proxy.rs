@@ -152,6 +152,23 @@ async fn a_chunked_body_over_the_limit_gets_413_and_the_upstream_request_is_aban
     assert!(body.matches('a').count() <= 4096, "{} bytes", body.len());
 }
 
+/// `Transfer-Encoding: gzip, chunked`: hyper undoes the chunking only, and the coding's name
+/// goes with the hop-by-hop header, so the upstream would get gzip'd bytes as the body. 501,
+/// and nothing reaches the upstream.
+#[tokio::test]
+async fn a_transfer_coding_besides_chunked_gets_501_and_is_not_forwarded() {
+    let up = Upstream::start(vec![("*", "/", Reply::json(0, json!({})))]).await;
+    let gw = body_gateway(up.addr.unwrap()).await;
+    let answer = raw_exchange(
+        gw.addr,
+        b"POST /up/x HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 501"), "{answer}");
+    assert!(answer.contains("transfer_coding"), "{answer}");
+    assert!(up.requests().is_empty(), "forwarded: {:?}", up.requests());
+}
+
 #[tokio::test]
 async fn a_malformed_chunk_gets_400_without_hypers_words() {
     let (up, seen) = silent_upstream().await;
@@ -191,6 +208,9 @@ async fn send_spoofed(gw: &TestGateway) {
         .header("x-forwarded-proto", "https")
         .header("x-forwarded-host", "evil.example")
         .header("forwarded", "for=10.0.0.1")
+        .header("x-forwarded-ssl", "on")
+        .header("x-forwarded-port", "443")
+        .header("x-forwarded-prefix", "/evil")
         .body(Full::<Bytes>::default())
         .unwrap();
     let resp = client().request(req).await.unwrap();
@@ -209,6 +229,14 @@ async fn forwarded_headers_are_believed_only_from_trusted_proxies() {
     assert_eq!(seen.headers["x-forwarded-proto"], "http");
     assert_eq!(seen.headers["x-forwarded-host"], gw.addr.to_string());
     assert!(!seen.headers.contains_key("forwarded"));
+    // Nor can it claim https or another port or base path through the other `X-Forwarded-*`.
+    for name in ["x-forwarded-ssl", "x-forwarded-port", "x-forwarded-prefix"] {
+        assert!(
+            !seen.headers.contains_key(name),
+            "{name}: {:?}",
+            seen.headers
+        );
+    }
 
     // A trusted peer's list is extended and its proto and host kept.
     let gw = forwarded_gateway(&up, "trusted_proxies = [\"127.0.0.0/8\"]").await;
@@ -217,6 +245,7 @@ async fn forwarded_headers_are_believed_only_from_trusted_proxies() {
     assert_eq!(seen.headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
     assert_eq!(seen.headers["x-forwarded-host"], "evil.example");
+    assert_eq!(seen.headers["x-forwarded-ssl"], "on");
 
     // A trusted list that does not hold the peer changes nothing.
     let gw = forwarded_gateway(&up, "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]").await;
@@ -242,6 +271,50 @@ async fn over_http2_the_authority_is_the_forwarded_host() {
     let _ = resp.into_body().collect().await;
     let seen = up.requests().pop().unwrap();
     assert_eq!(seen.headers["x-forwarded-host"], gw.addr.to_string());
+}
+
+/// A `Connection` value with an obs-text byte (hyper accepts them) still names headers that
+/// belong to the client's hop only: none of them reaches the upstream.
+#[tokio::test]
+async fn headers_named_by_a_connection_value_with_obs_text_are_not_forwarded() {
+    let up = Upstream::start(vec![("*", "/", Reply::json(0, json!({})))]).await;
+    let gw = forwarded_gateway(&up, "").await;
+    let mut req =
+        b"GET /p HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\nConnection: x-private, caf"
+            .to_vec();
+    req.extend_from_slice(b"\xe9\r\nX-Private: secret\r\nX-Kept: yes\r\n\r\n");
+    let answer = raw_exchange(gw.addr, &req).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = up.requests().pop().unwrap();
+    assert_eq!(seen.headers["x-kept"], "yes");
+    assert!(
+        !seen.headers.contains_key("x-private"),
+        "a header the client's Connection named reached the upstream: {:?}",
+        seen.headers
+    );
+}
+
+/// An HTTP/2 client may send each cookie as its own `cookie` field; the HTTP/1.1 upstream gets
+/// them as one `Cookie` line, joined with `; ` (RFC 9113 §8.2.3).
+#[tokio::test]
+async fn http2_cookie_fields_reach_an_http1_upstream_as_one() {
+    let up = Upstream::start(vec![("*", "/", Reply::json(0, json!({})))]).await;
+    let gw = forwarded_gateway(&up, "").await;
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let req = http::Request::get(gw.url("/p"))
+        .header("cookie", "a=1")
+        .header("cookie", "session=s3cret")
+        .body(Full::default())
+        .unwrap();
+    let resp = h2.request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let _ = resp.into_body().collect().await;
+    let seen = up.requests().pop().unwrap();
+    let cookies: Vec<_> = seen.headers.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["a=1; session=s3cret"], "{:?}", seen.headers);
 }
 
 #[tokio::test]

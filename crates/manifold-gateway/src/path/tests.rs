@@ -98,6 +98,11 @@ fn dot_segments_are_found_in_rendered_paths() {
     assert!(!has_dot_segment("/users/%2E%2E.json"));
     assert!(!has_dot_segment("/users/..%2Fadmin"));
     assert!(!has_dot_segment("/users/%252E%252E"));
+    // A query after the path does not hide its last segment, nor is it a path itself.
+    assert!(has_dot_segment("/users/%2E%2E?view=full"));
+    assert!(has_dot_segment("/users/.?"));
+    assert!(has_dot_segment("/users/..%3Bx?a=b"));
+    assert!(!has_dot_segment("/users/x?next=/../admin"));
 }
 
 fn segment() -> impl Strategy<Value = String> {
