@@ -28,6 +28,11 @@ pub(crate) struct Caching {
     pub(crate) routes: Vec<Option<Arc<CachePolicy>>>,
     /// Per route, per call (plan order): the call's policy.
     pub(crate) calls: Vec<Vec<Option<Arc<CachePolicy>>>>,
+    /// Per route: a proxy route's upstream answered with a `Vary` its key does not cover, so
+    /// its requests skip the cache (`bypass`) until the config is loaded again. As Varnish's
+    /// hit-for-pass: requests that wait for one shared fetch would otherwise all get the answer
+    /// the upstream chose for the first (a gzip'd body for a client that cannot read it).
+    pub(crate) vary_pass: Vec<std::sync::atomic::AtomicBool>,
 }
 
 impl Caching {
@@ -84,6 +89,11 @@ impl Caching {
             cache,
             routes,
             calls,
+            vary_pass: config
+                .routes
+                .iter()
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
         }
     }
 }

@@ -12,9 +12,11 @@
 //! results).
 //!
 //! A route's key is `route:NAME {METHOD} {path?query}` (or its `key`) plus ` req=HASH` over its
-//! `vary` headers and the request values its calls and response read. A proxy route forwards
+//! `vary` headers and the request values its calls and response read; a proxy route's also over
+//! the host and scheme it forwards (`X-Forwarded-Host`, `-Proto`). A proxy route forwards
 //! every header, which no inferred list covers: requests carrying `Authorization` or `Cookie`
-//! skip its cache ([`route_bypass`]) unless `vary` names them or the route is `shared`.
+//! skip its cache ([`route_bypass`]) unless `vary` names them or the route is `shared`, and an
+//! answer whose `Vary` names a header the key does not cover is not stored ([`vary_covered`]).
 
 use crate::render::{RequestCtx, Scope};
 use http::{HeaderMap, Request};
@@ -78,6 +80,10 @@ pub(crate) fn call_key<B>(
 /// The key of a cached route for a request: its method, path and query as the client sent
 /// them, its path parameters, query string and headers. (The query is parsed and the headers
 /// copied only when the key reads them.)
+///
+/// `forwarded`: for a proxy route, what the upstream is told of the request's host and scheme
+/// ([`crate::forwarded::host_and_proto`]), always part of its key.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn route_key(
     route: &Route,
     spec: &CachePolicySpec,
@@ -86,6 +92,7 @@ pub(crate) fn route_key(
     params: &[String],
     query: Option<&str>,
     headers: &HeaderMap,
+    forwarded: Option<&[u8]>,
 ) -> String {
     let reads_query = spec.key.is_some()
         || spec
@@ -118,12 +125,13 @@ pub(crate) fn route_key(
         .key_inputs
         .iter()
         .any(|i| !matches!(i, KeyInput::Path { .. }));
-    if spec.key.is_none() && spec.vary.is_empty() && !reads_values {
+    if spec.key.is_none() && spec.vary.is_empty() && !reads_values && forwarded.is_none() {
         return key;
     }
-    let mut parts: Vec<Option<Cow<'_, [u8]>>> = Vec::with_capacity(4 + spec.vary.len());
+    let mut parts: Vec<Option<Cow<'_, [u8]>>> = Vec::with_capacity(5 + spec.vary.len());
     parts.push(Some(Cow::Borrowed(method.as_bytes())));
     parts.push(Some(Cow::Borrowed(pq.as_bytes())));
+    parts.push(forwarded.map(Cow::Borrowed));
     for name in &spec.vary {
         parts.push(all_values(headers, name));
     }
@@ -148,6 +156,27 @@ pub(crate) fn route_bypass(route: &Route, spec: &CachePolicySpec, headers: &Head
     CREDENTIAL_HEADERS
         .iter()
         .any(|h| headers.contains_key(*h) && !spec.vary.iter().any(|v| v == h))
+}
+
+/// Whether a proxy route may store an answer with these headers: its `Vary` (RFC 9111 §4.1)
+/// names only headers the key covers (the route's `vary`, and `Host`, which the key reads
+/// through what is forwarded). `Vary: *`, or any other name, means the upstream chose between
+/// answers on something the key does not hold; stored, one client's answer would be served to
+/// clients who sent otherwise (a gzip'd body to one that cannot read it).
+pub(crate) fn vary_covered(spec: &CachePolicySpec, answer: &HeaderMap) -> bool {
+    answer
+        .get_all(http::header::VARY)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|name| !name.is_empty())
+        .all(|name| {
+            name.eq_ignore_ascii_case(b"host")
+                || spec
+                    .vary
+                    .iter()
+                    .any(|v| v.as_bytes().eq_ignore_ascii_case(name))
+        })
 }
 
 fn finish(key: &mut String, parts: &[Option<Cow<'_, [u8]>>]) {

@@ -69,6 +69,39 @@ pub(crate) fn apply(
     }
 }
 
+/// What [`apply`] tells the upstream of the request's host and scheme: every value of
+/// `X-Forwarded-Host` and then of `X-Forwarded-Proto`, each list counted and each value
+/// length-prefixed. Part of a cached proxy route's key (`cache_key::route_key`): an upstream
+/// that builds links or redirects from them answers differently for each, and keyed without
+/// them one client's `Host: evil.example` would be stored and served to every other client.
+/// Made by running [`apply`] itself on a copy of the few headers it reads, so the key can never
+/// disagree with what is forwarded.
+pub(crate) fn host_and_proto(
+    headers: &HeaderMap,
+    peer: IpAddr,
+    authority: Option<&Authority>,
+    trusted: &[ipnet::IpNet],
+    over_tls: bool,
+) -> Vec<u8> {
+    let mut view = HeaderMap::with_capacity(8);
+    for name in [HOST, XFH, XFP] {
+        for v in headers.get_all(&name) {
+            view.append(name.clone(), v.clone());
+        }
+    }
+    apply(&mut view, peer, authority, trusted, over_tls);
+    let mut out = Vec::with_capacity(64);
+    for name in [XFH, XFP] {
+        let values = view.get_all(&name);
+        out.extend_from_slice(&(values.iter().count() as u64).to_be_bytes());
+        for v in values {
+            out.extend_from_slice(&(v.len() as u64).to_be_bytes());
+            out.extend_from_slice(v.as_bytes());
+        }
+    }
+    out
+}
+
 /// Whether `name` is a header only a proxy in front may write: `Forwarded`, `X-Real-IP`, or any
 /// `X-Forwarded-*`. Not just the three set here: upstreams read the others the same way
 /// (`X-Forwarded-Ssl: on` and `X-Forwarded-Scheme` make Rack see https, `X-Forwarded-Port` and
@@ -197,6 +230,61 @@ mod tests {
         assert_eq!(h[XFP], "http");
         assert_eq!(h[XFH], "shop.example");
         assert!(!h.contains_key(FORWARDED) && !h.contains_key(X_REAL_IP));
+    }
+
+    /// The cache key's view is what `apply` forwards, whoever sent what: the host (from `Host`,
+    /// else the URI's authority, or a trusted proxy's own `X-Forwarded-Host`) and the scheme.
+    #[test]
+    fn host_and_proto_is_what_apply_forwards() {
+        let nets = ["10.9.0.0/16".parse().unwrap()];
+        let authority: Authority = "h2.example:8443".parse().unwrap();
+        let forwarded = |h: &HeaderMap, peer: &str, auth: Option<&Authority>, tls: bool| {
+            let peer: IpAddr = peer.parse().unwrap();
+            let mut applied = h.clone();
+            apply(&mut applied, peer, auth, &nets, tls);
+            let list = |name: &HeaderName| -> Vec<Vec<u8>> {
+                applied
+                    .get_all(name)
+                    .iter()
+                    .map(|v| v.as_bytes().to_vec())
+                    .collect()
+            };
+            (
+                (list(&XFH), list(&XFP)),
+                host_and_proto(h, peer, auth, &nets, tls),
+            )
+        };
+        let mut seen = std::collections::HashSet::new();
+        for host in [None, Some("shop.example"), Some("evil.example")] {
+            for xfh in [None, Some("front.example")] {
+                for xfp in [None, Some("https")] {
+                    let mut h = HeaderMap::new();
+                    if let Some(v) = host {
+                        h.insert(HOST, HeaderValue::from_static(v));
+                    }
+                    if let Some(v) = xfh {
+                        h.insert(XFH, HeaderValue::from_static(v));
+                    }
+                    if let Some(v) = xfp {
+                        h.insert(XFP, HeaderValue::from_static(v));
+                    }
+                    for peer in ["192.0.2.7", "10.9.1.2"] {
+                        for auth in [None, Some(&authority)] {
+                            for tls in [false, true] {
+                                let (sent, view) = forwarded(&h, peer, auth, tls);
+                                // Equal views for equal forwarded headers, different otherwise.
+                                for (other_sent, other_view) in &seen {
+                                    assert_eq!(sent == *other_sent, view == *other_view);
+                                }
+                                seen.insert((sent, view));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Five hosts (none, shop, evil, the authority, the trusted proxy's), two schemes.
+        assert_eq!(seen.len(), 10, "{seen:?}");
     }
 
     /// The other `X-Forwarded-*` headers upstreams read: an untrusted client's would claim

@@ -179,10 +179,14 @@ pub(crate) async fn forward_traced(
             ))
         }
     };
-    if has_foreign_transfer_coding(&parts.headers) {
-        return foreign_coding_response();
+    // `Transfer-Encoding` is hop-by-hop: only a request with one of those (rare) is looked at
+    // for it, so the common request pays one pass over its names, not a lookup more.
+    if parts.headers.keys().any(is_hop_by_hop) {
+        if has_foreign_transfer_coding(&parts.headers) {
+            return foreign_coding_response();
+        }
+        strip_hop_by_hop(&mut parts.headers);
     }
-    strip_hop_by_hop(&mut parts.headers);
     // hyper answers `Expect: 100-continue` itself when the body is first read; forwarded too,
     // the upstream would answer it a second time (RFC 9110 §10.1.1: a proxy either).
     parts.headers.remove(EXPECT);

@@ -1,7 +1,8 @@
 //! Cached answers never cross users (issue 12, fault 2): a call's key covers every request value
 //! its request depends on, a proxy route's cache skips requests carrying credentials unless it
 //! keys on them (`vary`) or is `shared`, and answers meant for one client (`private`,
-//! `no-store`, `Set-Cookie`) are never stored.
+//! `no-store`, `Set-Cookie`) are never stored. A proxy route's key holds the host it forwards,
+//! and an answer that varies on a header its key does not hold is never stored.
 
 use crate::support::{client, json, TestGateway};
 use bytes::Bytes;
@@ -56,6 +57,8 @@ fn identity_answer(req: &Request<Incoming>, n: u64) -> Response<Full<Bytes>> {
         "auth": header("authorization"),
         "cookie": header("cookie"),
         "query": req.uri().query(),
+        "xfh": header("x-forwarded-host"),
+        "lang": header("accept-language"),
         "n": n,
     });
     let path = req.uri().path().to_owned();
@@ -70,6 +73,12 @@ fn identity_answer(req: &Request<Incoming>, n: u64) -> Response<Full<Bytes>> {
     }
     if path.contains("cookie") {
         h.insert("set-cookie", format!("sid={n}").parse().unwrap());
+    }
+    if path.contains("by-lang") {
+        h.insert("vary", "Accept-Language".parse().unwrap());
+    }
+    if path.contains("by-star") {
+        h.insert("vary", "*".parse().unwrap());
     }
     resp
 }
@@ -436,4 +445,100 @@ path = "/me"
     )
     .await;
     assert_eq!(s, 200);
+}
+
+/// Web cache poisoning: the host a client names is forwarded (`X-Forwarded-Host`), and an
+/// upstream may build links from it, so it is part of a proxy route's key.
+#[tokio::test]
+async fn a_proxy_route_cache_keys_on_the_host_it_forwards() {
+    let (up, _) = identity_upstream().await;
+    let gw = TestGateway::start(&format!(
+        r#"
+[upstreams.u]
+endpoints = ["{up}"]
+
+[routes.raw]
+path = "/raw/{{*rest}}"
+proxy = "u"
+cache = {{ ttl = "60s" }}
+"#
+    ))
+    .await;
+    let (evil, c) = get(&gw.url("/raw/page"), &[("host", "evil.example")]).await;
+    assert_eq!(
+        (evil["xfh"].as_str(), c.as_str()),
+        (Some("evil.example"), "raw=miss")
+    );
+    let (shop, c) = get(&gw.url("/raw/page"), &[("host", "shop.example")]).await;
+    assert_eq!(
+        shop["xfh"], "shop.example",
+        "another host's answer was served from the cache ({c})"
+    );
+    assert_eq!(c, "raw=miss");
+    let (again, c) = get(&gw.url("/raw/page"), &[("host", "shop.example")]).await;
+    assert_eq!(
+        (again["n"].clone(), c.as_str()),
+        (shop["n"].clone(), "raw=hit")
+    );
+}
+
+/// An answer whose `Vary` names a header the key holds is stored per value; one whose `Vary`
+/// names another (or `*`) is answered, not stored, and the route's cache is bypassed after it.
+#[tokio::test]
+async fn a_proxy_route_stores_only_answers_whose_vary_its_key_covers() {
+    let (up, served) = identity_upstream().await;
+    let gw = TestGateway::start(&format!(
+        r#"
+[upstreams.u]
+endpoints = ["{up}"]
+
+[routes.lang]
+path = "/lang/{{*rest}}"
+proxy = "u"
+cache = {{ ttl = "60s", vary = ["accept-language"] }}
+
+[routes.raw]
+path = "/raw/{{*rest}}"
+proxy = "u"
+cache = {{ ttl = "60s" }}
+
+[routes.star]
+path = "/star/{{*rest}}"
+proxy = "u"
+cache = {{ ttl = "60s", vary = ["accept-language"] }}
+"#
+    ))
+    .await;
+    let fr = ("accept-language", "fr");
+    let de = ("accept-language", "de");
+    let (_, c) = get(&gw.url("/lang/by-lang"), &[fr]).await;
+    assert_eq!(c, "lang=miss");
+    let (a, c) = get(&gw.url("/lang/by-lang"), &[fr]).await;
+    assert_eq!((a["lang"].as_str(), c.as_str()), (Some("fr"), "lang=hit"));
+    let (b, c) = get(&gw.url("/lang/by-lang"), &[de]).await;
+    assert_eq!((b["lang"].as_str(), c.as_str()), (Some("de"), "lang=miss"));
+
+    // Answered as fetched, like any answer the cache may not keep (no outcome to name).
+    let (a, _) = get(&gw.url("/raw/by-lang"), &[fr]).await;
+    assert_eq!(a["lang"], "fr");
+    let before = served.load(SeqCst);
+    let (b, c) = get(&gw.url("/raw/by-lang"), &[de]).await;
+    assert_eq!(
+        b["lang"], "de",
+        "an answer that varies on accept-language was served to another language ({c})"
+    );
+    assert_eq!(c, "raw=bypass");
+    assert_eq!(
+        served.load(SeqCst),
+        before + 1,
+        "forwarded, not answered from the cache"
+    );
+    // The route's other paths skip its cache too, until the config is loaded again.
+    let (_, c) = get(&gw.url("/raw/other"), &[]).await;
+    assert_eq!(c, "raw=bypass");
+
+    let (_, c) = get(&gw.url("/star/by-star"), &[fr]).await;
+    assert_eq!(c, "");
+    let (_, c) = get(&gw.url("/star/by-star"), &[fr]).await;
+    assert_eq!(c, "star=bypass", "`Vary: *` is never stored");
 }

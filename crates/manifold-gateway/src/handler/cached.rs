@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use manifold_cache::{CachePolicy, CachedResponse};
 use manifold_config::RouteKind;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -38,12 +39,34 @@ pub(super) async fn cached_route(
             "route cache policy missing",
         );
     };
-    if crate::cache_key::route_bypass(route, spec, req.headers()) {
+    let proxied = matches!(route.kind, RouteKind::Proxy { .. });
+    let vary_pass = shared.caching.vary_pass.get(ri);
+    if crate::cache_key::route_bypass(route, spec, req.headers())
+        || (proxied && vary_pass.is_some_and(|p| p.load(Ordering::Relaxed)))
+    {
         return crate::cache::bypassed(&shared, ri, req, peer, deadline).await;
     }
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let (method, query) = (req.method().as_str(), req.uri().query());
-    let key = crate::cache_key::route_key(route, spec, method, pq, &params, query, req.headers());
+    let forwarded = proxied.then(|| {
+        crate::forwarded::host_and_proto(
+            req.headers(),
+            peer.ip(),
+            req.uri().authority(),
+            &shared.config.server.trusted_proxies,
+            req.extensions().get::<crate::tls::OverTls>().is_some(),
+        )
+    });
+    let key = crate::cache_key::route_key(
+        route,
+        spec,
+        method,
+        pq,
+        &params,
+        query,
+        req.headers(),
+        forwarded.as_deref(),
+    );
     let runner = Arc::clone(&shared);
     // Shared by every request waiting for this key, so bounded by the route's own deadline and
     // the upstream timeouts, never by one client's.
@@ -67,7 +90,36 @@ pub(super) async fn cached_route(
                     )
                 }
             };
-            hold(response, max_response, bound).await
+            // A proxied answer that varies on what the key does not hold is answered, not kept,
+            // and the route's next requests skip the cache (see `Caching::vary_pass`).
+            let storable = !proxied
+                || route
+                    .cache
+                    .as_ref()
+                    .is_none_or(|spec| crate::cache_key::vary_covered(spec, response.headers()));
+            if !storable {
+                let first = runner
+                    .caching
+                    .vary_pass
+                    .get(ri)
+                    .is_some_and(|p| !p.swap(true, Ordering::Relaxed));
+                if first {
+                    let vary: Vec<&str> = response
+                        .headers()
+                        .get_all(http::header::VARY)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .collect();
+                    tracing::warn!(
+                        route = %route.name,
+                        vary = %vary.join(", "),
+                        "the upstream's answers vary on a request header the route's cache key \
+                         does not hold: not stored, and the route's cache is bypassed until the \
+                         config is reloaded; list the header in the route's `vary`"
+                    );
+                }
+            }
+            hold(response, max_response, bound, storable).await
         })
     };
     let answer = match deadline {
@@ -104,12 +156,14 @@ type RouteFetch = std::pin::Pin<
 >;
 
 /// Read a route's answer into memory for the cache. An answer that must not be stored (a
-/// partial composition, a body over the limit) comes back as `Err`, answered to the waiting
-/// requests as it is and never stored.
+/// partial composition, one that sets a cookie, one the caller found not `storable`, a body
+/// over the limit) comes back as `Err`, answered to the waiting requests as it is and never
+/// stored.
 async fn hold(
     response: Response<Body>,
     max_response_bytes: u64,
     until: Instant,
+    storable: bool,
 ) -> Result<CachedResponse, HeldResponse> {
     let (parts, body) = response.into_parts();
     let body = match tokio::time::timeout_at(until, read_limited(body, max_response_bytes)).await {
@@ -122,7 +176,8 @@ async fn hold(
             )))
         }
     };
-    if parts.headers.contains_key(PARTIAL_HEADER)
+    if !storable
+        || parts.headers.contains_key(PARTIAL_HEADER)
         || parts.headers.contains_key(http::header::SET_COOKIE)
     {
         return Err(HeldResponse::new(parts.status, parts.headers, body));
