@@ -440,6 +440,9 @@ fn build(task: &Task) -> Result<Request<Bytes>, String> {
     })
 }
 
+/// The most dead letters one `GET /queue/dead` lists.
+const MAX_DEAD_LISTED: usize = 1000;
+
 /// The admin endpoints of the queue:
 /// `GET /queue` (stats), `GET /queue/status/{id}` (a task's status with its history),
 /// `GET /queue/dead[?limit=N]`, `GET /queue/dead/{id}`,
@@ -478,7 +481,15 @@ pub(crate) async fn admin(
     match (req.method(), path) {
         (&Method::GET, "/queue") => json_response(StatusCode::OK, &q.status().await),
         (&Method::GET, "/queue/dead") => {
-            let limit = param("limit").and_then(|l| l.parse().ok()).unwrap_or(100);
+            // At most `MAX_DEAD_LISTED` (as `GET /traces` cuts its `limit`): each listed task
+            // holds its payload, and a listing is built whole in memory.
+            let limit = match param("limit").map(|l| l.parse::<usize>()) {
+                None => 100,
+                Some(Ok(n)) if n > 0 => n.min(MAX_DEAD_LISTED),
+                Some(_) => {
+                    return bad("limit must be a whole number from 1 (at most 1000 are listed)")
+                }
+            };
             match q.0.dead_letters(limit).await {
                 Ok(tasks) => {
                     // Listings show what was sent, never the credentials it was sent with.

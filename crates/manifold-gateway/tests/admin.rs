@@ -191,6 +191,19 @@ path = "/r"
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let listing = listing.expect("the task was never dead-lettered");
+    // A listing's size is bounded, and a limit that is not a positive number is refused.
+    for (limit, status) in [
+        ("0", 400),
+        ("ten", 400),
+        ("-1", 400),
+        ("99999999999999999999", 400),
+    ] {
+        let (s, _, b) = send_auth("GET", &format!("{url}?limit={limit}"), Some(&bearer)).await;
+        assert_eq!(s, status, "limit={limit}: {}", String::from_utf8_lossy(&b));
+    }
+    let (s, _, b) = send_auth("GET", &format!("{url}?limit=1000000"), Some(&bearer)).await;
+    assert_eq!(s, 200);
+    assert_eq!(json(&b)["dead"].as_array().map(Vec::len), Some(1));
     // The upstream did get the credentials: only the listing hides them.
     assert_eq!(
         up.find("/hook").headers["authorization"],

@@ -57,9 +57,9 @@ enum Action {
         /// Show this task only.
         #[arg(long)]
         id: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
+        /// At most this many (1 to 1,000, as the gateway lists).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        limit: u16,
     },
     /// Move dead letters back into the queue, due now.
     Replay(Which),
