@@ -100,6 +100,11 @@ pub struct ServerSettings {
     /// multiplexed connections must not hold connection slots forever.
     #[serde(serialize_with = "ser_duration")]
     pub h2_idle_timeout: Duration,
+    /// A client that accepts no byte of an answer for this long (the gateway's write to it
+    /// blocked all that time) is disconnected, as nginx's `send_timeout`: a client that stops
+    /// reading must not hold its connection slot and the upstream connection streaming to it.
+    #[serde(serialize_with = "ser_duration")]
+    pub send_timeout: Duration,
     /// Proxy routes' default for an escaped slash or backslash in a path (`%2F`, `%5C`).
     pub escaped_slashes: EscapedSlashes,
     /// Peers whose `X-Forwarded-*` headers are believed (CIDRs); from any other peer they are
@@ -143,6 +148,7 @@ impl Default for ServerSettings {
             max_connections: 8192,
             drain_delay: Duration::from_secs(5),
             h2_idle_timeout: Duration::from_secs(5 * 60),
+            send_timeout: Duration::from_secs(60),
             escaped_slashes: EscapedSlashes::Reject,
             trusted_proxies: Vec::new(),
             admin_token: None,

@@ -11,6 +11,8 @@
 //!   gracefully (HTTP/2 GOAWAY). HTTP/1 keep-alive connections are closed sooner by hyper's own
 //!   `header_read_timeout`, which runs while a keep-alive connection waits for its next head;
 //!   HTTP/2 PINGs that go unanswered close a dead peer's connection sooner too;
+//! * a connection whose writes to the client have waited `send_timeout` with no byte going out
+//!   is dropped, its answer cut ([`crate::send`]);
 //! * on shutdown it is asked to finish (`drain`), and dropped when the drain timeout passes
 //!   (`kill`), with the HTTP/2 stream tasks it spawned ([`Exec`]).
 
@@ -45,6 +47,8 @@ pub(crate) struct Activity {
     /// Whether a plaintext HTTP/1 connection may drop hyper's buffers now, and the request to
     /// finish ([`crate::idle`]).
     pub(crate) idle: IdleState,
+    /// How the writes to the client are going ([`crate::send`]).
+    pub(crate) sending: crate::send::Sending,
 }
 
 /// What the connection's clock says when it rings.
@@ -66,6 +70,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
             idle: IdleState::default(),
+            sending: crate::send::Sending::default(),
         }
     }
 
@@ -200,7 +205,9 @@ where
     let clock = tokio::time::sleep_until(activity.since());
     let drain = ends.drain.cancelled();
     let kill = ends.kill.cancelled();
-    tokio::pin!(clock, drain, kill);
+    let blocked = activity.sending.wake.notified();
+    tokio::pin!(clock, drain, kill, blocked);
+    let mut stall = crate::send::Stall::default();
     let mut closing = false;
     // When an idle connection was asked to close: one that has not closed a
     // `header_read_timeout` later (a peer that never acknowledges the GOAWAY) is dropped.
@@ -234,6 +241,18 @@ where
                 None => Instant::now() + limits.h2_idle_timeout,
             },
         };
+        let wake = match stall.check(&activity.sending, Instant::now(), limits.send_timeout) {
+            Ok(Some(at)) => wake.min(at),
+            Ok(None) => wake,
+            Err(()) => {
+                tracing::debug!(
+                    %peer,
+                    timeout = ?limits.send_timeout,
+                    "the client accepted no byte of the answer within send_timeout; connection closed"
+                );
+                return None;
+            }
+        };
         clock.as_mut().reset(wake);
         tokio::select! {
             biased;
@@ -255,6 +274,9 @@ where
                 closing = true;
             }
             () = clock.as_mut() => {}
+            () = blocked.as_mut() => {
+                blocked.set(activity.sending.wake.notified());
+            }
         }
     }
 }
@@ -293,6 +315,7 @@ mod tests {
         Limits {
             header_read_timeout: Duration::from_secs(10),
             h2_idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             max_connections: 1,
             drain: Duration::from_secs(1),
             passthrough: true,
@@ -329,6 +352,7 @@ mod tests {
         let a = Arc::new(Activity::new());
         let l = Limits {
             h2_idle_timeout: Duration::from_secs(3),
+            send_timeout: Duration::from_secs(60),
             ..limits()
         };
         let t0 = Instant::now();
@@ -352,6 +376,7 @@ mod tests {
         let ends = Ends {
             limits: Limits {
                 h2_idle_timeout: Duration::from_secs(3),
+                send_timeout: Duration::from_secs(60),
                 ..limits()
             },
             drain: CancellationToken::new(),

@@ -42,6 +42,7 @@ mod reload;
 pub mod render;
 mod respond;
 mod router;
+mod send;
 mod server;
 mod status;
 mod telemetry;
@@ -278,6 +279,7 @@ impl Gateway {
         let limits = server::Limits {
             header_read_timeout: server.header_read_timeout,
             h2_idle_timeout: server.h2_idle_timeout,
+            send_timeout: server.send_timeout,
             max_connections: usize::try_from(server.max_connections).unwrap_or(usize::MAX),
             drain: server.drain_timeout,
             passthrough: true,

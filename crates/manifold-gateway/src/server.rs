@@ -48,6 +48,8 @@ pub(crate) struct Limits {
     pub(crate) header_read_timeout: Duration,
     /// An HTTP/2 connection with no request in flight this long is closed.
     pub(crate) h2_idle_timeout: Duration,
+    /// A connection whose writes to the client have been blocked this long is dropped.
+    pub(crate) send_timeout: Duration,
     /// Most connections served at once.
     pub(crate) max_connections: usize,
     /// How long in-flight requests get after `stop`; then their connections are aborted.
@@ -250,6 +252,7 @@ async fn tls_connection<IO, H, F>(
 {
     let in_conn = Arc::clone(&activity);
     let passthrough = ends.limits.passthrough;
+    let io = crate::send::SendWatched::new(io, Arc::clone(&activity));
     let conn = builder
         .serve_connection(
             TokioIo::new(io),

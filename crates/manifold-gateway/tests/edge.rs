@@ -470,3 +470,41 @@ path = "/echo"
     assert_eq!(h["x-echo"], "fine");
     assert_eq!(gw.stats.response_header_render_failures(), 1);
 }
+
+/// A client that reads an answer's head and then nothing more is dropped `send_timeout` after
+/// the gateway's writes to it began to wait (nginx's `send_timeout`), not held for
+/// `h2_idle_timeout` (5 min): its answer is cut.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_after_send_timeout() {
+    const BIG: usize = 64 << 20;
+    let up = Upstream::start(vec![("GET", "/", Reply::raw(0, 200, &"x".repeat(BIG)))]).await;
+    let gw = TestGateway::start_with_server("send_timeout = \"300ms\"", &proxy_route(&up)).await;
+    let mut s = TcpStream::connect(gw.addr).await.expect("connect");
+    s.write_all(b"GET /p HTTP/1.1\r\nhost: gw\r\n\r\n")
+        .await
+        .expect("write");
+    let mut head = [0u8; 1024];
+    let n = s.read(&mut head).await.expect("the answer begins");
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &head[..n]);
+    // Read nothing for several send timeouts: the socket buffers fill and the gateway's writes
+    // wait. (Not a bound on the gateway's speed: only long enough for the timeout to pass.)
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut total = n;
+    let mut buf = vec![0u8; 1 << 20];
+    // Until the gateway closes the socket, or the whole answer is here (a kept connection).
+    let read_all = async {
+        while total < BIG {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(k) => total += k,
+            }
+        }
+    };
+    tokio::time::timeout(BOUND, read_all)
+        .await
+        .expect("the connection was neither closed nor finished");
+    assert!(
+        total < BIG,
+        "the whole answer ({total} bytes) was still there: the stalled client was kept"
+    );
+}

@@ -26,6 +26,8 @@ pub(super) struct RawServer {
     drain_delay: Option<Spanned<String>>,
     #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     h2_idle_timeout: Option<Spanned<String>>,
+    #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
+    send_timeout: Option<Spanned<String>>,
     escaped_slashes: Option<Spanned<String>>,
     trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
     ready_requires: Option<Spanned<Vec<Spanned<String>>>>,
@@ -149,6 +151,7 @@ fn settings(raw: Option<&Spanned<RawServer>>, diag: &mut Diagnostics<'_>) -> Ser
             &raw.h2_idle_timeout,
             &mut s.h2_idle_timeout,
         ),
+        ("send_timeout", &raw.send_timeout, &mut s.send_timeout),
     ] {
         if let Some(v) = value {
             let what = format!("server.{field}");

@@ -68,3 +68,27 @@ fn drain_delay_and_h2_idle_timeout_have_defaults_and_are_checked() {
         "`server.h2_idle_timeout` must be more than 0",
     );
 }
+
+#[test]
+fn send_timeout_has_nginxs_default_and_is_checked() {
+    let plain = format!("{UPSTREAMS}[routes.r]\npath = \"/r\"\nproxy = \"a\"\n");
+    let config = compile("t.toml".as_ref(), &plain).expect("valid");
+    assert_eq!(config.server.send_timeout, Duration::from_secs(60));
+    let ok = format!(
+        "[server]\nsend_timeout = \"15s\"\n{UPSTREAMS}[routes.r]\npath = \"/r\"\nproxy = \"a\"\n"
+    );
+    let config = compile("t.toml".as_ref(), &ok).expect("valid");
+    assert_eq!(config.server.send_timeout, Duration::from_secs(15));
+    for (value, message) in [
+        ("0s", "`server.send_timeout` must be more than 0"),
+        (
+            "never",
+            "`server.send_timeout`: \"never\" is not a duration",
+        ),
+    ] {
+        let bad = format!(
+            "[server]\nsend_timeout = \"{value}\"\n{UPSTREAMS}[routes.r]\npath = \"/r\"\nproxy = \"a\"\n"
+        );
+        one(&bad, ErrorKind::Value, "send_timeout", message);
+    }
+}

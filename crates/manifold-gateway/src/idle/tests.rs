@@ -31,6 +31,7 @@ fn limits(header_read_timeout: Duration) -> Limits {
     Limits {
         header_read_timeout,
         h2_idle_timeout: BOUND,
+        send_timeout: Duration::from_secs(60),
         max_connections: 1,
         drain: BOUND,
         passthrough: true,

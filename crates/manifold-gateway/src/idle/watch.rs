@@ -72,7 +72,9 @@ impl AsyncWrite for Prefixed {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.wrote();
-        Pin::new(&mut this.io).poll_write(cx, buf)
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.activity.sending.after(&r);
+        r
     }
 
     fn poll_write_vectored(
@@ -82,7 +84,9 @@ impl AsyncWrite for Prefixed {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.wrote();
-        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.activity.sending.after(&r);
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -92,6 +96,7 @@ impl AsyncWrite for Prefixed {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let flushed = Pin::new(&mut this.io).poll_flush(cx);
+        this.activity.sending.after(&flushed);
         if matches!(flushed, Poll::Ready(Ok(()))) {
             this.activity.idle.unflushed.store(false, Ordering::Relaxed);
         }

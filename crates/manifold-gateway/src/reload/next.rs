@@ -91,6 +91,12 @@ fn keep_restart_only(running: &Config, next: &mut Config) -> Vec<RestartRequired
     );
     shown(
         &mut out,
+        "server.send_timeout",
+        &r.send_timeout,
+        &mut n.send_timeout,
+    );
+    shown(
+        &mut out,
         "server.drain_timeout",
         &r.drain_timeout,
         &mut n.drain_timeout,
