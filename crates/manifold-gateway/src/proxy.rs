@@ -81,6 +81,10 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .filter_map(|n| HeaderName::from_bytes(n.trim_ascii()).ok())
+        // `Host` is for every hop (RFC 9110 §7.6.1 forbids naming it): removed here, the
+        // upstream would be told no `X-Forwarded-Host` and a cached route keyed on the host it
+        // was not sent.
+        .filter(|n| n != http::header::HOST)
         .collect();
     for n in named {
         headers.remove(n);
@@ -453,6 +457,17 @@ mod tests {
         assert!(coded(&["gzip, chunked"]));
         assert!(coded(&["gzip", "chunked"]));
         assert!(coded(&["deflate,chunked"]));
+    }
+
+    #[test]
+    fn a_connection_value_cannot_take_the_host() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("host, x-private"));
+        h.insert("host", HeaderValue::from_static("shop.example"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["host"], "shop.example");
     }
 
     #[test]
