@@ -127,7 +127,7 @@ impl Inner {
 
         // 1. The shared tier: another replica may have it, or a newer version of our stale one.
         if let Some(l2) = &self.l2 {
-            if let Some(found) = l2.get(key).await {
+            if let Some(found) = l2.get(key, self.max_entry_bytes).await {
                 let now = Instant::now();
                 let newer = stale
                     .as_ref()
@@ -170,7 +170,7 @@ impl Inner {
                         (lease / 20).clamp(Duration::from_millis(5), Duration::from_millis(50));
                     while Instant::now() < deadline {
                         tokio::time::sleep(step).await;
-                        if let Some(found) = l2.get(key).await {
+                        if let Some(found) = l2.get(key, self.max_entry_bytes).await {
                             if Instant::now() < found.stale_until {
                                 let found = Arc::new(found);
                                 self.l1.insert(key.to_owned(), found.clone()).await;
