@@ -1,0 +1,111 @@
+//! Requests waiting on one shared fetch of a cached proxy route: an answer the upstream meant
+//! for one client (`Cache-Control: private`) is neither stored nor handed to the others. A
+//! proxy route's key holds the path, the forwarded host and its `vary` headers, not every
+//! header it forwards (here an `X-Api-Key`, which is no credential header the route's cache
+//! skips), so the waiters' requests can differ from the first in what made the answer private.
+
+use crate::support::{client, json, TestGateway};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// An upstream that counts the requests it receives, holds each until the test gives it a
+/// permit, and answers `Cache-Control: private` with the caller's `X-Api-Key`.
+async fn gated_private_upstream() -> (String, Arc<AtomicU64>, Arc<Semaphore>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(Semaphore::new(0));
+    let (counter, permits) = (Arc::clone(&received), Arc::clone(&gate));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (counter, permits) = (Arc::clone(&counter), Arc::clone(&permits));
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let (counter, permits) = (Arc::clone(&counter), Arc::clone(&permits));
+                    async move {
+                        counter.fetch_add(1, SeqCst);
+                        permits.acquire().await.unwrap().forget();
+                        let key = req
+                            .headers()
+                            .get("x-api-key")
+                            .map(|v| v.to_str().unwrap().to_owned());
+                        let body = serde_json::json!({ "key": key }).to_string();
+                        let mut resp = Response::new(Full::new(Bytes::from(body)));
+                        let h = resp.headers_mut();
+                        h.insert("content-type", "application/json".parse().unwrap());
+                        h.insert("cache-control", "private, max-age=60".parse().unwrap());
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}"), received, gate)
+}
+
+async fn get_with_key(url: String, key: &'static str) -> serde_json::Value {
+    let req = Request::get(url)
+        .header("x-api-key", key)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    json(&resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+#[tokio::test]
+async fn a_private_answer_is_not_handed_to_requests_that_waited_for_it() {
+    let (up, received, gate) = gated_private_upstream().await;
+    let gw = TestGateway::start(&format!(
+        r#"
+[upstreams.u]
+endpoints = ["{up}"]
+
+[routes.me]
+path = "/me"
+proxy = "u"
+cache = {{ ttl = "60s" }}
+"#
+    ))
+    .await;
+    let alice = tokio::spawn(get_with_key(gw.url("/me"), "alice"));
+    for _ in 0..1_000 {
+        if received.load(SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        received.load(SeqCst),
+        1,
+        "alice's request reached the upstream"
+    );
+    // Bob's request arrives while alice's fetch is held: it waits on that fetch. (The pause
+    // only orders the two; nothing below depends on how long anything took.)
+    let bob = tokio::spawn(get_with_key(gw.url("/me"), "bob"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gate.add_permits(2);
+    assert_eq!(alice.await.unwrap()["key"], "alice");
+    assert_eq!(
+        bob.await.unwrap()["key"],
+        "bob",
+        "bob was answered alice's private answer"
+    );
+    assert_eq!(received.load(SeqCst), 2);
+}
