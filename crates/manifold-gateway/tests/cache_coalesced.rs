@@ -1,5 +1,6 @@
 //! Requests waiting on one shared fetch of a cached proxy route: an answer the upstream meant
-//! for one client (`Cache-Control: private`) is neither stored nor handed to the others. A
+//! for one client (`Cache-Control: private`, `Set-Cookie`, a `Vary` on a header the key does
+//! not hold) is neither stored nor handed to the others, which send their own requests. A
 //! proxy route's key holds the path, the forwarded host and its `vary` headers, not every
 //! header it forwards (here an `X-Api-Key`, which is no credential header the route's cache
 //! skips), so the waiters' requests can differ from the first in what made the answer private.
@@ -19,8 +20,12 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 /// An upstream that counts the requests it receives, holds each until the test gives it a
-/// permit, and answers `Cache-Control: private` with the caller's `X-Api-Key`.
-async fn gated_private_upstream() -> (String, Arc<AtomicU64>, Arc<Semaphore>) {
+/// permit, and answers with the caller's `X-Api-Key`, marked for that caller alone by
+/// `header: value`.
+async fn gated_private_upstream(
+    header: &'static str,
+    value: &'static str,
+) -> (String, Arc<AtomicU64>, Arc<Semaphore>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let received = Arc::new(AtomicU64::new(0));
@@ -42,11 +47,12 @@ async fn gated_private_upstream() -> (String, Arc<AtomicU64>, Arc<Semaphore>) {
                             .headers()
                             .get("x-api-key")
                             .map(|v| v.to_str().unwrap().to_owned());
-                        let body = serde_json::json!({ "key": key }).to_string();
+                        let body = serde_json::json!({ "key": &key }).to_string();
                         let mut resp = Response::new(Full::new(Bytes::from(body)));
                         let h = resp.headers_mut();
                         h.insert("content-type", "application/json".parse().unwrap());
-                        h.insert("cache-control", "private, max-age=60".parse().unwrap());
+                        let value = value.replace("{key}", key.as_deref().unwrap_or(""));
+                        h.insert(header, value.parse().unwrap());
                         Ok::<_, Infallible>(resp)
                     }
                 });
@@ -59,19 +65,61 @@ async fn gated_private_upstream() -> (String, Arc<AtomicU64>, Arc<Semaphore>) {
     (format!("http://{addr}"), received, gate)
 }
 
-async fn get_with_key(url: String, key: &'static str) -> serde_json::Value {
+/// GET `url` with `X-Api-Key: key`; (the JSON body, its `Set-Cookie` if any).
+async fn get_with_key(url: String, key: &'static str) -> (serde_json::Value, Option<String>) {
     let req = Request::get(url)
         .header("x-api-key", key)
         .body(Full::new(Bytes::new()))
         .unwrap();
     let resp = client().request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
-    json(&resp.into_body().collect().await.unwrap().to_bytes())
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (
+        json(&resp.into_body().collect().await.unwrap().to_bytes()),
+        cookie,
+    )
 }
 
 #[tokio::test]
 async fn a_private_answer_is_not_handed_to_requests_that_waited_for_it() {
-    let (up, received, gate) = gated_private_upstream().await;
+    let (alice, bob) = alice_then_bob("cache-control", "private, max-age=60").await;
+    assert_eq!(
+        (alice.0["key"].as_str(), bob.0["key"].as_str()),
+        (Some("alice"), Some("bob"))
+    );
+}
+
+#[tokio::test]
+async fn a_cookie_and_its_answer_go_to_the_request_that_fetched_them() {
+    let (alice, bob) = alice_then_bob("set-cookie", "sid={key}").await;
+    assert_eq!(
+        (alice.0["key"].as_str(), alice.1.as_deref()),
+        (Some("alice"), Some("sid=alice"))
+    );
+    assert_eq!(
+        (bob.0["key"].as_str(), bob.1.as_deref()),
+        (Some("bob"), Some("sid=bob"))
+    );
+}
+
+#[tokio::test]
+async fn an_answer_varying_on_a_header_the_key_lacks_is_not_handed_to_waiters() {
+    let (alice, bob) = alice_then_bob("vary", "X-Api-Key").await;
+    assert_eq!(
+        (alice.0["key"].as_str(), bob.0["key"].as_str()),
+        (Some("alice"), Some("bob"))
+    );
+}
+
+type Answer = (serde_json::Value, Option<String>);
+
+/// Alice's request reaches the upstream, which holds it; bob's arrives meanwhile (waiting on
+/// alice's fetch); then the upstream answers both. Each answer is marked `header: value`.
+async fn alice_then_bob(header: &'static str, value: &'static str) -> (Answer, Answer) {
+    let (up, received, gate) = gated_private_upstream(header, value).await;
     let gw = TestGateway::start(&format!(
         r#"
 [upstreams.u]
@@ -97,15 +145,11 @@ cache = {{ ttl = "60s" }}
         "alice's request reached the upstream"
     );
     // Bob's request arrives while alice's fetch is held: it waits on that fetch. (The pause
-    // only orders the two; nothing below depends on how long anything took.)
+    // only orders the two; nothing asserted depends on how long anything took.)
     let bob = tokio::spawn(get_with_key(gw.url("/me"), "bob"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     gate.add_permits(2);
-    assert_eq!(alice.await.unwrap()["key"], "alice");
-    assert_eq!(
-        bob.await.unwrap()["key"],
-        "bob",
-        "bob was answered alice's private answer"
-    );
-    assert_eq!(received.load(SeqCst), 2);
+    let answers = (alice.await.unwrap(), bob.await.unwrap());
+    assert_eq!(received.load(SeqCst), 2, "{header}: bob's request was sent");
+    answers
 }
