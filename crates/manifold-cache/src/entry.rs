@@ -27,7 +27,9 @@ pub const KEPT_HEADERS: &[HeaderName] = &[
 pub struct CachedResponse {
     /// The upstream's status.
     pub status: StatusCode,
-    /// The kept headers, in upstream order.
+    /// The headers, in upstream order: only [`KEPT_HEADERS`] in a stored entry; an answer a
+    /// fetcher hands over may carry more, which the cache drops when it stores the answer
+    /// and keeps when it does not (the answer then goes out as the upstream sent it).
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The body.
     pub body: Bytes,
@@ -107,13 +109,29 @@ impl CachedResponse {
 
     /// Bytes this answer occupies, roughly: what the L1 byte bound counts.
     pub fn weight(&self) -> usize {
+        self.weight_of(|_| true)
+    }
+
+    /// [`Self::weight`] of [`Self::into_kept`], without making it.
+    pub(crate) fn kept_weight(&self) -> usize {
+        self.weight_of(|name| KEPT_HEADERS.contains(name))
+    }
+
+    fn weight_of(&self, counted: impl Fn(&HeaderName) -> bool) -> usize {
         const OVERHEAD: usize = 160; // entry, Arc, deadlines, Vec headers
         let headers: usize = self
             .headers
             .iter()
+            .filter(|(n, _)| counted(n))
             .map(|(n, v)| n.as_str().len() + v.len() + 16)
             .sum();
         OVERHEAD + headers + self.body.len()
+    }
+
+    /// The answer as an entry holds it: only its [`KEPT_HEADERS`].
+    pub(crate) fn into_kept(mut self) -> Self {
+        self.headers.retain(|(n, _)| KEPT_HEADERS.contains(n));
+        self
     }
 }
 

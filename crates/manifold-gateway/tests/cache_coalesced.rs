@@ -4,6 +4,7 @@
 //! proxy route's key holds the path, the forwarded host and its `vary` headers, not every
 //! header it forwards (here an `X-Api-Key`, which is no credential header the route's cache
 //! skips), so the waiters' requests can differ from the first in what made the answer private.
+//! And an answer the route does not store goes out with every header the upstream sent.
 
 use crate::support::{client, json, TestGateway};
 use bytes::Bytes;
@@ -152,4 +153,71 @@ cache = {{ ttl = "60s" }}
     let answers = (alice.await.unwrap(), bob.await.unwrap());
     assert_eq!(received.load(SeqCst), 2, "{header}: bob's request was sent");
     answers
+}
+
+/// An answer the route's cache does not store is answered as the upstream sent it: only
+/// stored entries are cut to the headers that describe the body.
+#[tokio::test]
+async fn an_answer_not_stored_keeps_every_header() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    let mut resp = Response::new(Full::new(Bytes::from_static(b"{}")));
+                    *resp.status_mut() = if req.uri().path() == "/gone" {
+                        http::StatusCode::NOT_FOUND
+                    } else {
+                        http::StatusCode::OK
+                    };
+                    let h = resp.headers_mut();
+                    if req.uri().path() == "/report" {
+                        h.insert("cache-control", "no-store".parse().unwrap());
+                    }
+                    h.insert("content-disposition", "attachment".parse().unwrap());
+                    h.insert("x-request-cost", "7".parse().unwrap());
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let gw = TestGateway::start(&format!(
+        r#"
+[upstreams.u]
+endpoints = ["http://{addr}"]
+
+[routes.files]
+path = "/{{*rest}}"
+proxy = "u"
+cache = {{ ttl = "60s" }}
+"#
+    ))
+    .await;
+    // `no-store`, and a 404 with no negative caching: neither is stored.
+    for path in ["/report", "/gone"] {
+        let resp = client()
+            .request(
+                Request::get(gw.url(path))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                resp.headers()
+                    .get("content-disposition")
+                    .map(|v| v.to_str().unwrap()),
+                resp.headers()
+                    .get("x-request-cost")
+                    .map(|v| v.to_str().unwrap()),
+            ),
+            (Some("attachment"), Some("7")),
+            "{path}"
+        );
+    }
 }

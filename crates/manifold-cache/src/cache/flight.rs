@@ -213,9 +213,9 @@ impl Inner {
                 Ok((old.response.clone(), Outcome::StaleIfError))
             }
             (Ok(response), _) => match policy.lifetimes(&response) {
-                Some(life) if response.weight() as u64 <= self.max_entry_bytes => {
-                    let entry =
-                        Arc::new(Entry::new(response, now, life.ttl, life.stale, fetch_time));
+                Some(life) if response.kept_weight() as u64 <= self.max_entry_bytes => {
+                    let kept = response.into_kept();
+                    let entry = Arc::new(Entry::new(kept, now, life.ttl, life.stale, fetch_time));
                     self.l1.insert(key.to_owned(), entry.clone()).await;
                     write = Some((entry.clone(), life.ttl.saturating_add(life.stale)));
                     Ok((entry.response.clone(), Outcome::Miss))

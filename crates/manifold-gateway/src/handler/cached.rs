@@ -204,11 +204,19 @@ async fn hold(
     {
         return Err(HeldResponse::new(parts.status, parts.headers, body));
     }
-    Ok(CachedResponse::from_parts(
-        parts.status,
-        &parts.headers,
+    // Every header: the cache keeps only those that describe the body when it stores the
+    // answer, and an answer it does not store goes out as the upstream sent it.
+    Ok(CachedResponse {
+        status: parts.status,
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect(),
         body,
-    ))
+        stored_at: None,
+        sets_cookie: parts.headers.contains_key(http::header::SET_COOKIE),
+    })
 }
 
 /// Read a body up to `max` bytes. (Written out rather than `Limited`, whose boxed-error bound
