@@ -10,8 +10,10 @@ use tokio::time::Instant;
 use crate::policy::CacheControl;
 
 /// Headers worth keeping by default: they describe the body (type, encoding, language), let
-/// clients revalidate (`etag`, `last-modified`), or steer the policy (`cache-control`, `age`).
-/// Everything else (cookies, hop-by-hop, tracing headers) belongs to one exchange, not the entry.
+/// clients revalidate (`etag`, `last-modified`), steer the policy (`cache-control`, `age`), or
+/// are the answer itself (`location`: a redirect kept by negative caching means nothing
+/// without it). Everything else (cookies, hop-by-hop, tracing headers) belongs to one
+/// exchange, not the entry.
 pub const KEPT_HEADERS: &[HeaderName] = &[
     header::CONTENT_TYPE,
     header::CONTENT_ENCODING,
@@ -20,6 +22,7 @@ pub const KEPT_HEADERS: &[HeaderName] = &[
     header::LAST_MODIFIED,
     header::CACHE_CONTROL,
     header::AGE,
+    header::LOCATION,
 ];
 
 /// One upstream answer as the cache keeps it. Cheap to clone (the body is reference counted).

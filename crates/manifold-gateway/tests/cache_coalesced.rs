@@ -221,3 +221,68 @@ cache = {{ ttl = "60s" }}
         );
     }
 }
+
+/// A redirect the route keeps (`errors`: non-2xx answers too) is answered from the cache with
+/// the `Location` it points to: a 301 without one is no answer at all.
+#[tokio::test]
+async fn a_stored_redirect_keeps_its_location() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|_req: Request<Incoming>| async move {
+                    let mut resp = Response::new(Full::new(Bytes::new()));
+                    *resp.status_mut() = http::StatusCode::MOVED_PERMANENTLY;
+                    resp.headers_mut()
+                        .insert("location", "/new".parse().unwrap());
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let gw = TestGateway::start(&format!(
+        r#"
+[upstreams.u]
+endpoints = ["http://{addr}"]
+
+[routes.old]
+path = "/old"
+proxy = "u"
+cache = {{ ttl = "60s", errors = "60s" }}
+"#
+    ))
+    .await;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let resp = client()
+            .request(
+                Request::get(gw.url("/old"))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        seen.push((
+            resp.status().as_u16(),
+            header("location"),
+            header("manifold-cache"),
+        ));
+    }
+    let (location, miss, hit) = (Some("/new".to_owned()), "old=miss", "old=hit");
+    assert_eq!(
+        seen,
+        [
+            (301, location.clone(), Some(miss.to_owned())),
+            (301, location, Some(hit.to_owned()))
+        ]
+    );
+}
