@@ -49,7 +49,27 @@ impl std::fmt::Debug for Cache {
 }
 
 type FlightResult<E> = Result<(CachedResponse, Outcome), E>;
-type FlightRx<E> = watch::Receiver<Option<FlightResult<E>>>;
+type FlightRx<E> = watch::Receiver<Option<Published<E>>>;
+
+/// What a flight publishes: its result, and whether the callers that joined it may take it.
+/// They may not when it is an answer meant for one client ([`crate::policy::for_one_client`]):
+/// joined callers share the key, not every header of their requests (a proxy route's key holds
+/// a few), so the answer was chosen for the leader's request alone. They then fetch for
+/// themselves, as they would have with no flight to join.
+#[derive(Clone)]
+struct Published<E> {
+    result: FlightResult<E>,
+    shared: bool,
+}
+
+impl<E> Published<E> {
+    fn shared(result: FlightResult<E>) -> Self {
+        Published {
+            result,
+            shared: true,
+        }
+    }
+}
 
 /// One in-flight fetch for a key; the receiver is type-erased because `get_or_fetch` is
 /// generic over the fetcher's error type.
@@ -205,7 +225,8 @@ impl Cache {
                     .wait_for(Option::is_some)
                     .await
                     .ok()
-                    .and_then(|v| v.clone());
+                    .and_then(|v| v.clone())
+                    .map(|p| p.result);
                 match answer {
                     Some(result) => result,
                     None => match handle.await {
@@ -224,14 +245,21 @@ impl Cache {
                     .ok()
                     .and_then(|v| v.clone());
                 match answer {
-                    Some(Ok((response, outcome))) => {
+                    // An answer for the leader's client alone: fetch for ourselves.
+                    Some(Published { shared: false, .. }) => {
+                        fetch().await.map(|r| (r, Outcome::Miss))
+                    }
+                    Some(Published {
+                        result: Ok((response, outcome)),
+                        ..
+                    }) => {
                         let outcome = match outcome {
                             Outcome::Stale | Outcome::StaleIfError => outcome,
                             _ => Outcome::Coalesced,
                         };
                         Ok((response, outcome))
                     }
-                    Some(Err(e)) => Err(e),
+                    Some(Published { result: Err(e), .. }) => Err(e),
                     // The flight died (its fetcher panicked): fetch for ourselves.
                     None => fetch().await.map(|r| (r, Outcome::Miss)),
                 }

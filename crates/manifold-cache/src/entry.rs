@@ -10,8 +10,10 @@ use tokio::time::Instant;
 use crate::policy::CacheControl;
 
 /// Headers worth keeping by default: they describe the body (type, encoding, language), let
-/// clients revalidate (`etag`, `last-modified`), or steer the policy (`cache-control`, `age`).
-/// Everything else (cookies, hop-by-hop, tracing headers) belongs to one exchange, not the entry.
+/// clients revalidate (`etag`, `last-modified`), steer the policy (`cache-control`, `age`), or
+/// are the answer itself (`location`: a redirect kept by negative caching means nothing
+/// without it). Everything else (cookies, hop-by-hop, tracing headers) belongs to one
+/// exchange, not the entry.
 pub const KEPT_HEADERS: &[HeaderName] = &[
     header::CONTENT_TYPE,
     header::CONTENT_ENCODING,
@@ -20,6 +22,7 @@ pub const KEPT_HEADERS: &[HeaderName] = &[
     header::LAST_MODIFIED,
     header::CACHE_CONTROL,
     header::AGE,
+    header::LOCATION,
 ];
 
 /// One upstream answer as the cache keeps it. Cheap to clone (the body is reference counted).
@@ -27,7 +30,9 @@ pub const KEPT_HEADERS: &[HeaderName] = &[
 pub struct CachedResponse {
     /// The upstream's status.
     pub status: StatusCode,
-    /// The kept headers, in upstream order.
+    /// The headers, in upstream order: only [`KEPT_HEADERS`] in a stored entry; an answer a
+    /// fetcher hands over may carry more, which the cache drops when it stores the answer
+    /// and keeps when it does not (the answer then goes out as the upstream sent it).
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The body.
     pub body: Bytes,
@@ -107,13 +112,29 @@ impl CachedResponse {
 
     /// Bytes this answer occupies, roughly: what the L1 byte bound counts.
     pub fn weight(&self) -> usize {
+        self.weight_of(|_| true)
+    }
+
+    /// [`Self::weight`] of [`Self::into_kept`], without making it.
+    pub(crate) fn kept_weight(&self) -> usize {
+        self.weight_of(|name| KEPT_HEADERS.contains(name))
+    }
+
+    fn weight_of(&self, counted: impl Fn(&HeaderName) -> bool) -> usize {
         const OVERHEAD: usize = 160; // entry, Arc, deadlines, Vec headers
         let headers: usize = self
             .headers
             .iter()
+            .filter(|(n, _)| counted(n))
             .map(|(n, v)| n.as_str().len() + v.len() + 16)
             .sum();
         OVERHEAD + headers + self.body.len()
+    }
+
+    /// The answer as an entry holds it: only its [`KEPT_HEADERS`].
+    pub(crate) fn into_kept(mut self) -> Self {
+        self.headers.retain(|(n, _)| KEPT_HEADERS.contains(n));
+        self
     }
 }
 

@@ -103,13 +103,10 @@ impl CachePolicy {
     ///    window of a 2xx answer.
     /// 3. A zero fresh time and a zero stale window → not stored.
     pub fn lifetimes(&self, response: &CachedResponse) -> Option<Lifetimes> {
-        if response.sets_cookie {
+        if for_one_client(response) {
             return None;
         }
         let cc = response.cache_control();
-        if cc.private || cc.no_store {
-            return None;
-        }
         let success = response.status.is_success();
         let (mut ttl, mut stale) = if success {
             (self.ttl, self.stale)
@@ -137,6 +134,17 @@ impl CachePolicy {
         }
         Some(Lifetimes { ttl, stale })
     }
+}
+
+/// Whether an answer is meant for the client whose request fetched it alone (rule 0 of
+/// [`CachePolicy::lifetimes`]): `Cache-Control: private` or `no-store`, or a cookie set. Such an
+/// answer is neither stored nor handed to the callers that joined its fetch.
+pub(crate) fn for_one_client(response: &CachedResponse) -> bool {
+    if response.sets_cookie {
+        return true;
+    }
+    let cc = response.cache_control();
+    cc.private || cc.no_store
 }
 
 /// Whether an answer counts as a failure for stale-if-error: a server error means the upstream

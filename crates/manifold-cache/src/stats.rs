@@ -163,7 +163,7 @@ pub struct L2Stats {
     /// Misses that waited for another replica holding the key's lock.
     pub lock_waits: u64,
     /// Entries not written because they exceed the item size (Memcached's `-I`, 1 MiB by
-    /// default).
+    /// default), and entries read but ignored because they weigh more than `max_entry_bytes`.
     pub too_large: u64,
     /// Memcached: each server and whether it is up (its keys skip the tier while it is down).
     #[serde(skip_serializing_if = "Vec::is_empty")]

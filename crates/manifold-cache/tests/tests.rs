@@ -6,4 +6,5 @@ mod mc_support;
 mod memcached_tier;
 mod purge_bus;
 mod redis_tier;
+mod shared_bounds;
 mod support;

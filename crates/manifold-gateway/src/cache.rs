@@ -145,8 +145,12 @@ pub(crate) struct HeldResponse {
     pub(crate) body: Bytes,
     /// The answer's `Set-Cookie` values, for one client only: every request waiting for the
     /// same fetch gets a clone of this answer, and a cookie handed to several clients would
-    /// share one session between them. The first to take the answer gets them.
+    /// share one session between them. The first to take the answer gets them; a request that
+    /// waited on another's fetch never takes them ([`Self::into_waiter_response`]).
     for_one: Option<Arc<std::sync::Mutex<Option<Vec<HeaderValue>>>>>,
+    /// The upstream chose it for the fetching request on something the key does not hold
+    /// (its `Vary`): no other request may be answered with it.
+    chosen_for_one: bool,
 }
 
 impl HeldResponse {
@@ -162,7 +166,28 @@ impl HeldResponse {
             headers,
             body,
             for_one: (!cookies.is_empty()).then(|| Arc::new(std::sync::Mutex::new(Some(cookies)))),
+            chosen_for_one: false,
         }
+    }
+
+    /// Marks it as chosen for the fetching request alone (see [`Self::for_one_request`]).
+    pub(crate) fn chosen_for_one(mut self) -> Self {
+        self.chosen_for_one = true;
+        self
+    }
+
+    /// Whether it answers the request that fetched it and no other: it sets a cookie (a
+    /// session, whose page may hold that session's data too) or the upstream chose it on a
+    /// header the key does not hold. A proxy request that waited on that fetch sends its own.
+    pub(crate) fn for_one_request(&self) -> bool {
+        self.chosen_for_one || self.for_one.is_some()
+    }
+
+    /// The answer for a request that waited on another's fetch: never with its cookies, which
+    /// belong to the client whose request fetched it.
+    pub(crate) fn into_waiter_response(mut self) -> http::Response<crate::upstream::Body> {
+        self.for_one = None;
+        self.into_response()
     }
 
     /// The answer for one waiting request: with the cookies if no other request took them.

@@ -2,6 +2,7 @@
 
 mod admin;
 mod cache;
+mod cache_coalesced;
 mod cache_keys;
 mod cache_memcached;
 mod compose;

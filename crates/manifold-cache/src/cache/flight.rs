@@ -10,10 +10,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{Flight, FlightResult, FlightRx, Inner, Outcome, REFRESH_RETRY_AFTER};
+use super::{Flight, FlightResult, FlightRx, Inner, Outcome, Published, REFRESH_RETRY_AFTER};
 use crate::entry::Entry;
 use crate::l2::Lock;
-use crate::policy::{is_failure, CachePolicy};
+use crate::policy::{for_one_client, is_failure, CachePolicy};
 use crate::stats::CallCounters;
 use crate::CachedResponse;
 
@@ -113,7 +113,7 @@ impl Inner {
         policy: CachePolicy,
         fetch: F,
         mut stale: Option<Arc<Entry>>,
-        tx: watch::Sender<Option<FlightResult<E>>>,
+        tx: watch::Sender<Option<Published<E>>>,
         counters: Arc<CallCounters>,
     ) where
         F: FnOnce() -> Fut + Send + 'static,
@@ -127,7 +127,7 @@ impl Inner {
 
         // 1. The shared tier: another replica may have it, or a newer version of our stale one.
         if let Some(l2) = &self.l2 {
-            if let Some(found) = l2.get(key).await {
+            if let Some(found) = l2.get(key, self.max_entry_bytes).await {
                 let now = Instant::now();
                 let newer = stale
                     .as_ref()
@@ -137,12 +137,18 @@ impl Inner {
                     self.l1.insert(key.to_owned(), found.clone()).await;
                     if now < found.fresh_until {
                         drop(guard);
-                        tx.send_replace(Some(Ok((found.response.clone(), Outcome::L2Hit))));
+                        tx.send_replace(Some(Published::shared(Ok((
+                            found.response.clone(),
+                            Outcome::L2Hit,
+                        )))));
                         return;
                     }
                     if stale.is_none() {
                         // Stale in Redis: answer with it now, refresh below.
-                        tx.send_replace(Some(Ok((found.response.clone(), Outcome::Stale))));
+                        tx.send_replace(Some(Published::shared(Ok((
+                            found.response.clone(),
+                            Outcome::Stale,
+                        )))));
                         answered_early = true;
                         counters.refreshes.fetch_add(1, Relaxed);
                     }
@@ -170,15 +176,15 @@ impl Inner {
                         (lease / 20).clamp(Duration::from_millis(5), Duration::from_millis(50));
                     while Instant::now() < deadline {
                         tokio::time::sleep(step).await;
-                        if let Some(found) = l2.get(key).await {
+                        if let Some(found) = l2.get(key, self.max_entry_bytes).await {
                             if Instant::now() < found.stale_until {
                                 let found = Arc::new(found);
                                 self.l1.insert(key.to_owned(), found.clone()).await;
                                 drop(guard);
-                                tx.send_replace(Some(Ok((
+                                tx.send_replace(Some(Published::shared(Ok((
                                     found.response.clone(),
                                     Outcome::Coalesced,
-                                ))));
+                                )))));
                                 return;
                             }
                         }
@@ -198,6 +204,7 @@ impl Inner {
         let now = Instant::now();
         let usable_stale = stale.as_ref().filter(|s| now < s.stale_until);
         let mut write = None;
+        let mut shared = true;
         let answer: FlightResult<E> = match (result, usable_stale) {
             (Ok(response), Some(old)) if is_failure(response.status) => {
                 counters.refresh_failures.fetch_add(1, Relaxed);
@@ -206,15 +213,16 @@ impl Inner {
                 Ok((old.response.clone(), Outcome::StaleIfError))
             }
             (Ok(response), _) => match policy.lifetimes(&response) {
-                Some(life) if response.weight() as u64 <= self.max_entry_bytes => {
-                    let entry =
-                        Arc::new(Entry::new(response, now, life.ttl, life.stale, fetch_time));
+                Some(life) if response.kept_weight() as u64 <= self.max_entry_bytes => {
+                    let kept = response.into_kept();
+                    let entry = Arc::new(Entry::new(kept, now, life.ttl, life.stale, fetch_time));
                     self.l1.insert(key.to_owned(), entry.clone()).await;
                     write = Some((entry.clone(), life.ttl.saturating_add(life.stale)));
                     Ok((entry.response.clone(), Outcome::Miss))
                 }
                 _ => {
                     counters.not_stored.fetch_add(1, Relaxed);
+                    shared = !for_one_client(&response);
                     Ok((response, Outcome::Miss))
                 }
             },
@@ -237,7 +245,10 @@ impl Inner {
         let key = guard.key.clone();
         drop(guard);
         if !answered_early {
-            tx.send_replace(Some(answer));
+            tx.send_replace(Some(Published {
+                result: answer,
+                shared,
+            }));
         }
         drop(tx);
 

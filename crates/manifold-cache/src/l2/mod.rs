@@ -12,7 +12,7 @@
 pub(crate) mod memcached;
 mod redis;
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -84,11 +84,20 @@ impl L2 {
         }
     }
 
-    pub(crate) async fn get(&self, key: &str) -> Option<Entry> {
-        match self {
-            Self::Redis(t) => t.get(key).await,
+    /// The entry under `key`, unless it weighs more than `max_entry_bytes` (counted in
+    /// `too_large`). Why bounded here: the shared tier is an input too. A replica configured
+    /// with a larger bound, or anything else that can write to it, must not get an entry into
+    /// this replica's memory or answers that this replica would never have stored itself.
+    pub(crate) async fn get(&self, key: &str, max_entry_bytes: u64) -> Option<Entry> {
+        let found = match self {
+            Self::Redis(t) => t.get(key, max_entry_bytes).await,
             Self::Memcached(t) => t.get(key).await,
+        }?;
+        if found.response.weight() as u64 > max_entry_bytes {
+            self.counters().too_large.fetch_add(1, Ordering::Relaxed);
+            return None;
         }
+        Some(found)
     }
 
     pub(crate) async fn set(&self, key: &str, entry: &Entry, lifetime: Duration) {

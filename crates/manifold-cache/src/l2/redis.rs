@@ -123,18 +123,29 @@ impl RedisTier {
         }
     }
 
-    /// Reads an entry with its remaining lifetime (GET + PTTL in one round trip).
-    pub(crate) async fn get(&self, key: &str) -> Option<Entry> {
+    /// Reads an entry with its remaining lifetime (GETRANGE + PTTL in one round trip).
+    ///
+    /// Why GETRANGE rather than GET: at most `max_entry_bytes + 1` bytes of the value are
+    /// read, so a huge value (written by a replica with a larger bound, or by anyone else)
+    /// costs this replica that much memory, not its size. An entry's encoding is never longer
+    /// than its weight, so a longer value is an entry this replica would not store: it is
+    /// counted in `too_large` and read as a miss.
+    pub(crate) async fn get(&self, key: &str, max_entry_bytes: u64) -> Option<Entry> {
         let k = self.entry_key(key);
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
-        pipe.get(&k).pttl(&k);
-        let (value, pttl): (Option<Vec<u8>>, i64) =
-            self.run("get", pipe.query_async(&mut conn)).await?;
-        let Some(value) = value else {
+        pipe.cmd("GETRANGE").arg(&k).arg(0).arg(max_entry_bytes);
+        pipe.pttl(&k);
+        let (value, pttl): (Vec<u8>, i64) = self.run("get", pipe.query_async(&mut conn)).await?;
+        // GETRANGE reads a missing key as empty, and no entry encodes to nothing.
+        if value.is_empty() {
             self.counters.misses.fetch_add(1, Relaxed);
             return None;
-        };
+        }
+        if value.len() as u64 > max_entry_bytes {
+            self.counters.too_large.fetch_add(1, Relaxed);
+            return None;
+        }
         // -1: no expiry (not written by us), -2: expired between GET and PTTL.
         let Ok(remaining) = u64::try_from(pttl) else {
             self.counters.misses.fetch_add(1, Relaxed);

@@ -68,10 +68,22 @@ pub(super) async fn cached_route(
         forwarded.as_deref(),
     );
     let runner = Arc::clone(&shared);
+    // The request, taken by the fetch if this request's fetch runs; a request that waited on
+    // another's fetch still has it here, to send itself when that answer was for one request.
+    let own = Arc::new(std::sync::Mutex::new(Some(req)));
+    let taken = Arc::clone(&own);
     // Shared by every request waiting for this key, so bounded by the route's own deadline and
     // the upstream timeouts, never by one client's.
     let fetch = move || -> RouteFetch {
         Box::pin(async move {
+            // Never empty: the cache runs a fetch at most once, and the request is taken back
+            // only after the cache answered.
+            let Some(req) = take(&taken) else {
+                return Err(held_error(CallError::new(
+                    CallErrorKind::Io,
+                    "the route's request was already sent",
+                )));
+            };
             let route = &runner.config.routes[ri];
             let own_deadline = route.deadline.map(|d| Instant::now() + d);
             let max_response = runner.config.server.max_response_bytes;
@@ -139,7 +151,15 @@ pub(super) async fn cached_route(
             }
             resp
         }
-        Some(Err(held)) => held.into_response(),
+        Some(Err(held)) => match take(&own) {
+            // Another request's answer, meant for that request alone: send our own, as if
+            // there had been no fetch to wait on.
+            Some(req) if proxied && held.for_one_request() => {
+                crate::cache::bypassed(&shared, ri, req, peer, deadline).await
+            }
+            Some(_) => held.into_waiter_response(),
+            None => held.into_response(),
+        },
         None => failure_response(
             &route.name,
             Vec::new(),
@@ -176,17 +196,27 @@ async fn hold(
             )))
         }
     };
-    if !storable
-        || parts.headers.contains_key(PARTIAL_HEADER)
+    if !storable {
+        return Err(HeldResponse::new(parts.status, parts.headers, body).chosen_for_one());
+    }
+    if parts.headers.contains_key(PARTIAL_HEADER)
         || parts.headers.contains_key(http::header::SET_COOKIE)
     {
         return Err(HeldResponse::new(parts.status, parts.headers, body));
     }
-    Ok(CachedResponse::from_parts(
-        parts.status,
-        &parts.headers,
+    // Every header: the cache keeps only those that describe the body when it stores the
+    // answer, and an answer it does not store goes out as the upstream sent it.
+    Ok(CachedResponse {
+        status: parts.status,
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect(),
         body,
-    ))
+        stored_at: None,
+        sets_cookie: parts.headers.contains_key(http::header::SET_COOKIE),
+    })
 }
 
 /// Read a body up to `max` bytes. (Written out rather than `Limited`, whose boxed-error bound
@@ -214,6 +244,15 @@ async fn read_limited(mut body: Body, max: u64) -> Result<Bytes, CallError> {
         }
     }
     Ok(buf.freeze())
+}
+
+/// The request in `slot`, if still there.
+fn take(slot: &std::sync::Mutex<Option<Request<Incoming>>>) -> Option<Request<Incoming>> {
+    // The slot holds a plain value: a panic elsewhere cannot leave it half-written.
+    match slot.lock() {
+        Ok(mut s) => s.take(),
+        Err(poisoned) => poisoned.into_inner().take(),
+    }
 }
 
 fn held_error(error: CallError) -> HeldResponse {

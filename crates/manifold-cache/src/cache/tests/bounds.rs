@@ -133,3 +133,59 @@ async fn redis_and_memcached_together_are_refused_naming_both() {
     };
     assert!(matches!(Cache::new(bad), Err(CacheError::Config(_))));
 }
+
+/// A stored entry holds only the headers that describe its body, whatever the fetcher handed
+/// over; an answer that is not stored keeps them all, for the caller that fetched it.
+#[tokio::test(start_paused = true)]
+async fn entries_hold_the_kept_headers_and_unstored_answers_all_of_them() {
+    let cache = cache();
+    let policy = CachePolicy::new("c", secs(30));
+    let answer = |cache_control: &'static str| {
+        move || async move {
+            let mut r = CachedResponse::new(StatusCode::OK, Bytes::from_static(b"{}"))
+                .with_header(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                )
+                .with_header(
+                    http::header::HeaderName::from_static("x-request-cost"),
+                    http::HeaderValue::from_static("7"),
+                );
+            if !cache_control.is_empty() {
+                r = r.with_header(
+                    http::header::CACHE_CONTROL,
+                    http::HeaderValue::from_static(cache_control),
+                );
+            }
+            Ok::<_, UpstreamDown>(r)
+        }
+    };
+    let names = |r: &CachedResponse| -> Vec<String> {
+        r.headers.iter().map(|(n, _)| n.to_string()).collect()
+    };
+    let (r, o) = cache
+        .get_or_fetch("k".into(), &policy, answer(""))
+        .await
+        .unwrap();
+    assert_eq!(
+        (o, names(&r)),
+        (Outcome::Miss, vec!["content-type".to_owned()])
+    );
+    let (r, o) = cache
+        .get_or_fetch("k".into(), &policy, answer(""))
+        .await
+        .unwrap();
+    assert_eq!(
+        (o, names(&r)),
+        (Outcome::Hit, vec!["content-type".to_owned()])
+    );
+    let (r, o) = cache
+        .get_or_fetch("other".into(), &policy, answer("no-store"))
+        .await
+        .unwrap();
+    assert_eq!(o, Outcome::Miss);
+    assert_eq!(
+        names(&r),
+        ["content-type", "x-request-cost", "cache-control"]
+    );
+}

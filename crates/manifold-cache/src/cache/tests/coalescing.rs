@@ -180,3 +180,56 @@ async fn concurrent_misses_coalesce_per_key_not_across_keys() {
     let s = cache.stats().calls["user"].clone();
     assert_eq!((s.miss, s.coalesced), (20, 380));
 }
+
+/// An answer meant for one client (`Cache-Control: private` or `no-store`, or one setting a
+/// cookie) is not stored, and neither is it handed to the callers that joined its fetch: each
+/// fetches for itself, as it would have with no fetch to join. (A proxy route's key does not
+/// hold every header it forwards: the joiners' requests may differ from the leader's in
+/// exactly what made the answer private.)
+#[tokio::test(start_paused = true)]
+async fn an_answer_for_one_client_is_not_handed_to_joined_callers() {
+    for (name, value) in [
+        (http::header::CACHE_CONTROL, "private"),
+        (http::header::CACHE_CONTROL, "no-store"),
+        (http::header::SET_COOKIE, "sid=1"),
+    ] {
+        let cache = cache();
+        let policy = CachePolicy::new("user", secs(30));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let fetch = |calls: Arc<AtomicUsize>| {
+            let (name, value) = (name.clone(), value);
+            move || async move {
+                let n = calls.fetch_add(1, SeqCst) + 1;
+                sleep(ms(50)).await;
+                let mut headers = http::HeaderMap::new();
+                headers.insert(name, http::HeaderValue::from_static(value));
+                Ok::<_, UpstreamDown>(CachedResponse::from_parts(
+                    StatusCode::OK,
+                    &headers,
+                    Bytes::from(format!("for caller {n}")),
+                ))
+            }
+        };
+        let mut tasks = Vec::new();
+        for _ in 0..3 {
+            let (cache, policy, fetch) = (cache.clone(), policy.clone(), fetch(calls.clone()));
+            tasks.push(tokio::spawn(async move {
+                cache.get_or_fetch("k".into(), &policy, fetch).await
+            }));
+        }
+        let mut bodies = Vec::new();
+        for t in tasks {
+            let (r, o) = t.await.unwrap().unwrap();
+            assert_eq!(o, Outcome::Miss, "{name}: {value}");
+            bodies.push(r.body);
+        }
+        bodies.sort();
+        bodies.dedup();
+        assert_eq!(
+            bodies.len(),
+            3,
+            "{name}: {value}: one answer went to several callers"
+        );
+        assert_eq!(calls.load(SeqCst), 3);
+    }
+}
