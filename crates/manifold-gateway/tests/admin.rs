@@ -211,6 +211,12 @@ path = "/r"
     );
     let (s, _, one) = send_auth("GET", &format!("{url}/{task}"), Some(&bearer)).await;
     assert_eq!(s, 200);
+    // A task's status holds its result: the token is needed for it too.
+    let status = format!("http://{}/queue/status/{task}", gw.admin);
+    let (s, _, _) = send_auth("GET", &status, None).await;
+    assert_eq!(s, 401, "a task's status without the admin token");
+    let (s, _, b) = send_auth("GET", &status, Some(&bearer)).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
     for shown in [&listing, &one] {
         let text = String::from_utf8_lossy(shown);
         assert!(!text.contains("user-secret-credential"), "{text}");
