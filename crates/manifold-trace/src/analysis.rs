@@ -25,6 +25,7 @@ pub use aggregate::{
     SnapshotRow,
 };
 pub use dist::Dist;
+pub use plan::MAX_PLAN_CALLS;
 pub use what_if::{WhatIf, WhatIfError};
 
 /// Analysis options.
@@ -352,6 +353,44 @@ mod tests {
             key
         }));
         assert_eq!(root, "svc:op0");
+    }
+
+    /// A root with more differently named children than any route has: the plan holds the
+    /// first [`MAX_PLAN_CALLS`] (its pair table and DAG reduction grow much faster than the
+    /// count: thousands took gigabytes and did not finish) and says how many it left out.
+    #[test]
+    fn a_plan_holds_at_most_max_plan_calls_and_says_what_it_left_out() {
+        use crate::model::{Span, SpanId};
+        let children = 100u32;
+        let mut an = Analyzer::new(Options {
+            emit_plan: Some("svc:root".into()),
+            ..Options::default()
+        });
+        let svc = an.interner.intern("svc");
+        let root = an.interner.intern("root");
+        let mut spans = vec![Span::new(SpanId::Hex(1), svc, root, 0, 10_000)];
+        for k in 0..children {
+            let op = an.interner.intern(&format!("call{k}"));
+            let mut s = Span::new(SpanId::Hex(u64::from(k) + 2), svc, op, i64::from(k) * 10, 5);
+            s.parent = Some(0);
+            spans.push(s);
+        }
+        an.add_trace(Trace {
+            trace_id: "t".into(),
+            spans,
+            root: 0,
+        });
+        assert_eq!(an.plan.calls.len(), MAX_PLAN_CALLS);
+        assert_eq!(
+            an.plan.calls_left_out,
+            u64::from(children) - MAX_PLAN_CALLS as u64
+        );
+        let toml = crate::report::render_plan(&an, "r").expect("a plan");
+        assert_eq!(toml.matches("[[routes.r.calls]]").count(), MAX_PLAN_CALLS);
+        assert!(
+            toml.contains("# Only the first 64 calls are planned: 36 spans under the root"),
+            "{toml}"
+        );
     }
 
     #[test]

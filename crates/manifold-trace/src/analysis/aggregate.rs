@@ -150,6 +150,9 @@ pub struct PlanAgg {
     pub latency: Dist,
     /// Calls nothing waited for (write at the end).
     pub async_calls: Vec<OpKey>,
+    /// Spans under the root left out because [`crate::analysis::MAX_PLAN_CALLS`] calls were
+    /// already in the plan.
+    pub calls_left_out: u64,
 }
 
 /// One trace's view of a route (for plan latency).
