@@ -393,6 +393,44 @@ mod tests {
         );
     }
 
+    /// Timestamps and durations near the ends of `i64` (an untrusted file can hold any) were
+    /// multiplied and subtracted unchecked: a panic in a debug build, a wrong recommendation
+    /// or waterfall offset (wrapped around) in a release one.
+    #[test]
+    fn extreme_times_neither_overflow_nor_wrap() {
+        use crate::model::{Span, SpanId};
+        let mut an = Analyzer::new(Options::default());
+        let svc = an.interner.intern("svc");
+        let op = an.interner.intern("op");
+        // One span of ~127 years: its critical time times 5 is past i64::MAX.
+        an.add_trace(Trace {
+            trace_id: "long".into(),
+            spans: vec![Span::new(
+                SpanId::Hex(1),
+                svc,
+                op,
+                0,
+                4_000_000_000_000_000_000,
+            )],
+            root: 0,
+        });
+        assert!(an.recs.keys().any(|(k, _)| *k == RecKind::SlowDependency));
+        // A child starting at the far end of time from its root.
+        let mut child = Span::new(SpanId::Hex(3), svc, op, i64::MIN + 5, 1);
+        child.parent = Some(0);
+        an.add_trace(Trace {
+            trace_id: "far".into(),
+            spans: vec![Span::new(SpanId::Hex(2), svc, op, i64::MAX - 10, 5), child],
+            root: 0,
+        });
+        let far = an
+            .sample
+            .iter()
+            .find(|s| s.trace_id == "far")
+            .expect("sampled");
+        assert!(far.rows.iter().all(|r| r.offset <= 0), "{:?}", far.rows);
+    }
+
     #[test]
     fn dist_quantiles() {
         let mut d = Dist::default();
