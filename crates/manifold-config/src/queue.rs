@@ -296,8 +296,16 @@ pub mod humantime_serde {
     /// Reads a humantime string such as `"250ms"`.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| serde::de::Error::custom(format!("bad duration {text:?}: {e}")))
+        let d = humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("bad duration {text:?}: {e}")))?;
+        // The same ceiling as every other duration in the config: these are added to the
+        // clock and multiplied (backoff), which panics past its range.
+        if d > crate::compile::MAX_DURATION {
+            return Err(serde::de::Error::custom(format!(
+                "duration {text:?} is longer than a year (366 days), the most any duration here may be"
+            )));
+        }
+        Ok(d)
     }
 }
 
@@ -465,6 +473,11 @@ mod tests {
         assert!(unknown.is_err());
         let bad = serde_json::from_value::<QueueConfig>(serde_json::json!({"max_age": "soon"}));
         assert!(bad.unwrap_err().to_string().contains("bad duration"));
+        // Parses, but a backoff or lease this long overflows the clock it is added to.
+        let huge = serde_json::from_value::<QueueConfig>(
+            serde_json::json!({"backoff_max": "18446744073709551615s"}),
+        );
+        assert!(huge.unwrap_err().to_string().contains("longer than a year"));
         let cfg = QueueConfig {
             max_tasks: 0,
             ..QueueConfig::default()

@@ -84,7 +84,7 @@ pub(crate) fn admin_token(
                 .parent()
                 .unwrap_or_else(|| Path::new(""))
                 .join(f.get_ref());
-            match std::fs::read_to_string(&path) {
+            match read_token_file(&path) {
                 Ok(text) => (
                     text.trim().to_owned(),
                     f.span(),
@@ -114,6 +114,29 @@ pub(crate) fn admin_token(
             None
         }
     }
+}
+
+/// The most bytes `server.admin_token_file` may hold (a token is tens of bytes).
+const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+/// The token file's text. Regular files only, and at most [`MAX_TOKEN_FILE_BYTES`]: a FIFO
+/// would block `manifold check`, a start or a reload forever, and `/dev/zero` (or any huge
+/// file) would be read until memory ran out; the TLS files are read the same way.
+fn read_token_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_TOKEN_FILE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_TOKEN_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "more than {MAX_TOKEN_FILE_BYTES} bytes (is it the token file?)"
+        )));
+    }
+    Ok(text)
 }
 
 /// Fail closed: an admin listener reachable beyond this host must require a token. The one

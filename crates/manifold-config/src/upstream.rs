@@ -2,7 +2,7 @@
 //! [`crate::upstream_policy`]), and the rule that ties a call's method to what its upstream may
 //! repeat. Apart from `compile.rs` so everything about one upstream reads in one place.
 
-use crate::compile::duration;
+use crate::compile::unbounded_duration;
 use crate::error::{Diagnostics, ErrorKind};
 use crate::model::{Endpoint, Mode, Upstream};
 use crate::policy::{RetryOn, UpstreamPolicies};
@@ -77,7 +77,7 @@ pub(crate) fn compile_upstream(
     .map(|(key, value, default)| {
         let Some(v) = value else { return default };
         let what = format!("upstreams.{n}.{key}");
-        match duration(v, &what, diag) {
+        match unbounded_duration(v, &what, diag) {
             // A zero bound would fail every call before it is sent.
             Some(d) if d.is_zero() || d > MAX_TIMEOUT => {
                 diag.push(

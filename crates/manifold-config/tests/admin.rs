@@ -83,6 +83,33 @@ fn the_token_file_is_read_beside_the_config_and_trimmed() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The token file was read whole, whatever it was: a FIFO blocked `manifold check` (and a
+/// start or reload) forever, `/dev/zero` was read until memory ran out, and a 1 MB file of
+/// letters became a 1 MB token. Only a regular file of at most 4 KiB is read.
+#[test]
+fn a_token_file_that_is_not_a_small_regular_file_is_refused() {
+    err_on(
+        "[server]\nadmin_token_file = \"/dev/null\"\n",
+        "admin_token_file",
+        "not a regular file",
+    );
+    let dir = std::env::temp_dir().join(format!("manifold-big-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("big.token"), "a".repeat(1 << 20)).unwrap();
+    let errs = compile(
+        &dir.join("m.toml"),
+        "[server]\nadmin_token_file = \"big.token\"\n",
+    )
+    .unwrap_err()
+    .errors;
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        errs.iter()
+            .any(|e| e.line == 2 && e.message.contains("more than 4096 bytes")),
+        "{errs:#?}"
+    );
+}
+
 /// Fault 6: `/config` (the config serialized) showed broker passwords and credential headers.
 #[test]
 fn the_serialized_config_shows_no_secret() {

@@ -1,7 +1,8 @@
 //! Who may use the admin listener. With `server.admin_token` set, every request that changes
 //! something (any method but GET and HEAD: cache purge, replay, dead-letter purge, reload,
-//! and any later endpoint), every dead-letter listing (which holds request payloads) and every
-//! task status (which holds the task's result) must carry `Authorization: Bearer <token>`. Health, readiness, the redacted `/config` and
+//! and any later endpoint), every dead-letter listing (which holds request payloads) and
+//! every task status (`GET /queue/status/{id}`, which holds the upstream's answer) must carry
+//! `Authorization: Bearer <token>`. Health, readiness, the redacted `/config` and
 //! the counters stay open for probes. Without a token the listener is loopback only (the
 //! gateway refuses to bind it elsewhere), and trusts this host.
 
@@ -18,6 +19,9 @@ fn needs_token<B>(req: &Request<B>) -> bool {
     !matches!(*req.method(), Method::GET | Method::HEAD)
         || path == "/queue/dead"
         || path.starts_with("/queue/dead/")
+        // A task's result, which the main listener's `status_requires = "authorization"`
+        // keeps from anyone without the creating request's credentials: here, knowing the
+        // task id must not be enough either.
         || path.starts_with("/queue/status/")
 }
 

@@ -25,6 +25,7 @@ pub use aggregate::{
     SnapshotRow,
 };
 pub use dist::Dist;
+pub use plan::MAX_PLAN_CALLS;
 pub use what_if::{WhatIf, WhatIfError};
 
 /// Analysis options.
@@ -193,30 +194,10 @@ impl Analyzer {
             key[12..].copy_from_slice(&s.operation.to_le_bytes());
             let h = fingerprint(&key);
             path_hash[n.node as usize] = h;
-            let interner = &self.interner;
-            let spans = &trace.spans;
-            let agg = self.callpaths.entry(h).or_insert_with(|| {
-                let mut names = Vec::new();
-                let mut cur = Some(n.node);
-                let mut guard = 0;
-                while let Some(c) = cur {
-                    let sp = &spans[c as usize];
-                    names.push(format!(
-                        "{}:{}",
-                        interner.name(sp.service),
-                        interner.name(sp.operation)
-                    ));
-                    cur = sp.parent;
-                    guard += 1;
-                    if guard > 10_000 {
-                        break;
-                    }
-                }
-                names.reverse();
-                CallPathAgg {
-                    path: names.join(" -> "),
-                    ..Default::default()
-                }
+            let agg = self.callpaths.entry(h).or_insert_with(|| CallPathAgg {
+                parent: (parent_hash != 0).then_some(parent_hash),
+                op: (s.service, s.operation),
+                ..Default::default()
             });
             agg.critical_total += i128::from(n.exclusive);
             agg.count += 1;
@@ -244,6 +225,36 @@ impl Analyzer {
         sc.sim = sim.into_buffers();
         self.snapshot(&trace, &g, &cp, &sc.on_path, e2e);
         self.scratch = sc;
+    }
+}
+
+/// The most hops a call path's name spells out; a deeper path shows its last ones after `…`.
+/// The report sorts every call path by name, so a name as long as the path is O(n²) for a
+/// chain of `n` nested spans.
+pub const CALL_PATH_SHOWN: usize = 64;
+
+impl Analyzer {
+    /// The name of the call path whose hash is `hash`: `service:op -> service:op -> …`, from
+    /// the root down, at most [`CALL_PATH_SHOWN`] hops (the nearest to the operation).
+    pub fn call_path_name(&self, hash: u64) -> String {
+        let mut names = Vec::new();
+        let mut cur = Some(hash);
+        // Bounded by the count, whatever the parent links (two paths sharing a hash could
+        // make them loop).
+        while let Some(agg) = cur.and_then(|h| self.callpaths.get(&h)) {
+            if names.len() == CALL_PATH_SHOWN {
+                names.push("…".to_owned());
+                break;
+            }
+            names.push(format!(
+                "{}:{}",
+                self.interner.name(agg.op.0),
+                self.interner.name(agg.op.1)
+            ));
+            cur = agg.parent;
+        }
+        names.reverse();
+        names.join(" -> ")
     }
 }
 
@@ -294,6 +305,130 @@ mod tests {
         assert!(WhatIf::parse("speedup:a:b=150%").is_err());
         assert!(WhatIf::parse("nope:a:b").is_err());
         assert!(WhatIf::parse("parallelize:a").is_err());
+    }
+
+    /// A chain of nested spans (an untrusted file can nest them as deep as it likes) has one
+    /// call path per depth; each used to be spelled out in full, O(depth²) in time and memory.
+    /// Names are now cut to their last hops, and the deepest still ends at the leaf.
+    #[test]
+    fn a_deep_chain_s_call_paths_are_named_by_their_last_hops() {
+        use crate::model::{Span, SpanId};
+        let depth = 2_000u32;
+        let mut an = Analyzer::new(Options::default());
+        let svc = an.interner.intern("svc");
+        let spans: Vec<Span> = (0..depth)
+            .map(|k| {
+                let op = an.interner.intern(&format!("op{k}"));
+                let d = i64::from(depth - k) * 10;
+                let mut s = Span::new(SpanId::Hex(u64::from(k) + 1), svc, op, i64::from(k), d);
+                s.parent = k.checked_sub(1);
+                s
+            })
+            .collect();
+        an.add_trace(Trace {
+            trace_id: "t".into(),
+            spans,
+            root: 0,
+        });
+        assert_eq!(an.callpaths.len(), depth as usize);
+        let rep = crate::report::build(&an);
+        assert!(!rep.call_paths.is_empty());
+        for c in &rep.call_paths {
+            let hops = c.path.split(" -> ").count();
+            assert!(hops <= 65, "{hops} hops in one call path's name");
+        }
+        let deepest = an
+            .callpaths
+            .iter()
+            .find(|(_, c)| c.op.1 == an.interner.get("op1999").expect("op1999"))
+            .map(|(h, _)| an.call_path_name(*h))
+            .expect("the leaf's path");
+        let shown: String = deepest.chars().take(120).collect();
+        assert!(deepest.starts_with("… -> svc:op1936 -> "), "{shown}");
+        assert!(deepest.ends_with("svc:op1998 -> svc:op1999"), "{deepest}");
+        let root = an.call_path_name(fingerprint(&{
+            let mut key = [0u8; 16];
+            key[8..12].copy_from_slice(&svc.to_le_bytes());
+            key[12..].copy_from_slice(&an.interner.get("op0").expect("op0").to_le_bytes());
+            key
+        }));
+        assert_eq!(root, "svc:op0");
+    }
+
+    /// A root with more differently named children than any route has: the plan holds the
+    /// first [`MAX_PLAN_CALLS`] (its pair table and DAG reduction grow much faster than the
+    /// count: thousands took gigabytes and did not finish) and says how many it left out.
+    #[test]
+    fn a_plan_holds_at_most_max_plan_calls_and_says_what_it_left_out() {
+        use crate::model::{Span, SpanId};
+        let children = 100u32;
+        let mut an = Analyzer::new(Options {
+            emit_plan: Some("svc:root".into()),
+            ..Options::default()
+        });
+        let svc = an.interner.intern("svc");
+        let root = an.interner.intern("root");
+        let mut spans = vec![Span::new(SpanId::Hex(1), svc, root, 0, 10_000)];
+        for k in 0..children {
+            let op = an.interner.intern(&format!("call{k}"));
+            let mut s = Span::new(SpanId::Hex(u64::from(k) + 2), svc, op, i64::from(k) * 10, 5);
+            s.parent = Some(0);
+            spans.push(s);
+        }
+        an.add_trace(Trace {
+            trace_id: "t".into(),
+            spans,
+            root: 0,
+        });
+        assert_eq!(an.plan.calls.len(), MAX_PLAN_CALLS);
+        assert_eq!(
+            an.plan.calls_left_out,
+            u64::from(children) - MAX_PLAN_CALLS as u64
+        );
+        let toml = crate::report::render_plan(&an, "r").expect("a plan");
+        assert_eq!(toml.matches("[[routes.r.calls]]").count(), MAX_PLAN_CALLS);
+        assert!(
+            toml.contains("# Only the first 64 calls are planned: 36 spans under the root"),
+            "{toml}"
+        );
+    }
+
+    /// Timestamps and durations near the ends of `i64` (an untrusted file can hold any) were
+    /// multiplied and subtracted unchecked: a panic in a debug build, a wrong recommendation
+    /// or waterfall offset (wrapped around) in a release one.
+    #[test]
+    fn extreme_times_neither_overflow_nor_wrap() {
+        use crate::model::{Span, SpanId};
+        let mut an = Analyzer::new(Options::default());
+        let svc = an.interner.intern("svc");
+        let op = an.interner.intern("op");
+        // One span of ~127 years: its critical time times 5 is past i64::MAX.
+        an.add_trace(Trace {
+            trace_id: "long".into(),
+            spans: vec![Span::new(
+                SpanId::Hex(1),
+                svc,
+                op,
+                0,
+                4_000_000_000_000_000_000,
+            )],
+            root: 0,
+        });
+        assert!(an.recs.keys().any(|(k, _)| *k == RecKind::SlowDependency));
+        // A child starting at the far end of time from its root.
+        let mut child = Span::new(SpanId::Hex(3), svc, op, i64::MIN + 5, 1);
+        child.parent = Some(0);
+        an.add_trace(Trace {
+            trace_id: "far".into(),
+            spans: vec![Span::new(SpanId::Hex(2), svc, op, i64::MAX - 10, 5), child],
+            root: 0,
+        });
+        let far = an
+            .sample
+            .iter()
+            .find(|s| s.trace_id == "far")
+            .expect("sampled");
+        assert!(far.rows.iter().all(|r| r.offset <= 0), "{:?}", far.rows);
     }
 
     #[test]

@@ -300,10 +300,10 @@ pub fn build(an: &Analyzer) -> JsonReport {
     });
     let mut call_paths: Vec<CallPath> = an
         .callpaths
-        .values()
-        .filter(|c| c.critical_total > 0)
-        .map(|c| CallPath {
-            path: c.path.clone(),
+        .iter()
+        .filter(|(_, c)| c.critical_total > 0)
+        .map(|(h, c)| CallPath {
+            path: an.call_path_name(*h),
             share: if total_critical > 0 {
                 c.critical_total as f64 / total_critical as f64
             } else {

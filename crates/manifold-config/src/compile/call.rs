@@ -3,7 +3,7 @@
 
 use super::cache::{compile_cache_policy, CacheOwner, RawCachePolicy};
 use super::resolve::{Resolver, RouteCtx};
-use super::values::{duration, method};
+use super::values::{duration, method, timeout_duration};
 use crate::error::{Diagnostics, ErrorKind};
 use crate::model::*;
 use crate::spanned::Spanned;
@@ -239,7 +239,7 @@ pub(super) fn compile_call(
     let timeout = c
         .timeout
         .as_ref()
-        .and_then(|e| duration(e, &format!("{owner}: timeout"), diag));
+        .and_then(|e| timeout_duration(e, &format!("{owner}: timeout"), diag));
     // Every name was checked above (an invalid one is not in `headers`).
     let header_names = headers
         .iter()

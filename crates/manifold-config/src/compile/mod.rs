@@ -16,7 +16,7 @@ mod server;
 mod values;
 
 pub(crate) use resolve::{Resolver, RouteCtx};
-pub(crate) use values::{duration, method, positive_duration};
+pub(crate) use values::{duration, method, positive_duration, unbounded_duration, MAX_DURATION};
 
 use crate::error::{ConfigErrors, Diagnostics, ErrorKind};
 use crate::model::*;

@@ -6,7 +6,7 @@ use super::call::RawCall;
 use super::plan::compile_plan;
 use super::resolve::{Resolver, RouteCtx};
 use super::response::RawResponse;
-use super::values::{diag_len, duration, method};
+use super::values::{diag_len, method, timeout_duration};
 use crate::error::{Diagnostics, ErrorKind};
 use crate::model::*;
 use crate::spanned::Spanned;
@@ -94,7 +94,7 @@ pub(super) fn compile_route(
     let deadline = r
         .deadline
         .as_ref()
-        .and_then(|d| duration(d, &format!("routes.{rname}.deadline"), diag));
+        .and_then(|d| timeout_duration(d, &format!("routes.{rname}.deadline"), diag));
     let cache = r.cache.as_ref().and_then(|c| {
         // A route's key is rendered before any call runs: it reads the request only.
         let no_calls = HashMap::new();

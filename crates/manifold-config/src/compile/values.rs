@@ -5,7 +5,36 @@ use crate::error::{Diagnostics, ErrorKind};
 use crate::spanned::Spanned;
 use std::time::Duration;
 
+/// The longest duration any key takes. Durations are added to the clock (`Instant::now() + d`
+/// panics past the clock's range) and summed (a route's `expect` hints, `Duration + Duration`
+/// panics on overflow), so a value such as `"18446744073709551615s"` that parses must still be
+/// refused here, where the error can name its line, rather than panic on every request. No
+/// timeout, interval or TTL means anything near a year.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+
 pub(crate) fn duration(
+    s: &Spanned<String>,
+    what: &str,
+    diag: &mut Diagnostics<'_>,
+) -> Option<Duration> {
+    let d = unbounded_duration(s, what, diag)?;
+    if d > MAX_DURATION {
+        diag.push(
+            ErrorKind::Value,
+            s.span(),
+            format!(
+                "`{what}`: {:?} is longer than a year (366 days), the most any duration here may be",
+                s.get_ref()
+            ),
+        );
+        return None;
+    }
+    Some(d)
+}
+
+/// [`duration`] without its ceiling, for a caller that checks a tighter one itself (and names
+/// it in its own error).
+pub(crate) fn unbounded_duration(
     s: &Spanned<String>,
     what: &str,
     diag: &mut Diagnostics<'_>,
@@ -24,6 +53,33 @@ pub(crate) fn duration(
             None
         }
     }
+}
+
+/// The longest timeout or deadline: longer ones are as good as none, and one more than the
+/// clock can add panics on every request.
+pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// [`duration`] for a request's timeout or deadline: more than 0 (zero would fail every
+/// request before anything is sent) and at most [`MAX_TIMEOUT`]; otherwise an error naming
+/// `what`.
+pub(crate) fn timeout_duration(
+    s: &Spanned<String>,
+    what: &str,
+    diag: &mut Diagnostics<'_>,
+) -> Option<Duration> {
+    let d = unbounded_duration(s, what, diag)?;
+    if d.is_zero() || d > MAX_TIMEOUT {
+        diag.push(
+            ErrorKind::Value,
+            s.span(),
+            format!(
+                "`{what}` must be more than 0 and at most 24h; got {:?}",
+                s.get_ref()
+            ),
+        );
+        return None;
+    }
+    Some(d)
 }
 
 /// [`duration`] for a timeout or interval, which 0 would make mean "never wait" or "always":

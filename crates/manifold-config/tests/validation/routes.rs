@@ -229,3 +229,37 @@ fn examples_in_the_repository_are_valid() {
     }
     assert!(checked >= 1);
 }
+
+/// A duration that parses but that the clock cannot add (`Instant::now() + d` panicked on every
+/// request to the route) or that sums past `Duration::MAX` (`describe` panicked in `manifold
+/// check`) is refused with its line; so is a zero deadline or call timeout, which would fail
+/// every request before anything is sent.
+#[test]
+fn absurd_deadlines_timeouts_and_hints_are_refused_with_their_line() {
+    let huge = "18446744073709551615s";
+    for (key, value, part) in [
+        ("deadline", huge, "at most 24h"),
+        ("deadline", "0s", "more than 0"),
+        ("deadline", "25h", "at most 24h"),
+    ] {
+        let src = format!(
+            "{UPSTREAMS}[routes.r]\npath = \"/r\"\n{key} = \"{value}\"\n  [[routes.r.calls]]\n  name = \"x\"\n  upstream = \"a\"\n  path = \"/x\"\n"
+        );
+        one(&src, ErrorKind::Value, &format!("{key} = "), part);
+    }
+    for (key, value, part) in [
+        ("timeout", huge, "at most 24h"),
+        ("timeout", "0ms", "more than 0"),
+        ("expect", huge, "longer than a year"),
+    ] {
+        let src = format!(
+            "{UPSTREAMS}[routes.r]\npath = \"/r\"\n  [[routes.r.calls]]\n  name = \"x\"\n  upstream = \"a\"\n  path = \"/x\"\n  {key} = \"{value}\"\n  [[routes.r.calls]]\n  name = \"y\"\n  upstream = \"a\"\n  path = \"/y/{{x.id}}\"\n  {key} = \"{value}\"\n"
+        );
+        one(&src, ErrorKind::Value, &format!("{key} = "), part);
+    }
+    // Every other duration key has the same ceiling (here a cache TTL).
+    let src = format!(
+        "{UPSTREAMS}[routes.r]\npath = \"/r\"\nproxy = \"a\"\ncache = {{ ttl = \"{huge}\" }}\n"
+    );
+    one(&src, ErrorKind::Value, "ttl = ", "longer than a year");
+}

@@ -30,10 +30,17 @@ pub struct EndpointAgg {
 }
 
 /// Aggregate for one call path (root → … → operation).
+///
+/// The path is held as its last hop and the hash of the path above it (a trie, rendered by
+/// [`crate::analysis::Analyzer::call_path_name`]), not as text: a chain of `n` nested spans
+/// has `n` call paths, and spelling each out in full cost O(n²) time and memory (a 200,000-deep
+/// chain in an untrusted trace file asked for hundreds of gigabytes).
 #[derive(Debug, Clone, Default)]
 pub struct CallPathAgg {
-    /// `service:op -> service:op -> …`.
-    pub path: String,
+    /// The hash of the call path this one extends (`None` at the root).
+    pub parent: Option<u64>,
+    /// The path's last hop.
+    pub op: OpKey,
     /// Summed exclusive critical time (ns).
     pub critical_total: i128,
     /// Times it was on a critical path.
@@ -143,6 +150,9 @@ pub struct PlanAgg {
     pub latency: Dist,
     /// Calls nothing waited for (write at the end).
     pub async_calls: Vec<OpKey>,
+    /// Spans under the root left out because [`crate::analysis::MAX_PLAN_CALLS`] calls were
+    /// already in the plan.
+    pub calls_left_out: u64,
 }
 
 /// One trace's view of a route (for plan latency).

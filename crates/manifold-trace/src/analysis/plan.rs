@@ -5,6 +5,12 @@ use crate::critical::CpGraph;
 use crate::model::Trace;
 use crate::sim::union_len;
 
+/// The most distinct calls a route plan holds. The plan keeps the order of every pair of calls
+/// (k² entries) and derives the DAG by a transitive reduction that grows much faster than k²;
+/// a root with thousands of differently named children (an untrusted trace file can have them)
+/// took gigabytes and did not finish. No route a person would write has more.
+pub const MAX_PLAN_CALLS: usize = 64;
+
 impl Analyzer {
     pub(super) fn plan_evidence(&mut self, trace: &Trace, g: &CpGraph, endpoint: OpKey, e2e: i64) {
         let Some(sel) = self.opts.emit_plan.clone() else {
@@ -62,10 +68,14 @@ impl Analyzer {
                     }
                 }
             }
-            self.plan.call_http.entry(key).or_insert(http);
             if !self.plan.calls.contains(&key) {
+                if self.plan.calls.len() == MAX_PLAN_CALLS {
+                    self.plan.calls_left_out += 1;
+                    continue;
+                }
                 self.plan.calls.push(key);
             }
+            self.plan.call_http.entry(key).or_insert(http);
             let (s, e) = (g.start[c as usize], g.end[c as usize]);
             match per_call.iter_mut().find(|x| x.0 == key) {
                 Some(x) => {

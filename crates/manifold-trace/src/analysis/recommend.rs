@@ -241,7 +241,8 @@ impl Analyzer {
             let mut top: Vec<(OpKey, i64)> = per_op
                 .iter()
                 .map(|(k, v)| (*k, v.0))
-                .filter(|(_, c)| *c * 5 >= e2e)
+                // At least a fifth of the trace; in i128, as a span's time can be near i64::MAX.
+                .filter(|(_, c)| i128::from(*c) * 5 >= i128::from(e2e))
                 .collect();
             top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             top.truncate(2);

@@ -36,7 +36,8 @@ impl Analyzer {
                 depth: d,
                 service: self.interner.name(s.service).to_string(),
                 operation: self.interner.name(s.operation).to_string(),
-                offset: s.start - t0,
+                // Saturating: an untrusted file's times can be at opposite ends of i64.
+                offset: s.start.saturating_sub(t0),
                 duration: s.duration,
                 critical: on_path[i as usize],
                 error: s.has(flags::ERROR),
@@ -49,7 +50,13 @@ impl Analyzer {
             .sections
             .iter()
             .filter(|s| row_of[s.node as usize] != usize::MAX)
-            .map(|s| (s.start - t0, s.end - t0, row_of[s.node as usize]))
+            .map(|s| {
+                (
+                    s.start.saturating_sub(t0),
+                    s.end.saturating_sub(t0),
+                    row_of[s.node as usize],
+                )
+            })
             .collect();
         let snap = Snapshot {
             trace_id: trace.trace_id.clone(),
@@ -80,6 +87,6 @@ impl Analyzer {
         let med = self.latency.quantile(0.5);
         self.sample
             .iter()
-            .min_by_key(|s| ((s.duration - med).abs(), s.trace_id.clone()))
+            .min_by_key(|s| (s.duration.abs_diff(med), s.trace_id.clone()))
     }
 }

@@ -146,6 +146,14 @@ pub fn render_plan(an: &Analyzer, route: &str) -> Option<String> {
         ms(all_parallel.quantile(0.5)),
         ms(all_parallel.quantile(0.99))
     );
+    if p.calls_left_out > 0 {
+        let _ = writeln!(
+            o,
+            "# Only the first {} calls are planned: {} spans under the root named other calls.",
+            crate::analysis::MAX_PLAN_CALLS,
+            p.calls_left_out
+        );
+    }
     let _ = writeln!(
         o,
         "# A call keeps `after` another only if it started after that one ended in every trace;"
