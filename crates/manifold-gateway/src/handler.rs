@@ -282,7 +282,9 @@ fn effective_deadline(route: &Route, headers: &http::HeaderMap) -> Option<Instan
     }
     let now = Instant::now();
     let ours = route.deadline.map(|d| now + d);
-    let theirs = theirs.map(|ms| now + Duration::from_millis(ms));
+    // The client's figure is any u64: one past what the clock can hold is no deadline at all
+    // (not a panic; the route's own, if any, still holds).
+    let theirs = theirs.and_then(|ms| now.checked_add(Duration::from_millis(ms)));
     match (ours, theirs) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
