@@ -331,3 +331,36 @@ async fn healthz(admin: std::net::SocketAddr) {
     s.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// A section that differs only in a URL's password is a change: it needs a restart, and the
+/// running value stays (what `/config` shows is what runs). The comparison sees the password;
+/// the report does not show it.
+#[tokio::test]
+async fn a_password_only_change_in_a_section_is_reported_without_the_password() {
+    let with = |password: &str| {
+        BASE.replace(
+            "admin = \"127.0.0.1:0\"",
+            &format!(
+                "admin = \"127.0.0.1:0\"\n[cache]\nredis = \"redis://app:{password}@127.0.0.1:6379\""
+            ),
+        )
+    };
+    let gw = gateway(&with("first-secret")).await;
+    let report = gw
+        .reloader()
+        .apply(compile(&with("second-secret")))
+        .await
+        .unwrap();
+    let keys: Vec<_> = report.restart_required.iter().map(|r| r.key).collect();
+    assert_eq!(keys, ["cache"]);
+    let shown = format!("{report:?}");
+    assert!(
+        !shown.contains("first-secret") && !shown.contains("second-secret"),
+        "{shown}"
+    );
+    let now = gw.live.current.load_full();
+    assert_eq!(
+        now.config.cache.redis.as_deref(),
+        Some("redis://app:first-secret@127.0.0.1:6379")
+    );
+}
