@@ -54,14 +54,35 @@ pub const STARTER_CONFIG: &str = include_str!("starter.toml");
 
 /// Read and compile the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let source = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+    let source = read_bounded(path).map_err(|message| ConfigErrors {
         errors: vec![ConfigError {
             kind: ErrorKind::Io,
             file: path.to_path_buf(),
             line: 0,
             column: 0,
-            message: format!("cannot read the config file: {e}"),
+            message,
         }],
     })?;
     compile(path, &source)
+}
+
+/// The largest config file read, in bytes. A config is kilobytes; the bound keeps a wrong path
+/// (a log, `/dev/zero`) from being read until memory runs out, at start and at every reload.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// The file's text, at most [`MAX_CONFIG_BYTES`]. Any readable file, a pipe included
+/// (`-c <(generate-config)`).
+fn read_bounded(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| format!("cannot read the config file: {e}"))?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "the config file is larger than {} MiB: is it the config?",
+            MAX_CONFIG_BYTES >> 20
+        ));
+    }
+    Ok(text)
 }

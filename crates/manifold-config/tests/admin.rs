@@ -176,3 +176,22 @@ fn routes_differing_in_parameter_names_share_a_shape() {
     let config = compile("t.toml".as_ref(), src).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.routes.len(), 2);
 }
+
+/// A path that is not a config (a huge log, `/dev/zero`) is refused once past the bound, not
+/// read until memory runs out; a pipe still works (`-c <(...)`).
+#[test]
+fn a_config_file_past_the_size_bound_is_refused() {
+    let dir = std::env::temp_dir().join(format!("manifold-config-size-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("big.toml");
+    let line = "# padding padding padding padding padding padding padding padding\n";
+    let copies = (manifold_config::MAX_CONFIG_BYTES as usize / line.len()) + 1;
+    std::fs::write(&big, line.repeat(copies)).unwrap();
+    let err = manifold_config::load(&big).unwrap_err().to_string();
+    assert!(err.contains("larger than 16 MiB"), "{err}");
+    let zero = manifold_config::load(std::path::Path::new("/dev/zero"))
+        .unwrap_err()
+        .to_string();
+    assert!(zero.contains("larger than 16 MiB"), "{zero}");
+    std::fs::remove_dir_all(&dir).ok();
+}
