@@ -8,7 +8,8 @@
 //! own address and its `-Proto` / `-Host` kept. From any other peer they are replaced: the list is
 //! the peer's address alone, `-Proto` is `https` for a request that came over the TLS listener
 //! and `http` otherwise, `-Host` the
-//! request's `Host` (HTTP/1.1) or `:authority` (HTTP/2). `Forwarded` (RFC 7239) and
+//! request's `Host` (HTTP/1.1; the URI's authority for a request in absolute form) or
+//! `:authority` (HTTP/2). `Forwarded` (RFC 7239) and
 //! `X-Real-IP`, which upstreams read the same way, are dropped from untrusted peers, and so is
 //! every other `X-Forwarded-*` (`-Port`, `-Prefix`, `-Ssl`, `-Scheme`, …: see [`is_forwarding`]).
 
@@ -36,9 +37,14 @@ pub(crate) fn apply(
     let proto = HeaderValue::from_static(if over_tls { "https" } else { "http" });
     // An IPv4 client on a dual-stack listener shows up as `::ffff:a.b.c.d`.
     let peer = peer.to_canonical();
-    let host = headers
-        .remove(HOST)
-        .or_else(|| authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    // The request URI's authority wins over `Host` where there is one: HTTP/2's `:authority`,
+    // or an HTTP/1.1 request in absolute form, whose `Host` a server must ignore (RFC 9112
+    // §3.2.2). `Host` is removed either way (the upstream client sets the upstream's).
+    let from_host = headers.remove(HOST);
+    let host = match authority {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok().or(from_host),
+        None => from_host,
+    };
     if trusted.iter().any(|net| net.contains(&peer)) {
         append_forwarded_for(headers, peer);
         if !headers.contains_key(&XFP) {
@@ -338,6 +344,24 @@ mod tests {
             let all: Vec<_> = h.get_all(XFF).iter().collect();
             assert_eq!(all, [ip.to_canonical().to_string().as_str()], "{peer}");
         }
+    }
+
+    /// An absolute-form request (`GET http://shop.example/p`) names its host in the URI, and
+    /// its `Host` is ignored (RFC 9112 §3.2.2): the URI's is forwarded.
+    #[test]
+    fn the_uri_authority_wins_over_host() {
+        let mut h = client_headers();
+        h.insert(HOST, HeaderValue::from_static("evil.example"));
+        let auth: Authority = "shop.example".parse().unwrap();
+        apply(
+            &mut h,
+            "192.0.2.7".parse().unwrap(),
+            Some(&auth),
+            &[],
+            false,
+        );
+        assert_eq!(h[XFH], "shop.example");
+        assert!(!h.contains_key(HOST));
     }
 
     #[test]
