@@ -59,7 +59,8 @@ fn waterfall(o: &mut String, title: &str, s: &Snapshot) {
     for (a, b, row) in &s.sections {
         let y = 20.0 + row_h * *row as f64;
         let x = label_w + bar_w * (*a as f64 / total);
-        let w = (bar_w * ((b - a) as f64 / total)).max(1.0);
+        // Saturating: offsets from an untrusted file can sit at opposite ends of i64.
+        let w = (bar_w * (b.saturating_sub(*a) as f64 / total)).max(1.0);
         let _ = writeln!(
             o,
             "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"4\" class=\"cp\"/>",
