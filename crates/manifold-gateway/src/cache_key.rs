@@ -256,6 +256,42 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
+    /// A proxy route's policy with `vary = ["accept-language"]`.
+    fn varying_spec() -> CachePolicySpec {
+        let toml =
+            "[upstreams.u]\nendpoints = [\"http://127.0.0.1:1\"]\n[routes.r]\npath = \"/r\"\n\
+                    proxy = \"u\"\ncache = { ttl = \"60s\", vary = [\"accept-language\"] }\n";
+        let config =
+            manifold_config::compile(std::path::Path::new("t.toml"), toml).expect("config");
+        config.routes[0].cache.clone().expect("a cached route")
+    }
+
+    /// The upstream's `Vary` is its input: odd spellings, empty items, `*`, bytes that are not
+    /// text. Only names the key holds (in any case) let an answer be stored.
+    #[test]
+    fn vary_is_covered_only_by_names_the_key_holds() {
+        let spec = varying_spec();
+        let covered = |values: &[&[u8]]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(
+                    http::header::VARY,
+                    HeaderValue::from_bytes(v).expect("value"),
+                );
+            }
+            vary_covered(&spec, &h)
+        };
+        assert!(covered(&[]));
+        assert!(covered(&[b"Accept-Language"]));
+        assert!(covered(&[b" ACCEPT-LANGUAGE , host ,, "]));
+        assert!(covered(&[b",", b""]));
+        assert!(!covered(&[b"*"]));
+        assert!(!covered(&[b"accept-language, accept-encoding"]));
+        assert!(!covered(&[b"accept-language", b"cookie"]));
+        assert!(!covered(&[b"accept-language\xe9"]));
+        assert!(!covered(&[&[b'x'; 8192]]));
+    }
+
     #[test]
     fn header_values_keep_absent_empty_one_and_several_apart() {
         let mut one = HeaderMap::new();

@@ -371,11 +371,11 @@ where
         };
         let parts = conn.into_parts();
         svc = parts.service;
-        let rest = parts.io.into_inner();
-        io = rest.io;
+        let (socket, unread) = parts.io.into_inner().into_parts();
+        io = socket;
         // Empty, hyper's read buffer still holds its whole allocation (8 KiB or more): only
         // bytes already read (a pipelined request) are kept.
-        pre = join(parts.read_buf, rest.pre);
+        pre = join(parts.read_buf, unread);
         if pre.is_empty() {
             return Ok(Some((io, idle_since)));
         }

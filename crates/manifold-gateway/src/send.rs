@@ -7,8 +7,8 @@
 //! connection streaming to it until `h2_idle_timeout` plus `header_read_timeout`. A client that
 //! reads slowly but reads is not cut: the clock restarts whenever a write makes progress.
 //!
-//! How, without a clock read per write: the client socket's wrapper ([`SendWatched`], or the
-//! plaintext listener's own, `idle::watch::Prefixed`) counts writes that moved bytes and raises
+//! How, without a clock read per write: the client socket's wrapper ([`SendWatched`], on every
+//! listener's socket or TLS stream) counts writes that moved bytes and raises
 //! a flag when a write has to wait; raising it wakes the connection's clock ([`crate::conn::run`])
 //! once, which notes the count and looks again `send_timeout` later: a count unchanged with the
 //! flag still up means no byte went out in all that time.
@@ -91,8 +91,8 @@ impl Stall {
     }
 }
 
-/// A client stream whose writes are reported to its connection's [`Sending`] (the TLS
-/// listener's; the plaintext listener's `Prefixed` reports them itself).
+/// A client stream whose writes are reported to its connection's [`Sending`]: the TLS
+/// listener's stream, and the plaintext listener's socket under `idle::watch::Prefixed`.
 pub(crate) struct SendWatched<IO> {
     io: IO,
     activity: Arc<crate::conn::Activity>,
@@ -101,6 +101,16 @@ pub(crate) struct SendWatched<IO> {
 impl<IO> SendWatched<IO> {
     pub(crate) fn new(io: IO, activity: Arc<crate::conn::Activity>) -> Self {
         SendWatched { io, activity }
+    }
+
+    /// The connection whose writes are reported.
+    pub(crate) fn activity(&self) -> &crate::conn::Activity {
+        &self.activity
+    }
+
+    /// The stream, unwrapped (a plaintext connection handed to the parking lot).
+    pub(crate) fn into_inner(self) -> IO {
+        self.io
     }
 }
 

@@ -4,6 +4,7 @@
 
 use crate::conn::Activity;
 use crate::error::BoxError;
+use crate::send::SendWatched;
 use crate::upstream::Body;
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
@@ -30,20 +31,35 @@ pub(super) fn join(first: Bytes, then: Bytes) -> Bytes {
 }
 
 /// The socket, with bytes already read from it served first, and its writes and flushes
-/// reported to the connection's [`IdleState`](super::IdleState).
+/// reported to the connection's [`IdleState`](super::IdleState) (and, through
+/// [`SendWatched`], to its send timeout: one place counts write progress for every listener).
 pub(super) struct Prefixed {
     pub(super) pre: Bytes,
-    pub(super) io: TcpStream,
-    activity: Arc<Activity>,
+    io: SendWatched<TcpStream>,
 }
 
 impl Prefixed {
     pub(super) fn new(pre: Bytes, io: TcpStream, activity: Arc<Activity>) -> Self {
-        Prefixed { pre, io, activity }
+        Prefixed {
+            pre,
+            io: SendWatched::new(io, activity),
+        }
+    }
+
+    /// The socket and the bytes read ahead but not yet served.
+    pub(super) fn into_parts(self) -> (TcpStream, Bytes) {
+        (self.io.into_inner(), self.pre)
+    }
+
+    fn activity(&self) -> &Activity {
+        self.io.activity()
     }
 
     fn wrote(&self) {
-        self.activity.idle.unflushed.store(true, Ordering::Relaxed);
+        self.activity()
+            .idle
+            .unflushed
+            .store(true, Ordering::Relaxed);
     }
 }
 
@@ -72,9 +88,7 @@ impl AsyncWrite for Prefixed {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.wrote();
-        let r = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.activity.sending.after(&r);
-        r
+        Pin::new(&mut this.io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -84,9 +98,7 @@ impl AsyncWrite for Prefixed {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.wrote();
-        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.activity.sending.after(&r);
-        r
+        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -96,16 +108,18 @@ impl AsyncWrite for Prefixed {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let flushed = Pin::new(&mut this.io).poll_flush(cx);
-        this.activity.sending.after(&flushed);
         if matches!(flushed, Poll::Ready(Ok(()))) {
-            this.activity.idle.unflushed.store(false, Ordering::Relaxed);
+            this.activity()
+                .idle
+                .unflushed
+                .store(false, Ordering::Relaxed);
         }
         flushed
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        this.activity.idle.keep.store(true, Ordering::Relaxed);
+        this.activity().idle.keep.store(true, Ordering::Relaxed);
         Pin::new(&mut this.io).poll_shutdown(cx)
     }
 }
