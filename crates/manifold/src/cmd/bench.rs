@@ -21,7 +21,8 @@ pub(crate) enum Scenario {
     /// Plain reverse proxying: direct (the limit) vs a Manifold `proxy` route (as a
     /// `manifold serve` child, CPU from /proc) vs nginx, HAProxy and Envoy with keep-alive on
     /// both sides and as many worker threads as Manifold, and a bare tokio + hyper proxy from this
-    /// binary (`hyper`: what Manifold's stack costs with nothing of Manifold's on it).
+    /// binary (`hyper`: what Manifold's stack costs with nothing of Manifold's on it;
+    /// `hyper-per-core`: the same with a single-threaded runtime and listener per thread).
     Proxy,
     /// Durable enqueue per backend (embedded, NATS, RabbitMQ): open-loop p50/p99 and sustained
     /// tasks/s beside the raw durable write measured in the same run (docs/offload.md).
