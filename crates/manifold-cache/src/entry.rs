@@ -9,12 +9,12 @@ use tokio::time::Instant;
 
 use crate::policy::CacheControl;
 
-/// Headers worth keeping by default: they describe the body (type, encoding, language), let
-/// clients revalidate (`etag`, `last-modified`), steer the policy (`cache-control`, `age`), or
-/// are the answer itself (`location`: a redirect kept by negative caching means nothing
-/// without it). Everything else (cookies, hop-by-hop, tracing headers) belongs to one
-/// exchange, not the entry.
-pub const KEPT_HEADERS: &[HeaderName] = &[
+/// The headers a call's answer keeps when its headers reach no client (a composed call's answer
+/// is read for its status and body): those that steer the policy (`cache-control`, `age`), let
+/// it be revalidated (`etag`, `last-modified`), describe the body (type, encoding, language),
+/// or are the answer itself (`location`: a redirect kept by negative caching means nothing
+/// without it). See [`CachedResponse::from_parts`].
+pub const POLICY_HEADERS: &[HeaderName] = &[
     header::CONTENT_TYPE,
     header::CONTENT_ENCODING,
     header::CONTENT_LANGUAGE,
@@ -25,14 +25,46 @@ pub const KEPT_HEADERS: &[HeaderName] = &[
     header::LOCATION,
 ];
 
+/// Whether a stored entry keeps header `name`. Not the headers of one exchange: hop-by-hop
+/// headers, the framing and date the server writes afresh, cookies (an answer that sets one is
+/// never stored at all), and the ids and timings of the request that happened to fill the
+/// entry. Everything else is stored and replayed — an entry served without the upstream's
+/// `access-control-*`, `content-security-policy`, `strict-transport-security`, `vary` or a
+/// route's own response headers would answer differently from the upstream, and a browser
+/// would block or trust it differently on a hit than on a miss.
+pub fn stored_header(name: &HeaderName) -> bool {
+    !matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "content-length"
+            | "date"
+            | "set-cookie"
+            | "set-cookie2"
+            | "x-request-id"
+            | "traceparent"
+            | "tracestate"
+            | "server-timing"
+            | "manifold-cache"
+            | "manifold-partial"
+    )
+}
+
 /// One upstream answer as the cache keeps it. Cheap to clone (the body is reference counted).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CachedResponse {
     /// The upstream's status.
     pub status: StatusCode,
-    /// The headers, in upstream order: only [`KEPT_HEADERS`] in a stored entry; an answer a
-    /// fetcher hands over may carry more, which the cache drops when it stores the answer
-    /// and keeps when it does not (the answer then goes out as the upstream sent it).
+    /// The headers, in upstream order: those [`stored_header`] keeps in a stored entry; an
+    /// answer a fetcher hands over may carry more, which the cache drops when it stores the
+    /// answer and keeps when it does not (the answer then goes out as the upstream sent it).
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The body.
     pub body: Bytes,
@@ -57,11 +89,14 @@ impl CachedResponse {
         }
     }
 
-    /// Builds an answer from an upstream response's parts, keeping only [`KEPT_HEADERS`].
+    /// Builds an answer whose headers reach no client from an upstream response's parts,
+    /// keeping only [`POLICY_HEADERS`] (a composed call's answer: the gateway reads its status
+    /// and body, so copying its other headers would only cost memory). A fetcher whose answer
+    /// goes out as it is (a cached route) hands over every header instead.
     pub fn from_parts(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Self {
         let kept = headers
             .iter()
-            .filter(|(name, _)| KEPT_HEADERS.contains(name))
+            .filter(|(name, _)| POLICY_HEADERS.contains(name))
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
         Self {
@@ -117,7 +152,7 @@ impl CachedResponse {
 
     /// [`Self::weight`] of [`Self::into_kept`], without making it.
     pub(crate) fn kept_weight(&self) -> usize {
-        self.weight_of(|name| KEPT_HEADERS.contains(name))
+        self.weight_of(stored_header)
     }
 
     fn weight_of(&self, counted: impl Fn(&HeaderName) -> bool) -> usize {
@@ -131,9 +166,9 @@ impl CachedResponse {
         OVERHEAD + headers + self.body.len()
     }
 
-    /// The answer as an entry holds it: only its [`KEPT_HEADERS`].
+    /// The answer as an entry holds it: without the headers [`stored_header`] refuses.
     pub(crate) fn into_kept(mut self) -> Self {
-        self.headers.retain(|(n, _)| KEPT_HEADERS.contains(n));
+        self.headers.retain(|(n, _)| stored_header(n));
         self
     }
 }

@@ -18,7 +18,7 @@ pub use cache::{
     Cache, CacheSettings, Outcome, RedisSettings, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRY_BYTES,
     DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_RETRY_AFTER, DEFAULT_REDIS_TIMEOUT, REFRESH_RETRY_AFTER,
 };
-pub use entry::{CachedResponse, KEPT_HEADERS};
+pub use entry::{stored_header, CachedResponse, POLICY_HEADERS};
 pub use error::CacheError;
 pub use key::{append_hash, default_key, KeyPart, MAX_READABLE_PATH};
 pub use l2::{

@@ -3,6 +3,7 @@
 mod admin;
 mod cache;
 mod cache_coalesced;
+mod cache_headers;
 mod cache_keys;
 mod cache_memcached;
 mod compose;

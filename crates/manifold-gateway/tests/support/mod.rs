@@ -24,6 +24,8 @@ pub struct Reply {
     pub delay: Duration,
     pub status: u16,
     pub body: String,
+    /// Sent after `content-type: application/json`.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Reply {
@@ -32,6 +34,7 @@ impl Reply {
             delay: Duration::from_millis(delay_ms),
             status: 200,
             body: body.to_string(),
+            headers: Vec::new(),
         }
     }
     pub fn raw(delay_ms: u64, status: u16, body: &str) -> Self {
@@ -39,7 +42,13 @@ impl Reply {
             delay: Duration::from_millis(delay_ms),
             status,
             body: body.to_owned(),
+            headers: Vec::new(),
         }
+    }
+    /// The same reply with one more response header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
     }
 }
 
@@ -190,6 +199,12 @@ impl Upstream {
         *resp.status_mut() = StatusCode::from_u16(reply.status).unwrap();
         resp.headers_mut()
             .insert("content-type", "application/json".parse().unwrap());
+        for (name, value) in &reply.headers {
+            resp.headers_mut().append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
         Ok(resp)
     }
 
