@@ -486,15 +486,20 @@ impl tower::Service<Attempt<FetchReq>> for Attempts {
                     Read::All { max } => core.read_all(body, max).await?,
                     Read::Keep { max } => {
                         parts.headers.remove(super::RESULT_OMITTED_HEADER);
-                        match Limited::new(body, max).collect().await {
-                            Ok(c) => c.to_bytes(),
-                            Err(_) => {
+                        let limit = u64::try_from(max).unwrap_or(u64::MAX);
+                        match core.read_all(body, limit).await {
+                            Ok(b) => b,
+                            // Over the limit: the answer is whole, only too long to keep.
+                            Err(e) if e.kind == CallErrorKind::TooLarge => {
                                 parts.headers.insert(
                                     super::RESULT_OMITTED_HEADER,
                                     http::HeaderValue::from_static("1"),
                                 );
                                 Bytes::new()
                             }
+                            // Cut off: a head sent before the work was done proves nothing,
+                            // so the exchange failed and the delivery is tried again.
+                            Err(e) => return Err(e),
                         }
                     }
                 };

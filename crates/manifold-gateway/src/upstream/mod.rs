@@ -108,7 +108,8 @@ pub(crate) enum Read {
     /// All of it, failing `too_large` past `max` bytes.
     All { max: u64 },
     /// Up to `max` bytes kept (a delivery's answer, the task's result); past it the body is
-    /// dropped and the answer carries [`RESULT_OMITTED_HEADER`] instead of failing.
+    /// dropped and the answer carries [`RESULT_OMITTED_HEADER`] instead of failing. A body cut
+    /// off before its end is an `io` error, as with [`Read::All`].
     Keep { max: usize },
 }
 

@@ -287,6 +287,32 @@ async fn an_answer_over_the_limit_is_too_large_and_a_kept_one_is_omitted() {
     assert!(!answer.headers.contains_key(super::RESULT_OMITTED_HEADER));
 }
 
+/// A delivery's answer whose body is cut off after a 2xx head failed (`io`, so the queue
+/// delivers it again): a head can be sent before the work is done, so it proves nothing. Only
+/// an answer over the limit is kept as omitted.
+#[tokio::test(start_paused = true)]
+async fn a_kept_answer_cut_off_after_its_head_is_an_io_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut chunk = [0u8; 4096];
+            let _ = conn.read(&mut chunk).await;
+            let cut = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n0123";
+            let _ = conn.write_all(cut.as_bytes()).await;
+            // Dropped: the connection closes six bytes short.
+        }
+    });
+    let up = stack(&[url], "1s");
+    for max in [4, 64] {
+        let e = up
+            .fetch(get("/"), budget(None), Read::Keep { max })
+            .await
+            .expect_err("a cut-off answer is not a delivery");
+        assert_eq!(e.kind, CallErrorKind::Io, "max {max}: {e}");
+    }
+}
+
 /// An upstream cannot make the gateway believe its answer was omitted (or hide that it was).
 #[tokio::test(start_paused = true)]
 async fn an_upstream_cannot_forge_the_omitted_marker() {
