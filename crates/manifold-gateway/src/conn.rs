@@ -12,7 +12,8 @@
 //!   `header_read_timeout`, which runs while a keep-alive connection waits for its next head;
 //!   HTTP/2 PINGs that go unanswered close a dead peer's connection sooner too;
 //! * a connection whose writes to the client have waited `send_timeout` with no byte going out
-//!   is dropped, its answer cut ([`crate::send`]);
+//!   is dropped, its answer cut ([`crate::send`]); on HTTP/2 one proxied stream its client
+//!   stops reading is cut on its own after the same time ([`crate::stream_send`]);
 //! * on shutdown it is asked to finish (`drain`), and dropped when the drain timeout passes
 //!   (`kill`), with the HTTP/2 stream tasks it spawned ([`Exec`]).
 

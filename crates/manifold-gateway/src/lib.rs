@@ -45,6 +45,7 @@ mod router;
 mod send;
 mod server;
 mod status;
+mod stream_send;
 mod telemetry;
 mod tls;
 mod upstream;

@@ -202,7 +202,8 @@ pub(crate) async fn forward_traced(
         parts.extensions.get::<crate::tls::OverTls>().is_some(),
     );
     parts.uri = uri;
-    if parts.version == http::Version::HTTP_2 {
+    let h2 = parts.version == http::Version::HTTP_2;
+    if h2 {
         fold_cookies(&mut parts.headers);
     }
     parts.version = http::Version::HTTP_11;
@@ -235,6 +236,13 @@ pub(crate) async fn forward_traced(
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let body = Watched::new(body, client, deadline);
+    if h2 {
+        // One stream its client stops reading must not hold the upstream connection while the
+        // HTTP/2 connection goes on: see `stream_send`.
+        let from: Arc<dyn std::fmt::Display + Send + Sync> = Arc::clone(client) as _;
+        let body = crate::stream_send::StreamWatched::new(body, server.send_timeout, from);
+        return Response::from_parts(parts, BodyExt::boxed(body));
+    }
     Response::from_parts(parts, BodyExt::boxed(body))
 }
 

@@ -21,6 +21,7 @@ mod publish;
 mod reload;
 mod shed;
 mod status;
+mod stream_send;
 mod support;
 mod telemetry;
 mod telemetry_calls;

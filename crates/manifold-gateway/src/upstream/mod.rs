@@ -144,6 +144,13 @@ pub(crate) struct Upstream {
     send: Retry<Attempts>,
 }
 
+/// Names it in log lines: "upstream `NAME`".
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "upstream `{}`", self.name)
+    }
+}
+
 impl Upstream {
     /// The stack of `up`; fails when its TLS files cannot be used.
     pub(crate) fn new(up: &manifold_config::Upstream) -> Result<Self, crate::tls::TlsError> {

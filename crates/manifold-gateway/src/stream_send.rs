@@ -1,0 +1,308 @@
+//! The send timeout for one HTTP/2 stream: a streamed answer its client has taken nothing of
+//! for `send_timeout` gives its upstream back.
+//!
+//! Why: on HTTP/2 one client stream can stop while the connection goes on. HTTP/2's flow
+//! control then holds the stream's answer back, hyper stops polling its body, and the socket
+//! keeps taking the other streams' bytes, so neither the connection's send timeout
+//! ([`crate::send`]) nor its idle timeout ever rings. Each such stream would keep its upstream
+//! connection (and the upstream's work) for as long as the client likes: with 200 streams per
+//! connection, a few clients that open their streams and never read them would hold every
+//! upstream connection the gateway can make. nginx bounds a flow-controlled stream with the
+//! same `send_timeout`.
+//!
+//! How: the answer's body ([`StreamWatched`]) notes when it handed hyper a frame that was not
+//! its last. The first time that happens a watchdog task starts; when the body has not been
+//! polled again `send_timeout` after such a frame, the watchdog drops the inner body, which
+//! closes the upstream connection. If the client ever reads again, the body's next poll ends the
+//! stream with an error (hyper resets it). Small answers, which come whole with their head, never
+//! start a watchdog; it ends with the body.
+
+use crate::error::BoxError;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// `handed` while hyper polls the body (the wait is then the upstream's, which the body's own
+/// idle bound covers).
+const POLLED: u64 = u64::MAX;
+
+/// What the body and its watchdog share.
+struct Shared<B> {
+    /// The answer's body; `None` once the watchdog cut it.
+    body: Mutex<Option<B>>,
+    /// When the body last handed hyper a frame that was not its last, in ms since `base`;
+    /// [`POLLED`] while hyper polls it.
+    handed: AtomicU64,
+    base: Instant,
+    /// The body ended (its last frame, an error, or hyper dropped it).
+    ended: AtomicBool,
+    /// Rung when `ended` goes up: the watchdog stops at once instead of at its next look.
+    end: Notify,
+}
+
+impl<B> Shared<B> {
+    fn body(&self) -> MutexGuard<'_, Option<B>> {
+        // The slot holds a plain value: a panic elsewhere cannot leave it half-written.
+        self.body.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn end(&self) {
+        if !self.ended.swap(true, Ordering::Relaxed) {
+            self.end.notify_one();
+        }
+    }
+}
+
+/// A streamed HTTP/2 answer bounded by `send_timeout` (see the module docs).
+pub(crate) struct StreamWatched<B> {
+    shared: Arc<Shared<B>>,
+    timeout: Duration,
+    /// Whose answer it is, for the log line of a cut (shared, not formatted per answer).
+    what: Arc<dyn std::fmt::Display + Send + Sync>,
+    watching: bool,
+}
+
+impl<B> StreamWatched<B>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static,
+{
+    /// `body` bounded by `timeout`; `what` names the answer's sender in the log line of a cut.
+    pub(crate) fn new(
+        body: B,
+        timeout: Duration,
+        what: Arc<dyn std::fmt::Display + Send + Sync>,
+    ) -> Self {
+        StreamWatched {
+            shared: Arc::new(Shared {
+                body: Mutex::new(Some(body)),
+                handed: AtomicU64::new(POLLED),
+                base: Instant::now(),
+                ended: AtomicBool::new(false),
+                end: Notify::new(),
+            }),
+            timeout,
+            what,
+            watching: false,
+        }
+    }
+}
+
+impl<B> Body for StreamWatched<B>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let shared = &this.shared;
+        if shared.ended.load(Ordering::Relaxed) {
+            return Poll::Ready(None);
+        }
+        shared.handed.store(POLLED, Ordering::Relaxed);
+        let mut slot = shared.body();
+        let Some(body) = slot.as_mut() else {
+            drop(slot);
+            shared.end();
+            return Poll::Ready(Some(Err(format!(
+                "the client took none of the answer for {}",
+                humantime::format_duration(this.timeout)
+            )
+            .into())));
+        };
+        let polled = Pin::new(&mut *body).poll_frame(cx);
+        let last = body.is_end_stream();
+        drop(slot);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) if !last => {
+                let ms = u64::try_from(shared.base.elapsed().as_millis()).unwrap_or(POLLED - 1);
+                shared.handed.store(ms, Ordering::Relaxed);
+                if !this.watching {
+                    this.watching = true;
+                    tokio::spawn(watch(
+                        Arc::clone(shared),
+                        this.timeout,
+                        Arc::clone(&this.what),
+                    ));
+                }
+            }
+            Poll::Pending => {}
+            _ => shared.end(),
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.shared.ended.load(Ordering::Relaxed)
+            || self.shared.body().as_ref().is_none_or(B::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.shared
+            .body()
+            .as_ref()
+            .map_or_else(SizeHint::default, B::size_hint)
+    }
+}
+
+impl<B> Drop for StreamWatched<B> {
+    fn drop(&mut self) {
+        self.shared.end();
+    }
+}
+
+/// Cut the body once it has waited on hyper for `timeout` after handing it a frame.
+async fn watch<B>(
+    shared: Arc<Shared<B>>,
+    timeout: Duration,
+    what: Arc<dyn std::fmt::Display + Send + Sync>,
+) {
+    loop {
+        if shared.ended.load(Ordering::Relaxed) {
+            return;
+        }
+        let handed = shared.handed.load(Ordering::Relaxed);
+        let due = if handed == POLLED {
+            Instant::now() + timeout
+        } else {
+            shared.base + Duration::from_millis(handed) + timeout
+        };
+        tokio::select! {
+            () = shared.end.notified() => return,
+            () = tokio::time::sleep_until(due) => {}
+        }
+        if handed != POLLED && shared.handed.load(Ordering::Relaxed) == handed {
+            let cut = shared.body().take();
+            if cut.is_some() {
+                tracing::debug!(
+                    from = %what,
+                    timeout = ?timeout,
+                    "an HTTP/2 stream's client took none of its answer within send_timeout; \
+                     the answer was cut and its upstream connection closed"
+                );
+            }
+            // Dropped outside the lock: closing the upstream connection is the body's drop.
+            drop(cut);
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// A body of `frames` non-empty chunks that notes its drop.
+    struct Chunks {
+        frames: VecDeque<Bytes>,
+        dropped: Arc<AtomicBool>,
+    }
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.frames.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+        fn is_end_stream(&self) -> bool {
+            self.frames.is_empty()
+        }
+    }
+
+    impl Drop for Chunks {
+        fn drop(&mut self) {
+            self.dropped.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn chunks(n: usize) -> (StreamWatched<Chunks>, Arc<AtomicBool>) {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let body = Chunks {
+            frames: (0..n).map(|_| Bytes::from_static(b"xy")).collect(),
+            dropped: Arc::clone(&dropped),
+        };
+        let what = Arc::new(String::from("upstream `u`"));
+        (
+            StreamWatched::new(body, Duration::from_secs(60), what),
+            dropped,
+        )
+    }
+
+    async fn frame(b: &mut StreamWatched<Chunks>) -> Option<Result<Frame<Bytes>, BoxError>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *b).poll_frame(cx)).await
+    }
+
+    /// Let the watchdog run up to `now + d`.
+    async fn pass(d: Duration) {
+        tokio::time::sleep(d).await;
+        tokio::task::yield_now().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_not_polled_for_the_timeout_gives_its_upstream_back() {
+        let (mut b, dropped) = chunks(3);
+        assert!(frame(&mut b).await.is_some_and(|f| f.is_ok()));
+        pass(Duration::from_secs(59)).await;
+        assert!(!dropped.load(Ordering::Relaxed), "cut before the timeout");
+        pass(Duration::from_secs(2)).await;
+        assert!(dropped.load(Ordering::Relaxed), "the stalled body was kept");
+        // The client reads again: the stream ends in an error (hyper resets it), then nothing.
+        assert!(frame(&mut b).await.is_some_and(|f| f.is_err()));
+        assert!(frame(&mut b).await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_read_now_and_then_is_never_cut() {
+        let (mut b, dropped) = chunks(5);
+        for _ in 0..4 {
+            assert!(frame(&mut b).await.is_some_and(|f| f.is_ok()));
+            pass(Duration::from_secs(50)).await;
+        }
+        assert!(!dropped.load(Ordering::Relaxed));
+        assert!(
+            frame(&mut b).await.is_some_and(|f| f.is_ok()),
+            "the last frame"
+        );
+        assert!(frame(&mut b).await.is_none());
+        // Its watchdog ended with the body: only this handle holds the shared state.
+        tokio::task::yield_now().await;
+        assert_eq!(Arc::strong_count(&b.shared), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_that_comes_whole_starts_no_watchdog() {
+        let (mut b, dropped) = chunks(1);
+        assert!(frame(&mut b).await.is_some_and(|f| f.is_ok()));
+        assert!(!b.watching);
+        assert!(b.is_end_stream());
+        pass(Duration::from_secs(120)).await;
+        assert!(!dropped.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_stream_ends_its_watchdog_at_once() {
+        let (mut b, dropped) = chunks(3);
+        assert!(frame(&mut b).await.is_some_and(|f| f.is_ok()));
+        let shared = Arc::clone(&b.shared);
+        drop(b);
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+        assert_eq!(Arc::strong_count(&shared), 1, "the watchdog still runs");
+        drop(shared);
+        assert!(dropped.load(Ordering::Relaxed));
+    }
+}
