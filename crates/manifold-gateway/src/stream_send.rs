@@ -61,11 +61,18 @@ impl<B> Shared<B> {
 
 /// A streamed HTTP/2 answer bounded by `send_timeout` (see the module docs).
 pub(crate) struct StreamWatched<B> {
-    shared: Arc<Shared<B>>,
+    state: State<B>,
     timeout: Duration,
     /// Whose answer it is, for the log line of a cut (shared, not formatted per answer).
     what: Arc<dyn std::fmt::Display + Send + Sync>,
-    watching: bool,
+}
+
+/// Where the body is: held here until it hands out a frame that is not its last (a small
+/// answer never does: no allocation, lock or task for it), then shared with its watchdog.
+enum State<B> {
+    Inline(B),
+    Watched(Arc<Shared<B>>),
+    Done,
 }
 
 impl<B> StreamWatched<B>
@@ -79,16 +86,35 @@ where
         what: Arc<dyn std::fmt::Display + Send + Sync>,
     ) -> Self {
         StreamWatched {
-            shared: Arc::new(Shared {
-                body: Mutex::new(Some(body)),
-                handed: AtomicU64::new(POLLED),
-                base: Instant::now(),
-                ended: AtomicBool::new(false),
-                end: Notify::new(),
-            }),
+            state: State::Inline(body),
             timeout,
             what,
-            watching: false,
+        }
+    }
+
+    /// The body handed out a frame that is not its last: note when, and from now on a
+    /// watchdog looks.
+    fn handed(&mut self) {
+        if let State::Inline(_) = self.state {
+            if let State::Inline(body) = std::mem::replace(&mut self.state, State::Done) {
+                let shared = Arc::new(Shared {
+                    body: Mutex::new(Some(body)),
+                    handed: AtomicU64::new(POLLED),
+                    base: Instant::now(),
+                    ended: AtomicBool::new(false),
+                    end: Notify::new(),
+                });
+                tokio::spawn(watch(
+                    Arc::clone(&shared),
+                    self.timeout,
+                    Arc::clone(&self.what),
+                ));
+                self.state = State::Watched(shared);
+            }
+        }
+        if let State::Watched(shared) = &self.state {
+            let ms = u64::try_from(shared.base.elapsed().as_millis()).unwrap_or(POLLED - 1);
+            shared.handed.store(ms, Ordering::Relaxed);
         }
     }
 }
@@ -105,59 +131,75 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let shared = &this.shared;
-        if shared.ended.load(Ordering::Relaxed) {
-            return Poll::Ready(None);
-        }
-        shared.handed.store(POLLED, Ordering::Relaxed);
-        let mut slot = shared.body();
-        let Some(body) = slot.as_mut() else {
-            drop(slot);
-            shared.end();
-            return Poll::Ready(Some(Err(format!(
-                "the client took none of the answer for {}",
-                humantime::format_duration(this.timeout)
-            )
-            .into())));
-        };
-        let polled = Pin::new(&mut *body).poll_frame(cx);
-        let last = body.is_end_stream();
-        drop(slot);
-        match &polled {
-            Poll::Ready(Some(Ok(_))) if !last => {
-                let ms = u64::try_from(shared.base.elapsed().as_millis()).unwrap_or(POLLED - 1);
-                shared.handed.store(ms, Ordering::Relaxed);
-                if !this.watching {
-                    this.watching = true;
-                    tokio::spawn(watch(
-                        Arc::clone(shared),
-                        this.timeout,
-                        Arc::clone(&this.what),
-                    ));
-                }
+        let (polled, last) = match &mut this.state {
+            State::Done => return Poll::Ready(None),
+            State::Inline(body) => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                (polled, body.is_end_stream())
             }
+            State::Watched(shared) => {
+                if shared.ended.load(Ordering::Relaxed) {
+                    return Poll::Ready(None);
+                }
+                shared.handed.store(POLLED, Ordering::Relaxed);
+                let mut slot = shared.body();
+                let Some(body) = slot.as_mut() else {
+                    drop(slot);
+                    shared.end();
+                    return Poll::Ready(Some(Err(format!(
+                        "the client took none of the answer for {}",
+                        humantime::format_duration(this.timeout)
+                    )
+                    .into())));
+                };
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                let last = body.is_end_stream();
+                (polled, last)
+            }
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(_))) if !last => this.handed(),
             Poll::Pending => {}
-            _ => shared.end(),
+            _ => this.finish(),
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.shared.ended.load(Ordering::Relaxed)
-            || self.shared.body().as_ref().is_none_or(B::is_end_stream)
+        match &self.state {
+            State::Inline(body) => body.is_end_stream(),
+            State::Watched(shared) => {
+                shared.ended.load(Ordering::Relaxed)
+                    || shared.body().as_ref().is_none_or(B::is_end_stream)
+            }
+            State::Done => true,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.shared
-            .body()
-            .as_ref()
-            .map_or_else(SizeHint::default, B::size_hint)
+        match &self.state {
+            State::Inline(body) => body.size_hint(),
+            State::Watched(shared) => shared
+                .body()
+                .as_ref()
+                .map_or_else(SizeHint::default, B::size_hint),
+            State::Done => SizeHint::with_exact(0),
+        }
+    }
+}
+
+impl<B> StreamWatched<B> {
+    /// The body ended (its last frame or an error): its watchdog stops.
+    fn finish(&mut self) {
+        if let State::Watched(shared) = &self.state {
+            shared.end();
+        }
     }
 }
 
 impl<B> Drop for StreamWatched<B> {
     fn drop(&mut self) {
-        self.shared.end();
+        self.finish();
     }
 }
 
@@ -280,14 +322,17 @@ mod tests {
         assert!(frame(&mut b).await.is_none());
         // Its watchdog ended with the body: only this handle holds the shared state.
         tokio::task::yield_now().await;
-        assert_eq!(Arc::strong_count(&b.shared), 1);
+        let State::Watched(shared) = &b.state else {
+            panic!("no watchdog for a streamed answer")
+        };
+        assert_eq!(Arc::strong_count(shared), 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_answer_that_comes_whole_starts_no_watchdog() {
         let (mut b, dropped) = chunks(1);
         assert!(frame(&mut b).await.is_some_and(|f| f.is_ok()));
-        assert!(!b.watching);
+        assert!(matches!(b.state, State::Inline(_)));
         assert!(b.is_end_stream());
         pass(Duration::from_secs(120)).await;
         assert!(!dropped.load(Ordering::Relaxed));
@@ -297,7 +342,10 @@ mod tests {
     async fn a_dropped_stream_ends_its_watchdog_at_once() {
         let (mut b, dropped) = chunks(3);
         assert!(frame(&mut b).await.is_some_and(|f| f.is_ok()));
-        let shared = Arc::clone(&b.shared);
+        let State::Watched(shared) = &b.state else {
+            panic!("no watchdog for a streamed answer")
+        };
+        let shared = Arc::clone(shared);
         drop(b);
         tokio::task::yield_now().await;
         tokio::task::yield_now().await;
