@@ -233,20 +233,27 @@ impl Telemetry {
         *last = now;
     }
 
-    /// Bring each endpoint's breaker state and balancer cost up to date before a scrape. An
-    /// address that re-resolution removed keeps its last values (series are never removed;
-    /// their number is bounded by the addresses a name ever resolved to).
+    /// Bring each endpoint's breaker state and balancer cost up to date before a scrape, and
+    /// end the series of endpoints that are gone (an address re-resolution removed, an
+    /// upstream a reload removed).
     pub(crate) fn refresh_endpoints(&self, clients: &[Arc<crate::upstream::Upstream>]) {
         let Some(m) = &self.metrics else {
             return;
         };
-        for up in clients {
-            for (endpoint, state, cost) in up.endpoint_gauges() {
-                let e = m.endpoint(&up.name, &endpoint);
-                e.set_breaker(state);
-                e.set_cost(cost);
+        let gauges: Vec<_> = clients
+            .iter()
+            .map(|up| (up.name.as_str(), up.endpoint_gauges()))
+            .collect();
+        let mut current = std::collections::HashSet::new();
+        for (upstream, endpoints) in &gauges {
+            for (endpoint, state, cost) in endpoints {
+                let e = m.endpoint(upstream, endpoint);
+                e.set_breaker(*state);
+                e.set_cost(*cost);
+                current.insert((*upstream, endpoint.as_str()));
             }
         }
+        m.retain_endpoints(&current);
     }
 
     /// Flush what the exporter holds and stop it (bounded by [`EXPORT_GRACE`]).

@@ -399,3 +399,49 @@ path = "/t"
     gw.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An upstream a reload removed ends its breaker and balancer series: its last breaker state
+/// does not show on every scrape from then on.
+#[tokio::test]
+async fn a_removed_upstreams_endpoint_series_end_at_the_reload() {
+    let (a_url, _) = counting_upstream().await;
+    let (b_url, _) = counting_upstream().await;
+    let both = format!(
+        "[upstreams.a]\nendpoints = [\"{a_url}\"]\n[upstreams.b]\nendpoints = [\"{b_url}\"]\n{}{}",
+        one_call_route("ra", "/a", "a", "one"),
+        one_call_route("rb", "/b", "b", "one")
+    );
+    let gw = FileGateway::start("series", &both).await;
+    let scrape = || async {
+        let (status, body) = admin(gw.admin, "GET", "/metrics", None).await;
+        assert_eq!(status, 200);
+        String::from_utf8(body.to_vec()).unwrap()
+    };
+    let series = |text: &str, upstream: &str| {
+        text.lines()
+            .filter(|l| {
+                l.starts_with(&format!(
+                    "manifold_upstream_breaker_state{{upstream=\"{upstream}\""
+                )) || l.starts_with(&format!(
+                    "manifold_upstream_balancer_cost{{upstream=\"{upstream}\""
+                ))
+            })
+            .count()
+    };
+    let before = scrape().await;
+    assert!(
+        series(&before, "a") > 0 && series(&before, "b") > 0,
+        "{before}"
+    );
+
+    gw.write(&format!(
+        "[upstreams.a]\nendpoints = [\"{a_url}\"]\n{}",
+        one_call_route("ra", "/a", "a", "two")
+    ));
+    let (status, report) = gw.reload(None).await;
+    assert_eq!(status, 200, "{report}");
+    let after = scrape().await;
+    assert_eq!(series(&after, "b"), 0, "{after}");
+    assert_eq!(series(&after, "a"), series(&before, "a"), "{after}");
+    gw.stop().await;
+}

@@ -262,6 +262,15 @@ impl<M: Default, const N: usize> Family<M, N> {
         Arc::clone(w.entry(key).or_default())
     }
 
+    /// Keep only the children whose label values pass `keep` (the series of things that are
+    /// gone end, instead of showing their last value forever).
+    pub fn retain(&self, mut keep: impl FnMut(&[Arc<str>; N]) -> bool) {
+        self.children
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|k, _| keep(k));
+    }
+
     /// Every child, sorted by label values (for rendering).
     pub fn children(&self) -> Vec<([Arc<str>; N], Arc<M>)> {
         self.children

@@ -220,6 +220,16 @@ impl Metrics {
         }
     }
 
+    /// Drop the breaker and balancer series of every endpoint but `current` (upstream,
+    /// endpoint): an address re-resolution removed, or an upstream a reload removed, is gone,
+    /// and its last breaker state must not show forever (nor its series pile up as a name's
+    /// addresses change over weeks).
+    pub fn retain_endpoints(&self, current: &std::collections::HashSet<(&str, &str)>) {
+        let keep = |k: &[Arc<str>; 2]| current.contains(&(&*k[0], &*k[1]));
+        self.inner.breaker_state.retain(keep);
+        self.inner.balancer_cost.retain(keep);
+    }
+
     /// The exposition, in the format asked for.
     pub fn render(&self, format: Format) -> String {
         let r = &self.inner;

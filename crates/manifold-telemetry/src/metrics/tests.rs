@@ -148,3 +148,21 @@ fn under_concurrent_load_counters_grow_and_buckets_are_cumulative() {
         w.join().expect("worker");
     }
 }
+
+#[test]
+fn endpoints_that_are_gone_end_their_series() {
+    let m = Metrics::new();
+    for ep in ["10.0.0.1:80", "10.0.0.2:80"] {
+        let e = m.endpoint("svc", ep);
+        e.set_breaker(BreakerState::Open);
+        e.set_cost(0.01);
+    }
+    m.endpoint("gone", "10.0.0.9:80").set_cost(0.02);
+    let current: std::collections::HashSet<(&str, &str)> =
+        [("svc", "10.0.0.2:80")].into_iter().collect();
+    m.retain_endpoints(&current);
+    let text = m.render(Format::Prometheus);
+    assert!(text.contains("endpoint=\"10.0.0.2:80\""), "{text}");
+    assert!(!text.contains("10.0.0.1:80"), "{text}");
+    assert!(!text.contains("upstream=\"gone\""), "{text}");
+}
