@@ -40,8 +40,10 @@ use tracking_allocator::{AllocationGroupId, AllocationRegistry, AllocationTracke
 /// 172 (a composed call's `CallTrace` handed to the upstream beside its request, not through
 /// its extensions: no extension map to allocate, fill and drop per call); then 163 (an
 /// attempt's copy of a call's request made with room for the headers the attempt adds: its
-/// header map's entries no longer reallocated twice an attempt, `exec::copy_for_attempt`).
-const MANIFOLD_PER_REQUEST: f64 = 163.0;
+/// header map's entries no longer reallocated twice an attempt, `exec::copy_for_attempt`); then
+/// 152 (a call that only a failed connect can follow, a POST, takes its request instead of a
+/// copy, and gets it back if it comes back unsent: `retry::replay::FetchHead`).
+const MANIFOLD_PER_REQUEST: f64 = 152.0;
 /// How far the count may drift from the pinned figure, allocations per request, before the
 /// test fails. The count is exact run to run (sequential requests, pools and timer wheels
 /// settled in the warm-up), so one allocation more per call (five per checkout) fails.

@@ -10,7 +10,7 @@
 
 use super::endpoints::{EndpointId, Endpoints, Outcome};
 use super::error::{self, AttemptRecord, Ended};
-use super::retry::replay::{ReplayBody, ReplayHead, Undo};
+use super::retry::replay::{FetchHead, ReplayBody, ReplayHead, Undo};
 use super::{client, Answer, Body, Bound, Budget, Read, DEADLINE_HEADER};
 use crate::error::{CallError, CallErrorKind};
 use crate::telemetry::{AttemptSpan, CallTrace};
@@ -184,7 +184,7 @@ pub(crate) fn is_idempotent(method: &http::Method, headers: &HeaderMap, budget: 
 /// A composed, offloaded or cache-filling call: a `Bytes` body, replayable at will.
 #[derive(Debug, Clone)]
 pub(crate) struct FetchReq {
-    pub(crate) req: Arc<Request<Bytes>>,
+    pub(crate) req: FetchHead,
     /// The call's trace context, beside the request rather than in its extensions: an attempt
     /// that copies the request (each one the retry policy might follow with another) then
     /// copies no extension map (a box, its table and a box for the context: three allocations).
@@ -200,6 +200,9 @@ impl Replay for FetchReq {
     }
     fn idempotent(&self) -> bool {
         self.idempotent
+    }
+    fn can_resend(&self) -> bool {
+        self.req.can_resend()
     }
 }
 
@@ -258,6 +261,11 @@ impl Attempts {
     /// breakers and costs).
     pub(super) fn endpoints(&self) -> &Endpoints {
         &self.core.endpoints
+    }
+
+    /// Whether its clients hand back a request that failed before any of it was sent.
+    pub(super) fn gives_back(&self) -> bool {
+        self.core.gives_back
     }
 
     pub(crate) fn new(up: &manifold_config::Upstream) -> Result<Self, crate::tls::TlsError> {
@@ -459,11 +467,11 @@ impl tower::Service<Attempt<FetchReq>> for Attempts {
             read,
             ..
         } = req;
-        // The last holder sends the original; otherwise a copy (the head is cloned, the body
-        // is shared).
-        let req =
-            Arc::try_unwrap(req).unwrap_or_else(|shared| crate::exec::copy_for_attempt(&shared));
-        let req = req.map(|b| Full::new(b).map_err(|never| match never {}).boxed());
+        // A shared request: the last holder sends the original, others a copy (the head is
+        // cloned, the body shared). A slot's: taken, and put back if it comes back unsent,
+        // with what this attempt changed in it undone.
+        let (req, back) = req.for_attempt(&self.core.name);
+        let req = req.map(|r| r.map(|b| Full::new(b).map_err(|never| match never {}).boxed()));
         let header = Attempt {
             req: trace,
             avoid,
@@ -473,13 +481,18 @@ impl tower::Service<Attempt<FetchReq>> for Attempts {
         Arc::clone(&self.core).run(
             header,
             budget,
-            Ok(req),
+            req,
             true,
             move |core, req, mark, sender| async move {
-                let response = sender
-                    .request(req)
-                    .await
-                    .map_err(|e| error::transport(&core.name, &e.error))?;
+                let response = match sender.request(req).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        if let (Some(unsent), Some(back)) = (e.unsent, back) {
+                            back.give_back(*unsent);
+                        }
+                        return Err(error::transport(&core.name, &e.error));
+                    }
+                };
                 mark_first_byte(mark.as_ref());
                 let (mut parts, body) = response.into_parts();
                 let body = match read {

@@ -46,6 +46,7 @@ use hedge::{Hedge, HedgeLayer};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
+use retry::replay::FetchHead;
 use retry::replay::{ReplayBody, ReplayHead};
 use retry::{Retry, RetryLayer, Retrying};
 use std::sync::Arc;
@@ -181,6 +182,12 @@ impl Upstream {
     }
 
     /// Each current endpoint's name, breaker state and balancer cost (seconds), for `/metrics`.
+    /// Whether its clients hand back a request that failed before any of it was sent (see
+    /// [`FetchHead`]).
+    fn gives_back(&self) -> bool {
+        self.send.inner().gives_back()
+    }
+
     pub(crate) fn endpoint_gauges(
         &self,
     ) -> Vec<(String, manifold_telemetry::metrics::BreakerState, f64)> {
@@ -240,7 +247,7 @@ impl Upstream {
     ) -> Result<Answer, CallError> {
         let idempotent = is_idempotent(req.method(), req.headers(), &budget);
         let req = FetchReq {
-            req: Arc::new(req),
+            req: FetchHead::new(req, idempotent, self.gives_back()),
             trace,
             budget,
             read,

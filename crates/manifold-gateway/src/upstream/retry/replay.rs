@@ -7,12 +7,12 @@
 //! retried on another endpoint, and anything else cannot (the upstream saw it once).
 
 use super::super::Body;
-use crate::error::BoxError;
+use crate::error::{BoxError, CallError, CallErrorKind};
 use bytes::Bytes;
 use http::request::Parts;
 use http_body::{Frame, SizeHint};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 /// The body of one proxied request, shared by its attempts (cloning shares the slot).
@@ -104,6 +104,99 @@ impl ReplayHead {
     pub(crate) fn give_back(&self, head: Parts) {
         *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(head);
     }
+}
+
+/// How a fetched request's attempts get it.
+///
+/// Why two forms: a request a later attempt may follow after it was sent (an idempotent one:
+/// retried on a status or a timeout, or hedged) is shared, and each attempt but the last sends
+/// a copy (its head cloned: ~700 instructions and a header map). A request that only a failed
+/// connect can follow (not idempotent, or a delivery) is taken by its attempt instead, and put
+/// back when the client hands it back unsent (`Attempts::gives_back`), as a proxied head is
+/// ([`ReplayHead`]).
+#[derive(Debug, Clone)]
+pub(crate) enum FetchHead {
+    Shared(Arc<http::Request<Bytes>>),
+    Slot(Arc<Mutex<Option<http::Request<Bytes>>>>),
+}
+
+impl FetchHead {
+    /// `req` as its attempts should get it (see the type's docs); `gives_back`: whether the
+    /// upstream's client hands an unsent request back.
+    pub(crate) fn new(req: http::Request<Bytes>, idempotent: bool, gives_back: bool) -> Self {
+        if idempotent || !gives_back {
+            FetchHead::Shared(Arc::new(req))
+        } else {
+            FetchHead::Slot(Arc::new(Mutex::new(Some(req))))
+        }
+    }
+}
+
+impl FetchHead {
+    /// Whether an attempt can still get it: a taken one came back unsent.
+    pub(crate) fn can_resend(&self) -> bool {
+        match self {
+            FetchHead::Shared(_) => true,
+            FetchHead::Slot(slot) => lock(slot).is_some(),
+        }
+    }
+
+    /// The request for one attempt (see the type's docs), and for a taken one what puts it
+    /// back if it comes back unsent; an error when an earlier attempt sent it.
+    pub(crate) fn for_attempt(
+        self,
+        upstream: &str,
+    ) -> (Result<http::Request<Bytes>, CallError>, Option<GiveBack>) {
+        match self {
+            FetchHead::Shared(shared) => (
+                Ok(Arc::try_unwrap(shared)
+                    .unwrap_or_else(|shared| crate::exec::copy_for_attempt(&shared))),
+                None,
+            ),
+            FetchHead::Slot(slot) => match lock(&slot).take() {
+                Some(r) => {
+                    let back = GiveBack {
+                        undo: Undo::of(&r),
+                        body: r.body().clone(),
+                        slot: Arc::clone(&slot),
+                    };
+                    (Ok(r), Some(back))
+                }
+                None => (
+                    Err(CallError::new(
+                        CallErrorKind::Io,
+                        format!(
+                            "upstream `{upstream}`: the request was already sent and cannot be sent again"
+                        ),
+                    )),
+                    None,
+                ),
+            },
+        }
+    }
+}
+
+/// Puts a taken fetch request back in its slot when its attempt's client hands it back unsent.
+pub(crate) struct GiveBack {
+    undo: Undo,
+    /// The body as it was taken (a reference count): the attempt's is boxed on its way out.
+    body: Bytes,
+    slot: Arc<Mutex<Option<http::Request<Bytes>>>>,
+}
+
+impl GiveBack {
+    /// `unsent` came back: undo what the attempt changed and put it back for the next one.
+    pub(crate) fn give_back(self, unsent: http::Request<Body>) {
+        let parts = self.undo.restore(unsent);
+        *lock(&self.slot) = Some(http::Request::from_parts(parts, self.body));
+    }
+}
+
+/// The slot's lock; it holds a plain value, so a panic elsewhere cannot leave it half-written.
+pub(crate) fn lock(
+    slot: &Mutex<Option<http::Request<Bytes>>>,
+) -> MutexGuard<'_, Option<http::Request<Bytes>>> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What an attempt that took a proxied request's head changes in it, to undo when the request

@@ -138,6 +138,35 @@ async fn a_dead_endpoint_among_two_costs_no_failed_request() {
     assert_eq!(count.load(Ordering::SeqCst), 4);
 }
 
+/// A POST that failed to connect is sent to the other endpoint as it was: its attempt took the
+/// request itself (no copy) and got it back unsent, with what the attempt changed undone — one
+/// `Host` (the live endpoint's), the origin-form target, its headers and body.
+#[tokio::test(start_paused = true)]
+async fn a_post_retried_after_a_failed_connect_arrives_whole_and_once() {
+    let dead = closed_port().await;
+    let (live, count, mut rx) = raw(Then::Answer(OK)).await;
+    let host = live.trim_start_matches("http://").to_owned();
+    let up = stack(&[format!("http://{dead}"), live], "1s");
+    for n in 0..10 {
+        let mut req = post("{\"n\":1}");
+        req.headers_mut()
+            .insert("x-order", http::HeaderValue::from_static("42"));
+        let answer = up
+            .fetch(req, budget(None), ALL)
+            .await
+            .unwrap_or_else(|e| panic!("POST {n}: {e}"));
+        assert_eq!(answer.status, StatusCode::OK);
+        let seen = rx.recv().await.expect("the request arrived");
+        assert!(seen.starts_with("post /orders http/1.1\r\n"), "{seen}");
+        let hosts: Vec<&str> = seen.lines().filter(|l| l.starts_with("host:")).collect();
+        assert_eq!(hosts, [format!("host: {host}")], "{seen}");
+        assert_eq!(seen.matches("x-order: 42\r\n").count(), 1, "{seen}");
+        assert_eq!(seen.matches("content-length: 7\r\n").count(), 1, "{seen}");
+        assert!(seen.ends_with("\r\n\r\n{\"n\":1}"), "{seen}");
+    }
+    assert_eq!(count.load(Ordering::SeqCst), 10, "each POST was sent once");
+}
+
 /// A streamed body of these chunks, which is not at its end before it is read.
 fn stream_body(chunks: &[&'static str]) -> Body {
     let frames: Vec<Result<http_body::Frame<Bytes>, crate::error::BoxError>> = chunks
