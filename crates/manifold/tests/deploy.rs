@@ -402,3 +402,59 @@ fn the_container_image_runs_as_a_non_root_user_and_carries_no_secret() {
         );
     }
 }
+
+/// Every Secret and ConfigMap the container mounts is readable by the user it runs as, as the
+/// kubelet writes such volumes: files owned by root (uid 0), group 0, mode `defaultMode` (0644
+/// when unset); with the pod's `fsGroup`, the group becomes `fsGroup` (which the process also
+/// holds as a supplementary group) and group read is added. A non-root user reading a 0400
+/// Secret without `fsGroup` gets "permission denied": here, the admin token, without which a
+/// gateway whose admin listener is off loopback refuses to start.
+#[test]
+fn the_kubernetes_pod_user_can_read_every_mounted_secret_and_config_map() {
+    let Some(docs) = kubernetes() else { return };
+    let pod = &kind(&docs, "Deployment")["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let id = |key: &str| {
+        c["securityContext"][key]
+            .as_u64()
+            .or_else(|| pod["securityContext"][key].as_u64())
+    };
+    let uid = id("runAsUser").expect("runAsUser");
+    assert_ne!(uid, 0, "runs as root");
+    let gid = id("runAsGroup").unwrap_or(0);
+    let fs_group = pod["securityContext"]["fsGroup"].as_u64();
+    let volumes = pod["volumes"].as_array().unwrap();
+    let mut checked = 0;
+    for mount in c["volumeMounts"].as_array().unwrap() {
+        let volume = volumes
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap_or_else(|| panic!("no volume {}", mount["name"]));
+        let Some(source) = ["secret", "configMap"]
+            .into_iter()
+            .find(|k| volume[*k].is_object())
+            .map(|k| &volume[k])
+        else {
+            continue;
+        };
+        // PyYAML reads 0400 as octal, as the API server does.
+        let mut mode = source["defaultMode"].as_u64().unwrap_or(0o644);
+        let group = match fs_group {
+            Some(g) => {
+                mode |= 0o440;
+                g
+            }
+            None => 0,
+        };
+        let in_group = gid == group || fs_group == Some(group);
+        let readable = mode & 0o004 != 0 || (in_group && mode & 0o040 != 0);
+        assert!(
+            readable,
+            "volume {} (mode {mode:o}, owner 0:{group}) is unreadable to {uid}:{gid}: set the \
+             pod's fsGroup",
+            mount["name"]
+        );
+        checked += 1;
+    }
+    assert!(checked >= 2, "the config and the admin token are mounted");
+}
