@@ -458,3 +458,25 @@ fn the_kubernetes_pod_user_can_read_every_mounted_secret_and_config_map() {
     }
     assert!(checked >= 2, "the config and the admin token are mounted");
 }
+
+/// A Kubernetes Service sends nothing to an unready pod, and has no fallback when every pod is
+/// unready (unlike Envoy's panic threshold). Redis is shared by every replica, so with `cache`
+/// in `ready_requires` a Redis outage would take every pod out of the Service at once: a full
+/// outage where the cache is designed to degrade (requests skip it and go to the upstreams).
+#[test]
+fn the_kubernetes_config_does_not_let_a_redis_outage_unready_every_pod() {
+    let Some(docs) = kubernetes() else { return };
+    let dir = temp_dir("ready");
+    let config = manifold_config::load(&configmap_config(&docs, &dir)).unwrap();
+    if config.cache.redis.is_some() {
+        assert!(
+            !config
+                .server
+                .ready_requires
+                .contains(&manifold_config::ReadyDependency::Cache),
+            "ready_requires = {:?} with [cache] redis: a Redis outage empties the Service",
+            config.server.ready_requires
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
