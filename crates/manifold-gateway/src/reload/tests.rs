@@ -455,3 +455,53 @@ async fn the_watcher_is_not_stopped_by_a_fifo_at_the_path() {
     task.await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Reloads must not leave tasks behind. The worst case for it: an https upstream with a `ca`
+/// (a new stack at every reload, since the file may have been rotated) behind a hostname (each
+/// stack runs a task that resolves it again and again). Each replaced stack's task must end
+/// with the stack.
+#[tokio::test]
+async fn repeated_reloads_leave_no_task_behind() {
+    let dir = temp_dir("tasks");
+    let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.cert.pem()).unwrap();
+    let toml = BASE.replace(
+        "endpoints = [\"http://127.0.0.1:1\"]",
+        "endpoints = [\"https://localhost:1\"]\nca = \"ca.pem\"",
+    );
+    let file = dir.join("m.toml");
+    std::fs::write(&file, toml).unwrap();
+    let gw = Gateway::bind(manifold_config::load(&file).unwrap())
+        .await
+        .unwrap();
+    let reloader = gw.reloader();
+    let alive = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let report = reloader.reload().await.unwrap();
+    assert_eq!(
+        report.upstreams.changed,
+        ["a"],
+        "a new stack at every reload"
+    );
+    let before = alive();
+    for _ in 0..50 {
+        reloader.reload().await.unwrap();
+    }
+    // The replaced stacks' tasks end at their next poll: wait for that, bounded.
+    let mut after = alive();
+    for _ in 0..250 {
+        if after <= before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        after = alive();
+    }
+    assert!(
+        after <= before,
+        "{before} tasks before 50 reloads, {after} after"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
