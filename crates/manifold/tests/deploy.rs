@@ -480,3 +480,42 @@ fn the_kubernetes_config_does_not_let_a_redis_outage_unready_every_pod() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `COPY . .` sends the whole build context into the build stage: a TLS key or admin token
+/// left in the checkout (docs/tls.md makes `key.pem` in the current directory to try TLS) would
+/// sit in that stage's layer, in the builder's cache and in any cache exported from it, though
+/// the final image only takes the binary. `.dockerignore` keeps such files out of the context.
+#[test]
+fn the_container_build_context_leaves_keys_and_tokens_out() {
+    let ignore = std::fs::read_to_string(repo(".dockerignore")).unwrap();
+    let patterns: Vec<&str> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    // The patterns used here: `*.ext` (any depth, as `**/*.ext`) and exact names.
+    let ignored = |name: &str| {
+        patterns.iter().any(|p| {
+            let p = p.trim_start_matches("**/");
+            match p.strip_prefix('*') {
+                Some(ext) => name.ends_with(ext),
+                None => p == name,
+            }
+        })
+    };
+    for secret in [
+        "key.pem",
+        "cert.pem",
+        "tls.key",
+        "tls.crt",
+        "admin.token",
+        "client.p12",
+        ".env",
+    ] {
+        assert!(ignored(secret), "{secret} would be sent to the image build");
+    }
+    // The sources still go in.
+    for source in ["Cargo.toml", "Cargo.lock", "main.rs"] {
+        assert!(!ignored(source), "{source} is left out of the build");
+    }
+}
