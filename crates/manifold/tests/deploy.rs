@@ -519,3 +519,23 @@ fn the_container_build_context_leaves_keys_and_tokens_out() {
         assert!(!ignored(source), "{source} is left out of the build");
     }
 }
+
+/// `/readyz` runs every dependency's check, each bounded by the gateway's readiness check
+/// timeout, and answers when the slowest is done: a dependency that hangs (a dead node that
+/// sends no reset) makes the answer take that whole bound, even for a dependency not in
+/// `ready_requires`. A probe that gives up sooner (the kubelet's default `timeoutSeconds` is
+/// 1) fails there, and the pod leaves the Service however the config decides readiness.
+#[test]
+fn the_kubernetes_readiness_probe_waits_longer_than_the_readiness_checks() {
+    let Some(docs) = kubernetes() else { return };
+    let c = &kind(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    let probe = &c["readinessProbe"];
+    let timeout = Duration::from_secs(probe["timeoutSeconds"].as_u64().unwrap_or(1));
+    assert!(
+        timeout > manifold_gateway::READY_CHECK_TIMEOUT,
+        "readinessProbe.timeoutSeconds ({timeout:?}) <= the readiness checks' bound ({:?})",
+        manifold_gateway::READY_CHECK_TIMEOUT
+    );
+    let period = Duration::from_secs(probe["periodSeconds"].as_u64().unwrap_or(10));
+    assert!(timeout <= period, "probes would overlap");
+}
