@@ -71,7 +71,10 @@ impl EventsConfig {
         if let Some(url) = &self.url {
             let schemes: &[&str] = match self.backend {
                 EventsBackend::Nats => &["nats://", "tls://", "ws://", "wss://"],
-                EventsBackend::Rabbitmq => &["amqp://", "amqps://"],
+                EventsBackend::Rabbitmq => {
+                    crate::queue::refuse_amqps(url).map_err(|m| format!("[events] url: {m}"))?;
+                    &["amqp://"]
+                }
             };
             if !schemes.iter().any(|s| url.starts_with(s)) {
                 return bad(format!(
@@ -222,6 +225,18 @@ mod tests {
             ..EventsConfig::new(EventsBackend::Rabbitmq)
         };
         assert!(e.validate().is_err());
+    }
+
+    /// See `queue::refuse_amqps`: this build's lapin would publish over plain TCP.
+    #[test]
+    fn an_amqps_url_is_refused() {
+        let cfg = EventsConfig {
+            url: Some("amqps://guest:secret@broker:5671/%2f".into()),
+            ..EventsConfig::new(EventsBackend::Rabbitmq)
+        };
+        let e = cfg.validate().unwrap_err();
+        assert!(e.contains("amqps://") && e.contains("plaintext"), "{e}");
+        assert!(!e.contains("secret"), "{e}");
     }
 
     #[test]

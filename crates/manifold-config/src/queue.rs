@@ -230,6 +230,9 @@ impl QueueConfig {
                 if self.queue.is_empty() || self.queue.len() > 200 {
                     return bad("queue must be 1..=200 bytes".into());
                 }
+                if let Some(url) = &self.url {
+                    refuse_amqps(url).map_err(|m| format!("[queue] url: {m}"))?;
+                }
             }
         }
         Ok(())
@@ -251,6 +254,25 @@ impl QueueConfig {
             .copied()
             .unwrap_or(self.concurrency)
     }
+}
+
+/// Refuse an `amqps://` URL. The RabbitMQ client (lapin) is built without a TLS backend, and
+/// then opens an `amqps://` URL as plain TCP without a word: the credentials and every message
+/// would cross the network in the clear while the URL says TLS. The scheme is read as the URL
+/// parser reads it (any case, after leading blanks).
+pub fn refuse_amqps(url: &str) -> Result<(), String> {
+    let scheme = url
+        .trim_start_matches(|c: char| c <= ' ')
+        .split_once(':')
+        .map_or("", |(s, _)| s);
+    if scheme.eq_ignore_ascii_case("amqps") {
+        return Err(format!(
+            "{:?}: amqps:// (AMQP over TLS) is not supported by this build, which would open \
+             it in plaintext; use amqp:// on a trusted network, or a TLS tunnel to the broker",
+            crate::redact::url(url)
+        ));
+    }
+    Ok(())
 }
 
 /// `status_path`: `""` (off) or an absolute literal path: segments of letters, digits, `-`,
@@ -379,6 +401,32 @@ mod tests {
         assert_eq!(cfg.concurrency_for("other"), 16);
         let back = serde_json::to_value(&cfg).unwrap();
         assert_eq!(back["max_age"], "2h");
+    }
+
+    /// lapin, built without a TLS backend, opens `amqps://` as plain TCP: refused, in any
+    /// case and after blanks, without the password in the message; `amqp://` stays.
+    #[test]
+    fn an_amqps_url_is_refused() {
+        for url in [
+            "amqps://guest:hunter2@broker:5671/%2f",
+            "AMQPS://guest:hunter2@broker:5671/%2f",
+            " amqps://guest:hunter2@broker:5671/%2f",
+        ] {
+            let cfg = QueueConfig {
+                backend: Backend::Rabbitmq,
+                url: Some(url.into()),
+                ..QueueConfig::default()
+            };
+            let e = cfg.validate().unwrap_err();
+            assert!(e.contains("amqps://") && e.contains("plaintext"), "{e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        let cfg = QueueConfig {
+            backend: Backend::Rabbitmq,
+            url: Some("amqp://guest:guest@broker:5672/%2f".into()),
+            ..QueueConfig::default()
+        };
+        cfg.validate().unwrap();
     }
 
     /// `/config` serializes the queue section: its broker password must not show.

@@ -53,6 +53,7 @@ mod upstream;
 pub use cache::CACHE_HEADER;
 pub use error::{BoxError, CallError, CallErrorKind, Fault, GatewayError};
 pub use handler::PARTIAL_HEADER;
+pub use readiness::CHECK_TIMEOUT as READY_CHECK_TIMEOUT;
 pub use reload::{
     Overrides, ReloadError, ReloadReport, Reloader, RestartRequired, UpstreamChanges,
 };

@@ -21,7 +21,9 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 /// The most one dependency's check may take; past it, that dependency counts as unreachable.
-pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// The checks run at once, so `/readyz` answers within about this: a probe must wait longer
+/// (`deploy/kubernetes` sets its `timeoutSeconds` above it, and a test checks that).
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a result answers probes before the dependencies are checked again.
 pub(crate) const CACHE_FOR: Duration = Duration::from_secs(1);
 

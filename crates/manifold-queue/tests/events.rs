@@ -193,3 +193,24 @@ async fn a_bad_url_fails_at_connect_and_non_events_are_refused() {
     let e = publisher.publish(&plain).await.unwrap_err();
     assert!(!e.is_retryable(), "{e}");
 }
+
+/// As for the queue: an `amqps://` URL would be opened as plain TCP by this build's lapin, so
+/// the publisher refuses it instead of publishing in the clear.
+#[tokio::test]
+async fn an_amqps_events_url_is_refused_not_opened_in_plaintext() {
+    let exchange = unique("events_amqps");
+    let _cleanup = DropRabbit {
+        url: AMQP,
+        queues: Vec::new(),
+        exchanges: vec![exchange.clone()],
+    };
+    let cfg = EventsConfig {
+        url: Some("amqps://guest:guest@127.0.0.1:5672/%2f".into()),
+        exchange: Some(exchange),
+        ..EventsConfig::new(EventsBackend::Rabbitmq)
+    };
+    match Publisher::connect(&cfg).await {
+        Ok(_) => panic!("connected in plaintext"),
+        Err(e) => assert!(e.to_string().contains("amqps://"), "{e}"),
+    }
+}

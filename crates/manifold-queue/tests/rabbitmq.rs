@@ -477,3 +477,33 @@ async fn rabbitmq_ack_stores_the_on_done_hook_with_the_result() {
     assert_eq!(hs.hook_of.as_deref(), Some(pid.as_str()));
     a.ack(hook).await.unwrap();
 }
+
+/// lapin is built without a TLS backend, and then opens an `amqps://` URL as plain TCP: the
+/// broker on :5672 speaks plain AMQP, and such a URL reached it (credentials and tasks in the
+/// clear while the URL says TLS). It must be refused before anything is sent.
+#[tokio::test]
+async fn an_amqps_url_is_refused_not_opened_in_plaintext() {
+    let name = unique("rmq_amqps");
+    let _cleanup = cleanup(name.clone());
+    for url in [
+        "amqps://guest:guest@127.0.0.1:5672/%2f",
+        "AMQPS://guest:guest@127.0.0.1:5672/%2f",
+    ] {
+        let opts = RabbitOptions {
+            url: url.into(),
+            ..options(&name)
+        };
+        match RabbitQueue::connect(opts).await {
+            Ok(_) => panic!("{url}: connected in plaintext"),
+            Err(e) => {
+                let text = e.to_string();
+                assert!(
+                    matches!(e, manifold_queue::QueueError::Config(_)),
+                    "{url}: {text}"
+                );
+                assert!(text.contains("amqps://"), "{text}");
+                assert!(!text.contains("guest:guest"), "the password leaks: {text}");
+            }
+        }
+    }
+}

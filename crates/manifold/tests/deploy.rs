@@ -402,3 +402,140 @@ fn the_container_image_runs_as_a_non_root_user_and_carries_no_secret() {
         );
     }
 }
+
+/// Every Secret and ConfigMap the container mounts is readable by the user it runs as, as the
+/// kubelet writes such volumes: files owned by root (uid 0), group 0, mode `defaultMode` (0644
+/// when unset); with the pod's `fsGroup`, the group becomes `fsGroup` (which the process also
+/// holds as a supplementary group) and group read is added. A non-root user reading a 0400
+/// Secret without `fsGroup` gets "permission denied": here, the admin token, without which a
+/// gateway whose admin listener is off loopback refuses to start.
+#[test]
+fn the_kubernetes_pod_user_can_read_every_mounted_secret_and_config_map() {
+    let Some(docs) = kubernetes() else { return };
+    let pod = &kind(&docs, "Deployment")["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let id = |key: &str| {
+        c["securityContext"][key]
+            .as_u64()
+            .or_else(|| pod["securityContext"][key].as_u64())
+    };
+    let uid = id("runAsUser").expect("runAsUser");
+    assert_ne!(uid, 0, "runs as root");
+    let gid = id("runAsGroup").unwrap_or(0);
+    let fs_group = pod["securityContext"]["fsGroup"].as_u64();
+    let volumes = pod["volumes"].as_array().unwrap();
+    let mut checked = 0;
+    for mount in c["volumeMounts"].as_array().unwrap() {
+        let volume = volumes
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap_or_else(|| panic!("no volume {}", mount["name"]));
+        let Some(source) = ["secret", "configMap"]
+            .into_iter()
+            .find(|k| volume[*k].is_object())
+            .map(|k| &volume[k])
+        else {
+            continue;
+        };
+        // PyYAML reads 0400 as octal, as the API server does.
+        let mut mode = source["defaultMode"].as_u64().unwrap_or(0o644);
+        let group = match fs_group {
+            Some(g) => {
+                mode |= 0o440;
+                g
+            }
+            None => 0,
+        };
+        let in_group = gid == group || fs_group == Some(group);
+        let readable = mode & 0o004 != 0 || (in_group && mode & 0o040 != 0);
+        assert!(
+            readable,
+            "volume {} (mode {mode:o}, owner 0:{group}) is unreadable to {uid}:{gid}: set the \
+             pod's fsGroup",
+            mount["name"]
+        );
+        checked += 1;
+    }
+    assert!(checked >= 2, "the config and the admin token are mounted");
+}
+
+/// A Kubernetes Service sends nothing to an unready pod, and has no fallback when every pod is
+/// unready (unlike Envoy's panic threshold). Redis is shared by every replica, so with `cache`
+/// in `ready_requires` a Redis outage would take every pod out of the Service at once: a full
+/// outage where the cache is designed to degrade (requests skip it and go to the upstreams).
+#[test]
+fn the_kubernetes_config_does_not_let_a_redis_outage_unready_every_pod() {
+    let Some(docs) = kubernetes() else { return };
+    let dir = temp_dir("ready");
+    let config = manifold_config::load(&configmap_config(&docs, &dir)).unwrap();
+    if config.cache.redis.is_some() {
+        assert!(
+            !config
+                .server
+                .ready_requires
+                .contains(&manifold_config::ReadyDependency::Cache),
+            "ready_requires = {:?} with [cache] redis: a Redis outage empties the Service",
+            config.server.ready_requires
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `COPY . .` sends the whole build context into the build stage: a TLS key or admin token
+/// left in the checkout (docs/tls.md makes `key.pem` in the current directory to try TLS) would
+/// sit in that stage's layer, in the builder's cache and in any cache exported from it, though
+/// the final image only takes the binary. `.dockerignore` keeps such files out of the context.
+#[test]
+fn the_container_build_context_leaves_keys_and_tokens_out() {
+    let ignore = std::fs::read_to_string(repo(".dockerignore")).unwrap();
+    let patterns: Vec<&str> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    // The patterns used here: `*.ext` (any depth, as `**/*.ext`) and exact names.
+    let ignored = |name: &str| {
+        patterns.iter().any(|p| {
+            let p = p.trim_start_matches("**/");
+            match p.strip_prefix('*') {
+                Some(ext) => name.ends_with(ext),
+                None => p == name,
+            }
+        })
+    };
+    for secret in [
+        "key.pem",
+        "cert.pem",
+        "tls.key",
+        "tls.crt",
+        "admin.token",
+        "client.p12",
+        ".env",
+    ] {
+        assert!(ignored(secret), "{secret} would be sent to the image build");
+    }
+    // The sources still go in.
+    for source in ["Cargo.toml", "Cargo.lock", "main.rs"] {
+        assert!(!ignored(source), "{source} is left out of the build");
+    }
+}
+
+/// `/readyz` runs every dependency's check, each bounded by the gateway's readiness check
+/// timeout, and answers when the slowest is done: a dependency that hangs (a dead node that
+/// sends no reset) makes the answer take that whole bound, even for a dependency not in
+/// `ready_requires`. A probe that gives up sooner (the kubelet's default `timeoutSeconds` is
+/// 1) fails there, and the pod leaves the Service however the config decides readiness.
+#[test]
+fn the_kubernetes_readiness_probe_waits_longer_than_the_readiness_checks() {
+    let Some(docs) = kubernetes() else { return };
+    let c = &kind(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    let probe = &c["readinessProbe"];
+    let timeout = Duration::from_secs(probe["timeoutSeconds"].as_u64().unwrap_or(1));
+    assert!(
+        timeout > manifold_gateway::READY_CHECK_TIMEOUT,
+        "readinessProbe.timeoutSeconds ({timeout:?}) <= the readiness checks' bound ({:?})",
+        manifold_gateway::READY_CHECK_TIMEOUT
+    );
+    let period = Duration::from_secs(probe["periodSeconds"].as_u64().unwrap_or(10));
+    assert!(timeout <= period, "probes would overlap");
+}

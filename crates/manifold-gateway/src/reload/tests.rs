@@ -364,3 +364,144 @@ async fn a_password_only_change_in_a_section_is_reported_without_the_password() 
         Some("redis://app:first-secret@127.0.0.1:6379")
     );
 }
+
+/// Waits (bounded) until the running state is no longer `from`.
+async fn reloaded_from(gw: &Gateway, from: &Arc<Shared>) -> bool {
+    for _ in 0..250 {
+        if !Arc::ptr_eq(from, &gw.live.current.load_full()) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// Kubernetes mounts a ConfigMap as `manifold.toml -> ..data/manifold.toml`, `..data ->
+/// ..<timestamp>`, and updates it by renaming a new `..data` symlink over the old one: the
+/// watcher follows the links, so it sees the swap.
+#[tokio::test]
+async fn the_watcher_sees_a_configmap_style_symlink_swap() {
+    let dir = temp_dir("configmap");
+    let _ = std::fs::remove_dir_all(&dir);
+    for (version, body) in [
+        ("..v1", BASE.to_owned()),
+        ("..v2", BASE.replace("\"/x\"", "\"/w\"")),
+    ] {
+        std::fs::create_dir_all(dir.join(version)).unwrap();
+        std::fs::write(dir.join(version).join("m.toml"), body).unwrap();
+    }
+    std::os::unix::fs::symlink("..v1", dir.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/m.toml", dir.join("m.toml")).unwrap();
+    let gw = Gateway::bind(manifold_config::load(&dir.join("m.toml")).unwrap())
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let task = gw.reloader().watch(Duration::from_millis(20), stop.clone());
+    let first = gw.live.current.load_full();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    std::os::unix::fs::symlink("..v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    assert!(reloaded_from(&gw, &first).await, "the swap was not seen");
+    stop.cancel();
+    task.await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The watched path turning into a FIFO (a symlink pointed at one, a file replaced by one)
+/// must not stop the watcher: reading it would block until a writer came, and the watcher
+/// with it, so the next real change would never be applied. (A device such as /dev/zero
+/// would have been read until memory ran out.) Only regular files are looked into.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_watcher_is_not_stopped_by_a_fifo_at_the_path() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = temp_dir("fifo");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("v1.toml"), BASE).unwrap();
+    std::fs::write(dir.join("v2.toml"), BASE.replace("\"/x\"", "\"/w\"")).unwrap();
+    let fifo = dir.join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let link = dir.join("m.toml");
+    let point = |to: &str| {
+        let tmp = dir.join("m.toml.tmp");
+        std::os::unix::fs::symlink(to, &tmp).unwrap();
+        std::fs::rename(&tmp, &link).unwrap();
+    };
+    point("v1.toml");
+    let gw = Gateway::bind(manifold_config::load(&link).unwrap())
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let task = gw.reloader().watch(Duration::from_millis(20), stop.clone());
+    let first = gw.live.current.load_full();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    point("fifo");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    point("v2.toml");
+    let reloaded = reloaded_from(&gw, &first).await;
+    // A watcher stuck opening the FIFO is let go (a writer that opens and closes at once), so
+    // the test ends either way; O_NONBLOCK (Linux's 0o4000): no waiting when nobody reads.
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(0o4000)
+        .open(&fifo);
+    assert!(reloaded, "the watcher stopped at the FIFO");
+    stop.cancel();
+    task.await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Reloads must not leave tasks behind. The worst case for it: an https upstream with a `ca`
+/// (a new stack at every reload, since the file may have been rotated) behind a hostname (each
+/// stack runs a task that resolves it again and again). Each replaced stack's task must end
+/// with the stack.
+#[tokio::test]
+async fn repeated_reloads_leave_no_task_behind() {
+    let dir = temp_dir("tasks");
+    let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.cert.pem()).unwrap();
+    let toml = BASE.replace(
+        "endpoints = [\"http://127.0.0.1:1\"]",
+        "endpoints = [\"https://localhost:1\"]\nca = \"ca.pem\"",
+    );
+    let file = dir.join("m.toml");
+    std::fs::write(&file, toml).unwrap();
+    let gw = Gateway::bind(manifold_config::load(&file).unwrap())
+        .await
+        .unwrap();
+    let reloader = gw.reloader();
+    let alive = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let report = reloader.reload().await.unwrap();
+    assert_eq!(
+        report.upstreams.changed,
+        ["a"],
+        "a new stack at every reload"
+    );
+    let before = alive();
+    for _ in 0..50 {
+        reloader.reload().await.unwrap();
+    }
+    // The replaced stacks' tasks end at their next poll: wait for that, bounded.
+    let mut after = alive();
+    for _ in 0..250 {
+        if after <= before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        after = alive();
+    }
+    assert!(
+        after <= before,
+        "{before} tasks before 50 reloads, {after} after"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

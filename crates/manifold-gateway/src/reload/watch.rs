@@ -13,6 +13,7 @@ use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tokio::io::AsyncReadExt;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -30,8 +31,22 @@ struct Fingerprint {
 
 async fn fingerprint(path: &Path) -> Option<Fingerprint> {
     let meta = tokio::fs::metadata(path).await.ok()?;
+    // Regular files only (symlinks followed), and never more than the bound: the path turned
+    // into a FIFO would block the read until a writer came, and the watcher with it (the next
+    // real change never applied); a device such as /dev/zero has size 0 and no end. Anything
+    // else counts as a file that is gone for now.
+    if !meta.is_file() {
+        return None;
+    }
     let hash = if meta.len() <= MAX_HASHED_BYTES {
-        let bytes = tokio::fs::read(path).await.ok()?;
+        let mut bytes = Vec::new();
+        tokio::fs::File::open(path)
+            .await
+            .ok()?
+            .take(MAX_HASHED_BYTES)
+            .read_to_end(&mut bytes)
+            .await
+            .ok()?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         bytes.hash(&mut h);
         h.finish()

@@ -78,7 +78,7 @@ pub(super) struct Pool {
 pub(super) enum Sender {
     Plain(plain::Plain),
     H2c(Client<HttpConnector<Dial>, Body>),
-    Tls(Client<HttpsConnector<HttpConnector<Dial>>, Body>),
+    Tls(Client<Bounded<HttpsConnector<HttpConnector<Dial>>>, Body>),
 }
 
 impl Sender {
@@ -215,6 +215,10 @@ impl Pool {
         } else {
             https.enable_http1().enable_http2().wrap_connector(http)
         };
+        let https = Bounded {
+            inner: https,
+            within: self.connect_timeout,
+        };
         Sender::Tls(self.builder().build(https))
     }
 
@@ -226,6 +230,55 @@ impl Pool {
             .pool_max_idle_per_host(MAX_IDLE_PER_ENDPOINT)
             .http2_only(self.http2);
         b
+    }
+}
+
+/// A connector whose whole opening of a connection is bounded by `connect_timeout`: for
+/// `https://`, the TCP connect *and* the TLS handshake. hyper-rustls bounds neither the
+/// handshake nor lets the TCP connector's timeout cover it, so a peer that takes the TCP
+/// connection and never answers the ClientHello (a stuck process whose listen backlog still
+/// completes TCP handshakes) held the attempt for its whole `timeout`, failing as `timeout`
+/// rather than `connect` (so not retried elsewhere); and when a pooled connection freed up
+/// first, hyper-util finished that connect in a background task that never ended. One timer
+/// per new connection; nothing per request.
+#[derive(Debug, Clone)]
+pub(super) struct Bounded<C> {
+    inner: C,
+    within: Duration,
+}
+
+type Opening<R> = Pin<Box<dyn Future<Output = Result<R, BoxError>> + Send>>;
+
+impl<C> tower::Service<http::Uri> for Bounded<C>
+where
+    C: tower::Service<http::Uri>,
+    C::Error: Into<BoxError>,
+    C::Future: Send + 'static,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = Opening<C::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let within = self.within;
+        let opening = self.inner.call(uri);
+        Box::pin(async move {
+            match tokio::time::timeout(within, opening).await {
+                Ok(opened) => opened.map_err(Into::into),
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "TLS connection not established within connect_timeout ({})",
+                        humantime::format_duration(within)
+                    ),
+                )
+                .into()),
+            }
+        })
     }
 }
 

@@ -229,6 +229,44 @@ async fn a_wrong_ca_fails_the_call_naming_the_upstream() {
     gw.stop().await;
 }
 
+/// An upstream whose port takes the TCP connection and never answers the ClientHello (a stuck
+/// process whose listen backlog still completes TCP handshakes): opening the connection is
+/// bounded by `connect_timeout`, handshake included, and fails as `connect` (nothing was sent,
+/// so it is retried like a refused connection), not after the attempt's whole `timeout`.
+#[tokio::test]
+async fn a_tls_handshake_that_never_ends_is_bounded_by_connect_timeout() {
+    let dir = Dir::new("silent-tls");
+    let ca = Ca::new("private CA");
+    dir.write("ca.pem", &ca.pem());
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            sockets.push(s);
+        }
+    });
+    let toml = format!(
+        "[upstreams.secure]\nendpoints = [\"https://127.0.0.1:{port}\"]\nca = \"ca.pem\"\n\
+         connect_timeout = \"200ms\"\ntimeout = \"5s\"\nretry = {{ attempts = 1 }}\n\
+         [routes.p]\npath = \"/p\"\nproxy = \"secure\"\n"
+    );
+    let config = compile(&dir, "listen = \"127.0.0.1:0\"", &toml);
+    let gw = manifold_gateway::Gateway::bind(config).await.unwrap();
+    let stop = CancellationToken::new();
+    let gw = TestGatewayish {
+        addr: gw.local_addr(),
+        stop: stop.clone(),
+        task: tokio::spawn(gw.run(stop)),
+    };
+    let (status, body) = gw.get().await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(body.contains(r#""kind":"connect""#), "{body}");
+    assert!(body.contains("connect_timeout"), "{body}");
+    gw.stop().await;
+    held.abort();
+}
+
 #[tokio::test]
 async fn mutual_tls_needs_the_client_certificate() {
     let dir = Dir::new("mtls");

@@ -187,6 +187,9 @@ impl RabbitQueue {
                 "rabbitmq queue name must be 1..=200 bytes".into(),
             ));
         }
+        // lapin without a TLS backend would open it in plaintext (see `refuse_amqps`).
+        manifold_config::queue::refuse_amqps(&opts.url)
+            .map_err(|m| QueueError::Config(format!("rabbitmq: {m}")))?;
         let dead_queue = format!("{}.dead", opts.queue);
         let link = tokio::time::timeout(CONNECT_TIMEOUT, open_link(&opts, &dead_queue, 0))
             .await
