@@ -18,7 +18,9 @@
 //! caller.
 
 mod dead;
+mod handle;
 mod settle;
+mod status_index;
 pub(crate) mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -186,9 +188,26 @@ impl EmbeddedQueue {
     pub async fn open(opts: EmbeddedOptions) -> Result<Self, QueueError> {
         let path = opts.path.clone();
         let limits = opts.status;
-        let (store, loaded) = tokio::task::spawn_blocking(move || Store::open(&path, limits))
+        let opened = tokio::task::spawn_blocking(move || Store::open(&path, limits))
             .await
             .map_err(|e| QueueError::storage("open task", e))??;
+        Self::with_store(opts, opened)
+    }
+
+    /// [`EmbeddedQueue::open`] on a database `open` makes (a disk that fills up, in tests).
+    #[cfg(test)]
+    async fn open_on(opts: EmbeddedOptions, open: handle::Opener) -> Result<Self, QueueError> {
+        let limits = opts.status;
+        let opened = tokio::task::spawn_blocking(move || Store::open_with(open, limits))
+            .await
+            .map_err(|e| QueueError::storage("open task", e))??;
+        Self::with_store(opts, opened)
+    }
+
+    fn with_store(
+        opts: EmbeddedOptions,
+        (store, loaded): (Store, store::Loaded),
+    ) -> Result<Self, QueueError> {
         let mut state = State::default();
         for (seq, bytes) in loaded.pending {
             let task = Task::decode(&bytes)?;

@@ -408,3 +408,35 @@ fn enospc_is_recognised_through_the_error_chain() {
     let other = std::io::Error::from_raw_os_error(5);
     assert!(!disk_full(&QueueError::storage("commit", other)));
 }
+
+/// redb fails every operation after one failed write until the file is reopened: a disk that
+/// filled up for a moment must not leave the queue refusing enqueues and acks for good.
+#[tokio::test]
+async fn a_disk_that_fills_up_and_frees_again_leaves_the_queue_working() {
+    use std::sync::atomic::Ordering;
+    let dir = TempDir::new("emb-enospc");
+    let disk = handle::flaky::Disk::default();
+    let q = EmbeddedQueue::open_on(opts(&dir), disk.opener())
+        .await
+        .unwrap();
+    let (a, b, c) = (task(1), task(2), task(3));
+    q.enqueue(a.clone()).await.unwrap();
+    let lease = q.lease(1, Duration::ZERO).await.unwrap().pop().unwrap();
+
+    disk.full.store(true, Ordering::SeqCst);
+    let err = q.enqueue(b).await.unwrap_err();
+    assert!(err.is_full(), "a full disk is a full queue: {err}");
+
+    disk.full.store(false, Ordering::SeqCst);
+    q.ack(lease)
+        .await
+        .expect("ack once the disk has room again");
+    q.enqueue(c.clone())
+        .await
+        .expect("enqueue once the disk has room again");
+    let leased = q.lease(10, Duration::ZERO).await.unwrap();
+    let ids: Vec<&str> = leased.iter().map(|l| l.task.id.as_str()).collect();
+    assert_eq!(ids, [c.id.as_str()], "a was acked, b never stored");
+    let done = q.task_status(&a.id).await.unwrap().unwrap();
+    assert_eq!(done.status, crate::status::State::Done);
+}
