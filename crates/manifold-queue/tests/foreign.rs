@@ -104,6 +104,12 @@ async fn nats_foreign_tasks_that_fail_validation_are_dead_lettered_not_delivered
     let delivered = lease_all(&q, 1).await;
     let ids: Vec<&str> = delivered.iter().map(|t| t.id.as_str()).collect();
     assert_eq!(ids, [good.id.as_str()], "only the valid task is delivered");
+    // Junk on a dead-letter subject does not hide the real dead letters.
+    js.publish(format!("{stream}.dead.junk"), "not a task".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     let dead = q.dead_letters(10).await.unwrap();
     assert_eq!(
         dead.len(),
