@@ -212,3 +212,44 @@ async fn nats_event_headers_the_broker_cannot_carry_are_a_permanent_error_not_a_
     }
     publisher.close().await;
 }
+
+/// An event's subject is published as the gateway's NATS user: one in the server's own `$`
+/// namespaces is a request to the server (`$JS.API.STREAM.DELETE.<stream>` deletes the stream,
+/// `$KV.<bucket>.<key>` writes a key), never an event. A task carrying one (another producer on
+/// the outbox, a stored hook) is refused, and the stream is still there.
+#[tokio::test]
+async fn nats_event_subjects_in_the_servers_namespaces_are_refused() {
+    let stream = unique("events_sys");
+    let _cleanup = DropStreams {
+        url: NATS,
+        streams: vec![stream.clone()],
+    };
+    let client = async_nats::connect(NATS).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![format!("{stream}.in")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let cfg = EventsConfig {
+        url: Some(NATS.into()),
+        ..EventsConfig::new(EventsBackend::Nats)
+    };
+    let publisher = Publisher::connect(&cfg).await.unwrap();
+    let event = Task::event(
+        "k:1",
+        format!("$JS.API.STREAM.DELETE.{stream}"),
+        vec![],
+        b"{}".to_vec(),
+    );
+    let sent = publisher.publish(&event).await;
+    assert!(
+        js.get_stream(&stream).await.is_ok(),
+        "the event deleted the stream"
+    );
+    let err = sent.expect_err("an event to the JetStream API was published");
+    assert!(!err.is_retryable(), "{err}");
+    publisher.close().await;
+}
