@@ -1,4 +1,5 @@
-//! The open redb file, and reopening it after a failed write.
+//! The open redb file (`queue.redb`; also the local status store's `status.redb`), and
+//! reopening it after a failed write.
 //!
 //! redb latches an I/O failure: once one write, `set_len` or `fsync` has failed (a full disk,
 //! ENOSPC), every later operation of that `Database` fails with "Previous I/O error occurred.
@@ -20,10 +21,12 @@ use redb::Database;
 use crate::error::QueueError;
 
 /// How the file is opened: `Database::create` in production, another backend in tests.
-pub(super) type Opener = Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>;
+pub(crate) type Opener = Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>;
 
 /// The live `Database`, shared by readers and the writer thread.
-pub(super) struct Handle {
+pub(crate) struct Handle {
+    /// The file's name, for errors and logs.
+    name: &'static str,
     open: Opener,
     /// `None` while a reopen failed: readers get an error, the writer tries again.
     db: RwLock<Option<Arc<Database>>>,
@@ -35,10 +38,11 @@ pub(super) struct Handle {
 const READERS_GRACE_MS: u32 = 5000;
 
 impl Handle {
-    /// Opens the file now.
-    pub(super) fn open(open: Opener) -> Result<Self, QueueError> {
-        let db = open().map_err(|e| QueueError::storage("open queue.redb", e))?;
+    /// Opens the file (`name`, e.g. `queue.redb`) now.
+    pub(crate) fn open(name: &'static str, open: Opener) -> Result<Self, QueueError> {
+        let db = open().map_err(|e| QueueError::storage("open the redb file", e))?;
         Ok(Handle {
+            name,
             open,
             db: RwLock::new(Some(Arc::new(db))),
         })
@@ -46,22 +50,25 @@ impl Handle {
 
     /// The database to read or write now. Keep the returned `Arc` alive for as long as any
     /// transaction taken from it (bind it first, so it is dropped last).
-    pub(super) fn get(&self) -> Result<Arc<Database>, QueueError> {
+    pub(crate) fn get(&self) -> Result<Arc<Database>, QueueError> {
         self.db
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or_else(|| {
                 QueueError::storage(
-                    "open queue.redb",
-                    Reopening("it is being reopened after an I/O failure".into()),
+                    "open the redb file",
+                    Reopening(format!(
+                        "{} is being reopened after an I/O failure",
+                        self.name
+                    )),
                 )
             })
     }
 
     /// Closes the database (once its readers are done) and opens the file again. New readers
     /// wait on the lock meanwhile; a reader in the middle of a read finishes it first.
-    pub(super) fn reopen(&self) -> Result<Arc<Database>, String> {
+    pub(crate) fn reopen(&self) -> Result<Arc<Database>, String> {
         let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
         if let Some(mut old) = slot.take() {
             let mut waited = 0;
@@ -78,14 +85,14 @@ impl Handle {
                     }
                     Err(shared) => {
                         *slot = Some(shared);
-                        return Err("queue.redb not reopened: readers still hold it".into());
+                        return Err(format!("{} not reopened: readers still hold it", self.name));
                     }
                 }
             }
         }
-        let db = Arc::new((self.open)().map_err(|e| format!("reopen queue.redb: {e}"))?);
+        let db = Arc::new((self.open)().map_err(|e| format!("reopen {}: {e}", self.name))?);
         *slot = Some(Arc::clone(&db));
-        tracing::warn!("queue.redb reopened after an I/O failure");
+        tracing::warn!(file = self.name, "redb file reopened after an I/O failure");
         Ok(db)
     }
 }
@@ -98,7 +105,7 @@ struct Reopening(String);
 /// A redb backend over shared memory whose writes can be made to fail with ENOSPC, and which
 /// survives its `Database` being dropped: a disk that fills up and frees again, for tests.
 #[cfg(test)]
-pub(super) mod flaky {
+pub(crate) mod flaky {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 

@@ -18,7 +18,7 @@
 //! caller.
 
 mod dead;
-mod handle;
+pub(crate) mod handle;
 mod settle;
 mod status_index;
 pub(crate) mod store;

@@ -57,7 +57,7 @@ impl StatusIndex {
 }
 
 /// The finished statuses of the file, indexed anew (after a reopen).
-pub(super) fn status_index(db: &Database, limits: StatusLimits) -> Result<StatusIndex, QueueError> {
+pub(crate) fn status_index(db: &Database, limits: StatusLimits) -> Result<StatusIndex, QueueError> {
     let txn = db
         .begin_read()
         .map_err(|e| QueueError::storage("begin read", e))?;

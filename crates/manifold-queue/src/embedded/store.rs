@@ -18,8 +18,7 @@ use std::thread::JoinHandle;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::handle::{Handle, Opener};
-use super::status_index::status_index;
-pub(crate) use super::status_index::StatusIndex;
+pub(crate) use super::status_index::{status_index, StatusIndex};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
@@ -127,7 +126,7 @@ impl Store {
         open: Opener,
         limits: StatusLimits,
     ) -> Result<(Self, Loaded), QueueError> {
-        let db = Arc::new(Handle::open(open)?);
+        let db = Arc::new(Handle::open("queue.redb", open)?);
         let (loaded, index) = {
             let file = db.get()?;
             load(&file, limits)?
