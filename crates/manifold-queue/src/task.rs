@@ -17,6 +17,9 @@ pub const EVENTS_UPSTREAM: &str = "events";
 /// Longest accepted task id or idempotency key, in bytes.
 pub const MAX_ID_LEN: usize = 128;
 
+/// Longest header name of an event (`mode = "publish"`): an AMQP field name is a short string.
+pub(crate) const MAX_EVENT_HEADER_NAME: usize = 255;
+
 /// One offloaded upstream call, rendered at accept time and delivered later by the dispatcher.
 ///
 /// Everything the dispatcher needs is inside the task, so a task accepted by one gateway replica
@@ -204,6 +207,12 @@ impl Task {
                     "header {name:?} is not a valid header name and value"
                 )));
             }
+            // An AMQP field name is a short string: lapin panics on a longer one.
+            if self.publish.is_some() && name.len() > MAX_EVENT_HEADER_NAME {
+                return Err(QueueError::Invalid(format!(
+                    "event header names are at most {MAX_EVENT_HEADER_NAME} bytes"
+                )));
+            }
         }
         if self.upstream.is_empty() {
             return Err(QueueError::Invalid("task has no upstream".into()));
@@ -274,7 +283,7 @@ pub fn ids_equal(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// An HTTP field name (RFC 9110 `token`): also what NATS and AMQP headers can carry.
+/// An HTTP field name (RFC 9110 `token`): also what NATS headers can carry.
 fn is_header_name(name: &str) -> bool {
     !name.is_empty()
         && name
@@ -427,6 +436,12 @@ mod tests {
         ok.headers
             .push(("X-Tenant_1".into(), "a b\tc ünïcode".into()));
         ok.check().unwrap();
+        // A long name is HTTP, but not an AMQP header.
+        let mut long = task.clone();
+        long.headers.push(("x".repeat(256), "1".into()));
+        long.check().unwrap();
+        long.publish = Some("orders.created".into());
+        assert!(matches!(long.check(), Err(QueueError::Invalid(_))));
         let mut bad = task.clone();
         bad.idempotency_key = "k\r\nNats-Rollup: all".into();
         assert!(matches!(bad.check(), Err(QueueError::Invalid(_))));

@@ -253,3 +253,39 @@ async fn nats_event_subjects_in_the_servers_namespaces_are_refused() {
     assert!(!err.is_retryable(), "{err}");
     publisher.close().await;
 }
+
+/// AMQP header names are short strings (at most 255 bytes): a longer one is cut at its length
+/// byte and the rest read as further headers (and in a debug build the client panics). A task
+/// carrying one is refused before it is sent.
+#[tokio::test]
+async fn rabbitmq_event_header_names_beyond_255_bytes_are_refused() {
+    let exchange = unique("events_long");
+    let _cleanup = DropRabbit {
+        url: AMQP,
+        queues: Vec::new(),
+        exchanges: vec![exchange.clone()],
+    };
+    let cfg = EventsConfig {
+        url: Some(AMQP.into()),
+        exchange: Some(exchange.clone()),
+        ..EventsConfig::new(EventsBackend::Rabbitmq)
+    };
+    let publisher = Publisher::connect(&cfg).await.unwrap();
+    let long = format!("x-{}", "a".repeat(300));
+    let event = Task::event(
+        "k:1",
+        "orders.created",
+        vec![(long, "1".into())],
+        b"{}".to_vec(),
+    );
+    let p = &publisher;
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(async move {
+        p.publish(&event).await
+    }))
+    .await;
+    let err = outcome
+        .expect("publishing an event with a long header name panicked")
+        .expect_err("an event with a 302-byte header name was published");
+    assert!(!err.is_retryable(), "{err}");
+    publisher.close().await;
+}
