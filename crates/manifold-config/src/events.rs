@@ -128,8 +128,9 @@ impl EventsConfig {
 
 /// Checks an event subject: it must be usable both as a NATS subject and as a RabbitMQ routing
 /// key, and name one destination. Non-empty, at most [`MAX_SUBJECT_LEN`] bytes, dot-separated
-/// non-empty tokens, no whitespace or control characters, and no wildcards (`*`, `>`, `#`),
-/// which would make a subscription pattern rather than a subject.
+/// non-empty tokens, no whitespace or control characters, no wildcards (`*`, `>`, `#`), which
+/// would make a subscription pattern rather than a subject, and nothing in the namespaces NATS
+/// reserves for its API and replies (`$…`, `_INBOX.…`).
 pub fn check_subject(subject: &str) -> Result<(), String> {
     if subject.is_empty() {
         return Err("the subject is empty".into());
@@ -158,6 +159,14 @@ pub fn check_subject(subject: &str) -> Result<(), String> {
             "subject {subject:?} has an empty token; write dot-separated words like \"orders.created\""
         ));
     }
+    // NATS reserves these: `$JS.API.…` and `$KV.…` are requests to the server, carried out
+    // with the gateway's permissions (`$JS.API.STREAM.DELETE.<stream>` deletes a stream, the
+    // queue's own included), and `_INBOX.…` carries other clients' replies. Never an event.
+    if subject.starts_with('$') || subject == "_INBOX" || subject.starts_with("_INBOX.") {
+        return Err(format!(
+            "subject {subject:?} is in a namespace NATS reserves (`$…` for the server's own API, `_INBOX.…` for replies); name the event with your own words, like \"orders.created\""
+        ));
+    }
     Ok(())
 }
 
@@ -180,6 +189,10 @@ mod tests {
             (".orders", "empty token"),
             ("orders.", "empty token"),
             ("a\tb", "no spaces"),
+            ("$JS.API.STREAM.DELETE.manifold", "reserves"),
+            ("$KV.manifold_status.x", "reserves"),
+            ("$SYS.REQ.SERVER.PING", "reserves"),
+            ("_INBOX.abc.def", "reserves"),
         ] {
             let e = check_subject(bad).unwrap_err();
             assert!(e.contains(why), "{bad:?}: {e}");

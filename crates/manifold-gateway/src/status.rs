@@ -13,17 +13,39 @@ use crate::upstream::Body;
 use http::header::{HeaderValue, ALLOW, CACHE_CONTROL};
 use http::{Method, Request, StatusCode};
 use manifold_queue::{Queue, QueueConfig};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// The longest `?wait=` accepted.
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(30);
 
-/// How clients follow offloaded calls: the status path (none when off) and whether a status
-/// answers only to the creating request's `Authorization`.
-#[derive(Debug, Clone, Default)]
+/// The most long polls that wait at once in one gateway. A waiting poll holds a broker
+/// resource on NATS (a watch: an ordered consumer on the server) and on Redis (a pub/sub
+/// connection of its own), and a status request takes no concurrency slot, so without a bound
+/// one client holding one task id could open `max_connections` × 200 HTTP/2 streams of them and
+/// exhaust the broker's consumers or Redis's `maxclients`, which the cache shares. Past it a
+/// `?wait=` answers the current status at once, as a wait that ended does: the client asks again.
+pub(crate) const MAX_WAITING: usize = 1024;
+
+/// How clients follow offloaded calls: the status path (none when off), whether a status
+/// answers only to the creating request's `Authorization`, and the long polls' slots.
+#[derive(Debug, Clone)]
 pub(crate) struct Follow {
     path: Option<String>,
     requires_auth: bool,
+    /// [`MAX_WAITING`] permits, shared by the copies a reload makes.
+    waiting: Arc<Semaphore>,
+}
+
+impl Default for Follow {
+    fn default() -> Self {
+        Follow {
+            path: None,
+            requires_auth: false,
+            waiting: Arc::new(Semaphore::new(MAX_WAITING)),
+        }
+    }
 }
 
 impl Follow {
@@ -33,6 +55,7 @@ impl Follow {
         Follow {
             path: (offloads && !cfg.status_path.is_empty()).then(|| cfg.status_path.clone()),
             requires_auth: cfg.status_requires.as_deref() == Some("authorization"),
+            ..Follow::default()
         }
     }
 
@@ -144,15 +167,18 @@ pub(crate) async fn answer<B>(
         Ok(None) => return not_found(),
         Err(e) => return unavailable(&e),
     };
-    let status = if wait.is_zero() || found.status.is_final() {
-        found
-    } else {
-        match queue.wait_status(raw_id, wait).await {
+    // No slot free: the current status now, as if the wait had ended (see `MAX_WAITING`).
+    let slot = (!wait.is_zero() && !found.status.is_final())
+        .then(|| Arc::clone(&follow.waiting).try_acquire_owned().ok())
+        .flatten();
+    let status = match slot {
+        None => found,
+        Some(_slot) => match queue.wait_status(raw_id, wait).await {
             Ok(Some(s)) => s,
             // Expired or evicted while waiting.
             Ok(None) => return not_found(),
             Err(e) => return unavailable(&e),
-        }
+        },
     };
     let mut resp = json_response(StatusCode::OK, &status.public());
     resp.headers_mut()
@@ -193,6 +219,57 @@ mod tests {
             assert!(wait_of(Some(bad)).is_err(), "{bad} accepted");
         }
         assert!(wait_of(Some(&format!("wait={}", "9".repeat(5000)))).is_err());
+    }
+
+    /// One client holding one id cannot hold more than the bound of waiting polls: past it a
+    /// `?wait=` answers the current status in the same poll, without waiting.
+    #[tokio::test]
+    async fn long_polls_beyond_the_bound_answer_the_current_status_at_once() {
+        use futures::FutureExt as _;
+        let dir = std::env::temp_dir().join(format!(
+            "manifold-status-waiting-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let cfg = QueueConfig {
+            path: dir.clone(),
+            ..QueueConfig::default()
+        };
+        let queue =
+            manifold_queue::EmbeddedQueue::open(manifold_queue::EmbeddedOptions::from_config(&cfg))
+                .await
+                .unwrap();
+        let task = manifold_queue::Task::new("k:c", "u", "POST", "/", vec![], vec![]);
+        let id = task.id.clone();
+        queue.enqueue(task).await.unwrap();
+        let follow = Follow {
+            waiting: Arc::new(Semaphore::new(2)),
+            ..Follow::new(&cfg, true)
+        };
+        let req = Request::get(format!("/tasks/{id}?wait=30s"))
+            .body(())
+            .unwrap();
+        // Two polls wait (the task is never delivered here)...
+        let mut waiting: Vec<_> = (0..2)
+            .map(|_| Box::pin(answer(Some(&queue as &dyn Queue), &follow, &req, &id)))
+            .collect();
+        for poll in &mut waiting {
+            assert!(poll.as_mut().now_or_never().is_none(), "the poll waits");
+        }
+        // ...the third answers `queued` at once.
+        let resp = answer(Some(&queue as &dyn Queue), &follow, &req, &id)
+            .now_or_never()
+            .expect("a poll past the bound answers at once");
+        assert_eq!(resp.status(), StatusCode::OK);
+        // A slot freed is a slot for the next wait.
+        waiting.pop();
+        assert!(answer(Some(&queue as &dyn Queue), &follow, &req, &id)
+            .now_or_never()
+            .is_none());
+        drop(waiting);
+        queue.close().await.unwrap();
+        drop(queue);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub const EVENTS_UPSTREAM: &str = "events";
 /// Longest accepted task id or idempotency key, in bytes.
 pub const MAX_ID_LEN: usize = 128;
 
+/// Longest header name of an event (`mode = "publish"`): an AMQP field name is a short string.
+pub(crate) const MAX_EVENT_HEADER_NAME: usize = 255;
+
 /// One offloaded upstream call, rendered at accept time and delivered later by the dispatcher.
 ///
 /// Everything the dispatcher needs is inside the task, so a task accepted by one gateway replica
@@ -169,11 +172,47 @@ impl Task {
     /// Checks the fields a backend relies on and the encoded size against `max_bytes`; returns
     /// the encoding so callers do not encode twice.
     pub fn validate(&self, max_bytes: usize) -> Result<Vec<u8>, QueueError> {
+        self.check()?;
+        let bytes = self.encode()?;
+        if bytes.len() > max_bytes {
+            return Err(QueueError::TooLarge {
+                size: bytes.len(),
+                limit: max_bytes,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Checks the fields a backend or a delivery relies on, without encoding. Brokers run it on
+    /// every task they hand out, not only `enqueue`: a stream or queue can hold messages that
+    /// another producer, or a replica of another version, wrote, and a URL in place of the path
+    /// would go out as the request target (`POST http://elsewhere/ HTTP/1.1` to the upstream's
+    /// endpoint), a line break in a header would split it, and a header NATS cannot carry would
+    /// panic its client.
+    pub fn check(&self) -> Result<(), QueueError> {
         check_id("task id", &self.id)?;
         if self.idempotency_key.is_empty() || self.idempotency_key.len() > MAX_ID_LEN {
             return Err(QueueError::Invalid(format!(
                 "idempotency key must be 1..={MAX_ID_LEN} bytes"
             )));
+        }
+        if !is_header_value(&self.idempotency_key) {
+            return Err(QueueError::Invalid(
+                "idempotency key holds a control character".into(),
+            ));
+        }
+        for (name, value) in &self.headers {
+            if !is_header_name(name) || !is_header_value(value) {
+                return Err(QueueError::Invalid(format!(
+                    "header {name:?} is not a valid header name and value"
+                )));
+            }
+            // An AMQP field name is a short string: lapin panics on a longer one.
+            if self.publish.is_some() && name.len() > MAX_EVENT_HEADER_NAME {
+                return Err(QueueError::Invalid(format!(
+                    "event header names are at most {MAX_EVENT_HEADER_NAME} bytes"
+                )));
+            }
         }
         if self.upstream.is_empty() {
             return Err(QueueError::Invalid("task has no upstream".into()));
@@ -206,14 +245,7 @@ impl Task {
         if let Some(parent) = &self.hook_of {
             check_id("parent task id", parent)?;
         }
-        let bytes = self.encode()?;
-        if bytes.len() > max_bytes {
-            return Err(QueueError::TooLarge {
-                size: bytes.len(),
-                limit: max_bytes,
-            });
-        }
-        Ok(bytes)
+        Ok(())
     }
 
     /// The headers to send on a delivery attempt: the task's own headers (minus any stale
@@ -249,6 +281,22 @@ pub(crate) fn new_task_id() -> String {
 pub fn ids_equal(a: &str, b: &str) -> bool {
     use subtle::ConstantTimeEq as _;
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// An HTTP field name (RFC 9110 `token`): also what NATS headers can carry.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// An HTTP field value as `http::HeaderValue` accepts it: no control character but tab, so no
+/// line break that would start another header (HTTP/1, NATS).
+fn is_header_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// Ids end up in NATS subjects and URLs: keep them to a safe alphabet.
@@ -362,6 +410,41 @@ mod tests {
             big.validate(1024),
             Err(QueueError::TooLarge { limit: 1024, .. })
         ));
+    }
+
+    #[test]
+    fn check_refuses_headers_and_keys_that_would_split_or_not_travel() {
+        let task = sample();
+        task.check().unwrap();
+        for (name, value) in [
+            ("x a", "1"),
+            ("x:a", "1"),
+            ("", "1"),
+            ("x-é", "1"),
+            ("x-a", "1\r\nx-b: 2"),
+            ("x-a", "1\n"),
+            ("x-a", "nul\0"),
+        ] {
+            let mut bad = task.clone();
+            bad.headers.push((name.into(), value.into()));
+            assert!(
+                matches!(bad.check(), Err(QueueError::Invalid(_))),
+                "{name:?}: {value:?}"
+            );
+        }
+        let mut ok = task.clone();
+        ok.headers
+            .push(("X-Tenant_1".into(), "a b\tc ünïcode".into()));
+        ok.check().unwrap();
+        // A long name is HTTP, but not an AMQP header.
+        let mut long = task.clone();
+        long.headers.push(("x".repeat(256), "1".into()));
+        long.check().unwrap();
+        long.publish = Some("orders.created".into());
+        assert!(matches!(long.check(), Err(QueueError::Invalid(_))));
+        let mut bad = task.clone();
+        bad.idempotency_key = "k\r\nNats-Rollup: all".into();
+        assert!(matches!(bad.check(), Err(QueueError::Invalid(_))));
     }
 
     #[test]

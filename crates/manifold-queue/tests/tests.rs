@@ -7,6 +7,8 @@ mod crash;
 mod embedded;
 #[cfg(all(feature = "nats", feature = "rabbitmq"))]
 mod events;
+#[cfg(all(feature = "nats", feature = "rabbitmq"))]
+mod foreign;
 #[cfg(feature = "nats")]
 mod nats;
 #[cfg(feature = "rabbitmq")]

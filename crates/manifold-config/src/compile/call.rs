@@ -154,6 +154,15 @@ pub(super) fn compile_call(
                 );
                 continue;
             }
+            // An event's headers go to RabbitMQ as AMQP field names: short strings.
+            if mode == Mode::Publish && k.len() > 255 {
+                diag.push(
+                    ErrorKind::Value,
+                    v.span(),
+                    format!("{owner}: an event header name is at most 255 bytes"),
+                );
+                continue;
+            }
             if let Some(t) = tpl(
                 &mut res,
                 diag,

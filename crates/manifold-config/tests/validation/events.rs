@@ -64,6 +64,8 @@ fn publish_call_rules_name_the_line() {
         ("orders created", "no spaces"),
         ("", "empty"),
         ("orders..created", "empty token"),
+        ("$JS.API.STREAM.DELETE.manifold", "reserves"),
+        ("_INBOX.x", "reserves"),
     ] {
         let src = publish_route(
             EVENTS,
@@ -77,6 +79,14 @@ fn publish_call_rules_name_the_line() {
         &format!("  subject = \"{long}\" # subject\n  body = {{}}\n"),
     );
     one(&src, ErrorKind::Value, "# subject", "at most 255");
+    // Header names become AMQP field names (short strings) on RabbitMQ.
+    let src = publish_route(
+        EVENTS,
+        &format!(
+            "  subject = \"orders.created\"\n  body = {{}}\n  headers = {{ x-{long} = \"1\" }} # hdr\n"
+        ),
+    );
+    one(&src, ErrorKind::Value, "# hdr", "at most 255 bytes");
     // An upstream (or any HTTP-only key) would be silently ignored: refused.
     let src = publish_route(
         EVENTS,

@@ -30,7 +30,8 @@ fn task(n: usize) -> Task {
 
 /// Task ids and total encoded size of the pending rows actually committed to the file.
 fn committed(q: &EmbeddedQueue) -> (BTreeSet<String>, u64) {
-    let txn = q.store.db.begin_read().unwrap();
+    let db = q.store.db.get().unwrap();
+    let txn = db.begin_read().unwrap();
     let table = txn.open_table(PENDING).unwrap();
     let mut ids = BTreeSet::new();
     let mut bytes = 0;

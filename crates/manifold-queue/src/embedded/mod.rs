@@ -18,7 +18,9 @@
 //! caller.
 
 mod dead;
+pub(crate) mod handle;
 mod settle;
+mod status_index;
 pub(crate) mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -186,23 +188,40 @@ impl EmbeddedQueue {
     pub async fn open(opts: EmbeddedOptions) -> Result<Self, QueueError> {
         let path = opts.path.clone();
         let limits = opts.status;
-        let (store, loaded) = tokio::task::spawn_blocking(move || Store::open(&path, limits))
+        let opened = tokio::task::spawn_blocking(move || Store::open(&path, limits))
             .await
             .map_err(|e| QueueError::storage("open task", e))??;
+        Self::with_store(opts, opened)
+    }
+
+    fn with_store(
+        opts: EmbeddedOptions,
+        (store, loaded): (Store, store::Loaded),
+    ) -> Result<Self, QueueError> {
         let mut state = State::default();
+        let now = Clock::system().now_ms();
         for (seq, bytes) in loaded.pending {
-            let task = Task::decode(&bytes)?;
+            // A row this version cannot read (a newer one wrote it before a rollback) must not
+            // keep the gateway from starting: it stays for a version that can, counted, and is
+            // logged when it comes up for delivery (`load_leases`) while the others go out.
+            let (enqueued_at, not_before) = match Task::decode(&bytes) {
+                Ok(task) => (task.enqueued_at, task.not_before),
+                Err(e) => {
+                    tracing::error!(seq, error = %e, "undecodable task in embedded queue; kept, not delivered");
+                    (now, 0)
+                }
+            };
             let size = bytes.len() as u64;
             state.pending.insert(
                 seq,
                 Meta {
-                    enqueued_at: task.enqueued_at,
-                    not_before: task.not_before,
+                    enqueued_at,
+                    not_before,
                     size,
                     lease: None,
                 },
             );
-            state.ready.insert((task.not_before, seq));
+            state.ready.insert((not_before, seq));
             state.stored_tasks += 1;
             state.stored_bytes += size;
             state.next_seq = state.next_seq.max(seq + 1);

@@ -10,13 +10,15 @@
 //! (the gateway cancels calls at the deadline or when the client goes away); because the op is
 //! handed over together with what must follow it, a committed op is always accounted for.
 
-use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::handle::{Handle, Opener};
+pub(crate) use super::status_index::{status_index, StatusIndex};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
@@ -98,7 +100,7 @@ struct Write {
 
 /// The open database plus the writer thread's inbox.
 pub(super) struct Store {
-    pub(super) db: Arc<Database>,
+    pub(super) db: Arc<Handle>,
     commits: Arc<AtomicU64>,
     tx: Option<mpsc::UnboundedSender<Write>>,
     writer: Option<JoinHandle<()>>,
@@ -115,10 +117,20 @@ impl Store {
     pub(super) fn open(dir: &Path, limits: StatusLimits) -> Result<(Self, Loaded), QueueError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| QueueError::storage("create queue directory", e))?;
-        let db = Database::create(dir.join("queue.redb"))
-            .map_err(|e| QueueError::storage("open queue.redb", e))?;
-        let (loaded, index) = load(&db, limits)?;
-        let db = Arc::new(db);
+        let file = dir.join("queue.redb");
+        Self::open_with(Box::new(move || Database::create(&file)), limits)
+    }
+
+    /// [`Store::open`] with the file opened by `open` (tests: a disk that fills up).
+    pub(super) fn open_with(
+        open: Opener,
+        limits: StatusLimits,
+    ) -> Result<(Self, Loaded), QueueError> {
+        let db = Arc::new(Handle::open("queue.redb", open)?);
+        let (loaded, index) = {
+            let file = db.get()?;
+            load(&file, limits)?
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let writer_db = Arc::clone(&db);
         let commits = Arc::new(AtomicU64::new(0));
@@ -204,8 +216,8 @@ impl Store {
 
     /// Reads pending tasks by sequence number (a missing one yields `None`).
     pub(super) fn read_pending(&self, seqs: &[u64]) -> Result<Vec<Option<Vec<u8>>>, QueueError> {
-        let txn = self
-            .db
+        let db = self.db.get()?;
+        let txn = db
             .begin_read()
             .map_err(|e| QueueError::storage("begin read", e))?;
         let table = txn
@@ -223,8 +235,8 @@ impl Store {
 
     /// The stored status of task `id`, expired or not.
     pub(super) fn read_status(&self, id: &str) -> Result<Option<TaskStatus>, QueueError> {
-        let txn = self
-            .db
+        let db = self.db.get()?;
+        let txn = db
             .begin_read()
             .map_err(|e| QueueError::storage("begin read", e))?;
         let table = txn
@@ -242,8 +254,8 @@ impl Store {
         id: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, u64, Vec<u8>)>, QueueError> {
-        let txn = self
-            .db
+        let db = self.db.get()?;
+        let txn = db
             .begin_read()
             .map_err(|e| QueueError::storage("begin read", e))?;
         let table = txn
@@ -265,8 +277,8 @@ impl Store {
 
     /// The `limit` oldest dead letters (lowest sequence numbers first).
     pub(super) fn read_dead_oldest(&self, limit: usize) -> Result<Vec<Vec<u8>>, QueueError> {
-        let txn = self
-            .db
+        let db = self.db.get()?;
+        let txn = db
             .begin_read()
             .map_err(|e| QueueError::storage("begin read", e))?;
         let table = txn
@@ -315,53 +327,6 @@ impl Drop for Store {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct StoreFailure(String);
-
-/// Finished statuses by expiry, for the writer to drop expired ones and keep within
-/// `max_statuses` / `max_status_bytes` (oldest first). Unfinished statuses are bounded by the
-/// queue's own `max_tasks`: one per pending task.
-pub(crate) struct StatusIndex {
-    limits: StatusLimits,
-    by_expiry: BTreeSet<(u64, String)>,
-    entries: HashMap<String, (u64, u64)>,
-    bytes: u64,
-}
-
-impl StatusIndex {
-    pub(crate) fn new(limits: StatusLimits) -> Self {
-        StatusIndex {
-            limits,
-            by_expiry: BTreeSet::new(),
-            entries: HashMap::new(),
-            bytes: 0,
-        }
-    }
-
-    /// Records that `id`'s stored status now expires at `expires` (None: unfinished) and takes
-    /// `size` bytes.
-    pub(crate) fn set(&mut self, id: &str, expires: Option<u64>, size: u64) {
-        self.remove(id);
-        if let Some(at) = expires {
-            self.by_expiry.insert((at, id.to_owned()));
-            self.entries.insert(id.to_owned(), (at, size));
-            self.bytes += size;
-        }
-    }
-
-    pub(crate) fn remove(&mut self, id: &str) {
-        if let Some((at, size)) = self.entries.remove(id) {
-            self.by_expiry.remove(&(at, id.to_owned()));
-            self.bytes = self.bytes.saturating_sub(size);
-        }
-    }
-
-    /// The next status to drop at `now`: expired, or the oldest while over a bound.
-    pub(crate) fn next_victim(&self, now: u64) -> Option<String> {
-        let (at, id) = self.by_expiry.first()?;
-        let over = self.entries.len() as u64 > self.limits.max_statuses
-            || self.bytes > self.limits.max_status_bytes;
-        (*at <= now || over).then(|| id.clone())
-    }
-}
 
 fn load(db: &Database, limits: StatusLimits) -> Result<(Loaded, StatusIndex), QueueError> {
     // Create the tables so readers never meet a missing table; a status left `delivering` by
@@ -448,13 +413,15 @@ fn load(db: &Database, limits: StatusLimits) -> Result<(Loaded, StatusIndex), Qu
 }
 
 fn writer_loop(
-    db: &Database,
+    db: &Handle,
     mut rx: mpsc::UnboundedReceiver<Write>,
     commits: &AtomicU64,
     mut index: StatusIndex,
 ) {
     let clock = Clock::system();
     let mut batch: Vec<Write> = Vec::new();
+    // After a failed commit redb fails every later one until reopened (see `handle`).
+    let mut reopen = false;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -463,7 +430,19 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        match apply(db, &mut batch, &mut index, clock.now_ms()) {
+        let current = if std::mem::take(&mut reopen) {
+            db.reopen().and_then(|db| {
+                // The failed commit's status changes were applied to the index: start afresh.
+                index = status_index(&db, index.limits).map_err(|e| e.to_string())?;
+                Ok(db)
+            })
+        } else {
+            db.get().map_err(|e| e.to_string())
+        };
+        let applied =
+            current.and_then(|current| apply(&current, &mut batch, &mut index, clock.now_ms()));
+        reopen = applied.is_err();
+        match applied {
             Ok(results) => {
                 commits.fetch_add(1, Ordering::Relaxed);
                 for (write, existed) in batch.drain(..).zip(results) {

@@ -408,3 +408,76 @@ fn enospc_is_recognised_through_the_error_chain() {
     let other = std::io::Error::from_raw_os_error(5);
     assert!(!disk_full(&QueueError::storage("commit", other)));
 }
+
+impl EmbeddedQueue {
+    /// [`EmbeddedQueue::open`] on a database `open` makes (a disk that fills up).
+    async fn open_on(opts: EmbeddedOptions, open: handle::Opener) -> Result<Self, QueueError> {
+        let limits = opts.status;
+        let opened = tokio::task::spawn_blocking(move || Store::open_with(open, limits))
+            .await
+            .map_err(|e| QueueError::storage("open task", e))??;
+        Self::with_store(opts, opened)
+    }
+}
+
+/// redb fails every operation after one failed write until the file is reopened: a disk that
+/// filled up for a moment must not leave the queue refusing enqueues and acks for good.
+#[tokio::test]
+async fn a_disk_that_fills_up_and_frees_again_leaves_the_queue_working() {
+    use std::sync::atomic::Ordering;
+    let dir = TempDir::new("emb-enospc");
+    let disk = handle::flaky::Disk::default();
+    let q = EmbeddedQueue::open_on(opts(&dir), disk.opener())
+        .await
+        .unwrap();
+    let (a, b, c) = (task(1), task(2), task(3));
+    q.enqueue(a.clone()).await.unwrap();
+    let lease = q.lease(1, Duration::ZERO).await.unwrap().pop().unwrap();
+
+    disk.full.store(true, Ordering::SeqCst);
+    let err = q.enqueue(b).await.unwrap_err();
+    assert!(err.is_full(), "a full disk is a full queue: {err}");
+
+    disk.full.store(false, Ordering::SeqCst);
+    q.ack(lease)
+        .await
+        .expect("ack once the disk has room again");
+    q.enqueue(c.clone())
+        .await
+        .expect("enqueue once the disk has room again");
+    let leased = q.lease(10, Duration::ZERO).await.unwrap();
+    let ids: Vec<&str> = leased.iter().map(|l| l.task.id.as_str()).collect();
+    assert_eq!(ids, [c.id.as_str()], "a was acked, b never stored");
+    let done = q.task_status(&a.id).await.unwrap().unwrap();
+    assert_eq!(done.status, crate::status::State::Done);
+}
+
+/// A pending row this version cannot decode (a newer version wrote it, then was rolled back)
+/// must not keep the queue from opening: the other tasks are delivered, the row stays.
+#[tokio::test]
+async fn an_undecodable_row_does_not_keep_the_queue_from_opening() {
+    let dir = TempDir::new("emb-undecodable");
+    let a = task(1);
+    {
+        let q = EmbeddedQueue::open(opts(&dir)).await.unwrap();
+        q.enqueue(a.clone()).await.unwrap();
+        q.close().await.unwrap();
+    }
+    {
+        let db = redb::Database::create(dir.path().join("queue.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut pending = txn.open_table(store::PENDING).unwrap();
+            let newer = br#"{"id":"x","hooks":{"on_done":{"target":{"kafka":{}}}}}"#;
+            pending.insert(1_000_000, newer.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let q = EmbeddedQueue::open(opts(&dir))
+        .await
+        .expect("one unreadable row must not keep the queue closed");
+    assert_eq!(q.stats().await.unwrap().depth, 2);
+    let leased = q.lease(10, Duration::ZERO).await.unwrap();
+    let ids: Vec<&str> = leased.iter().map(|l| l.task.id.as_str()).collect();
+    assert_eq!(ids, [a.id.as_str()]);
+}

@@ -113,6 +113,11 @@ mod publisher {
                 )));
             };
             super::check_subject(subject).map_err(DeliveryError::permanent)?;
+            // Its headers and key become broker headers: a line break would split one, and the
+            // NATS client panics on a name or value it cannot carry. The request path renders
+            // only valid ones; a task from the outbox may come from another producer.
+            task.check()
+                .map_err(|e| DeliveryError::permanent(format!("event {}: {e}", task.id)))?;
             let event = Event {
                 subject,
                 key: &task.idempotency_key,

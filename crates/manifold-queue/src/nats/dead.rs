@@ -48,7 +48,14 @@ impl NatsQueue {
         let mut seq = state.first_sequence;
         while seq <= state.last_sequence && out.len() < limit {
             match dead.get_raw_message(seq).await {
-                Ok(m) => out.push((seq, Task::decode(&m.payload)?)),
+                // Another producer's message on a dead subject lists as nothing, like RabbitMQ's,
+                // rather than failing the listing and `replay --all` of every dead letter.
+                Ok(m) => match Task::decode(&m.payload) {
+                    Ok(task) => out.push((seq, task)),
+                    Err(e) => {
+                        tracing::warn!(seq, error = %e, "nats: undecodable dead letter skipped")
+                    }
+                },
                 Err(e) if matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound) => {}
                 Err(e) => return Err(broker("read dead letter", e)),
             }

@@ -356,6 +356,7 @@ impl NatsQueue {
             };
             let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
             match Task::decode(&msg.payload) {
+                Ok(task) if task.check().is_err() => self.bury_invalid(msg, task).await,
                 Ok(mut task) => {
                     let earlier = u32::try_from(delivered.saturating_sub(1)).unwrap_or(u32::MAX);
                     task.attempts = task.attempts.max(earlier);
@@ -378,6 +379,42 @@ impl NatsQueue {
             }
         }
         Ok(out)
+    }
+
+    /// A task in the stream that `enqueue` would have refused (another producer, another
+    /// version): never delivered. It goes to the dead letters with the reason, without its
+    /// hooks (they came with it) and without a status; one whose id cannot name a dead-letter
+    /// subject is terminated like an undecodable message. If the dead letter cannot be stored
+    /// now, the message stays unacked and comes back after `ack_wait`.
+    async fn bury_invalid(&self, msg: jetstream::Message, mut task: Task) {
+        let reason = match task.check() {
+            Err(e) => e.to_string(),
+            Ok(()) => return,
+        };
+        tracing::error!(task = ?task, error = %reason, "nats: task not deliverable; dead-lettering it");
+        if check_id("task id", &task.id).is_err() {
+            if let Err(e) = msg.ack_with(AckKind::Term).await {
+                tracing::warn!(error = %e, "nats: term failed");
+            }
+            return;
+        }
+        task.last_error = Some(format!("not deliverable: {reason}"));
+        task.hooks = None;
+        let subject = format!("{}.{}", self.dead_prefix, task.id);
+        let stored = match task.encode() {
+            Ok(bytes) => self.publish(subject, None, bytes).await,
+            Err(e) => Err(e),
+        };
+        match stored {
+            Ok(()) => {
+                if let Err(e) = msg.double_ack_with(AckKind::Ack).await {
+                    tracing::warn!(error = %e, "nats: ack of a dead-lettered invalid task failed");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "nats: invalid task not dead-lettered; it comes back after ack_wait")
+            }
+        }
     }
 
     fn message(lease: &Lease) -> Result<&jetstream::Message, QueueError> {

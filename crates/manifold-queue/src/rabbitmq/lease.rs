@@ -150,6 +150,18 @@ impl RabbitQueue {
                 return Ok(None);
             }
         };
+        if let Err(e) = task.check() {
+            // Written by another producer or version, and refused by `enqueue` here (a URL for
+            // a path, a split header): park it with the reason, without the hooks it came with.
+            tracing::error!(task = ?task, error = %e, "rabbitmq: task not deliverable; moved to dead letters");
+            let mut task = task;
+            task.last_error = Some(format!("not deliverable: {e}"));
+            task.hooks = None;
+            self.publish_confirmed(&self.dead_queue, &task.encode()?)
+                .await?;
+            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+            return Ok(None);
+        }
         if task.not_before > self.clock.now_ms() {
             let seq = st.next_seq;
             st.next_seq += 1;

@@ -195,3 +195,30 @@ async fn long_poll_returns_at_once_when_final_or_unknown_and_at_the_deadline_oth
     // No wake-up came: it read once and slept (no polling loop).
     assert_eq!(reads.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
+
+/// The local status file after a full disk: redb refuses every operation until reopened, so
+/// without a reopen no status would move again until a restart.
+#[tokio::test]
+async fn local_statuses_move_again_once_a_full_disk_has_room() {
+    use std::sync::atomic::Ordering;
+
+    use crate::embedded::handle::flaky::Disk;
+    use crate::status::local::LocalStatus;
+    use crate::status::tracked::StatusStore as _;
+
+    let disk = Disk::default();
+    let store = LocalStatus::open_with(disk.opener(), limits()).unwrap();
+    let t = task();
+    let at = |state| Change::of(&t, state, None, 1_000, &limits());
+    store.record(at(State::Queued), false).await;
+    disk.full.store(true, Ordering::SeqCst);
+    store.record(at(State::Delivering), false).await;
+    disk.full.store(false, Ordering::SeqCst);
+    store.record(at(State::Retrying), false).await;
+    let s = store.get(&t.id).await.unwrap().expect("a status");
+    assert_eq!(
+        s.status,
+        State::Retrying,
+        "the write after the full disk landed"
+    );
+}
