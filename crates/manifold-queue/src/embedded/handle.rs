@@ -32,6 +32,16 @@ pub(crate) struct Handle {
     db: RwLock<Option<Arc<Database>>>,
 }
 
+/// What opening the file `name` is called in errors: the file's own name, which an operator
+/// searches for (a second `manifold serve` on the same path fails on `open queue.redb`).
+fn open_what(name: &'static str) -> &'static str {
+    match name {
+        "queue.redb" => "open queue.redb",
+        "status.redb" => "open status.redb",
+        _ => "open the redb file",
+    }
+}
+
 /// Readers hold a clone of the `Arc` for one synchronous read; a reopen waits this many
 /// milliseconds at most for them to finish before giving up (and trying again at the next
 /// commit).
@@ -40,7 +50,7 @@ const READERS_GRACE_MS: u32 = 5000;
 impl Handle {
     /// Opens the file (`name`, e.g. `queue.redb`) now.
     pub(crate) fn open(name: &'static str, open: Opener) -> Result<Self, QueueError> {
-        let db = open().map_err(|e| QueueError::storage("open the redb file", e))?;
+        let db = open().map_err(|e| QueueError::storage(open_what(name), e))?;
         Ok(Handle {
             name,
             open,
@@ -57,7 +67,7 @@ impl Handle {
             .clone()
             .ok_or_else(|| {
                 QueueError::storage(
-                    "open the redb file",
+                    open_what(self.name),
                     Reopening(format!(
                         "{} is being reopened after an I/O failure",
                         self.name
