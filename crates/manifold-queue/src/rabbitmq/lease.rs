@@ -1,7 +1,10 @@
 //! Leasing deliveries (held until due) and settling them: ack, nack with a delay, release,
 //! dead letter.
 
-use super::{broker, close_within, ConsumerEnded, ConsumerState, Held, RabbitQueue};
+use super::{
+    broker, close_within, ConsumerEnded, ConsumerState, Held, RabbitQueue, HOLD_LIMIT, PARK_BURST,
+    PARK_PACE,
+};
 use crate::error::QueueError;
 use crate::queue::{Lease, LeaseToken};
 use crate::task::Task;
@@ -91,8 +94,10 @@ impl RabbitQueue {
                     out.push(self.leased(h.task, h.acker));
                 }
             }
-            // Then whatever the consumer has buffered, without waiting.
-            while out.len() < max {
+            // Then whatever the consumer has buffered, without waiting, until the wait is over:
+            // tasks parked back to the queue (see `park`) come round again, so the buffer may
+            // never run dry.
+            while out.len() < max && Instant::now() < deadline {
                 match st.consumer.next().now_or_never() {
                     Some(Some(delivery)) => {
                         if let Some(lease) = self.classify(st, delivery).await? {
@@ -163,17 +168,62 @@ impl RabbitQueue {
             return Ok(None);
         }
         if task.not_before > self.clock.now_ms() {
-            let seq = st.next_seq;
-            st.next_seq += 1;
-            st.held.push(Reverse(Held {
-                due_ms: task.not_before,
-                seq,
-                task,
-                acker: delivery.acker,
-            }));
+            if st.held.len() >= HOLD_LIMIT {
+                return match self.park(st, &task, delivery.acker).await? {
+                    None => Ok(None),
+                    // The queue is at its bound: held after all, past the limit.
+                    Some(acker) => {
+                        self.hold(st, task, acker);
+                        Ok(None)
+                    }
+                };
+            }
+            self.hold(st, task, delivery.acker);
             return Ok(None);
         }
+        st.parked_run = 0;
         Ok(Some(self.leased(task, delivery.acker)))
+    }
+
+    /// Keep a delivery until its task is due.
+    fn hold(&self, st: &mut ConsumerState, task: Task, acker: lapin::Acker) {
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        st.held.push(Reverse(Held {
+            due_ms: task.not_before,
+            seq,
+            task,
+            acker,
+        }));
+    }
+
+    /// Send a task that is not due back to the queue's tail (stored first, then the delivery
+    /// acked: a crash between leaves a duplicate with the same idempotency key, never a loss),
+    /// so that it does not hold a prefetch slot (see [`HOLD_LIMIT`]). The delivery comes back
+    /// when the queue is at its bound and the task could not be stored again.
+    async fn park(
+        &self,
+        st: &mut ConsumerState,
+        task: &Task,
+        acker: lapin::Acker,
+    ) -> Result<Option<lapin::Acker>, QueueError> {
+        st.parked_run = st.parked_run.saturating_add(1);
+        if st.parked_run > PARK_BURST {
+            tokio::time::sleep(PARK_PACE).await;
+        }
+        match self
+            .publish_confirmed(&self.opts.queue, &task.encode()?)
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if e.is_full() => return Ok(Some(acker)),
+            Err(e) => return Err(e),
+        }
+        acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map_err(|e| broker("ack", e))?;
+        Ok(None)
     }
 
     pub(super) fn leased(&self, task: Task, acker: lapin::Acker) -> Lease {

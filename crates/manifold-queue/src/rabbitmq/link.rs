@@ -207,6 +207,7 @@ impl RabbitQueue {
             consumer,
             held: BinaryHeap::new(),
             next_seq: 0,
+            parked_run: 0,
         })
     }
 }

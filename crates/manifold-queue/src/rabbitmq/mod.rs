@@ -8,7 +8,8 @@
 //!   confirm and then acks the old copy. A task whose `not_before` is in the future is held,
 //!   unacked, by the consumer until due: RabbitMQ has no per-message delay, and holding keeps
 //!   the task owned by the broker (requeued if this process dies), where TTL delay queues would
-//!   dead-letter it back without confirms.
+//!   dead-letter it back without confirms. At most [`HOLD_LIMIT`] are held; past it a task not
+//!   due goes back to the queue's tail, so waiting tasks cannot fill the prefetch.
 //! - Dead letters go to the durable queue `<queue>.dead`, with a confirm before the ack.
 //! - Bounds are the broker's: `<queue>` is declared with `x-max-length` = `max_tasks`,
 //!   `x-max-length-bytes` = `max_bytes` and `x-overflow` = `reject-publish`, so a publish beyond
@@ -54,6 +55,17 @@ use link::open_link;
 const BACKEND: &str = "rabbitmq";
 /// Messages the consumer may hold unacked (leased or waiting for their `not_before`).
 const PREFETCH: u16 = 2000;
+/// Most deliveries held for a later `not_before`: the rest of the prefetch stays for tasks that
+/// are due. Past it a task not yet due goes back to the queue's tail ([`RabbitQueue::park`]):
+/// held, they filled the whole prefetch when many tasks waited on a long `Retry-After` (one
+/// upstream down), and then the broker sent nothing more, so no task of any other upstream was
+/// delivered until theirs came due.
+const HOLD_LIMIT: usize = PREFETCH as usize - 200;
+/// Parks in a row (no due task found between them) after which each park waits this long: when
+/// every task in the queue waits, the consumer would otherwise send them round the queue as
+/// fast as the broker confirms. A due task behind them is reached at this pace.
+const PARK_PACE: Duration = Duration::from_millis(5);
+const PARK_BURST: u32 = 100;
 /// Longest scan of the dead-letter queue for list / inspect / replay / purge by id.
 const DEAD_SCAN_LIMIT: usize = 100_000;
 /// Longest wait for a connection (TCP, AMQP handshake, channels, declarations).
@@ -130,6 +142,8 @@ struct ConsumerState {
     consumer: Consumer,
     held: BinaryHeap<Reverse<Held>>,
     next_seq: u64,
+    /// Tasks sent back to the queue's tail since a due one was found (see [`HOLD_LIMIT`]).
+    parked_run: u32,
 }
 
 /// The live connection with its confirm-mode publishing channel.
