@@ -36,7 +36,16 @@ impl EmbeddedQueue {
             let now = self.clock.now_ms();
             let mut writes = Vec::with_capacity(rows.len());
             for (id, dead_seq, bytes) in rows {
-                let mut task = Task::decode(&bytes)?;
+                // One this version cannot decode stays a dead letter, skipped: the others are
+                // replayed. (A chunk with nothing replayed ends the loop below, so a chunk of
+                // such rows cannot spin it.)
+                let mut task = match Task::decode(&bytes) {
+                    Ok(task) => task,
+                    Err(e) => {
+                        tracing::warn!(task = %id, error = %e, "embedded: a dead letter this version cannot read was not replayed");
+                        continue;
+                    }
+                };
                 task.attempts = 0;
                 task.enqueued_at = now;
                 task.not_before = 0;

@@ -481,3 +481,41 @@ async fn an_undecodable_row_does_not_keep_the_queue_from_opening() {
     let ids: Vec<&str> = leased.iter().map(|l| l.task.id.as_str()).collect();
     assert_eq!(ids, [a.id.as_str()]);
 }
+
+/// A dead letter this version cannot decode (a newer version wrote it) is skipped by the listing
+/// and by `replay --all`, which replay the others, instead of failing them for every dead letter.
+#[tokio::test]
+async fn an_undecodable_dead_letter_does_not_hide_or_block_the_others() {
+    let dir = TempDir::new("emb-dead-undecodable");
+    let a = task(1);
+    {
+        let q = EmbeddedQueue::open(opts(&dir)).await.unwrap();
+        q.enqueue(a.clone()).await.unwrap();
+        let mut leases = q.lease(1, Duration::ZERO).await.unwrap();
+        q.dead_letter(leases.pop().unwrap()).await.unwrap();
+        q.close().await.unwrap();
+    }
+    {
+        let db = redb::Database::create(dir.path().join("queue.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut dead = txn.open_table(store::DEAD).unwrap();
+            let newer = br#"{"id":"0-newer","hooks":{"on_done":{"target":{"kafka":{}}}}}"#;
+            dead.insert(("0-newer", 0), newer.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let q = EmbeddedQueue::open(opts(&dir)).await.unwrap();
+    let listed = q.dead_letters(10).await.expect("the listing skips the row");
+    let ids: Vec<&str> = listed.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, [a.id.as_str()]);
+    assert_eq!(
+        q.replay(&Selection::All)
+            .await
+            .expect("replay skips the row"),
+        1
+    );
+    let leased = q.lease(10, Duration::ZERO).await.unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].task.id, a.id);
+}
