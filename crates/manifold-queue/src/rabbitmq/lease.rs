@@ -74,14 +74,7 @@ impl RabbitQueue {
                 .unwrap_or_else(|p| p.into_inner())
                 .drain(..)
             {
-                let seq = st.next_seq;
-                st.next_seq += 1;
-                st.held.push(Reverse(Held {
-                    due_ms: task.not_before,
-                    seq,
-                    task,
-                    acker,
-                }));
+                self.hold(st, task, acker);
             }
             // Due held tasks first.
             let now = self.clock.now_ms();

@@ -45,26 +45,15 @@ impl LocalStatus {
     pub(crate) fn open_with(open: Opener, limits: StatusLimits) -> Result<Self, QueueError> {
         let handle = Handle::open("status.redb", open)?;
         let db = handle.get()?;
-        let mut index = StatusIndex::new(limits);
         let txn = db
             .begin_write()
             .map_err(|e| QueueError::storage("begin write", e))?;
-        {
-            let table = txn
-                .open_table(STATUS)
-                .map_err(|e| QueueError::storage("create status table", e))?;
-            for row in table
-                .iter()
-                .map_err(|e| QueueError::storage("scan statuses", e))?
-            {
-                let (k, v) = row.map_err(|e| QueueError::storage("scan statuses", e))?;
-                if let Some(s) = TaskStatus::decode(v.value()) {
-                    index.set(k.value(), s.expires_at, v.value().len() as u64);
-                }
-            }
-        }
+        txn.open_table(STATUS)
+            .map_err(|e| QueueError::storage("create status table", e))?;
         txn.commit()
             .map_err(|e| QueueError::storage("create status table", e))?;
+        // The same scan a reopen makes: one place reads the finished statuses of a file.
+        let index = status_index(&db, limits)?;
         drop(db);
         Ok(LocalStatus {
             db: Arc::new(handle),
