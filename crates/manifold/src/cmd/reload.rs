@@ -81,16 +81,27 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Names listed per line of the report; past it the line ends with how many more there are
+/// (`--json` lists them all): a config of thousands of upstreams must not print a screenful.
+const LISTED: usize = 8;
+
+/// `names` joined, at most [`LISTED`] of them.
+fn listed(names: &[&str]) -> String {
+    if names.len() <= LISTED {
+        return names.join(", ");
+    }
+    format!(
+        "{}, and {} more (--json lists them all)",
+        names[..LISTED].join(", "),
+        names.len() - LISTED
+    )
+}
+
 fn print_report(target: &super::admin::Target, answer: &serde_json::Value) {
     let names = |key: &str| {
         answer["upstreams"][key]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
+            .map(|a| listed(&a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>()))
             .unwrap_or_default()
     };
     println!(
@@ -117,5 +128,23 @@ fn print_report(target: &super::admin::Target, answer: &serde_json::Value) {
     }
     for w in answer["warnings"].as_array().into_iter().flatten() {
         println!("  {}", w.as_str().unwrap_or_default());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lists_of_names_are_cut_with_a_count() {
+        assert_eq!(listed(&[]), "");
+        assert_eq!(listed(&["a", "b"]), "a, b");
+        let many: Vec<String> = (0..5000).map(|i| format!("u{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(
+            listed(&many),
+            "u0, u1, u2, u3, u4, u5, u6, u7, and 4992 more (--json lists them all)"
+        );
+        assert_eq!(listed(&many[..8]).matches(", ").count(), 7);
     }
 }
