@@ -19,6 +19,7 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The largest TLS file read: a certificate chain or a CA bundle is a few KiB (the whole
 /// Mozilla bundle is about 200 KiB); past this the path is surely wrong (a log, a device).
@@ -268,14 +269,23 @@ pub(crate) fn server_tls(
     };
     let cert = resolve(config_file, r.cert.get_ref());
     let key = resolve(config_file, r.key.get_ref());
-    if let Err(e) = load_certified_key("server.tls", ("cert", &cert), ("key", &key)) {
-        let span = if e.key() == "server.tls.key" {
-            r.key.span()
-        } else {
-            r.cert.span()
-        };
-        diag.push(ErrorKind::Value, span, e.to_string());
-        return None;
+    match load_certified_key("server.tls", ("cert", &cert), ("key", &key)) {
+        Ok(certified) => {
+            if let Some(w) =
+                validity_warning("server.tls.cert", &cert, &certified, SystemTime::now())
+            {
+                diag.warn(r.cert.span(), w);
+            }
+        }
+        Err(e) => {
+            let span = if e.key() == "server.tls.key" {
+                r.key.span()
+            } else {
+                r.cert.span()
+            };
+            diag.push(ErrorKind::Value, span, e.to_string());
+            return None;
+        }
     }
     Some(ServerTls {
         listen: listen?,
@@ -348,7 +358,14 @@ pub(crate) fn upstream_tls(
             let key = resolve(config_file, k.get_ref());
             let what = format!("upstreams.{name}");
             match load_certified_key(&what, ("client_cert", &cert), ("client_key", &key)) {
-                Ok(_) => tls.client = Some(ClientIdentity { cert, key }),
+                Ok(certified) => {
+                    let key_name = format!("upstreams.{name}.client_cert");
+                    let now = SystemTime::now();
+                    if let Some(w) = validity_warning(&key_name, &cert, &certified, now) {
+                        diag.warn(c.span(), w);
+                    }
+                    tls.client = Some(ClientIdentity { cert, key })
+                }
                 Err(e) => {
                     let span = if e.key().ends_with(".client_key") {
                         k.span()
@@ -361,6 +378,39 @@ pub(crate) fn upstream_tls(
         }
     }
     tls
+}
+
+/// A warning when the leaf certificate of `certified` (read from `path`, the value of config
+/// key `key`) is outside its validity period at `now`: every client would refuse it. A warning,
+/// not an error: the file is what the operator has (a renewal may be on its way), and refusing
+/// it would also stop a gateway's plaintext listener from starting.
+pub fn validity_warning(
+    key: &str,
+    path: &Path,
+    certified: &CertifiedKey,
+    now: SystemTime,
+) -> Option<String> {
+    let leaf = certified.cert.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let now = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let validity = cert.validity();
+    if validity.not_after.timestamp() < now {
+        return Some(format!(
+            "`{key}` ({}): the certificate expired on {}; clients will refuse it",
+            path.display(),
+            validity.not_after
+        ));
+    }
+    if validity.not_before.timestamp() > now {
+        return Some(format!(
+            "`{key}` ({}): the certificate is not valid before {}; clients will refuse it until then",
+            path.display(),
+            validity.not_before
+        ));
+    }
+    None
 }
 
 impl TlsFileError {

@@ -277,3 +277,66 @@ fn bad_upstream_tls_keys_are_refused_where_they_are_written() {
         &["has scheme `ftp`; write http or https"],
     );
 }
+
+/// A self-signed pair as `NAME.pem` / `NAME.key`, valid from `from` to `until` (years).
+fn dated_pair(dir: &Dir, name: &str, from: i32, until: i32) {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(from, 1, 1);
+    params.not_after = rcgen::date_time_ymd(until, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    dir.write(&format!("{name}.pem"), &cert.pem());
+    dir.write(&format!("{name}.key"), &key.serialize_pem());
+}
+
+/// An expired or not-yet-valid certificate compiles (it is the file the operator has) with a
+/// warning at its key, which `manifold check`, `serve` and a reload show.
+#[test]
+fn a_certificate_outside_its_validity_is_a_warning_at_its_key() {
+    let dir = Dir::new("validity");
+    dated_pair(&dir, "old", 2020, 2021);
+    dated_pair(&dir, "future", 2090, 2091);
+    dated_pair(&dir, "now", 2020, 2090);
+    let server = |name: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:8080\"\n\
+             tls = {{ listen = \"0.0.0.0:8443\", cert = \"{name}.pem\", key = \"{name}.key\" }}\n"
+        )
+    };
+    let warnings = |src: &str| -> Vec<(usize, String)> {
+        compile(&dir.config(), src)
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .warnings
+            .into_iter()
+            .map(|w| (w.line, w.message))
+            .collect()
+    };
+    let w = warnings(&server("old"));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].0, 3, "at the tls line: {w:?}");
+    assert!(
+        w[0].1.contains("`server.tls.cert`")
+            && w[0].1.contains("old.pem")
+            && w[0].1.contains("expired on")
+            && w[0].1.contains("2021"),
+        "{w:?}"
+    );
+    let w = warnings(&server("future"));
+    assert!(
+        w.len() == 1 && w[0].1.contains("not valid before") && w[0].1.contains("2090"),
+        "{w:?}"
+    );
+    assert!(warnings(&server("now")).is_empty());
+    // An upstream's client certificate too.
+    let src = upstream(
+        "\"https://a.example\"",
+        "client_cert = \"old.pem\"\nclient_key = \"old.key\"",
+    );
+    let w = warnings(&src);
+    assert!(
+        w.len() == 1
+            && w[0].1.contains("`upstreams.pay.client_cert`")
+            && w[0].1.contains("expired"),
+        "{w:?}"
+    );
+}
