@@ -340,3 +340,27 @@ fn a_certificate_outside_its_validity_is_a_warning_at_its_key() {
         "{w:?}"
     );
 }
+
+/// A certificate block whose DER is not a certificate (truncated, garbage) is refused or
+/// warned about at its key, never a panic of the validity check.
+#[test]
+fn a_certificate_block_of_garbage_is_refused_not_a_panic() {
+    let dir = Dir::new("garbage");
+    dir.pair("site");
+    let good = std::fs::read_to_string(dir.0.join("site.pem")).unwrap();
+    let body: String = good.lines().filter(|l| !l.starts_with("-----")).collect();
+    for (i, der) in [&body[..body.len() / 2], "AAAA", "MIIB"].iter().enumerate() {
+        dir.write(
+            "bad.pem",
+            &format!("-----BEGIN CERTIFICATE-----\n{der}\n-----END CERTIFICATE-----\n"),
+        );
+        let src = "[server]\ntls = { listen = \"0.0.0.0:8443\", cert = \"bad.pem\", key = \"site.key\" }\n";
+        match compile(&dir.config(), src) {
+            Ok(c) => assert!(!c.warnings.is_empty() || c.server.tls.is_some(), "case {i}"),
+            Err(e) => assert!(
+                e.errors.iter().any(|e| e.message.contains("server.tls")),
+                "case {i}: {e:?}"
+            ),
+        }
+    }
+}
