@@ -186,6 +186,29 @@ impl Telemetry {
         }
     }
 
+    /// Tell the metrics registry which routes and calls this config has, so the series of
+    /// those a reload removed or renamed end (see [`tm::metrics::LiveRoutes`]). Called once
+    /// the config is the running one: a refused reload must not end a running route's series.
+    pub(crate) fn publish_live_routes(&self) {
+        let Some(m) = &self.metrics else {
+            return;
+        };
+        let mut live = tm::metrics::LiveRoutes::new();
+        for r in &self.routes {
+            if let Some(rm) = &r.metrics {
+                live.route(rm.route());
+            }
+            for c in r.calls.iter().filter_map(|c| c.metrics.as_ref()) {
+                let [route, call, upstream] = c.labels();
+                live.call(route, call, upstream);
+            }
+        }
+        if let Some(rm) = self.status.as_ref().and_then(|s| s.metrics()) {
+            live.route(rm.route());
+        }
+        m.set_live_routes(live);
+    }
+
     /// The tracer (none with `tracing = false`).
     pub(crate) fn tracer(&self) -> Option<&tm::Tracer> {
         self.tracer.as_ref()

@@ -445,3 +445,73 @@ async fn a_removed_upstreams_endpoint_series_end_at_the_reload() {
     assert_eq!(series(&after, "a"), series(&before, "a"), "{after}");
     gw.stop().await;
 }
+
+/// A route or call a reload removed (or pointed at another upstream) ends its series: the
+/// request and call counters of routes that no longer exist do not show on every scrape from
+/// then on, a refused reload ends none, and a kept route counts on where it was.
+#[tokio::test]
+async fn a_removed_routes_series_end_at_the_reload_and_a_kept_one_counts_on() {
+    let (a_url, _) = counting_upstream().await;
+    let (b_url, _) = counting_upstream().await;
+    let upstreams = format!(
+        "[upstreams.a]\nendpoints = [\"{a_url}\"]\n[upstreams.b]\nendpoints = [\"{b_url}\"]\n"
+    );
+    let gw = FileGateway::start(
+        "route-series",
+        &format!(
+            "{upstreams}{}{}",
+            one_call_route("ra", "/a", "a", "one"),
+            one_call_route("rb", "/b", "b", "one")
+        ),
+    )
+    .await;
+    for path in ["/a", "/b"] {
+        let (status, _, body) = send("GET", &gw.url(path), None).await;
+        assert_eq!(status, 200, "{body:?}");
+    }
+    let scrape = || async {
+        let (status, body) = admin(gw.admin, "GET", "/metrics", None).await;
+        assert_eq!(status, 200);
+        String::from_utf8(body.to_vec()).unwrap()
+    };
+    let count = |text: &str, needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+    let before = scrape().await;
+    assert!(count(&before, "route=\"rb\"") > 0, "{before}");
+    assert!(
+        count(&before, "route=\"ra\",call=\"c\",upstream=\"a\"") > 0,
+        "{before}"
+    );
+
+    // Refused: nothing ends.
+    gw.write("[upstreams.a]\nendpoints = [\"not a url\"]\n");
+    let (status, _) = gw.reload(None).await;
+    assert_ne!(status, 200);
+    let refused = scrape().await;
+    assert!(count(&refused, "route=\"rb\"") > 0, "{refused}");
+
+    // rb goes; ra's call now goes to b.
+    gw.write(&format!(
+        "{upstreams}{}",
+        one_call_route("ra", "/a", "b", "two")
+    ));
+    let (status, report) = gw.reload(None).await;
+    assert_eq!(status, 200, "{report}");
+    let (status, _, body) = send("GET", &gw.url("/a"), None).await;
+    assert_eq!(status, 200, "{body:?}");
+    let after = scrape().await;
+    assert_eq!(count(&after, "route=\"rb\""), 0, "{after}");
+    assert_eq!(
+        count(&after, "route=\"ra\",call=\"c\",upstream=\"a\""),
+        0,
+        "{after}"
+    );
+    assert!(
+        count(&after, "route=\"ra\",call=\"c\",upstream=\"b\"") > 0,
+        "{after}"
+    );
+    assert!(
+        after.contains("manifold_http_server_request_duration_seconds_count{route=\"ra\",status_class=\"2xx\"} 2"),
+        "{after}"
+    );
+    gw.stop().await;
+}

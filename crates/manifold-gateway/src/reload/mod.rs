@@ -153,7 +153,9 @@ impl Live {
             reason: e.to_string(),
         })?;
         let clients = shared.clients.clone();
-        self.current.store(Arc::new(shared));
+        let shared = Arc::new(shared);
+        self.current.store(Arc::clone(&shared));
+        shared.telemetry.publish_live_routes();
         if let Some(stacks) = &self.stacks {
             stacks.update(&clients);
         }

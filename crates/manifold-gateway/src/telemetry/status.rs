@@ -28,6 +28,11 @@ pub(super) struct StatusTele {
 }
 
 impl StatusTele {
+    /// The status route's metric handles (none with metrics off).
+    pub(super) fn metrics(&self) -> Option<&RouteMetrics> {
+        self.metrics.as_ref()
+    }
+
     /// The status route's telemetry when the config has one (a route offloads, and
     /// `status_path` is not `""`).
     pub(super) fn new(config: &Config, metrics: Option<&Metrics>) -> Option<StatusTele> {

@@ -6,15 +6,17 @@
 //! config, status classes, error kinds from a fixed classification, endpoints from the config).
 
 pub mod family;
+mod live;
 pub mod render;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 pub use family::{
     BreakerState, Counter, Exemplar, Family, Gauge, GaugeF64, Histogram, HistogramSnapshot,
     StateGauge, LATENCY_BUCKETS,
 };
+pub use live::LiveRoutes;
 pub use render::Format;
 
 use crate::context::{SpanId, TraceId};
@@ -48,6 +50,9 @@ struct Registry {
     breaker_state: Family<StateGauge, 2>,
     balancer_cost: Family<GaugeF64, 2>,
     span_stats: OnceLock<Arc<SpanStats>>,
+    /// The running config's routes and calls; `None` until the gateway says (every series is
+    /// kept).
+    live: RwLock<Option<LiveRoutes>>,
 }
 
 impl Default for Registry {
@@ -144,6 +149,7 @@ impl Default for Registry {
                 ["upstream", "endpoint"],
             ),
             span_stats: OnceLock::new(),
+            live: RwLock::new(None),
         }
     }
 }
@@ -230,9 +236,24 @@ impl Metrics {
         self.inner.balancer_cost.retain(keep);
     }
 
+    /// The routes and calls of the config now running (at start and after each reload): the
+    /// series of every other route and call end here, and at each later render (see
+    /// [`LiveRoutes`]).
+    pub fn set_live_routes(&self, live: LiveRoutes) {
+        live::retain(&self.inner, &live);
+        *self
+            .inner
+            .live
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(live);
+    }
+
     /// The exposition, in the format asked for.
     pub fn render(&self, format: Format) -> String {
         let r = &self.inner;
+        if let Some(live) = &*r.live.read().unwrap_or_else(PoisonError::into_inner) {
+            live::retain(r, live);
+        }
         let mut w = render::Writer::new(format);
         w.histograms(&r.request_duration);
         w.gauges(&r.active_requests);
@@ -305,6 +326,11 @@ pub struct RouteMetrics {
 }
 
 impl RouteMetrics {
+    /// The series' `route` label.
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
     /// A request started; the guard counts it active until finished or dropped.
     pub fn start(&self) -> ActiveRequest<'_> {
         self.active.inc();
@@ -366,6 +392,11 @@ pub struct CallMetrics {
 }
 
 impl CallMetrics {
+    /// The series' labels: route, call, upstream.
+    pub fn labels(&self) -> [&str; 3] {
+        self.labels.each_ref().map(|l| &**l)
+    }
+
     /// Record one attempt's duration (and its span as the exemplar when sampled).
     pub fn observe(&self, elapsed: Duration, exemplar: Option<(TraceId, SpanId)>) {
         self.duration.observe(elapsed, exemplar);

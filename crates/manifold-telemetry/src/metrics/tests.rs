@@ -166,3 +166,50 @@ fn endpoints_that_are_gone_end_their_series() {
     assert!(!text.contains("10.0.0.1:80"), "{text}");
     assert!(!text.contains("upstream=\"gone\""), "{text}");
 }
+
+#[test]
+fn routes_and_calls_a_reload_removed_end_their_series_even_when_they_finish_late() {
+    let m = Metrics::new();
+    let kept = m.route("kept");
+    let gone = m.route("gone");
+    kept.start().finish(200, Duration::from_millis(3), None);
+    gone.start().finish(200, Duration::from_millis(3), None);
+    let kept_call = m.call("kept", "a", "up");
+    let gone_call = m.call("gone", "b", "up");
+    let moved_call = m.call("kept", "c", "old-up");
+    for c in [&kept_call, &gone_call, &moved_call] {
+        c.outcome(CallResult::Ok);
+        c.cache(CacheOutcome::L1);
+    }
+    // A request of the removed route still running when the reload lands.
+    let late = gone.start();
+    let mut live = LiveRoutes::new();
+    live.route("kept");
+    live.call("kept", "a", "up");
+    live.call("kept", "c", "new-up");
+    m.set_live_routes(live);
+    let text = m.render(Format::Prometheus);
+    assert!(text.contains("route=\"kept\""), "{text}");
+    assert!(!text.contains("route=\"gone\""), "{text}");
+    assert!(!text.contains("old-up"), "{text}");
+    // The cache series are per route and call: `kept`/`c` still runs (to another upstream).
+    assert!(
+        text.contains("manifold_cache_hits_total{route=\"kept\",call=\"c\""),
+        "{text}"
+    );
+    // It ends with a status class and a cache tier its handles had not resolved yet: those
+    // series come back in the registry, and the next render drops them again.
+    late.finish(503, Duration::from_millis(9), None);
+    gone_call.cache(CacheOutcome::Miss);
+    let text = m.render(Format::Prometheus);
+    assert!(!text.contains("route=\"gone\""), "{text}");
+    // The kept route's counters went on where they were.
+    kept.start().finish(200, Duration::from_millis(3), None);
+    let text = m.render(Format::Prometheus);
+    assert!(
+        text.contains(
+            "manifold_http_server_request_duration_seconds_count{route=\"kept\",status_class=\"2xx\"} 2"
+        ),
+        "{text}"
+    );
+}
