@@ -8,6 +8,22 @@ use serde::{Deserialize, Serialize};
 /// Longest subject / routing key, in bytes (AMQP's short-string limit).
 pub const MAX_SUBJECT_LEN: usize = 255;
 
+/// Longest header name of an event (a publish call's or a publish hook's): RabbitMQ carries
+/// headers as AMQP field-table keys, which are short strings (lapin panics on a longer one).
+pub const MAX_HEADER_NAME_LEN: usize = 255;
+
+/// Checks an event header name's length (see [`MAX_HEADER_NAME_LEN`]); the one rule for calls,
+/// hooks and the tasks a queue takes.
+pub fn check_header_name(name: &str) -> Result<(), String> {
+    if name.len() > MAX_HEADER_NAME_LEN {
+        return Err(format!(
+            "an event header name is at most {MAX_HEADER_NAME_LEN} bytes (this one is {})",
+            name.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Default RabbitMQ exchange of events.
 pub const DEFAULT_EXCHANGE: &str = "manifold.events";
 

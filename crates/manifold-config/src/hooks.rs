@@ -228,6 +228,12 @@ fn compile_hook(
                 );
                 continue;
             }
+            if h.publish.is_some() {
+                if let Err(msg) = crate::events::check_header_name(k) {
+                    diag.push(ErrorKind::Value, v.span(), at.say(msg));
+                    continue;
+                }
+            }
             match res.str_template(v.get_ref()) {
                 Ok(t) if t.exprs().any(|e| matches!(e.source, Source::Task { .. })) => diag.push(
                     ErrorKind::Value,

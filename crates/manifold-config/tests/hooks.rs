@@ -162,6 +162,25 @@ fn hostile_and_wrong_templates_are_refused() {
         with(r#"  on_done = { publish = "shipping.done" }"#)
     );
     assert_eq!(errors(&src), Vec::<String>::new());
+    // A publish hook's header names become AMQP field names (short strings): a longer one is
+    // refused here, at its key, not when the first task settles and its hook cannot be written.
+    let long = "x".repeat(256);
+    let src = format!(
+        "{events}{}",
+        with(&format!(
+            r#"  on_done = {{ publish = "shipping.done", headers = {{ {long} = "1" }} }}"#
+        ))
+    );
+    let err = one_error(&src, "an event header name is at most 255 bytes");
+    assert!(err.starts_with("26:"), "{err}");
+    let src = format!(
+        "{events}{}",
+        with(&format!(
+            r#"  on_done = {{ publish = "shipping.done", headers = {{ {} = "1" }} }}"#,
+            "x".repeat(255)
+        ))
+    );
+    assert_eq!(errors(&src), Vec::<String>::new());
 }
 
 #[test]

@@ -17,9 +17,6 @@ pub const EVENTS_UPSTREAM: &str = "events";
 /// Longest accepted task id or idempotency key, in bytes.
 pub const MAX_ID_LEN: usize = 128;
 
-/// Longest header name of an event (`mode = "publish"`): an AMQP field name is a short string.
-pub(crate) const MAX_EVENT_HEADER_NAME: usize = 255;
-
 /// One offloaded upstream call, rendered at accept time and delivered later by the dispatcher.
 ///
 /// Everything the dispatcher needs is inside the task, so a task accepted by one gateway replica
@@ -208,10 +205,8 @@ impl Task {
                 )));
             }
             // An AMQP field name is a short string: lapin panics on a longer one.
-            if self.publish.is_some() && name.len() > MAX_EVENT_HEADER_NAME {
-                return Err(QueueError::Invalid(format!(
-                    "event header names are at most {MAX_EVENT_HEADER_NAME} bytes"
-                )));
+            if self.publish.is_some() {
+                manifold_config::events::check_header_name(name).map_err(QueueError::Invalid)?;
             }
         }
         if self.upstream.is_empty() {

@@ -154,14 +154,11 @@ pub(super) fn compile_call(
                 );
                 continue;
             }
-            // An event's headers go to RabbitMQ as AMQP field names: short strings.
-            if mode == Mode::Publish && k.len() > 255 {
-                diag.push(
-                    ErrorKind::Value,
-                    v.span(),
-                    format!("{owner}: an event header name is at most 255 bytes"),
-                );
-                continue;
+            if mode == Mode::Publish {
+                if let Err(msg) = crate::events::check_header_name(k) {
+                    diag.push(ErrorKind::Value, v.span(), format!("{owner}: {msg}"));
+                    continue;
+                }
             }
             if let Some(t) = tpl(
                 &mut res,
