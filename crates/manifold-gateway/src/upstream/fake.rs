@@ -2,8 +2,9 @@
 //! delay and outcome come from a script; every call is recorded, with whether its future was
 //! dropped before it finished (cancelled).
 
-use super::attempt::{Attempt, BoxFuture, Replay, Tried};
+use super::attempt::{Attempt, BoxFuture, Tried};
 use super::endpoints::EndpointId;
+use super::request::Replay;
 use super::{Answer, Budget};
 use crate::error::{CallError, CallErrorKind};
 use http::{HeaderMap, HeaderValue, StatusCode};

@@ -25,6 +25,34 @@ impl EmbeddedQueue {
         }
     }
 
+    /// The oldest `limit` dead letters. A row this version cannot decode (written by a newer
+    /// one) is left where it is and skipped, as the brokers' listings do: one must not hide
+    /// every other dead letter.
+    pub(super) fn dead_letters_inner(&self, limit: usize) -> Result<Vec<Task>, QueueError> {
+        Ok(self
+            .store
+            .read_dead_oldest(limit)?
+            .iter()
+            .filter_map(|bytes| match Task::decode(bytes) {
+                Ok(task) => Some(task),
+                Err(e) => {
+                    tracing::warn!(error = %e, "embedded: a dead letter this version cannot read was skipped");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// The dead letter `id`, if there is one (one this version cannot decode is an error: it
+    /// was asked for by name).
+    pub(super) fn dead_letter_get_inner(&self, id: &str) -> Result<Option<Task>, QueueError> {
+        let rows = self.store.read_dead(Some(id), 1)?;
+        rows.into_iter()
+            .next()
+            .map(|(_, _, bytes)| Task::decode(&bytes))
+            .transpose()
+    }
+
     /// Moves dead letters back, a chunk at a time; the writes of a chunk share commits.
     pub(super) async fn replay_inner(&self, which: &Selection) -> Result<u64, QueueError> {
         let mut moved = 0;

@@ -540,35 +540,16 @@ impl Queue for EmbeddedQueue {
     }
 
     fn dead_letters(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Task>, QueueError>> {
-        Box::pin(async move {
-            // A row this version cannot decode (written by a newer one) is left where it is and
-            // skipped, as the brokers' listings do: one must not hide every other dead letter.
-            Ok(self
-                .store
-                .read_dead_oldest(limit)?
-                .iter()
-                .filter_map(|bytes| match Task::decode(bytes) {
-                    Ok(task) => Some(task),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "embedded: a dead letter this version cannot read was skipped");
-                        None
-                    }
-                })
-                .collect())
-        })
+        let listed = self.dead_letters_inner(limit);
+        Box::pin(async move { listed })
     }
 
     fn dead_letter_get<'a>(
         &'a self,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<Task>, QueueError>> {
-        Box::pin(async move {
-            let rows = self.store.read_dead(Some(id), 1)?;
-            rows.into_iter()
-                .next()
-                .map(|(_, _, bytes)| Task::decode(&bytes))
-                .transpose()
-        })
+        let found = self.dead_letter_get_inner(id);
+        Box::pin(async move { found })
     }
 
     fn replay<'a>(&'a self, which: &'a Selection) -> BoxFuture<'a, Result<u64, QueueError>> {

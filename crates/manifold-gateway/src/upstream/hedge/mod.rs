@@ -18,8 +18,9 @@
 
 pub(crate) mod latency;
 
-use super::attempt::{Answered, Attempt, AttemptKind, BoxFuture, Replay, Tried, NONE_PICKED};
+use super::attempt::{Answered, Attempt, AttemptKind, BoxFuture, Tried, NONE_PICKED};
 use super::endpoints::EndpointId;
+use super::request::Replay;
 use super::retry::budget::RetryBudget;
 use futures::future::Either;
 use futures::stream::{FuturesUnordered, StreamExt};

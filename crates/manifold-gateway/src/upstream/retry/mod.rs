@@ -18,8 +18,9 @@ pub(crate) mod backoff;
 pub(crate) mod budget;
 pub(crate) mod replay;
 
-use super::attempt::{Answered, Attempt, AttemptKind, BoxFuture, Replay, Tried};
+use super::attempt::{Answered, Attempt, AttemptKind, BoxFuture, Tried};
 use super::error::{Stop, Trail};
+use super::request::Replay;
 use crate::error::{CallError, CallErrorKind};
 use backoff::Backoff;
 use budget::RetryBudget;
