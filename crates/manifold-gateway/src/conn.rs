@@ -14,6 +14,10 @@
 //! * a connection whose writes to the client have waited `send_timeout` with no byte going out
 //!   is dropped, its answer cut ([`crate::send`]); on HTTP/2 one proxied stream its client
 //!   stops reading is cut on its own after the same time ([`crate::stream_send`]);
+//! * a connection whose client cancels most of its requests before their answers (HTTP/2
+//!   "rapid reset", CVE-2023-44487: open a stream, reset it, open the next) is dropped: each
+//!   such stream costs the gateway a request and often an upstream request, and costs the
+//!   client two frames ([`PREMATURE_RESET_MIN`]);
 //! * on shutdown it is asked to finish (`drain`), and dropped when the drain timeout passes
 //!   (`kill`), with the HTTP/2 stream tasks it spawned ([`Exec`]).
 
@@ -34,6 +38,15 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// Requests a connection may start before the rapid-reset rule applies: past it, a connection
+/// whose client cancelled more than half of its requests before their answer's head is dropped.
+///
+/// Why this rule: it is Envoy's answer to CVE-2023-44487 (a connection with at least 500
+/// requests, more than half of them reset prematurely, is closed), which a browser cancelling
+/// the odd request never meets. h2's own guard counts only streams reset before the server
+/// accepted them, and hyper accepts at once, so it does not see this attack.
+pub(crate) const PREMATURE_RESET_MIN: u64 = 500;
+
 /// What a connection is doing, as its requests report it.
 #[derive(Debug)]
 pub(crate) struct Activity {
@@ -43,6 +56,9 @@ pub(crate) struct Activity {
     requests: AtomicU64,
     /// Requests whose answer head is not sent yet.
     in_flight: AtomicUsize,
+    /// Requests dropped before their answer's head was made: the client reset the stream (or
+    /// closed the connection) first.
+    cancelled: AtomicU64,
     /// When a request last ended, in ms since `since`.
     last_ms: AtomicU64,
     /// Whether a plaintext HTTP/1 connection may drop hyper's buffers now, and the request to
@@ -59,6 +75,8 @@ enum Verdict {
     NoHead,
     /// No request in flight for `h2_idle_timeout`.
     Idle,
+    /// The client cancels most of its requests (see [`PREMATURE_RESET_MIN`]).
+    Resets,
     /// Look again then.
     Wait(Instant),
 }
@@ -69,6 +87,7 @@ impl Activity {
             since: Instant::now(),
             requests: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            cancelled: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
             idle: IdleState::default(),
             sending: crate::send::Sending::default(),
@@ -109,10 +128,33 @@ impl Activity {
     fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        InFlight(Arc::clone(self))
+        InFlight {
+            activity: Arc::clone(self),
+            answered: false,
+        }
+    }
+
+    /// The client cancels most of its requests: more than half of at least
+    /// [`PREMATURE_RESET_MIN`].
+    fn resets_too_many(&self) -> bool {
+        let requests = self.requests.load(Ordering::Relaxed);
+        requests >= PREMATURE_RESET_MIN
+            && self.cancelled.load(Ordering::Relaxed).saturating_mul(2) > requests
+    }
+
+    /// A request was dropped before its answer: count it, and when the connection now resets
+    /// too many, wake its clock ([`run`]) to drop it.
+    fn cancelled(&self) {
+        self.cancelled.fetch_add(1, Ordering::Relaxed);
+        if self.resets_too_many() {
+            self.sending.wake.notify_one();
+        }
     }
 
     fn verdict(&self, now: Instant, limits: &Limits) -> Verdict {
+        if self.resets_too_many() {
+            return Verdict::Resets;
+        }
         if self.requests.load(Ordering::Relaxed) == 0 {
             let deadline = self.since + limits.header_read_timeout;
             // Nothing rings when a request ends: look again no later than a request ending
@@ -135,13 +177,21 @@ impl Activity {
     }
 }
 
-/// One request in flight; its end counts as activity.
-struct InFlight(Arc<Activity>);
+/// One request in flight; its end counts as activity, and its end before an answer as a
+/// cancellation.
+struct InFlight {
+    activity: Arc<Activity>,
+    answered: bool,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let a = &self.activity;
+        a.touch();
+        a.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !self.answered {
+            a.cancelled();
+        }
     }
 }
 
@@ -158,9 +208,10 @@ where
     H: Fn(Request<Incoming>, SocketAddr, ClientId) -> F,
     F: Future<Output = Result<Response<Body>, Infallible>>,
 {
-    let _in_flight = activity.begin();
+    let mut in_flight = activity.begin();
     if let Some(fault) = respond::host_fault(&req) {
         tracing::debug!(%peer, fault, "request refused");
+        in_flight.answered = true;
         return Ok(respond::bad_host(fault, req.version()));
     }
     let id = respond::client_request_id(req.headers());
@@ -169,6 +220,7 @@ where
     // shares the parsed bytes: no copy.
     let uri = req.uri().clone();
     let Ok(mut resp) = handler(req, peer, id.clone()).await;
+    in_flight.answered = true;
     respond::log_answer(&mut resp, id, &method, uri.path(), passthrough);
     Ok(resp)
 }
@@ -216,6 +268,15 @@ where
     loop {
         let wake = match activity.verdict(Instant::now(), limits) {
             Verdict::Wait(at) => at,
+            Verdict::Resets => {
+                tracing::warn!(
+                    %peer,
+                    requests = activity.requests(),
+                    cancelled = activity.cancelled.load(Ordering::Relaxed),
+                    "the client cancelled most of its requests before their answers (HTTP/2 rapid reset?); connection closed"
+                );
+                return None;
+            }
             Verdict::NoHead => {
                 tracing::debug!(
                     %peer,

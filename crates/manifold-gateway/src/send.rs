@@ -30,7 +30,8 @@ pub(crate) struct Sending {
     writes: AtomicU64,
     /// The last write or flush had to wait for the client.
     blocked: AtomicBool,
-    /// Rung when `blocked` goes up.
+    /// Rung when `blocked` goes up, and when the client cancels too many requests: the
+    /// doorbell of the connection's clock ([`crate::conn::run`]), which then looks at both.
     pub(crate) wake: Notify,
 }
 

@@ -18,6 +18,7 @@ mod offload;
 mod promtool;
 mod proxy;
 mod publish;
+mod rapid_reset;
 mod reload;
 mod shed;
 mod status;
