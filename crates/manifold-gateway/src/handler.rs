@@ -215,6 +215,10 @@ async fn routed(
     let shared = &*shared_arc;
     let route = &shared.config.routes[ri];
     let deadline = effective_deadline(route, req.headers());
+    // An answer the gateway made for an HTTP/2 stream must not be held for ever by a client
+    // that never reads it (see `stream_send`); a proxied one is bounded by the proxy.
+    let h2 = req.version() == http::Version::HTTP_2;
+    let send_timeout = shared.config.server.send_timeout;
 
     // Refuse an oversized body before reading any of it.
     let max_body = shared.config.server.max_body_bytes;
@@ -250,6 +254,10 @@ async fn routed(
             // A cached answer loses its cause; a composed route's 5xx is always the gateway's.
             crate::respond::ErrorCause::or_default(&mut resp, &keep.config.routes[ri].name);
         }
+        if h2 {
+            resp =
+                crate::stream_send::made_answer(resp, send_timeout, &keep.config.routes[ri].name);
+        }
         return resp;
     }
     match &route.kind {
@@ -258,7 +266,11 @@ async fn routed(
             proxy::forward_traced(client, route, server, req, peer, deadline, call).await
         }
         RouteKind::Compose(plan) => {
-            Box::pin(compose(shared, ri, plan, params, req, deadline)).await
+            let resp = Box::pin(compose(shared, ri, plan, params, req, deadline)).await;
+            if h2 {
+                return crate::stream_send::made_answer(resp, send_timeout, &route.name);
+            }
+            resp
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The send timeout for one HTTP/2 stream: a streamed answer its client has taken nothing of
-//! for `send_timeout` gives its upstream back.
+//! The send timeout for one HTTP/2 stream: an answer its client has taken nothing of for
+//! `send_timeout` gives its upstream (and its memory) back.
 //!
 //! Why: on HTTP/2 one client stream can stop while the connection goes on. HTTP/2's flow
 //! control then holds the stream's answer back, hyper stops polling its body, and the socket
@@ -9,6 +9,15 @@
 //! connection, a few clients that open their streams and never read them would hold every
 //! upstream connection the gateway can make. nginx bounds a flow-controlled stream with the
 //! same `send_timeout`.
+//!
+//! A client can also hold a stream before its first byte: with an initial window of 0
+//! (`SETTINGS_INITIAL_WINDOW_SIZE`), nothing of the answer can go out. hyper still polls the
+//! body for its first frame before it waits for the window (and holds that frame), so the rule
+//! below covers this case too (`tests/stream_send.rs` pins it, should hyper change its order).
+//! An answer the gateway made (composed, cached) is one frame of up to `max_response_bytes` or
+//! more; held whole by hyper, up to 200 per connection, it stayed until the connection ended. So
+//! data goes to hyper in slices of at most [`SLICE`] bytes (no copy): a stalled stream holds one
+//! slice there and the rest here, where the watchdog drops it.
 //!
 //! How: the answer's body ([`StreamWatched`]) notes when it handed hyper a frame that was not
 //! its last. The first time that happens a watchdog task starts; when the body has not been
@@ -31,6 +40,11 @@ use tokio::time::Instant;
 /// `handed` while hyper polls the body (the wait is then the upstream's, which the body's own
 /// idle bound covers).
 const POLLED: u64 = u64::MAX;
+
+/// The most data handed to hyper in one frame (a slice of the body's bytes, not a copy): what
+/// one stalled stream holds beyond the watchdog's reach, an HTTP/2 frame's worth by default.
+/// An answer the gateway made of at most this many bytes is handed over whole, unwatched.
+pub(crate) const SLICE: usize = 16 * 1024;
 
 /// What the body and its watchdog share.
 struct Shared<B> {
@@ -59,9 +73,9 @@ impl<B> Shared<B> {
     }
 }
 
-/// A streamed HTTP/2 answer bounded by `send_timeout` (see the module docs).
+/// An HTTP/2 answer bounded by `send_timeout` (see the module docs).
 pub(crate) struct StreamWatched<B> {
-    state: State<B>,
+    state: State<Sliced<B>>,
     timeout: Duration,
     /// Whose answer it is, for the log line of a cut (shared, not formatted per answer).
     what: Arc<dyn std::fmt::Display + Send + Sync>,
@@ -86,7 +100,7 @@ where
         what: Arc<dyn std::fmt::Display + Send + Sync>,
     ) -> Self {
         StreamWatched {
-            state: State::Inline(body),
+            state: State::Inline(Sliced { body, rest: None }),
             timeout,
             what,
         }
@@ -170,7 +184,7 @@ where
             State::Inline(body) => body.is_end_stream(),
             State::Watched(shared) => {
                 shared.ended.load(Ordering::Relaxed)
-                    || shared.body().as_ref().is_none_or(B::is_end_stream)
+                    || shared.body().as_ref().is_none_or(Sliced::is_end_stream)
             }
             State::Done => true,
         }
@@ -182,7 +196,7 @@ where
             State::Watched(shared) => shared
                 .body()
                 .as_ref()
-                .map_or_else(SizeHint::default, B::size_hint),
+                .map_or_else(SizeHint::default, Sliced::size_hint),
             State::Done => SizeHint::with_exact(0),
         }
     }
@@ -200,6 +214,87 @@ impl<B> StreamWatched<B> {
 impl<B> Drop for StreamWatched<B> {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// An answer the gateway made (composed, or from the cache) for an HTTP/2 stream of route
+/// `route`, bounded by `timeout` (see the module docs). One of at most [`SLICE`] bytes is
+/// returned as it is: it goes to hyper whole, with nothing left here to cut.
+pub(crate) fn made_answer(
+    resp: http::Response<crate::upstream::Body>,
+    timeout: Duration,
+    route: &str,
+) -> http::Response<crate::upstream::Body> {
+    let body = resp.body();
+    if body.is_end_stream() || body.size_hint().exact().is_some_and(|n| n <= SLICE as u64) {
+        return resp;
+    }
+    let what: Arc<dyn std::fmt::Display + Send + Sync> = Arc::new(format!("route `{route}`"));
+    resp.map(|body| http_body_util::BodyExt::boxed(StreamWatched::new(body, timeout, what)))
+}
+
+/// A body whose data frames are handed on in slices of at most [`SLICE`] bytes (see the module
+/// docs): what hyper has not taken yet stays here, where a cut drops it.
+struct Sliced<B> {
+    body: B,
+    /// The part of the last data frame not handed on yet.
+    rest: Option<Bytes>,
+}
+
+impl<B> Sliced<B> {
+    /// The next slice of `data`; the rest stays.
+    fn slice(&mut self, mut data: Bytes) -> Frame<Bytes> {
+        if data.len() > SLICE {
+            let head = data.split_to(SLICE);
+            self.rest = Some(data);
+            Frame::data(head)
+        } else {
+            Frame::data(data)
+        }
+    }
+}
+
+impl<B> Body for Sliced<B>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(rest) = this.rest.take() {
+            return Poll::Ready(Some(Ok(this.slice(rest))));
+        }
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => Poll::Ready(Some(Ok(this.slice(data)))),
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_none() && self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let hint = self.body.size_hint();
+        let Some(rest) = &self.rest else {
+            return hint;
+        };
+        let n = rest.len() as u64;
+        // Upper first: `set_lower` refuses a lower bound above the upper one.
+        let mut out = SizeHint::new();
+        if let Some(upper) = hint.upper() {
+            out.set_upper(upper.saturating_add(n));
+        }
+        out.set_lower(hint.lower().saturating_add(n));
+        out
     }
 }
 
@@ -263,6 +358,9 @@ mod tests {
         fn is_end_stream(&self) -> bool {
             self.frames.is_empty()
         }
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(self.frames.iter().map(|b| b.len() as u64).sum())
+        }
     }
 
     impl Drop for Chunks {
@@ -271,17 +369,21 @@ mod tests {
         }
     }
 
+    /// An answer of `n` two-byte frames.
     fn chunks(n: usize) -> (StreamWatched<Chunks>, Arc<AtomicBool>) {
+        watched((0..n).map(|_| Bytes::from_static(b"xy")).collect())
+    }
+
+    /// An answer of `frames`.
+    fn watched(frames: VecDeque<Bytes>) -> (StreamWatched<Chunks>, Arc<AtomicBool>) {
         let dropped = Arc::new(AtomicBool::new(false));
         let body = Chunks {
-            frames: (0..n).map(|_| Bytes::from_static(b"xy")).collect(),
+            frames,
             dropped: Arc::clone(&dropped),
         };
         let what = Arc::new(String::from("upstream `u`"));
-        (
-            StreamWatched::new(body, Duration::from_secs(60), what),
-            dropped,
-        )
+        let b = StreamWatched::new(body, Duration::from_secs(60), what);
+        (b, dropped)
     }
 
     async fn frame(b: &mut StreamWatched<Chunks>) -> Option<Result<Frame<Bytes>, BoxError>> {
@@ -326,6 +428,31 @@ mod tests {
             panic!("no watchdog for a streamed answer")
         };
         assert_eq!(Arc::strong_count(shared), 1);
+    }
+
+    /// A large answer the gateway made goes to hyper a slice at a time, and what a stalled
+    /// client has not taken is dropped after the timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_large_made_answer_is_handed_in_slices_and_cut_when_unread() {
+        let big = Bytes::from(vec![7u8; 3 * SLICE + 100]);
+        let (mut b, dropped) = watched([big].into());
+        assert_eq!(b.size_hint().exact(), Some(3 * SLICE as u64 + 100));
+        let first = frame(&mut b).await.expect("a frame").expect("data");
+        assert_eq!(first.data_ref().map(Bytes::len), Some(SLICE));
+        assert_eq!(b.size_hint().exact(), Some(2 * SLICE as u64 + 100));
+        assert!(!b.is_end_stream());
+        pass(Duration::from_secs(61)).await;
+        assert!(dropped.load(Ordering::Relaxed), "the unread rest was kept");
+        assert!(frame(&mut b).await.is_some_and(|f| f.is_err()));
+
+        // Read on, it comes whole: three slices and the tail.
+        let big = Bytes::from(vec![7u8; 3 * SLICE + 100]);
+        let (mut b, _) = watched([big].into());
+        let mut sizes = Vec::new();
+        while let Some(f) = frame(&mut b).await {
+            sizes.push(f.expect("data").into_data().map(|d| d.len()).unwrap_or(0));
+        }
+        assert_eq!(sizes, [SLICE, SLICE, SLICE, 100]);
     }
 
     #[tokio::test(start_paused = true)]
