@@ -103,6 +103,14 @@ fn url_pieces(t: &StrTemplate, scope: Scope<'_>) -> Result<Vec<Piece>, String> {
     if crate::path::has_dot_segment(&probe) {
         return Err("a path value is `.` or `..`, which would change the upstream path".into());
     }
+    // Task values stand as `0` in the probe: never empty, as the queue renders them.
+    if crate::render::empty_value_segment(t, &probe) {
+        return Err(
+            "a path value that is a whole segment is empty, which would leave an empty \
+                    segment (`//` or a trailing `/`) that upstreams merge or strip"
+                .into(),
+        );
+    }
     if http::uri::PathAndQuery::try_from(probe.as_str()).is_err() {
         return Err("the rendered path is not valid".into());
     }
@@ -161,4 +169,61 @@ fn body(t: &JsonTemplate, scope: Scope<'_>) -> Result<BodyTpl, String> {
         ),
         JsonTemplate::Literal(v) => BodyTpl::Json(v.clone()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::RequestCtx;
+
+    /// The hooks of the one call of a config whose `on_dead` path puts `{query.id}` alone in a
+    /// segment.
+    fn hooks() -> CallHooks {
+        let toml = r#"
+            [queue]
+            backend = "embedded"
+            path = "/nonexistent/hooks-test"
+            [upstreams.u]
+            endpoints = ["http://127.0.0.1:1"]
+            [routes.r]
+            path = "/r"
+              [[routes.r.calls]]
+              name = "c"
+              upstream = "u"
+              mode = "async"
+              on_dead = { upstream = "u", path = "/payments/{query.id}/refund" }
+        "#;
+        let cfg = manifold_config::compile(std::path::Path::new("hooks-test.toml"), toml)
+            .unwrap_or_else(|e| panic!("{e}"));
+        match cfg.routes.into_iter().next().map(|r| r.kind) {
+            Some(manifold_config::RouteKind::Compose(mut plan)) => plan.calls.remove(0).hooks,
+            other => panic!("not a composed route: {other:?}"),
+        }
+    }
+
+    /// `/payments//refund` is `/payments/refund` to an upstream that merges slashes: a hook
+    /// whose path value is missing fails the call as `bad_input`, as the call's own path does.
+    #[test]
+    fn a_hook_path_value_that_renders_an_empty_segment_is_refused() {
+        let hooks = hooks();
+        let render_with = |query: Vec<(String, String)>| {
+            let req = RequestCtx {
+                query,
+                ..Default::default()
+            };
+            render(
+                &hooks,
+                Scope {
+                    req: &req,
+                    results: &[],
+                },
+            )
+            .map(|_| ())
+        };
+        for query in [vec![], vec![("id".into(), String::new())]] {
+            let e = render_with(query).expect_err("an empty segment");
+            assert_eq!(e.kind, CallErrorKind::Input, "{e}");
+        }
+        render_with(vec![("id".into(), "p-9".into())]).expect("rendered");
+    }
 }

@@ -176,6 +176,49 @@ impl Serialize for Rendered<'_, '_> {
     }
 }
 
+/// Whether a segment of `rendered` (the path template `t` rendered) that the template makes of
+/// values alone, with no literal text of its own, rendered empty.
+///
+/// Such a segment reshapes the path as a dot segment does: `/users/{query.id}/orders` without
+/// an id is `/users//orders`, which nginx (`merge_slashes`, on by default) and most frameworks
+/// serve as `/users/orders`; `DELETE /users/{query.id}` becomes `DELETE /users/`, the
+/// collection; `/{header.x-tenant}/orders` becomes `//orders`, a network-path reference to URL
+/// parsers. An empty segment the template writes itself (`/a//b`) is the operator's and kept.
+///
+/// Values are percent-encoded, so every `/` of `rendered` and its first `?` are the template's
+/// own: its segments are the template's, in order. Only a path with an empty segment (`//`, or
+/// a `/` at its end) is looked at further: the common path costs one scan.
+pub(crate) fn empty_value_segment(t: &StrTemplate, rendered: &str) -> bool {
+    let path = rendered.split_once('?').map_or(rendered, |(p, _)| p);
+    if !path.contains("//") && !path.ends_with('/') {
+        return false;
+    }
+    // For each segment of the template's path (up to its query): whether it is values alone.
+    let mut values_only = Vec::new();
+    let (mut literal, mut value) = (false, false);
+    'template: for seg in &t.segments {
+        match seg {
+            Segment::Expr(_) => value = true,
+            Segment::Lit(l) => {
+                for c in l.chars() {
+                    match c {
+                        '?' => break 'template,
+                        '/' => {
+                            values_only.push(value && !literal);
+                            (literal, value) = (false, false);
+                        }
+                        _ => literal = true,
+                    }
+                }
+            }
+        }
+    }
+    values_only.push(value && !literal);
+    path.split('/')
+        .zip(values_only)
+        .any(|(seg, values_only)| values_only && seg.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,5 +329,42 @@ mod tests {
         let mut out = String::new();
         scope.render_url_part(&t, &mut out);
         assert_eq!(out, "/x/a%2Fb%20c/7/%2E%2E//%7B%22k%22%3A%22v%2Fw%22%7D");
+    }
+
+    #[test]
+    fn only_segments_of_values_alone_may_not_render_empty() {
+        let tpl = |s: &str| {
+            let mut segments = Vec::new();
+            for (n, part) in s.split('*').enumerate() {
+                if n > 0 {
+                    segments.push(Segment::Expr(call_expr(0, &[])));
+                }
+                if !part.is_empty() {
+                    segments.push(Segment::Lit(part.into()));
+                }
+            }
+            StrTemplate { segments }
+        };
+        // (template, `*` a value; rendered; refused)
+        for (t, rendered, refused) in [
+            ("/users/*/orders", "/users//orders", true),
+            ("/users/*", "/users/", true),
+            ("/*/orders", "//orders", true),
+            ("/users/**", "/users/", true),
+            ("/users/*?view=full", "/users/?view=full", true),
+            ("/users/*", "/users/7", false),
+            ("/users/u-*/orders", "/users/u-/orders", false),
+            ("/users/**", "/users/a", false),
+            ("/a//b/*", "/a//b/7", false),
+            ("/a/", "/a/", false),
+            ("/x?a=*", "/x?a=", false),
+            ("/x?next=/*", "/x?next=/", false),
+        ] {
+            assert_eq!(
+                empty_value_segment(&tpl(t), rendered),
+                refused,
+                "{t} rendered {rendered}"
+            );
+        }
     }
 }

@@ -81,6 +81,13 @@ pub(crate) fn build_request_in(
             "a path value is `.` or `..`, which would change the upstream path",
         ));
     }
+    if crate::render::empty_value_segment(&call.path, text) {
+        return Err(CallError::new(
+            CallErrorKind::Input,
+            "a path value that is a whole segment is empty (missing, null or \"\"), which would \
+             leave an empty segment (`//` or a trailing `/`) that upstreams merge or strip",
+        ));
+    }
     for (n, (k, v)) in call.query.iter().enumerate() {
         text.push(if n == 0 && !text.contains('?') {
             '?'
