@@ -1,4 +1,5 @@
-//! Composed routes against a hostile client: values that would reshape an upstream path.
+//! Composed routes against a hostile client (values that would reshape an upstream path) and a
+//! hostile upstream (answers that are huge, endless, malformed or slow).
 
 use crate::support::*;
 use serde_json::json;
@@ -87,4 +88,179 @@ async fn a_value_that_renders_an_empty_path_segment_is_refused_not_sent() {
         seen,
         ["/users/7/orders", "/users/7", "/users/u-/x", "/users/u-1/y"]
     );
+}
+
+/// An upstream on loopback that reads one request head per connection and then does what
+/// `script` says for its path (the raw bytes, so that it can break HTTP as a test needs),
+/// closing the connection after.
+async fn raw_upstream(script: fn(&str) -> Act) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&head);
+                let path = line.split(' ').nth(1).unwrap_or("/").to_owned();
+                match script(&path) {
+                    Act::Send(bytes) => {
+                        let _ = conn.write_all(&bytes).await;
+                    }
+                    Act::Then(first, each, every) => {
+                        if conn.write_all(&first).await.is_err() {
+                            return;
+                        }
+                        loop {
+                            tokio::time::sleep(every).await;
+                            if conn.write_all(&each).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// What the raw upstream does.
+enum Act {
+    /// Write these bytes, then close.
+    Send(Vec<u8>),
+    /// Write the first bytes, then the second ones again and again, this far apart, forever.
+    Then(Vec<u8>, Vec<u8>, std::time::Duration),
+}
+
+fn answer(status: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\ncontent-length: {}\r\n{headers}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// The hostile answers, by the path the call asks for.
+fn hostile(path: &str) -> Act {
+    let ms = std::time::Duration::from_millis;
+    match path {
+        "/deep" => {
+            let mut body = "[".repeat(100_000);
+            body.push_str(&"]".repeat(100_000));
+            Act::Send(answer("200 OK", "", body.as_bytes()))
+        }
+        "/status999" => Act::Send(answer("999 Odd", "", b"{}")),
+        "/switch" => Act::Send(
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: x\r\n\r\n{}"
+                .to_vec(),
+        ),
+        "/headers" => Act::Send(answer("200 OK", &"x-h: v\r\n".repeat(10_000), b"{}")),
+        "/bigheader" => Act::Send(answer(
+            "200 OK",
+            &format!("x-big: {}\r\n", "v".repeat(1 << 20)),
+            b"{}",
+        )),
+        "/short" => Act::Send(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{}".to_vec()),
+        "/not-utf8" => Act::Send(answer("200 OK", "", b"\"\xff\xfe\"")),
+        "/huge" => {
+            let mut out = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+            for _ in 0..(2 << 20) / 4096 {
+                out.extend_from_slice(b"1000\r\n");
+                out.extend_from_slice(&[b' '; 4096]);
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"0\r\n\r\n");
+            Act::Send(out)
+        }
+        "/dribble" => Act::Then(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n".to_vec(),
+            b" ".to_vec(),
+            ms(20),
+        ),
+        "/continue" => Act::Then(
+            b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
+            b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
+            ms(20),
+        ),
+        "/gigabyte" => Act::Then(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1000000000\r\n\r\n".to_vec(),
+            b" ".to_vec(),
+            ms(20),
+        ),
+        _ => Act::Send(answer("200 OK", "", b"{}")),
+    }
+}
+
+/// An upstream answering badly (JSON nested 100,000 deep, bodies past the bound, a head of
+/// 10,000 headers or a 1 MB header, a status 999 or 101, a body shorter than its length, bytes
+/// that are not UTF-8; or dribbling a byte every 20 ms, sending `100 Continue` forever, promising
+/// a gigabyte): the client gets a 502 or 504 naming the call and saying why, in bounded time and
+/// memory, never a panic or a hang. The call's timeout bounds the whole exchange, body included.
+#[tokio::test]
+async fn a_hostile_upstream_answer_is_a_502_or_504_naming_the_call() {
+    let up = raw_upstream(hostile).await;
+    let gw = TestGateway::start_with_server(
+        "max_response_bytes = 1048576",
+        &format!(
+            r#"
+[upstreams.u]
+endpoints = ["{up}"]
+timeout = "300ms"
+[routes.r]
+path = "/r/{{case}}"
+  [[routes.r.calls]]
+  name = "c"
+  upstream = "u"
+  path = "/{{path.case}}"
+"#
+        ),
+    )
+    .await;
+    for (case, status, kind, says) in [
+        ("deep", 502, "invalid_json", "recursion limit exceeded"),
+        ("status999", 502, "upstream_status", "answered 999"),
+        ("switch", 502, "upstream_status", "answered 101"),
+        ("headers", 502, "io", "too large"),
+        ("bigheader", 502, "io", "too large"),
+        ("short", 502, "io", "reading the body"),
+        ("not-utf8", 502, "invalid_json", "not JSON"),
+        ("huge", 502, "too_large", "more than 1048576 bytes"),
+        ("dribble", 504, "timeout", "within 300ms"),
+        ("continue", 504, "timeout", "within 300ms"),
+        // Refused at its head, not read until the bound or the timeout.
+        (
+            "gigabyte",
+            502,
+            "too_large",
+            "its Content-Length is 1000000000",
+        ),
+    ] {
+        let url = gw.url(&format!("/r/{case}"));
+        let (got, _, body) =
+            tokio::time::timeout(std::time::Duration::from_secs(10), send("GET", &url, None))
+                .await
+                .unwrap_or_else(|_| panic!("{case}: no answer within 10 s"));
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(got, status, "{case}: {text}");
+        let error = &json(&body)["error"];
+        assert_eq!(error["kind"], kind, "{case}: {text}");
+        assert_eq!(error["call"], "c", "{case}: {text}");
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{case}: {text}");
+    }
+    let (ok, _, _) = send("GET", &gw.url("/r/fine"), None).await;
+    assert_eq!(ok, 200, "the gateway still answers");
 }

@@ -393,7 +393,10 @@ impl tower::Service<Attempt<FetchReq>> for Attempts {
                 mark_first_byte(mark.as_ref());
                 let (mut parts, body) = response.into_parts();
                 let body = match read {
-                    Read::All { max } => read_all(&core.name, body, max).await?,
+                    Read::All { max } => {
+                        declared_within(&core.name, &body, max)?;
+                        read_all(&core.name, body, max).await?
+                    }
                     Read::Keep { max } => {
                         parts.headers.remove(super::RESULT_OMITTED_HEADER);
                         let limit = u64::try_from(max).unwrap_or(u64::MAX);
@@ -501,6 +504,27 @@ impl tower::Service<Attempt<SendReq>> for Attempts {
             },
         )
     }
+}
+
+/// An answer read whole whose `Content-Length` (its size hint) is already past `max` fails at
+/// its head: read, it would only fail later, after `max` bytes held, or, sent slowly, as a
+/// `timeout` that hides why. (Not for a delivery's answer, [`Read::Keep`]: there an answer over
+/// the limit must still arrive whole to count as delivered.)
+fn declared_within<B: http_body::Body>(
+    upstream: &str,
+    body: &B,
+    max: u64,
+) -> Result<(), CallError> {
+    let declared = body.size_hint().lower();
+    if declared > max {
+        return Err(CallError::new(
+            CallErrorKind::TooLarge,
+            format!(
+                "upstream `{upstream}` answered more than {max} bytes (its Content-Length is {declared})"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The whole answer body of `upstream`, at most `max` bytes: past it `too_large`, cut off
