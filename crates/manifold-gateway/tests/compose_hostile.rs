@@ -264,3 +264,83 @@ path = "/r/{{case}}"
     let (ok, _, _) = send("GET", &gw.url("/r/fine"), None).await;
     assert_eq!(ok, 200, "the gateway still answers");
 }
+
+/// POST `body` (any bytes) to `url` as JSON.
+async fn post_bytes(url: &str, body: &[u8]) -> (http::StatusCode, bytes::Bytes) {
+    use http_body_util::BodyExt;
+    let req = http::Request::post(url)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(
+            body,
+        )))
+        .expect("request");
+    let resp = client().request(req).await.expect("an answer");
+    let status = resp.status();
+    (
+        status,
+        resp.into_body().collect().await.expect("body").to_bytes(),
+    )
+}
+
+/// A client's JSON body against a route that puts its fields in a call's path, header and
+/// body: nesting past serde_json's recursion limit, a number past f64, bytes that are not UTF-8
+/// are 400 `bad_json`; a CR LF in a field bound for a header is 400 `bad_input` with nothing
+/// sent; of duplicate keys the last is the one both the gateway and the upstream see.
+#[tokio::test]
+async fn a_hostile_client_body_is_refused_or_rendered_as_the_gateway_read_it() {
+    let up = Upstream::start(vec![("*", "/", Reply::json(0, json!({})))]).await;
+    let gw = TestGateway::start(&format!(
+        r#"
+[upstreams.u]
+endpoints = ["{}"]
+[routes.c]
+method = "POST"
+path = "/c"
+  [[routes.c.calls]]
+  name = "user"
+  upstream = "u"
+  method = "POST"
+  path = "/u/{{request.body.id}}"
+  headers = {{ x-user = "{{request.body.user}}" }}
+  body = "{{request.body}}"
+"#,
+        up.url()
+    ))
+    .await;
+    let deep = format!("{}{}", "[".repeat(2000), "]".repeat(2000));
+    for (body, kind, says) in [
+        (deep.as_bytes(), "bad_json", "recursion limit exceeded"),
+        (&b"{\"id\": 1e400}"[..], "bad_json", "number out of range"),
+        (
+            &b"{\"id\": \"\xff\xfe\"}"[..],
+            "bad_json",
+            "invalid unicode",
+        ),
+        (
+            &b"{\"id\": \"a\", \"user\": \"ann\\r\\nx-injected: 1\"}"[..],
+            "bad_input",
+            "header `x-user`",
+        ),
+    ] {
+        let (status, answer) = post_bytes(&gw.url("/c"), body).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert_eq!(status, 400, "{text}");
+        let error = &json(&answer)["error"];
+        assert_eq!(error["kind"], kind, "{text}");
+        assert!(
+            error["message"].as_str().unwrap_or_default().contains(says),
+            "{text}"
+        );
+    }
+    assert!(up.requests().is_empty(), "sent: {:?}", up.requests());
+    let (status, answer) = post_bytes(
+        &gw.url("/c"),
+        br#"{"id": "a", "user": "x", "id": "b", "user": "y"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let seen = up.find("/u/");
+    assert_eq!(seen.path_and_query, "/u/b");
+    assert_eq!(seen.headers["x-user"], "y");
+    assert_eq!(seen.json(), json!({"id": "b", "user": "y"}));
+}
