@@ -104,7 +104,7 @@ fn url_pieces(t: &StrTemplate, scope: Scope<'_>) -> Result<Vec<Piece>, String> {
         return Err("a path value is `.` or `..`, which would change the upstream path".into());
     }
     // Task values stand as `0` in the probe: never empty, as the queue renders them.
-    if crate::render::empty_value_segment(t, &probe) {
+    if crate::render::empty_value_segment(t, &probe).is_some() {
         return Err(
             "a path value that is a whole segment is empty, which would leave an empty \
                     segment (`//` or a trailing `/`) that upstreams merge or strip"

@@ -166,13 +166,19 @@ pub(crate) fn has_dot_segment(path: &str) -> bool {
     if !path.contains(['.', '%']) {
         return false;
     }
+    path.split('/').any(is_dot_segment)
+}
+
+/// Whether one segment of a path is `.` or `..` once decoded, or such a segment with
+/// parameters (see [`has_dot_segment`]).
+pub(crate) fn is_dot_segment(seg: &str) -> bool {
+    if !seg.contains(['.', '%']) {
+        return false;
+    }
     let mut buf = String::new();
-    path.split('/').any(|seg| {
-        buf.clear();
-        // A malformed escape is not a dot segment (and not ours to judge here).
-        normalize_segment(seg, EscapedSlashes::Keep, &mut buf).is_ok()
-            && (buf == "." || buf == ".." || is_dot_with_params(&buf))
-    })
+    // A malformed escape is not a dot segment (and not ours to judge here).
+    normalize_segment(seg, EscapedSlashes::Keep, &mut buf).is_ok()
+        && (buf == "." || buf == ".." || is_dot_with_params(&buf))
 }
 
 /// The literal part of a route pattern before its first parameter (`/public/` for

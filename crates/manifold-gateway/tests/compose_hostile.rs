@@ -344,3 +344,84 @@ path = "/c"
     assert_eq!(seen.headers["x-user"], "y");
     assert_eq!(seen.json(), json!({"id": "b", "user": "y"}));
 }
+
+/// A value that cannot be sent as rendered and came from another call's answer (an id missing,
+/// `""` or `..`, a name with a line break bound for a header) is that upstream's fault, not the
+/// client's: 502 `input_unavailable` naming the call and the one whose answer gave it, not 400
+/// `bad_input`. A request value in
+/// the same place is still the client's 400.
+#[tokio::test]
+async fn an_unsendable_value_from_an_answer_is_a_502_naming_the_upstream_call() {
+    let up = Upstream::start(vec![
+        (
+            "GET",
+            "/order/missing",
+            Reply::json(0, json!({"name": "ann"})),
+        ),
+        (
+            "GET",
+            "/order/empty",
+            Reply::json(0, json!({"id": "", "name": "ann"})),
+        ),
+        (
+            "GET",
+            "/order/dots",
+            Reply::json(0, json!({"id": "..", "name": "ann"})),
+        ),
+        (
+            "GET",
+            "/order/crlf",
+            Reply::json(0, json!({"id": 7, "name": "ann\r\nx-injected: 1"})),
+        ),
+        (
+            "GET",
+            "/order/",
+            Reply::json(0, json!({"id": 7, "name": "ann"})),
+        ),
+        ("GET", "/items/", Reply::json(0, json!([]))),
+    ])
+    .await;
+    let gw = TestGateway::start(&format!(
+        r#"
+[upstreams.u]
+endpoints = ["{}"]
+[routes.r]
+path = "/r/{{case}}"
+  [[routes.r.calls]]
+  name = "order"
+  upstream = "u"
+  path = "/order/{{path.case}}"
+  [[routes.r.calls]]
+  name = "items"
+  upstream = "u"
+  path = "/items/{{order.id}}/{{query.page}}x"
+  headers = {{ x-name = "{{order.name}}", x-tag = "{{query.tag}}" }}
+"#,
+        up.url()
+    ))
+    .await;
+    for case in ["missing", "empty", "dots", "crlf"] {
+        let (status, _, body) = send("GET", &gw.url(&format!("/r/{case}")), None).await;
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(status, 502, "{case}: {text}");
+        let error = &json(&body)["error"];
+        assert_eq!(error["kind"], "input_unavailable", "{case}: {text}");
+        assert_eq!(error["call"], "items", "{case}: {text}");
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(message.contains("answer of call `order`"), "{case}: {text}");
+    }
+    // The client's own value in the same call is still the client's fault.
+    let (status, _, body) = send("GET", &gw.url("/r/fine?page=.."), None).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(up.find("/items/").path_and_query, "/items/7/%2E%2Ex");
+    let (status, _, body) = send("GET", &gw.url("/r/fine?tag=a%0D%0Ab"), None).await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["error"]["kind"], "bad_input");
+    let sent: Vec<String> = up
+        .requests()
+        .into_iter()
+        .map(|s| s.path_and_query)
+        .filter(|p| p.starts_with("/items/"))
+        .collect();
+    assert_eq!(sent, ["/items/7/%2E%2Ex"], "nothing unsendable went out");
+}
