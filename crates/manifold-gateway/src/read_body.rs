@@ -17,7 +17,8 @@ use http_body_util::{BodyExt, Limited};
 /// bytes on the wire (`1\r\na\r\n`) kept in the read buffer the frame is a slice of, so a body
 /// at `max_body_bytes` (1 MiB) held ~38 MiB until it was complete, for every such request in
 /// flight (and an upstream answer at `max_response_bytes`, 16 MiB, ~600 MiB per call). Copied,
-/// it holds its size (a body of one frame, the common case, is kept as it is).
+/// it holds its size (a body of one frame, the common case, is kept as it is), and what it
+/// returns keeps no spare room beyond a quarter of its length.
 pub(crate) async fn read_whole<B>(body: B, max: usize) -> Result<Bytes, BoxError>
 where
     B: http_body::Body<Data = Bytes>,
@@ -31,6 +32,8 @@ where
             continue;
         };
         if let Some(one) = first.take() {
+            // Room for these two only, not for what a `Content-Length` promises: a peer
+            // declaring the limit and sending a byte now and then would have it allocated at once.
             rest.reserve(one.len() + data.len());
             rest.extend_from_slice(&one);
             rest.extend_from_slice(&data);
@@ -40,7 +43,15 @@ where
             rest.extend_from_slice(&data);
         }
     }
-    Ok(first.unwrap_or_else(|| rest.freeze()))
+    if let Some(one) = first {
+        return Ok(one);
+    }
+    // The buffer grew by doubling: up to half of it spare room, which whoever keeps the body
+    // (the cache keeps answers) would hold without counting it.
+    if rest.capacity() - rest.len() > rest.len() / 4 {
+        return Ok(Bytes::copy_from_slice(&rest));
+    }
+    Ok(rest.freeze())
 }
 
 #[cfg(test)]

@@ -98,3 +98,21 @@ async fn a_body_of_many_small_chunks_is_not_held_frame_by_frame() {
     let one = read_whole(Full::new(Bytes::from_static(b"{}")), 10).await;
     assert_eq!(one.expect("small"), Bytes::from_static(b"{}"));
 }
+
+/// A body read in many frames is kept in a buffer of its size: an answer a cache keeps holds
+/// no spare room the cache does not count (the frames' copies grew the buffer by doubling).
+#[tokio::test]
+async fn a_body_read_in_many_frames_keeps_no_spare_room() {
+    for n in [3, 1000, 10_000, 70_000] {
+        let body = read_whole(Drip::new(n).0, n)
+            .await
+            .expect("under the limit");
+        assert_eq!(body.len(), n);
+        let buf = body.try_into_mut().expect("the only reference");
+        assert!(
+            buf.capacity() <= (n + n / 4).max(64),
+            "{n} bytes in a buffer of {}",
+            buf.capacity()
+        );
+    }
+}
