@@ -103,6 +103,9 @@ fn url_pieces(t: &StrTemplate, scope: Scope<'_>) -> Result<Vec<Piece>, String> {
     if crate::path::has_dot_segment(&probe) {
         return Err("a path value is `.` or `..`, which would change the upstream path".into());
     }
+    if crate::path::has_hidden_dot_segment(&probe) {
+        return Err("a path value holds `/` with `.` or `..` between its slashes".into());
+    }
     // Task values stand as `0` in the probe: never empty, as the queue renders them.
     if crate::render::empty_value_segment(t, &probe).is_some() {
         return Err(

@@ -169,6 +169,32 @@ pub(crate) fn has_dot_segment(path: &str) -> bool {
     path.split('/').any(is_dot_segment)
 }
 
+/// Whether a path has a segment that holds an escaped slash (`%2F`, or `%5C`, which some
+/// servers treat as one) with a dot segment between the slashes ([`hides_dot_segment`]). A query,
+/// if any, is not looked at.
+// The fuzz targets include this file without calling it.
+#[allow(dead_code)]
+pub(crate) fn has_hidden_dot_segment(path: &str) -> bool {
+    let path = path.split_once('?').map_or(path, |(path, _)| path);
+    path.contains('%') && path.split('/').any(hides_dot_segment)
+}
+
+/// Whether one segment holds an escaped slash with a `.` or `..` between the slashes once they
+/// are decoded: `..%2Fadmin` is one segment, but `../admin` to an upstream that decodes `%2F`
+/// before resolving dot segments (nginx does, and forwards what it resolved), which then serves
+/// `/admin`. What a proxy route refuses by default (`escaped_slashes`), for a value that a
+/// composed call would send.
+pub(crate) fn hides_dot_segment(seg: &str) -> bool {
+    if !seg.contains('%') {
+        return false;
+    }
+    let upper = seg.to_ascii_uppercase();
+    if !upper.contains("%2F") && !upper.contains("%5C") {
+        return false;
+    }
+    upper.replace("%5C", "%2F").split("%2F").any(is_dot_segment)
+}
+
 /// Whether one segment of a path is `.` or `..` once decoded, or such a segment with
 /// parameters (see [`has_dot_segment`]).
 pub(crate) fn is_dot_segment(seg: &str) -> bool {

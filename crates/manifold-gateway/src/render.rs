@@ -228,13 +228,18 @@ pub(crate) fn empty_value_segment<'t>(t: &'t StrTemplate, rendered: &str) -> Opt
         .map(|(_, (_, values))| values)
 }
 
-/// The references of the segments of `rendered` (the path template `t` rendered) that are dot
-/// segments ([`crate::path::is_dot_segment`]): whose values made them so.
-pub(crate) fn dot_segment_values<'t>(t: &'t StrTemplate, rendered: &str) -> Vec<&'t Expr> {
+/// The references of the segments of `rendered` (the path template `t` rendered) that `bad`
+/// says cannot be sent ([`crate::path::is_dot_segment`], [`crate::path::hides_dot_segment`]):
+/// whose values made them so.
+pub(crate) fn segment_values<'t>(
+    t: &'t StrTemplate,
+    rendered: &str,
+    bad: fn(&str) -> bool,
+) -> Vec<&'t Expr> {
     let path = rendered.split_once('?').map_or(rendered, |(p, _)| p);
     path.split('/')
         .zip(path_segments(t))
-        .filter(|(seg, _)| crate::path::is_dot_segment(seg))
+        .filter(|(seg, _)| bad(seg))
         .flat_map(|(_, (_, values))| values)
         .collect()
 }

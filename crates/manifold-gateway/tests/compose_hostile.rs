@@ -425,3 +425,58 @@ path = "/r/{{case}}"
         .collect();
     assert_eq!(sent, ["/items/7/%2E%2Ex"], "nothing unsendable went out");
 }
+
+/// A path value holding `/` (sent as `%2F`) with a `.` or `..` between its slashes:
+/// `..%2Fadmin` is `../admin` to an upstream that decodes `%2F` before resolving dot segments
+/// (nginx does, and forwards the result), which then serves `/admin`. A proxy route refuses
+/// `%2F` by default for that reason; a composed call refuses such a value (400 `bad_input`) and
+/// sends nothing. A value with a `/` and no dot segment, or dots beside other text, is sent.
+#[tokio::test]
+async fn a_value_hiding_a_dot_segment_behind_an_escaped_slash_is_refused_not_sent() {
+    let up = Upstream::start(vec![("GET", "/", Reply::json(0, json!({})))]).await;
+    let gw = TestGateway::start(&format!(
+        r#"
+[upstreams.u]
+endpoints = ["{}"]
+[routes.r]
+path = "/r/{{id}}"
+  [[routes.r.calls]]
+  name = "user"
+  upstream = "u"
+  path = "/users/{{path.id}}/profile"
+"#,
+        up.url()
+    ))
+    .await;
+    for value in [
+        "..%2Fadmin",
+        "a%2F..%2F..%2Fetc",
+        "%2E%2E%2Fadmin",
+        "x%2F.",
+        "..%5Cadmin",
+        "..%2F",
+    ] {
+        let (status, _, body) = send("GET", &gw.url(&format!("/r/{value}")), None).await;
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(status, 400, "{value}: {text}");
+        assert_eq!(json(&body)["error"]["kind"], "bad_input", "{value}: {text}");
+    }
+    assert!(up.requests().is_empty(), "sent: {:?}", up.requests());
+    for value in ["a%2Fb", "..x%2Fy", "a%2F.b"] {
+        let (status, _, body) = send("GET", &gw.url(&format!("/r/{value}")), None).await;
+        assert_eq!(status, 200, "{value}: {}", String::from_utf8_lossy(&body));
+    }
+    let seen: Vec<String> = up
+        .requests()
+        .into_iter()
+        .map(|s| s.path_and_query)
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "/users/a%2Fb/profile",
+            "/users/..x%2Fy/profile",
+            "/users/a%2F.b/profile"
+        ]
+    );
+}

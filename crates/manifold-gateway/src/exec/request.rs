@@ -77,8 +77,15 @@ pub(crate) fn build_request_in(
     // that normalizes paths would resolve it and serve another path. No encoding survives that.
     if crate::path::has_dot_segment(text) {
         return Err(crate::render::unsendable(
-            &crate::render::dot_segment_values(&call.path, text),
+            &crate::render::segment_values(&call.path, text, crate::path::is_dot_segment),
             "a path value is `.` or `..`, which would change the upstream path",
+        ));
+    }
+    if crate::path::has_hidden_dot_segment(text) {
+        return Err(crate::render::unsendable(
+            &crate::render::segment_values(&call.path, text, crate::path::hides_dot_segment),
+            "a path value holds `/` with `.` or `..` between its slashes, which an upstream \
+             decoding `%2F` before resolving dot segments would climb out of the path with",
         ));
     }
     if let Some(values) = crate::render::empty_value_segment(&call.path, text) {
