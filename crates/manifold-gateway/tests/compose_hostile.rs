@@ -238,8 +238,18 @@ path = "/r/{{case}}"
         ("short", 502, "io", "reading the body"),
         ("not-utf8", 502, "invalid_json", "not JSON"),
         ("huge", 502, "too_large", "more than 1048576 bytes"),
-        ("dribble", 504, "timeout", "within 300ms"),
-        ("continue", 504, "timeout", "within 300ms"),
+        (
+            "dribble",
+            504,
+            "timeout",
+            "no complete answer from upstream `u` within 300ms",
+        ),
+        (
+            "continue",
+            504,
+            "timeout",
+            "no complete answer from upstream `u` within 300ms",
+        ),
         // Refused at its head, not read until the bound or the timeout.
         (
             "gigabyte",

@@ -292,7 +292,7 @@ pub(crate) fn no_answer(upstream: &str, by_deadline: bool, within: Duration) -> 
     CallError::new(
         kind,
         format!(
-            "no answer from upstream `{upstream}` within {}",
+            "no complete answer from upstream `{upstream}` within {}",
             humantime::format_duration(within)
         ),
     )
