@@ -233,6 +233,13 @@ fn compile_hook(
                     diag.push(ErrorKind::Value, v.span(), at.say(msg));
                     continue;
                 }
+            } else if let Some(why) = crate::upstream::reserved_header(&lower) {
+                diag.push(
+                    ErrorKind::Value,
+                    v.span(),
+                    at.say(format!("header `{k}` cannot be set: {why}")),
+                );
+                continue;
             }
             match res.str_template(v.get_ref()) {
                 Ok(t) if t.exprs().any(|e| matches!(e.source, Source::Task { .. })) => diag.push(

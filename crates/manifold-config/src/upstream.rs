@@ -190,6 +190,27 @@ pub(crate) struct CallIdempotence<'a> {
     pub(crate) span: Range<usize>,
 }
 
+/// Why a call, a hook or a composed response may not set header `lower` (a lower-cased name),
+/// if it may not: the framing and hop-by-hop headers (RFC 9112 §6, RFC 9110 §7.6.1), which
+/// HTTP derives from the message itself.
+///
+/// Set from a template, they are the client's to choose: `content-length = "{request.body.n}"`
+/// made hyper send the rendered body cut to the client's length (`{"note":"x",` without the
+/// `"role":"user"` the template adds after it), and `transfer-encoding` or `connection` would
+/// reframe the message or its connection. Even written literally, a length can only be wrong
+/// for some rendered body.
+pub(crate) fn reserved_header(lower: &str) -> Option<&'static str> {
+    match lower {
+        "content-length" | "transfer-encoding" | "te" | "trailer" => Some(
+            "the gateway frames the message from the body it sends (a length set here cuts the body short)",
+        ),
+        "connection" | "keep-alive" | "proxy-connection" | "upgrade" => {
+            Some("it is hop-by-hop: the gateway manages its own connections")
+        }
+        _ => None,
+    }
+}
+
 /// Whether a call may be sent more than once, and the rule of issue 13 item 8: a call the
 /// upstream would repeat (a hedge, or a retry on anything but `connect`) whose method is not
 /// idempotent must say `idempotent = true | false`, because the gateway cannot know whether the

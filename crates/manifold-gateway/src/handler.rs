@@ -9,7 +9,7 @@ use crate::upstream::{Body, Upstream};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Full, Limited};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use manifold_config::{Config, Route, RouteKind};
 use std::net::SocketAddr;
@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 mod cached;
+use crate::read_body::read_whole;
 use cached::cached_route;
 
 /// [`DEADLINE_HEADER`] as a name made once: looked up by its text, the name would be parsed
@@ -455,39 +456,6 @@ async fn compose(
     resp
 }
 
-/// The whole body, at most `max` bytes (past it: [`http_body_util::LengthLimitError`]), copied
-/// into one buffer as it arrives.
-///
-/// Why not `Limited::collect`: it keeps every frame until the end, and a chunked body of
-/// one-byte chunks is a frame per byte: a 32-byte `Bytes` in a list for each, and the chunk's 6
-/// bytes on the wire (`1\r\na\r\n`) kept in the read buffer the frame is a slice of, so a body
-/// at `max_body_bytes` (1 MiB) held ~38 MiB until it was complete, for every such request in
-/// flight. Copied, it holds its size (a body of one frame, the common case, is kept as it is).
-async fn read_whole<B>(body: B, max: usize) -> Result<Bytes, BoxError>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    let mut body = std::pin::pin!(Limited::new(body, max));
-    let mut first: Option<Bytes> = None;
-    let mut rest = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
-            continue;
-        };
-        if let Some(one) = first.take() {
-            rest.reserve(one.len() + data.len());
-            rest.extend_from_slice(&one);
-            rest.extend_from_slice(&data);
-        } else if rest.is_empty() {
-            first = Some(data);
-        } else {
-            rest.extend_from_slice(&data);
-        }
-    }
-    Ok(first.unwrap_or_else(|| rest.freeze()))
-}
-
 /// `Manifold-Cache: user=hit, orders=miss` from the cached calls' outcomes, on success and
 /// failure alike (a 502 whose cached calls were hits tells where the failure was not).
 fn insert_cache_header(
@@ -550,6 +518,3 @@ pub(crate) fn call_error_response(error: CallError) -> Response<Body> {
 pub(crate) fn box_err<E: Into<BoxError>>(e: E) -> BoxError {
     e.into()
 }
-
-#[cfg(test)]
-mod tests;

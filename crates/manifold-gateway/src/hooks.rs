@@ -22,7 +22,12 @@ pub(crate) fn render(hooks: &CallHooks, scope: Scope<'_>) -> Result<Option<Box<H
     }
     let one = |spec: &Option<HookSpec>, kind: &str| {
         spec.as_ref()
-            .map(|s| render_one(s, scope).map_err(|m| input(format!("{kind}: {m}"))))
+            .map(|s| {
+                render_one(s, scope).map_err(|mut e| {
+                    e.message = format!("{kind}: {}", e.message);
+                    e
+                })
+            })
             .transpose()
     };
     Ok(Some(Box::new(Hooks {
@@ -35,7 +40,9 @@ fn input(message: String) -> CallError {
     CallError::new(CallErrorKind::Input, message)
 }
 
-fn render_one(spec: &HookSpec, scope: Scope<'_>) -> Result<Hook, String> {
+/// Why a hook cannot be rendered: the client's fault, or another call's answer's (see
+/// [`crate::render::unsendable`]).
+fn render_one(spec: &HookSpec, scope: Scope<'_>) -> Result<Hook, CallError> {
     let target = match &spec.target {
         HookTarget::Publish { subject } => Target::Publish {
             subject: subject.clone(),
@@ -51,13 +58,19 @@ fn render_one(spec: &HookSpec, scope: Scope<'_>) -> Result<Hook, String> {
         let mut text = String::new();
         scope.render_text(tpl, &mut text);
         if http::HeaderValue::from_str(&text).is_err() {
-            return Err(format!(
-                "header `{name}` rendered to a value that is not a valid header value"
+            return Err(crate::render::unsendable(
+                &scope.header_culprits(tpl),
+                &format!("header `{name}` rendered to a value that is not a valid header value"),
             ));
         }
         headers.push((name.clone(), text));
     }
-    let body = spec.body.as_ref().map(|t| body(t, scope)).transpose()?;
+    let body = spec
+        .body
+        .as_ref()
+        .map(|t| body(t, scope))
+        .transpose()
+        .map_err(input)?;
     Ok(Hook {
         id: manifold_queue::hooks::new_id(),
         target,
@@ -78,7 +91,7 @@ fn task_ref(e: &Expr) -> Option<TaskRef> {
 
 /// A path: request values percent-encoded now (as for any call), task values left for the
 /// queue (the config allows only `{task.id}` and `{task.attempts}` there).
-fn url_pieces(t: &StrTemplate, scope: Scope<'_>) -> Result<Vec<Piece>, String> {
+fn url_pieces(t: &StrTemplate, scope: Scope<'_>) -> Result<Vec<Piece>, CallError> {
     let mut pieces = Vec::new();
     let mut probe = String::new();
     for seg in &t.segments {
@@ -100,11 +113,30 @@ fn url_pieces(t: &StrTemplate, scope: Scope<'_>) -> Result<Vec<Piece>, String> {
             }
         }
     }
-    if crate::path::has_dot_segment(&probe) {
-        return Err("a path value is `.` or `..`, which would change the upstream path".into());
+    use crate::path::{has_dot_segment, has_hidden_dot_segment, hides_dot_segment, is_dot_segment};
+    use crate::render::{segment_values, unsendable};
+    if has_dot_segment(&probe) {
+        return Err(unsendable(
+            &segment_values(t, &probe, is_dot_segment),
+            "a path value is `.` or `..`, which would change the upstream path",
+        ));
+    }
+    if has_hidden_dot_segment(&probe) {
+        return Err(unsendable(
+            &segment_values(t, &probe, hides_dot_segment),
+            "a path value holds `/` with `.` or `..` between its slashes",
+        ));
+    }
+    // Task values stand as `0` in the probe: never empty, as the queue renders them.
+    if let Some(values) = crate::render::empty_value_segment(t, &probe) {
+        return Err(unsendable(
+            &values,
+            "a path value that is a whole segment is empty, which would leave an empty segment \
+             (`//` or a trailing `/`) that upstreams merge or strip",
+        ));
     }
     if http::uri::PathAndQuery::try_from(probe.as_str()).is_err() {
-        return Err("the rendered path is not valid".into());
+        return Err(input("the rendered path is not valid".into()));
     }
     Ok(pieces)
 }
@@ -161,4 +193,102 @@ fn body(t: &JsonTemplate, scope: Scope<'_>) -> Result<BodyTpl, String> {
         ),
         JsonTemplate::Literal(v) => BodyTpl::Json(v.clone()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::RequestCtx;
+
+    /// The hooks of the one call of a config whose `on_dead` path puts `{query.id}` alone in a
+    /// segment.
+    fn hooks() -> CallHooks {
+        let toml = r#"
+            [queue]
+            backend = "embedded"
+            path = "/nonexistent/hooks-test"
+            [upstreams.u]
+            endpoints = ["http://127.0.0.1:1"]
+            [routes.r]
+            path = "/r"
+              [[routes.r.calls]]
+              name = "c"
+              upstream = "u"
+              mode = "async"
+              on_dead = { upstream = "u", path = "/payments/{query.id}/refund" }
+        "#;
+        let cfg = manifold_config::compile(std::path::Path::new("hooks-test.toml"), toml)
+            .unwrap_or_else(|e| panic!("{e}"));
+        match cfg.routes.into_iter().next().map(|r| r.kind) {
+            Some(manifold_config::RouteKind::Compose(mut plan)) => plan.calls.remove(0).hooks,
+            other => panic!("not a composed route: {other:?}"),
+        }
+    }
+
+    /// `/payments//refund` is `/payments/refund` to an upstream that merges slashes: a hook
+    /// whose path value is missing fails the call as `bad_input`, as the call's own path does.
+    #[test]
+    fn a_hook_path_value_that_renders_an_empty_segment_is_refused() {
+        let hooks = hooks();
+        let render_with = |query: Vec<(String, String)>| {
+            let req = RequestCtx {
+                query,
+                ..Default::default()
+            };
+            render(
+                &hooks,
+                Scope {
+                    req: &req,
+                    results: &[],
+                },
+            )
+            .map(|_| ())
+        };
+        for query in [vec![], vec![("id".into(), String::new())]] {
+            let e = render_with(query).expect_err("an empty segment");
+            assert_eq!(e.kind, CallErrorKind::Input, "{e}");
+        }
+        render_with(vec![("id".into(), "p-9".into())]).expect("rendered");
+    }
+
+    /// A hook path value from a sync call's answer that renders an empty segment is that
+    /// upstream's fault: 502 `input_unavailable`, naming the call, not the client's 400.
+    #[test]
+    fn a_hook_path_value_from_an_answer_is_the_upstreams_fault() {
+        let toml = r#"
+            [queue]
+            backend = "embedded"
+            path = "/nonexistent/hooks-test"
+            [upstreams.u]
+            endpoints = ["http://127.0.0.1:1"]
+            [routes.r]
+            path = "/r"
+              [[routes.r.calls]]
+              name = "pay"
+              upstream = "u"
+              [[routes.r.calls]]
+              name = "c"
+              upstream = "u"
+              mode = "async"
+              on_dead = { upstream = "u", path = "/payments/{pay.id}/refund" }
+        "#;
+        let cfg = manifold_config::compile(std::path::Path::new("hooks-test.toml"), toml)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Some(manifold_config::RouteKind::Compose(plan)) =
+            cfg.routes.into_iter().next().map(|r| r.kind)
+        else {
+            panic!("not a composed route")
+        };
+        let req = RequestCtx::default();
+        for answer in [serde_json::json!({}), serde_json::json!({"id": ""})] {
+            let results = vec![Some(answer), None];
+            let scope = Scope {
+                req: &req,
+                results: &results,
+            };
+            let e = render(&plan.calls[1].hooks, scope).expect_err("an empty segment");
+            assert_eq!(e.kind, CallErrorKind::InputUnavailable, "{e}");
+            assert!(e.message.contains("call `pay`"), "{e}");
+        }
+    }
 }

@@ -37,6 +37,7 @@ mod path;
 mod proxy;
 mod proxy_body;
 mod queued;
+mod read_body;
 mod readiness;
 mod reload;
 pub mod render;

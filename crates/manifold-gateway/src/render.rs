@@ -5,6 +5,7 @@
 //! reference (see [`Rendered`]): a call result used whole in a body or the response is never
 //! cloned into an intermediate tree.
 
+use crate::error::{CallError, CallErrorKind};
 use http::HeaderMap;
 use manifold_config::template::{
     encode_path_value, value_text, Expr, JsonTemplate, Segment, Source, StrTemplate,
@@ -176,6 +177,119 @@ impl Serialize for Rendered<'_, '_> {
     }
 }
 
+/// The references of each segment of path template `t` up to its query, and whether the
+/// segment has literal text of its own.
+///
+/// Values are percent-encoded, so every `/` of a rendered path and its first `?` are the
+/// template's own: the rendered path's segments are these, in order.
+fn path_segments(t: &StrTemplate) -> Vec<(bool, Vec<&Expr>)> {
+    let mut out = Vec::new();
+    let (mut literal, mut values) = (false, Vec::new());
+    'template: for seg in &t.segments {
+        match seg {
+            Segment::Expr(e) => values.push(e),
+            Segment::Lit(l) => {
+                for c in l.chars() {
+                    match c {
+                        '?' => break 'template,
+                        '/' => {
+                            out.push((literal, std::mem::take(&mut values)));
+                            literal = false;
+                        }
+                        _ => literal = true,
+                    }
+                }
+            }
+        }
+    }
+    out.push((literal, values));
+    out
+}
+
+/// The references of the first segment of `rendered` (the path template `t` rendered) that
+/// the template makes of values alone, with no literal text of its own, and that rendered
+/// empty; `None` when there is none.
+///
+/// Such a segment reshapes the path as a dot segment does: `/users/{query.id}/orders` without
+/// an id is `/users//orders`, which nginx (`merge_slashes`, on by default) and most frameworks
+/// serve as `/users/orders`; `DELETE /users/{query.id}` becomes `DELETE /users/`, the
+/// collection; `/{header.x-tenant}/orders` becomes `//orders`, a network-path reference to URL
+/// parsers. An empty segment the template writes itself (`/a//b`) is the operator's and kept.
+/// Only a path with an empty segment (`//`, or a `/` at its end) is looked at further: the
+/// common path costs one scan.
+pub(crate) fn empty_value_segment<'t>(t: &'t StrTemplate, rendered: &str) -> Option<Vec<&'t Expr>> {
+    let path = rendered.split_once('?').map_or(rendered, |(p, _)| p);
+    if !path.contains("//") && !path.ends_with('/') {
+        return None;
+    }
+    path.split('/')
+        .zip(path_segments(t))
+        .find(|(seg, (literal, values))| seg.is_empty() && !literal && !values.is_empty())
+        .map(|(_, (_, values))| values)
+}
+
+/// The references of the segments of `rendered` (the path template `t` rendered) that `bad`
+/// says cannot be sent ([`crate::path::is_dot_segment`], [`crate::path::hides_dot_segment`]):
+/// whose values made them so.
+pub(crate) fn segment_values<'t>(
+    t: &'t StrTemplate,
+    rendered: &str,
+    bad: fn(&str) -> bool,
+) -> Vec<&'t Expr> {
+    let path = rendered.split_once('?').map_or(rendered, |(p, _)| p);
+    path.split('/')
+        .zip(path_segments(t))
+        .filter(|(seg, _)| bad(seg))
+        .flat_map(|(_, (_, values))| values)
+        .collect()
+}
+
+/// The error of a call whose request cannot be sent as `culprits` (the references whose values
+/// made it so) rendered it: `what` is why.
+///
+/// When a value of the client's request is among them, it is the client's (`bad_input`, 400).
+/// When they are all other calls' answers, it is the upstream's that gave them (an answer
+/// without the id the path needs, with a line break in a name bound for a header):
+/// `input_unavailable`, 502, naming those calls, as for an input that failed outright.
+pub(crate) fn unsendable(culprits: &[&Expr], what: &str) -> CallError {
+    let mut calls: Vec<&str> = Vec::new();
+    for e in culprits {
+        match &e.source {
+            Source::Call { name, .. } => {
+                if !calls.contains(&name.as_str()) {
+                    calls.push(name);
+                }
+            }
+            _ => return CallError::new(CallErrorKind::Input, what),
+        }
+    }
+    if calls.is_empty() {
+        return CallError::new(CallErrorKind::Input, what);
+    }
+    let calls: Vec<String> = calls.iter().map(|c| format!("`{c}`")).collect();
+    CallError::new(
+        CallErrorKind::InputUnavailable,
+        format!(
+            "{what}; the value is from the answer of call {}",
+            calls.join(", ")
+        ),
+    )
+}
+
+impl Scope<'_> {
+    /// The references of header template `t` whose text alone is no valid header value (a line
+    /// break, a control character): what made its rendering fail.
+    pub(crate) fn header_culprits<'t>(&self, t: &'t StrTemplate) -> Vec<&'t Expr> {
+        t.exprs()
+            .filter(|e| {
+                let mut text = String::new();
+                self.text(e, &mut text);
+                http::HeaderValue::from_str(&text).is_err()
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,5 +400,42 @@ mod tests {
         let mut out = String::new();
         scope.render_url_part(&t, &mut out);
         assert_eq!(out, "/x/a%2Fb%20c/7/%2E%2E//%7B%22k%22%3A%22v%2Fw%22%7D");
+    }
+
+    #[test]
+    fn only_segments_of_values_alone_may_not_render_empty() {
+        let tpl = |s: &str| {
+            let mut segments = Vec::new();
+            for (n, part) in s.split('*').enumerate() {
+                if n > 0 {
+                    segments.push(Segment::Expr(call_expr(0, &[])));
+                }
+                if !part.is_empty() {
+                    segments.push(Segment::Lit(part.into()));
+                }
+            }
+            StrTemplate { segments }
+        };
+        // (template, `*` a value; rendered; refused)
+        for (t, rendered, refused) in [
+            ("/users/*/orders", "/users//orders", true),
+            ("/users/*", "/users/", true),
+            ("/*/orders", "//orders", true),
+            ("/users/**", "/users/", true),
+            ("/users/*?view=full", "/users/?view=full", true),
+            ("/users/*", "/users/7", false),
+            ("/users/u-*/orders", "/users/u-/orders", false),
+            ("/users/**", "/users/a", false),
+            ("/a//b/*", "/a//b/7", false),
+            ("/a/", "/a/", false),
+            ("/x?a=*", "/x?a=", false),
+            ("/x?next=/*", "/x?next=/", false),
+        ] {
+            assert_eq!(
+                empty_value_segment(&tpl(t), rendered).is_some(),
+                refused,
+                "{t} rendered {rendered}"
+            );
+        }
     }
 }

@@ -450,12 +450,14 @@ async fn values_cannot_reshape_the_upstream_request() {
     let users = Upstream::start(vec![("GET", "/", Reply::json(0, json!({})))]).await;
     let orders = Upstream::start(vec![("GET", "/", Reply::json(0, json!([])))]).await;
     let gw = TestGateway::start(&profile_config(&users, &orders, true, "2s")).await;
+    // A `/` with a dot segment between its slashes (`..%2Fadmin`) is refused instead:
+    // compose_hostile::a_value_hiding_a_dot_segment_behind_an_escaped_slash_is_refused_not_sent.
     let cases = [
-        ("..%2Fadmin", "/users/..%2Fadmin"),
+        ("x%2Fadmin", "/users/x%2Fadmin"),
         ("a%3Fx%3D1", "/users/a%3Fx%3D1"),
         ("a%23frag", "/users/a%23frag"),
         ("a%0D%0AX-Injected:%201", "/users/a%0D%0AX-Injected%3A%201"),
-        ("a%2F..%2F..%2Fetc", "/users/a%2F..%2F..%2Fetc"),
+        ("a%2Fb%2Fetc", "/users/a%2Fb%2Fetc"),
     ];
     for (value, expected) in cases {
         let (status, _, body) = send(

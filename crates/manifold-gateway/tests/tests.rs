@@ -7,6 +7,7 @@ mod cache_headers;
 mod cache_keys;
 mod cache_memcached;
 mod compose;
+mod compose_hostile;
 mod dataflow;
 mod edge;
 mod enqueue;

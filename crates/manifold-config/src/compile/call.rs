@@ -159,6 +159,13 @@ pub(super) fn compile_call(
                     diag.push(ErrorKind::Value, v.span(), format!("{owner}: {msg}"));
                     continue;
                 }
+            } else if let Some(why) = crate::upstream::reserved_header(&lower) {
+                diag.push(
+                    ErrorKind::Value,
+                    v.span(),
+                    format!("{owner}: header `{k}` cannot be set: {why}"),
+                );
+                continue;
             }
             if let Some(t) = tpl(
                 &mut res,

@@ -80,6 +80,14 @@ pub(super) fn compile_response(
                     );
                     continue;
                 }
+                if let Some(why) = crate::upstream::reserved_header(&lower) {
+                    diag.push(
+                        ErrorKind::Value,
+                        v.span(),
+                        format!("route `{route}`: response header `{k}` cannot be set: {why}"),
+                    );
+                    continue;
+                }
                 match res.str_template(v.get_ref()) {
                     Ok(t) => response.headers.push((lower, t)),
                     Err(msg) => diag.push(

@@ -263,3 +263,88 @@ fn absurd_deadlines_timeouts_and_hints_are_refused_with_their_line() {
     );
     one(&src, ErrorKind::Value, "ttl = ", "longer than a year");
 }
+
+/// A call, a hook or a composed response setting a framing or hop-by-hop header is refused at
+/// its key: `content-length = "{request.body.n}"` let a client have the call's rendered body
+/// sent cut short (hyper sends the length it is given), before fields the template adds.
+#[test]
+fn framing_and_hop_by_hop_headers_cannot_be_set() {
+    for name in [
+        "content-length",
+        "Transfer-Encoding",
+        "te",
+        "trailer",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "upgrade",
+    ] {
+        let call = format!(
+            r#"{UPSTREAMS}
+[routes.r]
+path = "/r"
+  [[routes.r.calls]]
+  name = "c"
+  upstream = "a"
+  method = "POST"
+  headers = {{ {name} = "{{request.body.n}}" }}
+  body = {{ note = "{{request.body.note}}", role = "user" }}
+"#
+        );
+        one(
+            &call,
+            ErrorKind::Value,
+            &format!("headers = {{ {name}"),
+            &format!("header `{name}` cannot be set"),
+        );
+        let response = format!(
+            r#"{UPSTREAMS}
+[routes.r]
+path = "/r"
+  [[routes.r.calls]]
+  name = "c"
+  upstream = "a"
+  [routes.r.response]
+  headers = {{ {name} = "7" }}
+"#
+        );
+        one(
+            &response,
+            ErrorKind::Value,
+            &format!("headers = {{ {name}"),
+            &format!("response header `{name}` cannot be set"),
+        );
+        let hook = format!(
+            r#"[queue]
+backend = "embedded"
+path = "/nonexistent/q"
+{UPSTREAMS}
+[routes.r]
+path = "/r"
+  [[routes.r.calls]]
+  name = "c"
+  upstream = "a"
+  mode = "async"
+  on_done = {{ upstream = "b", path = "/done", headers = {{ {name} = "1" }} }}
+"#
+        );
+        one(
+            &hook,
+            ErrorKind::Value,
+            "on_done = {",
+            &format!("header `{name}` cannot be set"),
+        );
+    }
+    // Other headers, and a publish call's message headers, are as before.
+    let fine = format!(
+        r#"{UPSTREAMS}
+[routes.r]
+path = "/r"
+  [[routes.r.calls]]
+  name = "c"
+  upstream = "a"
+  headers = {{ x-content-length = "{{request.body.n}}", content-type = "text/plain" }}
+"#
+    );
+    compile("t.toml".as_ref(), &fine).expect("compiles");
+}

@@ -76,9 +76,23 @@ pub(crate) fn build_request_in(
     // A value of only dots is sent as `%2E%2E`, which RFC 3986 makes equal to `..`: an upstream
     // that normalizes paths would resolve it and serve another path. No encoding survives that.
     if crate::path::has_dot_segment(text) {
-        return Err(CallError::new(
-            CallErrorKind::Input,
+        return Err(crate::render::unsendable(
+            &crate::render::segment_values(&call.path, text, crate::path::is_dot_segment),
             "a path value is `.` or `..`, which would change the upstream path",
+        ));
+    }
+    if crate::path::has_hidden_dot_segment(text) {
+        return Err(crate::render::unsendable(
+            &crate::render::segment_values(&call.path, text, crate::path::hides_dot_segment),
+            "a path value holds `/` with `.` or `..` between its slashes, which an upstream \
+             decoding `%2F` before resolving dot segments would climb out of the path with",
+        ));
+    }
+    if let Some(values) = crate::render::empty_value_segment(&call.path, text) {
+        return Err(crate::render::unsendable(
+            &values,
+            "a path value that is a whole segment is empty (missing, null or \"\"), which would \
+             leave an empty segment (`//` or a trailing `/`) that upstreams merge or strip",
         ));
     }
     for (n, (k, v)) in call.query.iter().enumerate() {
@@ -113,9 +127,9 @@ pub(crate) fn build_request_in(
         text.clear();
         scope.render_text(tpl, text);
         let value = HeaderValue::from_maybe_shared(split_off(parts, text)).map_err(|_| {
-            CallError::new(
-                CallErrorKind::Input,
-                format!("header `{name}` rendered to a value that is not a valid header value"),
+            crate::render::unsendable(
+                &scope.header_culprits(tpl),
+                &format!("header `{name}` rendered to a value that is not a valid header value"),
             )
         })?;
         // Names were validated and parsed at load; cloning one shares its buffer.

@@ -216,3 +216,28 @@ fn a_normal_path_is_borrowed_and_one_to_normalize_is_not() {
         assert!(!borrowed(raw), "{raw}");
     }
 }
+
+#[test]
+fn dot_segments_behind_escaped_slashes_are_found() {
+    for hidden in [
+        "/users/..%2Fadmin",
+        "/users/a%2F..%2F..%2Fetc/x",
+        "/users/x%2F.",
+        "/users/..%5Cadmin",
+        "/users/..%2f",
+        "/users/%2E%2E%2Fadmin",
+        "/users/..%3Bx%2Fy",
+    ] {
+        assert!(has_hidden_dot_segment(hidden), "{hidden}");
+    }
+    for fine in [
+        "/users/a%2Fb",
+        "/users/..x%2Fy",
+        "/users/a%2F.b",
+        "/users/..",
+        "/users/x?next=..%2Fadmin",
+        "/users/%252F..",
+    ] {
+        assert!(!has_hidden_dot_segment(fine), "{fine}");
+    }
+}

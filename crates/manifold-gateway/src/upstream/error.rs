@@ -35,8 +35,8 @@ pub enum CallErrorKind {
     /// header value).
     Input,
     /// The call was not sent: a call whose result it reads failed (an optional one, else the
-    /// request would have failed already), so it has no input to render. 502: the cause is
-    /// upstream.
+    /// request would have failed already), so it has no input to render; or that result gave a
+    /// value that cannot be sent (`crate::render::unsendable`). 502: the cause is upstream.
     InputUnavailable,
     /// Every endpoint of the upstream is ejected by its circuit breaker: the call fails at once
     /// rather than wait on a dead dependency (503: try again once one half-opens).
@@ -292,7 +292,7 @@ pub(crate) fn no_answer(upstream: &str, by_deadline: bool, within: Duration) -> 
     CallError::new(
         kind,
         format!(
-            "no answer from upstream `{upstream}` within {}",
+            "no complete answer from upstream `{upstream}` within {}",
             humantime::format_duration(within)
         ),
     )

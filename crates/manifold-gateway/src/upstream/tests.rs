@@ -371,3 +371,22 @@ async fn a_proxied_attempt_span_has_its_first_byte_and_path() {
     assert_eq!(span.info.path.as_str(), "/x");
     assert!(span.first_byte.is_some(), "{span:?}");
 }
+
+/// An upstream answering in one-byte chunks: the answer is copied as it arrives, not held
+/// frame by frame (each frame a slice pinning hyper's read buffer: ~38 bytes held per byte
+/// of an answer that may be `max_response_bytes` long). Past the bound: `too_large`, named.
+#[tokio::test]
+async fn an_answer_of_one_byte_chunks_is_not_held_frame_by_frame() {
+    use crate::read_body::tests::Drip;
+    let n = 10_000;
+    let (drip, frames) = Drip::new(n);
+    let body = attempt::read_all("u", drip, n as u64).await.expect("whole");
+    assert_eq!(body.len(), n);
+    assert!(frames.peak() <= 2, "{} frames held at once", frames.peak());
+    assert_eq!(frames.live(), 0);
+    let e = attempt::read_all("u", Drip::new(11).0, 10)
+        .await
+        .expect_err("over the bound");
+    assert_eq!(e.kind, CallErrorKind::TooLarge);
+    assert_eq!(e.message, "upstream `u` answered more than 10 bytes");
+}
