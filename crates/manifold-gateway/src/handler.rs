@@ -90,7 +90,8 @@ pub(crate) async fn handle(
     peer: SocketAddr,
     client_id: crate::respond::ClientId,
 ) -> Result<Response<Body>, std::convert::Infallible> {
-    let Some(permit) = shared.limit.try_acquire() else {
+    let mut req = req;
+    let Some(mut permit) = shared.limit.try_acquire() else {
         let mut resp = crate::respond::shed(shared.limit.limit());
         shared
             .telemetry
@@ -100,13 +101,20 @@ pub(crate) async fn handle(
     if let Some(id) = shared.router.status_id(req.uri().path()) {
         // A status read is cheap, and a long poll is idle by design: neither holds a
         // concurrency slot nor feeds its duration to the adaptive limit (connections bound them).
-        drop(permit);
+        permit.release();
         let queue = shared.queue.as_ref().map(|q| q.0.as_ref());
         // Boxed, as the cached and composed routes below: see `routed`.
         let read = shared.telemetry.status_read();
         let mut resp = Box::pin(crate::status::answer(queue, &shared.follow, &req, id)).await;
         read.finish(&req, &mut resp);
         return Ok(resp);
+    }
+    // The time spent waiting on the client's body is the client's, not the gateway's: its
+    // reader (compose's, or the proxy's on the way upstream) counts it out of the latency the
+    // adaptive limit measures. A request without a body (most) has nothing to count.
+    if !http_body::Body::is_end_stream(req.body()) {
+        let wait = permit.client_wait();
+        req.extensions_mut().insert(wait);
     }
     let (resp, ended) = route(shared, req, peer, permit.started(), client_id).await;
     permit.finish(ended);
@@ -302,6 +310,11 @@ async fn compose(
     let route = &shared.config.routes[ri];
     let (mut parts, body) = req.into_parts();
     let trace = parts.extensions.remove::<crate::telemetry::TraceCtx>();
+    let meter = parts
+        .extensions
+        .remove::<crate::limit::ClientWait>()
+        .map_or_else(crate::limit::WaitMeter::none, |w| w.meter());
+    let body = crate::limit::Metered::new(body, meter);
     let query = parse_query(parts.uri.query());
     let mut ctx = RequestCtx {
         params,

@@ -220,7 +220,11 @@ pub(crate) async fn forward_traced(
     let (body, fault) = if http_body::Body::is_end_stream(&body) {
         (crate::handler::empty(), None)
     } else {
-        let (capped, fault) = Capped::new(body, server.max_body_bytes);
+        let meter = parts
+            .extensions
+            .remove::<crate::limit::ClientWait>()
+            .map_or_else(crate::limit::WaitMeter::none, |w| w.meter());
+        let (capped, fault) = Capped::new(body, server.max_body_bytes, meter);
         (BodyExt::boxed(capped), Some(fault))
     };
     let request = Request::from_parts(parts, body);

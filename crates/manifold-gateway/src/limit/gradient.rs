@@ -163,6 +163,28 @@ impl Gradient {
         Some(self.limit())
     }
 
+    /// Record a request that did not end (its client went away) after `latency`: its latency
+    /// is at least that. It counts as [`Gradient::sample`] does only when it is already above
+    /// the baseline — evidence of slowness the window must not lose (under an overload, clients
+    /// that give up take the slowest requests with them) — and otherwise not at all: a client
+    /// that cancels at once must not pass for a fast answer and drag the baseline down, which
+    /// would make every real answer look slow.
+    pub(crate) fn sample_at_least(
+        &mut self,
+        now: Instant,
+        latency: Duration,
+        in_flight: usize,
+        lag: Duration,
+    ) -> Option<usize> {
+        let above = self
+            .baseline
+            .is_some_and(|base| latency.as_secs_f64() > base);
+        if !above {
+            return None;
+        }
+        self.sample(now, latency, in_flight, lag)
+    }
+
     fn update(&mut self, short: f64, peak_in_flight: usize, congested: bool) {
         // A window of zero latencies (a clock that did not move) says nothing.
         if !(short.is_finite() && short > 0.0) {
