@@ -101,6 +101,31 @@ fn p2c_sends_to_the_fast_endpoint_until_it_is_loaded_or_the_slow_one_decays() {
 }
 
 #[test]
+fn an_endpoint_whose_estimate_decayed_away_does_not_take_a_whole_burst() {
+    let e = Endpoints::new(&upstream(2, Balance::P2c, None));
+    let t0 = Instant::now();
+    // Endpoint 0 failed once (a 1 s penalty) and then sat idle for three hours: its estimate
+    // has decayed to zero. Endpoint 1 answers in 5 ms.
+    let set = e.shared.snapshot();
+    set[0].load.observe(t0, Duration::from_secs(1));
+    let later = t0 + Duration::from_secs(3 * 3600);
+    set[1].load.observe(later, ms(5));
+    assert_eq!(set[0].load.estimate_ns(later), 0.0);
+    // A burst of 40 before anyone answers: the idle endpoint is tried (nothing in flight, it
+    // costs nothing), but once it holds attempts it is priced as a fresh endpoint, not as
+    // free: the burst is shared, not all sent to the endpoint nobody knows anything about.
+    let held: Vec<Lease> = (0..40)
+        .map(|_| e.shared.pick(later, None).expect("a pick"))
+        .collect();
+    let idle = held.iter().filter(|l| l.id() == set[0].id).count();
+    assert!(
+        (1..=20).contains(&idle),
+        "{idle} of 40 went to the idle one"
+    );
+    drop(held);
+}
+
+#[test]
 fn a_failure_makes_an_endpoint_look_as_slow_as_the_timeout() {
     let e = Endpoints::new(&upstream(2, Balance::P2c, None));
     let t0 = Instant::now();
