@@ -26,6 +26,10 @@ use tokio::sync::oneshot;
 
 /// The shortest period between resolutions, whatever `resolve_every` says (0 would spin).
 const MIN_EVERY: Duration = Duration::from_secs(1);
+/// The most addresses one name stands for. Each is an endpoint with its own load, breaker,
+/// connection pool and `/metrics` series; a name answering with thousands (a misconfigured or
+/// hostile DNS zone) would otherwise make thousands of each, and again on every change.
+pub(super) const MAX_ADDRESSES: usize = 256;
 /// How long one lookup may take before it counts as failed.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -207,6 +211,10 @@ pub(super) fn spawn<A: Apply>(
                         if changed {
                             tracing::info!(upstream = %upstream, endpoint = %format!("{name}:{port}"),
                                 addresses = ?addrs, "endpoint resolved");
+                            if addrs.len() == MAX_ADDRESSES {
+                                tracing::warn!(upstream = %upstream, endpoint = %format!("{name}:{port}"),
+                                    max = MAX_ADDRESSES, "the name resolves to more addresses than are used: the lowest are kept");
+                            }
                         }
                         good.push((*index, addrs.clone()));
                     }
@@ -246,12 +254,20 @@ async fn lookup(name: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
             )
         })?
         .map_err(|e| e.to_string())?;
+    usable(found)
+}
+
+/// A lookup's addresses as the endpoint set takes them: sorted, without duplicates, at most
+/// [`MAX_ADDRESSES`]; none is an error (the last good set stays).
+fn usable(found: impl Iterator<Item = SocketAddr>) -> Result<Vec<SocketAddr>, String> {
     let mut addrs: Vec<SocketAddr> = found.collect();
     addrs.sort_unstable();
     addrs.dedup();
     if addrs.is_empty() {
         return Err("it resolves to no address".to_owned());
     }
+    // The lowest ones: the same answer keeps the same endpoints (and their state) every round.
+    addrs.truncate(MAX_ADDRESSES);
     Ok(addrs)
 }
 
@@ -339,6 +355,21 @@ mod tests {
         let mut headers = HeaderMap::new();
         Target::configured(0, ep).host(&mut headers);
         assert!(headers.is_empty());
+    }
+
+    #[test]
+    fn a_name_with_ten_thousand_addresses_stands_for_a_bounded_set() {
+        // 10,000 distinct addresses, in reverse order and twice over.
+        let many = (0..10_000u32).rev().map(|i| {
+            let [_, b, c, d] = i.to_be_bytes();
+            SocketAddr::from(([10, b, c, d], 80))
+        });
+        let addrs = usable(many.clone().chain(many)).expect("addresses");
+        assert_eq!(addrs.len(), MAX_ADDRESSES);
+        // The lowest, sorted: the same answer gives the same set every round.
+        assert_eq!(addrs[0], SocketAddr::from(([10, 0, 0, 0], 80)));
+        assert!(addrs.windows(2).all(|w| w[0] < w[1]));
+        assert!(usable(std::iter::empty()).is_err());
     }
 
     #[tokio::test]
