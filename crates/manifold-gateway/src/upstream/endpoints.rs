@@ -86,7 +86,19 @@ struct Shared {
     ejecting: Mutex<()>,
     next_id: AtomicU64,
     configured: Vec<manifold_config::Endpoint>,
+    /// Endpoints a resolution dropped, with when: an address that comes back within
+    /// [`RETIRED_FOR`] gets its state back (see [`Shared::replace`]). Oldest first.
+    retired: Mutex<Vec<(Instant, Arc<Endpoint>)>>,
 }
+
+/// How long the state of an address a resolution dropped is kept for its return. A name whose
+/// answer flaps between sets (round-robin DNS answering with a subset, a replica failing its
+/// health check on and off) must not reset the breaker and the latency estimate of each
+/// address at every round: an ejected replica would come back as new, closed and with the
+/// fresh 30 ms estimate, every `resolve_every`.
+const RETIRED_FOR: Duration = Duration::from_secs(300);
+/// The most dropped endpoints remembered (the oldest go first).
+const MAX_RETIRED: usize = 4 * super::resolve::MAX_ADDRESSES;
 
 /// The endpoints of one upstream.
 #[derive(Debug)]
@@ -111,6 +123,7 @@ impl Endpoints {
             ejecting: Mutex::new(()),
             next_id: AtomicU64::new(0),
             configured: up.endpoints.clone(),
+            retired: Mutex::new(Vec::new()),
         });
         let initial: Vec<Arc<Endpoint>> = up
             .endpoints
@@ -309,16 +322,24 @@ impl Shared {
     }
 
     /// Replace the targets of the resolved configured endpoints, keeping the state of every
-    /// address that stays.
+    /// address that stays, and giving back its state to one that returns within
+    /// [`RETIRED_FOR`] — unless it is ejected and the set's ejection cap is already used up,
+    /// then it comes back new (the cap says never more are out than that fraction).
     fn replace(&self, resolved: &[(usize, Vec<SocketAddr>)]) {
         let now = Instant::now();
         {
             let mut set = self.write_set();
+            let mut retired = self
+                .retired
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            retired.retain(|(at, _)| now.saturating_duration_since(*at) < RETIRED_FOR);
             let mut next: Vec<Arc<Endpoint>> = set
                 .iter()
                 .filter(|e| !resolved.iter().any(|(i, _)| *i == e.target.key.index))
                 .cloned()
                 .collect();
+            let mut back: Vec<EndpointId> = Vec::new();
             for (index, addrs) in resolved {
                 let Some(ep) = self.configured.get(*index) else {
                     continue;
@@ -329,19 +350,60 @@ impl Shared {
                         addr: Some(*addr),
                     };
                     let kept = set.iter().find(|e| e.target.key == key).cloned();
+                    let kept = kept.or_else(|| {
+                        let at = retired.iter().position(|(_, e)| e.target.key == key)?;
+                        let (_, e) = retired.remove(at);
+                        back.push(e.id);
+                        Some(e)
+                    });
                     next.push(kept.unwrap_or_else(|| {
                         self.endpoint(Target::resolved(*index, ep, *addr), now)
                     }));
                 }
             }
+            self.within_cap(&mut next, &back, now);
             // Configured order, then address order: stable for round robin and for logs.
             next.sort_by_key(|e| e.target.key.index);
             if next.len() == set.len() && next.iter().zip(set.iter()).all(|(a, b)| a.id == b.id) {
                 return;
             }
+            for gone in set.iter().filter(|e| !next.iter().any(|n| n.id == e.id)) {
+                retired.push((now, Arc::clone(gone)));
+            }
+            let over = retired.len().saturating_sub(MAX_RETIRED);
+            retired.drain(..over);
             *set = Arc::from(next);
         }
         self.recount();
+    }
+
+    /// Endpoints that came `back` ejected beyond the set's ejection cap come back new.
+    fn within_cap(&self, next: &mut [Arc<Endpoint>], back: &[EndpointId], now: Instant) {
+        let fraction = self.breaker.as_ref().map_or(0.0, |p| p.max_ejected);
+        let cap = breaker::max_ejected(fraction, next.len());
+        let is_out = |e: &Endpoint| e.breaker.as_ref().is_some_and(Breaker::is_ejected);
+        let mut out = next
+            .iter()
+            .filter(|e| is_out(e) && !back.contains(&e.id))
+            .count();
+        for e in next.iter_mut() {
+            if !back.contains(&e.id) || !is_out(e) {
+                continue;
+            }
+            if out < cap {
+                out += 1;
+            } else {
+                let key = e.target.key;
+                let Some(ep) = self.configured.get(key.index) else {
+                    continue;
+                };
+                let target = match key.addr {
+                    Some(addr) => Target::resolved(key.index, ep, addr),
+                    None => Target::configured(key.index, ep),
+                };
+                *e = self.endpoint(target, now);
+            }
+        }
     }
 }
 

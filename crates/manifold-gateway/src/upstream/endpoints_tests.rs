@@ -265,6 +265,88 @@ fn re_resolution_keeps_the_state_of_addresses_that_stay() {
     assert!(next[2].1.ends_with("(10.1.0.3:80)") && next[2].0 != now[1].0);
 }
 
+#[test]
+fn an_address_that_flaps_out_and_back_keeps_its_breaker_and_estimate() {
+    let e = Endpoints::new(&upstream(2, Balance::RoundRobin, Some(breaker(4, 0.5))));
+    let t0 = Instant::now();
+    let a: SocketAddr = "10.1.0.1:80".parse().expect("addr");
+    let b: SocketAddr = "10.1.0.2:80".parse().expect("addr");
+    e.shared.replace(&[(1, vec![a, b])]);
+    let a_id = e.current()[1].0;
+    // `a` fails every attempt until its breaker opens.
+    for _ in 0..12 {
+        let mut l = e.shared.pick(t0, None).expect("a pick");
+        if l.id() == a_id {
+            l.settle(t0, Outcome::Failed(&CallErrorKind::Timeout));
+        } else {
+            l.settle(t0, Outcome::Answered(StatusCode::OK));
+        }
+    }
+    assert_eq!(e.ejected(), 1);
+    // The name's answer flaps: without `a`, then with it again.
+    e.shared.replace(&[(1, vec![b])]);
+    assert_eq!(e.ejected(), 0);
+    e.shared.replace(&[(1, vec![a, b])]);
+    let now = e.current();
+    assert_eq!(now[1].0, a_id, "a came back as itself");
+    assert_eq!(
+        e.ejected(),
+        1,
+        "still ejected: the flap did not close its breaker"
+    );
+    assert!((0..20).all(|_| attempt(&e, t0, ms(1), Outcome::Answered(StatusCode::OK)) != 1));
+    // Long gone, an address comes back new.
+    e.shared.replace(&[(1, vec![b])]);
+    e.shared
+        .retired
+        .lock()
+        .expect("lock")
+        .iter_mut()
+        .for_each(|(at, _)| {
+            *at = Instant::now()
+                .checked_sub(RETIRED_FOR + ms(1))
+                .expect("a clock older than that");
+        });
+    e.shared.replace(&[(1, vec![a, b])]);
+    assert_ne!(e.current()[1].0, a_id);
+    assert_eq!(e.ejected(), 0);
+}
+
+#[test]
+fn a_returning_ejected_address_never_passes_the_ejection_cap() {
+    // One configured address and a name: the cap (0.5 of 2) allows one out.
+    let e = Endpoints::new(&upstream(2, Balance::RoundRobin, Some(breaker(4, 0.5))));
+    let t0 = Instant::now();
+    let a: SocketAddr = "10.1.0.1:80".parse().expect("addr");
+    let c: SocketAddr = "10.1.0.3:80".parse().expect("addr");
+    e.shared.replace(&[(1, vec![a])]);
+    let ids: Vec<EndpointId> = e.current().iter().map(|(id, _)| *id).collect();
+    for _ in 0..8 {
+        let mut l = e.shared.pick(t0, None).expect("a pick");
+        if l.id() == ids[1] {
+            l.settle(t0, Outcome::Failed(&CallErrorKind::Timeout));
+        } else {
+            l.settle(t0, Outcome::Answered(StatusCode::OK));
+        }
+    }
+    assert_eq!(e.ejected(), 1);
+    // `a` leaves; `c` takes its place and is ejected in turn (the cap allows it now).
+    e.shared.replace(&[(1, vec![c])]);
+    let c_id = e.current()[1].0;
+    for _ in 0..8 {
+        let mut l = e.shared.pick(t0, None).expect("a pick");
+        if l.id() == c_id {
+            l.settle(t0, Outcome::Failed(&CallErrorKind::Timeout));
+        } else {
+            l.settle(t0, Outcome::Answered(StatusCode::OK));
+        }
+    }
+    assert_eq!(e.ejected(), 1);
+    // `a` returns beside `c`: two of three ejected would pass the cap of one; it comes back new.
+    e.shared.replace(&[(1, vec![a, c])]);
+    assert_eq!(e.ejected(), 1);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
