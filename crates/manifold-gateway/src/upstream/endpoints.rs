@@ -8,7 +8,8 @@
 //! retry and hedge loop does not change when they do.
 //!
 //! How an attempt's end counts (see [`judge`]): an answer below 500 is a success and its time
-//! an RTT sample. A failure that is the endpoint's fault (connect, reset, its own timeout, a
+//! an RTT sample, but for 429, which the balancer counts as a failure's penalty (and the
+//! breaker not at all). A failure that is the endpoint's fault (connect, reset, its own timeout, a
 //! 5xx) counts against its breaker and, for the balancer, as an answer that took the upstream's
 //! `timeout` (or longer, if it did): a refused connection fails in microseconds, and counting
 //! that as a fast answer would send a dead endpoint *more* traffic. The penalty decays like any
@@ -436,6 +437,12 @@ enum Sample {
 fn judge(outcome: Outcome<'_>) -> (Verdict, Sample) {
     match outcome {
         Outcome::Answered(s) if s.is_server_error() => (Verdict::Failure, Sample::Penalty),
+        // "Too many requests": the endpoint is shedding, and its refusals are fast. As an RTT
+        // they made it the cheapest endpoint, so P2C sent the overloaded replica *more*
+        // traffic (peak EWMA's fast-failure trap, as with a fast 503). For the balancer it is
+        // as slow as a failure; for the breaker neither (a replica protecting itself is not
+        // broken, and ejecting it would push its load onto the others all at once).
+        Outcome::Answered(StatusCode::TOO_MANY_REQUESTS) => (Verdict::Neutral, Sample::Penalty),
         Outcome::Answered(_) => (Verdict::Success, Sample::Rtt),
         Outcome::Cancelled => (Verdict::Neutral, Sample::AtLeast),
         Outcome::Failed(kind) => match kind {
@@ -443,6 +450,7 @@ fn judge(outcome: Outcome<'_>) -> (Verdict, Sample) {
                 (Verdict::Failure, Sample::Penalty)
             }
             CallErrorKind::Status(s) if *s >= 500 => (Verdict::Failure, Sample::Penalty),
+            CallErrorKind::Status(429) => (Verdict::Neutral, Sample::Penalty),
             // It answered: a status the caller refuses, or a body it cannot use.
             CallErrorKind::Status(_) | CallErrorKind::InvalidJson | CallErrorKind::TooLarge => {
                 (Verdict::Success, Sample::Rtt)

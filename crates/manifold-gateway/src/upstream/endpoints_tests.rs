@@ -163,6 +163,39 @@ fn a_failure_makes_an_endpoint_look_as_slow_as_the_timeout() {
 }
 
 #[test]
+fn an_endpoint_refusing_fast_with_429_does_not_attract_the_traffic() {
+    let e = Endpoints::new(&upstream(2, Balance::P2c, Some(breaker(4, 0.5))));
+    let t0 = Instant::now();
+    let ids: Vec<EndpointId> = e.current().iter().map(|(id, _)| *id).collect();
+    // Endpoint 0 sheds: 429 in 1 ms. Endpoint 1 answers in 20 ms. Each answers what it
+    // answers for 200 attempts; the shedding one must not end up with most of them.
+    let mut shed = 0;
+    for k in 0..200u64 {
+        let now = t0 + ms(25 * k);
+        let mut l = e.shared.pick(now, None).expect("a pick");
+        if l.id() == ids[0] {
+            shed += 1;
+            l.settle(
+                now + ms(1),
+                Outcome::Answered(StatusCode::TOO_MANY_REQUESTS),
+            );
+        } else {
+            l.settle(now + ms(20), Outcome::Answered(StatusCode::OK));
+        }
+    }
+    assert!(
+        shed < 50,
+        "{shed} of 200 went to the endpoint answering 429"
+    );
+    // Nor is it ejected for protecting itself.
+    assert_eq!(e.ejected(), 0);
+    assert_eq!(
+        judge(Outcome::Failed(&CallErrorKind::Status(429))),
+        (Verdict::Neutral, Sample::Penalty)
+    );
+}
+
+#[test]
 fn avoid_prefers_another_endpoint_where_there_is_one() {
     for balance in [Balance::P2c, Balance::RoundRobin] {
         let e = Endpoints::new(&upstream(3, balance, None));
