@@ -114,3 +114,85 @@ path = "/compose"
         let _ = run.await;
     }
 }
+
+/// The gateway's config: `/proxy` and `/big` proxied to `up`, `/compose` composing a call.
+fn config(up: &str) -> manifold_config::Config {
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+drain_delay = "0s"
+[upstreams.u]
+endpoints = ["{up}"]
+[routes.big]
+path = "/big"
+proxy = "u"
+"#
+    );
+    manifold_config::compile("socket-test.toml".as_ref(), &toml)
+        .unwrap_or_else(|e| panic!("{e}\n---\n{toml}"))
+}
+
+#[tokio::test]
+async fn clients_reading_slowly_or_granting_no_window_are_not_the_latency_the_limit_measures() {
+    let up = fast_upstream().await;
+    let gw = Gateway::bind(config(&up)).await.expect("the gateway binds");
+    let (addr, live) = (gw.local_addr(), std::sync::Arc::clone(&gw.live));
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(gw.run(stop.clone()));
+    // A window lasts at least 100 ms from the limiter's start: these answers' heads come at
+    // once, so they must come after that for their window to close.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // HTTP/1.1 clients that ask for a 4 MiB answer and read none of it for 700 ms, then
+    // read it all; HTTP/2 clients whose stream window is 1 byte for the same 700 ms.
+    let h1 = (0..6).map(|_| {
+        tokio::spawn(async move {
+            let mut conn = TcpStream::connect(addr).await.expect("connect");
+            conn.write_all(b"GET /big HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n")
+                .await
+                .expect("head");
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let mut all = Vec::new();
+            conn.read_to_end(&mut all).await.expect("the answer");
+            assert!(
+                all.starts_with(b"HTTP/1.1 200"),
+                "{:?}",
+                &all[..all.len().min(40)]
+            );
+        })
+    });
+    let h2 = (0..6).map(|_| {
+        tokio::spawn(async move {
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .http2_only(true)
+                    .http2_initial_stream_window_size(1)
+                    .http2_initial_connection_window_size(1)
+                    .build_http::<Full<Bytes>>();
+            let req = http::Request::get(format!("http://{addr}/big"))
+                .body(Full::new(Bytes::new()))
+                .expect("a request");
+            let resp = client.request(req).await.expect("the head");
+            assert_eq!(resp.status(), 200);
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            drop(resp);
+        })
+    });
+    let all: Vec<_> = h1.chain(h2).collect();
+    for c in all {
+        c.await.expect("a client");
+    }
+    let baseline = live
+        .current
+        .load()
+        .limit
+        .baseline()
+        .expect("a window of ten answers closed");
+    assert!(
+        baseline < Duration::from_millis(300),
+        "the limit measured {baseline:?}: the clients' reading, not the gateway's work"
+    );
+    stop.cancel();
+    let _ = run.await;
+}
