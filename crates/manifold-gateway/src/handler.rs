@@ -117,7 +117,15 @@ pub(crate) async fn handle(
         req.extensions_mut().insert(wait);
     }
     let (resp, ended) = route(shared, req, peer, permit.started(), client_id).await;
-    permit.finish(ended);
+    match ended {
+        Ended::Routed(at) => permit.finish(at),
+        // A path or method no route serves is answered in microseconds, and any client may
+        // send as many as it likes: fed to the adaptive limit, a flood of them pulls its
+        // baseline down to their latency (it falls by half a window's gap per window), after
+        // which routed requests look many times too slow and, while the runtime is busy, the
+        // limit falls toward its floor (see `limit::gradient`'s test of it).
+        Ended::Unrouted => permit.release(),
+    }
     Ok(resp)
 }
 
@@ -130,7 +138,7 @@ async fn route(
     peer: SocketAddr,
     started: Instant,
     client_id: crate::respond::ClientId,
-) -> (Response<Body>, Option<Instant>) {
+) -> (Response<Body>, Ended) {
     let shared = &*shared_arc;
     // The match borrows the path while the request moves on: a clone of the `Uri` shares the
     // parsed bytes (a reference count), where `to_owned` copied the path into a new `String`.
@@ -147,7 +155,7 @@ async fn route(
             shared
                 .telemetry
                 .rejected(&req, crate::telemetry::Reason::NoRoute, &mut resp);
-            return (resp, None);
+            return (resp, Ended::Unrouted);
         }
     };
     let route_for = |m: &http::Method| {
@@ -189,7 +197,7 @@ async fn route(
         shared
             .telemetry
             .rejected(&req, crate::telemetry::Reason::MethodNotAllowed, &mut resp);
-        return (resp, None);
+        return (resp, Ended::Unrouted);
     };
     let params = crate::router::params(&matched.params);
     let mut req = req;
@@ -199,7 +207,15 @@ async fn route(
         .and_then(crate::telemetry::Recording::take_call);
     let mut resp = routed(Arc::clone(&shared_arc), ri, params, req, peer, call).await;
     let ended = recording.map(|rec| shared_arc.telemetry.finish(rec, &mut resp));
-    (resp, ended)
+    (resp, Ended::Routed(ended))
+}
+
+/// How a request's answer came about, for the concurrency limit.
+enum Ended {
+    /// A route answered; when, if telemetry read the clock for it.
+    Routed(Option<Instant>),
+    /// No route matched the path, or none serves the method.
+    Unrouted,
 }
 
 /// A request whose route is `ri`.

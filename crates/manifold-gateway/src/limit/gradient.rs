@@ -374,6 +374,20 @@ mod tests {
         assert!(g.limit() >= before, "{} < {before}", g.limit());
     }
 
+    /// Why answers that cost nothing must not be samples (the handler releases the permits of
+    /// requests no route serves): windows flooded with 20 µs answers drag the baseline down,
+    /// and the routed requests' unchanged 2 ms then reads as a 100× rise.
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_free_answers_would_drag_the_baseline_down() {
+        let mut g = Gradient::new(BOUNDS, Instant::now());
+        run(&mut g, 20, 20, Duration::from_millis(2), |l| l).await;
+        let before = g.limit();
+        run(&mut g, 10, 20, Duration::from_micros(20), |l| l).await;
+        assert!(g.baseline().expect("measured") < Duration::from_micros(100));
+        run(&mut g, 5, 20, Duration::from_millis(2), |l| l).await;
+        assert!(g.limit() < before / 4, "{} vs {before}", g.limit());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_lasting_change_of_level_becomes_the_new_baseline() {
         let mut g = Gradient::new(BOUNDS, Instant::now());

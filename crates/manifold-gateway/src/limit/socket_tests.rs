@@ -196,3 +196,34 @@ async fn clients_reading_slowly_or_granting_no_window_are_not_the_latency_the_li
     stop.cancel();
     let _ = run.await;
 }
+
+#[tokio::test]
+async fn requests_no_route_serves_do_not_feed_the_limit() {
+    let up = fast_upstream().await;
+    let gw = Gateway::bind(config(&up)).await.expect("the gateway binds");
+    let (addr, live) = (gw.local_addr(), std::sync::Arc::clone(&gw.live));
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(gw.run(stop.clone()));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Forty answers in microseconds: 404 for a path no route has, 405 for a method.
+    let mut conn = TcpStream::connect(addr).await.expect("connect");
+    for i in 0..40 {
+        let head: &[u8] = if i % 2 == 0 {
+            b"GET /no-such-route HTTP/1.1\r\nhost: gw\r\n\r\n"
+        } else {
+            b"DELETE /big HTTP/1.1\r\nhost: gw\r\n\r\n"
+        };
+        conn.write_all(head).await.expect("head");
+        let mut answer = vec![0u8; 4096];
+        let n = conn.read(&mut answer).await.expect("the answer");
+        let text = String::from_utf8_lossy(&answer[..n]).into_owned();
+        assert!(
+            text.starts_with("HTTP/1.1 404") || text.starts_with("HTTP/1.1 405"),
+            "{text}"
+        );
+    }
+    let baseline = live.current.load().limit.baseline();
+    assert_eq!(baseline, None, "unrouted answers fed the limit's baseline");
+    stop.cancel();
+    let _ = run.await;
+}
