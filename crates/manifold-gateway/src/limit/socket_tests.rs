@@ -227,3 +227,78 @@ async fn requests_no_route_serves_do_not_feed_the_limit() {
     stop.cancel();
     let _ = run.await;
 }
+
+/// An upstream that reads what it is sent and never answers.
+async fn hung_upstream() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut sink = [0u8; 1024];
+                while matches!(conn.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn clients_trickling_uploads_through_the_proxy_eject_no_endpoint() {
+    let (a, b) = (hung_upstream().await, hung_upstream().await);
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+drain_delay = "0s"
+[upstreams.u]
+endpoints = ["{a}", "{b}"]
+timeout = "100ms"
+circuit_breaker = {{ failure_rate = 0.5, min_requests = 2, window = "10s", open_for = "5s" }}
+[routes.proxy]
+method = "POST"
+path = "/proxy"
+proxy = "u"
+"#
+    );
+    let config = manifold_config::compile("socket-test.toml".as_ref(), &toml)
+        .unwrap_or_else(|e| panic!("{e}\n---\n{toml}"));
+    let gw = Gateway::bind(config).await.expect("the gateway binds");
+    let (addr, live) = (gw.local_addr(), std::sync::Arc::clone(&gw.live));
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(gw.run(stop.clone()));
+    // Eight clients announce 10 bytes, send one, and stall: each attempt times out (100 ms)
+    // while the body waits on its client.
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut conn = TcpStream::connect(addr).await.expect("connect");
+                conn.write_all(b"POST /proxy HTTP/1.1\r\nhost: gw\r\ncontent-length: 10\r\n\r\n{")
+                    .await
+                    .expect("head");
+                let mut answer = vec![0u8; 1024];
+                let n = conn.read(&mut answer).await.unwrap_or(0);
+                String::from_utf8_lossy(&answer[..n]).into_owned()
+            })
+        })
+        .collect();
+    for c in clients {
+        let answer = c.await.expect("a client");
+        assert!(answer.starts_with("HTTP/1.1 5"), "{answer}");
+    }
+    let shared = live.current.load();
+    let states: Vec<_> = shared.clients[0]
+        .endpoint_gauges()
+        .into_iter()
+        .map(|(name, state, _)| (name, state))
+        .collect();
+    assert!(
+        states
+            .iter()
+            .all(|(_, s)| *s == manifold_telemetry::metrics::BreakerState::Closed),
+        "a client's stalled upload ejected an endpoint: {states:?}"
+    );
+    stop.cancel();
+    let _ = run.await;
+}

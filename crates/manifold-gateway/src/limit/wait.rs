@@ -42,6 +42,16 @@ impl ClientWait {
         w.total.saturating_add(open)
     }
 
+    /// Whether the request's body reader is waiting on the client now: an attempt that times
+    /// out meanwhile was held up by its client, not by its endpoint.
+    pub(crate) fn waiting(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .since
+            .is_some()
+    }
+
     fn set(&self, waiting: bool) {
         let now = Instant::now();
         let mut w = self.0.lock().unwrap_or_else(PoisonError::into_inner);

@@ -15,7 +15,8 @@
 //! that as a fast answer would send a dead endpoint *more* traffic. The penalty decays like any
 //! peak (within a few `EWMA_DECAY`s), so the endpoint is tried again. A cancelled attempt (a
 //! hedge's loser) or one cut by the route's deadline says only that its RTT is at least what
-//! it ran: it raises the estimate when above it, and counts for nothing else.
+//! it ran: it raises the estimate when above it, and counts for nothing else. One that failed
+//! while the proxied request's body was waiting on its client says nothing at all.
 
 use super::balance::{Balancer, Load};
 use super::breaker::{self, Breaker, Change, Gate, Verdict};
@@ -58,6 +59,9 @@ pub(super) enum Outcome<'a> {
     /// The attempt was abandoned before it ended (a hedge's loser, a cancelled request): it
     /// says nothing about the endpoint.
     Cancelled,
+    /// The attempt failed while the request's body was still waiting on the client: it says
+    /// nothing about the endpoint, not even a lower bound of its RTT.
+    ClientStalled,
 }
 
 /// One endpoint: its address and what the balancer and breaker know of it.
@@ -445,6 +449,7 @@ fn judge(outcome: Outcome<'_>) -> (Verdict, Sample) {
         Outcome::Answered(StatusCode::TOO_MANY_REQUESTS) => (Verdict::Neutral, Sample::Penalty),
         Outcome::Answered(_) => (Verdict::Success, Sample::Rtt),
         Outcome::Cancelled => (Verdict::Neutral, Sample::AtLeast),
+        Outcome::ClientStalled => (Verdict::Neutral, Sample::None),
         Outcome::Failed(kind) => match kind {
             CallErrorKind::Connect | CallErrorKind::Io | CallErrorKind::Timeout => {
                 (Verdict::Failure, Sample::Penalty)
