@@ -91,7 +91,8 @@ pub(crate) async fn handle(
     peer: SocketAddr,
     client_id: crate::respond::ClientId,
 ) -> Result<Response<Body>, std::convert::Infallible> {
-    let Some(permit) = shared.limit.try_acquire() else {
+    let mut req = req;
+    let Some(mut permit) = shared.limit.try_acquire() else {
         let mut resp = crate::respond::shed(shared.limit.limit());
         shared
             .telemetry
@@ -101,7 +102,7 @@ pub(crate) async fn handle(
     if let Some(id) = shared.router.status_id(req.uri().path()) {
         // A status read is cheap, and a long poll is idle by design: neither holds a
         // concurrency slot nor feeds its duration to the adaptive limit (connections bound them).
-        drop(permit);
+        permit.release();
         let queue = shared.queue.as_ref().map(|q| q.0.as_ref());
         // Boxed, as the cached and composed routes below: see `routed`.
         let read = shared.telemetry.status_read();
@@ -109,8 +110,23 @@ pub(crate) async fn handle(
         read.finish(&req, &mut resp);
         return Ok(resp);
     }
+    // The time spent waiting on the client's body is the client's, not the gateway's: its
+    // reader (compose's, or the proxy's on the way upstream) counts it out of the latency the
+    // adaptive limit measures. A request without a body (most) has nothing to count.
+    if !http_body::Body::is_end_stream(req.body()) {
+        let wait = permit.client_wait();
+        req.extensions_mut().insert(wait);
+    }
     let (resp, ended) = route(shared, req, peer, permit.started(), client_id).await;
-    permit.finish(ended);
+    match ended {
+        Ended::Routed(at) => permit.finish(at),
+        // A path or method no route serves is answered in microseconds, and any client may
+        // send as many as it likes: fed to the adaptive limit, a flood of them pulls its
+        // baseline down to their latency (it falls by half a window's gap per window), after
+        // which routed requests look many times too slow and, while the runtime is busy, the
+        // limit falls toward its floor (see `limit::gradient`'s test of it).
+        Ended::Unrouted => permit.release(),
+    }
     Ok(resp)
 }
 
@@ -123,7 +139,7 @@ async fn route(
     peer: SocketAddr,
     started: Instant,
     client_id: crate::respond::ClientId,
-) -> (Response<Body>, Option<Instant>) {
+) -> (Response<Body>, Ended) {
     let shared = &*shared_arc;
     // The match borrows the path while the request moves on: a clone of the `Uri` shares the
     // parsed bytes (a reference count), where `to_owned` copied the path into a new `String`.
@@ -140,7 +156,7 @@ async fn route(
             shared
                 .telemetry
                 .rejected(&req, crate::telemetry::Reason::NoRoute, &mut resp);
-            return (resp, None);
+            return (resp, Ended::Unrouted);
         }
     };
     let route_for = |m: &http::Method| {
@@ -182,7 +198,7 @@ async fn route(
         shared
             .telemetry
             .rejected(&req, crate::telemetry::Reason::MethodNotAllowed, &mut resp);
-        return (resp, None);
+        return (resp, Ended::Unrouted);
     };
     let params = crate::router::params(&matched.params);
     let mut req = req;
@@ -192,7 +208,15 @@ async fn route(
         .and_then(crate::telemetry::Recording::take_call);
     let mut resp = routed(Arc::clone(&shared_arc), ri, params, req, peer, call).await;
     let ended = recording.map(|rec| shared_arc.telemetry.finish(rec, &mut resp));
-    (resp, ended)
+    (resp, Ended::Routed(ended))
+}
+
+/// How a request's answer came about, for the concurrency limit.
+enum Ended {
+    /// A route answered; when, if telemetry read the clock for it.
+    Routed(Option<Instant>),
+    /// No route matched the path, or none serves the method.
+    Unrouted,
 }
 
 /// A request whose route is `ri`.
@@ -315,6 +339,11 @@ async fn compose(
     let route = &shared.config.routes[ri];
     let (mut parts, body) = req.into_parts();
     let trace = parts.extensions.remove::<crate::telemetry::TraceCtx>();
+    let meter = parts
+        .extensions
+        .remove::<crate::limit::ClientWait>()
+        .map_or_else(crate::limit::WaitMeter::none, |w| w.meter());
+    let body = crate::limit::Metered::new(body, meter);
     let query = parse_query(parts.uri.query());
     let mut ctx = RequestCtx {
         params,

@@ -220,7 +220,13 @@ pub(crate) async fn forward_traced(
     let (body, fault) = if http_body::Body::is_end_stream(&body) {
         (crate::handler::empty(), None)
     } else {
-        let (capped, fault) = Capped::new(body, server.max_body_bytes);
+        // The wait stays in the extensions for the attempts: one that times out while the
+        // client is still sending is not its endpoint's failure.
+        let meter = parts
+            .extensions
+            .get::<crate::limit::ClientWait>()
+            .map_or_else(crate::limit::WaitMeter::none, |w| w.meter());
+        let (capped, fault) = Capped::new(body, server.max_body_bytes, meter);
         (BodyExt::boxed(capped), Some(fault))
     };
     let request = Request::from_parts(parts, body);

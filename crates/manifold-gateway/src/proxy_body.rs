@@ -10,6 +10,7 @@
 //! upstream.
 
 use crate::error::BoxError;
+use crate::limit::WaitMeter;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
@@ -34,13 +35,15 @@ pub(crate) struct Capped {
     limit: u64,
     fault: Arc<OnceLock<BodyFault>>,
     done: bool,
+    /// Counts the time spent waiting on the client (kept out of the adaptive limit's latency).
+    meter: WaitMeter,
 }
 
 /// Where [`Capped`] leaves its reason.
 pub(crate) type FaultSlot = Arc<OnceLock<BodyFault>>;
 
 impl Capped {
-    pub(crate) fn new(inner: Incoming, limit: u64) -> (Self, FaultSlot) {
+    pub(crate) fn new(inner: Incoming, limit: u64, meter: WaitMeter) -> (Self, FaultSlot) {
         let fault = FaultSlot::default();
         let body = Capped {
             inner,
@@ -48,6 +51,7 @@ impl Capped {
             limit,
             fault: Arc::clone(&fault),
             done: false,
+            meter,
         };
         (body, fault)
     }
@@ -77,7 +81,9 @@ impl http_body::Body for Capped {
         if this.done {
             return Poll::Ready(None);
         }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        this.meter.polled(polled.is_pending());
+        match polled {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
                 this.done = true;

@@ -163,6 +163,28 @@ impl Gradient {
         Some(self.limit())
     }
 
+    /// Record a request that did not end (its client went away) after `latency`: its latency
+    /// is at least that. It counts as [`Gradient::sample`] does only when it is already above
+    /// the baseline — evidence of slowness the window must not lose (under an overload, clients
+    /// that give up take the slowest requests with them) — and otherwise not at all: a client
+    /// that cancels at once must not pass for a fast answer and drag the baseline down, which
+    /// would make every real answer look slow.
+    pub(crate) fn sample_at_least(
+        &mut self,
+        now: Instant,
+        latency: Duration,
+        in_flight: usize,
+        lag: Duration,
+    ) -> Option<usize> {
+        let above = self
+            .baseline
+            .is_some_and(|base| latency.as_secs_f64() > base);
+        if !above {
+            return None;
+        }
+        self.sample(now, latency, in_flight, lag)
+    }
+
     fn update(&mut self, short: f64, peak_in_flight: usize, congested: bool) {
         // A window of zero latencies (a clock that did not move) says nothing.
         if !(short.is_finite() && short > 0.0) {
@@ -350,6 +372,20 @@ mod tests {
             let _ = g.sample(Instant::now(), latency, g.limit(), BUSY);
         }
         assert!(g.limit() >= before, "{} < {before}", g.limit());
+    }
+
+    /// Why answers that cost nothing must not be samples (the handler releases the permits of
+    /// requests no route serves): windows flooded with 20 µs answers drag the baseline down,
+    /// and the routed requests' unchanged 2 ms then reads as a 100× rise.
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_free_answers_would_drag_the_baseline_down() {
+        let mut g = Gradient::new(BOUNDS, Instant::now());
+        run(&mut g, 20, 20, Duration::from_millis(2), |l| l).await;
+        let before = g.limit();
+        run(&mut g, 10, 20, Duration::from_micros(20), |l| l).await;
+        assert!(g.baseline().expect("measured") < Duration::from_micros(100));
+        run(&mut g, 5, 20, Duration::from_millis(2), |l| l).await;
+        assert!(g.limit() < before / 4, "{} vs {before}", g.limit());
     }
 
     #[tokio::test(start_paused = true)]

@@ -15,9 +15,11 @@
 //! The client listener serves no health endpoint of its own.
 //!
 //! `concurrency = N` admits exactly N; `"adaptive"` (the default) moves the limit with the
-//! latency of admitted requests ([`gradient`]).
+//! latency of admitted requests ([`gradient`]), less the time they waited on their clients'
+//! bodies ([`wait`]): a client sending slowly must not make the gateway look slow.
 
 mod gradient;
+mod wait;
 
 use gradient::{Bounds, Gradient};
 use manifold_config::policy::Concurrency;
@@ -26,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+pub(crate) use wait::{ClientWait, Metered, WaitMeter};
 
 /// What a shed request's `Retry-After` says: soon, since an overload passes in seconds.
 pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -146,6 +149,8 @@ impl Limiter {
         Some(Permit {
             limiter: Arc::clone(self),
             start: Instant::now(),
+            wait: None,
+            settled: false,
         })
     }
 
@@ -160,6 +165,13 @@ impl Limiter {
     /// The current limit.
     pub(crate) fn limit(&self) -> usize {
         self.limit.load(Ordering::Relaxed)
+    }
+
+    /// The adaptive limit's baseline latency, once measured.
+    #[cfg(test)]
+    pub(crate) fn baseline(&self) -> Option<Duration> {
+        let g = self.adaptive.as_ref()?.lock().ok()?;
+        g.baseline()
     }
 
     /// Requests holding a permit now.
@@ -189,11 +201,21 @@ impl Limiter {
 }
 
 /// One admitted request. [`Permit::finish`] gives it back with the request's latency (for the
-/// adaptive limit); dropped unfinished (the client went away), it is given back without one.
+/// adaptive limit); dropped unfinished (the client went away, the request was cancelled), it is
+/// given back with its time so far as a lower bound, counted only when that is already slower
+/// than the baseline ([`Gradient::sample_at_least`]).
+///
+/// The latency is what the gateway and its upstreams control: from admission to the answer's
+/// head, less the time spent waiting on the client's body ([`ClientWait`]). The answer's body
+/// is not in it either (the permit is given back at its head).
 #[derive(Debug)]
 pub(crate) struct Permit {
     limiter: Arc<Limiter>,
     start: Instant,
+    /// The time this request waited on its client's body, when it has one.
+    wait: Option<ClientWait>,
+    /// Finished or released: nothing left to record on drop.
+    settled: bool,
 }
 
 impl Permit {
@@ -203,21 +225,48 @@ impl Permit {
         self.start
     }
 
+    /// Where the request's body reader counts the time it waits on the client (kept out of
+    /// the latency the adaptive limit measures).
+    pub(crate) fn client_wait(&mut self) -> ClientWait {
+        self.wait.get_or_insert_with(ClientWait::default).clone()
+    }
+
     /// The answer's head is ready (at `ended`, when its caller read the clock for it already):
     /// record its latency and give the slot back.
-    pub(crate) fn finish(self, ended: Option<Instant>) {
+    pub(crate) fn finish(mut self, ended: Option<Instant>) {
+        self.settled = true;
+        self.record(ended.unwrap_or_else(Instant::now), false);
+        // `Drop` gives the slot back.
+    }
+
+    /// Give the slot back without a latency: a request whose duration says nothing about the
+    /// gateway's work (a status read, a long poll).
+    pub(crate) fn release(mut self) {
+        self.settled = true;
+    }
+
+    /// Feed this request's latency at `now` to the adaptive limit (`at_least`: it did not end).
+    fn record(&self, now: Instant, at_least: bool) {
         let l = &self.limiter;
-        if let Some(adaptive) = &l.adaptive {
-            let in_flight = l.in_flight.load(Ordering::Relaxed);
-            let lag = Duration::from_micros(l.lag_us.load(Ordering::Relaxed));
-            let now = ended.unwrap_or_else(Instant::now);
-            if let Ok(mut g) = adaptive.lock() {
-                if let Some(limit) = g.sample(now, now - self.start, in_flight, lag) {
-                    l.limit.store(limit, Ordering::Relaxed);
-                }
+        let Some(adaptive) = &l.adaptive else {
+            return;
+        };
+        let in_flight = l.in_flight.load(Ordering::Relaxed);
+        let lag = Duration::from_micros(l.lag_us.load(Ordering::Relaxed));
+        let waited = self.wait.as_ref().map_or(Duration::ZERO, |w| w.waited(now));
+        let latency = now
+            .saturating_duration_since(self.start)
+            .saturating_sub(waited);
+        if let Ok(mut g) = adaptive.lock() {
+            let next = if at_least {
+                g.sample_at_least(now, latency, in_flight, lag)
+            } else {
+                g.sample(now, latency, in_flight, lag)
+            };
+            if let Some(limit) = next {
+                l.limit.store(limit, Ordering::Relaxed);
             }
         }
-        // `Drop` gives the slot back.
     }
 }
 
@@ -277,9 +326,16 @@ async fn probe(limiter: std::sync::Weak<Limiter>, wake: Arc<Notify>) {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        if !self.settled && self.limiter.adaptive.is_some() {
+            // Cancelled: the client went away before the answer's head was ready.
+            self.record(Instant::now(), true);
+        }
         self.limiter.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
+
+#[cfg(test)]
+mod socket_tests;
 
 #[cfg(test)]
 mod tests {
@@ -356,6 +412,111 @@ mod tests {
         // The probe held no strong reference; it ends at its next tick.
         tokio::time::sleep(PROBE_EVERY * 3).await;
         assert!(weak.upgrade().is_none());
+    }
+
+    /// An adaptive limiter without its probe, its runtime lag pinned at `lag` (the gateway's
+    /// CPU congested or not), and a baseline of 2 ms measured under load.
+    async fn pinned(lag: Duration) -> Arc<Limiter> {
+        let l = Arc::new(Limiter::without_probe(
+            Concurrency::Adaptive,
+            8192,
+            Arc::default(),
+        ));
+        l.lag_us.store(lag.as_micros() as u64, Ordering::Relaxed);
+        windows(&l, 5, |_| Duration::ZERO, Duration::from_millis(2), true).await;
+        assert!(
+            l.limit() >= ADAPTIVE_INITIAL,
+            "a steady baseline: {}",
+            l.limit()
+        );
+        l
+    }
+
+    /// `n` windows of as many requests in flight at once as the limit admits: each waits
+    /// `client(i)` on its client's body, then the gateway works `work` on it; `finish`: they
+    /// end with an answer (else their clients go away).
+    async fn windows(
+        l: &Arc<Limiter>,
+        n: usize,
+        client: impl Fn(usize) -> Duration,
+        work: Duration,
+        finish: bool,
+    ) {
+        for w in 0..n {
+            let n = l.limit();
+            let mut permits: Vec<Permit> = (0..n).filter_map(|_| l.try_acquire()).collect();
+            assert_eq!(permits.len(), n);
+            let mut meters: Vec<WaitMeter> = permits
+                .iter_mut()
+                .map(|p| p.client_wait().meter())
+                .collect();
+            let waits = client(w);
+            for m in &mut meters {
+                m.polled(!waits.is_zero());
+            }
+            tokio::time::advance(waits).await;
+            // A client that went away did so while still sending (when it sent slowly).
+            if finish || waits.is_zero() {
+                for m in &mut meters {
+                    m.polled(false);
+                }
+            }
+            tokio::time::advance(work).await;
+            for p in permits {
+                if finish {
+                    p.finish(None);
+                } else {
+                    drop(p);
+                }
+            }
+            drop(meters);
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clients_trickling_their_bodies_do_not_shrink_the_limit() {
+        // The gateway's CPU is congested (the limit may fall), and every request's client takes
+        // 500 ms to send its body while the gateway and its upstream answer in 2 ms.
+        let l = pinned(Duration::from_millis(2)).await;
+        let base = l.limit();
+        let slow_client = |_| Duration::from_millis(500);
+        windows(&l, 10, slow_client, Duration::from_millis(2), true).await;
+        assert!(l.limit() >= base, "{} < {base}", l.limit());
+        // The gateway's own latency rising is still seen, slow clients or not.
+        windows(&l, 5, slow_client, Duration::from_millis(20), true).await;
+        assert!(l.limit() < base, "{} !< {base}", l.limit());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelled_requests_count_only_as_evidence_of_slowness() {
+        let l = pinned(Duration::from_millis(2)).await;
+        let base = l.limit();
+        // Clients that go away at once are no fast answers: nothing moves.
+        windows(&l, 10, |_| Duration::ZERO, Duration::ZERO, false).await;
+        assert_eq!(l.limit(), base);
+        // Nor do clients that go away while still sending their bodies (their wait is theirs).
+        windows(&l, 10, |_| Duration::from_secs(1), Duration::ZERO, false).await;
+        assert_eq!(l.limit(), base);
+        // Clients that give up on requests the gateway has worked on for 20 ms (10× the
+        // baseline): that slowness counts, and the congested gateway's limit falls.
+        windows(&l, 5, |_| Duration::ZERO, Duration::from_millis(20), false).await;
+        assert!(l.limit() < base, "{} !< {base}", l.limit());
+        assert_eq!(l.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_released_permit_records_nothing() {
+        let l = pinned(Duration::from_millis(2)).await;
+        let base = l.limit();
+        for _ in 0..5 {
+            let permits: Vec<Permit> = (0..base).filter_map(|_| l.try_acquire()).collect();
+            tokio::time::advance(Duration::from_millis(50)).await;
+            permits.into_iter().for_each(Permit::release);
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+        assert_eq!(l.limit(), base);
+        assert_eq!(l.in_flight(), 0);
     }
 
     /// Let the probe run through `d` of paused time.

@@ -270,6 +270,11 @@ impl Core {
         }
         let kind = attempt.kind;
         let trace = attempt.req;
+        // A proxied body still arriving from the client (see `crate::limit::ClientWait`).
+        let client = req
+            .as_ref()
+            .ok()
+            .and_then(|r| r.extensions().get::<crate::limit::ClientWait>().cloned());
         Box::pin(async move {
             let started = lease.started();
             let bound = self.bound(started, &budget);
@@ -322,6 +327,16 @@ impl Core {
             };
             match &result {
                 Ok(a) => lease.finish(ended, Outcome::Answered(a.status())),
+                // Failed while the request's body was waiting on its client (a client trickling
+                // its upload until the attempt timed out): the client's doing, not the
+                // endpoint's. Counted against it, a few slow uploads ejected healthy endpoints.
+                Err(_)
+                    if client
+                        .as_ref()
+                        .is_some_and(crate::limit::ClientWait::waiting) =>
+                {
+                    lease.finish(ended, Outcome::ClientStalled);
+                }
                 Err(e) => lease.finish(ended, Outcome::Failed(&e.kind)),
             }
             if let Some(span) = span {

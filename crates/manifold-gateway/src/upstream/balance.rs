@@ -10,7 +10,9 @@
 //! The RTT estimate is *peak* EWMA: an answer slower than the estimate replaces it at once (a
 //! replica turning slow is believed immediately), a faster one only pulls it down with weight
 //! `1 - e^(-Δt/decay)`, and with no answers it decays toward zero, so an endpoint that was slow
-//! or failing is tried again after a while instead of starving forever.
+//! or failing is tried again after a while instead of starving forever. An estimate decayed to
+//! nothing is unknown, not free: with attempts in flight it is priced as a fresh endpoint's
+//! (see [`Load::cost`]).
 //!
 //! The hot path takes no upstream-wide lock: the draw uses a thread-local small RNG, in-flight
 //! counts are atomics, and each endpoint's estimate sits behind its own small mutex held for a
@@ -129,6 +131,10 @@ impl Rtt {
     }
 }
 
+/// An estimate below this (1 µs: below any answer through a socket, loopback included) has
+/// decayed away: the endpoint's cost is unknown, not cheap.
+const UNKNOWN_BELOW_NS: f64 = 1_000.0;
+
 /// How much of an estimate `elapsed` old is kept: `e^(-elapsed / decay)`.
 fn weight(elapsed: Duration) -> f64 {
     (-elapsed.as_secs_f64() / EWMA_DECAY.as_secs_f64()).exp()
@@ -168,11 +174,23 @@ impl Load {
     }
 
     /// P2C's cost at `now`: the decayed estimate × (in flight + 1), in nanoseconds.
+    ///
+    /// An estimate decayed to (almost) nothing — an endpoint idle for a few minutes after its
+    /// last answer, exactly zero after about two hours — says nothing about the endpoint, yet
+    /// multiplied by any number in flight it stayed (almost) zero: the endpoint won every pair
+    /// however many attempts it already held, so every pick of a burst went to it before its
+    /// first answer could say what it costs (Finagle's peak EWMA guards the same case). Such an
+    /// endpoint costs nothing while idle, so it is still tried at once; with attempts in flight
+    /// it costs what a fresh endpoint does ([`DEFAULT_RTT`]) until an answer brings a real
+    /// estimate.
     pub(super) fn cost(&self, now: Instant) -> f64 {
-        let estimate = self.estimate_ns(now);
+        let mut estimate = self.estimate_ns(now);
         // usize → f64 loses precision only past 2^53 attempts in flight.
         #[allow(clippy::cast_precision_loss)]
         let pending = self.in_flight() as f64;
+        if pending > 0.0 && estimate < UNKNOWN_BELOW_NS {
+            estimate = nanos(DEFAULT_RTT);
+        }
         estimate * (pending + 1.0)
     }
 
@@ -262,6 +280,18 @@ mod tests {
         assert_eq!(b.pick(3, |_| false, cost), None);
         assert_eq!(b.pick(1, all, cost), Some(0));
         assert_eq!(b.pick(0, all, cost), None);
+    }
+
+    #[test]
+    fn nan_and_infinite_costs_never_panic_and_still_pick() {
+        let b = Balancer::new(Balance::P2c);
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.0, f64::MAX] {
+            for _ in 0..50 {
+                assert!(b.pick(3, all, |_| bad).is_some_and(|i| i < 3), "{bad}");
+                let mixed = |i: usize| if i == 0 { bad } else { 1.0 };
+                assert!(b.pick(2, all, mixed).is_some(), "{bad}");
+            }
+        }
     }
 
     #[test]

@@ -8,13 +8,15 @@
 //! retry and hedge loop does not change when they do.
 //!
 //! How an attempt's end counts (see [`judge`]): an answer below 500 is a success and its time
-//! an RTT sample. A failure that is the endpoint's fault (connect, reset, its own timeout, a
+//! an RTT sample, but for 429, which the balancer counts as a failure's penalty (and the
+//! breaker not at all). A failure that is the endpoint's fault (connect, reset, its own timeout, a
 //! 5xx) counts against its breaker and, for the balancer, as an answer that took the upstream's
 //! `timeout` (or longer, if it did): a refused connection fails in microseconds, and counting
 //! that as a fast answer would send a dead endpoint *more* traffic. The penalty decays like any
 //! peak (within a few `EWMA_DECAY`s), so the endpoint is tried again. A cancelled attempt (a
 //! hedge's loser) or one cut by the route's deadline says only that its RTT is at least what
-//! it ran: it raises the estimate when above it, and counts for nothing else.
+//! it ran: it raises the estimate when above it, and counts for nothing else. One that failed
+//! while the proxied request's body was waiting on its client says nothing at all.
 
 use super::balance::{Balancer, Load};
 use super::breaker::{self, Breaker, Change, Gate, Verdict};
@@ -57,6 +59,9 @@ pub(super) enum Outcome<'a> {
     /// The attempt was abandoned before it ended (a hedge's loser, a cancelled request): it
     /// says nothing about the endpoint.
     Cancelled,
+    /// The attempt failed while the request's body was still waiting on the client: it says
+    /// nothing about the endpoint, not even a lower bound of its RTT.
+    ClientStalled,
 }
 
 /// One endpoint: its address and what the balancer and breaker know of it.
@@ -86,7 +91,19 @@ struct Shared {
     ejecting: Mutex<()>,
     next_id: AtomicU64,
     configured: Vec<manifold_config::Endpoint>,
+    /// Endpoints a resolution dropped, with when: an address that comes back within
+    /// [`RETIRED_FOR`] gets its state back (see [`Shared::replace`]). Oldest first.
+    retired: Mutex<Vec<(Instant, Arc<Endpoint>)>>,
 }
+
+/// How long the state of an address a resolution dropped is kept for its return. A name whose
+/// answer flaps between sets (round-robin DNS answering with a subset, a replica failing its
+/// health check on and off) must not reset the breaker and the latency estimate of each
+/// address at every round: an ejected replica would come back as new, closed and with the
+/// fresh 30 ms estimate, every `resolve_every`.
+const RETIRED_FOR: Duration = Duration::from_secs(300);
+/// The most dropped endpoints remembered (the oldest go first).
+const MAX_RETIRED: usize = 4 * super::resolve::MAX_ADDRESSES;
 
 /// The endpoints of one upstream.
 #[derive(Debug)]
@@ -111,6 +128,7 @@ impl Endpoints {
             ejecting: Mutex::new(()),
             next_id: AtomicU64::new(0),
             configured: up.endpoints.clone(),
+            retired: Mutex::new(Vec::new()),
         });
         let initial: Vec<Arc<Endpoint>> = up
             .endpoints
@@ -309,16 +327,24 @@ impl Shared {
     }
 
     /// Replace the targets of the resolved configured endpoints, keeping the state of every
-    /// address that stays.
+    /// address that stays, and giving back its state to one that returns within
+    /// [`RETIRED_FOR`] — unless it is ejected and the set's ejection cap is already used up,
+    /// then it comes back new (the cap says never more are out than that fraction).
     fn replace(&self, resolved: &[(usize, Vec<SocketAddr>)]) {
         let now = Instant::now();
         {
             let mut set = self.write_set();
+            let mut retired = self
+                .retired
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            retired.retain(|(at, _)| now.saturating_duration_since(*at) < RETIRED_FOR);
             let mut next: Vec<Arc<Endpoint>> = set
                 .iter()
                 .filter(|e| !resolved.iter().any(|(i, _)| *i == e.target.key.index))
                 .cloned()
                 .collect();
+            let mut back: Vec<EndpointId> = Vec::new();
             for (index, addrs) in resolved {
                 let Some(ep) = self.configured.get(*index) else {
                     continue;
@@ -329,19 +355,60 @@ impl Shared {
                         addr: Some(*addr),
                     };
                     let kept = set.iter().find(|e| e.target.key == key).cloned();
+                    let kept = kept.or_else(|| {
+                        let at = retired.iter().position(|(_, e)| e.target.key == key)?;
+                        let (_, e) = retired.remove(at);
+                        back.push(e.id);
+                        Some(e)
+                    });
                     next.push(kept.unwrap_or_else(|| {
                         self.endpoint(Target::resolved(*index, ep, *addr), now)
                     }));
                 }
             }
+            self.within_cap(&mut next, &back, now);
             // Configured order, then address order: stable for round robin and for logs.
             next.sort_by_key(|e| e.target.key.index);
             if next.len() == set.len() && next.iter().zip(set.iter()).all(|(a, b)| a.id == b.id) {
                 return;
             }
+            for gone in set.iter().filter(|e| !next.iter().any(|n| n.id == e.id)) {
+                retired.push((now, Arc::clone(gone)));
+            }
+            let over = retired.len().saturating_sub(MAX_RETIRED);
+            retired.drain(..over);
             *set = Arc::from(next);
         }
         self.recount();
+    }
+
+    /// Endpoints that came `back` ejected beyond the set's ejection cap come back new.
+    fn within_cap(&self, next: &mut [Arc<Endpoint>], back: &[EndpointId], now: Instant) {
+        let fraction = self.breaker.as_ref().map_or(0.0, |p| p.max_ejected);
+        let cap = breaker::max_ejected(fraction, next.len());
+        let is_out = |e: &Endpoint| e.breaker.as_ref().is_some_and(Breaker::is_ejected);
+        let mut out = next
+            .iter()
+            .filter(|e| is_out(e) && !back.contains(&e.id))
+            .count();
+        for e in next.iter_mut() {
+            if !back.contains(&e.id) || !is_out(e) {
+                continue;
+            }
+            if out < cap {
+                out += 1;
+            } else {
+                let key = e.target.key;
+                let Some(ep) = self.configured.get(key.index) else {
+                    continue;
+                };
+                let target = match key.addr {
+                    Some(addr) => Target::resolved(key.index, ep, addr),
+                    None => Target::configured(key.index, ep),
+                };
+                *e = self.endpoint(target, now);
+            }
+        }
     }
 }
 
@@ -374,13 +441,21 @@ enum Sample {
 fn judge(outcome: Outcome<'_>) -> (Verdict, Sample) {
     match outcome {
         Outcome::Answered(s) if s.is_server_error() => (Verdict::Failure, Sample::Penalty),
+        // "Too many requests": the endpoint is shedding, and its refusals are fast. As an RTT
+        // they made it the cheapest endpoint, so P2C sent the overloaded replica *more*
+        // traffic (peak EWMA's fast-failure trap, as with a fast 503). For the balancer it is
+        // as slow as a failure; for the breaker neither (a replica protecting itself is not
+        // broken, and ejecting it would push its load onto the others all at once).
+        Outcome::Answered(StatusCode::TOO_MANY_REQUESTS) => (Verdict::Neutral, Sample::Penalty),
         Outcome::Answered(_) => (Verdict::Success, Sample::Rtt),
         Outcome::Cancelled => (Verdict::Neutral, Sample::AtLeast),
+        Outcome::ClientStalled => (Verdict::Neutral, Sample::None),
         Outcome::Failed(kind) => match kind {
             CallErrorKind::Connect | CallErrorKind::Io | CallErrorKind::Timeout => {
                 (Verdict::Failure, Sample::Penalty)
             }
             CallErrorKind::Status(s) if *s >= 500 => (Verdict::Failure, Sample::Penalty),
+            CallErrorKind::Status(429) => (Verdict::Neutral, Sample::Penalty),
             // It answered: a status the caller refuses, or a body it cannot use.
             CallErrorKind::Status(_) | CallErrorKind::InvalidJson | CallErrorKind::TooLarge => {
                 (Verdict::Success, Sample::Rtt)

@@ -151,6 +151,69 @@ async fn a_hung_endpoint_is_ejected_and_later_requests_succeed() {
     assert!(hung_heads.recv().await.is_some());
 }
 
+/// A POST whose body sends one byte of its ten and then nothing more — a client trickling its
+/// upload — read as the proxy reads a client's body: metered, its wait in the extensions.
+fn stalled_post() -> Request<crate::upstream::Body> {
+    use http_body_util::BodyExt;
+    let wait = crate::limit::ClientWait::default();
+    let first = http_body::Frame::data(Bytes::from_static(b"{"));
+    let frames = futures::StreamExt::chain(
+        futures::stream::iter([Ok::<_, std::convert::Infallible>(first)]),
+        futures::stream::pending(),
+    );
+    let body = crate::limit::Metered::new(http_body_util::StreamBody::new(frames), wait.meter());
+    let mut req = Request::post("/x")
+        .header(http::header::CONTENT_LENGTH, "10")
+        .body(body.map_err(|never| match never {}).boxed())
+        .expect("request");
+    req.extensions_mut().insert(wait);
+    req
+}
+
+#[tokio::test(start_paused = true)]
+async fn clients_trickling_their_uploads_do_not_eject_endpoints() {
+    let (live, _) = server(true).await;
+    let (hung, _) = server(false).await;
+    let up = stack(
+        &[
+            format!("http://127.0.0.1:{hung}"),
+            format!("http://127.0.0.1:{live}"),
+        ],
+        Balance::RoundRobin,
+        Some(breaker(4)),
+    );
+    // Eight uploads that stall after their first byte: the four on `hung` time out while
+    // their bodies wait on the client (an endpoint that only waits for the body would too).
+    let mut timeouts = 0;
+    for _ in 0..8 {
+        if let Err(e) = up.send(stalled_post(), budget(), None).await {
+            assert_eq!(e.kind, CallErrorKind::Timeout, "{e}");
+            timeouts += 1;
+        }
+    }
+    assert_eq!(timeouts, 4);
+    // The client's stall is no failure of the endpoint: nothing is ejected.
+    let states: Vec<_> = up
+        .endpoint_gauges()
+        .into_iter()
+        .map(|(_, state, _)| state)
+        .collect();
+    assert!(
+        states
+            .iter()
+            .all(|s| *s == manifold_telemetry::metrics::BreakerState::Closed),
+        "{states:?}"
+    );
+    // The same timeouts with the body all sent are the endpoint's: it is ejected.
+    for _ in 0..8 {
+        let _ = up.fetch(get(), budget(), ALL).await;
+    }
+    assert!(up
+        .endpoint_gauges()
+        .iter()
+        .any(|(_, s, _)| *s != manifold_telemetry::metrics::BreakerState::Closed),);
+}
+
 #[tokio::test(start_paused = true)]
 async fn p2c_steers_away_from_a_dead_endpoint_after_one_failure() {
     let (live, _) = server(true).await;

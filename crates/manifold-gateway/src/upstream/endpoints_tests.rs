@@ -101,6 +101,31 @@ fn p2c_sends_to_the_fast_endpoint_until_it_is_loaded_or_the_slow_one_decays() {
 }
 
 #[test]
+fn an_endpoint_whose_estimate_decayed_away_does_not_take_a_whole_burst() {
+    let e = Endpoints::new(&upstream(2, Balance::P2c, None));
+    let t0 = Instant::now();
+    // Endpoint 0 failed once (a 1 s penalty) and then sat idle for three hours: its estimate
+    // has decayed to zero. Endpoint 1 answers in 5 ms.
+    let set = e.shared.snapshot();
+    set[0].load.observe(t0, Duration::from_secs(1));
+    let later = t0 + Duration::from_secs(3 * 3600);
+    set[1].load.observe(later, ms(5));
+    assert_eq!(set[0].load.estimate_ns(later), 0.0);
+    // A burst of 40 before anyone answers: the idle endpoint is tried (nothing in flight, it
+    // costs nothing), but once it holds attempts it is priced as a fresh endpoint, not as
+    // free: the burst is shared, not all sent to the endpoint nobody knows anything about.
+    let held: Vec<Lease> = (0..40)
+        .map(|_| e.shared.pick(later, None).expect("a pick"))
+        .collect();
+    let idle = held.iter().filter(|l| l.id() == set[0].id).count();
+    assert!(
+        (1..=20).contains(&idle),
+        "{idle} of 40 went to the idle one"
+    );
+    drop(held);
+}
+
+#[test]
 fn a_failure_makes_an_endpoint_look_as_slow_as_the_timeout() {
     let e = Endpoints::new(&upstream(2, Balance::P2c, None));
     let t0 = Instant::now();
@@ -134,6 +159,39 @@ fn a_failure_makes_an_endpoint_look_as_slow_as_the_timeout() {
     assert_eq!(
         judge(Outcome::Failed(&CallErrorKind::Input)),
         (Verdict::Neutral, Sample::None)
+    );
+}
+
+#[test]
+fn an_endpoint_refusing_fast_with_429_does_not_attract_the_traffic() {
+    let e = Endpoints::new(&upstream(2, Balance::P2c, Some(breaker(4, 0.5))));
+    let t0 = Instant::now();
+    let ids: Vec<EndpointId> = e.current().iter().map(|(id, _)| *id).collect();
+    // Endpoint 0 sheds: 429 in 1 ms. Endpoint 1 answers in 20 ms. Each answers what it
+    // answers for 200 attempts; the shedding one must not end up with most of them.
+    let mut shed = 0;
+    for k in 0..200u64 {
+        let now = t0 + ms(25 * k);
+        let mut l = e.shared.pick(now, None).expect("a pick");
+        if l.id() == ids[0] {
+            shed += 1;
+            l.settle(
+                now + ms(1),
+                Outcome::Answered(StatusCode::TOO_MANY_REQUESTS),
+            );
+        } else {
+            l.settle(now + ms(20), Outcome::Answered(StatusCode::OK));
+        }
+    }
+    assert!(
+        shed < 50,
+        "{shed} of 200 went to the endpoint answering 429"
+    );
+    // Nor is it ejected for protecting itself.
+    assert_eq!(e.ejected(), 0);
+    assert_eq!(
+        judge(Outcome::Failed(&CallErrorKind::Status(429))),
+        (Verdict::Neutral, Sample::Penalty)
     );
 }
 
@@ -238,6 +296,88 @@ fn re_resolution_keeps_the_state_of_addresses_that_stay() {
     assert_eq!(next.len(), 3);
     assert_eq!(next[1].0, kept, "b keeps its id (and state)");
     assert!(next[2].1.ends_with("(10.1.0.3:80)") && next[2].0 != now[1].0);
+}
+
+#[test]
+fn an_address_that_flaps_out_and_back_keeps_its_breaker_and_estimate() {
+    let e = Endpoints::new(&upstream(2, Balance::RoundRobin, Some(breaker(4, 0.5))));
+    let t0 = Instant::now();
+    let a: SocketAddr = "10.1.0.1:80".parse().expect("addr");
+    let b: SocketAddr = "10.1.0.2:80".parse().expect("addr");
+    e.shared.replace(&[(1, vec![a, b])]);
+    let a_id = e.current()[1].0;
+    // `a` fails every attempt until its breaker opens.
+    for _ in 0..12 {
+        let mut l = e.shared.pick(t0, None).expect("a pick");
+        if l.id() == a_id {
+            l.settle(t0, Outcome::Failed(&CallErrorKind::Timeout));
+        } else {
+            l.settle(t0, Outcome::Answered(StatusCode::OK));
+        }
+    }
+    assert_eq!(e.ejected(), 1);
+    // The name's answer flaps: without `a`, then with it again.
+    e.shared.replace(&[(1, vec![b])]);
+    assert_eq!(e.ejected(), 0);
+    e.shared.replace(&[(1, vec![a, b])]);
+    let now = e.current();
+    assert_eq!(now[1].0, a_id, "a came back as itself");
+    assert_eq!(
+        e.ejected(),
+        1,
+        "still ejected: the flap did not close its breaker"
+    );
+    assert!((0..20).all(|_| attempt(&e, t0, ms(1), Outcome::Answered(StatusCode::OK)) != 1));
+    // Long gone, an address comes back new.
+    e.shared.replace(&[(1, vec![b])]);
+    e.shared
+        .retired
+        .lock()
+        .expect("lock")
+        .iter_mut()
+        .for_each(|(at, _)| {
+            *at = Instant::now()
+                .checked_sub(RETIRED_FOR + ms(1))
+                .expect("a clock older than that");
+        });
+    e.shared.replace(&[(1, vec![a, b])]);
+    assert_ne!(e.current()[1].0, a_id);
+    assert_eq!(e.ejected(), 0);
+}
+
+#[test]
+fn a_returning_ejected_address_never_passes_the_ejection_cap() {
+    // One configured address and a name: the cap (0.5 of 2) allows one out.
+    let e = Endpoints::new(&upstream(2, Balance::RoundRobin, Some(breaker(4, 0.5))));
+    let t0 = Instant::now();
+    let a: SocketAddr = "10.1.0.1:80".parse().expect("addr");
+    let c: SocketAddr = "10.1.0.3:80".parse().expect("addr");
+    e.shared.replace(&[(1, vec![a])]);
+    let ids: Vec<EndpointId> = e.current().iter().map(|(id, _)| *id).collect();
+    for _ in 0..8 {
+        let mut l = e.shared.pick(t0, None).expect("a pick");
+        if l.id() == ids[1] {
+            l.settle(t0, Outcome::Failed(&CallErrorKind::Timeout));
+        } else {
+            l.settle(t0, Outcome::Answered(StatusCode::OK));
+        }
+    }
+    assert_eq!(e.ejected(), 1);
+    // `a` leaves; `c` takes its place and is ejected in turn (the cap allows it now).
+    e.shared.replace(&[(1, vec![c])]);
+    let c_id = e.current()[1].0;
+    for _ in 0..8 {
+        let mut l = e.shared.pick(t0, None).expect("a pick");
+        if l.id() == c_id {
+            l.settle(t0, Outcome::Failed(&CallErrorKind::Timeout));
+        } else {
+            l.settle(t0, Outcome::Answered(StatusCode::OK));
+        }
+    }
+    assert_eq!(e.ejected(), 1);
+    // `a` returns beside `c`: two of three ejected would pass the cap of one; it comes back new.
+    e.shared.replace(&[(1, vec![a, c])]);
+    assert_eq!(e.ejected(), 1);
 }
 
 proptest! {

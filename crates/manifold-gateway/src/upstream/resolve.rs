@@ -26,6 +26,10 @@ use tokio::sync::oneshot;
 
 /// The shortest period between resolutions, whatever `resolve_every` says (0 would spin).
 const MIN_EVERY: Duration = Duration::from_secs(1);
+/// The most addresses one name stands for. Each is an endpoint with its own load, breaker,
+/// connection pool and `/metrics` series; a name answering with thousands (a misconfigured or
+/// hostile DNS zone) would otherwise make thousands of each, and again on every change.
+pub(super) const MAX_ADDRESSES: usize = 256;
 /// How long one lookup may take before it counts as failed.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -193,9 +197,10 @@ pub(super) fn spawn<A: Apply>(
     let every = every.max(MIN_EVERY);
     let task = async move {
         let mut seen: HashMap<usize, Result<Vec<SocketAddr>, String>> = HashMap::new();
+        let mut pending: Vec<Pending> = names.iter().map(|_| Pending::default()).collect();
         loop {
             let round = tokio::select! {
-                r = resolve_all(&names) => r,
+                r = resolve_all(&names, &mut pending, system) => r,
                 _ = &mut stop => return,
             };
             let Some(owner) = owner.upgrade() else { return };
@@ -207,6 +212,10 @@ pub(super) fn spawn<A: Apply>(
                         if changed {
                             tracing::info!(upstream = %upstream, endpoint = %format!("{name}:{port}"),
                                 addresses = ?addrs, "endpoint resolved");
+                            if addrs.len() == MAX_ADDRESSES {
+                                tracing::warn!(upstream = %upstream, endpoint = %format!("{name}:{port}"),
+                                    max = MAX_ADDRESSES, "the name resolves to more addresses than are used: the lowest are kept");
+                            }
                         }
                         good.push((*index, addrs.clone()));
                     }
@@ -231,27 +240,88 @@ pub(super) fn spawn<A: Apply>(
     tokio::spawn(task);
 }
 
-async fn resolve_all(names: &[(usize, String, u16)]) -> Vec<Result<Vec<SocketAddr>, String>> {
-    let lookups = names.iter().map(|(_, name, port)| lookup(name, *port));
+async fn resolve_all(
+    names: &[(usize, String, u16)],
+    pending: &mut [Pending],
+    resolver: Resolver,
+) -> Vec<Result<Vec<SocketAddr>, String>> {
+    let lookups = names
+        .iter()
+        .zip(pending.iter_mut())
+        .map(|((_, name, port), p)| lookup_with(resolver, LOOKUP_TIMEOUT, name, *port, p));
     futures::future::join_all(lookups).await
 }
 
-async fn lookup(name: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
-    let found = tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((name, port)))
-        .await
-        .map_err(|_| {
-            format!(
+/// A blocking lookup of a name and port; run on the blocking pool.
+type Resolver = fn(&str, u16) -> std::io::Result<Vec<SocketAddr>>;
+
+/// The system resolver (`getaddrinfo`), as `tokio::net::lookup_host` uses it.
+fn system(name: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    Ok((name, port).to_socket_addrs()?.collect())
+}
+
+/// One name's lookup that outlived its timeout, kept for the next round.
+///
+/// Why: a blocking `getaddrinfo` cannot be cancelled. Giving up on it after
+/// [`LOOKUP_TIMEOUT`] and starting another every round left one more thread of tokio's blocking
+/// pool stuck per name per round while the resolver hung; the pool (512 threads) is shared with
+/// every other blocking task — file I/O, hyper's own resolution of names not yet resolved — and
+/// once it was full those waited too. Now a name has at most one lookup running: while it has
+/// not returned, the round reports the name unresolved (its last addresses stay).
+#[derive(Debug, Default)]
+pub(super) struct Pending(Option<tokio::task::JoinHandle<std::io::Result<Vec<SocketAddr>>>>);
+
+async fn lookup_with(
+    resolver: Resolver,
+    timeout: Duration,
+    name: &str,
+    port: u16,
+    pending: &mut Pending,
+) -> Result<Vec<SocketAddr>, String> {
+    let mut handle = match pending.0.take() {
+        Some(h) if !h.is_finished() => {
+            pending.0 = Some(h);
+            return Err("the previous lookup has not returned (a hung resolver?): \
+                        no new one is started until it does"
+                .to_owned());
+        }
+        // None, or one that returned after its timeout (an old answer): a fresh lookup.
+        _ => {
+            let name = name.to_owned();
+            tokio::task::spawn_blocking(move || resolver(&name, port))
+        }
+    };
+    match tokio::time::timeout(timeout, &mut handle).await {
+        Err(_) => {
+            pending.0 = Some(handle);
+            Err(format!(
                 "no answer within {}",
-                humantime::format_duration(LOOKUP_TIMEOUT)
-            )
-        })?
-        .map_err(|e| e.to_string())?;
+                humantime::format_duration(timeout)
+            ))
+        }
+        Ok(Err(e)) => Err(format!("the lookup task failed: {e}")),
+        Ok(Ok(Err(e))) => Err(e.to_string()),
+        Ok(Ok(Ok(found))) => usable(found.into_iter()),
+    }
+}
+
+#[cfg(test)]
+async fn lookup(name: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    lookup_with(system, LOOKUP_TIMEOUT, name, port, &mut Pending::default()).await
+}
+
+/// A lookup's addresses as the endpoint set takes them: sorted, without duplicates, at most
+/// [`MAX_ADDRESSES`]; none is an error (the last good set stays).
+fn usable(found: impl Iterator<Item = SocketAddr>) -> Result<Vec<SocketAddr>, String> {
     let mut addrs: Vec<SocketAddr> = found.collect();
     addrs.sort_unstable();
     addrs.dedup();
     if addrs.is_empty() {
         return Err("it resolves to no address".to_owned());
     }
+    // The lowest ones: the same answer keeps the same endpoints (and their state) every round.
+    addrs.truncate(MAX_ADDRESSES);
     Ok(addrs)
 }
 
@@ -339,6 +409,82 @@ mod tests {
         let mut headers = HeaderMap::new();
         Target::configured(0, ep).host(&mut headers);
         assert!(headers.is_empty());
+    }
+
+    #[test]
+    fn a_name_with_ten_thousand_addresses_stands_for_a_bounded_set() {
+        // 10,000 distinct addresses, in reverse order and twice over.
+        let many = (0..10_000u32).rev().map(|i| {
+            let [_, b, c, d] = i.to_be_bytes();
+            SocketAddr::from(([10, b, c, d], 80))
+        });
+        let addrs = usable(many.clone().chain(many)).expect("addresses");
+        assert_eq!(addrs.len(), MAX_ADDRESSES);
+        // The lowest, sorted: the same answer gives the same set every round.
+        assert_eq!(addrs[0], SocketAddr::from(([10, 0, 0, 0], 80)));
+        assert!(addrs.windows(2).all(|w| w[0] < w[1]));
+        assert!(usable(std::iter::empty()).is_err());
+    }
+
+    /// A resolver that hangs until [`release`]: the calls it took.
+    static HUNG_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static RELEASED: (std::sync::Mutex<bool>, std::sync::Condvar) =
+        (std::sync::Mutex::new(false), std::sync::Condvar::new());
+
+    fn release() {
+        let (lock, cvar) = &RELEASED;
+        *lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        cvar.notify_all();
+    }
+
+    /// Releases the hung resolver however the test ends (the runtime waits for its threads).
+    struct Release;
+    impl Drop for Release {
+        fn drop(&mut self) {
+            release();
+        }
+    }
+
+    fn hung(_: &str, _: u16) -> std::io::Result<Vec<SocketAddr>> {
+        HUNG_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let (lock, cvar) = &RELEASED;
+        let mut released = lock.lock().expect("lock");
+        while !*released {
+            released = cvar.wait(released).expect("wait");
+        }
+        Err(std::io::Error::other("released"))
+    }
+
+    /// Real time: tokio's paused clock does not advance while a blocking task runs.
+    #[tokio::test]
+    async fn a_hung_resolver_holds_one_blocking_thread_per_name_not_one_per_round() {
+        let _release = Release;
+        let mut pending = Pending::default();
+        let timeout = Duration::from_millis(20);
+        // Five rounds while the resolver hangs: each gives up at the timeout, and only the
+        // first started a lookup.
+        for round in 0..5 {
+            let r = lookup_with(hung, timeout, "hung.example", 80, &mut pending).await;
+            assert!(r.is_err(), "round {round}: {r:?}");
+        }
+        assert_eq!(HUNG_CALLS.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Once it returns, the next round starts a fresh lookup.
+        release();
+        for _ in 0..500 {
+            if pending
+                .0
+                .as_ref()
+                .is_none_or(tokio::task::JoinHandle::is_finished)
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let r = lookup_with(hung, timeout, "hung.example", 80, &mut pending).await;
+        assert_eq!(r, Err("released".to_owned()));
+        assert_eq!(HUNG_CALLS.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

@@ -114,6 +114,38 @@ mod tests {
     }
 
     #[test]
+    fn hostile_retry_after_values_are_bounded_and_never_panic() {
+        let b = Backoff::new(25 * MS);
+        let mut h = HeaderMap::new();
+        let at = |h: &HeaderMap| retry_after(StatusCode::SERVICE_UNAVAILABLE, h);
+        for (value, want) in [
+            ("0", Some(Duration::ZERO)),
+            ("-1", None),
+            ("1e3", None),
+            ("+5", None),
+            ("100000000000000000000", None),
+            ("999999999", Some(Duration::from_secs(999_999_999))),
+            ("Fri, 31 Dec 9999 23:59:59 GMT", None),
+            ("Thu, 01 Jan 1970 00:00:00 GMT", None),
+            ("soon, please", None),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                h.insert(RETRY_AFTER, v);
+                assert_eq!(at(&h), want, "{value}");
+                // The wait is a plain max: no arithmetic to overflow (the retry loop stops
+                // before sleeping when it is past the attempt's timeout).
+                let _ = b.delay(u32::MAX, at(&h));
+            }
+        }
+        // A hundred copies: the first is read, once.
+        h.clear();
+        for i in 0..100 {
+            h.append(RETRY_AFTER, HeaderValue::from(i + 1));
+        }
+        assert_eq!(at(&h), Some(Duration::from_secs(1)));
+    }
+
+    #[test]
     fn retry_after_raises_the_wait_on_503_and_429_only() {
         let b = Backoff::new(25 * MS);
         let mut h = HeaderMap::new();
