@@ -76,6 +76,11 @@ pub struct ServerSettings {
     pub max_body_bytes: u64,
     /// Largest upstream response body read for composition.
     pub max_response_bytes: u64,
+    /// Memory the parsed JSON request bodies of composed routes may take at once, across
+    /// the requests in flight, as estimated from their text before parsing: parsed, a JSON
+    /// text can take ~100× its size (a `{...}` is a B-tree node of ~640 bytes), so the body
+    /// limit alone does not bound it.
+    pub max_parsed_bytes: u64,
     /// How long a client may take to send its request headers.
     #[serde(serialize_with = "ser_duration")]
     pub header_read_timeout: Duration,
@@ -142,6 +147,7 @@ impl Default for ServerSettings {
             admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
             max_body_bytes: 1024 * 1024,
             max_response_bytes: 16 * 1024 * 1024,
+            max_parsed_bytes: 256 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),

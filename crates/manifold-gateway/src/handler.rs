@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<crate::respond::Stats>,
     /// `[server] concurrency`: every request takes a permit before any work.
     pub(crate) limit: Arc<crate::limit::Limiter>,
+    /// `[server] max_parsed_bytes`: what parsed request bodies may take at once.
+    pub(crate) parse_budget: Arc<crate::limit::ParseBudget>,
     /// Spans, metrics and the access log.
     pub(crate) telemetry: crate::telemetry::Telemetry,
     /// `GET {status_path}/{task_id}`: how clients follow offloaded calls.
@@ -351,6 +353,8 @@ async fn compose(
         headers: parts.headers,
         body: serde_json::Value::Null,
     };
+    // The request's share of `max_parsed_bytes`, held while its parsed body is.
+    let mut _parsed_share = None;
     if plan.reads_request_body {
         let max = shared.config.server.max_body_bytes;
         // A client trickling its body must not hold the connection and this task forever:
@@ -407,6 +411,10 @@ async fn compose(
             }
         };
         if !bytes.iter().all(u8::is_ascii_whitespace) {
+            _parsed_share = match shared.parse_budget.take(&bytes) {
+                Ok(share) => share,
+                Err(refused) => return parse_refused(refused, shared),
+            };
             match serde_json::from_slice(&bytes) {
                 Ok(v) => ctx.body = v,
                 Err(e) => {
@@ -483,6 +491,24 @@ async fn compose(
     }
     insert_cache_header(headers, plan, &outcome.cache);
     resp
+}
+
+/// A body the parse budget has no room for: 503 while the budget is spent (its share comes
+/// back as the requests holding it end), 413 for a body that alone would take more than all.
+fn parse_refused(refused: crate::limit::ParseRefused, shared: &Shared) -> Response<Body> {
+    let budget = shared.config.server.max_parsed_bytes;
+    match refused {
+        crate::limit::ParseRefused::Spent => crate::respond::shed_because(format!(
+            "the request bodies being parsed take the gateway's budget for them ({budget} bytes, server.max_parsed_bytes); retry shortly"
+        )),
+        crate::limit::ParseRefused::TooLarge(estimate) => error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "parsed, the request body would take about {estimate} bytes, more than server.max_parsed_bytes ({budget})"
+            ),
+        ),
+    }
 }
 
 /// `Manifold-Cache: user=hit, orders=miss` from the cached calls' outcomes, on success and

@@ -201,6 +201,7 @@ impl Gateway {
             Arc::clone(&stats),
         );
         let stacks = offload.as_ref().map(|o| Arc::clone(&o.stacks));
+        let parse_budget = Arc::new(limit::ParseBudget::new(config.server.max_parsed_bytes));
         let shared = handler::Shared {
             telemetry,
             config,
@@ -210,6 +211,7 @@ impl Gateway {
             queue,
             stats,
             limit,
+            parse_budget,
             follow,
         };
         let tls_reloader = TlsReloader(tls.as_ref().map(|(_, files)| Arc::clone(files)));

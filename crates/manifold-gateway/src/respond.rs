@@ -96,9 +96,13 @@ impl Stats {
 /// [`log_answer`] does not log it per request: the limiter logs shedding at most every few
 /// seconds, since a line per shed request would add to the overload it sheds.
 pub(crate) fn shed(limit: usize) -> Response<Body> {
-    let message = format!(
+    shed_because(format!(
         "the gateway is at its concurrency limit ({limit} requests in flight); retry shortly"
-    );
+    ))
+}
+
+/// A 503 that refuses work the gateway has no room for now (`kind: shed`, `Retry-After`).
+pub(crate) fn shed_because(message: String) -> Response<Body> {
     let mut resp = crate::handler::json_response(
         StatusCode::SERVICE_UNAVAILABLE,
         &serde_json::json!({"error": {"kind": SHED, "message": &message}}),

@@ -490,3 +490,69 @@ path = "/r/{{id}}"
         ]
     );
 }
+
+/// Parsed, a JSON body takes up to ~100× its size (`[{"a":0},…]`: a B-tree node per object),
+/// so the body limit does not bound what a few clients' bodies take together: the parse budget
+/// (`max_parsed_bytes`) does. A body that alone would exceed it is 413; while the bodies of the
+/// requests in flight hold it, another is 503 `shed` with `Retry-After`; their shares come back
+/// when they end. Small bodies (under 4 KiB) are not counted.
+#[tokio::test]
+async fn parsed_request_bodies_are_bounded_by_the_parse_budget() {
+    let up = Upstream::start(vec![(
+        "POST",
+        "/slow",
+        Reply::json(1000, json!({"ok": true})),
+    )])
+    .await;
+    let gw = TestGateway::start_with_server(
+        "max_body_bytes = 1048576\nmax_parsed_bytes = 1048576",
+        &format!(
+            r#"
+[upstreams.u]
+endpoints = ["{}"]
+timeout = "10s"
+[routes.t]
+method = "POST"
+path = "/t"
+  [[routes.t.calls]]
+  name = "c"
+  upstream = "u"
+  method = "POST"
+  path = "/slow"
+  body = {{ n = "{{request.body.0}}" }}
+"#,
+            up.url()
+        ),
+    )
+    .await;
+    // 64 KiB of one-member objects: ~7 MB parsed, more than the whole budget.
+    let hostile = format!("[{}{{\"a\":0}}]", "{\"a\":0},".repeat(8 * 1024));
+    let (status, body) = post_bytes(&gw.url("/t"), hostile.as_bytes()).await;
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["error"]["kind"], "body_too_large");
+    // 8 KiB of numbers: ~270 KB each, three fit in the budget at once, a fourth does not.
+    let numbers = format!("[{}0]", "0,".repeat(4 * 1024));
+    let url = gw.url("/t");
+    let sent: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, body) = (url.clone(), numbers.clone());
+            tokio::spawn(async move { post_bytes(&url, body.as_bytes()).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for s in sent {
+        let (status, body) = s.await.expect("a request");
+        if status == 503 {
+            assert_eq!(json(&body)["error"]["kind"], "shed");
+        }
+        statuses.push(status.as_u16());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 200, 503]);
+    // Their shares came back.
+    let (status, _) = post_bytes(&gw.url("/t"), numbers.as_bytes()).await;
+    assert_eq!(status, 200);
+    // A small body is never counted.
+    let (status, _) = post_bytes(&gw.url("/t"), b"[1]").await;
+    assert_eq!(status, 200);
+}

@@ -15,6 +15,7 @@ pub(super) struct RawServer {
     admin: Option<Spanned<String>>,
     max_body_bytes: Option<Spanned<u64>>,
     max_response_bytes: Option<Spanned<u64>>,
+    max_parsed_bytes: Option<Spanned<u64>>,
     #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     header_read_timeout: Option<Spanned<String>>,
     #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
@@ -114,6 +115,11 @@ fn settings(raw: Option<&Spanned<RawServer>>, diag: &mut Diagnostics<'_>) -> Ser
             "max_response_bytes",
             &raw.max_response_bytes,
             &mut s.max_response_bytes,
+        ),
+        (
+            "max_parsed_bytes",
+            &raw.max_parsed_bytes,
+            &mut s.max_parsed_bytes,
         ),
         (
             "max_connections",

@@ -19,10 +19,12 @@
 //! bodies ([`wait`]): a client sending slowly must not make the gateway look slow.
 
 mod gradient;
+mod parse;
 mod wait;
 
 use gradient::{Bounds, Gradient};
 use manifold_config::policy::Concurrency;
+pub(crate) use parse::{ParseBudget, Refused as ParseRefused};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -47,6 +47,7 @@ pub(super) fn build(
         queue: running.queue.clone(),
         stats: Arc::clone(&running.stats),
         limit: Arc::clone(&running.limit),
+        parse_budget: Arc::clone(&running.parse_budget),
         // `[queue]` (status_path, limits) only changes with a restart.
         follow: running.follow.clone(),
         config,
@@ -70,6 +71,12 @@ fn keep_restart_only(running: &Config, next: &mut Config) -> Vec<RestartRequired
         "server.max_connections",
         &r.max_connections,
         &mut n.max_connections,
+    );
+    shown(
+        &mut out,
+        "server.max_parsed_bytes",
+        &r.max_parsed_bytes,
+        &mut n.max_parsed_bytes,
     );
     shown(
         &mut out,

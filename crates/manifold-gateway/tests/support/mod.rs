@@ -243,16 +243,21 @@ impl TestGateway {
 
     /// As [`start`](Self::start), with `server` (lines of `[server]` keys) added to the
     /// server section.
-    /// Shutdown has no `drain_delay` and a 5 s `drain_timeout` unless `server` sets them.
+    /// Shutdown has no `drain_delay` and a 5 s `drain_timeout`, and bodies are at most 4096
+    /// bytes, unless `server` sets them.
     pub async fn start_with_server(server: &str, toml: &str) -> TestGateway {
         let mut defaults = String::new();
-        for (key, value) in [("drain_delay", "\"0s\""), ("drain_timeout", "\"5s\"")] {
+        for (key, value) in [
+            ("drain_delay", "\"0s\""),
+            ("drain_timeout", "\"5s\""),
+            ("max_body_bytes", "4096"),
+        ] {
             if !server.contains(key) {
                 defaults.push_str(&format!("{key} = {value}\n"));
             }
         }
         let toml = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nmax_body_bytes = 4096\n{defaults}{server}\n{toml}"
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{defaults}{server}\n{toml}"
         );
         let config = manifold_config::compile("test.toml".as_ref(), &toml)
             .unwrap_or_else(|e| panic!("{e}\n---\n{toml}"));
