@@ -113,28 +113,9 @@ fn url_pieces(t: &StrTemplate, scope: Scope<'_>) -> Result<Vec<Piece>, CallError
             }
         }
     }
-    use crate::path::{has_dot_segment, has_hidden_dot_segment, hides_dot_segment, is_dot_segment};
-    use crate::render::{segment_values, unsendable};
-    if has_dot_segment(&probe) {
-        return Err(unsendable(
-            &segment_values(t, &probe, is_dot_segment),
-            "a path value is `.` or `..`, which would change the upstream path",
-        ));
-    }
-    if has_hidden_dot_segment(&probe) {
-        return Err(unsendable(
-            &segment_values(t, &probe, hides_dot_segment),
-            "a path value holds `/` with `.` or `..` between its slashes",
-        ));
-    }
-    // Task values stand as `0` in the probe: never empty, as the queue renders them.
-    if let Some(values) = crate::render::empty_value_segment(t, &probe) {
-        return Err(unsendable(
-            &values,
-            "a path value that is a whole segment is empty, which would leave an empty segment \
-             (`//` or a trailing `/`) that upstreams merge or strip",
-        ));
-    }
+    // Task values stand as `0` in the probe: never empty, never a dot segment, as the queue
+    // renders them.
+    crate::render::refuse_reshaping(t, &probe)?;
     if http::uri::PathAndQuery::try_from(probe.as_str()).is_err() {
         return Err(input("the rendered path is not valid".into()));
     }

@@ -53,60 +53,6 @@ const TEXT_CAPACITY: usize = 64;
 /// keep the old buffer).
 const PARTS_CAPACITY: usize = 2048;
 
-/// Whether a rendered call path could be one [`refuse_reshaping`] refuses: it has a `.` or a
-/// `%` (a dot segment, plain or behind an escaped slash), or, before its query, an empty
-/// segment (`//`, or a `/` at its end). One pass over its bytes: most paths have none of
-/// them, and the checks' own searches cost ~900 instructions a call (callgrind).
-fn path_may_reshape(text: &str) -> bool {
-    let mut in_path = true;
-    let mut prev = 0u8;
-    for &b in text.as_bytes() {
-        if b == b'.' || b == b'%' {
-            return true;
-        }
-        if in_path {
-            if b == b'?' {
-                if prev == b'/' {
-                    return true;
-                }
-                in_path = false;
-            } else if b == b'/' && prev == b'/' {
-                return true;
-            }
-            prev = b;
-        }
-    }
-    in_path && prev == b'/'
-}
-
-/// Refuse a call whose rendered path `text` a value would reshape: a dot segment, plain or
-/// hidden behind an escaped slash, or a value that is a whole segment rendered empty.
-fn refuse_reshaping(call: &Call, text: &str) -> Result<(), CallError> {
-    // A value of only dots is sent as `%2E%2E`, which RFC 3986 makes equal to `..`: an upstream
-    // that normalizes paths would resolve it and serve another path. No encoding survives that.
-    if crate::path::has_dot_segment(text) {
-        return Err(crate::render::unsendable(
-            &crate::render::segment_values(&call.path, text, crate::path::is_dot_segment),
-            "a path value is `.` or `..`, which would change the upstream path",
-        ));
-    }
-    if crate::path::has_hidden_dot_segment(text) {
-        return Err(crate::render::unsendable(
-            &crate::render::segment_values(&call.path, text, crate::path::hides_dot_segment),
-            "a path value holds `/` with `.` or `..` between its slashes, which an upstream \
-             decoding `%2F` before resolving dot segments would climb out of the path with",
-        ));
-    }
-    if let Some(values) = crate::render::empty_value_segment(&call.path, text) {
-        return Err(crate::render::unsendable(
-            &values,
-            "a path value that is a whole segment is empty (missing, null or \"\"), which would \
-             leave an empty segment (`//` or a trailing `/`) that upstreams merge or strip",
-        ));
-    }
-    Ok(())
-}
-
 /// Room a call needs left in the parts buffer before it renders, or the buffer is renewed first
 /// (one allocation, instead of growing it a few bytes at a time).
 const PARTS_LOW: usize = 512;
@@ -127,9 +73,7 @@ pub(crate) fn build_request_in(
     let Scratch { text, parts } = scratch;
     text.clear();
     scope.render_url_part(&call.path, text);
-    if path_may_reshape(text) {
-        refuse_reshaping(call, text)?;
-    }
+    crate::render::refuse_reshaping(&call.path, text)?;
 
     for (n, (k, v)) in call.query.iter().enumerate() {
         text.push(if n == 0 && !text.contains('?') {
@@ -226,35 +170,6 @@ fn split_off(parts: &mut BytesMut, text: &str) -> Bytes {
 mod tests {
     use super::*;
     use crate::render::RequestCtx;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// The one-pass gate never lets by a path the checks behind it would refuse: a path
-        /// it passes has no dot segment, plain or hidden, and no empty segment before `?`.
-        #[test]
-        fn the_gate_lets_no_reshaping_path_by(
-            text in "[/a.%?2fF5cC]{0,24}",
-        ) {
-            if !path_may_reshape(&text) {
-                prop_assert!(!crate::path::has_dot_segment(&text));
-                prop_assert!(!crate::path::has_hidden_dot_segment(&text));
-                let path = text.split_once('?').map_or(text.as_str(), |(p, _)| p);
-                prop_assert!(!path.contains("//") && !path.ends_with('/'));
-            }
-        }
-    }
-
-    #[test]
-    fn the_gate_looks_at_paths_that_may_reshape() {
-        for text in ["/a/b", "/orders", "/a?x=/y", "/a?x=y/"] {
-            assert!(!path_may_reshape(text), "{text}");
-        }
-        for text in [
-            "/a/", "/a//b", "//a", "/a/?x", "/a/..", "/a%2Fb", "/a?x=.", "/",
-        ] {
-            assert!(path_may_reshape(text), "{text}");
-        }
-    }
 
     fn call(path: &str, header: Option<&str>, body: Option<&str>) -> Call {
         let toml = format!(
