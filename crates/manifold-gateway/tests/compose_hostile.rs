@@ -498,10 +498,11 @@ path = "/r/{{id}}"
 /// when they end. Small bodies (under 4 KiB) are not counted.
 #[tokio::test]
 async fn parsed_request_bodies_are_bounded_by_the_parse_budget() {
+    // Slow enough that the four requests below are surely in flight together.
     let up = Upstream::start(vec![(
         "POST",
         "/slow",
-        Reply::json(1000, json!({"ok": true})),
+        Reply::json(2500, json!({"ok": true})),
     )])
     .await;
     let gw = TestGateway::start_with_server(
