@@ -92,3 +92,26 @@ fn send_timeout_has_nginxs_default_and_is_checked() {
         one(&bad, ErrorKind::Value, "send_timeout", message);
     }
 }
+
+/// `max_parsed_bytes`: 256 MiB by default, 0 refused at its line, any other u64 taken (the
+/// gateway clamps what its semaphore cannot count).
+#[test]
+fn max_parsed_bytes_has_a_default_and_refuses_zero() {
+    let plain = format!("{UPSTREAMS}[routes.r]\npath = \"/r\"\nproxy = \"a\"\n");
+    let config = compile("t.toml".as_ref(), &plain).expect("valid");
+    assert_eq!(config.server.max_parsed_bytes, 256 * 1024 * 1024);
+    let huge = format!(
+        "[server]\nmax_parsed_bytes = 18446744073709551615\n{UPSTREAMS}[routes.r]\npath = \"/r\"\nproxy = \"a\"\n"
+    );
+    let config = compile("t.toml".as_ref(), &huge).expect("valid");
+    assert_eq!(config.server.max_parsed_bytes, u64::MAX);
+    let bad = format!(
+        "[server]\nmax_parsed_bytes = 0\n{UPSTREAMS}[routes.r]\npath = \"/r\"\nproxy = \"a\"\n"
+    );
+    one(
+        &bad,
+        ErrorKind::Value,
+        "max_parsed_bytes",
+        "`server.max_parsed_bytes` must be more than 0",
+    );
+}

@@ -141,6 +141,21 @@ mod tests {
         drop(second);
     }
 
+    /// Absurd budgets: one below the unit is one unit (a 4 KiB body never fits), one past what
+    /// the semaphore counts is clamped, not a panic, and takes any body.
+    #[test]
+    fn absurd_budgets_are_clamped_not_a_panic() {
+        let body = format!("[{}0]", "0,".repeat(3_000));
+        let tiny = ParseBudget::new(1);
+        assert!(matches!(
+            tiny.take(body.as_bytes()),
+            Err(Refused::TooLarge(_))
+        ));
+        let huge = ParseBudget::new(u64::MAX);
+        let hostile = format!("[{}{{\"a\":0}}]", "{\"a\":0},".repeat(100_000));
+        assert!(matches!(huge.take(hostile.as_bytes()), Ok(Some(_))));
+    }
+
     proptest! {
         /// Whatever the text, the estimate is at least its length and never panics.
         #[test]
