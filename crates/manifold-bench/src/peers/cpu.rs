@@ -209,7 +209,17 @@ mod tests {
         t.join().unwrap();
         assert!(spent > 0.0, "{first:?} then {spent}");
         // Once the thread is gone it is not found, and an exited thread never counts negative.
-        assert!(ThreadsCpu::read(name).is_none());
+        // `join` returns when the kernel clears the thread's tid, a moment before the task
+        // leaves /proc/self/task, so wait (bounded) for it to go.
+        let mut gone = false;
+        for _ in 0..200 {
+            if ThreadsCpu::read(name).is_none() {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(gone, "the exited thread is still listed after 2 s");
         assert_eq!(ThreadsCpu::default().seconds_since(&first), 0.0);
     }
 
