@@ -22,6 +22,7 @@ use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 pub(crate) use crate::upstream::DEADLINE_HEADER;
@@ -43,6 +44,9 @@ pub(crate) struct Outcome {
     /// Each cached call's outcome, by call index (`None` for uncached calls and cached calls
     /// that failed or never ran).
     pub(crate) cache: Vec<Option<CacheOutcome>>,
+    /// The shares of `server.max_parsed_bytes` the results hold: given back when the outcome
+    /// is dropped, after the answer is rendered from the results.
+    _parsed: Vec<OwnedSemaphorePermit>,
 }
 
 /// What the executor runs calls with, shared by every request.
@@ -64,6 +68,23 @@ pub(crate) struct Env<'a> {
     pub(crate) trace: Option<&'a crate::telemetry::TraceCtx>,
     /// The route's calls' metric handles, by call index (empty when not recorded).
     pub(crate) calls: &'a [Arc<crate::telemetry::CallTele>],
+    /// `server.max_parsed_bytes`: what the parsed answers of all requests' calls may take,
+    /// with the parsed request bodies.
+    pub(crate) parse_budget: &'a Arc<crate::limit::ParseBudget>,
+}
+
+/// A call's result: its answer parsed, and the share of the parse budget that holds while the
+/// value lives (none for a small answer, a receipt or a failed optional call's `null`).
+#[derive(Debug)]
+pub(crate) struct Parsed {
+    pub(crate) value: Value,
+    pub(crate) share: Option<OwnedSemaphorePermit>,
+}
+
+impl From<Value> for Parsed {
+    fn from(value: Value) -> Parsed {
+        Parsed { value, share: None }
+    }
 }
 
 /// A required call failed, or the deadline passed: what the client is told.
@@ -78,7 +99,7 @@ pub(crate) struct Failure {
     pub(crate) cache: Vec<Option<CacheOutcome>>,
 }
 
-type CallOutput = (usize, Result<Value, CallError>, Option<CacheOutcome>);
+type CallOutput = (usize, Result<Parsed, CallError>, Option<CacheOutcome>);
 pub(crate) type CallFuture = Pin<Box<dyn Future<Output = CallOutput> + Send>>;
 
 /// A call in flight: a plain call's future as it is (`Right`), anything else boxed (`Left`:
@@ -112,6 +133,7 @@ pub(crate) async fn execute(
     let mut errors: Vec<Option<CallError>> = Vec::new();
     let mut partial = Vec::new();
     let mut cache_outcomes: Vec<Option<CacheOutcome>> = Vec::new();
+    let mut parsed = Vec::new();
     let mut own = Own::new();
     let mut inflight = FuturesUnordered::new();
 
@@ -189,7 +211,10 @@ pub(crate) async fn execute(
             cache_outcomes[i] = Some(o);
         }
         match result {
-            Ok(v) => results[i] = Some(v),
+            Ok(p) => {
+                results[i] = Some(p.value);
+                parsed.extend(p.share);
+            }
             Err(e) if plan.calls[i].optional => {
                 tracing::debug!(call = %plan.calls[i].name, error = %e, "optional call failed");
                 results[i] = Some(Value::Null);
@@ -244,6 +269,7 @@ pub(crate) async fn execute(
         results,
         partial,
         cache: cache_outcomes,
+        _parsed: parsed,
     })
 }
 
@@ -333,7 +359,7 @@ fn launch(
         let result = crate::queued::stage(call, env, scope).map(|task| {
             let receipt = crate::offload::receipt(&task, env.follow);
             own.held.push((i, task));
-            receipt
+            Parsed::from(receipt)
         });
         return Either::Left(Box::pin(std::future::ready((i, result, None))));
     }
@@ -372,6 +398,7 @@ fn start_call(
         max: env.max_response_bytes,
     };
     let optional = call.optional;
+    let budget_for_parsing = Arc::clone(env.parse_budget);
     Either::Right(async move {
         let started = Instant::now();
         let result = match request {
@@ -379,7 +406,7 @@ fn start_call(
                 .fetch_traced(r, budget, read, trace)
                 .await
                 .and_then(|a| {
-                    parse_answer(&upstream.name, a.status, &a.body)
+                    parse_answer(&upstream.name, a.status, &a.body, &budget_for_parsing)
                         .map_err(|e| e.with_trail(a.trail))
                 }),
             Err(e) => Err(e),
@@ -484,6 +511,7 @@ fn start_cached_call(
     };
     let cache = env.cache.clone();
     let policy = Arc::clone(policy);
+    let budget_for_parsing = Arc::clone(env.parse_budget);
     let read = Read::All {
         max: env.max_response_bytes,
     };
@@ -504,7 +532,12 @@ fn start_cached_call(
         let out = match answer {
             Ok(Ok((response, outcome))) => (
                 i,
-                parse_answer(&upstream.name, response.status, &response.body),
+                parse_answer(
+                    &upstream.name,
+                    response.status,
+                    &response.body,
+                    &budget_for_parsing,
+                ),
                 Some(outcome),
             ),
             Ok(Err(e)) => (i, Err(e), None),
@@ -543,25 +576,50 @@ fn start_cached_call(
     })
 }
 
-/// A call's result from its answer: a non-2xx status is the call's failure; the body is JSON.
-fn parse_answer(upstream: &str, status: StatusCode, bytes: &[u8]) -> Result<Value, CallError> {
+/// A call's result from its answer: a non-2xx status is the call's failure; the body is JSON,
+/// parsed under `server.max_parsed_bytes` as request bodies are (see [`crate::limit::parse`]):
+/// an answer within `max_response_bytes` can take ~100 times its size parsed, and it is parsed
+/// again for every request that reads it, cache hits included.
+fn parse_answer(
+    upstream: &str,
+    status: StatusCode,
+    bytes: &[u8],
+    budget: &crate::limit::ParseBudget,
+) -> Result<Parsed, CallError> {
     if !status.is_success() {
         return Err(crate::upstream::error::status(upstream, status));
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Null);
+        return Ok(Parsed::from(Value::Null));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
+    let share = budget.take(bytes).map_err(|refused| match refused {
+        crate::limit::ParseRefused::Spent => CallError::new(
+            CallErrorKind::Shed,
+            format!(
+                "the answers being parsed take the gateway's budget for them ({} bytes, server.max_parsed_bytes), so upstream `{upstream}`'s answer was not parsed; retry shortly",
+                budget.bytes()
+            ),
+        ),
+        crate::limit::ParseRefused::TooLarge(estimate) => CallError::new(
+            CallErrorKind::TooLarge,
+            format!(
+                "parsed, upstream `{upstream}`'s answer would take about {estimate} bytes, more than server.max_parsed_bytes ({})",
+                budget.bytes()
+            ),
+        ),
+    })?;
+    let value = serde_json::from_slice(bytes).map_err(|e| {
         CallError::new(
             CallErrorKind::InvalidJson,
             format!("upstream `{upstream}` answered a body that is not JSON: {e}"),
         )
-    })
+    })?;
+    Ok(Parsed { value, share })
 }
 
 /// The status a cached answer stood for in its span (200 for a parsed answer; the upstream's
 /// status for a failed one where known).
-fn response_status(result: &Result<Value, CallError>) -> u16 {
+fn response_status(result: &Result<Parsed, CallError>) -> u16 {
     match result {
         Ok(_) => 200,
         Err(e) => match e.kind {
@@ -586,7 +644,10 @@ mod tests {
             r#"{"$serde_json::private::RawValue":""}"#,
             r#"{"a":1,"$serde_json::private::RawValue":"7"}"#,
         ] {
-            let v = parse_answer("u", StatusCode::OK, body.as_bytes()).expect(body);
+            let budget = crate::limit::ParseBudget::new(1 << 20);
+            let v = parse_answer("u", StatusCode::OK, body.as_bytes(), &budget)
+                .expect(body)
+                .value;
             assert!(v.is_object(), "{body} read as {v}");
             let back: Value = serde_json::from_str(&v.to_string()).expect("written back");
             assert_eq!(back, v);

@@ -442,6 +442,7 @@ async fn compose(
         follow: &shared.follow,
         trace: trace.as_ref(),
         calls: shared.telemetry.calls(ri),
+        parse_budget: &shared.parse_budget,
     };
     let outcome = match exec::execute(plan, env, &ctx, deadline).await {
         Ok(o) => o,
@@ -550,7 +551,12 @@ fn failure_response(route: &str, calls: Vec<String>, error: CallError) -> Respon
     crate::respond::add_trail(&mut body["error"], &error);
     let mut resp = json_response(status, &body);
     crate::respond::ErrorCause::attach(&mut resp, error.kind.as_str(), cause);
-    if let CallErrorKind::QueueFull(after) = error.kind {
+    let retry_after = match error.kind {
+        CallErrorKind::QueueFull(after) => Some(after),
+        CallErrorKind::Shed => Some(crate::limit::RETRY_AFTER),
+        _ => None,
+    };
+    if let Some(after) = retry_after {
         let secs = after.as_secs().max(1);
         resp.headers_mut()
             .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));

@@ -115,7 +115,9 @@ pub(crate) fn start_eager(i: usize, call: &Call, env: Env<'_>, scope: Scope<'_>)
         match (staged, queue) {
             (Ok(task), Some(queue)) => (
                 i,
-                crate::offload::enqueue(queue.as_ref(), task, &follow).await,
+                crate::offload::enqueue(queue.as_ref(), task, &follow)
+                    .await
+                    .map(crate::exec::Parsed::from),
                 None,
             ),
             (Err(e), _) => (i, Err(e), None),

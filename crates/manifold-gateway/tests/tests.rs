@@ -14,6 +14,7 @@ mod enqueue;
 mod hooks;
 mod http;
 mod offload;
+mod parse_budget;
 // The promtool runner manifold-telemetry's tests use: one rule, one place (std-only).
 #[path = "../../manifold-telemetry/tests/promtool.rs"]
 mod promtool;

@@ -1,4 +1,5 @@
-//! The memory budget of parsed request bodies (`[server] max_parsed_bytes`).
+//! The memory budget of parsed JSON (`[server] max_parsed_bytes`): request bodies and composed
+//! calls' answers.
 //!
 //! Why: a composed route that reads its request body parses it into a `serde_json::Value`,
 //! and parsed, a JSON text takes far more than its size: every object is a B-tree node of
@@ -6,7 +7,11 @@
 //! value 32 bytes plus its share of its container. 1 MiB of `[{"a":0},{"a":0},…]` (the body
 //! limit's default) is ~90 MiB parsed, measured, and the concurrency limit admits a thousand
 //! requests at once: a few clients could take the machine's memory. The body limit bounds
-//! one text, not what it becomes; this budget bounds what all of them become together.
+//! one text, not what it becomes; this budget bounds what all of them become together. A call's
+//! answer is the same case with a larger text (`max_response_bytes`, 16 MiB: ~1.4 GB parsed at
+//! worst), parsed once per request that reads it, cache hits included: a popular route over a
+//! large answer multiplies it by its concurrency. Its share is held while its request runs; a
+//! refused answer fails its call as `shed` (503, `Retry-After`) or `too_large` (502).
 //!
 //! How: before parsing, [`estimate`] reads the text once (no allocation) for an upper bound of
 //! what parsing it takes; the request holds that much of the budget until it ends. When the
@@ -77,6 +82,11 @@ impl ParseBudget {
             permits: Arc::new(Semaphore::new(units as usize)),
             total: units,
         }
+    }
+
+    /// The whole budget, bytes (as configured, rounded down to the unit).
+    pub(crate) fn bytes(&self) -> u64 {
+        self.total.saturating_mul(UNIT)
     }
 
     /// The share of the budget parsing `json` needs, held until the permit is dropped; none

@@ -41,6 +41,9 @@ pub enum CallErrorKind {
     /// Every endpoint of the upstream is ejected by its circuit breaker: the call fails at once
     /// rather than wait on a dead dependency (503: try again once one half-opens).
     BreakerOpen,
+    /// The gateway refused the work for want of room (the answer arrived, but parsing it would
+    /// take more of `server.max_parsed_bytes` than is left): 503 with `Retry-After`.
+    Shed,
 }
 
 /// Whose fault a failure is: what the log level, the metrics and the breaker go by (only an
@@ -71,6 +74,7 @@ impl CallErrorKind {
             CallErrorKind::Queue => "queue",
             CallErrorKind::InputUnavailable => "input_unavailable",
             CallErrorKind::BreakerOpen => "breaker_open",
+            CallErrorKind::Shed => "shed",
         }
     }
 
@@ -79,9 +83,10 @@ impl CallErrorKind {
         match self {
             CallErrorKind::Timeout | CallErrorKind::Deadline => StatusCode::GATEWAY_TIMEOUT,
             CallErrorKind::Input => StatusCode::BAD_REQUEST,
-            CallErrorKind::QueueFull(_) | CallErrorKind::Queue | CallErrorKind::BreakerOpen => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            CallErrorKind::QueueFull(_)
+            | CallErrorKind::Queue
+            | CallErrorKind::BreakerOpen
+            | CallErrorKind::Shed => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -99,7 +104,9 @@ impl CallErrorKind {
     pub fn fault(&self) -> Fault {
         match self {
             CallErrorKind::Input => Fault::Client,
-            CallErrorKind::QueueFull(_) | CallErrorKind::Queue => Fault::Gateway,
+            CallErrorKind::QueueFull(_) | CallErrorKind::Queue | CallErrorKind::Shed => {
+                Fault::Gateway
+            }
             CallErrorKind::Status(s) if *s < 500 => Fault::Client,
             _ => Fault::Upstream,
         }
