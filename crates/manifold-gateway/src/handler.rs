@@ -302,6 +302,34 @@ async fn routed(
     }
 }
 
+/// Which part of a composed request (`"path"`, `"query"`) decodes to bytes that are not UTF-8.
+///
+/// Why: path parameters and query values are decoded lossily, so `%FF` and `%FE` would both
+/// render as U+FFFD — the upstream would be sent a value the client never sent, and two
+/// different requests would become one. A proxy route forwards the bytes as they came and is
+/// not refused. The raw text is checked only when a decoded value holds U+FFFD (a client may
+/// send that character itself, encoded as UTF-8): the common request pays one scan of its
+/// decoded values.
+fn not_utf8(
+    params: &[String],
+    query: &[(String, String)],
+    uri: &http::Uri,
+) -> Option<&'static str> {
+    let replaced = |s: &String| s.contains(char::REPLACEMENT_CHARACTER);
+    let invalid = |raw: &str| {
+        percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .is_err()
+    };
+    if params.iter().any(replaced) && invalid(uri.path()) {
+        return Some("path");
+    }
+    if query.iter().any(|(k, v)| replaced(k) || replaced(v)) && invalid(uri.query().unwrap_or("")) {
+        return Some("query");
+    }
+    None
+}
+
 fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
     query
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
@@ -339,6 +367,17 @@ async fn compose(
     deadline: Option<Instant>,
 ) -> Response<Body> {
     let route = &shared.config.routes[ri];
+    let query = parse_query(req.uri().query());
+    if let Some(part) = not_utf8(&params, &query, req.uri()) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_input",
+            format!(
+                "the request's {part} is not UTF-8 once percent-decoded, and route `{}` renders it as text",
+                route.name
+            ),
+        );
+    }
     let (mut parts, body) = req.into_parts();
     let trace = parts.extensions.remove::<crate::telemetry::TraceCtx>();
     let meter = parts
@@ -346,7 +385,6 @@ async fn compose(
         .remove::<crate::limit::ClientWait>()
         .map_or_else(crate::limit::WaitMeter::none, |w| w.meter());
     let body = crate::limit::Metered::new(body, meter);
-    let query = parse_query(parts.uri.query());
     let mut ctx = RequestCtx {
         params,
         query,

@@ -276,7 +276,7 @@ path = "/r/{{case}}"
 }
 
 /// POST `body` (any bytes) to `url` as JSON.
-async fn post_bytes(url: &str, body: &[u8]) -> (http::StatusCode, bytes::Bytes) {
+pub(crate) async fn post_bytes(url: &str, body: &[u8]) -> (http::StatusCode, bytes::Bytes) {
     use http_body_util::BodyExt;
     let req = http::Request::post(url)
         .header("content-type", "application/json")
@@ -491,69 +491,58 @@ path = "/r/{{id}}"
     );
 }
 
-/// Parsed, a JSON body takes up to ~100× its size (`[{"a":0},…]`: a B-tree node per object),
-/// so the body limit does not bound what a few clients' bodies take together: the parse budget
-/// (`max_parsed_bytes`) does. A body that alone would exceed it is 413; while the bodies of the
-/// requests in flight hold it, another is 503 `shed` with `Retry-After`; their shares come back
-/// when they end. Small bodies (under 4 KiB) are not counted.
+/// Path parameters and query values are decoded before a composed route renders them; bytes
+/// that are not UTF-8 would become U+FFFD, so `%FF` and `%FE` would send the upstream one value
+/// the client never sent. Refused as 400 `bad_input` instead; U+FFFD sent encoded as UTF-8 is a
+/// character like any other, and a proxy route forwards the bytes as they came.
 #[tokio::test]
-async fn parsed_request_bodies_are_bounded_by_the_parse_budget() {
-    // Slow enough that the four requests below are surely in flight together.
+async fn bytes_that_are_not_utf8_are_refused_by_a_composed_route_not_replaced() {
     let up = Upstream::start(vec![(
-        "POST",
-        "/slow",
-        Reply::json(2500, json!({"ok": true})),
+        "GET",
+        "/users/",
+        Reply::json(0, json!({"ok": true})),
     )])
     .await;
-    let gw = TestGateway::start_with_server(
-        "max_body_bytes = 1048576\nmax_parsed_bytes = 1048576",
-        &format!(
-            r#"
+    let gw = TestGateway::start(&format!(
+        r#"
 [upstreams.u]
 endpoints = ["{}"]
-timeout = "10s"
-[routes.t]
-method = "POST"
-path = "/t"
-  [[routes.t.calls]]
-  name = "c"
+[routes.byid]
+path = "/byid/{{id}}"
+  [[routes.byid.calls]]
+  name = "user"
   upstream = "u"
-  method = "POST"
-  path = "/slow"
-  body = {{ n = "{{request.body.0}}" }}
+  path = "/users/{{path.id}}?q={{query.q}}"
+[routes.raw]
+path = "/raw/{{*rest}}"
+proxy = "u"
 "#,
-            up.url()
-        ),
-    )
+        up.url()
+    ))
     .await;
-    // 64 KiB of one-member objects: ~7 MB parsed, more than the whole budget.
-    let hostile = format!("[{}{{\"a\":0}}]", "{\"a\":0},".repeat(8 * 1024));
-    let (status, body) = post_bytes(&gw.url("/t"), hostile.as_bytes()).await;
-    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
-    assert_eq!(json(&body)["error"]["kind"], "body_too_large");
-    // 8 KiB of numbers: ~270 KB each, three fit in the budget at once, a fourth does not.
-    let numbers = format!("[{}0]", "0,".repeat(4 * 1024));
-    let url = gw.url("/t");
-    let sent: Vec<_> = (0..4)
-        .map(|_| {
-            let (url, body) = (url.clone(), numbers.clone());
-            tokio::spawn(async move { post_bytes(&url, body.as_bytes()).await })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for s in sent {
-        let (status, body) = s.await.expect("a request");
-        if status == 503 {
-            assert_eq!(json(&body)["error"]["kind"], "shed");
-        }
-        statuses.push(status.as_u16());
+    for (path, part) in [("/byid/%FF", "path"), ("/byid/a?q=%FE", "query")] {
+        let (status, _, body) = send("GET", &gw.url(path), None).await;
+        assert_eq!(status, 400, "{path}: {}", String::from_utf8_lossy(&body));
+        let error = &json(&body)["error"];
+        assert_eq!(error["kind"], "bad_input", "{path}: {error}");
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(message.contains(part), "{path}: {message}");
     }
-    statuses.sort_unstable();
-    assert_eq!(statuses, [200, 200, 200, 503]);
-    // Their shares came back.
-    let (status, _) = post_bytes(&gw.url("/t"), numbers.as_bytes()).await;
-    assert_eq!(status, 200);
-    // A small body is never counted.
-    let (status, _) = post_bytes(&gw.url("/t"), b"[1]").await;
-    assert_eq!(status, 200);
+    assert!(
+        up.requests().is_empty(),
+        "nothing was sent: {:?}",
+        up.requests()
+    );
+    let (status, _, body) = send("GET", &gw.url("/byid/%EF%BF%BD?q=%EF%BF%BD"), None).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        up.find("/users/").path_and_query,
+        "/users/%EF%BF%BD?q=%EF%BF%BD"
+    );
+    send("GET", &gw.url("/raw/%FF"), None).await;
+    assert!(
+        up.requests().iter().any(|s| s.path_and_query == "/raw/%FF"),
+        "{:?}",
+        up.requests()
+    );
 }

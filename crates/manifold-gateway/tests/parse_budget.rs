@@ -1,8 +1,8 @@
-//! Composed calls' answers under the parse budget (`max_parsed_bytes`), as request bodies are
-//! (`compose_hostile::parsed_request_bodies_are_bounded_by_the_parse_budget`): parsed, an answer
-//! within `max_response_bytes` can take ~100× its size, and it is parsed again for every request
+//! The parse budget (`max_parsed_bytes`): composed routes' request bodies and calls' answers.
+//! Parsed, a JSON text can take ~100× its size; an answer is parsed again for every request
 //! that reads it, cache hits included.
 
+use crate::compose_hostile::post_bytes;
 use crate::support::*;
 use serde_json::json;
 use std::time::Duration;
@@ -139,4 +139,71 @@ async fn parsed_answers_are_bounded_by_the_parse_budget() {
     assert_eq!(status, 200, "{}", clip(&body));
     let (status, _, body) = send("GET", &gw.url("/t"), None).await;
     assert_eq!(status, 200, "{}", clip(&body));
+}
+
+/// Parsed, a JSON body takes up to ~100× its size (`[{"a":0},…]`: a B-tree node per object),
+/// so the body limit does not bound what a few clients' bodies take together: the parse budget
+/// (`max_parsed_bytes`) does. A body that alone would exceed it is 413; while the bodies of the
+/// requests in flight hold it, another is 503 `shed` with `Retry-After`; their shares come back
+/// when they end. Small bodies (under 4 KiB) are not counted.
+#[tokio::test]
+async fn parsed_request_bodies_are_bounded_by_the_parse_budget() {
+    // Slow enough that the four requests below are surely in flight together.
+    let up = Upstream::start(vec![(
+        "POST",
+        "/slow",
+        Reply::json(2500, json!({"ok": true})),
+    )])
+    .await;
+    let gw = TestGateway::start_with_server(
+        "max_body_bytes = 1048576\nmax_parsed_bytes = 1048576",
+        &format!(
+            r#"
+[upstreams.u]
+endpoints = ["{}"]
+timeout = "10s"
+[routes.t]
+method = "POST"
+path = "/t"
+  [[routes.t.calls]]
+  name = "c"
+  upstream = "u"
+  method = "POST"
+  path = "/slow"
+  body = {{ n = "{{request.body.0}}" }}
+"#,
+            up.url()
+        ),
+    )
+    .await;
+    // 64 KiB of one-member objects: ~7 MB parsed, more than the whole budget.
+    let hostile = format!("[{}{{\"a\":0}}]", "{\"a\":0},".repeat(8 * 1024));
+    let (status, body) = post_bytes(&gw.url("/t"), hostile.as_bytes()).await;
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["error"]["kind"], "body_too_large");
+    // 8 KiB of numbers: ~270 KB each, three fit in the budget at once, a fourth does not.
+    let numbers = format!("[{}0]", "0,".repeat(4 * 1024));
+    let url = gw.url("/t");
+    let sent: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, body) = (url.clone(), numbers.clone());
+            tokio::spawn(async move { post_bytes(&url, body.as_bytes()).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for s in sent {
+        let (status, body) = s.await.expect("a request");
+        if status == 503 {
+            assert_eq!(json(&body)["error"]["kind"], "shed");
+        }
+        statuses.push(status.as_u16());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 200, 503]);
+    // Their shares came back.
+    let (status, _) = post_bytes(&gw.url("/t"), numbers.as_bytes()).await;
+    assert_eq!(status, 200);
+    // A small body is never counted.
+    let (status, _) = post_bytes(&gw.url("/t"), b"[1]").await;
+    assert_eq!(status, 200);
 }
