@@ -4,11 +4,12 @@
 
 use crate::compile::unbounded_duration;
 use crate::error::{Diagnostics, ErrorKind};
-use crate::model::{Endpoint, Mode, Upstream};
+use crate::model::{Endpoint, Mode, ServerSettings, Upstream};
 use crate::policy::{RetryOn, UpstreamPolicies};
 use crate::spanned::Spanned;
 use crate::upstream_policy::{self, RawBreaker, RawHedge, RawRetry};
 use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::Duration;
 
@@ -149,6 +150,86 @@ fn compile_policies(
 }
 
 /// Parse `http://host:port[/base]` or `https://…`.
+/// Warns of an endpoint that is one of this gateway's own listeners.
+///
+/// Why: calls to the gateway's client listener come back through the gateway, and a route that
+/// reaches itself again loops, each turn holding a connection and a concurrency slot, until the
+/// limit sheds it; a route to the admin listener publishes the admin API (`/config`, `/metrics`,
+/// `/traces`, `POST /reload`) to that route's clients. Either is almost always a wrong port.
+/// A warning, not an error: composing the gateway's own routes through loopback can be meant.
+/// Only what the file says is compared (literal addresses, `localhost`); a name that resolves
+/// to this host is not looked up.
+pub(crate) fn warn_own_listeners<'a>(
+    server: &ServerSettings,
+    upstreams: impl Iterator<Item = (&'a Spanned<String>, &'a Spanned<RawUpstream>)>,
+    diag: &mut Diagnostics<'_>,
+) {
+    let mut own: Vec<(SocketAddr, &str)> = Vec::new();
+    own.extend(server.listen.map(|a| (a, "server.listen")));
+    own.extend(server.tls.as_ref().map(|t| (t.listen, "server.tls.listen")));
+    own.push((server.admin, "server.admin"));
+    for (name, up) in upstreams {
+        for ep in up.get_ref().endpoints.get_ref() {
+            let Some((host, port)) = endpoint_host_port(ep.get_ref()) else {
+                continue;
+            };
+            let Some(&(addr, key)) = own.iter().find(|(a, _)| reaches(a, host, port)) else {
+                continue;
+            };
+            let why = if key == "server.admin" {
+                "a route to it publishes the admin API (/config, /metrics, /traces, POST /reload) to that route's clients"
+            } else {
+                "its calls come back through the gateway, and a route that reaches itself again loops until the concurrency limit sheds it"
+            };
+            diag.warn(
+                ep.span(),
+                format!(
+                    "upstream `{}`: endpoint {:?} is this gateway's own listener ({key} = {addr}): {why}; point it at the service",
+                    name.get_ref(),
+                    crate::model::redact_url(ep.get_ref())
+                ),
+            );
+        }
+    }
+}
+
+/// An endpoint's host (`None` for `localhost`) and port, the scheme's default when not written.
+fn endpoint_host_port(url: &str) -> Option<(Option<IpAddr>, u16)> {
+    let uri: http::Uri = url.parse().ok()?;
+    let port = uri.port_u16().or_else(|| match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    })?;
+    let host = uri.host()?;
+    if host.eq_ignore_ascii_case("localhost") {
+        return Some((None, port));
+    }
+    let ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()?;
+    Some((Some(ip), port))
+}
+
+/// Whether connecting to `host:port` (`None`: `localhost`) reaches a socket listening on
+/// `listener`: the same port, and the same address, or a local one where the listener takes
+/// every address (`0.0.0.0`, `[::]`), or loopback and `localhost` for a loopback listener.
+fn reaches(listener: &SocketAddr, host: Option<IpAddr>, port: u16) -> bool {
+    if listener.port() != port || port == 0 {
+        return false;
+    }
+    let l = listener.ip();
+    let local = host.is_none_or(|ip| ip.is_loopback() || ip.is_unspecified());
+    match host {
+        Some(ip) if ip == l => true,
+        _ if l.is_unspecified() => local,
+        None => l.is_loopback(),
+        Some(ip) => ip.is_unspecified() && l.is_loopback(),
+    }
+}
+
 fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
     let uri: http::Uri = url
         .parse()

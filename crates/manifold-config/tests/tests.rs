@@ -9,6 +9,7 @@ mod headers;
 mod hooks;
 mod idempotence;
 mod memcached;
+mod own_listeners;
 mod policy_properties;
 mod properties;
 mod proxy;

@@ -101,6 +101,7 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
             upstreams.push(u);
         }
     }
+    crate::upstream::warn_own_listeners(&server, raw.upstreams.iter(), &mut diag);
     let upstream_index: HashMap<&str, usize> = upstreams
         .iter()
         .enumerate()
