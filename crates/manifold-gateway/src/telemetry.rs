@@ -375,7 +375,11 @@ impl Telemetry {
         // The partial calls go on the SERVER span and in the log line: not read for metrics.
         // Looked for by a name made once: `partial_calls` looks it up by its text, which parses
         // the name on every answer (~330 instructions), and most answers have none.
-        let partial = if (rec.trace.is_some() || self.access_log)
+        // Never on a proxied answer: a proxy route has no optional calls, so a
+        // `Manifold-Partial` there is the upstream's (forwarded as it is), and it named calls
+        // of its choosing, as many as its header could hold, in this request's span and log.
+        let partial = if !rec.route.proxy
+            && (rec.trace.is_some() || self.access_log)
             && resp.headers().contains_key(PARTIAL_NAME)
         {
             crate::access_log::partial_calls(resp.headers())

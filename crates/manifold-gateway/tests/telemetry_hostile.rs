@@ -139,3 +139,52 @@ async fn a_method_as_long_as_the_head_may_be_is_not_recorded_whole() {
     gw.stop.cancel();
     let _ = gw.task.await;
 }
+
+#[tokio::test]
+async fn a_proxied_upstream_cannot_name_partial_calls_in_the_trace() {
+    // A proxy route has no optional calls: a `Manifold-Partial` on its answer is the upstream's
+    // (forwarded to the client as it is), never this gateway's own.
+    let forged: Vec<String> = (0..2000)
+        .map(|i| format!("forged{i};kind=timeout"))
+        .collect();
+    let up = Upstream::start(vec![(
+        "GET",
+        "/files/",
+        Reply::raw(0, 200, "ok").header("manifold-partial", &forged.join(", ")),
+    )])
+    .await;
+    let collector = Upstream::start(vec![("POST", "/v1/traces", Reply::raw(0, 200, ""))]).await;
+    let gw = TestGateway::start(&proxy_config(&up, &collector)).await;
+    let (status, headers, _) = send_with_traceparent(&gw.url("/files/x")).await;
+    assert_eq!(status, 200);
+    assert!(
+        headers.contains_key("manifold-partial"),
+        "the client still gets the upstream's header"
+    );
+
+    let got = spans_at_least(&collector, 2).await;
+    assert_eq!(got.len(), 2, "a SERVER and a CLIENT span");
+    for s in &got {
+        assert!(
+            !attrs(s).contains_key("manifold.partial_calls"),
+            "the {} span names the upstream's partial calls as its own",
+            s.name
+        );
+    }
+    let (status, _, body) = send(
+        "GET",
+        &format!("http://{}/traces/{TRACE_ID}", gw.admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let detail: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(
+        detail["partial"],
+        serde_json::json!([]),
+        "{}",
+        detail["partial"]
+    );
+    gw.stop.cancel();
+    let _ = gw.task.await;
+}
