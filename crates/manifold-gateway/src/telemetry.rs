@@ -413,11 +413,21 @@ impl Telemetry {
         if let Some(active) = rec.active {
             active.finish(status, duration, exemplar);
         }
+        // A proxied answer's headers are the upstream's: its own `X-Request-Id` (an id of its
+        // making, or any text) reached the client in place of the id this request is logged,
+        // traced and sent upstream under. A composed answer's headers are the config's, which
+        // may set one on purpose. One map operation either way.
+        let proxy = rec.route.proxy;
+        let give_id = |headers: &mut http::HeaderMap, id: HeaderValue| {
+            if proxy {
+                headers.insert(REQUEST_ID, id);
+            } else {
+                headers.entry(REQUEST_ID).or_insert(id);
+            }
+        };
         match (self.access_log, &rec.method) {
             (true, Some(method)) => {
-                resp.headers_mut()
-                    .entry(REQUEST_ID)
-                    .or_insert_with(|| rec.request_id.clone());
+                give_id(resp.headers_mut(), rec.request_id.clone());
                 crate::access_log::line(
                     &rec.route.name,
                     method,
@@ -428,11 +438,7 @@ impl Telemetry {
                     &partial,
                 );
             }
-            _ => {
-                resp.headers_mut()
-                    .entry(REQUEST_ID)
-                    .or_insert(rec.request_id);
-            }
+            _ => give_id(resp.headers_mut(), rec.request_id),
         }
         rec.started + duration
     }

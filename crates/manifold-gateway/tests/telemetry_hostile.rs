@@ -188,3 +188,47 @@ async fn a_proxied_upstream_cannot_name_partial_calls_in_the_trace() {
     gw.stop.cancel();
     let _ = gw.task.await;
 }
+
+#[tokio::test]
+async fn a_proxied_answer_carries_the_request_s_own_id_not_the_upstream_s() {
+    let up = Upstream::start(vec![(
+        "GET",
+        "/files/",
+        Reply::raw(0, 200, "ok").header("x-request-id", "upstream made this"),
+    )])
+    .await;
+    let collector = Upstream::start(vec![("POST", "/v1/traces", Reply::raw(0, 200, ""))]).await;
+    let gw = TestGateway::start(&proxy_config(&up, &collector)).await;
+    for (sent, want) in [
+        (Some("mine-1"), "mine-1".to_owned()),
+        (None, TRACE_ID.to_owned()),
+    ] {
+        use http_body_util::{BodyExt, Full};
+        let mut req = http::Request::builder()
+            .uri(gw.url("/files/x"))
+            .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01"));
+        if let Some(id) = sent {
+            req = req.header("x-request-id", id);
+        }
+        let resp = client()
+            .request(req.body(Full::new(bytes::Bytes::new())).expect("request"))
+            .await
+            .expect("answer");
+        let ids: Vec<_> = resp
+            .headers()
+            .get_all("x-request-id")
+            .iter()
+            .cloned()
+            .collect();
+        let _ = resp.into_body().collect().await;
+        assert_eq!(
+            ids,
+            [want.as_str()],
+            "the id the request is logged and traced under"
+        );
+        let upstream_got = up.requests().last().expect("forwarded").headers["x-request-id"].clone();
+        assert_eq!(upstream_got, want.as_str());
+    }
+    gw.stop.cancel();
+    let _ = gw.task.await;
+}
