@@ -232,3 +232,39 @@ async fn a_proxied_answer_carries_the_request_s_own_id_not_the_upstream_s() {
     gw.stop.cancel();
     let _ = gw.task.await;
 }
+
+#[tokio::test]
+async fn a_refused_client_id_is_not_what_a_proxied_upstream_gets() {
+    let up = Upstream::start(vec![("GET", "/files/", Reply::raw(0, 200, "ok"))]).await;
+    let collector = Upstream::start(vec![("POST", "/v1/traces", Reply::raw(0, 200, ""))]).await;
+    let gw = TestGateway::start(&proxy_config(&up, &collector)).await;
+    let long = "a".repeat(200);
+    for refused in ["forged cause=x", "q\"uote", long.as_str()] {
+        use http_body_util::{BodyExt, Full};
+        let req = http::Request::builder()
+            .uri(gw.url("/files/x"))
+            .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01"))
+            .header("x-request-id", refused)
+            .body(Full::new(bytes::Bytes::new()))
+            .expect("request");
+        let resp = client().request(req).await.expect("answer");
+        assert_eq!(resp.headers()["x-request-id"], TRACE_ID, "{refused}");
+        let _ = resp.into_body().collect().await;
+        let got: Vec<_> = up
+            .requests()
+            .last()
+            .expect("forwarded")
+            .headers
+            .get_all("x-request-id")
+            .iter()
+            .cloned()
+            .collect();
+        assert_eq!(
+            got,
+            [TRACE_ID],
+            "the upstream gets the id the request is logged under, not {refused:?}"
+        );
+    }
+    gw.stop.cancel();
+    let _ = gw.task.await;
+}
