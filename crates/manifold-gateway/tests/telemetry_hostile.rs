@@ -1,7 +1,12 @@
-//! What a hostile client's request makes telemetry hold: every span and stored trace stays a
-//! bounded size whatever the client sends (a path as long as a URI may be, a method as long as
-//! the request head may be), so the export queue, each OTLP batch and the trace store stay
-//! bounded in bytes, not only in count.
+//! What a hostile client or a hostile proxied upstream can make telemetry record, end to end:
+//!
+//! - every span and stored trace stays a bounded size whatever the client sends (a path as long
+//!   as a URI may be, a method as long as the request head may be), so the export queue, each
+//!   OTLP batch and the trace store stay bounded in bytes, not only in count;
+//! - a proxied upstream's `Manifold-Partial` and `X-Request-Id` are its own, never recorded or
+//!   answered as this request's;
+//! - the `X-Request-Id` a request is logged and traced under is the one its proxied upstream
+//!   gets, never a client's id the gateway refused.
 
 use crate::support::*;
 use crate::telemetry::{attrs, spans, TRACE_ID};
