@@ -65,7 +65,8 @@ fn access_json(
     serde_json::json!({
         "time": humantime::format_rfc3339_micros(now).to_string(),
         "route": route,
-        "method": method.as_str(),
+        // A request no route took (or a task status read) may carry any method.
+        "method": tm::recorded_method(method).as_str(),
         "status": status,
         "duration_ms": duration.as_secs_f64() * 1000.0,
         "trace_id": trace_id.map(|t| t.to_hex()),
@@ -117,5 +118,21 @@ mod tests {
         assert_eq!(v["trace_id"], "ab".repeat(16));
         assert_eq!(v["request_id"], "req-1");
         assert_eq!(v["partial"], serde_json::json!(["recs", "odd\nname"]));
+    }
+
+    #[test]
+    fn a_method_longer_than_any_real_one_is_logged_as_other() {
+        let at = std::time::UNIX_EPOCH;
+        let id = HeaderValue::from_static("req-1");
+        let line_of = |m: &http::Method| {
+            let line = access_json(at, "", m, 404, Duration::ZERO, None, &id, &[]);
+            let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+            v["method"].as_str().expect("a method").to_owned()
+        };
+        let long = http::Method::from_bytes(&[b'M'; 200_000]).expect("a token");
+        assert_eq!(line_of(&long), "_OTHER");
+        let purge = http::Method::from_bytes(b"PURGE").expect("a token");
+        assert_eq!(line_of(&purge), "PURGE");
+        assert_eq!(line_of(&http::Method::GET), "GET");
     }
 }

@@ -375,7 +375,11 @@ impl Telemetry {
         // The partial calls go on the SERVER span and in the log line: not read for metrics.
         // Looked for by a name made once: `partial_calls` looks it up by its text, which parses
         // the name on every answer (~330 instructions), and most answers have none.
-        let partial = if (rec.trace.is_some() || self.access_log)
+        // Never on a proxied answer: a proxy route has no optional calls, so a
+        // `Manifold-Partial` there is the upstream's (forwarded as it is), and it named calls
+        // of its choosing, as many as its header could hold, in this request's span and log.
+        let partial = if !rec.route.proxy
+            && (rec.trace.is_some() || self.access_log)
             && resp.headers().contains_key(PARTIAL_NAME)
         {
             crate::access_log::partial_calls(resp.headers())
@@ -409,11 +413,21 @@ impl Telemetry {
         if let Some(active) = rec.active {
             active.finish(status, duration, exemplar);
         }
+        // A proxied answer's headers are the upstream's: its own `X-Request-Id` (an id of its
+        // making, or any text) reached the client in place of the id this request is logged,
+        // traced and sent upstream under. A composed answer's headers are the config's, which
+        // may set one on purpose. One map operation either way.
+        let proxy = rec.route.proxy;
+        let give_id = |headers: &mut http::HeaderMap, id: HeaderValue| {
+            if proxy {
+                headers.insert(REQUEST_ID, id);
+            } else {
+                headers.entry(REQUEST_ID).or_insert(id);
+            }
+        };
         match (self.access_log, &rec.method) {
             (true, Some(method)) => {
-                resp.headers_mut()
-                    .entry(REQUEST_ID)
-                    .or_insert_with(|| rec.request_id.clone());
+                give_id(resp.headers_mut(), rec.request_id.clone());
                 crate::access_log::line(
                     &rec.route.name,
                     method,
@@ -424,11 +438,7 @@ impl Telemetry {
                     &partial,
                 );
             }
-            _ => {
-                resp.headers_mut()
-                    .entry(REQUEST_ID)
-                    .or_insert(rec.request_id);
-            }
+            _ => give_id(resp.headers_mut(), rec.request_id),
         }
         rec.started + duration
     }

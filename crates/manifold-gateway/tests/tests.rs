@@ -28,6 +28,7 @@ mod stream_send;
 mod support;
 mod telemetry;
 mod telemetry_calls;
+mod telemetry_hostile;
 mod tls;
 mod traces;
 mod upstream_policies;

@@ -37,9 +37,10 @@ pub use error::TelemetryError;
 pub use propagate::Incoming;
 pub use request_id::RequestId;
 pub use span::{
-    AttemptKind, CacheOutcome, CallInfo, CallOutcome, CallRecord, CallSpan, Endpoint,
-    FinishedTrace, RequestTrace, RootInfo, RootKind, ServerOutcome, TraceHandle,
+    recorded_method, AttemptKind, CacheOutcome, CallInfo, CallOutcome, CallRecord, CallSpan,
+    Endpoint, FinishedTrace, RequestTrace, RootInfo, RootKind, ServerOutcome, TraceHandle,
+    METHOD_MAX,
 };
 pub use stats::{DropReason, SpanStats};
 pub use tracer::{Tracer, TracingOptions};
-pub use url_path::UrlPath;
+pub use url_path::{UrlPath, URL_PATH_MAX};

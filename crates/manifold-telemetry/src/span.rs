@@ -47,6 +47,23 @@ pub struct RootInfo {
     pub path: UrlPath,
 }
 
+/// The longest request method telemetry records as sent (every standard one and any
+/// plausible extension fits).
+pub const METHOD_MAX: usize = 32;
+
+/// What telemetry records of a client's method (the SERVER span's name and
+/// `http.request.method`, the access log): the method as sent, or `_OTHER` (the semantic
+/// conventions' name for a method the instrumentation does not know) when it is longer than
+/// [`METHOD_MAX`]. Why: a request no route takes may carry any token as its method, as long as
+/// the request head may be (hundreds of KB), and it was recorded whole in its span and log line.
+pub fn recorded_method(method: &Method) -> Method {
+    if method.as_str().len() <= METHOD_MAX {
+        return method.clone();
+    }
+    // A valid token, so never the default.
+    Method::from_bytes(b"_OTHER").unwrap_or_default()
+}
+
 /// How the request ended.
 #[derive(Clone, Debug, Default)]
 pub struct ServerOutcome {

@@ -13,6 +13,28 @@ use std::sync::Arc;
 
 use http::uri::PathAndQuery;
 
+/// The most bytes of a path a span records (`url.path`, and so `url.full`); a longer one is
+/// cut at a character boundary at or below it.
+///
+/// Why: the trace store and the export queue are bounded in requests, and every span records
+/// its path, which the client chooses up to the 64 KiB an `http::Uri` may hold (for a composed
+/// call, once per call). Uncut, one client's long paths made each stored request and each
+/// queued trace up to 64 KiB a span, and an export batch (2,048 spans) over 100 MB, which
+/// collectors refuse whole, losing every other request's spans with it.
+pub const URL_PATH_MAX: usize = 2048;
+
+/// `s` cut to at most [`URL_PATH_MAX`] bytes, at a character boundary.
+fn cut(s: &str) -> &str {
+    if s.len() <= URL_PATH_MAX {
+        return s;
+    }
+    let mut end = URL_PATH_MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// `url.path` as sent: read it as a `&str` (it derefs to one).
 #[derive(Clone, Default)]
 pub struct UrlPath(Repr);
@@ -46,7 +68,7 @@ impl UrlPath {
     /// buffer a stored trace must not keep alive (the incoming request's, a slice of hyper's
     /// read buffer), and that several spans record.
     pub fn copied(path: &str) -> Self {
-        UrlPath(Repr::Copied(Arc::from(path)))
+        UrlPath(Repr::Copied(Arc::from(cut(path))))
     }
 }
 
@@ -59,20 +81,26 @@ impl Deref for UrlPath {
 }
 
 impl From<String> for UrlPath {
-    fn from(s: String) -> Self {
+    fn from(mut s: String) -> Self {
+        let keep = cut(&s).len();
+        s.truncate(keep);
         UrlPath(Repr::Owned(s))
     }
 }
 
 impl From<&str> for UrlPath {
     fn from(s: &str) -> Self {
-        UrlPath(Repr::Owned(s.to_owned()))
+        UrlPath(Repr::Owned(cut(s).to_owned()))
     }
 }
 
-/// The request's path and query, shared: the span's path is its path part.
+/// The request's path and query, shared: the span's path is its path part (a copy of its
+/// first [`URL_PATH_MAX`] bytes when it is longer: the shared buffer would keep it all).
 impl From<PathAndQuery> for UrlPath {
     fn from(pq: PathAndQuery) -> Self {
+        if pq.path().len() > URL_PATH_MAX {
+            return UrlPath::from(pq.path());
+        }
         UrlPath(Repr::Shared(pq))
     }
 }
@@ -124,6 +152,26 @@ mod tests {
             "/orders/7/confirm|\"/orders/7/confirm\""
         );
         assert_eq!(&*UrlPath::default(), "");
+    }
+
+    #[test]
+    fn every_way_in_cuts_a_long_path_at_a_character_boundary() {
+        let long = format!("/{}", "a".repeat(URL_PATH_MAX * 2));
+        let pq = PathAndQuery::try_from(format!("{long}?q=1").as_str()).expect("a path");
+        for p in [
+            UrlPath::copied(&long),
+            UrlPath::from(long.clone()),
+            UrlPath::from(long.as_str()),
+            UrlPath::from(pq),
+        ] {
+            assert_eq!(p.len(), URL_PATH_MAX);
+            assert!(long.starts_with(p.as_str()));
+        }
+        // A two-byte character across the limit is left out whole.
+        let wide = format!("{}é", "a".repeat(URL_PATH_MAX - 1));
+        assert_eq!(UrlPath::copied(&wide).as_str(), &wide[..URL_PATH_MAX - 1]);
+        let exact = "b".repeat(URL_PATH_MAX);
+        assert_eq!(UrlPath::from(exact.as_str()), exact.as_str());
     }
 
     #[test]

@@ -129,12 +129,18 @@ struct Adds {
     strip: bool,
     /// The headers may lack an `X-Request-Id` (false: the call's config sets one, which wins).
     request_id: bool,
+    /// The headers are the client's (a proxied request's), so an `X-Request-Id` there is the
+    /// client's as sent, which the gateway may have refused (a space or `=` that forges log
+    /// fields, past 128 characters): replaced, so the upstream gets the id the request is
+    /// logged and traced under.
+    replace_id: bool,
 }
 
 impl Adds {
     const ALL: Adds = Adds {
         strip: true,
         request_id: true,
+        replace_id: false,
     };
 }
 
@@ -146,7 +152,9 @@ fn apply(
     headers: &mut HeaderMap,
     adds: Adds,
 ) {
-    if adds.request_id {
+    if adds.replace_id {
+        headers.insert(REQUEST_ID, request_id.clone());
+    } else if adds.request_id {
         headers
             .entry(REQUEST_ID)
             .or_insert_with(|| request_id.clone());
@@ -223,7 +231,8 @@ impl CallCtx {
 impl CallTrace {
     /// The context of a request's only call (a proxied request's), holding the request's
     /// context itself rather than a shared [`TraceCtx`] (one allocation less per request):
-    /// as [`CallTrace::with_path`] of `TraceCtx::new(trace, request_id)`.
+    /// as [`CallTrace::with_path`] of `TraceCtx::new(trace, request_id)`, except that its
+    /// attempts replace any `X-Request-Id` the client sent (see [`Adds::replace_id`]).
     pub(crate) fn only_call(
         trace: Option<&tm::RequestTrace>,
         request_id: HeaderValue,
@@ -234,7 +243,9 @@ impl CallTrace {
             Some(t) => CallCtx::Own(CtxInner::new(t, request_id)),
             None => CallCtx::Shared(TraceCtx::new(None, request_id)),
         };
-        CallTrace::of(ctx, call, false, path)
+        let mut inner = CallTrace::inner(ctx, call, false, path);
+        inner.adds.replace_id = true;
+        CallTrace(Arc::new(inner))
     }
 
     pub(crate) fn new(ctx: TraceCtx, call: Arc<str>, cache_fill: bool) -> CallTrace {
@@ -260,6 +271,7 @@ impl CallTrace {
         inner.adds = Adds {
             strip: sets_tracestate,
             request_id: !sets_request_id,
+            replace_id: false,
         };
         CallTrace(Arc::new(inner))
     }

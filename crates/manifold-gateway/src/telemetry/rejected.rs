@@ -85,7 +85,8 @@ impl Telemetry {
                     incoming,
                     tm::RootInfo {
                         kind: tm::RootKind::Server,
-                        method: req.method().clone(),
+                        // Any token a client sent, not one a route names: bounded.
+                        method: tm::recorded_method(req.method()),
                         // None matched: no `http.route` (see the module's doc).
                         route: Arc::from(""),
                         path: tm::UrlPath::copied(req.uri().path()),

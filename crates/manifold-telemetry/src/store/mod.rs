@@ -7,7 +7,8 @@
 //! when someone asks ([`path::analyze`], [`json`]).
 //!
 //! Memory is bounded by routes × (`recent` + `slowest` + `max_errors`) requests, each of at most
-//! `max_spans_per_trace` spans.
+//! `max_spans_per_trace` spans, each of a bounded size whatever the client sent (a path is kept
+//! to [`crate::URL_PATH_MAX`] bytes).
 
 pub mod json;
 mod kept;
