@@ -1,7 +1,9 @@
 //! Who may use the admin listener. With `server.admin_token` set, every request that changes
 //! something (any method but GET and HEAD: cache purge, replay, dead-letter purge, reload,
-//! and any later endpoint), every dead-letter listing (which holds request payloads) and
-//! every task status (`GET /queue/status/{id}`, which holds the upstream's answer) must carry
+//! and any later endpoint), every dead-letter listing (which holds request payloads), every
+//! task status (`GET /queue/status/{id}`, which holds the upstream's answer) and the trace
+//! store (`GET /traces[/{id}]`, which holds clients' paths and request ids and the upstreams'
+//! addresses, and costs a worker ~0.1-2 s to export whole) must carry
 //! `Authorization: Bearer <token>`. Health, readiness, the redacted `/config` and
 //! the counters stay open for probes. Without a token the listener is loopback only (the
 //! gateway refuses to bind it elsewhere), and trusts this host.
@@ -23,6 +25,10 @@ fn needs_token<B>(req: &Request<B>) -> bool {
         // keeps from anyone without the creating request's credentials: here, knowing the
         // task id must not be enough either.
         || path.starts_with("/queue/status/")
+        // Who asked for what, and where the upstreams are: not a probe's business; and a
+        // whole Jaeger export of the store is seconds of a worker's time.
+        || path == "/traces"
+        || path.starts_with("/traces/")
 }
 
 /// The 401 to answer, or `None` when the request may proceed.

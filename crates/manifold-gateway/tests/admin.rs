@@ -88,6 +88,9 @@ async fn mutating_admin_endpoints_need_the_bearer_token() {
         ("POST", "/queue/replay?all=1"),
         ("DELETE", "/queue/dead?all=1"),
         ("GET", "/queue/dead"),
+        ("GET", "/traces"),
+        ("GET", "/traces?format=jaeger"),
+        ("GET", "/traces/0af7651916cd43dd8448eb211c80319c"),
     ] {
         let (s, h, b) = send_auth(m, &admin(p), None).await;
         assert_eq!(s, 401, "{m} {p}: {}", String::from_utf8_lossy(&b));
@@ -103,6 +106,8 @@ async fn mutating_admin_endpoints_need_the_bearer_token() {
     let (s, _, b) = send_auth("DELETE", &admin("/cache?prefix="), Some(&bearer)).await;
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
     assert_eq!(json(&b)["removed"], 0);
+    let (s, _, b) = send_auth("GET", &admin("/traces"), Some(&bearer)).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
     for p in ["/healthz", "/readyz", "/config", "/cache"] {
         let (s, _, _) = send_auth("GET", &admin(p), None).await;
         assert_eq!(s, 200, "{p}");
