@@ -153,7 +153,9 @@ pub(crate) async fn forward_traced(
     let normal = match path::normalized(parts.uri.path(), &route.path, escaped) {
         Ok(p) => p,
         Err(e) => {
-            tracing::info!(route = %route.name, %peer, path = %parts.uri.path(), reason = %e, "proxy path refused");
+            // The client's fault: debug, as every refused request (`respond::log_answer`).
+            let path = manifold_telemetry::recorded_path(parts.uri.path());
+            tracing::debug!(route = %route.name, %peer, path, reason = %e, "proxy path refused");
             return json_response(
                 StatusCode::BAD_REQUEST,
                 &serde_json::json!({"error": {"kind": "bad_path", "message": e.to_string()}}),

@@ -228,6 +228,8 @@ pub(crate) fn log_answer(
     if status < 400 {
         return;
     }
+    // The client's path, up to 64 KiB: recorded as telemetry records it.
+    let path = manifold_telemetry::recorded_path(path);
     // The id telemetry gave the answer (the client's, or the trace id) is the one to log.
     let id = resp.headers().get(REQUEST_ID).cloned().or(id);
     let cause = resp.extensions().get::<ErrorCause>();

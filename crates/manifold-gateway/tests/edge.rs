@@ -508,3 +508,45 @@ async fn a_client_that_stops_reading_is_dropped_after_send_timeout() {
         "the whole answer ({total} bytes) was still there: the stalled client was kept"
     );
 }
+
+/// A client chooses its path, up to the 64 KiB a URI may hold: a log line records what
+/// telemetry records of it (its first `URL_PATH_MAX` bytes), and a path refused for the
+/// client's own fault is logged at debug, as every refused request is, not at info.
+#[tokio::test]
+async fn a_client_s_path_is_logged_cut_and_its_refusal_at_debug() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let gw = TestGateway::start(&format!(
+        "[upstreams.dead]\nendpoints = [\"http://{dead}\"]\n[routes.gone]\npath = \"/g/{{*rest}}\"\nproxy = \"dead\"\n"
+    ))
+    .await;
+    let long = format!("/g/{}", "a".repeat(20_000));
+    let (status, _) = send_with_id(&gw.url(&long), Some("long-1")).await;
+    assert_eq!(status, 502);
+    let lines = logs.with("long-1");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let kept = &long[..manifold_telemetry::URL_PATH_MAX];
+    assert!(lines[0].contains(kept), "the path's start is logged");
+    assert!(
+        lines[0].len() < manifold_telemetry::URL_PATH_MAX + 1000,
+        "a {}-byte log line",
+        lines[0].len()
+    );
+    let (status, _) = send_with_id(&gw.url("/g/%2e%2e/%2e%2e/admin"), Some("dots-1")).await;
+    assert_eq!(status, 400);
+    assert!(
+        logs.with("proxy path refused").is_empty(),
+        "{:?}",
+        logs.lines()
+    );
+    gw.stop.cancel();
+}

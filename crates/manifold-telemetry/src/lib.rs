@@ -43,4 +43,4 @@ pub use span::{
 };
 pub use stats::{DropReason, SpanStats};
 pub use tracer::{Tracer, TracingOptions};
-pub use url_path::{UrlPath, URL_PATH_MAX};
+pub use url_path::{recorded_path, UrlPath, URL_PATH_MAX};

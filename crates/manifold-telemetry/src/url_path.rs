@@ -23,6 +23,12 @@ use http::uri::PathAndQuery;
 /// collectors refuse whole, losing every other request's spans with it.
 pub const URL_PATH_MAX: usize = 2048;
 
+/// What the gateway records of a client's path anywhere (spans, the trace store, log lines):
+/// its first [`URL_PATH_MAX`] bytes, cut at a character boundary. One rule for every record.
+pub fn recorded_path(path: &str) -> &str {
+    cut(path)
+}
+
 /// `s` cut to at most [`URL_PATH_MAX`] bytes, at a character boundary.
 fn cut(s: &str) -> &str {
     if s.len() <= URL_PATH_MAX {
