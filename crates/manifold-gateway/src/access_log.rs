@@ -5,7 +5,7 @@
 use http::header::HeaderValue;
 use http::HeaderMap;
 use manifold_telemetry as tm;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 /// The names in `Manifold-Partial` (`name` or `"name"`, then `;params`).
@@ -24,7 +24,31 @@ pub(crate) fn partial_calls(headers: &HeaderMap) -> Vec<Arc<str>> {
         .collect()
 }
 
-/// One JSON line on stdout. Written whole under the stdout lock, so lines never interleave.
+/// The access log's writer: stdout through a bounded queue and a thread of its own
+/// ([`tm::log_out`]: a stalled reader drops lines, counted, and never holds a request), made
+/// at the first line. Process-wide, as stdout is; its guard is kept apart so [`flush`] can end
+/// it.
+static OUT: OnceLock<tracing_appender::non_blocking::NonBlocking> = OnceLock::new();
+static GUARD: Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> = Mutex::new(None);
+
+fn out() -> tracing_appender::non_blocking::NonBlocking {
+    OUT.get_or_init(|| {
+        let (w, guard) =
+            tm::log_out::writer("access", tm::log_out::ACCESS_LINES, std::io::stdout());
+        *GUARD.lock().unwrap_or_else(PoisonError::into_inner) = Some(guard);
+        w
+    })
+    .clone()
+}
+
+/// Write out the access log's queued lines (waiting at most a second) before the process
+/// exits; lines logged after this are dropped. For the end of `manifold serve`.
+pub fn flush() {
+    drop(GUARD.lock().unwrap_or_else(PoisonError::into_inner).take());
+}
+
+/// One JSON line on stdout, handed to the access log's writer whole (one message: lines never
+/// interleave).
 pub(crate) fn line(
     route: &str,
     method: &http::Method,
@@ -45,8 +69,9 @@ pub(crate) fn line(
         request_id,
         partial,
     );
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
+    let mut line = line;
+    line.push('\n');
+    let _ = out().write_all(line.as_bytes());
 }
 
 /// The access log's JSON object (a string of one line: serde_json escapes every control

@@ -51,9 +51,12 @@ mod telemetry;
 mod tls;
 mod upstream;
 
+pub use access_log::flush as flush_access_log;
 pub use cache::CACHE_HEADER;
 pub use error::{BoxError, CallError, CallErrorKind, Fault, GatewayError};
 pub use handler::PARTIAL_HEADER;
+/// The gateway's log writers (bounded, lossy), for the binary's own log on stderr.
+pub use manifold_telemetry::log_out;
 pub use readiness::CHECK_TIMEOUT as READY_CHECK_TIMEOUT;
 pub use reload::{
     Overrides, ReloadError, ReloadReport, Reloader, RestartRequired, UpstreamChanges,

@@ -21,6 +21,7 @@
 
 pub mod context;
 pub mod error;
+pub mod log_out;
 pub mod metrics;
 pub mod otlp;
 pub mod propagate;

@@ -66,7 +66,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    cmd::init_logging();
+    let logs = cmd::init_logging();
     let open_files = cmd::raise_open_file_limit();
     let result = match cli.command {
         Command::Serve(args) => {
@@ -86,6 +86,8 @@ fn main() -> std::process::ExitCode {
         Command::Schema(args) => cmd::schema::run(args),
         Command::Completions(args) => cmd::completions::run(args, Cli::command()),
     };
+    // The command's log lines first, then its error.
+    drop(logs);
     match result {
         Ok(code) => code,
         Err(err) => {

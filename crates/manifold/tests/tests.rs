@@ -8,6 +8,7 @@ mod demo;
 mod deploy;
 mod getting_started;
 mod load;
+mod logs;
 mod offload;
 mod reload;
 mod replicas;

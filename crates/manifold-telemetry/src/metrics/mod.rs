@@ -300,6 +300,16 @@ impl Metrics {
                 ],
             );
         }
+        let rows: Vec<([(&str, &str); 1], u64)> = crate::log_out::STREAMS
+            .iter()
+            .map(|s| ([("stream", *s)], crate::log_out::dropped_lines(s)))
+            .collect();
+        let rows: Vec<(&[(&str, &str)], u64)> = rows.iter().map(|(l, v)| (&l[..], *v)).collect();
+        w.counter_values(
+            "manifold_log_lines_dropped_total",
+            "Log lines dropped because their reader did not keep up (access: the access log on stdout; log: the gateway's log on stderr); a stalled reader never holds a request.",
+            &rows,
+        );
         w.finish()
     }
 }

@@ -62,14 +62,23 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Structured logs to stderr, filtered by `RUST_LOG` (default `info`).
-pub(crate) fn init_logging() {
+/// Structured logs to stderr, filtered by `RUST_LOG` (default `info`), through a bounded queue
+/// and a thread of their own (`manifold_gateway::log_out`): a stderr nobody reads drops lines,
+/// counted, instead of holding the request workers that log. Keep the guard until the command
+/// has ended: dropping it writes out what is queued (waiting at most a second).
+pub(crate) fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = manifold_gateway::log_out::writer(
+        "log",
+        manifold_gateway::log_out::LOG_LINES,
+        std::io::stderr(),
+    );
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .try_init();
+    guard
 }
 
 /// Write `bytes` to standard output. A reader that stops early (`manifold schema | head`) is

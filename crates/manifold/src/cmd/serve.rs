@@ -89,6 +89,7 @@ pub(crate) async fn run(args: Args, open_files: Option<u64>) -> anyhow::Result<E
         gateway.admin_addr()
     );
     gateway.run(stop).await;
+    manifold_gateway::flush_access_log();
     Ok(ExitCode::SUCCESS)
 }
 
