@@ -35,6 +35,11 @@ async fn a_second_instance_finds_the_first_ones_entries_in_memcached() {
         has_entry(SHARED_MEMCACHED, &prefix, key).await
     })
     .await;
+    // The entry is in memcached a moment before the writer counts it (it counts on the reply).
+    eventually("the first instance counted its write", || async {
+        first.stats().l2.unwrap().writes == 1
+    })
+    .await;
     let l2 = first.stats().l2.unwrap();
     assert_eq!(
         (l2.backend, l2.healthy, l2.writes, l2.errors),

@@ -322,6 +322,17 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 }
 
 impl Captured {
+    /// What this thread logs at info and above from now on, until the guard is dropped.
+    fn info() -> (Captured, tracing::subscriber::DefaultGuard) {
+        let logs = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
     fn lines(&self) -> Vec<String> {
         let bytes = self.0.lock().expect("log buffer").clone();
         String::from_utf8_lossy(&bytes)
@@ -356,13 +367,7 @@ async fn send_with_id(url: &str, id: Option<&str>) -> (u16, http::HeaderMap) {
 // subscriber.
 #[tokio::test]
 async fn every_gateway_5xx_is_logged_once_with_its_request_id_and_render_failures_are_counted() {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::info();
 
     let up = Upstream::start(vec![
         ("*", "/fail", Reply::raw(0, 500, "{\"oops\": 1}")),
@@ -514,13 +519,7 @@ async fn a_client_that_stops_reading_is_dropped_after_send_timeout() {
 /// client's own fault is logged at debug, as every refused request is, not at info.
 #[tokio::test]
 async fn a_client_s_path_is_logged_cut_and_its_refusal_at_debug() {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::info();
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()

@@ -80,14 +80,7 @@ async fn a_path_as_long_as_a_uri_may_be_is_recorded_cut_in_spans_and_the_store()
         }
     }
 
-    let (status, _, body) = send(
-        "GET",
-        &format!("http://{}/traces/{TRACE_ID}", gw.admin),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200);
-    let detail: Value = serde_json::from_slice(&body).expect("JSON");
+    let detail = stored(&gw).await;
     let stored = detail["path"].as_str().expect("the stored path");
     assert!(
         stored.len() <= URL_PATH_MAX,
@@ -99,6 +92,18 @@ async fn a_path_as_long_as_a_uri_may_be_is_recorded_cut_in_spans_and_the_store()
 }
 
 /// A GET carrying a sampled `traceparent` in [`TRACE_ID`].
+/// The trace store's record of the request traced as `TRACE_ID`.
+async fn stored(gw: &TestGateway) -> Value {
+    let (status, _, body) = send(
+        "GET",
+        &format!("http://{}/traces/{TRACE_ID}", gw.admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    serde_json::from_slice(&body).expect("JSON")
+}
+
 async fn send_with_traceparent(url: &str) -> (http::StatusCode, http::HeaderMap, bytes::Bytes) {
     use http_body_util::{BodyExt, Full};
     let req = http::Request::builder()
@@ -176,14 +181,7 @@ async fn a_proxied_upstream_cannot_name_partial_calls_in_the_trace() {
             s.name
         );
     }
-    let (status, _, body) = send(
-        "GET",
-        &format!("http://{}/traces/{TRACE_ID}", gw.admin),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200);
-    let detail: Value = serde_json::from_slice(&body).expect("JSON");
+    let detail = stored(&gw).await;
     assert_eq!(
         detail["partial"],
         serde_json::json!([]),
