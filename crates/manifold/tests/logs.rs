@@ -105,6 +105,21 @@ fn a_stalled_log_reader_drops_counted_lines_and_holds_no_request() {
     s.read_to_string(&mut metrics).expect("metrics");
     child.kill().ok();
     child.wait().ok();
+    // What the stderr pipe held: the gateway's log, without a terminal's colour codes.
+    let mut log = Vec::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_end(&mut log)
+        .expect("the log");
+    let log = String::from_utf8_lossy(&log);
+    assert!(
+        log.contains("gateway error"),
+        "{}",
+        &log[..log.len().min(500)]
+    );
+    assert!(!log.contains('\u{1b}'), "{}", &log[..log.len().min(500)]);
     std::fs::remove_dir_all(&dir).ok();
     let dropped = |stream: &str| -> u64 {
         let series = format!("manifold_log_lines_dropped_total{{stream=\"{stream}\"}} ");

@@ -74,8 +74,11 @@ pub(crate) fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
         manifold_gateway::log_out::LOG_LINES,
         std::io::stderr(),
     );
+    // Colours on a terminal only: in a file, a pipe or journald they are escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(writer)
         .try_init();
     guard
