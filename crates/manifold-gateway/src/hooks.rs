@@ -181,29 +181,35 @@ mod tests {
     use super::*;
     use crate::render::RequestCtx;
 
-    /// The hooks of the one call of a config whose `on_dead` path puts `{query.id}` alone in a
-    /// segment.
-    fn hooks() -> CallHooks {
-        let toml = r#"
-            [queue]
-            backend = "embedded"
-            path = "/nonexistent/hooks-test"
-            [upstreams.u]
-            endpoints = ["http://127.0.0.1:1"]
-            [routes.r]
-            path = "/r"
-              [[routes.r.calls]]
-              name = "c"
-              upstream = "u"
-              mode = "async"
-              on_dead = { upstream = "u", path = "/payments/{query.id}/refund" }
-        "#;
-        let cfg = manifold_config::compile(std::path::Path::new("hooks-test.toml"), toml)
+    /// The hooks of the last call of the one route of a config whose `[[routes.r.calls]]`
+    /// are `calls` (with an embedded queue and an upstream `u`).
+    fn hooks_of(calls: &str) -> CallHooks {
+        let toml = format!(
+            "[queue]\nbackend = \"embedded\"\npath = \"/nonexistent/hooks-test\"\n\
+             [upstreams.u]\nendpoints = [\"http://127.0.0.1:1\"]\n\
+             [routes.r]\npath = \"/r\"\n{calls}"
+        );
+        let cfg = manifold_config::compile(std::path::Path::new("hooks-test.toml"), &toml)
             .unwrap_or_else(|e| panic!("{e}"));
         match cfg.routes.into_iter().next().map(|r| r.kind) {
-            Some(manifold_config::RouteKind::Compose(mut plan)) => plan.calls.remove(0).hooks,
+            Some(manifold_config::RouteKind::Compose(mut plan)) => {
+                plan.calls.pop().expect("a call").hooks
+            }
             other => panic!("not a composed route: {other:?}"),
         }
+    }
+
+    /// The hooks of an async call whose `on_dead` path puts `{query.id}` alone in a segment.
+    fn hooks() -> CallHooks {
+        hooks_of(
+            r#"
+  [[routes.r.calls]]
+  name = "c"
+  upstream = "u"
+  mode = "async"
+  on_dead = { upstream = "u", path = "/payments/{query.id}/refund" }
+"#,
+        )
     }
 
     /// `/payments//refund` is `/payments/refund` to an upstream that merges slashes: a hook
@@ -236,30 +242,18 @@ mod tests {
     /// upstream's fault: 502 `input_unavailable`, naming the call, not the client's 400.
     #[test]
     fn a_hook_path_value_from_an_answer_is_the_upstreams_fault() {
-        let toml = r#"
-            [queue]
-            backend = "embedded"
-            path = "/nonexistent/hooks-test"
-            [upstreams.u]
-            endpoints = ["http://127.0.0.1:1"]
-            [routes.r]
-            path = "/r"
-              [[routes.r.calls]]
-              name = "pay"
-              upstream = "u"
-              [[routes.r.calls]]
-              name = "c"
-              upstream = "u"
-              mode = "async"
-              on_dead = { upstream = "u", path = "/payments/{pay.id}/refund" }
-        "#;
-        let cfg = manifold_config::compile(std::path::Path::new("hooks-test.toml"), toml)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let Some(manifold_config::RouteKind::Compose(plan)) =
-            cfg.routes.into_iter().next().map(|r| r.kind)
-        else {
-            panic!("not a composed route")
-        };
+        let hooks = hooks_of(
+            r#"
+  [[routes.r.calls]]
+  name = "pay"
+  upstream = "u"
+  [[routes.r.calls]]
+  name = "c"
+  upstream = "u"
+  mode = "async"
+  on_dead = { upstream = "u", path = "/payments/{pay.id}/refund" }
+"#,
+        );
         let req = RequestCtx::default();
         for answer in [serde_json::json!({}), serde_json::json!({"id": ""})] {
             let results = vec![Some(answer), None];
@@ -267,7 +261,7 @@ mod tests {
                 req: &req,
                 results: &results,
             };
-            let e = render(&plan.calls[1].hooks, scope).expect_err("an empty segment");
+            let e = render(&hooks, scope).expect_err("an empty segment");
             assert_eq!(e.kind, CallErrorKind::InputUnavailable, "{e}");
             assert!(e.message.contains("call `pay`"), "{e}");
         }
