@@ -311,15 +311,15 @@ fn failed_reads<'a>(
 
 /// Start call `i`, whose dependencies are all done: not at all when an input it reads failed;
 /// rendered and held when its route writes tasks on success; otherwise sent (or written) now.
-fn launch(
+fn launch<'e>(
     i: usize,
     plan: &Plan,
-    env: Env<'_>,
+    env: Env<'e>,
     req: &RequestCtx,
     ready: Ready<'_>,
     deadline: Option<Instant>,
     own: &mut Own,
-) -> Launched<impl Future<Output = CallOutput> + Send> {
+) -> Launched<impl Future<Output = CallOutput> + Send + 'e> {
     let call = &plan.calls[i];
     let failed: Vec<(usize, &CallError)> = failed_reads(plan, i, ready.errors)
         .filter_map(|r| Some((r, ready.errors.get(r)?.as_ref()?)))
@@ -367,14 +367,14 @@ fn launch(
 }
 
 /// Render call `i`'s request now (its inputs are ready) and return the future that sends it.
-fn start_call(
+fn start_call<'e>(
     i: usize,
     call: &Call,
-    env: Env<'_>,
+    env: Env<'e>,
     scope: Scope<'_>,
     deadline: Option<Instant>,
     scratch: &mut Scratch,
-) -> Launched<impl Future<Output = CallOutput> + Send> {
+) -> Launched<impl Future<Output = CallOutput> + Send + 'e> {
     if call.mode != manifold_config::Mode::Sync {
         return Either::Left(crate::queued::start_eager(i, call, env, scope));
     }
@@ -398,7 +398,8 @@ fn start_call(
         max: env.max_response_bytes,
     };
     let optional = call.optional;
-    let budget_for_parsing = Arc::clone(env.parse_budget);
+    // Borrowed, not cloned: the call's future lives no longer than the request's `env`.
+    let budget_for_parsing: &crate::limit::ParseBudget = env.parse_budget;
     Either::Right(async move {
         let started = Instant::now();
         let result = match request {
@@ -406,7 +407,7 @@ fn start_call(
                 .fetch_traced(r, budget, read, trace)
                 .await
                 .and_then(|a| {
-                    parse_answer(&upstream.name, a.status, &a.body, &budget_for_parsing)
+                    parse_answer(&upstream.name, a.status, &a.body, budget_for_parsing)
                         .map_err(|e| e.with_trail(a.trail))
                 }),
             Err(e) => Err(e),
