@@ -205,12 +205,13 @@ fn endpoint_host_port(url: &str) -> Option<(Option<IpAddr>, u16)> {
     if host.eq_ignore_ascii_case("localhost") {
         return Some((None, port));
     }
-    let ip = host
+    let ip: IpAddr = host
         .trim_start_matches('[')
         .trim_end_matches(']')
         .parse()
         .ok()?;
-    Some((Some(ip), port))
+    // `[::ffff:127.0.0.1]` connects to 127.0.0.1.
+    Some((Some(ip.to_canonical()), port))
 }
 
 /// Whether connecting to `host:port` (`None`: `localhost`) reaches a socket listening on
@@ -220,7 +221,7 @@ fn reaches(listener: &SocketAddr, host: Option<IpAddr>, port: u16) -> bool {
     if listener.port() != port || port == 0 {
         return false;
     }
-    let l = listener.ip();
+    let l = listener.ip().to_canonical();
     let local = host.is_none_or(|ip| ip.is_loopback() || ip.is_unspecified());
     match host {
         Some(ip) if ip == l => true,

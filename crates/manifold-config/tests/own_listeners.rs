@@ -60,6 +60,17 @@ fn an_endpoint_that_is_the_gateway_itself_is_a_warning() {
             "https://[::1]:8443",
             "server.listen",
         ),
+        // An IPv4-mapped IPv6 address is the IPv4 one.
+        (
+            "listen = \"127.0.0.1:8080\"",
+            "http://[::ffff:127.0.0.1]:8080",
+            "server.listen",
+        ),
+        (
+            "listen = \"[::ffff:127.0.0.1]:8080\"",
+            "http://localhost:8080",
+            "server.listen",
+        ),
     ] {
         let w = warnings(server, endpoint);
         assert_eq!(w.len(), 1, "{server} / {endpoint}: {w:?}");

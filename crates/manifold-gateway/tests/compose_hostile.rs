@@ -520,7 +520,14 @@ proxy = "u"
         up.url()
     ))
     .await;
-    for (path, part) in [("/byid/%FF", "path"), ("/byid/a?q=%FE", "query")] {
+    // Also an overlong `/` (`%C0%AF`, the classic way past a naive decoder) and a lone
+    // surrogate (`%ED%A0%80`): neither is UTF-8.
+    for (path, part) in [
+        ("/byid/%FF", "path"),
+        ("/byid/a?q=%FE", "query"),
+        ("/byid/%C0%AF", "path"),
+        ("/byid/a?q=%ED%A0%80", "query"),
+    ] {
         let (status, _, body) = send("GET", &gw.url(path), None).await;
         assert_eq!(status, 400, "{path}: {}", String::from_utf8_lossy(&body));
         let error = &json(&body)["error"];
