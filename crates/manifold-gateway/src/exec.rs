@@ -52,6 +52,8 @@ pub(crate) struct Outcome {
 /// What the executor runs calls with, shared by every request.
 #[derive(Clone, Copy)]
 pub(crate) struct Env<'a> {
+    /// The route's name (`[routes.NAME]`): the scope of a client's `Idempotency-Key`.
+    pub(crate) route: &'a str,
     /// One stack per upstream, by index.
     pub(crate) clients: &'a [Arc<Upstream>],
     /// `server.max_response_bytes`.

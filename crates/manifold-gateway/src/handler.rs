@@ -472,6 +472,7 @@ async fn compose(
     }
 
     let env = exec::Env {
+        route: &route.name,
         clients: &shared.clients,
         max_response_bytes: shared.config.server.max_response_bytes,
         cache: &shared.caching.cache,

@@ -223,7 +223,7 @@ pub(crate) fn task_from_request(
     request: Request<Bytes>,
     upstream: &str,
     call: &str,
-    client_key: Option<&str>,
+    client_key: Option<&manifold_queue::ClientKey<'_>>,
 ) -> Task {
     let (parts, body) = request.into_parts();
     let pq = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
@@ -244,13 +244,15 @@ pub(crate) fn task_from_request(
     with_key(task, client_key, call)
 }
 
-/// Gives `task` its idempotency key: `<client key>:<call>` when the client sent one (a client
-/// retry of the same request carries the same key, so does the task), else `<task id>:<call>`.
-pub(crate) fn with_key(mut task: Task, client_key: Option<&str>, call: &str) -> Task {
-    task.idempotency_key = match client_key {
-        Some(k) => format!("{k}:{call}"),
-        None => format!("{}:{call}", task.id),
-    };
+/// Gives `task` its idempotency key ([`manifold_queue::task_key`]): the client's own key scoped
+/// to its route and `Authorization` when it sent one, so a client retry of the same request
+/// carries the same key and nothing else does; else the task's fresh id.
+pub(crate) fn with_key(
+    mut task: Task,
+    client_key: Option<&manifold_queue::ClientKey<'_>>,
+    call: &str,
+) -> Task {
+    task.idempotency_key = manifold_queue::task_key(client_key, &task.id, call);
     task
 }
 

@@ -30,7 +30,7 @@ pub(crate) fn stage(call: &Call, env: Env<'_>, scope: Scope<'_>) -> Result<Task,
             format!("no queue is configured for {what} calls"),
         ));
     }
-    let client_key = client_idempotency_key(scope);
+    let client_key = client_idempotency_key(scope, env.route);
     let status_auth = env
         .follow
         .auth_hash(scope.req.headers.get(http::header::AUTHORIZATION));
@@ -52,7 +52,7 @@ pub(crate) fn stage(call: &Call, env: Env<'_>, scope: Scope<'_>) -> Result<Task,
         task.hooks = crate::hooks::render(&call.hooks, scope)?;
         return Ok(crate::offload::with_key(
             task,
-            client_key.as_deref(),
+            client_key.as_ref(),
             &call.name,
         ));
     }
@@ -68,12 +68,8 @@ pub(crate) fn stage(call: &Call, env: Env<'_>, scope: Scope<'_>) -> Result<Task,
             span.end(manifold_telemetry::CallOutcome::default());
         }
     }
-    let mut task = crate::offload::task_from_request(
-        request,
-        &upstream.name,
-        &call.name,
-        client_key.as_deref(),
-    );
+    let mut task =
+        crate::offload::task_from_request(request, &upstream.name, &call.name, client_key.as_ref());
     task.status_auth = status_auth;
     task.hooks = crate::hooks::render(&call.hooks, scope)?;
     Ok(task)
@@ -186,16 +182,24 @@ async fn write_all(
     .await
 }
 
-/// The client's own `Idempotency-Key`, when usable: a client retry of the same request then
-/// maps to the same task key.
-fn client_idempotency_key(scope: Scope<'_>) -> Option<String> {
-    scope
-        .req
-        .headers
+/// The client's own `Idempotency-Key`, when usable, in its scope (the route and the request's
+/// `Authorization`): a client retry of the same request then maps to the same task key.
+fn client_idempotency_key<'a>(
+    scope: Scope<'a>,
+    route: &'a str,
+) -> Option<manifold_queue::ClientKey<'a>> {
+    let headers = &scope.req.headers;
+    let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 96)
-        .map(str::to_owned)
+        .filter(|v| !v.is_empty() && v.len() <= 96)?;
+    Some(manifold_queue::ClientKey {
+        key,
+        route,
+        authorization: headers
+            .get(http::header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+    })
 }
 
 /// An event's message headers (name, value) and its JSON body.

@@ -167,7 +167,10 @@ async fn the_saga_refunds_a_payment_once_when_shipping_dies() {
     assert_eq!(refunds.len(), 1, "exactly one refund: {refunds:?}");
     let r = &refunds[0];
     assert_eq!(r.method, "POST");
-    assert_eq!(r.headers["idempotency-key"], "order-77:shipping:on_dead");
+    assert_eq!(
+        r.headers["idempotency-key"],
+        format!("{}:on_dead", checkout_key("order-77", "shipping"))
+    );
     assert_eq!(r.headers["content-type"], "application/json");
     assert_eq!(
         r.json(),
@@ -283,7 +286,7 @@ async fn on_done_publishes_through_events() {
     let headers = msg.headers.expect("headers");
     assert_eq!(
         headers.get("Idempotency-Key").map(|v| v.as_str()),
-        Some("order-5:shipping:on_done")
+        Some(format!("{}:on_done", checkout_key("order-5", "shipping")).as_str())
     );
     let parent = settled(&gw, &id).await;
     let hook = settled(&gw, parent["hooks"]["on_done"].as_str().unwrap()).await;

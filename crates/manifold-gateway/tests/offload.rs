@@ -93,7 +93,10 @@ async fn async_calls_answer_with_a_receipt_and_are_delivered_later() {
     let seen = delivered.expect("the queued call was never delivered");
     assert_eq!(seen.path_and_query, "/shipping/labels");
     assert_eq!(seen.json(), json!({"order_id": 7, "address": "1 Main St"}));
-    assert_eq!(seen.headers["idempotency-key"], "client-key-1:shipping");
+    assert_eq!(
+        seen.headers["idempotency-key"],
+        checkout_key("client-key-1", "shipping")
+    );
 
     let (s, _, b) = send("GET", &format!("http://{}/queue", gw.admin), None).await;
     assert_eq!(s, 200);

@@ -99,7 +99,7 @@ async fn checkout(gw: &TestGateway) -> serde_json::Value {
     let body = json(&body);
     assert_eq!(body["order"], 7);
     assert!(!body["event"].as_str().expect("a task id").is_empty());
-    assert_eq!(body["key"], "client-key-1:shipped");
+    assert_eq!(body["key"], checkout_key("client-key-1", "shipped"));
     body
 }
 
@@ -238,9 +238,12 @@ async fn publish_calls_reach_nats_subscribers() {
     let get = |n: &str| headers.get(n).map(|v| v.as_str().to_owned());
     assert_eq!(
         get("Idempotency-Key").as_deref(),
-        Some("client-key-1:shipped")
+        Some(checkout_key("client-key-1", "shipped").as_str())
     );
-    assert_eq!(get("Nats-Msg-Id").as_deref(), Some("client-key-1:shipped"));
+    assert_eq!(
+        get("Nats-Msg-Id").as_deref(),
+        Some(checkout_key("client-key-1", "shipped").as_str())
+    );
     assert_eq!(get("Content-Type").as_deref(), Some("application/json"));
     assert_eq!(get("x-tenant").as_deref(), Some("acme"));
     // The event joins the request's trace: its parent is the enqueue's PRODUCER span, a new
@@ -277,12 +280,14 @@ async fn publish_calls_reach_rabbitmq_queues_bound_to_the_exchange() {
     let props = &delivery.properties;
     assert_eq!(
         props.message_id().as_ref().map(|s| s.as_str()),
-        Some("client-key-1:shipped")
+        Some(checkout_key("client-key-1", "shipped").as_str())
     );
     assert_eq!(*props.delivery_mode(), Some(2));
     let headers = props.headers().as_ref().expect("headers").inner();
     match headers.get("Idempotency-Key") {
-        Some(AMQPValue::LongString(s)) => assert_eq!(s.to_string(), "client-key-1:shipped"),
+        Some(AMQPValue::LongString(s)) => {
+            assert_eq!(s.to_string(), checkout_key("client-key-1", "shipped"))
+        }
         other => panic!("Idempotency-Key header: {other:?}"),
     }
 
@@ -323,7 +328,10 @@ async fn events_accepted_while_the_broker_is_unreachable_wait_in_the_outbox() {
     let body: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
     assert_eq!(body, json!({"order_id": 7, "address": "1 Main St"}));
     let key = msg.headers.as_ref().and_then(|h| h.get("Idempotency-Key"));
-    assert_eq!(key.map(|v| v.as_str()), Some("client-key-1:shipped"));
+    assert_eq!(
+        key.map(|v| v.as_str()),
+        Some(checkout_key("client-key-1", "shipped").as_str())
+    );
     // Acked only after the broker confirmed: the outbox empties. The dispatcher counts a delivery
     // once the queue has settled it, so the two are read together, not one after the other.
     let delivered = |s: &serde_json::Value| s["dispatch"]["delivered"].as_u64().unwrap_or(0);

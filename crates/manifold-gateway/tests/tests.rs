@@ -13,6 +13,7 @@ mod edge;
 mod enqueue;
 mod hooks;
 mod http;
+mod idempotency_scope;
 mod offload;
 mod parse_budget;
 // The promtool runner manifold-telemetry's tests use: one rule, one place (std-only).

@@ -68,6 +68,7 @@ pub mod embedded;
 mod error;
 pub mod events;
 pub mod hooks;
+mod key;
 #[cfg(feature = "nats")]
 pub mod nats;
 mod queue;
@@ -93,6 +94,7 @@ pub use error::{ErrorKind, QueueError};
 pub use events::Publisher;
 pub use events::{check_subject, EventsBackend, EventsConfig};
 pub use hooks::{HookKind, Hooks};
+pub use key::{task_key, ClientKey};
 pub use manifold_config::queue::{check_status_path, humantime_serde, Backend, QueueConfig};
 #[cfg(feature = "nats")]
 pub use nats::{NatsOptions, NatsQueue};

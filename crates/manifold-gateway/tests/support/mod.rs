@@ -320,3 +320,14 @@ pub fn json(b: &Bytes) -> serde_json::Value {
     serde_json::from_slice(b)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(b)))
 }
+
+/// The task key a request to route `checkout` with `Idempotency-Key: client` and no
+/// `Authorization` gives `call` (see `idempotency_scope` for what the scope does).
+pub fn checkout_key(client: &str, call: &str) -> String {
+    let c = manifold_queue::ClientKey {
+        key: client,
+        route: "checkout",
+        authorization: None,
+    };
+    manifold_queue::task_key(Some(&c), "unused", call)
+}

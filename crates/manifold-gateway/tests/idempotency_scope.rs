@@ -1,0 +1,143 @@
+//! Whose retry is it? A task's idempotency key is derived from the client's `Idempotency-Key`,
+//! but a client key only names a retry of the same request: the same route, from the same
+//! principal. The same key on another route, or from another `Authorization`, is another
+//! request, and its task must not be taken for a duplicate (an upstream honouring the key, or
+//! JetStream's duplicate window for events, would drop it: an accepted task lost).
+
+use crate::support::*;
+use serde_json::json;
+use std::time::Duration;
+
+/// A call name as long as a config may write one: with a 96-byte client key, the key derived
+/// from both must still be a valid task key (at most 128 bytes).
+const LONG_CALL: &str = "notify_the_warehouse_partner_that_the_order_is_ready_to_ship_now";
+
+fn config(upstream: &str, dir: &std::path::Path) -> String {
+    let route = |name: &str, path: &str, call: &str| {
+        format!(
+            r#"
+[routes.{name}]
+method = "POST"
+path = "{path}"
+  [[routes.{name}.calls]]
+  name = "{call}"
+  upstream = "notify"
+  method = "POST"
+  path = "/notify/{name}"
+  body = {{ n = "{{request.body.n}}" }}
+  mode = "async"
+  [routes.{name}.response]
+  status = 202
+  body = {{ key = "{{{call}.idempotency_key}}" }}
+"#
+        )
+    };
+    format!(
+        r#"
+[queue]
+backend = "embedded"
+path = "{}"
+backoff_base = "50ms"
+backoff_max = "200ms"
+
+[upstreams.notify]
+endpoints = ["{upstream}"]
+{}{}{}"#,
+        dir.display(),
+        route("a", "/a", "notify"),
+        route("b", "/b", "notify"),
+        route("long", "/long", LONG_CALL),
+    )
+}
+
+/// POST `path` with `key` and `auth`; the key the task got, from the receipt.
+async fn key_of(gw: &TestGateway, path: &str, key: &str, auth: Option<&str>) -> String {
+    let mut req = http::Request::post(gw.url(path))
+        .header("content-type", "application/json")
+        .header("idempotency-key", key);
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            br#"{"n": 1}"#,
+        )))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    let status = resp.status();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(status, 202, "{path}: {}", String::from_utf8_lossy(&body));
+    json(&body)["key"]
+        .as_str()
+        .expect("the receipt's key")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_client_key_is_scoped_to_its_route_and_its_authorization() {
+    let dir = std::env::temp_dir().join(format!("manifold-idem-scope-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let notify = Upstream::start(vec![("POST", "/notify", Reply::json(0, json!({})))]).await;
+    let gw = TestGateway::start(&config(&notify.url(), &dir)).await;
+
+    let first = key_of(&gw, "/a", "k-1", Some("Bearer alice")).await;
+    let retry = key_of(&gw, "/a", "k-1", Some("Bearer alice")).await;
+    let other_route = key_of(&gw, "/b", "k-1", Some("Bearer alice")).await;
+    let other_principal = key_of(&gw, "/a", "k-1", Some("Bearer mallory")).await;
+    let anonymous = key_of(&gw, "/a", "k-1", None).await;
+    let anonymous_retry = key_of(&gw, "/a", "k-1", None).await;
+
+    assert_eq!(first, retry, "a retry of the same request keeps its key");
+    assert_eq!(anonymous, anonymous_retry);
+    let all = [&first, &other_route, &other_principal, &anonymous];
+    for (i, a) in all.iter().enumerate() {
+        for b in &all[i + 1..] {
+            assert_ne!(a, b, "two different requests share a task key");
+        }
+        assert!(
+            a.starts_with("k-1:notify:"),
+            "{a}: the client's key and the call lead"
+        );
+        assert!(!a.contains("alice") && !a.contains("mallory"), "{a}");
+    }
+
+    // The longest client key with a long call name still makes a valid key, stable per request.
+    let long_key = "k".repeat(96);
+    let long = key_of(&gw, "/long", &long_key, None).await;
+    assert!(long.len() <= 128, "{} bytes: {long}", long.len());
+    assert_eq!(long, key_of(&gw, "/long", &long_key, None).await);
+
+    // Every task is delivered with the key its receipt named, each its own.
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        seen = notify.requests();
+        if seen.len() >= 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mut delivered: Vec<String> = seen
+        .iter()
+        .map(|s| s.headers["idempotency-key"].to_str().unwrap().to_owned())
+        .collect();
+    delivered.sort();
+    let mut expected = vec![
+        first.clone(),
+        retry,
+        other_route,
+        other_principal,
+        anonymous,
+        anonymous_retry,
+        long.clone(),
+        long,
+    ];
+    expected.sort();
+    assert_eq!(delivered, expected);
+
+    gw.stop.cancel();
+    let _ = gw.task.await;
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,0 +1,126 @@
+//! Idempotency keys: what makes two tasks "the same work" to an upstream that honours
+//! `Idempotency-Key`, and to JetStream's duplicate window for events (`Nats-Msg-Id`). Two tasks
+//! with one key are one piece of work there: the second is dropped. So a key must be shared only
+//! by retries of one request, never by two requests.
+//!
+//! A client's `Idempotency-Key` names a retry only within its scope: the same route, from the
+//! same principal. The same key sent to another route is another operation, and from another
+//! `Authorization` it is someone else's request (a client that could guess a victim's key, an
+//! order number say, would otherwise get the victim's task dropped by sending first). The scope
+//! goes into the key as a digest, so the upstream never sees the credentials.
+
+use crate::task::MAX_ID_LEN;
+
+/// A client's own `Idempotency-Key` and the scope it was sent in.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientKey<'a> {
+    /// The header's value, as the client sent it.
+    pub key: &'a str,
+    /// The route's name (`[routes.NAME]`).
+    pub route: &'a str,
+    /// The request's `Authorization` header, when it had one.
+    pub authorization: Option<&'a [u8]>,
+}
+
+/// Hex digits of the scope digest: 64 bits, so two scopes colliding is not a practical worry.
+const SCOPE_HEX: usize = 16;
+
+/// The idempotency key of a task rendered for `call`: `<client key>:<call>:<scope>` when the
+/// client sent a key (stable across the client's retries of the same request, different on
+/// another route or for another `Authorization`), else `<task id>:<call>` (new per request).
+/// A key that would pass [`MAX_ID_LEN`] becomes the SHA-256 (hex) of that key: still a function
+/// of the same inputs alone, so retries keep matching.
+pub fn task_key(client: Option<&ClientKey<'_>>, task_id: &str, call: &str) -> String {
+    let key = match client {
+        Some(c) => format!("{}:{call}:{}", c.key, scope(c)),
+        None => format!("{task_id}:{call}"),
+    };
+    if key.len() <= MAX_ID_LEN {
+        return key;
+    }
+    crate::status::auth_hash(key.as_bytes())
+}
+
+/// The first [`SCOPE_HEX`] hex digits of SHA-256 over the route and the `Authorization` header,
+/// each delimited so no two different scopes feed the same bytes.
+fn scope(c: &ClientKey<'_>) -> String {
+    let mut bytes = Vec::with_capacity(c.route.len() + 2 + c.authorization.map_or(0, <[u8]>::len));
+    bytes.extend_from_slice(c.route.as_bytes());
+    bytes.push(0);
+    match c.authorization {
+        Some(a) => {
+            bytes.push(1);
+            bytes.extend_from_slice(a);
+        }
+        None => bytes.push(0),
+    }
+    let mut hex = crate::status::auth_hash(&bytes);
+    hex.truncate(SCOPE_HEX);
+    hex
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(k: &str, route: &str, auth: Option<&str>) -> String {
+        let c = ClientKey {
+            key: k,
+            route,
+            authorization: auth.map(str::as_bytes),
+        };
+        task_key(Some(&c), "unused", "notify")
+    }
+
+    #[test]
+    fn a_client_key_is_stable_within_its_scope_and_distinct_outside_it() {
+        let a = key("k-1", "checkout", Some("Bearer a"));
+        assert_eq!(a, key("k-1", "checkout", Some("Bearer a")));
+        assert!(a.starts_with("k-1:notify:") && a.len() == "k-1:notify:".len() + SCOPE_HEX);
+        let others = [
+            key("k-1", "refund", Some("Bearer a")),
+            key("k-1", "checkout", Some("Bearer b")),
+            key("k-1", "checkout", None),
+            // An empty header is not the same as none.
+            key("k-1", "checkout", Some("")),
+            // Delimited: moving bytes between the route and the header changes the scope.
+            key("k-1", "checkou", Some("tBearer a")),
+            key("k-2", "checkout", Some("Bearer a")),
+        ];
+        for (i, o) in others.iter().enumerate() {
+            assert_ne!(&a, o);
+            for p in &others[i + 1..] {
+                assert_ne!(o, p);
+            }
+        }
+    }
+
+    #[test]
+    fn without_a_client_key_the_task_id_makes_it() {
+        assert_eq!(task_key(None, "t-1", "notify"), "t-1:notify");
+    }
+
+    #[test]
+    fn an_overlong_key_is_hashed_and_stays_a_function_of_its_inputs() {
+        let long = "k".repeat(96);
+        let call = "c".repeat(80);
+        let c = ClientKey {
+            key: &long,
+            route: "r",
+            authorization: None,
+        };
+        let a = task_key(Some(&c), "t-1", &call);
+        assert_eq!(a.len(), 64);
+        assert_eq!(a, task_key(Some(&c), "t-2", &call));
+        assert_ne!(
+            a,
+            task_key(Some(&ClientKey { route: "s", ..c }), "t-1", &call)
+        );
+        let fresh = task_key(None, &"t".repeat(32), &"c".repeat(120));
+        assert_eq!(fresh.len(), 64);
+        // The boundary: exactly MAX_ID_LEN is kept as it is.
+        let exact = task_key(None, "t", &"c".repeat(MAX_ID_LEN - 2));
+        assert_eq!(exact.len(), MAX_ID_LEN);
+        assert!(exact.starts_with("t:"));
+    }
+}
