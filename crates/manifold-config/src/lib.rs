@@ -42,7 +42,7 @@ pub use ready::ReadyDependency;
 pub use routing::{add_status_route, offloads, route_shape, StatusRouteError};
 pub use schema::json_schema;
 pub use secret::{check_admin_exposure, Secret, MIN_ADMIN_TOKEN_LEN};
-pub use telemetry::{AccessLog, OtlpSettings, TelemetrySettings};
+pub use telemetry::{AccessLog, OtlpSettings, ParentSampled, TelemetrySettings};
 pub use tls::{ClientIdentity, ServerTls, TlsFileError, UpstreamTls};
 pub use trace_store::TraceStoreSettings;
 

@@ -23,6 +23,8 @@ pub struct TelemetrySettings {
     /// `sample_ratio`: the share of new traces sampled at the head (`0.0..=1.0`); a client's
     /// `traceparent` decides for its own traces.
     pub sample_ratio: f64,
+    /// `parent_sampled`: whose `traceparent` sampled flag decides the head.
+    pub parent_sampled: ParentSampled,
     /// `keep_slower_than`: requests at least this slow are exported whatever the head decided.
     #[serde(serialize_with = "ser_opt_duration")]
     pub keep_slower_than: Option<Duration>,
@@ -43,6 +45,7 @@ impl Default for TelemetrySettings {
         TelemetrySettings {
             service_name: "manifold".to_owned(),
             sample_ratio: 1.0,
+            parent_sampled: ParentSampled::Follow,
             keep_slower_than: None,
             otlp: None,
             access_log: AccessLog::Off,
@@ -63,6 +66,23 @@ pub struct OtlpSettings {
     pub timeout: Duration,
     /// Finished traces waiting for export, at most; past it they are dropped and counted.
     pub queue_capacity: u64,
+}
+
+/// `parent_sampled`: whether a caller's `traceparent` sampled flag decides the head sample, or
+/// `sample_ratio` does. A request always joins its caller's trace; this only says who decides
+/// whether it is exported (and what `sampled` flag goes downstream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParentSampled {
+    /// `"follow"` (the default): every caller's flag decides, as W3C parent-based sampling does.
+    #[default]
+    Follow,
+    /// `"trusted_proxies"`: only a caller in `server.trusted_proxies` decides; for anyone else
+    /// the ratio does (a public client cannot have all of its requests exported by sending
+    /// `-01`, or hide them by sending `-00`).
+    TrustedProxies,
+    /// `"ignore"`: the ratio decides for every request.
+    Ignore,
 }
 
 /// `access_log`.
@@ -92,6 +112,7 @@ fn ser_opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, 
 pub(crate) struct RawTelemetry {
     service_name: Option<Spanned<String>>,
     sample_ratio: Option<Spanned<f64>>,
+    parent_sampled: Option<Spanned<String>>,
     #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     keep_slower_than: Option<Spanned<String>>,
     otlp: Option<Spanned<RawOtlp>>,
@@ -144,6 +165,20 @@ pub(crate) fn compile(
                 ratio.span(),
                 format!("`telemetry.sample_ratio` must be from 0.0 to 1.0, not {v}"),
             );
+        }
+    }
+    if let Some(p) = &r.parent_sampled {
+        match p.get_ref().as_str() {
+            "follow" => t.parent_sampled = ParentSampled::Follow,
+            "trusted_proxies" => t.parent_sampled = ParentSampled::TrustedProxies,
+            "ignore" => t.parent_sampled = ParentSampled::Ignore,
+            other => diag.push(
+                ErrorKind::Value,
+                p.span(),
+                format!(
+                    "`telemetry.parent_sampled` is \"follow\", \"trusted_proxies\" or \"ignore\", not {other:?}"
+                ),
+            ),
         }
     }
     if let Some(k) = &r.keep_slower_than {

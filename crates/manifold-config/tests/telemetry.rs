@@ -1,6 +1,6 @@
 //! `[telemetry]`: defaults, accepted values, and every bad value reported at its line.
 
-use manifold_config::{compile, AccessLog};
+use manifold_config::{compile, AccessLog, ParentSampled};
 use std::time::Duration;
 
 fn errors(src: &str) -> Vec<(usize, usize, String)> {
@@ -31,7 +31,21 @@ fn absent_section_has_metrics_and_tracing_without_export() {
     assert!((t.sample_ratio - 1.0).abs() < f64::EPSILON);
     assert!(t.otlp.is_none() && t.keep_slower_than.is_none());
     assert_eq!(t.access_log, AccessLog::Off);
+    assert_eq!(t.parent_sampled, ParentSampled::Follow);
     assert!(t.metrics && t.tracing);
+}
+
+#[test]
+fn parent_sampled_takes_its_three_values() {
+    for (v, want) in [
+        ("follow", ParentSampled::Follow),
+        ("trusted_proxies", ParentSampled::TrustedProxies),
+        ("ignore", ParentSampled::Ignore),
+    ] {
+        let src = format!("[telemetry]\nparent_sampled = \"{v}\"\n");
+        let t = compile("t.toml".as_ref(), &src).expect("valid").telemetry;
+        assert_eq!(t.parent_sampled, want, "{v}");
+    }
 }
 
 #[test]
@@ -77,6 +91,11 @@ fn bad_values_are_reported_at_their_line() {
     );
     bad("[telemetry]\nservice_name = \"\"\n", 2, "service_name");
     bad("[telemetry]\naccess_log = \"xml\"\n", 2, "\"json\"");
+    bad(
+        "[telemetry]\nparent_sampled = \"trusted\"\n",
+        2,
+        "\"follow\", \"trusted_proxies\" or \"ignore\"",
+    );
     // https collectors are accepted (checked against the system's roots).
     let https = "[telemetry]\notlp = { endpoint = \"https://c:4318\" }\n";
     assert!(manifold_config::compile("t.toml".as_ref(), https).is_ok());

@@ -23,6 +23,15 @@ const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
+/// Whether `peer` is one of `server.trusted_proxies`: the one rule for believing what a peer says
+/// about others (its forwarding headers; its `traceparent` sampled flag with
+/// `parent_sampled = "trusted_proxies"`). An IPv4 client on a dual-stack listener shows up as
+/// `::ffff:a.b.c.d` and is judged as the IPv4 address.
+pub(crate) fn is_trusted(peer: IpAddr, trusted: &[ipnet::IpNet]) -> bool {
+    let peer = peer.to_canonical();
+    trusted.iter().any(|net| net.contains(&peer))
+}
+
 /// Rewrite `headers` (the client's, `Host` still among them) for the upstream: `Host` is removed
 /// (the upstream client sets the upstream's), the forwarding headers set as described above.
 /// `authority` is the request URI's (HTTP/2's `:authority`); `over_tls` whether the request
@@ -45,7 +54,7 @@ pub(crate) fn apply(
         Some(a) => HeaderValue::from_str(a.as_str()).ok().or(from_host),
         None => from_host,
     };
-    if trusted.iter().any(|net| net.contains(&peer)) {
+    if is_trusted(peer, trusted) {
         append_forwarded_for(headers, peer);
         if !headers.contains_key(&XFP) {
             headers.insert(XFP, proto);

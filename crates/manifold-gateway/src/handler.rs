@@ -98,7 +98,7 @@ pub(crate) async fn handle(
         let mut resp = crate::respond::shed(shared.limit.limit());
         shared
             .telemetry
-            .rejected(&req, crate::telemetry::Reason::Shed, &mut resp);
+            .rejected(&req, peer.ip(), crate::telemetry::Reason::Shed, &mut resp);
         return Ok(resp);
     };
     if let Some(id) = shared.router.status_id(req.uri().path()) {
@@ -155,9 +155,12 @@ async fn route(
                 "no_route",
                 format!("no route matches {path}"),
             );
-            shared
-                .telemetry
-                .rejected(&req, crate::telemetry::Reason::NoRoute, &mut resp);
+            shared.telemetry.rejected(
+                &req,
+                peer.ip(),
+                crate::telemetry::Reason::NoRoute,
+                &mut resp,
+            );
             return (resp, Ended::Unrouted);
         }
     };
@@ -197,14 +200,19 @@ async fn route(
         if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
             resp.headers_mut().insert(ALLOW, v);
         }
-        shared
-            .telemetry
-            .rejected(&req, crate::telemetry::Reason::MethodNotAllowed, &mut resp);
+        shared.telemetry.rejected(
+            &req,
+            peer.ip(),
+            crate::telemetry::Reason::MethodNotAllowed,
+            &mut resp,
+        );
         return (resp, Ended::Unrouted);
     };
     let params = crate::router::params(&matched.params);
     let mut req = req;
-    let mut recording = shared.telemetry.start(ri, &mut req, started, client_id);
+    let mut recording = shared
+        .telemetry
+        .start(ri, &mut req, started, client_id, peer.ip());
     let call = recording
         .as_mut()
         .and_then(crate::telemetry::Recording::take_call);

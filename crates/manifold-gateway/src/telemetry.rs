@@ -33,6 +33,7 @@ use manifold_config::{Config, RouteKind};
 use manifold_telemetry as tm;
 use manifold_telemetry::metrics::{CallMetrics, CallResult, Metrics, RouteMetrics};
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -59,6 +60,9 @@ pub(crate) struct Telemetry {
     store: Option<tm::store::TraceStore>,
     /// `service_name`: the root process of the Jaeger export.
     service_name: String,
+    /// `parent_sampled`, and `server.trusted_proxies` for its `"trusted_proxies"`.
+    parent_sampled: manifold_config::ParentSampled,
+    trusted: Arc<[ipnet::IpNet]>,
     /// Shared with the telemetry of every later config: a reload keeps the exporter.
     exporter: Arc<Mutex<Option<tm::otlp::ExporterTask>>>,
     /// The queue's handles and the dispatcher's counters as of the last scrape (the registry's
@@ -153,6 +157,8 @@ impl Telemetry {
             access_log: t.access_log == manifold_config::AccessLog::Json,
             store,
             service_name: t.service_name.clone(),
+            parent_sampled: t.parent_sampled,
+            trusted: Arc::from(config.server.trusted_proxies.as_slice()),
             exporter: Arc::new(Mutex::new(exporter)),
             queue: Arc::new(Mutex::new(None)),
         })
@@ -181,9 +187,27 @@ impl Telemetry {
             status: status::StatusTele::new(config, self.metrics.as_ref()),
             store,
             service_name: self.service_name.clone(),
+            parent_sampled: self.parent_sampled,
+            trusted: Arc::from(config.server.trusted_proxies.as_slice()),
             exporter: Arc::clone(&self.exporter),
             queue: Arc::clone(&self.queue),
         }
+    }
+
+    /// The trace context of a request from `peer`, with its sampled flag ignored where
+    /// `parent_sampled` does not trust that peer to decide.
+    fn incoming(&self, headers: &http::HeaderMap, peer: IpAddr) -> tm::Incoming {
+        let mut incoming = tm::Incoming::trace_context(headers);
+        if incoming.parent.is_some() {
+            incoming.ignore_sampled = match self.parent_sampled {
+                manifold_config::ParentSampled::Follow => false,
+                manifold_config::ParentSampled::Ignore => true,
+                manifold_config::ParentSampled::TrustedProxies => {
+                    !crate::forwarded::is_trusted(peer, &self.trusted)
+                }
+            };
+        }
+        incoming
     }
 
     /// Tell the metrics registry which routes and calls this config has, so the series of
@@ -300,6 +324,7 @@ impl Telemetry {
         req: &mut Request<B>,
         started: Instant,
         client_id: crate::respond::ClientId,
+        peer: IpAddr,
     ) -> Option<Recording<'_>> {
         if self.tracer.is_none() && self.metrics.is_none() && !self.access_log {
             return None;
@@ -312,7 +337,7 @@ impl Telemetry {
             Some(tracer) => {
                 // The id read once, above; the trace copies it (a client's id must not keep the
                 // request's read buffer alive in the trace store).
-                let mut incoming = tm::Incoming::trace_context(req.headers());
+                let mut incoming = self.incoming(req.headers(), peer);
                 incoming.request_id = client_id.and_then(|v| tm::RequestId::copied(v.as_bytes()));
                 let trace = tracer.start_with_calls(
                     incoming,

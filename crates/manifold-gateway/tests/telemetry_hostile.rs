@@ -271,3 +271,45 @@ async fn a_refused_client_id_is_not_what_a_proxied_upstream_gets() {
     gw.stop.cancel();
     let _ = gw.task.await;
 }
+
+/// With `parent_sampled = "trusted_proxies"`, a client's `-01` is not obeyed unless it comes
+/// from a trusted proxy: with `sample_ratio = 0` nothing it sends is exported, and the upstream
+/// is told "not sampled". From a trusted peer the flag decides, as W3C's parent-based sampling.
+/// Either way the request joins the client's trace.
+#[tokio::test]
+async fn a_clients_sampled_flag_is_obeyed_only_from_a_trusted_proxy_when_configured() {
+    for (trusted, obeyed) in [("10.0.0.0/8", false), ("127.0.0.0/8", true)] {
+        let up = Upstream::start(vec![("GET", "/files/", Reply::raw(0, 200, "ok"))]).await;
+        let collector = Upstream::start(vec![("POST", "/v1/traces", Reply::raw(0, 200, ""))]).await;
+        let config = proxy_config(&up, &collector).replace(
+            "[telemetry]\n",
+            "[telemetry]\nsample_ratio = 0.0\nparent_sampled = \"trusted_proxies\"\n",
+        );
+        let server = format!("trusted_proxies = [\"{trusted}\"]");
+        let gw = TestGateway::start_with_server(&server, &config).await;
+        for _ in 0..5 {
+            let (status, _, _) = send_with_traceparent(&gw.url("/files/a")).await;
+            assert_eq!(status, 200);
+        }
+        let sent = up.requests();
+        assert_eq!(sent.len(), 5);
+        for s in &sent {
+            let tp = s.headers["traceparent"].to_str().expect("ascii");
+            assert!(tp.contains(TRACE_ID), "{tp}: the client's trace is joined");
+            let flag = if obeyed { "-01" } else { "-00" };
+            assert!(tp.ends_with(flag), "trusting {trusted}: {tp}");
+        }
+        if obeyed {
+            assert!(!spans_at_least(&collector, 5).await.is_empty());
+        } else {
+            // Give the exporter its flush interval (1 s) and more.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            assert!(
+                spans(&collector).is_empty(),
+                "exported for an untrusted -01"
+            );
+        }
+        gw.stop.cancel();
+        let _ = gw.task.await;
+    }
+}

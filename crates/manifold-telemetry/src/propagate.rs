@@ -39,6 +39,10 @@ pub struct Incoming {
     pub tracestate: Option<String>,
     /// The caller's `X-Request-Id`, when it is 1..=[`REQUEST_ID_MAX`] visible ASCII characters.
     pub request_id: Option<RequestId>,
+    /// Set when the caller is not trusted to decide sampling (the gateway's `parent_sampled`):
+    /// the trace still joins the caller's, but the head decision is the ratio's on its trace id,
+    /// so a client cannot have every one of its requests exported by sending `-01`.
+    pub ignore_sampled: bool,
 }
 
 impl Incoming {
@@ -72,6 +76,7 @@ impl Incoming {
             parent,
             tracestate,
             request_id: None,
+            ignore_sampled: false,
         }
     }
 }

@@ -305,7 +305,11 @@ impl RequestTrace {
             Some(p) => (p.trace_id, Some(p.parent_id)),
             None => (new_trace_id(), None),
         };
-        let sampled = tracer.sampler().head(incoming.parent.as_ref(), &trace_id);
+        let parent_decides = incoming
+            .parent
+            .as_ref()
+            .filter(|_| !incoming.ignore_sampled);
+        let sampled = tracer.sampler().head(parent_decides, &trace_id);
         let request_id = incoming
             .request_id
             .unwrap_or_else(|| RequestId::of_trace(&trace_id));

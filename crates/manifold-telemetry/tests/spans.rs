@@ -103,6 +103,37 @@ async fn offsets_are_exact_on_paused_time_and_ids_link_up() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_untrusted_parent_joins_the_trace_but_the_ratio_decides() {
+    // Ratio 0 and a parent saying "sampled", from a caller not trusted to decide.
+    let t = tracer(0.0, None);
+    let mut incoming = with_parent("-01");
+    incoming.ignore_sampled = true;
+    let trace = t.start(incoming, root("/a"));
+    let sent = trace.start_call(call("x", None)).traceparent();
+    let f = trace.end(ServerOutcome::default());
+    assert!(
+        !f.sampled && !f.kept,
+        "the ratio's decision, not the client's"
+    );
+    let sent = TraceParent::parse(sent.as_bytes()).expect("valid");
+    assert!(!sent.sampled(), "and the one sent downstream");
+    assert_eq!(
+        f.trace_id,
+        with_parent("-01").parent.expect("parent").trace_id,
+        "the request still joins the caller's trace"
+    );
+    // Ratio 1: the untrusted "not sampled" does not drop it either.
+    let t = tracer(1.0, None);
+    let mut incoming = with_parent("-00");
+    incoming.ignore_sampled = true;
+    assert!(
+        t.start(incoming, root("/a"))
+            .end(ServerOutcome::default())
+            .sampled
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_parent_decides_the_head_and_the_tail_keeps_errors_and_slow_requests() {
     // Ratio 1, but the parent said "not sampled": head drops it, and so does the tail (fast, ok).
     let t = tracer(1.0, Some(Duration::from_millis(100)));

@@ -65,7 +65,13 @@ impl RejectedMetrics {
 impl Telemetry {
     /// Record a request answered without a route (`resp` is that answer). Gives the answer its
     /// `X-Request-Id` when telemetry records anything, as routed answers get one.
-    pub(crate) fn rejected<B>(&self, req: &Request<B>, reason: Reason, resp: &mut Response<Body>) {
+    pub(crate) fn rejected<B>(
+        &self,
+        req: &Request<B>,
+        peer: std::net::IpAddr,
+        reason: Reason,
+        resp: &mut Response<Body>,
+    ) {
         if let Some(m) = &self.rejected {
             m.counters[reason as usize].inc();
         }
@@ -77,7 +83,7 @@ impl Telemetry {
         let client_id = crate::respond::client_request_id(req.headers());
         let traced = match (&self.tracer, reason) {
             (Some(tracer), Reason::NoRoute | Reason::MethodNotAllowed) => {
-                let mut incoming = tm::Incoming::trace_context(req.headers());
+                let mut incoming = self.incoming(req.headers(), peer);
                 incoming.request_id = client_id
                     .as_ref()
                     .and_then(|v| tm::RequestId::copied(v.as_bytes()));

@@ -4,6 +4,8 @@
 use super::*;
 use http::HeaderMap;
 
+const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 fn config(telemetry: &str) -> Config {
     let src = format!(
         r#"
@@ -56,7 +58,7 @@ async fn each_route_kind_gets_the_one_context_it_reads() {
         let mut req = request(None);
         let id = crate::respond::client_request_id(req.headers());
         let mut rec = t
-            .start(pair, &mut req, Instant::now(), id)
+            .start(pair, &mut req, Instant::now(), id, LOOPBACK)
             .expect("recorded");
         assert!(rec.take_call().is_none());
         let ctx = req
@@ -76,7 +78,7 @@ async fn each_route_kind_gets_the_one_context_it_reads() {
         let mut req = request(Some("client-1"));
         let id = crate::respond::client_request_id(req.headers());
         let mut rec = t
-            .start(raw, &mut req, Instant::now(), id)
+            .start(raw, &mut req, Instant::now(), id, LOOPBACK)
             .expect("recorded");
         // Handed to the handler, not left in the extensions (a map to allocate and drop).
         assert!(rec.take_call().is_some(), "a proxied request's context");
@@ -109,7 +111,9 @@ async fn the_answer_keeps_an_id_it_already_has() {
     let t = Telemetry::new(&config("tracing = false")).expect("telemetry");
     let mut req = request(None);
     let id = crate::respond::client_request_id(req.headers());
-    let rec = t.start(0, &mut req, Instant::now(), id).expect("recorded");
+    let rec = t
+        .start(0, &mut req, Instant::now(), id, LOOPBACK)
+        .expect("recorded");
     let mut resp = answer();
     resp.headers_mut()
         .insert(REQUEST_ID, HeaderValue::from_static("set-before"));
@@ -127,10 +131,45 @@ async fn finish_returns_the_end_of_the_latency_it_measured() {
         let mut req = request(None);
         let started = Instant::now();
         tokio::time::advance(Duration::from_millis(3)).await;
-        let rec = t.start(0, &mut req, started, None).expect("recorded");
+        let rec = t
+            .start(0, &mut req, started, None, LOOPBACK)
+            .expect("recorded");
         tokio::time::advance(Duration::from_millis(5)).await;
         let mut resp = answer();
         let ended = t.finish(rec, &mut resp);
         assert_eq!(ended, started + Duration::from_millis(8), "{toml}");
     }
+}
+
+/// `parent_sampled`: whose `-01` / `-00` decides. The caller's trace is joined in every mode.
+#[test]
+fn parent_sampled_decides_whose_flag_counts() {
+    let mut h = HeaderMap::new();
+    h.insert(
+        "traceparent",
+        HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    );
+    let proxy: IpAddr = "10.1.2.3".parse().expect("ip");
+    let mapped: IpAddr = "::ffff:10.1.2.3".parse().expect("ip");
+    let trusted = "\n[server]\ntrusted_proxies = [\"10.0.0.0/8\"]";
+    for (mode, peer, ignored) in [
+        ("follow", LOOPBACK, false),
+        ("follow", proxy, false),
+        ("ignore", proxy, true),
+        ("trusted_proxies", LOOPBACK, true),
+        ("trusted_proxies", proxy, false),
+        ("trusted_proxies", mapped, false),
+    ] {
+        let t = Telemetry::new(&config(&format!("parent_sampled = \"{mode}\"{trusted}")))
+            .expect("telemetry");
+        let incoming = t.incoming(&h, peer);
+        assert!(
+            incoming.parent.is_some(),
+            "{mode} {peer}: the trace is joined"
+        );
+        assert_eq!(incoming.ignore_sampled, ignored, "{mode} {peer}");
+    }
+    // No parent, nothing to ignore.
+    let t = Telemetry::new(&config("parent_sampled = \"ignore\"")).expect("telemetry");
+    assert!(!t.incoming(&HeaderMap::new(), LOOPBACK).ignore_sampled);
 }
