@@ -50,7 +50,7 @@ pub(crate) async fn handle(
         },
         "/cache" => cache(&shared, &req).await,
         p if p == "/traces" || p.starts_with("/traces/") => {
-            crate::admin_traces::handle(&shared, &req)
+            crate::admin_traces::handle(Arc::clone(&shared), &req).await
         }
         "/metrics" => {
             if let Some(q) = &shared.queue {

@@ -16,9 +16,10 @@ use crate::handler::Shared;
 use crate::upstream::Body;
 use http::header::{HeaderValue, ALLOW};
 use http::{Method, Request, Response, StatusCode};
-use manifold_telemetry::context::parse_trace_id;
+use manifold_telemetry::context::{parse_trace_id, TraceId};
 use manifold_telemetry::store::{json, Query, TraceStore};
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The most requests one answer lists.
@@ -35,8 +36,14 @@ fn bad(param: &str, message: String) -> Response<Body> {
     )
 }
 
+/// One answer computed at a time: a list of up to [`MAX_LIMIT`] requests, each analysed for its
+/// critical path and written out, is milliseconds to seconds of CPU. It runs on the blocking
+/// pool, so it never holds a request worker (the client listener shares them), and one at a
+/// time, so a script polling `/traces` in a loop costs one core at most.
+static TURN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 /// `GET /traces…`.
-pub(crate) fn handle<B>(shared: &Shared, req: &Request<B>) -> Response<Body> {
+pub(crate) async fn handle<B>(shared: Arc<Shared>, req: &Request<B>) -> Response<Body> {
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         let mut r = json_response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -46,8 +53,7 @@ pub(crate) fn handle<B>(shared: &Shared, req: &Request<B>) -> Response<Body> {
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    let telemetry = &shared.telemetry;
-    let Some(store) = telemetry.store() else {
+    let Some(store) = shared.telemetry.store() else {
         return json_response(
             StatusCode::NOT_FOUND,
             &json!({"error": {"kind": "off", "message": "the trace store is off (`[telemetry] traces = false` or `tracing = false`)"}}),
@@ -57,27 +63,15 @@ pub(crate) fn handle<B>(shared: &Shared, req: &Request<B>) -> Response<Body> {
         Ok(p) => p,
         Err((param, message)) => return bad(param, message),
     };
-    let service = telemetry.service_name();
-    match req.uri().path().strip_prefix("/traces") {
-        Some("") => {
-            let entries = store.query(&params.query);
-            let body = if params.jaeger {
-                let data: Vec<Value> = entries
-                    .iter()
-                    .map(|e| json::jaeger_trace(service, e, &store.analyze(e)))
-                    .collect();
-                json!({ "data": data })
-            } else {
-                let traces: Vec<Value> = entries
-                    .iter()
-                    .map(|e| json::summary(store, e, &store.analyze(e)))
-                    .collect();
-                json!({ "count": traces.len(), "traces": traces })
-            };
-            json_response(StatusCode::OK, &body)
-        }
-        Some(rest) => {
-            let id = rest.strip_prefix('/').unwrap_or(rest);
+    let Some(rest) = req.uri().path().strip_prefix("/traces") else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": {"kind": "not_found", "message": "no such admin endpoint"}}),
+        );
+    };
+    let id = match rest {
+        "" => None,
+        rest => {
             if params.filtered {
                 return bad(
                     "route",
@@ -85,31 +79,67 @@ pub(crate) fn handle<B>(shared: &Shared, req: &Request<B>) -> Response<Body> {
                         .to_owned(),
                 );
             }
-            one(store, service, id, params.jaeger)
+            // Checked before decoding, so an absurd path is named without being echoed whole.
+            let id = rest.strip_prefix('/').unwrap_or(rest);
+            let well_formed = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+            let Some(trace_id) = well_formed
+                .then(|| parse_trace_id(&id.to_ascii_lowercase()))
+                .flatten()
+            else {
+                return bad(
+                    "trace_id",
+                    format!(
+                        "a trace id is 32 hex digits, not all zero (got {} characters)",
+                        id.len()
+                    ),
+                );
+            };
+            Some(trace_id)
         }
-        None => json_response(
-            StatusCode::NOT_FOUND,
-            &json!({"error": {"kind": "not_found", "message": "no such admin endpoint"}}),
+    };
+    // The semaphore is never closed; a turn is held until the answer is built.
+    let _turn = TURN.acquire().await.ok();
+    let built = tokio::task::spawn_blocking(move || {
+        let telemetry = &shared.telemetry;
+        let (Some(store), service) = (telemetry.store(), telemetry.service_name()) else {
+            return None;
+        };
+        Some(match id {
+            None => list(store, service, &params),
+            Some(id) => one(store, service, &id, params.jaeger),
+        })
+    })
+    .await;
+    match built {
+        Ok(Some(resp)) => resp,
+        // Not reachable (the store was there above and `shared` holds it), but an answer.
+        Ok(None) | Err(_) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"error": {"kind": "internal", "message": "the trace store could not be read"}}),
         ),
     }
 }
 
-fn one(store: &TraceStore, service: &str, id: &str, jaeger: bool) -> Response<Body> {
-    // Checked before decoding, so an absurd path is named without being echoed whole.
-    let well_formed = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
-    let Some(trace_id) = well_formed
-        .then(|| parse_trace_id(&id.to_ascii_lowercase()))
-        .flatten()
-    else {
-        return bad(
-            "trace_id",
-            format!(
-                "a trace id is 32 hex digits, not all zero (got {} characters)",
-                id.len()
-            ),
-        );
+fn list(store: &TraceStore, service: &str, params: &Params) -> Response<Body> {
+    let entries = store.query(&params.query);
+    let body = if params.jaeger {
+        let data: Vec<Value> = entries
+            .iter()
+            .map(|e| json::jaeger_trace(service, e, &store.analyze(e)))
+            .collect();
+        json!({ "data": data })
+    } else {
+        let traces: Vec<Value> = entries
+            .iter()
+            .map(|e| json::summary(store, e, &store.analyze(e)))
+            .collect();
+        json!({ "count": traces.len(), "traces": traces })
     };
-    let Some(entry) = store.get(&trace_id) else {
+    json_response(StatusCode::OK, &body)
+}
+
+fn one(store: &TraceStore, service: &str, trace_id: &TraceId, jaeger: bool) -> Response<Body> {
+    let Some(entry) = store.get(trace_id) else {
         return json_response(
             StatusCode::NOT_FOUND,
             &json!({"error": {"kind": "not_found", "message": format!("trace {} is not in the store (it keeps the last, the slowest and the recently failed requests of each route)", trace_id.to_hex())}}),
