@@ -118,6 +118,9 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// How many requests the main listener works on at once; past it, 503 + `Retry-After`.
     pub concurrency: crate::policy::Concurrency,
+    /// What a client is told about a failed call: everything the upstream stack did, or only
+    /// the call and why.
+    pub error_detail: ErrorDetail,
     /// The dependencies whose loss makes `/readyz` answer 503 (default: all, `cache` and
     /// `queue`); the others are still checked and shown.
     pub ready_requires: Vec<crate::ReadyDependency>,
@@ -137,6 +140,20 @@ pub enum EscapedSlashes {
     Reject,
     /// Forward them as they are, not as separators (for upstreams whose names contain `/`).
     Keep,
+}
+
+/// `error_detail`: how much of a failed call a client is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorDetail {
+    /// `"full"` (the default): the upstream, the endpoint of each attempt, how each ended and
+    /// the cause's text, in the JSON error body and `Manifold-Partial`.
+    #[default]
+    Full,
+    /// `"brief"`: the call, its route and the kind of failure, in words that name nothing
+    /// behind the gateway (no upstream name, address, attempt or transport message). What was
+    /// left out is logged with the answer's `X-Request-Id`.
+    Brief,
 }
 
 impl Default for ServerSettings {
@@ -159,6 +176,7 @@ impl Default for ServerSettings {
             trusted_proxies: Vec::new(),
             admin_token: None,
             concurrency: crate::policy::Concurrency::Adaptive,
+            error_detail: ErrorDetail::Full,
             ready_requires: crate::ReadyDependency::all(),
         }
     }

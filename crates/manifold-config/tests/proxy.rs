@@ -1,4 +1,4 @@
-//! Proxy route keys and the edge's trust list: `escaped_slashes`, `server.trusted_proxies`.
+//! Proxy route keys and the edge's settings: `escaped_slashes`, `server.trusted_proxies`, `server.error_detail`.
 
 use manifold_config::{compile, ErrorKind, EscapedSlashes, RouteKind};
 
@@ -93,4 +93,20 @@ fn trusted_proxies_compile_to_networks() {
         .server
         .trusted_proxies
         .is_empty());
+}
+
+#[test]
+fn error_detail_is_full_or_brief() {
+    use manifold_config::ErrorDetail;
+    let c = compile("t.toml".as_ref(), "").expect("empty config");
+    assert_eq!(c.server.error_detail, ErrorDetail::Full);
+    let c = compile("t.toml".as_ref(), "[server]\nerror_detail = \"brief\"\n").expect("valid");
+    assert_eq!(c.server.error_detail, ErrorDetail::Brief);
+    let e = compile("t.toml".as_ref(), "[server]\nerror_detail = \"none\"\n").expect_err("bad");
+    assert!(
+        e.errors.iter().any(|e| e.line == 2
+            && e.message.contains("\"full\"")
+            && e.message.contains("\"brief\"")),
+        "{e}"
+    );
 }

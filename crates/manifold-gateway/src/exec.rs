@@ -54,6 +54,8 @@ pub(crate) struct Outcome {
 pub(crate) struct Env<'a> {
     /// The route's name (`[routes.NAME]`): the scope of a client's `Idempotency-Key`.
     pub(crate) route: &'a str,
+    /// `server.error_detail`: what `Manifold-Partial` tells of a failed optional call.
+    pub(crate) error_detail: manifold_config::ErrorDetail,
     /// One stack per upstream, by index.
     pub(crate) clients: &'a [Arc<Upstream>],
     /// `server.max_response_bytes`.
@@ -196,7 +198,8 @@ pub(crate) async fn execute(
                 for i in unfinished {
                     tracing::debug!(call = %plan.calls[i].name, "optional call cut off by the deadline");
                     results[i] = Some(Value::Null);
-                    let mut item = crate::respond::partial_item(&plan.calls[i].name, None);
+                    let mut item =
+                        crate::respond::partial_item(&plan.calls[i].name, None, env.error_detail);
                     item.push_str(";kind=deadline");
                     partial.push(item);
                 }
@@ -223,7 +226,11 @@ pub(crate) async fn execute(
                 if errors.is_empty() {
                     errors = vec![None; n];
                 }
-                partial.push(crate::respond::partial_item(&plan.calls[i].name, Some(&e)));
+                partial.push(crate::respond::partial_item(
+                    &plan.calls[i].name,
+                    Some(&e),
+                    env.error_detail,
+                ));
                 errors[i] = Some(e);
             }
             Err(error) => {
@@ -255,7 +262,11 @@ pub(crate) async fn execute(
                 for (i, e) in failed {
                     tracing::debug!(call = %plan.calls[i].name, error = %e, "optional task not written");
                     results[i] = Some(Value::Null);
-                    partial.push(crate::respond::partial_item(&plan.calls[i].name, Some(&e)));
+                    partial.push(crate::respond::partial_item(
+                        &plan.calls[i].name,
+                        Some(&e),
+                        env.error_detail,
+                    ));
                 }
             }
             Err((i, error)) => {

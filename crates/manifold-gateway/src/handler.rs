@@ -11,7 +11,7 @@ use http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE}
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use manifold_config::{Config, Route, RouteKind};
+use manifold_config::{Config, ErrorDetail, Route, RouteKind};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -422,6 +422,7 @@ async fn compose(
                         CallErrorKind::Deadline,
                         "the route's deadline passed while the request body was still arriving",
                     ),
+                    shared.config.server.error_detail,
                 )
             }
             Err(_) => {
@@ -481,6 +482,7 @@ async fn compose(
 
     let env = exec::Env {
         route: &route.name,
+        error_detail: shared.config.server.error_detail,
         clients: &shared.clients,
         max_response_bytes: shared.config.server.max_response_bytes,
         cache: &shared.caching.cache,
@@ -494,7 +496,8 @@ async fn compose(
     let outcome = match exec::execute(plan, env, &ctx, deadline).await {
         Ok(o) => o,
         Err(f) => {
-            let mut resp = failure_response(&route.name, f.calls, f.error);
+            let detail = shared.config.server.error_detail;
+            let mut resp = failure_response(&route.name, f.calls, f.error, detail);
             insert_cache_header(resp.headers_mut(), plan, &f.cache);
             return resp;
         }
@@ -575,7 +578,12 @@ fn insert_cache_header(
     }
 }
 
-fn failure_response(route: &str, calls: Vec<String>, error: CallError) -> Response<Body> {
+fn failure_response(
+    route: &str,
+    calls: Vec<String>,
+    error: CallError,
+    detail: ErrorDetail,
+) -> Response<Body> {
     let status = error.kind.client_status();
     // Logged once, with the request id, where the answer leaves (`respond::log_answer`).
     let cause = format!(
@@ -589,13 +597,13 @@ fn failure_response(route: &str, calls: Vec<String>, error: CallError) -> Respon
             "route": route,
             "call": calls.first(),
             "calls": calls,
-            "message": error.message,
+            "message": crate::respond::client_message(&error, detail),
         }
     });
     if let CallErrorKind::Status(s) = error.kind {
         body["error"]["upstream_status"] = s.into();
     }
-    crate::respond::add_trail(&mut body["error"], &error);
+    crate::respond::add_trail(&mut body["error"], &error, detail);
     let mut resp = json_response(status, &body);
     crate::respond::ErrorCause::attach(&mut resp, error.kind.as_str(), cause);
     let retry_after = match error.kind {
@@ -611,11 +619,18 @@ fn failure_response(route: &str, calls: Vec<String>, error: CallError) -> Respon
     resp
 }
 
+/// The JSON body of [`call_error_response`]: the kind, the message a client may see, and with
+/// `error_detail = "full"` what the upstream stack did.
+pub(crate) fn call_error_body(error: &CallError, detail: ErrorDetail) -> serde_json::Value {
+    let message = crate::respond::client_message(error, detail);
+    let mut body = serde_json::json!({"error": {"kind": error.kind.as_str(), "message": message}});
+    crate::respond::add_trail(&mut body["error"], error, detail);
+    body
+}
+
 /// Map an error from forwarding into an HTTP answer (used by the proxy).
-pub(crate) fn call_error_response(error: CallError) -> Response<Body> {
-    let mut body =
-        serde_json::json!({"error": {"kind": error.kind.as_str(), "message": &error.message}});
-    crate::respond::add_trail(&mut body["error"], &error);
+pub(crate) fn call_error_response(error: CallError, detail: ErrorDetail) -> Response<Body> {
+    let body = call_error_body(&error, detail);
     let mut resp = json_response(error.kind.client_status(), &body);
     let cause = format!("{}{}", error.message, crate::respond::trail_suffix(&error));
     crate::respond::ErrorCause::attach(&mut resp, error.kind.as_str(), cause);

@@ -179,10 +179,13 @@ pub(crate) async fn forward_traced(
     let uri = match pq {
         Ok(pq) => Uri::from(pq),
         Err(e) => {
-            return call_error_response(CallError::new(
-                CallErrorKind::Input,
-                format!("cannot build the upstream URL: {e}"),
-            ))
+            return call_error_response(
+                CallError::new(
+                    CallErrorKind::Input,
+                    format!("cannot build the upstream URL: {e}"),
+                ),
+                server.error_detail,
+            )
         }
     };
     // `Transfer-Encoding` is hop-by-hop: only a request with one of those (rare) is looked at
@@ -237,7 +240,7 @@ pub(crate) async fn forward_traced(
         Err(e) => {
             return match fault.as_ref().and_then(|f| f.get()) {
                 Some(f) => body_fault_response(f, route, peer),
-                None => call_error_response(e),
+                None => call_error_response(e, server.error_detail),
             }
         }
     };

@@ -11,6 +11,7 @@ use crate::error::CallError;
 use crate::upstream::Body;
 use http::header::{HeaderName, HeaderValue, HOST};
 use http::{Request, Response, StatusCode, Version};
+use manifold_config::ErrorDetail;
 use manifold_telemetry as tm;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -276,10 +277,25 @@ pub(crate) fn log_answer(
     resp.headers_mut().insert(REQUEST_ID, id);
 }
 
+/// The message a client is told for `error`: its own text with `error_detail = "full"`, words
+/// naming nothing behind the gateway with `"brief"` ([`CallErrorKind::brief_message`]).
+///
+/// [`CallErrorKind::brief_message`]: crate::error::CallErrorKind::brief_message
+pub(crate) fn client_message(error: &CallError, detail: ErrorDetail) -> &str {
+    match (detail, error.kind.brief_message()) {
+        (ErrorDetail::Brief, Some(m)) => m,
+        _ => &error.message,
+    }
+}
+
 /// Add what the upstream stack did to a JSON error object: the upstream, the endpoint of the
 /// last attempt, the number of attempts, each one's endpoint and end (at most
 /// [`crate::upstream::error`]'s record limit), and why no further attempt was made.
-pub(crate) fn add_trail(obj: &mut serde_json::Value, error: &CallError) {
+/// Nothing with `error_detail = "brief"`.
+pub(crate) fn add_trail(obj: &mut serde_json::Value, error: &CallError, detail: ErrorDetail) {
+    if detail == ErrorDetail::Brief {
+        return;
+    }
     let (Some(t), Some(map)) = (error.trail.as_deref(), obj.as_object_mut()) else {
         return;
     };
@@ -311,8 +327,8 @@ pub(crate) fn trail_suffix(error: &CallError) -> String {
 /// the endpoint of its last attempt, the number of attempts and how each ended, e.g.
 /// `orders;kind=timeout;upstream="orders";endpoint="10.0.0.7:80";attempts=2;ended="connect
 /// timeout"`. Every part is header-safe (see [`sf_string`]) and bounded (the trail keeps a few
-/// records).
-pub(crate) fn partial_item(call: &str, error: Option<&CallError>) -> String {
+/// records). With `error_detail = "brief"`, only the name and the kind.
+pub(crate) fn partial_item(call: &str, error: Option<&CallError>, detail: ErrorDetail) -> String {
     let mut s = String::with_capacity(call.len() + 16);
     sf_token(call, &mut s);
     let Some(e) = error else {
@@ -320,6 +336,9 @@ pub(crate) fn partial_item(call: &str, error: Option<&CallError>) -> String {
     };
     s.push_str(";kind=");
     s.push_str(e.kind.as_str());
+    if detail == ErrorDetail::Brief {
+        return s;
+    }
     if let Some(t) = e.trail.as_deref() {
         s.push_str(";upstream=");
         sf_string(&t.upstream, &mut s);
@@ -366,7 +385,7 @@ mod tests {
 
     #[test]
     fn partial_items_name_the_call_then_the_attempts_header_safely() {
-        assert_eq!(partial_item("recs", None), "recs");
+        assert_eq!(partial_item("recs", None, ErrorDetail::Full), "recs");
         let mut trail = Trail {
             upstream: "orders".into(),
             ..Trail::default()
@@ -382,7 +401,7 @@ mod tests {
         trail.stopped = Some(Stop::BudgetExhausted);
         let e = CallError::new(crate::error::CallErrorKind::Status(503), "x")
             .with_trail(Some(Box::new(trail)));
-        let item = partial_item("orders", Some(&e));
+        let item = partial_item("orders", Some(&e), ErrorDetail::Full);
         assert_eq!(
             item,
             "orders;kind=upstream_status;upstream=\"orders\";endpoint=\"h\\\"x:1\";attempts=2;\
@@ -390,12 +409,32 @@ mod tests {
         );
         assert!(HeaderValue::from_str(&item).is_ok());
         let mut body = serde_json::json!({"kind": "upstream_status"});
-        add_trail(&mut body, &e);
+        add_trail(&mut body, &e, ErrorDetail::Full);
         assert_eq!(body["attempts"], 2);
         assert_eq!(body["endpoint"], "h\"x\u{7}:1");
         assert_eq!(body["outcomes"][0]["ended"], "connect");
         assert_eq!(body["outcomes"][1]["ended"], "503");
         assert_eq!(body["retry_stopped"], "budget_exhausted");
+
+        // Brief: the name and the kind, nothing from behind the gateway.
+        assert_eq!(
+            partial_item("orders", Some(&e), ErrorDetail::Brief),
+            "orders;kind=upstream_status"
+        );
+        let mut body = serde_json::json!({"kind": "upstream_status"});
+        add_trail(&mut body, &e, ErrorDetail::Brief);
+        assert_eq!(body, serde_json::json!({"kind": "upstream_status"}));
+        assert_eq!(client_message(&e, ErrorDetail::Full), "x");
+        assert_eq!(
+            client_message(&e, ErrorDetail::Brief),
+            "the call's service answered with an error"
+        );
+        // A client's own bad input keeps its message in either mode.
+        let input = CallError::new(crate::error::CallErrorKind::Input, "header `a`: bad value");
+        assert_eq!(
+            client_message(&input, ErrorDetail::Brief),
+            "header `a`: bad value"
+        );
     }
 
     fn req(version: Version, hosts: &[&str]) -> Request<()> {

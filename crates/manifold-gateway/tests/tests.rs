@@ -11,6 +11,7 @@ mod compose_hostile;
 mod dataflow;
 mod edge;
 mod enqueue;
+mod error_detail;
 mod hooks;
 mod http;
 mod idempotency_scope;

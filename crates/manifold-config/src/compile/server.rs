@@ -30,6 +30,7 @@ pub(super) struct RawServer {
     #[schemars(extend("pattern" = crate::schema::DURATION_PATTERN))]
     send_timeout: Option<Spanned<String>>,
     escaped_slashes: Option<Spanned<String>>,
+    error_detail: Option<Spanned<String>>,
     trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
     ready_requires: Option<Spanned<Vec<Spanned<String>>>>,
     admin_token: Option<Spanned<String>>,
@@ -176,6 +177,17 @@ fn settings(raw: Option<&Spanned<RawServer>>, diag: &mut Diagnostics<'_>) -> Ser
     if let Some(v) = &raw.escaped_slashes {
         if let Some(e) = crate::proxy::escaped_slashes(v, "server.escaped_slashes", diag) {
             s.escaped_slashes = e;
+        }
+    }
+    if let Some(v) = &raw.error_detail {
+        match v.get_ref().as_str() {
+            "full" => s.error_detail = crate::model::ErrorDetail::Full,
+            "brief" => s.error_detail = crate::model::ErrorDetail::Brief,
+            other => diag.push(
+                ErrorKind::Value,
+                v.span(),
+                format!("`server.error_detail` is {other:?}; write \"full\" (the upstream, endpoints and attempts of a failed call) or \"brief\" (the call and the kind of failure only)"),
+            ),
         }
     }
     if let Some(v) = &raw.trusted_proxies {

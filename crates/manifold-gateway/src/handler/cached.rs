@@ -2,7 +2,9 @@
 //! route that the cache holds (moved out of `handler.rs`, which routes every request).
 
 use super::PARTIAL_HEADER;
-use super::{call_error_response, compose, error_response, failure_response, full, Shared};
+use super::{
+    call_error_body, call_error_response, compose, error_response, failure_response, full, Shared,
+};
 use crate::cache::{HeldResponse, CACHE_HEADER};
 use crate::error::{CallError, CallErrorKind};
 use crate::proxy;
@@ -13,6 +15,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use manifold_cache::{CachePolicy, CachedResponse};
+use manifold_config::ErrorDetail;
 use manifold_config::RouteKind;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -79,14 +82,15 @@ pub(super) async fn cached_route(
             // Never empty: the cache runs a fetch at most once, and the request is taken back
             // only after the cache answered.
             let Some(req) = take(&taken) else {
-                return Err(held_error(CallError::new(
-                    CallErrorKind::Io,
-                    "the route's request was already sent",
-                )));
+                return Err(held_error(
+                    CallError::new(CallErrorKind::Io, "the route's request was already sent"),
+                    runner.config.server.error_detail,
+                ));
             };
             let route = &runner.config.routes[ri];
             let own_deadline = route.deadline.map(|d| Instant::now() + d);
             let max_response = runner.config.server.max_response_bytes;
+            let detail = runner.config.server.error_detail;
             let (response, bound) = match &route.kind {
                 RouteKind::Proxy { upstream, .. } => {
                     let client = &runner.clients[*upstream];
@@ -131,7 +135,7 @@ pub(super) async fn cached_route(
                     );
                 }
             }
-            hold(response, max_response, bound, storable).await
+            hold(response, max_response, bound, storable, detail).await
         })
     };
     let answer = match deadline {
@@ -167,6 +171,7 @@ pub(super) async fn cached_route(
                 CallErrorKind::Deadline,
                 "the route's deadline passed before its cached answer was ready",
             ),
+            shared.config.server.error_detail,
         ),
     }
 }
@@ -184,16 +189,20 @@ async fn hold(
     max_response_bytes: u64,
     until: Instant,
     storable: bool,
+    detail: ErrorDetail,
 ) -> Result<CachedResponse, HeldResponse> {
     let (parts, body) = response.into_parts();
     let body = match tokio::time::timeout_at(until, read_limited(body, max_response_bytes)).await {
         Ok(Ok(b)) => b,
-        Ok(Err(e)) => return Err(held_error(e)),
+        Ok(Err(e)) => return Err(held_error(e, detail)),
         Err(_) => {
-            return Err(held_error(CallError::new(
-                CallErrorKind::Timeout,
-                "the route's answer did not finish in time",
-            )))
+            return Err(held_error(
+                CallError::new(
+                    CallErrorKind::Timeout,
+                    "the route's answer did not finish in time",
+                ),
+                detail,
+            ))
         }
     };
     if !storable {
@@ -255,11 +264,10 @@ fn take(slot: &std::sync::Mutex<Option<Request<Incoming>>>) -> Option<Request<In
     }
 }
 
-fn held_error(error: CallError) -> HeldResponse {
-    let (parts, _) = call_error_response(error.clone()).into_parts();
-    let mut json =
-        serde_json::json!({"error": {"kind": error.kind.as_str(), "message": &error.message}});
-    crate::respond::add_trail(&mut json["error"], &error);
+/// [`call_error_response`]'s answer, held for every request waiting on the key.
+fn held_error(error: CallError, detail: ErrorDetail) -> HeldResponse {
+    let json = call_error_body(&error, detail);
+    let (parts, _) = call_error_response(error, detail).into_parts();
     let body = serde_json::to_vec(&json).unwrap_or_default();
     HeldResponse::new(parts.status, parts.headers, Bytes::from(body))
 }

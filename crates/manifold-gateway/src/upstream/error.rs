@@ -78,6 +78,27 @@ impl CallErrorKind {
         }
     }
 
+    /// What a client is told of a failure of this kind under `error_detail = "brief"`: words
+    /// that name nothing behind the gateway. `None` for a client's own bad input, whose message
+    /// is about what it sent and is kept.
+    pub fn brief_message(&self) -> Option<&'static str> {
+        Some(match self {
+            CallErrorKind::Timeout => "the call did not answer in time",
+            CallErrorKind::Deadline => "the route's deadline passed",
+            CallErrorKind::Connect => "the call's service could not be reached",
+            CallErrorKind::Status(_) => "the call's service answered with an error",
+            CallErrorKind::InvalidJson => "the call's service did not answer JSON",
+            CallErrorKind::TooLarge => "the call's answer was too large",
+            CallErrorKind::Io => "the connection to the call's service broke",
+            CallErrorKind::QueueFull(_) => "the queue is full; try again later",
+            CallErrorKind::Queue => "the call could not be queued",
+            CallErrorKind::InputUnavailable => "a call this one reads failed",
+            CallErrorKind::BreakerOpen => "the call's service is unavailable",
+            CallErrorKind::Shed => "the gateway is busy; try again later",
+            CallErrorKind::Input => return None,
+        })
+    }
+
     /// The status the client gets when a required call fails this way.
     pub fn client_status(&self) -> StatusCode {
         match self {
