@@ -127,3 +127,88 @@ async fn http2_streams_on_one_connection_each_take_a_slot() {
     assert_eq!(second.await.expect("second"), StatusCode::OK);
     gw.stop.cancel();
 }
+
+/// Requests whose clients have not finished sending their bodies do no work, so they hold no
+/// slot: with `concurrency = 2`, six uploads stalled after their first byte (four to a composed
+/// route, two through a proxy route) leave room for other requests, and each upload is still
+/// served once its body comes.
+#[tokio::test]
+async fn uploads_waiting_on_their_clients_hold_no_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start(vec![
+        (
+            "GET",
+            "/fast",
+            Reply::json(0, serde_json::json!({"ok": true})),
+        ),
+        (
+            "POST",
+            "/take",
+            Reply::json(0, serde_json::json!({"took": true})),
+        ),
+    ])
+    .await;
+    let toml = format!(
+        r#"
+[upstreams.u]
+endpoints = ["{}"]
+[routes.fast]
+path = "/fast"
+proxy = "u"
+[routes.up]
+method = "POST"
+path = "/take"
+proxy = "u"
+[routes.compose]
+method = "POST"
+path = "/compose"
+  [[routes.compose.calls]]
+  name = "take"
+  upstream = "u"
+  method = "POST"
+  path = "/take"
+  body = {{ n = "{{request.body.n}}" }}
+"#,
+        up.url()
+    );
+    let gw = TestGateway::start_with_server("concurrency = 2", &toml).await;
+    let mut stalled = Vec::new();
+    for path in [
+        "/compose", "/compose", "/compose", "/compose", "/take", "/take",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(gw.addr)
+            .await
+            .expect("connect");
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 8\r\n\r\n{{"
+        );
+        s.write_all(head.as_bytes()).await.expect("head");
+        stalled.push(s);
+    }
+    // Let the gateway admit them all and start waiting on their bodies.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        let (status, _, body) = support::send("GET", &gw.url("/fast"), None).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    }
+    for mut s in stalled {
+        s.write_all(br#""n": 1}"#).await.expect("rest of the body");
+        let mut answer = Vec::new();
+        let read = async {
+            let mut buf = [0u8; 1024];
+            while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.expect("read");
+                assert!(n > 0, "closed before an answer");
+                answer.extend_from_slice(&buf[..n]);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("an answer");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    }
+    assert_eq!(gw.stats.shed_requests(), 0);
+    gw.stop.cancel();
+    let _ = gw.task.await;
+}

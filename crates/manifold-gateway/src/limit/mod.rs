@@ -16,7 +16,8 @@
 //!
 //! `concurrency = N` admits exactly N; `"adaptive"` (the default) moves the limit with the
 //! latency of admitted requests ([`gradient`]), less the time they waited on their clients'
-//! bodies ([`wait`]): a client sending slowly must not make the gateway look slow.
+//! bodies ([`wait`]): a client sending slowly must not make the gateway look slow. While it
+//! waits on its client's body, a request lends its slot back ([`wait`]): it does no work.
 
 mod gradient;
 mod parse;
@@ -63,6 +64,10 @@ const QUIET_PROBES: u32 = 10;
 pub(crate) struct Limiter {
     in_flight: AtomicUsize,
     limit: AtomicUsize,
+    /// Slots lent back by requests waiting on their clients' bodies ([`wait`]), and how many
+    /// may be at once.
+    lent: AtomicUsize,
+    lent_max: usize,
     /// The controller of an adaptive limit (none for a fixed one).
     adaptive: Option<Mutex<Gradient>>,
     /// The runtime's scheduling lag, µs, as last probed (adaptive only).
@@ -104,12 +109,13 @@ impl Limiter {
         max_connections: u64,
         stats: Arc<crate::respond::Stats>,
     ) -> Self {
+        let ceiling = max_connections
+            .saturating_mul(STREAMS_PER_CONNECTION)
+            .min(ADAPTIVE_MAX_CAP);
         let (limit, adaptive) = match concurrency {
             Concurrency::Fixed(n) => (usize::try_from(n).unwrap_or(usize::MAX).max(1), None),
             Concurrency::Adaptive => {
-                let max = max_connections
-                    .saturating_mul(STREAMS_PER_CONNECTION)
-                    .min(ADAPTIVE_MAX_CAP);
+                let max = ceiling;
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
                 let bounds = Bounds {
                     min: cores
@@ -125,6 +131,8 @@ impl Limiter {
         Limiter {
             in_flight: AtomicUsize::new(0),
             limit: AtomicUsize::new(limit),
+            lent: AtomicUsize::new(0),
+            lent_max: usize::try_from(ceiling).unwrap_or(usize::MAX),
             adaptive,
             lag_us: AtomicU64::new(0),
             stats,
@@ -230,7 +238,10 @@ impl Permit {
     /// Where the request's body reader counts the time it waits on the client (kept out of
     /// the latency the adaptive limit measures).
     pub(crate) fn client_wait(&mut self) -> ClientWait {
-        self.wait.get_or_insert_with(ClientWait::default).clone()
+        let limiter = &self.limiter;
+        self.wait
+            .get_or_insert_with(|| ClientWait::lending(limiter))
+            .clone()
     }
 
     /// The answer's head is ready (at `ended`, when its caller read the clock for it already):
@@ -332,7 +343,10 @@ impl Drop for Permit {
             // Cancelled: the client went away before the answer's head was ready.
             self.record(Instant::now(), true);
         }
-        self.limiter.in_flight.fetch_sub(1, Ordering::AcqRel);
+        // A slot lent while the request waited on its client is out of the count already.
+        if !self.wait.as_ref().is_some_and(ClientWait::settle) {
+            self.limiter.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 

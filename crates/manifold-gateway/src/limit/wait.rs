@@ -1,5 +1,5 @@
-//! The time a request spends waiting on its client's body, kept out of the latency the
-//! adaptive limit measures.
+//! The time a request spends waiting on its client's body: kept out of the latency the adaptive
+//! limit measures, and out of the concurrency limit itself.
 //!
 //! Why: the limit shrinks when the latency of admitted requests rises, and a request's latency
 //! ran from its admission to its answer's head — which, for a request with a body, includes
@@ -10,13 +10,47 @@
 //! the gateway's latency, so the time the gateway's body reader waited for the client's next
 //! frame is counted here and subtracted from the sample ([`super::Permit::finish`]).
 //!
+//! Nor does a request waiting on its client hold a concurrency slot: it does no work, and a
+//! client that opened many streams and sent each a byte at a time held every slot (the limit
+//! starts at 1,000, so five HTTP/2 connections were enough), and every other request was shed.
+//! While the reader waits, the request's slot is lent back to the limiter ([`Slot`]); when the
+//! body's next frame comes, the request takes it again, even past the limit (a request already
+//! admitted is never shed halfway). Requests waiting with a lent slot are bounded apart, at the
+//! adaptive limit's own ceiling (4 × `max_connections`): past that, a waiting request keeps its
+//! slot, as before, so waiting requests are never more than the limit already allowed.
+//!
 //! The meter costs nothing on the common path: a request without a body has none, and a body
 //! that is already there when it is read (one that came with the head) never waits, so no clock
 //! is read and no lock taken for it.
 
+use super::Limiter;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
+
+impl Limiter {
+    /// A request starts waiting on its client: take its slot out of the count in flight,
+    /// unless `lent_max` slots are lent already (false: it keeps it).
+    fn lend_slot(&self) -> bool {
+        if self.lent.fetch_add(1, Ordering::AcqRel) >= self.lent_max {
+            self.lent.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        true
+    }
+
+    /// A request's body came: it counts in flight again, past the limit if need be (it was
+    /// admitted; shedding it now would waste what its client sent).
+    fn reclaim_slot(&self) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.lent.fetch_sub(1, Ordering::AcqRel);
+        if self.probe_idle.load(Ordering::SeqCst) {
+            self.wake_probe();
+        }
+    }
+}
 
 /// How long one request waited on its client's body; shared by its permit and its body reader
 /// (carried to the reader in the request's extensions).
@@ -30,9 +64,65 @@ struct Waited {
     /// The wait in progress, if the reader is waiting now: a request cancelled mid-upload
     /// must not count that wait as the gateway's.
     since: Option<Instant>,
+    /// The request's concurrency slot, when it came from a [`super::Permit`].
+    slot: Option<(Arc<Limiter>, Slot)>,
+}
+
+/// Where a request's concurrency slot is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// With the request: it counts in flight.
+    Held,
+    /// Lent back while the request waits on its client.
+    Lent,
+    /// The permit ended: the slot is the limiter's for good.
+    Returned,
+}
+
+impl Waited {
+    fn lend(&mut self) {
+        if let Some((limiter, slot @ Slot::Held)) = &mut self.slot {
+            if limiter.lend_slot() {
+                *slot = Slot::Lent;
+            }
+        }
+    }
+
+    fn reclaim(&mut self) {
+        if let Some((limiter, slot @ Slot::Lent)) = &mut self.slot {
+            limiter.reclaim_slot();
+            *slot = Slot::Held;
+        }
+    }
 }
 
 impl ClientWait {
+    /// The wait of a request holding a slot of `limiter`: lent back while it waits.
+    pub(super) fn lending(limiter: &Arc<Limiter>) -> ClientWait {
+        ClientWait(Arc::new(Mutex::new(Waited {
+            slot: Some((Arc::clone(limiter), Slot::Held)),
+            ..Waited::default()
+        })))
+    }
+
+    /// The request's permit ends: its slot goes back to the limiter for good. Whether the slot
+    /// was lent (then it is no longer counted in flight, and the permit must not count it out
+    /// again).
+    pub(super) fn settle(&self) -> bool {
+        let mut w = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match &mut w.slot {
+            Some((limiter, slot)) => {
+                let lent = *slot == Slot::Lent;
+                if lent {
+                    limiter.lent.fetch_sub(1, Ordering::AcqRel);
+                }
+                *slot = Slot::Returned;
+                lent
+            }
+            None => false,
+        }
+    }
+
     /// How long the request has waited on its client up to `now`, a wait in progress included.
     pub(crate) fn waited(&self, now: Instant) -> Duration {
         let w = self.0.lock().unwrap_or_else(PoisonError::into_inner);
@@ -56,9 +146,13 @@ impl ClientWait {
         let now = Instant::now();
         let mut w = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if waiting {
-            w.since.get_or_insert(now);
+            if w.since.is_none() {
+                w.since = Some(now);
+                w.lend();
+            }
         } else if let Some(since) = w.since.take() {
             w.total = w.total.saturating_add(now.saturating_duration_since(since));
+            w.reclaim();
         }
     }
 
@@ -144,6 +238,76 @@ impl Drop for WaitMeter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use manifold_config::policy::Concurrency;
+    use std::sync::atomic::Ordering;
+
+    fn counts(l: &Limiter) -> (usize, usize) {
+        (l.in_flight(), l.lent.load(Ordering::Relaxed))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waiting_on_its_client_lends_its_slot_back() {
+        let l = Limiter::new(Concurrency::Fixed(2), 8192, Arc::default());
+        let mut a = l.try_acquire().expect("first");
+        let mut meter = a.client_wait().meter();
+        // Its body has not come: its slot is lent, so two more are admitted, not one.
+        meter.polled(true);
+        assert_eq!(counts(&l), (0, 1));
+        let b = l.try_acquire().expect("second");
+        let c = l.try_acquire().expect("third");
+        assert!(
+            l.try_acquire().is_none(),
+            "the limit holds for working requests"
+        );
+        // Polled again while still waiting: nothing changes.
+        meter.polled(true);
+        assert_eq!(counts(&l), (2, 1));
+        // The body came: the request takes its slot again, past the limit (it was admitted).
+        meter.polled(false);
+        assert_eq!(counts(&l), (3, 0));
+        assert!(l.try_acquire().is_none());
+        // Waiting again, then finished while waiting (its client's body given up): the slot
+        // is counted out once, whichever of the permit and the meter goes first.
+        meter.polled(true);
+        assert_eq!(counts(&l), (2, 1));
+        a.finish(None);
+        assert_eq!(counts(&l), (2, 0));
+        drop(meter);
+        assert_eq!(counts(&l), (2, 0));
+        drop((b, c));
+        assert_eq!(counts(&l), (0, 0));
+
+        // The meter first: its drop ends the wait and takes the slot back; the permit then
+        // gives it up.
+        let mut d = l.try_acquire().expect("free again");
+        let mut meter = d.client_wait().meter();
+        meter.polled(true);
+        assert_eq!(counts(&l), (0, 1));
+        drop(meter);
+        assert_eq!(counts(&l), (1, 0));
+        drop(d);
+        assert_eq!(counts(&l), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lent_slots_are_bounded_past_which_a_waiting_request_keeps_its_own() {
+        // One connection: at most four slots lent (the adaptive ceiling's 4 per connection).
+        let l = Limiter::new(Concurrency::Fixed(100), 1, Arc::default());
+        let mut held = Vec::new();
+        for _ in 0..6 {
+            let mut p = l.try_acquire().expect("admitted");
+            let mut m = p.client_wait().meter();
+            m.polled(true);
+            held.push((p, m));
+        }
+        assert_eq!(counts(&l), (2, 4));
+        // The two that kept their slots end first; the lent ones after.
+        for (p, m) in held.drain(..).rev() {
+            drop(p);
+            drop(m);
+        }
+        assert_eq!(counts(&l), (0, 0));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn only_the_time_from_pending_to_ready_counts() {
