@@ -3,6 +3,7 @@
 
 mod admin;
 mod cache_keys;
+mod client_host;
 mod concurrency;
 mod dataflow;
 mod headers;

@@ -174,6 +174,9 @@ pub(super) fn compile_call(
                 v.span(),
                 &format!("header `{k}`"),
             ) {
+                if lower == "host" {
+                    warn_client_host(&owner, &t, v.span(), diag);
+                }
                 headers.push((lower, t));
             }
         }
@@ -357,5 +360,25 @@ fn compile_subject(
             diag.push(ErrorKind::Value, s.span(), format!("{owner}: {msg}"));
             None
         }
+    }
+}
+
+/// A call's `host` header rendered from the client's request lets any client pick which virtual
+/// host of the upstream it reaches (an admin site on the same server, say): legal, sometimes
+/// meant (a multi-tenant upstream keyed by the client's host), so a warning, not an error.
+fn warn_client_host(owner: &str, t: &StrTemplate, span: Range<usize>, diag: &mut Diagnostics<'_>) {
+    use crate::template::Source;
+    let from_client = t.exprs().find_map(|e| match &e.source {
+        Source::Path { name, .. } => Some(format!("path parameter `{name}`")),
+        Source::Query { name } => Some(format!("query parameter `{name}`")),
+        Source::Header { name } => Some(format!("request header `{name}`")),
+        Source::RequestBody => Some("request body".to_owned()),
+        Source::Call { .. } | Source::Task { .. } => None,
+    });
+    if let Some(what) = from_client {
+        diag.warn(
+            span,
+            format!("{owner}: header `host` is rendered from the client's {what}: any client can pick which virtual host of the upstream it reaches"),
+        );
     }
 }
