@@ -34,3 +34,4 @@ mod telemetry_hostile;
 mod tls;
 mod traces;
 mod upstream_policies;
+mod values;
