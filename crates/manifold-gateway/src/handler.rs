@@ -114,12 +114,22 @@ pub(crate) async fn handle(
     }
     // The time spent waiting on the client's body is the client's, not the gateway's: its
     // reader (compose's, or the proxy's on the way upstream) counts it out of the latency the
-    // adaptive limit measures. A request without a body (most) has nothing to count.
-    if !http_body::Body::is_end_stream(req.body()) {
+    // adaptive limit measures, and out of Manifold's own time in the trace store. A request
+    // without a body (most) has nothing to count.
+    let wait = (!http_body::Body::is_end_stream(req.body())).then(|| {
         let wait = permit.client_wait();
-        req.extensions_mut().insert(wait);
-    }
-    let (resp, ended) = route(shared, req, peer, permit.started(), client_id).await;
+        req.extensions_mut().insert(wait.clone());
+        wait
+    });
+    let (resp, ended) = route(
+        shared,
+        req,
+        peer,
+        permit.started(),
+        client_id,
+        wait.as_ref(),
+    )
+    .await;
     match ended {
         Ended::Routed(at) => permit.finish(at),
         // A path or method no route serves is answered in microseconds, and any client may
@@ -132,8 +142,8 @@ pub(crate) async fn handle(
     Ok(resp)
 }
 
-/// Route the request admitted at `started` (its client's id `client_id`) and answer it; with the
-/// answer, when it ended if
+/// Route the request admitted at `started` (its client's id `client_id`; `wait`, its wait on
+/// its body, if it has one) and answer it; with the answer, when it ended if
 /// telemetry read the clock for that (then the limiter need not read it again).
 async fn route(
     shared_arc: Arc<Shared>,
@@ -141,6 +151,7 @@ async fn route(
     peer: SocketAddr,
     started: Instant,
     client_id: crate::respond::ClientId,
+    wait: Option<&crate::limit::ClientWait>,
 ) -> (Response<Body>, Ended) {
     let shared = &*shared_arc;
     // The match borrows the path while the request moves on: a clone of the `Uri` shares the
@@ -217,7 +228,7 @@ async fn route(
         .as_mut()
         .and_then(crate::telemetry::Recording::take_call);
     let mut resp = routed(Arc::clone(&shared_arc), ri, params, req, peer, call).await;
-    let ended = recording.map(|rec| shared_arc.telemetry.finish(rec, &mut resp));
+    let ended = recording.map(|rec| shared_arc.telemetry.finish(rec, &mut resp, wait));
     (resp, Ended::Routed(ended))
 }
 

@@ -394,8 +394,15 @@ impl Telemetry {
 
     /// The answer is ready: end the SERVER span, record the latency, give the answer its
     /// `X-Request-Id`, write the access log line. Returns when the request ended, as its
-    /// latency was measured (the request's start and its duration).
-    pub(crate) fn finish(&self, rec: Recording<'_>, resp: &mut Response<Body>) -> Instant {
+    /// latency was measured (the request's start and its duration). `client_wait`: the
+    /// request's wait on its client's body, when it had a body (read up to the span's end,
+    /// for the trace store: a client's slow upload is not the gateway's own time).
+    pub(crate) fn finish(
+        &self,
+        rec: Recording<'_>,
+        resp: &mut Response<Body>,
+        client_wait: Option<&crate::limit::ClientWait>,
+    ) -> Instant {
         let status = resp.status().as_u16();
         // The partial calls go on the SERVER span and in the log line: not read for metrics.
         // Looked for by a name made once: `partial_calls` looks it up by its text, which parses
@@ -418,12 +425,19 @@ impl Telemetry {
                         .get::<crate::respond::ErrorCause>()
                         .map_or(Cow::Owned(status.to_string()), |c| Cow::Borrowed(c.kind))
                 });
-                let finished = trace.end(tm::ServerOutcome {
-                    status,
-                    response_bytes: resp.body().size_hint().exact().unwrap_or(0),
-                    partial: partial.clone(),
-                    error_type,
-                });
+                // One clock read for the end and the wait up to it; the wait's lock only for a
+                // request with a body.
+                let now = Instant::now();
+                let finished = trace.end_at(
+                    tm::ServerOutcome {
+                        status,
+                        response_bytes: resp.body().size_hint().exact().unwrap_or(0),
+                        partial: partial.clone(),
+                        error_type,
+                        client_wait: client_wait.map_or(Duration::ZERO, |w| w.waited(now)),
+                    },
+                    now,
+                );
                 let exemplar = finished
                     .sampled
                     .then_some((finished.trace_id, finished.span_id));

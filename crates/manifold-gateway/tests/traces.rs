@@ -1,7 +1,7 @@
 //! The live trace store end to end: the checkout DAG against the simulated shop (order 150 ms,
 //! payment 200, inventory 100, shipping 250, confirm 50), its critical path and slack from
-//! `GET /traces/{id}`, the Jaeger export read by the analyzer with the same shares, and every
-//! hostile query value refused or clamped.
+//! `GET /traces/{id}`, the Jaeger export read by the analyzer with the same shares, a client's
+//! slow upload accounted to the client, and every hostile query value refused or clamped.
 
 use crate::support::*;
 use bytes::Bytes;
@@ -10,6 +10,8 @@ use http_body_util::{BodyExt, Full};
 use manifold_sim::{RunningSim, Sim, SimConfig};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BODY: &str =
     r#"{"total": 42.5, "items": [{"sku": "a-1", "qty": 2}], "address": "1 Main St"}"#;
@@ -120,13 +122,15 @@ fn f(v: &Value) -> f64 {
 }
 
 /// Critical-path shares by the store's accounting, keyed `service:operation` as the analyzer
-/// names them (the root is `manifold:{method} {route template}`).
+/// names them (the root is `manifold:{method} {route template}`, the client's body wait
+/// `manifold:client request body`).
 pub(crate) fn store_shares(details: &[Value]) -> HashMap<String, f64> {
     let mut ms: HashMap<String, f64> = HashMap::new();
     let mut total = 0.0;
     for d in details {
         total += f(&d["duration_ms"]);
         *ms.entry("manifold:POST /checkout".into()).or_default() += f(&d["manifold"]["total_ms"]);
+        *ms.entry("manifold:client request body".into()).or_default() += f(&d["client_ms"]);
         for c in d["calls"].as_array().unwrap() {
             let key = format!(
                 "{}:{}",
@@ -273,6 +277,89 @@ async fn the_checkout_path_is_order_shipping_confirm_with_slack_for_payment_and_
     let ours = store_shares(&[d]);
     assert_shares_agree(&ours, &theirs);
     assert!(theirs["shipping:shipping"] > theirs["order:order"]);
+
+    gw.stop.cancel();
+    sim.shutdown().await;
+}
+
+/// A client that sends its body slowly: the head of a composed POST at once, its body in four
+/// parts 200 ms apart (a raw socket, `Content-Length`). The route reads the body before its
+/// first call, so that wait is the client's: `client_ms`, not `manifold_ms` (which was 2,112
+/// of 2,115 ms for a body sent a byte every 300 ms).
+#[tokio::test]
+async fn a_slow_upload_is_the_clients_time_not_manifolds() {
+    const PARTS: usize = 4;
+    const PAUSE: Duration = Duration::from_millis(200);
+    let sim = Sim::start(SimConfig::shop()).await.unwrap();
+    let gw = TestGateway::start(&checkout(&sim, "")).await;
+    let id = trace_id(3);
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let head = format!(
+        "POST /checkout HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\ntraceparent: 00-{id}-00f067aa0ba902b7-01\r\n\
+         connection: close\r\n\r\n",
+        BODY.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let parts = BODY.as_bytes().chunks(BODY.len().div_ceil(PARTS));
+    assert_eq!(parts.len(), PARTS);
+    for part in parts {
+        tokio::time::sleep(PAUSE).await;
+        s.write_all(part).await.unwrap();
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+
+    let (s, d) = admin(&gw, &format!("/traces/{id}")).await;
+    assert_eq!(s, 200, "{d:#}");
+    let (client, duration) = (f(&d["client_ms"]), f(&d["duration_ms"]));
+    // Manifold's own is what it was for a body sent with its head: a small part of the request.
+    assert!(f(&d["manifold_ms"]) < 0.1 * duration, "{d:#}");
+    // The client's is at least most of the pauses (the reader starts waiting a moment after
+    // the head).
+    let paused = (PAUSE * PARTS as u32).as_secs_f64() * 1e3;
+    assert!(client >= 0.75 * paused, "client_ms {client}: {d:#}");
+    assert!(f(&d["manifold"]["before_ms"]) < 0.1 * duration, "{d:#}");
+    assert!(
+        f(&call(&d, "order")["queued_ms"]) < 0.1 * duration,
+        "order was ready when the body was: {d:#}"
+    );
+    // The client, Manifold and the path make the request; the waterfall starts with the client.
+    let on_path: f64 = ["order", "shipping", "confirm"]
+        .iter()
+        .map(|c| f(&call(&d, c)["critical_ms"]))
+        .sum();
+    assert!(
+        (client + f(&d["manifold"]["total_ms"]) + on_path - duration).abs() < 1e-3,
+        "{d:#}"
+    );
+    let first = &d["sections"][0];
+    assert_eq!(
+        (&first["client"], &first["call"]),
+        (&Value::Bool(true), &Value::Null),
+        "{d:#}"
+    );
+    assert!((f(&first["end_ms"]) - client).abs() < 1e-3, "{d:#}");
+    // The summary says so too.
+    let (_, l) = admin(&gw, "/traces?route=checkout").await;
+    assert_eq!(l["traces"][0]["client_ms"], d["client_ms"]);
+
+    // The Jaeger export: the analyzer counts the wait as the client's body, not the root's own.
+    let (s, _, jaeger) = send(
+        "GET",
+        &format!("http://{}/traces/{id}?format=jaeger", gw.admin),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let theirs = analyzer_shares(&jaeger);
+    assert_shares_agree(&store_shares(&[d]), &theirs);
+    assert!(theirs["manifold:client request body"] > theirs["manifold:POST /checkout"]);
 
     gw.stop.cancel();
     sim.shutdown().await;

@@ -75,6 +75,12 @@ pub struct ServerOutcome {
     pub partial: Vec<Arc<str>>,
     /// `error.type` for a 5xx (`deadline`, `upstream`, …); the status code is used when `None`.
     pub error_type: Option<Cow<'static, str>>,
+    /// How long the gateway waited on the client's request body (the time from its reader
+    /// finding nothing yet to the next part arriving, summed; zero for a request without a
+    /// body or one whose body came with its head). Why recorded: a composed route reads the
+    /// whole body before any call, so a client trickling its upload made that time look like
+    /// the gateway's own in the trace store ([`crate::store::OwnTime`]).
+    pub client_wait: Duration,
 }
 
 impl ServerOutcome {
@@ -386,7 +392,13 @@ impl RequestTrace {
     /// so, and return it (the trace store keeps it either way). Call spans still running are
     /// recorded as dropped (`late`) when they end.
     pub fn end(self, outcome: ServerOutcome) -> Arc<FinishedTrace> {
-        let duration = self.shared.start.elapsed();
+        self.end_at(outcome, Instant::now())
+    }
+
+    /// [`RequestTrace::end`] at `at`: the end as the caller already read it (the gateway reads
+    /// the clock once for the request's end, its client's body wait up to then and its latency).
+    pub fn end_at(self, outcome: ServerOutcome, at: Instant) -> Arc<FinishedTrace> {
+        let duration = at.saturating_duration_since(self.shared.start);
         let calls = {
             let mut calls = self
                 .shared

@@ -89,6 +89,7 @@ async fn one_exported_request() -> (Captured, Vec<Captured>, Arc<SpanStats>) {
         response_bytes: 42,
         partial: vec![Arc::from("payment")],
         error_type: None,
+        client_wait: Duration::ZERO,
     });
     task.shutdown(Duration::from_secs(5)).await;
     let captured = tokio::time::timeout(Duration::from_secs(5), collected.recv())

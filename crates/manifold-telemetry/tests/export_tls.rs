@@ -99,6 +99,7 @@ async fn spans_go_to_an_https_collector_trusted_by_the_system_roots() {
         response_bytes: 2,
         partial: Vec::new(),
         error_type: None,
+        client_wait: Duration::ZERO,
     });
     task.shutdown(Duration::from_secs(5)).await;
     let path = tokio::time::timeout(Duration::from_secs(5), received.recv())

@@ -198,6 +198,7 @@ mod wire {
                             response_bytes: bytes,
                             partial: partial.into_iter().map(Arc::from).collect(),
                             error_type: error_type.map(Into::into),
+                            client_wait: Duration::ZERO,
                         },
                         calls,
                     }

@@ -1,8 +1,11 @@
 //! The trace store's critical path against the analyzer's: random plans (DAGs of up to 7
 //! calls, some retried, some hedged) run with random service times, each call starting 1–50 µs
-//! after its inputs (the executor's scheduling gap); the store explains the request from the
-//! plan, `manifold analyze`'s code reads the store's Jaeger export by timestamps, and their
-//! critical-path shares per (service, operation) agree within 1%.
+//! after its inputs (the executor's scheduling gap), the calls without inputs after a random
+//! wait on the client's body (none in about half the cases: the route reads it before any
+//! call); the store explains the request from the plan, `manifold analyze`'s code reads the
+//! store's Jaeger export by timestamps, and their critical-path shares per (service, operation)
+//! agree within 1% — the client's wait as the export's `client request body` span, Manifold's
+//! own time as the root's.
 //!
 //! Where they may honestly differ is excluded, not hidden: a call that is not the binding input
 //! but ends inside a path call's scheduling gap (the timestamps then blame it; the plan knows
@@ -91,8 +94,9 @@ struct Built {
     deps: Vec<Vec<u32>>,
 }
 
-/// Run the plan: each call starts its gap after its last input ended.
-fn build(calls: &[Gen], after_us: u64) -> Built {
+/// Run the plan: each call starts its gap after its last input ended, or after the client's
+/// body arrived (`client_us` of waiting on it from the request's start) for a call without one.
+fn build(calls: &[Gen], after_us: u64, client_us: u64) -> Built {
     let n = calls.len();
     let names: Vec<Arc<str>> = (0..n)
         .map(|i| Arc::from(format!("c{i}").as_str()))
@@ -105,7 +109,11 @@ fn build(calls: &[Gen], after_us: u64) -> Built {
     let (mut ready, mut start, mut end) = (vec![0; n], vec![0; n], vec![0; n]);
     let mut records = Vec::new();
     for (i, g) in calls.iter().enumerate() {
-        ready[i] = deps[i].iter().map(|&d| end[d as usize]).max().unwrap_or(0);
+        ready[i] = deps[i]
+            .iter()
+            .map(|&d| end[d as usize])
+            .max()
+            .unwrap_or(client_us * US);
         start[i] = ready[i] + g.gap_us * US;
         end[i] = start[i] + g.service_us * US;
         let name = &*names[i];
@@ -155,6 +163,7 @@ fn build(calls: &[Gen], after_us: u64) -> Built {
         },
         outcome: ServerOutcome {
             status: 200,
+            client_wait: Duration::from_micros(client_us),
             ..ServerOutcome::default()
         },
         calls: records,
@@ -202,8 +211,9 @@ proptest! {
     fn store_and_analyzer_agree_on_where_the_time_went(
         calls in proptest::collection::vec(gen_call(), 1..=7),
         after_us in 1u64..=50,
+        client_us in prop_oneof![Just(0u64), 1u64..=300_000],
     ) {
-        let b = build(&calls, after_us);
+        let b = build(&calls, after_us, client_us);
         let n = calls.len();
         // Two calls ending at the same instant: the walk's tie-break is not the plan's.
         let mut ends = b.end.clone();
@@ -219,10 +229,16 @@ proptest! {
             prop_assert!(b.deps[c].contains(&(p as u32)));
             prop_assert_eq!(b.end[p], b.ready[c]);
         }
-        // Slack never negative, zero on the path, and the accounting adds up.
-        let total: Duration = a.calls.iter().map(|c| c.critical).sum::<Duration>() + a.own_critical;
+        // Slack never negative, zero on the path, and the accounting adds up: the client's
+        // wait all came before the first call, and none of it is Manifold's.
+        let total: Duration = a.calls.iter().map(|c| c.critical).sum::<Duration>()
+            + a.own_critical
+            + a.client_critical;
         prop_assert_eq!(total, b.trace.duration);
         prop_assert_eq!(a.own_critical, a.own.total());
+        prop_assert_eq!(a.own.client, Duration::from_micros(client_us));
+        prop_assert_eq!(a.client_critical, a.own.client);
+        prop_assert!(a.own.total() <= Duration::from_micros(50 * (n as u64 + 1) + after_us));
         for c in &a.calls {
             prop_assert!(c.slack.is_some(), "every call is awaited");
             if c.on_path {
@@ -246,6 +262,9 @@ proptest! {
         let mut ours: HashMap<String, f64> = HashMap::new();
         if a.own_critical > Duration::ZERO {
             ours.insert("manifold:GET /r".into(), a.own_critical.as_nanos() as f64 / d);
+        }
+        if a.client_critical > Duration::ZERO {
+            ours.insert(format!("manifold:{}", json::CLIENT_BODY), a.client_critical.as_nanos() as f64 / d);
         }
         for c in a.calls.iter().filter(|c| c.critical > Duration::ZERO) {
             ours.insert(format!("svc-{}:{}", c.name, c.name), c.critical.as_nanos() as f64 / d);

@@ -146,6 +146,11 @@ async fn the_jaeger_export_piped_into_analyze_gives_the_stores_shares() {
         let d: Value = serde_json::from_slice(&d).expect("json");
         total += f(&d["duration_ms"]);
         *ours.entry("manifold:POST /checkout".into()).or_default() += f(&d["manifold"]["total_ms"]);
+        // The client's body wait, a span of its own in the export (none here: each body came
+        // with its head, so nothing waited on it).
+        *ours
+            .entry("manifold:client request body".into())
+            .or_default() += f(&d["client_ms"]);
         for c in d["calls"].as_array().expect("calls") {
             let key = format!(
                 "{}:{}",

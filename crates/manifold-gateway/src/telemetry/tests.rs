@@ -71,7 +71,7 @@ async fn each_route_kind_gets_the_one_context_it_reads() {
         let mut upstream = HeaderMap::new();
         ctx.apply(None, &mut upstream);
         let mut resp = answer();
-        t.finish(rec, &mut resp);
+        t.finish(rec, &mut resp, None);
         assert_eq!(resp.headers().get(REQUEST_ID), upstream.get(REQUEST_ID));
         assert!(resp.headers().contains_key(REQUEST_ID));
 
@@ -87,7 +87,7 @@ async fn each_route_kind_gets_the_one_context_it_reads() {
         assert!(req.extensions().get::<TraceCtx>().is_none());
         assert!(req.extensions().is_empty());
         let mut resp = answer();
-        t.finish(rec, &mut resp);
+        t.finish(rec, &mut resp, None);
         assert_eq!(resp.headers()[REQUEST_ID], "client-1");
     }
 }
@@ -117,7 +117,7 @@ async fn the_answer_keeps_an_id_it_already_has() {
     let mut resp = answer();
     resp.headers_mut()
         .insert(REQUEST_ID, HeaderValue::from_static("set-before"));
-    t.finish(rec, &mut resp);
+    t.finish(rec, &mut resp, None);
     assert_eq!(resp.headers()[REQUEST_ID], "set-before");
 }
 
@@ -136,7 +136,7 @@ async fn finish_returns_the_end_of_the_latency_it_measured() {
             .expect("recorded");
         tokio::time::advance(Duration::from_millis(5)).await;
         let mut resp = answer();
-        let ended = t.finish(rec, &mut resp);
+        let ended = t.finish(rec, &mut resp, None);
         assert_eq!(ended, started + Duration::from_millis(8), "{toml}");
     }
 }

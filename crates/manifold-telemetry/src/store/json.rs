@@ -12,6 +12,9 @@ use super::path::Analysis;
 use super::Entry;
 use crate::span::{CallRecord, FinishedTrace, RootKind};
 
+/// The operation name of the client's body wait in the Jaeger export.
+pub const CLIENT_BODY: &str = "client request body";
+
 fn ms(d: Duration) -> f64 {
     d.as_nanos() as f64 / 1e6
 }
@@ -38,6 +41,7 @@ pub fn summary(store: &super::TraceStore, e: &Entry, a: &Analysis) -> Value {
         "span_count": t.span_count(),
         "critical_path": a.path.iter().map(|&c| &*a.calls[c].name).collect::<Vec<_>>(),
         "manifold_ms": ms(a.own.total()),
+        "client_ms": ms(a.own.client),
     })
 }
 
@@ -64,7 +68,8 @@ fn attempt(r: &CallRecord) -> Value {
 }
 
 /// `GET /traces/{trace_id}`: the summary, each call's timings, the path, each call's slack and
-/// Manifold's own time, and the walk's sections (who was waited for, when).
+/// Manifold's own time, and the walk's sections (who was waited for, when: a call, the client's
+/// body, or Manifold).
 pub fn detail(store: &super::TraceStore, e: &Entry, a: &Analysis) -> Value {
     let t = &e.trace;
     let mut out = summary(store, e, a);
@@ -114,6 +119,7 @@ pub fn detail(store: &super::TraceStore, e: &Entry, a: &Analysis) -> Value {
         .map(|s| {
             json!({
                 "call": s.call.map(|c| &*a.calls[c].name),
+                "client": s.client,
                 "start_ms": ms(s.start),
                 "end_ms": ms(s.end),
             })
@@ -224,7 +230,10 @@ fn call_tags(r: &CallRecord) -> Vec<Value> {
 /// `service` process, every call in its upstream's process, `CHILD_OF` the root. A call with
 /// several attempts gets a span of its own (first attempt's start to the winner's end) with
 /// its attempts as children, a cancelled one (a hedge that lost) `FOLLOWS_FROM`, so it never
-/// counts as waited for. `manifold analyze` then accounts the same time to the same names
+/// counts as waited for. The client's body wait ([`super::OwnTime::client`]), when there was
+/// one, is a [`CLIENT_BODY`] span from the request's start, `CHILD_OF` the root in the
+/// `service` process: the analyzer's walk then sees it as a blocking child and does not count
+/// it as the root's own. `manifold analyze` then accounts the same time to the same names
 /// (service = upstream, operation = call) as the store does.
 pub fn jaeger_trace(service: &str, e: &Entry, a: &Analysis) -> Value {
     let t = &e.trace;
@@ -253,6 +262,21 @@ pub fn jaeger_trace(service: &str, e: &Entry, a: &Analysis) -> Value {
         procs.id(service),
         root_tags,
     )];
+    if a.own.client > Duration::ZERO {
+        // An id no call has: the root's, one bit flipped (a call's own span flips the top bit
+        // of an attempt's id; this flips another, of the root's).
+        let mut id = t.span_id.0;
+        id[0] ^= 0x40;
+        spans.push(jspan(
+            t,
+            crate::context::SpanId(id).to_hex(),
+            Some(("CHILD_OF", root_id.clone())),
+            CLIENT_BODY,
+            (Duration::ZERO, a.own.client),
+            procs.id(service),
+            vec![tag("span.kind", json!("internal"))],
+        ));
+    }
     for c in &a.calls {
         let w = &t.calls[c.winner];
         let proc = procs.id(&w.info.upstream);

@@ -4,7 +4,8 @@
 //!
 //! - **Per call**, from its attempt spans: started = the first attempt's start; first byte and
 //!   ended = the winning attempt's (the last one that was not cancelled); ready = the latest end
-//!   among the plan inputs that ran (0 for none); queued = started − ready.
+//!   among the plan inputs that ran (for a call without inputs: the client's body wait, below;
+//!   0 without one); queued = started − ready.
 //! - **The path**: start at the awaited call that ended last (ties: the lower index), step to
 //!   its binding input (the input whose end is its ready time; ties: the lower index) until a
 //!   call without inputs. The plan says which call waited for which; timestamps only say which
@@ -15,14 +16,23 @@
 //!   most `min over dependents d of (ready(d) − end) + slack(d)`; a call nothing waits for has
 //!   none (`None`). Path calls have 0.
 //! - **Manifold's own time**: before the first path call, each path call's `started − ready`,
-//!   and after the last one.
+//!   and after the last one — less the **client's** share: `min(client_wait, before)` of the
+//!   time before the first path call (`ServerOutcome::client_wait`, how long the gateway's body
+//!   reader waited on the client). Why there: a composed route reads the whole request body
+//!   before its first call starts, so a client trickling its upload made all of that wait look
+//!   like the gateway's. A route without a plan (a proxy route) streams the body to its
+//!   upstream during the call, so there the wait overlaps the call and is not carved out of
+//!   anything: its numbers are as they were, client 0.
 //! - **The accounting** is the analyzer's: a [`CpGraph`] whose root is the request and whose
-//!   blocking children are exactly the path's calls, walked by [`critical_path`]. Path calls
-//!   never overlap, but they may touch (a call starting the very instant its input ended, as on
-//!   paused time); Jaeger's walk reads touching siblings as concurrent, so the store runs it
-//!   with the smallest positive overlap allowance, which accepts a zero overlap and no other.
+//!   blocking children are exactly the path's calls (and the client's wait, from the request's
+//!   start, when there was one), walked by [`critical_path`]. Path calls never overlap, but
+//!   they may touch (a call starting the very instant its input ended, as on paused time);
+//!   Jaeger's walk reads touching siblings as concurrent, so the store runs it with the
+//!   smallest positive overlap allowance, which accepts a zero overlap and no other.
 //!   Its sections are the waterfall's "who was waited for", and the root's exclusive time is
-//!   Manifold's own — equal to the sum above, which the tests check.
+//!   Manifold's own — equal to the sum above, which the tests check. The client's wait ends
+//!   before the first path call starts (it is capped by `before`), so it is one more sibling
+//!   before them, touching at most.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -40,7 +50,8 @@ pub struct CallTiming {
     pub index: usize,
     /// Its name.
     pub name: Arc<str>,
-    /// When its last input ended (0 for none).
+    /// When its last input ended; for a call without inputs, the client's body wait (0 for
+    /// none): a composed route's calls start only once the body is read.
     pub ready: Duration,
     /// The first attempt's start.
     pub started: Duration,
@@ -64,10 +75,14 @@ pub struct CallTiming {
     pub critical: Duration,
 }
 
-/// Manifold's own share of a request: time when no call on the path was running.
+/// The time when no call on the path was running: Manifold's own, and the client's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OwnTime {
-    /// Before the first path call started.
+    /// Waiting on the client's request body, before the first path call: `min(client_wait,
+    /// time before the first path call)`, 0 for a route without a plan (see the module's
+    /// notes). Not Manifold's, so not in [`OwnTime::total`].
+    pub client: Duration,
+    /// Before the first path call started, less `client`.
     pub before: Duration,
     /// Between each path call's inputs being ready and its start, summed.
     pub between: Duration,
@@ -76,7 +91,7 @@ pub struct OwnTime {
 }
 
 impl OwnTime {
-    /// All of it.
+    /// Manifold's own: all of it but the client's wait.
     pub fn total(&self) -> Duration {
         self.before + self.between + self.after
     }
@@ -85,8 +100,10 @@ impl OwnTime {
 /// Who the request waited for during one stretch of time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stretch {
-    /// The call (index into [`Analysis::calls`]), or `None` for Manifold itself.
+    /// The call (index into [`Analysis::calls`]), or `None` for Manifold itself or the client.
     pub call: Option<usize>,
+    /// The client's request body (then `call` is `None`).
+    pub client: bool,
     /// Start, from the request's start.
     pub start: Duration,
     /// End.
@@ -104,6 +121,8 @@ pub struct Analysis {
     pub own: OwnTime,
     /// Manifold's own time as the critical-path walk accounted it (equals `own.total()`).
     pub own_critical: Duration,
+    /// The client's wait as the walk accounted it (equals `own.client`).
+    pub client_critical: Duration,
     /// The walk's sections: the waterfall's answer to "what was being waited for".
     pub sections: Vec<Stretch>,
 }
@@ -118,6 +137,8 @@ fn from_ns(v: i64) -> Duration {
 
 /// Explain `trace` with its route's `shape` (`None`: no plan, as for a proxy route).
 pub fn analyze(trace: &FinishedTrace, shape: Option<&PlanShape>) -> Analysis {
+    // Only a plan reads the body before its calls (see the module's notes).
+    let planned = shape.is_some();
     let shape = effective_shape(&trace.calls, shape);
     let n = shape.len();
     let mut groups: Vec<Vec<usize>> = vec![Vec::new(); n];
@@ -143,7 +164,7 @@ pub fn analyze(trace: &FinishedTrace, shape: Option<&PlanShape>) -> Analysis {
         }
     }
     let end_of = |i: usize| ran[i].map(|r| r.1);
-    let ready: Vec<Duration> = (0..n)
+    let mut ready: Vec<Duration> = (0..n)
         .map(|i| {
             shape
                 .deps(i)
@@ -199,33 +220,48 @@ pub fn analyze(trace: &FinishedTrace, shape: Option<&PlanShape>) -> Analysis {
         slack[i] = if on_path[i] { Some(Duration::ZERO) } else { s };
     }
 
-    // Manifold's own time, by the plan.
+    // Manifold's own time, by the plan; the client's wait first, capped by the time before
+    // the first path call (all of the request when no call ran).
     let path: Vec<usize> = path_rev.iter().rev().copied().collect();
     let mut own = OwnTime::default();
-    match (path.first(), path.last()) {
-        (Some(&first), Some(&last)) => {
-            own.before = ran[first].map_or(Duration::ZERO, |r| r.0);
-            own.between = path[1..]
-                .iter()
-                .map(|&c| ran[c].map_or(Duration::ZERO, |r| r.0.saturating_sub(ready[c])))
-                .sum();
-            own.after = trace
-                .duration
-                .saturating_sub(end_of(last).unwrap_or(Duration::ZERO));
+    let before = path
+        .first()
+        .map_or(trace.duration, |&c| ran[c].map_or(Duration::ZERO, |r| r.0));
+    if planned {
+        own.client = trace.outcome.client_wait.min(before);
+        // A call without inputs was ready once the body was read, not at the request's start.
+        for (i, r) in ready.iter_mut().enumerate() {
+            if shape.deps(i).is_empty() {
+                *r = own.client;
+            }
         }
-        _ => own.before = trace.duration,
+    }
+    own.before = before - own.client;
+    if let Some(&last) = path.last() {
+        own.between = path[1..]
+            .iter()
+            .map(|&c| ran[c].map_or(Duration::ZERO, |r| r.0.saturating_sub(ready[c])))
+            .sum();
+        own.after = trace
+            .duration
+            .saturating_sub(end_of(last).unwrap_or(Duration::ZERO));
     }
 
-    // The accounting, by the analyzer's walk over the path's calls.
+    // The accounting, by the analyzer's walk over the client's wait and the path's calls.
     let mut start = vec![0i64];
     let mut end = vec![ns(trace.duration)];
-    let mut node_call = vec![usize::MAX];
+    let mut node_call = vec![Node::Request];
+    if own.client > Duration::ZERO {
+        start.push(0);
+        end.push(ns(own.client));
+        node_call.push(Node::Client);
+    }
     for &c in &path {
         if let Some((s, e, _)) = ran[c] {
             if e > s {
                 start.push(ns(s));
                 end.push(ns(e));
-                node_call.push(c);
+                node_call.push(Node::Call(c));
             }
         }
     }
@@ -239,13 +275,13 @@ pub fn analyze(trace: &FinishedTrace, shape: Option<&PlanShape>) -> Analysis {
         },
     );
     let mut critical = vec![Duration::ZERO; n];
-    let mut own_critical = Duration::ZERO;
+    let (mut own_critical, mut client_critical) = (Duration::ZERO, Duration::ZERO);
     for node in &cp.nodes {
-        let c = node_call[node.node as usize];
-        if c == usize::MAX {
-            own_critical = from_ns(node.exclusive);
-        } else {
-            critical[c] = from_ns(node.exclusive);
+        let exclusive = from_ns(node.exclusive);
+        match node_call[node.node as usize] {
+            Node::Request => own_critical = exclusive,
+            Node::Client => client_critical = exclusive,
+            Node::Call(c) => critical[c] = exclusive,
         }
     }
 
@@ -277,9 +313,13 @@ pub fn analyze(trace: &FinishedTrace, shape: Option<&PlanShape>) -> Analysis {
         .sections
         .iter()
         .map(|s| {
-            let c = node_call[s.node as usize];
+            let who = node_call[s.node as usize];
             Stretch {
-                call: (c != usize::MAX).then(|| position[c]),
+                call: match who {
+                    Node::Call(c) => Some(position[c]),
+                    Node::Request | Node::Client => None,
+                },
+                client: who == Node::Client,
                 start: from_ns(s.start),
                 end: from_ns(s.end),
             }
@@ -290,8 +330,20 @@ pub fn analyze(trace: &FinishedTrace, shape: Option<&PlanShape>) -> Analysis {
         path: path.iter().map(|&c| position[c]).collect(),
         own,
         own_critical,
+        client_critical,
         sections,
     }
+}
+
+/// What a node of the walk's graph stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    /// The request itself: its exclusive time is Manifold's own.
+    Request,
+    /// The client's body wait.
+    Client,
+    /// A path call (its index in the shape).
+    Call(usize),
 }
 
 /// The route's shape, plus any call the spans name that it does not know; without a shape,

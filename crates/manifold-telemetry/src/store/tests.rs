@@ -285,6 +285,7 @@ fn the_checkout_path_and_slack_come_from_the_plan() {
     assert_eq!(
         a.own,
         OwnTime {
+            client: Duration::ZERO,
             before: ms(1),
             between: ms(2 + 1),
             after: ms(1),
@@ -362,6 +363,7 @@ fn the_binding_input_is_the_plan_edge_not_whatever_ended_last() {
     assert_eq!(
         a.own,
         OwnTime {
+            client: Duration::ZERO,
             before: ms(0),
             between: ms(10),
             after: ms(0)
@@ -413,4 +415,159 @@ fn a_route_without_a_plan_and_calls_the_plan_does_not_know() {
     let a = analyze(&trace(1, 5, 200, vec![]), Some(&checkout()));
     assert!(a.path.is_empty());
     assert_eq!((a.own.total(), a.own_critical), (ms(5), ms(5)));
+}
+
+/// The checkout of `the_checkout_path_and_slack_come_from_the_plan`, 300 ms later: its client
+/// took 300 ms to send the body the route reads before its first call.
+fn slow_upload(client_wait: u64) -> FinishedTrace {
+    let mut t = (*trace(
+        1,
+        755,
+        201,
+        vec![
+            call("order", 301, 451),
+            call("inventory", 452, 552),
+            call("payment", 452, 652),
+            call("shipping", 453, 703),
+            call("confirm", 704, 754),
+        ],
+    ))
+    .clone();
+    t.outcome.client_wait = ms(client_wait);
+    t
+}
+
+#[test]
+fn the_clients_body_wait_is_the_clients_not_manifolds() {
+    let t = slow_upload(300);
+    let a = analyze(&t, Some(&checkout()));
+    assert_eq!(path_names(&a), vec!["order", "shipping", "confirm"]);
+    assert_eq!(
+        a.own,
+        OwnTime {
+            client: ms(300),
+            before: ms(1),
+            between: ms(3),
+            after: ms(1),
+        }
+    );
+    assert_eq!(
+        a.own.total(),
+        ms(5),
+        "the upload is not Manifold's own time"
+    );
+    // A call without inputs was ready when the body was: its queue is Manifold's 1 ms.
+    assert_eq!(
+        (timing(&a, "order").ready, timing(&a, "order").queued),
+        (ms(300), ms(1))
+    );
+    assert_eq!(timing(&a, "shipping").ready, ms(451));
+    // The walk accounts the same, and everything adds up to the request.
+    assert_eq!(a.own_critical, a.own.total());
+    assert_eq!(a.client_critical, ms(300));
+    let total: Duration =
+        a.calls.iter().map(|c| c.critical).sum::<Duration>() + a.own_critical + a.client_critical;
+    assert_eq!(total, t.duration);
+    // The waterfall starts with the client's stretch.
+    let first = a.sections[0];
+    assert_eq!(
+        (first.call, first.client, first.start, first.end),
+        (None, true, Duration::ZERO, ms(300))
+    );
+    assert!(a.sections[1..].iter().all(|s| !s.client));
+    // Not waiting on the client: nothing changes.
+    let a = analyze(&slow_upload(0), Some(&checkout()));
+    assert_eq!((a.own.client, a.own.before), (Duration::ZERO, ms(301)));
+    assert_eq!(timing(&a, "order").queued, ms(301));
+    assert!(a.sections.iter().all(|s| !s.client));
+}
+
+#[test]
+fn the_clients_share_is_capped_by_the_time_before_the_first_call() {
+    // More wait than there was time before the first path call (it cannot be, in a composed
+    // route; a guard): only that time is the client's.
+    let a = analyze(&slow_upload(500), Some(&checkout()));
+    assert_eq!((a.own.client, a.own.before), (ms(301), Duration::ZERO));
+    assert_eq!((a.own.total(), a.client_critical), (ms(3 + 1), ms(301)));
+    assert_eq!(timing(&a, "order").queued, Duration::ZERO);
+    // No call ran (a body that never came: 408): the request is the client's, up to all of it.
+    for (wait, client) in [(5, 5), (20, 8)] {
+        let mut t = (*trace(1, 8, 408, vec![])).clone();
+        t.outcome.client_wait = ms(wait);
+        let a = analyze(&t, Some(&checkout()));
+        assert_eq!(
+            (
+                a.own.client,
+                a.own.total(),
+                a.client_critical,
+                a.own_critical
+            ),
+            (ms(client), ms(8 - client), ms(client), ms(8 - client))
+        );
+    }
+    // A route without a plan streams the body during its call: the wait overlaps the call,
+    // and its numbers are left as they were.
+    let mut t = (*trace(1, 30, 200, vec![call("proxy", 1, 29)])).clone();
+    t.outcome.client_wait = ms(20);
+    let a = analyze(&t, None);
+    assert_eq!(a.own.client, Duration::ZERO);
+    assert_eq!((a.own.total(), a.own_critical), (ms(2), ms(2)));
+    assert_eq!(timing(&a, "proxy").ready, Duration::ZERO);
+}
+
+#[test]
+fn the_json_and_the_jaeger_export_show_the_clients_wait() {
+    let store = TraceStore::new(
+        Bounds {
+            recent: 1,
+            slowest: 0,
+            errors_for: Duration::from_secs(60),
+            max_errors: 0,
+        },
+        vec![RouteSpec {
+            name: Arc::from("checkout"),
+            shape: Some(checkout()),
+        }],
+    )
+    .expect("bounds");
+    store.record(0, Arc::new(slow_upload(300)));
+    let e = store
+        .query(&Query {
+            limit: 1,
+            ..Query::default()
+        })
+        .remove(0);
+    let a = store.analyze(&e);
+    let s = json::summary(&store, &e, &a);
+    assert_eq!(
+        (s["client_ms"].as_f64(), s["manifold_ms"].as_f64()),
+        (Some(300.0), Some(5.0))
+    );
+    let d = json::detail(&store, &e, &a);
+    assert_eq!(d["client_ms"].as_f64(), Some(300.0));
+    assert_eq!(d["manifold"]["before_ms"].as_f64(), Some(1.0));
+    assert_eq!(d["sections"][0]["client"], true);
+    assert_eq!(d["sections"][0]["call"], serde_json::Value::Null);
+    assert_eq!(d["sections"][1]["client"], false);
+    // One span more: the client's, a child of the root in the gateway's process.
+    let j = json::jaeger_trace("manifold", &e, &a);
+    let spans = j["spans"].as_array().expect("spans");
+    assert_eq!(spans.len(), 1 + 1 + 5);
+    let c = spans
+        .iter()
+        .find(|s| s["operationName"] == json::CLIENT_BODY)
+        .expect("the client's span");
+    assert_eq!(c["references"][0]["spanID"], spans[0]["spanID"]);
+    assert_eq!(c["references"][0]["refType"], "CHILD_OF");
+    assert_eq!(c["startTime"], spans[0]["startTime"]);
+    assert_eq!(c["duration"], 300_000);
+    assert_eq!(c["processID"], spans[0]["processID"]);
+    let ids: std::collections::HashSet<&str> =
+        spans.iter().filter_map(|s| s["spanID"].as_str()).collect();
+    assert_eq!(ids.len(), spans.len(), "every span id is its own");
+    // Without a wait there is no such span.
+    store.record(0, Arc::new(slow_upload(0)));
+    let e = store.get(&e.trace.trace_id).expect("held");
+    let j = json::jaeger_trace("manifold", &e, &store.analyze(&e));
+    assert_eq!(j["spans"].as_array().map(Vec::len), Some(6));
 }
