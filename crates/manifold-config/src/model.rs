@@ -342,6 +342,9 @@ pub struct Plan {
     pub response: ResponsePlan,
     /// Whether any template reads `{request.body…}` (so the body must be parsed as JSON).
     pub reads_request_body: bool,
+    /// The query parameters some template reads (`{query.NAME}`: the calls', their hooks' and
+    /// cache keys', the response's), sorted: a value the route never reads is never judged.
+    pub query_reads: Vec<String>,
     /// The route's `enqueue`: when its async and publish tasks are written to the queue.
     pub enqueue: Enqueue,
 }

@@ -128,3 +128,42 @@ fn enqueue_is_refused_where_it_means_nothing_or_is_misspelt() {
         );
     }
 }
+
+/// The query parameters a plan reads, from every template of the route (a call's path, query,
+/// headers and body, its cache key, the response), once each and sorted: the gateway judges
+/// only these for UTF-8.
+#[test]
+fn a_plan_lists_the_query_parameters_it_reads() {
+    let src = format!(
+        r#"{UPSTREAM}
+[routes.r]
+path = "/r"
+  [[routes.r.calls]]
+  name = "a"
+  upstream = "u"
+  path = "/a/{{query.zeta}}"
+  query = {{ x = "{{query.alpha}}" }}
+  headers = {{ x-tenant = "{{query.tenant}}" }}
+  cache = {{ ttl = "1s", key = "page:{{query.page}}" }}
+  [[routes.r.calls]]
+  name = "b"
+  upstream = "u"
+  path = "/b"
+  body = {{ v = "{{query.alpha}}" }}
+  [routes.r.response]
+  body = {{ a = "{{a}}", m = "{{query.mode}}" }}
+[routes.none]
+path = "/none"
+  [[routes.none.calls]]
+  name = "a"
+  upstream = "u"
+  path = "/a"
+"#
+    );
+    let cfg = compile("t.toml".as_ref(), &src).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        plan(&cfg, "r").query_reads,
+        ["alpha", "mode", "page", "tenant", "zeta"]
+    );
+    assert!(plan(&cfg, "none").query_reads.is_empty());
+}

@@ -298,11 +298,13 @@ async fn routed(
 /// different requests would become one. A proxy route forwards the bytes as they came and is
 /// not refused. The raw text is checked only when a decoded value holds U+FFFD (a client may
 /// send that character itself, encoded as UTF-8): the common request pays one scan of its
-/// decoded values.
+/// decoded values. In the query only the parameters the plan reads (`reads`, sorted) are
+/// judged: a tracking parameter in a legacy encoding that no template renders refuses nothing.
 fn not_utf8(
     params: &[String],
     query: &[(String, String)],
     uri: &http::Uri,
+    reads: &[String],
 ) -> Option<&'static str> {
     let replaced = |s: &String| s.contains(char::REPLACEMENT_CHARACTER);
     let invalid = |raw: &str| {
@@ -313,10 +315,19 @@ fn not_utf8(
     if params.iter().any(replaced) && invalid(uri.path()) {
         return Some("path");
     }
-    if query.iter().any(|(k, v)| replaced(k) || replaced(v)) && invalid(uri.query().unwrap_or("")) {
-        return Some("query");
+    if !query.iter().any(|(k, v)| replaced(k) || replaced(v)) {
+        return None;
     }
-    None
+    let read = |pair: &str| {
+        form_urlencoded::parse(pair.as_bytes())
+            .next()
+            .is_some_and(|(k, _)| reads.binary_search_by(|r| r.as_str().cmp(&k)).is_ok())
+    };
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .any(|pair| invalid(pair) && read(pair))
+        .then_some("query")
 }
 
 fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
@@ -357,7 +368,7 @@ async fn compose(
 ) -> Response<Body> {
     let route = &shared.config.routes[ri];
     let query = parse_query(req.uri().query());
-    if let Some(part) = not_utf8(&params, &query, req.uri()) {
+    if let Some(part) = not_utf8(&params, &query, req.uri(), &plan.query_reads) {
         return error_response(
             StatusCode::BAD_REQUEST,
             "bad_input",

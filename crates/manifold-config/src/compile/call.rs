@@ -51,6 +51,8 @@ pub(super) struct CompiledCall {
     pub(super) reads_from: Vec<usize>,
     /// Whether a template of the call reads the request body.
     pub(super) reads_body: bool,
+    /// The query parameters its templates read (its hooks' and cache key's included).
+    pub(super) query_reads: Vec<String>,
 }
 
 /// Compile call `c` of `route`; `index` names every call of the route (templates may read calls
@@ -290,6 +292,7 @@ pub(super) fn compile_call(
         deps: my_deps,
         reads_from,
         reads_body: res.reads_body,
+        query_reads: res.query_reads,
     }
 }
 

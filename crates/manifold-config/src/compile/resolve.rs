@@ -56,6 +56,8 @@ pub(crate) struct Resolver<'a> {
     /// Calls referenced by the template being compiled.
     pub(super) refs: Vec<usize>,
     pub(super) reads_body: bool,
+    /// The query parameters the templates compiled so far read (`{query.NAME}`).
+    pub(super) query_reads: Vec<String>,
     /// Inside an `on_done` / `on_dead` hook: `{task.*}` reads the settled task (see
     /// `crate::hooks`); elsewhere `task` is an ordinary call name.
     pub(crate) task: Option<crate::queue::HookKind>,
@@ -75,6 +77,7 @@ impl<'a> Resolver<'a> {
             calls,
             refs: Vec::new(),
             reads_body: false,
+            query_reads: Vec::new(),
             task: None,
         }
     }
@@ -117,6 +120,9 @@ impl<'a> Resolver<'a> {
             }
             "query" => {
                 let name = single("query")?;
+                if !self.query_reads.contains(&name) {
+                    self.query_reads.push(name.clone());
+                }
                 return Ok(Expr {
                     source: Source::Query { name },
                     steps: Vec::new(),
