@@ -42,10 +42,34 @@ fn every_example_and_the_starter_config_pass_the_schema_and_the_parser() {
     let v = validator();
     let files = examples();
     assert!(files.len() >= 8, "examples/ went missing: {files:?}");
-    let mut checked = vec![(
-        "manifold init".to_owned(),
-        manifold_config::STARTER_CONFIG.to_owned(),
-    )];
+    // The starter's hardening lines, uncommented, are valid too (they teach by example).
+    let hardened: String = manifold_config::STARTER_CONFIG
+        .lines()
+        .map(|l| {
+            let keys = [
+                "# error_detail",
+                "# trusted_proxies",
+                "# [telemetry]",
+                "# sample_ratio",
+                "# parent_sampled",
+            ];
+            match keys.iter().find(|k| l.starts_with(*k)) {
+                Some(_) => format!("{}\n", &l[2..]),
+                None => format!("{l}\n"),
+            }
+        })
+        .collect();
+    assert!(hardened.contains("\nparent_sampled = "), "{hardened}");
+    let mut checked = vec![
+        (
+            "manifold init".to_owned(),
+            manifold_config::STARTER_CONFIG.to_owned(),
+        ),
+        (
+            "manifold init, hardening lines uncommented".to_owned(),
+            hardened,
+        ),
+    ];
     for f in files {
         checked.push((
             f.display().to_string(),
