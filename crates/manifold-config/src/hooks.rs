@@ -249,7 +249,13 @@ fn compile_hook(
                         "header `{k}` cannot read `{{task.*}}`: put settle-time values in the body"
                     )),
                 ),
-                Ok(t) => headers.push((lower, t)),
+                Ok(t) => {
+                    if lower == "host" && h.publish.is_none() {
+                        let owner = format!("{}, {}", at.owner, at.kind.as_str());
+                        crate::compile::warn_client_host(&owner, &t, v.span(), diag);
+                    }
+                    headers.push((lower, t));
+                }
                 Err(msg) => diag.push(
                     ErrorKind::UnknownName,
                     v.span(),

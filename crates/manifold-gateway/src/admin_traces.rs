@@ -21,6 +21,7 @@ use manifold_telemetry::store::{json, Query, TraceStore};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// The most requests one answer lists.
 pub(crate) const MAX_LIMIT: usize = 1000;
@@ -40,7 +41,7 @@ fn bad(param: &str, message: String) -> Response<Body> {
 /// critical path and written out, is milliseconds to seconds of CPU. It runs on the blocking
 /// pool, so it never holds a request worker (the client listener shares them), and one at a
 /// time, so a script polling `/traces` in a loop costs one core at most.
-static TURN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+static TURN: Semaphore = Semaphore::const_new(1);
 
 /// `GET /traces…`.
 pub(crate) async fn handle<B>(shared: Arc<Shared>, req: &Request<B>) -> Response<Body> {
@@ -97,9 +98,7 @@ pub(crate) async fn handle<B>(shared: Arc<Shared>, req: &Request<B>) -> Response
             Some(trace_id)
         }
     };
-    // The semaphore is never closed; a turn is held until the answer is built.
-    let _turn = TURN.acquire().await.ok();
-    let built = tokio::task::spawn_blocking(move || {
+    let built = on_turn(&TURN, move || {
         let telemetry = &shared.telemetry;
         let (Some(store), service) = (telemetry.store(), telemetry.service_name()) else {
             return None;
@@ -111,13 +110,31 @@ pub(crate) async fn handle<B>(shared: Arc<Shared>, req: &Request<B>) -> Response
     })
     .await;
     match built {
-        Ok(Some(resp)) => resp,
+        Some(Some(resp)) => resp,
         // Not reachable (the store was there above and `shared` holds it), but an answer.
-        Ok(None) | Err(_) => json_response(
+        Some(None) | None => json_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             &json!({"error": {"kind": "internal", "message": "the trace store could not be read"}}),
         ),
     }
+}
+
+/// `build` run on the blocking pool on a turn of `turn` (`None` if it panicked). The turn goes
+/// with the build, not with the request: a blocking task runs to its end even when the client
+/// that asked went away (its request's future dropped), so a turn given back with the request
+/// would let a script asking and hanging up in a loop run as many builds at once as it liked.
+async fn on_turn<T: Send + 'static>(
+    turn: &'static Semaphore,
+    build: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    // The semaphore is never closed.
+    let held = turn.acquire().await.ok();
+    tokio::task::spawn_blocking(move || {
+        let _turn = held;
+        build()
+    })
+    .await
+    .ok()
 }
 
 fn list(store: &TraceStore, service: &str, params: &Params) -> Response<Body> {
@@ -256,5 +273,36 @@ impl Params {
             }
         }
         Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client that goes away while its answer is being built does not stop the build (a
+    /// blocking task runs to its end): the turn must stay taken until it ends, or a script
+    /// that asks and hangs up in a loop has as many builds running as it likes.
+    #[tokio::test]
+    async fn the_turn_is_held_until_the_build_ends_even_when_its_client_went_away() {
+        static ONE: Semaphore = Semaphore::const_new(1);
+        let (started, building) = tokio::sync::oneshot::channel();
+        let (finish, finished) = std::sync::mpsc::channel::<()>();
+        let asked = tokio::spawn(on_turn(&ONE, move || {
+            let _ = started.send(());
+            let _ = finished.recv();
+        }));
+        building.await.expect("the build started");
+        // The client goes away: its request's future is dropped mid-build.
+        asked.abort();
+        assert!(asked.await.is_err_and(|e| e.is_cancelled()));
+        assert_eq!(
+            ONE.available_permits(),
+            0,
+            "the build still runs on the turn"
+        );
+        finish.send(()).expect("the build waits");
+        // The turn comes back once the build ends.
+        drop(ONE.acquire().await.expect("never closed"));
     }
 }

@@ -78,7 +78,9 @@ pub(crate) async fn handle(
         let queue = shared.queue.as_ref().map(|q| q.0.as_ref());
         // Boxed, as the cached and composed routes below: see `routed`.
         let read = shared.telemetry.status_read();
-        let mut resp = Box::pin(crate::status::answer(queue, &shared.follow, &req, id)).await;
+        let detail = shared.config.server.error_detail;
+        let answer = crate::status::answer(queue, &shared.follow, &req, id, detail);
+        let mut resp = Box::pin(answer).await;
         read.finish(&req, &mut resp);
         return Ok(resp);
     }

@@ -340,10 +340,7 @@ impl Deliver for UpstreamDeliver {
                     path: manifold_telemetry::UrlPath::copied(request.uri().path()),
                 },
             );
-            let call = task
-                .idempotency_key
-                .rsplit(':')
-                .next()
+            let call = manifold_queue::call_of(&task.idempotency_key, &task.id)
                 .unwrap_or(task.upstream.as_str());
             request
                 .extensions_mut()

@@ -12,6 +12,8 @@ use crate::handler::json_response;
 use crate::upstream::Body;
 use http::header::{HeaderValue, ALLOW, CACHE_CONTROL};
 use http::{Method, Request, StatusCode};
+use manifold_config::ErrorDetail;
+use manifold_queue::status::TaskStatus;
 use manifold_queue::{Queue, QueueConfig};
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,11 +116,13 @@ fn wait_of(query: Option<&str>) -> Result<Duration, String> {
 
 /// Answers a request the router sent to the status route; `raw_id` is the path's last segment,
 /// still percent-encoded.
+/// `detail`: `server.error_detail`, what the client is told of a failed delivery.
 pub(crate) async fn answer<B>(
     queue: Option<&dyn Queue>,
     follow: &Follow,
     req: &Request<B>,
     raw_id: &str,
+    detail: ErrorDetail,
 ) -> http::Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut resp = error(
@@ -180,10 +184,22 @@ pub(crate) async fn answer<B>(
             Err(e) => return unavailable(&e),
         },
     };
-    let mut resp = json_response(StatusCode::OK, &status.public());
+    let mut resp = json_response(StatusCode::OK, &public(&status, detail));
     resp.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+/// What a client reads of a task's status. The stored `last_error` is the delivery's own text:
+/// for a failed call, its upstream and each attempt's endpoint and how it ended. With
+/// `error_detail = "brief"` a client is told only that the last attempt failed; the admin
+/// listener's `/queue/status` and the log keep the whole of it.
+fn public(status: &TaskStatus, detail: ErrorDetail) -> serde_json::Value {
+    let mut v = status.public();
+    if detail == ErrorDetail::Brief && status.last_error.is_some() {
+        v["last_error"] = "the last delivery attempt failed".into();
+    }
+    v
 }
 
 fn unavailable(e: &manifold_queue::QueueError) -> http::Response<Body> {
@@ -251,21 +267,41 @@ mod tests {
             .unwrap();
         // Two polls wait (the task is never delivered here)...
         let mut waiting: Vec<_> = (0..2)
-            .map(|_| Box::pin(answer(Some(&queue as &dyn Queue), &follow, &req, &id)))
+            .map(|_| {
+                Box::pin(answer(
+                    Some(&queue as &dyn Queue),
+                    &follow,
+                    &req,
+                    &id,
+                    ErrorDetail::Full,
+                ))
+            })
             .collect();
         for poll in &mut waiting {
             assert!(poll.as_mut().now_or_never().is_none(), "the poll waits");
         }
         // ...the third answers `queued` at once.
-        let resp = answer(Some(&queue as &dyn Queue), &follow, &req, &id)
-            .now_or_never()
-            .expect("a poll past the bound answers at once");
+        let resp = answer(
+            Some(&queue as &dyn Queue),
+            &follow,
+            &req,
+            &id,
+            ErrorDetail::Full,
+        )
+        .now_or_never()
+        .expect("a poll past the bound answers at once");
         assert_eq!(resp.status(), StatusCode::OK);
         // A slot freed is a slot for the next wait.
         waiting.pop();
-        assert!(answer(Some(&queue as &dyn Queue), &follow, &req, &id)
-            .now_or_never()
-            .is_none());
+        assert!(answer(
+            Some(&queue as &dyn Queue),
+            &follow,
+            &req,
+            &id,
+            ErrorDetail::Full
+        )
+        .now_or_never()
+        .is_none());
         drop(waiting);
         queue.close().await.unwrap();
         drop(queue);

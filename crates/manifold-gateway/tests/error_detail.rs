@@ -116,3 +116,48 @@ async fn brief_tells_the_call_and_the_kind_and_nothing_behind_the_gateway() {
     gw.stop.cancel();
     let _ = gw.task.await;
 }
+
+/// A URL that cannot be built once the upstream's base path is put in front of the client's
+/// value (a value just short of the longest URI, made too long by the base path) is the
+/// client's `bad_input`, whose message brief mode keeps: it must not name the upstream.
+#[tokio::test]
+async fn brief_names_no_upstream_when_the_clients_value_makes_its_url_too_long() {
+    let base = format!("{}/internal-base/v1", dead_endpoint());
+    let toml = format!(
+        r#"
+[upstreams.ledger_internal]
+endpoints = ["{base}"]
+
+[routes.lookup]
+method = "POST"
+path = "/lookup"
+  [[routes.lookup.calls]]
+  name = "lookup"
+  upstream = "ledger_internal"
+  path = "/items/{{request.body.id}}"
+"#
+    );
+    // The rendered path fits in a URI (65,534 bytes); with the base path it does not.
+    let id = "a".repeat(65_520);
+    let body = serde_json::json!({ "id": id }).to_string();
+    for detail in ["full", "brief"] {
+        let server = format!("error_detail = \"{detail}\"\nmax_body_bytes = 1048576");
+        let gw = TestGateway::start_with_server(&server, &toml).await;
+        let (status, _, answer) = send("POST", &gw.url("/lookup"), Some(&body)).await;
+        assert_eq!(status, 400, "{}", String::from_utf8_lossy(&answer));
+        let error = &json(&answer)["error"];
+        assert_eq!(error["kind"], "bad_input", "{error}");
+        if detail == "full" {
+            // The upstream is in the trail, where `"full"` shows it.
+            assert_eq!(error["upstream"], "ledger_internal", "{error}");
+        } else {
+            let text = error.to_string();
+            assert!(
+                !text.contains("ledger_internal") && !text.contains("internal-base"),
+                "{text}"
+            );
+        }
+        gw.stop.cancel();
+        let _ = gw.task.await;
+    }
+}

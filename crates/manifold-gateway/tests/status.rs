@@ -174,6 +174,42 @@ async fn a_task_that_keeps_failing_is_dead_after_max_attempts() {
     let _ = gw.task.await;
 }
 
+/// With `error_detail = "brief"` the status a client reads names nothing behind the gateway:
+/// the stored `last_error` of a failed delivery is the call's error with its upstream and each
+/// attempt's endpoint, which only the admin listener shows.
+#[tokio::test]
+async fn brief_tells_a_client_following_its_task_no_upstream_or_address() {
+    let dir = Dir::new("brief");
+    let spare = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = spare.local_addr().expect("addr");
+    drop(spare);
+    let toml = config(&format!("http://{dead}"), &dir, "");
+    let gw = TestGateway::start_with_server("error_detail = \"brief\"", &toml).await;
+    let (id, url) = checkout(&gw, None).await;
+    let (s, _, body) = get(&gw.url(&format!("{url}?wait=20s")), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(body["status"], "dead", "{body}");
+    assert!(body["last_error"].is_string(), "{body}");
+    let text = body.to_string();
+    let port = dead.port().to_string();
+    assert!(
+        !text.contains(&port) && !text.contains("127.0.0.1") && !text.contains("shipping"),
+        "{text}"
+    );
+    // Operators still read what happened.
+    let admin = format!("http://{}/queue/status/{id}", gw.admin);
+    let (s, _, body) = get(&admin, None).await;
+    assert_eq!(s, 200, "{body}");
+    assert!(
+        body["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&port)),
+        "{body}"
+    );
+    gw.stop.cancel();
+    let _ = gw.task.await;
+}
+
 #[tokio::test]
 async fn results_over_max_result_bytes_are_omitted() {
     let dir = Dir::new("big");

@@ -138,6 +138,9 @@ path = "/checkout"
         .request(
             Request::post(gw.url("/checkout"))
                 .header("traceparent", &tp)
+                // The task key is then the client's, scoped: still, the delivery's spans name
+                // the call, not a piece of the key.
+                .header("idempotency-key", "order-42")
                 .body(Full::new(Bytes::new()))
                 .expect("request"),
         )

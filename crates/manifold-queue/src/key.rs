@@ -41,6 +41,26 @@ pub fn task_key(client: Option<&ClientKey<'_>>, task_id: &str, call: &str) -> St
     crate::status::auth_hash(key.as_bytes())
 }
 
+/// The call a task key of `task_id` was made for ([`task_key`]'s `call`), for what names the
+/// task's delivery (its spans); `None` for a key hashed for its length. Call names are letters,
+/// digits, `_` and `-`, so the call is the key's last `:`-part, before the scope when the client
+/// gave the key (`<client key>:<call>:<scope>`, the client key holding any `:` it likes).
+pub fn call_of<'k>(key: &'k str, task_id: &str) -> Option<&'k str> {
+    if let Some(call) = key
+        .strip_prefix(task_id)
+        .and_then(|rest| rest.strip_prefix(':'))
+    {
+        return Some(call);
+    }
+    let (rest, scope) = key.rsplit_once(':')?;
+    let scoped = scope.len() == SCOPE_HEX && scope.bytes().all(|b| b.is_ascii_hexdigit());
+    match rest.rsplit_once(':') {
+        Some((_, call)) if scoped => Some(call),
+        // A key made before the scope (`<client key>:<call>`): a replayed dead letter.
+        _ => Some(scope),
+    }
+}
+
 /// The first [`SCOPE_HEX`] hex digits of SHA-256 over the route and the `Authorization` header,
 /// each delimited so no two different scopes feed the same bytes.
 fn scope(c: &ClientKey<'_>) -> String {
@@ -93,6 +113,32 @@ mod tests {
                 assert_ne!(o, p);
             }
         }
+    }
+
+    #[test]
+    fn the_call_is_read_back_from_every_form_of_key() {
+        let c = ClientKey {
+            key: "order:42",
+            route: "checkout",
+            authorization: Some(b"Bearer a"),
+        };
+        assert_eq!(
+            call_of(&task_key(Some(&c), "t-1", "notify"), "t-1"),
+            Some("notify")
+        );
+        assert_eq!(
+            call_of(&task_key(None, "t-1", "notify"), "t-1"),
+            Some("notify")
+        );
+        // Made before the scope: the last part is the call.
+        assert_eq!(call_of("order:42:notify", "t-1"), Some("notify"));
+        // Hashed for its length: no call to read.
+        let long = ClientKey {
+            key: &"k".repeat(96),
+            ..c
+        };
+        let hashed = task_key(Some(&long), "t-1", &"c".repeat(40));
+        assert_eq!(call_of(&hashed, "t-1"), None);
     }
 
     #[test]

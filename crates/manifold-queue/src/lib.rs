@@ -94,7 +94,7 @@ pub use error::{ErrorKind, QueueError};
 pub use events::Publisher;
 pub use events::{check_subject, EventsBackend, EventsConfig};
 pub use hooks::{HookKind, Hooks};
-pub use key::{task_key, ClientKey};
+pub use key::{call_of, task_key, ClientKey};
 pub use manifold_config::queue::{check_status_path, humantime_serde, Backend, QueueConfig};
 #[cfg(feature = "nats")]
 pub use nats::{NatsOptions, NatsQueue};

@@ -40,8 +40,9 @@ pub struct Incoming {
     /// The caller's `X-Request-Id`, when it is 1..=[`REQUEST_ID_MAX`] visible ASCII characters.
     pub request_id: Option<RequestId>,
     /// Set when the caller is not trusted to decide sampling (the gateway's `parent_sampled`):
-    /// the trace still joins the caller's, but the head decision is the ratio's on its trace id,
-    /// so a client cannot have every one of its requests exported by sending `-01`.
+    /// the trace still joins the caller's, but the head decision is the ratio's on a fresh
+    /// random id (not the caller's trace id, which it chose too), so a client cannot have every
+    /// one of its requests exported by sending `-01`, nor by sending an id the ratio keeps.
     pub ignore_sampled: bool,
 }
 

@@ -311,11 +311,12 @@ impl RequestTrace {
             Some(p) => (p.trace_id, Some(p.parent_id)),
             None => (new_trace_id(), None),
         };
-        let parent_decides = incoming
-            .parent
-            .as_ref()
-            .filter(|_| !incoming.ignore_sampled);
-        let sampled = tracer.sampler().head(parent_decides, &trace_id);
+        // A caller not trusted with the flag picks its trace id as freely: the ratio decides on
+        // a fresh random id, or an id whose low bytes are zero would be kept at any ratio.
+        let sampled = match &incoming.parent {
+            Some(_) if incoming.ignore_sampled => tracer.sampler().head(None, &new_trace_id()),
+            parent => tracer.sampler().head(parent.as_ref(), &trace_id),
+        };
         let request_id = incoming
             .request_id
             .unwrap_or_else(|| RequestId::of_trace(&trace_id));

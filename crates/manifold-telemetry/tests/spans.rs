@@ -133,6 +133,43 @@ async fn an_untrusted_parent_joins_the_trace_but_the_ratio_decides() {
     );
 }
 
+/// An untrusted caller picks its trace id as freely as its flag: the ratio must not decide on
+/// that id, or a client sending an id whose low 7 bytes are zero has every request exported at
+/// any ratio above 0 (and one whose low bytes are all `ff` has none exported below 1).
+#[tokio::test(start_paused = true)]
+async fn an_untrusted_caller_cannot_pick_a_trace_id_the_ratio_keeps() {
+    let untrusted = |id: &str, flags: &str| {
+        let mut h = HeaderMap::new();
+        let tp = format!("00-{id}-00f067aa0ba902b7-{flags}");
+        h.insert("traceparent", HeaderValue::from_str(&tp).expect("value"));
+        let mut incoming = Incoming::from_headers(&h);
+        incoming.ignore_sampled = true;
+        incoming
+    };
+    // One in a trillion: the ratio keeps none of 100 requests (a false failure: 1 in 10^10).
+    let t = tracer(1e-12, None);
+    for _ in 0..100 {
+        let f = t
+            .start(
+                untrusted("4bf92f3577b34da6a300000000000000", "00"),
+                root("/a"),
+            )
+            .end(ServerOutcome::default());
+        assert!(!f.sampled, "a chosen trace id decided the head");
+    }
+    // All but one in a trillion: it keeps all of them.
+    let t = tracer(1.0 - 1e-12, None);
+    for _ in 0..100 {
+        let f = t
+            .start(
+                untrusted("4bf92f3577b34da6a3ffffffffffffff", "01"),
+                root("/a"),
+            )
+            .end(ServerOutcome::default());
+        assert!(f.sampled, "a chosen trace id hid the request");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_parent_decides_the_head_and_the_tail_keeps_errors_and_slow_requests() {
     // Ratio 1, but the parent said "not sampled": head drops it, and so does the tail (fast, ok).

@@ -368,8 +368,14 @@ fn compile_subject(
 
 /// A call's `host` header rendered from the client's request lets any client pick which virtual
 /// host of the upstream it reaches (an admin site on the same server, say): legal, sometimes
-/// meant (a multi-tenant upstream keyed by the client's host), so a warning, not an error.
-fn warn_client_host(owner: &str, t: &StrTemplate, span: Range<usize>, diag: &mut Diagnostics<'_>) {
+/// meant (a multi-tenant upstream keyed by the client's host), so a warning, not an error. So
+/// for an upstream hook's `host` (see `crate::hooks`): its delivery keeps the `Host` it carries.
+pub(crate) fn warn_client_host(
+    owner: &str,
+    t: &StrTemplate,
+    span: Range<usize>,
+    diag: &mut Diagnostics<'_>,
+) {
     use crate::template::Source;
     let from_client = t.exprs().find_map(|e| match &e.source {
         Source::Path { name, .. } => Some(format!("path parameter `{name}`")),

@@ -15,6 +15,7 @@ mod route;
 mod server;
 mod values;
 
+pub(crate) use call::warn_client_host;
 pub(crate) use resolve::{Resolver, RouteCtx};
 pub(crate) use values::{duration, method, positive_duration, unbounded_duration, MAX_DURATION};
 

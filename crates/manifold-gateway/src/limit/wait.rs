@@ -310,6 +310,117 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn every_other_end_while_lent_counts_the_slot_out_once() {
+        let l = Limiter::new(Concurrency::Fixed(2), 8192, Arc::default());
+        // Cancelled (an HTTP/2 reset, a client gone) while lent; the body reader, still alive
+        // (a proxied body in the upstream connection), waits and is woken again after.
+        let mut p = l.try_acquire().expect("admitted");
+        let mut meter = p.client_wait().meter();
+        meter.polled(true);
+        drop(p);
+        assert_eq!(counts(&l), (0, 0));
+        meter.polled(false);
+        meter.polled(true);
+        drop(meter);
+        assert_eq!(counts(&l), (0, 0));
+
+        // Released while lent, then its reader ends.
+        let mut p = l.try_acquire().expect("admitted");
+        let mut meter = p.client_wait().meter();
+        meter.polled(true);
+        p.release();
+        assert_eq!(counts(&l), (0, 0));
+        meter.polled(false);
+        assert_eq!(counts(&l), (0, 0));
+
+        // An early answer (the upstream answered before the body ended): finished while the
+        // body was flowing, then the reader waits and ends.
+        let mut p = l.try_acquire().expect("admitted");
+        let mut meter = p.client_wait().meter();
+        meter.polled(false);
+        p.finish(None);
+        assert_eq!(counts(&l), (0, 0));
+        meter.polled(true);
+        assert_eq!(counts(&l), (0, 0));
+        drop(meter);
+
+        // Two readers of one request's body (a cache fill and its own): one slot, lent once.
+        let mut p = l.try_acquire().expect("admitted");
+        let (mut a, mut b) = (p.client_wait().meter(), p.client_wait().meter());
+        a.polled(true);
+        b.polled(true);
+        assert_eq!(counts(&l), (0, 1));
+        a.polled(false);
+        assert_eq!(counts(&l), (1, 0));
+        drop(b);
+        drop(p);
+        drop(a);
+        assert_eq!(counts(&l), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_kept_its_slot_at_the_bound_gives_it_back_once() {
+        // One connection: four slots may be lent; the fifth waiting request keeps its own.
+        let l = Limiter::new(Concurrency::Fixed(100), 1, Arc::default());
+        let mut lent = Vec::new();
+        for _ in 0..4 {
+            let mut p = l.try_acquire().expect("admitted");
+            let mut m = p.client_wait().meter();
+            m.polled(true);
+            lent.push((p, m));
+        }
+        let mut kept = l.try_acquire().expect("admitted");
+        let mut m = kept.client_wait().meter();
+        m.polled(true);
+        assert_eq!(counts(&l), (1, 4));
+        // A lent slot comes back meanwhile: the one still waiting does not lend late.
+        drop(lent.pop());
+        m.polled(true);
+        assert_eq!(counts(&l), (1, 3));
+        // Its permit ends while it waits, then its reader.
+        drop(kept);
+        drop(m);
+        assert_eq!(counts(&l), (0, 3));
+        drop(lent);
+        assert_eq!(counts(&l), (0, 0));
+    }
+
+    /// Permits and their readers on different threads, ending in either order while the reader
+    /// flips between waiting and not: the counts end at zero, never having wrapped below it.
+    #[test]
+    fn permits_and_readers_racing_on_threads_leave_nothing_counted() {
+        let l = Limiter::new(Concurrency::Fixed(1_000_000), 8192, Arc::default());
+        std::thread::scope(|s| {
+            for t in 0..4u32 {
+                let l = &l;
+                s.spawn(move || {
+                    for i in 0..2_000u32 {
+                        let mut p = l.try_acquire().expect("admitted");
+                        let mut m = p.client_wait().meter();
+                        let reader = std::thread::spawn(move || {
+                            for k in 0..(i % 7) {
+                                m.polled(k % 2 == 0);
+                            }
+                            m
+                        });
+                        if (i + t) % 3 == 0 {
+                            p.finish(None);
+                        } else if (i + t) % 3 == 1 {
+                            p.release();
+                        } else {
+                            drop(p);
+                        }
+                        let m = reader.join().expect("reader");
+                        assert!(l.in_flight() < 1 << 20, "wrapped: {}", l.in_flight());
+                        drop(m);
+                    }
+                });
+            }
+        });
+        assert_eq!(counts(&l), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn only_the_time_from_pending_to_ready_counts() {
         let wait = ClientWait::default();
         let waited = || wait.waited(Instant::now());

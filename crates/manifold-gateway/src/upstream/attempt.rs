@@ -231,7 +231,7 @@ impl Core {
                 &mut parts.headers,
             );
         }
-        parts.uri = target.absolute(std::mem::take(&mut parts.uri), &self.name)?;
+        parts.uri = target.absolute(std::mem::take(&mut parts.uri))?;
         target.host(&mut parts.headers);
         if announce {
             let ms = u64::try_from(bound.within.as_millis()).unwrap_or(u64::MAX);

@@ -110,11 +110,15 @@ impl Target {
     }
 
     /// `origin` (path and query) made absolute against this endpoint.
-    pub(super) fn absolute(&self, origin: Uri, upstream: &str) -> Result<Uri, CallError> {
+    ///
+    /// Its error is the client's (`bad_input`: its value made the URL too long, say), whose
+    /// message a client is told even with `error_detail = "brief"`: it names no upstream (the
+    /// error's trail does, for the log and `"full"`).
+    pub(super) fn absolute(&self, origin: Uri) -> Result<Uri, CallError> {
         let bad = |e: &dyn std::fmt::Display| {
             CallError::new(
                 CallErrorKind::Input,
-                format!("cannot build the URL for upstream `{upstream}`: {e}"),
+                format!("cannot build the upstream URL: {e}"),
             )
         };
         let authority = self
@@ -378,12 +382,12 @@ mod tests {
         assert_eq!(names(&up), [(0, "pay.internal".to_owned(), 443)]);
         let addr: SocketAddr = "10.1.2.3:443".parse().expect("addr");
         let t = Target::resolved(0, &up.endpoints[0], addr);
-        let uri = t.absolute(Uri::from_static("/x"), "u").expect("a uri");
+        let uri = t.absolute(Uri::from_static("/x")).expect("a uri");
         assert_eq!(uri, "https://pay.internal/x");
         let span = t.span_endpoint();
         assert_eq!((span.port, span.https), (443, true));
         let t = Target::configured(1, &up.endpoints[1]);
-        let uri = t.absolute(Uri::from_static("/x"), "u").expect("a uri");
+        let uri = t.absolute(Uri::from_static("/x")).expect("a uri");
         assert_eq!(uri, "https://10.0.0.5:7012/v1/x");
     }
 
@@ -394,7 +398,7 @@ mod tests {
         let addr: SocketAddr = "[::1]:8080".parse().expect("addr");
         let t = Target::resolved(0, ep, addr);
         // The URI names the host (HTTP/2's `:authority`); the target's client dials `addr`.
-        let uri = t.absolute(Uri::from_static("/x?q=1"), "u").expect("a uri");
+        let uri = t.absolute(Uri::from_static("/x?q=1")).expect("a uri");
         assert_eq!(uri, "http://orders.internal:8080/v1/x?q=1");
         assert_eq!(t.key.addr, Some(addr));
         let mut headers = HeaderMap::new();
