@@ -15,9 +15,12 @@
 //! starts at 1,000, so five HTTP/2 connections were enough), and every other request was shed.
 //! While the reader waits, the request's slot is lent back to the limiter ([`Slot`]); when the
 //! body's next frame comes, the request takes it again, even past the limit (a request already
-//! admitted is never shed halfway). Requests waiting with a lent slot are bounded apart, at the
-//! adaptive limit's own ceiling (4 × `max_connections`): past that, a waiting request keeps its
-//! slot, as before, so waiting requests are never more than the limit already allowed.
+//! admitted is never shed halfway). So lent slots are bounded by the limit itself (and by the
+//! adaptive ceiling, 4 × `max_connections`): past that, a waiting request keeps its slot, as
+//! before. Requests at work are then never more than twice the limit, however many of them
+//! send their bodies' last bytes at the same instant: without the bound, 32,768 requests each
+//! sent one byte of body and then the rest at once were 32,768 compositions at work under
+//! `concurrency = 2`.
 //!
 //! The meter costs nothing on the common path: a request without a body has none, and a body
 //! that is already there when it is read (one that came with the head) never waits, so no clock
@@ -31,9 +34,10 @@ use tokio::time::Instant;
 
 impl Limiter {
     /// A request starts waiting on its client: take its slot out of the count in flight,
-    /// unless `lent_max` slots are lent already (false: it keeps it).
+    /// unless as many slots as the limit (or `lent_max`) are lent already (false: it keeps it).
     fn lend_slot(&self) -> bool {
-        if self.lent.fetch_add(1, Ordering::AcqRel) >= self.lent_max {
+        let bound = self.lent_max.min(self.limit.load(Ordering::Relaxed));
+        if self.lent.fetch_add(1, Ordering::AcqRel) >= bound {
             self.lent.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
@@ -291,8 +295,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn lent_slots_are_bounded_past_which_a_waiting_request_keeps_its_own() {
-        // One connection: at most four slots lent (the adaptive ceiling's 4 per connection).
-        let l = Limiter::new(Concurrency::Fixed(100), 1, Arc::default());
+        // At most as many slots lent as the limit (four).
+        let l = Limiter::new(Concurrency::Fixed(4), 8192, Arc::default());
         let mut held = Vec::new();
         for _ in 0..6 {
             let mut p = l.try_acquire().expect("admitted");
@@ -358,10 +362,32 @@ mod tests {
         assert_eq!(counts(&l), (0, 0));
     }
 
+    /// Requests that lent their slots and then all get their bodies at once are at most the
+    /// limit more than the limit: never the thousands a client could line up otherwise.
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_bodies_arriving_at_once_is_at_most_twice_the_limit_at_work() {
+        let l = Limiter::new(Concurrency::Fixed(2), 8192, Arc::default());
+        let mut waiting = Vec::new();
+        // Admit as many as will be admitted, each sending one byte of body and stalling.
+        while let Some(mut p) = l.try_acquire() {
+            let mut m = p.client_wait().meter();
+            m.polled(true);
+            waiting.push((p, m));
+            assert!(waiting.len() <= 4, "admitted past twice the limit");
+        }
+        assert_eq!(waiting.len(), 4);
+        // Every body's rest arrives at the same instant.
+        for (_, m) in &mut waiting {
+            m.polled(false);
+        }
+        assert_eq!(counts(&l), (4, 0));
+        assert!(l.try_acquire().is_none());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_request_that_kept_its_slot_at_the_bound_gives_it_back_once() {
-        // One connection: four slots may be lent; the fifth waiting request keeps its own.
-        let l = Limiter::new(Concurrency::Fixed(100), 1, Arc::default());
+        // A limit of four: four slots may be lent; the fifth waiting request keeps its own.
+        let l = Limiter::new(Concurrency::Fixed(4), 8192, Arc::default());
         let mut lent = Vec::new();
         for _ in 0..4 {
             let mut p = l.try_acquire().expect("admitted");
