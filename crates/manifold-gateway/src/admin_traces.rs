@@ -110,31 +110,55 @@ pub(crate) async fn handle<B>(shared: Arc<Shared>, req: &Request<B>) -> Response
     })
     .await;
     match built {
-        Some(Some(resp)) => resp,
+        Ok(Some(resp)) => resp,
+        Err(Turn::Busy) => {
+            let mut r = json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"error": {"kind": "busy", "message": "another /traces answer is being built (one at a time); retry shortly"}}),
+            );
+            r.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
         // Not reachable (the store was there above and `shared` holds it), but an answer.
-        Some(None) | None => json_response(
+        Ok(None) | Err(Turn::Panicked) => json_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             &json!({"error": {"kind": "internal", "message": "the trace store could not be read"}}),
         ),
     }
 }
 
-/// `build` run on the blocking pool on a turn of `turn` (`None` if it panicked). The turn goes
+/// How long a `/traces` request waits for the turn before it is answered 503: waiting requests
+/// hold admin connections (256 at most), which `/healthz` and `/readyz` need too.
+const TURN_WAIT: Duration = Duration::from_secs(5);
+
+/// Why [`on_turn`] built nothing.
+#[derive(Debug, PartialEq, Eq)]
+enum Turn {
+    /// No turn came within [`TURN_WAIT`].
+    Busy,
+    /// The build panicked.
+    Panicked,
+}
+
+/// `build` run on the blocking pool on a turn of `turn`, waited for at most [`TURN_WAIT`]. The turn goes
 /// with the build, not with the request: a blocking task runs to its end even when the client
 /// that asked went away (its request's future dropped), so a turn given back with the request
 /// would let a script asking and hanging up in a loop run as many builds at once as it liked.
 async fn on_turn<T: Send + 'static>(
     turn: &'static Semaphore,
     build: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    // The semaphore is never closed.
-    let held = turn.acquire().await.ok();
+) -> Result<T, Turn> {
+    // The semaphore is never closed: only the wait can fail.
+    let Ok(held) = tokio::time::timeout(TURN_WAIT, turn.acquire()).await else {
+        return Err(Turn::Busy);
+    };
     tokio::task::spawn_blocking(move || {
         let _turn = held;
         build()
     })
     .await
-    .ok()
+    .map_err(|_| Turn::Panicked)
 }
 
 fn list(store: &TraceStore, service: &str, params: &Params) -> Response<Body> {
@@ -304,5 +328,18 @@ mod tests {
         finish.send(()).expect("the build waits");
         // The turn comes back once the build ends.
         drop(ONE.acquire().await.expect("never closed"));
+    }
+
+    /// A request waits for the turn at most `TURN_WAIT`, then is answered busy: waiting
+    /// requests hold admin connections that the health checks need too.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waits_for_the_turn_a_bounded_time() {
+        static ONE: Semaphore = Semaphore::const_new(1);
+        let busy = ONE.acquire().await.expect("never closed");
+        let started = tokio::time::Instant::now();
+        assert_eq!(on_turn(&ONE, || 7).await, Err(Turn::Busy));
+        assert_eq!(started.elapsed(), TURN_WAIT);
+        drop(busy);
+        assert_eq!(on_turn(&ONE, || 7).await, Ok(7));
     }
 }
