@@ -52,23 +52,9 @@ endpoints = ["{upstream}"]
 
 /// POST `path` with `key` and `auth`; the key the task got, from the receipt.
 async fn key_of(gw: &TestGateway, path: &str, key: &str, auth: Option<&str>) -> String {
-    let mut req = http::Request::post(gw.url(path))
-        .header("content-type", "application/json")
-        .header("idempotency-key", key);
-    if let Some(a) = auth {
-        req = req.header("authorization", a);
-    }
-    let req = req
-        .body(http_body_util::Full::new(bytes::Bytes::from_static(
-            br#"{"n": 1}"#,
-        )))
-        .unwrap();
-    let resp = client().request(req).await.unwrap();
-    let status = resp.status();
-    let body = http_body_util::BodyExt::collect(resp.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
+    let mut headers = vec![("idempotency-key", key)];
+    headers.extend(auth.map(|a| ("authorization", a)));
+    let (status, _, body) = send_with("POST", &gw.url(path), &headers, Some(r#"{"n": 1}"#)).await;
     assert_eq!(status, 202, "{path}: {}", String::from_utf8_lossy(&body));
     json(&body)["key"]
         .as_str()

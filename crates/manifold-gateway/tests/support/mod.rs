@@ -293,9 +293,22 @@ pub async fn send(
     url: &str,
     body: Option<&str>,
 ) -> (StatusCode, http::HeaderMap, Bytes) {
+    send_with(method, url, &[], body).await
+}
+
+/// [`send`] with request headers.
+pub async fn send_with(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (StatusCode, http::HeaderMap, Bytes) {
     let mut b = Request::builder().method(method).uri(url);
     if body.is_some() {
         b = b.header("content-type", "application/json");
+    }
+    for (name, value) in headers {
+        b = b.header(*name, *value);
     }
     let req = b
         .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))
