@@ -24,6 +24,33 @@ pub fn describe(config: &Config) -> String {
             crate::policy::Concurrency::Fixed(n) => n.to_string(),
         }
     );
+    // What a client is told and trusted with, when it is not the default: an operator reading
+    // `check` sees at once that a listener was hardened (or not).
+    let mut edge = Vec::new();
+    if config.server.error_detail == crate::ErrorDetail::Brief {
+        edge.push("error detail brief".to_owned());
+    }
+    match config.telemetry.parent_sampled {
+        crate::ParentSampled::Follow => {}
+        crate::ParentSampled::TrustedProxies => {
+            edge.push("traceparent sampling from trusted proxies only".to_owned());
+        }
+        crate::ParentSampled::Ignore => edge.push("traceparent sampling ignored".to_owned()),
+    }
+    if !config.server.trusted_proxies.is_empty() {
+        edge.push(format!(
+            "{} trusted prox{}",
+            config.server.trusted_proxies.len(),
+            if config.server.trusted_proxies.len() == 1 {
+                "y"
+            } else {
+                "ies"
+            }
+        ));
+    }
+    if !edge.is_empty() {
+        let _ = writeln!(out, "edge: {}", edge.join("; "));
+    }
     if let Some(t) = &config.server.tls {
         let _ = writeln!(
             out,

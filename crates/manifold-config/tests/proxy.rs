@@ -110,3 +110,22 @@ fn error_detail_is_full_or_brief() {
         "{e}"
     );
 }
+
+/// `check` says when the edge settings are not the defaults, on a line of their own.
+#[test]
+fn check_prints_the_edge_settings_when_they_are_set() {
+    let text = manifold_config::describe(&compile("t.toml".as_ref(), BASE).expect("valid"));
+    assert!(!text.contains("edge:"), "{text}");
+    let src = format!(
+        "[server]\nerror_detail = \"brief\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n[telemetry]\nparent_sampled = \"ignore\"\n{BASE}"
+    );
+    let text = manifold_config::describe(&compile("t.toml".as_ref(), &src).expect("valid"));
+    let edge = text
+        .lines()
+        .find(|l| l.starts_with("edge: "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(
+        edge,
+        "edge: error detail brief; traceparent sampling ignored; 1 trusted proxy"
+    );
+}
