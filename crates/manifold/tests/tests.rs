@@ -6,6 +6,7 @@ mod bench_policies;
 mod cli;
 mod demo;
 mod deploy;
+mod docs;
 mod getting_started;
 mod load;
 mod logs;
