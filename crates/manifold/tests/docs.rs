@@ -111,9 +111,8 @@ fn words(line: &str) -> Vec<String> {
     out
 }
 
-/// The arguments after `manifold` in one shell command of a code block, if it runs Manifold:
-/// `manifold ARGS`, `cargo run --release -- ARGS`, the right side of a pipe; a trailing comment,
-/// redirections and what follows `&`, `&&`, `;` or `||` are cut.
+/// The arguments after `manifold` in one shell command, if it runs Manifold: `manifold ARGS`
+/// or `cargo run --release -- ARGS`; a trailing comment, redirections and a trailing `&` are cut.
 fn manifold_args(command: &str) -> Option<Vec<String>> {
     let command = command.trim().trim_start_matches("$ ");
     let rest = command
@@ -130,42 +129,120 @@ fn manifold_args(command: &str) -> Option<Vec<String>> {
     Some(args)
 }
 
+/// The shell commands in `text`, each with its line (counted from `first_line`): lines ending
+/// in `\` joined to the next, comment lines skipped, and a line cut at `|`, `&&`, `&`, `;` and
+/// `||` into the commands it runs.
+fn commands(text: &str, first_line: usize) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut joined = String::new();
+    let mut at = first_line;
+    for (i, line) in text.lines().enumerate() {
+        if joined.is_empty() {
+            at = first_line + i;
+            if line.trim_start().starts_with('#') {
+                continue;
+            }
+        }
+        if let Some(head) = line.trim_end().strip_suffix('\\') {
+            joined.push_str(head);
+            joined.push(' ');
+            continue;
+        }
+        joined.push_str(line);
+        let line = std::mem::take(&mut joined);
+        let mut parts = vec![line.as_str()];
+        for sep in [" | ", " || ", " && ", " & ", "; "] {
+            parts = parts.into_iter().flat_map(|p| p.split(sep)).collect();
+        }
+        out.extend(parts.into_iter().map(|p| (at, p.trim().to_owned())));
+    }
+    out
+}
+
+/// Each Manifold command in `text` (from `first_line`), run with `--help` last: clap checks
+/// every argument before it and prints help instead of running the command. A failure is
+/// written to `failures` with `name` and the line. Returns how many were checked.
+fn check_commands(name: &str, text: &str, first_line: usize, failures: &mut Vec<String>) -> usize {
+    let mut checked = 0;
+    for (line, command) in commands(text, first_line) {
+        let Some(args) = manifold_args(&command) else {
+            continue;
+        };
+        let out = Command::new(env!("CARGO_BIN_EXE_manifold"))
+            .args(&args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        checked += 1;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let first = err.lines().next().unwrap_or("").to_owned();
+            failures.push(format!("{name}:{line}: {args:?}: {first}"));
+        }
+    }
+    checked
+}
+
 #[test]
 fn every_documented_command_parses() {
-    let exe = env!("CARGO_BIN_EXE_manifold");
     let mut failures = Vec::new();
     let mut checked = 0;
     for (name, doc) in documents() {
         for b in blocks(&doc) {
-            if matches!(b.lang.as_str(), "toml" | "json" | "yaml" | "text") {
-                continue;
-            }
-            for (i, line) in b.text.lines().enumerate() {
-                if line.trim_start().starts_with('#') {
-                    continue;
-                }
-                for part in line.split(" | ") {
-                    let Some(args) = manifold_args(part) else {
-                        continue;
-                    };
-                    // With `--help` last, clap checks every argument before it and prints help
-                    // instead of running the command.
-                    let out = Command::new(exe)
-                        .args(&args)
-                        .arg("--help")
-                        .output()
-                        .unwrap();
-                    checked += 1;
-                    if !out.status.success() {
-                        let err = String::from_utf8_lossy(&out.stderr);
-                        let first = err.lines().next().unwrap_or("").to_owned();
-                        failures.push(format!("{name}:{}: {args:?}: {first}", b.line + i));
-                    }
-                }
+            if !matches!(b.lang.as_str(), "toml" | "json" | "yaml" | "text") {
+                checked += check_commands(&name, &b.text, b.line, &mut failures);
             }
         }
     }
     assert!(checked >= 30, "only {checked} commands found in the docs");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The subcommands a `--help` text lists under `Commands:` (but `help`).
+fn subcommands(help: &str) -> Vec<String> {
+    let Some(list) = help.split("Commands:").nth(1) else {
+        return Vec::new();
+    };
+    let list = list.split("Options:").next().unwrap_or("");
+    list.lines()
+        .filter_map(|l| l.strip_prefix("  "))
+        .filter(|l| !l.starts_with(' '))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| *n != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `--help` teaches by example (`Examples:` under most subcommands): every example must run as
+/// written, on every level of subcommand.
+#[test]
+fn every_example_in_help_parses() {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    let mut todo: Vec<Vec<String>> = vec![Vec::new()];
+    let mut seen = 0;
+    while let Some(path) = todo.pop() {
+        let out = Command::new(env!("CARGO_BIN_EXE_manifold"))
+            .args(&path)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "manifold {path:?} --help failed");
+        let help = String::from_utf8_lossy(&out.stdout).into_owned();
+        let name = format!("manifold {} --help", path.join(" "));
+        checked += check_commands(&name, &help, 1, &mut failures);
+        for sub in subcommands(&help) {
+            let mut next = path.clone();
+            next.push(sub);
+            todo.push(next);
+        }
+        seen += 1;
+    }
+    assert!(seen >= 15, "only {seen} help texts read");
+    assert!(
+        checked >= 30,
+        "only {checked} examples found in the help texts"
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

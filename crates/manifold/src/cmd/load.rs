@@ -13,9 +13,10 @@ use manifold_load::{KeyDist, LoadSpec};
 #[command(after_help = "\
 Examples:
   manifold load http://127.0.0.1:8080/user-profile/42 --rate 100 --duration 10s
-  manifold load 'http://127.0.0.1:8080/user-profile/{key}' --rate 500 --duration 30s --zipf 1.0 --keys 10000
-  manifold load http://127.0.0.1:8080/checkout -X POST -d '{\"items\":[1],\"total\":25}' \\
-      -H 'content-type: application/json' --rate 50 --requests 1000 --connections 16 --json
+  manifold load 'http://127.0.0.1:8080/user-profile/{key}' --rate 500 --duration 30s \\
+      --zipf 1.0 --keys 10000
+  manifold load http://127.0.0.1:8080/checkout -X POST -b '{\"items\":[1],\"total\":25}' \\
+      --rate 50 --requests 1000 --connections 16 --json
 
 URLs may hold {seq} (the request's number, from 1) and {key} (a random key in 1..=--keys,
 uniform or --zipf). Several URLs are used in turn. --json prints one line:
