@@ -37,6 +37,12 @@ pub use report::{ErrorKind, LoadReport, Percentiles, HISTOGRAM_MAX_US};
 pub const MAX_RATE: f64 = 1_000_000.0;
 /// The most requests one run may schedule.
 pub const MAX_REQUESTS: u64 = 100_000_000;
+/// The most requests in flight at once (`connections`): far above what one machine's ports
+/// allow, and far below what tokio's semaphore refuses with a panic.
+pub const MAX_CONNECTIONS: usize = 1_000_000;
+/// The longest a request may be waited for (`timeout`): an hour. A longer one could overflow
+/// the clock's arithmetic when added to a request's scheduled time.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Request bodies above this are refused (the template is checked once, before the run).
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Response bodies are read up to this size; a bigger one counts as an `other` error.
@@ -103,8 +109,24 @@ impl LoadSpec {
         }
     }
 
-    /// How many requests the run will schedule (the smaller of the two bounds).
+    /// How many requests the run will schedule (the smaller of the two bounds), once the spec's
+    /// numbers are checked: an absurd rate, connection cap or timeout is an input error here,
+    /// never a panic or a run that measures nothing.
     pub fn total_requests(&self) -> Result<u64, LoadError> {
+        if let Some(c) = self.connections {
+            if c == 0 || c > MAX_CONNECTIONS {
+                return Err(LoadError::Input(format!(
+                    "connections must be 1 to {MAX_CONNECTIONS} (leave it out for no cap), got {c}"
+                )));
+            }
+        }
+        if self.timeout.is_zero() || self.timeout > MAX_TIMEOUT {
+            return Err(LoadError::Input(format!(
+                "timeout must be above 0 and at most {}, got {}",
+                humantime::format_duration(MAX_TIMEOUT),
+                humantime::format_duration(self.timeout)
+            )));
+        }
         if !self.rate.is_finite() || self.rate <= 0.0 || self.rate > MAX_RATE {
             return Err(LoadError::Input(format!(
                 "rate must be above 0 and at most {MAX_RATE} per second, got {}",

@@ -181,4 +181,34 @@ async fn unbounded_or_invalid_specs_are_refused() {
     s.duration = Some(Duration::from_millis(1));
     s.rate = 0.5; // would schedule ceil(0.0005) = 1 request
     assert_eq!(s.total_requests().unwrap(), 1);
+    // An absurd connection cap or timeout is refused before the run: `--connections 0` was
+    // taken as 1 without a word, a cap above tokio's semaphore limit panicked, and
+    // `--timeout 0s` measured nothing it said.
+    for (connections, timeout, what) in [
+        (
+            Some(0),
+            Duration::from_secs(1),
+            "connections must be 1 to 1000000",
+        ),
+        (
+            Some(usize::MAX),
+            Duration::from_secs(1),
+            "connections must be",
+        ),
+        (None, Duration::ZERO, "timeout must be above 0"),
+        (
+            None,
+            Duration::from_secs(u64::MAX),
+            "timeout must be above 0 and at most 1h",
+        ),
+    ] {
+        let mut bad = s.clone();
+        bad.connections = connections;
+        bad.timeout = timeout;
+        let err = run(bad).await.unwrap_err().to_string();
+        assert!(
+            err.starts_with("input error") && err.contains(what),
+            "{err}"
+        );
+    }
 }
