@@ -231,7 +231,14 @@ pub(crate) fn task_from_request(
         .headers
         .iter()
         .filter(|(n, _)| n.as_str() != crate::upstream::DEADLINE_HEADER)
-        .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        // As UTF-8, not `to_str` (visible ASCII only): a configured header rendered from text
+        // (`José` from the client's body) is a valid header value a sync call sends, and was
+        // dropped from the task without a word. Rendered values are text, so this keeps them
+        // all; only bytes that are no text at all (none a template renders) are left out.
+        .filter_map(|(n, v)| {
+            let v = std::str::from_utf8(v.as_bytes()).ok()?;
+            Some((n.as_str().to_owned(), v.to_owned()))
+        })
         .collect();
     let task = Task::new(
         "pending",

@@ -109,3 +109,69 @@ async fn async_calls_answer_with_a_receipt_and_are_delivered_later() {
     let _ = gw.task.await;
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A configured header whose rendered value holds non-ASCII text (a name from the client's
+/// body, `José`) is a valid header value: a sync call sends it as UTF-8 bytes, and so must the
+/// same call made async. It was dropped from the task without a word (the task kept only header
+/// values that are visible ASCII), so the upstream got the call without the header, e.g. without
+/// the tenant or user it acts for, while the client got its 202.
+#[tokio::test]
+async fn an_async_call_keeps_a_header_whose_rendered_value_is_not_ascii() {
+    let dir = std::env::temp_dir().join(format!("manifold-offload-utf8-{}", std::process::id()));
+    let up = Upstream::start(vec![("POST", "/", Reply::json(0, json!({"ok": true})))]).await;
+    let gw = TestGateway::start(&format!(
+        r#"
+[queue]
+backend = "embedded"
+path = "{}"
+backoff_base = "50ms"
+backoff_max = "200ms"
+[upstreams.u]
+endpoints = ["{}"]
+[routes.r]
+method = "POST"
+path = "/r"
+  [[routes.r.calls]]
+  name = "now"
+  upstream = "u"
+  method = "POST"
+  path = "/now"
+  headers = {{ x-user = "{{request.body.user}}" }}
+  [[routes.r.calls]]
+  name = "later"
+  upstream = "u"
+  method = "POST"
+  path = "/later"
+  headers = {{ x-user = "{{request.body.user}}" }}
+  mode = "async"
+"#,
+        dir.display(),
+        up.url()
+    ))
+    .await;
+    let (status, body) =
+        crate::compose_hostile::post_bytes(&gw.url("/r"), r#"{"user": "José"}"#.as_bytes()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let mut later = None;
+    for _ in 0..200 {
+        later = up
+            .requests()
+            .into_iter()
+            .find(|s| s.path_and_query == "/later");
+        if later.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let later = later.expect("the async call was never delivered");
+    let now = up.find("/now");
+    assert_eq!(now.headers["x-user"].as_bytes(), "José".as_bytes());
+    assert_eq!(
+        later.headers.get("x-user").map(http::HeaderValue::as_bytes),
+        Some("José".as_bytes()),
+        "the async call lost its header"
+    );
+    gw.stop.cancel();
+    let _ = gw.task.await;
+    std::fs::remove_dir_all(&dir).ok();
+}
