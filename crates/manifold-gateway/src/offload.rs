@@ -210,6 +210,14 @@ pub(crate) async fn write(queue: &dyn Queue, task: Task) -> Result<(), CallError
             CallErrorKind::QueueFull(e.retry_after().unwrap_or(Duration::from_secs(1))),
             format!("the offload queue is full: {e}"),
         )),
+        // The client's values made the task too large: 413, not a 503 that invites the same
+        // request again.
+        Err(e @ QueueError::TooLarge { .. }) => Err(CallError::new(
+            CallErrorKind::TaskTooLarge,
+            format!(
+                "the call's task is too large for the offload queue ([queue] max_task_bytes): {e}"
+            ),
+        )),
         Err(e) => Err(CallError::new(
             CallErrorKind::Queue,
             format!("could not queue the call durably: {e}"),

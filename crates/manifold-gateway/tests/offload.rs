@@ -175,3 +175,61 @@ path = "/r"
     let _ = gw.task.await;
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A client body that renders a task larger than `[queue] max_task_bytes` is refused as the
+/// client's (413, as docs/offload.md says), not answered 503 `queue` ("try again"), which told
+/// the client to send the same body again and again; nothing is written or delivered, and a
+/// body that fits still is.
+#[tokio::test]
+async fn a_task_larger_than_max_task_bytes_is_the_clients_413_not_a_503() {
+    let dir = std::env::temp_dir().join(format!("manifold-offload-big-{}", std::process::id()));
+    let up = Upstream::start(vec![("POST", "/", Reply::json(0, json!({"ok": true})))]).await;
+    // The defaults' proportions: a body the gateway reads (1 MiB) may render a task larger
+    // than the queue keeps (512 KiB).
+    let gw = TestGateway::start_with_server(
+        "max_body_bytes = 65536",
+        &format!(
+            r#"
+[queue]
+backend = "embedded"
+path = "{}"
+max_task_bytes = 4096
+[upstreams.u]
+endpoints = ["{}"]
+[routes.r]
+method = "POST"
+path = "/r"
+  [[routes.r.calls]]
+  name = "later"
+  upstream = "u"
+  method = "POST"
+  path = "/later"
+  body = "{{request.body}}"
+  mode = "async"
+"#,
+            dir.display(),
+            up.url()
+        ),
+    )
+    .await;
+    let big = serde_json::to_vec(&json!({"note": "x".repeat(8192)})).expect("json");
+    let (status, body) = crate::compose_hostile::post_bytes(&gw.url("/r"), &big).await;
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 413, "{text}");
+    assert_eq!(json(&body)["error"]["call"], "later", "{text}");
+    let (status, body) =
+        crate::compose_hostile::post_bytes(&gw.url("/r"), br#"{"note": "small"}"#).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    for _ in 0..200 {
+        if !up.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent: Vec<serde_json::Value> = up.requests().iter().map(|s| s.json()).collect();
+    assert_eq!(sent, [json!({"note": "small"})]);
+    gw.stop.cancel();
+    let _ = gw.task.await;
+    std::fs::remove_dir_all(&dir).ok();
+}
