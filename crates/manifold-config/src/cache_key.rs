@@ -303,8 +303,24 @@ pub(crate) fn check_route(
     if plan.reads_request_body {
         diag.push(
             ErrorKind::Value,
-            span,
+            span.clone(),
             format!("{owner}: a route-level cache cannot be keyed on the request body its calls read; cache the calls instead"),
+        );
+    }
+    // A cached answer is served without running the calls: every later client would get the
+    // first one's receipt (its task id and `status_url`, a capability to read that client's
+    // result) and no task of its own would be written.
+    let writers: Vec<String> = plan
+        .calls
+        .iter()
+        .filter(|c| c.mode != crate::model::Mode::Sync)
+        .map(|c| format!("`{}`", c.name))
+        .collect();
+    if !writers.is_empty() {
+        diag.push(
+            ErrorKind::Value,
+            span,
+            format!("{owner}: a route whose calls write tasks ({}, async or publish) cannot be cached: a cached answer would hand one client's receipt (task id, status_url) to every later client and write none of theirs; cache its sync calls instead", writers.join(", ")),
         );
     }
 }

@@ -236,3 +236,69 @@ proptest! {
         prop_assert_eq!(uniq.len(), inputs.len());
     }
 }
+
+/// A route whose calls write tasks (async or publish) cannot be cached: a cached answer is
+/// served without running the calls, so the second client got the first one's receipt (its
+/// `task_id` and `status_url`: a capability to read that client's result) and its own task was
+/// never written. A cache on an async call itself did nothing (the task is written, the cache
+/// never consulted): refused rather than accepted and ignored.
+#[test]
+fn a_route_or_call_that_writes_tasks_cannot_be_cached() {
+    const QUEUE: &str = "[queue]\nbackend = \"embedded\"\npath = \"/nonexistent/k\"\n";
+    let route = format!(
+        r#"{QUEUE}{UPSTREAMS}
+[routes.r]
+path = "/r/{{id}}"
+cache = {{ ttl = "60s" }}
+  [[routes.r.calls]]
+  name = "user"
+  upstream = "users"
+  path = "/users/{{path.id}}"
+  [[routes.r.calls]]
+  name = "ship"
+  upstream = "users"
+  method = "POST"
+  path = "/ship/{{path.id}}"
+  mode = "async"
+"#
+    );
+    let e = err(&route);
+    assert!(e.contains("k.toml:9:"), "{e}");
+    assert!(e.contains("route `r`"), "{e}");
+    assert!(e.contains("`ship`"), "{e}");
+    assert!(e.contains("receipt"), "{e}");
+    let call = format!(
+        r#"{QUEUE}{UPSTREAMS}
+[routes.r]
+path = "/r/{{id}}"
+  [[routes.r.calls]]
+  name = "ship"
+  upstream = "users"
+  method = "POST"
+  path = "/ship/{{path.id}}"
+  mode = "async"
+  cache = {{ ttl = "60s", methods = ["POST"] }}
+"#
+    );
+    let e = err(&call);
+    assert!(e.contains("k.toml:15:"), "{e}");
+    assert!(e.contains("`cache` does not apply to an async call"), "{e}");
+    // The sync calls of a route may still be cached, and a route of sync calls too.
+    ok(&format!(
+        r#"{QUEUE}{UPSTREAMS}
+[routes.r]
+path = "/r/{{id}}"
+  [[routes.r.calls]]
+  name = "user"
+  upstream = "users"
+  path = "/users/{{path.id}}"
+  cache = {{ ttl = "60s" }}
+  [[routes.r.calls]]
+  name = "ship"
+  upstream = "users"
+  method = "POST"
+  path = "/ship/{{path.id}}"
+  mode = "async"
+"#
+    ));
+}

@@ -210,6 +210,14 @@ pub(crate) async fn write(queue: &dyn Queue, task: Task) -> Result<(), CallError
             CallErrorKind::QueueFull(e.retry_after().unwrap_or(Duration::from_secs(1))),
             format!("the offload queue is full: {e}"),
         )),
+        // The client's values made the task too large: 413, not a 503 that invites the same
+        // request again.
+        Err(e @ QueueError::TooLarge { .. }) => Err(CallError::new(
+            CallErrorKind::TaskTooLarge,
+            format!(
+                "the call's task is too large for the offload queue ([queue] max_task_bytes): {e}"
+            ),
+        )),
         Err(e) => Err(CallError::new(
             CallErrorKind::Queue,
             format!("could not queue the call durably: {e}"),
@@ -231,7 +239,14 @@ pub(crate) fn task_from_request(
         .headers
         .iter()
         .filter(|(n, _)| n.as_str() != crate::upstream::DEADLINE_HEADER)
-        .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        // As UTF-8, not `to_str` (visible ASCII only): a configured header rendered from text
+        // (`José` from the client's body) is a valid header value a sync call sends, and was
+        // dropped from the task without a word. Rendered values are text, so this keeps them
+        // all; only bytes that are no text at all (none a template renders) are left out.
+        .filter_map(|(n, v)| {
+            let v = std::str::from_utf8(v.as_bytes()).ok()?;
+            Some((n.as_str().to_owned(), v.to_owned()))
+        })
         .collect();
     let task = Task::new(
         "pending",

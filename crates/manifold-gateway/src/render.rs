@@ -64,11 +64,14 @@ impl<'a> Scope<'a> {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| Val::Str(v.as_str()))
                 .unwrap_or(Val::Missing),
+            // As UTF-8, not `to_str` (visible ASCII only): `x-user: José` is that text, as it
+            // would be in the query or the body; read as missing, it sent the upstream a
+            // `null` or an empty value the client never sent.
             Source::Header { name } => self
                 .req
                 .headers
                 .get(name.as_str())
-                .and_then(|v| v.to_str().ok())
+                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
                 .map(Val::Str)
                 .unwrap_or(Val::Missing),
             Source::RequestBody => expr

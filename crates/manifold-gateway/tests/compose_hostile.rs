@@ -561,3 +561,48 @@ proxy = "u"
         up.requests()
     );
 }
+
+/// A request header a template reads whose value is UTF-8 text beyond ASCII (`x-user: José`,
+/// which HTTP carries as opaque bytes) is that text: the call's body, header and path get
+/// `José`, as they would from the same value in the query or the body. It read as missing,
+/// so the upstream was sent `null`, an empty header, or a refused empty segment: a value the
+/// client never sent.
+#[tokio::test]
+async fn a_request_header_in_utf8_beyond_ascii_is_rendered_as_its_text() {
+    let up = Upstream::start(vec![("*", "/", Reply::json(0, json!({})))]).await;
+    let gw = TestGateway::start(&format!(
+        r#"
+[upstreams.u]
+endpoints = ["{}"]
+[routes.c]
+path = "/c"
+  [[routes.c.calls]]
+  name = "user"
+  upstream = "u"
+  method = "POST"
+  path = "/u/{{header.x-user}}"
+  headers = {{ x-as = "{{header.x-user}}" }}
+  body = {{ user = "{{header.x-user}}" }}
+"#,
+        up.url()
+    ))
+    .await;
+    let req = http::Request::get(gw.url("/c"))
+        .header(
+            "x-user",
+            http::HeaderValue::from_bytes("José".as_bytes()).expect("a header value"),
+        )
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let resp = client().request(req).await.expect("an answer");
+    let status = resp.status();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let seen = up.find("/u/");
+    assert_eq!(seen.path_and_query, "/u/Jos%C3%A9");
+    assert_eq!(seen.headers["x-as"].as_bytes(), "José".as_bytes());
+    assert_eq!(seen.json(), json!({"user": "José"}));
+}

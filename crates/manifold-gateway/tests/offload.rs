@@ -109,3 +109,127 @@ async fn async_calls_answer_with_a_receipt_and_are_delivered_later() {
     let _ = gw.task.await;
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A configured header whose rendered value holds non-ASCII text (a name from the client's
+/// body, `José`) is a valid header value: a sync call sends it as UTF-8 bytes, and so must the
+/// same call made async. It was dropped from the task without a word (the task kept only header
+/// values that are visible ASCII), so the upstream got the call without the header, e.g. without
+/// the tenant or user it acts for, while the client got its 202.
+#[tokio::test]
+async fn an_async_call_keeps_a_header_whose_rendered_value_is_not_ascii() {
+    let dir = std::env::temp_dir().join(format!("manifold-offload-utf8-{}", std::process::id()));
+    let up = Upstream::start(vec![("POST", "/", Reply::json(0, json!({"ok": true})))]).await;
+    let gw = TestGateway::start(&format!(
+        r#"
+[queue]
+backend = "embedded"
+path = "{}"
+backoff_base = "50ms"
+backoff_max = "200ms"
+[upstreams.u]
+endpoints = ["{}"]
+[routes.r]
+method = "POST"
+path = "/r"
+  [[routes.r.calls]]
+  name = "now"
+  upstream = "u"
+  method = "POST"
+  path = "/now"
+  headers = {{ x-user = "{{request.body.user}}" }}
+  [[routes.r.calls]]
+  name = "later"
+  upstream = "u"
+  method = "POST"
+  path = "/later"
+  headers = {{ x-user = "{{request.body.user}}" }}
+  mode = "async"
+"#,
+        dir.display(),
+        up.url()
+    ))
+    .await;
+    let (status, body) =
+        crate::compose_hostile::post_bytes(&gw.url("/r"), r#"{"user": "José"}"#.as_bytes()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let mut later = None;
+    for _ in 0..200 {
+        later = up
+            .requests()
+            .into_iter()
+            .find(|s| s.path_and_query == "/later");
+        if later.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let later = later.expect("the async call was never delivered");
+    let now = up.find("/now");
+    assert_eq!(now.headers["x-user"].as_bytes(), "José".as_bytes());
+    assert_eq!(
+        later.headers.get("x-user").map(http::HeaderValue::as_bytes),
+        Some("José".as_bytes()),
+        "the async call lost its header"
+    );
+    gw.stop.cancel();
+    let _ = gw.task.await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A client body that renders a task larger than `[queue] max_task_bytes` is refused as the
+/// client's (413, as docs/offload.md says), not answered 503 `queue` ("try again"), which told
+/// the client to send the same body again and again; nothing is written or delivered, and a
+/// body that fits still is.
+#[tokio::test]
+async fn a_task_larger_than_max_task_bytes_is_the_clients_413_not_a_503() {
+    let dir = std::env::temp_dir().join(format!("manifold-offload-big-{}", std::process::id()));
+    let up = Upstream::start(vec![("POST", "/", Reply::json(0, json!({"ok": true})))]).await;
+    // The defaults' proportions: a body the gateway reads (1 MiB) may render a task larger
+    // than the queue keeps (512 KiB).
+    let gw = TestGateway::start_with_server(
+        "max_body_bytes = 65536",
+        &format!(
+            r#"
+[queue]
+backend = "embedded"
+path = "{}"
+max_task_bytes = 4096
+[upstreams.u]
+endpoints = ["{}"]
+[routes.r]
+method = "POST"
+path = "/r"
+  [[routes.r.calls]]
+  name = "later"
+  upstream = "u"
+  method = "POST"
+  path = "/later"
+  body = "{{request.body}}"
+  mode = "async"
+"#,
+            dir.display(),
+            up.url()
+        ),
+    )
+    .await;
+    let big = serde_json::to_vec(&json!({"note": "x".repeat(8192)})).expect("json");
+    let (status, body) = crate::compose_hostile::post_bytes(&gw.url("/r"), &big).await;
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 413, "{text}");
+    assert_eq!(json(&body)["error"]["call"], "later", "{text}");
+    let (status, body) =
+        crate::compose_hostile::post_bytes(&gw.url("/r"), br#"{"note": "small"}"#).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    for _ in 0..200 {
+        if !up.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent: Vec<serde_json::Value> = up.requests().iter().map(|s| s.json()).collect();
+    assert_eq!(sent, [json!({"note": "small"})]);
+    gw.stop.cancel();
+    let _ = gw.task.await;
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -197,6 +197,15 @@ pub(super) fn compile_call(
         },
         None => None,
     };
+    if let (Mode::Async, Some(spec)) = (mode, &c.cache) {
+        // Accepted, it did nothing: an async call's task is written for every request, and
+        // its receipt is no answer to share.
+        diag.push(
+            ErrorKind::Value,
+            spec.span(),
+            format!("{owner}: `cache` does not apply to an async call (each request writes its own task, whose receipt is that request's alone); remove it"),
+        );
+    }
     let cache = c.cache.as_ref().and_then(|spec| {
         let sent: Vec<String> = headers.iter().map(|(n, _)| n.clone()).collect();
         let at = CacheOwner {

@@ -31,6 +31,9 @@ pub enum CallErrorKind {
     QueueFull(std::time::Duration),
     /// The offload queue could not take the task durably.
     Queue,
+    /// The task the call rendered is larger than `[queue] max_task_bytes`: 413, the client's
+    /// (its values made it so). Sending it again cannot help, unlike [`CallErrorKind::Queue`].
+    TaskTooLarge,
     /// The request could not be built from the client's input (e.g. a value that is not a valid
     /// header value).
     Input,
@@ -72,6 +75,7 @@ impl CallErrorKind {
             CallErrorKind::Input => "bad_input",
             CallErrorKind::QueueFull(_) => "queue_full",
             CallErrorKind::Queue => "queue",
+            CallErrorKind::TaskTooLarge => "task_too_large",
             CallErrorKind::InputUnavailable => "input_unavailable",
             CallErrorKind::BreakerOpen => "breaker_open",
             CallErrorKind::Shed => "shed",
@@ -95,7 +99,7 @@ impl CallErrorKind {
             CallErrorKind::InputUnavailable => "a call this one reads failed",
             CallErrorKind::BreakerOpen => "the call's service is unavailable",
             CallErrorKind::Shed => "the gateway is busy; try again later",
-            CallErrorKind::Input => return None,
+            CallErrorKind::Input | CallErrorKind::TaskTooLarge => return None,
         })
     }
 
@@ -104,6 +108,7 @@ impl CallErrorKind {
         match self {
             CallErrorKind::Timeout | CallErrorKind::Deadline => StatusCode::GATEWAY_TIMEOUT,
             CallErrorKind::Input => StatusCode::BAD_REQUEST,
+            CallErrorKind::TaskTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             CallErrorKind::QueueFull(_)
             | CallErrorKind::Queue
             | CallErrorKind::BreakerOpen
@@ -124,7 +129,7 @@ impl CallErrorKind {
     /// Whose fault it is.
     pub fn fault(&self) -> Fault {
         match self {
-            CallErrorKind::Input => Fault::Client,
+            CallErrorKind::Input | CallErrorKind::TaskTooLarge => Fault::Client,
             CallErrorKind::QueueFull(_) | CallErrorKind::Queue | CallErrorKind::Shed => {
                 Fault::Gateway
             }
@@ -362,6 +367,7 @@ mod tests {
             (CallErrorKind::TooLarge, Fault::Upstream, false),
             (CallErrorKind::Input, Fault::Client, false),
             (CallErrorKind::Queue, Fault::Gateway, false),
+            (CallErrorKind::TaskTooLarge, Fault::Client, false),
             (CallErrorKind::BreakerOpen, Fault::Upstream, false),
         ];
         for (kind, fault, retry) in cases {
