@@ -30,7 +30,7 @@ pub(crate) fn stage(call: &Call, env: Env<'_>, scope: Scope<'_>) -> Result<Task,
             format!("no queue is configured for {what} calls"),
         ));
     }
-    let client_key = client_idempotency_key(scope, env.route);
+    let client_key = client_idempotency_key(scope, env.route)?;
     let status_auth = env
         .follow
         .auth_hash(scope.req.headers.get(http::header::AUTHORIZATION));
@@ -182,24 +182,45 @@ async fn write_all(
     .await
 }
 
-/// The client's own `Idempotency-Key`, when usable, in its scope (the route and the request's
+/// The longest client `Idempotency-Key` taken (as Stripe's API). A longer derived task key is
+/// hashed ([`manifold_queue::task_key`]), so this bounds only what a client may send.
+const MAX_CLIENT_KEY: usize = 255;
+
+/// The client's own `Idempotency-Key`, in its scope (the route and the request's
 /// `Authorization`): a client retry of the same request then maps to the same task key.
+///
+/// A key the gateway cannot use is the client's 400, not ignored: taken as absent, each retry
+/// got a fresh task key, and the work the client asked to have done once was done once per
+/// retry. A key is a string of visible ASCII (as the IETF draft's structured-field string),
+/// 1 to [`MAX_CLIENT_KEY`] bytes.
 fn client_idempotency_key<'a>(
     scope: Scope<'a>,
     route: &'a str,
-) -> Option<manifold_queue::ClientKey<'a>> {
+) -> Result<Option<manifold_queue::ClientKey<'a>>, CallError> {
     let headers = &scope.req.headers;
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 96)?;
-    Some(manifold_queue::ClientKey {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|v| !v.is_empty() && v.len() <= MAX_CLIENT_KEY && !v.contains('\t'))
+        .ok_or_else(|| {
+            CallError::new(
+                CallErrorKind::Input,
+                format!(
+                    "the Idempotency-Key header must be 1 to {MAX_CLIENT_KEY} visible ASCII characters (got {} bytes); it makes a retry of this request the same task",
+                    value.len()
+                ),
+            )
+        })?;
+    Ok(Some(manifold_queue::ClientKey {
         key,
         route,
         authorization: headers
             .get(http::header::AUTHORIZATION)
             .map(HeaderValue::as_bytes),
-    })
+    }))
 }
 
 /// An event's message headers (name, value) and its JSON body.

@@ -127,3 +127,56 @@ async fn a_client_key_is_scoped_to_its_route_and_its_authorization() {
     let _ = gw.task.await;
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A client key the gateway cannot use is refused, not ignored: taken as absent (as a key that
+/// was not visible ASCII, or longer than 96 bytes, used to be), each retry became a new task
+/// and the work was done once per retry. Up to 255 visible ASCII characters are taken.
+#[tokio::test]
+async fn an_unusable_client_key_is_the_clients_400_not_a_new_task_per_retry() {
+    let dir = std::env::temp_dir().join(format!("manifold-idem-bad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let notify = Upstream::start(vec![("POST", "/notify", Reply::json(0, json!({})))]).await;
+    let gw = TestGateway::start(&config(&notify.url(), &dir)).await;
+
+    // Longer than the old 96-byte bound: a retry keeps its key.
+    let long_key = "k".repeat(255);
+    let first = key_of(&gw, "/a", &long_key, None).await;
+    assert_eq!(first, key_of(&gw, "/a", &long_key, None).await);
+
+    for (key, what) in [
+        ("clé-1", "beyond ASCII"),
+        ("k\t1", "a tab"),
+        ("", "empty"),
+        (&"k".repeat(256)[..], "256 bytes"),
+    ] {
+        let (status, _, body) = send_with(
+            "POST",
+            &gw.url("/a"),
+            &[("idempotency-key", key)],
+            Some(r#"{"n": 1}"#),
+        )
+        .await;
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(status, 400, "{what}: {text}");
+        assert!(
+            text.contains("bad_input") && text.contains("Idempotency-Key"),
+            "{what}: {text}"
+        );
+    }
+
+    // The two accepted requests' tasks, and nothing of the refused ones.
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        seen = notify.requests();
+        if seen.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(notify.requests().len(), 2, "{seen:?}");
+
+    gw.stop.cancel();
+    let _ = gw.task.await;
+    std::fs::remove_dir_all(&dir).ok();
+}
