@@ -349,6 +349,9 @@ pub struct Plan {
     /// The query parameters some template reads (`{query.NAME}`: the calls', their hooks' and
     /// cache keys', the response's), sorted: a value the route never reads is never judged.
     pub query_reads: Vec<String>,
+    /// The headers some template reads (`{header.NAME}`, lower case), sorted, for the same
+    /// rule: a header a template reads must be UTF-8 text.
+    pub header_reads: Vec<String>,
     /// The route's `enqueue`: when its async and publish tasks are written to the queue.
     pub enqueue: Enqueue,
 }

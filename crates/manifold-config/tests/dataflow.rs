@@ -129,11 +129,11 @@ fn enqueue_is_refused_where_it_means_nothing_or_is_misspelt() {
     }
 }
 
-/// The query parameters a plan reads, from every template of the route (a call's path, query,
-/// headers and body, its cache key, the response), once each and sorted: the gateway judges
-/// only these for UTF-8.
+/// The query parameters and headers a plan reads, from every template of the route (a call's
+/// path, query, headers and body, its cache key, the response), once each and sorted (headers
+/// in lower case): the gateway judges only these for UTF-8.
 #[test]
-fn a_plan_lists_the_query_parameters_it_reads() {
+fn a_plan_lists_the_query_parameters_and_headers_it_reads() {
     let src = format!(
         r#"{UPSTREAM}
 [routes.r]
@@ -143,15 +143,15 @@ path = "/r"
   upstream = "u"
   path = "/a/{{query.zeta}}"
   query = {{ x = "{{query.alpha}}" }}
-  headers = {{ x-tenant = "{{query.tenant}}" }}
-  cache = {{ ttl = "1s", key = "page:{{query.page}}" }}
+  headers = {{ x-tenant = "{{query.tenant}}", x-as = "{{header.X-User}}" }}
+  cache = {{ ttl = "1s", key = "page:{{query.page}}:{{header.accept-language}}" }}
   [[routes.r.calls]]
   name = "b"
   upstream = "u"
-  path = "/b"
+  path = "/b/{{header.x-user}}"
   body = {{ v = "{{query.alpha}}" }}
   [routes.r.response]
-  body = {{ a = "{{a}}", m = "{{query.mode}}" }}
+  body = {{ a = "{{a}}", m = "{{query.mode}}", h = "{{header.x-trace}}" }}
 [routes.none]
 path = "/none"
   [[routes.none.calls]]
@@ -165,5 +165,10 @@ path = "/none"
         plan(&cfg, "r").query_reads,
         ["alpha", "mode", "page", "tenant", "zeta"]
     );
+    assert_eq!(
+        plan(&cfg, "r").header_reads,
+        ["accept-language", "x-trace", "x-user"]
+    );
     assert!(plan(&cfg, "none").query_reads.is_empty());
+    assert!(plan(&cfg, "none").header_reads.is_empty());
 }

@@ -380,6 +380,23 @@ async fn compose(
             ),
         );
     }
+    // A header a template reads is text too (`{header.NAME}` reads its first value): bytes
+    // that are no UTF-8 (Latin-1 `Jos\xE9`) read as missing would send the upstream a `null`
+    // or an empty value the client never sent. Only the headers the route reads are looked at.
+    if let Some(name) = plan.header_reads.iter().find(|n| {
+        req.headers()
+            .get(n.as_str())
+            .is_some_and(|v| std::str::from_utf8(v.as_bytes()).is_err())
+    }) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_input",
+            format!(
+                "the request's `{name}` header is not UTF-8, and route `{}` renders it as text",
+                route.name
+            ),
+        );
+    }
     let (mut parts, body) = req.into_parts();
     let trace = parts.extensions.remove::<crate::telemetry::TraceCtx>();
     let meter = parts

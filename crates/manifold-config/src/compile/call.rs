@@ -51,8 +51,9 @@ pub(super) struct CompiledCall {
     pub(super) reads_from: Vec<usize>,
     /// Whether a template of the call reads the request body.
     pub(super) reads_body: bool,
-    /// The query parameters its templates read (its hooks' and cache key's included).
-    pub(super) query_reads: Vec<String>,
+    /// The query parameters and headers its templates read (its hooks' and cache key's
+    /// included).
+    pub(super) reads: super::resolve::TextReads,
 }
 
 /// Compile call `c` of `route`; `index` names every call of the route (templates may read calls
@@ -301,7 +302,7 @@ pub(super) fn compile_call(
         deps: my_deps,
         reads_from,
         reads_body: res.reads_body,
-        query_reads: res.query_reads,
+        reads: res.reads,
     }
 }
 

@@ -67,12 +67,12 @@ pub(super) fn compile_plan(
     // The calls whose results each call's templates read (not `after`), with where it is named.
     let mut read_deps: Vec<(Vec<usize>, Range<usize>)> = Vec::new();
     let mut reads_body = false;
-    let mut query_reads: Vec<String> = Vec::new();
+    let mut reads = super::resolve::TextReads::default();
     for c in raw_calls.get_ref() {
         let compiled = compile_call(c.get_ref(), route, params, &index, ctx, diag);
         read_deps.push((compiled.reads_from, c.get_ref().name.span()));
         reads_body |= compiled.reads_body;
-        query_reads.extend(compiled.query_reads);
+        reads.extend(compiled.reads);
         deps.push(compiled.deps);
         calls.push(compiled.call);
     }
@@ -99,12 +99,11 @@ pub(super) fn compile_plan(
 
     crate::dataflow::warn_required_reads_optional(route, &calls, &read_deps, diag);
 
-    let (response, response_reads_body, response_query_reads) =
+    let (response, response_reads_body, response_reads) =
         compile_response(route, params, &index, &calls, raw_response, diag);
     reads_body |= response_reads_body;
-    query_reads.extend(response_query_reads);
-    query_reads.sort_unstable();
-    query_reads.dedup();
+    reads.extend(response_reads);
+    let reads = reads.finish();
 
     if diag_len(diag) > before {
         return None;
@@ -161,7 +160,8 @@ pub(super) fn compile_plan(
         levels,
         response,
         reads_request_body: reads_body,
-        query_reads,
+        query_reads: reads.query,
+        header_reads: reads.headers,
         enqueue: Enqueue::default(),
     })
 }

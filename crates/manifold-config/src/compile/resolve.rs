@@ -48,6 +48,31 @@ impl RouteCtx<'_> {
     }
 }
 
+/// What a route's templates read of the request as text: `{query.NAME}` parameters and
+/// `{header.NAME}` headers (lower case). The gateway judges the encoding of these values only
+/// (text that is not UTF-8 is the client's 400), so a value no template reads refuses nothing.
+#[derive(Debug, Default)]
+pub(crate) struct TextReads {
+    pub(crate) query: Vec<String>,
+    pub(crate) headers: Vec<String>,
+}
+
+impl TextReads {
+    pub(crate) fn extend(&mut self, other: TextReads) {
+        self.query.extend(other.query);
+        self.headers.extend(other.headers);
+    }
+
+    /// Sorted and without repeats, as the gateway searches them.
+    pub(crate) fn finish(mut self) -> Self {
+        for list in [&mut self.query, &mut self.headers] {
+            list.sort_unstable();
+            list.dedup();
+        }
+        self
+    }
+}
+
 /// Resolves references in one route: request sources and call names.
 pub(crate) struct Resolver<'a> {
     pub(super) route: &'a str,
@@ -56,8 +81,8 @@ pub(crate) struct Resolver<'a> {
     /// Calls referenced by the template being compiled.
     pub(super) refs: Vec<usize>,
     pub(super) reads_body: bool,
-    /// The query parameters the templates compiled so far read (`{query.NAME}`).
-    pub(super) query_reads: Vec<String>,
+    /// The query parameters and headers the templates compiled so far read.
+    pub(super) reads: TextReads,
     /// Inside an `on_done` / `on_dead` hook: `{task.*}` reads the settled task (see
     /// `crate::hooks`); elsewhere `task` is an ordinary call name.
     pub(crate) task: Option<crate::queue::HookKind>,
@@ -77,7 +102,7 @@ impl<'a> Resolver<'a> {
             calls,
             refs: Vec::new(),
             reads_body: false,
-            query_reads: Vec::new(),
+            reads: TextReads::default(),
             task: None,
         }
     }
@@ -120,8 +145,8 @@ impl<'a> Resolver<'a> {
             }
             "query" => {
                 let name = single("query")?;
-                if !self.query_reads.contains(&name) {
-                    self.query_reads.push(name.clone());
+                if !self.reads.query.contains(&name) {
+                    self.reads.query.push(name.clone());
                 }
                 return Ok(Expr {
                     source: Source::Query { name },
@@ -132,6 +157,9 @@ impl<'a> Resolver<'a> {
                 let name = single("header")?.to_ascii_lowercase();
                 if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                     return Err(format!("`{{{}}}`: `{name}` is not a header name", r.text));
+                }
+                if !self.reads.headers.contains(&name) {
+                    self.reads.headers.push(name.clone());
                 }
                 return Ok(Expr {
                     source: Source::Header { name },

@@ -20,7 +20,7 @@ pub(super) struct RawResponse {
 }
 
 /// Compile a route's response over its compiled `calls`; also says whether it reads the request
-/// body, and which query parameters it reads.
+/// body, and which query parameters and headers it reads.
 pub(super) fn compile_response(
     route: &str,
     params: &[String],
@@ -28,7 +28,7 @@ pub(super) fn compile_response(
     calls: &[Call],
     raw_response: Option<&Spanned<RawResponse>>,
     diag: &mut Diagnostics<'_>,
-) -> (ResponsePlan, bool, Vec<String>) {
+) -> (ResponsePlan, bool, super::resolve::TextReads) {
     let mut res = Resolver::new(route, params, index);
     let mut response = ResponsePlan {
         status: 200,
@@ -109,5 +109,5 @@ pub(super) fn compile_response(
             }
         }
     }
-    (response, res.reads_body, res.query_reads)
+    (response, res.reads_body, res.reads)
 }
