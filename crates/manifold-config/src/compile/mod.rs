@@ -38,12 +38,63 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     routes: BTreeMap<Spanned<String>, Spanned<RawRoute>>,
     cache: Option<Spanned<RawCacheSection>>,
-    // Read as a TOML value, then as `QueueConfig` (its own span-less errors): its schema is that one.
+    // Read as a table of TOML values, then as `QueueConfig` (its own span-less errors, placed by
+    // [`section`] at the key they name): its schema is that one.
     #[schemars(with = "Option<crate::queue::QueueConfig>")]
-    queue: Option<Spanned<toml::Value>>,
+    queue: Option<Spanned<RawSection>>,
     #[schemars(with = "Option<crate::events::EventsConfig>")]
-    events: Option<Spanned<toml::Value>>,
+    events: Option<Spanned<RawSection>>,
     telemetry: Option<Spanned<crate::telemetry::RawTelemetry>>,
+}
+
+/// A section deserialized by its own type rather than a raw struct with spans: its keys keep
+/// where they were written, its values are plain TOML.
+type RawSection = BTreeMap<Spanned<String>, toml::Value>;
+
+/// Read section `[name]` as `T` and `validate` it. Its errors carry no span of their own, so each
+/// is placed at the first key of the section it names (`status_path "/a b" may hold only…` at
+/// `status_path`), else at the section: the user is sent to the line to change.
+fn section<T: serde::de::DeserializeOwned>(
+    raw: &Spanned<RawSection>,
+    name: &str,
+    diag: &mut Diagnostics<'_>,
+    validate: impl FnOnce(&T) -> Result<(), String>,
+) -> Option<T> {
+    let table: toml::Table = raw
+        .get_ref()
+        .iter()
+        .map(|(k, v)| (k.get_ref().clone(), v.clone()))
+        .collect();
+    let msg = match toml::Value::Table(table).try_into::<T>() {
+        Ok(value) => match validate(&value) {
+            Ok(()) => return Some(value),
+            Err(msg) => msg,
+        },
+        Err(e) => e.message().trim().to_owned(),
+    };
+    let prefix = format!("[{name}] ");
+    let msg = msg.strip_prefix(&prefix).unwrap_or(&msg);
+    let span = named_key(raw.get_ref(), msg).unwrap_or_else(|| raw.span());
+    diag.push(ErrorKind::Value, span, format!("[{name}]: {msg}"));
+    None
+}
+
+/// Where the key of `keys` that `msg` names first (as a whole word) was written.
+fn named_key(keys: &RawSection, msg: &str) -> Option<std::ops::Range<usize>> {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    keys.keys()
+        .filter_map(|k| {
+            let name = k.get_ref().as_str();
+            msg.match_indices(name)
+                .find(|(at, _)| {
+                    let before = msg[..*at].chars().next_back();
+                    let after = msg[at + name.len()..].chars().next();
+                    !before.is_some_and(word) && !after.is_some_and(word)
+                })
+                .map(|(at, _)| (at, k.span()))
+        })
+        .min_by_key(|(at, _)| *at)
+        .map(|(_, span)| span)
 }
 
 /// Parse and validate `source` (the text of `file`).
@@ -61,39 +112,22 @@ pub fn compile(file: &Path, source: &str) -> Result<Config, ConfigErrors> {
     let server = compile_server(raw.server.as_ref(), file, &mut diag);
     let cache = compile_cache_section(raw.cache.as_ref(), &mut diag);
     let telemetry = crate::telemetry::compile(raw.telemetry.as_ref(), &mut diag);
-    let queue = match &raw.queue {
-        None => crate::queue::QueueConfig::default(),
-        Some(v) => match v
-            .get_ref()
-            .clone()
-            .try_into::<crate::queue::QueueConfig>()
-            .map_err(|e| e.message().trim().to_owned())
-            .and_then(|q| q.validate().map(|()| q))
-        {
-            Ok(q) => q,
-            Err(msg) => {
-                let msg = msg.strip_prefix("[queue] ").unwrap_or(&msg);
-                diag.push(ErrorKind::Value, v.span(), format!("[queue]: {msg}"));
-                crate::queue::QueueConfig::default()
-            }
-        },
-    };
-
+    let queue = raw
+        .queue
+        .as_ref()
+        .and_then(|v| {
+            section(v, "queue", &mut diag, |q: &crate::queue::QueueConfig| {
+                q.validate()
+            })
+        })
+        .unwrap_or_default();
     let events = raw.events.as_ref().and_then(|v| {
-        match v
-            .get_ref()
-            .clone()
-            .try_into::<crate::events::EventsConfig>()
-            .map_err(|e| e.message().trim().to_owned())
-            .and_then(|ev| ev.validate().map(|()| ev))
-        {
-            Ok(ev) => Some(ev),
-            Err(msg) => {
-                let msg = msg.strip_prefix("[events] ").unwrap_or(&msg);
-                diag.push(ErrorKind::Value, v.span(), format!("[events]: {msg}"));
-                None
-            }
-        }
+        section(
+            v,
+            "events",
+            &mut diag,
+            |ev: &crate::events::EventsConfig| ev.validate(),
+        )
     });
 
     let mut upstreams = Vec::new();

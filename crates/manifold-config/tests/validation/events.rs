@@ -147,22 +147,37 @@ fn publish_call_rules_name_the_line() {
 #[test]
 fn bad_events_sections_are_located() {
     let route = "  subject = \"orders.created\"\n  body = {}\n";
-    for (section, why) in [
-        ("[events]\nurl = \"nats://127.0.0.1:4222\"\n", "backend"),
-        ("[events]\nbackend = \"kafka\"\n", "kafka"),
+    // Each at the key its message names, else at the section.
+    for (section, at, why) in [
+        (
+            "[events]\nurl = \"nats://127.0.0.1:4222\"\n",
+            "[events]",
+            "backend",
+        ),
+        ("[events]\nbackend = \"kafka\"\n", "[events]", "kafka"),
         (
             "[events]\nbackend = \"nats\"\nexchange = \"x\"\n",
+            "exchange = ",
             "exchange only applies",
         ),
         (
             "[events]\nbackend = \"rabbitmq\"\nurl = \"nats://h:4222\"\n",
+            "url = ",
             "does not suit",
         ),
-        ("[events]\nbackend = \"nats\"\ntimeout = \"soon\"\n", "soon"),
-        ("[events]\nbackend = \"nats\"\nsubjekt = \"x\"\n", "subjekt"),
+        (
+            "[events]\nbackend = \"nats\"\ntimeout = \"soon\"\n",
+            "[events]",
+            "soon",
+        ),
+        (
+            "[events]\nbackend = \"nats\"\nsubjekt = \"x\"\n",
+            "subjekt = ",
+            "subjekt",
+        ),
     ] {
         let src = publish_route(section, route);
-        one(&src, ErrorKind::Value, "[events]", why);
+        one(&src, ErrorKind::Value, at, why);
     }
 }
 
@@ -171,18 +186,26 @@ fn bad_queue_sections_are_located() {
     let src = format!("{UPSTREAMS}[queue]\nbackend = \"carrier-pigeon\"\n");
     one(&src, ErrorKind::Value, "[queue]", "[queue]");
     // A bound the section's own check refuses: said once, without an error type's prefix.
-    let src = format!("{UPSTREAMS}[queue]\nmax_tasks = 0\n");
+    // Placed at the key the message names, not at the section's header (the line to change).
+    let src = format!("{UPSTREAMS}[queue]\nbackend = \"embedded\"\nmax_tasks = 0\n");
     one(
         &src,
         ErrorKind::Value,
-        "[queue]",
+        "max_tasks = 0",
         "[queue]: max_tasks and max_bytes must be at least 1",
+    );
+    let src = format!("{UPSTREAMS}[queue]\nbackend = \"embedded\"\nstatus_path = \"/a b\"\n");
+    one(
+        &src,
+        ErrorKind::Value,
+        "status_path =",
+        "[queue]: status_path",
     );
     let src = format!("{UPSTREAMS}[events]\nbackend = \"nats\"\ntimeout = \"0s\"\n");
     one(
         &src,
         ErrorKind::Value,
-        "[events]",
+        "timeout = ",
         "[events]: timeout must be more than 0",
     );
 }
