@@ -49,7 +49,7 @@ use std::task::Poll;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use watch::{join, Prefixed, Tracked};
@@ -183,7 +183,7 @@ pub(crate) async fn connection<H, F>(
     peer: SocketAddr,
     activity: Arc<Activity>,
     plain: Arc<Plain<H>>,
-    slot: OwnedSemaphorePermit,
+    slot: crate::server::Slot,
 ) where
     H: Fn(Request<Incoming>, SocketAddr, ClientId) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
@@ -204,7 +204,7 @@ pub(crate) async fn woken<H, F>(
     io: std::net::TcpStream,
     peer: SocketAddr,
     plain: Arc<Plain<H>>,
-    slot: OwnedSemaphorePermit,
+    slot: crate::server::Slot,
 ) where
     H: Fn(Request<Incoming>, SocketAddr, ClientId) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
@@ -233,7 +233,7 @@ fn park<H>(
     peer: SocketAddr,
     activity: &Activity,
     plain: &Plain<H>,
-    slot: OwnedSemaphorePermit,
+    slot: crate::server::Slot,
 ) {
     if plain.ends.drain.is_cancelled() {
         return;

@@ -307,6 +307,10 @@ impl Gateway {
             ready: true.into(),
             readiness: Default::default(),
         });
+        // Each listener's connection series, with metrics on (the registry outlives reloads).
+        let registry = self.live.current.load().telemetry.metrics().cloned();
+        let listener_metrics =
+            |name: &str, max: usize| registry.as_ref().map(|m| m.listener(name, max));
         let admin_stop = CancellationToken::new();
         let admin_task = {
             let state = Arc::clone(&admin_state);
@@ -317,6 +321,7 @@ impl Gateway {
                 move |req, _peer, _id| admin::handle(Arc::clone(&state), req),
                 admin_limits,
                 stop,
+                listener_metrics("admin", admin_limits.max_connections),
             ))
         };
         let main_stop = CancellationToken::new();
@@ -331,12 +336,15 @@ impl Gateway {
         let mut main = Vec::new();
         for (listener, tls) in client_listeners {
             let live = Arc::clone(&self.live);
+            let name = if tls.is_some() { "https" } else { "http" };
+            let metrics = listener_metrics(name, limits.max_connections);
             main.push(tokio::spawn(server::serve(
                 listener,
                 tls,
                 move |req, peer, id| handler::handle(live.current.load_full(), req, peer, id),
                 limits,
                 main_stop.clone(),
+                metrics,
             )));
         }
         stop.cancelled().await;

@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use manifold_telemetry::metrics::{Gauge, ListenerMetrics};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// How often an HTTP/2 connection is PINGed, and how long the answer may take before the
@@ -59,18 +60,56 @@ pub(crate) struct Limits {
     pub(crate) passthrough: bool,
 }
 
+/// A connection's place under `max_connections`: its permit, and the listener's open-connections
+/// gauge held up for as long as the connection lives (parked or not). Dropping it frees both.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: Option<Arc<Gauge>>,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, open: Option<&Arc<Gauge>>) -> Slot {
+        if let Some(g) = open {
+            g.inc();
+        }
+        Slot {
+            _permit: permit,
+            open: open.cloned(),
+        }
+    }
+}
+
+/// A slot no metrics watch (the connection tests').
+#[cfg(test)]
+impl From<OwnedSemaphorePermit> for Slot {
+    fn from(permit: OwnedSemaphorePermit) -> Slot {
+        Slot::new(permit, None)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(g) = &self.open {
+            g.dec();
+        }
+    }
+}
+
 /// Serve `listener` with `handler` until `stop` is cancelled, then drain for up to
 /// `limits.drain` and abort the connections still open. The handler is given each request and
 /// its client's address (the proxy passes that on in `X-Forwarded-For`; it is not put in the
 /// request's extensions, which would allocate for every request).
 ///
-/// With `tls`, every connection is handshaken first and its requests carry [`OverTls`].
+/// With `tls`, every connection is handshaken first and its requests carry [`OverTls`]. With
+/// `metrics`, each accept is counted and each open connection shown.
 pub(crate) async fn serve<H, F>(
     listener: TcpListener,
     tls: Option<Arc<TlsFiles>>,
     handler: H,
     limits: Limits,
     stop: CancellationToken,
+    metrics: Option<ListenerMetrics>,
 ) where
     H: Fn(Request<Incoming>, SocketAddr, ClientId) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
@@ -156,6 +195,10 @@ pub(crate) async fn serve<H, F>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let slot = Slot::new(slot, metrics.as_ref().map(|m| &m.open));
+                if let Some(m) = &metrics {
+                    m.accepted.inc();
+                }
                 // The connection's clock starts at the accept, before any handshake.
                 let activity = Arc::new(Activity::new());
                 let Some(acceptor) = acceptor.clone() else {

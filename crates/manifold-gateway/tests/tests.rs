@@ -8,6 +8,7 @@ mod cache_keys;
 mod cache_memcached;
 mod compose;
 mod compose_hostile;
+mod connection_metrics;
 mod dataflow;
 mod edge;
 mod enqueue;

@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -60,7 +60,7 @@ pub(crate) struct Lot {
 struct Entry {
     io: std::net::TcpStream,
     peer: SocketAddr,
-    _slot: OwnedSemaphorePermit,
+    _slot: crate::server::Slot,
 }
 
 /// A place in the slab. `generation` tells a deadline still meant for this place's entry from one
@@ -186,7 +186,7 @@ impl Lot {
         &self,
         io: TcpStream,
         peer: SocketAddr,
-        slot: OwnedSemaphorePermit,
+        slot: crate::server::Slot,
         due: Instant,
     ) {
         // Leaves tokio's reactor: its registration (`ScheduledIo`) is freed.
@@ -369,10 +369,10 @@ mod tests {
         let mut parked = empty();
         let peer: SocketAddr = ([127, 0, 0, 1], 1).into();
         let socket = std::net::TcpStream::connect(addr).unwrap();
-        let entry = |slot| Entry {
+        let entry = |slot: tokio::sync::OwnedSemaphorePermit| Entry {
             io: socket.try_clone().unwrap(),
             peer,
-            _slot: slot,
+            _slot: slot.into(),
         };
         let now = Instant::now();
         // One connection that stays, one that parks and wakes again and again: each park

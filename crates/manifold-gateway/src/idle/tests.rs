@@ -82,7 +82,7 @@ async fn one_with(shared: Arc<Plain<Handler>>) -> One {
         let (stream, peer) = listener.accept().await.unwrap();
         let activity = Arc::new(Activity::new());
         let _ = tx.send(Arc::clone(&activity));
-        connection(stream, peer, activity, in_task, slot).await;
+        connection(stream, peer, activity, in_task, slot.into()).await;
     });
     let client = TcpStream::connect(addr).await.unwrap();
     One {
@@ -301,7 +301,13 @@ async fn a_thousand_parked_connections_all_wake_and_are_served() {
                 let slot = Arc::clone(&slots).acquire_owned().await.unwrap();
                 let (stream, peer) = listener.accept().await.unwrap();
                 let activity = Arc::new(Activity::new());
-                tokio::spawn(connection(stream, peer, activity, Arc::clone(&plain), slot));
+                tokio::spawn(connection(
+                    stream,
+                    peer,
+                    activity,
+                    Arc::clone(&plain),
+                    slot.into(),
+                ));
             }
         })
     };
@@ -345,6 +351,7 @@ async fn serve_returns_at_once_when_its_connections_are_parked() {
         ok as Handler,
         limits,
         stop.clone(),
+        None,
     ));
     let mut c = TcpStream::connect(addr).await.unwrap();
     c.write_all(GET).await.unwrap();
@@ -377,7 +384,7 @@ async fn a_parked_connection_s_task_has_no_room_for_hyper_s_connection() {
         peer,
         Arc::clone(&activity),
         Arc::clone(&shared),
-        slot,
+        slot.into(),
     ));
     // What an active HTTP/1 connection holds, boxed while it is active.
     let other = TcpStream::connect(addr).await.unwrap();

@@ -7,6 +7,7 @@
 
 pub mod family;
 mod live;
+mod process;
 pub mod render;
 
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
@@ -36,6 +37,9 @@ struct Registry {
     rejected: Family<Counter, 1>,
     concurrency_limit: Family<Gauge, 0>,
     concurrency_in_flight: Family<Gauge, 0>,
+    open_connections: Family<Gauge, 1>,
+    connections: Family<Counter, 1>,
+    max_connections: Family<Gauge, 1>,
     call_duration: Family<Histogram, 3>,
     calls: Family<Counter, 4>,
     call_errors: Family<Counter, 4>,
@@ -53,6 +57,8 @@ struct Registry {
     /// The running config's routes and calls; `None` until the gateway says (every series is
     /// kept).
     live: RwLock<Option<LiveRoutes>>,
+    /// When the registry was made (at the gateway's start): `process_start_time_seconds`.
+    started: std::time::SystemTime,
 }
 
 impl Default for Registry {
@@ -82,6 +88,21 @@ impl Default for Registry {
                 "manifold_concurrency_in_flight",
                 "Requests holding a concurrency permit now.",
                 [],
+            ),
+            open_connections: Family::new(
+                "manifold_http_server_open_connections",
+                "Client connections open now, parked idle ones included, by listener (http, https, admin).",
+                ["listener"],
+            ),
+            connections: Family::new(
+                "manifold_http_server_connections_total",
+                "Client connections accepted, by listener.",
+                ["listener"],
+            ),
+            max_connections: Family::new(
+                "manifold_http_server_max_connections",
+                "The most connections a listener serves at once (server.max_connections); past it, new ones wait in the listen backlog.",
+                ["listener"],
             ),
             call_duration: Family::new(
                 "manifold_call_duration_seconds",
@@ -150,6 +171,7 @@ impl Default for Registry {
             ),
             span_stats: OnceLock::new(),
             live: RwLock::new(None),
+            started: std::time::SystemTime::now(),
         }
     }
 }
@@ -218,6 +240,20 @@ impl Metrics {
         )
     }
 
+    /// A listener's connection handles (`listener`: `http`, `https` or `admin`), its
+    /// `max_connections` recorded. The gateway counts each accept and holds the open gauge up
+    /// for as long as the connection lives, parked or not.
+    pub fn listener(&self, listener: &str, max_connections: usize) -> ListenerMetrics {
+        self.inner
+            .max_connections
+            .get([listener])
+            .set(i64::try_from(max_connections).unwrap_or(i64::MAX));
+        ListenerMetrics {
+            open: self.inner.open_connections.get([listener]),
+            accepted: self.inner.connections.get([listener]),
+        }
+    }
+
     /// Handles for one endpoint of one upstream (breaker and balancer).
     pub fn endpoint(&self, upstream: &str, endpoint: &str) -> EndpointMetrics {
         EndpointMetrics {
@@ -260,6 +296,9 @@ impl Metrics {
         w.counters(&r.rejected);
         w.gauges(&r.concurrency_limit);
         w.gauges(&r.concurrency_in_flight);
+        w.gauges(&r.open_connections);
+        w.counters(&r.connections);
+        w.gauges(&r.max_connections);
         w.histograms(&r.call_duration);
         w.counters(&r.calls);
         w.counters(&r.call_errors);
@@ -310,8 +349,18 @@ impl Metrics {
             "Log lines dropped because their reader did not keep up (access: the access log on stdout; log: the gateway's log on stderr); a stalled reader never holds a request.",
             &rows,
         );
+        process::Process::read().render(&mut w, r.started);
         w.finish()
     }
+}
+
+/// One listener's connection handles ([`Metrics::listener`]).
+#[derive(Clone, Debug)]
+pub struct ListenerMetrics {
+    /// Connections open now.
+    pub open: Arc<Gauge>,
+    /// Connections accepted.
+    pub accepted: Arc<Counter>,
 }
 
 /// The status class label of a status code (`2xx`; anything outside 100..=599 is `other`).

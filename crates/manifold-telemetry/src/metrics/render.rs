@@ -88,6 +88,14 @@ impl Writer {
         }
     }
 
+    /// One series without labels, its value read at the scrape (the process's own figures):
+    /// `kind` is `counter` or `gauge`.
+    pub(crate) fn single(&mut self, name: &str, help: &str, kind: &str, value: f64) {
+        self.header(name, help, kind);
+        self.sample(name, "", &[], &number(value));
+        self.out.push('\n');
+    }
+
     /// A counter without labels whose value comes from elsewhere (span statistics).
     pub(crate) fn counter_values(
         &mut self,
