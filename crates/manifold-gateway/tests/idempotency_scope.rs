@@ -97,14 +97,7 @@ async fn a_client_key_is_scoped_to_its_route_and_its_authorization() {
     assert_eq!(long, key_of(&gw, "/long", &long_key, None).await);
 
     // Every task is delivered with the key its receipt named, each its own.
-    let mut seen = Vec::new();
-    for _ in 0..200 {
-        seen = notify.requests();
-        if seen.len() >= 8 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let seen = notify.requests_when(|s| s.len() >= 8).await;
     let mut delivered: Vec<String> = seen
         .iter()
         .map(|s| s.headers["idempotency-key"].to_str().unwrap().to_owned())
@@ -165,14 +158,7 @@ async fn an_unusable_client_key_is_the_clients_400_not_a_new_task_per_retry() {
     }
 
     // The two accepted requests' tasks, and nothing of the refused ones.
-    let mut seen = Vec::new();
-    for _ in 0..200 {
-        seen = notify.requests();
-        if seen.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let seen = notify.requests_when(|s| s.len() >= 2).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(notify.requests().len(), 2, "{seen:?}");
 

@@ -82,15 +82,11 @@ async fn async_calls_answer_with_a_receipt_and_are_delivered_later() {
         listener,
         vec![("POST", "/shipping", Reply::json(0, json!({"label": "L"})))],
     );
-    let mut delivered = None;
-    for _ in 0..200 {
-        if let Some(seen) = shipping.requests().into_iter().next() {
-            delivered = Some(seen);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let seen = delivered.expect("the queued call was never delivered");
+    let delivered = shipping.requests_when(|s| !s.is_empty()).await;
+    let seen = delivered
+        .into_iter()
+        .next()
+        .expect("the queued call was never delivered");
     assert_eq!(seen.path_and_query, "/shipping/labels");
     assert_eq!(seen.json(), json!({"order_id": 7, "address": "1 Main St"}));
     assert_eq!(
@@ -152,18 +148,13 @@ path = "/r"
     let (status, body) =
         crate::compose_hostile::post_bytes(&gw.url("/r"), r#"{"user": "José"}"#.as_bytes()).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let mut later = None;
-    for _ in 0..200 {
-        later = up
-            .requests()
-            .into_iter()
-            .find(|s| s.path_and_query == "/later");
-        if later.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let later = later.expect("the async call was never delivered");
+    let is_later = |s: &Seen| s.path_and_query == "/later";
+    let later = up
+        .requests_when(|seen| seen.iter().any(is_later))
+        .await
+        .into_iter()
+        .find(is_later)
+        .expect("the async call was never delivered");
     let now = up.find("/now");
     assert_eq!(now.headers["x-user"].as_bytes(), "José".as_bytes());
     assert_eq!(
@@ -220,12 +211,7 @@ path = "/r"
     let (status, body) =
         crate::compose_hostile::post_bytes(&gw.url("/r"), br#"{"note": "small"}"#).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    for _ in 0..200 {
-        if !up.requests().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    up.requests_when(|s| !s.is_empty()).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let sent: Vec<serde_json::Value> = up.requests().iter().map(|s| s.json()).collect();
     assert_eq!(sent, [json!({"note": "small"})]);

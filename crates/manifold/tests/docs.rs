@@ -299,38 +299,30 @@ path = "/checkout"
   mode = "async"
 "#;
 
+/// The table at `key` of `t`, made empty when absent.
+fn table<'a>(t: &'a mut toml::Table, key: &str) -> &'a mut toml::Table {
+    match t
+        .entry(key)
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+    {
+        toml::Value::Table(inner) => inner,
+        other => panic!("{key} is not a table: {other}"),
+    }
+}
+
 fn merge(base: &mut toml::Table, fragment: toml::Table) {
     for (key, value) in fragment {
         match (key.as_str(), value) {
             ("routes", toml::Value::Table(routes)) => {
-                let all = base
-                    .entry("routes")
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                let toml::Value::Table(all) = all else {
-                    unreachable!("routes is a table")
-                };
+                let all = table(base, "routes");
                 for (name, route) in routes {
                     let toml::Value::Table(route) = route else {
                         panic!("routes.{name} is not a table")
                     };
-                    let into = all
-                        .entry(name)
-                        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                    let toml::Value::Table(into) = into else {
-                        unreachable!("a route is a table")
-                    };
-                    merge_route(into, route);
+                    merge_route(table(all, &name), route);
                 }
             }
-            ("upstreams", toml::Value::Table(ups)) => {
-                let all = base
-                    .entry("upstreams")
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                let toml::Value::Table(all) = all else {
-                    unreachable!("upstreams is a table")
-                };
-                all.extend(ups);
-            }
+            ("upstreams", toml::Value::Table(ups)) => table(base, "upstreams").extend(ups),
             (_, value) => {
                 base.insert(key, value);
             }

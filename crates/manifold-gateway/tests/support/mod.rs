@@ -212,6 +212,19 @@ impl Upstream {
         self.seen.lock().unwrap().clone()
     }
 
+    /// The requests seen once `done` says they are all there (a queued call delivered later),
+    /// or after 5 s, whichever comes first: the caller asserts on what it gets.
+    pub async fn requests_when(&self, done: impl Fn(&[Seen]) -> bool) -> Vec<Seen> {
+        for _ in 0..200 {
+            let seen = self.requests();
+            if done(&seen) {
+                return seen;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        self.requests()
+    }
+
     pub fn find(&self, path_prefix: &str) -> Seen {
         self.requests()
             .into_iter()
