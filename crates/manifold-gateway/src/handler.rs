@@ -397,6 +397,18 @@ async fn compose(
             ),
         );
     }
+    // A route that writes tasks checks the client's key before any call runs: refused later,
+    // at the task, the calls before it had already acted, and the client's retry (with a key
+    // it fixed) would act again.
+    if plan
+        .calls
+        .iter()
+        .any(|c| c.mode != manifold_config::Mode::Sync)
+    {
+        if let Err(why) = crate::queued::client_key(req.headers()) {
+            return error_response(StatusCode::BAD_REQUEST, "bad_input", why);
+        }
+    }
     let (mut parts, body) = req.into_parts();
     let trace = parts.extensions.remove::<crate::telemetry::TraceCtx>();
     let meter = parts

@@ -193,27 +193,18 @@ const MAX_CLIENT_KEY: usize = 255;
 /// got a fresh task key, and the work the client asked to have done once was done once per
 /// retry. A key is a string of visible ASCII (as the IETF draft's structured-field string),
 /// 1 to [`MAX_CLIENT_KEY`] bytes.
+///
+/// The handler checks it ([`client_key`]) before any call of a route that writes tasks runs, so
+/// a refused key costs no side effect; here it is read again for the task.
 fn client_idempotency_key<'a>(
     scope: Scope<'a>,
     route: &'a str,
 ) -> Result<Option<manifold_queue::ClientKey<'a>>, CallError> {
     let headers = &scope.req.headers;
-    let Some(value) = headers.get("idempotency-key") else {
+    let Some(key) = client_key(headers).map_err(|m| CallError::new(CallErrorKind::Input, m))?
+    else {
         return Ok(None);
     };
-    let key = value
-        .to_str()
-        .ok()
-        .filter(|v| !v.is_empty() && v.len() <= MAX_CLIENT_KEY && !v.contains('\t'))
-        .ok_or_else(|| {
-            CallError::new(
-                CallErrorKind::Input,
-                format!(
-                    "the Idempotency-Key header must be 1 to {MAX_CLIENT_KEY} visible ASCII characters (got {} bytes); it makes a retry of this request the same task",
-                    value.len()
-                ),
-            )
-        })?;
     Ok(Some(manifold_queue::ClientKey {
         key,
         route,
@@ -221,6 +212,25 @@ fn client_idempotency_key<'a>(
             .get(http::header::AUTHORIZATION)
             .map(HeaderValue::as_bytes),
     }))
+}
+
+/// The request's `Idempotency-Key`, if it sent one, or why it is unusable (see
+/// [`client_idempotency_key`]).
+pub(crate) fn client_key(headers: &http::HeaderMap) -> Result<Option<&str>, String> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .filter(|v| !v.is_empty() && v.len() <= MAX_CLIENT_KEY && !v.contains('\t'))
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "the Idempotency-Key header must be 1 to {MAX_CLIENT_KEY} visible ASCII characters (got {} bytes); it makes a retry of this request the same task",
+                value.len()
+            )
+        })
 }
 
 /// An event's message headers (name, value) and its JSON body.

@@ -129,7 +129,25 @@ async fn an_unusable_client_key_is_the_clients_400_not_a_new_task_per_retry() {
     let dir = std::env::temp_dir().join(format!("manifold-idem-bad-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let notify = Upstream::start(vec![("POST", "/notify", Reply::json(0, json!({})))]).await;
-    let gw = TestGateway::start(&config(&notify.url(), &dir)).await;
+    // A route whose sync call acts before its async one: a refused key must stop both.
+    let both = r#"
+[routes.both]
+method = "POST"
+path = "/both"
+  [[routes.both.calls]]
+  name = "now"
+  upstream = "notify"
+  method = "POST"
+  path = "/notify/now"
+  [[routes.both.calls]]
+  name = "later"
+  upstream = "notify"
+  method = "POST"
+  path = "/notify/later"
+  mode = "async"
+  after = ["now"]
+"#;
+    let gw = TestGateway::start(&format!("{}{both}", config(&notify.url(), &dir))).await;
 
     // Longer than the old 96-byte bound: a retry keeps its key.
     let long_key = "k".repeat(255);
@@ -142,22 +160,25 @@ async fn an_unusable_client_key_is_the_clients_400_not_a_new_task_per_retry() {
         ("", "empty"),
         (&"k".repeat(256)[..], "256 bytes"),
     ] {
-        let (status, _, body) = send_with(
-            "POST",
-            &gw.url("/a"),
-            &[("idempotency-key", key)],
-            Some(r#"{"n": 1}"#),
-        )
-        .await;
-        let text = String::from_utf8_lossy(&body);
-        assert_eq!(status, 400, "{what}: {text}");
-        assert!(
-            text.contains("bad_input") && text.contains("Idempotency-Key"),
-            "{what}: {text}"
-        );
+        for path in ["/a", "/both"] {
+            let (status, _, body) = send_with(
+                "POST",
+                &gw.url(path),
+                &[("idempotency-key", key)],
+                Some(r#"{"n": 1}"#),
+            )
+            .await;
+            let text = String::from_utf8_lossy(&body);
+            assert_eq!(status, 400, "{what} on {path}: {text}");
+            assert!(
+                text.contains("bad_input") && text.contains("Idempotency-Key"),
+                "{what} on {path}: {text}"
+            );
+        }
     }
 
-    // The two accepted requests' tasks, and nothing of the refused ones.
+    // The two accepted requests' tasks, and nothing of the refused ones: not even the sync
+    // call that would have run before the task was rendered.
     let seen = notify.requests_when(|s| s.len() >= 2).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(notify.requests().len(), 2, "{seen:?}");
