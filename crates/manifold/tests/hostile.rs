@@ -131,3 +131,22 @@ fn admin_commands_do_not_panic_on_a_garbled_answer() {
     }
     server.join().unwrap();
 }
+
+/// `manifold load --body-file /dev/zero` read until memory ran out.
+#[test]
+fn load_refuses_a_body_file_that_never_ends() {
+    let child = manifold()
+        .args(["load", "http://127.0.0.1:9/", "-r", "1", "-n", "1"])
+        .args(["--body-file", "/dev/zero"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, out, err) = finish(child, Duration::from_secs(60));
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains("the body file /dev/zero is larger than 16 MiB"),
+        "{err}"
+    );
+}

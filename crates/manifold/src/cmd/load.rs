@@ -86,10 +86,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     spec.body = match (args.body, &args.body_file) {
         (Some(b), _) => Some(b),
-        (None, Some(path)) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("io error: reading {}", path.display()))?,
-        ),
+        (None, Some(path)) => Some(read_body_file(path)?),
         (None, None) => None,
     };
     spec.duration = args.duration;
@@ -117,6 +114,25 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         print!("{report}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The body file's text, read up to [`manifold_load::MAX_BODY_BYTES`] (the largest body a run
+/// sends): a wrong path such as `/dev/zero` is refused instead of read until memory runs out.
+fn read_body_file(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let max = manifold_load::MAX_BODY_BYTES as u64;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_string(&mut text))
+        .with_context(|| format!("io error: reading {}", path.display()))?;
+    if text.len() as u64 > max {
+        anyhow::bail!(
+            "input error: the body file {} is larger than {} MiB",
+            path.display(),
+            max >> 20
+        );
+    }
+    Ok(text)
 }
 
 fn http_method(m: &str) -> anyhow::Result<manifold_load::Method> {
