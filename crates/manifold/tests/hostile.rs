@@ -150,3 +150,25 @@ fn load_refuses_a_body_file_that_never_ends() {
         "{err}"
     );
 }
+
+/// `manifold init -o DIR` said "already exists; pass --force to replace it", and with --force
+/// "Is a directory (os error 21)".
+#[test]
+fn init_onto_a_directory_says_it_is_one() {
+    let dir = std::env::temp_dir();
+    for force in [false, true] {
+        let mut c = manifold();
+        c.arg("init").arg("-o").arg(&dir);
+        if force {
+            c.arg("--force");
+        }
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!("{} is a directory", dir.display())),
+            "--force {force}: {err}"
+        );
+        assert!(!err.contains("--force to replace"), "{err}");
+    }
+}
