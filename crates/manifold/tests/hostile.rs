@@ -172,3 +172,36 @@ fn init_onto_a_directory_says_it_is_one() {
         assert!(!err.contains("--force to replace"), "{err}");
     }
 }
+
+/// `manifold bench compose --rates 1e30` and `--duration 0s` were refused by the load generator
+/// only at the first measurement, after the upstreams and gateways had started.
+#[test]
+fn bench_refuses_absurd_rates_and_durations_before_its_setup() {
+    for (flag, value, said) in [
+        (
+            "--rates",
+            "1e30",
+            "--rates must be above 0 and at most 1000000",
+        ),
+        ("--rates", "100,inf", "--rates must be above 0"),
+        (
+            "--duration",
+            "0s",
+            "--duration must be above 0 and at most 7days",
+        ),
+        (
+            "--duration",
+            "100000000000000s",
+            "--duration must be above 0",
+        ),
+    ] {
+        let out = manifold()
+            .args(["bench", "compose", "--quick", "--no-peers", flag, value])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flag} {value}: {err}");
+        assert!(err.contains(said), "{flag} {value}: {err}");
+        assert!(!err.contains("measuring"), "{flag} {value}: {err}");
+    }
+}
