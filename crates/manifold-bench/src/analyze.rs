@@ -192,9 +192,17 @@ fn measure(
     path: &Path,
     progress: &impl Fn(&str),
 ) -> Result<AnalyzeReport, BenchError> {
-    let bytes = std::fs::metadata(path)
-        .map_err(|e| BenchError::Setup(format!("reading {}: {e}", path.display())))?
-        .len();
+    let meta = std::fs::metadata(path)
+        .map_err(|e| BenchError::Setup(format!("reading {}: {e}", path.display())))?;
+    // The passes read the file several times, the parse-only one whole into memory: a device
+    // (`/dev/zero` never ends, and its size reads 0) or a pipe (read once) cannot be measured.
+    if !meta.is_file() {
+        return Err(BenchError::Spec(format!(
+            "analyze: {} is not a regular file",
+            path.display()
+        )));
+    }
+    let bytes = meta.len();
     if bytes > MAX_FILE_BYTES {
         return Err(BenchError::Spec(format!(
             "analyze: {} has {bytes} bytes; the parse-only pass holds the file in memory, at \
@@ -429,5 +437,22 @@ mod tests {
         assert!(err.to_string().contains("analyze"), "{err}");
         assert!(path.exists(), "a given file is left alone");
         let _ = std::fs::remove_file(&path);
+    }
+
+    /// Found by rev-cli: `manifold bench analyze --file /dev/zero` passed the size check (a
+    /// device's size reads 0) and the parse-only pass read it until memory ran out.
+    #[test]
+    fn a_file_that_is_not_a_regular_file_is_refused() {
+        for path in ["/dev/zero", "/tmp"] {
+            let spec = AnalyzeSpec {
+                file: Some(path.into()),
+                ..AnalyzeSpec::quick()
+            };
+            let err = run(&spec, |_| {}).expect_err("not a regular file");
+            assert!(
+                err.to_string().contains("not a regular file"),
+                "{path}: {err}"
+            );
+        }
     }
 }

@@ -43,6 +43,10 @@ pub const MAX_CONNECTIONS: usize = 1_000_000;
 /// The longest a request may be waited for (`timeout`): an hour. A longer one could overflow
 /// the clock's arithmetic when added to a request's scheduled time.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The longest schedule accepted, from the first send to the last: a week. A very low rate
+/// (`--rate 1e-300`) or a very long duration put the later send times past what the clock's
+/// arithmetic holds (a panic), or into next year.
+pub const MAX_SCHEDULE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Request bodies above this are refused (the template is checked once, before the run).
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Response bodies are read up to this size; a bigger one counts as an `other` error.
@@ -151,6 +155,16 @@ impl LoadSpec {
         if n > MAX_REQUESTS {
             return Err(LoadError::Input(format!(
                 "the run would schedule {n} requests, above the {MAX_REQUESTS} limit"
+            )));
+        }
+        // The last send is due (n - 1) / rate seconds after the first.
+        let last = (n - 1) as f64 / self.rate;
+        if last > MAX_SCHEDULE.as_secs_f64() {
+            return Err(LoadError::Input(format!(
+                "{n} requests at {} per second would be sent over {last:.0} s, above the {} \
+                 limit: raise the rate or send fewer",
+                self.rate,
+                humantime::format_duration(MAX_SCHEDULE)
             )));
         }
         Ok(n)

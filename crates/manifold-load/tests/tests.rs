@@ -211,4 +211,24 @@ async fn unbounded_or_invalid_specs_are_refused() {
             "{err}"
         );
     }
+    // Found by rev-cli: `--rate 1e-300 -n 2` panicked computing the second send time
+    // (1e300 s); `--rate 0.000001 -n 2` scheduled it 11 days out.
+    for (rate, requests, duration) in [
+        (1e-300, Some(2), None),
+        (1e-6, Some(2), None),
+        (1e-9, None, Some(Duration::from_secs(100_000_000_000_000))),
+    ] {
+        let mut bad = s.clone();
+        bad.rate = rate;
+        bad.requests = requests;
+        bad.duration = duration;
+        let err = run(bad).await.unwrap_err().to_string();
+        assert!(err.contains("above the 7days limit"), "{rate}: {err}");
+    }
+    // One request is due at once, whatever the rate.
+    let mut one = s.clone();
+    one.rate = 1e-300;
+    one.requests = Some(1);
+    one.duration = None;
+    assert_eq!(one.total_requests().unwrap(), 1);
 }

@@ -261,6 +261,11 @@ fn default_body() -> Value {
     json!({"service": "{service}", "replica": "{replica}", "method": "{method}", "path": "{path}"})
 }
 
+/// The largest sim config read, in bytes. A sim config is kilobytes; the bound keeps a wrong
+/// path (`/dev/zero`, a log) from being read until memory runs out. A pipe is read as a file
+/// (`-c <(generate)`).
+pub(crate) const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
 impl SimConfig {
     /// Parse and validate `sim.toml` text. Errors carry the TOML line and column.
     pub fn from_toml(src: &str) -> Result<Self, SimError> {
@@ -272,10 +277,21 @@ impl SimConfig {
 
     /// Read, parse and validate a `sim.toml` file.
     pub fn from_file(path: &std::path::Path) -> Result<Self, SimError> {
-        let src = std::fs::read_to_string(path).map_err(|source| SimError::Io {
-            what: format!("reading {}", path.display()),
-            source,
-        })?;
+        use std::io::Read as _;
+        let mut src = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut src))
+            .map_err(|source| SimError::Io {
+                what: format!("reading {}", path.display()),
+                source,
+            })?;
+        if src.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(SimError::Config(format!(
+                "{}: larger than {} MiB: is it the sim config?",
+                path.display(),
+                MAX_CONFIG_BYTES >> 20
+            )));
+        }
         let mut cfg = Self::from_toml(&src).map_err(|e| match e {
             SimError::Config(m) => SimError::Config(format!("{}: {m}", path.display())),
             other => other,

@@ -73,6 +73,11 @@ pub struct FileStats {
 
 /// Expand arguments into trace files: files as given, directories walked (sorted) for
 /// `.json`, `.ndjson`, `.jsonl` and their `.gz` forms.
+///
+/// A walk takes regular files only (a FIFO or a device named `*.json` in a directory would
+/// block the read or never end), and enters each directory once, however many symbolic links
+/// lead to it: a link to a parent made the walk read every file some forty times over, until
+/// the kernel refused to follow more links.
 pub fn expand_paths(args: &[PathBuf]) -> Result<Vec<PathBuf>, ReadError> {
     let mut out = Vec::new();
     for a in args {
@@ -83,7 +88,15 @@ pub fn expand_paths(args: &[PathBuf]) -> Result<Vec<PathBuf>, ReadError> {
         if meta.is_dir() {
             let mut stack = vec![a.clone()];
             let mut found = Vec::new();
+            let mut seen = std::collections::HashSet::new();
             while let Some(d) = stack.pop() {
+                // Unresolvable (a link loop the kernel gave up on): nothing to read there.
+                let Ok(real) = std::fs::canonicalize(&d) else {
+                    continue;
+                };
+                if !seen.insert(real) {
+                    continue;
+                }
                 let rd = std::fs::read_dir(&d).map_err(|e| ReadError::Io {
                     path: d.clone(),
                     source: e,
@@ -94,9 +107,13 @@ pub fn expand_paths(args: &[PathBuf]) -> Result<Vec<PathBuf>, ReadError> {
                         source: e,
                     })?;
                     let p = entry.path();
-                    if p.is_dir() {
+                    // Through symbolic links: a linked file or directory is walked as its target.
+                    let Ok(meta) = std::fs::metadata(&p) else {
+                        continue;
+                    };
+                    if meta.is_dir() {
                         stack.push(p);
-                    } else if is_trace_name(&p) {
+                    } else if meta.is_file() && is_trace_name(&p) {
                         found.push(p);
                     }
                 }

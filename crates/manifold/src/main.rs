@@ -91,9 +91,71 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", render(&err));
             std::process::ExitCode::from(1)
         }
+    }
+}
+
+/// The error and its causes on one line, `what: why: why`, as `{:#}` writes it, less each cause
+/// the line already ends with: many library errors write their cause into their own message and
+/// also return it as their source, which printed every OS error twice ("No such file or
+/// directory (os error 2): No such file or directory (os error 2)").
+fn render(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod render_tests {
+
+    /// An error that writes its source into its own message and returns it as its source too
+    /// (what `#[error("…: {source}")]` with `#[source]` does).
+    #[derive(Debug)]
+    struct Echoing {
+        what: &'static str,
+        source: std::io::Error,
+    }
+
+    impl std::fmt::Display for Echoing {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "io: {}: {}", self.what, self.source)
+        }
+    }
+
+    impl std::error::Error for Echoing {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    /// Found by rev-cli: `manifold analyze /nonexistent`, `manifold sim -c DIR`, `manifold demo
+    /// --rate 0` printed their cause twice.
+    #[test]
+    fn a_cause_already_in_the_message_is_written_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let err = anyhow::Error::from(Echoing {
+            what: "a.json",
+            source: io,
+        })
+        .context("reading traces");
+        assert_eq!(
+            super::render(&err),
+            "reading traces: io: a.json: entity not found"
+        );
+        // Causes that say something new are all kept.
+        let err = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(super::render(&err), "outer: middle: inner");
     }
 }
 

@@ -8,6 +8,7 @@ mod demo;
 mod deploy;
 mod docs;
 mod getting_started;
+mod hostile;
 mod load;
 mod logs;
 mod offload;

@@ -146,3 +146,10 @@ fn path_matching_and_faults() {
     assert_eq!(ep.fault_for(0.25), Some(&FaultKind::Status { status: 503 }));
     assert_eq!(ep.fault_for(0.31), None);
 }
+
+/// Found by rev-cli: `manifold sim -c /dev/zero` read until memory ran out.
+#[test]
+fn a_config_file_that_never_ends_is_refused() {
+    let err = SimConfig::from_file(std::path::Path::new("/dev/zero")).unwrap_err();
+    assert!(err.to_string().contains("larger than 16 MiB"), "{err}");
+}

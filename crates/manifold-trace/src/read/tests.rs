@@ -271,3 +271,27 @@ fn not_a_trace_names_the_reason() {
         }
     }
 }
+
+/// Found by rev-cli: a directory holding a link to its parent was walked until the kernel gave
+/// up following links (each file read ~40 times, every trace counted ~40 times), and a FIFO
+/// named `*.json` in it blocked `manifold analyze DIR` for ever.
+#[test]
+fn a_directory_walk_enters_each_directory_once_and_takes_regular_files_only() {
+    let root = std::env::temp_dir().join(format!("manifold-trace-walk-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let sub = root.join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(sub.join("a.json"), "[]").unwrap();
+    std::os::unix::fs::symlink("..", sub.join("up")).unwrap();
+    std::os::unix::fs::symlink(&sub, root.join("again")).unwrap();
+    let fifo = root.join("fifo.json");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let files = expand_paths(std::slice::from_ref(&root)).unwrap();
+    let _ = std::fs::remove_dir_all(&root);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].ends_with("a.json"), "{files:?}");
+}

@@ -72,6 +72,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         what_if,
         emit_plan: args.emit_plan.clone(),
     };
+    // Before reading, which can take minutes on a large export.
+    let html = args
+        .html
+        .as_deref()
+        .map(super::LateOutput::open)
+        .transpose()?;
     let mut an = Analyzer::new(opts);
     let stdin = Path::new("-");
     let named: Vec<PathBuf> = args.paths.iter().filter(|p| *p != stdin).cloned().collect();
@@ -105,15 +111,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             .ok_or_else(|| anyhow::anyhow!("input: no trace has an endpoint matching {route:?}"))?;
         let mut out = std::io::stdout().lock();
         out.write_all(plan.as_bytes())?;
-        if let Some(path) = &args.html {
-            std::fs::write(path, report::render_html(&an, &rep))
-                .with_context(|| format!("io: writing {}", path.display()))?;
+        if let Some(file) = html {
+            file.write(report::render_html(&an, &rep).as_bytes())?;
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if let Some(path) = &args.html {
-        std::fs::write(path, report::render_html(&an, &rep))
-            .with_context(|| format!("io: writing {}", path.display()))?;
+    if let Some(file) = html {
+        file.write(report::render_html(&an, &rep).as_bytes())?;
     }
     let mut out = std::io::stdout().lock();
     if args.json {

@@ -175,10 +175,22 @@ fn emit<R: serde::Serialize>(
 impl Args {
     /// `--rates`, `--duration` and `--rounds`, checked.
     fn overrides(&self) -> anyhow::Result<Overrides> {
+        // Checked here, before any scenario starts its upstreams and gateways: the load
+        // generator refused these only at the first measurement, after the setup.
         if let Some(r) = &self.rates {
             anyhow::ensure!(
-                r.iter().all(|x| x.is_finite() && *x > 0.0),
-                "--rates must be positive numbers"
+                r.iter()
+                    .all(|x| x.is_finite() && *x > 0.0 && *x <= manifold_load::MAX_RATE),
+                "--rates must be above 0 and at most {} per second, got {r:?}",
+                manifold_load::MAX_RATE
+            );
+        }
+        if let Some(d) = self.duration {
+            anyhow::ensure!(
+                !d.is_zero() && d <= manifold_load::MAX_SCHEDULE,
+                "--duration must be above 0 and at most {}, got {}",
+                humantime::format_duration(manifold_load::MAX_SCHEDULE),
+                humantime::format_duration(d)
             );
         }
         anyhow::ensure!(self.rounds != Some(0), "--rounds must be at least 1");

@@ -64,13 +64,23 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         &format!("/cache?prefix={}", super::admin::encode(&prefix)),
     ))?;
     if !(200..300).contains(&status) {
-        bail!("the gateway at {admin} answered {status}: {}", body.trim());
+        bail!(
+            "the gateway at {admin} answered {status}: {}",
+            super::admin::excerpt(&body)
+        );
     }
-    let v: serde_json::Value =
-        serde_json::from_str(&body).with_context(|| format!("unexpected answer: {body}"))?;
+    // The gateway answers {"removed": N}; anything else is not its purge.
+    let removed = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["removed"].as_u64())
+        .with_context(|| {
+            format!(
+                "the gateway at {admin} answered {status} without a count of removed entries: {}",
+                super::admin::excerpt(&body)
+            )
+        })?;
     println!(
-        "removed {} entries under {:?} (memory and Redis of the gateway at {admin})",
-        v["removed"], prefix
+        "removed {removed} entries under {prefix:?} (memory and Redis of the gateway at {admin})"
     );
     Ok(ExitCode::SUCCESS)
 }

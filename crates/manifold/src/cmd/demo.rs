@@ -4,7 +4,6 @@ use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use tracing::instrument::WithSubscriber as _;
 
 /// See the latency levers work: starts the simulated shop and a gateway per strategy in this
@@ -65,6 +64,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(d) = args.duration {
         spec.duration = d;
     }
+    // Before the run, which takes minutes: a report path that cannot be written fails now.
+    let report_file = args
+        .report
+        .as_deref()
+        .map(super::LateOutput::open)
+        .transpose()?;
     let tty = std::io::stderr().is_terminal();
     let progress = |step: &str| {
         if tty {
@@ -87,9 +92,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", report.table());
     }
-    if let Some(path) = &args.report {
-        std::fs::write(path, report.to_html())
-            .with_context(|| format!("io error: cannot write {}", path.display()))?;
+    if let (Some(file), Some(path)) = (report_file, &args.report) {
+        file.write(report.to_html().as_bytes())?;
         if tty {
             eprintln!("report written to {}", path.display());
         }

@@ -27,6 +27,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let Some(path) = args.output else {
         return super::write_stdout(text.as_bytes());
     };
+    // Said first: "already exists; pass --force" would only lead to "Is a directory".
+    if path.is_dir() {
+        anyhow::bail!(
+            "{} is a directory: give the path of the file to write, e.g. {}",
+            path.display(),
+            path.join("manifold.toml").display()
+        );
+    }
     let mut options = std::fs::OpenOptions::new();
     options.write(true);
     if args.force {

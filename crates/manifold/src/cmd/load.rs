@@ -25,18 +25,19 @@ pub(crate) struct Args {
     /// Target URL(s), http:// only; may contain {seq} and {key}.
     #[arg(required = true, value_name = "URL")]
     urls: Vec<String>,
-    /// Requests per second, scheduled at a fixed interval.
+    /// Requests per second, scheduled at a fixed interval (above 0, at most 1,000,000).
     #[arg(short, long)]
     rate: f64,
     /// How long to schedule requests for (e.g. 10s, 1m).
     #[arg(short, long, value_parser = manifold_load::parse_duration,
           required_unless_present = "requests")]
     duration: Option<Duration>,
-    /// Stop after this many requests (with --duration: whichever comes first).
+    /// Stop after this many requests (with --duration: whichever comes first). A run schedules
+    /// at most 100,000,000 requests, over at most a week.
     #[arg(short = 'n', long)]
     requests: Option<u64>,
     /// Most requests in flight at once (so about that many connections); requests waiting for a
-    /// slot still count their latency from their scheduled time. Default: no cap.
+    /// slot still count their latency from their scheduled time. 1 to 1,000,000; default: no cap.
     #[arg(short, long)]
     connections: Option<usize>,
     /// HTTP method.
@@ -48,7 +49,7 @@ pub(crate) struct Args {
     /// Request body; may contain {seq} and {key}. Content-Type defaults to application/json.
     #[arg(short = 'b', long, conflicts_with = "body_file")]
     body: Option<String>,
-    /// Read the request body from a file.
+    /// Read the request body from a file (at most 16 MiB).
     #[arg(long, value_name = "FILE")]
     body_file: Option<PathBuf>,
     /// Number of distinct {key} values (1..=N).
@@ -57,7 +58,7 @@ pub(crate) struct Args {
     /// Draw {key} Zipf-distributed with this exponent (e.g. 1.0) instead of uniformly.
     #[arg(long, value_name = "S")]
     zipf: Option<f64>,
-    /// Give up on a request this long after its scheduled time.
+    /// Give up on a request this long after its scheduled time (at most 1h).
     #[arg(long, default_value = "10s", value_parser = manifold_load::parse_duration)]
     timeout: Duration,
     /// Seed for the {key} draws.
@@ -86,10 +87,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     spec.body = match (args.body, &args.body_file) {
         (Some(b), _) => Some(b),
-        (None, Some(path)) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("io error: reading {}", path.display()))?,
-        ),
+        (None, Some(path)) => Some(read_body_file(path)?),
         (None, None) => None,
     };
     spec.duration = args.duration;
@@ -117,6 +115,25 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         print!("{report}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The body file's text, read up to [`manifold_load::MAX_BODY_BYTES`] (the largest body a run
+/// sends): a wrong path such as `/dev/zero` is refused instead of read until memory runs out.
+fn read_body_file(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let max = manifold_load::MAX_BODY_BYTES as u64;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_string(&mut text))
+        .with_context(|| format!("io error: reading {}", path.display()))?;
+    if text.len() as u64 > max {
+        anyhow::bail!(
+            "input error: the body file {} is larger than {} MiB",
+            path.display(),
+            max >> 20
+        );
+    }
+    Ok(text)
 }
 
 fn http_method(m: &str) -> anyhow::Result<manifold_load::Method> {

@@ -94,3 +94,57 @@ pub(crate) fn write_stdout(bytes: &[u8]) -> anyhow::Result<std::process::ExitCod
         _ => Ok(std::process::ExitCode::SUCCESS),
     }
 }
+
+/// A file a command writes at the end of a long run (`manifold demo --report`, `manifold
+/// analyze --html`), opened before the run: a path that cannot be written fails in a second,
+/// not after minutes of measuring. A file this created is removed again if the run fails, so a
+/// failed run leaves no empty report behind; an existing one keeps its content until
+/// [`LateOutput::write`].
+pub(crate) struct LateOutput {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+    created: bool,
+    written: bool,
+}
+
+impl LateOutput {
+    pub(crate) fn open(path: &std::path::Path) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        if path.is_dir() {
+            anyhow::bail!("cannot write {}: it is a directory", path.display());
+        }
+        let created = !path.exists();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            created,
+            written: false,
+        })
+    }
+
+    /// Replace the file's content with `bytes`.
+    pub(crate) fn write(mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        use std::io::Write as _;
+        self.written = true;
+        self.file
+            .set_len(0)
+            .and_then(|()| self.file.write_all(bytes))
+            .and_then(|()| self.file.flush())
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+}
+
+impl Drop for LateOutput {
+    fn drop(&mut self) {
+        if self.created && !self.written {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}

@@ -91,10 +91,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let admin = super::admin::target(args.admin, &args.config, args.token_file.as_deref())?;
     let (method, path) = match &args.action {
         Action::Stats => ("GET", "/queue".to_owned()),
-        Action::Status { id, .. } => ("GET", format!("/queue/status/{}", super::admin::encode(id))),
-        Action::Dead { id: Some(id), .. } => {
-            ("GET", format!("/queue/dead/{}", super::admin::encode(id)))
-        }
+        Action::Status { id, .. } => (
+            "GET",
+            format!("/queue/status/{}", super::admin::encode_segment(id)),
+        ),
+        Action::Dead { id: Some(id), .. } => (
+            "GET",
+            format!("/queue/dead/{}", super::admin::encode_segment(id)),
+        ),
         Action::Dead { id: None, limit } => ("GET", format!("/queue/dead?limit={limit}")),
         Action::Replay(w) => ("POST", format!("/queue/replay?{}", w.query())),
         Action::Purge(w) => ("DELETE", format!("/queue/dead?{}", w.query())),
@@ -102,7 +106,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (status, body) =
         super::runtime()?.block_on(super::admin::request(&admin, method, &path))?;
     if !(200..300).contains(&status) {
-        bail!("the gateway at {admin} answered {status}: {}", body.trim());
+        bail!(
+            "the gateway at {admin} answered {status}: {}",
+            super::admin::excerpt(&body)
+        );
     }
     match serde_json::from_str::<serde_json::Value>(&body) {
         Ok(v) if matches!(args.action, Action::Status { json: false, .. }) => {
@@ -118,15 +125,20 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// 10000-01-01T00:00:00Z in milliseconds since the epoch: the first time RFC 3339 cannot write.
+const LAST_RFC3339_MS: u64 = 253_402_300_800_000;
+
 /// A task's status as an operator reads it: the headline, one line per transition, the result.
 fn history(v: &serde_json::Value) -> String {
-    let at = |ms: &serde_json::Value| {
-        ms.as_u64()
-            .map(|ms| {
-                let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-                humantime::format_rfc3339_millis(t).to_string()
-            })
-            .unwrap_or_else(|| "?".into())
+    let at = |ms: &serde_json::Value| match ms.as_u64() {
+        // RFC 3339 ends with the year 9999 (humantime's formatter fails past it, and
+        // `to_string` panics on that): a later time is shown as the number it was sent as.
+        Some(ms) if ms < LAST_RFC3339_MS => {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+            humantime::format_rfc3339_millis(t).to_string()
+        }
+        Some(ms) => format!("{ms} ms after the epoch"),
+        None => "?".into(),
     };
     let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
     let mut out = format!(
@@ -202,5 +214,25 @@ mod tests {
         assert!(out.contains(r#"result (201): {"label":"L-1"}"#), "{out}");
         let omitted = serde_json::json!({"task_id": "x", "status": "done", "result_omitted": true});
         assert!(history(&omitted).contains("omitted"));
+    }
+
+    /// Found by rev-cli: a time past the year 9999 (a gateway's bug, or whatever answers at the
+    /// admin address) made `manifold queue status` panic in the time formatter.
+    #[test]
+    fn times_past_the_year_9999_are_shown_as_numbers() {
+        let v = serde_json::json!({
+            "task_id": "x", "status": "done", "updated_at": u64::MAX,
+            "history": [{"status": "queued", "at": 253_402_300_800_000u64},
+                        {"status": "done", "at": 253_402_300_799_999u64}],
+            "expires_at": 1e300,
+        });
+        let out = history(&v);
+        assert!(
+            out.contains("updated 18446744073709551615 ms after the epoch"),
+            "{out}"
+        );
+        assert!(out.contains("253402300800000 ms after the epoch"), "{out}");
+        assert!(out.contains("9999-12-31T23:59:59.999Z"), "{out}");
+        assert!(out.contains("kept until ?"), "{out}");
     }
 }

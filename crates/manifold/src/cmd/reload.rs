@@ -53,6 +53,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{answer}");
     }
     match status {
+        // A reload's answer is a JSON report; a 200 without one came from something else.
+        200 if !answer.is_object() => anyhow::bail!(
+            "the gateway at {target} answered 200 without a reload report: {}",
+            super::admin::excerpt(&body)
+        ),
         200 => {
             if !args.json {
                 print_report(&target, &answer);
@@ -72,12 +77,21 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                             );
                         }
                     }
-                    None => eprintln!("{}", answer["error"]["message"].as_str().unwrap_or(&body)),
+                    None => eprintln!(
+                        "{}",
+                        answer["error"]["message"]
+                            .as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| super::admin::excerpt(&body))
+                    ),
                 }
             }
             Ok(ExitCode::from(1))
         }
-        _ => anyhow::bail!("the gateway at {target} answered {status}: {}", body.trim()),
+        _ => anyhow::bail!(
+            "the gateway at {target} answered {status}: {}",
+            super::admin::excerpt(&body)
+        ),
     }
 }
 
