@@ -303,6 +303,9 @@ mod tests {
             WhatIf::Async("a".into(), "b:c".into())
         );
         assert!(WhatIf::parse("speedup:a:b=150%").is_err());
+        // `=50` is the fraction 50, not 50%: the error says how a bare number reads.
+        let e = WhatIf::parse("speedup:a:b=50").unwrap_err().to_string();
+        assert!(e.contains("0.5 is 50%"), "{e}");
         assert!(WhatIf::parse("nope:a:b").is_err());
         assert!(WhatIf::parse("parallelize:a").is_err());
     }

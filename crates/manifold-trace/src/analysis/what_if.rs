@@ -69,7 +69,9 @@ impl WhatIf {
                 }
                 .map_err(|_| err("speedup wants a percentage like 50%"))?;
                 if !(0.0..=1.0).contains(&pct) {
-                    return Err(err("speedup must be between 0% and 100%"));
+                    return Err(err(
+                        "speedup must be between 0% and 100% (a bare number is a fraction: 0.5 is 50%)",
+                    ));
                 }
                 WhatIf::Speedup(svc, op, pct)
             }
