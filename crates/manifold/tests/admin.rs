@@ -128,6 +128,21 @@ fn cache_purge_sends_the_admin_token() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // A prefix too long for a request line: hyper answers 414 with no body, which the CLI
+    // printed as "answered 414: " and nothing else (noticed by rev-cli).
+    let long = "k".repeat(100_000);
+    let out = manifold()
+        .args(["cache", "purge", "--prefix", &long, "--admin", &admin])
+        .env("MANIFOLD_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("414 URI Too Long") && stderr.contains("shorter prefix"),
+        "{stderr}"
+    );
+
     // `manifold queue` carries it too: past the token check, this gateway has no queue (404).
     let out = manifold()
         .args(["queue", "dead", "--admin", &admin])

@@ -63,6 +63,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         "DELETE",
         &format!("/cache?prefix={}", super::admin::encode(&prefix)),
     ))?;
+    if status == 414 {
+        // hyper's own answer to a request line past its limit, with no body to say so.
+        bail!(
+            "the gateway at {admin} answered 414 URI Too Long: a prefix of {} bytes does not fit in \
+             a request line; purge by a shorter prefix",
+            prefix.len()
+        );
+    }
     if !(200..300).contains(&status) {
         bail!(
             "the gateway at {admin} answered {status}: {}",
