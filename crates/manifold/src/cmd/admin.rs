@@ -5,7 +5,6 @@
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::Path;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The environment variable holding the admin token for `manifold cache`, `manifold queue` and
 /// `manifold reload`.
@@ -115,154 +114,148 @@ fn encode_keeping(s: &str, keep: &[u8]) -> String {
     out
 }
 
-/// One HTTP/1.1 exchange with the admin listener (loopback, tiny JSON answers: a client
-/// library would add nothing here).
+/// One HTTP/1.1 exchange with the admin listener, on hyper's client connection: the answer is
+/// parsed by hyper (status line, headers, chunked or sized body), not by hand, and its body is
+/// read up to [`MAX_ANSWER_BYTES`]. An answer that is no HTTP, a body cut short or broken, a
+/// listener that never answers (30 s) is an error naming the address.
 pub(crate) async fn request(
     target: &Target,
     method: &str,
     path_and_query: &str,
 ) -> anyhow::Result<(u16, String)> {
+    use http_body_util::BodyExt as _;
     let admin = target.addr;
-    // A token with a CR or LF would end the header early: refuse it rather than send it.
-    let auth = match &target.token {
-        Some(t) if t.bytes().all(|b| b.is_ascii_graphic()) => {
-            format!("Authorization: Bearer {t}\r\n")
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path_and_query)
+        .header(http::header::HOST, admin.to_string());
+    if let Some(t) = &target.token {
+        // A token with a CR or LF would end the header early: refuse it rather than send it.
+        if !t.bytes().all(|b| b.is_ascii_graphic()) {
+            anyhow::bail!("the admin token must be visible ASCII (no spaces or line breaks)");
         }
-        Some(_) => {
-            anyhow::bail!("the admin token must be visible ASCII (no spaces or line breaks)")
-        }
-        None => String::new(),
-    };
-    let io = async {
-        let mut stream = tokio::net::TcpStream::connect(admin)
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    // Not quoted in the error: a path too long for a request line is the usual cause, and it
+    // could fill the terminal.
+    let req = req
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .with_context(|| {
+            format!(
+                "cannot make a request line of {} bytes for the admin listener",
+                path_and_query.len()
+            )
+        })?;
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(admin)
             .await
             .with_context(|| {
                 format!("cannot reach the gateway's admin listener at {admin}: is it running?")
             })?;
-        let req = format!(
-            "{method} {path_and_query} HTTP/1.1\r\nHost: {admin}\r\n{auth}Connection: close\r\nContent-Length: 0\r\n\r\n"
-        );
-        stream.write_all(req.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream
-            .take(MAX_ANSWER_BYTES + 1)
-            .read_to_end(&mut raw)
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        // The connection is driven beside the exchange and dropped with it.
+        let conn = tokio::spawn(conn);
+        let answer = send.send_request(req).await?;
+        let status = answer.status().as_u16();
+        let body = http_body_util::Limited::new(answer.into_body(), MAX_ANSWER_BYTES)
+            .collect()
             .await
-            .with_context(|| format!("reading the answer of the admin listener at {admin}"))?;
-        anyhow::Ok(raw)
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    anyhow::anyhow!(
+                        "it is larger than {} MiB: is it a Manifold gateway?",
+                        MAX_ANSWER_BYTES >> 20
+                    )
+                } else {
+                    anyhow::anyhow!("its body could not be read: {e}")
+                }
+            })?
+            .to_bytes();
+        conn.abort();
+        anyhow::Ok((status, String::from_utf8_lossy(&body).into_owned()))
     };
-    let raw = tokio::time::timeout(std::time::Duration::from_secs(30), io)
+    tokio::time::timeout(std::time::Duration::from_secs(30), exchange)
         .await
         .map_err(|_| {
             anyhow::anyhow!("timeout: the admin listener at {admin} did not answer within 30s")
-        })??;
-    if raw.len() as u64 > MAX_ANSWER_BYTES {
-        anyhow::bail!(
-            "the answer of the admin listener at {admin} is larger than {} MiB: is it a \
-             Manifold gateway?",
-            MAX_ANSWER_BYTES >> 20
-        );
-    }
-    parse_answer(&raw).with_context(|| format!("the answer of the admin listener at {admin}"))
+        })?
+        .with_context(|| format!("the answer of the admin listener at {admin}"))
 }
 
 /// The largest answer read from the admin listener. Its answers are small JSON documents (a
 /// dead-letter listing of 1,000 tasks included); the bound keeps whatever else listens at the
-/// address from being read until memory runs out, and a cut answer from being taken for a whole.
-const MAX_ANSWER_BYTES: u64 = 16 << 20;
-
-/// An HTTP/1.1 answer's status and body (de-chunked), from its raw bytes.
-fn parse_answer(raw: &[u8]) -> anyhow::Result<(u16, String)> {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n");
-    let (head, body) = match split {
-        Some(i) => (&raw[..i], &raw[i + 4..]),
-        None => (raw, &raw[raw.len()..]),
-    };
-    let head = String::from_utf8_lossy(head);
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .filter(|_| head.starts_with("HTTP/"))
-        .context("it is not HTTP")?;
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked {
-        dechunk(body)?
-    } else {
-        body.to_vec()
-    };
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-/// Join the chunks of a chunked body (on bytes: a chunk may end inside a UTF-8 character). A
-/// body that does not follow the encoding, or ends before its last chunk, is an error rather
-/// than whatever part of it could be read.
-fn dechunk(mut body: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = body
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .context("its chunked body ends before its last chunk")?;
-        let size = std::str::from_utf8(&body[..line_end]).unwrap_or("");
-        // A chunk size may carry extensions after `;`.
-        let size = size.split(';').next().unwrap_or("").trim();
-        let n = usize::from_str_radix(size, 16)
-            .ok()
-            .with_context(|| format!("its chunked body has a bad chunk size {size:?}"))?;
-        let rest = &body[line_end + 2..];
-        if n == 0 {
-            return Ok(out);
-        }
-        let chunk = rest
-            .get(..n)
-            .context("its chunked body ends inside a chunk")?;
-        out.extend_from_slice(chunk);
-        body = rest[n..]
-            .strip_prefix(b"\r\n")
-            .context("its chunked body has a chunk longer than its size")?;
-    }
-}
+/// address from being read until memory runs out.
+const MAX_ANSWER_BYTES: usize = 16 << 20;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn values_are_percent_encoded_and_chunks_joined() {
+    fn values_are_percent_encoded() {
         assert_eq!(encode("users GET /u?a=1&b"), "users%20GET%20/u%3Fa%3D1%26b");
-        assert_eq!(dechunk(b"5\r\nhello\r\n0\r\n\r\n").unwrap(), b"hello");
         assert_eq!(encode_segment("../cache"), "..%2Fcache");
     }
 
+    /// Ask a listener on loopback that answers `raw` to one request and closes.
+    async fn ask(raw: Vec<u8>) -> anyhow::Result<(u16, String)> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await?;
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await?;
+            s.write_all(&raw).await?;
+            s.shutdown().await
+        });
+        let answer = request(&Target { addr, token: None }, "GET", "/queue").await;
+        let _ = server.await;
+        answer
+    }
+
     /// Found by rev-cli: a chunk that ends inside a UTF-8 character (`é` is two bytes) made
-    /// `manifold queue`/`cache purge` panic on a string slice; a body cut short was taken for a
-    /// whole one.
-    #[test]
-    fn chunks_are_joined_on_bytes_and_a_broken_encoding_is_an_error() {
-        let raw = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n\u{e9}\r\n0\r\n\r\n";
-        let err = parse_answer(raw.as_bytes()).unwrap_err();
-        assert!(
-            format!("{err:#}").contains("longer than its size"),
-            "{err:#}"
-        );
-        let split = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n\u{c3}\r\n1;x=y\r\n\u{a9}\r\n0\r\n\r\n";
-        let split: Vec<u8> = split.chars().map(|c| c as u32 as u8).collect();
-        assert_eq!(parse_answer(&split).unwrap().1, "\u{e9}");
+    /// `manifold queue`/`cache purge` panic on a string slice, and a body cut short was taken
+    /// for a whole one. hyper reads the answer now; each broken one is an error naming the
+    /// listener.
+    #[tokio::test]
+    async fn broken_answers_are_errors_and_chunks_are_joined_on_bytes() {
+        let chunked = |body: &[u8]| {
+            let mut raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            raw.extend_from_slice(body);
+            raw
+        };
+        // `é` split across two chunks.
+        let (status, body) = ask(chunked(b"1\r\n\xc3\r\n1;x=y\r\n\xa9\r\n0\r\n\r\n"))
+            .await
+            .unwrap();
+        assert_eq!((status, body.as_str()), (200, "\u{e9}"));
         for bad in [
-            "ffffffffffffffffffff\r\nab\r\n0\r\n\r\n",
-            "zz\r\nab\r\n0\r\n\r\n",
-            "5\r\nab",
-            "2\r\nab\r\n",
+            chunked("1\r\n\u{e9}\r\n0\r\n\r\n".as_bytes()),
+            chunked(b"ffffffffffffffffffff\r\nab\r\n0\r\n\r\n"),
+            chunked(b"zz\r\nab\r\n0\r\n\r\n"),
+            chunked(b"5\r\nab"),
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_vec(),
+            b"\x00\xff garbage\r\n\r\n".to_vec(),
+            Vec::new(),
         ] {
-            let raw = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{bad}");
-            let err = parse_answer(raw.as_bytes()).unwrap_err();
-            assert!(format!("{err:#}").contains("chunk"), "{bad:?}: {err:#}");
+            let err = ask(bad.clone()).await.unwrap_err();
+            let text = format!("{err:#}");
+            assert!(
+                text.contains("admin listener at 127.0.0.1:"),
+                "{bad:?}: {text}"
+            );
         }
-        assert!(parse_answer(b"\x00\xff garbage\r\n\r\n").is_err());
-        assert!(parse_answer(b"").is_err());
+        // An answer past the bound is refused, not read until memory runs out.
+        let mut big = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            MAX_ANSWER_BYTES + 1
+        )
+        .into_bytes();
+        big.resize(big.len() + MAX_ANSWER_BYTES + 1, b'x');
+        let err = ask(big).await.unwrap_err();
+        assert!(format!("{err:#}").contains("larger than 16 MiB"), "{err:#}");
     }
 
     #[test]

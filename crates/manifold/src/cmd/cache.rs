@@ -9,6 +9,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The longest prefix sent: cache keys are a route, a method and a path (URLs past a few KiB
+/// are refused by most servers), and a request line must hold it percent-encoded.
+const MAX_PREFIX_BYTES: usize = 16 * 1024;
+
 /// Manage the call-result cache of a running gateway.
 #[derive(Debug, clap::Args)]
 #[command(
@@ -58,6 +62,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         token_file,
     } = args.action;
     let admin = super::admin::target(admin, &config, token_file.as_deref())?;
+    // Past this a request line is refused (by the gateway with a bodiless 414, or before
+    // it is sent): say why at once.
+    if prefix.len() > MAX_PREFIX_BYTES {
+        bail!(
+            "a prefix of {} bytes does not fit in a request line (at most {MAX_PREFIX_BYTES}); \
+             purge by a shorter prefix",
+            prefix.len()
+        );
+    }
     let (status, body) = super::runtime()?.block_on(super::admin::request(
         &admin,
         "DELETE",
@@ -67,7 +80,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         // hyper's own answer to a request line past its limit, with no body to say so.
         bail!(
             "the gateway at {admin} answered 414 URI Too Long: a prefix of {} bytes does not fit in \
-             a request line; purge by a shorter prefix",
+             its request line; purge by a shorter prefix",
             prefix.len()
         );
     }
