@@ -330,7 +330,19 @@ impl Captured {
             .with_ansi(false)
             .with_max_level(tracing::Level::INFO)
             .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
+        let guard = tracing::subscriber::set_default(subscriber);
+        // A log site another test's thread registered at the same moment may have cached "no
+        // subscriber wants this" before this one was in tracing's list (a line went missing
+        // once under CI's load): have every registered site asked again, now.
+        tracing::callsite::rebuild_interest_cache();
+        (logs, guard)
+    }
+
+    /// Ask every registered log site again (see [`Captured::info`]), just before the requests
+    /// whose lines a test reads: a site first registered by another test since then is
+    /// asked with this thread's subscriber in the list.
+    fn refresh() {
+        tracing::callsite::rebuild_interest_cache();
     }
 
     fn lines(&self) -> Vec<String> {
@@ -423,6 +435,7 @@ path = "/echo"
     ))
     .await;
 
+    Captured::refresh();
     let (s, h) = send_with_id(&gw.url("/composed"), Some("req-composed-1")).await;
     assert_eq!(s, 502);
     assert_eq!(h["x-request-id"], "req-composed-1");
@@ -529,6 +542,7 @@ async fn a_client_s_path_is_logged_cut_and_its_refusal_at_debug() {
     ))
     .await;
     let long = format!("/g/{}", "a".repeat(20_000));
+    Captured::refresh();
     let (status, _) = send_with_id(&gw.url(&long), Some("long-1")).await;
     assert_eq!(status, 502);
     let lines = logs.with("long-1");
