@@ -304,9 +304,22 @@ async fn shutdown_flips_readyz_then_closes_the_listener_after_drain_delay_and_ab
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
-impl std::io::Write for Captured {
+thread_local! {
+    /// Where this thread's log lines go while a test captures them.
+    static SINK: std::cell::RefCell<Option<Captured>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The writer of the one global subscriber: each line goes to the capture of the thread that
+/// logged it, if any.
+struct ThreadSink;
+
+impl std::io::Write for ThreadSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        SINK.with(|s| {
+            if let Some(c) = &*s.borrow() {
+                c.0.lock().expect("log buffer").extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -314,35 +327,38 @@ impl std::io::Write for Captured {
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
+/// Stops a capture when dropped.
+struct CaptureGuard;
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        SINK.with(|s| *s.borrow_mut() = None);
     }
 }
 
 impl Captured {
     /// What this thread logs at info and above from now on, until the guard is dropped.
-    fn info() -> (Captured, tracing::subscriber::DefaultGuard) {
+    ///
+    /// Why one global subscriber and not `set_default` per test: with a thread's own
+    /// subscriber, tracing caches per log site whether any subscriber wants it, and a site
+    /// that other tests' threads (which have none) hit at the wrong moment stayed "nobody
+    /// wants this" for this one too: a 502's line went missing in most runs of the whole
+    /// binary. A global subscriber is asked the same way by every thread; it writes each line
+    /// to the capture of the thread that logged it, and drops the rest.
+    fn info() -> (Captured, CaptureGuard) {
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(|| ThreadSink)
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in this test binary");
+        });
         let logs = Captured::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .finish();
-        let guard = tracing::subscriber::set_default(subscriber);
-        // A log site another test's thread registered at the same moment may have cached "no
-        // subscriber wants this" before this one was in tracing's list (a line went missing
-        // once under CI's load): have every registered site asked again, now.
-        tracing::callsite::rebuild_interest_cache();
-        (logs, guard)
-    }
-
-    /// Ask every registered log site again (see [`Captured::info`]), just before the requests
-    /// whose lines a test reads: a site first registered by another test since then is
-    /// asked with this thread's subscriber in the list.
-    fn refresh() {
-        tracing::callsite::rebuild_interest_cache();
+        SINK.with(|s| *s.borrow_mut() = Some(logs.clone()));
+        (logs, CaptureGuard)
     }
 
     fn lines(&self) -> Vec<String> {
@@ -435,7 +451,6 @@ path = "/echo"
     ))
     .await;
 
-    Captured::refresh();
     let (s, h) = send_with_id(&gw.url("/composed"), Some("req-composed-1")).await;
     assert_eq!(s, 502);
     assert_eq!(h["x-request-id"], "req-composed-1");
@@ -542,7 +557,6 @@ async fn a_client_s_path_is_logged_cut_and_its_refusal_at_debug() {
     ))
     .await;
     let long = format!("/g/{}", "a".repeat(20_000));
-    Captured::refresh();
     let (status, _) = send_with_id(&gw.url(&long), Some("long-1")).await;
     assert_eq!(status, 502);
     let lines = logs.with("long-1");
