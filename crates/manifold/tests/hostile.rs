@@ -132,6 +132,57 @@ fn admin_commands_do_not_panic_on_a_garbled_answer() {
     server.join().unwrap();
 }
 
+/// `manifold reload --json` printed nothing at all for a 422 whose body is not JSON (it still
+/// exited 1), so a script saw a failure with no reason (noticed by rev-cli).
+#[test]
+fn reload_json_says_why_when_a_refusal_is_not_json() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf);
+        let _ = s.write_all(
+            b"HTTP/1.1 422 Unprocessable Entity\r\ncontent-length: 11\r\n\r\nnot json!!\n",
+        );
+    });
+    let out = manifold()
+        .args(["reload", "--json", "--admin", &addr])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("did not reload (422)") && err.contains("not json!!"),
+        "{err}"
+    );
+    server.join().unwrap();
+}
+
+/// An empty task id was sent as is (`GET /queue/status/`); clap refuses it now, naming the
+/// argument, before anything is asked (noticed by rev-cli).
+#[test]
+fn queue_commands_refuse_an_empty_task_id() {
+    for args in [
+        vec!["queue", "status", ""],
+        vec!["queue", "dead", "--id", ""],
+        vec!["queue", "replay", "--id", ""],
+        vec!["queue", "purge", "--id", ""],
+    ] {
+        let out = manifold()
+            .args(&args)
+            .args(["--admin", "127.0.0.1:9"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("a value is required") || err.contains("empty"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
 /// `manifold load --body-file /dev/zero` read until memory ran out.
 #[test]
 fn load_refuses_a_body_file_that_never_ends() {

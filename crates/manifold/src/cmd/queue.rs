@@ -47,6 +47,7 @@ enum Action {
     /// One task's status, its transitions (when, attempts, errors) and its result.
     Status {
         /// The task id (a receipt's `task_id`).
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
         id: String,
         /// Print the status as JSON instead of a history table.
         #[arg(long)]
@@ -55,7 +56,7 @@ enum Action {
     /// List dead letters, or show one.
     Dead {
         /// Show this task only.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
         id: Option<String>,
         /// At most this many (1 to 1,000, as the gateway lists).
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
@@ -71,7 +72,7 @@ enum Action {
 #[group(required = true, multiple = false)]
 struct Which {
     /// One task, by id.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     id: Option<String>,
     /// All of them.
     #[arg(long)]

@@ -65,6 +65,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         422 => {
+            if args.json && answer.is_null() {
+                // Nothing was printed for it above: say what came instead.
+                eprintln!(
+                    "the gateway at {target} did not reload (422), and its answer is not JSON: {}",
+                    super::admin::excerpt(&body)
+                );
+            }
             if !args.json {
                 eprintln!("the gateway at {target} did not reload; its running config stays:");
                 match answer["error"]["errors"].as_array() {
