@@ -147,11 +147,15 @@ pub(crate) async fn request(
             )
         })?;
     let exchange = async {
-        let stream = tokio::net::TcpStream::connect(admin)
-            .await
-            .with_context(|| {
-                format!("cannot reach the gateway's admin listener at {admin}: is it running?")
-            })?;
+        let stream = match tokio::net::TcpStream::connect(admin).await {
+            Ok(s) => s,
+            // Said as it is: no answer to speak of yet.
+            Err(e) => {
+                return Ok(Err(anyhow::anyhow!(
+                    "cannot reach the gateway's admin listener at {admin}: is it running? ({e})"
+                )))
+            }
+        };
         let (mut send, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
         // The connection is driven beside the exchange and dropped with it.
@@ -173,14 +177,15 @@ pub(crate) async fn request(
             })?
             .to_bytes();
         conn.abort();
-        anyhow::Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        anyhow::Ok(Ok((status, String::from_utf8_lossy(&body).into_owned())))
     };
+    // Outer: what went wrong with the answer (named so); inner: the listener was not reached.
     tokio::time::timeout(std::time::Duration::from_secs(30), exchange)
         .await
         .map_err(|_| {
             anyhow::anyhow!("timeout: the admin listener at {admin} did not answer within 30s")
         })?
-        .with_context(|| format!("the answer of the admin listener at {admin}"))
+        .with_context(|| format!("the answer of the admin listener at {admin}"))?
 }
 
 /// The largest answer read from the admin listener. Its answers are small JSON documents (a
