@@ -124,6 +124,12 @@ pub struct ServerSettings {
     /// The dependencies whose loss makes `/readyz` answer 503 (default: all, `cache` and
     /// `queue`); the others are still checked and shown.
     pub ready_requires: Vec<crate::ReadyDependency>,
+    /// How many times a request may already have passed through Manifold gateways (counted
+    /// in its `Via` header, which every request the gateway sends upstream carries): one more
+    /// is answered 508. An upstream that leads back to a gateway (a typo'd port, a balancer in
+    /// front of the gateway itself) otherwise makes each request a new one, each composed
+    /// call as many new ones as the route has calls, until the deadline.
+    pub loop_limit: u32,
 }
 
 fn ser_nets<S: Serializer>(nets: &[ipnet::IpNet], s: S) -> Result<S::Ok, S::Error> {
@@ -178,6 +184,7 @@ impl Default for ServerSettings {
             concurrency: crate::policy::Concurrency::Adaptive,
             error_detail: ErrorDetail::Full,
             ready_requires: crate::ReadyDependency::all(),
+            loop_limit: 3,
         }
     }
 }

@@ -58,3 +58,27 @@ fn check_prints_the_listener_limit() {
     let first = text.lines().next().expect("a first line");
     assert!(first.ends_with("; concurrency 64"), "{first}");
 }
+
+#[test]
+fn loop_limit_defaults_to_3_and_is_checked_with_its_line() {
+    let config = compile("t.toml".as_ref(), REST).expect("valid");
+    assert_eq!(config.server.loop_limit, 3);
+    let src = format!("[server]\nlisten = \"127.0.0.1:0\"\nloop_limit = 32\n{REST}");
+    let config = compile("t.toml".as_ref(), &src).expect("valid");
+    assert_eq!(config.server.loop_limit, 32);
+    for value in ["0", "-1", "33", "9223372036854775807"] {
+        let src = format!("[server]\nlisten = \"127.0.0.1:0\"\nloop_limit = {value}\n{REST}");
+        let err = compile("t.toml".as_ref(), &src).expect_err("an invalid loop_limit");
+        let e = err
+            .errors
+            .iter()
+            .find(|e| e.message.contains("server.loop_limit"))
+            .unwrap_or_else(|| panic!("{value}: no loop_limit error in {err}"));
+        assert_eq!((e.line, e.column), (3, 14), "{value}: {e:?}");
+        assert!(
+            e.message.contains("write 1 to 32"),
+            "{value}: {}",
+            e.message
+        );
+    }
+}

@@ -64,6 +64,23 @@ pub(crate) async fn handle(
     client_id: crate::respond::ClientId,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let mut req = req;
+    let limit = shared.config.server.loop_limit;
+    if crate::via::passes(req.headers(), limit) >= limit {
+        // Before the concurrency limit: a loop must not take the slots of the requests it
+        // would crowd out.
+        let mut resp = error_response(
+            StatusCode::LOOP_DETECTED,
+            "loop",
+            format!(
+                "this request has already passed through Manifold {limit} times (its Via \
+                 header): an upstream leads back to a gateway; see server.loop_limit"
+            ),
+        );
+        shared
+            .telemetry
+            .rejected(&req, peer.ip(), crate::telemetry::Reason::Loop, &mut resp);
+        return Ok(resp);
+    }
     let Some(mut permit) = shared.limit.try_acquire() else {
         let mut resp = crate::respond::shed(shared.limit.limit());
         shared

@@ -50,6 +50,7 @@ mod stream_send;
 mod telemetry;
 mod tls;
 mod upstream;
+mod via;
 
 pub use access_log::flush as flush_access_log;
 pub use cache::CACHE_HEADER;

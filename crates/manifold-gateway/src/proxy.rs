@@ -199,6 +199,10 @@ pub(crate) async fn forward_traced(
     // hyper answers `Expect: 100-continue` itself when the body is first read; forwarded too,
     // the upstream would answer it a second time (RFC 9110 §10.1.1: a proxy either).
     parts.headers.remove(EXPECT);
+    // Room, at once, for what the way upstream adds: hyper sized the map for the client's
+    // headers, and adding ours one by one grew it at each power of two it crossed (a grow is
+    // two allocations and a rehash of every header).
+    parts.headers.reserve(PROXY_ADDS);
     crate::forwarded::apply(
         &mut parts.headers,
         peer.ip(),
@@ -256,6 +260,11 @@ pub(crate) async fn forward_traced(
     }
     Response::from_parts(parts, BodyExt::boxed(body))
 }
+
+/// Headers a proxied request may gain on its way upstream: `X-Forwarded-For`, `-Proto`,
+/// `-Host`, `X-Request-Id`, `traceparent`, `Via`, `Manifold-Deadline-Ms` and the endpoint's
+/// `Host`.
+const PROXY_ADDS: usize = 8;
 
 /// Whether the request's `Transfer-Encoding` names a coding besides `chunked` (`gzip,
 /// chunked`, say). hyper takes such a request and undoes only the chunking, so its body is

@@ -54,8 +54,11 @@ const PINNED: f64 = 18.0;
 /// (`src/idle/lot.rs`; 55.5 -> 59.67 when it was added): a parked connection has no task, tokio
 /// registration or `Activity`, so waking also makes those (the task cell and tokio's
 /// `ScheduledIo`, the `Activity`; the boxed active state is gone) — the price of ~500 B less per
-/// idle connection. Then 40.6 with the busy case's 20 -> 18.
-const PINNED_WOKEN: f64 = 40.6;
+/// idle connection. Then 40.6 with the busy case's 20 -> 18. Then 36.7 (2026-12-08): the proxy
+/// reserves room for the headers it adds at once (`Via` among them, new that day: without the
+/// reserve it took this case to 42.65), where the map hyper sized for the client's headers grew
+/// at each power of two they crossed.
+const PINNED_WOKEN: f64 = 36.7;
 /// Room for run-to-run jitter (a pool or map growing at a different moment, the runtime's
 /// own bookkeeping), not for a new allocation per request.
 const HEADROOM: f64 = 2.0;

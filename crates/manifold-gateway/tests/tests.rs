@@ -16,6 +16,7 @@ mod error_detail;
 mod hooks;
 mod http;
 mod idempotency_scope;
+mod loops;
 mod offload;
 mod parse_budget;
 // The promtool runner manifold-telemetry's tests use: one rule, one place (std-only).

@@ -39,6 +39,7 @@ pub(super) struct RawServer {
     // `"adaptive"` or a number: a string or an integer, so read as a TOML value.
     #[schemars(with = "Option<crate::schema::ConcurrencyValue>")]
     concurrency: Option<Spanned<toml::Value>>,
+    loop_limit: Option<Spanned<i64>>,
 }
 
 /// The `[server]` section, then its TLS listener and admin token (which read files named
@@ -201,8 +202,26 @@ fn settings(raw: Option<&Spanned<RawServer>>, diag: &mut Diagnostics<'_>) -> Ser
             s.concurrency = c;
         }
     }
+    if let Some(v) = &raw.loop_limit {
+        match u32::try_from(*v.get_ref()) {
+            Ok(n) if (1..=MAX_LOOP_LIMIT).contains(&n) => s.loop_limit = n,
+            _ => diag.push(
+                ErrorKind::Value,
+                v.span(),
+                format!(
+                    "`server.loop_limit` = {} is out of range: write 1 to {MAX_LOOP_LIMIT}, the \
+                     times a request may already have passed through Manifold gateways",
+                    v.get_ref()
+                ),
+            ),
+        }
+    }
     s
 }
+
+/// Most passes `server.loop_limit` may allow: a deliberate chain of gateways is a handful long,
+/// and a composed route that fans out to N calls multiplies a loop's requests by N a pass.
+const MAX_LOOP_LIMIT: u32 = 32;
 
 /// Most requests a fixed `server.concurrency` may name: far beyond what one process serves, and
 /// small enough that the limit's arithmetic never overflows.

@@ -1,10 +1,11 @@
 //! Requests answered before any route ran: no route matched (404), the route does not take the
-//! method (405), or the listener was at its concurrency limit (503, shed).
+//! method (405), the listener was at its concurrency limit (503, shed), or the request came
+//! round a loop (508, see `crate::via`).
 //!
 //! They are exactly the requests an operator needs to see when something is wrong — a client
 //! probing paths, a deploy that dropped a route, an overload — so they are counted
 //! (`manifold_http_server_rejected_requests_total{reason}`) and written to the access log like
-//! any other. 404 and 405 also get a SERVER span, without `http.route` (none matched) and named
+//! any other. 404, 405 and 508 also get a SERVER span, without `http.route` (none matched) and named
 //! by the method alone, as the semantic conventions ask. A shed request gets no span: it is
 //! answered precisely when the gateway has no time to spare, and as a 5xx the tail rule would
 //! keep and export every one of them — the counter and the log line say what happened at a
@@ -29,16 +30,24 @@ pub(crate) enum Reason {
     MethodNotAllowed,
     /// 503: the listener's concurrency limit was reached.
     Shed,
+    /// 508: the request has been through Manifold `server.loop_limit` times (see `crate::via`).
+    Loop,
 }
 
 impl Reason {
-    const ALL: [Reason; 3] = [Reason::NoRoute, Reason::MethodNotAllowed, Reason::Shed];
+    const ALL: [Reason; 4] = [
+        Reason::NoRoute,
+        Reason::MethodNotAllowed,
+        Reason::Shed,
+        Reason::Loop,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
             Reason::NoRoute => "no_route",
             Reason::MethodNotAllowed => "method_not_allowed",
             Reason::Shed => "shed",
+            Reason::Loop => "loop",
         }
     }
 }
@@ -46,7 +55,7 @@ impl Reason {
 /// The metric handles for rejected requests and the listener's concurrency, resolved once.
 #[derive(Debug, Clone)]
 pub(super) struct RejectedMetrics {
-    counters: [Arc<Counter>; 3],
+    counters: [Arc<Counter>; 4],
     limit: Arc<Gauge>,
     in_flight: Arc<Gauge>,
 }
@@ -82,7 +91,7 @@ impl Telemetry {
         let status = resp.status().as_u16();
         let client_id = crate::respond::client_request_id(req.headers());
         let traced = match (&self.tracer, reason) {
-            (Some(tracer), Reason::NoRoute | Reason::MethodNotAllowed) => {
+            (Some(tracer), Reason::NoRoute | Reason::MethodNotAllowed | Reason::Loop) => {
                 let mut incoming = self.incoming(req.headers(), peer);
                 incoming.request_id = client_id
                     .as_ref()

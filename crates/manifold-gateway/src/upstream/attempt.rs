@@ -233,6 +233,7 @@ impl Core {
         }
         parts.uri = target.absolute(std::mem::take(&mut parts.uri))?;
         target.host(&mut parts.headers);
+        crate::via::add(&mut parts.headers);
         if announce {
             let ms = u64::try_from(bound.within.as_millis()).unwrap_or(u64::MAX);
             parts.headers.insert(DEADLINE_NAME, HeaderValue::from(ms));

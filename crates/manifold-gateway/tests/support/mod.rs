@@ -256,22 +256,26 @@ impl TestGateway {
 
     /// As [`start`](Self::start), with `server` (lines of `[server]` keys) added to the
     /// server section.
-    /// Shutdown has no `drain_delay` and a 5 s `drain_timeout`, and bodies are at most 4096
-    /// bytes, unless `server` sets them.
+    /// The client listener is on a free port, shutdown has no `drain_delay` and a 5 s
+    /// `drain_timeout`, and bodies are at most 4096 bytes, unless `server` sets them.
     pub async fn start_with_server(server: &str, toml: &str) -> TestGateway {
         let mut defaults = String::new();
         for (key, value) in [
+            ("listen", "\"127.0.0.1:0\""),
             ("drain_delay", "\"0s\""),
             ("drain_timeout", "\"5s\""),
             ("max_body_bytes", "4096"),
         ] {
-            if !server.contains(key) {
+            let set = server.lines().any(|l| {
+                l.trim_start()
+                    .strip_prefix(key)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+            });
+            if !set {
                 defaults.push_str(&format!("{key} = {value}\n"));
             }
         }
-        let toml = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{defaults}{server}\n{toml}"
-        );
+        let toml = format!("[server]\nadmin = \"127.0.0.1:0\"\n{defaults}{server}\n{toml}");
         let config = manifold_config::compile("test.toml".as_ref(), &toml)
             .unwrap_or_else(|e| panic!("{e}\n---\n{toml}"));
         let gw = manifold_gateway::Gateway::bind(config).await.unwrap();

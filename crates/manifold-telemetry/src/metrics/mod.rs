@@ -76,7 +76,7 @@ impl Default for Registry {
             ),
             rejected: Family::new(
                 "manifold_http_server_rejected_requests_total",
-                "Requests answered before any route ran: no_route (404), method_not_allowed (405), shed (503 at the concurrency limit).",
+                "Requests answered before any route ran: no_route (404), method_not_allowed (405), shed (503 at the concurrency limit), loop (508: the request came round a loop back to the gateway).",
                 ["reason"],
             ),
             concurrency_limit: Family::new(
