@@ -74,8 +74,7 @@ path = "/u/{{x}}"
     let (s, h, _) = send("DELETE", &gw.url("/u/9"), None).await;
     assert_eq!(s, 405);
     assert_eq!(h["allow"], "GET, POST, HEAD");
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 /// Fault 7: with a token, purges and dead-letter operations need it; probes do not.
@@ -116,8 +115,7 @@ async fn mutating_admin_endpoints_need_the_bearer_token() {
     let shown = String::from_utf8_lossy(&b);
     assert!(!shown.contains(TOKEN), "{shown}");
     assert_eq!(json(&b)["server"]["admin_token"], "***");
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 /// Fault 7: an admin listener beyond loopback without a token is refused at start (this is
@@ -245,8 +243,7 @@ path = "/r"
             ["x-api-key", "***"]
         ])
     );
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
     std::fs::remove_dir_all(&dir).ok();
 }
 

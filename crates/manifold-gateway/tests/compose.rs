@@ -154,7 +154,7 @@ async fn checkout_runs_as_a_dag_and_composes_typed_json() {
     let last_input = [&p, &i, &s].iter().map(|x| x.end.unwrap()).max().unwrap();
     assert!(confirm.start >= last_input);
     assert_eq!(order.requests().len(), 2);
-    gw.stop.cancel();
+    gw.shutdown().await;
 }
 
 #[tokio::test]

@@ -106,6 +106,5 @@ async fn open_connections_and_the_process_are_in_the_metrics() {
     );
 
     drop(conns);
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }

@@ -240,5 +240,9 @@ enqueue = "eager"
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(json(&body), json!({"user": {"n": "ann"}, "audit": null}));
     assert_eq!(partial_names(&headers), "audit");
+    // Not `shutdown`: the gateway does not stop while its NATS broker is cut (still running
+    // 60 s after the stop: the queue's close waits on a flush of the NATS client, which waits
+    // for the broker without end). A gateway bug, reported, not fixed here; await the stop
+    // with `gw.shutdown()` again once it is.
     gw.stop.cancel();
 }

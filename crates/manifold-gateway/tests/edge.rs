@@ -285,10 +285,7 @@ async fn shutdown_flips_readyz_then_closes_the_listener_after_drain_delay_and_ab
         read.is_err() || !String::from_utf8_lossy(&buf).contains("late"),
         "{buf:?}"
     );
-    tokio::time::timeout(BOUND, gw.task)
-        .await
-        .expect("the gateway did not stop")
-        .expect("the gateway task");
+    gw.shutdown_within(BOUND).await;
     // The upstream call went with it.
     let dropped = async {
         while !up.find("/hang").cancelled {
@@ -575,5 +572,5 @@ async fn a_client_s_path_is_logged_cut_and_its_refusal_at_debug() {
         "{:?}",
         logs.lines()
     );
-    gw.stop.cancel();
+    gw.shutdown().await;
 }

@@ -168,8 +168,7 @@ async fn a_failed_request_leaves_no_task_behind() {
         shipping.requests()
     );
 
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -211,7 +210,6 @@ async fn a_task_that_cannot_be_written_fails_the_request_after_its_calls_succeed
     assert_eq!(json(&body)["shipping"], serde_json::Value::Null);
     assert_eq!(partial_names(&headers), "shipping");
 
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -84,8 +84,7 @@ async fn brief_tells_the_call_and_the_kind_and_nothing_behind_the_gateway() {
         .as_str()
         .is_some_and(|e| e.contains(&port)));
     assert!(files["outcomes"].is_array());
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 
     let gw = TestGateway::start_with_server("error_detail = \"brief\"", &config(&dead)).await;
     let (partial, order, files) = answers(&gw).await;
@@ -113,8 +112,7 @@ async fn brief_tells_the_call_and_the_kind_and_nothing_behind_the_gateway() {
             "{text}"
         );
     }
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 /// A URL that cannot be built once the upstream's base path is put in front of the client's
@@ -157,7 +155,6 @@ path = "/lookup"
                 "{text}"
             );
         }
-        gw.stop.cancel();
-        let _ = gw.task.await;
+        gw.shutdown().await;
     }
 }

@@ -117,11 +117,6 @@ async fn settled(gw: &TestGateway, id: &str) -> serde_json::Value {
     panic!("{id} never settled: {}", status(gw, id, "0s").await);
 }
 
-async fn stop(gw: TestGateway) {
-    gw.stop.cancel();
-    let _ = gw.task.await;
-}
-
 #[tokio::test]
 async fn the_saga_refunds_a_payment_once_when_shipping_dies() {
     let dir = TempDir::new("saga");
@@ -181,7 +176,7 @@ async fn the_saga_refunds_a_payment_once_when_shipping_dies() {
         3,
         "shipping tried max_attempts times"
     );
-    stop(gw).await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -241,7 +236,7 @@ async fn on_done_calls_an_upstream_with_the_tasks_result() {
             .any(|s| s.path_and_query.contains("refund")),
         "no refund for a delivered task"
     );
-    stop(gw).await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -291,5 +286,5 @@ async fn on_done_publishes_through_events() {
     let parent = settled(&gw, &id).await;
     let hook = settled(&gw, parent["hooks"]["on_done"].as_str().unwrap()).await;
     assert_eq!(hook["status"], "done", "{hook}");
-    stop(gw).await;
+    gw.shutdown().await;
 }

@@ -116,8 +116,7 @@ async fn a_client_key_is_scoped_to_its_route_and_its_authorization() {
     expected.sort();
     assert_eq!(delivered, expected);
 
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -183,7 +182,6 @@ path = "/both"
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(notify.requests().len(), 2, "{seen:?}");
 
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -101,8 +101,7 @@ async fn async_calls_answer_with_a_receipt_and_are_delivered_later() {
         "{}",
         String::from_utf8_lossy(&b)
     );
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -162,8 +161,7 @@ path = "/r"
         Some("José".as_bytes()),
         "the async call lost its header"
     );
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -215,7 +213,6 @@ path = "/r"
     tokio::time::sleep(Duration::from_millis(200)).await;
     let sent: Vec<serde_json::Value> = up.requests().iter().map(|s| s.json()).collect();
     assert_eq!(sent, [json!({"note": "small"})]);
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -211,11 +211,6 @@ async fn get_one(
     None
 }
 
-async fn stop(gw: TestGateway) {
-    gw.stop.cancel();
-    let _ = gw.task.await;
-}
-
 #[tokio::test]
 async fn publish_calls_reach_nats_subscribers() {
     let dir = TempDir::new("publish_nats");
@@ -254,7 +249,7 @@ async fn publish_calls_reach_nats_subscribers() {
     assert_eq!(parts[1], TRACE_ID, "{tp}");
     assert_ne!(parts[2], "00f067aa0ba902b7", "{tp}");
     assert_eq!(get("x-request-id").as_deref(), Some("req-publish-1"));
-    stop(gw).await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -291,7 +286,7 @@ async fn publish_calls_reach_rabbitmq_queues_bound_to_the_exchange() {
         other => panic!("Idempotency-Key header: {other:?}"),
     }
 
-    stop(gw).await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -338,7 +333,7 @@ async fn events_accepted_while_the_broker_is_unreachable_wait_in_the_outbox() {
     let status = poll_status(&gw, |s| s["queue"]["depth"] == 0 && delivered(s) >= 1).await;
     assert_eq!(status["queue"]["depth"], 0, "{status}");
     assert!(delivered(&status) >= 1, "{status}");
-    stop(gw).await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -367,7 +362,7 @@ async fn rabbitmq_events_accepted_during_an_outage_go_out_after_it() {
     let status = poll_status(&gw, |s| s["queue"]["depth"] == 0).await;
     assert_eq!(status["queue"]["depth"], 0, "{status}");
 
-    stop(gw).await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]

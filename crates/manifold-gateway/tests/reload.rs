@@ -14,17 +14,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "reload-admin-token-0123456789";
 
 /// A gateway started from a file on disk (a reload re-reads it).
 struct FileGateway {
     file: PathBuf,
-    addr: SocketAddr,
-    admin: SocketAddr,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    running: TestGateway,
 }
 
 impl FileGateway {
@@ -36,15 +32,9 @@ impl FileGateway {
         std::fs::write(&file, with_server(toml)).unwrap();
         let config = manifold_config::load(&file).unwrap_or_else(|e| panic!("{e}"));
         let gw = manifold_gateway::Gateway::bind(config).await.unwrap();
-        let (addr, admin) = (gw.local_addr(), gw.admin_addr());
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(gw.run(stop.clone()));
         FileGateway {
             file,
-            addr,
-            admin,
-            stop,
-            task,
+            running: TestGateway::spawn(gw),
         }
     }
 
@@ -53,17 +43,12 @@ impl FileGateway {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("http://{}{path}", self.running.addr)
     }
 
     async fn reload(&self, token: Option<&str>) -> (http::StatusCode, serde_json::Value) {
-        let (status, body) = admin(self.admin, "POST", "/reload", token).await;
+        let (status, body) = admin(self.running.admin, "POST", "/reload", token).await;
         (status, serde_json::from_slice(&body).unwrap_or_default())
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap();
     }
 }
 
@@ -156,7 +141,7 @@ async fn a_request_started_before_a_reload_finishes_on_its_old_plan() {
     let (status, _, body) = send("GET", &gw.url("/r2"), None).await;
     assert_eq!(status, 200);
     assert_eq!(json(&body)["plan"], "new");
-    gw.stop().await;
+    gw.running.shutdown().await;
 }
 
 /// An HTTP/1.1 upstream that counts the TCP connections it accepts.
@@ -231,7 +216,7 @@ async fn an_unchanged_upstream_keeps_its_connections_and_a_changed_one_opens_new
         changed.load(Ordering::SeqCst) > changed_before,
         "the changed upstream must be reached through its new stack"
     );
-    gw.stop().await;
+    gw.running.shutdown().await;
 }
 
 #[tokio::test]
@@ -263,7 +248,7 @@ async fn an_invalid_file_is_answered_with_file_line_col_and_changes_nothing() {
         answer["error"]["errors"][0]["line"].as_u64().unwrap() > 0,
         "{answer}"
     );
-    gw.stop().await;
+    gw.running.shutdown().await;
 }
 
 #[tokio::test]
@@ -288,7 +273,7 @@ async fn post_reload_needs_the_admin_token_when_one_is_set() {
     let (_, _, body) = send("GET", &gw.url("/r"), None).await;
     assert_eq!(json(&body)["plan"], "new");
     // Only POST reloads.
-    let (status, _) = admin(gw.admin, "GET", "/reload", Some(TOKEN)).await;
+    let (status, _) = admin(gw.running.admin, "GET", "/reload", Some(TOKEN)).await;
     assert_eq!(status, 405);
     // The request names no file: a query asking for another one is ignored, and the gateway
     // reads its own.
@@ -299,11 +284,11 @@ async fn post_reload_needs_the_admin_token_when_one_is_set() {
         other.display(),
         other.display()
     );
-    let (status, body) = admin(gw.admin, "POST", &query, Some(TOKEN)).await;
+    let (status, body) = admin(gw.running.admin, "POST", &query, Some(TOKEN)).await;
     assert_eq!(status, 200, "{body:?}");
     let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(answer["file"], gw.file.display().to_string());
-    gw.stop().await;
+    gw.running.shutdown().await;
 }
 
 #[tokio::test]
@@ -333,7 +318,7 @@ async fn cached_results_of_unchanged_calls_survive_a_reload() {
         "the entry did not survive"
     );
     assert_eq!(up.requests().len(), 1);
-    gw.stop().await;
+    gw.running.shutdown().await;
 }
 
 #[tokio::test]
@@ -396,7 +381,7 @@ path = "/t"
         delivered,
         "the task accepted before the reload was never delivered through the new stack"
     );
-    gw.stop().await;
+    gw.running.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -413,7 +398,7 @@ async fn a_removed_upstreams_endpoint_series_end_at_the_reload() {
     );
     let gw = FileGateway::start("series", &both).await;
     let scrape = || async {
-        let (status, body) = admin(gw.admin, "GET", "/metrics", None).await;
+        let (status, body) = admin(gw.running.admin, "GET", "/metrics", None).await;
         assert_eq!(status, 200);
         String::from_utf8(body.to_vec()).unwrap()
     };
@@ -443,7 +428,7 @@ async fn a_removed_upstreams_endpoint_series_end_at_the_reload() {
     let after = scrape().await;
     assert_eq!(series(&after, "b"), 0, "{after}");
     assert_eq!(series(&after, "a"), series(&before, "a"), "{after}");
-    gw.stop().await;
+    gw.running.shutdown().await;
 }
 
 /// A route or call a reload removed (or pointed at another upstream) ends its series: the
@@ -470,7 +455,7 @@ async fn a_removed_routes_series_end_at_the_reload_and_a_kept_one_counts_on() {
         assert_eq!(status, 200, "{body:?}");
     }
     let scrape = || async {
-        let (status, body) = admin(gw.admin, "GET", "/metrics", None).await;
+        let (status, body) = admin(gw.running.admin, "GET", "/metrics", None).await;
         assert_eq!(status, 200);
         String::from_utf8(body.to_vec()).unwrap()
     };
@@ -513,5 +498,5 @@ async fn a_removed_routes_series_end_at_the_reload_and_a_kept_one_counts_on() {
         after.contains("manifold_http_server_request_duration_seconds_count{route=\"ra\",status_class=\"2xx\"} 2"),
         "{after}"
     );
-    gw.stop().await;
+    gw.running.shutdown().await;
 }

@@ -94,7 +94,7 @@ async fn past_a_fixed_limit_requests_get_503_at_once_and_admin_still_answers() {
     let (status, _, _) = support::send("GET", &url, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(up.requests().len(), 3);
-    gw.stop.cancel();
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -125,7 +125,7 @@ async fn http2_streams_on_one_connection_each_take_a_slot() {
     assert_eq!(third, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(first.await.expect("first"), StatusCode::OK);
     assert_eq!(second.await.expect("second"), StatusCode::OK);
-    gw.stop.cancel();
+    gw.shutdown().await;
 }
 
 /// Requests whose clients have not finished sending their bodies do no work, so they hold no
@@ -207,6 +207,5 @@ path = "/compose"
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     }
     assert_eq!(gw.stats.shed_requests(), 0);
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }

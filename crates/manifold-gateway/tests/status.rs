@@ -151,8 +151,7 @@ async fn a_task_is_followed_from_queued_to_done_with_the_upstreams_answer() {
     assert!(body.get("auth").is_none());
     let (s, _, _) = get(&format!("http://{}/queue/status/..%2Fx", gw.admin), None).await;
     assert_eq!(s, 404);
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -170,8 +169,7 @@ async fn a_task_that_keeps_failing_is_dead_after_max_attempts() {
         "{body}"
     );
     assert!(body["result"].is_null());
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 /// With `error_detail = "brief"` the status a client reads names nothing behind the gateway:
@@ -206,8 +204,7 @@ async fn brief_tells_a_client_following_its_task_no_upstream_or_address() {
             .is_some_and(|e| e.contains(&port)),
         "{body}"
     );
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -221,8 +218,7 @@ async fn results_over_max_result_bytes_are_omitted() {
     assert_eq!(body["status"], "done", "{body}");
     assert_eq!(body["result_omitted"], true);
     assert!(body["result"].is_null());
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -260,8 +256,7 @@ async fn unknown_and_hostile_ids_and_bad_waits_are_answered_not_crashed_on() {
     // The real id still answers after all that.
     let (s, _, _) = get(&gw.url(&url), None).await;
     assert_eq!(s, 200);
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -286,8 +281,7 @@ async fn status_requires_authorization_answers_only_the_creating_header() {
     // The header is not what the queue stores.
     let stored = std::fs::read(dir.0.join("queue.redb")).unwrap();
     assert!(!stored.windows(5).any(|w| w == b"alice"));
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -303,8 +297,7 @@ async fn status_path_is_configurable_and_can_be_turned_off() {
     let id = json(&resp.2)["shipping"].as_str().unwrap().to_owned();
     assert_eq!(get(&gw.url(&format!("/v1/jobs/{id}")), None).await.0, 200);
     assert_eq!(get(&gw.url(&format!("/tasks/{id}")), None).await.0, 404);
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 
     let dir = Dir::new("off");
     let toml = config(&shipping.url(), &dir, "status_path = \"\"")
@@ -313,8 +306,7 @@ async fn status_path_is_configurable_and_can_be_turned_off() {
     let resp = send("POST", &gw.url("/checkout"), Some("{}")).await;
     let id = json(&resp.2)["shipping"].as_str().unwrap().to_owned();
     assert_eq!(get(&gw.url(&format!("/tasks/{id}")), None).await.0, 404);
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 /// `check` and `serve` apply one rule: a status path that would shadow a route is refused.
@@ -398,6 +390,5 @@ async fn status_reads_are_measured_and_carry_a_request_id() {
         text.contains("manifold_http_server_active_requests{route=\"/tasks/{task_id}\"} 0"),
         "{text}"
     );
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }

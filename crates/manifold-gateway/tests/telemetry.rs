@@ -200,8 +200,7 @@ async fn a_client_traceparent_is_the_parent_of_the_server_span_and_each_attempt_
     let mut names: Vec<&str> = calls.iter().map(|s| s.name.as_str()).collect();
     names.sort_unstable();
     assert_eq!(names, ["a", "b"]);
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -234,8 +233,7 @@ async fn an_invalid_traceparent_starts_a_new_trace_and_an_id_is_made_up() {
         );
         assert_eq!(r.headers["x-request-id"], id.as_str());
     }
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -271,8 +269,7 @@ async fn a_down_collector_costs_no_request_and_its_drops_are_counted() {
         dropped >= 60.0,
         "20 requests × 3 spans dropped, got {dropped}"
     );
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 /// The value of the first sample line starting with `prefix`.
@@ -377,8 +374,7 @@ async fn metrics_scraped_under_load_pass_promtool_and_only_grow() {
     .expect("UTF-8");
     assert!(om.ends_with("# EOF\n"), "{om}");
     assert!(om.contains("trace_id="), "an exemplar: {om}");
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 /// 404 and 405 are recorded too: counted by reason, a SERVER span without `http.route` named
@@ -439,8 +435,7 @@ async fn requests_no_route_takes_are_counted_and_traced_without_a_route() {
             .map(String::as_str),
         Some("405")
     );
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -454,8 +449,7 @@ async fn metrics_off_answers_404_and_tracing_off_sends_no_traceparent() {
     }
     let (status, _, _) = send("GET", &format!("http://{}/metrics", gw.admin), None).await;
     assert_eq!(status, 404);
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 /// Metrics only (`tracing = false`): no spans, so no `CallTrace` rides down to the attempts,
@@ -499,6 +493,5 @@ async fn metrics_only_still_gives_every_answer_and_upstream_request_the_request_
         ids.push(id);
     }
     assert_ne!(ids[0], ids[1], "made-up ids differ");
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }

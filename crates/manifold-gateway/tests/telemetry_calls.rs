@@ -86,8 +86,7 @@ path = "/one"
         tp,
         format!("00-{trace_id}-{}-01", hex(&attempts[0].span_id))
     );
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -205,8 +204,7 @@ path = "/checkout"
     if promtool::available() {
         promtool::assert_passes(&text);
     }
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -292,8 +290,7 @@ path = "/one"
         ),
         Some(1.0)
     );
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -366,6 +363,5 @@ response.body = "{{read}}"
     assert_eq!(hedge["manifold.attempt.kind"], "hedge");
     assert_eq!(hedge["manifold.attempt"], "2");
     assert_eq!(hedge["http.response.status_code"], "200");
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }

@@ -87,8 +87,7 @@ async fn a_path_as_long_as_a_uri_may_be_is_recorded_cut_in_spans_and_the_store()
         "the store keeps {} bytes of path",
         stored.len()
     );
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 /// A GET carrying a sampled `traceparent` in [`TRACE_ID`].
@@ -146,8 +145,7 @@ async fn a_method_as_long_as_the_head_may_be_is_not_recorded_whole() {
         s.name.len()
     );
     assert_eq!(attrs(s)["http.request.method"], "_OTHER");
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -188,8 +186,7 @@ async fn a_proxied_upstream_cannot_name_partial_calls_in_the_trace() {
         "{}",
         detail["partial"]
     );
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -232,8 +229,7 @@ async fn a_proxied_answer_carries_the_request_s_own_id_not_the_upstream_s() {
         let upstream_got = up.requests().last().expect("forwarded").headers["x-request-id"].clone();
         assert_eq!(upstream_got, want.as_str());
     }
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -268,8 +264,7 @@ async fn a_refused_client_id_is_not_what_a_proxied_upstream_gets() {
             "the upstream gets the id the request is logged under, not {refused:?}"
         );
     }
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 /// With `parent_sampled = "trusted_proxies"`, a client's `-01` is not obeyed unless it comes
@@ -309,7 +304,6 @@ async fn a_clients_sampled_flag_is_obeyed_only_from_a_trusted_proxy_when_configu
                 "exported for an untrusted -01"
             );
         }
-        gw.stop.cancel();
-        let _ = gw.task.await;
+        gw.shutdown().await;
     }
 }

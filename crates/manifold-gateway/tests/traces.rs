@@ -278,7 +278,7 @@ async fn the_checkout_path_is_order_shipping_confirm_with_slack_for_payment_and_
     assert_shares_agree(&ours, &theirs);
     assert!(theirs["shipping:shipping"] > theirs["order:order"]);
 
-    gw.stop.cancel();
+    gw.shutdown().await;
     sim.shutdown().await;
 }
 
@@ -361,7 +361,7 @@ async fn a_slow_upload_is_the_clients_time_not_manifolds() {
     assert_shares_agree(&store_shares(&[d]), &theirs);
     assert!(theirs["manifold:client request body"] > theirs["manifold:POST /checkout"]);
 
-    gw.stop.cancel();
+    gw.shutdown().await;
     sim.shutdown().await;
 }
 
@@ -414,7 +414,7 @@ async fn hostile_queries_get_a_400_naming_the_parameter() {
     // Read-only: a write is refused.
     let (s, _, _) = send("DELETE", &format!("http://{}/traces", gw.admin), None).await;
     assert_eq!(s, 405);
-    gw.stop.cancel();
+    gw.shutdown().await;
     sim.shutdown().await;
 }
 
@@ -437,12 +437,12 @@ async fn the_ring_bounds_what_the_gateway_keeps_and_false_turns_it_off() {
         .map(|t| t["trace_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, vec![trace_id(13), trace_id(12)]);
-    gw.stop.cancel();
+    gw.shutdown().await;
 
     let off = TestGateway::start(&checkout(&sim, "traces = false")).await;
     assert_eq!(buy(&off, &trace_id(20)).await, 201);
     let (s, b) = admin(&off, "/traces").await;
     assert_eq!(s, 404, "{b}");
-    off.stop.cancel();
+    off.shutdown().await;
     sim.shutdown().await;
 }

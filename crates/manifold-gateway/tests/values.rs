@@ -41,6 +41,5 @@ path = "/v"
     );
     assert!(sent.contains(r#""max":18446744073709551615"#), "{sent}");
     assert!(sent.contains(r#""min":-9223372036854775808"#), "{sent}");
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }

@@ -238,12 +238,22 @@ impl Upstream {
     }
 }
 
-/// A running gateway for a test.
+/// How long a stopped gateway may take to end in [`TestGateway::shutdown`]: past every drain
+/// these tests configure (the server's 30 s default, the queue's 10 s and its 5 s hard stop),
+/// so reaching it means shutdown hangs, and the test says so instead of hanging with it.
+pub const STOP_BOUND: Duration = Duration::from_secs(60);
+
+/// A running gateway for a test. Stop it with [`shutdown`](Self::shutdown), the one way that
+/// sees a gateway that panicked or hung while stopping (its task is private for that reason).
 pub struct TestGateway {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The HTTPS listener's address, when the config has one.
+    pub tls: Option<SocketAddr>,
+    /// Cancelling it starts the shutdown (drain delay, then drain) without waiting for the end:
+    /// for tests that watch the drain; they still end with [`shutdown`](Self::shutdown).
     pub stop: CancellationToken,
-    pub task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<()>,
     pub stats: Arc<manifold_gateway::Stats>,
 }
 
@@ -279,15 +289,48 @@ impl TestGateway {
         let config = manifold_config::compile("test.toml".as_ref(), &toml)
             .unwrap_or_else(|e| panic!("{e}\n---\n{toml}"));
         let gw = manifold_gateway::Gateway::bind(config).await.unwrap();
-        let (addr, admin, stats) = (gw.local_addr(), gw.admin_addr(), gw.stats());
+        Self::spawn(gw)
+    }
+
+    /// Run a gateway the test bound itself (from a file, with TLS, or holding its reloaders).
+    pub fn spawn(gw: manifold_gateway::Gateway) -> TestGateway {
+        let (addr, admin, tls, stats) =
+            (gw.local_addr(), gw.admin_addr(), gw.tls_addr(), gw.stats());
         let stop = CancellationToken::new();
         let task = tokio::spawn(gw.run(stop.clone()));
         TestGateway {
             addr,
             admin,
+            tls,
             stop,
             task,
             stats,
+        }
+    }
+
+    /// Stop the gateway and wait for it to end, failing the test if its task panicked or it is
+    /// still running after [`STOP_BOUND`]. Discarding the task's result (`let _ = task.await`)
+    /// let a panic while stopping (offload, telemetry) pass as a clean stop.
+    pub async fn shutdown(self) {
+        self.shutdown_within(STOP_BOUND).await;
+    }
+
+    /// [`shutdown`](Self::shutdown) for a test whose point is that the gateway stops in time.
+    pub async fn shutdown_within(self, bound: Duration) {
+        self.stop.cancel();
+        match tokio::time::timeout(bound, self.task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if e.is_panic() => {
+                let payload = e.into_panic();
+                let text = payload
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("a panic without a message");
+                panic!("the gateway's task panicked: {text}")
+            }
+            Ok(Err(e)) => panic!("the gateway's task ended without finishing: {e}"),
+            Err(_) => panic!("the gateway did not stop within {bound:?} of the stop"),
         }
     }
 
@@ -361,3 +404,5 @@ pub fn checkout_key(client: &str, call: &str) -> String {
     };
     manifold_queue::task_key(Some(&c), "unused", call)
 }
+
+mod shutdown_tests;

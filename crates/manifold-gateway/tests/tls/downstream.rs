@@ -13,35 +13,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
-/// A gateway with an HTTPS listener (and a plaintext one) from `toml`.
-struct TlsGateway {
-    plain: SocketAddr,
-    tls: SocketAddr,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl TlsGateway {
-    async fn start(dir: &Dir, server: &str, toml: &str) -> TlsGateway {
-        let config = compile(dir, server, toml);
-        let gw = manifold_gateway::Gateway::bind(config).await.unwrap();
-        let (plain, tls) = (gw.local_addr(), gw.tls_addr().expect("a TLS listener"));
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(gw.run(stop.clone()));
-        TlsGateway {
-            plain,
-            tls,
-            stop,
-            task,
-        }
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        let _ = tokio::time::timeout(BOUND, self.task).await;
-    }
+/// A gateway with an HTTPS listener (and a plaintext one) from `toml`, and the HTTPS address.
+async fn start_tls(dir: &Dir, server: &str, toml: &str) -> (TestGateway, SocketAddr) {
+    let config = compile(dir, server, toml);
+    let gw = TestGateway::spawn(manifold_gateway::Gateway::bind(config).await.unwrap());
+    let tls = gw.tls.expect("a TLS listener");
+    (gw, tls)
 }
 
 #[tokio::test]
@@ -50,8 +28,8 @@ async fn https_serves_http1_and_h2_by_alpn_and_tells_upstreams_it_was_https() {
     let ca = Ca::new("downstream CA");
     listener_files(&dir, &ca);
     let up = Upstream::start(vec![("*", "/", Reply::json(0, json!({"ok": true})))]).await;
-    let gw = TlsGateway::start(&dir, TLS_SERVER, &proxy_to(&up.url())).await;
-    let url = format!("https://127.0.0.1:{}/p", gw.tls.port());
+    let (gw, tls) = start_tls(&dir, TLS_SERVER, &proxy_to(&up.url())).await;
+    let url = format!("https://127.0.0.1:{}/p", tls.port());
     for (alpn, version) in [
         (Alpn::Http1, Version::HTTP_11),
         (Alpn::H2, Version::HTTP_2),
@@ -75,12 +53,12 @@ async fn https_serves_http1_and_h2_by_alpn_and_tells_upstreams_it_was_https() {
     // The plaintext listener beside it still says http.
     let plain = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let resp = plain
-        .get(format!("http://{}/p", gw.plain).parse().unwrap())
+        .get(format!("http://{}/p", gw.addr).parse().unwrap())
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(up.requests()[3].headers["x-forwarded-proto"], "http");
-    gw.stop().await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -93,10 +71,7 @@ async fn a_tls_only_gateway_has_no_plaintext_listener() {
     assert_eq!(config.server.listen, None, "`listen` left out: TLS only");
     let gw = manifold_gateway::Gateway::bind(config).await.unwrap();
     assert_eq!(Some(gw.local_addr()), gw.tls_addr());
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(gw.run(stop.clone()));
-    stop.cancel();
-    let _ = tokio::time::timeout(BOUND, task).await;
+    TestGateway::spawn(gw).shutdown().await;
 }
 
 /// The gateway closed this socket: a read ends (EOF or reset) within the bound.
@@ -118,11 +93,11 @@ async fn a_stalled_tls_handshake_is_closed_at_header_read_timeout() {
     let ca = Ca::new("downstream CA");
     listener_files(&dir, &ca);
     let server = format!("{TLS_SERVER}\nheader_read_timeout = \"300ms\"\nmax_connections = 1");
-    let gw = TlsGateway::start(&dir, &server, "").await;
+    let (gw, tls) = start_tls(&dir, &server, "").await;
     // Nothing at all, and the first bytes of a ClientHello record that never completes.
     for bytes in [&b""[..], &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01][..]] {
         let started = tokio::time::Instant::now();
-        let mut s = TcpStream::connect(gw.tls).await.unwrap();
+        let mut s = TcpStream::connect(tls).await.unwrap();
         s.write_all(bytes).await.unwrap();
         assert!(
             closed_within(s, BOUND).await,
@@ -136,13 +111,13 @@ async fn a_stalled_tls_handshake_is_closed_at_header_read_timeout() {
     }
     // The one connection slot is free again: a real client is served.
     let client = https_client(&ca, Alpn::H2);
-    let url = format!("https://127.0.0.1:{}/nothing-here", gw.tls.port());
+    let url = format!("https://127.0.0.1:{}/nothing-here", tls.port());
     let resp = tokio::time::timeout(BOUND, client.get(url.parse().unwrap()))
         .await
         .expect("in time")
         .expect("an answer");
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    gw.stop().await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -151,13 +126,13 @@ async fn a_handshaking_socket_holds_its_connection_slot_until_it_is_closed() {
     let ca = Ca::new("downstream CA");
     listener_files(&dir, &ca);
     let server = format!("{TLS_SERVER}\nheader_read_timeout = \"500ms\"\nmax_connections = 1");
-    let gw = TlsGateway::start(&dir, &server, "").await;
+    let (gw, tls) = start_tls(&dir, &server, "").await;
     let started = tokio::time::Instant::now();
-    let stalled = TcpStream::connect(gw.tls).await.unwrap();
+    let stalled = TcpStream::connect(tls).await.unwrap();
     // Let the listener take the stalled socket first.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let client = https_client(&ca, Alpn::Http1);
-    let url = format!("https://127.0.0.1:{}/nothing-here", gw.tls.port());
+    let url = format!("https://127.0.0.1:{}/nothing-here", tls.port());
     let resp = tokio::time::timeout(BOUND, client.get(url.parse().unwrap()))
         .await
         .expect("in time")
@@ -170,7 +145,7 @@ async fn a_handshaking_socket_holds_its_connection_slot_until_it_is_closed() {
         "served after {took:?}: the stalled socket did not hold the one slot"
     );
     drop(stalled);
-    gw.stop().await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -185,8 +160,7 @@ async fn reload_tls_presents_the_new_certificate_without_dropping_connections() 
     let tls = gw.tls_addr().unwrap();
     let reloader = gw.tls_reloader();
     let config_reloader = gw.reloader();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(gw.run(stop.clone()));
+    let gw = TestGateway::spawn(gw);
     let url: http::Uri = format!("https://127.0.0.1:{}/p", tls.port())
         .parse()
         .unwrap();
@@ -223,6 +197,5 @@ async fn reload_tls_presents_the_new_certificate_without_dropping_connections() 
     assert!(err.contains("key.pem"), "{err}");
     let another = https_client(&new_ca, Alpn::Http1);
     assert_eq!(get(&another).await.unwrap().status(), StatusCode::OK);
-    stop.cancel();
-    let _ = tokio::time::timeout(BOUND, task).await;
+    gw.shutdown().await;
 }

@@ -2,6 +2,7 @@
 //! ALPN, mutual TLS, a wrong CA, and bad files at start.
 
 use super::certs::*;
+use crate::support::TestGateway;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty, Full};
@@ -9,11 +10,9 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 /// What an HTTPS upstream saw of one request.
 #[derive(Debug, Clone)]
@@ -119,44 +118,25 @@ impl TlsUpstream {
 }
 
 /// A plain gateway whose route `/p` proxies to `up` with the given upstream keys.
-async fn gateway_to(dir: &Dir, up: &TlsUpstream, keys: &str) -> TestGatewayish {
+async fn gateway_to(dir: &Dir, up: &TlsUpstream, keys: &str) -> TestGateway {
     let toml = format!(
         "[upstreams.secure]\nendpoints = [\"{}\"]\nretry = {{ attempts = 1 }}\n{keys}\n[routes.p]\npath = \"/p\"\nproxy = \"secure\"\n",
         up.url()
     );
     let config = compile(dir, "listen = \"127.0.0.1:0\"", &toml);
-    let gw = manifold_gateway::Gateway::bind(config).await.unwrap();
-    let addr = gw.local_addr();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(gw.run(stop.clone()));
-    TestGatewayish { addr, stop, task }
+    TestGateway::spawn(manifold_gateway::Gateway::bind(config).await.unwrap())
 }
 
-struct TestGatewayish {
-    addr: SocketAddr,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl TestGatewayish {
-    async fn get(&self) -> (StatusCode, String) {
-        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-        let resp = tokio::time::timeout(
-            BOUND,
-            client.get(format!("http://{}/p", self.addr).parse().unwrap()),
-        )
+/// `GET /p` through `gw`: the status and the body.
+async fn get(gw: &TestGateway) -> (StatusCode, String) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let resp = tokio::time::timeout(BOUND, client.get(gw.url("/p").parse().unwrap()))
         .await
         .expect("in time")
         .expect("an answer");
-        let status = resp.status();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        let _ = tokio::time::timeout(BOUND, self.task).await;
-    }
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[tokio::test]
@@ -167,7 +147,7 @@ async fn an_https_upstream_with_a_private_ca_gets_sni_host_and_h2() {
     let up = TlsUpstream::start(&ca.server(&["localhost"]), None).await;
     let gw = gateway_to(&dir, &up, "ca = \"ca.pem\"").await;
     for _ in 0..2 {
-        let (status, body) = gw.get().await;
+        let (status, body) = get(&gw).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body, r#"{"tls":true}"#);
     }
@@ -183,7 +163,7 @@ async fn an_https_upstream_with_a_private_ca_gets_sni_host_and_h2() {
         let name = format!("localhost:{}", up.port);
         assert_eq!(s.authority.as_deref(), Some(name.as_str()), "{s:?}");
     }
-    gw.stop().await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -193,7 +173,7 @@ async fn an_https_upstream_offering_http1_only_gets_http1_and_the_configured_hos
     dir.write("ca.pem", &ca.pem());
     let up = TlsUpstream::start_alpn(&ca.server(&["localhost"]), None, &[b"http/1.1"]).await;
     let gw = gateway_to(&dir, &up, "ca = \"ca.pem\"").await;
-    let (status, body) = gw.get().await;
+    let (status, body) = get(&gw).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let s = &up.seen()[0];
     assert_eq!(s.version, Version::HTTP_11, "{s:?}");
@@ -203,7 +183,7 @@ async fn an_https_upstream_offering_http1_only_gets_http1_and_the_configured_hos
         Some(format!("localhost:{}", up.port)),
         "{s:?}"
     );
-    gw.stop().await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -214,7 +194,7 @@ async fn a_wrong_ca_fails_the_call_naming_the_upstream() {
     dir.write("other.pem", &other.pem());
     let up = TlsUpstream::start(&real.server(&["localhost"]), None).await;
     let gw = gateway_to(&dir, &up, "ca = \"other.pem\"").await;
-    let (status, body) = gw.get().await;
+    let (status, body) = get(&gw).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     assert!(body.contains("upstream `secure`"), "{body}");
     assert!(
@@ -226,7 +206,7 @@ async fn a_wrong_ca_fails_the_call_naming_the_upstream() {
         "the cause is shown: {body}"
     );
     assert!(up.seen().is_empty(), "nothing was sent");
-    gw.stop().await;
+    gw.shutdown().await;
 }
 
 /// An upstream whose port takes the TCP connection and never answers the ClientHello (a stuck
@@ -253,17 +233,12 @@ async fn a_tls_handshake_that_never_ends_is_bounded_by_connect_timeout() {
     );
     let config = compile(&dir, "listen = \"127.0.0.1:0\"", &toml);
     let gw = manifold_gateway::Gateway::bind(config).await.unwrap();
-    let stop = CancellationToken::new();
-    let gw = TestGatewayish {
-        addr: gw.local_addr(),
-        stop: stop.clone(),
-        task: tokio::spawn(gw.run(stop)),
-    };
-    let (status, body) = gw.get().await;
+    let gw = TestGateway::spawn(gw);
+    let (status, body) = get(&gw).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     assert!(body.contains(r#""kind":"connect""#), "{body}");
     assert!(body.contains("connect_timeout"), "{body}");
-    gw.stop().await;
+    gw.shutdown().await;
     held.abort();
 }
 
@@ -279,18 +254,18 @@ async fn mutual_tls_needs_the_client_certificate() {
     let up = TlsUpstream::start(&ca.server(&["localhost"]), Some(&clients)).await;
     // Without a client certificate: refused by the upstream.
     let gw = gateway_to(&dir, &up, "ca = \"ca.pem\"").await;
-    let (status, body) = gw.get().await;
+    let (status, body) = get(&gw).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     assert!(body.contains("upstream `secure`"), "{body}");
-    gw.stop().await;
+    gw.shutdown().await;
     assert!(up.seen().is_empty());
     // With it: served, and the upstream saw the certificate.
     let keys = "ca = \"ca.pem\"\nclient_cert = \"client.pem\"\nclient_key = \"client.key\"";
     let gw = gateway_to(&dir, &up, keys).await;
-    let (status, body) = gw.get().await;
+    let (status, body) = get(&gw).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(up.seen()[0].client_cert);
-    gw.stop().await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
