@@ -361,7 +361,10 @@ impl Gateway {
         tracing::info!("shutting down: no new connections; draining in-flight requests");
         main_stop.cancel();
         for task in main {
-            let _ = task.await;
+            // A listener's task ends by itself only on a panic (a bug): said, not swallowed.
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "a client listener's task failed");
+            }
         }
         // Requests are drained: every accepted task is in the queue. Stop delivering (what is
         // left is delivered after the next start).
@@ -371,7 +374,9 @@ impl Gateway {
         // Requests and deliveries are done: send the spans they left.
         self.live.current.load_full().telemetry.shutdown().await;
         admin_stop.cancel();
-        let _ = admin_task.await;
+        if let Err(e) = admin_task.await {
+            tracing::error!(error = %e, "the admin listener's task failed");
+        }
     }
 }
 

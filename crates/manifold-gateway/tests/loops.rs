@@ -53,8 +53,7 @@ path = "/a"
     // but a loop through a composed route must count every pass).
     assert_eq!(via("/p/x"), ["1.0 fred", "1.1 manifold"]);
     assert_eq!(via("/a"), ["1.0 fred", "1.1 manifold"]);
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -80,8 +79,7 @@ proxy = "self"
     assert_eq!(json(&body)["error"]["kind"], "loop");
     let text = scrape(&gw).await;
     assert_eq!(loop_count(&text), Some(1.0), "{text}");
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -120,8 +118,7 @@ path = "/c"
         "manifold_http_server_request_duration_seconds_count{route=\"c\",status_class=\"5xx\"}",
     );
     assert_eq!(served, Some(3.0), "{text}");
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -151,6 +148,5 @@ async fn a_request_that_already_came_round_is_refused_before_routing() {
         send_with("GET", &gw.url("/nowhere"), &[("via", "1.1 manifold")], None).await;
     assert_eq!(status, 508);
     assert_eq!(up.requests().len(), 2);
-    gw.stop.cancel();
-    let _ = gw.task.await;
+    gw.shutdown().await;
 }

@@ -63,6 +63,7 @@
 
 pub mod bench;
 mod clock;
+mod close;
 pub mod dispatch;
 pub mod embedded;
 mod error;

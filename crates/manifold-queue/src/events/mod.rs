@@ -154,13 +154,20 @@ mod publisher {
             }
         }
 
-        /// Flushes what is buffered and closes the connection.
+        /// Flushes what is buffered and closes the connection, waiting at most
+        /// [`crate::close::CLOSE_TIMEOUT`] for the broker (one that is unreachable never
+        /// answers; every event was confirmed before its request was answered).
         pub async fn close(&self) {
-            match &self.inner {
-                #[cfg(feature = "nats")]
-                Inner::Nats(p) => p.close().await,
-                #[cfg(feature = "rabbitmq")]
-                Inner::Rabbit(p) => p.close().await,
+            let close = async {
+                match &self.inner {
+                    #[cfg(feature = "nats")]
+                    Inner::Nats(p) => p.close().await,
+                    #[cfg(feature = "rabbitmq")]
+                    Inner::Rabbit(p) => p.close().await,
+                }
+            };
+            if crate::close::within(close).await.is_none() {
+                tracing::debug!("events: the broker did not answer the close; closed without it");
             }
         }
     }

@@ -570,7 +570,19 @@ impl Queue for NatsQueue {
 
     fn close(&self) -> BoxFuture<'_, Result<(), QueueError>> {
         self.closed.store(true, Ordering::Release);
-        Box::pin(async move { self.client.flush().await.map_err(|e| broker("flush", e)) })
+        Box::pin(async move {
+            match crate::close::within(self.client.flush()).await {
+                Some(flushed) => flushed.map_err(|e| broker("flush", e)),
+                None => Err(broker(
+                    "flush",
+                    format!(
+                        "no answer from the broker within {:?}: closed without it (every task \
+                         written was acknowledged before its client was answered)",
+                        crate::close::CLOSE_TIMEOUT
+                    ),
+                )),
+            }
+        })
     }
 
     fn task_status<'a>(

@@ -72,10 +72,6 @@ const DEAD_SCAN_LIMIT: usize = 100_000;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a publish and its confirm; past it the connection is presumed dead.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest wait for the broker to acknowledge a close. On a dead connection the answer may never
-/// come, and most closes run under the link lock, where an unbounded wait would stall every
-/// enqueue behind it (seen once in CI: an enqueue during a cut hung for the test's 60 s bound).
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause after a failed connection attempt before the next one; doubles up to the maximum.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
@@ -496,8 +492,10 @@ impl Queue for RabbitQueue {
     }
 }
 
-/// Wait at most [`CLOSE_TIMEOUT`] for a connection's or channel's close; its result does not
-/// matter (the link is being dropped either way).
+/// Wait at most [`crate::close::CLOSE_TIMEOUT`] for a connection's or channel's close; its
+/// result does not matter (the link is being dropped either way). Most closes here run under
+/// the link lock, where an unbounded wait would stall every enqueue behind it (seen once in CI:
+/// an enqueue during a cut hung for the test's 60 s bound).
 async fn close_within<T>(close: impl std::future::Future<Output = T>) {
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+    let _ = crate::close::within(close).await;
 }
