@@ -102,6 +102,11 @@ pub struct QueueConfig {
     /// `Authorization` header as the request that created the task (a SHA-256 of it is
     /// stored, never the header). Unset: the task id alone is the capability.
     pub status_requires: Option<String>,
+    /// The request headers that say who sent a request, whose values scope a client's
+    /// `Idempotency-Key`: the same key from another principal is another task. `Authorization`
+    /// by default; name the session cookie's header (`cookie`) or a trusted proxy's user header
+    /// where that is how clients are told apart. `[]`: the route alone.
+    pub idempotency_scope: Vec<String>,
     /// Largest upstream answer kept as a task's `result`; larger ones are dropped
     /// (`"result_omitted": true`).
     pub max_result_bytes: usize,
@@ -114,6 +119,9 @@ pub struct QueueConfig {
     /// Most bytes of finished statuses kept; beyond it the oldest go first.
     pub max_status_bytes: u64,
 }
+
+/// Most headers `idempotency_scope` may name (each is looked up for every keyed task).
+const MAX_SCOPE_HEADERS: usize = 8;
 
 /// Longest accepted `status_path`.
 const MAX_STATUS_PATH: usize = 200;
@@ -146,6 +154,7 @@ impl Default for QueueConfig {
             drain_timeout: Duration::from_secs(10),
             status_path: "/tasks".into(),
             status_requires: None,
+            idempotency_scope: vec!["authorization".into()],
             max_result_bytes: 64 * 1024,
             result_ttl: Duration::from_secs(3600),
             max_statuses: 100_000,
@@ -189,6 +198,23 @@ impl QueueConfig {
                 return bad(format!(
                     "status_requires = {other:?}: the only value is \"authorization\""
                 ))
+            }
+        }
+        if self.idempotency_scope.len() > MAX_SCOPE_HEADERS {
+            return bad(format!(
+                "idempotency_scope names {} headers; at most {MAX_SCOPE_HEADERS}",
+                self.idempotency_scope.len()
+            ));
+        }
+        for (i, name) in self.idempotency_scope.iter().enumerate() {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return bad(format!("idempotency_scope: {name:?} is not a header name"));
+            }
+            if self.idempotency_scope[..i]
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name))
+            {
+                return bad(format!("idempotency_scope names {name:?} twice"));
             }
         }
         if self.max_result_bytes > MAX_RESULT_LIMIT {
@@ -459,6 +485,31 @@ mod tests {
         cfg.validate().unwrap();
         assert_eq!(cfg.max_age, Duration::from_secs(6 * 3600));
         assert_eq!(cfg.concurrency_for("shipping"), 4);
+    }
+
+    #[test]
+    fn idempotency_scope_defaults_to_authorization_and_refuses_what_is_no_header() {
+        assert_eq!(QueueConfig::default().idempotency_scope, ["authorization"]);
+        let with = |names: &[&str]| QueueConfig {
+            idempotency_scope: names.iter().map(|n| (*n).to_owned()).collect(),
+            ..QueueConfig::default()
+        };
+        for ok in [&[][..], &["cookie"], &["authorization", "x-user-id"]] {
+            with(ok).validate().unwrap();
+        }
+        for (bad, why) in [
+            (&["x user"][..], "not a header name"),
+            (&[""], "not a header name"),
+            (&["cookie\n"], "not a header name"),
+            (&["cookie", "Cookie"], "twice"),
+            (&["a", "b", "c", "d", "e", "f", "g", "h", "i"], "at most 8"),
+        ] {
+            let e = with(bad).validate().unwrap_err();
+            assert!(
+                e.contains("idempotency_scope") && e.contains(why),
+                "{bad:?}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -30,7 +30,16 @@ pub(crate) fn stage(call: &Call, env: Env<'_>, scope: Scope<'_>) -> Result<Task,
             format!("no queue is configured for {what} calls"),
         ));
     }
-    let client_key = client_idempotency_key(scope, env.route)?;
+    let keyed =
+        client_key(&scope.req.headers).map_err(|m| CallError::new(CallErrorKind::Input, m))?;
+    // The principal's header values, looked at only for a request that sent a key.
+    let principal = keyed.map(|_| env.follow.principal(&scope.req.headers));
+    let principal: Vec<Option<&[u8]>> = principal.iter().flatten().map(|v| v.as_deref()).collect();
+    let client_key = keyed.map(|key| manifold_queue::ClientKey {
+        key,
+        route: env.route,
+        principal: &principal,
+    });
     let status_auth = env
         .follow
         .auth_hash(scope.req.headers.get(http::header::AUTHORIZATION));
@@ -186,36 +195,15 @@ async fn write_all(
 /// hashed ([`manifold_queue::task_key`]), so this bounds only what a client may send.
 const MAX_CLIENT_KEY: usize = 255;
 
-/// The client's own `Idempotency-Key`, in its scope (the route and the request's
-/// `Authorization`): a client retry of the same request then maps to the same task key.
+/// The request's `Idempotency-Key`, if it sent one, or why it is unusable. With the route and
+/// the principal (`[queue] idempotency_scope`), it makes a client's retry of the same request
+/// the same task key.
 ///
 /// A key the gateway cannot use is the client's 400, not ignored: taken as absent, each retry
 /// got a fresh task key, and the work the client asked to have done once was done once per
 /// retry. A key is a string of visible ASCII (as the IETF draft's structured-field string),
-/// 1 to [`MAX_CLIENT_KEY`] bytes.
-///
-/// The handler checks it ([`client_key`]) before any call of a route that writes tasks runs, so
-/// a refused key costs no side effect; here it is read again for the task.
-fn client_idempotency_key<'a>(
-    scope: Scope<'a>,
-    route: &'a str,
-) -> Result<Option<manifold_queue::ClientKey<'a>>, CallError> {
-    let headers = &scope.req.headers;
-    let Some(key) = client_key(headers).map_err(|m| CallError::new(CallErrorKind::Input, m))?
-    else {
-        return Ok(None);
-    };
-    Ok(Some(manifold_queue::ClientKey {
-        key,
-        route,
-        authorization: headers
-            .get(http::header::AUTHORIZATION)
-            .map(HeaderValue::as_bytes),
-    }))
-}
-
-/// The request's `Idempotency-Key`, if it sent one, or why it is unusable (see
-/// [`client_idempotency_key`]).
+/// 1 to [`MAX_CLIENT_KEY`] bytes. The handler checks it before any call of a route that writes
+/// tasks runs, so a refused key costs no side effect; [`stage`] reads it again for the task.
 pub(crate) fn client_key(headers: &http::HeaderMap) -> Result<Option<&str>, String> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);

@@ -10,11 +10,12 @@
 
 use crate::handler::json_response;
 use crate::upstream::Body;
-use http::header::{HeaderValue, ALLOW, CACHE_CONTROL};
+use http::header::{HeaderMap, HeaderName, HeaderValue, ALLOW, CACHE_CONTROL};
 use http::{Method, Request, StatusCode};
 use manifold_config::ErrorDetail;
 use manifold_queue::status::TaskStatus;
 use manifold_queue::{Queue, QueueConfig};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -36,6 +37,8 @@ pub(crate) const MAX_WAITING: usize = 1024;
 pub(crate) struct Follow {
     path: Option<String>,
     requires_auth: bool,
+    /// `[queue] idempotency_scope`: the headers whose values say who a client is.
+    principal: Arc<[HeaderName]>,
     /// [`MAX_WAITING`] permits, shared by the copies a reload makes.
     waiting: Arc<Semaphore>,
 }
@@ -45,6 +48,7 @@ impl Default for Follow {
         Follow {
             path: None,
             requires_auth: false,
+            principal: Arc::new([http::header::AUTHORIZATION]),
             waiting: Arc::new(Semaphore::new(MAX_WAITING)),
         }
     }
@@ -57,8 +61,42 @@ impl Follow {
         Follow {
             path: (offloads && !cfg.status_path.is_empty()).then(|| cfg.status_path.clone()),
             requires_auth: cfg.status_requires.as_deref() == Some("authorization"),
+            // Validated at load: a name that does not parse cannot be here.
+            principal: cfg
+                .idempotency_scope
+                .iter()
+                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+                .collect(),
             ..Follow::default()
         }
+    }
+
+    /// The values of the headers that say who sent `headers` (`[queue] idempotency_scope`), in
+    /// the configured order: a header sent on several lines is their values joined (`; ` for
+    /// `Cookie`, whose HTTP/2 crumbs are one cookie string; `, ` for any other), so a session
+    /// cookie in any crumb is part of the principal, not only the first line's.
+    pub(crate) fn principal<'h>(&self, headers: &'h HeaderMap) -> Vec<Option<Cow<'h, [u8]>>> {
+        self.principal
+            .iter()
+            .map(|name| {
+                let mut values = headers.get_all(name).iter();
+                let first = values.next()?;
+                let Some(second) = values.next() else {
+                    return Some(Cow::Borrowed(first.as_bytes()));
+                };
+                let glue: &[u8] = if name == http::header::COOKIE {
+                    b"; "
+                } else {
+                    b", "
+                };
+                let mut joined = first.as_bytes().to_vec();
+                for v in std::iter::once(second).chain(values) {
+                    joined.extend_from_slice(glue);
+                    joined.extend_from_slice(v.as_bytes());
+                }
+                Some(Cow::Owned(joined))
+            })
+            .collect()
     }
 
     /// A receipt's `status_url`.

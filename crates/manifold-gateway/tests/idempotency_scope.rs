@@ -185,3 +185,52 @@ path = "/both"
     gw.shutdown().await;
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Clients told apart by a session cookie: with `idempotency_scope = ["cookie"]` the same key
+/// from two sessions is two tasks, and a session's retry is one; an HTTP/2-style cookie sent on
+/// two lines counts whole (a session cookie in the second line still scopes the key). With the
+/// default scope (`Authorization` alone) both sessions were one principal: the first to send a
+/// key had the other's task taken for its duplicate.
+#[tokio::test]
+async fn a_deployment_that_names_its_session_cookie_scopes_keys_by_it() {
+    let dir = std::env::temp_dir().join(format!("manifold-idem-cookie-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let notify = Upstream::start(vec![("POST", "/notify", Reply::json(0, json!({})))]).await;
+    let toml = config(&notify.url(), &dir).replacen(
+        "backoff_max = \"200ms\"",
+        "backoff_max = \"200ms\"\nidempotency_scope = [\"cookie\"]",
+        1,
+    );
+    let gw = TestGateway::start(&toml).await;
+    let key_with = |cookies: &'static [&'static str]| {
+        let gw = &gw;
+        async move {
+            let mut headers = vec![("idempotency-key", "k-1")];
+            headers.extend(cookies.iter().map(|c| ("cookie", *c)));
+            let (status, _, body) =
+                send_with("POST", &gw.url("/a"), &headers, Some(r#"{"n": 1}"#)).await;
+            assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
+            json(&body)["key"].as_str().expect("a key").to_owned()
+        }
+    };
+    let alice = key_with(&["theme=dark; session=alice"]).await;
+    let alice_retry = key_with(&["theme=dark; session=alice"]).await;
+    let bob = key_with(&["theme=dark; session=bob"]).await;
+    let alice_two_lines = key_with(&["theme=dark", "session=alice"]).await;
+    let bob_two_lines = key_with(&["theme=dark", "session=bob"]).await;
+    assert_eq!(alice, alice_retry);
+    // Joined with `; `, two crumbs are the cookie string they make.
+    assert_eq!(alice, alice_two_lines);
+    assert_ne!(alice, bob);
+    assert_ne!(alice_two_lines, bob_two_lines);
+    // An Authorization header is no longer part of the principal here.
+    let mut headers = vec![
+        ("idempotency-key", "k-1"),
+        ("cookie", "theme=dark; session=alice"),
+    ];
+    headers.push(("authorization", "Bearer someone"));
+    let (_, _, body) = send_with("POST", &gw.url("/a"), &headers, Some(r#"{"n": 1}"#)).await;
+    assert_eq!(json(&body)["key"].as_str(), Some(alice.as_str()));
+    gw.shutdown().await;
+    std::fs::remove_dir_all(&dir).ok();
+}

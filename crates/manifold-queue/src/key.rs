@@ -5,9 +5,12 @@
 //!
 //! A client's `Idempotency-Key` names a retry only within its scope: the same route, from the
 //! same principal. The same key sent to another route is another operation, and from another
-//! `Authorization` it is someone else's request (a client that could guess a victim's key, an
-//! order number say, would otherwise get the victim's task dropped by sending first). The scope
-//! goes into the key as a digest, so the upstream never sees the credentials.
+//! principal it is someone else's request (a client that could guess a victim's key, an order
+//! number say, would otherwise get the victim's task dropped by sending first). The principal is
+//! the request headers `[queue] idempotency_scope` names: `Authorization` by default; a
+//! deployment whose clients sign in with a session cookie, or behind a proxy that writes the
+//! user's id into a header, names that header. The scope goes into the key as a digest, so the
+//! upstream never sees the credentials.
 
 use crate::task::MAX_ID_LEN;
 
@@ -18,8 +21,9 @@ pub struct ClientKey<'a> {
     pub key: &'a str,
     /// The route's name (`[routes.NAME]`).
     pub route: &'a str,
-    /// The request's `Authorization` header, when it had one.
-    pub authorization: Option<&'a [u8]>,
+    /// The values of the request headers that say who sent it (`[queue] idempotency_scope`,
+    /// by default `Authorization` alone), in the configured order; `None` for one it lacked.
+    pub principal: &'a [Option<&'a [u8]>],
 }
 
 /// Hex digits of the scope digest: 64 bits, so two scopes colliding is not a practical worry.
@@ -61,18 +65,28 @@ pub fn call_of<'k>(key: &'k str, task_id: &str) -> Option<&'k str> {
     }
 }
 
-/// The first [`SCOPE_HEX`] hex digits of SHA-256 over the route and the `Authorization` header,
-/// each delimited so no two different scopes feed the same bytes.
+/// The first [`SCOPE_HEX`] hex digits of SHA-256 over the route and the principal's headers,
+/// each delimited so no two different scopes feed the same bytes: a header value never holds
+/// the bytes 0 or 1 (RFC 9110 §5.5), and the number of headers is the config's. With the
+/// default scope (`Authorization` alone) these are the bytes the scope always hashed, so keys
+/// made before the scope could name other headers still match their retries.
 fn scope(c: &ClientKey<'_>) -> String {
-    let mut bytes = Vec::with_capacity(c.route.len() + 2 + c.authorization.map_or(0, <[u8]>::len));
+    let values: usize = c
+        .principal
+        .iter()
+        .map(|v| v.map_or(1, |v| v.len() + 1))
+        .sum();
+    let mut bytes = Vec::with_capacity(c.route.len() + 1 + values);
     bytes.extend_from_slice(c.route.as_bytes());
     bytes.push(0);
-    match c.authorization {
-        Some(a) => {
-            bytes.push(1);
-            bytes.extend_from_slice(a);
+    for value in c.principal {
+        match value {
+            Some(a) => {
+                bytes.push(1);
+                bytes.extend_from_slice(a);
+            }
+            None => bytes.push(0),
         }
-        None => bytes.push(0),
     }
     let mut hex = crate::status::auth_hash(&bytes);
     hex.truncate(SCOPE_HEX);
@@ -84,12 +98,47 @@ mod tests {
     use super::*;
 
     fn key(k: &str, route: &str, auth: Option<&str>) -> String {
+        keyed(k, route, &[auth])
+    }
+
+    fn keyed(k: &str, route: &str, principal: &[Option<&str>]) -> String {
+        let principal: Vec<Option<&[u8]>> =
+            principal.iter().map(|v| v.map(str::as_bytes)).collect();
         let c = ClientKey {
             key: k,
             route,
-            authorization: auth.map(str::as_bytes),
+            principal: &principal,
         };
         task_key(Some(&c), "unused", "notify")
+    }
+
+    #[test]
+    fn the_default_scope_hashes_what_it_always_did() {
+        // SHA-256 over `checkout\0\1Bearer a`, as keys were made before the scope could name
+        // other headers: a retry across the upgrade is still the same task.
+        assert_eq!(
+            key("k-1", "checkout", Some("Bearer a")),
+            "k-1:notify:6f0a4d6f9dcdf155"
+        );
+    }
+
+    #[test]
+    fn a_scope_of_several_headers_tells_each_apart() {
+        let a = keyed("k", "r", &[Some("s=1"), None]);
+        assert_eq!(a, keyed("k", "r", &[Some("s=1"), None]));
+        let others = [
+            keyed("k", "r", &[Some("s=2"), None]),
+            keyed("k", "r", &[None, Some("s=1")]),
+            keyed("k", "r", &[Some("s=1"), Some("")]),
+            keyed("k", "r", &[None, None]),
+            keyed("k", "r", &[]),
+        ];
+        for (i, o) in others.iter().enumerate() {
+            assert_ne!(&a, o);
+            for p in &others[i + 1..] {
+                assert_ne!(o, p);
+            }
+        }
     }
 
     #[test]
@@ -120,7 +169,7 @@ mod tests {
         let c = ClientKey {
             key: "order:42",
             route: "checkout",
-            authorization: Some(b"Bearer a"),
+            principal: &[Some(b"Bearer a")],
         };
         assert_eq!(
             call_of(&task_key(Some(&c), "t-1", "notify"), "t-1"),
@@ -153,7 +202,7 @@ mod tests {
         let c = ClientKey {
             key: &long,
             route: "r",
-            authorization: None,
+            principal: &[None],
         };
         let a = task_key(Some(&c), "t-1", &call);
         assert_eq!(a.len(), 64);

@@ -400,7 +400,7 @@ pub fn checkout_key(client: &str, call: &str) -> String {
     let c = manifold_queue::ClientKey {
         key: client,
         route: "checkout",
-        authorization: None,
+        principal: &[None],
     };
     manifold_queue::task_key(Some(&c), "unused", call)
 }
