@@ -14,7 +14,8 @@
 //! * [`sim`] — re-simulating a trace under a change;
 //! * [`analysis`] — aggregation, hotspots, recommendations, what-if and route plans;
 //! * [`report`] — the terminal report, the `--json` contract and the HTML page;
-//! * [`read`] — the only I/O: files, directories, gzip, streaming.
+//! * [`read`] — the only I/O: files, directories, gzip, streaming;
+//! * [`limits`] — what keeps reading bounded on hostile files (long strings, huge units).
 #![doc = include_str!("../../../docs/analyze.md")]
 
 pub mod analysis;
@@ -22,6 +23,7 @@ pub mod assemble;
 pub mod critical;
 pub mod errors;
 pub mod format;
+pub mod limits;
 pub mod model;
 pub mod read;
 pub mod report;

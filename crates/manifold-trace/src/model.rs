@@ -50,9 +50,11 @@ pub fn parse_hex64(s: &str) -> Option<u64> {
 
 /// Normalize a trace id: hex ids lower-cased with leading zeros stripped then padded to 16 or 32
 /// digits (so `ff`, `00000000000000ff` and a 128-bit id with a zero high half agree); other text kept.
+/// Text longer than [`MAX_NAME`](crate::limits::MAX_NAME) is cut ([`clip`](crate::limits::clip)):
+/// a trace id is copied into every warning, sample and example that names its trace.
 pub fn normalize_trace_id(s: &str) -> String {
     if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return s.to_string();
+        return crate::limits::clip(s).into_owned();
     }
     // zero-padded to 16 or 32 digits (by hand: `format!` padding cost more than the rest of
     // a trace's id handling)
@@ -88,6 +90,9 @@ impl SpanKind {
     pub fn parse(s: &str) -> SpanKind {
         let s = s.trim();
         let s = s.strip_prefix("SPAN_KIND_").unwrap_or(s);
+        if s.len() > "consumer".len() {
+            return SpanKind::Unspecified; // no kind is longer (and a hostile one is not copied)
+        }
         match s.to_ascii_lowercase().as_str() {
             "server" | "2" => SpanKind::Server,
             "client" | "3" => SpanKind::Client,

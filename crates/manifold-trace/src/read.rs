@@ -222,7 +222,15 @@ pub fn read_stream(
     warnings: &mut Warnings,
     on_trace: &mut dyn FnMut(RawTrace, &mut Interner, &mut Warnings),
 ) -> Result<FileStats, ReadError> {
-    read_stream_with(r, path, interner, warnings, on_trace, FastPaths::All)
+    read_stream_with(
+        r,
+        path,
+        interner,
+        warnings,
+        on_trace,
+        FastPaths::All,
+        crate::limits::Limits::DEFAULT,
+    )
 }
 
 /// Parse a whole in-memory document (any format), for tests and fuzzing.
@@ -243,5 +251,7 @@ pub fn read_bytes(
     Ok(out)
 }
 
+#[cfg(test)]
+mod limit_tests;
 #[cfg(test)]
 mod tests;

@@ -116,10 +116,11 @@ pub struct Snapshot {
 pub struct SnapshotRow {
     /// Tree depth.
     pub depth: u32,
-    /// Service.
-    pub service: String,
-    /// Operation.
-    pub operation: String,
+    /// Service (the analysis' interner's symbol: up to 257 traces of 2,000 rows are kept, and a
+    /// copy of the names per row made a name shared by many spans weigh that many times over).
+    pub service: Sym,
+    /// Operation (a symbol, likewise).
+    pub operation: Sym,
     /// Offset from the trace start (ns).
     pub offset: i64,
     /// Duration (ns).

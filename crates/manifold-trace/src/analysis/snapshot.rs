@@ -34,8 +34,8 @@ impl Analyzer {
             row_of[i as usize] = rows.len();
             rows.push(SnapshotRow {
                 depth: d,
-                service: self.interner.name(s.service).to_string(),
-                operation: self.interner.name(s.operation).to_string(),
+                service: s.service,
+                operation: s.operation,
                 // Saturating: an untrusted file's times can be at opposite ends of i64.
                 offset: s.start.saturating_sub(t0),
                 duration: s.duration,

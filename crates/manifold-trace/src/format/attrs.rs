@@ -4,9 +4,12 @@
 use std::borrow::Cow;
 
 use super::Value;
+use crate::limits::head;
 use crate::model::{fingerprint, flags, Interner, Span, SpanKind, Sym};
 
-/// What the attribute rules extract from a span's tags / attributes / logs.
+/// What the attribute rules extract from a span's tags / attributes / logs. Text kept here
+/// (method, path, host, service) is at most a little over [`MAX_NAME`](crate::limits::MAX_NAME)
+/// long ([`head`]): it is interned next, which cuts it and counts the cut.
 #[derive(Debug, Default, Clone)]
 pub struct Attrs {
     /// Span kind from a `span.kind` tag.
@@ -52,58 +55,58 @@ impl Attrs {
                 let t = v.text();
                 let m = match KNOWN_METHODS.iter().find(|k| k.eq_ignore_ascii_case(&t)) {
                     Some(k) => Cow::Borrowed(*k),
-                    None => Cow::Owned(t.to_ascii_uppercase()),
+                    None => Cow::Owned(head(&t).to_ascii_uppercase()),
                 };
                 if WRITE_METHODS.contains(&m.as_ref()) {
                     self.write = true;
                 }
                 self.method = Some(m);
             }
-            "http.route" => self.path = Some(v.text().into_owned()),
+            "http.route" => self.path = Some(head(&v.text()).to_string()),
             "http.target" | "url.path" | "http.path" => {
                 let t = v.text();
                 if self.path.is_none() {
-                    self.path = Some(t.split('?').next().unwrap_or("").to_string());
+                    self.path = Some(head(t.split('?').next().unwrap_or("")).to_string());
                 }
                 self.arg(&t);
             }
             "http.url" | "url.full" => {
                 let t = v.text();
                 if self.path.is_none() {
-                    self.path = Some(path_of_url(&t).to_string());
+                    self.path = Some(head(path_of_url(&t)).to_string());
                 }
                 self.arg(&t);
             }
             "url.query" => self.arg(&v.text()),
             "db.statement" | "db.query.text" | "sql.query" => {
                 let t = v.text();
-                let head = t
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .to_ascii_uppercase();
-                if matches!(
-                    head.as_str(),
-                    "INSERT" | "UPDATE" | "DELETE" | "UPSERT" | "MERGE" | "REPLACE"
-                ) {
+                // compared in place: a hostile statement of one long word is not copied
+                let first = t.split_whitespace().next().unwrap_or("");
+                if ["INSERT", "UPDATE", "DELETE", "UPSERT", "MERGE", "REPLACE"]
+                    .iter()
+                    .any(|w| w.eq_ignore_ascii_case(first))
+                {
                     self.write = true;
                 }
                 self.arg(&t);
             }
             "messaging.destination" | "messaging.destination.name" => self.arg(&v.text()),
             "messaging.operation" | "messaging.operation.type" => {
-                let t = v.text().to_ascii_lowercase();
-                if t == "publish" || t == "send" || t == "create" {
+                let t = v.text();
+                if ["publish", "send", "create"]
+                    .iter()
+                    .any(|w| w.eq_ignore_ascii_case(&t))
+                {
                     self.write = true;
                 }
             }
             "rpc.method" => {
-                self.path.get_or_insert_with(|| v.text().into_owned());
+                self.path.get_or_insert_with(|| head(&v.text()).to_string());
             }
             "hostname" | "host.name" | "ip" | "host.ip" | "net.host.ip" => {
-                self.host.get_or_insert_with(|| v.text().into_owned());
+                self.host.get_or_insert_with(|| head(&v.text()).to_string());
             }
-            "service.name" => self.service = Some(v.text().into_owned()),
+            "service.name" => self.service = Some(head(&v.text()).to_string()),
             _ => {}
         }
     }

@@ -8,7 +8,9 @@ use crate::model::{normalize_trace_id, Interner, SpanId};
 
 /// Decode an id written as hex or as base64 (protobuf JSON) to lower-case hex; other text as is.
 pub fn id_text(s: &str) -> Cow<'_, str> {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    // 24 characters of base64 hold the longest id (16 bytes): anything longer is not one, and
+    // decoding a hostile megabyte four ways would only cost memory
+    if s.len() > 32 || (!s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())) {
         return Cow::Borrowed(s);
     }
     let engine = base64::engine::general_purpose::STANDARD;

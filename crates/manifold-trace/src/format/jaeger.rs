@@ -76,13 +76,13 @@ fn convert_obj(
     let mut procs = Processes::default();
     if let Some(map) = obj.processes {
         for (k, p) in map {
-            procs.add(k.0.into_owned(), &p, interner);
+            procs.add(&k.0, &p, interner);
         }
     }
     if let Some(list) = obj.process_map {
         for e in list {
             if let (Some(id), Some(p)) = (e.process_id, e.process) {
-                procs.add(id.0.into_owned(), &p, interner);
+                procs.add(&id.0, &p, interner);
             }
         }
     }

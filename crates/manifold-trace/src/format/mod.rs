@@ -71,13 +71,20 @@ pub(crate) fn push_span_sized(out: &mut Vec<RawTrace>, tid: &str, span: Span, ex
 pub(crate) struct TidCache {
     raw: String,
     norm: String,
+    /// `raw` holds the id `norm` was made from.
+    kept: bool,
 }
 
 impl TidCache {
     pub(crate) fn get(&mut self, raw: &str) -> &str {
-        if raw != self.raw {
+        if !self.kept || raw != self.raw {
             self.raw.clear();
-            self.raw.push_str(raw);
+            // a long id is not remembered (it would be copied whole): it is normalized (cut)
+            // each time instead, which costs no more than comparing it would
+            self.kept = raw.len() <= crate::limits::MAX_NAME;
+            if self.kept {
+                self.raw.push_str(raw);
+            }
             self.norm = trace_id(raw);
         }
         &self.norm

@@ -127,7 +127,11 @@ pub fn parse(
             }
         }
         if let Some(e) = local {
-            a.host = e.ipv4.as_deref().or(e.ipv6.as_deref()).map(str::to_string);
+            a.host = e
+                .ipv4
+                .as_deref()
+                .or(e.ipv6.as_deref())
+                .map(|h| crate::limits::head(h).to_string());
         }
         a.apply(&mut span, interner);
         let tid = cache.get(z.trace_id.as_deref().unwrap_or(""));

@@ -31,11 +31,18 @@ pub enum WarningKind {
     MalformedSpan,
     /// A server span shifted into its client's time window (clock skew).
     ClockSkewAdjusted,
+    /// A name, id or string over the reader's limits, kept cut ([`crate::limits`]).
+    LongTextCut,
+    /// A unit (trace object, `resourceSpans` element, NDJSON line) over the reader's size
+    /// limit, skipped ([`crate::limits::MAX_UNIT`]).
+    UnitTooLarge,
+    /// A span past the most one trace keeps, dropped ([`crate::limits::MAX_TRACE_SPANS`]).
+    TraceTooLarge,
 }
 
 impl WarningKind {
     /// Every kind, in report order.
-    pub const ALL: [WarningKind; 14] = [
+    pub const ALL: [WarningKind; 17] = [
         WarningKind::MissingTimestamp,
         WarningKind::MissingDuration,
         WarningKind::NegativeDuration,
@@ -50,6 +57,9 @@ impl WarningKind {
         WarningKind::ParentCycle,
         WarningKind::MalformedSpan,
         WarningKind::ClockSkewAdjusted,
+        WarningKind::LongTextCut,
+        WarningKind::UnitTooLarge,
+        WarningKind::TraceTooLarge,
     ];
 
     /// Stable snake_case name (used in `--json`).
@@ -69,7 +79,18 @@ impl WarningKind {
             WarningKind::ParentCycle => "parent_cycle",
             WarningKind::MalformedSpan => "malformed_span",
             WarningKind::ClockSkewAdjusted => "clock_skew_adjusted",
+            WarningKind::LongTextCut => "long_text_cut",
+            WarningKind::UnitTooLarge => "unit_too_large",
+            WarningKind::TraceTooLarge => "trace_too_large",
         }
+    }
+
+    /// True for the limits the reader applies to hostile input ([`crate::limits`]).
+    pub fn is_limit(&self) -> bool {
+        matches!(
+            self,
+            WarningKind::LongTextCut | WarningKind::UnitTooLarge | WarningKind::TraceTooLarge
+        )
     }
 
     /// True for kinds that describe a repair we made rather than a defect in the data.
@@ -100,8 +121,16 @@ impl Warnings {
 
     /// Count one warning and keep an example message while there is room.
     pub fn add_with(&mut self, kind: WarningKind, example: impl FnOnce() -> String) {
-        self.add(kind);
-        if self.examples.len() < Self::MAX_EXAMPLES {
+        self.add_n_with(kind, 1, example);
+    }
+
+    /// Count `n` warnings of one kind and keep an example message while there is room. The
+    /// first example of a limit the reader applied ([`WarningKind::is_limit`]) is kept even
+    /// when the room is taken, so that what was cut or skipped, and where, is always said.
+    pub fn add_n_with(&mut self, kind: WarningKind, n: u64, example: impl FnOnce() -> String) {
+        let first = self.count(kind) == 0;
+        self.counts[kind as usize] += n;
+        if self.examples.len() < Self::MAX_EXAMPLES || (first && kind.is_limit()) {
             self.examples
                 .push(format!("{}: {}", kind.as_str(), example()));
         }

@@ -11,7 +11,10 @@ use serde::Deserialize;
 use super::scan::{Scanner, CHUNK};
 use super::{FileStats, Format, ReadError};
 use crate::format::{self, FormatError, RawTrace};
+use crate::limits::Limits;
 use crate::model::{FxHashMap, Interner, Span, WarningKind, Warnings};
+
+mod limits;
 
 pub(super) fn read_stream_with(
     r: Box<dyn Read>,
@@ -20,9 +23,11 @@ pub(super) fn read_stream_with(
     warnings: &mut Warnings,
     on_trace: &mut dyn FnMut(RawTrace, &mut Interner, &mut Warnings),
     fast: FastPaths,
+    limits: Limits,
 ) -> Result<FileStats, ReadError> {
     let mut d = Driver {
-        sc: Scanner::new(r),
+        sc: Scanner::new(r, limits),
+        limits,
         path,
         interner,
         warnings,
@@ -34,6 +39,7 @@ pub(super) fn read_stream_with(
         failed_first: None,
         fast,
         last_spans: 0,
+        cut_ids: 0,
     };
     d.run()?;
     d.flush_pending();
@@ -126,6 +132,7 @@ fn probe(bytes: &[u8]) -> Result<UnitKind, String> {
 
 struct Driver<'a> {
     sc: Scanner,
+    limits: Limits,
     path: &'a Path,
     interner: &'a mut Interner,
     warnings: &'a mut Warnings,
@@ -139,6 +146,18 @@ struct Driver<'a> {
     fast: FastPaths,
     /// Spans in the last trace object read fast: room to make for the next one.
     last_spans: usize,
+    /// Trace ids cut to [`MAX_NAME`](crate::limits::MAX_NAME) so far (names are counted by the interner).
+    cut_ids: u64,
+}
+
+/// What the fast readers made of a Jaeger trace object.
+enum Fast {
+    /// Read and handed on.
+    Taken,
+    /// Not theirs: the general parser's.
+    General,
+    /// Larger than they buffer ([`Limits::fast`]): the scanner's, then theirs again.
+    Large,
 }
 
 /// The readers tried, in order, on a Jaeger trace object before the general one.
@@ -259,11 +278,15 @@ impl Driver<'_> {
         }
         // whole-object unit: rewind and take the object in one piece
         self.sc.pos = obj_start;
+        let seen = self.cuts();
         let range = self
             .sc
             .value(true)
             .map_err(|e| self.io(e))?
             .ok_or_else(|| self.syntax("object"))?;
+        if self.skipped_oversize(seen.at) {
+            return Ok(());
+        }
         let buf = std::mem::take(&mut self.sc.buf);
         let res = match probe(&buf[range.clone()]) {
             Ok(kind) => {
@@ -274,6 +297,7 @@ impl Driver<'_> {
             Err(r) => Err(self.not_a_trace(r)),
         };
         self.sc.buf = buf;
+        self.note_cuts(seen);
         res
     }
 
@@ -302,19 +326,27 @@ impl Driver<'_> {
             }
             self.sc.compact();
             let is_first = first;
-            if kind == Some(UnitKind::JaegerWhole)
-                && self.fast != FastPaths::None
-                && self.jaeger_fast()?
-            {
-                first = false;
-                continue;
+            let mut large = false;
+            if kind == Some(UnitKind::JaegerWhole) && self.fast != FastPaths::None {
+                match self.jaeger_fast()? {
+                    Fast::Taken => {
+                        first = false;
+                        continue;
+                    }
+                    Fast::Large => large = true,
+                    Fast::General => {}
+                }
             }
+            let seen = self.cuts();
             let range = self
                 .sc
                 .value(true)
                 .map_err(|e| self.io(e))?
                 .ok_or_else(|| self.syntax("array element"))?;
             first = false;
+            if self.skipped_oversize(seen.at) {
+                continue;
+            }
             let bytes_ref = &self.sc.buf[range.clone()];
             let k = match kind {
                 Some(k) => k,
@@ -334,9 +366,14 @@ impl Driver<'_> {
             };
             // lend the buffer to the parser without copying the unit
             let buf = std::mem::take(&mut self.sc.buf);
-            let res = self.unit(&buf[range], k, is_first);
+            let res = if large && self.jaeger_whole(&buf[range.clone()]) {
+                Ok(())
+            } else {
+                self.unit(&buf[range], k, is_first)
+            };
             self.sc.buf = buf;
             res?;
+            self.note_cuts(seen);
         }
     }
 
@@ -344,8 +381,9 @@ impl Driver<'_> {
     /// straight from the buffer (no scan for its end first), reading more input while it is
     /// incomplete. `false` (nothing consumed, nothing counted) for anything else, which the
     /// general path then handles with its own warnings and errors.
-    fn jaeger_fast(&mut self) -> Result<bool, ReadError> {
+    fn jaeger_fast(&mut self) -> Result<Fast, ReadError> {
         use format::jaeger::fast;
+        let seen = self.cuts();
         enum Step {
             Done(Vec<RawTrace>, usize),
             More,
@@ -386,11 +424,15 @@ impl Driver<'_> {
                     self.sc.pos += used;
                     self.last_spans = out.iter().map(|t| t.spans.len()).sum();
                     for t in out {
+                        self.count_cut_id(&t);
                         self.emit(t, Format::Jaeger);
                     }
-                    return Ok(true);
+                    self.note_cuts(seen);
+                    return Ok(Fast::Taken);
                 }
-                Step::General => return Ok(false),
+                Step::General => return Ok(Fast::General),
+                // the scanner reads the rest, cutting long strings and skipping a huge unit
+                Step::More if avail > self.limits.fast => return Ok(Fast::Large),
                 Step::More => {
                     // incomplete: at least double what is buffered, so a large trace is
                     // re-parsed a bounded number of times
@@ -428,8 +470,11 @@ impl Driver<'_> {
                 return Ok(());
             }
         };
-        for t in traces {
+        for mut t in traces {
+            self.count_cut_id(&t);
             if kind.loose() {
+                let held = self.pending.get(&t.trace_id).map_or(0, Vec::len);
+                self.cap_spans(&t.trace_id, held, &mut t.spans);
                 match self.pending.get_mut(&t.trace_id) {
                     Some(v) => v.extend(t.spans),
                     None => {
@@ -444,7 +489,8 @@ impl Driver<'_> {
         Ok(())
     }
 
-    fn emit(&mut self, t: RawTrace, _format: Format) {
+    fn emit(&mut self, mut t: RawTrace, _format: Format) {
+        self.cap_spans(&t.trace_id, 0, &mut t.spans);
         self.stats.traces += 1;
         self.stats.spans += t.spans.len() as u64;
         (self.on_trace)(t, self.interner, self.warnings);

@@ -61,6 +61,7 @@ fn outcome(bytes: &[u8], fast: FastPaths, chunk_reads: bool) -> String {
         &mut w,
         &mut |t, _, _| traces.push(t),
         fast,
+        crate::limits::Limits::DEFAULT,
     );
     let mut out = format!("{:?}\n", res.map_err(|e| e.to_string()));
     for t in &traces {

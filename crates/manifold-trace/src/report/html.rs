@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use super::JsonReport;
 use crate::analysis::{Analyzer, Snapshot};
+use crate::model::Interner;
 
 fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
@@ -20,7 +21,7 @@ fn esc(s: &str) -> String {
     o
 }
 
-fn waterfall(o: &mut String, title: &str, s: &Snapshot) {
+fn waterfall(o: &mut String, title: &str, s: &Snapshot, names: &Interner) {
     let total = s.duration.max(1) as f64;
     let row_h = 18.0;
     let label_w = 360.0;
@@ -36,14 +37,15 @@ fn waterfall(o: &mut String, title: &str, s: &Snapshot) {
         h
     );
     for (i, r) in s.rows.iter().enumerate() {
+        let (service, operation) = (names.name(r.service), names.name(r.operation));
         let y = 20.0 + row_h * i as f64;
         let x = label_w + bar_w * (r.offset.max(0) as f64 / total);
         let w = (bar_w * (r.duration as f64 / total)).max(1.0);
         let label = format!(
             "{}{}:{}",
             "  ".repeat(r.depth.min(20) as usize),
-            r.service,
-            r.operation
+            service,
+            operation
         );
         let _ = writeln!(
             o,
@@ -52,7 +54,7 @@ fn waterfall(o: &mut String, title: &str, s: &Snapshot) {
             esc(&label),
             y,
             if r.error { "span err" } else { "span" },
-            esc(&format!("{}:{}", r.service, r.operation)),
+            esc(&format!("{service}:{operation}")),
             r.duration as f64 / 1e6
         );
     }
@@ -96,7 +98,7 @@ pub fn render_html(an: &Analyzer, r: &JsonReport) -> String {
         );
     }
     o.push_str("</table>\n<h2>Recommendations</h2>\n<table><tr><th>kind</th><th>service:operation</th><th>saving p50 ms</th><th>share</th><th>evidence</th></tr>\n");
-    for rec in &r.recommendations {
+    for rec in r.recommendations.iter().take(50) {
         let _ = writeln!(
             o,
             "<tr><td>{}</td><td>{}:{}</td><td class=\"n\">{:.2}</td><td class=\"n\">{:.1}%</td><td>{} ({} traces; e.g. {})</td></tr>",
@@ -110,12 +112,20 @@ pub fn render_html(an: &Analyzer, r: &JsonReport) -> String {
             esc(&rec.evidence.example_trace_ids.join(", "))
         );
     }
-    o.push_str("</table>\n<p class=\"legend\"><span></span>critical path</p>\n");
+    o.push_str("</table>\n");
+    if r.recommendations.len() > 50 {
+        let _ = writeln!(
+            o,
+            "<p>… and {} more recommendations (all of them in <code>--json</code>).</p>",
+            r.recommendations.len() - 50
+        );
+    }
+    o.push_str("<p class=\"legend\"><span></span>critical path</p>\n");
     if let Some(m) = an.median_snapshot() {
-        waterfall(&mut o, "Median trace", m);
+        waterfall(&mut o, "Median trace", m, &an.interner);
     }
     if let Some(s) = &an.slowest {
-        waterfall(&mut o, "Slowest trace", s);
+        waterfall(&mut o, "Slowest trace", s, &an.interner);
     }
     o.push_str("</body></html>\n");
     o

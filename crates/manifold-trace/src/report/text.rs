@@ -19,6 +19,15 @@ pub fn render_text(r: &JsonReport) -> String {
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
         let _ = writeln!(o, "warnings: {}", parts.join(", "));
+        // what the reader's limits cut or skipped, and where: said here, not only in --json
+        for e in &r.warning_examples {
+            if crate::model::WarningKind::ALL
+                .iter()
+                .any(|k| k.is_limit() && e.starts_with(&format!("{}:", k.as_str())))
+            {
+                let _ = writeln!(o, "  {e}");
+            }
+        }
     }
     let _ = writeln!(o, "\nHotspots (share of critical-path time)");
     let _ = writeln!(
@@ -75,7 +84,9 @@ pub fn render_text(r: &JsonReport) -> String {
             "  {:<40} {:>10} {:>10} {:>10} {:>10}",
             "endpoint", "p50 ms", "p90 ms", "p99 ms", "max ms"
         );
-        for e in &w.endpoints {
+        // one row pair per endpoint: a file of a million distinct root operations would print
+        // two million lines
+        for e in w.endpoints.iter().take(15) {
             let name = format!("{}:{}", e.service, e.operation);
             let _ = writeln!(
                 o,
@@ -86,6 +97,13 @@ pub fn render_text(r: &JsonReport) -> String {
                 o,
                 "  {:<40} {:>10.2} {:>10.2} {:>10.2} {:>10.2}  after",
                 "", e.after.p50_ms, e.after.p90_ms, e.after.p99_ms, e.after.max_ms
+            );
+        }
+        if w.endpoints.len() > 15 {
+            let _ = writeln!(
+                o,
+                "  … and {} more endpoints (all of them in --json)",
+                w.endpoints.len() - 15
             );
         }
     }

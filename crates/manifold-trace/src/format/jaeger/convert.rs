@@ -5,6 +5,7 @@ use crate::format::{
     parse_duration, parse_rfc3339, push_span_sized, service_sym, span_id, text_or_empty, trace_id,
     Attrs, Num, NumOrText, RawTrace, TidCache,
 };
+use crate::limits::clip;
 use crate::model::{Interner, Link, Span, WarningKind, Warnings};
 
 use super::schema::JProcess;
@@ -16,14 +17,15 @@ pub(super) struct Processes {
 }
 
 impl Processes {
-    pub(super) fn add(&mut self, id: String, p: &JProcess<'_>, interner: &mut Interner) {
+    /// A process by its id (a long id cut, like every name kept: the lookup cuts it too).
+    pub(super) fn add(&mut self, id: &str, p: &JProcess<'_>, interner: &mut Interner) {
         let svc = service_sym(p.service_name.as_deref(), interner);
         let mut a = Attrs::default();
         for t in p.tags.iter().flatten() {
             a.add(text_or_empty(&t.key), &t.value());
         }
         let host = a.host.map(|h| interner.intern(&h));
-        self.map.insert(id, (svc, host));
+        self.map.insert(clip(id).into_owned(), (svc, host));
     }
 }
 
@@ -138,7 +140,7 @@ pub(super) fn convert_span_in<'s>(
         }
         host = a.host;
     } else if let Some(pid) = s.process_id {
-        if let Some((svc, h)) = procs.map.get(pid) {
+        if let Some((svc, h)) = procs.map.get(clip(pid).as_ref()) {
             service = *svc;
             proc_host = *h;
         }
@@ -160,7 +162,11 @@ pub(super) fn convert_span_in<'s>(
         if let Some(rt) = r.trace_id {
             if !rt.is_empty() && !tid.is_empty() && rt != raw_tid && trace_id(rt) != tid {
                 warnings.add_with(WarningKind::ForeignReference, || {
-                    format!("trace {tid}: span {sid_text} refers to trace {rt}")
+                    format!(
+                        "trace {tid}: span {} refers to trace {}",
+                        clip(sid_text),
+                        clip(rt)
+                    )
                 });
                 continue;
             }

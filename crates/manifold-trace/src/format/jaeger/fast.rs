@@ -513,7 +513,7 @@ pub(crate) fn convert(
     let default_tid = t.trace_id.map(trace_id).unwrap_or_default();
     let mut procs = Processes::default();
     for (k, p) in &t.processes {
-        procs.add((*k).to_string(), p, interner);
+        procs.add(k, p, interner);
     }
     let mut cache = TidCache::default();
     if let Some(raw) = t.trace_id {
