@@ -111,6 +111,26 @@ mod tests {
         assert_eq!(passes(&with(&lookalikes), 3), 0);
     }
 
+    /// What a client may put in `Via`: bytes beyond ASCII, a 64 KiB entry, a list of nothing but
+    /// commas, whitespace only. Counted as nothing, never a panic; the scan is one pass.
+    #[test]
+    fn hostile_via_values_count_as_nothing() {
+        let mut h = HeaderMap::new();
+        for v in [
+            HeaderValue::from_bytes(b"1.1 manifold\xff").expect("obs-text is a header value"),
+            HeaderValue::from_bytes(b"\xc3\xa9 manifold\xc3\xa9").expect("obs-text"),
+            HeaderValue::from_str(&"x".repeat(64 << 10)).expect("a long value"),
+            HeaderValue::from_str(&",".repeat(64 << 10)).expect("commas"),
+            HeaderValue::from_static(" \t "),
+        ] {
+            h.append(VIA, v);
+        }
+        assert_eq!(passes(&h, 3), 0);
+        // A real entry among them is still found.
+        h.append(VIA, HeaderValue::from_static("1.1 manifold"));
+        assert_eq!(passes(&h, 3), 1);
+    }
+
     #[test]
     fn the_entry_added_is_counted() {
         let mut h = with(&["1.0 fred"]);
